@@ -1,0 +1,451 @@
+// Reverse-mode differentiation of the graph IR. Like micrograd, each op knows its local vector-Jacobian
+// product; unlike micrograd the products are emitted as more ONNX nodes into the same graph, so
+// onnxruntime runs forward and backward in one session.
+import { attr, Graph, GraphError, isStatic, tensor, type Attrs, type Dim, type Node } from "./ir.js";
+
+type Grads = (string | null)[];
+
+const FLOAT = new Set(["float32", "float64"]);
+
+function intsAttr(n: Node, k: string): number[] | undefined {
+  const a = n.attrs[k];
+  return a?.kind === "ints" ? a.value : undefined;
+}
+function intAttr(n: Node, k: string, d: number): number {
+  const a = n.attrs[k];
+  return a?.kind === "int" ? a.value : d;
+}
+function floatAttr(n: Node, k: string, d: number): number {
+  const a = n.attrs[k];
+  return a?.kind === "float" ? a.value : d;
+}
+
+/** Emits gradient nodes; small helpers keep the rules readable. */
+class Emitter {
+  private zeroConst?: string;
+  private oneConst?: string;
+  constructor(readonly g: Graph) {}
+
+  op(op: string, inputs: string[], attrs: Attrs = {}): string {
+    return this.g.op(op, inputs, attrs);
+  }
+  zero(): string {
+    return (this.zeroConst ??= this.g.scalar(0));
+  }
+  one(): string {
+    return (this.oneConst ??= this.g.scalar(1));
+  }
+  shape(v: string): Dim[] {
+    return this.g.shape(v);
+  }
+
+  /** Reshape to a (possibly symbolic) shape: a single symbolic dim becomes -1, otherwise Shape(like) is used. */
+  reshapeLike(v: string, like: string): string {
+    const s = this.shape(like);
+    const sym = s.filter((d) => typeof d !== "number").length;
+    if (sym <= 1) return this.op("Reshape", [v, this.g.ints(s.map((d) => (typeof d === "number" ? d : -1)))]);
+    return this.g.add("Reshape", [v, this.op("Shape", [like])], {}, { infer: [{ dtype: this.g.info(v).dtype, shape: [...s] }] })[0];
+  }
+
+  /** Sums a broadcast gradient back down to the shape of `like`. */
+  sumTo(dy: string, like: string): string {
+    const ys = this.shape(dy);
+    const xs = this.shape(like);
+    if (ys.length === xs.length && ys.every((d, i) => d === xs[i])) return dy;
+    const off = ys.length - xs.length;
+    const axes: number[] = [];
+    ys.forEach((d, i) => {
+      const xd = i < off ? undefined : xs[i - off];
+      if (xd === undefined || (xd === 1 && d !== 1)) axes.push(i);
+      else if (xd !== d && typeof xd === "number" && typeof d === "number") throw new GraphError(`cannot reduce [${ys}] to [${xs}]`);
+    });
+    let r = dy;
+    if (axes.length) r = this.op("ReduceSum", [dy, this.g.ints(axes)], { keepdims: attr.int(1) });
+    if (off > 0 || this.shape(r).length !== xs.length) r = this.reshapeLike(r, like);
+    return r;
+  }
+}
+
+type Rule = (e: Emitter, n: Node, dy: string[], needs: boolean[]) => Grads;
+
+const unary = (f: (e: Emitter, x: string, y: string, dy: string) => string): Rule =>
+  (e, n, [dy]) => [f(e, n.inputs[0], n.outputs[0], dy)];
+
+function convGradWeight(e: Emitter, n: Node, x: string, w: string, dy: string): string {
+  const [co, ci, kh, kw] = e.g.staticShape(w);
+  const s = intsAttr(n, "strides") ?? [1, 1];
+  const d = intsAttr(n, "dilations") ?? [1, 1];
+  const pads = intsAttr(n, "pads") ?? [0, 0, 0, 0];
+  // dW[o,i,a,b] = Σ_n,y,x dy[n,o,y,x]·x[n,i,y·s+a·d,x·s+b·d]: a convolution over x with the batch as channels
+  // and dy as the kernel, dilated by the stride.
+  const xt = e.op("Transpose", [x], { perm: attr.ints([1, 0, 2, 3]) });
+  const dyt = e.op("Transpose", [dy], { perm: attr.ints([1, 0, 2, 3]) });
+  const yshape = e.shape(dy);
+  const xshape = e.shape(x);
+  if (typeof yshape[2] !== "number" || typeof yshape[3] !== "number" || typeof xshape[2] !== "number" || typeof xshape[3] !== "number") {
+    throw new GraphError("Conv weight gradient needs static spatial sizes");
+  }
+  // The kernel (dy) is a graph value, not a constant: shapes.ts reads its shape from the value info.
+  const raw = e.g.add("Conv", [xt, dyt], { strides: attr.ints(d), dilations: attr.ints(s), pads: attr.ints(pads) }, {
+    infer: [{
+      dtype: "float32",
+      shape: [ci, co,
+        Math.floor((xshape[2] + pads[0] + pads[2] - ((yshape[2] - 1) * s[0] + 1)) / d[0]) + 1,
+        Math.floor((xshape[3] + pads[1] + pads[3] - ((yshape[3] - 1) * s[1] + 1)) / d[1]) + 1],
+    }],
+  })[0];
+  const [, , rh, rw] = e.shape(raw) as number[];
+  let cut = raw;
+  if (rh !== kh || rw !== kw) cut = e.op("Slice", [raw, e.g.ints([0, 0]), e.g.ints([kh, kw]), e.g.ints([2, 3])]);
+  return e.op("Transpose", [cut], { perm: attr.ints([1, 0, 2, 3]) });
+}
+
+function convGradInput(e: Emitter, n: Node, x: string, w: string, dy: string): string {
+  const [, , kh, kw] = e.g.staticShape(w);
+  const s = intsAttr(n, "strides") ?? [1, 1];
+  const d = intsAttr(n, "dilations") ?? [1, 1];
+  const pads = intsAttr(n, "pads") ?? [0, 0, 0, 0];
+  const xs = e.shape(x) as number[];
+  const ys = e.shape(dy) as number[];
+  // Rows the forward conv never reached (floor division) come back as output_padding.
+  const outPad = [0, 1].map((i) => xs[2 + i] - (s[i] * (ys[2 + i] - 1) + ([kh, kw][i] - 1) * d[i] + 1 - pads[i] - pads[2 + i]));
+  return e.op("ConvTranspose", [dy, w], {
+    strides: attr.ints(s),
+    dilations: attr.ints(d),
+    pads: attr.ints(pads),
+    output_padding: attr.ints(outPad),
+  });
+}
+
+/** Per-output-position divisor of an AveragePool (count_include_pad = 0 excludes padding at the edges). */
+function avgPoolCounts(inH: number, inW: number, outH: number, outW: number, k: number[], s: number[], pads: number[], includePad: boolean): Float32Array {
+  const c = new Float32Array(outH * outW);
+  for (let oy = 0; oy < outH; oy++)
+    for (let ox = 0; ox < outW; ox++) {
+      const y0 = oy * s[0] - pads[0];
+      const x0 = ox * s[1] - pads[1];
+      if (includePad) {
+        const y1 = Math.min(y0 + k[0], inH + pads[2]);
+        const x1 = Math.min(x0 + k[1], inW + pads[3]);
+        c[oy * outW + ox] = (y1 - y0) * (x1 - x0);
+      } else {
+        const hh = Math.min(y0 + k[0], inH) - Math.max(y0, 0);
+        const ww = Math.min(x0 + k[1], inW) - Math.max(x0, 0);
+        c[oy * outW + ox] = hh * ww;
+      }
+    }
+  return c;
+}
+
+const RULES: Record<string, Rule> = {
+  Identity: unary((_e, _x, _y, dy) => dy),
+  Dropout: (_e, _n, [dy]) => [dy],
+  Relu: unary((e, _x, y, dy) => e.op("Where", [e.op("Greater", [y, e.zero()]), dy, e.zero()])),
+  Sigmoid: unary((e, _x, y, dy) => e.op("Mul", [dy, e.op("Mul", [y, e.op("Sub", [e.one(), y])])])),
+  Tanh: unary((e, _x, y, dy) => e.op("Mul", [dy, e.op("Sub", [e.one(), e.op("Mul", [y, y])])])),
+  Exp: unary((e, _x, y, dy) => e.op("Mul", [dy, y])),
+  Log: unary((e, x, _y, dy) => e.op("Div", [dy, x])),
+  Neg: unary((e, _x, _y, dy) => e.op("Neg", [dy])),
+  Abs: unary((e, x, _y, dy) => e.op("Mul", [dy, e.op("Sign", [x])])),
+  Sqrt: unary((e, _x, y, dy) => e.op("Div", [dy, e.op("Add", [y, y])])),
+  Reciprocal: unary((e, _x, y, dy) => e.op("Neg", [e.op("Mul", [dy, e.op("Mul", [y, y])])])),
+  Softmax: (e, n, [dy]) => {
+    const y = n.outputs[0];
+    const axis = intAttr(n, "axis", -1);
+    const s = e.op("ReduceSum", [e.op("Mul", [dy, y]), e.g.ints([axis])], { keepdims: attr.int(1) });
+    return [e.op("Mul", [y, e.op("Sub", [dy, s])])];
+  },
+  LogSoftmax: (e, n, [dy]) => {
+    const y = n.outputs[0];
+    const axis = intAttr(n, "axis", -1);
+    const s = e.op("ReduceSum", [dy, e.g.ints([axis])], { keepdims: attr.int(1) });
+    return [e.op("Sub", [dy, e.op("Mul", [e.op("Exp", [y]), s])])];
+  },
+  Add: (e, n, [dy], needs) => n.inputs.map((x, i) => (needs[i] ? e.sumTo(dy, x) : null)),
+  Sum: (e, n, [dy], needs) => n.inputs.map((x, i) => (needs[i] ? e.sumTo(dy, x) : null)),
+  Sub: (e, n, [dy], needs) => [
+    needs[0] ? e.sumTo(dy, n.inputs[0]) : null,
+    needs[1] ? e.sumTo(e.op("Neg", [dy]), n.inputs[1]) : null,
+  ],
+  Mul: (e, n, [dy], needs) => {
+    const [a, b] = n.inputs;
+    return [needs[0] ? e.sumTo(e.op("Mul", [dy, b]), a) : null, needs[1] ? e.sumTo(e.op("Mul", [dy, a]), b) : null];
+  },
+  Div: (e, n, [dy], needs) => {
+    const [a, b] = n.inputs;
+    const da = needs[0] ? e.sumTo(e.op("Div", [dy, b]), a) : null;
+    const db = needs[1] ? e.sumTo(e.op("Neg", [e.op("Div", [e.op("Mul", [dy, n.outputs[0]]), b])]), b) : null;
+    return [da, db];
+  },
+  Pow: (e, n, [dy], needs) => {
+    if (needs[1]) throw new GraphError("Pow: gradient with respect to the exponent is not supported");
+    const [x, p] = n.inputs;
+    const local = e.op("Mul", [p, e.op("Pow", [x, e.op("Sub", [p, e.one()])])]);
+    return [e.sumTo(e.op("Mul", [dy, local]), x), null];
+  },
+  Where: (e, n, [dy], needs) => {
+    const [c, a, b] = n.inputs;
+    return [
+      null,
+      needs[1] ? e.sumTo(e.op("Where", [c, dy, e.zero()]), a) : null,
+      needs[2] ? e.sumTo(e.op("Where", [c, e.zero(), dy]), b) : null,
+    ];
+  },
+  Clip: (e, n, [dy], needs) => {
+    const [x, lo, hi] = n.inputs;
+    let mask: string | null = null;
+    if (lo) mask = e.op("GreaterOrEqual", [x, lo]);
+    if (hi) {
+      const m2 = e.op("LessOrEqual", [x, hi]);
+      mask = mask ? e.op("And", [mask, m2]) : m2;
+    }
+    return [needs[0] ? (mask ? e.op("Where", [mask, dy, e.zero()]) : dy) : null, null, null];
+  },
+  Cast: (_e, n, [dy]) => [dy],
+  MatMul: (e, n, [dy], needs) => {
+    const [x, w] = n.inputs;
+    const xr = e.shape(x).length;
+    const dx = needs[0] ? e.op("Gemm", [dy, w], { transB: attr.int(1) }) : null;
+    let dw: string | null = null;
+    if (needs[1]) {
+      if (xr !== 2) throw new GraphError("MatMul weight gradient needs a 2-D input");
+      dw = e.op("Gemm", [x, dy], { transA: attr.int(1) });
+    }
+    return [dx, dw];
+  },
+  Gemm: (e, n, [dy], needs) => {
+    const [a, b, c] = n.inputs;
+    const alpha = floatAttr(n, "alpha", 1);
+    const beta = floatAttr(n, "beta", 1);
+    const tA = intAttr(n, "transA", 0);
+    const tB = intAttr(n, "transB", 0);
+    const al = { alpha: attr.float(alpha) };
+    const da = !needs[0] ? null
+      : tA === 0 ? e.op("Gemm", [dy, b], { ...al, transB: attr.int(tB ? 0 : 1) })
+      : e.op("Gemm", [b, dy], { ...al, transA: attr.int(tB), transB: attr.int(1) });
+    const db = !needs[1] ? null
+      : tB === 0 ? e.op("Gemm", [a, dy], { ...al, transA: attr.int(tA ? 0 : 1) })
+      : e.op("Gemm", [dy, a], { ...al, transA: attr.int(1), transB: attr.int(tA) });
+    const dc = c && needs[2] ? e.sumTo(beta === 1 ? dy : e.op("Mul", [dy, e.g.scalar(beta)]), c) : null;
+    return [da, db, dc];
+  },
+  Conv: (e, n, [dy], needs) => {
+    if (intAttr(n, "group", 1) !== 1) throw new GraphError("Conv gradient supports group=1 only");
+    const [x, w, b] = n.inputs;
+    return [
+      needs[0] ? convGradInput(e, n, x, w, dy) : null,
+      needs[1] ? convGradWeight(e, n, x, w, dy) : null,
+      b && needs[2] ? e.op("ReduceSum", [dy, e.g.ints([0, 2, 3])], { keepdims: attr.int(0) }) : null,
+    ];
+  },
+  MaxPool: (e, n, [dy]) => {
+    // The forward node is given an Indices output (flat index into N·C·H·W); the gradient scatters dy there.
+    if (n.outputs.length < 2 || n.outputs[1] === "") {
+      const idx = e.g.fresh(`${n.outputs[0]}_argmax`);
+      n.outputs[1] = idx;
+      e.g.values.set(idx, { name: idx, dtype: "int64", shape: [...e.shape(n.outputs[0])] });
+    }
+    const x = n.inputs[0];
+    const flatDy = e.op("Reshape", [dy, e.g.ints([-1])]);
+    const flatIdx = e.op("Reshape", [n.outputs[1], e.g.ints([-1])]);
+    const zeros = e.g.add("ConstantOfShape", [e.op("Shape", [x])], { value: attr.tensor(tensor("float32", [1], new Float32Array(1))) }, {
+      infer: [{ dtype: "float32", shape: [...e.shape(x)] }],
+    })[0];
+    const flatZeros = e.op("Reshape", [zeros, e.g.ints([-1])]);
+    const scattered = e.op("ScatterElements", [flatZeros, flatIdx, flatDy], { axis: attr.int(0), reduction: attr.string("add") });
+    return [e.reshapeLike(scattered, x)];
+  },
+  AveragePool: (e, n, [dy]) => {
+    const x = n.inputs[0];
+    const k = intsAttr(n, "kernel_shape")!;
+    const s = intsAttr(n, "strides") ?? [1, 1];
+    const pads = intsAttr(n, "pads") ?? [0, 0, 0, 0];
+    if (intAttr(n, "ceil_mode", 0) !== 0) throw new GraphError("AveragePool gradient: ceil_mode is not supported");
+    const xs = e.shape(x);
+    const ys = e.shape(dy);
+    const [h, w] = [xs[2], xs[3]] as number[];
+    const [oh, ow] = [ys[2], ys[3]] as number[];
+    const counts = avgPoolCounts(h, w, oh, ow, k, s, pads, intAttr(n, "count_include_pad", 0) === 1);
+    const scaled = e.op("Div", [dy, e.g.constant(tensor("float32", [1, 1, oh, ow], counts))]);
+    // Spread each output's share over its window: a transposed conv with a ones kernel, per channel.
+    const flat = e.op("Reshape", [scaled, e.g.ints([-1, 1, oh, ow])]);
+    const ones = e.g.constant(tensor("float32", [1, 1, k[0], k[1]], new Float32Array(k[0] * k[1]).fill(1)));
+    const outPad = [0, 1].map((i) => [h, w][i] - (s[i] * ([oh, ow][i] - 1) + k[i] - pads[i] - pads[2 + i]));
+    const spread = e.op("ConvTranspose", [flat, ones], { strides: attr.ints(s), pads: attr.ints(pads), output_padding: attr.ints(outPad) });
+    return [e.reshapeLike(spread, x)];
+  },
+  GlobalAveragePool: (e, n, [dy]) => {
+    const xs = e.shape(n.inputs[0]);
+    const sp = xs.slice(2) as number[];
+    const count = sp.reduce((p, q) => p * q, 1);
+    const spread = e.g.constant(tensor("float32", [1, 1, ...sp], new Float32Array(count).fill(1 / count)));
+    return [e.op("Mul", [dy, spread])];
+  },
+  Flatten: (e, n, [dy]) => [e.reshapeLike(dy, n.inputs[0])],
+  Reshape: (e, n, [dy]) => [e.reshapeLike(dy, n.inputs[0]), null],
+  Squeeze: (e, n, [dy]) => [e.reshapeLike(dy, n.inputs[0]), null],
+  Unsqueeze: (e, n, [dy]) => [e.reshapeLike(dy, n.inputs[0]), null],
+  Expand: (e, n, [dy]) => [e.sumTo(dy, n.inputs[0]), null],
+  Transpose: (e, n, [dy]) => {
+    const perm = intsAttr(n, "perm") ?? e.shape(n.inputs[0]).map((_, i, a) => a.length - 1 - i);
+    const inv = perm.map((_, i) => perm.indexOf(i));
+    return [e.op("Transpose", [dy], { perm: attr.ints(inv) })];
+  },
+  Concat: (e, n, [dy], needs) => {
+    const rank = e.shape(n.inputs[0]).length;
+    let axis = intAttr(n, "axis", 0);
+    if (axis < 0) axis += rank;
+    let start = 0;
+    return n.inputs.map((x, i) => {
+      const len = e.shape(x)[axis];
+      if (typeof len !== "number") throw new GraphError("Concat gradient needs a static size on the concat axis");
+      const r = needs[i] ? e.op("Slice", [dy, e.g.ints([start]), e.g.ints([start + len]), e.g.ints([axis])]) : null;
+      start += len;
+      return r;
+    });
+  },
+  Pad: (e, n, [dy]) => {
+    const x = n.inputs[0];
+    const pads = e.g.initializers.get(n.inputs[1]);
+    if (!pads) throw new GraphError("Pad gradient needs constant pads");
+    const mode = n.attrs.mode?.kind === "string" ? n.attrs.mode.value : "constant";
+    if (mode !== "constant") throw new GraphError(`Pad gradient: mode ${mode} is not supported`);
+    const p = Array.from(pads.data as BigInt64Array, Number);
+    const xs = e.shape(x);
+    const r = xs.length;
+    const axes: number[] = [], starts: number[] = [], ends: number[] = [];
+    xs.forEach((d, i) => {
+      if (p[i] === 0 && p[r + i] === 0) return;
+      if (typeof d !== "number") throw new GraphError("Pad gradient: padding a symbolic axis");
+      axes.push(i);
+      starts.push(p[i]);
+      ends.push(p[i] + d);
+    });
+    return [axes.length ? e.op("Slice", [dy, e.g.ints(starts), e.g.ints(ends), e.g.ints(axes)]) : dy, null, null];
+  },
+  Slice: (e, n, [dy]) => {
+    const x = n.inputs[0];
+    const xs = e.shape(x);
+    const ys = e.shape(dy);
+    const get = (k: number) => (n.inputs[k] ? Array.from(e.g.initializers.get(n.inputs[k])!.data as BigInt64Array, Number) : undefined);
+    const starts = get(1)!;
+    const axes = get(3) ?? starts.map((_, i) => i);
+    const pads = new Array(xs.length * 2).fill(0);
+    axes.forEach((a0, i) => {
+      const a = a0 < 0 ? a0 + xs.length : a0;
+      const d = xs[a];
+      if (typeof d !== "number") return;
+      const st = Math.min(Math.max(starts[i] < 0 ? starts[i] + d : starts[i], 0), d);
+      pads[a] = st;
+      pads[xs.length + a] = d - st - (ys[a] as number);
+    });
+    return [e.op("Pad", [dy, e.g.ints(pads)], { mode: attr.string("constant") }), null, null, null, null];
+  },
+  BatchNormalization: (e, n, [dy], needs) => {
+    const [x, scale, , mean, variance] = n.inputs;
+    const eps = floatAttr(n, "epsilon", 1e-5);
+    const rank = e.shape(x).length;
+    const bshape = [1, -1, ...new Array(rank - 2).fill(1)];
+    const view = (v: string) => e.op("Reshape", [v, e.g.ints(bshape)]);
+    const invStd = e.op("Reciprocal", [e.op("Sqrt", [e.op("Add", [variance, e.g.scalar(eps)])])]);
+    const reduceAxes = [0, ...Array.from({ length: rank - 2 }, (_, i) => i + 2)];
+    const dx = needs[0] ? e.op("Mul", [dy, view(e.op("Mul", [scale, invStd]))]) : null;
+    let dscale: string | null = null;
+    if (needs[1]) {
+      const xhat = e.op("Mul", [e.op("Sub", [x, view(mean)]), view(invStd)]);
+      dscale = e.op("ReduceSum", [e.op("Mul", [dy, xhat]), e.g.ints(reduceAxes)], { keepdims: attr.int(0) });
+    }
+    const dbias = needs[2] ? e.op("ReduceSum", [dy, e.g.ints(reduceAxes)], { keepdims: attr.int(0) }) : null;
+    if (needs[3] || needs[4]) throw new GraphError("BatchNormalization: gradients for running statistics are not supported");
+    return [dx, dscale, dbias, null, null];
+  },
+  ReduceSum: (e, n, [dy]) => [reduceGrad(e, n, dy, false), null],
+  ReduceMean: (e, n, [dy]) => [reduceGrad(e, n, dy, true)],
+};
+
+function reduceGrad(e: Emitter, n: Node, dy: string, mean: boolean): string {
+  const x = n.inputs[0];
+  const xs = e.shape(x);
+  let axes: number[];
+  if (n.op === "ReduceSum") {
+    axes = n.inputs[1] ? Array.from(e.g.initializers.get(n.inputs[1])!.data as BigInt64Array, Number) : xs.map((_, i) => i);
+  } else axes = intsAttr(n, "axes") ?? xs.map((_, i) => i);
+  axes = axes.map((a) => (a < 0 ? a + xs.length : a));
+  let g = dy;
+  if (intAttr(n, "keepdims", 1) === 0) g = e.op("Unsqueeze", [dy, e.g.ints(axes)]);
+  if (mean) {
+    const count = axes.map((a) => xs[a]).reduce((p: number, q) => {
+      if (typeof q !== "number") throw new GraphError("ReduceMean gradient over a symbolic axis");
+      return p * q;
+    }, 1);
+    g = e.op("Div", [g, e.g.scalar(count)]);
+  }
+  // Broadcast back to x's shape: Expand to Shape(x), the shape stated explicitly.
+  return e.g.add("Expand", [g, e.op("Shape", [x])], {}, { infer: [{ dtype: e.g.info(x).dtype, shape: [...xs] }] })[0];
+}
+
+export interface BackwardOptions {
+  /** Gradient of the loss to start from (vector-Jacobian product); default: ones for a scalar loss. */
+  seed?: string;
+}
+
+/**
+ * Appends to `g` the nodes computing d(loss)/d(v) for each v in `wrt` (graph inputs, initializers or
+ * intermediate values). Returns v → name of its gradient (a zero constant when loss does not depend on v).
+ */
+export function backward(g: Graph, loss: string, wrt: string[], opts: BackwardOptions = {}): Map<string, string> {
+  const e = new Emitter(g);
+  const forward = [...g.nodes];
+  // Values that depend on some wrt value...
+  const dependsOnWrt = new Set(wrt);
+  for (const n of forward) if (n.inputs.some((i) => dependsOnWrt.has(i))) n.outputs.forEach((o) => dependsOnWrt.add(o));
+  // ...and that the loss depends on.
+  const reachesLoss = new Set([loss]);
+  for (let i = forward.length - 1; i >= 0; i--) {
+    const n = forward[i];
+    if (n.outputs.some((o) => reachesLoss.has(o))) n.inputs.forEach((x) => x && reachesLoss.add(x));
+  }
+  const active = (v: string) => dependsOnWrt.has(v) && reachesLoss.has(v) && FLOAT.has(g.info(v).dtype);
+
+  const contributions = new Map<string, string[]>();
+  const push = (v: string, grad: string) => (contributions.get(v) ?? contributions.set(v, []).get(v)!).push(grad);
+  const total = (v: string): string | undefined => {
+    const cs = contributions.get(v);
+    if (!cs?.length) return undefined;
+    if (cs.length > 1) contributions.set(v, [e.op("Sum", cs)]);
+    return contributions.get(v)![0];
+  };
+
+  let seed = opts.seed;
+  if (!seed) {
+    const ls = g.shape(loss);
+    if (!isStatic(ls) || ls.reduce((p, q) => p * q, 1) !== 1) throw new GraphError(`loss "${loss}" must be a scalar, has shape [${ls}]`);
+    seed = g.constant(tensor("float32", [...ls], Float32Array.of(1)), "seed");
+  }
+  push(loss, seed);
+
+  for (let i = forward.length - 1; i >= 0; i--) {
+    const n = forward[i];
+    const needs = n.inputs.map((x) => x !== "" && active(x));
+    if (!needs.some(Boolean)) continue;
+    const dys = n.outputs.map((o) => (o ? total(o) : undefined));
+    if (dys[0] === undefined) continue;
+    const rule = RULES[n.op];
+    if (!rule) throw new GraphError(`no gradient rule for op ${n.op} (node ${n.name})`);
+    const grads = rule(e, n, dys as string[], needs);
+    grads.forEach((gr, k) => {
+      if (gr && needs[k]) push(n.inputs[k], gr);
+    });
+  }
+
+  const out = new Map<string, string>();
+  for (const v of wrt) {
+    const gr = total(v);
+    if (gr) out.set(v, gr);
+    else {
+      const s = g.shape(v);
+      out.set(v, g.constant(tensor("float32", s.map((d) => (typeof d === "number" ? d : 1)), new Float32Array(s.reduce((p: number, q) => p * (typeof q === "number" ? q : 1), 1))), "zero_grad"));
+    }
+  }
+  return out;
+}
