@@ -33,6 +33,8 @@ export function broadcast(a: Dim[], b: Dim[], op = "broadcast"): Dim[] {
 const normAxis = (axis: number, rank: number): number => (axis < 0 ? axis + rank : axis);
 
 function mulDim(a: Dim, b: Dim): Dim {
+  if (a === 1) return b;
+  if (b === 1) return a;
   return typeof a === "number" && typeof b === "number" ? a * b : `${a}*${b}`;
 }
 

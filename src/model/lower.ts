@@ -313,10 +313,3 @@ export function specWithWeights(model: Model, values: Map<string, TensorData>): 
     }),
   };
 }
-
-/** The current value of every parameter, keyed by IR name. */
-export function paramValues(model: Model): Map<string, TensorData> {
-  const m = new Map<string, TensorData>();
-  for (const p of model.params) m.set(p.value, model.graph.initializers.get(p.value)!);
-  return m;
-}

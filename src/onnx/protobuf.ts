@@ -163,10 +163,13 @@ export function readVarints(fields: ProtoField[], field: number): bigint[] {
         let result = 0n;
         let shift = 0n;
         for (;;) {
+          // A truncated packed run would otherwise read past the end forever.
+          if (pos >= b.length) throw new ProtoError("truncated packed protobuf varint");
           const x = b[pos++];
           result |= BigInt(x & 0x7f) << shift;
           if (x < 0x80) break;
           shift += 7n;
+          if (shift > 70n) throw new ProtoError("malformed protobuf varint");
         }
         out.push(result);
       }

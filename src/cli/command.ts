@@ -1,0 +1,127 @@
+// What every CLI command looks like, and the options they share.
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { fail } from "../errors.js";
+import { checkInputScale, openDataset, type Dataset } from "../io/dataset.js";
+import { loadModel } from "../io/load-model.js";
+import type { Model } from "../model/model.js";
+import { Progress, progressEnabled } from "./progress.js";
+
+export type Options = NonNullable<ParseArgsConfig["options"]>;
+export type Values = Record<string, string | boolean | string[] | undefined>;
+
+export interface Context {
+  values: Values;
+  positionals: string[];
+  json: boolean;
+  quiet: boolean;
+}
+
+export interface Command {
+  name: string;
+  summary: string;
+  /** Usage line(s) after "badnet <name>". */
+  usage: string;
+  options: Options;
+  positionals?: boolean;
+  /** Returns the JSON result (printed with --json) and the human-readable text (printed otherwise). */
+  run(ctx: Context): Promise<{ json: unknown; text: string }>;
+}
+
+export const COMMON: Options = {
+  json: { type: "boolean" },
+  quiet: { type: "boolean", short: "q" },
+  help: { type: "boolean", short: "h" },
+};
+
+export const MODEL_OPTIONS: Options = {
+  model: { type: "string", short: "m" },
+  arch: { type: "string" },
+  "input-scale": { type: "string" },
+  layout: { type: "string" },
+  "batch-size": { type: "string" },
+};
+
+export function parse(cmd: Command, argv: string[]): Context {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: { ...COMMON, ...cmd.options }, allowPositionals: cmd.positionals ?? false, strict: true });
+  } catch (e) {
+    return fail(`${cmd.name}: ${(e as Error).message.split("\n")[0]}`);
+  }
+  const values = parsed.values as Values;
+  return { values, positionals: parsed.positionals, json: values.json === true, quiet: values.quiet === true };
+}
+
+export function str(ctx: Context, key: string, required: true): string;
+export function str(ctx: Context, key: string, required?: false): string | undefined;
+export function str(ctx: Context, key: string, required = false): string | undefined {
+  const v = ctx.values[key];
+  if (v === undefined || v === false) {
+    if (required) fail(`missing required option --${key}`);
+    return undefined;
+  }
+  return String(v);
+}
+
+export function num(ctx: Context, key: string, dflt?: number, range?: { min?: number; max?: number; integer?: boolean }): number {
+  const s = str(ctx, key);
+  if (s === undefined) {
+    if (dflt === undefined) fail(`missing required option --${key}`);
+    return dflt;
+  }
+  const v = Number(s);
+  if (!Number.isFinite(v)) fail(`--${key} must be a number, got "${s}"`);
+  if (range?.integer && !Number.isInteger(v)) fail(`--${key} must be an integer, got ${s}`);
+  if (range?.min !== undefined && v < range.min) fail(`--${key} must be at least ${range.min}, got ${s}`);
+  if (range?.max !== undefined && v > range.max) fail(`--${key} must be at most ${range.max}, got ${s}`);
+  return v;
+}
+
+export function numList(ctx: Context, key: string, dflt: number[], range: { min: number; max: number }): number[] {
+  const s = str(ctx, key);
+  if (s === undefined) return dflt;
+  return s.split(",").map((p) => {
+    const v = Number(p.trim());
+    if (p.trim() === "" || !Number.isFinite(v)) fail(`--${key}: "${p}" is not a number`);
+    if (v < range.min || v > range.max) fail(`--${key}: ${v} is outside ${range.min}..${range.max}`);
+    return v;
+  });
+}
+
+/** --input-scale is explicit: 255 divides pixels by 255, 1 keeps raw 0..255. */
+export function inputScale(ctx: Context): number {
+  const s = str(ctx, "input-scale");
+  if (s === undefined) fail("missing required option --input-scale (255 if the model expects pixels/255, 1 for raw 0..255 pixels)");
+  const v = Number(s);
+  checkInputScale(v);
+  return v;
+}
+
+export async function modelFrom(ctx: Context): Promise<Model> {
+  return loadModel(str(ctx, "model", true), { arch: str(ctx, "arch") });
+}
+
+export function layout(ctx: Context): "nchw" | "nhwc" | undefined {
+  const l = str(ctx, "layout");
+  if (l === undefined) return undefined;
+  if (l !== "nchw" && l !== "nhwc") fail(`--layout must be nchw or nhwc, got "${l}"`);
+  return l;
+}
+
+export async function dataFrom(ctx: Context, key: string, scale: number, required: true): Promise<Dataset>;
+export async function dataFrom(ctx: Context, key: string, scale: number, required?: false): Promise<Dataset | undefined>;
+export async function dataFrom(ctx: Context, key: string, scale: number, required = false): Promise<Dataset | undefined> {
+  const spec = required ? str(ctx, key, true) : str(ctx, key);
+  if (spec === undefined) return undefined;
+  return openDataset(spec, { inputScale: scale, layout: layout(ctx) });
+}
+
+export function batchSize(ctx: Context, dflt = 256): number {
+  return num(ctx, "batch-size", dflt, { min: 1, max: 65536, integer: true });
+}
+
+export function progress(ctx: Context, label: string, total: number, unit = "img"): Progress {
+  return new Progress(label, total, { quiet: !progressEnabled(ctx.quiet), unit });
+}
+
+export const pct = (x: number): string => `${(100 * x).toFixed(2)}%`;

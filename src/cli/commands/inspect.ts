@@ -1,0 +1,24 @@
+import { summarize } from "../../model/summary.js";
+import { MODEL_OPTIONS, modelFrom, type Command } from "../command.js";
+
+export const inspectCommand: Command = {
+  name: "inspect",
+  summary: "layers, output shapes and parameter counts of a model (like Keras summary())",
+  usage: "--model M [--arch deepid] [--json]",
+  options: { model: MODEL_OPTIONS.model, arch: MODEL_OPTIONS.arch },
+  async run(ctx) {
+    const model = await modelFrom(ctx);
+    const s = summarize(model);
+    const w = Math.max(10, ...s.layers.map((l) => l.name.length + l.className.length + 3));
+    const lines = [
+      `model ${s.name}  (${s.source})`,
+      `input ${s.inputShape.join("x")} (C x H x W), ${s.numClasses} classes`,
+      "",
+      `${"layer (type)".padEnd(w)}  ${"output shape".padEnd(18)}  params`,
+      ...s.layers.map((l) => `${`${l.name} (${l.className})`.padEnd(w)}  ${`[${l.outputShape.join(", ")}]`.padEnd(18)}  ${l.params}`),
+      "",
+      `total params: ${s.totalParams}`,
+    ];
+    return { json: s, text: lines.join("\n") };
+  },
+};

@@ -1,0 +1,176 @@
+// Every gradient rule against central finite differences computed in float64 by the reference interpreter.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { backward } from "./autodiff.js";
+import { numericGradient, relError } from "./gradcheck.js";
+import { attr, Graph, tensor, type Attrs, type TensorData } from "./ir.js";
+import { softmaxCrossEntropy } from "./losses.js";
+import { Session } from "../runtime/session.js";
+import { mulberry32 } from "../util/random.js";
+
+const rand = mulberry32(1234);
+const randn = (n: number, scale = 1): Float32Array => Float32Array.from({ length: n }, () => (rand() * 2 - 1) * scale);
+const numel = (s: number[]) => s.reduce((p, q) => p * q, 1);
+
+interface Case {
+  name: string;
+  /** Graph inputs (differentiated) with shapes; values are random unless given. */
+  inputs: Record<string, number[] | { shape: number[]; data: Float32Array }>;
+  /** Builds the op(s); returns the output value. */
+  build: (g: Graph, x: Record<string, string>) => string;
+  /** Inputs not to differentiate (e.g. targets). */
+  constantInputs?: string[];
+}
+
+/** loss = Σ y·R with fixed random R, so every output element carries a distinct weight. */
+async function check(c: Case): Promise<void> {
+  const g = new Graph(c.name);
+  const feeds: Record<string, TensorData> = {};
+  const names: Record<string, string> = {};
+  for (const [k, v] of Object.entries(c.inputs)) {
+    const shape = Array.isArray(v) ? v : v.shape;
+    names[k] = g.addInput(k, "float32", shape);
+    feeds[k] = tensor("float32", shape, Array.isArray(v) ? randn(numel(shape)) : v.data);
+  }
+  const y = c.build(g, names);
+  const ys = g.staticShape(y);
+  const r = g.constant(tensor("float32", ys, randn(numel(ys))));
+  const loss = g.op("ReduceSum", [g.op("Mul", [y, r])], { keepdims: attr.int(0) });
+  const wrt = Object.keys(names).filter((k) => !c.constantInputs?.includes(k));
+  const fwd = g.clone();
+  fwd.setOutputs([loss]);
+  const grads = backward(g, loss, wrt);
+  g.setOutputs([...grads.values()]);
+  const session = await Session.create(g);
+  const out = await session.run(feeds);
+  await session.release();
+  for (const w of wrt) {
+    const analytic = out[grads.get(w)!].data as Float32Array;
+    const numeric = numericGradient(fwd, feeds, loss, w);
+    const err = relError(analytic, numeric);
+    assert.ok(err <= 1e-3, `${c.name}: d/d${w} relative error ${err.toExponential(2)}`);
+  }
+}
+
+const conv = (attrs: Attrs) => (g: Graph, x: Record<string, string>) => g.op("Conv", [x.x, x.w, x.b], attrs);
+
+const CASES: Case[] = [
+  { name: "Conv valid", inputs: { x: [2, 3, 7, 6], w: [4, 3, 3, 2], b: [4] }, build: conv({}) },
+  {
+    name: "Conv stride 2 pads",
+    inputs: { x: [2, 2, 8, 7], w: [3, 2, 3, 3], b: [3] },
+    build: conv({ strides: attr.ints([2, 2]), pads: attr.ints([1, 0, 1, 1]) }),
+  },
+  { name: "Conv dilation 2", inputs: { x: [1, 2, 7, 7], w: [2, 2, 2, 2], b: [2] }, build: conv({ dilations: attr.ints([2, 2]) }) },
+  {
+    name: "MaxPool 2x2 floor",
+    inputs: { x: [2, 3, 7, 5] },
+    build: (g, x) => g.op("MaxPool", [x.x], { kernel_shape: attr.ints([2, 2]), strides: attr.ints([2, 2]) }),
+  },
+  {
+    name: "MaxPool 3x3 stride 2 overlapping, padded",
+    inputs: { x: [1, 2, 7, 6] },
+    build: (g, x) => g.op("MaxPool", [x.x], { kernel_shape: attr.ints([3, 3]), strides: attr.ints([2, 2]), pads: attr.ints([1, 1, 1, 1]) }),
+  },
+  {
+    name: "AveragePool padded, count_include_pad 0",
+    inputs: { x: [2, 2, 6, 5] },
+    build: (g, x) => g.op("AveragePool", [x.x], { kernel_shape: attr.ints([3, 2]), strides: attr.ints([2, 2]), pads: attr.ints([1, 0, 1, 1]) }),
+  },
+  { name: "GlobalAveragePool", inputs: { x: [2, 3, 4, 5] }, build: (g, x) => g.op("GlobalAveragePool", [x.x]) },
+  { name: "Relu", inputs: { x: [3, 7] }, build: (g, x) => g.op("Relu", [x.x]) },
+  { name: "Sigmoid", inputs: { x: [3, 7] }, build: (g, x) => g.op("Sigmoid", [x.x]) },
+  { name: "Tanh", inputs: { x: [3, 7] }, build: (g, x) => g.op("Tanh", [x.x]) },
+  { name: "Exp Neg", inputs: { x: [3, 4] }, build: (g, x) => g.op("Neg", [g.op("Exp", [x.x])]) },
+  { name: "Abs", inputs: { x: [4, 5] }, build: (g, x) => g.op("Abs", [x.x]) },
+  {
+    name: "Log Sqrt Reciprocal",
+    inputs: { x: { shape: [3, 4], data: Float32Array.from({ length: 12 }, () => 0.5 + rand()) } },
+    build: (g, x) => g.op("Add", [g.op("Log", [x.x]), g.op("Add", [g.op("Sqrt", [x.x]), g.op("Reciprocal", [x.x])])]),
+  },
+  {
+    name: "Pow (constant exponent)",
+    inputs: { x: { shape: [3, 4], data: Float32Array.from({ length: 12 }, () => 0.5 + rand()) } },
+    build: (g, x) => g.op("Pow", [x.x, g.scalar(2.5)]),
+  },
+  { name: "MatMul", inputs: { x: [4, 6], w: [6, 3] }, build: (g, x) => g.op("MatMul", [x.x, x.w]) },
+  {
+    name: "Gemm transA transB alpha beta",
+    inputs: { a: [5, 4], b: [3, 5], c: [3] },
+    build: (g, x) => g.op("Gemm", [x.a, x.b, x.c], { transA: attr.int(1), transB: attr.int(1), alpha: attr.float(0.7), beta: attr.float(1.3) }),
+  },
+  { name: "Gemm plain", inputs: { a: [4, 5], b: [5, 3], c: [1, 3] }, build: (g, x) => g.op("Gemm", [x.a, x.b, x.c]) },
+  { name: "Add broadcast [N,C,H,W]+[1,C,1,1]", inputs: { a: [2, 3, 4, 2], b: [1, 3, 1, 1] }, build: (g, x) => g.op("Add", [x.a, x.b]) },
+  { name: "Sub broadcast rank", inputs: { a: [2, 3, 4], b: [4] }, build: (g, x) => g.op("Sub", [x.a, x.b]) },
+  { name: "Mul broadcast", inputs: { a: [3, 1, 5], b: [1, 4, 5] }, build: (g, x) => g.op("Mul", [x.a, x.b]) },
+  {
+    name: "Div",
+    inputs: { a: [3, 4], b: { shape: [3, 4], data: Float32Array.from({ length: 12 }, () => (rand() < 0.5 ? -1 : 1) * (0.5 + rand())) } },
+    build: (g, x) => g.op("Div", [x.a, x.b]),
+  },
+  { name: "Concat axis 1", inputs: { a: [2, 3, 2, 2], b: [2, 1, 2, 2] }, build: (g, x) => g.op("Concat", [x.a, x.b], { axis: attr.int(1) }) },
+  { name: "Flatten", inputs: { x: [2, 3, 2, 2] }, build: (g, x) => g.op("Flatten", [x.x], { axis: attr.int(1) }) },
+  { name: "Reshape", inputs: { x: [2, 12] }, build: (g, x) => g.op("Reshape", [x.x, g.ints([2, 3, 4])]) },
+  { name: "Transpose NHWC", inputs: { x: [2, 3, 4, 5] }, build: (g, x) => g.op("Transpose", [x.x], { perm: attr.ints([0, 2, 3, 1]) }) },
+  { name: "Pad", inputs: { x: [1, 2, 3, 3] }, build: (g, x) => g.op("Pad", [x.x, g.ints([0, 0, 1, 2, 0, 0, 2, 0])], { mode: attr.string("constant") }) },
+  { name: "Slice", inputs: { x: [2, 5, 6] }, build: (g, x) => g.op("Slice", [x.x, g.ints([1, 2]), g.ints([4, 5]), g.ints([1, 2])]) },
+  {
+    name: "BatchNormalization (inference) scale+bias+input",
+    inputs: { x: [2, 3, 4, 4], s: [3], b: [3] },
+    build: (g, x) => {
+      const mean = g.constant(tensor("float32", [3], randn(3)));
+      const v = g.constant(tensor("float32", [3], Float32Array.from([0.5, 1.5, 2.0])));
+      return g.op("BatchNormalization", [x.x, x.s, x.b, mean, v], { epsilon: attr.float(1e-3) });
+    },
+  },
+  { name: "Dropout (eval)", inputs: { x: [3, 4] }, build: (g, x) => g.op("Dropout", [x.x]) },
+  { name: "Softmax", inputs: { x: [3, 6] }, build: (g, x) => g.op("Softmax", [x.x], { axis: attr.int(-1) }) },
+  { name: "LogSoftmax", inputs: { x: [3, 6] }, build: (g, x) => g.op("LogSoftmax", [x.x], { axis: attr.int(-1) }) },
+  {
+    name: "softmax cross-entropy",
+    inputs: { z: [4, 5], t: { shape: [4, 5], data: Float32Array.from({ length: 20 }, (_, i) => (i % 5 === Math.floor(i / 5) ? 1 : 0)) } },
+    constantInputs: ["t"],
+    build: (g, x) => g.op("Unsqueeze", [softmaxCrossEntropy(g, x.z, x.t), g.ints([0])]),
+  },
+  { name: "ReduceSum axes keepdims 0", inputs: { x: [2, 3, 4] }, build: (g, x) => g.op("ReduceSum", [x.x, g.ints([0, 2])], { keepdims: attr.int(0) }) },
+  { name: "ReduceMean", inputs: { x: [2, 3, 4] }, build: (g, x) => g.op("ReduceMean", [x.x], { axes: attr.ints([1]), keepdims: attr.int(1) }) },
+  { name: "Unsqueeze Squeeze", inputs: { x: [3, 4] }, build: (g, x) => g.op("Squeeze", [g.op("Unsqueeze", [x.x, g.ints([1])]), g.ints([1])]) },
+  {
+    name: "Where",
+    inputs: { a: [3, 4], b: [3, 4] },
+    build: (g, x) => g.op("Where", [g.op("Greater", [x.a, g.scalar(0)]), x.a, x.b]),
+  },
+  {
+    name: "Clip",
+    inputs: { x: [4, 5] },
+    build: (g, x) => g.op("Clip", [x.x, g.scalar(-0.5), g.scalar(0.5)]),
+  },
+  {
+    name: "tanh mask blend (Neural Cleanse stamp)",
+    inputs: { a: [1, 1, 4, 4], p: [1, 2, 4, 4], img: [3, 2, 4, 4] },
+    constantInputs: ["img"],
+    build: (g, x) => {
+      const m = g.op("Mul", [g.op("Add", [g.op("Tanh", [x.a]), g.scalar(1)]), g.scalar(0.5)]);
+      const inv = g.op("Sub", [g.scalar(1), m]);
+      return g.op("Add", [g.op("Mul", [inv, x.img]), g.op("Mul", [m, g.op("Sigmoid", [x.p])])]);
+    },
+  },
+];
+
+for (const c of CASES) test(`gradient: ${c.name}`, () => check(c));
+
+test("a value used twice accumulates both gradient paths", () =>
+  check({ name: "fan-out", inputs: { x: [3, 4] }, build: (g, x) => g.op("Mul", [g.op("Relu", [x.x]), g.op("Tanh", [x.x])]) }));
+
+test("gradient of an unrelated input is zero", async () => {
+  const g = new Graph("unrelated");
+  const a = g.addInput("a", "float32", [2]);
+  g.addInput("b", "float32", [2]);
+  const loss = g.op("ReduceSum", [a], { keepdims: attr.int(0) });
+  const grads = backward(g, loss, ["a", "b"]);
+  g.setOutputs([...grads.values()]);
+  const s = await Session.create(g);
+  const out = await s.run({ a: tensor("float32", [2], Float32Array.of(1, 2)), b: tensor("float32", [2], Float32Array.of(3, 4)) });
+  assert.deepEqual([...(out[grads.get("a")!].data as Float32Array)], [1, 1]);
+  assert.deepEqual([...(out[grads.get("b")!].data as Float32Array)], [0, 0]);
+});

@@ -1,0 +1,178 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import h5wasm from "h5wasm/node";
+import { UserError } from "../errors.js";
+import { decideLayout, hasHdf5Signature, openCsawH5, writeCsawH5 } from "./csaw-h5.js";
+import { openDataset } from "./dataset.js";
+
+const dir = mkdtempSync(join(tmpdir(), "csaw-h5-test-"));
+test.after(() => rmSync(dir, { recursive: true, force: true }));
+
+type Typed = Uint8Array | Float32Array | Float64Array;
+
+async function writeH5(name: string, entries: Record<string, { data: Typed; shape: number[] }>): Promise<string> {
+  await h5wasm.ready;
+  const path = join(dir, name);
+  const f = new h5wasm.File(path, "w");
+  for (const [key, { data, shape }] of Object.entries(entries)) f.create_dataset({ name: key, data, shape });
+  f.close();
+  return path;
+}
+
+/** Pixel value of image n, channel c, row y, column x: distinct per position so any transposition shows. */
+function pixel(n: number, c: number, y: number, x: number): number {
+  return (n * 31 + c * 17 + y * 7 + x * 3) % 256;
+}
+
+function makeNchw(N: number, C: number, H: number, W: number, Ctor: new (n: number) => Typed): Typed {
+  const a = new Ctor(N * C * H * W);
+  let i = 0;
+  for (let n = 0; n < N; n++) for (let c = 0; c < C; c++) for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) a[i++] = pixel(n, c, y, x);
+  return a;
+}
+
+function makeNhwc(N: number, C: number, H: number, W: number, Ctor: new (n: number) => Typed): Typed {
+  const a = new Ctor(N * C * H * W);
+  let i = 0;
+  for (let n = 0; n < N; n++) for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) for (let c = 0; c < C; c++) a[i++] = pixel(n, c, y, x);
+  return a;
+}
+
+function expectedNchw(start: number, count: number, C: number, H: number, W: number, scale: number): Float32Array {
+  const out = new Float32Array(count * C * H * W);
+  let i = 0;
+  for (let n = start; n < start + count; n++) for (let c = 0; c < C; c++) for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) out[i++] = pixel(n, c, y, x) / scale;
+  return out;
+}
+
+async function rejectsUser(p: Promise<unknown>, re: RegExp): Promise<void> {
+  await assert.rejects(p, (e: unknown) => e instanceof UserError && re.test(e.message));
+}
+
+test("reads NCHW uint8 lazily in batches, scaled", async () => {
+  const [N, C, H, W] = [5, 3, 6, 4];
+  const path = await writeH5("nchw_u8.h5", {
+    data: { data: makeNchw(N, C, H, W, Uint8Array), shape: [N, C, H, W] },
+    label: { data: new Float64Array([4, 3, 2, 1, 0]), shape: [N] },
+  });
+  const ds = await openCsawH5(path, { inputScale: 255 });
+  assert.equal(ds.name, "nchw_u8.h5");
+  assert.equal(ds.size, N);
+  assert.deepEqual(ds.shape, [C, H, W]);
+  assert.deepEqual(Array.from(ds.labels!), [4, 3, 2, 1, 0]);
+  assert.deepEqual(ds.read(1, 3), expectedNchw(1, 3, C, H, W, 255));
+  assert.deepEqual(ds.read(0, N), expectedNchw(0, N, C, H, W, 255));
+  assert.equal(ds.read(2, 0).length, 0);
+  assert.throws(() => ds.read(4, 2), RangeError);
+  ds.close();
+  assert.throws(() => ds.read(0, 1), /closed/);
+});
+
+test("reads NHWC float32 and float64 and transposes to NCHW", async () => {
+  const [N, C, H, W] = [3, 3, 5, 4];
+  for (const Ctor of [Float32Array, Float64Array]) {
+    const path = await writeH5(`nhwc_${Ctor.name}.h5`, {
+      data: { data: makeNhwc(N, C, H, W, Ctor), shape: [N, H, W, C] },
+      label: { data: new Float64Array([7, 8, 9]), shape: [N] },
+    });
+    const ds = await openDataset(path, { inputScale: 1 });
+    assert.deepEqual(ds.shape, [C, H, W]);
+    assert.deepEqual(ds.read(0, N), expectedNchw(0, N, C, H, W, 1));
+    assert.deepEqual(ds.read(2, 1), expectedNchw(2, 1, C, H, W, 1));
+    ds.close();
+  }
+});
+
+test("single-channel NCHW and the layout decision", async () => {
+  const [N, C, H, W] = [2, 1, 4, 5];
+  const path = await writeH5("gray.hdf5", {
+    data: { data: makeNchw(N, C, H, W, Uint8Array), shape: [N, C, H, W] },
+    label: { data: new Float64Array([1, 0]), shape: [N, 1] },
+  });
+  const ds = await openDataset(path, { inputScale: 255 });
+  assert.deepEqual(ds.shape, [1, 4, 5]);
+  assert.deepEqual(ds.read(0, 2), expectedNchw(0, 2, C, H, W, 255));
+  ds.close();
+
+  assert.equal(decideLayout([10, 3, 55, 47], undefined, "x"), "nchw");
+  assert.equal(decideLayout([10, 55, 47, 3], undefined, "x"), "nhwc");
+  assert.equal(decideLayout([10, 3, 3, 3], "nhwc", "x"), "nhwc");
+  assert.throws(() => decideLayout([10, 3, 5, 3], undefined, "x"), (e: unknown) => e instanceof UserError && /--layout/.test(e.message));
+  assert.throws(() => decideLayout([10, 5, 5, 5], undefined, "x"), /--layout/);
+});
+
+test("ambiguous layout needs opts.layout", async () => {
+  const [N, C, H, W] = [2, 3, 4, 3];
+  const path = await writeH5("ambiguous.h5", {
+    data: { data: makeNchw(N, C, H, W, Uint8Array), shape: [N, C, H, W] },
+    label: { data: new Float64Array([0, 1]), shape: [N] },
+  });
+  await rejectsUser(openCsawH5(path, { inputScale: 1 }), /ambiguous\.h5.*--layout/);
+  const ds = await openCsawH5(path, { inputScale: 1, layout: "nchw" });
+  assert.deepEqual(ds.read(0, 2), expectedNchw(0, 2, C, H, W, 1));
+  ds.close();
+});
+
+test("writeCsawH5 round-trips and uses the CSAW element types", async () => {
+  const [N, C, H, W] = [4, 3, 5, 6];
+  const data = makeNchw(N, C, H, W, Uint8Array) as Uint8Array;
+  const labels = new Int32Array([3, 0, 1282, 7]);
+  const path = join(dir, "zoo.h5");
+  await writeCsawH5(path, data, [N, C, H, W], labels);
+  assert.ok(hasHdf5Signature(path));
+
+  const f = new h5wasm.File(path, "r");
+  const d = f.get("data");
+  const l = f.get("label");
+  assert.ok(d instanceof h5wasm.Dataset && l instanceof h5wasm.Dataset);
+  assert.deepEqual(d.shape, [N, C, H, W]);
+  assert.deepEqual([d.metadata.type, d.metadata.size, d.metadata.signed], [0, 1, false]); // uint8
+  assert.deepEqual([l.metadata.type, l.metadata.size], [1, 8]); // float64
+  f.close();
+
+  const ds = await openCsawH5(path, { inputScale: 2 });
+  assert.deepEqual(ds.shape, [C, H, W]);
+  assert.deepEqual(ds.labels, labels);
+  assert.deepEqual(ds.read(0, N), Float32Array.from(data, (v) => v / 2));
+  ds.close();
+
+  await assert.rejects(writeCsawH5(join(dir, "no", "such", "dir.h5"), data, [N, C, H, W], labels), UserError);
+});
+
+test("user errors name the file and the problem", async () => {
+  await rejectsUser(openCsawH5(join(dir, "missing.h5"), { inputScale: 1 }), /missing\.h5: no such file/);
+
+  const notH5 = join(dir, "corrupt.h5");
+  writeFileSync(notH5, Buffer.from("this is not an HDF5 file at all, just text".repeat(40)));
+  await rejectsUser(openDataset(notH5, { inputScale: 1 }), /corrupt\.h5: not an HDF5 file/);
+  const empty = join(dir, "empty.h5");
+  writeFileSync(empty, Buffer.alloc(0));
+  await rejectsUser(openCsawH5(empty, { inputScale: 1 }), /empty\.h5: not an HDF5 file/);
+
+  const noLabel = await writeH5("nolabel.h5", { data: { data: new Uint8Array(2 * 3 * 4 * 4), shape: [2, 3, 4, 4] } });
+  await rejectsUser(openCsawH5(noLabel, { inputScale: 1 }), /nolabel\.h5: no `label` dataset.*`data`/);
+
+  const noData = await writeH5("nodata.h5", { label: { data: new Float64Array([0, 1]), shape: [2] } });
+  await rejectsUser(openCsawH5(noData, { inputScale: 1 }), /nodata\.h5: no `data` dataset/);
+
+  const rank3 = await writeH5("rank3.h5", {
+    data: { data: new Uint8Array(2 * 4 * 4), shape: [2, 4, 4] },
+    label: { data: new Float64Array([0, 1]), shape: [2] },
+  });
+  await rejectsUser(openCsawH5(rank3, { inputScale: 1 }), /rank3\.h5: `data` has shape 2x4x4 \(rank 3\)/);
+
+  const count = await writeH5("count.h5", {
+    data: { data: new Uint8Array(3 * 3 * 4 * 4), shape: [3, 3, 4, 4] },
+    label: { data: new Float64Array([0, 1]), shape: [2] },
+  });
+  await rejectsUser(openCsawH5(count, { inputScale: 1 }), /count\.h5: 2 labels for 3 images/);
+
+  const frac = await writeH5("frac.h5", {
+    data: { data: new Uint8Array(2 * 3 * 4 * 4), shape: [2, 3, 4, 4] },
+    label: { data: new Float64Array([0, 1.5]), shape: [2] },
+  });
+  await rejectsUser(openCsawH5(frac, { inputScale: 1 }), /frac\.h5: `label`: label 1\.5 of image 1 is not an integer/);
+});

@@ -1,0 +1,163 @@
+// The common view of every image source (CSAW .h5, image folders, Fashion-MNIST) plus the checks that
+// commands run before feeding data to a model.
+import { statSync } from "node:fs";
+import { basename, extname } from "node:path";
+import { UserError, fail } from "../errors.js";
+import { openCsawH5 } from "./csaw-h5.js";
+import { openImageFolder, openImageFiles, IMAGE_EXTENSIONS } from "./image-folder.js";
+import { loadFashionMnist, openIdxImages } from "./fashion-mnist.js";
+
+export interface Dataset {
+  readonly name: string;
+  readonly size: number;
+  /** [C, H, W] */
+  readonly shape: [number, number, number];
+  /** All labels, or null when the source has none. */
+  readonly labels: Int32Array | null;
+  /** Images [start, start+count) as NCHW float32, pixel values divided by the inputScale given at open. */
+  read(start: number, count: number): Float32Array;
+  close(): void;
+}
+
+export interface OpenOptions {
+  /** Pixels are divided by this (255 for models trained on [0,1] inputs, 1 for raw 0..255). */
+  inputScale: number;
+  /** Layout of 4-D arrays in .h5 files; only needed when it cannot be told from the shape, wins when given. */
+  layout?: "nchw" | "nhwc";
+  /** Sidecar `file,label` CSV for image folders / image files. */
+  labelsCsv?: string;
+}
+
+/**
+ * Opens a data source by its spec: `*.h5`/`*.hdf5` → CSAW-HackML file; a directory or an image file →
+ * image folder; `fashion-mnist`, `fashion-mnist:train`, `fashion-mnist:test` or an `*idx3-ubyte[.gz]` path →
+ * Fashion-MNIST. Anything else is a UserError.
+ */
+export async function openDataset(spec: string, opts: OpenOptions): Promise<Dataset> {
+  checkInputScale(opts.inputScale);
+  const fm = /^fashion-mnist(?::(train|test))?$/.exec(spec);
+  if (fm) return loadFashionMnist(fm[1] === "train" ? "train" : "test", undefined, opts.inputScale);
+
+  const ext = extname(spec).toLowerCase();
+  if (ext === ".h5" || ext === ".hdf5") return openCsawH5(spec, opts);
+  let isDir = false;
+  try {
+    isDir = statSync(spec).isDirectory();
+  } catch {
+    fail(`data ${spec}: no such file or directory (expected a .h5 file, an image folder, an image file or fashion-mnist[:train|:test])`);
+  }
+  if (isDir) return openImageFolder(spec, opts);
+  if (IMAGE_EXTENSIONS.includes(ext)) return openImageFiles([spec], opts);
+  if (/idx3-ubyte(\.gz)?$/i.test(basename(spec))) return openIdxImages(spec, opts.inputScale);
+  fail(
+    `data ${spec}: unknown data format (expected .h5/.hdf5, an image folder, .png/.jpg/.jpeg, an idx3-ubyte file or fashion-mnist[:train|:test])`,
+  );
+}
+
+export function checkInputScale(inputScale: number): void {
+  if (!Number.isFinite(inputScale) || inputScale <= 0) fail(`input scale must be a positive number, got ${inputScale}`);
+}
+
+/** UserError when a label is outside [0, numClasses). Unlabeled datasets pass. */
+export function checkLabels(ds: Dataset, numClasses: number): void {
+  const labels = ds.labels;
+  if (!labels) return;
+  for (let i = 0; i < labels.length; i++) {
+    const l = labels[i]!;
+    if (l < 0 || l >= numClasses) {
+      fail(`data ${ds.name}: label ${l} of image ${i} is outside the model's ${numClasses} classes (0..${numClasses - 1})`);
+    }
+  }
+}
+
+/** UserError when a command needs labels and the dataset has none. */
+export function requireLabels(ds: Dataset, why: string): Int32Array {
+  if (!ds.labels) fail(`data ${ds.name} has no labels, needed for ${why} (give a labels CSV for image folders)`);
+  return ds.labels;
+}
+
+export function formatShape(shape: readonly number[]): string {
+  return shape.join("x");
+}
+
+/** UserError when the images are not [C,H,W] = expected; `what` names the consumer, e.g. "model bd_net.h5". */
+export function checkShape(ds: Dataset, expected: [number, number, number], what: string): void {
+  if (ds.shape.some((d, i) => d !== expected[i])) {
+    fail(`data ${ds.name} has images ${formatShape(ds.shape)} but ${what} expects ${formatShape(expected)}`);
+  }
+}
+
+/** Throws (a bug, not a user error) when [start, start+count) is not inside the dataset. */
+export function checkRange(ds: { name: string; size: number }, start: number, count: number): void {
+  if (!Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 0 || start + count > ds.size) {
+    throw new RangeError(`read(${start}, ${count}) outside dataset ${ds.name} of ${ds.size} images`);
+  }
+}
+
+function checkLabelCount(name: string, size: number, labels: Int32Array | null): void {
+  if (labels && labels.length !== size) {
+    throw new UserError(`data ${name}: ${labels.length} labels for ${size} images`);
+  }
+}
+
+function imageSize(shape: [number, number, number]): number {
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d <= 0) throw new Error(`bad image shape ${formatShape(shape)}`);
+  }
+  return shape[0] * shape[1] * shape[2];
+}
+
+/** In-memory dataset (tests, poisoning, zoo): data NCHW float32 already scaled. */
+export function memoryDataset(
+  name: string,
+  shape: [number, number, number],
+  data: Float32Array,
+  labels: Int32Array | null,
+): Dataset {
+  const per = imageSize(shape);
+  if (data.length % per !== 0) throw new Error(`memoryDataset ${name}: ${data.length} values is not a multiple of ${formatShape(shape)}`);
+  const size = data.length / per;
+  checkLabelCount(name, size, labels);
+  const ds: Dataset = {
+    name,
+    size,
+    shape: [shape[0], shape[1], shape[2]],
+    labels,
+    read(start, count) {
+      checkRange(ds, start, count);
+      return data.slice(start * per, (start + count) * per);
+    },
+    close() {},
+  };
+  return ds;
+}
+
+/** Dataset over raw uint8 pixels (NCHW), scaled on read: a quarter of the memory of float32. */
+export function uint8Dataset(
+  name: string,
+  shape: [number, number, number],
+  pixels: Uint8Array,
+  labels: Int32Array | null,
+  inputScale: number,
+): Dataset {
+  checkInputScale(inputScale);
+  const per = imageSize(shape);
+  if (pixels.length % per !== 0) throw new Error(`uint8Dataset ${name}: ${pixels.length} values is not a multiple of ${formatShape(shape)}`);
+  const size = pixels.length / per;
+  checkLabelCount(name, size, labels);
+  const ds: Dataset = {
+    name,
+    size,
+    shape: [shape[0], shape[1], shape[2]],
+    labels,
+    read(start, count) {
+      checkRange(ds, start, count);
+      const out = new Float32Array(count * per);
+      const off = start * per;
+      for (let i = 0; i < out.length; i++) out[i] = pixels[off + i]! / inputScale;
+      return out;
+    },
+    close() {},
+  };
+  return ds;
+}

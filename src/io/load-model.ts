@@ -1,0 +1,20 @@
+// One entry point for every model format: Keras HDF5 (full, or weights-only + --arch) and ONNX.
+import { existsSync, statSync } from "node:fs";
+import { basename, extname } from "node:path";
+import { fail } from "../errors.js";
+import { lowerModel } from "../model/lower.js";
+import type { Model } from "../model/model.js";
+import { loadOnnxModel } from "../onnx/import.js";
+import { readKerasModel } from "./keras-h5.js";
+
+export async function loadModel(path: string, opts: { arch?: string } = {}): Promise<Model> {
+  if (!existsSync(path)) fail(`model ${path}: no such file`);
+  if (statSync(path).isDirectory()) fail(`model ${path} is a directory, expected a .h5 or .onnx file`);
+  const ext = extname(path).toLowerCase();
+  if (ext === ".onnx") return loadOnnxModel(path);
+  if (ext === ".h5" || ext === ".hdf5" || ext === ".keras") {
+    const spec = await readKerasModel(path, opts);
+    return lowerModel({ ...spec, name: spec.name || basename(path, ext) });
+  }
+  return fail(`model ${path}: unknown model format "${ext}" (expected .h5/.hdf5 Keras or .onnx)`);
+}

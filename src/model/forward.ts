@@ -1,0 +1,72 @@
+// Batched inference over a dataset: compile once, stream batches through onnxruntime.
+import type { Graph, TensorData } from "../graph/ir.js";
+import { Session } from "../runtime/session.js";
+import type { Model } from "./model.js";
+
+export const DEFAULT_BATCH = 256;
+
+/** A forward graph of the model with the given outputs (any layer values or "logits"). */
+export function forwardGraph(model: Model, outputs: string[] = [model.logits]): Graph {
+  const g = model.graph.clone();
+  g.setOutputs(outputs);
+  g.prune([model.input]);
+  return g;
+}
+
+export interface BatchSource {
+  readonly size: number;
+  readonly shape: [number, number, number];
+  read(start: number, count: number): Float32Array;
+}
+
+export function batchTensor(x: Float32Array, shape: [number, number, number]): TensorData {
+  return { dtype: "float32", shape: [x.length / (shape[0] * shape[1] * shape[2]), ...shape], data: x };
+}
+
+/**
+ * Runs `session` over all images of `data` in batches, calling `onBatch` with each batch's outputs.
+ * `extra` feeds are passed unchanged to every run.
+ */
+export async function forEachBatch(
+  session: Session,
+  data: BatchSource,
+  onBatch: (outputs: Record<string, TensorData>, start: number, count: number) => void,
+  opts: { batchSize?: number; input?: string; extra?: Record<string, TensorData>; onProgress?: (done: number) => void } = {},
+): Promise<void> {
+  const bs = opts.batchSize ?? DEFAULT_BATCH;
+  for (let start = 0; start < data.size; start += bs) {
+    const count = Math.min(bs, data.size - start);
+    const x = data.read(start, count);
+    const out = await session.run({ ...opts.extra, [opts.input ?? "input"]: batchTensor(x, data.shape) });
+    onBatch(out, start, count);
+    opts.onProgress?.(start + count);
+  }
+}
+
+/** Index of the largest value in each row of a [rows, cols] matrix. */
+export function argmaxRows(data: ArrayLike<number>, cols: number): Int32Array {
+  const rows = data.length / cols;
+  const out = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let best = 0;
+    let bv = -Infinity;
+    for (let c = 0; c < cols; c++) {
+      const v = data[r * cols + c];
+      if (v > bv) {
+        bv = v;
+        best = c;
+      }
+    }
+    out[r] = best;
+  }
+  return out;
+}
+
+/** Top-1 predictions of the model for every image of `data`. */
+export async function predictLabels(model: Model, data: BatchSource, opts: { batchSize?: number; onProgress?: (done: number) => void } = {}): Promise<Int32Array> {
+  const session = await Session.create(forwardGraph(model));
+  const out = new Int32Array(data.size);
+  await forEachBatch(session, data, (o, start) => out.set(argmaxRows(o[model.logits].data as Float32Array, model.numClasses), start), opts);
+  await session.release();
+  return out;
+}

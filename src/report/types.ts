@@ -1,0 +1,179 @@
+// What a run found, as plain JSON. The CLI saves this object as result.json and renders it with
+// renderReport(); every section is optional so each command fills in only what it computed.
+//
+// Units: accuracies, attack success rates, fractions and rates are fractions in [0, 1] (not percent);
+// counts are integers; timings are seconds.
+
+/** One layer of the model summary. */
+export interface ReportLayer {
+  /** Layer name, e.g. "conv_3". */
+  name: string;
+  /** Layer type, e.g. "Conv2D", "Dense", "MaxPooling2D". */
+  className: string;
+  /** Output shape without the batch dimension, channels-last as Keras prints it (null for unknown). */
+  outputShape: (number | null)[];
+  /** Number of parameters (weights + biases) in this layer. */
+  params: number;
+}
+
+export interface ReportModel {
+  /** Model name (file stem or Keras model name). */
+  name: string;
+  /** Where it was loaded from: file path, or "zoo:<name>". */
+  source: string;
+  /** Input shape without the batch dimension, e.g. [55, 47, 3] (height, width, channels). */
+  inputShape: number[];
+  /** Number of output classes. */
+  numClasses: number;
+  layers: ReportLayer[];
+  /** Sum of `params` over all layers. */
+  totalParams: number;
+}
+
+/** Accuracy of one network on the clean and poisoned evaluation sets. */
+export interface ReportEvalResult {
+  /** Top-1 accuracy on clean inputs, in [0, 1]. */
+  cleanAccuracy: number;
+  /** Attack success rate: fraction of poisoned inputs classified as the attacker's target, in [0, 1]. */
+  asr?: number;
+  /** Number of clean inputs evaluated. */
+  nClean: number;
+  /** Number of poisoned inputs evaluated. */
+  nPoisoned?: number;
+}
+
+export interface ReportEvaluation {
+  /** The network as given (backdoored). */
+  before: ReportEvalResult;
+  /** The repaired network, when a repair was run. */
+  after?: ReportEvalResult;
+}
+
+/** One point of the pruning sweep. */
+export interface ReportPruningPoint {
+  /** Fraction of the layer's channels pruned so far, in [0, 1]. */
+  fractionPruned: number;
+  /** Number of channels pruned so far. */
+  channelsPruned: number;
+  /** Clean accuracy of the pruned network, in [0, 1]. */
+  cleanAccuracy: number;
+  /** Attack success rate of the pruned network, in [0, 1]. */
+  asr?: number;
+}
+
+/** A network saved when clean accuracy first dropped by at least `drop`. */
+export interface ReportPruningDrop {
+  /** Accuracy drop that triggered the save, as a fraction (0.02 = 2 percentage points). */
+  drop: number;
+  /** Channels pruned in the saved network. */
+  channelsPruned: number;
+  /** Clean accuracy of the saved network, in [0, 1]. */
+  cleanAccuracy: number;
+  /** Attack success rate of the saved network, in [0, 1]. */
+  asr?: number;
+}
+
+export interface ReportPruning {
+  /** Layer whose channels were pruned, e.g. "conv_3". */
+  layer: string;
+  /** How channels were ordered for pruning, e.g. "increasing mean activation". */
+  order: string;
+  /** Accuracy after each pruning step, in increasing `fractionPruned`. */
+  curve: ReportPruningPoint[];
+  /** The saved networks (the chosen drop points), in increasing `drop`. */
+  drops: ReportPruningDrop[];
+}
+
+/** Neural Cleanse result for one candidate target label. */
+export interface ReportNcLabel {
+  /** Class index. */
+  label: number;
+  /** L1 norm of the reverse-engineered trigger mask (sum of mask values). */
+  l1Norm: number;
+  /** Anomaly index: |l1Norm − median| / (1.4826 · MAD). */
+  anomalyIndex: number;
+  /** Fraction of clean inputs sent to `label` when stamped with the reversed trigger, in [0, 1]. */
+  attackSuccess: number;
+  /** True when the label is reported as a backdoor target (small norm and anomaly index > 2). */
+  flagged: boolean;
+}
+
+/** Images of one reversed trigger, each a PNG as base64 (optionally with a "data:image/png;base64," prefix). */
+export interface ReportTrigger {
+  label: number;
+  /** The mask as a grey-scale image (white = trigger pixel). */
+  maskPng: string;
+  /** The pattern (trigger colours), shown in full. */
+  patternPng: string;
+  /** A clean input stamped with mask ⊙ pattern. */
+  stampedPng: string;
+  /** The same clean input without the trigger. */
+  cleanPng: string;
+}
+
+export interface ReportNeuralCleanse {
+  /** One entry per analysed label. */
+  labels: ReportNcLabel[];
+  /** Labels reported as backdoor targets. */
+  flagged: number[];
+  /** Median of the mask L1 norms. */
+  medianNorm: number;
+  /** Median absolute deviation of the mask L1 norms. */
+  mad: number;
+  /** Reversed triggers to show: the flagged labels and the smallest-norm labels. */
+  triggers: ReportTrigger[];
+}
+
+export interface ReportStrip {
+  /** Entropy of the superimposed predictions for each clean test input. */
+  cleanEntropy: number[];
+  /** Entropy for each poisoned test input, when poisoned inputs were available. */
+  poisonedEntropy?: number[];
+  /** Inputs with entropy below this are reported as poisoned. */
+  threshold: number;
+  /** False rejection rate on the clean inputs at `threshold`, in [0, 1]. */
+  frr: number;
+  /** False rejection rate the threshold was chosen for, in [0, 1]. */
+  frrTarget: number;
+  /** Fraction of poisoned inputs detected (entropy below threshold), in [0, 1]. */
+  detectionRate?: number;
+}
+
+/** Outcome of the repaired network G, which has numClasses + 1 outputs; class numClasses means "backdoor". */
+export interface ReportG {
+  /** Number of classes of the original network (G outputs one more). */
+  numClasses: number;
+  clean: {
+    /** Clean inputs evaluated. */
+    n: number;
+    /** Clean inputs given their true label. */
+    correct: number;
+    /** Clean inputs wrongly flagged as backdoored (output numClasses). */
+    flagged: number;
+  };
+  poisoned?: {
+    /** Poisoned inputs evaluated. */
+    n: number;
+    /** Poisoned inputs flagged as backdoored (output numClasses). */
+    flagged: number;
+    /** Poisoned inputs still classified as the attacker's target. */
+    attackSuccess: number;
+  };
+}
+
+export interface ReportData {
+  /** Report heading. */
+  title?: string;
+  /** ISO 8601 time the run finished. */
+  createdAt?: string;
+  /** The command line that produced the run. */
+  command?: string;
+  model?: ReportModel;
+  evaluation?: ReportEvaluation;
+  pruning?: ReportPruning;
+  neuralCleanse?: ReportNeuralCleanse;
+  strip?: ReportStrip;
+  g?: ReportG;
+  /** Wall-clock seconds per step, in the order the steps ran, e.g. {"load": 0.4, "neural-cleanse": 812}. */
+  timings?: Record<string, number>;
+}
