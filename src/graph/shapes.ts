@@ -32,10 +32,49 @@ export function broadcast(a: Dim[], b: Dim[], op = "broadcast"): Dim[] {
 
 const normAxis = (axis: number, rank: number): number => (axis < 0 ? axis + rank : axis);
 
+/**
+ * Symbolic dims are monomials: a numeric coefficient times symbol names, written "N" or "N*33".
+ * That is enough to follow a batch through Reshape/Flatten (e.g. [N, 33, ...] → [N*33, ...] → [N, 33, ...]).
+ */
+interface Monomial {
+  coeff: number;
+  syms: string[];
+}
+
+function toMono(d: Dim): Monomial | undefined {
+  if (typeof d === "number") return { coeff: d, syms: [] };
+  let coeff = 1;
+  const syms: string[] = [];
+  for (const part of d.split("*")) {
+    if (/^\d+$/.test(part)) coeff *= Number(part);
+    else if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(part)) syms.push(part);
+    else return undefined;
+  }
+  return { coeff, syms: syms.sort() };
+}
+
+function fromMono(m: Monomial): Dim {
+  if (m.syms.length === 0) return m.coeff;
+  return m.coeff === 1 ? m.syms.join("*") : `${m.syms.join("*")}*${m.coeff}`;
+}
+
 function mulDim(a: Dim, b: Dim): Dim {
-  if (a === 1) return b;
-  if (b === 1) return a;
-  return typeof a === "number" && typeof b === "number" ? a * b : `${a}*${b}`;
+  const x = toMono(a), y = toMono(b);
+  if (!x || !y) return "?";
+  return fromMono({ coeff: x.coeff * y.coeff, syms: [...x.syms, ...y.syms].sort() });
+}
+
+/** a / b when it is a whole monomial, else undefined. */
+function divDim(a: Dim, b: Dim): Dim | undefined {
+  const x = toMono(a), y = toMono(b);
+  if (!x || !y || y.coeff === 0 || x.coeff % y.coeff !== 0) return undefined;
+  const syms = [...x.syms];
+  for (const s of y.syms) {
+    const i = syms.indexOf(s);
+    if (i < 0) return undefined;
+    syms.splice(i, 1);
+  }
+  return fromMono({ coeff: x.coeff / y.coeff, syms });
 }
 
 /** Spatial output size of a conv/pool window. */
@@ -150,23 +189,13 @@ export function inferShapes(g: Graph, node: Node): OutInfo[] {
       const out: Dim[] = target.map((d, i) => (d === 0 ? x[i] : d));
       const neg = out.indexOf(-1);
       if (neg >= 0) {
-        const known = out.filter((d, i) => i !== neg);
-        const staticIn = x.filter((d): d is number => typeof d === "number").reduce((p, q) => p * q, 1);
-        const symIn = x.filter((d) => typeof d === "string");
-        const staticOut = known.filter((d): d is number => typeof d === "number").reduce((p, q) => p * q, 1);
-        const symOut = known.filter((d) => typeof d === "string");
-        if (symIn.length === 0 && symOut.length === 0) {
-          if (staticIn % staticOut !== 0) throw new GraphError(`Reshape: cannot reshape [${x}] to [${target}]`);
-          out[neg] = staticIn / staticOut;
-        } else if (symIn.length === 1 && symOut.length === 0 && staticIn === staticOut) {
-          out[neg] = symIn[0];
-        } else if (symIn.length === symOut.length && symIn.every((s, i) => s === symOut[i])) {
-          out[neg] = staticIn / staticOut;
-        } else if (symIn.length === 1 && symOut.length === 0) {
-          out[neg] = `${symIn[0]}*${staticIn}/${staticOut}`;
-        } else {
-          out[neg] = "?";
+        const total = x.reduce(mulDim, 1);
+        const known = out.filter((_, i) => i !== neg).reduce(mulDim, 1);
+        const q = divDim(total, known);
+        if (q === undefined && typeof total === "number" && typeof known === "number") {
+          throw new GraphError(`Reshape: cannot reshape [${x}] to [${target}]`);
         }
+        out[neg] = q ?? "?";
       }
       return [{ dtype: inp(0).dtype, shape: out }];
     }

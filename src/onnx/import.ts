@@ -94,7 +94,7 @@ function readDoubles(f: ProtoField[], n: number): Float64Array {
 function fromRaw(raw: Uint8Array, dtype: DType, what: string): TensorArray {
   const size = dtype === "float64" || dtype === "int64" ? 8 : dtype === "float32" || dtype === "int32" ? 4 : 1;
   if (raw.byteLength % size !== 0) fail(`${what}: raw_data of ${raw.byteLength} bytes is not a whole number of ${dtype} values`);
-  const b = raw.slice(); // aligned copy (raw sits at an arbitrary offset in the file)
+  const b = new Uint8Array(raw); // aligned copy (Buffer.slice would be a view) (raw sits at an arbitrary offset in the file)
   const n = b.byteLength / size;
   switch (dtype) {
     case "float32": return new Float32Array(b.buffer, 0, n);

@@ -40,6 +40,11 @@ export interface ReportEvalResult {
   nClean: number;
   /** Number of poisoned inputs evaluated. */
   nPoisoned?: number;
+  /**
+   * Attack success of the reverse-engineered (Neural Cleanse) trigger: fraction of clean inputs not of its
+   * target class that are classified as the target once stamped with it, in [0, 1] (worst over the triggers).
+   */
+  triggerSuccess?: number;
 }
 
 export interface ReportEvaluation {
@@ -59,6 +64,8 @@ export interface ReportPruningPoint {
   cleanAccuracy: number;
   /** Attack success rate of the pruned network, in [0, 1]. */
   asr?: number;
+  /** Attack success of the reverse-engineered trigger on the pruned network (see ReportEvalResult), in [0, 1]. */
+  triggerSuccess?: number;
 }
 
 /** A network saved when clean accuracy first dropped by at least `drop`. */
@@ -161,6 +168,23 @@ export interface ReportG {
   };
 }
 
+/** A Neural Cleanse mitigation run (nc-prune or unlearn): what it acted on and how it ended. */
+export interface ReportMitigation {
+  method: "nc-prune" | "unlearn";
+  /** Labels whose reversed triggers were used (empty: nothing flagged, nothing repaired). */
+  flagged: number[];
+  /** Where the triggers came from, e.g. "neural-cleanse detection", "trigger folder out/nc", "mask.png + pattern.png". */
+  triggerSource: string;
+  /** nc-prune: the pruned layer, its neuron count and how many were pruned. */
+  layer?: string;
+  neurons?: number;
+  neuronsPruned?: number;
+  /** nc-prune: why pruning stopped ("threshold" reached, "max-drop" hit, or "all-pruned"). */
+  stop?: string;
+  /** Settings used, e.g. {"threshold": 0.05, "maxDrop": 0.1, "step": 0.01} or {"epochs": 1, "ratio": 0.2, "lr": 0.001}. */
+  settings?: Record<string, number>;
+}
+
 export interface ReportData {
   /** Report heading. */
   title?: string;
@@ -174,6 +198,7 @@ export interface ReportData {
   neuralCleanse?: ReportNeuralCleanse;
   strip?: ReportStrip;
   g?: ReportG;
+  mitigation?: ReportMitigation;
   /** Wall-clock seconds per step, in the order the steps ran, e.g. {"load": 0.4, "neural-cleanse": 812}. */
   timings?: Record<string, number>;
 }

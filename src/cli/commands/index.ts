@@ -1,6 +1,22 @@
 import type { Command } from "../command.js";
 import { evalCommand } from "./eval.js";
+import { finePruneCommand } from "./fine-prune.js";
 import { inspectCommand } from "./inspect.js";
+import { ncPruneCommand } from "./nc-prune.js";
 import { predictCommand } from "./predict.js";
+import { pruneCommand } from "./prune.js";
+import { reportCommand } from "./report.js";
+import { stripCommand } from "./strip.js";
+import { unlearnCommand } from "./unlearn.js";
 
-export const COMMANDS: Command[] = [evalCommand, predictCommand, inspectCommand];
+export const COMMANDS: Command[] = [
+  evalCommand,
+  predictCommand,
+  inspectCommand,
+  pruneCommand,
+  finePruneCommand,
+  ncPruneCommand,
+  unlearnCommand,
+  stripCommand,
+  reportCommand,
+];

@@ -1,0 +1,102 @@
+import { basename, join } from "node:path";
+import { writeOnnx } from "../../defenses/g-model.js";
+import { checkUnlearnOptions, ncUnlearn } from "../../defenses/nc-mitigation.js";
+import { saveRepaired } from "../../io/save-model.js";
+import type { ReportData } from "../../report/types.js";
+import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command } from "../command.js";
+import { ncEvalLine, nothingFlagged, resolveTriggers, TRIGGER_OPTIONS, TRIGGER_USAGE } from "./nc-prune.js";
+import { gLine } from "./prune.js";
+import { OUTPUT_OPTIONS, readResult, writeResult } from "../output.js";
+import { commandLine, outDir, reportModelOf } from "./strip.js";
+
+export const unlearnCommand: Command = {
+  name: "unlearn",
+  summary: "Neural Cleanse unlearning: fine-tune on clean data, part of it stamped with the reversed trigger; writes repaired.{h5,onnx}, G.onnx",
+  usage:
+    `--model M [--arch deepid] --input-scale S --clean DATA [--test T] [--poisoned P] ${TRIGGER_USAGE} ` +
+    "[--epochs 1] [--ratio 0.2] [--lr 0.001] [--batch-size 32 (training)] [--seed 0] --out DIR [--report] [--json]",
+  options: {
+    ...MODEL_OPTIONS,
+    ...TRIGGER_OPTIONS,
+    clean: { type: "string" },
+    test: { type: "string" },
+    poisoned: { type: "string" },
+    epochs: { type: "string" },
+    ratio: { type: "string" },
+    lr: { type: "string" },
+    ...OUTPUT_OPTIONS,
+  },
+  async run(ctx) {
+    const t0 = performance.now();
+    const scale = inputScale(ctx);
+    const settings = checkUnlearnOptions({
+      epochs: num(ctx, "epochs", 1),
+      ratio: num(ctx, "ratio", 0.2),
+      lr: num(ctx, "lr", 1e-3),
+      batchSize: batchSize(ctx, 32),
+      seed: num(ctx, "seed", 0, { integer: true, min: 0 }),
+    });
+    const dir = outDir(ctx);
+    const model = await modelFrom(ctx);
+    const clean = await dataFrom(ctx, "clean", scale, true);
+    const test = await dataFrom(ctx, "test", scale);
+    const poisoned = await dataFrom(ctx, "poisoned", scale);
+    const timings: Record<string, number> = { load: (performance.now() - t0) / 1000 };
+
+    const src = await resolveTriggers(ctx, model, clean, scale);
+    timings[src.neuralCleanse ? "neural-cleanse" : "trigger"] = src.seconds;
+    if (src.flagged.length === 0) return nothingFlagged(ctx, dir, model, "unlearn", src, timings);
+
+    const t1 = performance.now();
+    const bar = progress(ctx, "unlearn", clean.size * settings.epochs);
+    let epochBase = 0;
+    let shown = 0;
+    const r = await ncUnlearn(model, { clean, test, poisoned }, src.triggers, {
+      ...settings,
+      onBatch: (done, _total, loss) => {
+        bar.tick(epochBase + done - shown, `loss ${loss.toFixed(4)}`);
+        shown = epochBase + done;
+      },
+      onEpoch: (s) => {
+        epochBase += clean.size;
+        bar.tick(0, `epoch ${s.epoch}: loss ${s.loss.toFixed(4)}, acc ${pct(s.accuracy)}`);
+      },
+    });
+    bar.done();
+    timings.unlearn = (performance.now() - t1) / 1000;
+
+    const t2 = performance.now();
+    const files = await saveRepaired(dir, "repaired", r.model);
+    const gPath = join(dir, "G.onnx");
+    writeOnnx(gPath, r.gGraph, `Neural Cleanse unlearning G of ${model.name}: class ${model.numClasses} = B and the unlearned B' disagree`);
+    files.push(gPath);
+    timings.write = (performance.now() - t2) / 1000;
+    const report: ReportData & { flagged: number[]; history: typeof r.history } = {
+      title: `Neural Cleanse unlearning — ${model.name}`,
+      createdAt: new Date().toISOString(),
+      command: commandLine(),
+      model: reportModelOf(model, str(ctx, "model", true)),
+      evaluation: { before: r.before, after: r.after },
+      neuralCleanse: src.neuralCleanse,
+      g: r.g,
+      mitigation: { method: "unlearn", flagged: src.flagged, triggerSource: src.source, settings: r.settings },
+      timings,
+      flagged: src.flagged,
+      history: r.history,
+    };
+    const written = await writeResult(ctx, dir, report);
+    for (const d of [clean, test, poisoned]) d?.close();
+
+    const s = r.settings;
+    const lines = [
+      `model       ${model.name}`,
+      `triggers    label ${src.flagged.join(", ")} (${src.source})`,
+      `unlearning  ${s.epochs} epoch(s) on ${clean.name}, ${pct(s.ratio)} of each batch stamped (true labels kept), Adam lr ${s.lr}, batch ${s.batchSize}`,
+      `before      ${ncEvalLine(r.before)} on ${(test ?? clean).name}`,
+      `after       ${ncEvalLine(r.after)}`,
+      `G           ${gLine(r.g)}`,
+      `wrote       ${dir}: ${[...files, ...written].map((f) => basename(f)).join(", ")}`,
+    ];
+    return { json: { ...report, files: { repaired: files.slice(0, -1), g: gPath, result: written[0], ...(written[1] ? { report: written[1] } : {}) } }, text: lines.join("\n") };
+  },
+};

@@ -1,0 +1,79 @@
+// What the commands that write an output folder share: the folder, result.json, the HTML report.
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fail } from "../errors.js";
+import type { Model } from "../model/model.js";
+import { summarize } from "../model/summary.js";
+import { writeReport } from "../report/html.js";
+import type { ReportData, ReportModel } from "../report/types.js";
+import { str, type Context, type Options } from "./command.js";
+
+export const OUTPUT_OPTIONS: Options = {
+  out: { type: "string", short: "o" },
+  report: { type: "boolean" },
+};
+
+/** Creates --out (and parents); a UserError when it exists and is not a directory. */
+export function outDir(ctx: Context, required = true): string | undefined {
+  const dir = required ? str(ctx, "out", true) : str(ctx, "out");
+  if (dir === undefined) {
+    if (ctx.values.report === true) fail("--report needs --out DIR to write report.html into");
+    return undefined;
+  }
+  if (existsSync(dir) && !statSync(dir).isDirectory()) fail(`--out ${dir} exists and is not a directory`);
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/** Writes a JSON file atomically. */
+export function writeJson(path: string, value: unknown): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, JSON.stringify(value, null, 2) + "\n");
+  renameSync(tmp, path);
+}
+
+export const commandLine = (): string => ["badnet", ...process.argv.slice(2)].join(" ");
+
+/** The model section of result.json. */
+export function reportModelOf(model: Model, source = model.spec?.source ?? "onnx"): ReportModel {
+  const s = summarize(model);
+  const [c, h, w] = model.inputShape;
+  return {
+    name: s.name,
+    source,
+    inputShape: [h, w, c],
+    numClasses: s.numClasses,
+    layers: s.layers.map((l) => ({ name: l.name, className: l.className, outputShape: l.outputShape.map((d) => (typeof d === "number" ? d : null)), params: l.params })),
+    totalParams: s.totalParams,
+  };
+}
+
+/**
+ * Saves `data` as DIR/result.json and, with --report, renders DIR/report.html. Returns the files written.
+ * `data` may carry extra command-specific fields beside the ReportData sections.
+ */
+export async function writeResult(ctx: Context, dir: string, data: ReportData): Promise<string[]> {
+  const full: ReportData = { createdAt: new Date().toISOString(), command: commandLine(), ...data };
+  const files = [join(dir, "result.json")];
+  writeJson(files[0], full);
+  if (ctx.values.report === true) {
+    const html = join(dir, "report.html");
+    await writeReport(html, full);
+    files.push(html);
+  }
+  return files;
+}
+
+/** Reads DIR/result.json (or a given JSON file) back. */
+export function readResult(path: string): ReportData {
+  const file = existsSync(path) && statSync(path).isDirectory() ? join(path, "result.json") : path;
+  if (!existsSync(file)) fail(`${file}: no such file (run a command with --out first)`);
+  let v: unknown;
+  try {
+    v = JSON.parse(readFileSync(file, "utf8"));
+  } catch (e) {
+    return fail(`${file} is not valid JSON: ${(e as Error).message.split("\n")[0]}`);
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) fail(`${file} is not a badnet result (expected a JSON object)`);
+  return v as ReportData;
+}

@@ -1,0 +1,260 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { UserError } from "../errors.js";
+import { tensor } from "../graph/ir.js";
+import { maskChannels } from "../graph/transforms.js";
+import { memoryDataset, type Dataset } from "../io/dataset.js";
+import { initWeights, zooCnn, type ArchSpec } from "../model/archs.js";
+import { batchTensor, forwardGraph, predictLabels } from "../model/forward.js";
+import { lowerModel } from "../model/lower.js";
+import type { Model } from "../model/model.js";
+import { Session } from "../runtime/session.js";
+import { train } from "../train/trainer.js";
+import { mulberry32 } from "../util/random.js";
+import { triggerPngs } from "./neural-cleanse.js";
+import {
+  checkNcPruneOptions, checkTrigger, checkUnlearnOptions, ncPrune, ncUnlearn, prunedNeuronsModel, pruneSite, stampedSource,
+  stampShare, triggerFromPngs, triggerHits, triggersFromReport, type ReversedTrigger,
+} from "./nc-mitigation.js";
+
+// The same tiny task as the STRIP tests: 4 classes of 1x12x12 images; a white 3x3 patch in the bottom-right
+// corner sends any image to class 0.
+const H = 12, W = 12, K = 4, PER = H * W;
+const TARGET = 0;
+
+function mlpArch(hidden: number): ArchSpec {
+  const base = (name: string) => ({ name, trainable: true, dtype: "float32" });
+  const init = { kernel_initializer: { class_name: "GlorotUniform", config: { seed: null } }, bias_initializer: { class_name: "Zeros", config: {} }, use_bias: true };
+  return {
+    name: "tiny_mlp",
+    inputLayer: "input",
+    outputLayer: "output",
+    inputShape: [H, W, 1],
+    source: "test",
+    layers: [
+      { name: "input", className: "InputLayer", config: { batch_input_shape: [null, H, W, 1], dtype: "float32", name: "input" }, inbound: [], weights: [] },
+      { name: "flatten_1", className: "Flatten", config: { ...base("flatten_1"), data_format: "channels_last" }, inbound: ["input"], weights: [] },
+      { name: "fc_1", className: "Dense", config: { ...base("fc_1"), units: hidden, activation: "relu", ...init }, inbound: ["flatten_1"], weights: [{ name: "kernel:0", shape: [PER, hidden] }, { name: "bias:0", shape: [hidden] }] },
+      { name: "output", className: "Dense", config: { ...base("output"), units: K, activation: "softmax", ...init }, inbound: ["fc_1"], weights: [{ name: "kernel:0", shape: [hidden, K] }, { name: "bias:0", shape: [K] }] },
+    ],
+  };
+}
+
+const protoRand = mulberry32(7);
+const PROTOS = Array.from({ length: K }, () => Float32Array.from({ length: PER }, () => (protoRand() < 0.5 ? 1 : 0)));
+
+function cleanImages(n: number, seed: number): { x: Float32Array; y: Int32Array } {
+  const rand = mulberry32(seed);
+  const x = new Float32Array(n * PER);
+  const y = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const c = i % K;
+    y[i] = c;
+    const s = 0.25 + 0.1 * rand();
+    for (let p = 0; p < PER; p++) x[i * PER + p] = s * PROTOS[c][p] + 0.1 * rand();
+  }
+  return { x, y };
+}
+
+/** The true trigger as a (mask, pattern) pair: what a perfect reverse-engineering would find. */
+const TRUE_TRIGGER: ReversedTrigger = (() => {
+  const mask = new Float32Array(PER);
+  for (let r = H - 3; r < H; r++) for (let q = W - 3; q < W; q++) mask[r * W + q] = 1;
+  return { label: TARGET, mask, pattern: Float32Array.from(mask) };
+})();
+
+const cleanSet = (n: number, seed: number): Dataset => {
+  const c = cleanImages(n, seed);
+  return memoryDataset(`clean${seed}`, [1, H, W], c.x, c.y);
+};
+
+/** Poisoned copies of clean images not of the target class, labelled with the target (CSAW convention). */
+function poisonedSet(n: number, seed: number): Dataset {
+  const c = cleanImages(n, seed);
+  const keep = Array.from(c.y.keys()).filter((i) => c.y[i] !== TARGET);
+  const x = new Float32Array(keep.length * PER);
+  keep.forEach((j, i) => x.set(c.x.subarray(j * PER, (j + 1) * PER), i * PER));
+  const stamped = stampedSource(memoryDataset("p", [1, H, W], x, null), TRUE_TRIGGER).read(0, keep.length);
+  return memoryDataset("poisoned", [1, H, W], stamped, new Int32Array(keep.length).fill(TARGET));
+}
+
+let backdoored: Promise<Model> | undefined;
+function backdooredModel(): Promise<Model> {
+  backdoored ??= (async () => {
+    const model = lowerModel(initWeights(mlpArch(32), 3));
+    const d = cleanImages(800, 11);
+    const src = memoryDataset("train", [1, H, W], d.x, null);
+    const stamped = stampedSource(src, TRUE_TRIGGER);
+    for (let i = 0; i < d.y.length; i += 9) {
+      d.x.set(stamped.read(i, 1), i * PER);
+      d.y[i] = TARGET;
+    }
+    const r = await train(model, { x: d.x, y: d.y, shape: [1, H, W] }, { epochs: 8, batchSize: 32, optimizer: { kind: "adam", lr: 0.01 }, seed: 5 });
+    return r.model;
+  })();
+  return backdoored;
+}
+
+async function asrOf(model: Model, poisoned: Dataset): Promise<number> {
+  const pred = await predictLabels(model, poisoned);
+  return pred.filter((p, i) => p === poisoned.labels![i]).length / poisoned.size;
+}
+
+async function accuracyOf(model: Model, clean: Dataset): Promise<number> {
+  const pred = await predictLabels(model, clean);
+  return pred.filter((p, i) => p === clean.labels![i]).length / clean.size;
+}
+
+test("stamping: x' = (1 − m)·x + m·Δ, success counts only inputs not already of the target", () => {
+  const x = Float32Array.from({ length: 2 * PER }, (_, i) => (i % 7) / 10);
+  const t: ReversedTrigger = { label: 1, mask: new Float32Array(PER).fill(0.25), pattern: new Float32Array(PER).fill(2) };
+  const s = stampedSource(memoryDataset("x", [1, H, W], x, null), t).read(0, 2);
+  for (let i = 0; i < s.length; i++) assert.ok(Math.abs(s[i] - (0.75 * x[i] + 0.5)) < 1e-6);
+  assert.deepEqual(triggerHits(Int32Array.of(1, 1, 0, 1), Int32Array.of(0, 1, 2, 3), 1), { n: 3, hits: 2 });
+  const model = lowerModel(initWeights(mlpArch(4), 1));
+  assert.throws(() => checkTrigger(model, { ...t, label: K }), UserError);
+  assert.throws(() => checkTrigger(model, { ...t, mask: new Float32Array(PER - 1) }), UserError);
+  assert.throws(() => checkTrigger(model, { ...t, mask: new Float32Array(PER).fill(1.5) }), UserError);
+  // Unlearning stamps exactly round(ratio·count) distinct images of a batch.
+  const batch = new Float32Array(10 * PER);
+  const chosen = stampShare(batch, 10, [1, H, W], [TRUE_TRIGGER], 0.2, mulberry32(3));
+  assert.equal(new Set(chosen).size, 2);
+  for (let i = 0; i < 10; i++) assert.equal(batch[i * PER + PER - 1], chosen.includes(i) ? 1 : 0);
+});
+
+test("triggers read back from the PNGs Neural Cleanse draws (files and a detect result.json)", () => {
+  const rand = mulberry32(4);
+  const shape: [number, number, number] = [3, 5, 7];
+  const hw = 35;
+  const t = { label: 2, l1Norm: 0, mask: Float32Array.from({ length: hw }, () => rand()), pattern: Float32Array.from({ length: 3 * hw }, () => rand() * 255) };
+  const png = triggerPngs(t, new Float32Array(3 * hw), shape, 1);
+  const back = triggerFromPngs(png.mask, png.pattern, 2, shape, 1);
+  assert.equal(back.label, 2);
+  for (let i = 0; i < hw; i++) assert.ok(Math.abs(back.mask[i] - t.mask[i]) <= 0.5 / 255 + 1e-6);
+  for (let i = 0; i < 3 * hw; i++) assert.ok(Math.abs(back.pattern[i] - t.pattern[i]) <= 0.5 + 1e-4);
+  // The same through result.json's neuralCleanse section, with the input scale applied to the pattern.
+  const report = { neuralCleanse: { flagged: [2], triggers: [{ label: 2, maskPng: png.mask.toString("base64"), patternPng: `data:image/png;base64,${png.pattern.toString("base64")}` }] } };
+  const r = triggersFromReport(report, "result.json", shape, 255);
+  assert.deepEqual(r.flagged, [2]);
+  assert.ok(Math.abs(r.triggers[0].pattern[5] - back.pattern[5] / 255) < 1e-6);
+  assert.deepEqual(triggersFromReport({ neuralCleanse: { flagged: [], triggers: [] } }, "r", shape, 1).flagged, []);
+  assert.throws(() => triggersFromReport({ neuralCleanse: { flagged: [1], triggers: report.neuralCleanse.triggers } }, "r", shape, 1), UserError);
+  assert.throws(() => triggersFromReport({ strip: {} }, "r", shape, 1), UserError);
+  assert.throws(() => triggerFromPngs(png.mask, png.pattern, 2, [3, 7, 5], 1), UserError);
+  assert.throws(() => triggerFromPngs(png.mask, png.pattern, 2, [1, 5, 7], 1), UserError);
+});
+
+test("prune site: default is the output Dense's input; zeroing weights equals masking the neurons", async () => {
+  const model = lowerModel(initWeights(mlpArch(16), 2));
+  const site = pruneSite(model);
+  assert.equal(site.layer, "fc_1");
+  assert.equal(site.units, 16);
+  assert.throws(() => pruneSite(model, "nope"), UserError);
+  assert.throws(() => pruneSite(model, "input"), UserError);
+
+  // A small CNN: conv_3 is pruned through its own kernel/bias (ReLU and pooling keep zeros at zero).
+  const cnn = lowerModel(zooCnn({ inputShape: [24, 24, 1], numClasses: 3, filters: [4, 6, 8], hidden: 10, seed: 4 }));
+  for (const [m, layer] of [[model, undefined], [model, "flatten_1"], [cnn, "conv_3"], [cnn, "pool_3"], [cnn, undefined]] as const) {
+    const s = pruneSite(m, layer);
+    const neurons = [0, 2, 3];
+    const pruned = prunedNeuronsModel(m, s, neurons);
+    const g = forwardGraph(m);
+    const mask = new Float32Array(s.units).fill(1);
+    for (const j of neurons) mask[j] = 0;
+    maskChannels(g, s.value, g.constant(tensor("float32", [s.units], mask)));
+    const rand = mulberry32(9);
+    const x = Float32Array.from({ length: 5 * m.inputShape.reduce((a, b) => a * b, 1) }, () => rand());
+    const masked = await Session.create(g);
+    const direct = await Session.create(forwardGraph(pruned));
+    const a = (await masked.run({ input: batchTensor(x, m.inputShape) })).logits.data as Float32Array;
+    const b = (await direct.run({ input: batchTensor(x, m.inputShape) })).logits.data as Float32Array;
+    for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) < 1e-4, `${m.name} ${layer ?? "(default)"}: ${a[i]} vs ${b[i]}`);
+    await masked.release();
+    await direct.release();
+  }
+});
+
+test("nc-prune drives the trigger's success below the threshold; pruned rows are zero in the Keras spec", async () => {
+  const model = await backdooredModel();
+  const clean = cleanSet(200, 61);
+  const testSet = cleanSet(120, 62);
+  const poisoned = poisonedSet(120, 63);
+  assert.ok((await asrOf(model, poisoned)) > 0.9, "the test model must carry the backdoor");
+  const r = await ncPrune(model, { clean, test: testSet, poisoned }, [TRUE_TRIGGER], { threshold: 0.05, maxDrop: 0.3, step: 0.05 });
+  assert.equal(r.stop, "threshold");
+  assert.equal(r.site.layer, "fc_1");
+  const last = r.curve[r.curve.length - 1];
+  assert.ok(last.triggerSuccess! < 0.05);
+  assert.equal(last.channelsPruned, r.pruned.length);
+  assert.ok(r.curve[0].triggerSuccess! > 0.9 && r.curve[0].channelsPruned === 0);
+  assert.ok(r.pruned.length > 0 && r.pruned.length < 32);
+  for (let i = 1; i < r.curve.length; i++) assert.ok(r.curve[i].channelsPruned > r.curve[i - 1].channelsPruned);
+  // Neurons ranked by activation increase under the trigger, largest first.
+  for (let i = 1; i < r.ranking.length; i++) assert.ok(r.gap[r.ranking[i - 1]] >= r.gap[r.ranking[i]]);
+  assert.deepEqual(r.pruned, r.ranking.slice(0, r.pruned.length));
+
+  // The repaired network: the output kernel's rows of pruned neurons are zero in the Keras spec, others intact.
+  const out = r.model.spec!.layers.find((l) => l.name === "output")!.weights.find((w) => w.name === "kernel:0")!;
+  const orig = model.spec!.layers.find((l) => l.name === "output")!.weights.find((w) => w.name === "kernel:0")!;
+  for (let j = 0; j < 32; j++)
+    for (let c = 0; c < K; c++) assert.equal(out.data[j * K + c], r.pruned.includes(j) ? 0 : orig.data[j * K + c]);
+
+  // Before/after on the test data and the real poisoned inputs.
+  assert.ok(r.before.triggerSuccess! > 0.9 && r.after.triggerSuccess! < 0.2);
+  assert.ok(r.after.asr! < r.before.asr! - 0.5);
+  assert.ok(Math.abs(r.after.asr! - (await asrOf(r.model, poisoned))) < 1e-9);
+  assert.ok(r.before.cleanAccuracy - r.after.cleanAccuracy <= 0.3);
+  assert.equal(r.g.clean.n, testSet.size);
+  assert.equal(r.g.poisoned!.n, poisoned.size);
+  assert.ok(r.g.poisoned!.flagged + r.g.poisoned!.attackSuccess <= poisoned.size);
+});
+
+test("nc-prune stops at --max-drop and keeps the last network within it", async () => {
+  const model = await backdooredModel();
+  const clean = cleanSet(200, 71);
+  // A threshold that cannot be met without wrecking accuracy: stop on the drop limit instead.
+  const r = await ncPrune(model, { clean }, [TRUE_TRIGGER], { threshold: 1e-9, maxDrop: 0.02, step: 0.05 });
+  assert.equal(r.stop, "max-drop");
+  const acc0 = r.curve[0].cleanAccuracy;
+  const kept = r.curve.find((p) => p.channelsPruned === r.pruned.length)!;
+  assert.ok(acc0 - kept.cleanAccuracy <= 0.02 + 1e-12);
+  assert.ok(acc0 - r.curve[r.curve.length - 1].cleanAccuracy > 0.02);
+});
+
+test("unlearning removes the backdoor and keeps clean accuracy within a few points", async () => {
+  const model = await backdooredModel();
+  // One epoch of 50 batches of 32 at the default learning rate.
+  const clean = cleanSet(1600, 81);
+  const poisoned = poisonedSet(120, 82);
+  const before = await asrOf(model, poisoned);
+  assert.ok(before > 0.9);
+  const r = await ncUnlearn(model, { clean, poisoned }, [TRUE_TRIGGER], { epochs: 1, ratio: 0.2, seed: 1 });
+  assert.equal(r.history.length, 1);
+  assert.ok(Math.abs(r.before.asr! - before) < 1e-9);
+  assert.ok(r.after.asr! < 0.2, `ASR after unlearning ${r.after.asr}`);
+  assert.ok(r.after.triggerSuccess! < 0.2);
+  const acc0 = await accuracyOf(model, clean);
+  const acc1 = await accuracyOf(r.model, clean);
+  assert.ok(acc0 - acc1 <= 0.03, `clean accuracy ${acc0} → ${acc1}`);
+  assert.equal(r.after.cleanAccuracy, acc1);
+  // The fine-tuned network keeps the Keras architecture (spec follows the new weights).
+  assert.ok(r.model.spec);
+  assert.ok(r.g.poisoned && r.g.poisoned.flagged > 0);
+});
+
+test("option and input errors are UserErrors", async () => {
+  assert.throws(() => checkUnlearnOptions({ ratio: -1 }), UserError);
+  assert.throws(() => checkUnlearnOptions({ ratio: 0 }), UserError);
+  assert.throws(() => checkUnlearnOptions({ epochs: 0 }), UserError);
+  assert.throws(() => checkUnlearnOptions({ lr: 0 }), UserError);
+  assert.throws(() => checkNcPruneOptions({ threshold: 0 }), UserError);
+  assert.throws(() => checkNcPruneOptions({ threshold: 2 }), UserError);
+  assert.throws(() => checkNcPruneOptions({ maxDrop: -0.1 }), UserError);
+  assert.throws(() => checkNcPruneOptions({ step: 0 }), UserError);
+  const model = lowerModel(initWeights(mlpArch(8), 1));
+  const clean = cleanSet(8, 91);
+  await assert.rejects(ncPrune(model, { clean }, [TRUE_TRIGGER], { layer: "conv_9" }), UserError);
+  await assert.rejects(ncPrune(model, { clean }, []), UserError);
+  await assert.rejects(ncUnlearn(model, { clean }, [TRUE_TRIGGER], { ratio: -1 }), UserError);
+  await assert.rejects(ncUnlearn(model, { clean: memoryDataset("nolabels", [1, H, W], cleanImages(4, 1).x, null) }, [TRUE_TRIGGER]), UserError);
+});

@@ -1,0 +1,515 @@
+// Neural Cleanse mitigation (Wang et al., IEEE S&P 2019, section VI): once detection has reverse-engineered
+// a trigger (mask m, pattern Δ) for a flagged label, two repairs use it.
+//
+// Neuron pruning: the neurons of the layer feeding the output layer (DeepID: activation_1) that react most to
+// the reversed trigger — largest mean activation increase from clean inputs to the same inputs stamped with
+// it — are pruned (masked to 0) a step at a time until the reversed trigger's attack success falls below a
+// threshold, or clean accuracy has dropped too far. The repaired network zeroes the pruned neurons' outgoing
+// weights (rows of the output Dense kernel), which is exactly the mask and keeps the Keras architecture.
+// Defaults: steps of 1% of the neurons (at least one), stop below 5% reversed-trigger success (the paper
+// prunes until the reversed trigger stops working), and never accept more than 10 points of clean-accuracy
+// loss (the last network within that limit is kept; the curve shows where the threshold would have been).
+//
+// Unlearning: B is fine-tuned on clean data where a share of the images (20% in the paper) carry the reversed
+// trigger but keep their true labels, so the network learns that the trigger means nothing. The paper
+// trains one epoch; we use Adam with a small learning rate (1e-3 by default, Keras' Adam default, with batches
+// of 32) so the clean behaviour survives while the trigger association is broken.
+//
+// Attack success of a trigger is measured on clean inputs whose true label is not its target, stamped as
+// x' = (1 − m)·x + m·Δ (mask [H, W] over every channel, pattern [C, H, W] in the model's input scale).
+import { checkData } from "../eval/evaluate.js";
+import { decodeImageBuffer, toNchw } from "../io/images.js";
+import { fail } from "../errors.js";
+import { tensor, type Graph, type Node, type TensorData } from "../graph/ir.js";
+import type { Dataset } from "../io/dataset.js";
+import { predictLabels, type BatchSource } from "../model/forward.js";
+import type { Model } from "../model/model.js";
+import { paramValues, withParams } from "../model/params.js";
+import type { ReportEvalResult, ReportG, ReportNeuralCleanse, ReportPruning, ReportPruningPoint } from "../report/types.js";
+import { train, type EpochStats } from "../train/trainer.js";
+import { gFromPair, gRates } from "./g-model.js";
+import { stampTrigger, type ReversedTrigger as NcTrigger } from "./neural-cleanse.js";
+import { channelMask, countEqual, PruneEngine, type CachedData, type PruneTarget } from "./pruning.js";
+
+/** A reverse-engineered trigger: target label, mask [H·W] in [0, 1], pattern [C·H·W] in the scaled input range. */
+export type ReversedTrigger = Pick<NcTrigger, "label" | "mask" | "pattern">;
+
+/** UserError unless the trigger fits the model (shapes, label, mask range). */
+export function checkTrigger(model: Model, t: ReversedTrigger): void {
+  const [c, h, w] = model.inputShape;
+  if (!Number.isInteger(t.label) || t.label < 0 || t.label >= model.numClasses) fail(`trigger target label ${t.label} is outside the model's ${model.numClasses} classes`);
+  if (t.mask.length !== h * w) fail(`trigger mask for label ${t.label} has ${t.mask.length} values, the model's input needs ${h}x${w}`);
+  if (t.pattern.length !== c * h * w) fail(`trigger pattern for label ${t.label} has ${t.pattern.length} values, the model's input needs ${c}x${h}x${w}`);
+  for (const v of t.mask) if (!(v >= 0 && v <= 1)) fail(`trigger mask for label ${t.label} has a value ${v} outside [0, 1]`);
+}
+
+/** Stamps image `i` of the NCHW batch `x` in place: x' = (1 − m)·x + m·Δ. */
+export function stampImage(x: Float32Array, i: number, shape: readonly [number, number, number], t: ReversedTrigger): void {
+  const per = shape[0] * shape[1] * shape[2];
+  x.set(stampTrigger(x.subarray(i * per, (i + 1) * per), 1, shape, t.mask, t.pattern), i * per);
+}
+
+/**
+ * A trigger from PNG images, as `badnet detect` draws them: the mask grey (white = 1; colour images are
+ * averaged), the pattern in the model's colours as 8-bit pixels (divided by inputScale like any input).
+ */
+export function triggerFromPngs(maskPng: Buffer, patternPng: Buffer, label: number, shape: readonly [number, number, number], inputScale: number, names = { mask: "mask", pattern: "pattern" }): ReversedTrigger {
+  const [c, h, w] = shape;
+  const m = decodeImageBuffer(maskPng, names.mask);
+  const p = decodeImageBuffer(patternPng, names.pattern);
+  for (const [img, what] of [[m, names.mask], [p, names.pattern]] as const) {
+    if (img.width !== w || img.height !== h) fail(`trigger ${what} is ${img.width}x${img.height}, the model's input is ${w}x${h}`);
+  }
+  if (p.channels !== c) fail(`trigger ${names.pattern} has ${p.channels} channel(s), the model's input has ${c}`);
+  const mask = new Float32Array(h * w);
+  for (let q = 0; q < h * w; q++) {
+    let s = 0;
+    for (let ch = 0; ch < m.channels; ch++) s += m.data[q * m.channels + ch];
+    mask[q] = s / m.channels / 255;
+  }
+  return { label, mask, pattern: toNchw(p, inputScale) };
+}
+
+/**
+ * Flagged labels and their triggers from a `badnet detect` result.json (its neuralCleanse section: `flagged`
+ * and `triggers[]` with base64 `maskPng` / `patternPng`). A flagged label without a trigger is a UserError.
+ */
+export function triggersFromReport(report: unknown, where: string, shape: readonly [number, number, number], inputScale: number): { flagged: number[]; triggers: ReversedTrigger[] } {
+  const nc = (report as { neuralCleanse?: Partial<ReportNeuralCleanse> } | null)?.neuralCleanse;
+  if (!nc || !Array.isArray(nc.flagged) || !Array.isArray(nc.triggers)) fail(`${where} has no Neural Cleanse result (neuralCleanse.flagged and neuralCleanse.triggers); run badnet detect --out first`);
+  const flagged = nc.flagged.map(Number);
+  const triggers = flagged.map((label) => {
+    const t = nc.triggers!.find((x) => x.label === label);
+    if (!t || typeof t.maskPng !== "string" || typeof t.patternPng !== "string") fail(`${where}: flagged label ${label} has no reversed trigger images`);
+    const png = (s: string) => Buffer.from(s.replace(/^data:image\/png;base64,/, ""), "base64");
+    return triggerFromPngs(png(t.maskPng), png(t.patternPng), label, shape, inputScale, { mask: `${where} label ${label} mask`, pattern: `${where} label ${label} pattern` });
+  });
+  return { flagged, triggers };
+}
+
+/** A view of `data` with every image stamped with the trigger. */
+export function stampedSource(data: BatchSource, t: ReversedTrigger): BatchSource {
+  return {
+    size: data.size,
+    shape: data.shape,
+    read(start, count) {
+      return stampTrigger(data.read(start, count), count, data.shape, t.mask, t.pattern);
+    },
+  };
+}
+
+/** Stamped inputs (whose true label is not the target) classified as the target. */
+export function triggerHits(pred: Int32Array, labels: Int32Array, target: number): { n: number; hits: number } {
+  let n = 0, hits = 0;
+  for (let i = 0; i < pred.length; i++) {
+    if (labels[i] === target) continue;
+    n++;
+    if (pred[i] === target) hits++;
+  }
+  return { n, hits };
+}
+
+/** The largest success over several triggers (a repair must defeat all of them). */
+function worstSuccess(preds: Int32Array[], labels: Int32Array, triggers: ReversedTrigger[]): number {
+  let worst = 0;
+  triggers.forEach((t, i) => {
+    const r = triggerHits(preds[i], labels, t.label);
+    worst = Math.max(worst, r.n ? r.hits / r.n : 0);
+  });
+  return worst;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Where neurons are pruned
+
+/** Ops that map zero to zero channel by channel: pruning before them equals pruning after them. */
+const ZERO_PRESERVING = new Set(["Relu", "Identity", "MaxPool", "AveragePool", "Tanh", "LeakyRelu"]);
+
+interface Zeroing {
+  /** IR parameter name. */
+  param: string;
+  /** Axis of the tensor indexed by the neuron (Dense kernel [in, out]: 0 for its input, 1 for its output). */
+  axis: number;
+}
+
+export interface PruneSite {
+  /** Layer name (or value name for models without layer names). */
+  layer: string;
+  /** IR value whose channels (axis 1) are the neurons. */
+  value: string;
+  units: number;
+  /** Slices zeroed in the repaired network, one per neuron index. */
+  zero: Zeroing[];
+  /** How the repaired network realises the pruning, for the report. */
+  how: string;
+}
+
+function isParam(model: Model, v: string): boolean {
+  return model.params.some((p) => p.value === v);
+}
+
+/** MatMul/Gemm reading `value` as its data input with a stored 2-D weight: the weight's input-axis zeroing. */
+function readerZeroing(model: Model, n: Node, value: string): Zeroing | undefined {
+  const g = model.graph;
+  if (n.inputs[0] !== value || n.inputs.slice(1).includes(value)) return undefined;
+  const w = n.inputs[1];
+  if (!isParam(model, w) || g.shape(w).length !== 2) return undefined;
+  if (n.op === "MatMul") return { param: w, axis: 0 };
+  if (n.op === "Gemm") {
+    const a = n.attrs;
+    if (a.transA?.kind === "int" && a.transA.value !== 0) return undefined;
+    return { param: w, axis: a.transB?.kind === "int" && a.transB.value !== 0 ? 1 : 0 };
+  }
+  return undefined;
+}
+
+/** The output Dense layer's MatMul/Gemm: walked back from the logits through Identity and bias Adds. */
+function outputDense(model: Model): { node: Node; x: string } {
+  const g = model.graph;
+  let v = model.logits;
+  for (let guard = 0; guard < 100; guard++) {
+    const n = g.producer(v);
+    if (!n) break;
+    if (n.op === "Identity") v = n.inputs[0];
+    else if (n.op === "Add" && n.inputs.length === 2 && n.inputs.some((i) => g.initializers.has(i))) v = n.inputs.find((i) => !g.initializers.has(i))!;
+    else if ((n.op === "MatMul" || n.op === "Gemm") && readerZeroing(model, n, n.inputs[0])) return { node: n, x: n.inputs[0] };
+    else break;
+  }
+  return fail(`model ${model.name}: cannot find the output Dense layer feeding the logits (give --layer)`);
+}
+
+function layerNameOf(model: Model, value: string): string {
+  for (const [name, v] of model.layerOutputs) if (v === value) return name;
+  return value;
+}
+
+/**
+ * Resolves the layer whose neurons are pruned. Default: the input of the output Dense layer. A named layer
+ * is pruned through the weights that read it (when only Dense layers read it) or through the weights that
+ * produce it (Conv2D/Dense followed only by zero-preserving, per-channel ops such as ReLU and pooling).
+ */
+export function pruneSite(model: Model, layer?: string): PruneSite {
+  const g = model.graph;
+  let value: string;
+  if (layer === undefined) value = outputDense(model).x;
+  else {
+    const v = model.layerOutputs.get(layer);
+    if (!v) fail(`model ${model.name} has no layer "${layer}" (layers: ${[...model.layerOutputs.keys()].join(", ")})`);
+    value = v;
+  }
+  const name = layer ?? layerNameOf(model, value);
+  const shape = g.shape(value);
+  if (shape.length !== 2 && shape.length !== 4) fail(`layer "${name}" has shape [${shape}]; only dense [N, units] or conv [N, C, H, W] outputs can be pruned`);
+  const units = shape[1];
+  if (typeof units !== "number") fail(`layer "${name}" has no fixed number of neurons`);
+  if (value === model.input) fail(`layer "${name}" is the model input; it has no neurons to prune`);
+
+  // Read only by Dense layers: zero their input rows (DeepID's activation_1 → output).
+  const readers = g.consumers().get(value) ?? [];
+  const outs = new Set(g.outputs.map((o) => o.name));
+  if (shape.length === 2 && readers.length > 0 && !outs.has(value)) {
+    const zs = readers.map((n) => readerZeroing(model, n, value));
+    if (zs.every((z): z is Zeroing => z !== undefined)) {
+      return { layer: name, value, units, zero: zs, how: "outgoing weights zeroed (input rows of the reading Dense kernel)" };
+    }
+  }
+  // Produced by a Conv/Dense through zero-preserving ops: zero the producing kernel's output slice and bias.
+  let v = value;
+  for (let guard = 0; guard < 100; guard++) {
+    const n = g.producer(v);
+    if (!n) break;
+    if (ZERO_PRESERVING.has(n.op)) {
+      // Zeroing upstream is only the same as masking here when nothing else reads the upstream value.
+      v = n.inputs[0];
+      if ((g.consumers().get(v)?.length ?? 0) !== 1) break;
+      continue;
+    }
+    let bias: string | undefined;
+    let core = n;
+    if (n.op === "Add" && n.inputs.length === 2 && n.inputs.some((i) => isParam(model, i))) {
+      bias = n.inputs.find((i) => isParam(model, i));
+      const other = n.inputs.find((i) => i !== bias)!;
+      const p = g.producer(other);
+      if (!p || (g.consumers().get(other)?.length ?? 0) !== 1) break;
+      core = p;
+    }
+    const zero: Zeroing[] = [];
+    if (core.op === "Conv" && isParam(model, core.inputs[1])) {
+      zero.push({ param: core.inputs[1], axis: 0 });
+      if (core.inputs[2]) zero.push({ param: core.inputs[2], axis: 0 });
+    } else if (core.op === "MatMul" && isParam(model, core.inputs[1])) {
+      zero.push({ param: core.inputs[1], axis: 1 });
+    } else break;
+    if (bias) zero.push({ param: bias, axis: 0 });
+    if (zero.some((z) => g.staticShape(z.param)[z.axis] !== units)) break;
+    return { layer: name, value, units, zero, how: `producing weights zeroed (${core.op} kernel outputs and bias)` };
+  }
+  return fail(`layer "${name}" cannot be pruned: it is neither read only by Dense layers nor produced by a Conv2D/Dense layer through ReLU/pooling`);
+}
+
+/** Zeroes slice `index` along `axis` of a tensor (copy). */
+function zeroSlice(t: TensorData, axis: number, indices: readonly number[]): TensorData {
+  const d = Float32Array.from(t.data as Float32Array);
+  const inner = t.shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const dim = t.shape[axis];
+  const outer = t.shape.slice(0, axis).reduce((a, b) => a * b, 1);
+  for (const idx of indices) for (let o = 0; o < outer; o++) d.fill(0, (o * dim + idx) * inner, (o * dim + idx + 1) * inner);
+  return tensor("float32", [...t.shape], d);
+}
+
+/** B with the given neurons of the site pruned through weights (so the Keras spec follows). */
+export function prunedNeuronsModel(model: Model, site: PruneSite, neurons: readonly number[], name = `${model.name}_nc_pruned`): Model {
+  for (const j of neurons) if (!Number.isInteger(j) || j < 0 || j >= site.units) throw new RangeError(`neuron ${j} outside 0..${site.units - 1}`);
+  const values = paramValues(model);
+  const upd = new Map<string, TensorData>();
+  for (const z of site.zero) upd.set(z.param, zeroSlice(upd.get(z.param) ?? values.get(z.param)!, z.axis, neurons));
+  return withParams(model, upd, name);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Shared evaluation
+
+export interface NcData {
+  /** Clean labelled data the repair works on (activations, the pruning curve, the unlearning set). */
+  clean: Dataset;
+  /** Clean labelled data for the final numbers (default: `clean`). */
+  test?: Dataset;
+  /** Poisoned inputs labelled with the attacker's target: the real attack success rate. */
+  poisoned?: Dataset;
+}
+
+export interface NcEvaluation {
+  before: ReportEvalResult;
+  after: ReportEvalResult;
+  g: ReportG;
+}
+
+function checkInputs(model: Model, data: NcData, triggers: ReversedTrigger[]): void {
+  if (triggers.length === 0) fail("no reversed trigger given: nothing to mitigate");
+  for (const t of triggers) checkTrigger(model, t);
+  checkData(model, data.clean, "Neural Cleanse mitigation (clean accuracy)");
+  if (data.clean.size === 0) fail(`data ${data.clean.name} is empty`);
+  if (data.test) checkData(model, data.test, "clean test accuracy");
+  if (data.poisoned) checkData(model, data.poisoned, "attack success rate");
+}
+
+function evalResult(correct: number, n: number, trigger: number, attack?: { hits: number; n: number }): ReportEvalResult {
+  const r: ReportEvalResult = { cleanAccuracy: n ? correct / n : 0, nClean: n, triggerSuccess: trigger };
+  if (attack) {
+    r.asr = attack.n ? attack.hits / attack.n : 0;
+    r.nPoisoned = attack.n;
+  }
+  return r;
+}
+
+/** B and the repaired network on the evaluation data (test, else clean), stamped copies and poisoned data. */
+async function evaluatePair(b: Model, repaired: Model, data: NcData, triggers: ReversedTrigger[], batchSize?: number): Promise<NcEvaluation> {
+  const evalSet = data.test ?? data.clean;
+  const labels = evalSet.labels!;
+  const run = async (m: Model) => {
+    const clean = await predictLabels(m, evalSet, { batchSize });
+    const stamped = [];
+    for (const t of triggers) stamped.push(await predictLabels(m, stampedSource(evalSet, t), { batchSize }));
+    const poisoned = data.poisoned ? await predictLabels(m, data.poisoned, { batchSize }) : undefined;
+    return { clean, stamped, poisoned };
+  };
+  const pb = await run(b);
+  const pr = await run(repaired);
+  const pl = data.poisoned?.labels ?? undefined;
+  const result = (p: typeof pb) =>
+    evalResult(countEqual(p.clean, labels), labels.length, worstSuccess(p.stamped, labels, triggers), p.poisoned && pl ? { hits: countEqual(p.poisoned, pl), n: pl.length } : undefined);
+  return {
+    before: result(pb),
+    after: result(pr),
+    g: gRates(b.numClasses, { pred: pb.clean, repaired: pr.clean, labels }, pb.poisoned && pr.poisoned && pl ? { pred: pb.poisoned, repaired: pr.poisoned, labels: pl } : undefined),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Neuron pruning
+
+export interface NcPruneOptions {
+  layer?: string;
+  /** Stop once the reversed triggers' attack success is below this (default 0.05). */
+  threshold?: number;
+  /** Stop before clean accuracy on the clean data drops by more than this fraction (default 0.10). */
+  maxDrop?: number;
+  /** Share of the layer's neurons pruned per step (default 0.01, at least one neuron). */
+  step?: number;
+  batchSize?: number;
+  onCache?: (done: number, total: number) => void;
+  onStep?: (pruned: number, units: number, point: ReportPruningPoint) => void;
+}
+
+export type NcPruneStop = "threshold" | "max-drop" | "all-pruned";
+
+export interface NcPruneResult extends NcEvaluation {
+  site: PruneSite;
+  /** Neurons in pruning order (largest activation increase under the triggers first). */
+  ranking: number[];
+  /** Mean activation increase per neuron (stamped − clean), averaged over the triggers. */
+  gap: number[];
+  curve: ReportPruningPoint[];
+  /** Neurons pruned in the repaired network. */
+  pruned: number[];
+  stop: NcPruneStop;
+  pruning: ReportPruning;
+  model: Model;
+  gGraph: Graph;
+}
+
+export function checkNcPruneOptions(o: NcPruneOptions): Required<Pick<NcPruneOptions, "threshold" | "maxDrop" | "step">> {
+  const threshold = o.threshold ?? 0.05;
+  const maxDrop = o.maxDrop ?? 0.1;
+  const step = o.step ?? 0.01;
+  if (!(threshold > 0 && threshold <= 1)) fail(`--threshold must be in (0, 1], got ${threshold}`);
+  if (!(maxDrop >= 0 && maxDrop <= 1)) fail(`--max-drop must be in [0, 1], got ${maxDrop}`);
+  if (!(step > 0 && step <= 1)) fail(`--step must be in (0, 1], got ${step}`);
+  return { threshold, maxDrop, step };
+}
+
+export async function ncPrune(model: Model, data: NcData, triggers: ReversedTrigger[], opts: NcPruneOptions = {}): Promise<NcPruneResult> {
+  const { threshold, maxDrop, step } = checkNcPruneOptions(opts);
+  checkInputs(model, data, triggers);
+  const site = pruneSite(model, opts.layer);
+  // The pruning engine caches everything upstream of the value and re-runs only the head per step.
+  const target: PruneTarget = { layer: site.layer, conv: site.value, kernel: site.zero[0].param, channels: site.units, value: site.value };
+  const engine = await PruneEngine.create(model, target, { batchSize: opts.batchSize });
+  try {
+    const labels = data.clean.labels!;
+    const total = data.clean.size * (1 + triggers.length) + (data.poisoned?.size ?? 0);
+    let offset = 0;
+    const cache = async (src: BatchSource, l: Int32Array): Promise<CachedData> => {
+      const c = await engine.cache(src, l, (done) => opts.onCache?.(offset + done, total));
+      offset += src.size;
+      return c;
+    };
+    const clean = await cache(data.clean, labels);
+    const stamped: CachedData[] = [];
+    for (const t of triggers) stamped.push(await cache(stampedSource(data.clean, t), labels));
+    const poisoned = data.poisoned ? await cache(data.poisoned, data.poisoned.labels!) : undefined;
+
+    const base = engine.channelMeans(clean);
+    const gap = new Float64Array(site.units);
+    for (const s of stamped) engine.channelMeans(s).forEach((m, j) => (gap[j] += (m - base[j]) / stamped.length));
+    const ranking = Array.from({ length: site.units }, (_, j) => j).sort((a, b) => gap[b] - gap[a] || a - b);
+
+    const per = Math.max(1, Math.round(step * site.units));
+    const curve: ReportPruningPoint[] = [];
+    let acc0 = 0;
+    let chosen = 0;
+    let stop: NcPruneStop = "all-pruned";
+    for (let k = 0; ; k = Math.min(site.units, k + per)) {
+      const mask = channelMask(site.units, ranking.slice(0, k));
+      const acc = countEqual(await engine.predict(clean, mask), labels) / clean.n;
+      const preds: Int32Array[] = [];
+      for (const s of stamped) preds.push(await engine.predict(s, mask));
+      const success = worstSuccess(preds, labels, triggers);
+      const point: ReportPruningPoint = { fractionPruned: k / site.units, channelsPruned: k, cleanAccuracy: acc, triggerSuccess: success };
+      if (poisoned) point.asr = countEqual(await engine.predict(poisoned, mask), poisoned.labels) / poisoned.n;
+      curve.push(point);
+      opts.onStep?.(k, site.units, point);
+      if (k === 0) acc0 = acc;
+      if (acc0 - acc > maxDrop + 1e-12) {
+        stop = "max-drop";
+        break;
+      }
+      chosen = k;
+      if (success < threshold) {
+        stop = "threshold";
+        break;
+      }
+      if (k === site.units) break;
+    }
+    const pruned = ranking.slice(0, chosen);
+    const repaired = prunedNeuronsModel(model, site, pruned);
+    const ev = await evaluatePair(model, repaired, data, triggers, opts.batchSize);
+    const labelsText = triggers.map((t) => t.label).join(", ");
+    return {
+      ...ev,
+      site,
+      ranking,
+      gap: Array.from(gap),
+      curve,
+      pruned,
+      stop,
+      pruning: {
+        layer: site.layer,
+        order: `decreasing activation increase under the reversed trigger${triggers.length > 1 ? "s" : ""} of label ${labelsText} (stamped − clean), measured at ${site.value}`,
+        curve,
+        drops: [],
+      },
+      model: repaired,
+      gGraph: gFromPair(model, repaired, `${model.name}_nc_prune_G`),
+    };
+  } finally {
+    await engine.release();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Unlearning
+
+export interface UnlearnOptions {
+  epochs?: number;
+  /** Share of each batch stamped with a reversed trigger (default 0.2). */
+  ratio?: number;
+  /** Adam learning rate (default 1e-3). */
+  lr?: number;
+  /** Training batch size (default 32). */
+  batchSize?: number;
+  seed?: number;
+  /** Inference batch size for the evaluation. */
+  evalBatchSize?: number;
+  onBatch?: (done: number, total: number, loss: number) => void;
+  onEpoch?: (s: EpochStats) => void;
+}
+
+export interface UnlearnResult extends NcEvaluation {
+  model: Model;
+  gGraph: Graph;
+  history: EpochStats[];
+  settings: { epochs: number; ratio: number; lr: number; batchSize: number; seed: number };
+}
+
+export function checkUnlearnOptions(o: UnlearnOptions): UnlearnResult["settings"] {
+  const s = { epochs: o.epochs ?? 1, ratio: o.ratio ?? 0.2, lr: o.lr ?? 1e-3, batchSize: o.batchSize ?? 32, seed: o.seed ?? 0 };
+  if (!Number.isInteger(s.epochs) || s.epochs < 1) fail(`--epochs must be a positive integer, got ${s.epochs}`);
+  if (!(s.ratio > 0 && s.ratio <= 1)) fail(`--ratio must be in (0, 1], got ${s.ratio}`);
+  if (!(s.lr > 0 && Number.isFinite(s.lr))) fail(`--lr must be a positive number, got ${s.lr}`);
+  if (!Number.isInteger(s.batchSize) || s.batchSize < 1) fail(`--batch-size must be a positive integer, got ${s.batchSize}`);
+  return s;
+}
+
+/** Picks round(ratio·count) images of the batch (seeded) and stamps each with one of the triggers. */
+export function stampShare(x: Float32Array, count: number, shape: readonly [number, number, number], triggers: ReversedTrigger[], ratio: number, rand: () => number): number[] {
+  const k = Math.round(ratio * count);
+  const idx = Array.from({ length: count }, (_, i) => i);
+  for (let i = 0; i < k; i++) {
+    const j = i + Math.floor(rand() * (count - i));
+    [idx[i], idx[j]] = [idx[j], idx[i]];
+  }
+  const chosen = idx.slice(0, k);
+  for (const i of chosen) stampImage(x, i, shape, triggers[triggers.length === 1 ? 0 : Math.floor(rand() * triggers.length)]);
+  return chosen;
+}
+
+export async function ncUnlearn(model: Model, data: NcData, triggers: ReversedTrigger[], opts: UnlearnOptions = {}): Promise<UnlearnResult> {
+  const settings = checkUnlearnOptions(opts);
+  checkInputs(model, data, triggers);
+  const { clean } = data;
+  const shape = clean.shape;
+  // Labels stay the true ones: the network learns that the trigger does not change the class.
+  const r = await train(model, { x: clean.read(0, clean.size), y: Int32Array.from(clean.labels!), shape }, {
+    epochs: settings.epochs,
+    batchSize: settings.batchSize,
+    optimizer: { kind: "adam", lr: settings.lr },
+    seed: settings.seed,
+    transformBatch: (x, y, rand) => void stampShare(x, y.length, shape, triggers, settings.ratio, rand),
+    onBatch: opts.onBatch,
+    onEpoch: opts.onEpoch,
+  });
+  const repaired = { ...r.model, name: `${model.name}_unlearned` };
+  const ev = await evaluatePair(model, repaired, data, triggers, opts.evalBatchSize);
+  return { ...ev, model: repaired, gGraph: gFromPair(model, repaired, `${model.name}_unlearn_G`), history: r.history, settings };
+}

@@ -1,0 +1,223 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { UserError } from "../errors.js";
+import { memoryDataset, type Dataset } from "../io/dataset.js";
+import { initWeights, type ArchSpec } from "../model/archs.js";
+import { argmaxRows, batchTensor, forwardGraph } from "../model/forward.js";
+import { lowerModel } from "../model/lower.js";
+import type { Model } from "../model/model.js";
+import { Session } from "../runtime/session.js";
+import { train } from "../train/trainer.js";
+import { mulberry32 } from "../util/random.js";
+import { writeOnnx } from "./g-model.js";
+import { checkFrr, pickOverlays, runStrip, StripScorer, stripG, thresholdForFrr } from "./strip.js";
+
+const dir = mkdtempSync(join(tmpdir(), "strip-test-"));
+test.after(() => rmSync(dir, { recursive: true, force: true }));
+
+// A tiny synthetic task: 4 classes of 1x12x12 images (a class prototype plus noise, pixels in [0, 0.45]);
+// the backdoor is a white 3x3 patch in the bottom-right corner that sends any image to class 0.
+const H = 12, W = 12, K = 4, PER = H * W;
+const TARGET = 0;
+
+function mlpArch(hidden: number): ArchSpec {
+  const base = (name: string) => ({ name, trainable: true, dtype: "float32" });
+  const init = { kernel_initializer: { class_name: "GlorotUniform", config: { seed: null } }, bias_initializer: { class_name: "Zeros", config: {} }, use_bias: true };
+  return {
+    name: "tiny_mlp",
+    inputLayer: "input",
+    outputLayer: "output",
+    inputShape: [H, W, 1],
+    source: "test",
+    layers: [
+      { name: "input", className: "InputLayer", config: { batch_input_shape: [null, H, W, 1], dtype: "float32", name: "input" }, inbound: [], weights: [] },
+      { name: "flatten_1", className: "Flatten", config: { ...base("flatten_1"), data_format: "channels_last" }, inbound: ["input"], weights: [] },
+      { name: "fc_1", className: "Dense", config: { ...base("fc_1"), units: hidden, activation: "relu", ...init }, inbound: ["flatten_1"], weights: [{ name: "kernel:0", shape: [PER, hidden] }, { name: "bias:0", shape: [hidden] }] },
+      { name: "output", className: "Dense", config: { ...base("output"), units: K, activation: "softmax", ...init }, inbound: ["fc_1"], weights: [{ name: "kernel:0", shape: [hidden, K] }, { name: "bias:0", shape: [K] }] },
+    ],
+  };
+}
+
+const protoRand = mulberry32(7);
+const PROTOS = Array.from({ length: K }, () => Float32Array.from({ length: PER }, () => (protoRand() < 0.5 ? 1 : 0)));
+
+function cleanImages(n: number, seed: number): { x: Float32Array; y: Int32Array } {
+  const rand = mulberry32(seed);
+  const x = new Float32Array(n * PER);
+  const y = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const c = i % K;
+    y[i] = c;
+    const s = 0.25 + 0.1 * rand();
+    for (let p = 0; p < PER; p++) x[i * PER + p] = s * PROTOS[c][p] + 0.1 * rand();
+  }
+  return { x, y };
+}
+
+function stampPatch(x: Float32Array, i: number): void {
+  for (let r = H - 3; r < H; r++) for (let q = W - 3; q < W; q++) x[i * PER + r * W + q] = 1;
+}
+
+/** Poisoned copies: clean images not of the target class, patched, labelled with the target (CSAW convention). */
+function poisonedSet(n: number, seed: number): Dataset {
+  const c = cleanImages(n, seed);
+  const keep = Array.from(c.y.keys()).filter((i) => c.y[i] !== TARGET);
+  const x = new Float32Array(keep.length * PER);
+  keep.forEach((j, i) => x.set(c.x.subarray(j * PER, (j + 1) * PER), i * PER));
+  for (let i = 0; i < keep.length; i++) stampPatch(x, i);
+  return memoryDataset("poisoned", [1, H, W], x, new Int32Array(keep.length).fill(TARGET));
+}
+
+let backdoored: Promise<Model> | undefined;
+/** Trained once per file: every 9th training image (all classes) carries the patch and the target label. */
+function backdooredModel(): Promise<Model> {
+  backdoored ??= (async () => {
+    const model = lowerModel(initWeights(mlpArch(32), 3));
+    const d = cleanImages(800, 11);
+    for (let i = 0; i < d.y.length; i += 9) {
+      stampPatch(d.x, i);
+      d.y[i] = TARGET;
+    }
+    const r = await train(model, { x: d.x, y: d.y, shape: [1, H, W] }, { epochs: 8, batchSize: 32, optimizer: { kind: "adam", lr: 0.01 }, seed: 5 });
+    return r.model;
+  })();
+  return backdoored;
+}
+
+const cleanSet = (n: number, seed: number): Dataset => {
+  const c = cleanImages(n, seed);
+  return memoryDataset(`clean${seed}`, [1, H, W], c.x, c.y);
+};
+
+test("the STRIP entropy graph matches a direct computation of blends, softmax and entropy", async () => {
+  const model = await backdooredModel();
+  const valid = cleanSet(40, 21);
+  const k = 5;
+  const overlays = pickOverlays(valid, k, 3);
+  const inputs = Float32Array.from([...cleanSet(3, 22).read(0, 3), ...poisonedSet(4, 23).read(0, 2)]);
+  const n = inputs.length / PER;
+  const fwd = await Session.create(forwardGraph(model));
+  for (const blend of ["add", "mean"] as const) {
+    const scorer = await StripScorer.create(model, overlays, { blend, maxValue: 1, imagesPerRun: 8 });
+    const got = await scorer.score(memoryDataset("x", [1, H, W], inputs, null));
+    await scorer.release();
+    for (let i = 0; i < n; i++) {
+      const blends = new Float32Array(k * PER);
+      for (let j = 0; j < k; j++)
+        for (let p = 0; p < PER; p++) {
+          const a = inputs[i * PER + p], c = overlays[j * PER + p];
+          blends[j * PER + p] = blend === "add" ? Math.min(1, a + c) : 0.5 * a + 0.5 * c;
+        }
+      const logits = (await fwd.run({ input: batchTensor(blends, [1, H, W]) })).logits.data as Float32Array;
+      let h = 0;
+      for (let j = 0; j < k; j++) {
+        const row = Array.from(logits.subarray(j * K, (j + 1) * K));
+        const m = Math.max(...row);
+        const z = row.reduce((s, v) => s + Math.exp(v - m), 0);
+        for (const v of row) {
+          const p = Math.exp(v - m) / z;
+          if (p > 0) h -= (p * Math.log2(p)) / k;
+        }
+      }
+      assert.ok(Math.abs(got.entropy[i] - h) < 1e-4, `${blend} input ${i}: graph ${got.entropy[i]} vs direct ${h}`);
+      const own = (await fwd.run({ input: batchTensor(inputs.slice(i * PER, (i + 1) * PER), [1, H, W]) })).logits.data as Float32Array;
+      assert.equal(got.pred[i], argmaxRows(own, K)[0]);
+    }
+  }
+  await fwd.release();
+});
+
+test("threshold: the largest value rejecting at most frr of the clean entropies", () => {
+  const rand = mulberry32(1);
+  const e = Array.from({ length: 200 }, () => rand() * 3);
+  for (const frr of [0.004, 0.01, 0.05, 0.25, 0.5, 0.99]) {
+    const t = thresholdForFrr(e, frr);
+    const rejected = e.filter((v) => v < t).length;
+    assert.ok(rejected <= frr * e.length, `frr ${frr}: rejects ${rejected}`);
+    // Any larger candidate (the next distinct entropy) would reject more than frr·n.
+    const next = Math.min(...e.filter((v) => v > t));
+    assert.ok(e.filter((v) => v < next).length > frr * e.length);
+  }
+  // Ties: the tied value itself is never rejected.
+  assert.equal(thresholdForFrr([1, 1, 1, 1, 2], 0.5), 1);
+  for (const bad of [0, 1, 2, -0.1, Number.NaN]) {
+    assert.throws(() => thresholdForFrr(e, bad), UserError);
+    assert.throws(() => checkFrr(bad), UserError);
+  }
+  assert.throws(() => thresholdForFrr([], 0.1), UserError);
+});
+
+test("G.onnx answers N exactly for inputs whose entropy is below the threshold, else B's class", async () => {
+  const model = await backdooredModel();
+  const valid = cleanSet(40, 31);
+  const overlays = pickOverlays(valid, 8, 1);
+  const data = memoryDataset("mix", [1, H, W], Float32Array.from([...cleanSet(20, 32).read(0, 20), ...poisonedSet(24, 33).read(0, 12)]), null);
+  const scorer = await StripScorer.create(model, overlays, { maxValue: 1 });
+  const s = await scorer.score(data);
+  await scorer.release();
+  // A threshold between the scores (the median) so both answers occur.
+  const threshold = Float32Array.from(s.entropy).sort()[Math.floor(data.size / 2)];
+  const path = join(dir, "G.onnx");
+  writeOnnx(path, stripG(model, overlays, threshold, { maxValue: 1 }));
+  const g = await Session.fromBytes(readFileSync(path));
+  assert.deepEqual([...g.inputNames], ["input"]);
+  const out = (await g.run({ input: batchTensor(data.read(0, data.size), [1, H, W]) })).logits;
+  assert.deepEqual(out.shape, [data.size, K + 1]);
+  const pred = argmaxRows(out.data as Float32Array, K + 1);
+  let flagged = 0;
+  for (let i = 0; i < data.size; i++) {
+    const rejected = s.entropy[i] < threshold;
+    flagged += rejected ? 1 : 0;
+    assert.equal(pred[i], rejected ? K : s.pred[i], `input ${i} (entropy ${s.entropy[i]}, threshold ${threshold})`);
+  }
+  assert.ok(flagged > 0 && flagged < data.size);
+  await g.release();
+});
+
+test("on a patch-backdoored model, STRIP flags poisoned inputs far more often than clean ones", async () => {
+  const model = await backdooredModel();
+  const valid = cleanSet(200, 41);
+  const test_ = cleanSet(200, 42);
+  const poisoned = poisonedSet(200, 43);
+  const r = await runStrip(model, { valid, test: test_, poisoned }, { k: 16, frr: 0.05 });
+  assert.equal(r.strip.frrTarget, 0.05);
+  assert.equal(r.strip.cleanEntropy.length, test_.size);
+  assert.equal(r.strip.poisonedEntropy?.length, poisoned.size);
+  // On the validation set the rule holds exactly; on fresh clean data the FRR stays small.
+  assert.ok(r.validEntropy.filter((e) => e < r.threshold).length <= 0.05 * valid.size);
+  assert.ok(r.strip.frr < 0.2, `test FRR ${r.strip.frr}`);
+  const detection = r.strip.detectionRate!;
+  assert.ok(detection - r.strip.frr > 0.5, `detection ${detection} vs FRR ${r.strip.frr}`);
+  const mean = (a: number[]) => a.reduce((s, v) => s + v, 0) / a.length;
+  assert.ok(mean(r.strip.poisonedEntropy!) < mean(r.strip.cleanEntropy));
+  // G's report agrees with the entropies.
+  assert.equal(r.g?.clean.n, test_.size);
+  assert.equal(r.g?.clean.flagged, r.strip.cleanEntropy.filter((e) => e < r.threshold).length);
+  assert.equal(r.g?.poisoned?.flagged, r.strip.poisonedEntropy!.filter((e) => e < r.threshold).length);
+  assert.ok(r.g!.poisoned!.attackSuccess + r.g!.poisoned!.flagged <= poisoned.size);
+});
+
+test("runStrip rejects bad options and mismatched data", async () => {
+  const model = await backdooredModel();
+  const valid = cleanSet(10, 51);
+  await assert.rejects(runStrip(model, { valid }, { frr: 2, maxValue: 1 }), UserError);
+  await assert.rejects(runStrip(model, { valid }, { k: 11, maxValue: 1 }), UserError);
+  await assert.rejects(runStrip(model, { valid }, { k: 0, maxValue: 1 }), UserError);
+  const wrong = memoryDataset("wrong", [1, H, W + 1], new Float32Array(2 * H * (W + 1)), null);
+  await assert.rejects(runStrip(model, { valid: wrong }, { maxValue: 1 }), UserError);
+  await assert.rejects(runStrip(model, { valid: memoryDataset("empty", [1, H, W], new Float32Array(0), null) }, { k: 1 }), UserError);
+});
+
+test("unlabeled poisoned data gives a detection rate but no G attack success", async () => {
+  const model = await backdooredModel();
+  const p = poisonedSet(12, 52);
+  const unlabeled = memoryDataset("unlabeled", [1, H, W], p.read(0, p.size), null);
+  const r = await runStrip(model, { valid: cleanSet(40, 53), poisoned: unlabeled }, { k: 4, frr: 0.1 });
+  assert.equal(r.strip.poisonedEntropy?.length, p.size);
+  assert.ok(r.strip.detectionRate !== undefined);
+  assert.equal(r.g?.poisoned, undefined);
+  assert.equal(r.g?.clean.n, 40);
+});
