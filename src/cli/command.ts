@@ -1,7 +1,7 @@
 // What every CLI command looks like, and the options they share.
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { fail } from "../errors.js";
-import { checkInputScale, openDataset, type Dataset } from "../io/dataset.js";
+import { openDataset, type Dataset } from "../io/dataset.js";
 import { loadModel } from "../io/load-model.js";
 import type { Model } from "../model/model.js";
 import { Progress, progressEnabled } from "./progress.js";
@@ -46,7 +46,8 @@ export function parse(cmd: Command, argv: string[]): Context {
   try {
     parsed = parseArgs({ args: argv, options: { ...COMMON, ...cmd.options }, allowPositionals: cmd.positionals ?? false, strict: true });
   } catch (e) {
-    return fail(`${cmd.name}: ${(e as Error).message.split("\n")[0]}`);
+    // parseArgs puts its hint (e.g. "use '--input-scale=-XYZ'") on later lines: keep it, on one line.
+    return fail(`${cmd.name}: ${(e as Error).message.trim().replace(/\s*\n\s*/g, " ")}`);
   }
   const values = parsed.values as Values;
   return { values, positionals: parsed.positionals, json: values.json === true, quiet: values.quiet === true };
@@ -93,7 +94,8 @@ export function inputScale(ctx: Context): number {
   const s = str(ctx, "input-scale");
   if (s === undefined) fail("missing required option --input-scale (255 if the model expects pixels/255, 1 for raw 0..255 pixels)");
   const v = Number(s);
-  checkInputScale(v);
+  // Name the option and echo what was typed: Number("abc") alone would report NaN.
+  if (s.trim() === "" || !Number.isFinite(v) || v <= 0) fail(`--input-scale must be a positive number (255 or 1), got "${s}"`);
   return v;
 }
 

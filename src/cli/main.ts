@@ -24,7 +24,8 @@ async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === "--help" || name === "-h" || name === "help") {
     process.stdout.write(help() + "\n");
-    return name ? 0 : 2;
+    if (!name) throw new UserError("no command given (run badnet --help)");
+    return 0;
   }
   const cmd = COMMANDS.find((c) => c.name === name);
   if (!cmd) throw new UserError(`unknown command "${name}" (run badnet --help)`);

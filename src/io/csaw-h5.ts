@@ -2,7 +2,7 @@
 // Images are read lazily, one batch per read(), so large files never sit in memory as float32 whole.
 import { closeSync, existsSync, openSync, readSync, statSync } from "node:fs";
 import { basename, dirname, resolve } from "node:path";
-import h5wasm from "h5wasm/node";
+import h5wasm, { Module } from "h5wasm/node";
 import { fail } from "../errors.js";
 import { checkInputScale, checkRange, formatShape, type Dataset, type OpenOptions } from "./dataset.js";
 
@@ -41,11 +41,56 @@ export async function openH5ForRead(path: string, what: string): Promise<H5File>
   if (!st.isFile()) fail(`${what} ${path}: not a file`);
   if (!hasHdf5Signature(path)) fail(`${what} ${path}: not an HDF5 file (no HDF5 signature)`);
   await h5wasm.ready;
+  const file = readingHdf5(path, what, () => new h5wasm.File(resolve(path), "r"));
+  if (file.file_id < 0n) fail(`${what} ${path}: corrupt or truncated HDF5 file (HDF5 could not open it)`);
+  return file;
+}
+
+/**
+ * Runs `fn` (opening or reading an HDF5 file; h5wasm must be ready) so that a damaged file is a one-line
+ * UserError naming it. HDF5's default handler prints a multi-line HDF5-DIAG trace and lets h5wasm go on with
+ * invalid ids, so the throwing handler is switched on; some damage makes the wasm module abort, which prints
+ * "Aborted(...)" itself, so stderr is held back while `fn` (synchronous) runs and replayed unless it failed so.
+ * After an abort h5wasm is unusable in this process.
+ */
+export function readingHdf5<T>(path: string, what: string, fn: () => T): T {
+  const stderr = process.stderr;
+  const write = stderr.write;
+  const held: Parameters<typeof write>[] = [];
+  stderr.write = ((...args: Parameters<typeof write>) => held.push(args) > 0) as typeof write;
+  Module.activate_throwing_error_handler();
   try {
-    return new h5wasm.File(resolve(path), "r");
+    return fn();
   } catch (e) {
-    fail(`${what} ${path}: cannot open HDF5 file (${e instanceof Error ? e.message : String(e)})`);
+    const reason = hdf5Failure(e);
+    if (reason === undefined) throw e;
+    held.length = 0;
+    return fail(`${what} ${path}: corrupt or truncated HDF5 file (${reason})`);
+  } finally {
+    try {
+      Module.deactivate_throwing_error_handler();
+    } catch {
+      // the module aborted; nothing left to reset
+    }
+    stderr.write = write;
+    for (const args of held) write.apply(stderr, args);
   }
+}
+
+/** A one-line reason when `e` comes from the HDF5 library (an error stack or a wasm abort), else undefined. */
+function hdf5Failure(e: unknown): string | undefined {
+  if (!(e instanceof Error)) return undefined;
+  if (e.message.startsWith("HDF5-DIAG")) return hdf5Reason(e);
+  if (e.message.startsWith("Aborted(")) return "the HDF5 library aborted while reading it";
+  return undefined;
+}
+
+/** The innermost cause of an HDF5 error stack ("#006: ... in H5F__super_read(): truncated file: ..."), on one line. */
+export function hdf5Reason(e: unknown): string {
+  const text = e instanceof Error ? e.message : String(e);
+  const causes = [...text.matchAll(/#\d+: .* in [\w.]+\(\): (.+)$/gm)].map((m) => m[1]!.trim());
+  const reason = causes.at(-1) ?? text.split("\n").find((l) => l.trim() !== "")?.trim() ?? "unknown error";
+  return reason.replace(/\s+/g, " ");
 }
 
 export type Layout = "nchw" | "nhwc";
@@ -108,26 +153,31 @@ function readLabels(ds: H5Dataset, n: number, path: string): Int32Array {
   return labels;
 }
 
+/** The `data` array's element type, size and layout, and all labels: everything but the pixels. */
+function describeCsaw(file: H5File, path: string, opts: OpenOptions) {
+  const data = getDataset(file, "data", path);
+  const labelDs = getDataset(file, "label", path);
+  const where = `data ${path}: \`data\``;
+  const dtype = numericType(data, where);
+  const dims = data.shape ?? [];
+  if (dims.length !== 4) {
+    fail(`${where} has shape ${formatShape(dims)} (rank ${dims.length}), expected 4-D N×C×H×W or N×H×W×C`);
+  }
+  const [n, a, b, c] = dims as [number, number, number, number];
+  if (n === 0 || a === 0 || b === 0 || c === 0) fail(`${where} has an empty shape ${formatShape(dims)}`);
+  const layout = decideLayout(dims, opts.layout, where);
+  const shape: [number, number, number] = layout === "nchw" ? [a, b, c] : [c, a, b];
+  return { data, where, dtype, n, layout, shape, labels: readLabels(labelDs, n, path) };
+}
+
 /** Opens a CSAW-HackML .h5 data file; images are read batch by batch on demand. */
 export async function openCsawH5(path: string, opts: OpenOptions): Promise<Dataset> {
   checkInputScale(opts.inputScale);
   const file = await openH5ForRead(path, "data");
   let ok = false;
   try {
-    const data = getDataset(file, "data", path);
-    const labelDs = getDataset(file, "label", path);
-    const where = `data ${path}: \`data\``;
-    const dtype = numericType(data, where);
-    const dims = data.shape ?? [];
-    if (dims.length !== 4) {
-      fail(`${where} has shape ${formatShape(dims)} (rank ${dims.length}), expected 4-D N×C×H×W or N×H×W×C`);
-    }
-    const [n, a, b, c] = dims as [number, number, number, number];
-    if (n === 0 || a === 0 || b === 0 || c === 0) fail(`${where} has an empty shape ${formatShape(dims)}`);
-    const layout = decideLayout(dims, opts.layout, where);
-    const shape: [number, number, number] = layout === "nchw" ? [a, b, c] : [c, a, b];
-    const labels = readLabels(labelDs, n, path);
-    const per = a * b * c;
+    const { data, where, dtype, n, layout, shape, labels } = readingHdf5(path, "data", () => describeCsaw(file, path, opts));
+    const per = shape[0] * shape[1] * shape[2];
     const scale = opts.inputScale;
     let open = true;
     const ds: Dataset = {
@@ -140,7 +190,7 @@ export async function openCsawH5(path: string, opts: OpenOptions): Promise<Datas
         checkRange(ds, start, count);
         const out = new Float32Array(count * per);
         if (count === 0) return out;
-        const raw = asNumbers(data.slice([[start, start + count]]), `${where} (${dtype})`);
+        const raw = asNumbers(readingHdf5(path, "data", () => data.slice([[start, start + count]])), `${where} (${dtype})`);
         if (raw.length !== out.length) throw new Error(`h5 slice of ${ds.name} returned ${raw.length} values, expected ${out.length}`);
         if (layout === "nchw") {
           for (let i = 0; i < out.length; i++) out[i] = raw[i]! / scale;

@@ -72,7 +72,7 @@ export function checkLabels(ds: Dataset, numClasses: number): void {
 
 /** UserError when a command needs labels and the dataset has none. */
 export function requireLabels(ds: Dataset, why: string): Int32Array {
-  if (!ds.labels) fail(`data ${ds.name} has no labels, needed for ${why} (give a labels CSV for image folders)`);
+  if (!ds.labels) fail(`data ${ds.name} has no labels, needed for ${why} (an image folder takes its labels from a "file,label" labels.csv inside it)`);
   return ds.labels;
 }
 

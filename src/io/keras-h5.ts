@@ -6,7 +6,7 @@ import h5wasm from "h5wasm/node";
 import { fail } from "../errors.js";
 import { ARCHS, type ArchLayer, type ArchSpec } from "../model/archs.js";
 import type { LayerSpec, LayerWeight, ModelSpec } from "../model/spec.js";
-import { openH5ForRead } from "./csaw-h5.js";
+import { openH5ForRead, readingHdf5 } from "./csaw-h5.js";
 
 type H5Group = InstanceType<typeof h5wasm.Group>;
 type Json = Record<string, unknown>;
@@ -36,14 +36,16 @@ const NEEDS_WEIGHTS = new Set(["Conv2D", "Dense", "BatchNormalization"]);
 export async function readKerasModel(path: string, opts: { arch?: string } = {}): Promise<ModelSpec> {
   const file = await openH5ForRead(path, "Keras model");
   try {
-    const attrs = file.attrs;
-    if ("model_config" in attrs) {
-      const spec = readFullModel(file, path);
-      if (opts.arch !== undefined) checkAgainstArch(spec, archTemplate(opts.arch), opts.arch, path);
-      return spec;
-    }
-    if ("layer_names" in attrs || "layer_names0" in attrs) return readWeightsOnly(file, path, opts.arch);
-    return fail(`${path}: not a Keras model file (HDF5 without a model_config or layer_names attribute)`);
+    return readingHdf5(path, "Keras model", () => {
+      const attrs = file.attrs;
+      if ("model_config" in attrs) {
+        const spec = readFullModel(file, path);
+        if (opts.arch !== undefined) checkAgainstArch(spec, archTemplate(opts.arch), opts.arch, path);
+        return spec;
+      }
+      if ("layer_names" in attrs || "layer_names0" in attrs) return readWeightsOnly(file, path, opts.arch);
+      return fail(`${path}: not a Keras model file (HDF5 without a model_config or layer_names attribute)`);
+    });
   } finally {
     file.close();
   }

@@ -1,0 +1,172 @@
+// badnet detect: Neural Cleanse over a model's labels; prints the per-label trigger norms and anomaly indices,
+// optionally writes the reversed triggers as PNGs and the run as result.json (ReportData).
+import { mkdirSync, writeFileSync } from "node:fs";
+import { basename, join } from "node:path";
+import { fail } from "../../errors.js";
+import { detectBackdoor, neuralCleanseReport, triggerPngs, type NcPhase, type NeuralCleanseResult } from "../../defenses/neural-cleanse.js";
+import type { Model } from "../../model/model.js";
+import { summarize } from "../../model/summary.js";
+import type { ReportData, ReportModel } from "../../report/types.js";
+import { dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command, type Context } from "../command.js";
+import type { Progress } from "../progress.js";
+
+/** "0,5,7", "0-9" or a mix ("0-3,7"); every label must be a class of the model. */
+export function parseLabels(spec: string, numClasses: number): number[] {
+  const out: number[] = [];
+  const int = (s: string): number => {
+    const t = s.trim();
+    if (!/^\d+$/.test(t)) fail(`--labels: "${s}" is not a label (use e.g. 0,5,7 or 0-9)`);
+    const v = Number(t);
+    if (v >= numClasses) fail(`--labels: label ${v} is outside the model's ${numClasses} classes (0..${numClasses - 1})`);
+    return v;
+  };
+  for (const part of spec.split(",")) {
+    const range = /^\s*(\d+)\s*-\s*(\d+)\s*$/.exec(part);
+    if (range) {
+      const [lo, hi] = [int(range[1]), int(range[2])];
+      if (lo > hi) fail(`--labels: range ${part.trim()} is empty (start above end)`);
+      for (let l = lo; l <= hi; l++) out.push(l);
+    } else out.push(int(part));
+  }
+  const seen = new Set<number>();
+  for (const l of out) {
+    if (seen.has(l)) fail(`--labels: label ${l} is listed twice`);
+    seen.add(l);
+  }
+  return out;
+}
+
+function reportModel(model: Model, source: string): ReportModel {
+  const s = summarize(model);
+  const [c, h, w] = s.inputShape;
+  return {
+    name: s.name,
+    source,
+    inputShape: [h, w, c],
+    numClasses: s.numClasses,
+    layers: s.layers.map((l) => ({ name: l.name, className: l.className, outputShape: l.outputShape.map((d) => (typeof d === "number" ? d : null)), params: l.params })),
+    totalParams: s.totalParams,
+  };
+}
+
+const TABLE_ROWS = 20;
+
+function table(r: NeuralCleanseResult): string[] {
+  const bySize = [...r.labels].sort((p, q) => p.l1Norm - q.l1Norm);
+  const all = r.labels.length <= 2 * TABLE_ROWS;
+  const rows = all ? bySize : bySize.filter((l, i) => i < TABLE_ROWS || l.flagged);
+  const lines = [`label    L1 norm  anomaly  held-out ASR  phase   steps  flagged`];
+  for (const l of rows) {
+    lines.push(
+      `${String(l.label).padStart(5)}  ${l.l1Norm.toFixed(1).padStart(9)}  ${l.anomalyIndex.toFixed(2).padStart(7)}  ${pct(l.attackSuccess).padStart(12)}  ${l.phase.padEnd(6)} ${String(l.steps).padStart(6)}  ${l.flagged ? "FLAGGED" : l.reached ? "" : "(threshold not reached)"}`,
+    );
+  }
+  if (!all) lines.push(`... ${r.labels.length - rows.length} more labels with larger norms (--json or --out for all)`);
+  return lines;
+}
+
+function writeOut(dir: string, r: NeuralCleanseResult, report: ReportData): string[] {
+  mkdirSync(dir, { recursive: true });
+  const files: string[] = [];
+  const put = (name: string, data: Buffer | string) => {
+    writeFileSync(join(dir, name), data);
+    files.push(name);
+  };
+  for (const t of r.triggers) {
+    const png = triggerPngs(t, r.example, r.shape, r.inputScale);
+    put(`label_${t.label}_mask.png`, png.mask);
+    put(`label_${t.label}_pattern.png`, png.pattern);
+    put(`label_${t.label}_trigger.png`, png.trigger);
+    put(`label_${t.label}_stamped.png`, png.stamped);
+    if (t === r.triggers[0]) put(`clean_example.png`, png.clean);
+  }
+  put("result.json", JSON.stringify(report, null, 2) + "\n");
+  return files;
+}
+
+export const detectCommand: Command = {
+  name: "detect",
+  summary: "Neural Cleanse: reverse-engineer a trigger per label and flag backdoor targets (MAD anomaly index > 2)",
+  usage:
+    "--model M [--arch deepid] --input-scale S --clean D [--labels 0,5,7|0-9] [--out DIR] [--steps N] [--screen-steps N]\n" +
+    "       [--batch-size B] [--screen-batch-size B] [--labels-per-run L] [--shortlist K] [--seed S] [--json] [--quiet]\n" +
+    "  Every label gets --screen-steps (default 60) steps on --screen-batch-size (8) images; the --shortlist\n" +
+    "  (default max(10, 3% of the labels)) smallest norms, plus small-side outliers, continue to --steps (300) on\n" +
+    "  --batch-size (32) images. --labels-per-run (32) labels are optimized together in one graph run.",
+  options: {
+    ...MODEL_OPTIONS,
+    clean: { type: "string" },
+    labels: { type: "string" },
+    out: { type: "string" },
+    steps: { type: "string" },
+    "screen-steps": { type: "string" },
+    "screen-batch-size": { type: "string" },
+    "labels-per-run": { type: "string" },
+    shortlist: { type: "string" },
+    seed: { type: "string" },
+  },
+  async run(ctx: Context) {
+    const t0 = performance.now();
+    const scale = inputScale(ctx);
+    const modelPath = str(ctx, "model", true);
+    const model = await modelFrom(ctx);
+    const clean = await dataFrom(ctx, "clean", scale, true);
+    const labelSpec = str(ctx, "labels");
+    const labels = labelSpec === undefined ? undefined : parseLabels(labelSpec, model.numClasses);
+    const opt = (key: string) => (str(ctx, key) === undefined ? undefined : num(ctx, key, undefined, { min: 1, integer: true }));
+    const loaded = (performance.now() - t0) / 1000;
+
+    const bars = new Map<NcPhase, Progress>();
+    const result = await detectBackdoor(model, clean, {
+      inputScale: scale,
+      labels,
+      steps: opt("steps"),
+      screenSteps: opt("screen-steps"),
+      batchSize: opt("batch-size"),
+      screenBatchSize: opt("screen-batch-size"),
+      labelsPerRun: opt("labels-per-run"),
+      shortlist: opt("shortlist"),
+      seed: str(ctx, "seed") === undefined ? undefined : num(ctx, "seed", 0, { min: 0, integer: true }),
+      onProgress: (p) => {
+        let bar = bars.get(p.phase);
+        if (!bar) {
+          for (const b of bars.values()) b.done();
+          bar = progress(ctx, p.phase === "screen" ? "NC screening" : "NC full", p.total, "labels");
+          bars.set(p.phase, bar);
+        }
+        bar.tick(1, `label ${p.label} norm ${p.l1Norm.toFixed(1)}`);
+      },
+    });
+    for (const b of bars.values()) b.done();
+    clean.close();
+
+    const report: ReportData = {
+      title: `Neural Cleanse — ${model.name}`,
+      createdAt: new Date().toISOString(),
+      command: ["badnet", "detect", ...process.argv.slice(3)].join(" "),
+      model: reportModel(model, modelPath),
+      neuralCleanse: { ...neuralCleanseReport(result), seconds: result.seconds, images: result.images, settings: result.settings } as ReportData["neuralCleanse"],
+      timings: { load: loaded, "neural-cleanse": result.seconds },
+    };
+    const outDir = str(ctx, "out");
+    const files = outDir ? writeOut(outDir, result, report) : [];
+
+    const screened = result.labels.filter((l) => l.phase === "screen").length;
+    const lines = [
+      `model      ${model.name} (${basename(modelPath)})`,
+      `images     ${result.images.optimize} to optimize on, ${result.images.heldOut} held out for attack success`,
+      `labels     ${result.labels.length} scanned` +
+        (screened ? ` (${result.labels.length - screened} with the full budget, ${screened} screened only)` : ""),
+      `median L1  ${result.medianNorm.toFixed(2)}   MAD ${result.mad.toFixed(2)}`,
+      "",
+      ...table(result),
+      "",
+      result.flagged.length
+        ? `flagged    ${result.flagged.join(", ")}  (anomaly index > 2, smaller than the median)`
+        : "flagged    none (no label's trigger is an outlier on the small side)",
+      `time       ${result.seconds.toFixed(1)} s (${(result.labels.length / result.seconds).toFixed(2)} labels/s)`,
+    ];
+    if (outDir) lines.push(`wrote      ${files.length} files to ${outDir}`);
+    return { json: report, text: lines.join("\n") };
+  },
+};

@@ -1,0 +1,162 @@
+// badnet train: fit a model (fresh architecture or a starting .h5/.onnx) on labelled images, write .h5 + .onnx.
+import { basename, dirname, extname, resolve } from "node:path";
+import { fail } from "../../errors.js";
+import { evaluate } from "../../eval/evaluate.js";
+import { checkLabels, checkShape, requireLabels, type Dataset } from "../../io/dataset.js";
+import { loadModel } from "../../io/load-model.js";
+import { saveRepaired } from "../../io/save-model.js";
+import { ARCHS, initWeights } from "../../model/archs.js";
+import { lowerModel } from "../../model/lower.js";
+import type { Model } from "../../model/model.js";
+import { train, type EpochStats, type TrainData } from "../../train/trainer.js";
+import { zooNet } from "../../zoo/build.js";
+import { dataFrom, inputScale, num, pct, progress, str, type Command, type Context } from "../command.js";
+import type { Progress } from "../progress.js";
+
+const FRESH_ARCHS = ["zoo-cnn", ...Object.keys(ARCHS)];
+
+/** All images and labels of a dataset in memory (read in chunks). */
+export function readAll(ds: Dataset, what: string): TrainData {
+  const y = requireLabels(ds, what);
+  const per = ds.shape[0] * ds.shape[1] * ds.shape[2];
+  const x = new Float32Array(ds.size * per);
+  const chunk = 2048;
+  for (let s = 0; s < ds.size; s += chunk) x.set(ds.read(s, Math.min(chunk, ds.size - s)), s * per);
+  return { x, y: Int32Array.from(y), shape: [ds.shape[0], ds.shape[1], ds.shape[2]] };
+}
+
+function numClassesOf(ctx: Context, labels: Int32Array): number {
+  let max = -1;
+  for (const l of labels) if (l > max) max = l;
+  const k = num(ctx, "num-classes", max + 1, { min: 2, max: 100000, integer: true });
+  if (k < 2) fail(`training data has only ${k} class(es); give --num-classes K (at least 2)`);
+  return k;
+}
+
+/** A freshly initialized network for the data's image shape ([C,H,W] → Keras [H,W,C]). */
+function freshModel(arch: string, shape: [number, number, number], numClasses: number, seed: number): Model {
+  const [c, h, w] = shape;
+  if (arch === "zoo-cnn") return lowerModel(zooNet({ inputShape: [h, w, c], numClasses, seed }));
+  const make = ARCHS[arch];
+  if (!make) fail(`--arch ${arch}: unknown architecture (known: ${FRESH_ARCHS.join(", ")})`);
+  return lowerModel(initWeights(make({ inputShape: [h, w, c], numClasses }), seed));
+}
+
+function outputBase(out: string, model: Model): { dir: string; base: string } {
+  const ext = extname(out).toLowerCase();
+  if (ext !== ".h5" && ext !== ".onnx") fail(`--out ${out}: expected a .h5 (Keras + .onnx beside it) or .onnx file name`);
+  if (ext === ".h5" && !model.spec) fail(`--out ${out}: the starting model is ONNX, so only an .onnx file can be written`);
+  return { dir: dirname(resolve(out)), base: basename(out, extname(out)) };
+}
+
+export const trainCommand: Command = {
+  name: "train",
+  summary: "train a model (fresh zoo-cnn/deepid or from a starting .h5) and save it as Keras .h5 + .onnx",
+  usage:
+    "--data D --input-scale S (--arch zoo-cnn | --model init.h5) --out model.h5 [--epochs 3] [--lr 1e-3] [--optimizer adam|sgd] [--batch-size 64] [--seed 0] [--valid V] [--num-classes K] [--json]",
+  options: {
+    data: { type: "string" },
+    model: { type: "string", short: "m" },
+    arch: { type: "string" },
+    "input-scale": { type: "string" },
+    layout: { type: "string" },
+    out: { type: "string", short: "o" },
+    epochs: { type: "string" },
+    lr: { type: "string" },
+    optimizer: { type: "string" },
+    "batch-size": { type: "string" },
+    seed: { type: "string" },
+    valid: { type: "string" },
+    "num-classes": { type: "string" },
+  },
+  async run(ctx) {
+    const scale = inputScale(ctx);
+    const out = str(ctx, "out", true);
+    const epochs = num(ctx, "epochs", 3, { min: 1, max: 10000, integer: true });
+    const lr = num(ctx, "lr", 1e-3, { min: 0 });
+    if (!(lr > 0)) fail(`--lr must be positive, got ${lr}`);
+    const optimizer = str(ctx, "optimizer") ?? "adam";
+    if (optimizer !== "adam" && optimizer !== "sgd") fail(`--optimizer must be adam or sgd, got "${optimizer}"`);
+    const bs = num(ctx, "batch-size", 64, { min: 1, max: 65536, integer: true });
+    const seed = num(ctx, "seed", 0, { min: 0, max: 2 ** 32 - 1, integer: true });
+    const modelPath = str(ctx, "model");
+    const arch = str(ctx, "arch");
+    if (!modelPath && !arch) fail(`give --arch (${FRESH_ARCHS.join(" | ")}) for a fresh network or --model init.h5 to start from`);
+
+    const ds = await dataFrom(ctx, "data", scale, true);
+    const data = readAll(ds, "training");
+    ds.close();
+    if (data.y.length === 0) fail(`data ${ds.name} has no images`);
+    const numClasses = numClassesOf(ctx, data.y);
+    const start = modelPath ? await loadModel(modelPath, { arch }) : freshModel(arch!, data.shape, numClasses, seed);
+    checkShape(ds, start.inputShape, `model ${start.name}`);
+    checkLabels(ds, start.numClasses);
+    const dest = outputBase(out, start);
+    const valid = await dataFrom(ctx, "valid", scale);
+    if (valid) {
+      checkShape(valid, start.inputShape, `model ${start.name}`);
+      requireLabels(valid, "validation accuracy");
+      checkLabels(valid, start.numClasses);
+    }
+
+    const log = (line: string) => {
+      if (!ctx.quiet) process.stderr.write(line + "\n");
+    };
+    const epochs_: (EpochStats & { validAccuracy: number | null })[] = [];
+    let bar: Progress | undefined;
+    let shown = 0;
+    const t0 = performance.now();
+    const result = await train(start, data, {
+      epochs,
+      batchSize: bs,
+      optimizer: { kind: optimizer, lr },
+      seed,
+      onBatch: (done, total, loss) => {
+        bar ??= progress(ctx, `epoch ${epochs_.length + 1}/${epochs}`, total);
+        bar.tick(done - shown, `loss ${loss.toFixed(4)}`);
+        shown = done;
+      },
+      onEpoch: async (s, current) => {
+        bar?.done();
+        bar = undefined;
+        shown = 0;
+        const validAccuracy = valid ? (await evaluate(current(), valid)).clean.accuracy : null;
+        epochs_.push({ ...s, validAccuracy });
+        log(
+          `epoch ${s.epoch}/${epochs}  loss ${s.loss.toFixed(4)}  train accuracy ${pct(s.accuracy)}` +
+            (validAccuracy === null ? "" : `  valid accuracy ${pct(validAccuracy)}`) +
+            `  (${s.seconds.toFixed(1)} s)`,
+        );
+      },
+    });
+    const seconds = (performance.now() - t0) / 1000;
+    valid?.close();
+    const trained: Model = { ...result.model, name: start.name };
+    const files = await saveRepaired(dest.dir, dest.base, trained);
+    const last = epochs_[epochs_.length - 1]!;
+    const json = {
+      model: trained.name,
+      start: modelPath ?? `${arch} (seed ${seed})`,
+      data: ds.name,
+      images: data.y.length,
+      numClasses: trained.numClasses,
+      optimizer,
+      lr,
+      batchSize: bs,
+      seed,
+      epochs: epochs_,
+      finalLoss: last.loss,
+      trainAccuracy: last.accuracy,
+      validAccuracy: last.validAccuracy,
+      seconds,
+      files,
+    };
+    const text = [
+      `trained ${trained.name} on ${data.y.length} images of ${ds.name}: ${epochs} epoch(s), ${optimizer} lr ${lr}, batch ${bs}, seed ${seed}`,
+      `final loss ${last.loss.toFixed(4)}, train accuracy ${pct(last.accuracy)}` + (last.validAccuracy === null ? "" : `, valid accuracy ${pct(last.validAccuracy)}`),
+      `time ${seconds.toFixed(1)} s`,
+      ...files.map((f) => `wrote ${f}`),
+    ].join("\n");
+    return { json, text };
+  },
+};

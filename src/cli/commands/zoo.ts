@@ -1,0 +1,76 @@
+// badnet zoo build: train the ground-truth zoo of clean and backdoored Fashion-MNIST models.
+import { fail } from "../../errors.js";
+import { buildZoo, meetsTargets, ZOO_DEFAULTS } from "../../zoo/build.js";
+import { num, pct, progress, str, type Command } from "../command.js";
+import type { Progress } from "../progress.js";
+
+export const zooCommand: Command = {
+  name: "zoo",
+  summary: "build the ground-truth zoo of clean and backdoored Fashion-MNIST models (badnet zoo build)",
+  usage: "build --dataset fashion-mnist --out DIR [--epochs E] [--train-size N] [--valid-size N] [--test-size N] [--seed S] [--only name1,name2] [--json]",
+  positionals: true,
+  options: {
+    dataset: { type: "string" },
+    "data-dir": { type: "string" },
+    out: { type: "string", short: "o" },
+    epochs: { type: "string" },
+    "train-size": { type: "string" },
+    "valid-size": { type: "string" },
+    "test-size": { type: "string" },
+    seed: { type: "string" },
+    only: { type: "string" },
+    "batch-size": { type: "string" },
+    lr: { type: "string" },
+  },
+  async run(ctx) {
+    const [sub, ...extra] = ctx.positionals;
+    if (sub !== "build") fail(`zoo: expected the subcommand "build", got ${sub === undefined ? "nothing" : `"${sub}"`}`);
+    if (extra.length) fail(`zoo build: unexpected argument "${extra[0]}"`);
+    const dataset = str(ctx, "dataset") ?? "fashion-mnist";
+    if (dataset !== "fashion-mnist") fail(`zoo build: --dataset ${dataset} is not supported (only fashion-mnist)`);
+    const out = str(ctx, "out", true);
+    const only = str(ctx, "only")?.split(",").map((s) => s.trim());
+    let bar: Progress | undefined;
+    let shown = 0;
+    const log = (line: string) => {
+      if (!ctx.quiet) process.stderr.write(line + "\n");
+    };
+    const index = await buildZoo({
+      out,
+      dataDir: str(ctx, "data-dir"),
+      epochs: num(ctx, "epochs", ZOO_DEFAULTS.epochs, { min: 1, max: 1000, integer: true }),
+      trainSize: str(ctx, "train-size") === undefined ? undefined : num(ctx, "train-size", undefined, { min: 1, integer: true }),
+      validSize: num(ctx, "valid-size", ZOO_DEFAULTS.validSize, { min: 1, integer: true }),
+      testSize: str(ctx, "test-size") === undefined ? undefined : num(ctx, "test-size", undefined, { min: 1, integer: true }),
+      seed: num(ctx, "seed", ZOO_DEFAULTS.seed, { min: 0, max: 2 ** 31 - 1, integer: true }),
+      batchSize: num(ctx, "batch-size", ZOO_DEFAULTS.batchSize, { min: 1, max: 65536, integer: true }),
+      lr: num(ctx, "lr", ZOO_DEFAULTS.lr, { min: 1e-9, max: 10 }),
+      only,
+      log: (line) => {
+        bar?.done();
+        bar = undefined;
+        shown = 0;
+        log(line);
+      },
+      onModelStart: (name, epochs) => log(`training ${name} (${epochs} epochs)`),
+      onBatch: (name, done, total, loss) => {
+        bar ??= progress(ctx, name, total);
+        bar.tick(done - shown, `loss ${loss.toFixed(4)}`);
+        shown = done;
+      },
+    });
+    const w = Math.max(...index.models.map((m) => m.name.length), 5);
+    const lines = [
+      `zoo of ${index.models.length} model(s) in ${out} (${index.trainSize} training images, ${index.epochs} epochs, seed ${index.seed})`,
+      "",
+      `${"model".padEnd(w)}  ${"attack".padEnd(22)}  clean acc  ASR (target)            train s  meets targets`,
+      ...index.models.map((m) => {
+        const asr = Object.entries(m.asr).map(([t, a]) => `${pct(a)} (→${t})`).join(", ") || "-";
+        return `${m.name.padEnd(w)}  ${m.attack.padEnd(22)}  ${pct(m.cleanAccuracy).padStart(9)}  ${asr.padEnd(22)}  ${m.trainSeconds.toFixed(0).padStart(7)}  ${meetsTargets(m) ? "yes" : "NO (clean >= 88%, ASR >= 95%)"}`;
+      }),
+      "",
+      `total ${index.totalSeconds.toFixed(0)} s`,
+    ];
+    return { json: index, text: lines.join("\n") };
+  },
+};

@@ -1,0 +1,232 @@
+// Bad input through the real CLI: every case must exit 2 with exactly one `badnet: error: ...` line on stderr
+// that names the offending file, layer, label, shape or option, and print nothing on stdout.
+import assert from "node:assert/strict";
+import { rmSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { fixture } from "../test/fixtures.js";
+import { inPool, listedCommands, makeBadFiles, makeFaceData, runCli, tempDir, type BadFiles, type FaceData, type CliResult } from "../test/make-bad-files.js";
+
+const dir = tempDir("cli-errors");
+let bad: BadFiles;
+let faces: FaceData;
+
+before(async () => {
+  bad = await makeBadFiles(dir);
+  faces = await makeFaceData(dir);
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const KERAS24 = fixture("thirdparty/keras24_functional_deepid.h5");
+const SUNGLASSES = fixture("csaw2020/models/sunglasses_bd_weights.h5");
+const FACE = fixture("csaw2020/images/clean_0_label43.png");
+
+interface Case {
+  name: string;
+  /** Built lazily: the bad files exist only once `before` has run. */
+  args: () => string[];
+  /** Each must appear in the error line: the thing at fault, and what is wrong with it. */
+  names: () => (string | RegExp)[];
+  /** What stdout must be (empty unless the command prints something useful before failing). */
+  stdout?: RegExp;
+}
+
+const cases: Case[] = [
+  {
+    name: "missing model file",
+    args: () => ["eval", "--model", join(dir, "missing.h5"), "--input-scale", "255", "--clean", faces.clean],
+    names: () => [join(dir, "missing.h5"), /no such file/],
+  },
+  {
+    name: "model path that is a directory",
+    args: () => ["inspect", "--model", bad.dirModel],
+    names: () => [bad.dirModel, /directory/],
+  },
+  {
+    name: "non-HDF5 file with an .h5 extension",
+    args: () => ["inspect", "--model", bad.notHdf5],
+    names: () => [bad.notHdf5, /not an HDF5 file/],
+  },
+  {
+    name: "truncated HDF5 model (first 4 KB of a real file)",
+    args: () => ["predict", "--model", bad.truncated, "--input-scale", "255", FACE],
+    names: () => [bad.truncated, /truncated/],
+  },
+  {
+    name: "HDF5 model with damaged metadata (full length, noise inside)",
+    args: () => ["inspect", "--model", bad.corrupt],
+    names: () => [bad.corrupt, /corrupt/],
+  },
+  {
+    name: "truncated HDF5 given as data",
+    args: () => ["eval", "--model", KERAS24, "--input-scale", "255", "--clean", bad.truncated],
+    names: () => [/^badnet: error: data /, bad.truncated, /truncated/],
+  },
+  {
+    name: "HDF5 that is not a Keras model",
+    args: () => ["inspect", "--model", bad.plainHdf5],
+    names: () => [bad.plainHdf5, /not a Keras model/, /model_config/, /layer_names/],
+  },
+  {
+    name: "a CSAW data file given as the model",
+    args: () => ["inspect", "--model", faces.clean],
+    names: () => [faces.clean, /not a Keras model/],
+  },
+  {
+    name: "Keras model with an unknown layer class",
+    args: () => ["inspect", "--model", bad.lstmModel],
+    names: () => [bad.lstmModel, '"lstm_1"', /\bLSTM\b/],
+  },
+  {
+    name: "weights-only file without --arch",
+    args: () => ["inspect", "--model", SUNGLASSES],
+    names: () => [SUNGLASSES, "--arch", /deepid/],
+  },
+  {
+    name: "unknown --arch",
+    args: () => ["inspect", "--model", SUNGLASSES, "--arch", "resnet50"],
+    names: () => ['"resnet50"', /architecture/, /deepid/],
+  },
+  {
+    name: "data .h5 without `data`",
+    args: () => ["eval", "--model", KERAS24, "--input-scale", "255", "--clean", bad.noData],
+    names: () => [bad.noData, "no `data` dataset"],
+  },
+  {
+    name: "data .h5 without `label`",
+    args: () => ["eval", "--model", KERAS24, "--input-scale", "255", "--clean", bad.noLabel],
+    names: () => [bad.noLabel, "no `label` dataset"],
+  },
+  {
+    name: "missing data file",
+    args: () => ["eval", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--poisoned", join(dir, "nope.h5")],
+    names: () => [join(dir, "nope.h5"), /no such file/],
+  },
+  {
+    name: "an image folder without labels as clean data",
+    args: () => ["eval", "--model", KERAS24, "--input-scale", "255", "--clean", fixture("csaw2020/images")],
+    names: () => ["data images", /no labels/, /labels\.csv/],
+  },
+  {
+    name: "clean labels out of range for the model",
+    args: () => ["eval", "--model", SUNGLASSES, "--arch", "deepid", "--input-scale", "255", "--clean", bad.labelOutOfRange],
+    names: () => ["label_5000.h5", /label 5000\b/, /image 1\b/, /1283 classes/],
+  },
+  {
+    name: "poisoned labels out of range for the model",
+    args: () => ["eval", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--poisoned", bad.labelOutOfRange],
+    names: () => ["label_5000.h5", /label 5000\b/, /1283 classes/],
+  },
+  {
+    name: "data images of another shape than the model's input",
+    args: () => ["eval", "--model", KERAS24, "--input-scale", "255", "--clean", bad.wrongShape],
+    names: () => ["mnist_shaped.h5", "1x28x28", "3x55x47"],
+  },
+  {
+    name: "predict: an image of the wrong size",
+    args: () => ["predict", "--model", KERAS24, "--input-scale", "255", bad.smallPng],
+    names: () => ["small_28x28.png", "3x28x28", "3x55x47"],
+  },
+  {
+    name: "predict: images of different sizes",
+    args: () => ["predict", "--model", KERAS24, "--input-scale", "255", FACE, bad.smallPng],
+    names: () => [bad.smallPng, "3x28x28", "3x55x47"],
+  },
+  {
+    name: "predict: a file that is not an image",
+    args: () => ["predict", "--model", KERAS24, "--input-scale", "255", FACE, bad.notImage],
+    names: () => [bad.notImage, /not a PNG or JPEG/],
+  },
+  {
+    name: "missing --input-scale",
+    args: () => ["predict", "--model", KERAS24, FACE],
+    names: () => ["--input-scale", /missing/],
+  },
+  {
+    name: "--input-scale 0",
+    args: () => ["eval", "--model", KERAS24, "--input-scale", "0", "--clean", faces.clean],
+    names: () => ["--input-scale", /positive/, '"0"'],
+  },
+  {
+    name: "--input-scale abc",
+    args: () => ["predict", "--model", KERAS24, "--input-scale", "abc", FACE],
+    names: () => ["--input-scale", /positive/, '"abc"'],
+  },
+  {
+    name: "--input-scale with a negative value",
+    args: () => ["predict", "--model", KERAS24, "--input-scale", "-255", FACE],
+    names: () => ["--input-scale", "--input-scale=-"],
+  },
+  {
+    name: "unknown option",
+    args: () => ["eval", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--poisson", faces.poisoned],
+    names: () => [/^badnet: error: eval: /, "--poisson"],
+  },
+  {
+    name: "unknown command",
+    args: () => ["frobnicate", "--model", KERAS24],
+    names: () => ['"frobnicate"', /--help/],
+  },
+  {
+    name: "no command at all (help goes to stdout)",
+    args: () => [],
+    names: () => [/no command/],
+    stdout: /usage: badnet <command>/,
+  },
+  {
+    name: "eval without --clean",
+    args: () => ["eval", "--model", KERAS24, "--input-scale", "255", "--poisoned", faces.poisoned],
+    names: () => ["--clean", /missing/],
+  },
+  {
+    name: "--batch-size 0",
+    args: () => ["eval", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--batch-size", "0"],
+    names: () => ["--batch-size", /at least 1/],
+  },
+  {
+    name: "--batch-size 2.5",
+    args: () => ["eval", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--batch-size", "2.5"],
+    names: () => ["--batch-size", /integer/, "2.5"],
+  },
+];
+
+/** Exit code 2, exactly one `badnet: error:` line on stderr naming every item of `names`; returns that line. */
+function assertOneLineError(args: string[], r: CliResult, names: (string | RegExp)[]): string {
+  const cmd = `badnet ${args.join(" ")}`;
+  assert.equal(r.code, 2, `${cmd}: exit code ${r.code}, stderr:\n${r.stderr}`);
+  assert.ok(r.stderr.endsWith("\n"), `${cmd}: stderr does not end in a newline: ${JSON.stringify(r.stderr)}`);
+  const lines = r.stderr.slice(0, -1).split("\n");
+  assert.equal(lines.length, 1, `${cmd}: expected one stderr line, got ${lines.length}:\n${r.stderr}`);
+  const line = lines[0]!;
+  assert.match(line, /^badnet: error: \S/);
+  for (const n of names) {
+    if (typeof n === "string") assert.ok(line.includes(n), `${cmd}: error line does not name ${JSON.stringify(n)}: ${line}`);
+    else assert.match(line, n, `${cmd}: error line`);
+  }
+  return line;
+}
+
+// Each case is a separate CLI process (~0.3-0.8 s); two at a time keeps both cores busy.
+describe("bad input: one-line error on stderr, exit code 2", { concurrency: 2 }, () => {
+  for (const c of cases) {
+    test(c.name, async () => {
+      const args = c.args();
+      const r = await runCli(args);
+      assertOneLineError(args, r, c.names());
+      if (c.stdout) assert.match(r.stdout, c.stdout);
+      else assert.equal(r.stdout, "", `badnet ${args.join(" ")}: printed on stdout`);
+    });
+  }
+});
+
+test("every command listed by --help rejects an unknown option with a one-line error", async () => {
+  const help = await runCli(["--help"]);
+  const names = listedCommands(help.stdout);
+  assert.ok(names.includes("eval") && names.includes("predict") && names.includes("inspect"), help.stdout);
+  await inPool(names, 2, async (name) => {
+    const args = [name, "--no-such-option", "1"];
+    const r = await runCli(args);
+    assertOneLineError(args, r, [`badnet: error: ${name}: `, "--no-such-option"]);
+    assert.equal(r.stdout, "");
+  });
+});

@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { UserError } from "../errors.js";
+import { openDataset } from "../io/dataset.js";
+import { writeCsawH5 } from "../io/csaw-h5.js";
+import { loadFashionMnistRaw } from "../io/fashion-mnist.js";
+import { loadModel } from "../io/load-model.js";
+import { predictLabels } from "../model/forward.js";
+import { paramValues } from "../model/params.js";
+import { parse } from "./command.js";
+import { trainCommand } from "./commands/train.js";
+
+let dir: string;
+const N = 96;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), "train-cmd-"));
+  const raw = loadFashionMnistRaw("test");
+  await writeCsawH5(join(dir, "train.h5"), raw.pixels.slice(0, N * 784), [N, 1, 28, 28], raw.labels!.slice(0, N));
+  await writeCsawH5(join(dir, "valid.h5"), raw.pixels.slice(N * 784, 2 * N * 784), [N, 1, 28, 28], raw.labels!.slice(N, 2 * N));
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+interface TrainJson {
+  epochs: { epoch: number; loss: number; accuracy: number; validAccuracy: number | null }[];
+  files: string[];
+  numClasses: number;
+  images: number;
+}
+
+async function run(args: string[]): Promise<TrainJson> {
+  const ctx = parse(trainCommand, [...args, "--quiet", "--json"]);
+  return (await trainCommand.run(ctx)).json as TrainJson;
+}
+
+const base = (out: string, seed: number) => ["--data", join(dir, "train.h5"), "--input-scale", "255", "--arch", "zoo-cnn", "--out", join(dir, out), "--epochs", "2", "--batch-size", "32", "--seed", String(seed)];
+
+test("train writes .h5 and .onnx with the same predictions, per-epoch history with validation accuracy", async () => {
+  const r = await run([...base("a.h5", 0), "--valid", join(dir, "valid.h5")]);
+  assert.deepEqual(r.files, [join(dir, "a.h5"), join(dir, "a.onnx")]);
+  assert.equal(r.images, N);
+  assert.equal(r.numClasses, 10);
+  assert.deepEqual(r.epochs.map((e) => e.epoch), [1, 2]);
+  for (const e of r.epochs) assert.ok(e.validAccuracy !== null && e.validAccuracy >= 0 && e.validAccuracy <= 1);
+  assert.ok(r.epochs[1]!.loss < r.epochs[0]!.loss, "loss goes down");
+  const h5 = await loadModel(join(dir, "a.h5"));
+  const onnx = await loadModel(join(dir, "a.onnx"));
+  const valid = await openDataset(join(dir, "valid.h5"), { inputScale: 255 });
+  assert.deepEqual(await predictLabels(onnx, valid), await predictLabels(h5, valid));
+  valid.close();
+});
+
+test("same seed → identical weights; another seed → different weights", async () => {
+  await run(base("s1.h5", 7));
+  await run(base("s2.h5", 7));
+  await run(base("s3.h5", 8));
+  assert.deepEqual(readFileSync(join(dir, "s1.onnx")), readFileSync(join(dir, "s2.onnx")));
+  const p1 = paramValues(await loadModel(join(dir, "s1.h5")));
+  const p2 = paramValues(await loadModel(join(dir, "s2.h5")));
+  const p3 = paramValues(await loadModel(join(dir, "s3.h5")));
+  for (const [k, t] of p1) {
+    assert.deepEqual(p2.get(k)!.data, t.data, k);
+    assert.notDeepEqual(p3.get(k)!.data, t.data, k);
+  }
+});
+
+test("train continues from --model and can use sgd", async () => {
+  const r = await run(["--data", join(dir, "train.h5"), "--input-scale", "255", "--model", join(dir, "a.h5"), "--out", join(dir, "b.h5"), "--epochs", "1", "--optimizer", "sgd", "--lr", "0.01"]);
+  assert.ok(existsSync(join(dir, "b.h5")) && existsSync(join(dir, "b.onnx")));
+  assert.equal(r.epochs.length, 1);
+});
+
+test("bad options are one-line UserErrors", async () => {
+  const d = ["--data", join(dir, "train.h5"), "--input-scale", "255"];
+  await assert.rejects(run([...d, "--out", join(dir, "x.h5")]), UserError, "needs --arch or --model");
+  await assert.rejects(run([...d, "--arch", "zoo-cnn", "--out", join(dir, "x.h5"), "--optimizer", "rmsprop"]), UserError);
+  await assert.rejects(run([...d, "--arch", "nope", "--out", join(dir, "x.h5")]), /unknown architecture/);
+  await assert.rejects(run([...d, "--arch", "zoo-cnn", "--out", join(dir, "x.txt")]), UserError);
+  await assert.rejects(run([...d, "--arch", "zoo-cnn", "--out", join(dir, "x.h5"), "--num-classes", "5"]), /outside the model's 5 classes/);
+});
