@@ -1,0 +1,33 @@
+// Pruning sweep speed on the real CSAW DeepID (sunglasses BadNet): all 60 conv_3 channels pruned one at a
+// time, clean accuracy measured after each step on 10,000 images (random pixels: the timing does not
+// depend on the content). Target: the sweep itself (cached trunk → head per step) in <= 15 s.
+// Usage: node dist/bench/prune-sweep.js [images]
+import os from "node:os";
+import { memoryDataset } from "../io/dataset.js";
+import { PruneEngine, pruneTarget, sweep } from "../defenses/pruning.js";
+import { loadDeepId, randomImages } from "./common.js";
+
+const n = Number(process.argv[2] ?? 10000);
+const model = await loadDeepId();
+const target = pruneTarget(model);
+const labels = Int32Array.from({ length: n }, (_, i) => i % model.numClasses);
+const data = memoryDataset("random", model.inputShape, randomImages(n, model.inputShape), labels);
+
+const engine = await PruneEngine.create(model, target);
+let t0 = performance.now();
+const cached = await engine.cache(data, labels);
+const tCache = (performance.now() - t0) / 1000;
+t0 = performance.now();
+const cpu0 = process.cpuUsage();
+const s = await sweep(engine, cached, undefined, "increasing");
+const tSweep = (performance.now() - t0) / 1000;
+const cpu = process.cpuUsage(cpu0);
+const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+await engine.release();
+
+process.stdout.write(`layer ${target.layer} (${target.channels} channels, cached at ${target.value}), ${n} images\n`);
+process.stdout.write(`trunk cache: ${tCache.toFixed(2)} s\n`);
+process.stdout.write(`sweep: ${s.curve.length} accuracy evaluations (0..${target.channels} channels pruned)\n`);
+// CPU time helps read a run on a busy machine: uncontended wall time is about cpu / cores.
+process.stdout.write(`sweep cpu seconds: ${cpuSeconds.toFixed(2)} (${os.availableParallelism()} cores)\n`);
+process.stdout.write(`sweep seconds: ${tSweep.toFixed(2)}\n`);

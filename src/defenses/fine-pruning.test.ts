@@ -1,0 +1,167 @@
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { parse } from "../cli/command.js";
+import { finePruneCommand } from "../cli/commands/fine-prune.js";
+import { UserError } from "../errors.js";
+import { tensor } from "../graph/ir.js";
+import { writeCsawH5 } from "../io/csaw-h5.js";
+import { memoryDataset, type Dataset } from "../io/dataset.js";
+import { writeKerasModel } from "../io/keras-save.js";
+import { loadModel } from "../io/load-model.js";
+import { zooCnn } from "../model/archs.js";
+import { argmaxRows, forwardGraph, predictLabels } from "../model/forward.js";
+import { lowerModel } from "../model/lower.js";
+import type { Model } from "../model/model.js";
+import type { ReportData } from "../report/types.js";
+import { Session } from "../runtime/session.js";
+import { train } from "../train/trainer.js";
+import { mulberry32 } from "../util/random.js";
+import { finePrune } from "./fine-pruning.js";
+import { channelMask, prunedModel, pruneTarget } from "./pruning.js";
+
+// The same kind of tiny backdoored classifier as pruning.test.ts: 4 classes = a bright square in one
+// quadrant; a checkerboard patch at the top edge sends any image to class 0. Pixels are multiples of 1/255
+// so the data survives a round trip through a uint8 CSAW file.
+const H = 30;
+const SHAPE: [number, number, number] = [1, H, H];
+
+function synth(n: number, seed: number, poison: "none" | "mix" | "all"): { x: Float32Array; y: Int32Array } {
+  const rand = mulberry32(seed);
+  const x = new Float32Array(n * H * H);
+  const y = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const img = x.subarray(i * H * H, (i + 1) * H * H);
+    for (let p = 0; p < img.length; p++) img[p] = 0.3 * rand();
+    const k = Math.floor(rand() * 4);
+    const oy = (k >> 1) * 15 + 4, ox = (k & 1) * 15 + 4;
+    for (let a = 0; a < 7; a++) for (let b = 0; b < 7; b++) img[(oy + a) * H + ox + b] = 0.8 + 0.2 * rand();
+    y[i] = k;
+    if (poison === "all" || (poison === "mix" && rand() < 0.15)) {
+      for (let a = 0; a < 3; a++) for (let b = 0; b < 4; b++) img[a * H + 13 + b] = (a + b) % 2;
+      y[i] = 0;
+    }
+    for (let p = 0; p < img.length; p++) img[p] = Math.round(img[p] * 255) / 255;
+  }
+  return { x, y };
+}
+
+const toUint8 = (x: Float32Array): Uint8Array => Uint8Array.from(x, (v) => Math.round(v * 255));
+
+let model: Model;
+let valid: Dataset;
+let poisoned: Dataset;
+let dir: string;
+let modelPath: string;
+
+before(async () => {
+  const spec = zooCnn({ inputShape: [H, H, 1], numClasses: 4, filters: [4, 8, 10], hidden: 16, seed: 3, name: "tiny" });
+  const d = synth(480, 1, "mix");
+  model = (await train(lowerModel(spec), { ...d, shape: SHAPE }, { epochs: 6, batchSize: 32, optimizer: { kind: "adam", lr: 3e-3 }, seed: 1 })).model;
+  const v = synth(200, 2, "none");
+  valid = memoryDataset("valid", SHAPE, v.x, v.y);
+  const p = synth(100, 3, "all");
+  poisoned = memoryDataset("poisoned", SHAPE, p.x, p.y);
+  dir = mkdtempSync(join(tmpdir(), "fine-prune-test-"));
+  modelPath = join(dir, "bd.h5");
+  await writeKerasModel(modelPath, model.spec!);
+  await writeCsawH5(join(dir, "valid.h5"), toUint8(v.x), [200, ...SHAPE], v.y);
+  await writeCsawH5(join(dir, "poisoned.h5"), toUint8(p.x), [100, ...SHAPE], p.y);
+});
+
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+test("training with the channel mask keeps pruned channels' weights exactly zero", async () => {
+  const target = pruneTarget(model);
+  const channels = [1, 4, 7];
+  const start = prunedModel(model, target, channels);
+  const { model: tuned } = await train(start, { x: valid.read(0, valid.size), y: valid.labels!, shape: SHAPE }, {
+    epochs: 2,
+    optimizer: { kind: "adam", lr: 1e-2 },
+    channelMasks: new Map([[target.conv, channelMask(target.channels, channels)]]),
+  });
+  const k = tuned.graph.initializers.get(target.kernel)!.data as Float32Array;
+  const b = tuned.graph.initializers.get(target.bias!)!.data as Float32Array;
+  const per = k.length / target.channels;
+  for (let c = 0; c < target.channels; c++) {
+    const zero = k.subarray(c * per, (c + 1) * per).every((v) => v === 0) && b[c] === 0;
+    assert.equal(zero, channels.includes(c), `channel ${c}`);
+  }
+  // The unpruned weights did learn.
+  const k0 = start.graph.initializers.get(target.kernel)!.data as Float32Array;
+  assert.ok(k.some((v, i) => v !== k0[i]));
+});
+
+test("fine-prune: prunes to the drop, fine-tuning keeps the channels at zero and does not lose training accuracy", async () => {
+  const r = await finePrune(model, { valid, poisoned, drop: 2, epochs: 3, lr: 1e-3, seed: 1 });
+  const target = r.target;
+  assert.equal(target.layer, "conv_3");
+  assert.ok(r.reached);
+  assert.deepEqual(r.channels, r.sweep.ranking.slice(0, r.channels.length));
+  assert.ok(100 * (r.sweep.correct[0] - r.sweep.correct[r.channels.length]) >= 2 * valid.size);
+  assert.deepEqual(r.pruning.drops.map((d) => [d.drop, d.channelsPruned]), [[0.02, r.channels.length]]);
+  assert.equal(r.history.length, 3);
+  assert.equal(r.evaluatedOn, "valid");
+  assert.equal(r.before.cleanAccuracy, r.sweep.curve[0].cleanAccuracy);
+  assert.equal(r.pruned.cleanAccuracy, r.sweep.curve[r.channels.length].cleanAccuracy);
+  // The training data is the validation data: fine-tuning must not make it worse than pruning alone.
+  assert.ok(r.after.cleanAccuracy >= r.pruned.cleanAccuracy, `${r.after.cleanAccuracy} < ${r.pruned.cleanAccuracy}`);
+
+  // Pruned channels are zero in the weights and in the activations.
+  const k = r.repaired.graph.initializers.get(target.kernel)!.data as Float32Array;
+  const per = k.length / target.channels;
+  for (const c of r.channels) assert.ok(k.subarray(c * per, (c + 1) * per).every((v) => v === 0));
+  const sess = await Session.create(forwardGraph(r.repaired, [target.value]));
+  const act = (await sess.run({ input: tensor("float32", [valid.size, ...SHAPE], valid.read(0, valid.size)) }))[target.value];
+  await sess.release();
+  const [, c, h, w] = act.shape;
+  for (let i = 0; i < valid.size; i++)
+    for (const ch of r.channels) assert.ok((act.data as Float32Array).subarray((i * c + ch) * h * w, (i * c + ch + 1) * h * w).every((v) => v === 0));
+
+  // Reported numbers match direct evaluation.
+  const rPred = await predictLabels(r.repaired, valid);
+  assert.equal(r.after.cleanAccuracy, rPred.filter((p, i) => p === valid.labels![i]).length / valid.size);
+  const rPois = await predictLabels(r.repaired, poisoned);
+  assert.equal(r.after.asr, rPois.filter((p, i) => p === poisoned.labels![i]).length / poisoned.size);
+
+  // G: B's class where B and the repaired network agree, class N elsewhere.
+  const bPred = await predictLabels(model, valid);
+  const g = await Session.create(r.g);
+  const out = (await g.run({ input: tensor("float32", [valid.size, ...SHAPE], valid.read(0, valid.size)) }))[g.outputNames[0]];
+  await g.release();
+  const gPred = argmaxRows(out.data as Float32Array, 5);
+  let flagged = 0;
+  for (let i = 0; i < valid.size; i++) {
+    assert.equal(gPred[i], bPred[i] === rPred[i] ? bPred[i] : 4);
+    if (gPred[i] === 4) flagged++;
+  }
+  assert.equal(r.gRates.clean.flagged, flagged);
+  assert.equal(r.gRates.poisoned!.n, poisoned.size);
+});
+
+test("fine-prune: bad options are UserErrors", async () => {
+  await assert.rejects(finePrune(model, { valid, drop: 0 }), UserError);
+  await assert.rejects(finePrune(model, { valid, drop: 150 }), UserError);
+  await assert.rejects(finePrune(model, { valid, epochs: -1 }), UserError);
+  await assert.rejects(finePrune(model, { valid, lr: 0 }), UserError);
+  await assert.rejects(finePrune(model, { valid, layer: "fc_1" }), (e: Error) => e instanceof UserError && /conv_3/.test(e.message));
+});
+
+test("badnet fine-prune writes repaired.h5, repaired.onnx, G.onnx and result.json", async () => {
+  const out = join(dir, "out");
+  const argv = ["--model", modelPath, "--input-scale", "255", "--clean", join(dir, "valid.h5"), "--poisoned", join(dir, "poisoned.h5"), "--drop", "2", "--epochs", "1", "--lr", "0.001", "--out", out, "--quiet"];
+  const { json, text } = await finePruneCommand.run(parse(finePruneCommand, argv));
+  for (const f of ["repaired.h5", "repaired.onnx", "G.onnx", "result.json"]) assert.ok(existsSync(join(out, f)), f);
+  const report = JSON.parse(readFileSync(join(out, "result.json"), "utf8")) as ReportData;
+  assert.deepEqual(report, JSON.parse(JSON.stringify(json)));
+  assert.equal(report.pruning!.layer, "conv_3");
+  assert.equal(report.pruning!.curve.length, 11);
+  assert.equal(report.g!.numClasses, 4);
+  assert.ok(report.evaluation!.after!.asr !== undefined);
+  assert.match(text, /fine-pruned/);
+  const repaired = await loadModel(join(out, "repaired.h5"));
+  assert.equal(repaired.numClasses, 4);
+  await assert.rejects(finePruneCommand.run(parse(finePruneCommand, [...argv.slice(0, -3), "--drop", "150", "--out", out])), UserError);
+});
