@@ -49,11 +49,14 @@ export function reportModelOf(model: Model, source = model.spec?.source ?? "onnx
 }
 
 /**
- * Saves `data` as DIR/result.json and, with --report, renders DIR/report.html. Returns the files written.
+ * Stamps `data` with createdAt and command, saves it as DIR/result.json and, with --report, renders DIR/report.html. Returns the files written.
  * `data` may carry extra command-specific fields beside the ReportData sections.
  */
 export async function writeResult(ctx: Context, dir: string, data: ReportData): Promise<string[]> {
-  const full: ReportData = { createdAt: new Date().toISOString(), command: commandLine(), ...data };
+  // Stamped into the caller's object too, so what a command prints with --json equals result.json.
+  data.createdAt ??= new Date().toISOString();
+  data.command ??= commandLine();
+  const full = data;
   const files = [join(dir, "result.json")];
   writeJson(files[0], full);
   if (ctx.values.report === true) {

@@ -7,7 +7,7 @@ import type { ReportData, ReportEvalResult } from "../../report/types.js";
 import type { EpochStats } from "../../train/trainer.js";
 import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command } from "../command.js";
 import { evalLine, gLine, orderOption } from "./prune.js";
-import { commandLine, outDir, reportModelOf, writeJson } from "./strip.js";
+import { OUTPUT_OPTIONS, outDir, reportModelOf, writeResult } from "../output.js";
 
 export const finePruneCommand: Command = {
   name: "fine-prune",
@@ -15,7 +15,7 @@ export const finePruneCommand: Command = {
   usage:
     `--model M [--arch deepid] --input-scale S --clean VALID [--test TEST] [--poisoned P] [--drop ${DEFAULT_FINE_PRUNE_DROP}] ` +
     `[--order increasing] [--layer conv_3] [--epochs ${DEFAULT_FINE_TUNE.epochs}] [--lr ${DEFAULT_FINE_TUNE.lr}] [--optimizer adam|sgd] ` +
-    "[--train-batch-size 64] [--seed 0] --out DIR [--json] [--quiet]",
+    "[--train-batch-size 64] [--seed 0] --out DIR [--report] [--json] [--quiet]",
   options: {
     ...MODEL_OPTIONS,
     clean: { type: "string" },
@@ -29,7 +29,7 @@ export const finePruneCommand: Command = {
     optimizer: { type: "string" },
     "train-batch-size": { type: "string" },
     seed: { type: "string" },
-    out: { type: "string" },
+    ...OUTPUT_OPTIONS,
   },
   async run(ctx) {
     const t0 = performance.now();
@@ -42,7 +42,7 @@ export const finePruneCommand: Command = {
     const seed = num(ctx, "seed", 0, { min: 0, integer: true });
     const trainBatchSize = num(ctx, "train-batch-size", DEFAULT_FINE_TUNE.batchSize, { min: 1, max: 65536, integer: true });
     const order = orderOption(ctx);
-    const dir = outDir(ctx);
+    const dir = outDir(ctx)!;
     const model = await modelFrom(ctx);
     const valid = await dataFrom(ctx, "clean", scale, true);
     const test = await dataFrom(ctx, "test", scale);
@@ -105,8 +105,6 @@ export const finePruneCommand: Command = {
       files: string[];
     } = {
       title: `Fine-Pruning — ${model.name}`,
-      createdAt: new Date().toISOString(),
-      command: commandLine(),
       model: reportModelOf(model, str(ctx, "model", true)),
       evaluation: { before: r.before, after: r.after },
       pruning: r.pruning,
@@ -116,8 +114,7 @@ export const finePruneCommand: Command = {
       evaluatedOn: r.evaluatedOn,
       files,
     };
-    const resultPath = join(dir, "result.json");
-    writeJson(resultPath, report);
+    const [resultPath, reportPath] = await writeResult(ctx, dir, report);
     for (const d of [valid, test, poisoned]) d?.close();
 
     const t = r.target;
@@ -131,7 +128,7 @@ export const finePruneCommand: Command = {
       `fine-pruned  ${evalLine(r.after)}`,
       `G            ${gLine(r.gRates)}`,
       ...(test ? [] : ["note         no --test: the clean numbers are on the fine-tuning data itself"]),
-      `wrote        ${[...files, resultPath].join(", ")}`,
+      `wrote        ${[...files, resultPath, reportPath].filter(Boolean).join(", ")}`,
     ];
     return { json: report, text: lines.join("\n") };
   },

@@ -10,8 +10,7 @@ import type { Model } from "../../model/model.js";
 import type { ReportData, ReportEvalResult, ReportMitigation, ReportNeuralCleanse } from "../../report/types.js";
 import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command, type Context, type Options } from "../command.js";
 import { gLine } from "./prune.js";
-import { OUTPUT_OPTIONS, readResult, writeResult } from "../output.js";
-import { commandLine, outDir, reportModelOf } from "./strip.js";
+import { OUTPUT_OPTIONS, outDir, readResult, reportModelOf, writeResult } from "../output.js";
 
 // Shared by nc-prune and unlearn: where the reversed trigger(s) come from.
 
@@ -100,8 +99,6 @@ export function ncEvalLine(r: ReportEvalResult): string {
 export async function nothingFlagged(ctx: Context, dir: string, model: Model, method: ReportMitigation["method"], src: TriggerSource, timings: Record<string, number>): Promise<{ json: unknown; text: string }> {
   const report: ReportData & { flagged: number[] } = {
     title: `Neural Cleanse ${method} — ${model.name}`,
-    createdAt: new Date().toISOString(),
-    command: commandLine(),
     model: reportModelOf(model, str(ctx, "model", true)),
     neuralCleanse: src.neuralCleanse,
     mitigation: { method, flagged: [], triggerSource: src.source },
@@ -137,7 +134,7 @@ export const ncPruneCommand: Command = {
     const t0 = performance.now();
     const scale = inputScale(ctx);
     const settings = checkNcPruneOptions({ threshold: num(ctx, "threshold", 0.05), maxDrop: num(ctx, "max-drop", 0.1), step: num(ctx, "step", 0.01) });
-    const dir = outDir(ctx);
+    const dir = outDir(ctx)!;
     const model = await modelFrom(ctx);
     const clean = await dataFrom(ctx, "clean", scale, true);
     const test = await dataFrom(ctx, "test", scale);
@@ -182,8 +179,6 @@ export const ncPruneCommand: Command = {
     timings.write = (performance.now() - t2) / 1000;
     const report: ReportData & { flagged: number[]; prunedNeurons: number[] } = {
       title: `Neural Cleanse pruning — ${model.name}`,
-      createdAt: new Date().toISOString(),
-      command: commandLine(),
       model: reportModelOf(model, str(ctx, "model", true)),
       evaluation: { before: r.before, after: r.after },
       pruning: r.pruning,

@@ -5,7 +5,7 @@ import { fail } from "../../errors.js";
 import { saveRepaired } from "../../io/save-model.js";
 import type { ReportData, ReportEvalResult, ReportG } from "../../report/types.js";
 import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, numList, pct, progress, str, type Command, type Context } from "../command.js";
-import { commandLine, outDir, reportModelOf, writeJson } from "./strip.js";
+import { OUTPUT_OPTIONS, outDir, reportModelOf, writeResult } from "../output.js";
 
 export function orderOption(ctx: Context): PruneOrder {
   const o = str(ctx, "order") ?? "increasing";
@@ -46,7 +46,7 @@ export const pruneCommand: Command = {
   summary: "pruning defense: prune dormant channels of the last conv layer; writes repaired_X.{h5,onnx}, G_X.onnx",
   usage:
     "--model M [--arch deepid] --input-scale S --clean VALID [--test TEST] [--poisoned P] [--drop 2,4,10,30] " +
-    "[--order increasing|decreasing] [--layer conv_3] [--report-drop X] --out DIR [--json] [--quiet]",
+    "[--order increasing|decreasing] [--layer conv_3] [--report-drop X] --out DIR [--report] [--json] [--quiet]",
   options: {
     ...MODEL_OPTIONS,
     clean: { type: "string" },
@@ -56,7 +56,7 @@ export const pruneCommand: Command = {
     order: { type: "string" },
     layer: { type: "string" },
     "report-drop": { type: "string" },
-    out: { type: "string" },
+    ...OUTPUT_OPTIONS,
   },
   async run(ctx) {
     const t0 = performance.now();
@@ -68,7 +68,7 @@ export const pruneCommand: Command = {
     const reportDrop = rd === undefined ? (drops.includes(4) ? 4 : drops[0]) : Number(rd);
     if (!drops.includes(reportDrop)) fail(`--report-drop ${rd} is not one of --drop ${drops.join(",")}`);
     const order = orderOption(ctx);
-    const dir = outDir(ctx);
+    const dir = outDir(ctx)!;
     const model = await modelFrom(ctx);
     const valid = await dataFrom(ctx, "clean", scale, true);
     const test = await dataFrom(ctx, "test", scale);
@@ -113,8 +113,6 @@ export const pruneCommand: Command = {
     const main = r.repairs.find((x) => x.drop === reportDrop)!;
     const report: ReportData & { repairs: PruneRepairJson[]; reportDrop: number; evaluatedOn: string; meanActivation: number[]; ranking: number[] } = {
       title: `Pruning defense — ${model.name}`,
-      createdAt: new Date().toISOString(),
-      command: commandLine(),
       model: reportModelOf(model, str(ctx, "model", true)),
       evaluation: { before: r.before, after: main.evaluation },
       pruning: r.pruning,
@@ -126,8 +124,7 @@ export const pruneCommand: Command = {
       ranking: r.sweep.ranking,
       repairs,
     };
-    const resultPath = join(dir, "result.json");
-    writeJson(resultPath, report);
+    const [resultPath, reportPath] = await writeResult(ctx, dir, report);
     for (const d of [valid, test, poisoned]) d?.close();
 
     const t = r.sweep.target;
@@ -147,7 +144,7 @@ export const pruneCommand: Command = {
       );
     }
     if (r.repairs.some((x) => !x.reached)) lines.push("* drop not reached even with every channel pruned; that network is saved");
-    lines.push("", `wrote       ${dir}: ${repairs.flatMap((x) => x.files.map((f) => basename(f))).join(", ")}, result.json`);
+    lines.push("", `wrote       ${dir}: ${repairs.flatMap((x) => x.files.map((f) => basename(f))).join(", ")}, ${[resultPath, reportPath].filter(Boolean).map((f) => basename(f)).join(", ")}`);
     return { json: report, text: lines.join("\n") };
   },
 };

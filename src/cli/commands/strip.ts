@@ -2,17 +2,9 @@ import { join } from "node:path";
 import { runStrip, checkFrr, type Blend } from "../../defenses/strip.js";
 import { writeOnnx } from "../../defenses/g-model.js";
 import { fail } from "../../errors.js";
-import type { Model } from "../../model/model.js";
-import type { ReportData, ReportModel } from "../../report/types.js";
+import type { ReportData } from "../../report/types.js";
 import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command, type Context } from "../command.js";
 import * as output from "../output.js";
-
-// Kept for the commands that import these from here; the shared versions live in ../output.ts.
-export const writeJson = output.writeJson;
-export const commandLine = output.commandLine;
-export const reportModelOf = (model: Model, source: string): ReportModel => output.reportModelOf(model, source);
-/** Creates --out (required) and returns it. */
-export const outDir = (ctx: Context): string => output.outDir(ctx, true)!;
 
 export function blendOption(ctx: Context): Blend {
   const b = str(ctx, "blend") ?? "mean";
@@ -43,7 +35,7 @@ export const stripCommand: Command = {
     checkFrr(frr);
     const blend = blendOption(ctx);
     const seed = num(ctx, "seed", 0, { integer: true, min: 0 });
-    const dir = outDir(ctx);
+    const dir = output.outDir(ctx)!;
     const model = await modelFrom(ctx);
     const valid = await dataFrom(ctx, "clean", scale, true);
     const test = await dataFrom(ctx, "test", scale);
@@ -74,9 +66,7 @@ export const stripCommand: Command = {
     writeOnnx(gPath, r.gGraph, `STRIP G of ${model.name}: class ${model.numClasses} = input rejected (entropy < ${r.threshold}, k=${k}, blend ${blend})`);
     const report: ReportData = {
       title: `STRIP — ${model.name}`,
-      createdAt: new Date().toISOString(),
-      command: commandLine(),
-      model: reportModelOf(model, str(ctx, "model", true)),
+      model: output.reportModelOf(model, str(ctx, "model", true)),
       strip: r.strip,
       g: r.g,
       timings: { load: (tLoad - t0) / 1000, strip: (tStrip - tLoad) / 1000, write: (performance.now() - tStrip) / 1000 },

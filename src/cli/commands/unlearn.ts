@@ -6,8 +6,7 @@ import type { ReportData } from "../../report/types.js";
 import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command } from "../command.js";
 import { ncEvalLine, nothingFlagged, resolveTriggers, TRIGGER_OPTIONS, TRIGGER_USAGE } from "./nc-prune.js";
 import { gLine } from "./prune.js";
-import { OUTPUT_OPTIONS, readResult, writeResult } from "../output.js";
-import { commandLine, outDir, reportModelOf } from "./strip.js";
+import { OUTPUT_OPTIONS, outDir, readResult, reportModelOf, writeResult } from "../output.js";
 
 export const unlearnCommand: Command = {
   name: "unlearn",
@@ -36,7 +35,7 @@ export const unlearnCommand: Command = {
       batchSize: batchSize(ctx, 32),
       seed: num(ctx, "seed", 0, { integer: true, min: 0 }),
     });
-    const dir = outDir(ctx);
+    const dir = outDir(ctx)!;
     const model = await modelFrom(ctx);
     const clean = await dataFrom(ctx, "clean", scale, true);
     const test = await dataFrom(ctx, "test", scale);
@@ -73,8 +72,6 @@ export const unlearnCommand: Command = {
     timings.write = (performance.now() - t2) / 1000;
     const report: ReportData & { flagged: number[]; history: typeof r.history } = {
       title: `Neural Cleanse unlearning — ${model.name}`,
-      createdAt: new Date().toISOString(),
-      command: commandLine(),
       model: reportModelOf(model, str(ctx, "model", true)),
       evaluation: { before: r.before, after: r.after },
       neuralCleanse: src.neuralCleanse,
