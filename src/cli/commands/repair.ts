@@ -1,0 +1,87 @@
+import { join } from "node:path";
+import { fail } from "../../errors.js";
+import type { ReportData } from "../../report/types.js";
+import { MODEL_OPTIONS, str, type Command, type Context } from "../command.js";
+import { OUTPUT_OPTIONS, outDir, readResult, writeResult } from "../output.js";
+import { detectCommand } from "./detect.js";
+import { finePruneCommand } from "./fine-prune.js";
+import { ncPruneCommand } from "./nc-prune.js";
+import { pruneCommand } from "./prune.js";
+import { stripCommand } from "./strip.js";
+import { unlearnCommand } from "./unlearn.js";
+
+const DEFENSES: Record<string, Command> = {
+  "fine-prune": finePruneCommand,
+  prune: pruneCommand,
+  "nc-prune": ncPruneCommand,
+  unlearn: unlearnCommand,
+  strip: stripCommand,
+};
+/** Defenses that start from the reversed trigger of the flagged labels. */
+const NEEDS_TRIGGER = new Set(["nc-prune", "unlearn"]);
+
+/** Runs another command with this run's parsed options, restricted to the ones it accepts. */
+async function runSub(cmd: Command, ctx: Context, overrides: Record<string, string | boolean | undefined>) {
+  const values: Context["values"] = {};
+  for (const k of Object.keys(cmd.options)) if (ctx.values[k] !== undefined) values[k] = ctx.values[k];
+  Object.assign(values, overrides);
+  return cmd.run({ ...ctx, values, positionals: [], json: true });
+}
+
+export const repairCommand: Command = {
+  name: "repair",
+  summary: "detect with Neural Cleanse, then repair (fine-prune, prune, nc-prune, unlearn or strip); writes everything to --out",
+  usage:
+    "--model M [--arch deepid] --input-scale S --clean VALID [--test TEST] [--poisoned P] [--defense fine-prune|prune|nc-prune|unlearn|strip] " +
+    "[--labels 0-9] [--skip-detect] --out DIR [--report] [--json]",
+  options: {
+    ...MODEL_OPTIONS,
+    clean: { type: "string" },
+    test: { type: "string" },
+    poisoned: { type: "string" },
+    defense: { type: "string" },
+    labels: { type: "string" },
+    "skip-detect": { type: "boolean" },
+    seed: { type: "string" },
+    ...OUTPUT_OPTIONS,
+  },
+  async run(ctx) {
+    const t0 = performance.now();
+    const defense = str(ctx, "defense") ?? "fine-prune";
+    const cmd = DEFENSES[defense];
+    if (!cmd) fail(`--defense must be one of ${Object.keys(DEFENSES).join(", ")}; got "${defense}"`);
+    const skipDetect = ctx.values["skip-detect"] === true;
+    if (skipDetect && NEEDS_TRIGGER.has(defense)) fail(`--defense ${defense} needs Neural Cleanse's reversed trigger; drop --skip-detect`);
+    const dir = outDir(ctx)!;
+    const lines: string[] = [];
+
+    let detected: ReportData | undefined;
+    if (!skipDetect) {
+      const detectDir = join(dir, "detect");
+      const d = await runSub(detectCommand, ctx, { out: detectDir, report: false });
+      detected = readResult(detectDir);
+      lines.push(d.text, "");
+      const flagged = detected.neuralCleanse?.flagged ?? [];
+      if (flagged.length === 0 && NEEDS_TRIGGER.has(defense)) {
+        const result: ReportData = { ...detected, title: `Repair — nothing flagged` };
+        const files = await writeResult(ctx, dir, result);
+        lines.push(`Neural Cleanse flagged no label: ${defense} has no trigger to work from; nothing repaired.`, `wrote ${files.join(", ")}`);
+        return { json: result, text: lines.join("\n") };
+      }
+    }
+    const rep = await runSub(cmd, ctx, { out: dir, report: false, ...(NEEDS_TRIGGER.has(defense) ? { trigger: join(dir, "detect") } : {}) });
+    lines.push(rep.text);
+    const repaired = readResult(dir);
+    const result: ReportData = {
+      ...repaired,
+      title: `Repair (${detected ? "Neural Cleanse + " : ""}${defense}) — ${repaired.model?.name ?? ""}`,
+      command: undefined,
+      createdAt: undefined,
+      ...(detected?.neuralCleanse ? { neuralCleanse: detected.neuralCleanse } : {}),
+      timings: { ...(detected?.timings ? Object.fromEntries(Object.entries(detected.timings).map(([k, v]) => [`detect.${k}`, v])) : {}), ...repaired.timings, total: (performance.now() - t0) / 1000 },
+    };
+    const files = await writeResult(ctx, dir, result);
+    lines.push("", `wrote ${files.join(", ")}`);
+    return { json: result, text: lines.join("\n") };
+  },
+};
