@@ -6,18 +6,9 @@ import type { Attrs, TensorData } from "./ir.js";
 import { evaluate } from "./reference.js";
 import { numericGradient, relError } from "./gradcheck.js";
 import { Session } from "../runtime/session.js";
+import { mulberry32 } from "../util/random.js";
 
-// Seeded uniform generator so failures reproduce.
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 const rand = rng(1234);
 const randn = (shape: number[], lo = -2, hi = 2): TensorData =>
   f32(shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => lo + (hi - lo) * rand()));

@@ -2,17 +2,9 @@
 // network) for the report tests and the docs screenshot. Deterministic: a seeded generator, no I/O.
 import { PNG } from "pngjs";
 import type { ReportData, ReportNcLabel, ReportPruningDrop, ReportPruningPoint, ReportTrigger } from "./types.js";
+import { mulberry32 } from "../util/random.js";
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 function gauss(r: () => number): number {
   return Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
