@@ -1,13 +1,12 @@
 // badnet detect: Neural Cleanse over a model's labels; prints the per-label trigger norms and anomaly indices,
 // optionally writes the reversed triggers as PNGs and the run as result.json (ReportData).
-import { mkdirSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { fail } from "../../errors.js";
 import { detectBackdoor, neuralCleanseReport, triggerPngs, type NcPhase, type NeuralCleanseResult } from "../../defenses/neural-cleanse.js";
-import type { Model } from "../../model/model.js";
-import { summarize } from "../../model/summary.js";
-import type { ReportData, ReportModel } from "../../report/types.js";
+import type { ReportData } from "../../report/types.js";
 import { dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command, type Context } from "../command.js";
+import { commandLine, OUTPUT_OPTIONS, outDir, reportModelOf, writeResult } from "../output.js";
 import type { Progress } from "../progress.js";
 
 /** "0,5,7", "0-9" or a mix ("0-3,7"); every label must be a class of the model. */
@@ -36,19 +35,6 @@ export function parseLabels(spec: string, numClasses: number): number[] {
   return out;
 }
 
-function reportModel(model: Model, source: string): ReportModel {
-  const s = summarize(model);
-  const [c, h, w] = s.inputShape;
-  return {
-    name: s.name,
-    source,
-    inputShape: [h, w, c],
-    numClasses: s.numClasses,
-    layers: s.layers.map((l) => ({ name: l.name, className: l.className, outputShape: l.outputShape.map((d) => (typeof d === "number" ? d : null)), params: l.params })),
-    totalParams: s.totalParams,
-  };
-}
-
 const TABLE_ROWS = 20;
 
 function table(r: NeuralCleanseResult): string[] {
@@ -65,22 +51,21 @@ function table(r: NeuralCleanseResult): string[] {
   return lines;
 }
 
-function writeOut(dir: string, r: NeuralCleanseResult, report: ReportData): string[] {
-  mkdirSync(dir, { recursive: true });
+/** Mask, pattern, trigger (pattern·mask) and stamped-example PNGs of every reported label, plus the clean example. */
+function writeTriggerPngs(dir: string, r: NeuralCleanseResult): string[] {
   const files: string[] = [];
-  const put = (name: string, data: Buffer | string) => {
+  const put = (name: string, data: Buffer) => {
     writeFileSync(join(dir, name), data);
-    files.push(name);
+    files.push(join(dir, name));
   };
-  for (const t of r.triggers) {
+  r.triggers.forEach((t, i) => {
     const png = triggerPngs(t, r.example, r.shape, r.inputScale);
     put(`label_${t.label}_mask.png`, png.mask);
     put(`label_${t.label}_pattern.png`, png.pattern);
     put(`label_${t.label}_trigger.png`, png.trigger);
     put(`label_${t.label}_stamped.png`, png.stamped);
-    if (t === r.triggers[0]) put(`clean_example.png`, png.clean);
-  }
-  put("result.json", JSON.stringify(report, null, 2) + "\n");
+    if (i === 0) put("clean_example.png", png.clean);
+  });
   return files;
 }
 
@@ -88,7 +73,7 @@ export const detectCommand: Command = {
   name: "detect",
   summary: "Neural Cleanse: reverse-engineer a trigger per label and flag backdoor targets (MAD anomaly index > 2)",
   usage:
-    "--model M [--arch deepid] --input-scale S --clean D [--labels 0,5,7|0-9] [--out DIR] [--steps N] [--screen-steps N]\n" +
+    "--model M [--arch deepid] --input-scale S --clean D [--labels 0,5,7|0-9] [--out DIR [--report]] [--steps N] [--screen-steps N]\n" +
     "       [--batch-size B] [--screen-batch-size B] [--labels-per-run L] [--shortlist K] [--seed S] [--json] [--quiet]\n" +
     "  Every label gets --screen-steps (default 60) steps on --screen-batch-size (8) images; the --shortlist\n" +
     "  (default max(10, 3% of the labels)) smallest norms, plus small-side outliers, continue to --steps (300) on\n" +
@@ -97,7 +82,7 @@ export const detectCommand: Command = {
     ...MODEL_OPTIONS,
     clean: { type: "string" },
     labels: { type: "string" },
-    out: { type: "string" },
+    ...OUTPUT_OPTIONS,
     steps: { type: "string" },
     "screen-steps": { type: "string" },
     "screen-batch-size": { type: "string" },
@@ -113,6 +98,7 @@ export const detectCommand: Command = {
     const clean = await dataFrom(ctx, "clean", scale, true);
     const labelSpec = str(ctx, "labels");
     const labels = labelSpec === undefined ? undefined : parseLabels(labelSpec, model.numClasses);
+    const dir = outDir(ctx, false);
     const opt = (key: string) => (str(ctx, key) === undefined ? undefined : num(ctx, key, undefined, { min: 1, integer: true }));
     const loaded = (performance.now() - t0) / 1000;
 
@@ -143,13 +129,19 @@ export const detectCommand: Command = {
     const report: ReportData = {
       title: `Neural Cleanse — ${model.name}`,
       createdAt: new Date().toISOString(),
-      command: ["badnet", "detect", ...process.argv.slice(3)].join(" "),
-      model: reportModel(model, modelPath),
-      neuralCleanse: { ...neuralCleanseReport(result), seconds: result.seconds, images: result.images, settings: result.settings } as ReportData["neuralCleanse"],
+      command: commandLine(),
+      model: reportModelOf(model, modelPath),
+      // Beside the ReportNeuralCleanse fields: per-label phase/steps/reached/lambda, time per phase, images, settings.
+      neuralCleanse: {
+        ...neuralCleanseReport(result),
+        seconds: result.seconds,
+        phaseSeconds: result.phaseSeconds,
+        images: result.images,
+        settings: result.settings,
+      } as ReportData["neuralCleanse"],
       timings: { load: loaded, "neural-cleanse": result.seconds },
     };
-    const outDir = str(ctx, "out");
-    const files = outDir ? writeOut(outDir, result, report) : [];
+    const files = dir ? [...writeTriggerPngs(dir, result), ...(await writeResult(ctx, dir, report))] : [];
 
     const screened = result.labels.filter((l) => l.phase === "screen").length;
     const lines = [
@@ -166,7 +158,7 @@ export const detectCommand: Command = {
         : "flagged    none (no label's trigger is an outlier on the small side)",
       `time       ${result.seconds.toFixed(1)} s (${(result.labels.length / result.seconds).toFixed(2)} labels/s)`,
     ];
-    if (outDir) lines.push(`wrote      ${files.length} files to ${outDir}`);
+    if (dir) lines.push(`wrote      ${files.length} files to ${dir}`);
     return { json: report, text: lines.join("\n") };
   },
 };

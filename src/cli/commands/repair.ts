@@ -21,9 +21,9 @@ const DEFENSES: Record<string, Command> = {
 const NEEDS_TRIGGER = new Set(["nc-prune", "unlearn"]);
 
 /** Runs another command with this run's parsed options, restricted to the ones it accepts. */
-async function runSub(cmd: Command, ctx: Context, overrides: Record<string, string | boolean | undefined>) {
+async function runSub(cmd: Command, ctx: Context, overrides: Record<string, string | boolean | undefined>, skip: string[] = []) {
   const values: Context["values"] = {};
-  for (const k of Object.keys(cmd.options)) if (ctx.values[k] !== undefined) values[k] = ctx.values[k];
+  for (const k of Object.keys(cmd.options)) if (ctx.values[k] !== undefined && !skip.includes(k)) values[k] = ctx.values[k];
   Object.assign(values, overrides);
   return cmd.run({ ...ctx, values, positionals: [], json: true });
 }
@@ -58,7 +58,8 @@ export const repairCommand: Command = {
     let detected: ReportData | undefined;
     if (!skipDetect) {
       const detectDir = join(dir, "detect");
-      const d = await runSub(detectCommand, ctx, { out: detectDir, report: false });
+      // detect's --batch-size is Neural Cleanse's optimization batch, not an inference batch: not forwarded.
+      const d = await runSub(detectCommand, ctx, { out: detectDir, report: false }, ["batch-size"]);
       detected = readResult(detectDir);
       lines.push(d.text, "");
       const flagged = detected.neuralCleanse?.flagged ?? [];

@@ -1,0 +1,885 @@
+// Neural Cleanse (Wang et al., IEEE S&P 2019): for every candidate target label t, reverse-engineer the smallest
+// trigger — a mask m (H×W in [0,1]) and a pattern Δ (C×H×W in the model's input range) — that sends clean
+// images x to t when stamped as x' = (1−m)·x + m·Δ, by minimizing CE(f(x'), t) + λ·|m|₁. A backdoor target
+// needs a much smaller trigger than the other labels, so its norm is an outlier on the small side of the
+// median (anomaly index > 2, MAD-based, see mad.ts).
+//
+// Speed: one compiled onnxruntime graph steps a group of labels at once. Labels sit in "slots" of a batch of
+// size L·B (L label slots, the same B clean images in each), forward + backward to the mask/pattern + the Adam
+// update all happen inside the graph, and the model's weights are constants. A slot is refilled with the
+// next label as soon as its label finishes, so the batch stays full. Labels are scanned in two phases, in the
+// spirit of K-Arm (Shen et al., ICML 2021): every label gets a short screening budget, then only a shortlist
+// (the smallest screening norms) gets the full budget. The MAD statistics use every label's norm, the
+// screened labels' at the screening budget (NcLabelResult.phase says which): those are a little larger than
+// they would become with the full budget, which inflates the median and so favours flagging the shortlist.
+import { fail } from "../errors.js";
+import { backward } from "../graph/autodiff.js";
+import { attr, Graph, tensor, type Node, type TensorData } from "../graph/ir.js";
+import type { Dataset } from "../io/dataset.js";
+import { checkLabels, checkShape } from "../io/dataset.js";
+import { encodePng } from "../io/images.js";
+import type { Model } from "../model/model.js";
+import type { ReportNcLabel, ReportNeuralCleanse, ReportTrigger } from "../report/types.js";
+import { Session } from "../runtime/session.js";
+import { shuffled } from "../train/trainer.js";
+import { mulberry32 } from "../util/random.js";
+import { embed } from "./g-model.js";
+import { anomalyIndices } from "./mad.js";
+
+export interface NeuralCleanseOptions {
+  /** The model's input scale (pixels are divided by it): the pattern lives in [0, 255 / inputScale]. */
+  inputScale: number;
+  /** Labels to scan (default: all). */
+  labels?: number[];
+  /** Full optimization budget per label, in steps (default 300). */
+  steps?: number;
+  /** Screening budget per label, in steps (default 60). */
+  screenSteps?: number;
+  /** Clean images per step in the full phase (default 32, at most the optimization images). */
+  batchSize?: number;
+  /** Clean images per step while screening (default 8, at most the optimization images). */
+  screenBatchSize?: number;
+  /** Labels optimized together in one graph run (default 32). */
+  labelsPerRun?: number;
+  /**
+   * How many of the smallest screening norms get the full budget (default max(10, 3% of the labels)); labels
+   * whose screening anomaly index is > 2 on the small side are added. When every label fits in the shortlist
+   * the screening phase is skipped.
+   */
+  shortlist?: number;
+  /**
+   * Adam learning rate on the tanh parameters (default 0.2; betas 0.5 and 0.9 as in the paper's code). The paper
+   * uses 0.1 and counts patience in epochs of many batches; here everything counts single steps, and a larger
+   * step with a short patience brings the norms near their plateau within a screening budget.
+   */
+  lr?: number;
+  /** Initial λ of the |m|₁ term (default 1e-3). */
+  initLambda?: number;
+  /** Attack success on the step's batch that counts as a working trigger (default 0.99). */
+  threshold?: number;
+  /** Steps above/below the threshold before λ is raised (×1.5) or lowered (÷1.5^1.5) (default 3). */
+  patience?: number;
+  /**
+   * Steps without a >0.1% smaller best norm before a label stops (default 20); the count starts once the
+   * threshold was reached and λ has been both raised and lowered.
+   */
+  earlyStopPatience?: number;
+  /** Fraction of the clean images held out to measure each trigger's attack success (default 0.2, at least 1). */
+  holdout?: number;
+  /** Most clean images read (a seeded random subset; default 2000). */
+  maxImages?: number;
+  /** Most held-out images used to measure attack success (default 100). */
+  evalImages?: number;
+  /** Seed of the image split, the batch order and the mask/pattern initialization (default 0). */
+  seed?: number;
+  /** Called when a label finishes a phase. */
+  onProgress?: (p: NcProgress) => void;
+}
+
+export interface NcProgress {
+  phase: NcPhase;
+  /** Labels finished in this phase so far, and the phase's total. */
+  done: number;
+  total: number;
+  label: number;
+  l1Norm: number;
+}
+
+/** "screen": the label only got the screening budget; "full": it got the full budget. */
+export type NcPhase = "screen" | "full";
+
+export interface NcLabelResult extends ReportNcLabel {
+  phase: NcPhase;
+  /** Optimization steps this label ran (screening + full). */
+  steps: number;
+  /** Whether some mask reached the attack-success threshold on its batch; if not, l1Norm is the last mask's. */
+  reached: boolean;
+  /** λ when the label stopped. */
+  lambda: number;
+}
+
+/** A reversed trigger: mask [H·W] in [0,1] and pattern [C·H·W] in the model's scaled input range. */
+export interface ReversedTrigger {
+  label: number;
+  l1Norm: number;
+  mask: Float32Array;
+  pattern: Float32Array;
+}
+
+export interface NeuralCleanseResult {
+  /** One entry per scanned label, in the order scanned. */
+  labels: NcLabelResult[];
+  medianNorm: number;
+  /** Raw MAD of the norms (anomaly index = |norm − median| / (1.4826·mad)). */
+  mad: number;
+  flagged: number[];
+  seconds: number;
+  /** Wall-clock seconds of the screening phase (0 when skipped), the full phase and the held-out check. */
+  phaseSeconds: { screen: number; full: number; heldOut: number };
+  /** Reversed triggers of the flagged labels, then the 5 smallest-norm labels (no duplicates). */
+  triggers: ReversedTrigger[];
+  /** [C, H, W] */
+  shape: [number, number, number];
+  inputScale: number;
+  /** A held-out clean image [C·H·W] (scaled), for showing a stamped example. */
+  example: Float32Array;
+  images: { optimize: number; heldOut: number };
+  settings: NcSettings & { shortlist: number };
+}
+
+const DEFAULTS = {
+  steps: 300,
+  screenSteps: 60,
+  batchSize: 32,
+  screenBatchSize: 8,
+  labelsPerRun: 32,
+  lr: 0.2,
+  initLambda: 1e-3,
+  threshold: 0.99,
+  patience: 3,
+  earlyStopPatience: 20,
+  holdout: 0.2,
+  maxImages: 2000,
+  evalImages: 100,
+  seed: 0,
+};
+const BETA1 = 0.5;
+const BETA2 = 0.9;
+const ADAM_EPS = 1e-8;
+const LAMBDA_UP = 1.5;
+const LAMBDA_DOWN = 1.5 ** 1.5;
+const EARLY_STOP_REL = 1e-3;
+const ANOMALY_THRESHOLD = 2;
+const REPORTED_SMALLEST = 5;
+
+// ---------------------------------------------------------------------------------------------------------
+// Stamping
+
+/** x' = (1−m)·x + m·Δ for n images x [n, C, H, W] with mask [H·W] and pattern [C·H·W]; returns a new array. */
+export function stampTrigger(x: Float32Array, n: number, shape: readonly [number, number, number] | readonly number[], mask: Float32Array, pattern: Float32Array): Float32Array {
+  const [c, h, w] = shape;
+  const hw = h * w;
+  if (x.length !== n * c * hw) throw new Error(`stampTrigger: ${x.length} values is not ${n} images of ${c}x${h}x${w}`);
+  if (mask.length !== hw) throw new Error(`stampTrigger: mask has ${mask.length} values, expected ${h}x${w}`);
+  if (pattern.length !== c * hw) throw new Error(`stampTrigger: pattern has ${pattern.length} values, expected ${c}x${h}x${w}`);
+  const out = new Float32Array(x.length);
+  for (let i = 0; i < n; i++)
+    for (let ch = 0; ch < c; ch++) {
+      const off = (i * c + ch) * hw;
+      const poff = ch * hw;
+      for (let p = 0; p < hw; p++) out[off + p] = (1 - mask[p]) * x[off + p] + mask[p] * pattern[poff + p];
+    }
+  return out;
+}
+
+/** Mask and pattern from the tanh parameters: m = (tanh a + 1)/2, Δ = range·(tanh b + 1)/2. */
+export function decodeTrigger(a: Float32Array, b: Float32Array, range: number): { mask: Float32Array; pattern: Float32Array } {
+  return {
+    mask: Float32Array.from(a, (v) => (Math.tanh(v) + 1) / 2),
+    pattern: Float32Array.from(b, (v) => (range * (Math.tanh(v) + 1)) / 2),
+  };
+}
+
+const l1Of = (mask: Float32Array): number => mask.reduce((s, v) => s + v, 0);
+
+/**
+ * Appends x' = x + m·(Δ − x) for every (label slot, image) pair: mask [L,1,H,W], pattern [L,C,H,W] and images
+ * x [B,C,H,W] give [L·B, C, H, W], slot-major (rows l·B .. l·B+B−1 belong to slot l).
+ */
+function stampNodes(g: Graph, mask: string, pattern: string, x: string, shape: [number, number, number]): string {
+  const m5 = g.op("Unsqueeze", [mask, g.ints([1])]);
+  const p5 = g.op("Unsqueeze", [pattern, g.ints([1])]);
+  const stamped = g.op("Add", [x, g.op("Mul", [m5, g.op("Sub", [p5, x])])]);
+  return g.op("Reshape", [stamped, g.ints([-1, ...shape])]);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// A forward graph that differentiates faster
+
+/**
+ * Swaps every Relu → MaxPool pair into MaxPool → Relu, which computes the same numbers (max and relu commute,
+ * relu being monotonic) with the Relu, and so its gradient (a Where over the activation), on the pooled
+ * tensor: a quarter of the size for 2×2 pools. Returns a new graph; other readers of the Relu keep it.
+ */
+export function withPooledRelus(src: Graph): Graph {
+  const g = src.clone();
+  const producer = new Map<string, Node>();
+  for (const n of g.nodes) for (const o of n.outputs) if (o) producer.set(o, n);
+  for (const n of [...g.nodes]) {
+    if (n.op !== "MaxPool" || (n.outputs.length > 1 && n.outputs[1] !== "")) continue;
+    const relu = producer.get(n.inputs[0]);
+    if (relu?.op !== "Relu") continue;
+    const pooled = g.op("MaxPool", [relu.inputs[0]], { ...n.attrs });
+    const y = g.op("Relu", [pooled]);
+    g.replaceUses(n.outputs[0], y);
+  }
+  g.toposort();
+  g.prune([...g.inputs.map((i) => i.name)]);
+  return g;
+}
+
+/** kernel_shape of a MaxPool whose windows tile its input (kernel = stride, no padding/dilation/ceil), else null. */
+function tilingPool(n: Node): [number, number] | null {
+  if (n.op !== "MaxPool" || (n.outputs.length > 1 && n.outputs[1] !== "")) return null;
+  const ints = (k: string) => (n.attrs[k]?.kind === "ints" ? (n.attrs[k].value as number[]) : undefined);
+  const k = ints("kernel_shape");
+  if (!k || k.length !== 2) return null;
+  if ((ints("strides") ?? [1, 1]).join() !== k.join()) return null;
+  if ((ints("pads") ?? []).some((p) => p !== 0) || (ints("dilations") ?? []).some((d) => d !== 1)) return null;
+  const autoPad = n.attrs.auto_pad?.kind === "string" ? n.attrs.auto_pad.value : "NOTSET";
+  const ceil = n.attrs.ceil_mode?.kind === "int" ? n.attrs.ceil_mode.value : 0;
+  if ((autoPad !== "NOTSET" && autoPad !== "VALID") || ceil !== 0) return null;
+  return [k[0], k[1]];
+}
+
+/**
+ * Gradient of a tiling MaxPool y = MaxPool(x) given dy: dy upsampled (nearest) where x equals its window's max,
+ * 0 elsewhere (and on rows/columns the pool never read). Elementwise ops, unlike autodiff's rule (MaxPool with
+ * an Indices output and a single-threaded ScatterElements), which dominate a DeepID step on the CPU. Exact
+ * ties (measure zero for pre-activation inputs) each receive the gradient.
+ */
+function maxPoolGradient(g: Graph, n: Node, k: [number, number], dy: string): string {
+  const x = n.inputs[0];
+  const y = n.outputs[0];
+  const [batch, c, hIn, wIn] = g.shape(x);
+  const [, , h, w] = g.shape(y) as number[];
+  const [kh, kw] = k;
+  const [hc, wc] = [h * kh, w * kw];
+  const scales = g.constant(tensor("float32", [4], Float32Array.of(1, 1, kh, kw)), "pool_scales");
+  const up = (v: string) =>
+    g.add("Resize", [v, "", scales], {
+      mode: attr.string("nearest"),
+      coordinate_transformation_mode: attr.string("asymmetric"),
+      nearest_mode: attr.string("floor"),
+    }, { infer: [{ dtype: "float32", shape: [batch, c, hc, wc] }] })[0];
+  const cropped = hc === hIn && wc === wIn;
+  const xc = cropped ? x : g.op("Slice", [x, g.ints([0, 0]), g.ints([hc, wc]), g.ints([2, 3])]);
+  // Mul by the 0/1 selection: onnxruntime's Where is several times slower on tensors this size.
+  const dx = g.op("Mul", [up(dy), g.op("Cast", [g.op("Equal", [xc, up(y)])], { to: attr.int(1) })]);
+  if (cropped) return dx;
+  return g.op("Pad", [dx, g.ints([0, 0, 0, 0, 0, 0, (hIn as number) - hc, (wIn as number) - wc])], { mode: attr.string("constant") });
+}
+
+/**
+ * backward(g, loss, wrt), except that tiling MaxPools every path from `wrt` to `loss` goes through are
+ * differentiated by maxPoolGradient: autodiff runs on the stretches between them, chained by seeds.
+ */
+function backwardFastPools(g: Graph, loss: string, wrt: string[]): Map<string, string> {
+  const nodes = [...g.nodes];
+  const reaches = (blocked: Node | null): boolean => {
+    const dep = new Set(wrt);
+    for (const n of nodes) if (n !== blocked && n.inputs.some((i) => dep.has(i))) n.outputs.forEach((o) => o && dep.add(o));
+    return dep.has(loss);
+  };
+  const cuts = nodes.filter((n) => tilingPool(n) && reaches(null) && !reaches(n) && g.info(n.inputs[0]).dtype === "float32");
+  let from = loss;
+  let seed: string | undefined;
+  for (const p of cuts.reverse()) {
+    const dy = backward(g, from, [p.outputs[0]], { seed }).get(p.outputs[0])!;
+    seed = maxPoolGradient(g, p, tilingPool(p)!, dy);
+    from = p.inputs[0];
+  }
+  return backward(g, from, wrt, { seed });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The step graph
+
+export interface StepGraph {
+  graph: Graph;
+  /** Batch size B the graph was built for. */
+  batch: number;
+  /** Scalar loss Σ_l [CE_l + λ_l·|m_l|₁] (the labels are independent, so its gradient is each label's); an output only with withLossAndGradients. */
+  loss: string;
+  /** Gradients of the loss w.r.t. the inputs "nc_a" and "nc_b" (outputs only with withLossAndGradients, for checks). */
+  gradA: string;
+  gradB: string;
+  /** Output names. */
+  out: { a: string; b: string; ma: string; va: string; mb: string; vb: string; ce: string; success: string; norm: string };
+}
+
+export interface StepGraphOptions {
+  /** Also output the loss and the gradients w.r.t. a and b (for checks). */
+  withLossAndGradients?: boolean;
+  /** Model rewrites for a faster backward pass: Relu after MaxPool, elementwise pool gradients (default true). */
+  fast?: boolean;
+}
+
+/**
+ * One Neural Cleanse step for L label slots (L symbolic) and B images:
+ * inputs nc_a [L,1,H,W], nc_b [L,C,H,W], their Adam moments nc_ma, nc_va, nc_mb, nc_vb, nc_x [B,C,H,W],
+ * nc_target [L,K] (one-hot), nc_lambda [L], nc_lr [L] (bias-corrected Adam step size per slot);
+ * outputs the updated a, b and moments, and per slot the batch-mean CE, the number of images of the batch
+ * classified as the target (before the update) and |m|₁ (before the update).
+ */
+export function buildStepGraph(model: Model, batch: number, range: number, opts: StepGraphOptions = {}): StepGraph {
+  const fast = opts.fast ?? true;
+  const [c, h, w] = model.inputShape;
+  const k = model.numClasses;
+  const g = new Graph(`${model.name}_nc_step`);
+  const a = g.addInput("nc_a", "float32", ["L", 1, h, w]);
+  const b = g.addInput("nc_b", "float32", ["L", c, h, w]);
+  const ma = g.addInput("nc_ma", "float32", ["L", 1, h, w]);
+  const va = g.addInput("nc_va", "float32", ["L", 1, h, w]);
+  const mb = g.addInput("nc_mb", "float32", ["L", c, h, w]);
+  const vb = g.addInput("nc_vb", "float32", ["L", c, h, w]);
+  const x = g.addInput("nc_x", "float32", [batch, c, h, w]);
+  const target = g.addInput("nc_target", "float32", ["L", k]);
+  const lambda = g.addInput("nc_lambda", "float32", ["L"]);
+  const lr = g.addInput("nc_lr", "float32", ["L"]);
+
+  const one = g.scalar(1);
+  const mask = g.op("Mul", [g.op("Add", [g.op("Tanh", [a]), one]), g.scalar(0.5)]);
+  const pattern = g.op("Mul", [g.op("Add", [g.op("Tanh", [b]), one]), g.scalar(range / 2)]);
+  const flat = stampNodes(g, mask, pattern, x, model.inputShape);
+  const rename = embed(g, fast ? withPooledRelus(model.graph) : model.graph, "model/", { [model.input]: flat });
+  const logits = g.op("Reshape", [rename(model.logits), g.ints([-1, batch, k])]); // [L, B, K]
+
+  const t3 = g.op("Unsqueeze", [target, g.ints([1])]); // [L, 1, K]
+  const logp = g.op("LogSoftmax", [logits], { axis: attr.int(-1) });
+  const picked = g.op("ReduceSum", [g.op("Mul", [logp, t3]), g.ints([1, 2])], { keepdims: attr.int(0) });
+  const ce = g.op("Div", [g.op("Neg", [picked]), g.scalar(batch)]); // [L]
+  const norm = g.op("ReduceSum", [mask, g.ints([1, 2, 3])], { keepdims: attr.int(0) }); // [L]
+  const ceTotal = g.op("ReduceSum", [ce], { keepdims: attr.int(0) });
+  const regTotal = g.op("ReduceSum", [g.op("Mul", [lambda, norm])], { keepdims: attr.int(0) });
+  const loss = g.op("Add", [ceTotal, regTotal]);
+
+  // Success: the target's logit is the largest (ties count; they do not happen with float logits in practice).
+  const targetLogit = g.op("ReduceSum", [g.op("Mul", [logits, t3]), g.ints([2])], { keepdims: attr.int(0) });
+  const maxLogit = g.op("ReduceMax", [logits], { axes: attr.ints([2]), keepdims: attr.int(0) });
+  const hit = g.op("Cast", [g.op("GreaterOrEqual", [targetLogit, maxLogit])], { to: attr.int(1) });
+  const success = g.op("ReduceSum", [hit, g.ints([1])], { keepdims: attr.int(0) }); // [L]
+
+  // The CE part runs through the model (and its pools); the |m|₁ part only touches a.
+  const ceGrads = fast ? backwardFastPools(g, ceTotal, [a, b]) : backward(g, ceTotal, [a, b]);
+  const gradA = g.op("Add", [ceGrads.get(a)!, backward(g, regTotal, [a]).get(a)!]);
+  const gradB = ceGrads.get(b)!;
+  const lr4 = g.op("Reshape", [lr, g.ints([-1, 1, 1, 1])]);
+  const adam = (p: string, grad: string, m: string, v: string): [string, string, string] => {
+    const mNext = g.op("Add", [g.op("Mul", [m, g.scalar(BETA1)]), g.op("Mul", [grad, g.scalar(1 - BETA1)])]);
+    const vNext = g.op("Add", [g.op("Mul", [v, g.scalar(BETA2)]), g.op("Mul", [g.op("Mul", [grad, grad]), g.scalar(1 - BETA2)])]);
+    const upd = g.op("Div", [mNext, g.op("Add", [g.op("Sqrt", [vNext]), g.scalar(ADAM_EPS)])]);
+    return [g.op("Sub", [p, g.op("Mul", [upd, lr4])]), mNext, vNext];
+  };
+  const [aNext, maNext, vaNext] = adam(a, gradA, ma, va);
+  const [bNext, mbNext, vbNext] = adam(b, gradB, mb, vb);
+  const out = { a: aNext, b: bNext, ma: maNext, va: vaNext, mb: mbNext, vb: vbNext, ce, success, norm };
+  g.setOutputs([...Object.values(out), ...(opts.withLossAndGradients ? [loss, gradA, gradB] : [])]);
+  g.prune(g.inputs.map((i) => i.name));
+  return { graph: g, batch, loss, gradA, gradB, out };
+}
+
+/** Held-out check: inputs nc_mask [L,1,H,W], nc_pattern [L,C,H,W], nc_x [E,C,H,W]; output the top-1 class [L·E]. */
+function buildStampGraph(model: Model): { graph: Graph; pred: string } {
+  const [c, h, w] = model.inputShape;
+  const g = new Graph(`${model.name}_nc_eval`);
+  const mask = g.addInput("nc_mask", "float32", ["L", 1, h, w]);
+  const pattern = g.addInput("nc_pattern", "float32", ["L", c, h, w]);
+  const x = g.addInput("nc_x", "float32", ["E", c, h, w]);
+  const flat = stampNodes(g, mask, pattern, x, model.inputShape);
+  const rename = embed(g, model.graph, "model/", { [model.input]: flat });
+  const pred = g.op("ArgMax", [rename(model.logits)], { axis: attr.int(1), keepdims: attr.int(0) });
+  g.setOutputs([pred]);
+  g.prune();
+  return { graph: g, pred };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Per-label optimization state and the λ schedule
+
+interface LabelRun {
+  label: number;
+  a: Float32Array;
+  b: Float32Array;
+  /** Adam moments; null = zeros (fresh start). */
+  moments: { ma: Float32Array; va: Float32Array; mb: Float32Array; vb: Float32Array } | null;
+  adamT: number;
+  steps: number;
+  lambda: number;
+  up: number;
+  down: number;
+  bestNorm: number;
+  bestA: Float32Array | null;
+  bestB: Float32Array | null;
+  earlyBest: number;
+  earlyCount: number;
+  /** Whether λ has been raised / lowered at least once. */
+  raised: boolean;
+  lowered: boolean;
+  lastNorm: number;
+  stopped: boolean;
+  phase: NcPhase;
+}
+
+interface Settings {
+  lr: number;
+  threshold: number;
+  patience: number;
+  earlyStopPatience: number;
+}
+
+function initRun(label: number, hw: number, c: number, lambda: number, rand: () => number): LabelRun {
+  // Random start as in the paper (uniform mask and pattern), kept off tanh's flat tails.
+  const atanhU = () => Math.atanh((2 * rand() - 1) * 0.9);
+  return {
+    label,
+    a: Float32Array.from({ length: hw }, atanhU),
+    b: Float32Array.from({ length: c * hw }, atanhU),
+    moments: null,
+    adamT: 0,
+    steps: 0,
+    lambda,
+    up: 0,
+    down: 0,
+    bestNorm: Infinity,
+    bestA: null,
+    bestB: null,
+    earlyBest: Infinity,
+    earlyCount: 0,
+    raised: false,
+    lowered: false,
+    lastNorm: NaN,
+    stopped: false,
+    phase: "screen",
+  };
+}
+
+/** Applies one step's outcome to a label: best mask, λ schedule, early stop. `a`/`b` are the values fed. */
+function observe(r: LabelRun, success: number, norm: number, s: Settings): void {
+  r.steps++;
+  r.lastNorm = norm;
+  const ok = success >= s.threshold;
+  if (ok && norm < r.bestNorm) {
+    r.bestNorm = norm;
+    r.bestA = r.a;
+    r.bestB = r.b;
+  }
+  if (ok) {
+    r.up++;
+    r.down = 0;
+  } else {
+    r.down++;
+    r.up = 0;
+  }
+  if (r.up >= s.patience) {
+    r.lambda *= LAMBDA_UP;
+    r.up = 0;
+    r.raised = true;
+  } else if (r.down >= s.patience) {
+    r.lambda /= LAMBDA_DOWN;
+    r.down = 0;
+    r.lowered = true;
+  }
+  // As in the paper, the early-stop clock only runs once λ has moved both ways: the schedule has bracketed
+  // the threshold, so a stalled best norm means convergence, not a λ still far off.
+  if (r.bestA && r.raised && r.lowered) {
+    if (r.bestNorm < r.earlyBest * (1 - EARLY_STOP_REL)) {
+      r.earlyBest = r.bestNorm;
+      r.earlyCount = 0;
+    } else if (++r.earlyCount >= s.earlyStopPatience) r.stopped = true;
+  }
+}
+
+/** Draws batches of B optimization images, cycling through seeded shuffles of the pool. */
+class Batcher {
+  private order: Int32Array;
+  private pos = 0;
+  private fixed: Float32Array | null = null;
+  constructor(private readonly pool: Float32Array, private readonly n: number, private readonly per: number, readonly batch: number, private readonly rand: () => number) {
+    this.order = shuffled(n, rand);
+    if (batch === n) this.fixed = pool;
+  }
+  next(): Float32Array {
+    if (this.fixed) return this.fixed;
+    const x = new Float32Array(this.batch * this.per);
+    for (let i = 0; i < this.batch; i++) {
+      if (this.pos >= this.n) {
+        this.order = shuffled(this.n, this.rand);
+        this.pos = 0;
+      }
+      const j = this.order[this.pos++];
+      x.set(this.pool.subarray(j * this.per, (j + 1) * this.per), i * this.per);
+    }
+    return x;
+  }
+}
+
+function concat(parts: Float32Array[], size: number): Float32Array {
+  const out = new Float32Array(parts.length * size);
+  parts.forEach((p, i) => out.set(p, i * size));
+  return out;
+}
+
+/**
+ * Runs labels through the step graph until each has `budget` steps in total or stops early; slots are
+ * refilled from the queue as labels finish. Labels already at their budget finish at once.
+ */
+async function runPhase(
+  step: StepGraph,
+  session: Session,
+  queue: LabelRun[],
+  budget: number,
+  batcher: Batcher,
+  model: Model,
+  slots: number,
+  s: Settings,
+  onDone: (r: LabelRun) => void,
+): Promise<void> {
+  const [c, h, w] = model.inputShape;
+  const hw = h * w;
+  const k = model.numClasses;
+  const pending = [...queue];
+  let active: LabelRun[] = [];
+  const zerosA = new Float32Array(hw);
+  const zerosB = new Float32Array(c * hw);
+  for (;;) {
+    while (active.length < slots && pending.length) {
+      const r = pending.shift()!;
+      if (r.stopped || r.steps >= budget) onDone(r);
+      else active.push(r);
+    }
+    if (active.length === 0) return;
+    const n = active.length;
+    const target = new Float32Array(n * k);
+    active.forEach((r, i) => (target[i * k + r.label] = 1));
+    const lr = Float32Array.from(active, (r) => {
+      const t = r.adamT + 1;
+      return (s.lr * Math.sqrt(1 - BETA2 ** t)) / (1 - BETA1 ** t);
+    });
+    const mom = (key: "ma" | "va" | "mb" | "vb", zeros: Float32Array) => concat(active.map((r) => r.moments?.[key] ?? zeros), zeros.length);
+    const feeds: Record<string, TensorData> = {
+      nc_a: tensor("float32", [n, 1, h, w], concat(active.map((r) => r.a), hw)),
+      nc_b: tensor("float32", [n, c, h, w], concat(active.map((r) => r.b), c * hw)),
+      nc_ma: tensor("float32", [n, 1, h, w], mom("ma", zerosA)),
+      nc_va: tensor("float32", [n, 1, h, w], mom("va", zerosA)),
+      nc_mb: tensor("float32", [n, c, h, w], mom("mb", zerosB)),
+      nc_vb: tensor("float32", [n, c, h, w], mom("vb", zerosB)),
+      nc_x: tensor("float32", [step.batch, c, h, w], batcher.next()),
+      nc_target: tensor("float32", [n, k], target),
+      nc_lambda: tensor("float32", [n], Float32Array.from(active, (r) => r.lambda)),
+      nc_lr: tensor("float32", [n], lr),
+    };
+    const out = await session.run(feeds);
+    const get = (key: keyof StepGraph["out"]) => out[step.out[key]].data as Float32Array;
+    const [aN, bN, maN, vaN, mbN, vbN] = (["a", "b", "ma", "va", "mb", "vb"] as const).map(get);
+    const success = get("success");
+    const norm = get("norm");
+    const ce = get("ce");
+    const still: LabelRun[] = [];
+    active.forEach((r, i) => {
+      if (!Number.isFinite(norm[i]) || !Number.isFinite(ce[i])) throw new Error(`Neural Cleanse diverged on label ${r.label} (loss ${ce[i]})`);
+      observe(r, success[i] / step.batch, norm[i], s);
+      const sl = (d: Float32Array, size: number) => d.slice(i * size, (i + 1) * size);
+      r.a = sl(aN, hw);
+      r.b = sl(bN, c * hw);
+      r.moments = { ma: sl(maN, hw), va: sl(vaN, hw), mb: sl(mbN, c * hw), vb: sl(vbN, c * hw) };
+      r.adamT++;
+      if (r.stopped || r.steps >= budget) onDone(r);
+      else still.push(r);
+    });
+    active = still;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Detection
+
+/** Every setting of a scan, defaults filled in (the shortlist size is resolved once the label count is known). */
+export type NcSettings = typeof DEFAULTS & { inputScale: number; shortlist?: number };
+
+function resolveOptions(opts: NeuralCleanseOptions): NcSettings {
+  const o: NcSettings = { ...DEFAULTS, inputScale: opts.inputScale, shortlist: opts.shortlist };
+  for (const key of Object.keys(DEFAULTS) as (keyof typeof DEFAULTS)[]) {
+    const v = opts[key];
+    if (v !== undefined) o[key] = v;
+  }
+  const posInt = (name: string, v: number) => {
+    if (!Number.isInteger(v) || v < 1) fail(`Neural Cleanse: ${name} must be a positive integer, got ${v}`);
+  };
+  posInt("steps", o.steps);
+  posInt("screen steps", o.screenSteps);
+  posInt("batch size", o.batchSize);
+  posInt("screen batch size", o.screenBatchSize);
+  posInt("labels per run", o.labelsPerRun);
+  posInt("patience", o.patience);
+  posInt("early-stop patience", o.earlyStopPatience);
+  posInt("max images", o.maxImages);
+  posInt("eval images", o.evalImages);
+  if (o.shortlist !== undefined) posInt("shortlist", o.shortlist);
+  if (!Number.isInteger(o.seed) || o.seed < 0) fail(`Neural Cleanse: seed must be an integer >= 0, got ${o.seed}`);
+  if (!(o.lr > 0)) fail(`Neural Cleanse: learning rate must be positive, got ${o.lr}`);
+  if (!(o.initLambda >= 0)) fail(`Neural Cleanse: initial lambda must be >= 0, got ${o.initLambda}`);
+  if (!(o.threshold > 0 && o.threshold <= 1)) fail(`Neural Cleanse: threshold must be in (0, 1], got ${o.threshold}`);
+  if (!(o.holdout > 0 && o.holdout < 1)) fail(`Neural Cleanse: holdout fraction must be in (0, 1), got ${o.holdout}`);
+  if (!(o.inputScale > 0)) fail(`Neural Cleanse: input scale must be positive, got ${o.inputScale}`);
+  if (o.screenSteps > o.steps) o.screenSteps = o.steps;
+  return o;
+}
+
+/** Validates a label list against the model: integers in [0, numClasses), no duplicates. */
+export function checkLabelList(labels: readonly number[], numClasses: number): number[] {
+  if (labels.length === 0) fail("Neural Cleanse: no labels to scan");
+  const seen = new Set<number>();
+  for (const l of labels) {
+    if (!Number.isInteger(l) || l < 0) fail(`label ${l} is not a class index (expected an integer 0..${numClasses - 1})`);
+    if (l >= numClasses) fail(`label ${l} is outside the model's ${numClasses} classes (0..${numClasses - 1})`);
+    if (seen.has(l)) fail(`label ${l} is listed twice`);
+    seen.add(l);
+  }
+  return [...labels];
+}
+
+/** Reads a seeded random subset of at most `max` images (all of them when the dataset is small enough). */
+function readSubset(clean: Dataset, max: number, rand: () => number): { x: Float32Array; y: Int32Array | null; n: number } {
+  const per = clean.shape[0] * clean.shape[1] * clean.shape[2];
+  const order = shuffled(clean.size, rand);
+  const n = Math.min(max, clean.size);
+  const x = new Float32Array(n * per);
+  const y = clean.labels ? new Int32Array(n) : null;
+  if (n === clean.size) {
+    const all = clean.read(0, n);
+    for (let i = 0; i < n; i++) {
+      x.set(all.subarray(order[i] * per, (order[i] + 1) * per), i * per);
+      if (y) y[i] = clean.labels![order[i]];
+    }
+  } else {
+    for (let i = 0; i < n; i++) {
+      x.set(clean.read(order[i], 1), i * per);
+      if (y) y[i] = clean.labels![order[i]];
+    }
+  }
+  return { x, y, n };
+}
+
+/** The shortlist: the `count` smallest screening norms (reached ones first), plus small-side outliers. */
+export function pickShortlist(norms: readonly number[], reached: readonly boolean[], count: number): number[] {
+  const idx = norms.map((_, i) => i);
+  idx.sort((p, q) => Number(reached[q]) - Number(reached[p]) || norms[p] - norms[q]);
+  const picked = new Set(idx.slice(0, count));
+  const stats = anomalyIndices(norms);
+  norms.forEach((v, i) => {
+    if (v < stats.median && stats.index[i] > ANOMALY_THRESHOLD) picked.add(i);
+  });
+  return [...picked].sort((p, q) => p - q);
+}
+
+/**
+ * Neural Cleanse over the model's labels (or opts.labels) with clean images `clean`. A seeded random part of
+ * the images (opts.holdout) is held out to measure each reversed trigger's attack success; the rest is what
+ * the triggers are optimized on.
+ */
+export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralCleanseOptions): Promise<NeuralCleanseResult> {
+  const t0 = performance.now();
+  const o = resolveOptions(opts);
+  checkShape(clean, model.inputShape, `model ${model.name}`);
+  checkLabels(clean, model.numClasses);
+  const labels = checkLabelList(opts.labels ?? Array.from({ length: model.numClasses }, (_, i) => i), model.numClasses);
+  if (clean.size < 2) fail(`data ${clean.name}: Neural Cleanse needs at least 2 clean images (to optimize on and to hold out), got ${clean.size}`);
+
+  const [c, h, w] = model.inputShape;
+  const hw = h * w;
+  const per = c * hw;
+  const range = 255 / o.inputScale;
+  const rand = mulberry32(o.seed);
+  const data = readSubset(clean, o.maxImages, rand);
+  const nHeld = Math.min(Math.max(1, Math.round(o.holdout * data.n)), data.n - 1);
+  const nOpt = data.n - nHeld;
+  const optPool = data.x.subarray(0, nOpt * per);
+  const heldX = data.x.subarray(nOpt * per);
+  const heldY = data.y?.subarray(nOpt) ?? null;
+  const s: Settings = { lr: o.lr, threshold: o.threshold, patience: o.patience, earlyStopPatience: o.earlyStopPatience };
+
+  const runs = labels.map((l) => initRun(l, hw, c, o.initLambda, rand));
+  const shortCount = o.shortlist ?? Math.max(10, Math.ceil(0.03 * labels.length));
+  const screening = labels.length > shortCount;
+  const slots = o.labelsPerRun;
+
+  let full: LabelRun[] = runs;
+  const phaseSeconds = { screen: 0, full: 0, heldOut: 0 };
+  let tPhase = performance.now();
+  const lap = () => {
+    const t = performance.now();
+    const dt = (t - tPhase) / 1000;
+    tPhase = t;
+    return dt;
+  };
+  if (screening) {
+    const B = Math.min(o.screenBatchSize, nOpt);
+    const step = buildStepGraph(model, B, range);
+    const session = await Session.create(step.graph);
+    let done = 0;
+    await runPhase(step, session, runs, o.screenSteps, new Batcher(optPool, nOpt, per, B, rand), model, slots, s, (r) => {
+      // Only the resume point and the best trigger are kept between phases (not the Adam moments).
+      r.moments = null;
+      r.adamT = 0;
+      opts.onProgress?.({ phase: "screen", done: ++done, total: runs.length, label: r.label, l1Norm: normOf(r) });
+    });
+    await session.release();
+    const chosen = pickShortlist(runs.map(normOf), runs.map((r) => r.bestA !== null), shortCount);
+    full = chosen.map((i) => runs[i]);
+    phaseSeconds.screen = lap();
+  }
+  {
+    const B = Math.min(o.batchSize, nOpt);
+    const step = buildStepGraph(model, B, range);
+    const session = await Session.create(step.graph);
+    let done = 0;
+    for (const r of full) {
+      r.phase = "full";
+      r.stopped = false; // the early stop of screening (rare) does not carry over to the full budget
+    }
+    await runPhase(step, session, full, o.steps, new Batcher(optPool, nOpt, per, B, rand), model, slots, s, (r) => {
+      r.moments = null;
+      opts.onProgress?.({ phase: "full", done: ++done, total: full.length, label: r.label, l1Norm: normOf(r) });
+    });
+    await session.release();
+    phaseSeconds.full = lap();
+  }
+
+  // Triggers (best if one reached the threshold, else the last iterate) and their norms.
+  const triggers = runs.map((r) => {
+    const t = decodeTrigger(r.bestA ?? r.a, r.bestB ?? r.b, range);
+    return { label: r.label, l1Norm: l1Of(t.mask), mask: t.mask, pattern: t.pattern };
+  });
+  const success = await heldOutSuccess(model, triggers, heldX.subarray(0, Math.min(nHeld, o.evalImages) * per), heldY, slots);
+  phaseSeconds.heldOut = lap();
+  const stats = anomalyIndices(triggers.map((t) => t.l1Norm));
+  const results: NcLabelResult[] = runs.map((r, i) => {
+    const norm = triggers[i].l1Norm;
+    const index = stats.index[i];
+    const reached = r.bestA !== null;
+    return {
+      label: r.label,
+      l1Norm: norm,
+      anomalyIndex: index,
+      attackSuccess: success[i],
+      // A mask that never flipped its batch is no trigger, whatever its size.
+      flagged: reached && norm < stats.median && index > ANOMALY_THRESHOLD,
+      phase: r.phase,
+      steps: r.steps,
+      reached,
+      lambda: r.lambda,
+    };
+  });
+  const flagged = results.filter((r) => r.flagged).map((r) => r.label);
+  const bySize = results.map((_, i) => i).sort((p, q) => results[p].l1Norm - results[q].l1Norm);
+  const shown = [...new Set([...results.flatMap((r, i) => (r.flagged ? [i] : [])), ...bySize.slice(0, REPORTED_SMALLEST)])];
+  return {
+    labels: results,
+    medianNorm: stats.median,
+    mad: stats.mad,
+    flagged,
+    seconds: (performance.now() - t0) / 1000,
+    phaseSeconds,
+    triggers: shown.map((i) => triggers[i]),
+    shape: [c, h, w],
+    inputScale: o.inputScale,
+    example: heldX.slice(0, per),
+    images: { optimize: nOpt, heldOut: Math.min(nHeld, o.evalImages) },
+    settings: { ...o, shortlist: shortCount },
+  };
+
+  function normOf(r: LabelRun): number {
+    return r.bestA ? r.bestNorm : r.lastNorm;
+  }
+}
+
+/**
+ * Fraction of held-out images sent to each trigger's label when stamped. Images whose true label is the
+ * trigger's label are left out (they would count as successes without any trigger), unless no other remain.
+ */
+async function heldOutSuccess(model: Model, triggers: ReversedTrigger[], x: Float32Array, y: Int32Array | null, slots: number): Promise<number[]> {
+  const [c, h, w] = model.inputShape;
+  const per = c * h * w;
+  const e = x.length / per;
+  const { graph, pred } = buildStampGraph(model);
+  const session = await Session.create(graph);
+  const out: number[] = [];
+  const chunk = Math.max(1, Math.min(slots, Math.floor(1024 / e)));
+  const xt = tensor("float32", [e, c, h, w], x);
+  for (let start = 0; start < triggers.length; start += chunk) {
+    const part = triggers.slice(start, start + chunk);
+    const res = await session.run({
+      nc_mask: tensor("float32", [part.length, 1, h, w], concat(part.map((t) => t.mask), h * w)),
+      nc_pattern: tensor("float32", [part.length, c, h, w], concat(part.map((t) => t.pattern), per)),
+      nc_x: xt,
+    });
+    const p = res[pred].data as BigInt64Array;
+    part.forEach((t, i) => {
+      let hits = 0, count = 0, hitsAll = 0;
+      for (let j = 0; j < e; j++) {
+        const hit = Number(p[i * e + j]) === t.label;
+        if (hit) hitsAll++;
+        if (y && y[j] === t.label) continue;
+        count++;
+        if (hit) hits++;
+      }
+      out.push(count > 0 ? hits / count : hitsAll / e);
+    });
+  }
+  await session.release();
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Pictures
+
+export interface TriggerPngs {
+  /** Mask, grey (white = 1). */
+  mask: Buffer;
+  /** Pattern in full colour. */
+  pattern: Buffer;
+  /** pattern·mask: what the trigger adds. */
+  trigger: Buffer;
+  /** The example image stamped with the trigger. */
+  stamped: Buffer;
+  /** The example image as is. */
+  clean: Buffer;
+}
+
+/** CHW floats (already in 0..255) → HWC bytes; 1 or 3 channels as they are, other counts as their mean (grey). */
+function toPng(chw: Float32Array, c: number, h: number, w: number): Buffer {
+  const hw = h * w;
+  const outC = c === 3 ? 3 : 1;
+  const bytes = new Uint8Array(hw * outC);
+  const clamp = (v: number) => Math.max(0, Math.min(255, Math.round(v)));
+  for (let p = 0; p < hw; p++) {
+    if (outC === 3) for (let ch = 0; ch < 3; ch++) bytes[p * 3 + ch] = clamp(chw[ch * hw + p]);
+    else {
+      let sum = 0;
+      for (let ch = 0; ch < c; ch++) sum += chw[ch * hw + p];
+      bytes[p] = clamp(sum / c);
+    }
+  }
+  return encodePng(bytes, w, h, outC);
+}
+
+/** PNGs of a reversed trigger and of `example` (a scaled clean image [C·H·W]) with and without it. */
+export function triggerPngs(t: ReversedTrigger, example: Float32Array, shape: readonly [number, number, number], inputScale: number): TriggerPngs {
+  const [c, h, w] = shape;
+  const hw = h * w;
+  const scaled = (v: Float32Array) => Float32Array.from(v, (x) => x * inputScale);
+  const masked = Float32Array.from(t.pattern, (v, i) => v * t.mask[i % hw]);
+  return {
+    mask: toPng(Float32Array.from(t.mask, (v) => v * 255), 1, h, w),
+    pattern: toPng(scaled(t.pattern), c, h, w),
+    trigger: toPng(scaled(masked), c, h, w),
+    stamped: toPng(scaled(stampTrigger(example, 1, shape, t.mask, t.pattern)), c, h, w),
+    clean: toPng(scaled(example), c, h, w),
+  };
+}
+
+/** The result as the report's neuralCleanse section (PNGs base64-encoded). */
+export function neuralCleanseReport(r: NeuralCleanseResult): ReportNeuralCleanse {
+  const triggers: ReportTrigger[] = r.triggers.map((t) => {
+    const png = triggerPngs(t, r.example, r.shape, r.inputScale);
+    return {
+      label: t.label,
+      maskPng: png.mask.toString("base64"),
+      patternPng: png.pattern.toString("base64"),
+      stampedPng: png.stamped.toString("base64"),
+      cleanPng: png.clean.toString("base64"),
+    };
+  });
+  return { labels: r.labels.map((l) => ({ ...l })), flagged: [...r.flagged], medianNorm: r.medianNorm, mad: r.mad, triggers };
+}
