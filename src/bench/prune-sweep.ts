@@ -5,6 +5,7 @@
 import os from "node:os";
 import { memoryDataset } from "../io/dataset.js";
 import { PruneEngine, pruneTarget, sweep } from "../defenses/pruning.js";
+import { predictLabels } from "../model/forward.js";
 import { loadDeepId, randomImages } from "./common.js";
 
 const n = Number(process.argv[2] ?? 10000);
@@ -31,3 +32,10 @@ process.stdout.write(`sweep: ${s.curve.length} accuracy evaluations (0..${target
 // CPU time helps read a run on a busy machine: uncontended wall time is about cpu / cores.
 process.stdout.write(`sweep cpu seconds: ${cpuSeconds.toFixed(2)} (${os.availableParallelism()} cores)\n`);
 process.stdout.write(`sweep seconds: ${tSweep.toFixed(2)}\n`);
+
+// Baseline in the same run: the uncached way, a full forward pass of the network over the data per step.
+t0 = performance.now();
+await predictLabels(model, data);
+const tFull = (performance.now() - t0) / 1000;
+const naive = tFull * s.curve.length;
+process.stdout.write(`baseline: one full forward pass ${tFull.toFixed(2)} s → uncached sweep ~${naive.toFixed(1)} s (${s.curve.length} passes); cached sweep is ${(naive / (tCache + tSweep)).toFixed(1)}x faster including the cache\n`);

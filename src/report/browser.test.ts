@@ -1,29 +1,20 @@
 // Opens rendered reports in a real headless Chromium (Debian's /usr/bin/chromium) from file:// and checks
-// that they work offline: no errors, every chart actually drew, every image decoded. Also refreshes the
-// docs screenshot. Skipped (not failed) where Chromium is not installed.
+// that they work offline: no errors, every chart actually drew, every image decoded, and saves a screenshot
+// in the temp dir. Skipped (not failed) where Chromium is not installed.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { copyFile, mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { pathToFileURL } from "node:url";
 import { writeReport } from "./html.js";
+import { CHROMIUM as CHROMIUM_PATH, CHROMIUM_ARGS } from "./screenshot.js";
 import { syntheticReport } from "./testdata.js";
 import type { ReportData } from "./types.js";
 
-const CHROMIUM = "/usr/bin/chromium";
-const ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
-const DOCS_SCREENSHOT = fileURLToPath(new URL("../../docs/report.png", import.meta.url));
+const CHROMIUM = CHROMIUM_PATH;
+const ARGS = CHROMIUM_ARGS;
 
 interface CanvasInfo {
   id: string;
@@ -118,7 +109,7 @@ test("reports open offline in Chromium with every chart drawn and every image de
   const dir = await mkdtemp(join(tmpdir(), "badnet-report-"));
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
   try {
-    await t.test("1,283-label run (CSAW-HackML shape); refreshes docs/report.png", async () => {
+    await t.test("1,283-label run (CSAW-HackML shape)", async () => {
       const data = syntheticReport();
       const file = join(dir, "report.html");
       const shot = join(dir, "report.png");
@@ -130,9 +121,7 @@ test("reports open offline in Chromium with every chart drawn and every image de
       // The flagged label is one bar among 1,283: its highlight must still reach the screen.
       const norm = check.canvases.find((c) => c.id === "chart-nc-norm")!;
       assert.ok(norm.red > 20, `flagged label visible in the norm chart (${norm.red} red pixels)`);
-      await mkdir(join(DOCS_SCREENSHOT, ".."), { recursive: true });
-      await copyFile(shot, DOCS_SCREENSHOT);
-      t.diagnostic(`screenshot: ${shot} (copied to ${DOCS_SCREENSHOT})`);
+      t.diagnostic(`screenshot: ${shot}`);
     });
 
     await t.test("10-label run with two planted targets, no poisoned data and no repair", async () => {
