@@ -79,5 +79,6 @@ test("bad options are one-line UserErrors", async () => {
   await assert.rejects(run([...d, "--arch", "zoo-cnn", "--out", join(dir, "x.h5"), "--optimizer", "rmsprop"]), UserError);
   await assert.rejects(run([...d, "--arch", "nope", "--out", join(dir, "x.h5")]), /unknown architecture/);
   await assert.rejects(run([...d, "--arch", "zoo-cnn", "--out", join(dir, "x.txt")]), UserError);
+  await assert.rejects(run([...d, "--arch", "zoo-cnn", "--out", join(dir, "missing", "x.h5")]), /does not exist/);
   await assert.rejects(run([...d, "--arch", "zoo-cnn", "--out", join(dir, "x.h5"), "--num-classes", "5"]), /outside the model's 5 classes/);
 });

@@ -9,7 +9,9 @@ import { pruneCommand } from "./prune.js";
 import { repairCommand } from "./repair.js";
 import { reportCommand } from "./report.js";
 import { stripCommand } from "./strip.js";
+import { trainCommand } from "./train.js";
 import { unlearnCommand } from "./unlearn.js";
+import { zooCommand } from "./zoo.js";
 
 export const COMMANDS: Command[] = [
   evalCommand,
@@ -23,4 +25,6 @@ export const COMMANDS: Command[] = [
   unlearnCommand,
   stripCommand,
   reportCommand,
+  trainCommand,
+  zooCommand,
 ];

@@ -30,9 +30,9 @@ async function runSub(cmd: Command, ctx: Context, overrides: Record<string, stri
 
 export const repairCommand: Command = {
   name: "repair",
-  summary: "detect with Neural Cleanse, then repair (fine-prune, prune, nc-prune, unlearn or strip); writes everything to --out",
+  summary: "detect with Neural Cleanse, then repair (auto: unlearn if a label is flagged, else fine-prune; or prune, nc-prune, strip); writes everything to --out",
   usage:
-    "--model M [--arch deepid] --input-scale S --clean VALID [--test TEST] [--poisoned P] [--defense fine-prune|prune|nc-prune|unlearn|strip] " +
+    "--model M [--arch deepid] --input-scale S --clean VALID [--test TEST] [--poisoned P] [--defense auto|fine-prune|prune|nc-prune|unlearn|strip] " +
     "[--labels 0-9] [--skip-detect] --out DIR [--report] [--json]",
   options: {
     ...MODEL_OPTIONS,
@@ -47,9 +47,10 @@ export const repairCommand: Command = {
   },
   async run(ctx) {
     const t0 = performance.now();
-    const defense = str(ctx, "defense") ?? "fine-prune";
-    const cmd = DEFENSES[defense];
-    if (!cmd) fail(`--defense must be one of ${Object.keys(DEFENSES).join(", ")}; got "${defense}"`);
+    // "auto": unlearning from the reversed trigger when Neural Cleanse flags a label, else Fine-Pruning
+    // (which needs no trigger).
+    let defense = str(ctx, "defense") ?? "auto";
+    if (defense !== "auto" && !DEFENSES[defense]) fail(`--defense must be auto or one of ${Object.keys(DEFENSES).join(", ")}; got "${defense}"`);
     const skipDetect = ctx.values["skip-detect"] === true;
     if (skipDetect && NEEDS_TRIGGER.has(defense)) fail(`--defense ${defense} needs Neural Cleanse's reversed trigger; drop --skip-detect`);
     const dir = outDir(ctx)!;
@@ -63,6 +64,7 @@ export const repairCommand: Command = {
       detected = readResult(detectDir);
       lines.push(d.text, "");
       const flagged = detected.neuralCleanse?.flagged ?? [];
+      if (defense === "auto") defense = flagged.length ? "unlearn" : "fine-prune";
       if (flagged.length === 0 && NEEDS_TRIGGER.has(defense)) {
         const result: ReportData = { ...detected, title: `Repair — nothing flagged` };
         const files = await writeResult(ctx, dir, result);
@@ -70,6 +72,8 @@ export const repairCommand: Command = {
         return { json: result, text: lines.join("\n") };
       }
     }
+    if (defense === "auto") defense = "fine-prune";
+    const cmd = DEFENSES[defense];
     const rep = await runSub(cmd, ctx, { out: dir, report: false, ...(NEEDS_TRIGGER.has(defense) ? { trigger: join(dir, "detect") } : {}) });
     lines.push(rep.text);
     const repaired = readResult(dir);

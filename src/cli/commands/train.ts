@@ -1,4 +1,5 @@
 // badnet train: fit a model (fresh architecture or a starting .h5/.onnx) on labelled images, write .h5 + .onnx.
+import { existsSync, statSync } from "node:fs";
 import { basename, dirname, extname, resolve } from "node:path";
 import { fail } from "../../errors.js";
 import { evaluate } from "../../eval/evaluate.js";
@@ -46,7 +47,9 @@ function outputBase(out: string, model: Model): { dir: string; base: string } {
   const ext = extname(out).toLowerCase();
   if (ext !== ".h5" && ext !== ".onnx") fail(`--out ${out}: expected a .h5 (Keras + .onnx beside it) or .onnx file name`);
   if (ext === ".h5" && !model.spec) fail(`--out ${out}: the starting model is ONNX, so only an .onnx file can be written`);
-  return { dir: dirname(resolve(out)), base: basename(out, extname(out)) };
+  const dir = dirname(resolve(out));
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) fail(`--out ${out}: folder ${dir} does not exist`);
+  return { dir, base: basename(out, extname(out)) };
 }
 
 export const trainCommand: Command = {
