@@ -218,70 +218,6 @@ export function withPooledRelus(src: Graph): Graph {
   return g;
 }
 
-/** kernel_shape of a MaxPool whose windows tile its input (kernel = stride, no padding/dilation/ceil), else null. */
-function tilingPool(n: Node): [number, number] | null {
-  if (n.op !== "MaxPool" || (n.outputs.length > 1 && n.outputs[1] !== "")) return null;
-  const ints = (k: string) => (n.attrs[k]?.kind === "ints" ? (n.attrs[k].value as number[]) : undefined);
-  const k = ints("kernel_shape");
-  if (!k || k.length !== 2) return null;
-  if ((ints("strides") ?? [1, 1]).join() !== k.join()) return null;
-  if ((ints("pads") ?? []).some((p) => p !== 0) || (ints("dilations") ?? []).some((d) => d !== 1)) return null;
-  const autoPad = n.attrs.auto_pad?.kind === "string" ? n.attrs.auto_pad.value : "NOTSET";
-  const ceil = n.attrs.ceil_mode?.kind === "int" ? n.attrs.ceil_mode.value : 0;
-  if ((autoPad !== "NOTSET" && autoPad !== "VALID") || ceil !== 0) return null;
-  return [k[0], k[1]];
-}
-
-/**
- * Gradient of a tiling MaxPool y = MaxPool(x) given dy: dy upsampled (nearest) where x equals its window's max,
- * 0 elsewhere (and on rows/columns the pool never read). Elementwise ops, unlike autodiff's rule (MaxPool with
- * an Indices output and a single-threaded ScatterElements), which dominate a DeepID step on the CPU. Exact
- * ties (measure zero for pre-activation inputs) each receive the gradient.
- */
-function maxPoolGradient(g: Graph, n: Node, k: [number, number], dy: string): string {
-  const x = n.inputs[0];
-  const y = n.outputs[0];
-  const [batch, c, hIn, wIn] = g.shape(x);
-  const [, , h, w] = g.shape(y) as number[];
-  const [kh, kw] = k;
-  const [hc, wc] = [h * kh, w * kw];
-  const scales = g.constant(tensor("float32", [4], Float32Array.of(1, 1, kh, kw)), "pool_scales");
-  const up = (v: string) =>
-    g.add("Resize", [v, "", scales], {
-      mode: attr.string("nearest"),
-      coordinate_transformation_mode: attr.string("asymmetric"),
-      nearest_mode: attr.string("floor"),
-    }, { infer: [{ dtype: "float32", shape: [batch, c, hc, wc] }] })[0];
-  const cropped = hc === hIn && wc === wIn;
-  const xc = cropped ? x : g.op("Slice", [x, g.ints([0, 0]), g.ints([hc, wc]), g.ints([2, 3])]);
-  // Mul by the 0/1 selection: onnxruntime's Where is several times slower on tensors this size.
-  const dx = g.op("Mul", [up(dy), g.op("Cast", [g.op("Equal", [xc, up(y)])], { to: attr.int(1) })]);
-  if (cropped) return dx;
-  return g.op("Pad", [dx, g.ints([0, 0, 0, 0, 0, 0, (hIn as number) - hc, (wIn as number) - wc])], { mode: attr.string("constant") });
-}
-
-/**
- * backward(g, loss, wrt), except that tiling MaxPools every path from `wrt` to `loss` goes through are
- * differentiated by maxPoolGradient: autodiff runs on the stretches between them, chained by seeds.
- */
-function backwardFastPools(g: Graph, loss: string, wrt: string[]): Map<string, string> {
-  const nodes = [...g.nodes];
-  const reaches = (blocked: Node | null): boolean => {
-    const dep = new Set(wrt);
-    for (const n of nodes) if (n !== blocked && n.inputs.some((i) => dep.has(i))) n.outputs.forEach((o) => o && dep.add(o));
-    return dep.has(loss);
-  };
-  const cuts = nodes.filter((n) => tilingPool(n) && reaches(null) && !reaches(n) && g.info(n.inputs[0]).dtype === "float32");
-  let from = loss;
-  let seed: string | undefined;
-  for (const p of cuts.reverse()) {
-    const dy = backward(g, from, [p.outputs[0]], { seed }).get(p.outputs[0])!;
-    seed = maxPoolGradient(g, p, tilingPool(p)!, dy);
-    from = p.inputs[0];
-  }
-  return backward(g, from, wrt, { seed });
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // The step graph
 
@@ -301,7 +237,7 @@ export interface StepGraph {
 export interface StepGraphOptions {
   /** Also output the loss and the gradients w.r.t. a and b (for checks). */
   withLossAndGradients?: boolean;
-  /** Model rewrites for a faster backward pass: Relu after MaxPool, elementwise pool gradients (default true). */
+  /** Model rewrite for a faster backward pass: Relu after MaxPool (default true). */
   fast?: boolean;
 }
 
@@ -351,7 +287,7 @@ export function buildStepGraph(model: Model, batch: number, range: number, opts:
   const success = g.op("ReduceSum", [hit, g.ints([1])], { keepdims: attr.int(0) }); // [L]
 
   // The CE part runs through the model (and its pools); the |m|₁ part only touches a.
-  const ceGrads = fast ? backwardFastPools(g, ceTotal, [a, b]) : backward(g, ceTotal, [a, b]);
+  const ceGrads = backward(g, ceTotal, [a, b]);
   const gradA = g.op("Add", [ceGrads.get(a)!, backward(g, regTotal, [a]).get(a)!]);
   const gradB = ceGrads.get(b)!;
   const lr4 = g.op("Reshape", [lr, g.ints([-1, 1, 1, 1])]);

@@ -174,3 +174,16 @@ test("gradient of an unrelated input is zero", async () => {
   assert.deepEqual([...(out[grads.get("a")!].data as Float32Array)], [1, 1]);
   assert.deepEqual([...(out[grads.get("b")!].data as Float32Array)], [0, 0]);
 });
+
+test("tiling MaxPool splits the gradient evenly between exact ties", async () => {
+  const g = new Graph("ties");
+  const x = g.addInput("x", "float32", [1, 1, 2, 4]);
+  const y = g.op("MaxPool", [x], { kernel_shape: attr.ints([2, 2]), strides: attr.ints([2, 2]) });
+  const loss = g.op("ReduceSum", [g.op("Mul", [y, g.constant(tensor("float32", [1, 1, 1, 2], Float32Array.of(1, 3)))])], { keepdims: attr.int(0) });
+  const grads = backward(g, loss, ["x"]);
+  g.setOutputs([grads.get("x")!]);
+  const s = await Session.create(g);
+  // Window 1: all four equal (each gets 1/4); window 2: a single max (gets all of 3).
+  const out = await s.run({ x: tensor("float32", [1, 1, 2, 4], Float32Array.of(5, 5, 1, 2, 5, 5, 0, 9)) });
+  assert.deepEqual([...(out[grads.get("x")!].data as Float32Array)], [0.25, 0.25, 0, 0, 0.25, 0.25, 0, 3]);
+});

@@ -137,6 +137,64 @@ function avgPoolCounts(inH: number, inW: number, outH: number, outW: number, k: 
   return c;
 }
 
+/** kernel_shape of a MaxPool whose windows tile its input (kernel = stride, no padding/dilation/ceil), else null. */
+function tilingPool(n: Node): [number, number] | null {
+  const k = intsAttr(n, "kernel_shape");
+  if (!k || k.length !== 2) return null;
+  if ((intsAttr(n, "strides") ?? [1, 1]).join() !== k.join()) return null;
+  if ((intsAttr(n, "pads") ?? []).some((p) => p !== 0) || (intsAttr(n, "dilations") ?? []).some((d) => d !== 1)) return null;
+  const autoPad = n.attrs.auto_pad?.kind === "string" ? n.attrs.auto_pad.value : "NOTSET";
+  if ((autoPad !== "NOTSET" && autoPad !== "VALID") || intAttr(n, "ceil_mode", 0) !== 0) return null;
+  return [k[0], k[1]];
+}
+
+/**
+ * Gradient of a MaxPool whose windows tile the input, from elementwise ops (onnxruntime runs them on all
+ * cores; the general rule's ScatterElements is single-threaded): dy, upsampled, goes to the elements equal to
+ * their window's max, split evenly between exact ties. Rows/columns the pool never read get 0.
+ */
+function tilingMaxPoolGrad(e: Emitter, n: Node, [kh, kw]: [number, number], dy: string): string {
+  const g = e.g;
+  const x = n.inputs[0];
+  const y = n.outputs[0];
+  const [batch, c, hIn, wIn] = e.shape(x);
+  const [, , h, w] = e.shape(y) as number[];
+  const [hc, wc] = [h * kh, w * kw];
+  const scales = g.constant(tensor("float32", [4], Float32Array.of(1, 1, kh, kw)), "pool_scales");
+  const up = (v: string) =>
+    g.add("Resize", [v, "", scales], {
+      mode: attr.string("nearest"),
+      coordinate_transformation_mode: attr.string("asymmetric"),
+      nearest_mode: attr.string("floor"),
+    }, { infer: [{ dtype: "float32", shape: [batch, c, hc, wc] }] })[0];
+  const covered = hc === hIn && wc === wIn;
+  const xc = covered ? x : e.op("Slice", [x, g.ints([0, 0]), g.ints([hc, wc]), g.ints([2, 3])]);
+  const hit = e.op("Cast", [e.op("Equal", [xc, up(y)])], { to: attr.int(1) });
+  // Ties per window (≥ 1): the window mean of the 0/1 hits times its size.
+  const ties = e.op("Mul", [e.op("AveragePool", [hit], { kernel_shape: attr.ints([kh, kw]), strides: attr.ints([kh, kw]) }), g.scalar(kh * kw)]);
+  const dx = e.op("Mul", [up(e.op("Div", [dy, ties])), hit]);
+  if (covered) return dx;
+  return e.op("Pad", [dx, g.ints([0, 0, 0, 0, 0, 0, (hIn as number) - hc, (wIn as number) - wc])], { mode: attr.string("constant") });
+}
+
+/** General MaxPool gradient: the forward node gets an Indices output (flat index into N·C·H·W) and dy is scattered there. */
+function scatterMaxPoolGrad(e: Emitter, n: Node, dy: string): string {
+  if (n.outputs.length < 2 || n.outputs[1] === "") {
+    const idx = e.g.fresh(`${n.outputs[0]}_argmax`);
+    n.outputs[1] = idx;
+    e.g.values.set(idx, { name: idx, dtype: "int64", shape: [...e.shape(n.outputs[0])] });
+  }
+  const x = n.inputs[0];
+  const flatDy = e.op("Reshape", [dy, e.g.ints([-1])]);
+  const flatIdx = e.op("Reshape", [n.outputs[1], e.g.ints([-1])]);
+  const zeros = e.g.add("ConstantOfShape", [e.op("Shape", [x])], { value: attr.tensor(tensor("float32", [1], new Float32Array(1))) }, {
+    infer: [{ dtype: "float32", shape: [...e.shape(x)] }],
+  })[0];
+  const flatZeros = e.op("Reshape", [zeros, e.g.ints([-1])]);
+  const scattered = e.op("ScatterElements", [flatZeros, flatIdx, flatDy], { axis: attr.int(0), reduction: attr.string("add") });
+  return e.reshapeLike(scattered, x);
+}
+
 const RULES: Record<string, Rule> = {
   Identity: unary((_e, _x, _y, dy) => dy),
   Dropout: (_e, _n, [dy]) => [dy],
@@ -238,23 +296,7 @@ const RULES: Record<string, Rule> = {
       b && needs[2] ? e.op("ReduceSum", [dy, e.g.ints([0, 2, 3])], { keepdims: attr.int(0) }) : null,
     ];
   },
-  MaxPool: (e, n, [dy]) => {
-    // The forward node is given an Indices output (flat index into N·C·H·W); the gradient scatters dy there.
-    if (n.outputs.length < 2 || n.outputs[1] === "") {
-      const idx = e.g.fresh(`${n.outputs[0]}_argmax`);
-      n.outputs[1] = idx;
-      e.g.values.set(idx, { name: idx, dtype: "int64", shape: [...e.shape(n.outputs[0])] });
-    }
-    const x = n.inputs[0];
-    const flatDy = e.op("Reshape", [dy, e.g.ints([-1])]);
-    const flatIdx = e.op("Reshape", [n.outputs[1], e.g.ints([-1])]);
-    const zeros = e.g.add("ConstantOfShape", [e.op("Shape", [x])], { value: attr.tensor(tensor("float32", [1], new Float32Array(1))) }, {
-      infer: [{ dtype: "float32", shape: [...e.shape(x)] }],
-    })[0];
-    const flatZeros = e.op("Reshape", [zeros, e.g.ints([-1])]);
-    const scattered = e.op("ScatterElements", [flatZeros, flatIdx, flatDy], { axis: attr.int(0), reduction: attr.string("add") });
-    return [e.reshapeLike(scattered, x)];
-  },
+  MaxPool: (e, n, [dy]) => (tilingPool(n) ? [tilingMaxPoolGrad(e, n, tilingPool(n)!, dy)] : [scatterMaxPoolGrad(e, n, dy)]),
   AveragePool: (e, n, [dy]) => {
     const x = n.inputs[0];
     const k = intsAttr(n, "kernel_shape")!;
