@@ -13,12 +13,11 @@ import { tensor } from "../graph/ir.js";
 import { memoryDataset, type Dataset } from "../io/dataset.js";
 import { loadModel } from "../io/load-model.js";
 import { saveRepaired } from "../io/save-model.js";
-import { deepid, initWeights, zooCnn } from "../model/archs.js";
+import { deepid, initWeights } from "../model/archs.js";
 import { argmaxRows, forwardGraph, predictLabels } from "../model/forward.js";
 import { lowerModel } from "../model/lower.js";
 import type { Model } from "../model/model.js";
 import { Session } from "../runtime/session.js";
-import { train } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { writeOnnx } from "./g-model.js";
 import {
@@ -34,34 +33,10 @@ import {
   selectDrop,
   sweep,
 } from "./pruning.js";
+import { SHAPE, synth, toUint8, trainTinyBackdoor } from "../test/tiny-backdoor.js";
 
 // A tiny backdoored classifier: 4 classes = a bright square in one quadrant of a noisy 30x30 image; a
 // checkerboard patch at the top edge sends any image to class 0. Pixels are multiples of 1/255 so the data
-// survives a round trip through a uint8 CSAW file.
-const H = 30;
-const SHAPE: [number, number, number] = [1, H, H];
-
-function synth(n: number, seed: number, poison: "none" | "mix" | "all"): { x: Float32Array; y: Int32Array } {
-  const rand = mulberry32(seed);
-  const x = new Float32Array(n * H * H);
-  const y = new Int32Array(n);
-  for (let i = 0; i < n; i++) {
-    const img = x.subarray(i * H * H, (i + 1) * H * H);
-    for (let p = 0; p < img.length; p++) img[p] = 0.3 * rand();
-    const k = Math.floor(rand() * 4);
-    const oy = (k >> 1) * 15 + 4, ox = (k & 1) * 15 + 4;
-    for (let a = 0; a < 7; a++) for (let b = 0; b < 7; b++) img[(oy + a) * H + ox + b] = 0.8 + 0.2 * rand();
-    y[i] = k;
-    if (poison === "all" || (poison === "mix" && rand() < 0.15)) {
-      for (let a = 0; a < 3; a++) for (let b = 0; b < 4; b++) img[a * H + 13 + b] = (a + b) % 2;
-      y[i] = 0;
-    }
-    for (let p = 0; p < img.length; p++) img[p] = Math.round(img[p] * 255) / 255;
-  }
-  return { x, y };
-}
-
-const toUint8 = (x: Float32Array): Uint8Array => Uint8Array.from(x, (v) => Math.round(v * 255));
 
 let model: Model;
 let valid: Dataset;
@@ -69,9 +44,7 @@ let poisoned: Dataset;
 let dir: string;
 
 before(async () => {
-  const spec = zooCnn({ inputShape: [H, H, 1], numClasses: 4, filters: [4, 8, 10], hidden: 16, seed: 3, name: "tiny" });
-  const d = synth(480, 1, "mix");
-  model = (await train(lowerModel(spec), { ...d, shape: SHAPE }, { epochs: 6, batchSize: 32, optimizer: { kind: "adam", lr: 3e-3 }, seed: 1 })).model;
+  model = await trainTinyBackdoor();
   const v = synth(200, 2, "none");
   valid = memoryDataset("valid", SHAPE, v.x, v.y);
   const p = synth(100, 3, "all");
