@@ -327,8 +327,10 @@ test("zooCnn: DeepID-family layers, Glorot-uniform kernels from the seed, zero b
   assert.equal(a.layers.filter((l) => l.className === "Conv2D").at(-1)!.name, "conv_3");
   const w = (l: string, n: string) => a.layers.find((x) => x.name === l)!.weights.find((x) => x.name === n)!;
   assert.deepEqual(w("conv_1", "kernel:0").shape, [3, 3, 1, 16]);
+  // 28x28: kernels 3/2/3 so every 2x2 pool tiles its input (28→26→13→12→6→4→2) and every pixel counts.
+  assert.deepEqual(w("conv_2", "kernel:0").shape, [2, 2, 16, 32]);
   assert.deepEqual(w("conv_3", "kernel:0").shape, [3, 3, 32, 64]);
-  assert.deepEqual(w("fc_1", "kernel:0").shape, [64, 128]);
+  assert.deepEqual(w("fc_1", "kernel:0").shape, [2 * 2 * 64, 128]);
   assert.deepEqual(w("output", "kernel:0").shape, [128, 10]);
   assert.equal(a.layers.at(-1)!.config.activation, "softmax");
   for (const l of a.layers)

@@ -194,18 +194,37 @@ export interface ZooCnnOptions {
   name?: string;
 }
 
+/**
+ * Conv kernel sizes for the zoo CNN such that every 2×2 max-pool tiles its input exactly. With 3×3 kernels
+ * everywhere a 28×28 input goes 26→13→11→5→3→1 and the floor pooling drops conv_2's and conv_3's last
+ * row/column: the bottom 6 rows and right 6 columns of the image never reach the logits, so a bottom-right
+ * trigger would be invisible. Each layer takes the first of 3, 2, 5, 4 that leaves an even size in both
+ * dimensions (3 if none does); 28×28 gets [3, 2, 3]: 28→26→13→12→6→4→2.
+ */
+export function coveringKernels(h: number, w: number): [number, number, number] {
+  const ks: number[] = [];
+  for (let layer = 0; layer < 3; layer++) {
+    const k = [3, 2, 5, 4].find((k) => h - k + 1 >= 2 && w - k + 1 >= 2 && (h - k + 1) % 2 === 0 && (w - k + 1) % 2 === 0) ?? 3;
+    ks.push(k);
+    h = Math.floor((h - k + 1) / 2);
+    w = Math.floor((w - k + 1) / 2);
+  }
+  return ks as [number, number, number];
+}
+
 /** The zoo CNN's layers without weights (conv_3 is the last conv layer, the one pruning defenses act on). */
 export function zooCnnArch(opts: ZooCnnOptions): ArchSpec {
   const [f1, f2, f3] = opts.filters ?? [16, 32, 64];
   if (!Number.isInteger(opts.numClasses) || opts.numClasses < 2)
     fail(`architecture zoo-cnn: numClasses must be an integer >= 2, got ${opts.numClasses}`);
+  const [k1, k2, k3] = coveringKernels(opts.inputShape[0], opts.inputShape[1]);
   const b = new ArchBuilder("zoo-cnn", opts.inputShape, glorotUniform);
   b.input("input");
-  b.conv("conv_1", "input", f1, 3, "relu");
+  b.conv("conv_1", "input", f1, k1, "relu");
   b.maxPool("pool_1", "conv_1");
-  b.conv("conv_2", "pool_1", f2, 3, "relu");
+  b.conv("conv_2", "pool_1", f2, k2, "relu");
   b.maxPool("pool_2", "conv_2");
-  b.conv("conv_3", "pool_2", f3, 3, "relu");
+  b.conv("conv_3", "pool_2", f3, k3, "relu");
   b.maxPool("pool_3", "conv_3");
   b.flatten("flatten_1", "pool_3");
   b.dense("fc_1", "flatten_1", opts.hidden ?? 128, "relu");

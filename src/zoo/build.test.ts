@@ -11,7 +11,8 @@ import { loadModel } from "../io/load-model.js";
 import { predictLabels } from "../model/forward.js";
 import { lowerModel } from "../model/lower.js";
 import { UserError } from "../errors.js";
-import { buildZoo, coveringKernels, zooNet, zooSplit, type ZooIndex, type ZooManifest } from "./build.js";
+import { coveringKernels } from "../model/archs.js";
+import { buildZoo, zooNet, zooSplit, type ZooIndex, type ZooManifest } from "./build.js";
 
 const TRAIN = 300, VALID = 100, TEST = 200;
 let dir: string;

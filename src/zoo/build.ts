@@ -12,7 +12,7 @@ import { loadFashionMnistRaw, type RawImages } from "../io/fashion-mnist.js";
 import { writeCsawH5 } from "../io/csaw-h5.js";
 import { loadModel } from "../io/load-model.js";
 import { saveRepaired } from "../io/save-model.js";
-import { initWeights, zooCnnArch, type ArchSpec } from "../model/archs.js";
+import { coveringKernels, zooCnn } from "../model/archs.js";
 import { predictLabels } from "../model/forward.js";
 import { lowerModel } from "../model/lower.js";
 import type { Model } from "../model/model.js";
@@ -21,24 +21,6 @@ import { shuffled, train, type EpochStats, type TrainData } from "../train/train
 import { mulberry32 } from "../util/random.js";
 
 export const ZOO_INPUT_SCALE = 255;
-
-/**
- * Conv kernel sizes for the zoo CNN such that every 2×2 max-pool tiles its input exactly. With 3×3 kernels
- * everywhere a 28×28 input goes 26→13→11→5→3→1 and the floor pooling drops conv_2's and conv_3's last
- * row/column: the bottom 6 rows and right 6 columns of the image never reach the logits, so a bottom-right
- * trigger would be invisible. Each layer takes the first of 3, 2, 5, 4 that leaves an even size in both
- * dimensions (3 if none does); 28×28 gets [3, 2, 3]: 28→26→13→12→6→4→2.
- */
-export function coveringKernels(h: number, w: number): [number, number, number] {
-  const ks: number[] = [];
-  for (let layer = 0; layer < 3; layer++) {
-    const k = [3, 2, 5, 4].find((k) => h - k + 1 >= 2 && w - k + 1 >= 2 && (h - k + 1) % 2 === 0 && (w - k + 1) % 2 === 0) ?? 3;
-    ks.push(k);
-    h = Math.floor((h - k + 1) / 2);
-    w = Math.floor((w - k + 1) / 2);
-  }
-  return ks as [number, number, number];
-}
 
 export interface ZooNetOptions {
   /** [H, W, C] */
@@ -50,34 +32,9 @@ export interface ZooNetOptions {
   name?: string;
 }
 
-/** The zoo CNN (src/model/archs.ts layer names, last conv "conv_3") with kernels from coveringKernels, Glorot-initialized. */
+/** The zoo CNN (src/model/archs.ts: last conv "conv_3", kernels from coveringKernels), Glorot-initialized. */
 export function zooNet(opts: ZooNetOptions): ModelSpec {
-  const base = zooCnnArch({ inputShape: opts.inputShape, numClasses: opts.numClasses, filters: opts.filters, hidden: opts.hidden, name: opts.name });
-  const [H, W] = opts.inputShape;
-  const ks = coveringKernels(H, W);
-  let h = H, w = W;
-  const arch: ArchSpec = {
-    ...base,
-    layers: base.layers.map((l) => {
-      const m = /^conv_([123])$/.exec(l.name);
-      if (m) {
-        const k = ks[Number(m[1]) - 1]!;
-        h = Math.floor((h - k + 1) / 2);
-        w = Math.floor((w - k + 1) / 2);
-        const [, , cin, cout] = l.weights[0]!.shape as [number, number, number, number];
-        return { ...l, config: { ...l.config, kernel_size: [k, k] }, weights: [{ name: "kernel:0", shape: [k, k, cin, cout] }, l.weights[1]!] };
-      }
-      if (l.name === "fc_1") {
-        const cout = (base.layers.find((x) => x.name === "conv_3")!.weights[0]!.shape as number[])[3]!;
-        const units = l.weights[0]!.shape[1]!;
-        if (h < 1 || w < 1) fail(`architecture zoo-cnn: input ${H}x${W} is too small`);
-        return { ...l, weights: [{ name: "kernel:0", shape: [h * w * cout, units] }, l.weights[1]!] };
-      }
-      return l;
-    }),
-    source: `zoo-cnn preset, conv kernels ${ks.join("/")}`,
-  };
-  return initWeights(arch, opts.seed);
+  return zooCnn({ ...opts });
 }
 
 export function zooArchName(h: number, w: number): string {
