@@ -1,0 +1,584 @@
+// npm run bench:defenses — every defense on every model of the ground-truth zoo (src/zoo/build.ts), with the
+// library's default settings, in one markdown table: clean accuracy and attack success before → after, the
+// G network's detection and false-positive rates, and Neural Cleanse's flagged labels against the true targets.
+//   node dist/bench/defenses.js [--zoo DIR] [--only a,b] [--defenses prune,strip,...] [--out FILE] [--json FILE]
+//
+// Data per model: valid.h5 (clean validation, what every defense works on), clean_test.h5 (final clean numbers),
+// the poisoned test set(s). The library functions take one poisoned dataset: for a model with several targets
+// all its poisoned sets are concatenated (memoryDataset), so the library's numbers are over the union; the
+// per-target ASRs and G detection rates in the table are recomputed per poisoned set from the same networks
+// (B and the repaired B', or STRIP's per-input entropies) and checked to add up to the library's counts.
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { finePrune } from "../defenses/fine-pruning.js";
+import { gRates } from "../defenses/g-model.js";
+import { ncPrune, ncUnlearn } from "../defenses/nc-mitigation.js";
+import { detectBackdoor, type NeuralCleanseResult } from "../defenses/neural-cleanse.js";
+import { pruneDefense } from "../defenses/pruning.js";
+import { runStrip } from "../defenses/strip.js";
+import { UserError } from "../errors.js";
+import { evaluate } from "../eval/evaluate.js";
+import { memoryDataset, openDataset, type Dataset } from "../io/dataset.js";
+import { loadModel } from "../io/load-model.js";
+import { predictLabels } from "../model/forward.js";
+import type { Model } from "../model/model.js";
+import type { ReportEvalResult, ReportG } from "../report/types.js";
+import type { ZooIndex, ZooManifest } from "../zoo/build.js";
+
+const DEFENSES = ["prune", "fine-prune", "nc-prune", "unlearn", "strip"] as const;
+type DefenseName = (typeof DEFENSES)[number];
+
+/** One poisoned test set of a model (one per target). */
+interface PoisonSet {
+  target: number;
+  file: string;
+  ds: Dataset;
+  /** B's predictions on it. */
+  bPred: Int32Array;
+}
+
+/** Counts over one poisoned set: attack successes and G flags. */
+interface TargetCounts {
+  target: number;
+  n: number;
+  asrBefore: number;
+  /** ASR of the repaired network (STRIP: of G, i.e. accepted and sent to the target). */
+  asrAfter: number;
+  /** Inputs G sends to class N. */
+  gFlagged: number;
+}
+
+export interface DefenseRow {
+  model: string;
+  attack: string;
+  defense: DefenseName;
+  /** "ok", "skipped" (nothing flagged for the NC mitigations) or "failed". */
+  status: "ok" | "skipped" | "failed";
+  reason?: string;
+  /** Clean test accuracy of B and of the repaired network (STRIP: of G, rejections counted wrong). */
+  cleanBefore?: number;
+  cleanAfter?: number;
+  /** Library numbers over the (merged) poisoned set. */
+  asrBefore?: number;
+  asrAfter?: number;
+  perTarget?: TargetCounts[];
+  g?: ReportG;
+  gDetection?: number;
+  gFalsePositive?: number;
+  /** G's own attack success: poisoned inputs G accepts and classifies as the target (library merged counts). */
+  gAsr?: number;
+  /** Neural Cleanse labels whose reversed triggers the mitigation used. */
+  triggersFrom?: number[];
+  notes: string;
+  seconds?: number;
+  /** Problems found while cross-checking per-target numbers against the library's. */
+  warnings: string[];
+}
+
+export interface DetectionRow {
+  model: string;
+  attack: string;
+  targets: number[];
+  flagged: number[];
+  match: boolean;
+  verdict: string;
+  seconds: number;
+  medianNorm: number;
+  labels: { label: number; l1Norm: number; anomalyIndex: number; attackSuccess: number; flagged: boolean; reached: boolean }[];
+}
+
+export interface ModelResult {
+  name: string;
+  dir: string;
+  attack: string;
+  targets: number[];
+  manifest: { cleanAccuracy: number; asr: Record<string, number> };
+  /** B on the clean test set and each poisoned set, measured here (library evaluate). */
+  measured: { cleanAccuracy: number; asr: Record<string, number> };
+  detection?: DetectionRow;
+  detectionError?: string;
+  rows: DefenseRow[];
+  seconds: number;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Arguments and the zoo
+
+const { values } = parseArgs({
+  options: {
+    zoo: { type: "string" },
+    only: { type: "string" },
+    defenses: { type: "string" },
+    out: { type: "string" },
+    json: { type: "string" },
+  },
+});
+const zooDir = resolve(values.zoo ?? "zoo");
+const outFile = values.out ?? "docs/defenses-table.md";
+const log = (s: string): void => void process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${s}\n`);
+
+function usageExit(msg: string): never {
+  process.stderr.write(`${msg}\n`);
+  process.exit(2);
+}
+
+function listModels(dir: string): { dirs: string[]; note: string } {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+    usageExit(
+      `no zoo at ${dir}. Build it first (about 3 minutes per model on 2 cores):\n` +
+        `  node dist/cli/main.js zoo build --dataset fashion-mnist --out ${values.zoo ?? "zoo"}\n` +
+        `then: npm run bench:defenses -- --zoo ${values.zoo ?? "zoo"}`,
+    );
+  }
+  const indexPath = join(dir, "zoo.json");
+  if (existsSync(indexPath)) {
+    const index = JSON.parse(readFileSync(indexPath, "utf8")) as ZooIndex;
+    const listed = index.models.map((m) => m.dir);
+    // A later `zoo build --only` run may have added models that the index of an earlier run does not list.
+    const extra = scanModels(dir).filter((d) => !listed.includes(d));
+    return { dirs: [...listed, ...extra], note: extra.length ? `zoo.json plus ${extra.join(", ")} (not in zoo.json)` : "zoo.json" };
+  }
+  const dirs = scanModels(dir);
+  return { dirs, note: `no zoo.json (build incomplete?): ${dirs.length} model folder(s) with a manifest.json` };
+}
+
+function scanModels(dir: string): string[] {
+  return readdirSync(dir)
+    .filter((d) => !d.startsWith(".") && statSync(join(dir, d)).isDirectory() && existsSync(join(dir, d, "manifest.json")))
+    .sort();
+}
+
+function parseDefenses(s: string | undefined): DefenseName[] {
+  if (s === undefined) return [...DEFENSES];
+  const list = s.split(",").map((x) => x.trim()).filter(Boolean);
+  for (const d of list) if (!(DEFENSES as readonly string[]).includes(d)) usageExit(`--defenses: unknown defense "${d}" (known: ${DEFENSES.join(", ")})`);
+  return list as DefenseName[];
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Helpers
+
+const frac = (k: number, n: number): number => (n ? k / n : 0);
+
+function countEq(a: Int32Array, labels: Int32Array): number {
+  let k = 0;
+  for (let i = 0; i < a.length; i++) if (a[i] === labels[i]) k++;
+  return k;
+}
+
+/** All poisoned sets as one dataset (the sets in the manifest's order), or the single set itself. */
+function mergePoisoned(sets: PoisonSet[], name: string): Dataset | undefined {
+  if (sets.length === 0) return undefined;
+  if (sets.length === 1) return sets[0].ds;
+  const shape = sets[0].ds.shape;
+  const per = shape[0] * shape[1] * shape[2];
+  const total = sets.reduce((s, p) => s + p.ds.size, 0);
+  const data = new Float32Array(total * per);
+  const labels = new Int32Array(total);
+  let off = 0;
+  for (const p of sets) {
+    data.set(p.ds.read(0, p.ds.size), off * per);
+    labels.set(p.ds.labels!, off);
+    off += p.ds.size;
+  }
+  return memoryDataset(name, shape, data, labels);
+}
+
+/**
+ * Per-target ASR and G flags of a repaired network from B's and B''s predictions on each poisoned set
+ * (gRates: G flags where B and B' disagree), checked against the library's merged counts.
+ */
+async function perTargetRepair(b: Model, repaired: Model, sets: PoisonSet[], lib: { after?: ReportEvalResult; g?: ReportG }, warnings: string[]): Promise<TargetCounts[]> {
+  const out: TargetCounts[] = [];
+  let hits = 0, flagged = 0, n = 0;
+  for (const p of sets) {
+    const labels = p.ds.labels!;
+    const rPred = await predictLabels(repaired, p.ds);
+    const g = gRates(b.numClasses, { pred: p.bPred, repaired: rPred, labels }, { pred: p.bPred, repaired: rPred, labels });
+    const h = countEq(rPred, labels);
+    out.push({ target: p.target, n: labels.length, asrBefore: frac(countEq(p.bPred, labels), labels.length), asrAfter: frac(h, labels.length), gFlagged: g.poisoned!.flagged });
+    hits += h;
+    flagged += g.poisoned!.flagged;
+    n += labels.length;
+  }
+  if (lib.after?.asr !== undefined && lib.after.nPoisoned !== undefined) {
+    const libHits = Math.round(lib.after.asr * lib.after.nPoisoned);
+    if (lib.after.nPoisoned !== n || libHits !== hits) warnings.push(`per-target ASR after (${hits}/${n}) differs from the library's (${libHits}/${lib.after.nPoisoned})`);
+  }
+  if (lib.g?.poisoned && (lib.g.poisoned.flagged !== flagged || lib.g.poisoned.n !== n)) {
+    warnings.push(`per-target G flags (${flagged}/${n}) differ from the library's (${lib.g.poisoned.flagged}/${lib.g.poisoned.n})`);
+  }
+  return out;
+}
+
+function triggersOf(nc: NeuralCleanseResult): NeuralCleanseResult["triggers"] {
+  return nc.triggers.filter((t) => nc.flagged.includes(t.label));
+}
+
+function verdict(targets: number[], flagged: number[]): { match: boolean; text: string } {
+  const t = new Set(targets);
+  const f = new Set(flagged);
+  const missed = targets.filter((x) => !f.has(x));
+  const extra = flagged.filter((x) => !t.has(x));
+  if (targets.length === 0) return extra.length === 0 ? { match: true, text: "yes (clean, nothing flagged)" } : { match: false, text: `no: clean model, false alarm on ${extra.join(", ")}` };
+  if (missed.length === 0 && extra.length === 0) return { match: true, text: "yes" };
+  const parts: string[] = [];
+  if (missed.length) parts.push(`missed ${missed.join(", ")}`);
+  if (extra.length) parts.push(`false alarm on ${extra.join(", ")}`);
+  return { match: false, text: `no: ${parts.join("; ")}` };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// One model
+
+async function runModel(dirName: string, which: DefenseName[]): Promise<ModelResult> {
+  const t0 = performance.now();
+  const dir = join(zooDir, dirName);
+  const manifest = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as ZooManifest;
+  const scale = manifest.inputScale;
+  log(`${manifest.name}: loading (${manifest.attack}, targets [${manifest.targets.join(", ")}])`);
+  const model = await loadModel(join(dir, manifest.files.model));
+  const valid = await openDataset(join(dir, manifest.files.valid), { inputScale: scale });
+  const test = await openDataset(join(dir, manifest.files.cleanTest), { inputScale: scale });
+  const sets: PoisonSet[] = [];
+  for (const t of manifest.triggers) {
+    const ds = await openDataset(join(dir, t.poisonedTest), { inputScale: scale });
+    sets.push({ target: t.target, file: t.poisonedTest, ds, bPred: await predictLabels(model, ds) });
+  }
+  const poisoned = mergePoisoned(sets, `${manifest.name} poisoned (${sets.map((s) => s.file).join(" + ")})`);
+  const base = await evaluate(model, test);
+  const measured = { cleanAccuracy: base.clean.accuracy, asr: Object.fromEntries(sets.map((p) => [String(p.target), frac(countEq(p.bPred, p.ds.labels!), p.ds.size)])) };
+  const result: ModelResult = {
+    name: manifest.name,
+    dir: dirName,
+    attack: manifest.attack,
+    targets: manifest.targets,
+    manifest: { cleanAccuracy: manifest.cleanAccuracy, asr: manifest.asr },
+    measured,
+    rows: [],
+    seconds: 0,
+  };
+
+  // Detection once per model; its flagged labels feed nc-prune and unlearn.
+  let nc: NeuralCleanseResult | undefined;
+  log(`${manifest.name}: Neural Cleanse detection`);
+  try {
+    nc = await detectBackdoor(model, valid, { inputScale: scale });
+    const v = verdict(manifest.targets, nc.flagged);
+    result.detection = {
+      model: manifest.name,
+      attack: manifest.attack,
+      targets: manifest.targets,
+      flagged: nc.flagged,
+      match: v.match,
+      verdict: v.text,
+      seconds: nc.seconds,
+      medianNorm: nc.medianNorm,
+      labels: nc.labels.map((l) => ({ label: l.label, l1Norm: l.l1Norm, anomalyIndex: l.anomalyIndex, attackSuccess: l.attackSuccess, flagged: l.flagged, reached: l.reached })),
+    };
+    log(`${manifest.name}: flagged [${nc.flagged.join(", ")}] (${v.text}) in ${nc.seconds.toFixed(1)} s`);
+  } catch (e) {
+    result.detectionError = e instanceof Error ? e.message : String(e);
+    log(`${manifest.name}: Neural Cleanse FAILED: ${result.detectionError}`);
+  }
+
+  for (const d of which) {
+    const row: DefenseRow = { model: manifest.name, attack: manifest.attack, defense: d, status: "ok", notes: "", warnings: [] };
+    result.rows.push(row);
+    log(`${manifest.name}: ${d}`);
+    const ts = performance.now();
+    try {
+      if (d === "prune") {
+        const r = await pruneDefense(model, { valid, test, poisoned, drops: [4] });
+        row.seconds = (performance.now() - ts) / 1000;
+        const rep = r.repairs[0];
+        fillRepair(row, r.before, rep.evaluation, rep.gRates);
+        row.notes = `${r.pruning.layer}: ${rep.channelsPruned}/${r.sweep.ranking.length} channels pruned${rep.reached ? "" : " (4-point drop never reached: all pruned)"}`;
+        if (poisoned) row.perTarget = await perTargetRepair(model, rep.model, sets, { after: rep.evaluation, g: rep.gRates }, row.warnings);
+      } else if (d === "fine-prune") {
+        const r = await finePrune(model, { valid, test, poisoned });
+        row.seconds = (performance.now() - ts) / 1000;
+        fillRepair(row, r.before, r.after, r.gRates);
+        row.notes = `${r.target.layer}: ${r.channels.length}/${r.sweep.ranking.length} channels pruned (pruned only: acc ${pctS(r.pruned.cleanAccuracy)}${r.pruned.asr !== undefined ? `, ASR ${pctS(r.pruned.asr)}` : ""}), ${r.history.length} fine-tune epochs`;
+        if (poisoned) row.perTarget = await perTargetRepair(model, r.repaired, sets, { after: r.after, g: r.gRates }, row.warnings);
+      } else if (d === "nc-prune" || d === "unlearn") {
+        if (!nc) throw new Error(`Neural Cleanse detection failed (${result.detectionError}), no triggers`);
+        const triggers = triggersOf(nc);
+        if (triggers.length === 0) {
+          row.status = "skipped";
+          row.reason = "Neural Cleanse flagged no label, so there is no reversed trigger to prune or unlearn with";
+          row.triggersFrom = [];
+          continue;
+        }
+        row.triggersFrom = triggers.map((t) => t.label);
+        const data = { clean: valid, test, poisoned };
+        const trig = (r: { before: ReportEvalResult; after: ReportEvalResult }) =>
+          `reversed-trigger success ${pctS(r.before.triggerSuccess ?? NaN)} → ${pctS(r.after.triggerSuccess ?? NaN)}`;
+        if (d === "nc-prune") {
+          const r = await ncPrune(model, data, triggers);
+          row.seconds = (performance.now() - ts) / 1000;
+          fillRepair(row, r.before, r.after, r.g);
+          row.notes = `triggers of ${row.triggersFrom.join(", ")}; ${r.site.layer}: ${r.pruned.length}/${r.site.units} neurons pruned (stop: ${r.stop}); ${trig(r)}`;
+          if (poisoned) row.perTarget = await perTargetRepair(model, r.model, sets, { after: r.after, g: r.g }, row.warnings);
+        } else {
+          const r = await ncUnlearn(model, data, triggers);
+          row.seconds = (performance.now() - ts) / 1000;
+          fillRepair(row, r.before, r.after, r.g);
+          row.notes = `triggers of ${row.triggersFrom.join(", ")}; ${r.settings.epochs} epoch, ${Math.round(100 * r.settings.ratio)}% stamped, lr ${r.settings.lr}; ${trig(r)}`;
+          if (poisoned) row.perTarget = await perTargetRepair(model, r.model, sets, { after: r.after, g: r.g }, row.warnings);
+        }
+      } else {
+        const r = await runStrip(model, { valid, test, poisoned });
+        row.seconds = (performance.now() - ts) / 1000;
+        // STRIP repairs nothing: "after" is G (B with rejection), a rejected clean input counts as wrong.
+        row.cleanBefore = base.clean.accuracy;
+        row.g = r.g;
+        if (r.g) {
+          row.cleanAfter = frac(r.g.clean.correct, r.g.clean.n);
+          row.gFalsePositive = frac(r.g.clean.flagged, r.g.clean.n);
+          if (r.g.poisoned) {
+            row.gDetection = frac(r.g.poisoned.flagged, r.g.poisoned.n);
+            row.asrAfter = frac(r.g.poisoned.attackSuccess, r.g.poisoned.n);
+            row.gAsr = row.asrAfter;
+          }
+        }
+        if (poisoned) row.asrBefore = frac(sets.reduce((s, p) => s + countEq(p.bPred, p.ds.labels!), 0), poisoned.size);
+        row.notes = `threshold ${r.threshold.toPrecision(4)} bits (FRR target ${pctS(r.strip.frrTarget)} on valid), FRR on test ${pctS(r.strip.frr)}${r.strip.detectionRate !== undefined ? `, entropy detection ${pctS(r.strip.detectionRate)}` : ""}`;
+        if (poisoned && r.strip.poisonedEntropy) row.perTarget = perTargetStrip(r.strip.poisonedEntropy, r.threshold, sets, r.g, row.warnings);
+      }
+    } catch (e) {
+      row.status = "failed";
+      row.reason = e instanceof Error ? e.message : String(e);
+      row.seconds = (performance.now() - ts) / 1000;
+      log(`${manifest.name}: ${d} FAILED: ${row.reason}`);
+      continue;
+    }
+    log(`${manifest.name}: ${d} done in ${row.seconds!.toFixed(1)} s: clean ${pctS(row.cleanBefore)} → ${pctS(row.cleanAfter)}, ASR ${asrText(row, "before")} → ${asrText(row, "after")}`);
+    for (const w of row.warnings) log(`${manifest.name}: ${d} WARNING: ${w}`);
+  }
+
+  for (const p of sets) p.ds.close();
+  valid.close();
+  test.close();
+  result.seconds = (performance.now() - t0) / 1000;
+  log(`${manifest.name}: done in ${result.seconds.toFixed(0)} s`);
+  return result;
+}
+
+function fillRepair(row: DefenseRow, before: ReportEvalResult, after: ReportEvalResult, g: ReportG): void {
+  row.cleanBefore = before.cleanAccuracy;
+  row.cleanAfter = after.cleanAccuracy;
+  row.asrBefore = before.asr;
+  row.asrAfter = after.asr;
+  row.g = g;
+  row.gFalsePositive = frac(g.clean.flagged, g.clean.n);
+  if (g.poisoned) {
+    row.gDetection = frac(g.poisoned.flagged, g.poisoned.n);
+    row.gAsr = frac(g.poisoned.attackSuccess, g.poisoned.n);
+  }
+}
+
+/** STRIP per poisoned set: the library's per-input entropies (merged order) against its threshold, B's predictions. */
+function perTargetStrip(entropy: number[], threshold: number, sets: PoisonSet[], g: ReportG | undefined, warnings: string[]): TargetCounts[] {
+  const out: TargetCounts[] = [];
+  let off = 0, flaggedAll = 0, successAll = 0;
+  for (const p of sets) {
+    const labels = p.ds.labels!;
+    let flagged = 0, success = 0;
+    for (let i = 0; i < labels.length; i++) {
+      if (entropy[off + i] < threshold) flagged++;
+      else if (p.bPred[i] === labels[i]) success++;
+    }
+    off += labels.length;
+    flaggedAll += flagged;
+    successAll += success;
+    out.push({ target: p.target, n: labels.length, asrBefore: frac(countEq(p.bPred, labels), labels.length), asrAfter: frac(success, labels.length), gFlagged: flagged });
+  }
+  if (off !== entropy.length) warnings.push(`STRIP returned ${entropy.length} poisoned entropies for ${off} poisoned inputs`);
+  if (g?.poisoned && (g.poisoned.flagged !== flaggedAll || g.poisoned.attackSuccess !== successAll)) {
+    warnings.push(`per-target STRIP counts (flagged ${flaggedAll}, success ${successAll}) differ from the library's G (${g.poisoned.flagged}, ${g.poisoned.attackSuccess})`);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Markdown
+
+/** Percent with two decimals: small but non-zero rates stay visible (0.01%), nothing is rounded to a nicer value. */
+function pctS(x: number | undefined): string {
+  if (x === undefined || Number.isNaN(x)) return "—";
+  return `${(100 * x).toFixed(2)}%`;
+}
+
+function asrText(row: DefenseRow, which: "before" | "after"): string {
+  if (row.perTarget && row.perTarget.length > 1) return row.perTarget.map((t) => pctS(which === "before" ? t.asrBefore : t.asrAfter)).join(" / ");
+  return pctS(which === "before" ? row.asrBefore : row.asrAfter);
+}
+
+function detectText(row: DefenseRow): string {
+  if (row.perTarget && row.perTarget.length > 1) return row.perTarget.map((t) => pctS(frac(t.gFlagged, t.n))).join(" / ");
+  return pctS(row.gDetection);
+}
+
+const secs = (s: number | undefined): string => (s === undefined ? "—" : s < 10 ? `${s.toFixed(1)} s` : `${s.toFixed(0)} s`);
+const cell = (s: string): string => s.replace(/\|/g, "\\|");
+
+function markdownTable(results: ModelResult[], footnotes: string[]): string {
+  const head = ["model", "attack (targets)", "defense", "clean acc before → after", "ASR before → after", "G detection (poisoned)", "G false positives (clean)", "NC flagged", "NC matches truth", "wall time", "notes"];
+  const lines = [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`];
+  const note = (text: string): string => {
+    let i = footnotes.indexOf(text);
+    if (i < 0) {
+      footnotes.push(text);
+      i = footnotes.length - 1;
+    }
+    return `[^${i + 1}]`;
+  };
+  for (const m of results) {
+    const attack = m.targets.length ? `${m.attack} (→ ${m.targets.join(", ")})` : m.attack;
+    const d = m.detection;
+    const detCells = d
+      ? [d.flagged.length ? d.flagged.join(", ") : "none", d.verdict, secs(d.seconds)]
+      : ["—", `detection failed: ${m.detectionError ?? "?"}`, "—"];
+    lines.push(`| ${[m.name, attack, "NC detection", "—", "—", "—", "—", ...detCells, d ? `median mask L1 ${d.medianNorm.toFixed(1)}` : ""].map(cell).join(" | ")} |`);
+    for (const r of m.rows) {
+      const flaggedCell = r.triggersFrom ? (r.triggersFrom.length ? `uses ${r.triggersFrom.join(", ")}` : "none") : "";
+      if (r.status === "skipped") {
+        lines.push(`| ${[m.name, attack, r.defense, "—", "—", "—", "—", flaggedCell, "", "—", `not applied ${note(r.reason!)}`].map(cell).join(" | ")} |`);
+        continue;
+      }
+      if (r.status === "failed") {
+        lines.push(`| ${[m.name, attack, r.defense, "—", "—", "—", "—", flaggedCell, "", secs(r.seconds), `FAILED: ${r.reason}`].map(cell).join(" | ")} |`);
+        continue;
+      }
+      const hasPoison = m.targets.length > 0;
+      const notes = [r.notes, ...r.warnings.map((w) => `WARNING: ${w}`)].filter(Boolean).join("; ");
+      lines.push(
+        `| ${[
+          m.name,
+          attack,
+          r.defense,
+          `${pctS(r.cleanBefore)} → ${pctS(r.cleanAfter)}`,
+          hasPoison ? `${asrText(r, "before")} → ${asrText(r, "after")}` : "— (no trigger)",
+          hasPoison ? detectText(r) : "—",
+          pctS(r.gFalsePositive),
+          flaggedCell,
+          "",
+          secs(r.seconds),
+          notes,
+        ].map(cell).join(" | ")} |`,
+      );
+    }
+  }
+  return lines.join("\n");
+}
+
+function ncDetailTable(results: ModelResult[]): string {
+  const head = ["model", "true targets", "flagged", "anomaly index of each true target (mask L1)", "smallest-norm labels (L1, anomaly index)", "detection time"];
+  const lines = [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`];
+  for (const m of results) {
+    const d = m.detection;
+    if (!d) continue;
+    const byLabel = new Map(d.labels.map((l) => [l.label, l]));
+    const truth = d.targets.length ? d.targets.map((t) => `${t}: ${byLabel.get(t)?.anomalyIndex.toFixed(2)} (${byLabel.get(t)?.l1Norm.toFixed(1)})`).join(", ") : "—";
+    const smallest = [...d.labels].sort((a, b) => a.l1Norm - b.l1Norm).slice(0, 3).map((l) => `${l.label} (${l.l1Norm.toFixed(1)}, ${l.anomalyIndex.toFixed(2)})`).join(", ");
+    lines.push(`| ${[m.name, d.targets.join(", ") || "none", d.flagged.join(", ") || "none", truth, smallest, secs(d.seconds)].map(cell).join(" | ")} |`);
+  }
+  return lines.join("\n");
+}
+
+function summaryLine(results: ModelResult[]): string {
+  const bd = results.filter((m) => m.targets.length > 0);
+  const clean = results.filter((m) => m.targets.length === 0);
+  const x = bd.filter((m) => m.detection?.match).length;
+  const a = clean.filter((m) => m.detection?.match).length;
+  return `Neural Cleanse flagged the true target(s) of ${x}/${bd.length} backdoored models and nothing on ${a}/${clean.length} clean models`;
+}
+
+function markdownDoc(results: ModelResult[], meta: { zoo: string; source: string; totalSeconds: number; defenses: DefenseName[]; command: string }): { doc: string; table: string; summary: string } {
+  const footnotes: string[] = [];
+  const table = markdownTable(results, footnotes);
+  const summary = summaryLine(results);
+  const multi = results.filter((m) => m.targets.length > 1);
+  const mismatch = results.filter((m) => Object.entries(m.manifest.asr).some(([t, a]) => m.measured.asr[t] !== a) || m.measured.cleanAccuracy !== m.manifest.cleanAccuracy);
+  const doc = [
+    "# Every defense on every zoo model",
+    "",
+    `Generated by \`${meta.command}\` on ${new Date().toISOString().slice(0, 10)} (${os.availableParallelism()} CPU cores, onnxruntime-node), zoo \`${meta.zoo}\` (${meta.source}). ` +
+      `Total wall time ${(meta.totalSeconds / 60).toFixed(1)} min. Every number comes from the library's result objects; nothing is tuned per model.`,
+    "",
+    `**${summary}.** ("Matches" means exactly the true targets flagged and no other label; a clean model matches when nothing is flagged.)`,
+    "",
+    table,
+    "",
+    "## Neural Cleanse detail",
+    "",
+    "Anomaly index = |L1 − median| / (1.4826·MAD); a label is flagged when its index is > 2 on the small side and its reversed trigger reached the success threshold.",
+    "",
+    ncDetailTable(results),
+    "",
+    "## How to read the table",
+    "",
+    "- Data: each defense works on the model's `valid.h5` (5,000 clean validation images never trained on); clean accuracy is on `clean_test.h5` (10,000 images), ASR on the poisoned test set(s) (test images of other classes with the trigger stamped, labelled with the target).",
+    "- Settings are the library defaults: prune = `pruneDefense` with `drops: [4]` (last conv layer, most dormant channels first, stop at a 4-point drop on valid); fine-prune = `finePrune` (4-point drop, then 5 epochs Adam 1e-4 on valid); nc-prune / unlearn = `ncPrune` / `ncUnlearn` with the reversed triggers of the labels Neural Cleanse flagged; strip = `runStrip` (k = 32 overlays, threshold for 1% false rejections on valid); NC detection = `detectBackdoor` defaults.",
+    "- clean acc after / ASR after: the repaired network B'. STRIP repairs nothing, so for it \"after\" is the G network (B with rejection): a rejected clean input counts as wrong, a rejected poisoned input as a failed attack.",
+    "- G detection: share of poisoned test inputs G sends to the extra class N (for the repairs: B and B' disagree; for STRIP: entropy below the threshold). G false positives: the same on the clean test set. For the repairs \"ASR after\" is the repaired network's; G's own attack success (B and B' agree on the target) can only be lower and is the `gAsr` field of the JSON output.",
+    multi.length
+      ? `- Several targets (${multi.map((m) => m.name).join(", ")}): the library functions take one poisoned dataset, so they were given all of the model's poisoned sets concatenated (memoryDataset). The table shows the per-target ASRs and G detection rates joined with " / " in target order (${multi.map((m) => `${m.name}: ${m.targets.join(" / ")}`).join("; ")}), recomputed per set from the same networks (B, B' or STRIP's per-input entropies) and checked to add up to the library's merged counts (a mismatch would show as a WARNING in the notes).`
+      : null,
+    "- Wall time: the defense's library call alone (the per-target recomputation is not counted); the NC detection row is the one detection run per model whose triggers nc-prune and unlearn reuse (not included in their times).",
+    "- Reproducibility: every seed is fixed (library defaults, seed 0), but onnxruntime runs with 2 intra-op threads and its float sums are not bit-for-bit reproducible, so a re-run moves the optimized/trained results slightly (NC's per-label norms, fine-prune, unlearn: typically in the second decimal of a percentage, occasionally a point or so on an unlearn ASR). Pruning and STRIP only run inference and repeat exactly; so does nc-prune given the same reversed triggers. Wall times depend on the load of the (shared) machine.",
+    mismatch.length
+      ? `- Note: B's clean accuracy / ASR measured here differ from the zoo manifest for ${mismatch.map((m) => m.name).join(", ")} (manifest vs measured in the JSON output).`
+      : "- B's clean accuracy and ASR measured here equal the zoo manifests' exactly.",
+    "",
+    ...footnotes.map((f, i) => `[^${i + 1}]: ${f}`),
+    "",
+  ]
+    .filter((l): l is string => l !== null)
+    .join("\n");
+  return { doc, table, summary };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Main
+
+async function main(): Promise<void> {
+  const t0 = performance.now();
+  const which = parseDefenses(values.defenses);
+  const { dirs, note } = listModels(zooDir);
+  const only = values.only?.split(",").map((s) => s.trim()).filter(Boolean);
+  for (const o of only ?? []) if (!dirs.includes(o)) usageExit(`--only: no model "${o}" in ${zooDir} (have: ${dirs.join(", ") || "none"})`);
+  const chosen = only ? dirs.filter((d) => only.includes(d)) : dirs;
+  if (chosen.length === 0) usageExit(`no models in ${zooDir} (${note}); build the zoo with: node dist/cli/main.js zoo build --dataset fashion-mnist --out ${values.zoo ?? "zoo"}`);
+  log(`zoo ${zooDir} (${note}): ${chosen.join(", ")}; defenses: ${which.join(", ")}`);
+
+  const results: ModelResult[] = [];
+  for (const d of chosen) results.push(await runModel(d, which));
+  const totalSeconds = (performance.now() - t0) / 1000;
+
+  const command = `npm run bench:defenses${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`;
+  const { doc, table, summary } = markdownDoc(results, { zoo: values.zoo ?? "zoo", source: note, totalSeconds, defenses: which, command });
+  mkdirSync(dirname(resolve(outFile)), { recursive: true });
+  writeFileSync(outFile, doc);
+  if (values.json) {
+    mkdirSync(dirname(resolve(values.json)), { recursive: true });
+    writeFileSync(values.json, JSON.stringify({ zoo: zooDir, source: note, defenses: which, totalSeconds, summary, models: results }, null, 2) + "\n");
+  }
+  process.stdout.write(`${table}\n\n${summary}\n`);
+  process.stdout.write(`total ${(totalSeconds / 60).toFixed(1)} min; wrote ${outFile}${values.json ? ` and ${values.json}` : ""}\n`);
+  const failed = results.flatMap((m) => [...m.rows.filter((r) => r.status === "failed").map((r) => `${m.name}/${r.defense}`), ...(m.detectionError ? [`${m.name}/detection`] : [])]);
+  if (failed.length) {
+    process.stderr.write(`failed: ${failed.join(", ")}\n`);
+    process.exitCode = 1;
+  }
+}
+
+try {
+  await main();
+} catch (e) {
+  if (e instanceof UserError) usageExit(`error: ${e.message}`);
+  throw e;
+}
