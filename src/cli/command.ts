@@ -41,6 +41,13 @@ export const MODEL_OPTIONS: Options = {
   "batch-size": { type: "string" },
 };
 
+/** Clean validation data (the defenses' own), clean test data and poisoned data (labelled with the target). */
+export const DATA_OPTIONS: Options = {
+  clean: { type: "string" },
+  test: { type: "string" },
+  poisoned: { type: "string" },
+};
+
 export function parse(cmd: Command, argv: string[]): Context {
   let parsed;
   try {

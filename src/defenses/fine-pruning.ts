@@ -31,6 +31,7 @@ import {
   type PruneTarget,
   type SweepResult,
 } from "./pruning.js";
+import { lapTimer } from "../util/timing.js";
 
 export const DEFAULT_FINE_PRUNE_DROP = 4;
 export const DEFAULT_FINE_TUNE = { epochs: 5, lr: 1e-4, optimizer: "adam" as const, batchSize: 64 };
@@ -78,13 +79,7 @@ export async function finePrune(model: Model, opts: FinePruneOptions): Promise<F
   const lr = opts.lr ?? DEFAULT_FINE_TUNE.lr;
   checkFineTune(epochs, lr);
   const target = pruneTarget(model, opts.layer);
-  const timings: Record<string, number> = {};
-  let t = performance.now();
-  const lap = (k: string) => {
-    const now = performance.now();
-    timings[k] = (now - t) / 1000;
-    t = now;
-  };
+  const { timings, lap } = lapTimer();
 
   const engine = await PruneEngine.create(model, target, { batchSize: opts.batchSize });
   let s: SweepResult, sel: { channelsPruned: number; reached: boolean }, channels: number[];

@@ -26,6 +26,7 @@ import { paramValues, withParams } from "../model/params.js";
 import type { ReportEvalResult, ReportG, ReportPruning, ReportPruningDrop, ReportPruningPoint } from "../report/types.js";
 import { Session } from "../runtime/session.js";
 import { gFromMaskedBranch, gRates } from "./g-model.js";
+import { lapTimer } from "../util/timing.js";
 
 export type PruneOrder = "increasing" | "decreasing";
 
@@ -418,13 +419,7 @@ export async function cacheAll(engine: PruneEngine, model: Model, opts: Pick<Pru
 export async function pruneDefense(model: Model, opts: PruneDefenseOptions): Promise<PruneDefenseResult> {
   const drops = checkDrops(opts.drops);
   const target = pruneTarget(model, opts.layer);
-  const timings: Record<string, number> = {};
-  let t = performance.now();
-  const lap = (k: string) => {
-    const now = performance.now();
-    timings[k] = (now - t) / 1000;
-    t = now;
-  };
+  const { timings, lap } = lapTimer();
   const engine = await PruneEngine.create(model, target, { batchSize: opts.batchSize });
   try {
     const data = await cacheAll(engine, model, opts);

@@ -5,7 +5,7 @@ import { fail } from "../../errors.js";
 import { saveRepaired } from "../../io/save-model.js";
 import type { ReportData, ReportEvalResult } from "../../report/types.js";
 import type { EpochStats } from "../../train/trainer.js";
-import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command } from "../command.js";
+import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command, DATA_OPTIONS } from "../command.js";
 import { evalLine, gLine, orderOption } from "./prune.js";
 import { OUTPUT_OPTIONS, outDir, reportModelOf, writeResult } from "../output.js";
 
@@ -18,9 +18,7 @@ export const finePruneCommand: Command = {
     "[--train-batch-size 64] [--seed 0] --out DIR [--report] [--json] [--quiet]",
   options: {
     ...MODEL_OPTIONS,
-    clean: { type: "string" },
-    test: { type: "string" },
-    poisoned: { type: "string" },
+    ...DATA_OPTIONS,
     drop: { type: "string" },
     order: { type: "string" },
     layer: { type: "string" },

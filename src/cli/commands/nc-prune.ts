@@ -8,7 +8,7 @@ import type { Dataset } from "../../io/dataset.js";
 import { saveRepaired } from "../../io/save-model.js";
 import type { Model } from "../../model/model.js";
 import type { ReportData, ReportEvalResult, ReportMitigation, ReportNeuralCleanse } from "../../report/types.js";
-import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command, type Context, type Options } from "../command.js";
+import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command, type Context, type Options, DATA_OPTIONS } from "../command.js";
 import { gLine } from "./prune.js";
 import { OUTPUT_OPTIONS, outDir, readResult, reportModelOf, writeResult } from "../output.js";
 
@@ -121,9 +121,7 @@ export const ncPruneCommand: Command = {
   options: {
     ...MODEL_OPTIONS,
     ...TRIGGER_OPTIONS,
-    clean: { type: "string" },
-    test: { type: "string" },
-    poisoned: { type: "string" },
+    ...DATA_OPTIONS,
     layer: { type: "string" },
     threshold: { type: "string" },
     "max-drop": { type: "string" },

@@ -4,7 +4,7 @@ import { checkDrops, pruneDefense, type PruneOrder } from "../../defenses/prunin
 import { fail } from "../../errors.js";
 import { saveRepaired } from "../../io/save-model.js";
 import type { ReportData, ReportEvalResult, ReportG } from "../../report/types.js";
-import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, numList, pct, progress, str, type Command, type Context } from "../command.js";
+import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, numList, pct, progress, str, type Command, type Context, DATA_OPTIONS } from "../command.js";
 import { OUTPUT_OPTIONS, outDir, reportModelOf, writeResult } from "../output.js";
 
 export function orderOption(ctx: Context): PruneOrder {
@@ -49,9 +49,7 @@ export const pruneCommand: Command = {
     "[--order increasing|decreasing] [--layer conv_3] [--report-drop X] --out DIR [--report] [--json] [--quiet]",
   options: {
     ...MODEL_OPTIONS,
-    clean: { type: "string" },
-    test: { type: "string" },
-    poisoned: { type: "string" },
+    ...DATA_OPTIONS,
     drop: { type: "string" },
     order: { type: "string" },
     layer: { type: "string" },

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { fail } from "../../errors.js";
 import type { ReportData } from "../../report/types.js";
-import { MODEL_OPTIONS, str, type Command, type Context } from "../command.js";
+import { MODEL_OPTIONS, str, type Command, type Context, DATA_OPTIONS } from "../command.js";
 import { OUTPUT_OPTIONS, outDir, readResult, writeResult } from "../output.js";
 import { detectCommand } from "./detect.js";
 import { finePruneCommand } from "./fine-prune.js";
@@ -36,9 +36,7 @@ export const repairCommand: Command = {
     "[--labels 0-9] [--skip-detect] --out DIR [--report] [--json]",
   options: {
     ...MODEL_OPTIONS,
-    clean: { type: "string" },
-    test: { type: "string" },
-    poisoned: { type: "string" },
+    ...DATA_OPTIONS,
     defense: { type: "string" },
     labels: { type: "string" },
     "skip-detect": { type: "boolean" },

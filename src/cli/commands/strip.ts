@@ -3,7 +3,7 @@ import { runStrip, checkFrr, type Blend } from "../../defenses/strip.js";
 import { writeOnnx } from "../../defenses/g-model.js";
 import { fail } from "../../errors.js";
 import type { ReportData } from "../../report/types.js";
-import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command, type Context } from "../command.js";
+import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command, type Context, DATA_OPTIONS } from "../command.js";
 import * as output from "../output.js";
 
 export function blendOption(ctx: Context): Blend {
@@ -18,9 +18,7 @@ export const stripCommand: Command = {
   usage: "--model M --input-scale S --clean VALID [--test T] [--poisoned P] [--k 32] [--frr 0.01] [--blend mean|add] [--seed 0] --out DIR [--report] [--json]",
   options: {
     ...MODEL_OPTIONS,
-    clean: { type: "string" },
-    test: { type: "string" },
-    poisoned: { type: "string" },
+    ...DATA_OPTIONS,
     k: { type: "string" },
     frr: { type: "string" },
     blend: { type: "string" },

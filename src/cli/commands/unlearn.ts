@@ -3,7 +3,7 @@ import { writeOnnx } from "../../defenses/g-model.js";
 import { checkUnlearnOptions, ncUnlearn } from "../../defenses/nc-mitigation.js";
 import { saveRepaired } from "../../io/save-model.js";
 import type { ReportData } from "../../report/types.js";
-import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command } from "../command.js";
+import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command, DATA_OPTIONS } from "../command.js";
 import { ncEvalLine, nothingFlagged, resolveTriggers, TRIGGER_OPTIONS, TRIGGER_USAGE } from "./nc-prune.js";
 import { gLine } from "./prune.js";
 import { OUTPUT_OPTIONS, outDir, readResult, reportModelOf, writeResult } from "../output.js";
@@ -17,9 +17,7 @@ export const unlearnCommand: Command = {
   options: {
     ...MODEL_OPTIONS,
     ...TRIGGER_OPTIONS,
-    clean: { type: "string" },
-    test: { type: "string" },
-    poisoned: { type: "string" },
+    ...DATA_OPTIONS,
     epochs: { type: "string" },
     ratio: { type: "string" },
     lr: { type: "string" },
