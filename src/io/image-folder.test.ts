@@ -3,13 +3,13 @@ import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { UserError } from "../errors.js";
 import { openDataset } from "./dataset.js";
 import { openImageFiles, openImageFolder, readLabelsCsv } from "./image-folder.js";
 import { decodeImage, encodePng, toNchw } from "./images.js";
+import { FIXTURES } from "../test/fixtures.js";
 
-const FACES = fileURLToPath(new URL("../../../shared/fixtures/csaw2020/images/", import.meta.url));
+const FACES = join(FIXTURES, "csaw2020/images") + "/";
 const root = mkdtempSync(join(tmpdir(), "image-folder-test-"));
 test.after(() => rmSync(root, { recursive: true, force: true }));
 

@@ -3,12 +3,12 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import jpeg from "jpeg-js";
 import { UserError } from "../errors.js";
 import { decodeImage, encodePng, toNchw } from "./images.js";
+import { FIXTURES } from "../test/fixtures.js";
 
-const FACES = fileURLToPath(new URL("../../../shared/fixtures/csaw2020/images/", import.meta.url));
+const FACES = join(FIXTURES, "csaw2020/images") + "/";
 const dir = mkdtempSync(join(tmpdir(), "images-test-"));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -3,7 +3,6 @@ import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import h5wasm from "h5wasm/node";
 import { UserError } from "../errors.js";
 import { ARCHS, deepid, zooCnn } from "../model/archs.js";
@@ -11,8 +10,9 @@ import type { ModelSpec } from "../model/spec.js";
 import { mulberry32 } from "../util/random.js";
 import { readKerasModel } from "./keras-h5.js";
 import { kerasModelConfig, writeKerasModel } from "./keras-save.js";
+import { FIXTURES } from "../test/fixtures.js";
 
-const FIX = fileURLToPath(new URL("../../../shared/fixtures/", import.meta.url));
+const FIX = FIXTURES + "/";
 const CSAW = ["sunglasses", "anonymous_1", "anonymous_2", "multi_trigger_multi_target", "lab3"].map((n) =>
   join(FIX, "csaw2020/models", `${n}_bd_weights.h5`),
 );
