@@ -1,0 +1,42 @@
+// badnet repair: option errors are one-line exit-2 errors, and a full run on the bundled example writes
+// every artefact with Neural Cleanse's section merged into the repair's result.
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import type { ReportData } from "../report/types.js";
+import { ROOT } from "../test/fixtures.js";
+import { runCli } from "../test/make-bad-files.js";
+
+const EX = join(ROOT, "examples/badnet-fmnist");
+const base = ["repair", "--model", join(EX, "model.h5"), "--input-scale", "255", "--clean", join(EX, "valid.h5")];
+
+test("repair rejects a bad --defense and --skip-detect with a trigger-based defense", async () => {
+  const out = mkdtempSync(join(tmpdir(), "badnet-repair-"));
+  for (const [extra, needle] of [
+    [["--defense", "bogus"], /--defense must be auto or one of/],
+    [["--defense", "unlearn", "--skip-detect"], /needs Neural Cleanse's reversed trigger/],
+  ] as const) {
+    const r = await runCli([...base, ...extra, "--out", out]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assert.match(r.stderr, needle);
+  }
+});
+
+test("repair on the bundled example: detection flags the planted target, the repair lowers the ASR", async () => {
+  const out = mkdtempSync(join(tmpdir(), "badnet-repair-"));
+  const manifest = JSON.parse(readFileSync(join(EX, "manifest.json"), "utf8")) as { targets: number[] };
+  const r = await runCli([...base, "--test", join(EX, "clean_test.h5"), "--poisoned", join(EX, "poisoned_test.h5"), "--out", out, "--report", "--json", "--quiet"], 120_000);
+  assert.equal(r.code, 0, r.stderr);
+  const json = JSON.parse(r.stdout) as ReportData;
+  for (const f of ["repaired.h5", "repaired.onnx", "G.onnx", "result.json", "report.html", "detect/result.json"]) assert.ok(existsSync(join(out, f)), f);
+  assert.deepEqual(JSON.parse(readFileSync(join(out, "result.json"), "utf8")), json);
+  assert.deepEqual(json.neuralCleanse!.flagged, manifest.targets);
+  const { before, after } = json.evaluation!;
+  assert.ok(after!.asr! < before.asr!, `ASR ${before.asr} → ${after!.asr}`);
+  // G answers one of the model's classes or class N = numClasses ("backdoored input").
+  assert.equal(json.g!.numClasses, json.model!.numClasses);
+  assert.ok(json.g!.poisoned!.flagged > 0, "G flags some poisoned inputs");
+});
