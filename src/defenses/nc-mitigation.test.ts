@@ -4,57 +4,18 @@ import { UserError } from "../errors.js";
 import { tensor } from "../graph/ir.js";
 import { maskChannels } from "../graph/transforms.js";
 import { memoryDataset, type Dataset } from "../io/dataset.js";
-import { initWeights, zooCnn, type ArchSpec } from "../model/archs.js";
+import { initWeights, zooCnn } from "../model/archs.js";
 import { batchTensor, forwardGraph, predictLabels } from "../model/forward.js";
 import { lowerModel } from "../model/lower.js";
 import type { Model } from "../model/model.js";
 import { Session } from "../runtime/session.js";
-import { train } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { triggerPngs } from "./neural-cleanse.js";
 import {
   checkNcPruneOptions, checkTrigger, checkUnlearnOptions, ncPrune, ncUnlearn, prunedNeuronsModel, pruneSite, stampedSource,
   stampShare, triggerFromPngs, triggerHits, triggersFromReport, type ReversedTrigger,
 } from "./nc-mitigation.js";
-
-// The same tiny task as the STRIP tests: 4 classes of 1x12x12 images; a white 3x3 patch in the bottom-right
-// corner sends any image to class 0.
-const H = 12, W = 12, K = 4, PER = H * W;
-const TARGET = 0;
-
-function mlpArch(hidden: number): ArchSpec {
-  const base = (name: string) => ({ name, trainable: true, dtype: "float32" });
-  const init = { kernel_initializer: { class_name: "GlorotUniform", config: { seed: null } }, bias_initializer: { class_name: "Zeros", config: {} }, use_bias: true };
-  return {
-    name: "tiny_mlp",
-    inputLayer: "input",
-    outputLayer: "output",
-    inputShape: [H, W, 1],
-    source: "test",
-    layers: [
-      { name: "input", className: "InputLayer", config: { batch_input_shape: [null, H, W, 1], dtype: "float32", name: "input" }, inbound: [], weights: [] },
-      { name: "flatten_1", className: "Flatten", config: { ...base("flatten_1"), data_format: "channels_last" }, inbound: ["input"], weights: [] },
-      { name: "fc_1", className: "Dense", config: { ...base("fc_1"), units: hidden, activation: "relu", ...init }, inbound: ["flatten_1"], weights: [{ name: "kernel:0", shape: [PER, hidden] }, { name: "bias:0", shape: [hidden] }] },
-      { name: "output", className: "Dense", config: { ...base("output"), units: K, activation: "softmax", ...init }, inbound: ["fc_1"], weights: [{ name: "kernel:0", shape: [hidden, K] }, { name: "bias:0", shape: [K] }] },
-    ],
-  };
-}
-
-const protoRand = mulberry32(7);
-const PROTOS = Array.from({ length: K }, () => Float32Array.from({ length: PER }, () => (protoRand() < 0.5 ? 1 : 0)));
-
-function cleanImages(n: number, seed: number): { x: Float32Array; y: Int32Array } {
-  const rand = mulberry32(seed);
-  const x = new Float32Array(n * PER);
-  const y = new Int32Array(n);
-  for (let i = 0; i < n; i++) {
-    const c = i % K;
-    y[i] = c;
-    const s = 0.25 + 0.1 * rand();
-    for (let p = 0; p < PER; p++) x[i * PER + p] = s * PROTOS[c][p] + 0.1 * rand();
-  }
-  return { x, y };
-}
+import { backdooredModel, cleanImages, cleanSet, H, K, mlpArch, PER, poisonedSet, TARGET, W } from "../test/tiny-patch-mlp.js";
 
 /** The true trigger as a (mask, pattern) pair: what a perfect reverse-engineering would find. */
 const TRUE_TRIGGER: ReversedTrigger = (() => {
@@ -62,38 +23,6 @@ const TRUE_TRIGGER: ReversedTrigger = (() => {
   for (let r = H - 3; r < H; r++) for (let q = W - 3; q < W; q++) mask[r * W + q] = 1;
   return { label: TARGET, mask, pattern: Float32Array.from(mask) };
 })();
-
-const cleanSet = (n: number, seed: number): Dataset => {
-  const c = cleanImages(n, seed);
-  return memoryDataset(`clean${seed}`, [1, H, W], c.x, c.y);
-};
-
-/** Poisoned copies of clean images not of the target class, labelled with the target (CSAW convention). */
-function poisonedSet(n: number, seed: number): Dataset {
-  const c = cleanImages(n, seed);
-  const keep = Array.from(c.y.keys()).filter((i) => c.y[i] !== TARGET);
-  const x = new Float32Array(keep.length * PER);
-  keep.forEach((j, i) => x.set(c.x.subarray(j * PER, (j + 1) * PER), i * PER));
-  const stamped = stampedSource(memoryDataset("p", [1, H, W], x, null), TRUE_TRIGGER).read(0, keep.length);
-  return memoryDataset("poisoned", [1, H, W], stamped, new Int32Array(keep.length).fill(TARGET));
-}
-
-let backdoored: Promise<Model> | undefined;
-function backdooredModel(): Promise<Model> {
-  backdoored ??= (async () => {
-    const model = lowerModel(initWeights(mlpArch(32), 3));
-    const d = cleanImages(800, 11);
-    const src = memoryDataset("train", [1, H, W], d.x, null);
-    const stamped = stampedSource(src, TRUE_TRIGGER);
-    for (let i = 0; i < d.y.length; i += 9) {
-      d.x.set(stamped.read(i, 1), i * PER);
-      d.y[i] = TARGET;
-    }
-    const r = await train(model, { x: d.x, y: d.y, shape: [1, H, W] }, { epochs: 8, batchSize: 32, optimizer: { kind: "adam", lr: 0.01 }, seed: 5 });
-    return r.model;
-  })();
-  return backdoored;
-}
 
 async function asrOf(model: Model, poisoned: Dataset): Promise<number> {
   const pred = await predictLabels(model, poisoned);

@@ -4,93 +4,17 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { UserError } from "../errors.js";
-import { memoryDataset, type Dataset } from "../io/dataset.js";
-import { initWeights, type ArchSpec } from "../model/archs.js";
+import { memoryDataset } from "../io/dataset.js";
 import { argmaxRows, batchTensor, forwardGraph } from "../model/forward.js";
-import { lowerModel } from "../model/lower.js";
 import type { Model } from "../model/model.js";
 import { Session } from "../runtime/session.js";
-import { train } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { writeOnnx } from "./g-model.js";
 import { checkFrr, pickOverlays, runStrip, StripScorer, stripG, thresholdForFrr } from "./strip.js";
+import { backdooredModel, cleanSet, H, K, PER, poisonedSet, TARGET, W } from "../test/tiny-patch-mlp.js";
 
 const dir = mkdtempSync(join(tmpdir(), "strip-test-"));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
-
-// A tiny synthetic task: 4 classes of 1x12x12 images (a class prototype plus noise, pixels in [0, 0.45]);
-// the backdoor is a white 3x3 patch in the bottom-right corner that sends any image to class 0.
-const H = 12, W = 12, K = 4, PER = H * W;
-const TARGET = 0;
-
-function mlpArch(hidden: number): ArchSpec {
-  const base = (name: string) => ({ name, trainable: true, dtype: "float32" });
-  const init = { kernel_initializer: { class_name: "GlorotUniform", config: { seed: null } }, bias_initializer: { class_name: "Zeros", config: {} }, use_bias: true };
-  return {
-    name: "tiny_mlp",
-    inputLayer: "input",
-    outputLayer: "output",
-    inputShape: [H, W, 1],
-    source: "test",
-    layers: [
-      { name: "input", className: "InputLayer", config: { batch_input_shape: [null, H, W, 1], dtype: "float32", name: "input" }, inbound: [], weights: [] },
-      { name: "flatten_1", className: "Flatten", config: { ...base("flatten_1"), data_format: "channels_last" }, inbound: ["input"], weights: [] },
-      { name: "fc_1", className: "Dense", config: { ...base("fc_1"), units: hidden, activation: "relu", ...init }, inbound: ["flatten_1"], weights: [{ name: "kernel:0", shape: [PER, hidden] }, { name: "bias:0", shape: [hidden] }] },
-      { name: "output", className: "Dense", config: { ...base("output"), units: K, activation: "softmax", ...init }, inbound: ["fc_1"], weights: [{ name: "kernel:0", shape: [hidden, K] }, { name: "bias:0", shape: [K] }] },
-    ],
-  };
-}
-
-const protoRand = mulberry32(7);
-const PROTOS = Array.from({ length: K }, () => Float32Array.from({ length: PER }, () => (protoRand() < 0.5 ? 1 : 0)));
-
-function cleanImages(n: number, seed: number): { x: Float32Array; y: Int32Array } {
-  const rand = mulberry32(seed);
-  const x = new Float32Array(n * PER);
-  const y = new Int32Array(n);
-  for (let i = 0; i < n; i++) {
-    const c = i % K;
-    y[i] = c;
-    const s = 0.25 + 0.1 * rand();
-    for (let p = 0; p < PER; p++) x[i * PER + p] = s * PROTOS[c][p] + 0.1 * rand();
-  }
-  return { x, y };
-}
-
-function stampPatch(x: Float32Array, i: number): void {
-  for (let r = H - 3; r < H; r++) for (let q = W - 3; q < W; q++) x[i * PER + r * W + q] = 1;
-}
-
-/** Poisoned copies: clean images not of the target class, patched, labelled with the target (CSAW convention). */
-function poisonedSet(n: number, seed: number): Dataset {
-  const c = cleanImages(n, seed);
-  const keep = Array.from(c.y.keys()).filter((i) => c.y[i] !== TARGET);
-  const x = new Float32Array(keep.length * PER);
-  keep.forEach((j, i) => x.set(c.x.subarray(j * PER, (j + 1) * PER), i * PER));
-  for (let i = 0; i < keep.length; i++) stampPatch(x, i);
-  return memoryDataset("poisoned", [1, H, W], x, new Int32Array(keep.length).fill(TARGET));
-}
-
-let backdoored: Promise<Model> | undefined;
-/** Trained once per file: every 9th training image (all classes) carries the patch and the target label. */
-function backdooredModel(): Promise<Model> {
-  backdoored ??= (async () => {
-    const model = lowerModel(initWeights(mlpArch(32), 3));
-    const d = cleanImages(800, 11);
-    for (let i = 0; i < d.y.length; i += 9) {
-      stampPatch(d.x, i);
-      d.y[i] = TARGET;
-    }
-    const r = await train(model, { x: d.x, y: d.y, shape: [1, H, W] }, { epochs: 8, batchSize: 32, optimizer: { kind: "adam", lr: 0.01 }, seed: 5 });
-    return r.model;
-  })();
-  return backdoored;
-}
-
-const cleanSet = (n: number, seed: number): Dataset => {
-  const c = cleanImages(n, seed);
-  return memoryDataset(`clean${seed}`, [1, H, W], c.x, c.y);
-};
 
 test("the STRIP entropy graph matches a direct computation of blends, softmax and entropy", async () => {
   const model = await backdooredModel();
