@@ -125,6 +125,15 @@ export async function dataFrom(ctx: Context, key: string, scale: number, require
   return openDataset(spec, { inputScale: scale, layout: layout(ctx) });
 }
 
+/** The model and the --clean (required), --test and --poisoned data of a defense command (DATA_OPTIONS). */
+export async function defenseInputs(ctx: Context, scale: number): Promise<{ model: Model; valid: Dataset; test?: Dataset; poisoned?: Dataset }> {
+  const model = await modelFrom(ctx);
+  const valid = await dataFrom(ctx, "clean", scale, true);
+  const test = await dataFrom(ctx, "test", scale);
+  const poisoned = await dataFrom(ctx, "poisoned", scale);
+  return { model, valid, test, poisoned };
+}
+
 export function batchSize(ctx: Context, dflt = 256): number {
   return num(ctx, "batch-size", dflt, { min: 1, max: 65536, integer: true });
 }

@@ -5,7 +5,7 @@ import { fail } from "../../errors.js";
 import { saveRepaired } from "../../io/save-model.js";
 import type { ReportData, ReportEvalResult } from "../../report/types.js";
 import type { EpochStats } from "../../train/trainer.js";
-import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command, DATA_OPTIONS } from "../command.js";
+import { batchSize, inputScale, MODEL_OPTIONS, num, pct, progress, str, type Command, DATA_OPTIONS, defenseInputs } from "../command.js";
 import { evalLine, gLine, orderOption } from "./prune.js";
 import { OUTPUT_OPTIONS, outDir, reportModelOf, writeResult } from "../output.js";
 
@@ -41,10 +41,7 @@ export const finePruneCommand: Command = {
     const trainBatchSize = num(ctx, "train-batch-size", DEFAULT_FINE_TUNE.batchSize, { min: 1, max: 65536, integer: true });
     const order = orderOption(ctx);
     const dir = outDir(ctx)!;
-    const model = await modelFrom(ctx);
-    const valid = await dataFrom(ctx, "clean", scale, true);
-    const test = await dataFrom(ctx, "test", scale);
-    const poisoned = await dataFrom(ctx, "poisoned", scale);
+    const { model, valid, test, poisoned } = await defenseInputs(ctx, scale);
     const tLoad = performance.now();
 
     const cacheBar = progress(ctx, "activations", valid.size + (test?.size ?? 0) + (poisoned?.size ?? 0));

@@ -8,7 +8,7 @@ import type { Dataset } from "../../io/dataset.js";
 import { saveRepaired } from "../../io/save-model.js";
 import type { Model } from "../../model/model.js";
 import type { ReportData, ReportEvalResult, ReportMitigation, ReportNeuralCleanse } from "../../report/types.js";
-import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command, type Context, type Options, DATA_OPTIONS } from "../command.js";
+import { batchSize, inputScale, MODEL_OPTIONS, num, pct, progress, str, type Command, type Context, type Options, DATA_OPTIONS, defenseInputs } from "../command.js";
 import { gLine } from "./prune.js";
 import { OUTPUT_OPTIONS, outDir, readResult, reportModelOf, writeResult } from "../output.js";
 
@@ -133,10 +133,7 @@ export const ncPruneCommand: Command = {
     const scale = inputScale(ctx);
     const settings = checkNcPruneOptions({ threshold: num(ctx, "threshold", 0.05), maxDrop: num(ctx, "max-drop", 0.1), step: num(ctx, "step", 0.01) });
     const dir = outDir(ctx)!;
-    const model = await modelFrom(ctx);
-    const clean = await dataFrom(ctx, "clean", scale, true);
-    const test = await dataFrom(ctx, "test", scale);
-    const poisoned = await dataFrom(ctx, "poisoned", scale);
+    const { model, valid: clean, test, poisoned } = await defenseInputs(ctx, scale);
     const timings: Record<string, number> = { load: (performance.now() - t0) / 1000 };
 
     const src = await resolveTriggers(ctx, model, clean, scale);

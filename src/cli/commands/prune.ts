@@ -4,7 +4,7 @@ import { checkDrops, pruneDefense, type PruneOrder } from "../../defenses/prunin
 import { fail } from "../../errors.js";
 import { saveRepaired } from "../../io/save-model.js";
 import type { ReportData, ReportEvalResult, ReportG } from "../../report/types.js";
-import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, numList, pct, progress, str, type Command, type Context, DATA_OPTIONS } from "../command.js";
+import { batchSize, inputScale, MODEL_OPTIONS, numList, pct, progress, str, type Command, type Context, DATA_OPTIONS, defenseInputs } from "../command.js";
 import { OUTPUT_OPTIONS, outDir, reportModelOf, writeResult } from "../output.js";
 
 export function orderOption(ctx: Context): PruneOrder {
@@ -67,10 +67,7 @@ export const pruneCommand: Command = {
     if (!drops.includes(reportDrop)) fail(`--report-drop ${rd} is not one of --drop ${drops.join(",")}`);
     const order = orderOption(ctx);
     const dir = outDir(ctx)!;
-    const model = await modelFrom(ctx);
-    const valid = await dataFrom(ctx, "clean", scale, true);
-    const test = await dataFrom(ctx, "test", scale);
-    const poisoned = await dataFrom(ctx, "poisoned", scale);
+    const { model, valid, test, poisoned } = await defenseInputs(ctx, scale);
     const tLoad = performance.now();
 
     const cacheBar = progress(ctx, "activations", valid.size + (test?.size ?? 0) + (poisoned?.size ?? 0));

@@ -3,7 +3,7 @@ import { runStrip, checkFrr, type Blend } from "../../defenses/strip.js";
 import { writeOnnx } from "../../defenses/g-model.js";
 import { fail } from "../../errors.js";
 import type { ReportData } from "../../report/types.js";
-import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command, type Context, DATA_OPTIONS } from "../command.js";
+import { batchSize, inputScale, MODEL_OPTIONS, num, pct, progress, str, type Command, type Context, DATA_OPTIONS, defenseInputs } from "../command.js";
 import * as output from "../output.js";
 
 export function blendOption(ctx: Context): Blend {
@@ -34,10 +34,7 @@ export const stripCommand: Command = {
     const blend = blendOption(ctx);
     const seed = num(ctx, "seed", 0, { integer: true, min: 0 });
     const dir = output.outDir(ctx)!;
-    const model = await modelFrom(ctx);
-    const valid = await dataFrom(ctx, "clean", scale, true);
-    const test = await dataFrom(ctx, "test", scale);
-    const poisoned = await dataFrom(ctx, "poisoned", scale);
+    const { model, valid, test, poisoned } = await defenseInputs(ctx, scale);
     const tLoad = performance.now();
 
     const total = valid.size + (test?.size ?? 0) + (poisoned?.size ?? 0);

@@ -3,7 +3,7 @@ import { writeOnnx } from "../../defenses/g-model.js";
 import { checkUnlearnOptions, ncUnlearn } from "../../defenses/nc-mitigation.js";
 import { saveRepaired } from "../../io/save-model.js";
 import type { ReportData } from "../../report/types.js";
-import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command, DATA_OPTIONS } from "../command.js";
+import { batchSize, inputScale, MODEL_OPTIONS, num, pct, progress, str, type Command, DATA_OPTIONS, defenseInputs } from "../command.js";
 import { ncEvalLine, nothingFlagged, resolveTriggers, TRIGGER_OPTIONS, TRIGGER_USAGE } from "./nc-prune.js";
 import { gLine } from "./prune.js";
 import { OUTPUT_OPTIONS, outDir, readResult, reportModelOf, writeResult } from "../output.js";
@@ -34,10 +34,7 @@ export const unlearnCommand: Command = {
       seed: num(ctx, "seed", 0, { integer: true, min: 0 }),
     });
     const dir = outDir(ctx)!;
-    const model = await modelFrom(ctx);
-    const clean = await dataFrom(ctx, "clean", scale, true);
-    const test = await dataFrom(ctx, "test", scale);
-    const poisoned = await dataFrom(ctx, "poisoned", scale);
+    const { model, valid: clean, test, poisoned } = await defenseInputs(ctx, scale);
     const timings: Record<string, number> = { load: (performance.now() - t0) / 1000 };
 
     const src = await resolveTriggers(ctx, model, clean, scale);
