@@ -107,16 +107,21 @@ function imageSize(shape: [number, number, number]): number {
   return shape[0] * shape[1] * shape[2];
 }
 
-/** In-memory dataset (tests, poisoning, zoo): data NCHW float32 already scaled. */
-export function memoryDataset(
+/**
+ * A dataset over one in-memory NCHW array; `slice(offset, length)` turns values [offset, offset+length)
+ * into scaled float32.
+ */
+function arrayDataset(
+  what: string,
   name: string,
   shape: [number, number, number],
-  data: Float32Array,
+  length: number,
   labels: Int32Array | null,
+  slice: (offset: number, length: number) => Float32Array,
 ): Dataset {
   const per = imageSize(shape);
-  if (data.length % per !== 0) throw new Error(`memoryDataset ${name}: ${data.length} values is not a multiple of ${formatShape(shape)}`);
-  const size = data.length / per;
+  if (length % per !== 0) throw new Error(`${what} ${name}: ${length} values is not a multiple of ${formatShape(shape)}`);
+  const size = length / per;
   checkLabelCount(name, size, labels);
   const ds: Dataset = {
     name,
@@ -125,11 +130,21 @@ export function memoryDataset(
     labels,
     read(start, count) {
       checkRange(ds, start, count);
-      return data.slice(start * per, (start + count) * per);
+      return slice(start * per, count * per);
     },
     close() {},
   };
   return ds;
+}
+
+/** In-memory dataset (tests, poisoning, zoo): data NCHW float32 already scaled. */
+export function memoryDataset(
+  name: string,
+  shape: [number, number, number],
+  data: Float32Array,
+  labels: Int32Array | null,
+): Dataset {
+  return arrayDataset("memoryDataset", name, shape, data.length, labels, (off, len) => data.slice(off, off + len));
 }
 
 /** Dataset over raw uint8 pixels (NCHW), scaled on read: a quarter of the memory of float32. */
@@ -141,23 +156,9 @@ export function uint8Dataset(
   inputScale: number,
 ): Dataset {
   checkInputScale(inputScale);
-  const per = imageSize(shape);
-  if (pixels.length % per !== 0) throw new Error(`uint8Dataset ${name}: ${pixels.length} values is not a multiple of ${formatShape(shape)}`);
-  const size = pixels.length / per;
-  checkLabelCount(name, size, labels);
-  const ds: Dataset = {
-    name,
-    size,
-    shape: [shape[0], shape[1], shape[2]],
-    labels,
-    read(start, count) {
-      checkRange(ds, start, count);
-      const out = new Float32Array(count * per);
-      const off = start * per;
-      for (let i = 0; i < out.length; i++) out[i] = pixels[off + i]! / inputScale;
-      return out;
-    },
-    close() {},
-  };
-  return ds;
+  return arrayDataset("uint8Dataset", name, shape, pixels.length, labels, (off, len) => {
+    const out = new Float32Array(len);
+    for (let i = 0; i < len; i++) out[i] = pixels[off + i]! / inputScale;
+    return out;
+  });
 }
