@@ -344,14 +344,19 @@ function gBar(parts: { label: string; count: number; cls: string }[], n: number)
   return `<div class="stack">${segs}</div><div class="stack-legend">${legend}</div>`;
 }
 
+/** "1,234 (12.3%)": a count with its share of n. */
+function countShare(count: number, n: number): string {
+  return `${fmtInt(count)} <span class="sub">(${fmtPct(ratio(count, n), 1)})</span>`;
+}
+
 function gSection(g: ReportG): string {
   const c = g.clean;
   const rows: string[][] = [
     [
       "Clean",
       fmtInt(c.n),
-      `${fmtInt(c.correct)} <span class="sub">(${fmtPct(ratio(c.correct, c.n), 1)})</span>`,
-      `${fmtInt(c.flagged)} <span class="sub">(${fmtPct(ratio(c.flagged, c.n), 1)})</span>`,
+      countShare(c.correct, c.n),
+      countShare(c.flagged, c.n),
       DASH,
     ],
   ];
@@ -371,8 +376,8 @@ function gSection(g: ReportG): string {
       "Poisoned",
       fmtInt(p.n),
       DASH,
-      `${fmtInt(p.flagged)} <span class="sub">(${fmtPct(ratio(p.flagged, p.n), 1)})</span>`,
-      `${fmtInt(p.attackSuccess)} <span class="sub">(${fmtPct(ratio(p.attackSuccess, p.n), 1)})</span>`,
+      countShare(p.flagged, p.n),
+      countShare(p.attackSuccess, p.n),
     ]);
     bars +=
       `<h3>Poisoned inputs</h3>` +
