@@ -20,8 +20,7 @@ import { finePrune } from "./fine-pruning.js";
 import { channelMask, prunedModel, pruneTarget } from "./pruning.js";
 import { SHAPE, synth, toUint8, trainTinyBackdoor } from "../test/tiny-backdoor.js";
 
-// The same kind of tiny backdoored classifier as pruning.test.ts: 4 classes = a bright square in one
-// quadrant; a checkerboard patch at the top edge sends any image to class 0. Pixels are multiples of 1/255
+// The tiny backdoored task of src/test/tiny-backdoor.ts (quadrant squares; a top-edge checkerboard → class 0).
 
 let model: Model;
 let valid: Dataset;

@@ -35,8 +35,7 @@ import {
 } from "./pruning.js";
 import { SHAPE, synth, toUint8, trainTinyBackdoor } from "../test/tiny-backdoor.js";
 
-// A tiny backdoored classifier: 4 classes = a bright square in one quadrant of a noisy 30x30 image; a
-// checkerboard patch at the top edge sends any image to class 0. Pixels are multiples of 1/255 so the data
+// The tiny backdoored task of src/test/tiny-backdoor.ts (quadrant squares; a top-edge checkerboard → class 0).
 
 let model: Model;
 let valid: Dataset;
