@@ -6,12 +6,11 @@ import { join } from "node:path";
 import { UserError } from "../errors.js";
 import { memoryDataset } from "../io/dataset.js";
 import { argmaxRows, batchTensor, forwardGraph } from "../model/forward.js";
-import type { Model } from "../model/model.js";
 import { Session } from "../runtime/session.js";
 import { mulberry32 } from "../util/random.js";
 import { writeOnnx } from "./g-model.js";
 import { checkFrr, pickOverlays, runStrip, StripScorer, stripG, thresholdForFrr } from "./strip.js";
-import { backdooredModel, cleanSet, H, K, PER, poisonedSet, TARGET, W } from "../test/tiny-patch-mlp.js";
+import { backdooredModel, cleanSet, H, K, PER, poisonedSet, W } from "../test/tiny-patch-mlp.js";
 
 const dir = mkdtempSync(join(tmpdir(), "strip-test-"));
 test.after(() => rmSync(dir, { recursive: true, force: true }));

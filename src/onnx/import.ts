@@ -244,7 +244,6 @@ const LAYOUT_KEEPING = new Set([
   "Relu", "Sigmoid", "Tanh", "Exp", "Log", "Neg", "Abs", "Sqrt", "Reciprocal", "Identity", "Clip", "Sign", "Floor",
   "Ceil", "Round", "Erf", "Cast", "Pad", "Concat", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Where", "Not",
 ]);
-const OLD_REDUCE_OPS = new Set(["ReduceMean", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceLogSumExp"]);
 
 type Layout = "nchw" | "nhwc";
 

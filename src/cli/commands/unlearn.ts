@@ -6,7 +6,7 @@ import type { ReportData } from "../../report/types.js";
 import { batchSize, inputScale, MODEL_OPTIONS, num, pct, progress, str, type Command, DATA_OPTIONS, defenseInputs } from "../command.js";
 import { ncEvalLine, nothingFlagged, resolveTriggers, TRIGGER_OPTIONS, TRIGGER_USAGE } from "./nc-prune.js";
 import { gLine } from "./prune.js";
-import { OUTPUT_OPTIONS, outDir, readResult, reportModelOf, writeResult } from "../output.js";
+import { OUTPUT_OPTIONS, outDir, reportModelOf, writeResult } from "../output.js";
 
 export const unlearnCommand: Command = {
   name: "unlearn",
