@@ -188,6 +188,21 @@ const cases: Case[] = [
     args: () => ["eval", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--batch-size", "2.5"],
     names: () => ["--batch-size", /integer/, "2.5"],
   },
+  {
+    name: "detect --families with an unknown family",
+    args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--families", "mask,patch"],
+    names: () => [/trigger family/, '"patch"'],
+  },
+  {
+    name: "detect --scale with an unknown scale",
+    args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--scale", "cubic"],
+    names: () => ["--scale", '"cubic"'],
+  },
+  {
+    name: "detect --restarts 0",
+    args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--restarts", "0"],
+    names: () => ["--restarts", /at least 1/],
+  },
 ];
 
 /** Exit code 2, exactly one `badnet: error:` line on stderr naming every item of `names`; returns that line. */

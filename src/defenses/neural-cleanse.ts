@@ -9,9 +9,19 @@
 // update all happen inside the graph, and the model's weights are constants. A slot is refilled with the
 // next label as soon as its label finishes, so the batch stays full. Labels are scanned in two phases, in the
 // spirit of K-Arm (Shen et al., ICML 2021): every label gets a short screening budget, then only a shortlist
-// (the smallest screening norms) gets the full budget. The MAD statistics use every label's norm, the
-// screened labels' at the screening budget (NcLabelResult.phase says which): those are a little larger than
-// they would become with the full budget, which inflates the median and so favours flagging the shortlist.
+// (the smallest screening norms) gets the full budget. The MAD statistics use every label's norm; a
+// screened-only label's (NcLabelResult.phase says which) is scaled by how much the shortlist's norms shrank
+// from screening to the end (the median ratio), or else the shortlist would stand out for its budget alone.
+//
+// Trigger families: the paper's per-pixel mask ("mask") cannot write a blended trigger (Chen et al. 2017: a
+// whole-image pattern mixed in with a small weight α) compactly: as pixels it costs α·H·W, more than many a
+// natural label's patch. So a second family ("blend") ties the mask to one α for the whole image; its norm is
+// the same |m|₁ = α·H·W. Each family gets its own scan and its own MAD statistics; a label is flagged when
+// it is an outlier in either.
+//
+// Restarts: the inversion is non-convex and a run sometimes settles on a large trigger where a small one
+// exists (a backdoor target's true trigger is a narrow basin); every label of the full phase is optimized
+// from `restarts` random starts and keeps its smallest successful trigger.
 import { fail } from "../errors.js";
 import { backward } from "../graph/autodiff.js";
 import { attr, Graph, tensor, type Node, type TensorData } from "../graph/ir.js";
@@ -24,13 +34,23 @@ import { Session } from "../runtime/session.js";
 import { shuffled } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { embed } from "./g-model.js";
-import { anomalyIndices } from "./mad.js";
+import { anomalyIndices, median, type AnomalyStats } from "./mad.js";
+
+/** "mask": a per-pixel mask (the paper); "blend": one blend weight α for the whole image. */
+export type TriggerFamily = "mask" | "blend";
+export const TRIGGER_FAMILIES: readonly TriggerFamily[] = ["mask", "blend"];
 
 export interface NeuralCleanseOptions {
   /** The model's input scale (pixels are divided by it): the pattern lives in [0, 255 / inputScale]. */
   inputScale: number;
   /** Labels to scan (default: all). */
   labels?: number[];
+  /** Trigger families to scan (default both, mask first). */
+  families?: TriggerFamily[];
+  /** Random starts per label in the full phase; the smallest successful trigger is kept (default 2). */
+  restarts?: number;
+  /** Scale of the norms the MAD statistics are computed on (default "log", see normStats). */
+  scale?: NormScale;
   /** Full optimization budget per label, in steps (default 300). */
   steps?: number;
   /** Screening budget per label, in steps (default 60). */
@@ -77,6 +97,7 @@ export interface NeuralCleanseOptions {
 }
 
 export interface NcProgress {
+  family: TriggerFamily;
   phase: NcPhase;
   /** Labels finished in this phase so far, and the phase's total. */
   done: number;
@@ -88,19 +109,45 @@ export interface NcProgress {
 /** "screen": the label only got the screening budget; "full": it got the full budget. */
 export type NcPhase = "screen" | "full";
 
-export interface NcLabelResult extends ReportNcLabel {
+/** One label's outcome in one trigger family. */
+export interface NcFamilyScore {
+  /** |m|₁ of the reversed trigger (for "blend": α·H·W). */
+  l1Norm: number;
+  /**
+   * MAD anomaly index among this family's norms. After screening, the screened-only labels' norms enter the
+   * statistics scaled by the family's budgetShrink; l1Norm itself is as measured.
+   */
+  anomalyIndex: number;
+  /** Held-out attack success of the reversed trigger. */
+  attackSuccess: number;
+  /** Outlier on the small side (anomaly index > 2) with a trigger that reached the threshold. */
+  flagged: boolean;
   phase: NcPhase;
-  /** Optimization steps this label ran (screening + full). */
+  /** Optimization steps this label ran (screening + full, summed over restarts). */
   steps: number;
   /** Whether some mask reached the attack-success threshold on its batch; if not, l1Norm is the last mask's. */
   reached: boolean;
-  /** λ when the label stopped. */
+  /** λ when the kept run stopped. */
   lambda: number;
+}
+
+/**
+ * The top-level ReportNcLabel fields and phase/steps/reached/lambda are those of the first family scanned
+ * ("mask" by default), except `flagged`, which is true when any family flags the label.
+ */
+export interface NcLabelResult extends ReportNcLabel, Omit<NcFamilyScore, "flagged"> {
+  /** Families whose statistics flag the label. */
+  flaggedBy: TriggerFamily[];
+  mask?: NcFamilyScore;
+  /** With `alpha` = l1Norm / (H·W), the reversed blend weight. */
+  blend?: NcFamilyScore & { alpha: number };
 }
 
 /** A reversed trigger: mask [H·W] in [0,1] and pattern [C·H·W] in the model's scaled input range. */
 export interface ReversedTrigger {
   label: number;
+  /** The family it was reversed in (absent: read back from an older result, "mask"). */
+  family?: TriggerFamily;
   l1Norm: number;
   mask: Float32Array;
   pattern: Float32Array;
@@ -109,14 +156,20 @@ export interface ReversedTrigger {
 export interface NeuralCleanseResult {
   /** One entry per scanned label, in the order scanned. */
   labels: NcLabelResult[];
+  /** Median of the first family's norms, and the raw MAD its anomaly indices use (of ln norm with scale "log"). */
   medianNorm: number;
-  /** Raw MAD of the norms (anomaly index = |norm − median| / (1.4826·mad)). */
   mad: number;
+  /** Labels flagged by any family, ascending. */
   flagged: number[];
+  /**
+   * Per family: median norm (of the compared norms, see FamilyScan.budgetShrink), raw MAD on the statistics'
+   * scale, the screened-only labels' norm factor, and the labels it flags.
+   */
+  families: Partial<Record<TriggerFamily, { median: number; mad: number; budgetShrink: number; flagged: number[] }>>;
   seconds: number;
-  /** Wall-clock seconds of the screening phase (0 when skipped), the full phase and the held-out check. */
+  /** Wall-clock seconds of the screening phases (0 when skipped), the full phases and the held-out checks, all families. */
   phaseSeconds: { screen: number; full: number; heldOut: number };
-  /** Reversed triggers of the flagged labels, then the 5 smallest-norm labels (no duplicates). */
+  /** Reversed triggers of the flagged labels (of each flagging family), then the first family's 5 smallest-norm labels. */
   triggers: ReversedTrigger[];
   /** [C, H, W] */
   shape: [number, number, number];
@@ -124,7 +177,7 @@ export interface NeuralCleanseResult {
   /** A held-out clean image [C·H·W] (scaled), for showing a stamped example. */
   example: Float32Array;
   images: { optimize: number; heldOut: number };
-  settings: NcSettings & { shortlist: number };
+  settings: NcSettings & { shortlist: number; families: TriggerFamily[] };
 }
 
 const DEFAULTS = {
@@ -142,6 +195,8 @@ const DEFAULTS = {
   maxImages: 2000,
   evalImages: 100,
   seed: 0,
+  restarts: 2,
+  scale: "log" as NormScale,
 };
 const BETA1 = 0.5;
 const BETA2 = 0.9;
@@ -232,6 +287,8 @@ export interface StepGraph {
   gradB: string;
   /** Output names. */
   out: { a: string; b: string; ma: string; va: string; mb: string; vb: string; ce: string; success: string; norm: string };
+  /** [height, width] of the mask parameter: the image's for "mask", [1, 1] for "blend". */
+  maskDims: [number, number];
 }
 
 export interface StepGraphOptions {
@@ -239,11 +296,13 @@ export interface StepGraphOptions {
   withLossAndGradients?: boolean;
   /** Model rewrite for a faster backward pass: Relu after MaxPool (default true). */
   fast?: boolean;
+  /** Trigger family (default "mask"). */
+  family?: TriggerFamily;
 }
 
 /**
  * One Neural Cleanse step for L label slots (L symbolic) and B images:
- * inputs nc_a [L,1,H,W], nc_b [L,C,H,W], their Adam moments nc_ma, nc_va, nc_mb, nc_vb, nc_x [B,C,H,W],
+ * inputs nc_a [L,1,H,W] ([L,1,1,1] for the blend family, broadcast over the image), nc_b [L,C,H,W], their Adam moments nc_ma, nc_va, nc_mb, nc_vb, nc_x [B,C,H,W],
  * nc_target [L,K] (one-hot), nc_lambda [L], nc_lr [L] (bias-corrected Adam step size per slot);
  * outputs the updated a, b and moments, and per slot the batch-mean CE, the number of images of the batch
  * classified as the target (before the update) and |m|₁ (before the update).
@@ -252,11 +311,13 @@ export function buildStepGraph(model: Model, batch: number, range: number, opts:
   const fast = opts.fast ?? true;
   const [c, h, w] = model.inputShape;
   const k = model.numClasses;
+  const blend = opts.family === "blend";
+  const [mh, mw] = blend ? [1, 1] : [h, w];
   const g = new Graph(`${model.name}_nc_step`);
-  const a = g.addInput("nc_a", "float32", ["L", 1, h, w]);
+  const a = g.addInput("nc_a", "float32", ["L", 1, mh, mw]);
   const b = g.addInput("nc_b", "float32", ["L", c, h, w]);
-  const ma = g.addInput("nc_ma", "float32", ["L", 1, h, w]);
-  const va = g.addInput("nc_va", "float32", ["L", 1, h, w]);
+  const ma = g.addInput("nc_ma", "float32", ["L", 1, mh, mw]);
+  const va = g.addInput("nc_va", "float32", ["L", 1, mh, mw]);
   const mb = g.addInput("nc_mb", "float32", ["L", c, h, w]);
   const vb = g.addInput("nc_vb", "float32", ["L", c, h, w]);
   const x = g.addInput("nc_x", "float32", [batch, c, h, w]);
@@ -275,7 +336,8 @@ export function buildStepGraph(model: Model, batch: number, range: number, opts:
   const logp = g.op("LogSoftmax", [logits], { axis: attr.int(-1) });
   const picked = g.op("ReduceSum", [g.op("Mul", [logp, t3]), g.ints([1, 2])], { keepdims: attr.int(0) });
   const ce = g.op("Div", [g.op("Neg", [picked]), g.scalar(batch)]); // [L]
-  const norm = g.op("ReduceSum", [mask, g.ints([1, 2, 3])], { keepdims: attr.int(0) }); // [L]
+  const maskSum = g.op("ReduceSum", [mask, g.ints([1, 2, 3])], { keepdims: attr.int(0) }); // [L]
+  const norm = blend ? g.op("Mul", [maskSum, g.scalar(h * w)]) : maskSum; // the |m|₁ of the mask as applied
   const ceTotal = g.op("ReduceSum", [ce], { keepdims: attr.int(0) });
   const regTotal = g.op("ReduceSum", [g.op("Mul", [lambda, norm])], { keepdims: attr.int(0) });
   const loss = g.op("Add", [ceTotal, regTotal]);
@@ -302,7 +364,7 @@ export function buildStepGraph(model: Model, batch: number, range: number, opts:
   const out = { a: aNext, b: bNext, ma: maNext, va: vaNext, mb: mbNext, vb: vbNext, ce, success, norm };
   g.setOutputs([...Object.values(out), ...(opts.withLossAndGradients ? [loss, gradA, gradB] : [])]);
   g.prune(g.inputs.map((i) => i.name));
-  return { graph: g, batch, loss, gradA, gradB, out };
+  return { graph: g, batch, loss, gradA, gradB, out, maskDims: [mh, mw] };
 }
 
 /** Held-out check: inputs nc_mask [L,1,H,W], nc_pattern [L,C,H,W], nc_x [E,C,H,W]; output the top-1 class [L·E]. */
@@ -354,13 +416,13 @@ interface Settings {
   earlyStopPatience: number;
 }
 
-function initRun(label: number, hw: number, c: number, lambda: number, rand: () => number): LabelRun {
+function initRun(label: number, maskSize: number, patternSize: number, lambda: number, rand: () => number): LabelRun {
   // Random start as in the paper (uniform mask and pattern), kept off tanh's flat tails.
   const atanhU = () => Math.atanh((2 * rand() - 1) * 0.9);
   return {
     label,
-    a: Float32Array.from({ length: hw }, atanhU),
-    b: Float32Array.from({ length: c * hw }, atanhU),
+    a: Float32Array.from({ length: maskSize }, atanhU),
+    b: Float32Array.from({ length: patternSize }, atanhU),
     moments: null,
     adamT: 0,
     steps: 0,
@@ -462,11 +524,13 @@ async function runPhase(
   onDone: (r: LabelRun) => void,
 ): Promise<void> {
   const [c, h, w] = model.inputShape;
+  const [mh, mw] = step.maskDims;
   const hw = h * w;
+  const ms = mh * mw;
   const k = model.numClasses;
   const pending = [...queue];
   let active: LabelRun[] = [];
-  const zerosA = new Float32Array(hw);
+  const zerosA = new Float32Array(ms);
   const zerosB = new Float32Array(c * hw);
   for (;;) {
     while (active.length < slots && pending.length) {
@@ -484,10 +548,10 @@ async function runPhase(
     });
     const mom = (key: "ma" | "va" | "mb" | "vb", zeros: Float32Array) => concat(active.map((r) => r.moments?.[key] ?? zeros), zeros.length);
     const feeds: Record<string, TensorData> = {
-      nc_a: tensor("float32", [n, 1, h, w], concat(active.map((r) => r.a), hw)),
+      nc_a: tensor("float32", [n, 1, mh, mw], concat(active.map((r) => r.a), ms)),
       nc_b: tensor("float32", [n, c, h, w], concat(active.map((r) => r.b), c * hw)),
-      nc_ma: tensor("float32", [n, 1, h, w], mom("ma", zerosA)),
-      nc_va: tensor("float32", [n, 1, h, w], mom("va", zerosA)),
+      nc_ma: tensor("float32", [n, 1, mh, mw], mom("ma", zerosA)),
+      nc_va: tensor("float32", [n, 1, mh, mw], mom("va", zerosA)),
       nc_mb: tensor("float32", [n, c, h, w], mom("mb", zerosB)),
       nc_vb: tensor("float32", [n, c, h, w], mom("vb", zerosB)),
       nc_x: tensor("float32", [step.batch, c, h, w], batcher.next()),
@@ -506,9 +570,9 @@ async function runPhase(
       if (!Number.isFinite(norm[i]) || !Number.isFinite(ce[i])) throw new Error(`Neural Cleanse diverged on label ${r.label} (loss ${ce[i]})`);
       observe(r, success[i] / step.batch, norm[i], s);
       const sl = (d: Float32Array, size: number) => d.slice(i * size, (i + 1) * size);
-      r.a = sl(aN, hw);
+      r.a = sl(aN, ms);
       r.b = sl(bN, c * hw);
-      r.moments = { ma: sl(maN, hw), va: sl(vaN, hw), mb: sl(mbN, c * hw), vb: sl(vbN, c * hw) };
+      r.moments = { ma: sl(maN, ms), va: sl(vaN, ms), mb: sl(mbN, c * hw), vb: sl(vbN, c * hw) };
       r.adamT++;
       if (r.stopped || r.steps >= budget) onDone(r);
       else still.push(r);
@@ -527,7 +591,7 @@ function resolveOptions(opts: NeuralCleanseOptions): NcSettings {
   const o: NcSettings = { ...DEFAULTS, inputScale: opts.inputScale, shortlist: opts.shortlist };
   for (const key of Object.keys(DEFAULTS) as (keyof typeof DEFAULTS)[]) {
     const v = opts[key];
-    if (v !== undefined) o[key] = v;
+    if (v !== undefined) (o as Record<string, unknown>)[key] = v;
   }
   const posInt = (name: string, v: number) => {
     if (!Number.isInteger(v) || v < 1) fail(`Neural Cleanse: ${name} must be a positive integer, got ${v}`);
@@ -541,6 +605,7 @@ function resolveOptions(opts: NeuralCleanseOptions): NcSettings {
   posInt("early-stop patience", o.earlyStopPatience);
   posInt("max images", o.maxImages);
   posInt("eval images", o.evalImages);
+  posInt("restarts", o.restarts);
   if (o.shortlist !== undefined) posInt("shortlist", o.shortlist);
   if (!Number.isInteger(o.seed) || o.seed < 0) fail(`Neural Cleanse: seed must be an integer >= 0, got ${o.seed}`);
   if (!(o.lr > 0)) fail(`Neural Cleanse: learning rate must be positive, got ${o.lr}`);
@@ -548,6 +613,7 @@ function resolveOptions(opts: NeuralCleanseOptions): NcSettings {
   if (!(o.threshold > 0 && o.threshold <= 1)) fail(`Neural Cleanse: threshold must be in (0, 1], got ${o.threshold}`);
   if (!(o.holdout > 0 && o.holdout < 1)) fail(`Neural Cleanse: holdout fraction must be in (0, 1), got ${o.holdout}`);
   if (!(o.inputScale > 0)) fail(`Neural Cleanse: input scale must be positive, got ${o.inputScale}`);
+  if (o.scale !== "log" && o.scale !== "linear") fail(`Neural Cleanse: scale must be log or linear, got ${String(o.scale)}`);
   if (o.screenSteps > o.steps) o.screenSteps = o.steps;
   return o;
 }
@@ -587,16 +653,67 @@ function readSubset(clean: Dataset, max: number, rand: () => number): { x: Float
   return { x, y, n };
 }
 
+/**
+ * "linear": the paper's index, |n − median| / (1.4826·MAD) over the norms n. "log": the same over ln n.
+ * Norms are sizes, and natural labels' sizes spread by factors, skewed towards large: on the linear scale a
+ * norm can sit at most median / (1.4826·MAD) below the median, so once the natural labels spread by more than
+ * about ±34% (MAD/median > 1/(2·1.4826)) no trigger, however small, reaches index 2. On the log scale the
+ * index measures how many typical spreads a norm is *times* smaller, without that ceiling.
+ */
+export type NormScale = "linear" | "log";
+
+export interface NormStats extends AnomalyStats {
+  /** Per value: below the median (on the small side). */
+  small: boolean[];
+}
+
+/** MAD statistics of trigger norms on the given scale (median and mad are on that scale too). */
+export function normStats(norms: readonly number[], scale: NormScale): NormStats {
+  // A zero norm (nothing to stamp) cannot be logged; the smallest positive float stands in for it.
+  const v = scale === "log" ? norms.map((n) => Math.log(Math.max(n, Number.MIN_VALUE))) : [...norms];
+  const stats = anomalyIndices(v);
+  return { ...stats, small: v.map((x) => x < stats.median) };
+}
+
 /** The shortlist: the `count` smallest screening norms (reached ones first), plus small-side outliers. */
-export function pickShortlist(norms: readonly number[], reached: readonly boolean[], count: number): number[] {
+export function pickShortlist(norms: readonly number[], reached: readonly boolean[], count: number, scale: NormScale = "log"): number[] {
   const idx = norms.map((_, i) => i);
   idx.sort((p, q) => Number(reached[q]) - Number(reached[p]) || norms[p] - norms[q]);
   const picked = new Set(idx.slice(0, count));
-  const stats = anomalyIndices(norms);
-  norms.forEach((v, i) => {
-    if (v < stats.median && stats.index[i] > ANOMALY_THRESHOLD) picked.add(i);
+  const stats = normStats(norms, scale);
+  norms.forEach((_, i) => {
+    if (stats.small[i] && stats.index[i] > ANOMALY_THRESHOLD) picked.add(i);
   });
   return [...picked].sort((p, q) => p - q);
+}
+
+/** What one family's scan leaves per label: the kept run and its decoded trigger. */
+interface FamilyScan {
+  family: TriggerFamily;
+  runs: LabelRun[];
+  triggers: ReversedTrigger[];
+  /** Steps per label, summed over its restarts. */
+  steps: number[];
+  /** The norms the statistics compare: see budgetShrink. */
+  statNorms: number[];
+  /**
+   * Median over the shortlist of (final norm / screening norm); 1 without screening. Screened-only labels'
+   * norms are multiplied by it before the MAD statistics, so that every label is compared at the full budget.
+   */
+  budgetShrink: number;
+}
+
+/** Norm of a run's best trigger (or of its last iterate when none reached the threshold). */
+function normOf(r: LabelRun): number {
+  return r.bestA ? r.bestNorm : r.lastNorm;
+}
+
+/** The better of two runs of a label: one that reached the threshold beats one that did not, then the smaller norm. */
+function better(p: LabelRun, q: LabelRun): LabelRun {
+  const pr = p.bestA !== null;
+  const qr = q.bestA !== null;
+  if (pr !== qr) return pr ? p : q;
+  return normOf(q) < normOf(p) ? q : p;
 }
 
 /**
@@ -607,6 +724,7 @@ export function pickShortlist(norms: readonly number[], reached: readonly boolea
 export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralCleanseOptions): Promise<NeuralCleanseResult> {
   const t0 = performance.now();
   const o = resolveOptions(opts);
+  const families = checkFamilies(opts.families ?? [...TRIGGER_FAMILIES]);
   checkShape(clean, model.inputShape, `model ${model.name}`);
   checkLabels(clean, model.numClasses);
   const labels = checkLabelList(opts.labels ?? Array.from({ length: model.numClasses }, (_, i) => i), model.numClasses);
@@ -624,13 +742,10 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
   const heldX = data.x.subarray(nOpt * per);
   const heldY = data.y?.subarray(nOpt) ?? null;
   const s: Settings = { lr: o.lr, threshold: o.threshold, patience: o.patience, earlyStopPatience: o.earlyStopPatience };
-
-  const runs = labels.map((l) => initRun(l, hw, c, o.initLambda, rand));
   const shortCount = o.shortlist ?? Math.max(10, Math.ceil(0.03 * labels.length));
   const screening = labels.length > shortCount;
   const slots = o.labelsPerRun;
 
-  let full: LabelRun[] = runs;
   const phaseSeconds = { screen: 0, full: 0, heldOut: 0 };
   let tPhase = performance.now();
   const lap = () => {
@@ -639,85 +754,174 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     tPhase = t;
     return dt;
   };
-  if (screening) {
-    const B = Math.min(o.screenBatchSize, nOpt);
-    const step = buildStepGraph(model, B, range);
-    const session = await Session.create(step.graph);
-    let done = 0;
-    await runPhase(step, session, runs, o.screenSteps, new Batcher(optPool, nOpt, per, B, rand), model, slots, s, (r) => {
-      // Only the resume point and the best trigger are kept between phases (not the Adam moments).
-      r.moments = null;
-      r.adamT = 0;
-      opts.onProgress?.({ phase: "screen", done: ++done, total: runs.length, label: r.label, l1Norm: normOf(r) });
-    });
-    await session.release();
-    const chosen = pickShortlist(runs.map(normOf), runs.map((r) => r.bestA !== null), shortCount);
-    full = chosen.map((i) => runs[i]);
-    phaseSeconds.screen = lap();
-  }
-  {
-    const B = Math.min(o.batchSize, nOpt);
-    const step = buildStepGraph(model, B, range);
-    const session = await Session.create(step.graph);
-    let done = 0;
-    for (const r of full) {
-      r.phase = "full";
-      r.stopped = false; // the early stop of screening (rare) does not carry over to the full budget
-    }
-    await runPhase(step, session, full, o.steps, new Batcher(optPool, nOpt, per, B, rand), model, slots, s, (r) => {
-      r.moments = null;
-      opts.onProgress?.({ phase: "full", done: ++done, total: full.length, label: r.label, l1Norm: normOf(r) });
-    });
-    await session.release();
-    phaseSeconds.full = lap();
-  }
 
-  // Triggers (best if one reached the threshold, else the last iterate) and their norms.
-  const triggers = runs.map((r) => {
-    const t = decodeTrigger(r.bestA ?? r.a, r.bestB ?? r.b, range);
-    return { label: r.label, l1Norm: l1Of(t.mask), mask: t.mask, pattern: t.pattern };
-  });
-  const success = await heldOutSuccess(model, triggers, heldX.subarray(0, Math.min(nHeld, o.evalImages) * per), heldY, slots);
-  phaseSeconds.heldOut = lap();
-  const stats = anomalyIndices(triggers.map((t) => t.l1Norm));
-  const results: NcLabelResult[] = runs.map((r, i) => {
-    const norm = triggers[i].l1Norm;
-    const index = stats.index[i];
-    const reached = r.bestA !== null;
-    return {
-      label: r.label,
-      l1Norm: norm,
-      anomalyIndex: index,
-      attackSuccess: success[i],
-      // A mask that never flipped its batch is no trigger, whatever its size.
-      flagged: reached && norm < stats.median && index > ANOMALY_THRESHOLD,
-      phase: r.phase,
-      steps: r.steps,
-      reached,
-      lambda: r.lambda,
+  const scanFamily = async (family: TriggerFamily): Promise<FamilyScan> => {
+    const maskSize = family === "blend" ? 1 : hw;
+    const fresh = (l: number) => initRun(l, maskSize, per, o.initLambda, rand);
+    const progress = (phase: NcPhase, total: number) => {
+      let done = 0;
+      return (r: LabelRun) => opts.onProgress?.({ family, phase, done: ++done, total, label: r.label, l1Norm: normOf(r) });
     };
+    const runs = labels.map(fresh);
+    let full: LabelRun[] = runs;
+    let screenNorms: number[] | null = null;
+    if (screening) {
+      const B = Math.min(o.screenBatchSize, nOpt);
+      const step = buildStepGraph(model, B, range, { family });
+      const session = await Session.create(step.graph);
+      const report = progress("screen", runs.length);
+      await runPhase(step, session, runs, o.screenSteps, new Batcher(optPool, nOpt, per, B, rand), model, slots, s, (r) => {
+        // Only the resume point and the best trigger are kept between phases (not the Adam moments).
+        r.moments = null;
+        r.adamT = 0;
+        report(r);
+      });
+      await session.release();
+      screenNorms = runs.map(normOf);
+      const chosen = pickShortlist(screenNorms, runs.map((r) => r.bestA !== null), shortCount, o.scale);
+      full = chosen.map((i) => runs[i]);
+      phaseSeconds.screen += lap();
+    }
+    // The screened run continues; the other restarts of a shortlisted label start afresh.
+    const extra = full.flatMap((r) => Array.from({ length: o.restarts - 1 }, () => fresh(r.label)));
+    const queue = [...full, ...extra];
+    {
+      const B = Math.min(o.batchSize, nOpt);
+      const step = buildStepGraph(model, B, range, { family });
+      const session = await Session.create(step.graph);
+      for (const r of queue) {
+        r.phase = "full";
+        r.stopped = false; // the early stop of screening (rare) does not carry over to the full budget
+      }
+      const report = progress("full", queue.length);
+      await runPhase(step, session, queue, o.steps, new Batcher(optPool, nOpt, per, B, rand), model, slots, s, (r) => {
+        r.moments = null;
+        report(r);
+      });
+      await session.release();
+      phaseSeconds.full += lap();
+    }
+    const index = new Map(labels.map((l, i) => [l, i]));
+    const kept = [...runs];
+    const steps = runs.map((r) => r.steps);
+    for (const r of extra) {
+      const i = index.get(r.label)!;
+      kept[i] = better(kept[i], r);
+      steps[i] += r.steps;
+    }
+    // Triggers (best if one reached the threshold, else the last iterate) and their norms.
+    const triggers = kept.map((r): ReversedTrigger => {
+      const a = r.bestA ?? r.a;
+      const t = decodeTrigger(a.length === hw ? a : new Float32Array(hw).fill(a[0]), r.bestB ?? r.b, range);
+      return { label: r.label, family, l1Norm: l1Of(t.mask), mask: t.mask, pattern: t.pattern };
+    });
+    // The shortlist's norms come from the full budget and up to `restarts` starts, the others' from screening:
+    // left as they are, every shortlisted label would look small next to the rest merely for its budget.
+    let budgetShrink = 1;
+    const statNorms = triggers.map((t) => t.l1Norm);
+    if (screenNorms) {
+      const before = screenNorms;
+      const shortlisted = new Set(full.map((r) => index.get(r.label)!));
+      const ratios = [...shortlisted].filter((i) => before[i] > 0 && Number.isFinite(before[i])).map((i) => triggers[i].l1Norm / before[i]);
+      if (ratios.length) budgetShrink = Math.min(1, median(ratios));
+      triggers.forEach((t, i) => {
+        if (!shortlisted.has(i)) statNorms[i] = t.l1Norm * budgetShrink;
+      });
+    }
+    return { family, runs: kept, triggers, steps, statNorms, budgetShrink };
+  };
+
+  const scans: FamilyScan[] = [];
+  for (const family of families) scans.push(await scanFamily(family));
+
+  const heldEval = heldX.subarray(0, Math.min(nHeld, o.evalImages) * per);
+  const scored: { scan: FamilyScan; stats: NormStats; scores: NcFamilyScore[] }[] = [];
+  for (const scan of scans) {
+    const success = await heldOutSuccess(model, scan.triggers, heldEval, heldY, slots);
+    const stats = normStats(scan.statNorms, o.scale);
+    const scores = scan.runs.map((r, i): NcFamilyScore => {
+      const norm = scan.triggers[i].l1Norm;
+      const reached = r.bestA !== null;
+      return {
+        l1Norm: norm,
+        anomalyIndex: stats.index[i],
+        attackSuccess: success[i],
+        // A mask that never flipped its batch is no trigger, whatever its size.
+        flagged: reached && stats.small[i] && stats.index[i] > ANOMALY_THRESHOLD,
+        phase: r.phase,
+        steps: scan.steps[i],
+        reached,
+        lambda: r.lambda,
+      };
+    });
+    scored.push({ scan, stats, scores });
+  }
+  phaseSeconds.heldOut = lap();
+
+  const results: NcLabelResult[] = labels.map((label, i) => {
+    const primary = scored[0].scores[i];
+    const r: NcLabelResult = { label, ...primary, flagged: false, flaggedBy: [] };
+    for (const { scan, scores } of scored) {
+      const score = scores[i];
+      if (score.flagged) r.flaggedBy.push(scan.family);
+      if (scan.family === "blend") r.blend = { ...score, alpha: score.l1Norm / hw };
+      else r.mask = score;
+    }
+    r.flagged = r.flaggedBy.length > 0;
+    return r;
   });
-  const flagged = results.filter((r) => r.flagged).map((r) => r.label);
-  const bySize = results.map((_, i) => i).sort((p, q) => results[p].l1Norm - results[q].l1Norm);
-  const shown = [...new Set([...results.flatMap((r, i) => (r.flagged ? [i] : [])), ...bySize.slice(0, REPORTED_SMALLEST)])];
+  const flagged = results.filter((r) => r.flagged).map((r) => r.label).sort((p, q) => p - q);
+
+  // Triggers shown: each flag's own trigger, then the first family's smallest norms.
+  const shown: ReversedTrigger[] = [];
+  const seen = new Set<string>();
+  const show = (t: ReversedTrigger) => {
+    const key = `${t.family ?? "mask"}:${t.label}`;
+    if (!seen.has(key)) shown.push(t), seen.add(key);
+  };
+  for (const { scan, scores } of scored) scores.forEach((sc, i) => sc.flagged && show(scan.triggers[i]));
+  const first = scored[0].scan.triggers;
+  first.map((_, i) => i).sort((p, q) => first[p].l1Norm - first[q].l1Norm).slice(0, REPORTED_SMALLEST).forEach((i) => show(first[i]));
+
+  const familyStats: NeuralCleanseResult["families"] = {};
+  for (const { scan, stats, scores } of scored)
+    familyStats[scan.family] = { median: median(scan.statNorms), mad: stats.mad, budgetShrink: scan.budgetShrink, flagged: labels.filter((_, i) => scores[i].flagged) };
   return {
     labels: results,
-    medianNorm: stats.median,
-    mad: stats.mad,
+    medianNorm: familyStats[scored[0].scan.family]!.median,
+    mad: scored[0].stats.mad,
     flagged,
+    families: familyStats,
     seconds: (performance.now() - t0) / 1000,
     phaseSeconds,
-    triggers: shown.map((i) => triggers[i]),
+    triggers: shown,
     shape: [c, h, w],
     inputScale: o.inputScale,
     example: heldX.slice(0, per),
     images: { optimize: nOpt, heldOut: Math.min(nHeld, o.evalImages) },
-    settings: { ...o, shortlist: shortCount },
+    settings: { ...o, shortlist: shortCount, families },
   };
+}
 
-  function normOf(r: LabelRun): number {
-    return r.bestA ? r.bestNorm : r.lastNorm;
+/** One reversed trigger per flagged label: that of the family that flagged it (the mask's when both did). */
+export function flaggedTriggers(r: Pick<NeuralCleanseResult, "flagged" | "triggers">): ReversedTrigger[] {
+  return r.flagged.map((label) => {
+    const t = r.triggers.find((x) => x.label === label);
+    if (!t) throw new Error(`Neural Cleanse result: flagged label ${label} has no trigger`);
+    return t;
+  });
+}
+
+/** Validates a family list: known names, no duplicates, at least one. */
+export function checkFamilies(families: readonly string[]): TriggerFamily[] {
+  if (families.length === 0) fail("Neural Cleanse: no trigger family to scan (expected mask, blend or both)");
+  const seen = new Set<string>();
+  for (const f of families) {
+    if (!(TRIGGER_FAMILIES as readonly string[]).includes(f)) fail(`unknown trigger family "${f}" (expected ${TRIGGER_FAMILIES.join(" or ")})`);
+    if (seen.has(f)) fail(`trigger family ${f} is listed twice`);
+    seen.add(f);
   }
+  return families as TriggerFamily[];
 }
 
 /**
@@ -811,11 +1015,16 @@ export function neuralCleanseReport(r: NeuralCleanseResult): ReportNeuralCleanse
     const png = triggerPngs(t, r.example, r.shape, r.inputScale);
     return {
       label: t.label,
+      family: t.family ?? "mask",
       maskPng: png.mask.toString("base64"),
       patternPng: png.pattern.toString("base64"),
       stampedPng: png.stamped.toString("base64"),
       cleanPng: png.clean.toString("base64"),
     };
   });
-  return { labels: r.labels.map((l) => ({ ...l })), flagged: [...r.flagged], medianNorm: r.medianNorm, mad: r.mad, triggers };
+  const labels = r.labels.map((l) => ({
+    ...l,
+    ...(l.blend ? { blendAlpha: l.blend.alpha, blendAnomalyIndex: l.blend.anomalyIndex } : {}),
+  }));
+  return { labels, flagged: [...r.flagged], medianNorm: r.medianNorm, mad: r.mad, scale: r.settings.scale, triggers };
 }

@@ -11,6 +11,8 @@ export interface AxisSpec {
   min?: number;
   max?: number;
   beginAtZero?: boolean;
+  /** Chart.js `suggestedMax`: the axis reaches at least this far (e.g. to show a threshold line). */
+  suggestedMax?: number;
   /** Hide tick labels (sorted label axes: the order, not the label ids, is what matters). */
   hideTicks?: boolean;
   /** Chart.js `offset`: half a bar of padding at both ends. */
@@ -180,6 +182,9 @@ function perLabelChart(
   descending: boolean,
   valueName: string,
   refLines: RefLine[],
+  /** Whether the bar is drawn as flagged (default: the label's overall flag). */
+  isFlagged: (l: ReportNeuralCleanse["labels"][number]) => boolean = (l) => l.flagged,
+  suggestedMax?: number,
 ): ChartSpec {
   const rows = chartOrder(nc.labels, value, descending);
   const sorted = rows.length > SORT_LABELS_ABOVE;
@@ -189,8 +194,8 @@ function perLabelChart(
       type: "bar",
       label: valueName,
       data: values,
-      backgroundColor: rows.map((r) => (r.flagged ? COLORS.attack : COLORS.neutral)),
-      borderColor: rows.map((r) => (r.flagged ? COLORS.attack : COLORS.neutral)),
+      backgroundColor: rows.map((r) => (isFlagged(r) ? COLORS.attack : COLORS.neutral)),
+      borderColor: rows.map((r) => (isFlagged(r) ? COLORS.attack : COLORS.neutral)),
       borderWidth: 0,
       barPercentage: sorted ? 1 : 0.85,
       categoryPercentage: sorted ? 1 : 0.9,
@@ -198,12 +203,12 @@ function perLabelChart(
       order: 2,
     },
   ];
-  if (sorted && rows.some((r) => r.flagged)) {
+  if (sorted && rows.some((r) => isFlagged(r))) {
     // With >1,000 labels a bar is under a pixel wide: a marker keeps each flagged label visible.
     datasets.push({
       type: "line",
       label: "Flagged as backdoor target",
-      data: rows.map((r, i) => (r.flagged ? values[i]! : null)),
+      data: rows.map((r, i) => (isFlagged(r) ? values[i]! : null)),
       backgroundColor: COLORS.attack,
       borderColor: "#ffffff",
       borderWidth: 1,
@@ -212,7 +217,7 @@ function perLabelChart(
       pointHoverRadius: 9,
       showLine: false,
       order: 1,
-      pointLabels: rows.map((r) => (r.flagged ? `label ${r.label}` : null)),
+      pointLabels: rows.map((r) => (isFlagged(r) ? `label ${r.label}` : null)),
     });
   }
   return {
@@ -227,20 +232,24 @@ function perLabelChart(
         : "Label",
       hideTicks: sorted,
     },
-    y: { type: "linear", title: valueName, format: "number", beginAtZero: true, grace: "8%" },
+    y: { type: "linear", title: valueName, format: "number", beginAtZero: true, grace: "8%", ...(suggestedMax !== undefined ? { suggestedMax } : {}) },
     refLines,
-    legend: sorted && rows.some((r) => r.flagged),
+    legend: sorted && rows.some((r) => isFlagged(r)),
     titles: rows.map(
-      (r) => `label ${r.label}: attack success ${pct(r.attackSuccess)}${r.flagged ? " (flagged)" : ""}`,
+      (r) => `label ${r.label}: attack success ${pct(r.attackSuccess)}${isFlagged(r) ? " (flagged)" : ""}`,
     ),
     interaction: "nearest",
   };
 }
 
+/** Flagged by the given trigger family (results without per-family flags count every flag as the mask's). */
+const flaggedIn = (family: "mask" | "blend") => (l: ReportNeuralCleanse["labels"][number]): boolean =>
+  l.flaggedBy ? l.flaggedBy.includes(family) : family === "mask" && l.flagged;
+
 export function ncNormChart(id: string, nc: ReportNeuralCleanse): ChartSpec {
   return perLabelChart(id, nc, (l) => l.l1Norm, false, "Mask L1 norm", [
     { axis: "y", value: nc.medianNorm, label: `median ${nc.medianNorm.toFixed(1)}`, color: COLORS.muted },
-  ]);
+  ], flaggedIn("mask"));
 }
 
 export const ANOMALY_THRESHOLD = 2;
@@ -248,7 +257,13 @@ export const ANOMALY_THRESHOLD = 2;
 export function ncAnomalyChart(id: string, nc: ReportNeuralCleanse): ChartSpec {
   return perLabelChart(id, nc, (l) => l.anomalyIndex, true, "Anomaly index", [
     { axis: "y", value: ANOMALY_THRESHOLD, label: `threshold ${ANOMALY_THRESHOLD}`, color: COLORS.attack },
-  ]);
+  ], flaggedIn("mask"), ANOMALY_THRESHOLD * 1.2);
+}
+
+export function ncBlendAnomalyChart(id: string, nc: ReportNeuralCleanse): ChartSpec {
+  return perLabelChart(id, nc, (l) => l.blendAnomalyIndex ?? 0, true, "Blend anomaly index", [
+    { axis: "y", value: ANOMALY_THRESHOLD, label: `threshold ${ANOMALY_THRESHOLD}`, color: COLORS.attack },
+  ], flaggedIn("blend"), ANOMALY_THRESHOLD * 1.2);
 }
 
 /** Counts of `values` in `bins` equal-width bins over [lo, hi]; values outside are clamped to the end bins. */

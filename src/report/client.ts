@@ -95,6 +95,7 @@ export const CLIENT_SCRIPT = String.raw`(function () {
     if (a.min !== undefined) o.min = a.min;
     if (a.max !== undefined) o.max = a.max;
     if (a.beginAtZero) o.beginAtZero = true;
+    if (a.suggestedMax !== undefined) o.suggestedMax = a.suggestedMax;
     if (a.grace) o.grace = a.grace;
     if (a.offset !== undefined) o.offset = a.offset;
     if (a.type === "linear") {

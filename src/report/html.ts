@@ -9,6 +9,7 @@ import {
   ANOMALY_THRESHOLD,
   type ChartSpec,
   ncAnomalyChart,
+  ncBlendAnomalyChart,
   ncNormChart,
   pruningChart,
   stripChart,
@@ -241,6 +242,9 @@ function ncSection(nc: ReportNeuralCleanse, charts: ChartSpec[]): string {
   const norm = ncNormChart("chart-nc-norm", nc);
   const anomaly = ncAnomalyChart("chart-nc-anomaly", nc);
   charts.push(norm, anomaly);
+  const hasBlend = nc.labels.some((l) => l.blendAlpha !== undefined);
+  const blendChart = hasBlend ? ncBlendAnomalyChart("chart-nc-blend", nc) : null;
+  if (blendChart) charts.push(blendChart);
   const byLabel = new Map(nc.labels.map((l) => [l.label, l]));
   const smallest = [...nc.labels].sort((a, b) => a.l1Norm - b.l1Norm || a.label - b.label);
   const listed = new Set<number>(nc.flagged);
@@ -252,7 +256,8 @@ function ncSection(nc: ReportNeuralCleanse, charts: ChartSpec[]): string {
       fmtNum(l.l1Norm),
       fmtNum(l.anomalyIndex),
       fmtPct(l.attackSuccess, 1),
-      l.flagged ? `<span class="badge bad">flagged</span>` : `<span class="badge">no</span>`,
+      ...(hasBlend ? [l.blendAlpha === undefined ? "—" : fmtNum(l.blendAlpha, 3), l.blendAnomalyIndex === undefined ? "—" : fmtNum(l.blendAnomalyIndex)] : []),
+      l.flagged ? `<span class="badge bad">flagged${l.flaggedBy?.length ? ` (${e(l.flaggedBy.join(", "))})` : ""}</span>` : `<span class="badge">no</span>`,
     ]);
   const flagged =
     nc.flagged.length === 0
@@ -263,7 +268,7 @@ function ncSection(nc: ReportNeuralCleanse, charts: ChartSpec[]): string {
     stats([
       ["Labels analysed", fmtInt(nc.labels.length)],
       ["Median L1 norm", fmtNum(nc.medianNorm)],
-      ["MAD", fmtNum(nc.mad)],
+      [nc.scale === "log" ? "MAD of ln(L1)" : "MAD", fmtNum(nc.mad, nc.scale === "log" ? 3 : 2)],
       ["Flagged labels", flagged],
     ]) +
     `<h3>Mask L1 norm per label</h3>` +
@@ -272,8 +277,12 @@ function ncSection(nc: ReportNeuralCleanse, charts: ChartSpec[]): string {
     `<h3>Anomaly index per label</h3>` +
     `<p class="note">${sorted ? "Sorted from largest to smallest index. " : ""}Labels with a below-median norm and an anomaly index above ${ANOMALY_THRESHOLD} (dashed line) are flagged.</p>` +
     chartBox(anomaly, 260, "Anomaly index per label with the threshold at 2") +
+    (blendChart
+      ? `<h3>Blend anomaly index per label</h3><p class="note">The blend family reverses one blend weight α for the whole image (blended triggers); its own statistics flag labels with an unusually small α.</p>` +
+        chartBox(blendChart, 260, "Blend-family anomaly index per label with the threshold at 2")
+      : "") +
     `<h3>Flagged and smallest-norm labels</h3>` +
-    table(["Label", "Mask L1 norm", "Anomaly index", "Attack success", "Flagged"], rows, 1) +
+    table(["Label", "Mask L1 norm", "Anomaly index", "Attack success", ...(hasBlend ? ["Blend α", "Blend anomaly"] : []), "Flagged"], rows, 1) +
     triggerGallery(nc, byLabel);
   return section(
     "neural-cleanse",
@@ -295,18 +304,22 @@ function triggerGallery(nc: ReportNeuralCleanse, byLabel: Map<number, ReportNeur
   });
   const cards = triggers.map((t) => {
     const info = byLabel.get(t.label);
-    const isFlagged = flagged.has(t.label);
+    // A label can have a trigger of each family: the card is marked flagged when its own family flagged it.
+    const family = t.family ?? "mask";
+    const isFlagged = info?.flaggedBy ? info.flaggedBy.includes(family) : flagged.has(t.label);
     const fig = (png: string, caption: string) =>
       `<figure><img src="${pngDataUri(png, `trigger ${t.label} ${caption.toLowerCase()} image`)}" alt="${e(
         `${caption} for label ${t.label}`,
       )}"><figcaption>${e(caption)}</figcaption></figure>`;
     return (
       `<div class="trigger${isFlagged ? " flagged" : ""}">` +
-      `<div class="trigger-head"><span class="trigger-label">Label ${e(String(t.label))}</span>` +
+      `<div class="trigger-head"><span class="trigger-label">Label ${e(String(t.label))}${t.family === "blend" ? " (blend trigger)" : ""}</span>` +
       (isFlagged ? `<span class="badge bad">flagged</span>` : `<span class="badge">small norm</span>`) +
       `</div>` +
       (info
-        ? `<div class="trigger-meta">L1 norm ${fmtNum(info.l1Norm)} · anomaly ${fmtNum(info.anomalyIndex)} · attack success ${fmtPct(info.attackSuccess, 1)}</div>`
+        ? t.family === "blend"
+          ? `<div class="trigger-meta">blend α ${fmtNum(info.blendAlpha ?? NaN, 3)} · blend anomaly ${fmtNum(info.blendAnomalyIndex ?? NaN)}</div>`
+          : `<div class="trigger-meta">L1 norm ${fmtNum(info.l1Norm)} · anomaly ${fmtNum(info.anomalyIndex)} · attack success ${fmtPct(info.attackSuccess, 1)}</div>`
         : "") +
       `<div class="figs">${fig(t.maskPng, "Mask")}${fig(t.patternPng, "Pattern")}${fig(t.stampedPng, "Stamped")}${fig(t.cleanPng, "Clean")}</div>` +
       `</div>`

@@ -101,13 +101,20 @@ export interface ReportNcLabel {
   anomalyIndex: number;
   /** Fraction of clean inputs sent to `label` when stamped with the reversed trigger, in [0, 1]. */
   attackSuccess: number;
-  /** True when the label is reported as a backdoor target (small norm and anomaly index > 2). */
+  /** True when the label is reported as a backdoor target (small norm and anomaly index > 2 in some trigger family). */
   flagged: boolean;
+  /** Trigger families that flag the label ("mask", "blend"); absent in results that scanned masks only. */
+  flaggedBy?: string[];
+  /** Blend family: the reversed whole-image blend weight α and its anomaly index. */
+  blendAlpha?: number;
+  blendAnomalyIndex?: number;
 }
 
 /** Images of one reversed trigger, each a PNG as base64 (optionally with a "data:image/png;base64," prefix). */
 export interface ReportTrigger {
   label: number;
+  /** Trigger family ("mask" when absent; "blend": one blend weight for the whole image). */
+  family?: string;
   /** The mask as a grey-scale image (white = trigger pixel). */
   maskPng: string;
   /** The pattern (trigger colours), shown in full. */
@@ -125,8 +132,10 @@ export interface ReportNeuralCleanse {
   flagged: number[];
   /** Median of the mask L1 norms. */
   medianNorm: number;
-  /** Median absolute deviation of the mask L1 norms. */
+  /** Median absolute deviation of the mask L1 norms (of their natural logarithms when `scale` is "log"). */
   mad: number;
+  /** Scale the anomaly indices were computed on: "linear" (the paper's; the default when absent) or "log". */
+  scale?: string;
   /** Reversed triggers to show: the flagged labels and the smallest-norm labels. */
   triggers: ReportTrigger[];
 }

@@ -3,7 +3,7 @@
 import { writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { fail } from "../../errors.js";
-import { detectBackdoor, neuralCleanseReport, triggerPngs, type NcPhase, type NeuralCleanseResult } from "../../defenses/neural-cleanse.js";
+import { checkFamilies, detectBackdoor, neuralCleanseReport, triggerPngs, type NeuralCleanseResult, type NormScale } from "../../defenses/neural-cleanse.js";
 import type { ReportData } from "../../report/types.js";
 import { dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command, type Context } from "../command.js";
 import { commandLine, OUTPUT_OPTIONS, outDir, reportModelOf, writeResult } from "../output.js";
@@ -41,10 +41,18 @@ function table(r: NeuralCleanseResult): string[] {
   const bySize = [...r.labels].sort((p, q) => p.l1Norm - q.l1Norm);
   const all = r.labels.length <= 2 * TABLE_ROWS;
   const rows = all ? bySize : bySize.filter((l, i) => i < TABLE_ROWS || l.flagged);
-  const lines = [`label    L1 norm  anomaly  held-out ASR  phase   steps  flagged`];
+  const mask = r.families.mask !== undefined;
+  const blend = r.families.blend !== undefined;
+  const head = [`label`, ...(mask ? [`  mask L1  anomaly  held-out ASR`] : []), ...(blend ? [`  blend α  anomaly  held-out ASR`] : []), `  phase   steps  flagged`];
+  const lines = [head.join("")];
+  const cols = (norm: string, index: number, asr: number) => `  ${norm.padStart(7)}  ${index.toFixed(2).padStart(7)}  ${pct(asr).padStart(12)}`;
   for (const l of rows) {
+    const note = l.flagged ? `FLAGGED (${l.flaggedBy.join(", ")})` : l.reached ? "" : "(threshold not reached)";
     lines.push(
-      `${String(l.label).padStart(5)}  ${l.l1Norm.toFixed(1).padStart(9)}  ${l.anomalyIndex.toFixed(2).padStart(7)}  ${pct(l.attackSuccess).padStart(12)}  ${l.phase.padEnd(6)} ${String(l.steps).padStart(6)}  ${l.flagged ? "FLAGGED" : l.reached ? "" : "(threshold not reached)"}`,
+      String(l.label).padStart(5) +
+        (l.mask ? cols(l.mask.l1Norm.toFixed(1), l.mask.anomalyIndex, l.mask.attackSuccess) : "") +
+        (l.blend ? cols(l.blend.alpha.toFixed(3), l.blend.anomalyIndex, l.blend.attackSuccess) : "") +
+        `  ${l.phase.padEnd(6)} ${String(l.steps).padStart(6)}  ${note}`,
     );
   }
   if (!all) lines.push(`... ${r.labels.length - rows.length} more labels with larger norms (--json or --out for all)`);
@@ -60,10 +68,12 @@ function writeTriggerPngs(dir: string, r: NeuralCleanseResult): string[] {
   };
   r.triggers.forEach((t, i) => {
     const png = triggerPngs(t, r.example, r.shape, r.inputScale);
-    put(`label_${t.label}_mask.png`, png.mask);
-    put(`label_${t.label}_pattern.png`, png.pattern);
-    put(`label_${t.label}_trigger.png`, png.trigger);
-    put(`label_${t.label}_stamped.png`, png.stamped);
+    // A label may have a trigger of each family; blend ones are named apart.
+    const base = `label_${t.label}${t.family === "blend" ? "_blend" : ""}`;
+    put(`${base}_mask.png`, png.mask);
+    put(`${base}_pattern.png`, png.pattern);
+    put(`${base}_trigger.png`, png.trigger);
+    put(`${base}_stamped.png`, png.stamped);
     if (i === 0) put("clean_example.png", png.clean);
   });
   return files;
@@ -74,10 +84,14 @@ export const detectCommand: Command = {
   summary: "Neural Cleanse: reverse-engineer a trigger per label and flag backdoor targets (MAD anomaly index > 2)",
   usage:
     "--model M [--arch deepid] --input-scale S --clean D [--labels 0,5,7|0-9] [--out DIR [--report]] [--steps N] [--screen-steps N]\n" +
-    "       [--batch-size B] [--screen-batch-size B] [--labels-per-run L] [--shortlist K] [--seed S] [--json] [--quiet]\n" +
+    "       [--batch-size B] [--screen-batch-size B] [--labels-per-run L] [--shortlist K] [--restarts R] [--families mask,blend]\n" +
+    "       [--scale log|linear] [--seed S] [--json] [--quiet]\n" +
+    "  Two trigger families are scanned: \"mask\" (the paper's per-pixel mask) and \"blend\" (one blend weight α for the\n" +
+    "  whole image, for blended triggers); each has its own MAD statistics, on ln(norm) by default (--scale).\n" +
     "  Every label gets --screen-steps (default 60) steps on --screen-batch-size (8) images; the --shortlist\n" +
     "  (default max(10, 3% of the labels)) smallest norms, plus small-side outliers, continue to --steps (300) on\n" +
-    "  --batch-size (32) images. --labels-per-run (32) labels are optimized together in one graph run.",
+    "  --batch-size (32) images from --restarts (2) random starts. --labels-per-run (32) labels are optimized\n" +
+    "  together in one graph run.",
   options: {
     ...MODEL_OPTIONS,
     clean: { type: "string" },
@@ -88,6 +102,9 @@ export const detectCommand: Command = {
     "screen-batch-size": { type: "string" },
     "labels-per-run": { type: "string" },
     shortlist: { type: "string" },
+    restarts: { type: "string" },
+    families: { type: "string" },
+    scale: { type: "string" },
     seed: { type: "string" },
   },
   async run(ctx: Context) {
@@ -100,9 +117,13 @@ export const detectCommand: Command = {
     const labels = labelSpec === undefined ? undefined : parseLabels(labelSpec, model.numClasses);
     const dir = outDir(ctx, false);
     const opt = (key: string) => (str(ctx, key) === undefined ? undefined : num(ctx, key, undefined, { min: 1, integer: true }));
+    const familySpec = str(ctx, "families");
+    const families = familySpec === undefined ? undefined : checkFamilies(familySpec.split(",").map((f) => f.trim()));
+    const scaleSpec = str(ctx, "scale");
+    if (scaleSpec !== undefined && scaleSpec !== "log" && scaleSpec !== "linear") fail(`--scale must be log or linear, got "${scaleSpec}"`);
     const loaded = (performance.now() - t0) / 1000;
 
-    const bars = new Map<NcPhase, Progress>();
+    const bars = new Map<string, Progress>();
     const result = await detectBackdoor(model, clean, {
       inputScale: scale,
       labels,
@@ -112,13 +133,17 @@ export const detectCommand: Command = {
       screenBatchSize: opt("screen-batch-size"),
       labelsPerRun: opt("labels-per-run"),
       shortlist: opt("shortlist"),
+      restarts: opt("restarts"),
+      families,
+      scale: scaleSpec as NormScale | undefined,
       seed: str(ctx, "seed") === undefined ? undefined : num(ctx, "seed", 0, { min: 0, integer: true }),
       onProgress: (p) => {
-        let bar = bars.get(p.phase);
+        const key = `${p.family} ${p.phase}`;
+        let bar = bars.get(key);
         if (!bar) {
           for (const b of bars.values()) b.done();
-          bar = progress(ctx, p.phase === "screen" ? "NC screening" : "NC full", p.total, "labels");
-          bars.set(p.phase, bar);
+          bar = progress(ctx, `NC ${p.family} ${p.phase === "screen" ? "screening" : "full"}`, p.total, p.phase === "screen" ? "labels" : "runs");
+          bars.set(key, bar);
         }
         bar.tick(1, `label ${p.label} norm ${p.l1Norm.toFixed(1)}`);
       },
@@ -149,12 +174,14 @@ export const detectCommand: Command = {
       `images     ${result.images.optimize} to optimize on, ${result.images.heldOut} held out for attack success`,
       `labels     ${result.labels.length} scanned` +
         (screened ? ` (${result.labels.length - screened} with the full budget, ${screened} screened only)` : ""),
-      `median L1  ${result.medianNorm.toFixed(2)}   MAD ${result.mad.toFixed(2)}`,
+      ...Object.entries(result.families).map(
+        ([f, st]) => `${f.padEnd(10)} median L1 ${st.median.toFixed(2)}, MAD ${st.mad.toFixed(3)} (${result.settings.scale}), flags ${st.flagged.length ? st.flagged.join(", ") : "none"}`,
+      ),
       "",
       ...table(result),
       "",
       result.flagged.length
-        ? `flagged    ${result.flagged.join(", ")}  (anomaly index > 2, smaller than the median)`
+        ? `flagged    ${result.flagged.join(", ")}  (anomaly index > 2 in some family, smaller than the median)`
         : "flagged    none (no label's trigger is an outlier on the small side)",
       `time       ${result.seconds.toFixed(1)} s (${(result.labels.length / result.seconds).toFixed(2)} labels/s)`,
     ];

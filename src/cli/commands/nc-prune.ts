@@ -2,7 +2,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
 import { writeOnnx } from "../../defenses/g-model.js";
 import { checkNcPruneOptions, ncPrune, triggerFromPngs, triggersFromReport, type ReversedTrigger } from "../../defenses/nc-mitigation.js";
-import { checkLabelList, detectBackdoor, neuralCleanseReport } from "../../defenses/neural-cleanse.js";
+import { checkLabelList, detectBackdoor, flaggedTriggers, neuralCleanseReport } from "../../defenses/neural-cleanse.js";
 import { fail } from "../../errors.js";
 import type { Dataset } from "../../io/dataset.js";
 import { saveRepaired } from "../../io/save-model.js";
@@ -66,7 +66,7 @@ export async function resolveTriggers(ctx: Context, model: Model, clean: Dataset
   }
   const labelsOpt = str(ctx, "labels");
   const labels = labelsOpt === undefined ? undefined : checkLabelList(labelsOpt.split(",").map((s) => Number(s.trim())), model.numClasses);
-  // One bar per Neural Cleanse phase (screening every label, then the full budget for a shortlist).
+  // One bar per Neural Cleanse family and phase (screening every label, then the full budget for a shortlist).
   let bar: ReturnType<typeof progress> | undefined;
   let phase = "";
   let shown = 0;
@@ -75,10 +75,10 @@ export async function resolveTriggers(ctx: Context, model: Model, clean: Dataset
     labels,
     seed: num(ctx, "seed", 0, { integer: true, min: 0 }),
     onProgress: (p) => {
-      if (p.phase !== phase) {
+      if (`${p.family} ${p.phase}` !== phase) {
         bar?.done();
-        bar = progress(ctx, `neural-cleanse ${p.phase}`, p.total, "label");
-        phase = p.phase;
+        bar = progress(ctx, `neural-cleanse ${p.family} ${p.phase}`, p.total, p.phase === "screen" ? "label" : "run");
+        phase = `${p.family} ${p.phase}`;
         shown = 0;
       }
       bar!.tick(p.done - shown, `label ${p.label}: norm ${p.l1Norm.toFixed(1)}`);
@@ -86,7 +86,7 @@ export async function resolveTriggers(ctx: Context, model: Model, clean: Dataset
     },
   });
   bar?.done();
-  const triggers = r.triggers.filter((t) => r.flagged.includes(t.label));
+  const triggers = flaggedTriggers(r);
   return { flagged: r.flagged, triggers, source: "neural-cleanse detection", neuralCleanse: neuralCleanseReport(r), seconds: seconds() };
 }
 
