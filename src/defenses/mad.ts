@@ -41,3 +41,25 @@ export function anomalyIndices(values: ArrayLike<number>): AnomalyStats {
   });
   return { median: med, mad: m, index };
 }
+
+/**
+ * "linear": the paper's index, |n − median| / (1.4826·MAD) over the norms n. "log": the same over ln n.
+ * Norms are sizes, and natural labels' sizes spread by factors, skewed towards large: on the linear scale a
+ * norm can sit at most median / (1.4826·MAD) below the median, so once the natural labels spread by more than
+ * about ±34% (MAD/median > 1/(2·1.4826)) no trigger, however small, reaches index 2. On the log scale the
+ * index measures how many typical spreads a norm is *times* smaller, without that ceiling.
+ */
+export type NormScale = "linear" | "log";
+
+export interface NormStats extends AnomalyStats {
+  /** Per value: below the median (on the small side). */
+  small: boolean[];
+}
+
+/** MAD statistics of trigger norms on the given scale (median and mad are on that scale too). */
+export function normStats(norms: readonly number[], scale: NormScale): NormStats {
+  // A zero norm (nothing to stamp) cannot be logged; the smallest positive float stands in for it.
+  const v = scale === "log" ? norms.map((n) => Math.log(Math.max(n, Number.MIN_VALUE))) : [...norms];
+  const stats = anomalyIndices(v);
+  return { ...stats, small: v.map((x) => x < stats.median) };
+}

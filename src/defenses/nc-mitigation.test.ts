@@ -10,7 +10,7 @@ import { lowerModel } from "../model/lower.js";
 import type { Model } from "../model/model.js";
 import { Session } from "../runtime/session.js";
 import { mulberry32 } from "../util/random.js";
-import { triggerPngs } from "./neural-cleanse.js";
+import { triggerPngs } from "./nc-report.js";
 import {
   checkNcPruneOptions, checkTrigger, checkUnlearnOptions, ncPrune, ncUnlearn, prunedNeuronsModel, pruneSite, stampedSource,
   stampShare, triggerFromPngs, triggerHits, triggersFromReport, type ReversedTrigger,

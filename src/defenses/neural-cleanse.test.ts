@@ -11,8 +11,9 @@ import { Session } from "../runtime/session.js";
 import { train } from "../train/trainer.js";
 import { fillUniform, mulberry32 } from "../util/random.js";
 import { parseLabels } from "../cli/commands/detect.js";
-import { anomalyIndices, mad, median, MAD_CONSISTENCY } from "./mad.js";
-import { buildStepGraph, checkFamilies, checkLabelList, detectBackdoor, normStats, pickShortlist, stampTrigger, triggerPngs, withPooledRelus } from "./neural-cleanse.js";
+import { anomalyIndices, mad, median, MAD_CONSISTENCY, normStats } from "./mad.js";
+import { buildStepGraph, checkFamilies, checkLabelList, detectBackdoor, pickShortlist, stampTrigger, withPooledRelus } from "./neural-cleanse.js";
+import { triggerPngs } from "./nc-report.js";
 
 test("median and MAD on hand-checkable numbers", () => {
   assert.equal(median([5, 1, 3]), 3);

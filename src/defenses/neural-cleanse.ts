@@ -27,14 +27,13 @@ import { backward } from "../graph/autodiff.js";
 import { attr, Graph, tensor, type Node, type TensorData } from "../graph/ir.js";
 import type { Dataset } from "../io/dataset.js";
 import { checkLabels, checkShape } from "../io/dataset.js";
-import { encodePng } from "../io/images.js";
 import type { Model } from "../model/model.js";
-import type { ReportNcLabel, ReportNeuralCleanse, ReportTrigger } from "../report/types.js";
+import type { ReportNcLabel } from "../report/types.js";
 import { Session } from "../runtime/session.js";
 import { shuffled } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { embed } from "./g-model.js";
-import { anomalyIndices, median, type AnomalyStats } from "./mad.js";
+import { median, normStats, type NormScale, type NormStats } from "./mad.js";
 
 /** "mask": a per-pixel mask (the paper); "blend": one blend weight α for the whole image. */
 export type TriggerFamily = "mask" | "blend";
@@ -49,7 +48,7 @@ export interface NeuralCleanseOptions {
   families?: TriggerFamily[];
   /** Random starts per label in the full phase; the smallest successful trigger is kept (default 2). */
   restarts?: number;
-  /** Scale of the norms the MAD statistics are computed on (default "log", see normStats). */
+  /** Scale of the norms the MAD statistics are computed on (default "log", see normStats in mad.ts). */
   scale?: NormScale;
   /** Full optimization budget per label, in steps (default 300). */
   steps?: number;
@@ -653,28 +652,6 @@ function readSubset(clean: Dataset, max: number, rand: () => number): { x: Float
   return { x, y, n };
 }
 
-/**
- * "linear": the paper's index, |n − median| / (1.4826·MAD) over the norms n. "log": the same over ln n.
- * Norms are sizes, and natural labels' sizes spread by factors, skewed towards large: on the linear scale a
- * norm can sit at most median / (1.4826·MAD) below the median, so once the natural labels spread by more than
- * about ±34% (MAD/median > 1/(2·1.4826)) no trigger, however small, reaches index 2. On the log scale the
- * index measures how many typical spreads a norm is *times* smaller, without that ceiling.
- */
-export type NormScale = "linear" | "log";
-
-export interface NormStats extends AnomalyStats {
-  /** Per value: below the median (on the small side). */
-  small: boolean[];
-}
-
-/** MAD statistics of trigger norms on the given scale (median and mad are on that scale too). */
-export function normStats(norms: readonly number[], scale: NormScale): NormStats {
-  // A zero norm (nothing to stamp) cannot be logged; the smallest positive float stands in for it.
-  const v = scale === "log" ? norms.map((n) => Math.log(Math.max(n, Number.MIN_VALUE))) : [...norms];
-  const stats = anomalyIndices(v);
-  return { ...stats, small: v.map((x) => x < stats.median) };
-}
-
 /** The shortlist: the `count` smallest screening norms (reached ones first), plus small-side outliers. */
 export function pickShortlist(norms: readonly number[], reached: readonly boolean[], count: number, scale: NormScale = "log"): number[] {
   const idx = norms.map((_, i) => i);
@@ -959,72 +936,4 @@ async function heldOutSuccess(model: Model, triggers: ReversedTrigger[], x: Floa
   }
   await session.release();
   return out;
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Pictures
-
-export interface TriggerPngs {
-  /** Mask, grey (white = 1). */
-  mask: Buffer;
-  /** Pattern in full colour. */
-  pattern: Buffer;
-  /** pattern·mask: what the trigger adds. */
-  trigger: Buffer;
-  /** The example image stamped with the trigger. */
-  stamped: Buffer;
-  /** The example image as is. */
-  clean: Buffer;
-}
-
-/** CHW floats (already in 0..255) → HWC bytes; 1 or 3 channels as they are, other counts as their mean (grey). */
-function toPng(chw: Float32Array, c: number, h: number, w: number): Buffer {
-  const hw = h * w;
-  const outC = c === 3 ? 3 : 1;
-  const bytes = new Uint8Array(hw * outC);
-  const clamp = (v: number) => Math.max(0, Math.min(255, Math.round(v)));
-  for (let p = 0; p < hw; p++) {
-    if (outC === 3) for (let ch = 0; ch < 3; ch++) bytes[p * 3 + ch] = clamp(chw[ch * hw + p]);
-    else {
-      let sum = 0;
-      for (let ch = 0; ch < c; ch++) sum += chw[ch * hw + p];
-      bytes[p] = clamp(sum / c);
-    }
-  }
-  return encodePng(bytes, w, h, outC);
-}
-
-/** PNGs of a reversed trigger and of `example` (a scaled clean image [C·H·W]) with and without it. */
-export function triggerPngs(t: ReversedTrigger, example: Float32Array, shape: readonly [number, number, number], inputScale: number): TriggerPngs {
-  const [c, h, w] = shape;
-  const hw = h * w;
-  const scaled = (v: Float32Array) => Float32Array.from(v, (x) => x * inputScale);
-  const masked = Float32Array.from(t.pattern, (v, i) => v * t.mask[i % hw]);
-  return {
-    mask: toPng(Float32Array.from(t.mask, (v) => v * 255), 1, h, w),
-    pattern: toPng(scaled(t.pattern), c, h, w),
-    trigger: toPng(scaled(masked), c, h, w),
-    stamped: toPng(scaled(stampTrigger(example, 1, shape, t.mask, t.pattern)), c, h, w),
-    clean: toPng(scaled(example), c, h, w),
-  };
-}
-
-/** The result as the report's neuralCleanse section (PNGs base64-encoded). */
-export function neuralCleanseReport(r: NeuralCleanseResult): ReportNeuralCleanse {
-  const triggers: ReportTrigger[] = r.triggers.map((t) => {
-    const png = triggerPngs(t, r.example, r.shape, r.inputScale);
-    return {
-      label: t.label,
-      family: t.family ?? "mask",
-      maskPng: png.mask.toString("base64"),
-      patternPng: png.pattern.toString("base64"),
-      stampedPng: png.stamped.toString("base64"),
-      cleanPng: png.clean.toString("base64"),
-    };
-  });
-  const labels = r.labels.map((l) => ({
-    ...l,
-    ...(l.blend ? { blendAlpha: l.blend.alpha, blendAnomalyIndex: l.blend.anomalyIndex } : {}),
-  }));
-  return { labels, flagged: [...r.flagged], medianNorm: r.medianNorm, mad: r.mad, scale: r.settings.scale, triggers };
 }

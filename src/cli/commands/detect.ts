@@ -3,7 +3,9 @@
 import { writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { fail } from "../../errors.js";
-import { checkFamilies, detectBackdoor, neuralCleanseReport, triggerPngs, type NeuralCleanseResult, type NormScale } from "../../defenses/neural-cleanse.js";
+import { neuralCleanseReport, triggerPngs } from "../../defenses/nc-report.js";
+import { type NormScale } from "../../defenses/mad.js";
+import { checkFamilies, detectBackdoor, type NeuralCleanseResult } from "../../defenses/neural-cleanse.js";
 import type { ReportData } from "../../report/types.js";
 import { dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command, type Context } from "../command.js";
 import { commandLine, OUTPUT_OPTIONS, outDir, reportModelOf, writeResult } from "../output.js";

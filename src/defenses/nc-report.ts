@@ -1,0 +1,70 @@
+// Pictures and the report section of a Neural Cleanse result: reversed triggers as PNGs (mask, pattern,
+// pattern·mask, a stamped clean example) and the ReportNeuralCleanse object the HTML report and result.json use.
+import { encodePng } from "../io/images.js";
+import type { ReportNeuralCleanse, ReportTrigger } from "../report/types.js";
+import { stampTrigger, type NeuralCleanseResult, type ReversedTrigger } from "./neural-cleanse.js";
+
+export interface TriggerPngs {
+  /** Mask, grey (white = 1). */
+  mask: Buffer;
+  /** Pattern in full colour. */
+  pattern: Buffer;
+  /** pattern·mask: what the trigger adds. */
+  trigger: Buffer;
+  /** The example image stamped with the trigger. */
+  stamped: Buffer;
+  /** The example image as is. */
+  clean: Buffer;
+}
+
+/** CHW floats (already in 0..255) → HWC bytes; 1 or 3 channels as they are, other counts as their mean (grey). */
+function toPng(chw: Float32Array, c: number, h: number, w: number): Buffer {
+  const hw = h * w;
+  const outC = c === 3 ? 3 : 1;
+  const bytes = new Uint8Array(hw * outC);
+  const clamp = (v: number) => Math.max(0, Math.min(255, Math.round(v)));
+  for (let p = 0; p < hw; p++) {
+    if (outC === 3) for (let ch = 0; ch < 3; ch++) bytes[p * 3 + ch] = clamp(chw[ch * hw + p]);
+    else {
+      let sum = 0;
+      for (let ch = 0; ch < c; ch++) sum += chw[ch * hw + p];
+      bytes[p] = clamp(sum / c);
+    }
+  }
+  return encodePng(bytes, w, h, outC);
+}
+
+/** PNGs of a reversed trigger and of `example` (a scaled clean image [C·H·W]) with and without it. */
+export function triggerPngs(t: ReversedTrigger, example: Float32Array, shape: readonly [number, number, number], inputScale: number): TriggerPngs {
+  const [c, h, w] = shape;
+  const hw = h * w;
+  const scaled = (v: Float32Array) => Float32Array.from(v, (x) => x * inputScale);
+  const masked = Float32Array.from(t.pattern, (v, i) => v * t.mask[i % hw]);
+  return {
+    mask: toPng(Float32Array.from(t.mask, (v) => v * 255), 1, h, w),
+    pattern: toPng(scaled(t.pattern), c, h, w),
+    trigger: toPng(scaled(masked), c, h, w),
+    stamped: toPng(scaled(stampTrigger(example, 1, shape, t.mask, t.pattern)), c, h, w),
+    clean: toPng(scaled(example), c, h, w),
+  };
+}
+
+/** The result as the report's neuralCleanse section (PNGs base64-encoded). */
+export function neuralCleanseReport(r: NeuralCleanseResult): ReportNeuralCleanse {
+  const triggers: ReportTrigger[] = r.triggers.map((t) => {
+    const png = triggerPngs(t, r.example, r.shape, r.inputScale);
+    return {
+      label: t.label,
+      family: t.family ?? "mask",
+      maskPng: png.mask.toString("base64"),
+      patternPng: png.pattern.toString("base64"),
+      stampedPng: png.stamped.toString("base64"),
+      cleanPng: png.clean.toString("base64"),
+    };
+  });
+  const labels = r.labels.map((l) => ({
+    ...l,
+    ...(l.blend ? { blendAlpha: l.blend.alpha, blendAnomalyIndex: l.blend.anomalyIndex } : {}),
+  }));
+  return { labels, flagged: [...r.flagged], medianNorm: r.medianNorm, mad: r.mad, scale: r.settings.scale, triggers };
+}
