@@ -7,8 +7,7 @@ import { parse } from "../cli/command.js";
 import { finePruneCommand } from "../cli/commands/fine-prune.js";
 import { UserError } from "../errors.js";
 import { tensor } from "../graph/ir.js";
-import { writeCsawH5 } from "../io/csaw-h5.js";
-import { memoryDataset, type Dataset } from "../io/dataset.js";
+import type { Dataset } from "../io/dataset.js";
 import { writeKerasModel } from "../io/keras-save.js";
 import { loadModel } from "../io/load-model.js";
 import { argmaxRows, forwardGraph, predictLabels } from "../model/forward.js";
@@ -18,7 +17,7 @@ import { Session } from "../runtime/session.js";
 import { train } from "../train/trainer.js";
 import { finePrune } from "./fine-pruning.js";
 import { channelMask, prunedModel, pruneTarget } from "./pruning.js";
-import { SHAPE, synth, toUint8, trainTinyBackdoor } from "../test/tiny-backdoor.js";
+import { SHAPE, tinyBackdoorData, trainTinyBackdoor } from "../test/tiny-backdoor.js";
 
 // The tiny backdoored task of src/test/tiny-backdoor.ts (quadrant squares; a top-edge checkerboard → class 0).
 
@@ -30,15 +29,10 @@ let modelPath: string;
 
 before(async () => {
   model = await trainTinyBackdoor();
-  const v = synth(200, 2, "none");
-  valid = memoryDataset("valid", SHAPE, v.x, v.y);
-  const p = synth(100, 3, "all");
-  poisoned = memoryDataset("poisoned", SHAPE, p.x, p.y);
   dir = mkdtempSync(join(tmpdir(), "fine-prune-test-"));
+  ({ valid, poisoned } = await tinyBackdoorData(dir));
   modelPath = join(dir, "bd.h5");
   await writeKerasModel(modelPath, model.spec!);
-  await writeCsawH5(join(dir, "valid.h5"), toUint8(v.x), [200, ...SHAPE], v.y);
-  await writeCsawH5(join(dir, "poisoned.h5"), toUint8(p.x), [100, ...SHAPE], p.y);
 });
 
 after(() => rmSync(dir, { recursive: true, force: true }));

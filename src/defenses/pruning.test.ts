@@ -6,7 +6,6 @@ import { after, before, test } from "node:test";
 import { parse } from "../cli/command.js";
 import { pruneCommand } from "../cli/commands/prune.js";
 import { UserError } from "../errors.js";
-import { writeCsawH5 } from "../io/csaw-h5.js";
 import { writeKerasModel } from "../io/keras-save.js";
 import type { ReportData } from "../report/types.js";
 import { tensor } from "../graph/ir.js";
@@ -33,7 +32,7 @@ import {
   selectDrop,
   sweep,
 } from "./pruning.js";
-import { SHAPE, synth, toUint8, trainTinyBackdoor } from "../test/tiny-backdoor.js";
+import { SHAPE, tinyBackdoorData, trainTinyBackdoor } from "../test/tiny-backdoor.js";
 
 // The tiny backdoored task of src/test/tiny-backdoor.ts (quadrant squares; a top-edge checkerboard → class 0).
 
@@ -44,14 +43,9 @@ let dir: string;
 
 before(async () => {
   model = await trainTinyBackdoor();
-  const v = synth(200, 2, "none");
-  valid = memoryDataset("valid", SHAPE, v.x, v.y);
-  const p = synth(100, 3, "all");
-  poisoned = memoryDataset("poisoned", SHAPE, p.x, p.y);
   dir = mkdtempSync(join(tmpdir(), "prune-test-"));
+  ({ valid, poisoned } = await tinyBackdoorData(dir));
   await writeKerasModel(join(dir, "bd.h5"), model.spec!);
-  await writeCsawH5(join(dir, "valid.h5"), toUint8(v.x), [200, ...SHAPE], v.y);
-  await writeCsawH5(join(dir, "poisoned.h5"), toUint8(p.x), [100, ...SHAPE], p.y);
 });
 
 after(() => rmSync(dir, { recursive: true, force: true }));

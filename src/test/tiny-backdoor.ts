@@ -1,6 +1,9 @@
 // A tiny backdoored classification task for the defense tests: 4 classes = a bright square in one quadrant
 // of a noisy 30x30 image; a checkerboard patch at the top edge sends any image to class 0. Pixels are
 // multiples of 1/255 so the data survives a round trip through a uint8 CSAW file.
+import { join } from "node:path";
+import { writeCsawH5 } from "../io/csaw-h5.js";
+import { memoryDataset, type Dataset } from "../io/dataset.js";
 import { zooCnn } from "../model/archs.js";
 import { lowerModel } from "../model/lower.js";
 import type { Model } from "../model/model.js";
@@ -37,4 +40,16 @@ export async function trainTinyBackdoor(): Promise<Model> {
   const spec = zooCnn({ inputShape: [H, H, 1], numClasses: 4, filters: [4, 8, 10], hidden: 16, seed: 3, name: "tiny" });
   const d = synth(480, 1, "mix");
   return (await train(lowerModel(spec), { ...d, shape: SHAPE }, { epochs: 6, batchSize: 32, optimizer: { kind: "adam", lr: 3e-3 }, seed: 1 })).model;
+}
+
+/**
+ * The defense tests' data: 200 clean validation images (seed 2) and 100 poisoned ones (seed 3), in memory and
+ * written to dir/valid.h5 and dir/poisoned.h5 (CSAW layout) for the CLI.
+ */
+export async function tinyBackdoorData(dir: string): Promise<{ valid: Dataset; poisoned: Dataset }> {
+  const v = synth(200, 2, "none");
+  const p = synth(100, 3, "all");
+  await writeCsawH5(join(dir, "valid.h5"), toUint8(v.x), [200, ...SHAPE], v.y);
+  await writeCsawH5(join(dir, "poisoned.h5"), toUint8(p.x), [100, ...SHAPE], p.y);
+  return { valid: memoryDataset("valid", SHAPE, v.x, v.y), poisoned: memoryDataset("poisoned", SHAPE, p.x, p.y) };
 }
