@@ -31,6 +31,9 @@ import type { ReportEvalResult, ReportG } from "../report/types.js";
 import type { ZooIndex, ZooManifest } from "../zoo/build.js";
 
 const DEFENSES = ["prune", "fine-prune", "nc-prune", "unlearn", "strip"] as const;
+/** Markers around the copy of the table in README.md. */
+const README_START = "<!-- bench:defenses table start -->";
+const README_END = "<!-- bench:defenses table end -->";
 type DefenseName = (typeof DEFENSES)[number];
 
 /** One poisoned test set of a model (one per target). */
@@ -546,7 +549,10 @@ function summaryLine(results: ModelResult[]): string {
   );
 }
 
-function markdownDoc(results: ModelResult[], meta: { zoo: string; source: string; totalSeconds: number; defenses: DefenseName[]; command: string }): { doc: string; table: string; summary: string } {
+function markdownDoc(
+  results: ModelResult[],
+  meta: { zoo: string; source: string; totalSeconds: number; defenses: DefenseName[]; command: string },
+): { doc: string; table: string; summary: string; readmeBlock: string } {
   const footnotes: string[] = [];
   const table = markdownTable(results, footnotes);
   const summary = summaryLine(results);
@@ -588,7 +594,8 @@ function markdownDoc(results: ModelResult[], meta: { zoo: string; source: string
   ]
     .filter((l): l is string => l !== null)
     .join("\n");
-  return { doc, table, summary };
+  const notes = footnotes.map((f, i) => `[^${i + 1}]: ${f}`).join("\n");
+  return { doc, table, summary, readmeBlock: `**${summary}.**\n\n${table}\n\n${notes}\n` };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -609,9 +616,20 @@ async function main(): Promise<void> {
   const totalSeconds = (performance.now() - t0) / 1000;
 
   const command = `npm run bench:defenses${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`;
-  const { doc, table, summary } = markdownDoc(results, { zoo: values.zoo ?? "zoo", source: note, totalSeconds, defenses: which, command });
+  const { doc, table, summary, readmeBlock } = markdownDoc(results, { zoo: values.zoo ?? "zoo", source: note, totalSeconds, defenses: which, command });
   mkdirSync(dirname(resolve(outFile)), { recursive: true });
   writeFileSync(outFile, doc);
+  // A run over the whole zoo with every defense also refreshes the copy of the table in README.md.
+  const readme = "README.md";
+  if (!only && which.length === DEFENSES.length && existsSync(readme)) {
+    const text = readFileSync(readme, "utf8");
+    const start = text.indexOf(README_START);
+    const end = text.indexOf(README_END);
+    if (start >= 0 && end > start) {
+      writeFileSync(readme, `${text.slice(0, start + README_START.length)}\n${readmeBlock}${text.slice(end)}`);
+      log(`updated the table in ${readme}`);
+    }
+  }
   if (values.json) {
     mkdirSync(dirname(resolve(values.json)), { recursive: true });
     writeFileSync(values.json, JSON.stringify({ zoo: zooDir, source: note, defenses: which, totalSeconds, summary, models: results }, null, 2) + "\n");
