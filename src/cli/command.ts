@@ -3,6 +3,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { fail } from "../errors.js";
 import { openDataset, type Dataset } from "../io/dataset.js";
 import { loadModel } from "../io/load-model.js";
+import type { NcProgress } from "../defenses/neural-cleanse.js";
 import type { Model } from "../model/model.js";
 import { Progress, progressEnabled } from "./progress.js";
 
@@ -140,6 +141,23 @@ export function batchSize(ctx: Context, dflt = 256): number {
 
 export function progress(ctx: Context, label: string, total: number, unit = "img"): Progress {
   return new Progress(label, total, { quiet: !progressEnabled(ctx.quiet), unit });
+}
+
+/** Progress of a Neural Cleanse scan: one bar per trigger family and phase; call done() when the scan ends. */
+export function ncProgress(ctx: Context): { onProgress: (p: NcProgress) => void; done: () => void } {
+  let bar: Progress | undefined;
+  let key = "";
+  return {
+    onProgress(p) {
+      if (`${p.family} ${p.phase}` !== key) {
+        bar?.done();
+        key = `${p.family} ${p.phase}`;
+        bar = progress(ctx, `NC ${p.family} ${p.phase === "screen" ? "screening" : "full"}`, p.total, p.phase === "screen" ? "labels" : "runs");
+      }
+      bar!.tick(1, `label ${p.label} norm ${p.l1Norm.toFixed(1)}`);
+    },
+    done: () => bar?.done(),
+  };
 }
 
 export const pct = (x: number): string => `${(100 * x).toFixed(2)}%`;

@@ -7,9 +7,8 @@ import { neuralCleanseReport, triggerPngs } from "../../defenses/nc-report.js";
 import { type NormScale } from "../../defenses/mad.js";
 import { checkFamilies, detectBackdoor, type NeuralCleanseResult } from "../../defenses/neural-cleanse.js";
 import type { ReportData } from "../../report/types.js";
-import { dataFrom, inputScale, MODEL_OPTIONS, modelFrom, num, pct, progress, str, type Command, type Context } from "../command.js";
+import { dataFrom, inputScale, MODEL_OPTIONS, modelFrom, ncProgress, num, pct, str, type Command, type Context } from "../command.js";
 import { commandLine, OUTPUT_OPTIONS, outDir, reportModelOf, writeResult } from "../output.js";
-import type { Progress } from "../progress.js";
 
 /** "0,5,7", "0-9" or a mix ("0-3,7"); every label must be a class of the model. */
 export function parseLabels(spec: string, numClasses: number): number[] {
@@ -125,7 +124,7 @@ export const detectCommand: Command = {
     if (scaleSpec !== undefined && scaleSpec !== "log" && scaleSpec !== "linear") fail(`--scale must be log or linear, got "${scaleSpec}"`);
     const loaded = (performance.now() - t0) / 1000;
 
-    const bars = new Map<string, Progress>();
+    const bars = ncProgress(ctx);
     const result = await detectBackdoor(model, clean, {
       inputScale: scale,
       labels,
@@ -139,18 +138,9 @@ export const detectCommand: Command = {
       families,
       scale: scaleSpec as NormScale | undefined,
       seed: str(ctx, "seed") === undefined ? undefined : num(ctx, "seed", 0, { min: 0, integer: true }),
-      onProgress: (p) => {
-        const key = `${p.family} ${p.phase}`;
-        let bar = bars.get(key);
-        if (!bar) {
-          for (const b of bars.values()) b.done();
-          bar = progress(ctx, `NC ${p.family} ${p.phase === "screen" ? "screening" : "full"}`, p.total, p.phase === "screen" ? "labels" : "runs");
-          bars.set(key, bar);
-        }
-        bar.tick(1, `label ${p.label} norm ${p.l1Norm.toFixed(1)}`);
-      },
+      onProgress: bars.onProgress,
     });
-    for (const b of bars.values()) b.done();
+    bars.done();
     clean.close();
 
     const report: ReportData = {

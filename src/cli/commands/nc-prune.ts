@@ -9,7 +9,7 @@ import type { Dataset } from "../../io/dataset.js";
 import { saveRepaired } from "../../io/save-model.js";
 import type { Model } from "../../model/model.js";
 import type { ReportData, ReportEvalResult, ReportMitigation, ReportNeuralCleanse } from "../../report/types.js";
-import { batchSize, inputScale, MODEL_OPTIONS, num, pct, progress, str, type Command, type Context, type Options, DATA_OPTIONS, defenseInputs } from "../command.js";
+import { batchSize, inputScale, MODEL_OPTIONS, ncProgress, num, pct, progress, str, type Command, type Context, type Options, DATA_OPTIONS, defenseInputs } from "../command.js";
 import { gLine } from "./prune.js";
 import { OUTPUT_OPTIONS, outDir, readResult, reportModelOf, writeResult } from "../output.js";
 
@@ -67,26 +67,14 @@ export async function resolveTriggers(ctx: Context, model: Model, clean: Dataset
   }
   const labelsOpt = str(ctx, "labels");
   const labels = labelsOpt === undefined ? undefined : checkLabelList(labelsOpt.split(",").map((s) => Number(s.trim())), model.numClasses);
-  // One bar per Neural Cleanse family and phase (screening every label, then the full budget for a shortlist).
-  let bar: ReturnType<typeof progress> | undefined;
-  let phase = "";
-  let shown = 0;
+  const bars = ncProgress(ctx);
   const r = await detectBackdoor(model, clean, {
     inputScale: scale,
     labels,
     seed: num(ctx, "seed", 0, { integer: true, min: 0 }),
-    onProgress: (p) => {
-      if (`${p.family} ${p.phase}` !== phase) {
-        bar?.done();
-        bar = progress(ctx, `neural-cleanse ${p.family} ${p.phase}`, p.total, p.phase === "screen" ? "label" : "run");
-        phase = `${p.family} ${p.phase}`;
-        shown = 0;
-      }
-      bar!.tick(p.done - shown, `label ${p.label}: norm ${p.l1Norm.toFixed(1)}`);
-      shown = p.done;
-    },
+    onProgress: bars.onProgress,
   });
-  bar?.done();
+  bars.done();
   const triggers = flaggedTriggers(r);
   return { flagged: r.flagged, triggers, source: "neural-cleanse detection", neuralCleanse: neuralCleanseReport(r), seconds: seconds() };
 }
