@@ -732,28 +732,30 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     return dt;
   };
 
+  const index = new Map(labels.map((l, i) => [l, i]));
+
   const scanFamily = async (family: TriggerFamily): Promise<FamilyScan> => {
     const maskSize = family === "blend" ? 1 : hw;
     const fresh = (l: number) => initRun(l, maskSize, per, o.initLambda, rand);
-    const progress = (phase: NcPhase, total: number) => {
+    // One phase: `queue` to `budget` steps on batches of `batchSize`; a finished run keeps its resume point and
+    // best trigger but not its Adam moments.
+    const phase = async (name: NcPhase, queue: LabelRun[], budget: number, batchSize: number) => {
+      const B = Math.min(batchSize, nOpt);
+      const step = buildStepGraph(model, B, range, { family });
+      const session = await Session.create(step.graph);
       let done = 0;
-      return (r: LabelRun) => opts.onProgress?.({ family, phase, done: ++done, total, label: r.label, l1Norm: normOf(r) });
+      await runPhase(step, session, queue, budget, new Batcher(optPool, nOpt, per, B, rand), model, slots, s, (r) => {
+        r.moments = null;
+        r.adamT = 0;
+        opts.onProgress?.({ family, phase: name, done: ++done, total: queue.length, label: r.label, l1Norm: normOf(r) });
+      });
+      await session.release();
     };
     const runs = labels.map(fresh);
     let full: LabelRun[] = runs;
     let screenNorms: number[] | null = null;
     if (screening) {
-      const B = Math.min(o.screenBatchSize, nOpt);
-      const step = buildStepGraph(model, B, range, { family });
-      const session = await Session.create(step.graph);
-      const report = progress("screen", runs.length);
-      await runPhase(step, session, runs, o.screenSteps, new Batcher(optPool, nOpt, per, B, rand), model, slots, s, (r) => {
-        // Only the resume point and the best trigger are kept between phases (not the Adam moments).
-        r.moments = null;
-        r.adamT = 0;
-        report(r);
-      });
-      await session.release();
+      await phase("screen", runs, o.screenSteps, o.screenBatchSize);
       screenNorms = runs.map(normOf);
       const chosen = pickShortlist(screenNorms, runs.map((r) => r.bestA !== null), shortCount, o.scale);
       full = chosen.map((i) => runs[i]);
@@ -762,23 +764,12 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     // The screened run continues; the other restarts of a shortlisted label start afresh.
     const extra = full.flatMap((r) => Array.from({ length: o.restarts - 1 }, () => fresh(r.label)));
     const queue = [...full, ...extra];
-    {
-      const B = Math.min(o.batchSize, nOpt);
-      const step = buildStepGraph(model, B, range, { family });
-      const session = await Session.create(step.graph);
-      for (const r of queue) {
-        r.phase = "full";
-        r.stopped = false; // the early stop of screening (rare) does not carry over to the full budget
-      }
-      const report = progress("full", queue.length);
-      await runPhase(step, session, queue, o.steps, new Batcher(optPool, nOpt, per, B, rand), model, slots, s, (r) => {
-        r.moments = null;
-        report(r);
-      });
-      await session.release();
-      phaseSeconds.full += lap();
+    for (const r of queue) {
+      r.phase = "full";
+      r.stopped = false; // the early stop of screening (rare) does not carry over to the full budget
     }
-    const index = new Map(labels.map((l, i) => [l, i]));
+    await phase("full", queue, o.steps, o.batchSize);
+    phaseSeconds.full += lap();
     const kept = [...runs];
     const steps = runs.map((r) => r.steps);
     for (const r of extra) {
@@ -854,7 +845,9 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
   const seen = new Set<string>();
   const show = (t: ReversedTrigger) => {
     const key = `${t.family ?? "mask"}:${t.label}`;
-    if (!seen.has(key)) shown.push(t), seen.add(key);
+    if (seen.has(key)) return;
+    seen.add(key);
+    shown.push(t);
   };
   for (const { scan, scores } of scored) scores.forEach((sc, i) => sc.flagged && show(scan.triggers[i]));
   const first = scored[0].scan.triggers;
