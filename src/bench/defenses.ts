@@ -227,17 +227,19 @@ async function perTargetRepair(b: Model, repaired: Model, sets: PoisonSet[], lib
   return out;
 }
 
-function verdict(targets: number[], flagged: number[]): { match: boolean; text: string } {
+/** Flags against the truth: whether they match exactly, in words, and the missed targets and wrong flags. */
+function verdict(targets: number[], flagged: number[]): { match: boolean; text: string; missed: number[]; extra: number[] } {
   const t = new Set(targets);
   const f = new Set(flagged);
   const missed = targets.filter((x) => !f.has(x));
   const extra = flagged.filter((x) => !t.has(x));
-  if (targets.length === 0) return extra.length === 0 ? { match: true, text: "yes (clean, nothing flagged)" } : { match: false, text: `no: clean model, false alarm on ${extra.join(", ")}` };
-  if (missed.length === 0 && extra.length === 0) return { match: true, text: "yes" };
+  const of = (match: boolean, text: string) => ({ match, text, missed, extra });
+  if (targets.length === 0) return extra.length === 0 ? of(true, "yes (clean, nothing flagged)") : of(false, `no: clean model, false alarm on ${extra.join(", ")}`);
+  if (missed.length === 0 && extra.length === 0) return of(true, "yes");
   const parts: string[] = [];
   if (missed.length) parts.push(`missed ${missed.join(", ")}`);
   if (extra.length) parts.push(`false alarm on ${extra.join(", ")}`);
-  return { match: false, text: `no: ${parts.join("; ")}` };
+  return of(false, `no: ${parts.join("; ")}`);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -284,8 +286,8 @@ async function runModel(dirName: string, which: DefenseName[]): Promise<ModelRes
         match: v.match,
         verdict: v.text,
         seconds: r.seconds,
-        targetsFlagged: manifest.targets.filter((t) => r.flagged.includes(t)).length,
-        wrongFlags: r.flagged.filter((l) => !manifest.targets.includes(l)).length,
+        targetsFlagged: manifest.targets.length - v.missed.length,
+        wrongFlags: v.extra.length,
       };
       log(`${manifest.name}: seed ${seed} flagged [${r.flagged.join(", ")}] (${v.text}) in ${r.seconds.toFixed(1)} s`);
       if (seed === 0) {
@@ -558,6 +560,7 @@ function markdownDoc(
   const summary = summaryLine(results);
   const multi = results.filter((m) => m.targets.length > 1);
   const mismatch = results.filter((m) => Object.entries(m.manifest.asr).some(([t, a]) => m.measured.asr[t] !== a) || m.measured.cleanAccuracy !== m.manifest.cleanAccuracy);
+  const notes = footnotes.map((f, i) => `[^${i + 1}]: ${f}`).join("\n");
   const doc = [
     "# Every defense on every zoo model",
     "",
@@ -589,12 +592,11 @@ function markdownDoc(
       ? `- Note: B's clean accuracy / ASR measured here differ from the zoo manifest for ${mismatch.map((m) => m.name).join(", ")} (manifest vs measured in the JSON output).`
       : "- B's clean accuracy and ASR measured here equal the zoo manifests' exactly.",
     "",
-    ...footnotes.map((f, i) => `[^${i + 1}]: ${f}`),
+    footnotes.length ? notes : null,
     "",
   ]
     .filter((l): l is string => l !== null)
     .join("\n");
-  const notes = footnotes.map((f, i) => `[^${i + 1}]: ${f}`).join("\n");
   return { doc, table, summary, readmeBlock: `**${summary}.**\n\n${table}\n\n${notes}\n` };
 }
 
