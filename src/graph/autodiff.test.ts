@@ -134,6 +134,25 @@ const CASES: Case[] = [
       return g.op("BatchNormalization", [x.x, x.s, x.b, mean, v], { epsilon: attr.float(1e-3) });
     },
   },
+  {
+    name: "BatchNormalization (inference) w.r.t. running mean and variance",
+    inputs: { x: [2, 3, 4, 4], m: [3], v: { shape: [3], data: Float32Array.from([0.5, 1.5, 2.0]) } },
+    build: (g, x) => {
+      const s = g.constant(tensor("float32", [3], randn(3)));
+      const b = g.constant(tensor("float32", [3], randn(3)));
+      return g.op("BatchNormalization", [x.x, s, b, x.m, x.v], { epsilon: attr.float(1e-3) });
+    },
+  },
+  {
+    name: "BatchNormalization after a depthwise Conv (MobileNet block)",
+    inputs: { x: [2, 3, 6, 6], w: [3, 1, 3, 3], s: [3], b: [3] },
+    build: (g, x) => {
+      const y = g.op("Conv", [x.x, x.w], { group: attr.int(3), pads: attr.ints([1, 1, 1, 1]) });
+      const mean = g.constant(tensor("float32", [3], randn(3)));
+      const v = g.constant(tensor("float32", [3], Float32Array.from([0.7, 1.2, 2.5])));
+      return g.op("Clip", [g.op("BatchNormalization", [y, x.s, x.b, mean, v]), g.scalar(0), g.scalar(6)]);
+    },
+  },
   { name: "Dropout (eval)", inputs: { x: [3, 4] }, build: (g, x) => g.op("Dropout", [x.x]) },
   { name: "Softmax", inputs: { x: [3, 6] }, build: (g, x) => g.op("Softmax", [x.x], { axis: attr.int(-1) }) },
   { name: "LogSoftmax", inputs: { x: [3, 6] }, build: (g, x) => g.op("LogSoftmax", [x.x], { axis: attr.int(-1) }) },

@@ -396,6 +396,10 @@ const RULES: Record<string, Rule> = {
     return [e.op("Pad", [dy, e.g.ints(pads)], { mode: attr.string("constant") }), null, null, null, null];
   },
   BatchNormalization: (e, n, [dy], needs) => {
+    // Inference mode: y = scale·(x − mean)·invStd + bias with the running statistics as fixed inputs, so
+    // every input has a plain elementwise gradient (the statistics' ones matter to nobody who trains with
+    // frozen statistics, but a caller asking for them gets the true value, not an error).
+    if (intAttr(n, "training_mode", 0) === 1) throw new GraphError("BatchNormalization: training_mode=1 gradients are not supported");
     const [x, scale, , mean, variance] = n.inputs;
     const eps = floatAttr(n, "epsilon", 1e-5);
     const rank = e.shape(x).length;
@@ -403,15 +407,18 @@ const RULES: Record<string, Rule> = {
     const view = (v: string) => e.op("Reshape", [v, e.g.ints(bshape)]);
     const invStd = e.op("Reciprocal", [e.op("Sqrt", [e.op("Add", [variance, e.g.scalar(eps)])])]);
     const reduceAxes = [0, ...Array.from({ length: rank - 2 }, (_, i) => i + 2)];
-    const dx = needs[0] ? e.op("Mul", [dy, view(e.op("Mul", [scale, invStd]))]) : null;
-    let dscale: string | null = null;
-    if (needs[1]) {
-      const xhat = e.op("Mul", [e.op("Sub", [x, view(mean)]), view(invStd)]);
-      dscale = e.op("ReduceSum", [e.op("Mul", [dy, xhat]), e.g.ints(reduceAxes)], { keepdims: attr.int(0) });
-    }
-    const dbias = needs[2] ? e.op("ReduceSum", [dy, e.g.ints(reduceAxes)], { keepdims: attr.int(0) }) : null;
-    if (needs[3] || needs[4]) throw new GraphError("BatchNormalization: gradients for running statistics are not supported");
-    return [dx, dscale, dbias, null, null];
+    const sum = (v: string) => e.op("ReduceSum", [v, e.g.ints(reduceAxes)], { keepdims: attr.int(0) });
+    const gain = e.op("Mul", [scale, invStd]);
+    const dx = needs[0] ? e.op("Mul", [dy, view(gain)]) : null;
+    const centred = needs[1] || needs[4] ? e.op("Sub", [x, view(mean)]) : "";
+    const dscale = needs[1] ? sum(e.op("Mul", [dy, e.op("Mul", [centred, view(invStd)])])) : null;
+    const dbias = needs[2] ? sum(dy) : null;
+    const dmean = needs[3] ? e.op("Neg", [e.op("Mul", [sum(dy), gain])]) : null;
+    // d invStd / d var = −invStd³ / 2.
+    const dvar = needs[4]
+      ? e.op("Mul", [sum(e.op("Mul", [dy, centred])), e.op("Mul", [gain, e.op("Mul", [e.op("Mul", [invStd, invStd]), e.g.scalar(-0.5)])])])
+      : null;
+    return [dx, dscale, dbias, dmean, dvar];
   },
   ReduceSum: (e, n, [dy]) => [reduceGrad(e, n, dy, false), null],
   ReduceMean: (e, n, [dy]) => [reduceGrad(e, n, dy, true)],
