@@ -57,3 +57,30 @@ test("train leaves the model it started from untouched", async () => {
     assert.notDeepEqual(trained.graph.initializers.get(k)!.data, v, `${k} was trained`);
   }
 });
+
+test("the step graph's MaxPool-before-Relu rewrite gives the same loss and updates", async () => {
+  const run = async (pooledRelus: boolean) => {
+    const r = await StepRunner.create(buildStepGraph(model, { optimizer, pooledRelus }), { threads: 1 });
+    try {
+      const losses: number[] = [];
+      for (const [i, b] of batches.entries()) losses.push((await r.run(b.x, b.t, stepLr(optimizer, i + 1))).loss);
+      return { losses, params: r.params() };
+    } finally {
+      await r.release();
+    }
+  };
+  const plain = await run(false);
+  const pooled = await run(true);
+  const g = buildStepGraph(model, { optimizer }).graph;
+  const pools = g.nodes.filter((n) => n.op === "MaxPool");
+  assert.equal(pools.length, 3);
+  for (const p of pools) assert.equal(g.producer(p.inputs[0])?.op, "Conv", "the pool reads the conv, the Relu follows it");
+  pooled.losses.forEach((l, i) => assert.ok(Math.abs(l - plain.losses[i]) <= 1e-5 * Math.max(1, Math.abs(l)), `loss ${i}: ${l} vs ${plain.losses[i]}`));
+  for (const [k, v] of plain.params) {
+    const a = pooled.params.get(k)!.data as Float32Array;
+    const b = v.data as Float32Array;
+    let worst = 0;
+    for (let i = 0; i < b.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+    assert.ok(worst <= 1e-5, `${k}: max difference ${worst}`);
+  }
+});

@@ -3,7 +3,7 @@ import { backward } from "../graph/autodiff.js";
 import { tensor, type Graph, type TensorData } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";
 import { addOptimizer, stepLr, type OptimizerConfig, type OptimizerGraph } from "../graph/optimizers.js";
-import { maskChannels } from "../graph/transforms.js";
+import { maskChannels, poolBeforeRelu } from "../graph/transforms.js";
 import { argmaxRows } from "../model/forward.js";
 import type { Model, ParamRef } from "../model/model.js";
 import { withParams } from "../model/params.js";
@@ -71,9 +71,14 @@ export interface StepGraph {
   params: Map<string, TensorData>;
 }
 
-export function buildStepGraph(model: Model, opts: Pick<TrainOptions, "optimizer" | "trainable" | "channelMasks">): StepGraph {
+export function buildStepGraph(
+  model: Model,
+  opts: Pick<TrainOptions, "optimizer" | "trainable" | "channelMasks"> & { pooledRelus?: boolean },
+): StepGraph {
   const g = model.graph.clone(`${model.name}_train`);
   for (const [value, mask] of opts.channelMasks ?? []) maskChannels(g, value, g.constant(tensor("float32", [mask.length], mask), "channel_mask"));
+  // Same values, a cheaper backward pass (default on; off only to compare).
+  if (opts.pooledRelus ?? true) poolBeforeRelu(g);
   const target = g.addInput("target", "float32", ["N", model.numClasses]);
   const loss = softmaxCrossEntropy(g, model.logits, target);
   const trainable = model.params.filter(opts.trainable ?? (() => true)).map((p) => p.value);
