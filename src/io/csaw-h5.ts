@@ -5,6 +5,7 @@ import { basename, dirname, resolve } from "node:path";
 import h5wasm, { Module } from "h5wasm/node";
 import { fail } from "../errors.js";
 import { checkInputScale, checkRange, formatShape, type Dataset, type OpenOptions } from "./dataset.js";
+import { checkRawPixels, checkScaleAgainstRange, valueRange } from "./pixels.js";
 
 type H5Dataset = InstanceType<typeof h5wasm.Dataset>;
 type H5File = InstanceType<typeof h5wasm.File>;
@@ -167,18 +168,34 @@ function describeCsaw(file: H5File, path: string, opts: OpenOptions) {
   if (n === 0 || a === 0 || b === 0 || c === 0) fail(`${where} has an empty shape ${formatShape(dims)}`);
   const layout = decideLayout(dims, opts.layout, where);
   const shape: [number, number, number] = layout === "nchw" ? [a, b, c] : [c, a, b];
-  return { data, where, dtype, n, layout, shape, labels: readLabels(labelDs, n, path) };
+  return { data, where, dtype, n, dims, layout, shape, labels: readLabels(labelDs, n, path) };
 }
 
-/** Opens a CSAW-HackML .h5 data file; images are read batch by batch on demand. */
+/** Images whose pixel range is compared with the input scale at open (a dark image or two cannot fool it). */
+const SCALE_SAMPLE = 256;
+
+/**
+ * Opens a CSAW-HackML .h5 data file; images are read batch by batch on demand. Non-uint8 pixels must be
+ * finite and in 0..255 (checked on every read) and must not look already scaled to [0, 1] under an input
+ * scale other than 1 (checked on the first images at open).
+ */
 export async function openCsawH5(path: string, opts: OpenOptions): Promise<Dataset> {
   checkInputScale(opts.inputScale);
   const file = await openH5ForRead(path, "data");
   let ok = false;
   try {
-    const { data, where, dtype, n, layout, shape, labels } = readingHdf5(path, "data", () => describeCsaw(file, path, opts));
+    const { data, where, dtype, n, dims, layout, shape, labels } = readingHdf5(path, "data", () => describeCsaw(file, path, opts));
     const per = shape[0] * shape[1] * shape[2];
     const scale = opts.inputScale;
+    // uint8 pixels are 0..255 by construction; any other type is checked value by value as it is read.
+    const checked = dtype !== "uint8";
+    const imageDims = dims.slice(1);
+    const readRaw = (start: number, count: number): NumericArray => {
+      const raw = asNumbers(readingHdf5(path, "data", () => data.slice([[start, start + count]])), `${where} (${dtype})`);
+      if (checked) checkRawPixels(raw, `data ${path}`, imageDims, start);
+      return raw;
+    };
+    if (checked) checkScaleAgainstRange(valueRange(readRaw(0, Math.min(n, SCALE_SAMPLE))), scale, `data ${path}`);
     let open = true;
     const ds: Dataset = {
       name: basename(path),
@@ -190,7 +207,7 @@ export async function openCsawH5(path: string, opts: OpenOptions): Promise<Datas
         checkRange(ds, start, count);
         const out = new Float32Array(count * per);
         if (count === 0) return out;
-        const raw = asNumbers(readingHdf5(path, "data", () => data.slice([[start, start + count]])), `${where} (${dtype})`);
+        const raw = readRaw(start, count);
         if (raw.length !== out.length) throw new Error(`h5 slice of ${ds.name} returned ${raw.length} values, expected ${out.length}`);
         if (layout === "nchw") {
           for (let i = 0; i < out.length; i++) out[i] = raw[i]! / scale;
