@@ -18,6 +18,8 @@ export interface ScaleAccuracy {
   correct: number;
   n: number;
   accuracy: number;
+  /** Per probe image: 1 when classified right. */
+  right: Uint8Array;
 }
 
 export interface ScaleDecision {
@@ -75,9 +77,9 @@ export function nearChance(accuracy: number, chance: number): boolean {
 
 async function accuracyAt(model: Model, x: Float32Array, labels: Int32Array, shape: [number, number, number], scale: number): Promise<ScaleAccuracy> {
   const pred = await predictLabels(model, memoryDataset("probe", shape, x, labels));
-  let correct = 0;
-  for (let i = 0; i < pred.length; i++) if (pred[i] === labels[i]) correct++;
-  return { scale, correct, n: labels.length, accuracy: labels.length ? correct / labels.length : 0 };
+  const right = Uint8Array.from(pred, (p, i) => (p === labels[i] ? 1 : 0));
+  const correct = right.reduce((a, b) => a + b, 0);
+  return { scale, correct, n: labels.length, accuracy: labels.length ? correct / labels.length : 0, right };
 }
 
 /**
@@ -110,10 +112,24 @@ export async function detectInputScale(model: Model, raw: Dataset): Promise<Scal
   const all = tried.map(describe).join(", ");
   if (nearChance(best.accuracy, chance))
     fail(`cannot detect the input scale: clean accuracy on ${best.n} images of ${raw.name} is near chance (${pct(chance)}) at every scale (${all}); give --input-scale`);
-  // The runner-up must be clearly worse: a model that works at both scales leaves the choice to the user.
-  if (!nearChance(next.accuracy, chance) && best.accuracy - next.accuracy < 0.1 * (1 - chance))
+  // A runner-up that also works must be significantly worse on the same images, else the user decides.
+  if (!nearChance(next.accuracy, chance) && pairedZ(best, next) < 3)
     fail(`cannot detect the input scale: clean accuracy on ${best.n} images of ${raw.name} is similar at every scale (${all}); give --input-scale`);
   return { scale: best.scale, tried, chance };
+}
+
+/**
+ * McNemar's statistic for "a is more accurate than b" on the same images: images only a gets right minus those
+ * only b gets right, over the square root of their sum.
+ */
+export function pairedZ(a: ScaleAccuracy, b: ScaleAccuracy): number {
+  let onlyA = 0;
+  let onlyB = 0;
+  for (let i = 0; i < a.right.length; i++) {
+    if (a.right[i]! > b.right[i]!) onlyA++;
+    else if (b.right[i]! > a.right[i]!) onlyB++;
+  }
+  return onlyA + onlyB === 0 ? 0 : (onlyA - onlyB) / Math.sqrt(onlyA + onlyB);
 }
 
 /** The stderr line announcing a detected scale. */

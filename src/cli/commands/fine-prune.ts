@@ -13,7 +13,7 @@ export const finePruneCommand: Command = {
   name: "fine-prune",
   summary: "Fine-Pruning: prune dormant conv channels, then fine-tune on clean data; writes repaired.{h5,onnx}, G.onnx",
   usage:
-    `--model M [--arch deepid] --input-scale S --clean VALID [--test TEST] [--poisoned P] [--drop ${DEFAULT_FINE_PRUNE_DROP}] ` +
+    `--model M [--arch deepid] [--input-scale S] --clean VALID [--test TEST] [--poisoned P] [--drop ${DEFAULT_FINE_PRUNE_DROP}] ` +
     `[--order increasing] [--layer conv_3] [--epochs ${DEFAULT_FINE_TUNE.epochs}] [--lr ${DEFAULT_FINE_TUNE.lr}] [--optimizer adam|sgd] ` +
     "[--train-batch-size 64] [--seed 0] --out DIR [--report] [--json] [--quiet]",
   options: {
@@ -31,7 +31,7 @@ export const finePruneCommand: Command = {
   },
   async run(ctx) {
     const t0 = performance.now();
-    const scale = inputScale(ctx);
+    const scale = await inputScale(ctx, "clean");
     const drop = num(ctx, "drop", DEFAULT_FINE_PRUNE_DROP);
     const epochs = num(ctx, "epochs", DEFAULT_FINE_TUNE.epochs, { min: 0, integer: true });
     const lr = num(ctx, "lr", DEFAULT_FINE_TUNE.lr);

@@ -105,7 +105,7 @@ export const ncPruneCommand: Command = {
   name: "nc-prune",
   summary: "Neural Cleanse neuron pruning: prune the neurons the reversed trigger excites; writes repaired.{h5,onnx}, G.onnx",
   usage:
-    `--model M [--arch deepid] --input-scale S --clean VALID [--test T] [--poisoned P] ${TRIGGER_USAGE} ` +
+    `--model M [--arch deepid] [--input-scale S] --clean VALID [--test T] [--poisoned P] ${TRIGGER_USAGE} ` +
     "[--layer activation_1] [--threshold 0.05] [--max-drop 0.1] [--step 0.01] --out DIR [--report] [--json]",
   options: {
     ...MODEL_OPTIONS,
@@ -119,7 +119,7 @@ export const ncPruneCommand: Command = {
   },
   async run(ctx) {
     const t0 = performance.now();
-    const scale = inputScale(ctx);
+    const scale = await inputScale(ctx, "clean");
     const settings = checkNcPruneOptions({ threshold: num(ctx, "threshold", 0.05), maxDrop: num(ctx, "max-drop", 0.1), step: num(ctx, "step", 0.01) });
     const dir = outDir(ctx)!;
     const { model, valid: clean, test, poisoned } = await defenseInputs(ctx, scale);

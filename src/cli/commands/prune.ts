@@ -45,7 +45,7 @@ export const pruneCommand: Command = {
   name: "prune",
   summary: "pruning defense: prune dormant channels of the last conv layer; writes repaired_X.{h5,onnx}, G_X.onnx",
   usage:
-    "--model M [--arch deepid] --input-scale S --clean VALID [--test TEST] [--poisoned P] [--drop 2,4,10,30] " +
+    "--model M [--arch deepid] [--input-scale S] --clean VALID [--test TEST] [--poisoned P] [--drop 2,4,10,30] " +
     "[--order increasing|decreasing] [--layer conv_3] [--report-drop X] --out DIR [--report] [--json] [--quiet]",
   options: {
     ...MODEL_OPTIONS,
@@ -58,7 +58,7 @@ export const pruneCommand: Command = {
   },
   async run(ctx) {
     const t0 = performance.now();
-    const scale = inputScale(ctx);
+    const scale = await inputScale(ctx, "clean");
     const drops = checkDrops(numList(ctx, "drop", [2, 4, 10, 30], { min: -Infinity, max: Infinity }));
     // The report's evaluation/g sections describe one repair: --report-drop, else 4 (the Fine-Pruning
     // paper's threshold) when listed, else the smallest drop.

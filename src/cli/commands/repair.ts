@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { fail } from "../../errors.js";
 import type { ReportData } from "../../report/types.js";
-import { MODEL_OPTIONS, str, type Command, type Context, DATA_OPTIONS } from "../command.js";
+import { inputScale, MODEL_OPTIONS, str, type Command, type Context, DATA_OPTIONS } from "../command.js";
 import { OUTPUT_OPTIONS, outDir, readResult, writeResult } from "../output.js";
 import { detectCommand } from "./detect.js";
 import { finePruneCommand } from "./fine-prune.js";
@@ -32,7 +32,7 @@ export const repairCommand: Command = {
   name: "repair",
   summary: "detect with Neural Cleanse, then repair (auto: unlearn if a label is flagged, else fine-prune; or prune, nc-prune, strip); writes everything to --out",
   usage:
-    "--model M [--arch deepid] --input-scale S --clean VALID [--test TEST] [--poisoned P] [--defense auto|fine-prune|prune|nc-prune|unlearn|strip] " +
+    "--model M [--arch deepid] [--input-scale S] --clean VALID [--test TEST] [--poisoned P] [--defense auto|fine-prune|prune|nc-prune|unlearn|strip] " +
     "[--labels 0-9] [--skip-detect] --out DIR [--report] [--json]",
   options: {
     ...MODEL_OPTIONS,
@@ -45,6 +45,8 @@ export const repairCommand: Command = {
   },
   async run(ctx) {
     const t0 = performance.now();
+    // Detected once here, so detect and the repair share it (and say it once).
+    if (str(ctx, "input-scale") === undefined) ctx.values["input-scale"] = String(await inputScale(ctx, "clean"));
     // "auto": unlearning from the reversed trigger when Neural Cleanse flags a label, else Fine-Pruning
     // (which needs no trigger).
     let defense = str(ctx, "defense") ?? "auto";

@@ -15,7 +15,7 @@ export function blendOption(ctx: Context): Blend {
 export const stripCommand: Command = {
   name: "strip",
   summary: "STRIP run-time detection: entropy of predictions on superimposed inputs; writes G.onnx",
-  usage: "--model M --input-scale S --clean VALID [--test T] [--poisoned P] [--k 32] [--frr 0.01] [--blend mean|add] [--seed 0] --out DIR [--report] [--json]",
+  usage: "--model M [--input-scale S] --clean VALID [--test T] [--poisoned P] [--k 32] [--frr 0.01] [--blend mean|add] [--seed 0] --out DIR [--report] [--json]",
   options: {
     ...MODEL_OPTIONS,
     ...DATA_OPTIONS,
@@ -27,7 +27,7 @@ export const stripCommand: Command = {
   },
   async run(ctx) {
     const t0 = performance.now();
-    const scale = inputScale(ctx);
+    const scale = await inputScale(ctx, "clean");
     const k = num(ctx, "k", 32, { min: 1, max: 10000, integer: true });
     const frr = num(ctx, "frr", 0.01);
     checkFrr(frr);

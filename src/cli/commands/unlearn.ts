@@ -12,7 +12,7 @@ export const unlearnCommand: Command = {
   name: "unlearn",
   summary: "Neural Cleanse unlearning: fine-tune on clean data, part of it stamped with the reversed trigger; writes repaired.{h5,onnx}, G.onnx",
   usage:
-    `--model M [--arch deepid] --input-scale S --clean DATA [--test T] [--poisoned P] ${TRIGGER_USAGE} ` +
+    `--model M [--arch deepid] [--input-scale S] --clean DATA [--test T] [--poisoned P] ${TRIGGER_USAGE} ` +
     "[--epochs 1] [--ratio 0.2] [--lr 0.001] [--batch-size 32 (training)] [--seed 0] --out DIR [--report] [--json]",
   options: {
     ...MODEL_OPTIONS,
@@ -25,7 +25,7 @@ export const unlearnCommand: Command = {
   },
   async run(ctx) {
     const t0 = performance.now();
-    const scale = inputScale(ctx);
+    const scale = await inputScale(ctx, "clean");
     const settings = checkUnlearnOptions({
       epochs: num(ctx, "epochs", 1),
       ratio: num(ctx, "ratio", 0.2),
