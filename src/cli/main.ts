@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // badnet: the command-line entry point. User errors print one line and exit 2; bugs exit 1 with a trace.
-import { UserError } from "../errors.js";
+import { fileSystemError, UserError } from "../errors.js";
 import { parse, type Command } from "./command.js";
 import { COMMANDS } from "./commands/index.js";
 
@@ -42,8 +42,9 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e: unknown) => {
-    if (e instanceof UserError) {
-      process.stderr.write(`badnet: error: ${e.message}\n`);
+    const user = e instanceof UserError ? e : fileSystemError(e);
+    if (user) {
+      process.stderr.write(`badnet: error: ${user.message}\n`);
       process.exit(2);
     }
     process.stderr.write(`badnet: internal error: ${(e as Error)?.stack ?? String(e)}\n`);

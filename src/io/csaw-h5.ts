@@ -49,12 +49,27 @@ export async function openH5ForRead(path: string, what: string): Promise<H5File>
 
 /**
  * Runs `fn` (opening or reading an HDF5 file; h5wasm must be ready) so that a damaged file is a one-line
- * UserError naming it. HDF5's default handler prints a multi-line HDF5-DIAG trace and lets h5wasm go on with
- * invalid ids, so the throwing handler is switched on; some damage makes the wasm module abort, which prints
- * "Aborted(...)" itself, so stderr is held back while `fn` (synchronous) runs and replayed unless it failed so.
- * After an abort h5wasm is unusable in this process.
+ * UserError naming it.
  */
 export function readingHdf5<T>(path: string, what: string, fn: () => T): T {
+  return guardHdf5(fn, (reason) => {
+    if (/plugin/i.test(reason)) return `${what} ${path}: compressed with an HDF5 filter plugin that is not available (${reason})`;
+    return `${what} ${path}: corrupt or truncated HDF5 file (${reason})`;
+  });
+}
+
+/** Runs `fn` (creating or writing an HDF5 file) so that a failure is a one-line UserError naming `path`. */
+export function writingHdf5<T>(path: string, fn: () => T): T {
+  return guardHdf5(fn, (reason) => `cannot write ${path}: ${reason}`);
+}
+
+/**
+ * HDF5's default handler prints a multi-line HDF5-DIAG trace and lets h5wasm go on with invalid ids, so the
+ * throwing handler is switched on while `fn` (synchronous) runs; some damage makes the wasm module abort,
+ * which prints "Aborted(...)" itself, so stderr is held back meanwhile and replayed unless `fn` failed so.
+ * After an abort h5wasm is unusable in this process.
+ */
+function guardHdf5<T>(fn: () => T, message: (reason: string) => string): T {
   const stderr = process.stderr;
   const write = stderr.write;
   const held: Parameters<typeof write>[] = [];
@@ -66,7 +81,7 @@ export function readingHdf5<T>(path: string, what: string, fn: () => T): T {
     const reason = hdf5Failure(e);
     if (reason === undefined) throw e;
     held.length = 0;
-    return fail(`${what} ${path}: corrupt or truncated HDF5 file (${reason})`);
+    return fail(message(reason));
   } finally {
     try {
       Module.deactivate_throwing_error_handler();
@@ -91,6 +106,10 @@ export function hdf5Reason(e: unknown): string {
   const text = e instanceof Error ? e.message : String(e);
   const causes = [...text.matchAll(/#\d+: .* in [\w.]+\(\): (.+)$/gm)].map((m) => m[1]!.trim());
   const reason = causes.at(-1) ?? text.split("\n").find((l) => l.trim() !== "")?.trim() ?? "unknown error";
+  // A failed open/create carries the C library's message: "unable to open file: name = '...', errno = 2,
+  // error message = 'No such file or directory', ...".
+  const os = /error message = '([^']*)'/.exec(reason);
+  if (os) return os[1]!.toLowerCase();
   return reason.replace(/\s+/g, " ");
 }
 
@@ -118,6 +137,22 @@ function getDataset(file: H5File, key: string, path: string): H5Dataset {
     );
   }
   return entity;
+}
+
+/** Filters HDF5 itself decodes (deflate/gzip, shuffle, fletcher32, szip, nbit, scaleoffset); plugins are absent. */
+const BUILTIN_FILTERS = new Set([1, 2, 3, 4, 5, 6]);
+const FILTER_NAMES: Record<number, string> = { 32000: "LZF", 32001: "Blosc", 32004: "LZ4", 32008: "Bitshuffle", 32015: "Zstandard" };
+
+/**
+ * UserError when a dataset is compressed with a filter plugin (h5py's LZF, Blosc, ...) that this HDF5 build
+ * cannot decode: reading it would fail with an obscure plugin-directory error, or look like a corrupt file.
+ */
+export function checkFilters(ds: H5Dataset, where: string): void {
+  for (const f of ds.filters ?? []) {
+    if (BUILTIN_FILTERS.has(f.id)) continue;
+    const name = FILTER_NAMES[f.id] ?? `HDF5 filter ${f.id}${f.name ? ` (${f.name})` : ""}`;
+    fail(`${where}: ${name} compression is not supported; re-save the file uncompressed or with gzip (e.g. h5repack -f NONE in.h5 out.h5)`);
+  }
 }
 
 /** Checks the element type is a plain integer or float and returns a short description of it. */
@@ -159,6 +194,8 @@ function describeCsaw(file: H5File, path: string, opts: OpenOptions) {
   const data = getDataset(file, "data", path);
   const labelDs = getDataset(file, "label", path);
   const where = `data ${path}: \`data\``;
+  checkFilters(data, where);
+  checkFilters(labelDs, `data ${path}: \`label\``);
   const dtype = numericType(data, where);
   const dims = data.shape ?? [];
   if (dims.length !== 4) {
@@ -256,11 +293,13 @@ export async function writeCsawH5(
   const dir = dirname(resolve(path));
   if (!existsSync(dir)) fail(`cannot write ${path}: directory ${dir} does not exist`);
   await h5wasm.ready;
-  const file = new h5wasm.File(resolve(path), "w");
-  try {
-    file.create_dataset({ name: "data", data, shape: [n, c, h, w], dtype: "<B" });
-    file.create_dataset({ name: "label", data: Float64Array.from(labels), shape: [n], dtype: "<d" });
-  } finally {
-    file.close();
-  }
+  writingHdf5(path, () => {
+    const file = new h5wasm.File(resolve(path), "w");
+    try {
+      file.create_dataset({ name: "data", data, shape: [n, c, h, w], dtype: "<B" });
+      file.create_dataset({ name: "label", data: Float64Array.from(labels), shape: [n], dtype: "<d" });
+    } finally {
+      file.close();
+    }
+  });
 }

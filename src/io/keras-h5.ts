@@ -6,7 +6,7 @@ import h5wasm from "h5wasm/node";
 import { fail } from "../errors.js";
 import { ARCHS, type ArchLayer, type ArchSpec } from "../model/archs.js";
 import type { LayerSpec, LayerWeight, ModelSpec } from "../model/spec.js";
-import { openH5ForRead, readingHdf5 } from "./csaw-h5.js";
+import { checkFilters, openH5ForRead, readingHdf5 } from "./csaw-h5.js";
 
 type H5Group = InstanceType<typeof h5wasm.Group>;
 type Json = Record<string, unknown>;
@@ -108,6 +108,7 @@ function readLayerWeights(container: H5Group, layer: string, path: string): Laye
     const where = `${path}: weight ${g.path}/${wn}`;
     const ds = g.get(wn);
     if (!(ds instanceof h5wasm.Dataset)) return fail(`${where} is listed in weight_names but missing`);
+    checkFilters(ds, where);
     const shape = ds.shape ?? [];
     const data = toFloat32(ds.value, where, JSON.stringify(ds.dtype));
     const size = shape.reduce((a, b) => a * b, 1);
