@@ -1,7 +1,7 @@
 // One entry point for every model format: Keras HDF5 (full, or weights-only + --arch) and ONNX.
 import { existsSync, statSync } from "node:fs";
 import { basename, extname } from "node:path";
-import { fail } from "../errors.js";
+import { fail, UserError } from "../errors.js";
 import { lowerModel } from "../model/lower.js";
 import type { Model } from "../model/model.js";
 import { loadOnnxModel } from "../onnx/import.js";
@@ -14,7 +14,13 @@ export async function loadModel(path: string, opts: { arch?: string } = {}): Pro
   if (ext === ".onnx") return loadOnnxModel(path);
   if (ext === ".h5" || ext === ".hdf5" || ext === ".keras") {
     const spec = await readKerasModel(path, opts);
-    return lowerModel({ ...spec, name: spec.name || basename(path, ext) });
+    try {
+      return lowerModel({ ...spec, name: spec.name || basename(path, ext) });
+    } catch (e) {
+      // Lowering names the layer; the user also needs to know which file holds it.
+      if (e instanceof UserError) fail(`model ${path}: ${e.message}`);
+      throw e;
+    }
   }
   return fail(`model ${path}: unknown model format "${ext}" (expected .h5/.hdf5 Keras or .onnx)`);
 }
