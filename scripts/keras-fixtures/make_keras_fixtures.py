@@ -7,7 +7,9 @@ their expected outputs computed independently with PyTorch.
 - nested_g.h5: a G-style model holding a nested Functional model B and a nested Sequential model B2 whose
   inner layers share names, joined by Add.
 
-Run: /usr/bin/python3 scripts/keras-fixtures/make_keras_fixtures.py fixtures/keras
+- lzf_data.h5 (second argument's folder): CSAW-layout data compressed with h5py's LZF filter.
+
+Run: /usr/bin/python3 scripts/keras-fixtures/make_keras_fixtures.py fixtures/keras fixtures/hdf5
 """
 import json
 import os
@@ -172,3 +174,14 @@ def main():
 
 if __name__ == "__main__":
     main()
+
+
+def lzf_data(out_dir):
+    """A CSAW-layout data file whose `data` is LZF-compressed (h5py's own filter, absent from other HDF5 builds)."""
+    with h5py.File(os.path.join(out_dir, "lzf_data.h5"), "w") as f:
+        f.create_dataset("data", data=np.zeros((8, 1, 28, 28), dtype="uint8"), compression="lzf", chunks=(4, 1, 28, 28))
+        f.create_dataset("label", data=np.arange(8, dtype="float64") % 10)
+
+
+if __name__ == "__main__" and len(sys.argv) > 2:
+    lzf_data(sys.argv[2])

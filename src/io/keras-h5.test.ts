@@ -414,3 +414,19 @@ test("--arch deepid matches weightless layers by position, not name (Keras' auto
 test("train --arch zoo-cnn --model M: the error says zoo-cnn cannot describe a model file, not that it is unknown", async () => {
   await rejects(readKerasModel(KERAS24, { arch: "zoo-cnn" }), /^--arch zoo-cnn is built to fit the training data \(train --arch zoo-cnn, without --model\); it cannot describe a model file\. .*\(known: deepid\)$/);
 });
+
+test("an HDF5 write that fails (a read-only or virtual file system) is one line naming the path, with no HDF5-DIAG on stderr", async () => {
+  const stderr = process.stderr;
+  const write = stderr.write;
+  let printed = "";
+  stderr.write = ((chunk: string | Uint8Array) => {
+    printed += String(chunk);
+    return true;
+  }) as typeof write;
+  try {
+    await rejects(writeKerasModel("/proc/badnet-test-model.h5", zooCnn({ inputShape: [28, 28, 1], numClasses: 10 })), /^cannot write \/proc\/badnet-test-model\.h5: [^\n]+$/);
+  } finally {
+    stderr.write = write;
+  }
+  assert.equal(printed, "");
+});
