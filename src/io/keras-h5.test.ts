@@ -430,3 +430,10 @@ test("an HDF5 write that fails (a read-only or virtual file system) is one line 
   }
   assert.equal(printed, "");
 });
+
+test("NaN or infinite weights are an error naming the weight, not NaN logits later", async () => {
+  const w = denseWeights(16, 2);
+  w["kernel:0"]![1][5] = NaN;
+  const p = await writeRaw("nan-weights.h5", functional([input([null, 4, 4, 1]), layer("Flatten", "f", {}, [["in"]]), layer("Dense", "d", { units: 2 }, [["f"]])]), { d: w });
+  await rejects(readKerasModel(p), /nan-weights\.h5: weight \/model_weights\/d\/d\/kernel:0: value 5 is NaN/);
+});

@@ -119,6 +119,8 @@ function readLayerWeights(container: H5Group, layer: string, path: string, inner
     const data = toFloat32(ds.value, where, JSON.stringify(ds.dtype));
     const size = shape.reduce((a, b) => a * b, 1);
     if (data.length !== size) fail(`${where}: has ${data.length} values for shape [${shape.join(", ")}]`);
+    const bad = data.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) fail(`${where}: value ${bad} is ${data[bad]}; NaN or infinite weights make every output NaN`);
     return { name: wn.slice(wn.lastIndexOf("/") + 1), shape: [...shape], data };
   });
 }
