@@ -48,7 +48,7 @@ export const COMMON: Options = {
 export const MODEL_OPTIONS: Options = {
   model: { type: "string", short: "m", description: "the model: Keras .h5 (full model, or weights with --arch) or .onnx" },
   arch: { type: "string", description: "architecture of a weights-only .h5 file (deepid)" },
-  "input-scale": { type: "string", description: "pixels are divided by this: 255 if the model expects pixels/255, 1 for raw 0..255; detected from labelled --clean data when not given (required without it)" },
+  "input-scale": { type: "string", description: "pixels are divided by this: 255 if the model expects pixels/255, 1 for raw 0..255 (commands with labelled --clean data detect it when it is not given)" },
   layout: { type: "string", description: "layout of 4-D .h5 data arrays when the shape does not tell (nchw or nhwc)" },
   "batch-size": { type: "string", description: "images per inference run", defaultText: "256" },
 };
