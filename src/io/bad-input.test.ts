@@ -62,6 +62,7 @@ describe("bad data through the CLI", { concurrency: 2 }, () => {
     { name: "Inf pixels in eval", args: () => ["eval", "--model", MODEL, "--input-scale", "255", "--clean", inf], names: () => [inf, "pixel data[10, 0, 0, 0] is Infinity"] },
     { name: "float data in [0, 1] with --input-scale 255", args: () => ["eval", "--model", MODEL, "--input-scale", "255", "--clean", unit], names: () => [unit, /already scaled to \[0, 1\].*--input-scale 1/] },
     { name: "LZF-compressed HDF5", args: () => ["eval", "--model", MODEL, "--input-scale", "255", "--clean", join(ROOT, "fixtures/hdf5/lzf_data.h5")], names: () => ["lzf_data.h5", "LZF compression is not supported"] },
+    { name: "train --out on a read-only file system: one line naming the path, no HDF5-DIAG", args: () => ["train", "--data", join(EXAMPLE, "clean_test.h5"), "--input-scale", "255", "--arch", "zoo-cnn", "--epochs", "1", "--quiet", "--out", "/proc/badnet-test.h5"], names: () => ["/proc/badnet-test.h5"] },
     { name: "train --arch zoo-cnn --model M", args: () => ["train", "--data", join(EXAMPLE, "valid.h5"), "--input-scale", "255", "--arch", "zoo-cnn", "--model", MODEL, "--out", join(dir, "t.h5")], names: () => ["--arch zoo-cnn", "without --model"], out: join(dir, "t.h5") },
   ];
   for (const c of cases) {
