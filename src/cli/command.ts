@@ -1,7 +1,8 @@
 // What every CLI command looks like, and the options they share.
 import { parseArgs } from "node:util";
 import { fail } from "../errors.js";
-import { openDataset, type Dataset } from "../io/dataset.js";
+import { checkLabels, checkShape, openDataset, type Dataset } from "../io/dataset.js";
+import { chanceWarning, detectedScaleNote, detectInputScale } from "../io/input-scale.js";
 import { loadModel } from "../io/load-model.js";
 import type { ProgressFn } from "../defenses/defense.js";
 import type { NcProgress } from "../defenses/neural-cleanse.js";
@@ -47,7 +48,7 @@ export const COMMON: Options = {
 export const MODEL_OPTIONS: Options = {
   model: { type: "string", short: "m", description: "the model: Keras .h5 (full model, or weights with --arch) or .onnx" },
   arch: { type: "string", description: "architecture of a weights-only .h5 file (deepid)" },
-  "input-scale": { type: "string", description: "pixels are divided by this: 255 if the model expects pixels/255, 1 for raw 0..255 (required)" },
+  "input-scale": { type: "string", description: "pixels are divided by this: 255 if the model expects pixels/255, 1 for raw 0..255 (commands with labelled --clean data detect it when it is not given)" },
   layout: { type: "string", description: "layout of 4-D .h5 data arrays when the shape does not tell (nchw or nhwc)" },
   "batch-size": { type: "string", description: "images per inference run", defaultText: "256" },
 };
@@ -109,18 +110,44 @@ export function numList(ctx: Context, key: string, dflt: number[], range: { min:
   });
 }
 
-/** --input-scale is explicit: 255 divides pixels by 255, 1 keeps raw 0..255. */
-export function inputScale(ctx: Context): number {
+/**
+ * The input scale (255 divides pixels by 255, 1 keeps raw 0..255): --input-scale when given; otherwise detected
+ * from the labelled data of option `detectFrom` (said on stderr), and required when there is none.
+ */
+export async function inputScale(ctx: Context, detectFrom?: string): Promise<number> {
   const s = str(ctx, "input-scale");
-  if (s === undefined) fail("missing required option --input-scale (255 if the model expects pixels/255, 1 for raw 0..255 pixels)");
+  if (s === undefined) {
+    const spec = detectFrom === undefined ? undefined : str(ctx, detectFrom);
+    const why = "255 if the model expects pixels/255, 1 for raw 0..255 pixels";
+    if (spec === undefined) fail(`missing required option --input-scale (${why}${detectFrom ? `; or give labelled --${detectFrom} data to detect it from` : ""})`);
+    const model = await modelFrom(ctx);
+    const raw = await openDataset(spec, { inputScale: 1, layout: layout(ctx) });
+    try {
+      if (!raw.labels) fail(`missing required option --input-scale (${why}); it can only be detected from labelled data and ${raw.name} has no labels`);
+      checkLabels(raw, model.numClasses);
+      const d = await detectInputScale(model, raw);
+      process.stderr.write(`badnet: ${detectedScaleNote(d, raw.name)}\n`);
+      return d.scale;
+    } finally {
+      raw.close();
+    }
+  }
   const v = Number(s);
   // Name the option and echo what was typed: Number("abc") alone would report NaN.
   if (s.trim() === "" || !Number.isFinite(v) || v <= 0) fail(`--input-scale must be a positive number (255 or 1), got "${s}"`);
   return v;
 }
 
-export async function modelFrom(ctx: Context): Promise<Model> {
-  return loadModel(str(ctx, "model", true), { arch: str(ctx, "arch") });
+const loadedModels = new WeakMap<Context, Promise<Model>>();
+
+/** The --model of this command, loaded once (scale detection and the command share it). */
+export function modelFrom(ctx: Context): Promise<Model> {
+  let m = loadedModels.get(ctx);
+  if (!m) {
+    m = loadModel(str(ctx, "model", true), { arch: str(ctx, "arch") });
+    loadedModels.set(ctx, m);
+  }
+  return m;
 }
 
 export function layout(ctx: Context): "nchw" | "nhwc" | undefined {
@@ -135,7 +162,19 @@ export async function dataFrom(ctx: Context, key: string, scale: number, require
 export async function dataFrom(ctx: Context, key: string, scale: number, required = false): Promise<Dataset | undefined> {
   const spec = required ? str(ctx, key, true) : str(ctx, key);
   if (spec === undefined) return undefined;
-  return openDataset(spec, { inputScale: scale, layout: layout(ctx) });
+  const ds = await openDataset(spec, { inputScale: scale, layout: layout(ctx) });
+  if (key === "clean" && ds.labels) await warnNearChance(ctx, ds, scale);
+  return ds;
+}
+
+/** A loud stderr warning when the model scores about chance on the labelled clean data at this scale. */
+async function warnNearChance(ctx: Context, ds: Dataset, scale: number): Promise<void> {
+  const model = await modelFrom(ctx);
+  // The command would stop on these anyway; checked first so no warning precedes that error.
+  checkShape(ds, model.inputShape, `model ${model.name}`);
+  checkLabels(ds, model.numClasses);
+  const warning = await chanceWarning(model, ds, scale);
+  if (warning) process.stderr.write(`badnet: ${warning}\n`);
 }
 
 /** The model and the --clean (required), --test and --poisoned data of a defense command (DATA_OPTIONS). */

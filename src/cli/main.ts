@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // badnet: the command-line entry point. User errors print one line and exit 2; bugs exit 1 with a trace.
 import { OptionError } from "../defenses/defense.js";
-import { UserError } from "../errors.js";
+import { fileSystemError, UserError } from "../errors.js";
 import { parse } from "./command.js";
 import { COMMANDS } from "./commands/index.js";
 import { commandHelp, help } from "./help.js";
@@ -28,9 +28,11 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e: unknown) => {
-    if (e instanceof UserError) {
+    // A file-system error (EROFS, ENOSPC, ...) is the user's environment, not a bug: one line too.
+    const user = e instanceof UserError ? e : fileSystemError(e);
+    if (user) {
       // The library names options; on the command line they are flags.
-      const msg = e instanceof OptionError ? `--${e.flag} ${e.complaint}` : e.message;
+      const msg = user instanceof OptionError ? `--${user.flag} ${user.complaint}` : user.message;
       process.stderr.write(`badnet: error: ${msg}\n`);
       process.exit(2);
     }

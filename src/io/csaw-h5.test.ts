@@ -176,3 +176,41 @@ test("user errors name the file and the problem", async () => {
   });
   await rejectsUser(openCsawH5(frac, { inputScale: 1 }), /frac\.h5: `label`: label 1\.5 of image 1 is not an integer/);
 });
+
+/** An NHWC float32 file of `n` 4x4x3 images with pixel values 0..255 (except what `edit` changes), labels 0..n-1. */
+async function floatFile(name: string, n: number, edit: (a: Float32Array) => void = () => {}): Promise<string> {
+  const a = makeNhwc(n, 3, 4, 4, Float32Array) as Float32Array;
+  edit(a);
+  return writeH5(name, { data: { data: a, shape: [n, 4, 4, 3] }, label: { data: Float64Array.from({ length: n }, (_, i) => i), shape: [n] } });
+}
+
+test("NaN/Inf pixels: an error naming the file and the first bad index, at open or when its batch is read", async () => {
+  // Image 1, row 2, column 3, channel 1 in the file's N×H×W×C order.
+  const at = (a: Float32Array, v: number) => (a[((1 * 4 + 2) * 4 + 3) * 3 + 1] = v);
+  const nan = await floatFile("nan.h5", 3, (a) => at(a, NaN));
+  await rejectsUser(openDataset(nan, { inputScale: 255 }), /^data .*nan\.h5: pixel data\[1, 2, 3, 1\] is NaN; pixels must be finite$/);
+  const inf = await floatFile("inf.h5", 3, (a) => at(a, -Infinity));
+  await rejectsUser(openDataset(inf, { inputScale: 1 }), /inf\.h5: pixel data\[1, 2, 3, 1\] is -Infinity/);
+  // Past the images sampled at open, the bad value is caught by the read that reaches it.
+  const late = await floatFile("late.h5", 300, (a) => (a[290 * 48 + 5] = Infinity));
+  const ds = await openDataset(late, { inputScale: 255 });
+  assert.equal(ds.read(0, 100).length, 100 * 48);
+  assert.throws(() => ds.read(280, 20), (e: unknown) => e instanceof UserError && /late\.h5: pixel data\[290, 0, 1, 2\] is Infinity/.test(e.message));
+  ds.close();
+});
+
+test("pixels outside 0..255 are an error; so is data already in [0, 1] under --input-scale 255", async () => {
+  const neg = await floatFile("negative.h5", 2, (a) => (a[7] = -0.5));
+  await rejectsUser(openDataset(neg, { inputScale: 255 }), /negative\.h5: pixel data\[0, 0, 2, 1\] is -0\.5, outside 0\.\.255/);
+  const big = await floatFile("big.h5", 2, (a) => (a[50] = 256));
+  await rejectsUser(openDataset(big, { inputScale: 1 }), /big\.h5: pixel data\[1, 0, 0, 2\] is 256, outside 0\.\.255/);
+  const unit = await floatFile("unit.h5", 5, (a) => a.forEach((v, i) => (a[i] = v / 255)));
+  await rejectsUser(openDataset(unit, { inputScale: 255 }), /unit\.h5: pixel values lie in \[0, 0\.737\], already scaled to \[0, 1\], but --input-scale 255 divides them again; pass --input-scale 1/);
+  // Stored in [0, 1] and read at scale 1, the values reach the model unchanged.
+  const ds = await openDataset(unit, { inputScale: 1 });
+  assert.deepEqual(ds.read(0, 5), Float32Array.from(expectedNchw(0, 5, 3, 4, 4, 1), (v) => Math.fround(v / 255)));
+  ds.close();
+  // All-black float images say nothing about the scale.
+  const black = await floatFile("black.h5", 2, (a) => a.fill(0));
+  (await openDataset(black, { inputScale: 255 })).close();
+});

@@ -5,6 +5,7 @@ import { basename, dirname, resolve } from "node:path";
 import h5wasm, { Module } from "h5wasm/node";
 import { fail } from "../errors.js";
 import { checkInputScale, checkRange, formatShape, type Dataset, type OpenOptions } from "./dataset.js";
+import { checkRawPixels, checkScaleAgainstRange, valueRange } from "./pixels.js";
 
 type H5Dataset = InstanceType<typeof h5wasm.Dataset>;
 type H5File = InstanceType<typeof h5wasm.File>;
@@ -48,12 +49,27 @@ export async function openH5ForRead(path: string, what: string): Promise<H5File>
 
 /**
  * Runs `fn` (opening or reading an HDF5 file; h5wasm must be ready) so that a damaged file is a one-line
- * UserError naming it. HDF5's default handler prints a multi-line HDF5-DIAG trace and lets h5wasm go on with
- * invalid ids, so the throwing handler is switched on; some damage makes the wasm module abort, which prints
- * "Aborted(...)" itself, so stderr is held back while `fn` (synchronous) runs and replayed unless it failed so.
- * After an abort h5wasm is unusable in this process.
+ * UserError naming it.
  */
 export function readingHdf5<T>(path: string, what: string, fn: () => T): T {
+  return guardHdf5(fn, (reason) => {
+    if (/plugin/i.test(reason)) return `${what} ${path}: compressed with an HDF5 filter plugin that is not available (${reason})`;
+    return `${what} ${path}: corrupt or truncated HDF5 file (${reason})`;
+  });
+}
+
+/** Runs `fn` (creating or writing an HDF5 file) so that a failure is a one-line UserError naming `path`. */
+export function writingHdf5<T>(path: string, fn: () => T): T {
+  return guardHdf5(fn, (reason) => `cannot write ${path}: ${reason}`);
+}
+
+/**
+ * HDF5's default handler prints a multi-line HDF5-DIAG trace and lets h5wasm go on with invalid ids, so the
+ * throwing handler is switched on while `fn` (synchronous) runs; some damage makes the wasm module abort,
+ * which prints "Aborted(...)" itself, so stderr is held back meanwhile and replayed unless `fn` failed so.
+ * After an abort h5wasm is unusable in this process.
+ */
+function guardHdf5<T>(fn: () => T, message: (reason: string) => string): T {
   const stderr = process.stderr;
   const write = stderr.write;
   const held: Parameters<typeof write>[] = [];
@@ -65,7 +81,7 @@ export function readingHdf5<T>(path: string, what: string, fn: () => T): T {
     const reason = hdf5Failure(e);
     if (reason === undefined) throw e;
     held.length = 0;
-    return fail(`${what} ${path}: corrupt or truncated HDF5 file (${reason})`);
+    return fail(message(reason));
   } finally {
     try {
       Module.deactivate_throwing_error_handler();
@@ -90,6 +106,10 @@ export function hdf5Reason(e: unknown): string {
   const text = e instanceof Error ? e.message : String(e);
   const causes = [...text.matchAll(/#\d+: .* in [\w.]+\(\): (.+)$/gm)].map((m) => m[1]!.trim());
   const reason = causes.at(-1) ?? text.split("\n").find((l) => l.trim() !== "")?.trim() ?? "unknown error";
+  // A failed open/create carries the C library's message: "unable to open file: name = '...', errno = 2,
+  // error message = 'No such file or directory', ...".
+  const os = /error message = '([^']*)'/.exec(reason);
+  if (os) return os[1]!.toLowerCase();
   return reason.replace(/\s+/g, " ");
 }
 
@@ -117,6 +137,22 @@ function getDataset(file: H5File, key: string, path: string): H5Dataset {
     );
   }
   return entity;
+}
+
+/** Filters HDF5 itself decodes (deflate/gzip, shuffle, fletcher32, szip, nbit, scaleoffset); plugins are absent. */
+const BUILTIN_FILTERS = new Set([1, 2, 3, 4, 5, 6]);
+const FILTER_NAMES: Record<number, string> = { 32000: "LZF", 32001: "Blosc", 32004: "LZ4", 32008: "Bitshuffle", 32015: "Zstandard" };
+
+/**
+ * UserError when a dataset is compressed with a filter plugin (h5py's LZF, Blosc, ...) that this HDF5 build
+ * cannot decode: reading it would fail with an obscure plugin-directory error, or look like a corrupt file.
+ */
+export function checkFilters(ds: H5Dataset, where: string): void {
+  for (const f of ds.filters ?? []) {
+    if (BUILTIN_FILTERS.has(f.id)) continue;
+    const name = FILTER_NAMES[f.id] ?? `HDF5 filter ${f.id}${f.name ? ` (${f.name})` : ""}`;
+    fail(`${where}: ${name} compression is not supported; re-save the file uncompressed or with gzip (e.g. h5repack -f NONE in.h5 out.h5)`);
+  }
 }
 
 /** Checks the element type is a plain integer or float and returns a short description of it. */
@@ -158,6 +194,8 @@ function describeCsaw(file: H5File, path: string, opts: OpenOptions) {
   const data = getDataset(file, "data", path);
   const labelDs = getDataset(file, "label", path);
   const where = `data ${path}: \`data\``;
+  checkFilters(data, where);
+  checkFilters(labelDs, `data ${path}: \`label\``);
   const dtype = numericType(data, where);
   const dims = data.shape ?? [];
   if (dims.length !== 4) {
@@ -167,18 +205,34 @@ function describeCsaw(file: H5File, path: string, opts: OpenOptions) {
   if (n === 0 || a === 0 || b === 0 || c === 0) fail(`${where} has an empty shape ${formatShape(dims)}`);
   const layout = decideLayout(dims, opts.layout, where);
   const shape: [number, number, number] = layout === "nchw" ? [a, b, c] : [c, a, b];
-  return { data, where, dtype, n, layout, shape, labels: readLabels(labelDs, n, path) };
+  return { data, where, dtype, n, dims, layout, shape, labels: readLabels(labelDs, n, path) };
 }
 
-/** Opens a CSAW-HackML .h5 data file; images are read batch by batch on demand. */
+/** Images whose pixel range is compared with the input scale at open (a dark image or two cannot fool it). */
+const SCALE_SAMPLE = 256;
+
+/**
+ * Opens a CSAW-HackML .h5 data file; images are read batch by batch on demand. Non-uint8 pixels must be
+ * finite and in 0..255 (checked on every read) and must not look already scaled to [0, 1] under an input
+ * scale other than 1 (checked on the first images at open).
+ */
 export async function openCsawH5(path: string, opts: OpenOptions): Promise<Dataset> {
   checkInputScale(opts.inputScale);
   const file = await openH5ForRead(path, "data");
   let ok = false;
   try {
-    const { data, where, dtype, n, layout, shape, labels } = readingHdf5(path, "data", () => describeCsaw(file, path, opts));
+    const { data, where, dtype, n, dims, layout, shape, labels } = readingHdf5(path, "data", () => describeCsaw(file, path, opts));
     const per = shape[0] * shape[1] * shape[2];
     const scale = opts.inputScale;
+    // uint8 pixels are 0..255 by construction; any other type is checked value by value as it is read.
+    const checked = dtype !== "uint8";
+    const imageDims = dims.slice(1);
+    const readRaw = (start: number, count: number): NumericArray => {
+      const raw = asNumbers(readingHdf5(path, "data", () => data.slice([[start, start + count]])), `${where} (${dtype})`);
+      if (checked) checkRawPixels(raw, `data ${path}`, imageDims, start);
+      return raw;
+    };
+    if (checked) checkScaleAgainstRange(valueRange(readRaw(0, Math.min(n, SCALE_SAMPLE))), scale, `data ${path}`);
     let open = true;
     const ds: Dataset = {
       name: basename(path),
@@ -190,7 +244,7 @@ export async function openCsawH5(path: string, opts: OpenOptions): Promise<Datas
         checkRange(ds, start, count);
         const out = new Float32Array(count * per);
         if (count === 0) return out;
-        const raw = asNumbers(readingHdf5(path, "data", () => data.slice([[start, start + count]])), `${where} (${dtype})`);
+        const raw = readRaw(start, count);
         if (raw.length !== out.length) throw new Error(`h5 slice of ${ds.name} returned ${raw.length} values, expected ${out.length}`);
         if (layout === "nchw") {
           for (let i = 0; i < out.length; i++) out[i] = raw[i]! / scale;
@@ -239,11 +293,13 @@ export async function writeCsawH5(
   const dir = dirname(resolve(path));
   if (!existsSync(dir)) fail(`cannot write ${path}: directory ${dir} does not exist`);
   await h5wasm.ready;
-  const file = new h5wasm.File(resolve(path), "w");
-  try {
-    file.create_dataset({ name: "data", data, shape: [n, c, h, w], dtype: "<B" });
-    file.create_dataset({ name: "label", data: Float64Array.from(labels), shape: [n], dtype: "<d" });
-  } finally {
-    file.close();
-  }
+  writingHdf5(path, () => {
+    const file = new h5wasm.File(resolve(path), "w");
+    try {
+      file.create_dataset({ name: "data", data, shape: [n, c, h, w], dtype: "<B" });
+      file.create_dataset({ name: "label", data: Float64Array.from(labels), shape: [n], dtype: "<d" });
+    } finally {
+      file.close();
+    }
+  });
 }

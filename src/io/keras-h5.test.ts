@@ -363,3 +363,77 @@ test("mulberry32 is deterministic and roughly uniform on [0, 1)", () => {
   assert.ok(Math.abs(mean - 0.5) < 0.02, `mean ${mean}`);
   assert.notEqual(mulberry32(43)(), mulberry32(42)());
 });
+
+test("a Lambda layer is a clear error saying why, and the error lists every unsupported layer at once", async () => {
+  const lambda = await writeRaw(
+    "lambda.h5",
+    functional([
+      input([null, 4, 4, 1]),
+      layer("Lambda", "lambda_1", { function: ["4wEAAAAAAAAA", null, null], function_type: "lambda" }, [["in"]]),
+      layer("Flatten", "f", {}, [["lambda_1"]]),
+      layer("Dense", "d", { units: 2 }, [["f"]]),
+    ]),
+    { d: denseWeights(16, 2) },
+  );
+  await rejects(readKerasModel(lambda), /lambda\.h5: unsupported layer "lambda_1" \(class Lambda: it holds Python bytecode, which no loader outside Python can run; rebuild the model with standard layers\)$/);
+  const several = await writeRaw(
+    "several.h5",
+    functional([
+      input([null, 4, 4, 1]),
+      layer("Lambda", "lambda_1", {}, [["in"]]),
+      layer("GaussianNoise", "noise", { stddev: 0.1 }, [["lambda_1"]]),
+      layer("Flatten", "f", {}, [["noise"]]),
+      layer("LSTM", "lstm_1", { units: 4 }, [["f"]]),
+      layer("Dense", "d", { units: 2 }, [["lstm_1"]]),
+    ]),
+    { d: denseWeights(4, 2) },
+  );
+  await rejects(readKerasModel(several), /several\.h5: 3 unsupported layers: "lambda_1" \(class Lambda: .*\), "noise" \(class GaussianNoise\), "lstm_1" \(class LSTM\)$/);
+});
+
+test("--arch deepid matches weightless layers by position, not name (Keras' auto-numbered flatten_4, add_2)", async () => {
+  const full = await readKerasModel(KERAS24);
+  const rename: Record<string, string> = { input: "input_3", pool_1: "max_pooling2d_7", flatten_1: "flatten_4", flatten_2: "flatten_5", add_1: "add_2", activation_1: "activation_3" };
+  const r = (n: string) => rename[n] ?? n;
+  const renamed: ModelSpec = {
+    ...full,
+    inputLayer: r(full.inputLayer),
+    layers: full.layers.map((l) => ({ ...l, name: r(l.name), config: { ...l.config, name: r(l.name) }, inbound: l.inbound.map(r) })),
+  };
+  const path = join(dir, "deepid-autonumbered.h5");
+  await writeKerasModel(path, renamed);
+  const spec = await readKerasModel(path, { arch: "deepid" });
+  assert.deepEqual(spec.layers.map((l) => l.name).filter((n) => Object.values(rename).includes(n)).sort(), Object.values(rename).sort());
+  // A weightless layer of another class where the architecture has an Activation is still refused.
+  const relu: ModelSpec = { ...renamed, layers: renamed.layers.map((l) => (l.name === "activation_3" ? { ...l, className: "ReLU", config: { name: "activation_3" } } : l)) };
+  const bad = join(dir, "deepid-relu.h5");
+  await writeKerasModel(bad, relu);
+  await rejects(readKerasModel(bad, { arch: "deepid" }), /deepid-relu\.h5: has no Activation layer wired like "activation_1" of architecture deepid/);
+});
+
+test("train --arch zoo-cnn --model M: the error says zoo-cnn cannot describe a model file, not that it is unknown", async () => {
+  await rejects(readKerasModel(KERAS24, { arch: "zoo-cnn" }), /^--arch zoo-cnn is built to fit the training data \(train --arch zoo-cnn, without --model\); it cannot describe a model file\. .*\(known: deepid\)$/);
+});
+
+test("an HDF5 write that fails (a read-only or virtual file system) is one line naming the path, with no HDF5-DIAG on stderr", async () => {
+  const stderr = process.stderr;
+  const write = stderr.write;
+  let printed = "";
+  stderr.write = ((chunk: string | Uint8Array) => {
+    printed += String(chunk);
+    return true;
+  }) as typeof write;
+  try {
+    await rejects(writeKerasModel("/proc/badnet-test-model.h5", zooCnn({ inputShape: [28, 28, 1], numClasses: 10 })), /^cannot write \/proc\/badnet-test-model\.h5: [^\n]+$/);
+  } finally {
+    stderr.write = write;
+  }
+  assert.equal(printed, "");
+});
+
+test("NaN or infinite weights are an error naming the weight, not NaN logits later", async () => {
+  const w = denseWeights(16, 2);
+  w["kernel:0"]![1][5] = NaN;
+  const p = await writeRaw("nan-weights.h5", functional([input([null, 4, 4, 1]), layer("Flatten", "f", {}, [["in"]]), layer("Dense", "d", { units: 2 }, [["f"]])]), { d: w });
+  await rejects(readKerasModel(p), /nan-weights\.h5: weight \/model_weights\/d\/d\/kernel:0: value 5 is NaN/);
+});

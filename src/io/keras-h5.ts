@@ -6,7 +6,7 @@ import h5wasm from "h5wasm/node";
 import { fail } from "../errors.js";
 import { ARCHS, type ArchLayer, type ArchSpec } from "../model/archs.js";
 import type { LayerSpec, LayerWeight, ModelSpec } from "../model/spec.js";
-import { openH5ForRead, readingHdf5 } from "./csaw-h5.js";
+import { checkFilters, openH5ForRead, readingHdf5 } from "./csaw-h5.js";
 
 type H5Group = InstanceType<typeof h5wasm.Group>;
 type Json = Record<string, unknown>;
@@ -19,6 +19,8 @@ export const SUPPORTED_LAYERS: ReadonlySet<string> = new Set([
   "AveragePooling2D",
   "GlobalAveragePooling2D",
   "ZeroPadding2D",
+  "Cropping2D",
+  "UpSampling2D",
   "Flatten",
   "Dense",
   "Add",
@@ -98,20 +100,27 @@ function toFloat32(v: unknown, where: string, dtype: string): Float32Array {
   return fail(`${where}: weights must be float32 or float64, found ${dtype}`);
 }
 
-/** The weights of one layer group, in weight_names order; LayerWeight.name is the part after the last "/". */
-function readLayerWeights(container: H5Group, layer: string, path: string): LayerWeight[] | undefined {
+/**
+ * The weights of one layer group, in weight_names order; LayerWeight.name is the part after the last "/".
+ * `inner` picks one layer's weights out of a nested model's group (weight names "inner/kernel:0").
+ */
+function readLayerWeights(container: H5Group, layer: string, path: string, inner?: string): LayerWeight[] | undefined {
   const g = container.get(layer);
   if (!(g instanceof h5wasm.Group)) return undefined;
-  const names = stringListAttr(g, "weight_names", path);
-  if (names === undefined) fail(`${path}: weight group ${g.path} has no weight_names attribute`);
+  const all = stringListAttr(g, "weight_names", path);
+  if (all === undefined) fail(`${path}: weight group ${g.path} has no weight_names attribute`);
+  const names = inner === undefined ? all : all.filter((wn) => wn.split("/").at(-2) === inner);
   return names.map((wn) => {
     const where = `${path}: weight ${g.path}/${wn}`;
     const ds = g.get(wn);
     if (!(ds instanceof h5wasm.Dataset)) return fail(`${where} is listed in weight_names but missing`);
+    checkFilters(ds, where);
     const shape = ds.shape ?? [];
     const data = toFloat32(ds.value, where, JSON.stringify(ds.dtype));
     const size = shape.reduce((a, b) => a * b, 1);
     if (data.length !== size) fail(`${where}: has ${data.length} values for shape [${shape.join(", ")}]`);
+    const bad = data.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) fail(`${where}: value ${bad} is ${data[bad]}; NaN or infinite weights make every output NaN`);
     return { name: wn.slice(wn.lastIndexOf("/") + 1), shape: [...shape], data };
   });
 }
@@ -123,6 +132,46 @@ interface RawLayer {
   className: string;
   config: Json;
   inbound: string[];
+  /** Where the weights live: the top-level group under model_weights, and the layer's own name inside it. */
+  weightsAt: { group: string; layer: string };
+}
+
+interface ParsedModel {
+  name: string;
+  layers: RawLayer[];
+  input: string;
+  output: string;
+}
+
+/** Model classes that may appear as a layer of another model; they are flattened into the outer graph. */
+const MODEL_CLASSES = new Set(["Functional", "Model", "Sequential"]);
+
+/**
+ * Parsing state shared by a model and the models nested in it: layer classes that cannot be loaded are
+ * collected (and all reported at once at the end) rather than stopping at the first.
+ */
+class ConfigReader {
+  readonly unsupported: string[] = [];
+
+  constructor(readonly path: string) {}
+
+  model(cls: unknown, config: unknown, nest?: { prefix: string; group: string }): ParsedModel {
+    if (cls === "Functional" || cls === "Model") return parseFunctional(config, this, nest);
+    if (cls === "Sequential") return parseSequential(config, this, nest);
+    return fail(`${this.path}: unsupported model class ${JSON.stringify(cls)} (expected Functional, Model or Sequential)`);
+  }
+
+  /** Notes a layer the lowering cannot run; reading goes on so every such layer is named. */
+  check(name: string, className: string): void {
+    if (className === "Lambda") this.unsupported.push(`"${name}" (class Lambda: it holds Python bytecode, which no loader outside Python can run; rebuild the model with standard layers)`);
+    else if (!SUPPORTED_LAYERS.has(className)) this.unsupported.push(`"${name}" (class ${className})`);
+  }
+
+  done(): void {
+    const u = this.unsupported;
+    if (u.length === 1) fail(`${this.path}: unsupported layer ${u[0]}`);
+    if (u.length > 1) fail(`${this.path}: ${u.length} unsupported layers: ${u.join(", ")}`);
+  }
 }
 
 function readFullModel(file: H5Group, path: string): ModelSpec {
@@ -135,20 +184,20 @@ function readFullModel(file: H5Group, path: string): ModelSpec {
   }
   if (!isObject(root)) return fail(`${path}: model_config is not a JSON object`);
   const cls = root.class_name;
-  let parsed: { name: string; layers: RawLayer[]; input: string; output: string };
-  if (cls === "Functional" || cls === "Model") parsed = parseFunctional(root.config, path);
-  else if (cls === "Sequential") parsed = parseSequential(root.config, path);
-  else return fail(`${path}: unsupported model class ${JSON.stringify(cls)} (expected Functional, Model or Sequential)`);
+  const reader = new ConfigReader(path);
+  const parsed = reader.model(cls, root.config);
+  reader.done();
 
   const layers = topoSort(parsed.layers, parsed.input, path);
-  const inputLayer = layers[0];
+  const inputLayer = layers[0]!;
   const weightsRoot = file.get("model_weights");
   if (!(weightsRoot instanceof h5wasm.Group)) fail(`${path}: has model_config but no model_weights group`);
   const specLayers: LayerSpec[] = layers.map((l) => {
-    const weights = readLayerWeights(weightsRoot, l.name, path) ?? [];
+    const { weightsAt, ...rest } = l;
+    const weights = readLayerWeights(weightsRoot, weightsAt.group, path, weightsAt.group === l.name ? undefined : weightsAt.layer) ?? [];
     if (weights.length === 0 && NEEDS_WEIGHTS.has(l.className))
       fail(`${path}: layer "${l.name}" (class ${l.className}) has no weights under model_weights`);
-    return { ...l, weights };
+    return { ...rest, weights };
   });
   const version = stringAttr(file, "keras_version", path) ?? stringAttr(weightsRoot, "keras_version", path);
   return {
@@ -166,8 +215,31 @@ function layerEntry(raw: unknown, i: number, path: string): { name: string; clas
     return fail(`${path}: model_config layer #${i} has no class_name/config`);
   const name = typeof raw.name === "string" ? raw.name : raw.config.name;
   if (typeof name !== "string" || name === "") return fail(`${path}: model_config layer #${i} has no name`);
-  if (!SUPPORTED_LAYERS.has(raw.class_name)) fail(`${path}: unsupported layer "${name}" (class ${raw.class_name})`);
   return { name, className: raw.class_name, config: { ...raw.config, name } };
+}
+
+/**
+ * A nested model's layers, renamed `outer.inner` and wired into the outer graph: its InputLayer becomes the
+ * layer feeding the nested model, and the nested model's name stands for its output layer (`alias`).
+ */
+function flattenNested(entry: { name: string; className: string; config: Json }, inbound: string[], reader: ConfigReader, nest: { prefix: string; group: string } | undefined): { layers: RawLayer[]; output: string } {
+  const path = reader.path;
+  if (inbound.length !== 1) fail(`${path}: nested model "${entry.name}" takes ${inbound.length} inputs; exactly one is supported`);
+  const prefix = `${nest?.prefix ?? ""}${entry.name}.`;
+  const inner = reader.model(entry.className, entry.config, { prefix, group: nest?.group ?? entry.name });
+  const layers = inner.layers
+    .filter((l) => l.name !== inner.input)
+    .map((l) => ({ ...l, inbound: l.inbound.map((n) => (n === inner.input ? inbound[0]! : n)) }));
+  return { layers, output: inner.output };
+}
+
+/** Renames references to nested models (their names) to the nested models' output layers. */
+function resolveAliases(layers: RawLayer[], aliases: Map<string, string>): RawLayer[] {
+  const resolve = (n: string): string => {
+    for (let i = 0; aliases.has(n) && i < 100; i++) n = aliases.get(n)!;
+    return n;
+  };
+  return layers.map((l) => ({ ...l, inbound: l.inbound.map(resolve) }));
 }
 
 /** [layer_name, node_index, tensor_index] references: Keras 2 nests them as [[name, 0, 0]], Keras 3 may not. */
@@ -178,11 +250,23 @@ function endpoints(v: unknown, key: string, path: string): string[] {
   return list.map((r) => (r as unknown[])[0] as string);
 }
 
-function parseFunctional(config: unknown, path: string) {
+function parseFunctional(config: unknown, reader: ConfigReader, nest?: { prefix: string; group: string }): ParsedModel {
+  const path = reader.path;
+  const prefix = nest?.prefix ?? "";
   if (!isObject(config) || !Array.isArray(config.layers)) return fail(`${path}: model_config has no layers list`);
-  const layers = config.layers.map((raw, i): RawLayer => {
+  const layers: RawLayer[] = [];
+  const aliases = new Map<string, string>();
+  config.layers.forEach((raw, i) => {
     const entry = layerEntry(raw, i, path);
-    return { ...entry, inbound: inboundOf(entry, (raw as Json).inbound_nodes, path) };
+    const inbound = inboundOf(entry, (raw as Json).inbound_nodes, path).map((n) => prefix + n);
+    if (MODEL_CLASSES.has(entry.className)) {
+      const flat = flattenNested(entry, inbound, reader, nest);
+      layers.push(...flat.layers);
+      aliases.set(prefix + entry.name, flat.output);
+      return;
+    }
+    reader.check(entry.name, entry.className);
+    layers.push({ ...entry, name: prefix + entry.name, inbound, weightsAt: { group: nest?.group ?? entry.name, layer: entry.name } });
   });
   const inputs = endpoints(config.input_layers, "input_layers", path);
   const outputs = endpoints(config.output_layers, "output_layers", path);
@@ -190,7 +274,8 @@ function parseFunctional(config: unknown, path: string) {
   if (outputs.length !== 1)
     fail(`${path}: model has ${outputs.length} outputs (${outputs.join(", ")}); exactly one is supported`);
   const name = typeof config.name === "string" ? config.name : "model";
-  return { name, layers, input: inputs[0], output: outputs[0] };
+  const output = aliases.get(prefix + outputs[0]!) ?? prefix + outputs[0]!;
+  return { name, layers: resolveAliases(layers, aliases), input: prefix + inputs[0]!, output };
 }
 
 /** The layers feeding one layer. Keras 2 nodes: [[name, node, tensor, kwargs], ...]; Keras 3: {args, kwargs}. */
@@ -221,25 +306,40 @@ function collectKeras3History(v: unknown, out: unknown[]): void {
 }
 
 /** Sequential: each layer feeds the next; an InputLayer is synthesized (as Keras does) when the config has none. */
-function parseSequential(config: unknown, path: string) {
+function parseSequential(config: unknown, reader: ConfigReader, nest?: { prefix: string; group: string }): ParsedModel {
+  const path = reader.path;
+  const prefix = nest?.prefix ?? "";
   const rawLayers = Array.isArray(config) ? config : isObject(config) ? config.layers : undefined;
   if (!Array.isArray(rawLayers) || rawLayers.length === 0) return fail(`${path}: Sequential model_config has no layers`);
   const entries = rawLayers.map((raw, i) => layerEntry(raw, i, path));
-  if (entries[0].className !== "InputLayer") {
-    const first = entries[0];
+  if (entries[0]!.className !== "InputLayer") {
+    const first = entries[0]!;
     const shape = first.config.batch_input_shape ?? first.config.batch_shape;
-    if (!Array.isArray(shape))
+    if (!Array.isArray(shape) && nest === undefined)
       fail(`${path}: Sequential model's first layer "${first.name}" has no batch_input_shape; cannot tell the input shape`);
     const name = `${first.name}_input`;
     entries.unshift({
       name,
       className: "InputLayer",
-      config: { batch_input_shape: shape, dtype: "float32", sparse: false, ragged: false, name },
+      config: { batch_input_shape: shape ?? null, dtype: "float32", sparse: false, ragged: false, name },
     });
   }
-  const layers = entries.map((e, i): RawLayer => ({ ...e, inbound: i === 0 ? [] : [entries[i - 1].name] }));
+  const layers: RawLayer[] = [];
+  let prev: string | undefined;
+  for (const e of entries) {
+    const inbound = prev === undefined ? [] : [prev];
+    if (MODEL_CLASSES.has(e.className)) {
+      const flat = flattenNested(e, inbound, reader, nest);
+      layers.push(...flat.layers);
+      prev = flat.output;
+      continue;
+    }
+    reader.check(e.name, e.className);
+    layers.push({ ...e, name: prefix + e.name, inbound, weightsAt: { group: nest?.group ?? e.name, layer: e.name } });
+    prev = prefix + e.name;
+  }
   const name = isObject(config) && typeof config.name === "string" ? config.name : "sequential";
-  return { name, layers, input: layers[0].name, output: layers[layers.length - 1].name };
+  return { name, layers, input: layers[0]!.name, output: prev! };
 }
 
 /** Orders layers so every layer follows its inputs, keeping the file's order otherwise; the input comes first. */
@@ -287,7 +387,10 @@ function inputShapeOf(layer: RawLayer, path: string): [number, number, number] {
 
 function archTemplate(arch: string): ArchSpec {
   const make = ARCHS[arch];
-  if (!make) return fail(`unknown architecture "${arch}" (known: ${Object.keys(ARCHS).join(", ")})`);
+  const known = Object.keys(ARCHS).join(", ");
+  if (arch === "zoo-cnn")
+    fail(`--arch zoo-cnn is built to fit the training data (train --arch zoo-cnn, without --model); it cannot describe a model file. --arch with a model file names a fixed architecture (known: ${known})`);
+  if (!make) return fail(`unknown architecture "${arch}" (known: ${known})`);
   return make();
 }
 
@@ -309,17 +412,55 @@ function checkLayerWeights(weights: LayerWeight[], t: ArchLayer, arch: string, p
   if (extra) fail(`${path}: layer "${t.name}" has weight "${extra.name}", which architecture ${arch} does not have`);
 }
 
-/** A full model read together with --arch must be that architecture: same layers, classes and weight shapes. */
+/**
+ * A full model read together with --arch must be that architecture: same layers, wiring, classes and weight
+ * shapes. Layers with weights are matched by name (the weights are found by it); weightless ones by their
+ * place in the graph, because Keras numbers them per session (`flatten_4`, `add_2`) and the names carry nothing.
+ */
 function checkAgainstArch(spec: ModelSpec, arch: ArchSpec, archName: string, path: string): void {
+  const byName = new Map(spec.layers.map((l) => [l.name, l]));
+  const match = new Map<string, LayerSpec>(); // template name → file layer
+  const used = new Set<string>();
+  const take = (t: ArchLayer, l: LayerSpec) => {
+    match.set(t.name, l);
+    used.add(l.name);
+  };
+  take(arch.layers.find((t) => t.name === arch.inputLayer)!, byName.get(spec.inputLayer)!);
   for (const t of arch.layers) {
-    const l = spec.layers.find((x) => x.name === t.name);
+    if (t.weights.length === 0) continue;
+    const l = byName.get(t.name);
     if (!l) fail(`${path}: has no layer "${t.name}" of architecture ${archName}`);
-    if (l.className !== t.className)
-      fail(`${path}: layer "${t.name}" is a ${l.className}, architecture ${archName} has a ${t.className}`);
+    if (l.className !== t.className) fail(`${path}: layer "${t.name}" is a ${l.className}, architecture ${archName} has a ${t.className}`);
     checkLayerWeights(l.weights, t, archName, path);
+    take(t, l);
   }
-  const unknown = spec.layers.find((l) => !arch.layers.some((t) => t.name === l.name));
+  // Weightless layers: the unused file layer of the same class fed by the matched inputs, repeated until stable.
+  const sameInputs = (l: LayerSpec, t: ArchLayer) => {
+    const want = t.inbound.map((n) => match.get(n)?.name);
+    return want.every((n) => n !== undefined) && [...l.inbound].sort().join("\0") === [...(want as string[])].sort().join("\0");
+  };
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const t of arch.layers) {
+      if (match.has(t.name)) continue;
+      const found = spec.layers.filter((l) => !used.has(l.name) && l.className === t.className && sameInputs(l, t));
+      if (found.length === 1) {
+        take(t, found[0]!);
+        changed = true;
+      }
+    }
+  }
+  const missing = arch.layers.find((t) => !match.has(t.name));
+  if (missing)
+    fail(`${path}: has no ${missing.className} layer wired like "${missing.name}" of architecture ${archName} (fed by ${missing.inbound.map((n) => `"${n}"`).join(", ")})`);
+  for (const t of arch.layers) {
+    const l = match.get(t.name)!;
+    if (!sameInputs(l, t)) fail(`${path}: layer "${l.name}" is not wired like "${t.name}" of architecture ${archName}`);
+  }
+  const unknown = spec.layers.find((l) => !used.has(l.name));
   if (unknown) fail(`${path}: layer "${unknown.name}" is not part of architecture ${archName}`);
+  if (match.get(arch.outputLayer)!.name !== spec.outputLayer)
+    fail(`${path}: the model's output is "${spec.outputLayer}", architecture ${archName} ends in "${arch.outputLayer}"`);
 }
 
 function readWeightsOnly(file: H5Group, path: string, arch: string | undefined): ModelSpec {

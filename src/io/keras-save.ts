@@ -7,6 +7,7 @@ import { existsSync, renameSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import h5wasm from "h5wasm/node";
 import { fail } from "../errors.js";
+import { writingHdf5 } from "./csaw-h5.js";
 import type { LayerSpec, ModelSpec } from "../model/spec.js";
 
 type H5Group = InstanceType<typeof h5wasm.Group>;
@@ -117,17 +118,14 @@ export async function writeKerasModel(path: string, spec: ModelSpec): Promise<vo
   await h5wasm.ready;
   const tmp = join(dir, `.${basename(target)}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`);
   try {
-    let f: InstanceType<typeof h5wasm.File>;
-    try {
-      f = new h5wasm.File(tmp, "w");
-    } catch (e) {
-      return fail(`cannot save ${path}: ${e instanceof Error ? e.message : String(e)}`);
-    }
-    try {
-      writeContents(f, spec);
-    } finally {
-      f.close();
-    }
+    writingHdf5(path, () => {
+      const f = new h5wasm.File(tmp, "w");
+      try {
+        writeContents(f, spec);
+      } finally {
+        f.close();
+      }
+    });
     renameSync(tmp, target);
   } catch (e) {
     rmSync(tmp, { force: true });

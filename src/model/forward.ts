@@ -43,7 +43,13 @@ export async function forEachBatch(
   }
 }
 
-/** Index of the largest value in each row of a [rows, cols] matrix. */
+/** Stands for "no class" in predictions: a row with a NaN logit matches no label. */
+export const NO_CLASS = -1;
+
+/**
+ * Index of the largest value in each row of a [rows, cols] matrix; NO_CLASS for a row holding a NaN, which
+ * would otherwise never beat the running maximum and so count as class 0.
+ */
 export function argmaxRows(data: ArrayLike<number>, cols: number): Int32Array {
   const rows = data.length / cols;
   const out = new Int32Array(rows);
@@ -51,10 +57,13 @@ export function argmaxRows(data: ArrayLike<number>, cols: number): Int32Array {
     let best = 0;
     let bv = -Infinity;
     for (let c = 0; c < cols; c++) {
-      const v = data[r * cols + c];
+      const v = data[r * cols + c]!;
       if (v > bv) {
         bv = v;
         best = c;
+      } else if (Number.isNaN(v)) {
+        best = NO_CLASS;
+        break;
       }
     }
     out[r] = best;

@@ -25,6 +25,18 @@ function requireDefault(layer: LayerSpec, key: string, ok: (v: unknown) => boole
   if (v !== undefined && v !== null && !ok(v)) unsupported(layer, key, v);
 }
 
+/** Keras' per-side amounts (ZeroPadding2D, Cropping2D): n, [h, w] or [[top, bottom], [left, right]] → [top, bottom, left, right]. */
+function sides(p: unknown, layer: LayerSpec, key: string): [number, number, number, number] {
+  const ok = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v) && v >= 0;
+  if (ok(p)) return [p, p, p, p];
+  if (Array.isArray(p) && p.length === 2 && p.every(ok)) return [p[0], p[0], p[1], p[1]];
+  if (Array.isArray(p) && p.length === 2 && p.every((v) => Array.isArray(v) && v.length === 2 && v.every(ok))) {
+    const [[t, b], [l, r]] = p as number[][];
+    return [t!, b!, l!, r!];
+  }
+  return unsupported(layer, key, p);
+}
+
 const isOnes = (v: unknown): boolean => (Array.isArray(v) ? v.every((x) => x === 1) : v === 1);
 
 function weight(layer: LayerSpec, name: string, required = true): LayerWeight | undefined {
@@ -202,13 +214,29 @@ class Lowerer {
       case "ZeroPadding2D": {
         const x = rank4(one());
         this.checkChannelsLast(layer);
-        const p = cfg.padding ?? 1;
-        let top: number, bottom: number, left: number, right: number;
-        if (typeof p === "number") [top, bottom, left, right] = [p, p, p, p];
-        else if (Array.isArray(p) && p.length === 2 && p.every((v) => typeof v === "number")) [top, bottom, left, right] = [p[0], p[0], p[1], p[1]];
-        else if (Array.isArray(p) && p.length === 2 && p.every((v) => Array.isArray(v) && v.length === 2)) [[top, bottom], [left, right]] = p as number[][];
-        else unsupported(layer, "padding", p);
+        const [top, bottom, left, right] = sides(cfg.padding ?? 1, layer, "padding");
         return g.op("Pad", [x, g.ints([0, 0, top, left, 0, 0, bottom, right])], { mode: attr.string("constant") }, out);
+      }
+      case "UpSampling2D": {
+        const x = rank4(one());
+        this.checkChannelsLast(layer);
+        requireDefault(layer, "interpolation", (v) => v === "nearest");
+        const [sh, sw] = pair(cfg.size ?? 2, layer, "size");
+        if (!(sh >= 1 && sw >= 1 && Number.isInteger(sh) && Number.isInteger(sw))) unsupported(layer, "size", cfg.size);
+        const [, ch, ih, iw] = g.shape(x) as number[];
+        // Nearest neighbour: each pixel repeated sh x sw times, by broadcasting over two unit axes.
+        const six = g.op("Reshape", [x, g.ints([0, ch!, ih!, 1, iw!, 1])], {}, `${out}/split`);
+        const big = g.op("Expand", [six, g.ints([1, 1, 1, sh, 1, sw])], {}, `${out}/repeat`);
+        return g.op("Reshape", [big, g.ints([0, ch!, ih! * sh, iw! * sw])], {}, out);
+      }
+      case "Cropping2D": {
+        const x = rank4(one());
+        this.checkChannelsLast(layer);
+        const [top, bottom, left, right] = sides(cfg.cropping ?? 0, layer, "cropping");
+        const [, , ih, iw] = g.shape(x) as number[];
+        if (top + bottom >= ih! || left + right >= iw!)
+          fail(`layer "${layer.name}" (Cropping2D): cropping ${JSON.stringify(cfg.cropping)} leaves nothing of its ${ih}x${iw} input`);
+        return g.op("Slice", [x, g.ints([top, left]), g.ints([ih! - bottom, iw! - right]), g.ints([2, 3])], {}, out);
       }
       case "Flatten": {
         const x = one();

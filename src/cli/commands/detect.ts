@@ -39,7 +39,7 @@ export const detectCommand: Command = {
   name: "detect",
   summary: "Neural Cleanse: reverse-engineer a trigger per label and flag backdoor targets (MAD anomaly index > 2)",
   usage:
-    "--model M [--arch deepid] --input-scale S --clean D [--labels 0,5,7|0-9] [--out DIR [--report]] [--steps N] [--screen-steps N]\n" +
+    "--model M [--arch deepid] [--input-scale S] --clean D [--labels 0,5,7|0-9] [--out DIR [--report]] [--steps N] [--screen-steps N]\n" +
     "       [--batch-size B] [--screen-batch-size B] [--labels-per-run L] [--shortlist K] [--restarts R] [--families mask,blend]\n" +
     "       [--scale log|linear] [--seed S] [--json] [--quiet]\n" +
     "  Two trigger families are scanned: \"mask\" (the paper's per-pixel mask) and \"blend\" (one blend weight α for the\n" +
@@ -66,7 +66,7 @@ export const detectCommand: Command = {
   },
   async run(ctx: Context) {
     const t0 = performance.now();
-    const scale = inputScale(ctx);
+    const scale = await inputScale(ctx, "clean");
     const modelPath = str(ctx, "model", true);
     const model = await modelFrom(ctx);
     const clean = await dataFrom(ctx, "clean", scale, true);

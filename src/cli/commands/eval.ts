@@ -4,10 +4,10 @@ import { batchSize, dataFrom, inputScale, DATA_OPTIONS, MODEL_OPTIONS, modelFrom
 export const evalCommand: Command = {
   name: "eval",
   summary: "clean accuracy and attack success rate (ASR) of a model",
-  usage: "--model M [--arch deepid] --input-scale S --clean D [--poisoned P] [--json]",
+  usage: "--model M [--arch deepid] [--input-scale S] --clean D [--poisoned P] [--json]",
   options: { ...MODEL_OPTIONS, clean: { ...DATA_OPTIONS.clean, description: "labelled clean data (clean accuracy)" }, poisoned: DATA_OPTIONS.poisoned },
   async run(ctx) {
-    const scale = inputScale(ctx);
+    const scale = await inputScale(ctx, "clean");
     const model = await modelFrom(ctx);
     const clean = await dataFrom(ctx, "clean", scale, true);
     const poisoned = await dataFrom(ctx, "poisoned", scale);

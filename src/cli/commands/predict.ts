@@ -29,7 +29,7 @@ export const predictCommand: Command = {
   positionals: true,
   async run(ctx) {
     if (ctx.positionals.length === 0) fail("predict: give one or more image files");
-    const scale = inputScale(ctx);
+    const scale = await inputScale(ctx);
     const model = await modelFrom(ctx);
     const ds = await openImageFiles(ctx.positionals, { inputScale: scale });
     checkShape(ds, model.inputShape, `model ${model.name}`);

@@ -12,7 +12,7 @@ export const repairCommand: Command = {
   name: "repair",
   summary: `detect with Neural Cleanse, then repair (auto: unlearn if a label is flagged, else fine-prune; or ${DEFENSES.map((d) => d.name).join(", ")}); writes everything to --out`,
   usage:
-    `--model M [--arch deepid] --input-scale S --clean VALID [--test TEST] [--poisoned P] [--defense auto|${DEFENSES.map((d) => d.name).join("|")}] ` +
+    `--model M [--arch deepid] [--input-scale S] --clean VALID [--test TEST] [--poisoned P] [--defense auto|${DEFENSES.map((d) => d.name).join("|")}] ` +
     "[--labels 0-9] [--skip-detect] [--seed 0] [--batch-size B] --out DIR [--report] [--json] [--quiet]",
   options: {
     ...MODEL_OPTIONS,
@@ -29,7 +29,7 @@ export const repairCommand: Command = {
     const detect = ctx.values["skip-detect"] === true ? false : {};
     const defense = str(ctx, "defense") ?? "auto";
     checkRepairRequest({ defense, detect });
-    const scale = inputScale(ctx);
+    const scale = await inputScale(ctx, "clean");
     const seed = str(ctx, "seed") === undefined ? undefined : num(ctx, "seed", 0, { integer: true, min: 0 });
     const batchSize = str(ctx, "batch-size");
     const dir = outDir(ctx)!;

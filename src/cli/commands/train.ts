@@ -73,7 +73,7 @@ export const trainCommand: Command = {
     "num-classes": { type: "string", description: "number of classes", defaultText: "largest training label + 1" },
   },
   async run(ctx) {
-    const scale = inputScale(ctx);
+    const scale = await inputScale(ctx);
     const out = str(ctx, "out", true);
     const epochs = num(ctx, "epochs", 3, { min: 1, max: 10000, integer: true });
     const lr = num(ctx, "lr", 1e-3, { min: 0 });
