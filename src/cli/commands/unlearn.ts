@@ -13,13 +13,17 @@ export const unlearnCommand: Command = {
   summary: "Neural Cleanse unlearning: fine-tune on clean data, part of it stamped with the reversed trigger; writes repaired.{h5,onnx}, G.onnx",
   usage:
     `--model M [--arch deepid] --input-scale S --clean DATA [--test T] [--poisoned P] ${TRIGGER_USAGE} ` +
-    "[--epochs 1] [--ratio 0.2] [--lr 0.001] [--batch-size 32 (training)] [--seed 0] --out DIR [--report] [--json]",
+    "[--epochs 10] [--patience 2] [--holdout 0.2] [--ratio 0.2] [--jitter 0] [--min-strength 1] [--lr 0.001] [--batch-size 32 (training)] [--seed 0] --out DIR [--report] [--json]",
   options: {
     ...MODEL_OPTIONS,
     ...TRIGGER_OPTIONS,
     ...DATA_OPTIONS,
     epochs: { type: "string" },
+    patience: { type: "string" },
+    holdout: { type: "string" },
     ratio: { type: "string" },
+    jitter: { type: "string" },
+    "min-strength": { type: "string" },
     lr: { type: "string" },
     ...OUTPUT_OPTIONS,
   },
@@ -27,8 +31,12 @@ export const unlearnCommand: Command = {
     const t0 = performance.now();
     const scale = inputScale(ctx);
     const settings = checkUnlearnOptions({
-      epochs: num(ctx, "epochs", 1),
+      epochs: num(ctx, "epochs", 10),
+      patience: num(ctx, "patience", 2),
+      holdout: num(ctx, "holdout", 0.2),
       ratio: num(ctx, "ratio", 0.2),
+      jitter: num(ctx, "jitter", 0),
+      minStrength: num(ctx, "min-strength", 1),
       lr: num(ctx, "lr", 1e-3),
       batchSize: batchSize(ctx, 32),
       seed: num(ctx, "seed", 0, { integer: true, min: 0 }),
@@ -42,7 +50,9 @@ export const unlearnCommand: Command = {
     if (src.flagged.length === 0) return nothingFlagged(ctx, dir, model, "unlearn", src, timings);
 
     const t1 = performance.now();
-    const bar = progress(ctx, "unlearn", clean.size * settings.epochs);
+    // The bar counts training images over the most epochs; an early stop ends it short.
+    const perEpoch = clean.size - Math.round(settings.holdout * clean.size);
+    const bar = progress(ctx, "unlearn", perEpoch * settings.epochs);
     let epochBase = 0;
     let shown = 0;
     const r = await ncUnlearn(model, { clean, test, poisoned }, src.triggers, {
@@ -52,7 +62,8 @@ export const unlearnCommand: Command = {
         shown = epochBase + done;
       },
       onEpoch: (s) => {
-        epochBase += clean.size;
+        epochBase += perEpoch;
+        shown = epochBase;
         bar.tick(0, `epoch ${s.epoch}: loss ${s.loss.toFixed(4)}, acc ${pct(s.accuracy)}`);
       },
     });
@@ -83,7 +94,9 @@ export const unlearnCommand: Command = {
     const lines = [
       `model       ${model.name}`,
       `triggers    label ${src.flagged.join(", ")} (${src.source})`,
-      `unlearning  ${s.epochs} epoch(s) on ${clean.name}, ${pct(s.ratio)} of each batch stamped (true labels kept), Adam lr ${s.lr}, batch ${s.batchSize}`,
+      `unlearning  ${r.history.length - (s.holdout > 0 ? 1 : 0)} of at most ${s.epochs} epoch(s) on ${clean.name}` +
+        (s.holdout > 0 ? ` (${pct(1 - s.holdout)}; kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success)` : "") +
+        `, ${pct(s.ratio)} of each batch stamped (true labels kept)${s.jitter ? `, moved ±${s.jitter} px` : ""}${s.minStrength < 1 ? `, strength ${s.minStrength}–1` : ""}, Adam lr ${s.lr}, batch ${s.batchSize}`,
       `before      ${ncEvalLine(r.before)} on ${(test ?? clean).name}`,
       `after       ${ncEvalLine(r.after)}`,
       `G           ${gLine(r.g)}`,
