@@ -1,4 +1,5 @@
 import type { Command } from "../command.js";
+import { anpCommand, ibauCommand } from "./adversarial-repairs.js";
 import { detectCommand } from "./detect.js";
 import { evalCommand } from "./eval.js";
 import { finePruneCommand } from "./fine-prune.js";
@@ -23,6 +24,8 @@ export const COMMANDS: Command[] = [
   finePruneCommand,
   ncPruneCommand,
   unlearnCommand,
+  anpCommand,
+  ibauCommand,
   stripCommand,
   reportCommand,
   trainCommand,

@@ -3,6 +3,7 @@ import { fail } from "../../errors.js";
 import type { ReportData } from "../../report/types.js";
 import { MODEL_OPTIONS, str, type Command, type Context, DATA_OPTIONS } from "../command.js";
 import { OUTPUT_OPTIONS, outDir, readResult, writeResult } from "../output.js";
+import { anpCommand, ibauCommand } from "./adversarial-repairs.js";
 import { detectCommand } from "./detect.js";
 import { finePruneCommand } from "./fine-prune.js";
 import { ncPruneCommand } from "./nc-prune.js";
@@ -16,6 +17,8 @@ const DEFENSES: Record<string, Command> = {
   "nc-prune": ncPruneCommand,
   unlearn: unlearnCommand,
   strip: stripCommand,
+  anp: anpCommand,
+  ibau: ibauCommand,
 };
 /** Defenses that start from the reversed trigger of the flagged labels. */
 const NEEDS_TRIGGER = new Set(["nc-prune", "unlearn"]);
@@ -30,9 +33,9 @@ async function runSub(cmd: Command, ctx: Context, overrides: Record<string, stri
 
 export const repairCommand: Command = {
   name: "repair",
-  summary: "detect with Neural Cleanse, then repair (auto: unlearn if a label is flagged, else fine-prune; or prune, nc-prune, strip); writes everything to --out",
+  summary: "detect with Neural Cleanse, then repair (auto: unlearn if a label is flagged, else fine-prune; or prune, nc-prune, strip, anp, ibau); writes everything to --out",
   usage:
-    "--model M [--arch deepid] --input-scale S --clean VALID [--test TEST] [--poisoned P] [--defense auto|fine-prune|prune|nc-prune|unlearn|strip] " +
+    "--model M [--arch deepid] --input-scale S --clean VALID [--test TEST] [--poisoned P] [--defense auto|fine-prune|prune|nc-prune|unlearn|strip|anp|ibau] " +
     "[--labels 0-9] [--skip-detect] --out DIR [--report] [--json]",
   options: {
     ...MODEL_OPTIONS,
