@@ -1,6 +1,6 @@
 // npm run bench:repairs — the repairs that change B's weights, on every backdoored model of the zoo (and the
 // bundled example): clean accuracy before → after, attack success before → after per trigger, wall time.
-//   node dist/bench/repairs.js [--zoo DIR] [--only a,b] [--repairs unlearn-paper,unlearn,anp,ibau] [--out FILE]
+//   node dist/bench/repairs.js [--zoo DIR] [--only a,b] [--repairs unlearn-paper,unlearn,unlearn-reinvert,anp,ibau] [--out FILE]
 // The baseline, measured in the same run on the same model, is the paper's unlearning recipe (one epoch, the
 // reversed trigger stamped on 20% of each batch); every other row prints its ratios to it (residual ASR and
 // time). Neural Cleanse runs once per model (seed 0) and its flagged labels' triggers feed both unlearning
@@ -18,7 +18,7 @@ import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import type { ZooManifest } from "../zoo/build.js";
 
-const REPAIRS = ["unlearn-paper", "unlearn", "anp", "ibau"] as const;
+const REPAIRS = ["unlearn-paper", "unlearn", "unlearn-reinvert", "anp", "ibau"] as const;
 type RepairName = (typeof REPAIRS)[number];
 
 interface Row {
@@ -85,9 +85,9 @@ async function main(): Promise<void> {
           rows.push({ model: man.name, repair: name, note: `not applied: ${ncNote}`, cleanBefore, cleanAfter: NaN, asr: [], seconds: 0 });
           continue;
         }
-        const r = await ncUnlearn(model, { clean: valid }, triggers, name === "unlearn-paper" ? { epochs: 1, holdout: 0 } : {});
+        const r = await ncUnlearn(model, { clean: valid }, triggers, name === "unlearn-paper" ? { epochs: 1, holdout: 0 } : name === "unlearn-reinvert" ? { rounds: 3, inputScale: scale } : {});
         repaired = r.model;
-        note = `${ncNote}; epoch ${r.chosenEpoch} of ${r.history.length - (r.settings.holdout > 0 ? 1 : 0)} kept`;
+        note = `${ncNote}; epoch ${r.chosenEpoch} of ${r.history.length - (r.settings.holdout > 0 ? 1 : 0)} kept, ${r.triggersUsed} trigger(s)`;
       } else if (name === "anp") {
         const r = await anp(model, { clean: valid });
         repaired = r.model;

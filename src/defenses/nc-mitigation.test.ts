@@ -188,6 +188,16 @@ test("unlearning with a held-out split keeps the best-scoring epoch and stops af
   assert.ok(r.after.triggerSuccess! < 0.2);
 });
 
+test("unlearning rounds re-reverse the flagged label's trigger on the repaired network and unlearn it too", async () => {
+  const model = await backdooredModel();
+  const clean = cleanSet(300, 84);
+  const r = await ncUnlearn(model, { clean }, [TRUE_TRIGGER], { rounds: 2, epochs: 2, patience: 1, inputScale: 255, seed: 3 });
+  assert.equal(r.triggersUsed, 2);
+  assert.deepEqual([...new Set(r.history.map((h) => h.round))], [0, 1, 2]);
+  assert.ok(r.chosenEpoch >= 1);
+  await assert.rejects(ncUnlearn(model, { clean }, [TRUE_TRIGGER], { rounds: 2 }), /inputScale/);
+});
+
 test("a shifted trigger moves mask and pattern together; uncovered pixels get mask 0", () => {
   const t: ReversedTrigger = { label: 0, mask: new Float32Array(PER), pattern: new Float32Array(PER) };
   t.mask[2 * W + 3] = 0.8;
@@ -210,6 +220,7 @@ test("a shifted trigger moves mask and pattern together; uncovered pixels get ma
 
 test("option and input errors are UserErrors", async () => {
   assert.throws(() => checkUnlearnOptions({ patience: 0 }), UserError);
+  assert.throws(() => checkUnlearnOptions({ rounds: 0 }), UserError);
   assert.throws(() => checkUnlearnOptions({ holdout: 1 }), UserError);
   assert.throws(() => checkUnlearnOptions({ jitter: -1 }), UserError);
   assert.throws(() => checkUnlearnOptions({ jitter: 12 }, [1, 12, 12]), UserError);

@@ -29,7 +29,7 @@ import type { ReportEvalResult, ReportG, ReportNeuralCleanse, ReportPruning, Rep
 import { shuffled, train, type EpochStats } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { gFromPair, gRates } from "./g-model.js";
-import { stampTrigger, type ReversedTrigger as NcTrigger } from "./neural-cleanse.js";
+import { detectBackdoor, stampTrigger, type ReversedTrigger as NcTrigger } from "./neural-cleanse.js";
 import { channelMask, countEqual, PruneEngine, type CachedData, type PruneTarget } from "./pruning.js";
 
 /** A reverse-engineered trigger: target label, mask [H·W] in [0, 1], pattern [C·H·W] in the scaled input range. */
@@ -469,7 +469,14 @@ export async function ncPrune(model: Model, data: NcData, triggers: ReversedTrig
 // strength stay available as options.
 
 export interface UnlearnOptions {
-  /** Most epochs (default 10); training stops earlier when the held-out score stops improving. */
+  /**
+   * Rounds (default 1). After each round but the last, the flagged labels' triggers are reversed again on the
+   * best network so far (what of the backdoor the triggers so far did not cover) and unlearned too.
+   */
+  rounds?: number;
+  /** The model's input scale: needed to re-reverse triggers when rounds > 1. */
+  inputScale?: number;
+  /** Most epochs per round (default 10); a round stops earlier when the held-out score stops improving. */
   epochs?: number;
   /** Epochs without a better held-out score before stopping (default 2). */
   patience?: number;
@@ -493,6 +500,7 @@ export interface UnlearnOptions {
 }
 
 export type UnlearnSettings = {
+  rounds: number;
   epochs: number;
   patience: number;
   holdout: number;
@@ -506,6 +514,8 @@ export type UnlearnSettings = {
 
 /** Held-out numbers after an epoch (epoch 0: before unlearning). */
 export interface UnlearnEpoch extends EpochStats {
+  /** 1-based round (0: B before unlearning). */
+  round: number;
   heldOutAccuracy: number;
   heldOutTriggerSuccess: number;
   score: number;
@@ -517,11 +527,14 @@ export interface UnlearnResult extends NcEvaluation {
   history: UnlearnEpoch[];
   /** The epoch whose network was kept (the best held-out score; at least epoch 1, B itself is no repair). */
   chosenEpoch: number;
+  /** Triggers unlearned: the ones given plus those re-reversed in later rounds. */
+  triggersUsed: number;
   settings: UnlearnSettings;
 }
 
 export function checkUnlearnOptions(o: UnlearnOptions, shape?: readonly [number, number, number]): UnlearnSettings {
   const s: UnlearnSettings = {
+    rounds: o.rounds ?? 1,
     epochs: o.epochs ?? 10,
     patience: o.patience ?? 2,
     holdout: o.holdout ?? 0.2,
@@ -532,6 +545,7 @@ export function checkUnlearnOptions(o: UnlearnOptions, shape?: readonly [number,
     batchSize: o.batchSize ?? 32,
     seed: o.seed ?? 0,
   };
+  if (!Number.isInteger(s.rounds) || s.rounds < 1) fail(`--rounds must be a positive integer, got ${s.rounds}`);
   if (!Number.isInteger(s.epochs) || s.epochs < 1) fail(`--epochs must be a positive integer, got ${s.epochs}`);
   if (!Number.isInteger(s.patience) || s.patience < 1) fail(`--patience must be a positive integer, got ${s.patience}`);
   if (!(s.holdout >= 0 && s.holdout < 1)) fail(`--holdout must be in [0, 1), got ${s.holdout}`);
@@ -620,11 +634,21 @@ export async function heldOutScore(model: Model, held: Dataset, triggers: Revers
   return { accuracy: countEqual(clean, labels) / labels.length, triggerSuccess: worstSuccess(preds, labels, triggers) };
 }
 
+/**
+ * Fresh reversed triggers of `labels` on the (partly repaired) network: what of the backdoor the triggers
+ * unlearned so far did not cover. Mask family, one start, a short budget; train-split images only.
+ */
+export async function reinvertTriggers(model: Model, data: Dataset, labels: number[], inputScale: number, seed: number): Promise<ReversedTrigger[]> {
+  const r = await detectBackdoor(model, data, { inputScale, labels, families: ["mask"], restarts: 1, steps: 150, seed });
+  return labels.map((l) => r.triggers.find((t) => t.label === l)).filter((t): t is NcTrigger => t !== undefined);
+}
+
 export async function ncUnlearn(model: Model, data: NcData, triggers: ReversedTrigger[], opts: UnlearnOptions = {}): Promise<UnlearnResult> {
   checkInputs(model, data, triggers);
   const { clean } = data;
   const shape = clean.shape;
   const settings = checkUnlearnOptions(opts, shape);
+  if (settings.rounds > 1 && opts.inputScale === undefined) throw new Error("ncUnlearn: re-inverting triggers (rounds > 1) needs inputScale");
   const per = shape[0] * shape[1] * shape[2];
   const allX = clean.read(0, clean.size);
   const allY = Int32Array.from(clean.labels!);
@@ -638,39 +662,53 @@ export async function ncUnlearn(model: Model, data: NcData, triggers: ReversedTr
   const score = (r: { accuracy: number; triggerSuccess: number }) => r.accuracy - r.triggerSuccess;
 
   const history: UnlearnEpoch[] = [];
+  let used = [...triggers];
   let current = model;
   let best = { model, score: -Infinity, epoch: 0 };
-  if (heldDs) {
-    const r0 = await heldOutScore(model, heldDs, triggers, opts.evalBatchSize);
-    history.push({ epoch: 0, loss: NaN, accuracy: NaN, seconds: 0, heldOutAccuracy: r0.accuracy, heldOutTriggerSuccess: r0.triggerSuccess, score: score(r0) });
-    best = { model, score: score(r0), epoch: 0 };
-  }
-  // One epoch per train() call so that the held-out check can stop the run; Adam's moments restart each epoch.
-  for (let epoch = 1; epoch <= settings.epochs; epoch++) {
-    // Labels stay the true ones: the network learns that the trigger does not change the class.
-    const r = await train(current, { ...trainSet, shape }, {
-      epochs: 1,
-      batchSize: settings.batchSize,
-      optimizer: { kind: "adam", lr: settings.lr },
-      seed: settings.seed * 1000 + epoch,
-      transformBatch: (x, y, rand) => void stampShare(x, y.length, shape, triggers, settings.ratio, rand, augment),
-      onBatch: opts.onBatch,
-    });
-    current = r.model;
-    const stats = { ...r.history[0], epoch };
-    if (!heldDs) {
-      history.push({ ...stats, heldOutAccuracy: NaN, heldOutTriggerSuccess: NaN, score: NaN });
-      best = { model: current, score: NaN, epoch };
-      opts.onEpoch?.(stats);
-      continue;
+  let epoch = 0;
+  for (let round = 1; round <= settings.rounds; round++) {
+    if (round > 1) {
+      // Each later round starts from the best network so far, with the triggers re-reversed on it added.
+      const labels = [...new Set(triggers.map((t) => t.label))];
+      const fresh = await reinvertTriggers(best.model, memoryDataset(`${clean.name} (train part)`, shape, trainSet.x, trainSet.y), labels, opts.inputScale!, settings.seed + round);
+      used = [...used, ...fresh];
+      current = best.model;
+      if (heldDs) best = { ...best, score: score(await heldOutScore(current, heldDs, used, opts.evalBatchSize)) };
+    } else if (heldDs) {
+      const r0 = await heldOutScore(model, heldDs, used, opts.evalBatchSize);
+      history.push({ epoch: 0, round: 0, loss: NaN, accuracy: NaN, seconds: 0, heldOutAccuracy: r0.accuracy, heldOutTriggerSuccess: r0.triggerSuccess, score: score(r0) });
+      best = { model, score: score(r0), epoch: 0 };
     }
-    const h = await heldOutScore(current, heldDs, triggers, opts.evalBatchSize);
-    history.push({ ...stats, heldOutAccuracy: h.accuracy, heldOutTriggerSuccess: h.triggerSuccess, score: score(h) });
-    opts.onEpoch?.(stats);
-    if (score(h) > best.score || best.epoch === 0) best = { model: current, score: score(h), epoch };
-    else if (epoch - best.epoch >= settings.patience) break;
+    const roundStart = epoch;
+    // One epoch per train() call so that the held-out check can stop the run; Adam's moments restart each epoch.
+    for (let e = 1; e <= settings.epochs; e++) {
+      epoch++;
+      const ts = used;
+      // Labels stay the true ones: the network learns that the trigger does not change the class.
+      const r = await train(current, { ...trainSet, shape }, {
+        epochs: 1,
+        batchSize: settings.batchSize,
+        optimizer: { kind: "adam", lr: settings.lr },
+        seed: settings.seed * 1000 + epoch,
+        transformBatch: (x, y, rand) => void stampShare(x, y.length, shape, ts, settings.ratio, rand, augment),
+        onBatch: opts.onBatch,
+      });
+      current = r.model;
+      const stats = { ...r.history[0], epoch };
+      if (!heldDs) {
+        history.push({ ...stats, round, heldOutAccuracy: NaN, heldOutTriggerSuccess: NaN, score: NaN });
+        best = { model: current, score: NaN, epoch };
+        opts.onEpoch?.(stats);
+        continue;
+      }
+      const h = await heldOutScore(current, heldDs, used, opts.evalBatchSize);
+      history.push({ ...stats, round, heldOutAccuracy: h.accuracy, heldOutTriggerSuccess: h.triggerSuccess, score: score(h) });
+      opts.onEpoch?.(stats);
+      if (score(h) > best.score || best.epoch === 0) best = { model: current, score: score(h), epoch };
+      else if (epoch - Math.max(best.epoch, roundStart) >= settings.patience) break;
+    }
   }
   const repaired = { ...best.model, name: `${model.name}_unlearned` };
   const ev = await evaluatePair(model, repaired, data, triggers, opts.evalBatchSize);
-  return { ...ev, model: repaired, gGraph: gFromPair(model, repaired, `${model.name}_unlearn_G`), history, chosenEpoch: best.epoch, settings };
+  return { ...ev, model: repaired, gGraph: gFromPair(model, repaired, `${model.name}_unlearn_G`), history, chosenEpoch: best.epoch, triggersUsed: used.length, settings };
 }

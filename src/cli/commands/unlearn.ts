@@ -13,11 +13,12 @@ export const unlearnCommand: Command = {
   summary: "Neural Cleanse unlearning: fine-tune on clean data, part of it stamped with the reversed trigger; writes repaired.{h5,onnx}, G.onnx",
   usage:
     `--model M [--arch deepid] --input-scale S --clean DATA [--test T] [--poisoned P] ${TRIGGER_USAGE} ` +
-    "[--epochs 10] [--patience 2] [--holdout 0.2] [--ratio 0.2] [--jitter 0] [--min-strength 1] [--lr 0.001] [--batch-size 32 (training)] [--seed 0] --out DIR [--report] [--json]",
+    "[--rounds 1] [--epochs 10] [--patience 2] [--holdout 0.2] [--ratio 0.2] [--jitter 0] [--min-strength 1] [--lr 0.001] [--batch-size 32 (training)] [--seed 0] --out DIR [--report] [--json]",
   options: {
     ...MODEL_OPTIONS,
     ...TRIGGER_OPTIONS,
     ...DATA_OPTIONS,
+    rounds: { type: "string" },
     epochs: { type: "string" },
     patience: { type: "string" },
     holdout: { type: "string" },
@@ -31,6 +32,7 @@ export const unlearnCommand: Command = {
     const t0 = performance.now();
     const scale = inputScale(ctx);
     const settings = checkUnlearnOptions({
+      rounds: num(ctx, "rounds", 1),
       epochs: num(ctx, "epochs", 10),
       patience: num(ctx, "patience", 2),
       holdout: num(ctx, "holdout", 0.2),
@@ -52,11 +54,12 @@ export const unlearnCommand: Command = {
     const t1 = performance.now();
     // The bar counts training images over the most epochs; an early stop ends it short.
     const perEpoch = clean.size - Math.round(settings.holdout * clean.size);
-    const bar = progress(ctx, "unlearn", perEpoch * settings.epochs);
+    const bar = progress(ctx, "unlearn", perEpoch * settings.epochs * settings.rounds);
     let epochBase = 0;
     let shown = 0;
     const r = await ncUnlearn(model, { clean, test, poisoned }, src.triggers, {
       ...settings,
+      inputScale: scale,
       onBatch: (done, _total, loss) => {
         bar.tick(epochBase + done - shown, `loss ${loss.toFixed(4)}`);
         shown = epochBase + done;
@@ -94,7 +97,8 @@ export const unlearnCommand: Command = {
     const lines = [
       `model       ${model.name}`,
       `triggers    label ${src.flagged.join(", ")} (${src.source})`,
-      `unlearning  ${r.history.length - (s.holdout > 0 ? 1 : 0)} of at most ${s.epochs} epoch(s) on ${clean.name}` +
+      `unlearning  ${r.history.length - (s.holdout > 0 ? 1 : 0)} of at most ${s.epochs * s.rounds} epoch(s) on ${clean.name}` +
+        (s.rounds > 1 ? ` in ${s.rounds} rounds (${r.triggersUsed} triggers, later ones re-reversed on the unlearned network)` : "") +
         (s.holdout > 0 ? ` (${pct(1 - s.holdout)}; kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success)` : "") +
         `, ${pct(s.ratio)} of each batch stamped (true labels kept)${s.jitter ? `, moved ±${s.jitter} px` : ""}${s.minStrength < 1 ? `, strength ${s.minStrength}–1` : ""}, Adam lr ${s.lr}, batch ${s.batchSize}`,
       `before      ${ncEvalLine(r.before)} on ${(test ?? clean).name}`,
