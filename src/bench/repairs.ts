@@ -95,7 +95,7 @@ async function main(): Promise<void> {
       } else {
         const r = await ibau(model, { clean: valid });
         repaired = r.model;
-        note = `${r.history.length} rounds, held-out acc ${pct(r.history[0].heldOutAccuracy)} → ${pct(r.history[r.chosenRound].heldOutAccuracy)}, kept round ${r.chosenRound}`;
+        note = `${r.history.length - 1} rounds, held-out acc ${pct(r.history[0].heldOutAccuracy)} → ${pct(r.history[r.chosenRound].heldOutAccuracy)}, kept round ${r.chosenRound}`;
       }
       const seconds = (performance.now() - t0) / 1000;
       const cleanAfter = await accuracy(repaired, test);
