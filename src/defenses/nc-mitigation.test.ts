@@ -13,7 +13,7 @@ import { mulberry32 } from "../util/random.js";
 import { triggerPngs } from "./nc-report.js";
 import {
   checkNcPruneOptions, checkTrigger, checkUnlearnOptions, ncPrune, ncUnlearn, prunedNeuronsModel, pruneSite, stampedSource,
-  stampShare, triggerFromPngs, triggerHits, triggersFromReport, type ReversedTrigger,
+  shiftedTrigger, stampShare, triggerFromPngs, triggerHits, triggersFromReport, type ReversedTrigger,
 } from "./nc-mitigation.js";
 import { backdooredModel, cleanImages, cleanSet, H, K, mlpArch, PER, poisonedSet, TARGET, W } from "../test/tiny-patch-mlp.js";
 
@@ -157,8 +157,9 @@ test("unlearning removes the backdoor and keeps clean accuracy within a few poin
   const poisoned = poisonedSet(120, 82);
   const before = await asrOf(model, poisoned);
   assert.ok(before > 0.9);
-  const r = await ncUnlearn(model, { clean, poisoned }, [TRUE_TRIGGER], { epochs: 1, ratio: 0.2, seed: 1 });
+  const r = await ncUnlearn(model, { clean, poisoned }, [TRUE_TRIGGER], { epochs: 1, ratio: 0.2, seed: 1, holdout: 0 });
   assert.equal(r.history.length, 1);
+  assert.equal(r.chosenEpoch, 1);
   assert.ok(Math.abs(r.before.asr! - before) < 1e-9);
   assert.ok(r.after.asr! < 0.2, `ASR after unlearning ${r.after.asr}`);
   assert.ok(r.after.triggerSuccess! < 0.2);
@@ -171,7 +172,59 @@ test("unlearning removes the backdoor and keeps clean accuracy within a few poin
   assert.ok(r.g.poisoned && r.g.poisoned.flagged > 0);
 });
 
+test("unlearning with a held-out split keeps the best-scoring epoch and stops after `patience` epochs without gain", async () => {
+  const model = await backdooredModel();
+  const clean = cleanSet(400, 83);
+  const r = await ncUnlearn(model, { clean }, [TRUE_TRIGGER], { epochs: 6, patience: 1, holdout: 0.25, seed: 2 });
+  // Epoch 0 is B on the held-out images; the kept epoch has the best score of those run.
+  assert.equal(r.history[0].epoch, 0);
+  assert.ok(r.history[0].heldOutTriggerSuccess > 0.9);
+  const run = r.history.slice(1);
+  const best = Math.max(...run.map((h) => h.score));
+  assert.equal(r.history[r.chosenEpoch].score, best);
+  for (const h of run) assert.ok(Math.abs(h.score - (h.heldOutAccuracy - h.heldOutTriggerSuccess)) < 1e-12);
+  // Stopped early only after one epoch without improvement.
+  if (run.length < 6) assert.equal(run.length, r.chosenEpoch + 1);
+  assert.ok(r.after.triggerSuccess! < 0.2);
+});
+
+test("unlearning rounds re-reverse the flagged label's trigger on the repaired network and unlearn it too", async () => {
+  const model = await backdooredModel();
+  const clean = cleanSet(300, 84);
+  const r = await ncUnlearn(model, { clean }, [TRUE_TRIGGER], { rounds: 2, epochs: 2, patience: 1, inputScale: 255, seed: 3 });
+  assert.equal(r.triggersUsed, 2);
+  assert.deepEqual([...new Set(r.history.map((h) => h.round))], [0, 1, 2]);
+  assert.ok(r.chosenEpoch >= 1);
+  await assert.rejects(ncUnlearn(model, { clean }, [TRUE_TRIGGER], { rounds: 2 }), /inputScale/);
+});
+
+test("a shifted trigger moves mask and pattern together; uncovered pixels get mask 0", () => {
+  const t: ReversedTrigger = { label: 0, mask: new Float32Array(PER), pattern: new Float32Array(PER) };
+  t.mask[2 * W + 3] = 0.8;
+  t.pattern[2 * W + 3] = 0.5;
+  const s = shiftedTrigger(t, [1, H, W], 1, -2, 0.5);
+  assert.ok(Math.abs(s.mask[3 * W + 1] - 0.4) < 1e-7);
+  assert.equal(s.pattern[3 * W + 1], 0.5);
+  assert.equal(s.mask.reduce((a, b) => a + b, 0), s.mask[3 * W + 1]);
+  const out = shiftedTrigger(t, [1, H, W], H, 0);
+  assert.equal(out.mask.reduce((a, b) => a + b, 0), 0);
+  // With augmentation every stamped image still gets exactly one (moved) copy of the trigger's mass or less.
+  const batch = new Float32Array(10 * PER);
+  const chosen = stampShare(batch, 10, [1, H, W], [TRUE_TRIGGER], 0.5, mulberry32(5), { jitter: 2, minStrength: 1 });
+  for (let i = 0; i < 10; i++) {
+    const sum = batch.subarray(i * PER, (i + 1) * PER).reduce((a, b) => a + b, 0);
+    if (chosen.includes(i)) assert.ok(sum >= 1 && sum <= 9);
+    else assert.equal(sum, 0);
+  }
+});
+
 test("option and input errors are UserErrors", async () => {
+  assert.throws(() => checkUnlearnOptions({ patience: 0 }), UserError);
+  assert.throws(() => checkUnlearnOptions({ rounds: 0 }), UserError);
+  assert.throws(() => checkUnlearnOptions({ holdout: 1 }), UserError);
+  assert.throws(() => checkUnlearnOptions({ jitter: -1 }), UserError);
+  assert.throws(() => checkUnlearnOptions({ jitter: 12 }, [1, 12, 12]), UserError);
+  assert.throws(() => checkUnlearnOptions({ minStrength: 0 }), UserError);
   assert.throws(() => checkUnlearnOptions({ ratio: -1 }), UserError);
   assert.throws(() => checkUnlearnOptions({ ratio: 0 }), UserError);
   assert.throws(() => checkUnlearnOptions({ epochs: 0 }), UserError);

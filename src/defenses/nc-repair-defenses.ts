@@ -22,6 +22,9 @@ function nothingFlagged(model: Model, method: ReportMitigation["method"], src: T
   return out;
 }
 
+/** Unlearning epochs that ran (the history's epoch-0 entry is B on the held-out split). */
+const epochsRun = (r: { history: { epoch: number }[] }): number => r.history.filter((h) => h.epoch > 0).length;
+
 const trigNote = (r: { before: ReportEvalResult; after: ReportEvalResult }): string =>
   `reversed-trigger success ${pctOrDash(r.before.triggerSuccess)} → ${pctOrDash(r.after.triggerSuccess)}`;
 
@@ -94,8 +97,13 @@ export const unlearnDefinition = defineDefense({
   kind: "repair",
   needs: ["triggers"],
   options: {
-    epochs: { kind: "integer", description: "unlearning epochs", default: 1, min: 1 },
+    rounds: { kind: "integer", description: "rounds; each later one re-reverses the flagged labels' triggers on the unlearned network and unlearns them too", default: 1, min: 1 },
+    epochs: { kind: "integer", description: "most unlearning epochs per round (the epoch kept is chosen on a held-out clean split)", default: 10, min: 1 },
+    patience: { kind: "integer", description: "epochs without a better held-out score before a round stops", default: 2, min: 1 },
+    holdout: { kind: "number", description: "share of the clean data held out to choose the epoch (0: train on all, keep the last epoch)", default: 0.2, min: 0, max: 1 },
     ratio: { kind: "number", description: "share of each batch stamped with a reversed trigger (true labels kept)", default: 0.2 },
+    jitter: { kind: "integer", description: "largest random shift of a stamped trigger, in pixels", default: 0, min: 0 },
+    minStrength: { kind: "number", description: "stamped mask scaled by a random factor in [min-strength, 1]", default: 1, min: 0, max: 1 },
     lr: { kind: "number", description: "Adam learning rate", default: 1e-3 },
     batchSize: { kind: "integer", description: "training batch size", default: 32, min: 1, max: 65536 },
     seed: SEED_OPTION,
@@ -105,18 +113,27 @@ export const unlearnDefinition = defineDefense({
     if (src.flagged.length === 0) return nothingFlagged(model, "unlearn", src);
     const t0 = performance.now();
     const clean = data.clean;
+    // The bar counts training images over the most epochs; an early stop ends it short.
+    const perEpoch = clean.size - Math.round(o.holdout * clean.size);
+    const total = perEpoch * o.epochs * o.rounds;
     let epochBase = 0;
     const bar = stageReporter(ctx.progress, "unlearn", "img");
     const r = await ncUnlearn(model, data, src.triggers, {
+      rounds: o.rounds,
       epochs: o.epochs,
+      patience: o.patience,
+      holdout: o.holdout,
       ratio: o.ratio,
+      jitter: o.jitter,
+      minStrength: o.minStrength,
       lr: o.lr,
       batchSize: o.batchSize,
       seed: o.seed,
-      onBatch: (done, _total, loss) => bar(epochBase + done, clean.size * o.epochs, `loss ${loss.toFixed(4)}`),
-      onEpoch: (s) => {
-        epochBase += clean.size;
-        bar(epochBase, clean.size * o.epochs, `epoch ${s.epoch}: loss ${s.loss.toFixed(4)}, acc ${pct(s.accuracy)}`);
+      inputScale: ctx.inputScale,
+      onBatch: (done, _total, loss) => bar(epochBase + done, total, `loss ${loss.toFixed(4)}`),
+      onEpoch: (e) => {
+        epochBase += perEpoch;
+        bar(epochBase, total, `epoch ${e.epoch}: loss ${e.loss.toFixed(4)}, acc ${pct(e.accuracy)}`);
       },
     });
     const s = r.settings;
@@ -137,12 +154,15 @@ export const unlearnDefinition = defineDefense({
       lines: [
         `model       ${model.name}`,
         `triggers    label ${src.flagged.join(", ")} (${src.source})`,
-        `unlearning  ${s.epochs} epoch(s) on ${clean.name}, ${pct(s.ratio)} of each batch stamped (true labels kept), Adam lr ${s.lr}, batch ${s.batchSize}`,
+        `unlearning  ${epochsRun(r)} of at most ${s.epochs * s.rounds} epoch(s) on ${clean.name}` +
+          (s.holdout > 0 ? ` (${pct(1 - s.holdout)}; kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success)` : "") +
+          (s.rounds > 1 ? `, ${s.rounds} rounds (${r.triggersUsed} triggers, later ones re-reversed on the unlearned network)` : "") +
+          `, ${pct(s.ratio)} of each batch stamped (true labels kept)${s.jitter ? `, moved ±${s.jitter} px` : ""}${s.minStrength < 1 ? `, strength ${s.minStrength}–1` : ""}, Adam lr ${s.lr}, batch ${s.batchSize}`,
         `before      ${triggerEvalLine(r.before)} on ${(data.test ?? clean).name}`,
         `after       ${triggerEvalLine(r.after)}`,
         `G           ${gLine(r.g)}`,
       ],
-      note: `triggers of ${src.flagged.join(", ")}; ${s.epochs} epoch, ${Math.round(100 * s.ratio)}% stamped, lr ${s.lr}; ${trigNote(r)}`,
+      note: `triggers of ${src.flagged.join(", ")}; ${epochsRun(r)} epoch(s), kept ${r.chosenEpoch}${s.rounds > 1 ? `, ${s.rounds} rounds, ${r.triggersUsed} triggers` : ""}, ${Math.round(100 * s.ratio)}% stamped, lr ${s.lr}; ${trigNote(r)}`,
       timings: { unlearn: (performance.now() - t0) / 1000 },
     };
   },

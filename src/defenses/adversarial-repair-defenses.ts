@@ -1,0 +1,104 @@
+// The repairs that need no reversed trigger, behind the Defense interface: ANP (adversarial neuron pruning)
+// and i-BAU (adversarial unlearning of a universal perturbation). Both hand back B′ and G = B vs B′.
+import type { Graph } from "../graph/ir.js";
+import type { Model } from "../model/model.js";
+import { gLine, pct, triggerEvalLine } from "../report/text.js";
+import { anp } from "./anp.js";
+import { BATCH_SIZE_OPTION, defineDefense, SEED_OPTION, stageReporter, type DefenseData, type DefenseOutcome } from "./defense.js";
+import { ibau } from "./ibau.js";
+import type { NcEvaluation } from "./nc-mitigation.js";
+
+/** The outcome shared by both: B′ and G as artifacts, the evaluation, the summary lines. */
+function outcome(model: Model, data: DefenseData, r: NcEvaluation & { model: Model; gGraph: Graph }, what: string, describe: string, details: Record<string, unknown>, seconds: number, timingKey: string): DefenseOutcome {
+  const files: string[] = [];
+  const onWritten = (f: string[]) => void files.push(...f);
+  return {
+    title: `${what} — ${model.name}`,
+    repaired: r.model,
+    g: r.gGraph,
+    evaluation: { before: r.before, after: r.after },
+    gRates: r.g,
+    sections: {},
+    extra: { [timingKey]: details, files },
+    artifacts: [
+      { kind: "model", stem: "repaired", model: r.model, onWritten },
+      { kind: "graph", file: "G.onnx", graph: r.gGraph, doc: `${what} G of ${model.name}: class ${model.numClasses} = B and the repaired B' disagree`, onWritten },
+    ],
+    lines: [
+      `model       ${model.name}`,
+      `${what.padEnd(11)} ${describe} (on ${data.clean.name})`,
+      `before      ${triggerEvalLine(r.before)} on ${(data.test ?? data.clean).name}`,
+      `after       ${triggerEvalLine(r.after)}`,
+      `G           ${gLine(r.g)}`,
+    ],
+    note: describe,
+    timings: { [timingKey]: seconds },
+  };
+}
+
+export const anpDefinition = defineDefense({
+  name: "anp",
+  summary: "Adversarial Neuron Pruning: per-neuron masks learned under adversarial neuron perturbation, small ones pruned; writes repaired.{h5,onnx}, G.onnx",
+  kind: "repair",
+  options: {
+    layers: { kind: "string", description: "comma-separated layers to mask", defaultText: "every conv and hidden dense layer" },
+    eps: { kind: "number", description: "perturbation budget ε of each neuron's weight scale and bias", default: 0.4, min: 0, max: 1 },
+    alpha: { kind: "number", description: "weight α of the clean loss (1 − α: the perturbed loss)", default: 0.2, min: 0, max: 1 },
+    lr: { kind: "number", description: "mask learning rate (SGD, momentum 0.9)", default: 0.2, min: 0, exclusive: true },
+    iterations: { kind: "integer", description: "mask-optimization iterations", default: 300, min: 1 },
+    batchSize: { kind: "integer", description: "images per iteration", default: 128, min: 1, max: 65536 },
+    threshold: { kind: "number", description: "neurons whose mask ends below this are pruned", default: 0.2, min: 0, max: 1, exclusive: true },
+    maxDrop: { kind: "number", description: "most held-out clean accuracy the pruning may cost (fraction)", default: 0.02, min: 0, max: 1 },
+    holdout: { kind: "number", description: "share of the clean data held out to check the pruning", default: 0.2, min: 0, max: 1, exclusive: true },
+    seed: SEED_OPTION,
+  },
+  async run(model, data, o) {
+    const t0 = performance.now();
+    const layers = o.layers?.split(",").map((s) => s.trim()).filter(Boolean);
+    const r = await anp(model, data, { ...o, layers });
+    const s = r.settings;
+    const neurons = r.sites.reduce((a, x) => a + x.units, 0);
+    const describe =
+      `${s.iterations} iterations, ε ${s.eps}, α ${s.alpha}: ${r.pruned.length} of ${neurons} neurons pruned (${r.belowThreshold} masks below ${s.threshold}; ` +
+      `held-out accuracy ${pct(r.heldOut.before)} → ${pct(r.heldOut.after)}, budget ${pct(s.maxDrop)})`;
+    const details = {
+      settings: s,
+      sites: r.sites.map((x) => ({ layer: x.layer, units: x.units })),
+      pruned: r.pruned.map((p) => ({ layer: r.sites[p.site].layer, unit: p.unit, mask: p.mask })),
+      belowThreshold: r.belowThreshold,
+      heldOut: r.heldOut,
+      lossCurve: r.lossCurve,
+    };
+    return outcome(model, data, r, "ANP", describe, details, (performance.now() - t0) / 1000, "anp");
+  },
+});
+
+export const ibauDefinition = defineDefense({
+  name: "ibau",
+  summary: "i-BAU adversarial unlearning (Danskin-gradient variant): unlearn a universal perturbation found on the clean data; writes repaired.{h5,onnx}, G.onnx",
+  kind: "repair",
+  options: {
+    rounds: { kind: "integer", description: "outer rounds (perturbation, then one unlearning epoch)", default: 5, min: 1 },
+    rms: { kind: "number", description: "perturbation budget: RMS per input value, as a share of the input range", default: 0.1, min: 0, max: 1, exclusive: true },
+    perturbSteps: { kind: "integer", description: "gradient-ascent steps on the perturbation per round", default: 20, min: 1 },
+    ratio: { kind: "number", description: "share of each batch carrying the perturbation (true labels kept)", default: 0.5, min: 0, max: 1 },
+    lr: { kind: "number", description: "Adam learning rate of the unlearning epochs", default: 1e-3, min: 0, exclusive: true },
+    batchSize: { kind: "integer", description: "training batch size", default: 64, min: 1, max: 65536 },
+    maxDrop: { kind: "number", description: "keep the last round within this much held-out clean accuracy of B (fraction)", default: 0.02, min: 0, max: 1 },
+    holdout: { kind: "number", description: "share of the clean data held out to choose the round", default: 0.2, min: 0, max: 1, exclusive: true },
+    evalBatchSize: BATCH_SIZE_OPTION,
+    seed: SEED_OPTION,
+  },
+  async run(model, data, o, ctx) {
+    const t0 = performance.now();
+    const bar = stageReporter(ctx.progress, "i-BAU", "round");
+    const r = await ibau(model, data, { ...o, inputScale: ctx.inputScale, onRound: (x) => bar(x.round, o.rounds, `held-out acc ${pct(x.heldOutAccuracy)}`) });
+    const s = r.settings;
+    const kept = r.history[r.chosenRound];
+    const describe =
+      `${s.rounds} rounds (Danskin gradient), universal perturbation RMS ${s.rms} of the input range on ${pct(s.ratio)} of each batch: ` +
+      `kept round ${r.chosenRound}, held-out accuracy ${pct(r.history[0].heldOutAccuracy)} → ${pct(kept.heldOutAccuracy)}`;
+    const details = { settings: s, chosenRound: r.chosenRound, history: r.history.map(({ train: _t, ...h }) => h) };
+    return outcome(model, data, r, "i-BAU", describe, details, (performance.now() - t0) / 1000, "ibau");
+  },
+});
