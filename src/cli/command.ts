@@ -5,6 +5,7 @@ import { openDataset, type Dataset } from "../io/dataset.js";
 import { loadModel } from "../io/load-model.js";
 import type { NcProgress } from "../defenses/neural-cleanse.js";
 import type { Model } from "../model/model.js";
+import { parseChannelValues, withNormalization } from "../model/normalize.js";
 import { Progress, progressEnabled } from "./progress.js";
 
 export type Options = NonNullable<ParseArgsConfig["options"]>;
@@ -40,6 +41,8 @@ export const MODEL_OPTIONS: Options = {
   "input-scale": { type: "string" },
   layout: { type: "string" },
   "batch-size": { type: "string" },
+  mean: { type: "string" },
+  std: { type: "string" },
 };
 
 /** Clean validation data (the defenses' own), clean test data and poisoned data (labelled with the target). */
@@ -108,7 +111,18 @@ export function inputScale(ctx: Context): number {
 }
 
 export async function modelFrom(ctx: Context): Promise<Model> {
-  return loadModel(str(ctx, "model", true), { arch: str(ctx, "arch") });
+  const model = await loadModel(str(ctx, "model", true), { arch: str(ctx, "arch") });
+  return normalizationFrom(ctx, model);
+}
+
+/** --mean R,G,B --std R,G,B (both or neither): the model with (x − mean) / std prepended to its graph. */
+export function normalizationFrom(ctx: Context, model: Model): Model {
+  const mean = str(ctx, "mean");
+  const std = str(ctx, "std");
+  if (mean === undefined && std === undefined) return model;
+  if (mean === undefined || std === undefined) fail("--mean and --std go together: give both (one value per input channel)");
+  const c = model.inputShape[0];
+  return withNormalization(model, { mean: parseChannelValues(mean, "mean", c), std: parseChannelValues(std, "std", c) });
 }
 
 export function layout(ctx: Context): "nchw" | "nhwc" | undefined {
