@@ -72,24 +72,34 @@ const unary = (f: (e: Emitter, x: string, y: string, dy: string) => string): Rul
   (e, n, [dy]) => [f(e, n.inputs[0], n.outputs[0], dy)];
 
 function convGradWeight(e: Emitter, n: Node, x: string, w: string, dy: string): string {
-  const [co, ci, kh, kw] = e.g.staticShape(w);
+  const [co, cg, kh, kw] = e.g.staticShape(w);
+  const group = intAttr(n, "group", 1);
   const s = intsAttr(n, "strides") ?? [1, 1];
   const d = intsAttr(n, "dilations") ?? [1, 1];
   const pads = intsAttr(n, "pads") ?? [0, 0, 0, 0];
-  // dW[o,i,a,b] = Σ_n,y,x dy[n,o,y,x]·x[n,i,y·s+a·d,x·s+b·d]: a convolution over x with the batch as channels
-  // and dy as the kernel, dilated by the stride.
-  const xt = e.op("Transpose", [x], { perm: attr.ints([1, 0, 2, 3]) });
-  const dyt = e.op("Transpose", [dy], { perm: attr.ints([1, 0, 2, 3]) });
   const yshape = e.shape(dy);
   const xshape = e.shape(x);
   if (typeof yshape[2] !== "number" || typeof yshape[3] !== "number" || typeof xshape[2] !== "number" || typeof xshape[3] !== "number") {
     throw new GraphError("Conv weight gradient needs static spatial sizes");
   }
-  // The kernel (dy) is a graph value, not a constant: shapes.ts reads its shape from the value info.
-  const raw = e.g.add("Conv", [xt, dyt], { strides: attr.ints(d), dilations: attr.ints(s), pads: attr.ints(pads) }, {
+  // dW[o,i,a,b] = Σ_n,y,x dy[n,o,y,x]·x[n,g(o)·cg+i,y·s+a·d,x·s+b·d]: a convolution over x with the per-group
+  // input channel i as the batch, (group, image) pairs as channels, and dy as the kernel, dilated by the
+  // stride. With group = G the conv is grouped too, so a depthwise layer costs one pass, not G.
+  let xt: string;
+  if (group === 1) xt = e.op("Transpose", [x], { perm: attr.ints([1, 0, 2, 3]) });
+  else {
+    const x5 = e.op("Reshape", [x, e.g.ints([0, group, cg, xshape[2], xshape[3]])]);
+    const t5 = e.op("Transpose", [x5], { perm: attr.ints([2, 1, 0, 3, 4]) });
+    xt = e.op("Reshape", [t5, e.g.ints([cg, -1, xshape[2], xshape[3]])]);
+  }
+  const dyt = e.op("Transpose", [dy], { perm: attr.ints([1, 0, 2, 3]) });
+  const attrs: Attrs = { strides: attr.ints(d), dilations: attr.ints(s), pads: attr.ints(pads) };
+  if (group > 1) attrs.group = attr.int(group);
+  // The kernel (dy) is a graph value, not a constant: its output shape is stated here.
+  const raw = e.g.add("Conv", [xt, dyt], attrs, {
     infer: [{
       dtype: "float32",
-      shape: [ci, co,
+      shape: [cg, co,
         Math.floor((xshape[2] + pads[0] + pads[2] - ((yshape[2] - 1) * s[0] + 1)) / d[0]) + 1,
         Math.floor((xshape[3] + pads[1] + pads[3] - ((yshape[3] - 1) * s[1] + 1)) / d[1]) + 1],
     }],
@@ -109,7 +119,10 @@ function convGradInput(e: Emitter, n: Node, x: string, w: string, dy: string): s
   const ys = e.shape(dy) as number[];
   // Rows the forward conv never reached (floor division) come back as output_padding.
   const outPad = [0, 1].map((i) => xs[2 + i] - (s[i] * (ys[2 + i] - 1) + ([kh, kw][i] - 1) * d[i] + 1 - pads[i] - pads[2 + i]));
+  // The same kernel [M, C/group, kh, kw] read as a ConvTranspose kernel maps M channels back to C, per group.
+  const group = intAttr(n, "group", 1);
   return e.op("ConvTranspose", [dy, w], {
+    ...(group > 1 ? { group: attr.int(group) } : {}),
     strides: attr.ints(s),
     dilations: attr.ints(d),
     pads: attr.ints(pads),
@@ -288,7 +301,6 @@ const RULES: Record<string, Rule> = {
     return [da, db, dc];
   },
   Conv: (e, n, [dy], needs) => {
-    if (intAttr(n, "group", 1) !== 1) throw new GraphError("Conv gradient supports group=1 only");
     const [x, w, b] = n.inputs;
     return [
       needs[0] ? convGradInput(e, n, x, w, dy) : null,
@@ -384,6 +396,10 @@ const RULES: Record<string, Rule> = {
     return [e.op("Pad", [dy, e.g.ints(pads)], { mode: attr.string("constant") }), null, null, null, null];
   },
   BatchNormalization: (e, n, [dy], needs) => {
+    // Inference mode: y = scale·(x − mean)·invStd + bias with the running statistics as fixed inputs, so
+    // every input has a plain elementwise gradient (the statistics' ones matter to nobody who trains with
+    // frozen statistics, but a caller asking for them gets the true value, not an error).
+    if (intAttr(n, "training_mode", 0) === 1) throw new GraphError("BatchNormalization: training_mode=1 gradients are not supported");
     const [x, scale, , mean, variance] = n.inputs;
     const eps = floatAttr(n, "epsilon", 1e-5);
     const rank = e.shape(x).length;
@@ -391,15 +407,18 @@ const RULES: Record<string, Rule> = {
     const view = (v: string) => e.op("Reshape", [v, e.g.ints(bshape)]);
     const invStd = e.op("Reciprocal", [e.op("Sqrt", [e.op("Add", [variance, e.g.scalar(eps)])])]);
     const reduceAxes = [0, ...Array.from({ length: rank - 2 }, (_, i) => i + 2)];
-    const dx = needs[0] ? e.op("Mul", [dy, view(e.op("Mul", [scale, invStd]))]) : null;
-    let dscale: string | null = null;
-    if (needs[1]) {
-      const xhat = e.op("Mul", [e.op("Sub", [x, view(mean)]), view(invStd)]);
-      dscale = e.op("ReduceSum", [e.op("Mul", [dy, xhat]), e.g.ints(reduceAxes)], { keepdims: attr.int(0) });
-    }
-    const dbias = needs[2] ? e.op("ReduceSum", [dy, e.g.ints(reduceAxes)], { keepdims: attr.int(0) }) : null;
-    if (needs[3] || needs[4]) throw new GraphError("BatchNormalization: gradients for running statistics are not supported");
-    return [dx, dscale, dbias, null, null];
+    const sum = (v: string) => e.op("ReduceSum", [v, e.g.ints(reduceAxes)], { keepdims: attr.int(0) });
+    const gain = e.op("Mul", [scale, invStd]);
+    const dx = needs[0] ? e.op("Mul", [dy, view(gain)]) : null;
+    const centred = needs[1] || needs[4] ? e.op("Sub", [x, view(mean)]) : "";
+    const dscale = needs[1] ? sum(e.op("Mul", [dy, e.op("Mul", [centred, view(invStd)])])) : null;
+    const dbias = needs[2] ? sum(dy) : null;
+    const dmean = needs[3] ? e.op("Neg", [e.op("Mul", [sum(dy), gain])]) : null;
+    // d invStd / d var = −invStd³ / 2.
+    const dvar = needs[4]
+      ? e.op("Mul", [sum(e.op("Mul", [dy, centred])), e.op("Mul", [gain, e.op("Mul", [e.op("Mul", [invStd, invStd]), e.g.scalar(-0.5)])])])
+      : null;
+    return [dx, dscale, dbias, dmean, dvar];
   },
   ReduceSum: (e, n, [dy]) => [reduceGrad(e, n, dy, false), null],
   ReduceMean: (e, n, [dy]) => [reduceGrad(e, n, dy, true)],
