@@ -151,7 +151,9 @@ class MobileNetV2(nn.Module):
         super().__init__()
         s = width / 32
         ch = lambda c: max(4, int(round(c * s)))  # noqa: E731
-        setting = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+        # torchvision's (t, c, n, s) with the repeats n cut to at most 2: the fixture is for depthwise convs and
+        # inverted residuals, not for depth, and must train in minutes on a shared CPU.
+        setting = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 2, 2), (6, 64, 2, 2), (6, 96, 1, 1), (6, 160, 2, 2), (6, 320, 1, 1)]
         c_in = ch(32)
         layers = [nn.Conv2d(3, c_in, 3, 1, 1, bias=False), nn.BatchNorm2d(c_in), nn.ReLU6(inplace=True)]
         for t, c, n, stride in setting:

@@ -80,14 +80,17 @@ export function defaultPruneLayer(model: Model): string {
 /** Resolves the layer to prune (default: defaultPruneLayer) and where its channels are measured and masked. */
 export function pruneTarget(model: Model, layer?: string): PruneTarget {
   const convs = convLayers(model);
-  const name = layer ?? defaultPruneLayer(model);
+  let name = layer ?? defaultPruneLayer(model);
   if (!convs.includes(name)) {
     const layers = prunable(model);
-    // A feature point is named by its node/layer name or by its readable name (with or without the role).
-    const f = layers.find((l) => l.kind === "feature" && (l.name === name || l.readable === name || l.readable.replace(/ \(.*\)$/, "") === name));
-    if (f) return { layer: f.name, kind: "feature", conv: f.value, channels: f.channels, value: f.value };
-    const names = layers.map((l) => (l.readable === l.name ? l.name : `${l.name} [${l.readable}]`));
-    fail(`model ${model.name} has no prunable layer "${name}" (prunable layers: ${names.join(", ") || "none"})`);
+    // A layer is named by its node/layer name or by its readable name (with or without the role).
+    const f = layers.find((l) => l.name === name || l.readable === name || l.readable.replace(/ \(.*\)$/, "") === name);
+    if (f?.kind === "feature") return { layer: f.name, kind: "feature", conv: f.value, channels: f.channels, value: f.value };
+    if (!f) {
+      const names = layers.map((l) => (l.readable === l.name ? l.name : `${l.name} [${l.readable}]`));
+      fail(`model ${model.name} has no prunable layer "${name}" (prunable layers: ${names.join(", ") || "none"})`);
+    }
+    name = f.name;
   }
   const g = model.graph;
   let node: Node | undefined = g.producer(model.layerOutputs.get(name)!);
