@@ -126,7 +126,8 @@ export function prunedModel(model: Model, target: PruneTarget, pruned: readonly 
     const maskName = `${target.value}/prune_mask`;
     const had = graph.initializers.has(maskName);
     graph.addInitializer(maskName, tensor("float32", [target.channels], channelMask(target.channels, pruned)));
-    if (!had) maskChannels(graph, target.value, maskName);
+    // Its own name: fine-tuning masks target.value again (as `${value}/masked`) on top of this one.
+    if (!had) maskChannels(graph, target.value, maskName, `${target.value}/pruned`);
     return { ...model, name, graph, spec: undefined };
   }
   const values = paramValues(model);
