@@ -79,6 +79,17 @@ export function lastFeatureMap(model: Model): Node | undefined {
   return undefined;
 }
 
+/** Whether a per-channel op maps a zero channel to zero: ZERO_PRESERVING, or a Clip whose range holds 0 (ReLU6). */
+function keepsZero(g: Graph, n: Node): boolean {
+  if (ZERO_PRESERVING.has(n.op)) return true;
+  if (n.op !== "Clip") return false;
+  const bound = (i: number, dflt: number): number => {
+    const t = n.inputs[i] ? g.initializers.get(n.inputs[i]) : undefined;
+    return t && t.data.length === 1 ? Number(t.data[0]) : n.inputs[i] ? NaN : dflt;
+  };
+  return bound(1, -Infinity) <= 0 && bound(2, Infinity) >= 0;
+}
+
 /** Walks back from `n` through channel-wise ops to the node that made the channels (Conv, Add, ...). */
 function origin(g: Graph, n: Node): Node {
   let cur = n;
@@ -97,7 +108,7 @@ export function convPrunePoint(g: Graph, conv: Node): string {
   let value = conv.outputs[0];
   for (;;) {
     const r = readers.get(value) ?? [];
-    if (r.length !== 1 || outs.has(value) || !ZERO_PRESERVING.has(r[0].op) || r[0].inputs[0] !== value) return value;
+    if (r.length !== 1 || outs.has(value) || !keepsZero(g, r[0]) || r[0].inputs[0] !== value) return value;
     value = r[0].outputs[0];
   }
 }
