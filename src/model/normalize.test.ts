@@ -1,11 +1,16 @@
 // Input normalisation: a unit check on a one-node model, and the PyTorch fixture set, whose exports expect
 // transforms.Normalize'd input: with --mean/--std our logits must match PyTorch's own to 1e-4 at both opsets.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
 import { Graph, f32, tensor, type TensorData } from "../graph/ir.js";
 import { openDataset } from "../io/dataset.js";
 import { loadModel } from "../io/load-model.js";
 import { Session } from "../runtime/session.js";
+import { CLI } from "../test/fixtures.js";
 import { missingPytorchFixtures, pytorchFile, pytorchManifest, pytorchReference } from "../test/pytorch-fixtures.js";
 import { forwardGraph } from "./forward.js";
 import type { Model } from "./model.js";
@@ -82,3 +87,37 @@ for (const [name, info] of Object.entries(manifest?.models ?? {})) {
     });
   }
 }
+
+// Through the CLI, as a user runs it: eval gives PyTorch's own accuracy and ASR; prune records the
+// normalisation in result.json and bakes it into G, which takes the same raw input as the command.
+test("CLI --mean/--std: eval matches PyTorch's accuracy; result.json records it; G takes the raw input", { skip: manifest ? false : missingPytorchFixtures }, async () => {
+  const name = "resnet18";
+  const info = manifest!.models[name];
+  const norm = ["--input-scale", String(manifest!.inputScale), "--mean", manifest!.mean.join(","), "--std", manifest!.std.join(",")];
+  const model = pytorchFile(info.files.opset11);
+  const ev = JSON.parse(execFileSync("node", [CLI, "eval", "--model", model, ...norm, "--clean", pytorchFile("clean_test.h5"), "--poisoned", pytorchFile("poisoned_test.h5"), "--json"], { encoding: "utf8" })) as { cleanAccuracy: number; asr: number; nClean: number };
+  // Logits agree to 1e-4, so at most a near-tie or two may flip.
+  assert.ok(Math.abs(ev.cleanAccuracy - info.cleanAccuracy) <= 2 / ev.nClean, `clean accuracy ${ev.cleanAccuracy} vs PyTorch ${info.cleanAccuracy}`);
+  assert.ok(Math.abs(ev.asr - info.asr) <= 2 / ev.nClean, `ASR ${ev.asr} vs PyTorch ${info.asr}`);
+
+  const dir = mkdtempSync(join(tmpdir(), "norm-cli-"));
+  try {
+    const out = join(dir, "out");
+    const r = JSON.parse(execFileSync("node", [CLI, "prune", "--model", model, ...norm, "--clean", pytorchFile("valid.h5"), "--drop", "4", "--out", out, "--json", "--quiet"], { encoding: "utf8" })) as { model: { normalization: unknown } };
+    assert.deepEqual(r.model.normalization, { mean: manifest!.mean, std: manifest!.std });
+    const saved = JSON.parse(readFileSync(join(out, "result.json"), "utf8")) as { model: { normalization: unknown } };
+    assert.deepEqual(saved.model.normalization, r.model.normalization);
+    // G on raw pixels/255: its first K columns are B's logits with the normalisation applied.
+    const g = await loadModel(join(out, "G_4.onnx"));
+    const b = withNormalization(await loadModel(model), { mean: manifest!.mean, std: manifest!.std });
+    const clean = await openDataset(pytorchFile("clean_test.h5"), { inputScale: manifest!.inputScale });
+    const x = tensor("float32", [8, 3, 32, 32], clean.read(0, 8));
+    clean.close();
+    const gl = await logitsOf(g, x);
+    const bl = await logitsOf(b, x);
+    const k = b.numClasses;
+    for (let i = 0; i < 8; i++) for (let j = 0; j < k; j++) assert.ok(Math.abs(gl[i * (k + 1) + j] - bl[i * k + j]) <= 1e-4, `G row ${i} column ${j}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
