@@ -59,6 +59,12 @@ function runCli(args: string[]): Promise<{ seconds: number; json?: Json; error?:
 const pct = (x: number | undefined | null): string => (x === undefined || x === null ? "—" : `${(100 * x).toFixed(1)}%`);
 const secs = (s: number): string => (s < 10 ? `${s.toFixed(1)} s` : `${Math.round(s)} s`);
 
+function markdownRow(r: Row): string {
+  const acc = r.command === "eval" ? pct(r.after?.cleanAccuracy) : r.after ? `${pct(r.before?.cleanAccuracy)} → ${pct(r.after.cleanAccuracy)}` : "—";
+  const asr = r.command === "eval" ? pct(r.after?.asr) : r.after ? `${pct(r.before?.asr)} → ${pct(r.after.asr)}` : "—";
+  return `| ${r.model} | ${r.command} | ${acc} | ${asr} | ${secs(r.seconds)} | ${r.note} |`;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: { dir: { type: "string" }, models: { type: "string" }, commands: { type: "string" }, opset: { type: "string" }, labels: { type: "string" } },
@@ -121,21 +127,14 @@ async function main(): Promise<void> {
         }
         if (baseline && command !== "eval") row.note += `${row.note ? "; " : ""}${(r.seconds / baseline).toFixed(1)}× eval`;
         rows.push(row);
-        process.stderr.write(`  ${secs(r.seconds)} ${row.note}\n`);
+        // The row as it will appear in the table, so a long run that is stopped still leaves its figures.
+        process.stderr.write(`  ${markdownRow(row)}\n`);
       }
     }
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
-  const lines = [
-    `| model | command | clean acc before → after | ASR before → after | wall time | notes |`,
-    `|---|---|---|---|---|---|`,
-    ...rows.map((r) => {
-      const acc = r.command === "eval" ? pct(r.after?.cleanAccuracy) : r.after ? `${pct(r.before?.cleanAccuracy)} → ${pct(r.after.cleanAccuracy)}` : "—";
-      const asr = r.command === "eval" ? pct(r.after?.asr) : r.after ? `${pct(r.before?.asr)} → ${pct(r.after.asr)}` : "—";
-      return `| ${r.model} | ${r.command} | ${acc} | ${asr} | ${secs(r.seconds)} | ${r.note} |`;
-    }),
-  ];
+  const lines = [`| model | command | clean acc before → after | ASR before → after | wall time | notes |`, `|---|---|---|---|---|---|`, ...rows.map(markdownRow)];
   process.stdout.write(`\nPyTorch exports (${opset}, ${dir}), every command through the CLI with --mean/--std:\n\n${lines.join("\n")}\n`);
 }
 
