@@ -192,17 +192,37 @@ for (const c of CASES) test(`gradient: ${c.name}`, () => check(c));
 test("a value used twice accumulates both gradient paths", () =>
   check({ name: "fan-out", inputs: { x: [3, 4] }, build: (g, x) => g.op("Mul", [g.op("Relu", [x.x]), g.op("Tanh", [x.x])]) }));
 
-test("gradient of an unrelated input is zero", async () => {
-  const g = new Graph("unrelated");
-  const a = g.addInput("a", "float32", [2]);
-  g.addInput("b", "float32", [2]);
-  const loss = g.op("ReduceSum", [a], { keepdims: attr.int(0) });
-  const grads = backward(g, loss, ["a", "b"]);
+test("the gradient of a value the loss does not reach is an error, or zero when the caller opts in", async () => {
+  const build = () => {
+    const g = new Graph("unrelated");
+    const a = g.addInput("a", "float32", [2]);
+    const b = g.addInput("b", "float32", [2]);
+    // b reaches the loss only through a comparison, which has no gradient.
+    const gate = g.op("Cast", [g.op("Greater", [b, g.scalar(0)])], { to: attr.int(1) });
+    return { g, loss: g.op("ReduceSum", [g.op("Add", [a, g.op("Mul", [gate, g.scalar(0)])])], { keepdims: attr.int(0) }) };
+  };
+  const strict = build();
+  assert.throws(() => backward(strict.g, strict.loss, ["a", "b"]), /does not depend on "b"/);
+  const { g, loss } = build();
+  const grads = backward(g, loss, ["a", "b"], { allowUnreached: true });
   g.setOutputs([...grads.values()]);
   const s = await Session.create(g);
   const out = await s.run({ a: tensor("float32", [2], Float32Array.of(1, 2)), b: tensor("float32", [2], Float32Array.of(3, 4)) });
+  await s.release();
   assert.deepEqual([...(out[grads.get("a")!].data as Float32Array)], [1, 1]);
   assert.deepEqual([...(out[grads.get("b")!].data as Float32Array)], [0, 0]);
+});
+
+test("asking for a gradient no rule provides (a Clip bound, an integer input) is an error", () => {
+  const g = new Graph("clip-bound");
+  const x = g.addInput("x", "float32", [3]);
+  const lo = g.addInput("lo", "float32", []);
+  const loss = g.op("ReduceSum", [g.op("Clip", [x, lo])], { keepdims: attr.int(0) });
+  assert.throws(() => backward(g, loss, ["lo"]), /Clip: gradient with respect to input 1/);
+  const h = new Graph("int");
+  h.addInput("k", "int64", [3]);
+  const l2 = h.op("ReduceSum", [h.op("Cast", ["k"], { to: attr.int(1) })], { keepdims: attr.int(0) });
+  assert.throws(() => backward(h, l2, ["k"]), /not a float/);
 });
 
 test("tiling MaxPool splits the gradient evenly between exact ties", async () => {
