@@ -8,6 +8,7 @@ import type { ProgressFn } from "../defenses/defense.js";
 import type { NcProgress } from "../defenses/neural-cleanse.js";
 import { ncProgressEvent } from "../defenses/pipeline.js";
 import type { Model } from "../model/model.js";
+import { parseChannelValues, withNormalization } from "../model/normalize.js";
 import { Progress, progressEnabled } from "./progress.js";
 
 /** One command-line option: its parseArgs type plus what --help prints about it. */
@@ -51,6 +52,8 @@ export const MODEL_OPTIONS: Options = {
   "input-scale": { type: "string", description: "pixels are divided by this: 255 if the model expects pixels/255, 1 for raw 0..255 (commands with labelled --clean data detect it when it is not given)" },
   layout: { type: "string", description: "layout of 4-D .h5 data arrays when the shape does not tell (nchw or nhwc)" },
   "batch-size": { type: "string", description: "images per inference run", defaultText: "256" },
+  mean: { type: "string", description: "per-channel mean of a model trained behind transforms.Normalize, e.g. 0.4914,0.4822,0.4465 (with --std)" },
+  std: { type: "string", description: "per-channel std of that normalisation, e.g. 0.2470,0.2435,0.2616 (with --mean)" },
 };
 
 /** Clean validation data (the defenses' own), clean test data and poisoned data (labelled with the target). */
@@ -140,14 +143,24 @@ export async function inputScale(ctx: Context, detectFrom?: string): Promise<num
 
 const loadedModels = new WeakMap<Context, Promise<Model>>();
 
-/** The --model of this command, loaded once (scale detection and the command share it). */
+/** The --model of this command (with --mean/--std applied), loaded once (scale detection and the command share it). */
 export function modelFrom(ctx: Context): Promise<Model> {
   let m = loadedModels.get(ctx);
   if (!m) {
-    m = loadModel(str(ctx, "model", true), { arch: str(ctx, "arch") });
+    m = loadModel(str(ctx, "model", true), { arch: str(ctx, "arch") }).then((model) => normalizationFrom(ctx, model));
     loadedModels.set(ctx, m);
   }
   return m;
+}
+
+/** --mean R,G,B --std R,G,B (both or neither): the model with (x − mean) / std prepended to its graph. */
+export function normalizationFrom(ctx: Context, model: Model): Model {
+  const mean = str(ctx, "mean");
+  const std = str(ctx, "std");
+  if (mean === undefined && std === undefined) return model;
+  if (mean === undefined || std === undefined) fail("--mean and --std go together: give both (one value per input channel)");
+  const c = model.inputShape[0];
+  return withNormalization(model, { mean: parseChannelValues(mean, "mean", c), std: parseChannelValues(std, "std", c) });
 }
 
 export function layout(ctx: Context): "nchw" | "nhwc" | undefined {

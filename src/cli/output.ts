@@ -48,6 +48,7 @@ export function reportModelOf(model: Model, source = model.spec?.source ?? "onnx
     numClasses: s.numClasses,
     layers: s.layers.map((l) => ({ name: l.name, className: l.className, outputShape: l.outputShape.map((d) => (typeof d === "number" ? d : null)), params: l.params })),
     totalParams: s.totalParams,
+    ...(model.normalization ? { normalization: model.normalization } : {}),
   };
 }
 

@@ -48,7 +48,7 @@ test("training with the channel mask keeps pruned channels' weights exactly zero
     optimizer: { kind: "adam", lr: 1e-2 },
     channelMasks: new Map([[target.conv, channelMask(target.channels, channels)]]),
   });
-  const k = tuned.graph.initializers.get(target.kernel)!.data as Float32Array;
+  const k = tuned.graph.initializers.get(target.kernel!)!.data as Float32Array;
   const b = tuned.graph.initializers.get(target.bias!)!.data as Float32Array;
   const per = k.length / target.channels;
   for (let c = 0; c < target.channels; c++) {
@@ -56,7 +56,7 @@ test("training with the channel mask keeps pruned channels' weights exactly zero
     assert.equal(zero, channels.includes(c), `channel ${c}`);
   }
   // The unpruned weights did learn.
-  const k0 = start.graph.initializers.get(target.kernel)!.data as Float32Array;
+  const k0 = start.graph.initializers.get(target.kernel!)!.data as Float32Array;
   assert.ok(k.some((v, i) => v !== k0[i]));
 });
 
@@ -76,7 +76,7 @@ test("fine-prune: prunes to the drop, fine-tuning keeps the channels at zero and
   assert.ok(r.after.cleanAccuracy >= r.pruned.cleanAccuracy, `${r.after.cleanAccuracy} < ${r.pruned.cleanAccuracy}`);
 
   // Pruned channels are zero in the weights and in the activations.
-  const k = r.repaired.graph.initializers.get(target.kernel)!.data as Float32Array;
+  const k = r.repaired.graph.initializers.get(target.kernel!)!.data as Float32Array;
   const per = k.length / target.channels;
   for (const c of r.channels) assert.ok(k.subarray(c * per, (c + 1) * per).every((v) => v === 0));
   const sess = await Session.create(forwardGraph(r.repaired, [target.value]));

@@ -197,7 +197,7 @@ test("pruneDefense: drops, G from one graph (class N exactly where B and B' disa
   const logits = (await onnx.run({ input: tensor("float32", [valid.size, ...SHAPE], valid.read(0, valid.size)) })).logits;
   await onnx.release();
   assert.deepEqual(argmaxRows(logits.data as Float32Array, model.numClasses), rPred);
-  const k = (await loadModel(files[0])).graph.initializers.get(r.sweep.target.kernel)!;
+  const k = (await loadModel(files[0])).graph.initializers.get(r.sweep.target.kernel!)!;
   const per = k.data.length / 10;
   for (const c of rep.channels) assert.ok((k.data as Float32Array).subarray(c * per, (c + 1) * per).every((v) => v === 0));
 });

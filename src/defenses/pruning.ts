@@ -22,6 +22,7 @@ import type { Dataset } from "../io/dataset.js";
 import { checkData, countCorrect, evalResult, evaluatePair, type SplitLabels, type SplitPredictions } from "../eval/evaluate.js";
 import { batchTensor, DEFAULT_BATCH, forwardGraph, type BatchSource } from "../model/forward.js";
 import type { Model } from "../model/model.js";
+import { convPrunePoint, prunableLayers, type PrunableLayer } from "../model/prunable.js";
 import { paramValues, withParams } from "../model/params.js";
 import type { ReportEvalResult, ReportG, ReportPruning, ReportPruningDrop, ReportPruningPoint } from "../report/types.js";
 import { Session } from "../runtime/session.js";
@@ -30,19 +31,19 @@ import { lapTimer } from "../util/timing.js";
 
 export type PruneOrder = "increasing" | "decreasing";
 
-/** Ops that map a zero channel to a zero channel and act on each channel alone. */
-const ZERO_PRESERVING = new Set(["Relu", "LeakyRelu", "Identity", "Tanh", "MaxPool", "AveragePool"]);
 /** Single-input activations a Keras Conv2D layer may end with (walked back to find the Conv node). */
 const ACTIVATIONS = new Set(["Relu", "LeakyRelu", "Identity", "Tanh", "Sigmoid", "Elu", "Selu", "Softplus"]);
 
 /** Where the pruning acts. */
 export interface PruneTarget {
-  /** The conv layer's name, e.g. "conv_3". */
+  /** The prunable layer's name, e.g. "conv_3" or "/avgpool/GlobalAveragePool" (see model/prunable.ts). */
   layer: string;
-  /** The Conv node's output value (before the activation). */
+  /** "conv" (or absent): kernel[c] and bias[c] of a conv are zeroed; "feature": a residual/BN'd feature map's channel c is masked. */
+  kind?: "conv" | "feature";
+  /** The value held at zero while fine-tuning: the Conv node's output (before the activation), or `value` for "feature". */
   conv: string;
-  /** IR parameter names of the conv's kernel [cout, cin, kh, kw] and bias [cout]. */
-  kernel: string;
+  /** IR parameter names of the conv's kernel [cout, cin, kh, kw] and bias [cout] ("conv" kind only). */
+  kernel?: string;
   bias?: string;
   channels: number;
   /** Where activations are measured and channels masked: after the ReLU and the pooling (DeepID: pool_3). */
@@ -57,33 +58,39 @@ export function convLayers(model: Model): string[] {
     .map(([name]) => name);
 }
 
-/** True when every path from the model's input to its logits goes through `value`. */
-function dominatesLogits(model: Model, value: string): boolean {
-  const reached = new Set([model.input]);
-  for (const n of model.graph.nodes) {
-    if (!n.inputs.some((i) => reached.has(i))) continue;
-    for (const o of n.outputs) if (o && o !== value) reached.add(o);
-  }
-  return !reached.has(model.logits);
+/** Conv layers and residual sums, the default marked (the rule is in model/prunable.ts). */
+export function prunable(model: Model): PrunableLayer[] {
+  return prunableLayers(model, convLayers(model));
 }
 
 /**
- * The default layer to prune: the last conv layer that all of the network's information flows through.
- * For DeepID that is conv_3 (conv_4 sits on a side branch next to flatten_1); for a plain CNN, its last conv.
+ * The default layer to prune: the last feature map that all of the network's information flows through
+ * (model/prunable.ts). For DeepID that is conv_3 (conv_4 sits on a side branch next to flatten_1); for a
+ * plain CNN, its last conv; for a residual network, the feature map after its last residual sum.
  */
 export function defaultPruneLayer(model: Model): string {
+  const layers = prunable(model);
+  const d = layers.find((l) => l.isDefault);
+  if (d) return d.name;
   const convs = convLayers(model);
   if (convs.length === 0) fail(`model ${model.name} has no convolutional layer to prune`);
-  const cut = convs.filter((l) => dominatesLogits(model, model.layerOutputs.get(l)!));
-  return (cut.length ? cut : convs)[cut.length ? cut.length - 1 : convs.length - 1];
+  return convs[convs.length - 1];
 }
 
 /** Resolves the layer to prune (default: defaultPruneLayer) and where its channels are measured and masked. */
 export function pruneTarget(model: Model, layer?: string): PruneTarget {
   const convs = convLayers(model);
-  const name = layer ?? defaultPruneLayer(model);
+  let name = layer ?? defaultPruneLayer(model);
   if (!convs.includes(name)) {
-    fail(`model ${model.name} has no convolutional layer "${name}" (convolutional layers: ${convs.join(", ") || "none"})`);
+    const layers = prunable(model);
+    // A layer is named by its node/layer name or by its readable name (with or without the role).
+    const f = layers.find((l) => l.name === name || l.readable === name || l.readable.replace(/ \(.*\)$/, "") === name);
+    if (f?.kind === "feature") return { layer: f.name, kind: "feature", conv: f.value, channels: f.channels, value: f.value };
+    if (!f) {
+      const names = layers.map((l) => (l.readable === l.name ? l.name : `${l.name} [${l.readable}]`));
+      fail(`model ${model.name} has no prunable layer "${name}" (prunable layers: ${names.join(", ") || "none"})`);
+    }
+    name = f.name;
   }
   const g = model.graph;
   let node: Node | undefined = g.producer(model.layerOutputs.get(name)!);
@@ -93,17 +100,8 @@ export function pruneTarget(model: Model, layer?: string): PruneTarget {
   const params = new Set(model.params.map((p) => p.value));
   if (!params.has(kernel) || (bias && !params.has(bias))) fail(`layer "${name}": its Conv weights are not stored parameters, so it cannot be pruned`);
   const channels = g.staticShape(kernel)[0];
-  const conv = node.outputs[0];
   // Follow the conv through its ReLU and pooling while nothing else reads the values on the way.
-  const readers = g.consumers();
-  const outs = new Set(g.outputs.map((o) => o.name));
-  let value = conv;
-  for (;;) {
-    const r = readers.get(value) ?? [];
-    if (r.length !== 1 || outs.has(value) || !ZERO_PRESERVING.has(r[0].op) || r[0].inputs[0] !== value) break;
-    value = r[0].outputs[0];
-  }
-  return { layer: name, conv, kernel, bias: bias || undefined, channels, value };
+  return { layer: name, kind: "conv", conv: node.outputs[0], kernel, bias: bias || undefined, channels, value: convPrunePoint(g, node) };
 }
 
 /** A [C] mask: 1 everywhere except 0 at `pruned`. */
@@ -116,14 +114,28 @@ export function channelMask(channels: number, pruned: readonly number[]): Float3
   return m;
 }
 
-/** The model with `pruned` channels of the target conv zeroed (kernel[c] and bias[c]); the Keras spec follows. */
+/**
+ * The model with `pruned` channels of the target zeroed: for a conv, kernel[c] and bias[c] (the Keras spec
+ * follows); for a feature map, a constant channel mask multiplied in at the target value (set again, not
+ * stacked, when the model already carries one). A Keras file cannot hold that mask, so such a model is saved
+ * as ONNX only.
+ */
 export function prunedModel(model: Model, target: PruneTarget, pruned: readonly number[], name = `${model.name}_pruned`): Model {
+  if (target.kind === "feature") {
+    const graph = model.graph.clone(name);
+    const maskName = `${target.value}/prune_mask`;
+    const had = graph.initializers.has(maskName);
+    graph.addInitializer(maskName, tensor("float32", [target.channels], channelMask(target.channels, pruned)));
+    // Its own name: fine-tuning masks target.value again (as `${value}/masked`) on top of this one.
+    if (!had) maskChannels(graph, target.value, maskName, `${target.value}/pruned`);
+    return { ...model, name, graph, spec: undefined };
+  }
   const values = paramValues(model);
-  const k = values.get(target.kernel)!;
+  const k = values.get(target.kernel!)!;
   const per = k.data.length / target.channels;
   const kd = Float32Array.from(k.data as Float32Array);
   for (const c of pruned) kd.fill(0, c * per, (c + 1) * per);
-  const upd = new Map([[target.kernel, tensor("float32", [...k.shape], kd)]]);
+  const upd = new Map([[target.kernel!, tensor("float32", [...k.shape], kd)]]);
   if (target.bias) {
     const b = values.get(target.bias)!;
     const bd = Float32Array.from(b.data as Float32Array);

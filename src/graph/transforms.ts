@@ -3,14 +3,14 @@ import { attr, Graph, GraphError, type Node } from "./ir.js";
 
 /**
  * Multiplies channel axis 1 of `value` by `mask` ([C], an input or initializer) and re-points every
- * reader of `value` to the masked value. Returns the masked value's name.
+ * reader of `value` to the masked value (named `name`). Returns the masked value's name.
  */
-export function maskChannels(g: Graph, value: string, mask: string): string {
+export function maskChannels(g: Graph, value: string, mask: string, name = `${value}/masked`): string {
   const shape = g.shape(value);
   const view = [1, -1, ...new Array(Math.max(0, shape.length - 2)).fill(1)];
   const readers = new Set(g.nodes.filter((n) => n.inputs.includes(value)));
   const m = g.op("Reshape", [mask, g.ints(view)]);
-  const masked = g.op("Mul", [value, m], {}, `${value}/masked`);
+  const masked = g.op("Mul", [value, m], {}, name);
   g.replaceUses(value, masked, new Set([...g.nodes].filter((n) => !readers.has(n))));
   g.toposort();
   return masked;

@@ -10,6 +10,12 @@ export interface ParamRef {
   weight: string;
 }
 
+/** Per-channel input normalisation baked into the graph: (x − mean) / std (see normalize.ts). */
+export interface Normalization {
+  mean: number[];
+  std: number[];
+}
+
 export interface Model {
   name: string;
   /** Forward graph: input `input` [N, C, H, W] float32 already scaled; outputs `logits` [N, K] (pre-softmax). */
@@ -23,6 +29,8 @@ export interface Model {
   layerOutputs: Map<string, string>;
   /** Trainable parameters. */
   params: ParamRef[];
+  /** Present when (x − mean) / std nodes were prepended to the graph (--mean/--std). */
+  normalization?: Normalization;
   /** Present when the model came from Keras: needed to write a Keras HDF5 file back. */
   spec?: ModelSpec;
 }

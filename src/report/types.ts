@@ -28,6 +28,8 @@ export interface ReportModel {
   layers: ReportLayer[];
   /** Sum of `params` over all layers. */
   totalParams: number;
+  /** Input normalisation (x − mean) / std per channel given with --mean/--std, baked into every saved network and G. */
+  normalization?: { mean: number[]; std: number[] };
 }
 
 /** Accuracy of one network on the clean and poisoned evaluation sets. */

@@ -1,3 +1,4 @@
+import { prunable } from "../../defenses/pruning.js";
 import { summarize } from "../../model/summary.js";
 import { MODEL_OPTIONS, modelFrom, type Command } from "../command.js";
 
@@ -9,6 +10,8 @@ export const inspectCommand: Command = {
   async run(ctx) {
     const model = await modelFrom(ctx);
     const s = summarize(model);
+    // Where prune/fine-prune may cut (--layer takes the name or the readable name); the rule is in model/prunable.ts.
+    const cuts = prunable(model).map((l) => ({ name: l.name, readable: l.readable, kind: l.kind, channels: l.channels, default: l.isDefault }));
     const w = Math.max(10, ...s.layers.map((l) => l.name.length + l.className.length + 3));
     const lines = [
       `model ${s.name}  (${s.source})`,
@@ -18,7 +21,10 @@ export const inspectCommand: Command = {
       ...s.layers.map((l) => `${`${l.name} (${l.className})`.padEnd(w)}  ${`[${l.outputShape.join(", ")}]`.padEnd(18)}  ${l.params}`),
       "",
       `total params: ${s.totalParams}`,
+      "",
+      "prunable layers (prune/fine-prune --layer; * = default):",
+      ...cuts.map((l) => `${l.default ? "*" : " "} ${l.readable.padEnd(40)}  ${String(l.channels).padStart(5)} channels  ${l.name === l.readable ? "" : l.name}`.trimEnd()),
     ];
-    return { json: s, text: lines.join("\n") };
+    return { json: { ...s, prunable: cuts }, text: lines.join("\n") };
   },
 };

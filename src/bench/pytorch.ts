@@ -1,0 +1,144 @@
+// Every command on every PyTorch fixture export, as a user runs them (the CLI, with --mean/--std): clean
+// accuracy and ASR before → after per defense, with wall times. The baseline in the same run is `eval` on the
+// same model (one forward pass over the test data); each command's time is also printed as a ratio to it.
+//
+//   npm run bench:pytorch                         # fixtures/pytorch (the small in-repo models)
+//   npm run bench:pytorch -- --dir /work/cache/pytorch --models preact_resnet18 --commands eval,prune,fine-prune,detect
+//
+// Prints a Markdown table (the README's PyTorch section is a copy).
+import { execFile } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { CLI } from "../test/fixtures.js";
+import { PYTORCH_FIXTURES, type PytorchManifest } from "../test/pytorch-fixtures.js";
+
+const COMMANDS = ["eval", "detect", "prune", "fine-prune", "nc-prune", "unlearn", "strip"] as const;
+type CommandName = (typeof COMMANDS)[number];
+
+interface EvalNumbers {
+  cleanAccuracy: number;
+  asr?: number;
+}
+interface Json {
+  cleanAccuracy?: number;
+  asr?: number | null;
+  evaluation?: { before?: EvalNumbers; after?: EvalNumbers };
+  neuralCleanse?: { flagged?: number[] };
+  flagged?: number[];
+  g?: { clean: { n: number; flagged: number }; poisoned?: { n: number; flagged: number } };
+  pruning?: { layer: string; drops: { channelsPruned: number }[] };
+  strip?: { threshold: number };
+}
+
+interface Row {
+  model: string;
+  command: CommandName;
+  seconds: number;
+  before?: EvalNumbers;
+  after?: EvalNumbers;
+  note: string;
+}
+
+function runCli(args: string[]): Promise<{ seconds: number; json?: Json; error?: string }> {
+  const t0 = performance.now();
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { maxBuffer: 1 << 28 }, (err, stdout, stderr) => {
+      const seconds = (performance.now() - t0) / 1000;
+      if (err) {
+        const line = stderr.split("\n").filter((l) => l.trim()).pop() ?? String(err);
+        resolve({ seconds, error: line });
+        return;
+      }
+      resolve({ seconds, json: JSON.parse(stdout) as Json });
+    });
+  });
+}
+
+const pct = (x: number | undefined | null): string => (x === undefined || x === null ? "—" : `${(100 * x).toFixed(1)}%`);
+const secs = (s: number): string => (s < 10 ? `${s.toFixed(1)} s` : `${Math.round(s)} s`);
+
+function markdownRow(r: Row): string {
+  const acc = r.command === "eval" ? pct(r.after?.cleanAccuracy) : r.after ? `${pct(r.before?.cleanAccuracy)} → ${pct(r.after.cleanAccuracy)}` : "—";
+  const asr = r.command === "eval" ? pct(r.after?.asr) : r.after ? `${pct(r.before?.asr)} → ${pct(r.after.asr)}` : "—";
+  return `| ${r.model} | ${r.command} | ${acc} | ${asr} | ${secs(r.seconds)} | ${r.note} |`;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: { dir: { type: "string" }, models: { type: "string" }, commands: { type: "string" }, opset: { type: "string" }, labels: { type: "string" } },
+  });
+  const dir = values.dir ?? PYTORCH_FIXTURES;
+  const manifestPath = join(dir, "manifest.json");
+  if (!existsSync(manifestPath)) {
+    process.stdout.write(`bench:pytorch: no fixtures at ${dir} (build them with /usr/bin/python3 scripts/pytorch/build_fixtures.py); skipped\n`);
+    return;
+  }
+  const manifest = JSON.parse(readFileSync(manifestPath, "utf8")) as PytorchManifest;
+  const models = values.models ? values.models.split(",") : Object.keys(manifest.models);
+  const commands = (values.commands ? values.commands.split(",") : [...COMMANDS]) as CommandName[];
+  for (const c of commands) if (!COMMANDS.includes(c)) throw new Error(`unknown command ${c} (one of ${COMMANDS.join(", ")})`);
+  const opset = values.opset ?? "opset17";
+  const labels = values.labels ?? "0-9";
+  const norm = ["--mean", manifest.mean.join(","), "--std", manifest.std.join(","), "--input-scale", String(manifest.inputScale)];
+  const data = ["--clean", join(dir, "valid.h5"), "--test", join(dir, "clean_test.h5"), "--poisoned", join(dir, "poisoned_test.h5")];
+  const rows: Row[] = [];
+  const work = mkdtempSync(join(tmpdir(), "bench-pytorch-"));
+  try {
+    for (const name of models) {
+      const info = manifest.models[name];
+      if (!info) throw new Error(`no model ${name} in ${manifestPath}`);
+      const file = join(dir, info.files[opset]);
+      const base = ["--model", file, ...norm, "--json", "--quiet"];
+      let baseline: number | undefined;
+      let before: EvalNumbers | undefined;
+      const nc = join(work, `${name}-detect`);
+      for (const command of ["eval" as const, ...commands.filter((c) => c !== "eval")]) {
+        const out = join(work, `${name}-${command}`);
+        let args: string[];
+        if (command === "eval") args = ["eval", ...base, "--clean", join(dir, "clean_test.h5"), "--poisoned", join(dir, "poisoned_test.h5")];
+        else if (command === "detect") args = ["detect", ...base, "--clean", join(dir, "valid.h5"), "--labels", labels, "--out", nc];
+        else {
+          args = [command, ...base, ...data, "--out", out];
+          // nc-prune and unlearn reuse detect's reversed triggers when detect ran in this bench.
+          if ((command === "nc-prune" || command === "unlearn") && commands.includes("detect")) args.push("--trigger", nc);
+          if (command === "prune") args.push("--drop", "4");
+        }
+        process.stderr.write(`${name} ${command} ...\n`);
+        const r = await runCli(args);
+        const j = r.json;
+        const row: Row = { model: name, command, seconds: r.seconds, note: "" };
+        if (r.error) row.note = `error: ${r.error}`;
+        else if (command === "eval") {
+          baseline = r.seconds;
+          before = { cleanAccuracy: j!.cleanAccuracy!, asr: j!.asr ?? undefined };
+          row.after = before;
+          row.note = `PyTorch: ${pct(info.cleanAccuracy)}, ASR ${pct(info.asr)}`;
+        } else {
+          row.before = j!.evaluation?.before ?? before;
+          row.after = j!.evaluation?.after;
+          const notes: string[] = [];
+          const flagged = j!.neuralCleanse?.flagged ?? j!.flagged;
+          if (flagged) notes.push(`flagged [${flagged.join(", ")}]`);
+          if (j!.pruning) notes.push(`${j!.pruning.layer}: ${j!.pruning.drops.map((d) => d.channelsPruned).join("/")} channels`);
+          if (j!.g?.poisoned) notes.push(`G detects ${pct(j!.g.poisoned.flagged / j!.g.poisoned.n)}, FPR ${pct(j!.g.clean.flagged / j!.g.clean.n)}`);
+          row.note = notes.join("; ");
+        }
+        if (baseline && command !== "eval") row.note += `${row.note ? "; " : ""}${(r.seconds / baseline).toFixed(1)}× eval`;
+        rows.push(row);
+        // The row as it will appear in the table, so a long run that is stopped still leaves its figures.
+        process.stderr.write(`  ${markdownRow(row)}\n`);
+      }
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  const lines = [`| model | command | clean acc before → after | ASR before → after | wall time | notes |`, `|---|---|---|---|---|---|`, ...rows.map(markdownRow)];
+  process.stdout.write(`\nPyTorch exports (${opset}, ${dir}), every command through the CLI with --mean/--std:\n\n${lines.join("\n")}\n`);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`${(e as Error).stack ?? String(e)}\n`);
+  process.exit(1);
+});
