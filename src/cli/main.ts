@@ -3,6 +3,7 @@
 import { UserError } from "../errors.js";
 import { parse, type Command } from "./command.js";
 import { COMMANDS } from "./commands/index.js";
+import { withOutputs } from "./out-dir.js";
 
 function help(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length));
@@ -34,7 +35,8 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const ctx = parse(cmd, rest);
-  const { json, text } = await cmd.run(ctx);
+  // Output folders appear only when the command succeeds (see out-dir.ts).
+  const { json, text } = await withOutputs(() => cmd.run(ctx));
   process.stdout.write(ctx.json ? JSON.stringify(json, null, 2) + "\n" : text.endsWith("\n") ? text : text + "\n");
   return 0;
 }

@@ -1,4 +1,5 @@
 // Training loop: one compiled step graph (forward + backward + optimizer update) run batch by batch.
+import { fail } from "../errors.js";
 import { backward } from "../graph/autodiff.js";
 import { tensor, type TensorData } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";
@@ -59,7 +60,20 @@ export function oneHot(y: Int32Array, k: number): Float32Array {
   return out;
 }
 
+/** A UserError naming the first NaN/Inf pixel: otherwise one bad pixel surfaces as "training diverged". */
+export function checkFinite(data: TrainData): void {
+  const per = data.shape[0] * data.shape[1] * data.shape[2];
+  for (let i = 0; i < data.x.length; i++) {
+    if (Number.isFinite(data.x[i])) continue;
+    const [c, h, w] = data.shape;
+    const q = i % per;
+    const ch = Math.floor(q / (h * w)), y = Math.floor((q % (h * w)) / w), x = q % w;
+    fail(`training data: image ${Math.floor(i / per)} has a non-finite pixel (${data.x[i]}) at channel ${ch}, row ${y}, column ${x} of ${c}x${h}x${w}; fix the data before training`);
+  }
+}
+
 export async function train(model: Model, data: TrainData, opts: TrainOptions): Promise<{ model: Model; history: EpochStats[] }> {
+  checkFinite(data);
   const g = model.graph.clone(`${model.name}_train`);
   for (const [value, mask] of opts.channelMasks ?? []) maskChannels(g, value, g.constant(tensor("float32", [mask.length], mask), "channel_mask"));
   const target = g.addInput("target", "float32", ["N", model.numClasses]);
