@@ -17,6 +17,10 @@ const dir = tempDir("out-safety");
 const MODEL = join(dir, "model.h5");
 const VALID = join(dir, "valid.h5");
 const N = 120;
+const prune = (out: string, ...extra: string[]) => ["prune", "--model", MODEL, "--input-scale", "255", "--clean", VALID, "--drop", "4", "--quiet", "--out", out, ...extra];
+const train = (out: string, ...extra: string[]) => ["train", "--data", VALID, "--input-scale", "255", "--epochs", "1", "--quiet", "--out", out, ...extra];
+/** A finished prune result, made once: the input of the report cases. */
+const RESULT = join(dir, "result");
 
 before(async () => {
   copyFileSync(join(EX, "model.h5"), MODEL);
@@ -26,11 +30,11 @@ before(async () => {
   } finally {
     src.close();
   }
+  const r = await runCli(prune(RESULT));
+  assert.equal(r.code, 0, r.stderr);
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-const prune = (out: string, ...extra: string[]) => ["prune", "--model", MODEL, "--input-scale", "255", "--clean", VALID, "--drop", "4", "--quiet", "--out", out, ...extra];
-const train = (out: string, ...extra: string[]) => ["train", "--data", VALID, "--input-scale", "255", "--epochs", "1", "--quiet", "--out", out, ...extra];
 
 /** Exit 2 with exactly one `badnet: error:` line matching `re`. */
 function oneLine(r: CliResult, re: RegExp): void {
@@ -134,8 +138,7 @@ test("train --out valid.h5 does not replace the data with a model", async () => 
 });
 
 test("report --output model.onnx does not overwrite a model with HTML; --output DIR (EISDIR) and --output result.json are one line", async () => {
-  const out = join(dir, "report-src");
-  assert.equal((await runCli(prune(out))).code, 0);
+  const out = RESULT;
   const d = folderWith("report-over-model", { "model.onnx": join(EX, "model.onnx") });
   const before = readFileSync(join(d, "model.onnx"));
   oneLine(await runCli(["report", out, "--output", join(d, "model.onnx")]), /already exists.*--force/);
@@ -150,9 +153,7 @@ test("report --output model.onnx does not overwrite a model with HTML; --output 
 test("--out /proc/x returns at once with one line (Node's recursive mkdir never returns there)", async () => {
   oneLine(await runCli(prune("/proc/x"), 15_000), /cannot write into \/proc/);
   oneLine(await runCli(prune("/proc/x/y/z"), 15_000), /cannot create the folder \/proc\/x/);
-  const out = join(dir, "proc-src");
-  assert.equal((await runCli(prune(out))).code, 0);
-  oneLine(await runCli(["report", out, "--output", "/proc/x/report.html"], 15_000), /\/proc\/x.*does not exist/);
+  oneLine(await runCli(["report", RESULT, "--output", "/proc/x/report.html"], 15_000), /\/proc\/x.*does not exist/);
 });
 
 test("a failed run leaves no empty --out folder (nor the parents it made)", async () => {
@@ -168,8 +169,7 @@ const canUnshare = process.platform === "linux" && spawnSync("unshare", ["-m", "
 test("--out on a read-only file system is one line for prune, train and report", { skip: canUnshare ? false : "needs root and unshare(1) to mount a read-only file system" }, async () => {
   const ro = join(dir, "ro");
   mkdirSync(ro);
-  const src = join(dir, "ro-src");
-  assert.equal((await runCli(prune(src))).code, 0);
+  const src = RESULT;
   const node = JSON.stringify(process.execPath), cli = JSON.stringify(CLI);
   const q = (args: string[]) => args.map((a) => JSON.stringify(a)).join(" ");
   const script = [
