@@ -190,8 +190,9 @@ function installHandlers(): void {
   process.on("exit", discardAll);
   for (const [sig, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]] as const) {
     process.once(sig, () => {
+      const pending = live.length > 0;
       discardAll();
-      process.stderr.write(`\nbadnet: interrupted (${sig}); nothing was written\n`);
+      process.stderr.write(`\nbadnet: interrupted (${sig})${pending ? "; nothing was written" : ""}\n`);
       process.exit(code);
     });
   }

@@ -1,4 +1,5 @@
 // Where tests find the fixtures and the CLI, and why a test that needs something absent is skipped.
+import { spawnSync } from "node:child_process";
 import { accessSync, constants, existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -39,4 +40,15 @@ export function chromiumSkip(): string | false {
   } catch {
     return `${CHROMIUM} not found (or not executable): install Debian's chromium (bash scripts/setup-system.sh) to run the browser tests`;
   }
+}
+
+/** Debian's Python (never the one first on PATH), used only to build fixtures and independent references. */
+export const SYSTEM_PYTHON = "/usr/bin/python3";
+
+/** `false` when the system Python imports every module named (e.g. "torch", "onnx"), else the skip reason. */
+export function pythonSkip(...modules: string[]): string | false {
+  const r = spawnSync(SYSTEM_PYTHON, ["-c", modules.map((m) => `import ${m}`).join("; ")], { encoding: "utf8", timeout: 60_000 });
+  if (r.status === 0) return false;
+  const pkgs = modules.map((m) => `python3-${m}`).join(", ");
+  return `${SYSTEM_PYTHON} cannot import ${modules.join(", ")}: install Debian's ${pkgs} to run this test`;
 }
