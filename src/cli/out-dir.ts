@@ -7,7 +7,6 @@ import { randomBytes } from "node:crypto";
 import {
   closeSync,
   existsSync,
-  lstatSync,
   mkdirSync,
   openSync,
   readdirSync,
@@ -19,7 +18,7 @@ import {
   statSync,
 } from "node:fs";
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
-import { fail } from "../errors.js";
+import { fail, UserError } from "../errors.js";
 import type { Context, Options } from "./command.js";
 
 export const FORCE_OPTION: Options = { force: { type: "boolean" } };
@@ -221,6 +220,15 @@ function stagingHolding(abs: string): Staged | undefined {
   return live.find((s) => s.kind === "dir" && within(abs, s.stagingAbs));
 }
 
+/** fn(), with a file-system error (permission denied on a parent, say) turned into one line. */
+function fsTry<T>(what: string, path: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof UserError) throw e;
+    return fsError(what, path, e);
+  }
+}
 
 /**
  * Checks --out DIR and returns the folder the command writes into: a fresh staging folder beside it,
@@ -238,17 +246,14 @@ export function prepareOutDir(ctx: Context, dir: string, flag = "--out", marker 
     return dir;
   }
   if (dirname(abs) === abs) fail(`${flag} ${dir}: cannot write results over the root folder`);
-  let replace: Staged["replace"] = "none";
-  if (existsSync(abs)) {
+  const replace = fsTry("read", dir, (): Staged["replace"] => {
+    if (!existsSync(abs)) return "none";
     if (!statSync(abs).isDirectory()) fail(`${flag} ${dir} exists and is not a folder`);
-    const entries = readdirSync(abs);
-    if (entries.length > 0) {
-      if (!existsSync(join(abs, marker)))
-        fail(`${flag} ${dir} is a folder with other files in it (no ${marker}); give a new or empty folder`);
-      if (ctx.values.force !== true) fail(`${flag} ${dir} holds an earlier result; add --force to replace it, or choose another folder`);
-      replace = "old";
-    } else replace = "empty";
-  }
+    if (readdirSync(abs).length === 0) return "empty";
+    if (!existsSync(join(abs, marker))) fail(`${flag} ${dir} is a folder with other files in it (no ${marker}); give a new or empty folder`);
+    if (ctx.values.force !== true) fail(`${flag} ${dir} holds an earlier result; add --force to replace it, or choose another folder`);
+    return "old";
+  });
   checkNotInput(ctx, dir, flag);
   clearDeadStaging(abs);
   const created = makeDirs(dirname(abs), flag);
@@ -290,7 +295,7 @@ function commitDir(s: Staged): void {
       rmSync(old, { recursive: true, force: true });
     } else renameSync(s.stagingAbs, s.abs);
   } catch (e) {
-    if (e instanceof Error && e.name === "UserError") throw e;
+    if (e instanceof UserError) throw e;
     fsError("move the results into", s.target, e);
   }
   live.splice(live.indexOf(s), 1);
@@ -391,10 +396,11 @@ export function prepareOutFiles(ctx: Context, outs: readonly string[], flag: str
   const dir = dirname(resolve(outs[0]!));
   for (const out of outs) {
     if (out.trim() === "") fail(`${flag} is empty`);
-    if (existsSync(out)) {
+    fsTry("read", out, () => {
+      if (!existsSync(out)) return;
       if (statSync(out).isDirectory()) fail(`${flag} ${out} is a folder; give a file name${flag === "--output" ? ` such as ${join(out, "report.html")}` : ""}`);
-      if (!lstatSync(out).isFile()) fail(`${flag} ${out} exists and is not a plain file`);
-    }
+      if (!statSync(out).isFile()) fail(`${flag} ${out} exists and is not a plain file`);
+    });
     checkNotInput(ctx, out, flag, opts.inputs);
     if (existsSync(out) && ctx.values.force !== true && !replaceable(out)) fail(`${flag} ${out} already exists; add --force to replace it`);
   }
