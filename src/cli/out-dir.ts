@@ -21,7 +21,9 @@ import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "nod
 import { fail, UserError } from "../errors.js";
 import type { Context, Options } from "./command.js";
 
-export const FORCE_OPTION: Options = { force: { type: "boolean" } };
+export const FORCE_OPTION: Options = {
+  force: { type: "boolean", description: "replace an earlier result or file at the output path (never an input)" },
+};
 
 const STAGING_TAG = ".badnet-tmp-";
 const OLD_TAG = ".badnet-old-";
