@@ -306,6 +306,7 @@ function commitDir(s: Staged): void {
 /** Rewrites strings that name a path inside a staging folder to the path it will have once in place. */
 export function finalPath(p: string): string {
   for (const s of live) {
+    if (s.kind !== "dir") continue;
     if (p === s.staging) return s.target;
     if (p.startsWith(s.staging + sep) || p.startsWith(s.staging + "/")) return s.target + p.slice(s.staging.length);
   }
@@ -332,7 +333,7 @@ export function finalPaths<T>(value: T): T {
 
 function finalText(text: string): string {
   let t = text;
-  for (const s of live) t = t.split(s.staging).join(s.target);
+  for (const s of live) if (s.kind === "dir") t = t.split(s.staging).join(s.target);
   return t;
 }
 
@@ -375,12 +376,6 @@ export function isBadnetReport(path: string): boolean {
   }
 }
 
-/**
- * Checks output files before any work (each a plain file in an existing folder, not an input, not an
- * existing file unless --force or `replaceable` says it may go) and then writes them: `write` gets a
- * hidden staging folder beside them and returns the files it wrote there (named as the outputs are);
- * they are renamed into place together at the end, so no half-written file ever carries an output's name.
- */
 export interface OutputFiles {
   /** Writes the files through `write` and moves them into place; returns their final paths. */
   write(write: (stagingDir: string) => Promise<string[]>): Promise<string[]>;
@@ -393,6 +388,12 @@ export interface OutFileOptions {
   inputs?: readonly string[];
 }
 
+/**
+ * Checks output files before any work (each a plain file in an existing folder, not an input, not an
+ * existing file unless --force or `replaceable` says it may go) and then writes them: `write` gets a
+ * hidden staging folder beside them and returns the files it wrote there (named as the outputs are);
+ * they are renamed into place together at the end, so no half-written file ever carries an output's name.
+ */
 export function prepareOutFiles(ctx: Context, outs: readonly string[], flag: string, opts: OutFileOptions = {}): OutputFiles {
   const replaceable = opts.replaceable ?? (() => false);
   const dir = dirname(resolve(outs[0]!));
