@@ -8,10 +8,10 @@ import { mulberry32 } from "../util/random.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-/** The shared fixtures folder: $BADNET_FIXTURES, else ../shared/fixtures beside the repository. */
+/** The real CSAW-HackML fixtures: $BADNET_FIXTURES, else the copy in the repository (fixtures/csaw). */
 export function fixturesDir(): string {
   const env = process.env.BADNET_FIXTURES;
-  const dir = env ?? resolve(here, "../../../shared/fixtures");
+  const dir = env ?? resolve(here, "../../fixtures/csaw");
   if (!existsSync(dir)) throw new Error(`fixtures not found at ${dir} (set BADNET_FIXTURES)`);
   return dir;
 }

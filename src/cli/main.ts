@@ -4,6 +4,7 @@ import { OptionError } from "../defenses/defense.js";
 import { fileSystemError, UserError } from "../errors.js";
 import { parse } from "./command.js";
 import { COMMANDS } from "./commands/index.js";
+import { withOutputs } from "./out-dir.js";
 import { commandHelp, help } from "./help.js";
 
 async function main(argv: string[]): Promise<number> {
@@ -20,7 +21,8 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const ctx = parse(cmd, rest);
-  const { json, text } = await cmd.run(ctx);
+  // Output folders appear only when the command succeeds (see out-dir.ts).
+  const { json, text } = await withOutputs(() => cmd.run(ctx));
   process.stdout.write(ctx.json ? JSON.stringify(json, null, 2) + "\n" : text.endsWith("\n") ? text : text + "\n");
   return 0;
 }

@@ -1,5 +1,5 @@
 // What the commands that write an output folder share: the folder, result.json, the HTML report.
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { DefenseOutcome } from "../defenses/defense.js";
 import { writeOnnx } from "../defenses/g-model.js";
@@ -10,22 +10,26 @@ import { summarize } from "../model/summary.js";
 import { writeReport } from "../report/html.js";
 import type { ReportData, ReportModel } from "../report/types.js";
 import { str, type Context, type Options } from "./command.js";
+import { FORCE_OPTION, finalPath, finalPaths, prepareOutDir } from "./out-dir.js";
 
 export const OUTPUT_OPTIONS: Options = {
   out: { type: "string", short: "o", description: "folder to write the results into (created if missing)" },
   report: { type: "boolean", description: "also write report.html (one self-contained HTML file)" },
+  ...FORCE_OPTION,
 };
 
-/** Creates --out (and parents); a UserError when it exists and is not a directory. */
+/**
+ * Checks --out before any work and returns the folder to write into: a staging folder that main moves into
+ * place when the command succeeds (see out-dir.ts). A UserError for a path that is a file, not writable, an
+ * earlier result without --force, or would overwrite an input.
+ */
 export function outDir(ctx: Context, required = true): string | undefined {
   const dir = required ? str(ctx, "out", true) : str(ctx, "out");
   if (dir === undefined) {
     if (ctx.values.report === true) fail("--report needs --out DIR to write report.html into");
     return undefined;
   }
-  if (existsSync(dir) && !statSync(dir).isDirectory()) fail(`--out ${dir} exists and is not a directory`);
-  mkdirSync(dir, { recursive: true });
-  return dir;
+  return prepareOutDir(ctx, dir);
 }
 
 /** Writes a JSON file atomically. */
@@ -60,7 +64,8 @@ export async function writeResult(ctx: Context, dir: string, data: ReportData): 
   // Stamped into the caller's object too, so what a command prints with --json equals result.json.
   data.createdAt ??= new Date().toISOString();
   data.command ??= commandLine();
-  const full = data;
+  // Paths inside the staging folder are saved as the paths they will have once moved into place.
+  const full = finalPaths(data);
   const files = [join(dir, "result.json")];
   writeJson(files[0], full);
   if (ctx.values.report === true) {
@@ -68,7 +73,7 @@ export async function writeResult(ctx: Context, dir: string, data: ReportData): 
     await writeReport(html, full);
     files.push(html);
   }
-  return files;
+  return files.map(finalPath);
 }
 
 /** A result.json: the report sections plus a command's own fields. */

@@ -4,23 +4,30 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { UserError } from "../errors.js";
-import { openDataset } from "../io/dataset.js";
+import { openDataset, requireLabels } from "../io/dataset.js";
 import { writeCsawH5 } from "../io/csaw-h5.js";
-import { loadFashionMnistRaw } from "../io/fashion-mnist.js";
 import { loadModel } from "../io/load-model.js";
 import { predictLabels } from "../model/forward.js";
 import { paramValues } from "../model/params.js";
 import { parse } from "./command.js";
 import { trainCommand } from "./commands/train.js";
+import { ROOT } from "../test/fixtures.js";
 
 let dir: string;
 const N = 96;
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), "train-cmd-"));
-  const raw = loadFashionMnistRaw("test");
-  await writeCsawH5(join(dir, "train.h5"), raw.pixels.slice(0, N * 784), [N, 1, 28, 28], raw.labels!.slice(0, N));
-  await writeCsawH5(join(dir, "valid.h5"), raw.pixels.slice(N * 784, 2 * N * 784), [N, 1, 28, 28], raw.labels!.slice(N, 2 * N));
+  // Real Fashion-MNIST images from the bundled example (in the repository, so this runs on a bare clone).
+  const src = await openDataset(join(ROOT, "examples/badnet-fmnist/clean_test.h5"), { inputScale: 1 });
+  try {
+    const pixels = Uint8Array.from(src.read(0, 2 * N));
+    const labels = requireLabels(src, "train test data");
+    await writeCsawH5(join(dir, "train.h5"), pixels.slice(0, N * 784), [N, 1, 28, 28], labels.slice(0, N));
+    await writeCsawH5(join(dir, "valid.h5"), pixels.slice(N * 784), [N, 1, 28, 28], labels.slice(N, 2 * N));
+  } finally {
+    src.close();
+  }
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -1,16 +1,16 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { UserError } from "../errors.js";
 import { openDataset } from "./dataset.js";
+import { fashionMnistSkip } from "../test/fixtures.js";
 import { DEFAULT_FASHION_MNIST_DIR, fashionMnistDir, loadFashionMnist, openIdxImages, readIdx } from "./fashion-mnist.js";
 
 const FM_DIR = fashionMnistDir();
-const haveFm = existsSync(join(FM_DIR, "t10k-images-idx3-ubyte.gz"));
-const skip = haveFm ? false : `Fashion-MNIST not found in ${FM_DIR}`;
+const skip = fashionMnistSkip();
 const dir = mkdtempSync(join(tmpdir(), "fashion-mnist-test-"));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -3,7 +3,6 @@
 // in the temp dir. Skipped (not failed) where Chromium is not installed.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,6 +10,7 @@ import { pathToFileURL } from "node:url";
 import { writeReport } from "./html.js";
 import { CHROMIUM as CHROMIUM_PATH, CHROMIUM_ARGS } from "./screenshot.js";
 import { syntheticReport } from "./testdata.js";
+import { chromiumSkip } from "../test/fixtures.js";
 import type { ReportData } from "./types.js";
 
 const CHROMIUM = CHROMIUM_PATH;
@@ -101,8 +101,9 @@ function assertImagesDecoded(check: PageCheck, expected: number): void {
 const CHARTS = ["chart-pruning", "chart-nc-norm", "chart-nc-anomaly", "chart-strip"];
 
 test("reports open offline in Chromium with every chart drawn and every image decoded", async (t) => {
-  if (!existsSync(CHROMIUM)) {
-    t.skip(`${CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium) to run this browser test`);
+  const skip = chromiumSkip();
+  if (skip) {
+    t.skip(skip);
     return;
   }
   const { chromium } = await import("playwright-core");

@@ -1,4 +1,5 @@
 // Training loop: one compiled step graph (forward + backward + optimizer update) run batch by batch.
+import { fail } from "../errors.js";
 import { backward } from "../graph/autodiff.js";
 import { tensor, type Graph, type TensorData } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";
@@ -59,6 +60,18 @@ export function oneHot(y: Int32Array, k: number): Float32Array {
   const out = new Float32Array(y.length * k);
   y.forEach((v, i) => (out[i * k + v] = 1));
   return out;
+}
+
+/** A UserError naming the first NaN/Inf pixel: otherwise one bad pixel surfaces as "training diverged". */
+export function checkFinite(data: TrainData): void {
+  const per = data.shape[0] * data.shape[1] * data.shape[2];
+  for (let i = 0; i < data.x.length; i++) {
+    if (Number.isFinite(data.x[i])) continue;
+    const [c, h, w] = data.shape;
+    const q = i % per;
+    const ch = Math.floor(q / (h * w)), y = Math.floor((q % (h * w)) / w), x = q % w;
+    fail(`training data: image ${Math.floor(i / per)} has a non-finite pixel (${data.x[i]}) at channel ${ch}, row ${y}, column ${x} of ${c}x${h}x${w}; fix the data before training`);
+  }
 }
 
 /** The training step as one graph: forward, loss, backward and the optimizer update. */
@@ -145,6 +158,7 @@ export class StepRunner {
 }
 
 export async function train(model: Model, data: TrainData, opts: TrainOptions): Promise<{ model: Model; history: EpochStats[] }> {
+  checkFinite(data);
   const runner = await StepRunner.create(buildStepGraph(model, opts), opts.session);
   try {
     const rand = mulberry32(opts.seed ?? 0);

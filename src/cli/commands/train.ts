@@ -1,6 +1,5 @@
 // badnet train: fit a model (fresh architecture or a starting .h5/.onnx) on labelled images, write .h5 + .onnx.
-import { existsSync, statSync } from "node:fs";
-import { basename, dirname, extname, resolve } from "node:path";
+import { basename, dirname, extname, join } from "node:path";
 import { fail } from "../../errors.js";
 import { evaluate } from "../../eval/evaluate.js";
 import { checkLabels, checkShape, requireLabels, type Dataset } from "../../io/dataset.js";
@@ -13,6 +12,7 @@ import { train, type EpochStats, type TrainData } from "../../train/trainer.js";
 import { zooNet } from "../../zoo/build.js";
 import { MODEL_OPTIONS, dataFrom, inputScale, num, pct, progress, str, type Command, type Context } from "../command.js";
 import type { Progress } from "../progress.js";
+import { FORCE_OPTION, prepareOutFiles } from "../out-dir.js";
 
 const FRESH_ARCHS = ["zoo-cnn", ...Object.keys(ARCHS)];
 
@@ -43,20 +43,18 @@ function freshModel(arch: string, shape: [number, number, number], numClasses: n
   return lowerModel(initWeights(make({ inputShape: [h, w, c], numClasses }), seed));
 }
 
-function outputBase(out: string, model: Model): { dir: string; base: string } {
+/** The files --out names: `X.h5` + `X.onnx` beside it, or just `X.onnx`. */
+function outputFiles(out: string): string[] {
   const ext = extname(out).toLowerCase();
   if (ext !== ".h5" && ext !== ".onnx") fail(`--out ${out}: expected a .h5 (Keras + .onnx beside it) or .onnx file name`);
-  if (ext === ".h5" && !model.spec) fail(`--out ${out}: the starting model is ONNX, so only an .onnx file can be written`);
-  const dir = dirname(resolve(out));
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) fail(`--out ${out}: folder ${dir} does not exist`);
-  return { dir, base: basename(out, extname(out)) };
+  return ext === ".h5" ? [out, join(dirname(out), `${basename(out, extname(out))}.onnx`)] : [out];
 }
 
 export const trainCommand: Command = {
   name: "train",
   summary: "train a model (fresh zoo-cnn/deepid or from a starting .h5) and save it as Keras .h5 + .onnx",
   usage:
-    "--data D --input-scale S (--arch zoo-cnn | --model init.h5) --out model.h5 [--epochs 3] [--lr 1e-3] [--optimizer adam|sgd] [--batch-size 64] [--seed 0] [--valid V] [--num-classes K] [--json]",
+    "--data D --input-scale S (--arch zoo-cnn | --model init.h5) --out model.h5 [--epochs 3] [--lr 1e-3] [--optimizer adam|sgd] [--batch-size 64] [--seed 0] [--valid V] [--num-classes K] [--force] [--json]",
   options: {
     data: { type: "string", description: "labelled training data (.h5, image folder, fashion-mnist:train)" },
     model: { type: "string", short: "m", description: "a Keras .h5 model to start from (instead of --arch)" },
@@ -71,6 +69,7 @@ export const trainCommand: Command = {
     seed: { type: "string", description: "seed of the initialization and the batch order", defaultText: "0" },
     valid: { type: "string", description: "labelled validation data, evaluated after each epoch" },
     "num-classes": { type: "string", description: "number of classes", defaultText: "largest training label + 1" },
+    ...FORCE_OPTION,
   },
   async run(ctx) {
     const scale = await inputScale(ctx);
@@ -85,6 +84,9 @@ export const trainCommand: Command = {
     const modelPath = str(ctx, "model");
     const arch = str(ctx, "arch");
     if (!modelPath && !arch) fail(`give --arch (${FRESH_ARCHS.join(" | ")}) for a fresh network or --model init.h5 to start from`);
+    // Checked before any work: never an input (the start model, the data), never an existing file without --force.
+    const outs = outputFiles(out);
+    const dest = prepareOutFiles(ctx, outs, "--out");
 
     const ds = await dataFrom(ctx, "data", scale, true);
     const data = readAll(ds, "training");
@@ -94,7 +96,7 @@ export const trainCommand: Command = {
     const start = modelPath ? await loadModel(modelPath, { arch }) : freshModel(arch!, data.shape, numClasses, seed);
     checkShape(ds, start.inputShape, `model ${start.name}`);
     checkLabels(ds, start.numClasses);
-    const dest = outputBase(out, start);
+    if (extname(out).toLowerCase() === ".h5" && !start.spec) fail(`--out ${out}: the starting model is ONNX, so only an .onnx file can be written`);
     const valid = await dataFrom(ctx, "valid", scale);
     if (valid) {
       checkShape(valid, start.inputShape, `model ${start.name}`);
@@ -135,7 +137,7 @@ export const trainCommand: Command = {
     const seconds = (performance.now() - t0) / 1000;
     valid?.close();
     const trained: Model = { ...result.model, name: start.name };
-    const files = await saveRepaired(dest.dir, dest.base, trained);
+    const files = await dest.write((dir) => saveRepaired(dir, basename(out, extname(out)), trained));
     const last = epochs_[epochs_.length - 1]!;
     const json = {
       model: trained.name,

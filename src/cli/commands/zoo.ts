@@ -3,11 +3,12 @@ import { fail } from "../../errors.js";
 import { buildZoo, meetsTargets, ZOO_DEFAULTS } from "../../zoo/build.js";
 import { num, pct, progress, str, type Command } from "../command.js";
 import type { Progress } from "../progress.js";
+import { FORCE_OPTION, prepareOutDir } from "../out-dir.js";
 
 export const zooCommand: Command = {
   name: "zoo",
   summary: "build the ground-truth zoo of clean and backdoored Fashion-MNIST models (badnet zoo build)",
-  usage: "build --dataset fashion-mnist --out DIR [--epochs E] [--train-size N] [--valid-size N] [--test-size N] [--seed S] [--only name1,name2] [--json]",
+  usage: "build --dataset fashion-mnist --out DIR [--epochs E] [--train-size N] [--valid-size N] [--test-size N] [--seed S] [--only name1,name2] [--force] [--json]",
   positionals: true,
   options: {
     dataset: { type: "string", description: "the dataset (only fashion-mnist)", defaultText: "fashion-mnist" },
@@ -21,6 +22,7 @@ export const zooCommand: Command = {
     only: { type: "string", description: "build only these models (comma-separated names)", defaultText: "all" },
     "batch-size": { type: "string", description: "training batch size", defaultText: String(ZOO_DEFAULTS.batchSize) },
     lr: { type: "string", description: "learning rate", defaultText: String(ZOO_DEFAULTS.lr) },
+    ...FORCE_OPTION,
   },
   async run(ctx) {
     const [sub, ...extra] = ctx.positionals;
@@ -29,6 +31,8 @@ export const zooCommand: Command = {
     const dataset = str(ctx, "dataset") ?? "fashion-mnist";
     if (dataset !== "fashion-mnist") fail(`zoo build: --dataset ${dataset} is not supported (only fashion-mnist)`);
     const out = str(ctx, "out", true);
+    // Built in a staging folder that appears as --out only when the whole zoo is done.
+    const stage = prepareOutDir(ctx, out, "--out", "zoo.json");
     const only = str(ctx, "only")?.split(",").map((s) => s.trim());
     let bar: Progress | undefined;
     let shown = 0;
@@ -36,7 +40,7 @@ export const zooCommand: Command = {
       if (!ctx.quiet) process.stderr.write(line + "\n");
     };
     const index = await buildZoo({
-      out,
+      out: stage,
       dataDir: str(ctx, "data-dir"),
       epochs: num(ctx, "epochs", ZOO_DEFAULTS.epochs, { min: 1, max: 1000, integer: true }),
       trainSize: str(ctx, "train-size") === undefined ? undefined : num(ctx, "train-size", undefined, { min: 1, integer: true }),
