@@ -13,7 +13,7 @@ export const finePruneDefinition = defineDefense({
     order: PRUNE_OPTIONS.order,
     layer: PRUNE_OPTIONS.layer,
     epochs: { kind: "integer", description: "fine-tuning epochs on the clean data", default: DEFAULT_FINE_TUNE.epochs, min: 0 },
-    lr: { kind: "number", description: "fine-tuning learning rate", default: DEFAULT_FINE_TUNE.lr, min: 0, exclusive: true },
+    lr: { kind: "number", description: "fine-tuning learning rate", default: DEFAULT_FINE_TUNE.lr, min: 0, exclusiveMin: true },
     optimizer: { kind: "choice", choices: ["adam", "sgd"] as const, description: "fine-tuning optimizer", default: DEFAULT_FINE_TUNE.optimizer },
     trainBatchSize: { kind: "integer", description: "fine-tuning batch size", default: DEFAULT_FINE_TUNE.batchSize, min: 1, max: 65536 },
     seed: SEED_OPTION,

@@ -32,9 +32,9 @@ export const ncPruneDefinition = defineDefense({
   needs: ["triggers"],
   options: {
     layer: { kind: "string", description: "layer whose neurons are pruned", defaultText: "the layer feeding the output layer" },
-    threshold: { kind: "number", description: "stop once the reversed trigger's attack success is below this fraction", default: 0.05 },
-    maxDrop: { kind: "number", description: "never lose more than this fraction of clean accuracy", default: 0.1 },
-    step: { kind: "number", description: "fraction of the layer's neurons pruned per step", default: 0.01 },
+    threshold: { kind: "number", description: "stop once the reversed trigger's attack success is below this fraction", default: 0.05, min: 0, exclusiveMin: true, max: 1 },
+    maxDrop: { kind: "number", description: "never lose more than this fraction of clean accuracy", default: 0.1, min: 0, max: 1 },
+    step: { kind: "number", description: "fraction of the layer's neurons pruned per step", default: 0.01, min: 0, exclusiveMin: true, max: 1 },
     batchSize: BATCH_SIZE_OPTION,
   },
   async run(model, data, o, ctx) {
@@ -95,8 +95,8 @@ export const unlearnDefinition = defineDefense({
   needs: ["triggers"],
   options: {
     epochs: { kind: "integer", description: "unlearning epochs", default: 1, min: 1 },
-    ratio: { kind: "number", description: "share of each batch stamped with a reversed trigger (true labels kept)", default: 0.2 },
-    lr: { kind: "number", description: "Adam learning rate", default: 1e-3 },
+    ratio: { kind: "number", description: "share of each batch stamped with a reversed trigger (true labels kept)", default: 0.2, min: 0, exclusiveMin: true, max: 1 },
+    lr: { kind: "number", description: "Adam learning rate", default: 1e-3, min: 0, exclusiveMin: true },
     batchSize: { kind: "integer", description: "training batch size", default: 32, min: 1, max: 65536 },
     seed: SEED_OPTION,
   },
