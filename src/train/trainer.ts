@@ -70,7 +70,8 @@ export async function train(model: Model, data: TrainData, opts: TrainOptions): 
   const grads = backward(g, loss, trainable);
   const opt = addOptimizer(g, grads, opts.optimizer);
   g.setOutputs([loss, model.logits, ...opt.slots.flatMap((s) => [s.next, ...s.state.map((st) => st.output)])]);
-  const session = await Session.create(g);
+  // Released when train() returns or throws (e.g. on a diverged loss).
+  await using session = await Session.create(g);
 
   const state = new Map<string, TensorData>();
   for (const s of opt.slots) for (const st of s.state) state.set(st.input, st.init);
@@ -120,6 +121,5 @@ export async function train(model: Model, data: TrainData, opts: TrainOptions): 
     history.push(s);
     await opts.onEpoch?.(s, () => withParams(model, params));
   }
-  await session.release();
   return { model: withParams(model, params), history };
 }
