@@ -241,6 +241,15 @@ export interface DefenseOutcome {
   notApplied?: string;
 }
 
+/** The usual artifacts of a repair: B′ as repaired.{h5,onnx} and G.onnx; `files` collects the paths written. */
+export function repairArtifacts(repaired: Model, g: Graph, doc: string, files: string[]): Artifact[] {
+  const onWritten = (f: string[]) => void files.push(...f);
+  return [
+    { kind: "model", stem: "repaired", model: repaired, onWritten },
+    { kind: "graph", file: "G.onnx", graph: g, doc, onWritten },
+  ];
+}
+
 /** What a defense needs beyond the model and data. */
 export type DefenseNeed = "triggers";
 

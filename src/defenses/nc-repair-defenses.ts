@@ -1,7 +1,7 @@
 // Neural Cleanse's two repairs behind the Defense interface: neuron pruning and unlearning. Both start from
 // the reversed triggers of the flagged labels (ctx.triggers); with nothing flagged they repair nothing.
 import { checkNcPruneOptions, ncPrune, ncUnlearn } from "./nc-mitigation.js";
-import { BATCH_SIZE_OPTION, defineDefense, notApplied, SEED_OPTION, stageReporter, type DefenseContext, type DefenseOutcome, type TriggerInput } from "./defense.js";
+import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, notApplied, SEED_OPTION, stageReporter, type DefenseContext, type DefenseOutcome, type TriggerInput } from "./defense.js";
 import type { Model } from "../model/model.js";
 import { gLine, pct, pctOrDash, triggerEvalLine } from "../report/text.js";
 import type { ReportEvalResult, ReportMitigation } from "../report/types.js";
@@ -56,7 +56,6 @@ export const ncPruneDefinition = defineDefense({
     });
     const stopText = { threshold: `reversed-trigger success below ${pct(settings.threshold)}`, "max-drop": `stopped: clean accuracy would drop more than ${pct(settings.maxDrop)}`, "all-pruned": "every neuron pruned without reaching the threshold" }[r.stop];
     const files: string[] = [];
-    const onWritten = (f: string[]) => void files.push(...f);
     return {
       title: `Neural Cleanse pruning — ${model.name}`,
       repaired: r.model,
@@ -69,10 +68,7 @@ export const ncPruneDefinition = defineDefense({
         mitigation: { method: "nc-prune", flagged: src.flagged, triggerSource: src.source, layer: r.site.layer, neurons: r.site.units, neuronsPruned: r.pruned.length, stop: r.stop, settings },
       },
       extra: { flagged: src.flagged, prunedNeurons: r.pruned, files },
-      artifacts: [
-        { kind: "model", stem: "repaired", model: r.model, onWritten },
-        { kind: "graph", file: "G.onnx", graph: r.gGraph, doc: `Neural Cleanse pruning G of ${model.name} (${r.pruned.length} neurons of ${r.site.layer}): class ${model.numClasses} = B and B' disagree`, onWritten },
-      ],
+      artifacts: repairArtifacts(r.model, r.gGraph, `Neural Cleanse pruning G of ${model.name} (${r.pruned.length} neurons of ${r.site.layer}): class ${model.numClasses} = B and B' disagree`, files),
       lines: [
         `model       ${model.name}`,
         `triggers    label ${src.flagged.join(", ")} (${src.source})`,
@@ -121,7 +117,6 @@ export const unlearnDefinition = defineDefense({
     });
     const s = r.settings;
     const files: string[] = [];
-    const onWritten = (f: string[]) => void files.push(...f);
     return {
       title: `Neural Cleanse unlearning — ${model.name}`,
       repaired: r.model,
@@ -130,10 +125,7 @@ export const unlearnDefinition = defineDefense({
       gRates: r.g,
       sections: { neuralCleanse: src.neuralCleanse, mitigation: { method: "unlearn", flagged: src.flagged, triggerSource: src.source, settings: s } },
       extra: { flagged: src.flagged, history: r.history, files },
-      artifacts: [
-        { kind: "model", stem: "repaired", model: r.model, onWritten },
-        { kind: "graph", file: "G.onnx", graph: r.gGraph, doc: `Neural Cleanse unlearning G of ${model.name}: class ${model.numClasses} = B and the unlearned B' disagree`, onWritten },
-      ],
+      artifacts: repairArtifacts(r.model, r.gGraph, `Neural Cleanse unlearning G of ${model.name}: class ${model.numClasses} = B and the unlearned B' disagree`, files),
       lines: [
         `model       ${model.name}`,
         `triggers    label ${src.flagged.join(", ")} (${src.source})`,
