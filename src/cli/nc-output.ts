@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { neuralCleanseReport, triggerPngs } from "../defenses/nc-report.js";
 import type { NeuralCleanseResult } from "../defenses/neural-cleanse.js";
 import type { Model } from "../model/model.js";
+import { RESULT_SCHEMA_VERSION } from "../report/schema.js";
 import type { ReportData } from "../report/types.js";
 import { commandLine, reportModelOf } from "./output.js";
 
@@ -31,6 +32,7 @@ export function writeTriggerPngs(dir: string, r: NeuralCleanseResult): string[] 
 /** A detection run as result.json: the report section plus per-label phase/steps, time per phase, images, settings. */
 export function detectResult(model: Model, modelPath: string, result: NeuralCleanseResult, loadSeconds: number): ReportData {
   return {
+    schemaVersion: RESULT_SCHEMA_VERSION,
     title: `Neural Cleanse — ${model.name}`,
     createdAt: new Date().toISOString(),
     command: commandLine(),

@@ -8,6 +8,7 @@ import { saveRepaired } from "../io/save-model.js";
 import type { Model } from "../model/model.js";
 import { summarize } from "../model/summary.js";
 import { writeReport } from "../report/html.js";
+import { parseResult, RESULT_SCHEMA_VERSION } from "../report/schema.js";
 import type { ReportData, ReportModel } from "../report/types.js";
 import { str, type Context, type Options } from "./command.js";
 import { FORCE_OPTION, finalPath, finalPaths, prepareOutDir } from "./out-dir.js";
@@ -62,6 +63,7 @@ export function reportModelOf(model: Model, source = model.spec?.source ?? "onnx
  */
 export async function writeResult(ctx: Context, dir: string, data: ReportData): Promise<string[]> {
   // Stamped into the caller's object too, so what a command prints with --json equals result.json.
+  data.schemaVersion = RESULT_SCHEMA_VERSION;
   data.createdAt ??= new Date().toISOString();
   data.command ??= commandLine();
   // Paths inside the staging folder are saved as the paths they will have once moved into place.
@@ -129,6 +131,7 @@ export function readResult(path: string): ReportData {
   } catch (e) {
     return fail(`${file} is not valid JSON: ${(e as Error).message.split("\n")[0]}`);
   }
-  if (typeof v !== "object" || v === null || Array.isArray(v)) fail(`${file} is not a badnet result (expected a JSON object)`);
-  return v as ReportData;
+  const r = parseResult(v);
+  if (!r.ok) return fail(`${file} is not a badnet result: ${r.reason}`);
+  return r.data;
 }

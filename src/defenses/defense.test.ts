@@ -7,7 +7,7 @@ import { DEFENSES, findDefense } from "./registry.js";
 const SPEC = {
   drops: { kind: "numbers", flag: "drop", description: "d", default: [2, 4] },
   maxDrop: { kind: "number", description: "m", default: 0.1, min: 0, max: 1 },
-  frr: { kind: "number", description: "f", default: 0.01, min: 0, max: 1, exclusive: true },
+  frr: { kind: "number", description: "f", default: 0.01, min: 0, max: 1, exclusiveMin: true, exclusiveMax: true },
   epochs: { kind: "integer", description: "e", default: 5, min: 0 },
   order: { kind: "choice", choices: ["increasing", "decreasing"] as const, description: "o", default: "increasing" },
   layer: { kind: "string", description: "l" },
@@ -65,4 +65,12 @@ test("runDefense refuses a trigger-based defense without triggers, before runnin
   const unlearn = findDefense("unlearn")!;
   // No model or data is touched: the check comes first.
   await assert.rejects(runDefense(unlearn, undefined as never, undefined as never, {}, { inputScale: 1 }), /needs Neural Cleanse's reversed triggers/);
+});
+
+test("an algorithm's own option check reaches the caller with the option's flag from the spec", async () => {
+  // prune checks its drops before touching the model or the data.
+  await assert.rejects(
+    runDefense(findDefense("prune")!, undefined as never, undefined as never, { drops: [0] }, { inputScale: 1 }),
+    (e: unknown) => e instanceof OptionError && e.option === "drops" && e.flag === "drop" && /\(0, 100\]/.test(e.complaint),
+  );
 });

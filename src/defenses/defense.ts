@@ -32,8 +32,9 @@ export interface NumberOption extends OptionBase {
   default?: number;
   min?: number;
   max?: number;
-  /** Bounds exclusive (min < v < max) instead of inclusive. */
-  exclusive?: boolean;
+  /** The bound itself is not allowed (min < v, v < max) instead of min ≤ v ≤ max. */
+  exclusiveMin?: boolean;
+  exclusiveMax?: boolean;
 }
 export interface NumberListOption extends OptionBase {
   kind: "numbers";
@@ -90,9 +91,10 @@ export class OptionError extends UserError {
 function checkNumber(name: string, o: NumberOption | NumberListOption, v: number, text: string): number {
   if (!Number.isFinite(v)) throw new OptionError(name, `must be a number, got "${text}"`);
   if (o.kind === "integer" && !Number.isInteger(v)) throw new OptionError(name, `must be an integer, got ${text}`);
-  const excl = o.kind !== "numbers" && o.exclusive === true;
-  if (o.min !== undefined && (excl ? v <= o.min : v < o.min)) throw new OptionError(name, `must be ${excl ? "above" : "at least"} ${o.min}, got ${text}`);
-  if (o.max !== undefined && (excl ? v >= o.max : v > o.max)) throw new OptionError(name, `must be ${excl ? "below" : "at most"} ${o.max}, got ${text}`);
+  const exMin = o.kind !== "numbers" && o.exclusiveMin === true;
+  const exMax = o.kind !== "numbers" && o.exclusiveMax === true;
+  if (o.min !== undefined && (exMin ? v <= o.min : v < o.min)) throw new OptionError(name, `must be ${exMin ? "above" : "at least"} ${o.min}, got ${text}`);
+  if (o.max !== undefined && (exMax ? v >= o.max : v > o.max)) throw new OptionError(name, `must be ${exMax ? "below" : "at most"} ${o.max}, got ${text}`);
   return v;
 }
 
@@ -239,6 +241,15 @@ export interface DefenseOutcome {
   notApplied?: string;
 }
 
+/** The usual artifacts of a repair: B′ as repaired.{h5,onnx} and G.onnx; `files` collects the paths written. */
+export function repairArtifacts(repaired: Model, g: Graph, doc: string, files: string[]): Artifact[] {
+  const onWritten = (f: string[]) => void files.push(...f);
+  return [
+    { kind: "model", stem: "repaired", model: repaired, onWritten },
+    { kind: "graph", file: "G.onnx", graph: g, doc, onWritten },
+  ];
+}
+
 /** What a defense needs beyond the model and data. */
 export type DefenseNeed = "triggers";
 
@@ -264,7 +275,13 @@ export const defineDefense = <S extends OptionSpecs>(d: Defense<S>): AnyDefense 
 export async function runDefense(d: AnyDefense, model: Model, data: DefenseData, options: Readonly<Record<string, unknown>>, ctx: DefenseContext): Promise<DefenseOutcome> {
   const values = resolveOptions(d.options, options);
   if (d.needs?.includes("triggers") && !ctx.triggers) throw new UserError(`${d.name} needs Neural Cleanse's reversed triggers`);
-  return d.run(model, data, values, ctx);
+  try {
+    return await d.run(model, data, values, ctx);
+  } catch (e) {
+    // An algorithm's own check names the option; the spec knows its flag.
+    const o = e instanceof OptionError ? d.options[e.option] : undefined;
+    throw o && e instanceof OptionError ? new OptionError(e.option, e.complaint, flagOf(e.option, o)) : e;
+  }
 }
 
 /** The outcome of a defense that had nothing to act on. */

@@ -1,6 +1,6 @@
 // Fine-Pruning behind the Defense interface.
 import { DEFAULT_FINE_PRUNE_DROP, DEFAULT_FINE_TUNE, finePrune } from "./fine-pruning.js";
-import { BATCH_SIZE_OPTION, defineDefense, SEED_OPTION, stageReporter } from "./defense.js";
+import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, SEED_OPTION, stageReporter } from "./defense.js";
 import { PRUNE_OPTIONS } from "./prune-defense.js";
 import { evalLine, gLine, pct } from "../report/text.js";
 
@@ -13,7 +13,7 @@ export const finePruneDefinition = defineDefense({
     order: PRUNE_OPTIONS.order,
     layer: PRUNE_OPTIONS.layer,
     epochs: { kind: "integer", description: "fine-tuning epochs on the clean data", default: DEFAULT_FINE_TUNE.epochs, min: 0 },
-    lr: { kind: "number", description: "fine-tuning learning rate", default: DEFAULT_FINE_TUNE.lr, min: 0, exclusive: true },
+    lr: { kind: "number", description: "fine-tuning learning rate", default: DEFAULT_FINE_TUNE.lr, min: 0, exclusiveMin: true },
     optimizer: { kind: "choice", choices: ["adam", "sgd"] as const, description: "fine-tuning optimizer", default: DEFAULT_FINE_TUNE.optimizer },
     trainBatchSize: { kind: "integer", description: "fine-tuning batch size", default: DEFAULT_FINE_TUNE.batchSize, min: 1, max: 65536 },
     seed: SEED_OPTION,
@@ -41,7 +41,6 @@ export const finePruneDefinition = defineDefense({
       onEpoch: () => void epochsSeen++,
     });
     const files: string[] = [];
-    const onWritten = (f: string[]) => void files.push(...f);
     const t = r.target;
     const on = `${(data.test ?? data.clean).name}${data.poisoned ? ` / ${data.poisoned.name}` : ""}`;
     const last = r.history[r.history.length - 1];
@@ -57,10 +56,7 @@ export const finePruneDefinition = defineDefense({
         evaluatedOn: r.evaluatedOn,
         files,
       },
-      artifacts: [
-        { kind: "model", stem: "repaired", model: r.repaired, onWritten },
-        { kind: "graph", file: "G.onnx", graph: r.g, doc: `fine-pruning G of ${model.name}: class ${model.numClasses} = B and the fine-pruned network disagree`, onWritten },
-      ],
+      artifacts: repairArtifacts(r.repaired, r.g, `fine-pruning G of ${model.name}: class ${model.numClasses} = B and the fine-pruned network disagree`, files),
       lines: [
         `model        ${model.name}`,
         `pruned       ${r.channels.length}/${t.channels} channels of ${t.layer} (validation accuracy drop >= ${r.drop} pp${r.reached ? "" : " not reached: all channels pruned"})`,

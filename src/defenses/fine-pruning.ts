@@ -7,7 +7,7 @@
 // The channels are held at zero by masking the conv's output during training (their gradients are then
 // zero too); the repaired network is the fine-tuned one with those channels' kernel and bias zeroed again,
 // so the saved weights say exactly what was pruned. G = gFromPair(B, repaired).
-import { fail } from "../errors.js";
+import { OptionError } from "./defense.js";
 import type { Graph } from "../graph/ir.js";
 import type { OptimizerConfig } from "../graph/optimizers.js";
 import { predictLabels } from "../model/forward.js";
@@ -70,8 +70,8 @@ export interface FinePruneResult {
 }
 
 export function checkFineTune(epochs: number, lr: number): void {
-  if (!Number.isInteger(epochs) || epochs < 0) fail(`--epochs must be a non-negative integer, got ${epochs}`);
-  if (!Number.isFinite(lr) || lr <= 0) fail(`--lr must be a positive number, got ${lr}`);
+  if (!Number.isInteger(epochs) || epochs < 0) throw new OptionError("epochs", `must be a non-negative integer, got ${epochs}`);
+  if (!Number.isFinite(lr) || lr <= 0) throw new OptionError("lr", `must be a positive number, got ${lr}`);
 }
 
 export async function finePrune(model: Model, opts: FinePruneOptions): Promise<FinePruneResult> {

@@ -16,6 +16,7 @@
 // the accuracy drops by at least X%"). If even pruning every channel does not reach that, B'_X is the
 // network with every channel pruned and the drop is reported with reached = false.
 import { fail } from "../errors.js";
+import { OptionError } from "./defense.js";
 import { attr, tensor, type Graph, type Node, type TensorData } from "../graph/ir.js";
 import { headGraph, maskChannels } from "../graph/transforms.js";
 import type { Dataset } from "../io/dataset.js";
@@ -322,8 +323,8 @@ export async function sweep(
 
 /** UserError unless every drop (percentage points) is in (0, 100]; returns them sorted, without repeats. */
 export function checkDrops(drops: readonly number[]): number[] {
-  if (drops.length === 0) fail("--drop needs at least one value");
-  for (const d of drops) if (!Number.isFinite(d) || d <= 0 || d > 100) fail(`--drop ${d}: an accuracy drop must be in (0, 100] percentage points`);
+  if (drops.length === 0) throw new OptionError("drops", "needs at least one value");
+  for (const d of drops) if (!Number.isFinite(d) || d <= 0 || d > 100) throw new OptionError("drops", `${d}: an accuracy drop must be in (0, 100] percentage points`);
   return [...new Set(drops)].sort((a, b) => a - b);
 }
 

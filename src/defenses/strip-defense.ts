@@ -9,7 +9,7 @@ export const stripDefinition = defineDefense({
   kind: "detector",
   options: {
     k: { kind: "integer", description: "clean overlay images superimposed on each input", default: 32, min: 1, max: 10000 },
-    frr: { kind: "number", description: "false-rejection rate on the clean data the entropy threshold is set for", default: 0.01, min: 0, max: 1, exclusive: true },
+    frr: { kind: "number", description: "false-rejection rate on the clean data the entropy threshold is set for", default: 0.01, min: 0, max: 1, exclusiveMin: true, exclusiveMax: true },
     blend: { kind: "choice", choices: ["mean", "add"] as const, description: "superimposition: mean (0.5·x + 0.5·c) or add (the paper's saturated sum)", default: "mean" },
     seed: SEED_OPTION,
     batchSize: { kind: "integer", description: "blended images per inference run", default: 512, min: 1, max: 65536 },

@@ -22,9 +22,8 @@ import { argmaxRows, batchTensor, forwardGraph, type BatchSource } from "../mode
 import type { Model } from "../model/model.js";
 import type { ReportG, ReportStrip } from "../report/types.js";
 import { Session } from "../runtime/session.js";
-import { mulberry32 } from "../util/random.js";
+import { mulberry32, shuffled } from "../util/random.js";
 import { appendRejectClass, embed } from "./g-model.js";
-import { shuffled } from "../train/trainer.js";
 
 export type Blend = "add" | "mean";
 

@@ -1,6 +1,6 @@
 // Batched inference over a dataset: compile once, stream batches through onnxruntime.
 import type { Graph, TensorData } from "../graph/ir.js";
-import { Session } from "../runtime/session.js";
+import { withSession, type Session } from "../runtime/session.js";
 import type { Model } from "./model.js";
 
 export const DEFAULT_BATCH = 256;
@@ -73,9 +73,7 @@ export function argmaxRows(data: ArrayLike<number>, cols: number): Int32Array {
 
 /** Top-1 predictions of the model for every image of `data`. */
 export async function predictLabels(model: Model, data: BatchSource, opts: { batchSize?: number; onProgress?: (done: number) => void } = {}): Promise<Int32Array> {
-  const session = await Session.create(forwardGraph(model));
   const out = new Int32Array(data.size);
-  await forEachBatch(session, data, (o, start) => out.set(argmaxRows(o[model.logits].data as Float32Array, model.numClasses), start), opts);
-  await session.release();
+  await withSession(forwardGraph(model), (session) => forEachBatch(session, data, (o, start) => out.set(argmaxRows(o[model.logits].data as Float32Array, model.numClasses), start), opts));
   return out;
 }

@@ -197,6 +197,8 @@ export interface ReportMitigation {
 }
 
 export interface ReportData {
+  /** Version of this layout (report/schema.ts RESULT_SCHEMA_VERSION); absent in files written before versioning. */
+  schemaVersion?: number;
   /** Report heading. */
   title?: string;
   /** ISO 8601 time the run finished. */

@@ -101,4 +101,19 @@ export class Session {
   async release(): Promise<void> {
     await this.session.release();
   }
+
+  /** `await using s = await Session.create(g)` releases the session when the scope ends, also on a throw. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.release();
+  }
+}
+
+/** Runs `fn` with a session on `g` and releases it afterwards, also when `fn` throws. */
+export async function withSession<T>(g: Graph, fn: (s: Session) => Promise<T>, opts: SessionOptions = {}): Promise<T> {
+  const s = await Session.create(g, opts);
+  try {
+    return await fn(s);
+  } finally {
+    await s.release();
+  }
 }

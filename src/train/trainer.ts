@@ -9,7 +9,7 @@ import { argmaxRows } from "../model/forward.js";
 import type { Model, ParamRef } from "../model/model.js";
 import { withParams } from "../model/params.js";
 import { Session, type SessionOptions } from "../runtime/session.js";
-import { mulberry32 } from "../util/random.js";
+import { mulberry32, shuffled } from "../util/random.js";
 
 /** Labelled images in memory: x is NCHW float32 already scaled. */
 export interface TrainData {
@@ -45,16 +45,8 @@ export interface TrainOptions {
   session?: SessionOptions;
 }
 
-export function shuffled(n: number, rand: () => number): Int32Array {
-  const idx = Int32Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    const t = idx[i];
-    idx[i] = idx[j];
-    idx[j] = t;
-  }
-  return idx;
-}
+// Moved to util/random.ts; re-exported for existing importers.
+export { shuffled } from "../util/random.js";
 
 export function oneHot(y: Int32Array, k: number): Float32Array {
   const out = new Float32Array(y.length * k);

@@ -17,3 +17,15 @@ export function fillUniform(out: Float32Array, lo: number, hi: number, rand: () 
   for (let i = 0; i < out.length; i++) out[i] = lo + (hi - lo) * rand();
   return out;
 }
+
+/** 0..n−1 in a random order (Fisher–Yates, driven by `rand`). */
+export function shuffled(n: number, rand: () => number): Int32Array {
+  const idx = Int32Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    const t = idx[i];
+    idx[i] = idx[j];
+    idx[j] = t;
+  }
+  return idx;
+}

@@ -1,0 +1,100 @@
+// The result.json schema, checked on read (`badnet report`, `--trigger`). It mirrors report/types.ts field by
+// field (a compile-time check below keeps the two in step) and is versioned: writers stamp schemaVersion,
+// readers refuse a version they do not know. Files from before versioning carry none and are read as version 1.
+// Objects let unknown fields through: commands add their own fields beside the sections.
+import { z } from "zod";
+import type { ReportData } from "./types.js";
+
+export const RESULT_SCHEMA_VERSION = 1;
+
+const num = z.number();
+const int = z.number().int();
+const frac = z.number().min(0).max(1);
+
+const layer = z.object({ name: z.string(), className: z.string(), outputShape: z.array(z.number().nullable()), params: int }).passthrough();
+const model = z.object({ name: z.string(), source: z.string(), inputShape: z.array(int), numClasses: int, layers: z.array(layer), totalParams: int }).passthrough();
+const evalResult = z.object({ cleanAccuracy: frac, asr: frac.optional(), nClean: int, nPoisoned: int.optional(), triggerSuccess: frac.optional() }).passthrough();
+const evaluation = z.object({ before: evalResult, after: evalResult.optional() }).passthrough();
+const pruningPoint = z.object({ fractionPruned: frac, channelsPruned: int, cleanAccuracy: frac, asr: frac.optional(), triggerSuccess: frac.optional() }).passthrough();
+const pruningDrop = z.object({ drop: num, channelsPruned: int, cleanAccuracy: frac, asr: frac.optional() }).passthrough();
+const pruning = z.object({ layer: z.string(), order: z.string(), curve: z.array(pruningPoint), drops: z.array(pruningDrop) }).passthrough();
+const ncLabel = z
+  .object({
+    label: int,
+    l1Norm: num,
+    anomalyIndex: num,
+    attackSuccess: frac,
+    flagged: z.boolean(),
+    flaggedBy: z.array(z.string()).optional(),
+    blendAlpha: num.optional(),
+    blendAnomalyIndex: num.optional(),
+  })
+  .passthrough();
+const trigger = z.object({ label: int, family: z.string().optional(), maskPng: z.string(), patternPng: z.string(), stampedPng: z.string(), cleanPng: z.string() }).passthrough();
+const neuralCleanse = z.object({ labels: z.array(ncLabel), flagged: z.array(int), medianNorm: num, mad: num, scale: z.string().optional(), triggers: z.array(trigger) }).passthrough();
+const strip = z
+  .object({ cleanEntropy: z.array(num), poisonedEntropy: z.array(num).optional(), threshold: num, frr: frac, frrTarget: frac, detectionRate: frac.optional() })
+  .passthrough();
+const g = z
+  .object({
+    numClasses: int,
+    clean: z.object({ n: int, correct: int, flagged: int }).passthrough(),
+    poisoned: z.object({ n: int, flagged: int, attackSuccess: int }).passthrough().optional(),
+  })
+  .passthrough();
+const mitigation = z
+  .object({
+    method: z.enum(["nc-prune", "unlearn"]),
+    flagged: z.array(int),
+    triggerSource: z.string(),
+    layer: z.string().optional(),
+    neurons: int.optional(),
+    neuronsPruned: int.optional(),
+    stop: z.string().optional(),
+    settings: z.record(num).optional(),
+  })
+  .passthrough();
+
+export const resultSchema = z
+  .object({
+    schemaVersion: z.literal(RESULT_SCHEMA_VERSION).optional(),
+    title: z.string(),
+    createdAt: z.string().optional(),
+    command: z.string().optional(),
+    model: model.optional(),
+    evaluation: evaluation.optional(),
+    pruning: pruning.optional(),
+    neuralCleanse: neuralCleanse.optional(),
+    strip: strip.optional(),
+    g: g.optional(),
+    mitigation: mitigation.optional(),
+    timings: z.record(num).optional(),
+  })
+  .passthrough();
+
+export type ResultData = z.infer<typeof resultSchema>;
+
+// The schema and the hand-written types describe the same fields: each is assignable to the other.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const sameFields: Same<{ [K in keyof Omit<ResultData, "title">]: unknown }, { [K in keyof Omit<ReportData, "title">]: unknown }> = true;
+const assignable = (r: ResultData): ReportData => r;
+void sameFields;
+void assignable;
+
+/** Where in the document the first problem is and what it is, on one line. */
+function firstIssue(e: z.ZodError): string {
+  const i = e.issues[0];
+  const at = i.path.length ? i.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${p}`)).join("").replace(/^\./, "") : "the document";
+  return `${at}: ${i.message}`;
+}
+
+/** A parsed JSON value as a result, or a one-line reason why it is not one. */
+export function parseResult(v: unknown): { ok: true; data: ResultData } | { ok: false; reason: string } {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return { ok: false, reason: "expected a JSON object" };
+  const version = (v as { schemaVersion?: unknown }).schemaVersion;
+  if (version !== undefined && version !== RESULT_SCHEMA_VERSION) {
+    return { ok: false, reason: `schema version ${JSON.stringify(version)} is not one this badnet reads (${RESULT_SCHEMA_VERSION})` };
+  }
+  const r = resultSchema.safeParse(v);
+  return r.success ? { ok: true, data: r.data } : { ok: false, reason: firstIssue(r.error) };
+}
