@@ -57,7 +57,7 @@ const feeds: Record<string, TensorData> = {
   nc_va: tensor("float32", [L, 1, h, w], zeros(L * h * w)),
   nc_mb: tensor("float32", [L, c, h, w], zeros(L * c * h * w)),
   nc_vb: tensor("float32", [L, c, h, w], zeros(L * c * h * w)),
-  nc_x: tensor("float32", [B, c, h, w], randomImages(B, model.inputShape, 7)),
+  nc_x: tensor("float32", [L, B, c, h, w], randomImages(L * B, model.inputShape, 7)),
   nc_target: tensor("float32", [L, K], zeros(L * K)),
   nc_lambda: tensor("float32", [L], zeros(L)),
   nc_lr: tensor("float32", [L], zeros(L)),
