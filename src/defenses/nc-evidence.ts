@@ -5,7 +5,11 @@
 //   - an anomaly index > 2 on the small side (the paper's rule);
 //   - a false-discovery rate below `fdr` over all N labels (Benjamini–Hochberg on the one-sided normal tail of
 //     the index): at N = 10 and the default 0.05 the index must be about 2.6, at N = 1,283 about 3.9;
-//   - a trigger that also works on held-out images (attack success ≥ `minHeldOutSuccess`).
+//   - a trigger that also works on held-out images (attack success ≥ `minHeldOutSuccess`), when at least
+//     MIN_HELD_OUT_IMAGES were held out (one or two images say little either way; the reasons then say so).
+// The median and MAD come from the reference labels: a seeded random sample that got the full budget. After a
+// scheduled scan the other labels' norms are upper bounds from a smaller budget (they were stopped), and the
+// shortlist's are the smallest by selection, so neither may set the scale.
 // Several targets: once targets are confirmed they leave the median and MAD, and the statistics are taken
 // again over the other labels, until no further label is confirmed; small confirmed norms would otherwise
 // drag the median down and widen the MAD, and hide a second target.
@@ -15,6 +19,8 @@ import { ANOMALY_THRESHOLD, median, MAD_CONSISTENCY, type NormScale } from "./ma
 export const FDR_LEVEL = 0.05;
 /** Held-out attack success a reversed trigger needs for its label to be flagged. */
 export const MIN_HELD_OUT_SUCCESS = 0.5;
+/** Fewest held-out images for the held-out success to count as evidence. */
+export const MIN_HELD_OUT_IMAGES = 5;
 
 /** One label's measurements in one trigger family. */
 export interface LabelMeasure {
@@ -27,6 +33,8 @@ export interface LabelMeasure {
   heldOutSuccess: number;
   /** Norms of the label's successful restarts (for the agreement note), when it had several. */
   restartNorms?: number[];
+  /** Whether the label is one of the reference labels the median and MAD come from (default true). */
+  reference?: boolean;
 }
 
 export interface LabelEvidence {
@@ -40,7 +48,8 @@ export interface LabelEvidence {
   qValue: number;
   /**
    * How strongly the measurements point to a backdoor target, in [0, 1]: (1 − qValue), times the held-out
-   * success relative to minHeldOutSuccess (capped at 1), and 0 for a trigger that never reached the threshold.
+   * success relative to minHeldOutSuccess (capped at 1; when it counts), and 0 for a trigger that never
+   * reached the threshold.
    */
   confidence: number;
   flagged: boolean;
@@ -52,6 +61,8 @@ export interface EvidenceOptions {
   scale: NormScale;
   fdr?: number;
   minHeldOutSuccess?: number;
+  /** Held-out images the attack success was measured on (default: enough for it to count). */
+  heldOutImages?: number;
 }
 
 export interface FamilyEvidence {
@@ -98,9 +109,11 @@ export function bhQValues(p: readonly number[]): number[] {
 
 const onScale = (norm: number, scale: NormScale): number => (scale === "log" ? Math.log(Math.max(norm, Number.MIN_VALUE)) : norm);
 
-/** Signed robust z of every value against the values not in `excluded` (positive = smaller than their median). */
-function signedIndex(v: readonly number[], excluded: ReadonlySet<number>): { z: number[]; median: number; mad: number } {
-  const rest = v.filter((_, i) => !excluded.has(i));
+/** Signed robust z of every value against the reference values not in `excluded` (positive = smaller than their median). */
+function signedIndex(v: readonly number[], ref: readonly boolean[], excluded: ReadonlySet<number>): { z: number[]; median: number; mad: number } {
+  let rest = v.filter((_, i) => ref[i] && !excluded.has(i));
+  // Too few reference labels left for a spread: every label not excluded stands in.
+  if (rest.length < 3) rest = v.filter((_, i) => !excluded.has(i));
   const med = median(rest);
   const m = median(rest.map((x) => Math.abs(x - med)));
   const s = MAD_CONSISTENCY * m;
@@ -115,11 +128,13 @@ export function familyEvidence(measures: readonly LabelMeasure[], opts: Evidence
   const fdr = opts.fdr ?? FDR_LEVEL;
   const minSuccess = opts.minHeldOutSuccess ?? MIN_HELD_OUT_SUCCESS;
   const v = measures.map((m) => onScale(m.norm, opts.scale));
+  const ref = measures.map((m) => m.reference ?? true);
+  const useHeld = (opts.heldOutImages ?? MIN_HELD_OUT_IMAGES) >= MIN_HELD_OUT_IMAGES;
   const confirmed = new Set<number>();
   let rounds = 0;
   for (;;) {
     rounds++;
-    const st = signedIndex(v, confirmed);
+    const st = signedIndex(v, ref, confirmed);
     const p = st.z.map(normalTail);
     const q = bhQValues(p);
     const perLabel = measures.map((m, i): LabelEvidence => {
@@ -127,18 +142,20 @@ export function familyEvidence(measures: readonly LabelMeasure[], opts: Evidence
       const index = Math.abs(z);
       const small = z > 0;
       const okIndex = small && index > ANOMALY_THRESHOLD;
+      const others = confirmed.size - (confirmed.has(i) ? 1 : 0);
       const okFdr = q[i] <= fdr;
-      const okHeld = m.heldOutSuccess >= minSuccess;
+      const okHeld = !useHeld || m.heldOutSuccess >= minSuccess;
       const flagged = m.reached && okIndex && okFdr && okHeld;
       const pass: string[] = [];
       const failed: string[] = [];
       (m.reached ? pass : failed).push(m.reached ? "trigger reached the success threshold" : "trigger never reached the success threshold");
-      (okIndex ? pass : failed).push(`anomaly index ${index.toFixed(2)}${small ? "" : " (large side)"} ${okIndex ? ">" : "<="} ${ANOMALY_THRESHOLD}${confirmed.size && !confirmed.has(i) ? ` without the ${confirmed.size} confirmed target(s)` : ""}`);
+      (okIndex ? pass : failed).push(`anomaly index ${index.toFixed(2)}${small ? "" : " (large side)"} ${okIndex ? ">" : "<="} ${ANOMALY_THRESHOLD}${others > 0 ? ` without the ${others} other confirmed target(s)` : ""}`);
       (okFdr ? pass : failed).push(`false-discovery rate q ${fmt(q[i])} ${okFdr ? "<=" : ">"} ${fdr} over ${measures.length} labels`);
-      (okHeld ? pass : failed).push(`held-out attack success ${(100 * m.heldOutSuccess).toFixed(0)}% ${okHeld ? ">=" : "<"} ${(100 * minSuccess).toFixed(0)}%`);
+      if (useHeld) (okHeld ? pass : failed).push(`held-out attack success ${(100 * m.heldOutSuccess).toFixed(0)}% ${okHeld ? ">=" : "<"} ${(100 * minSuccess).toFixed(0)}%`);
+      else pass.push(`held-out attack success ${(100 * m.heldOutSuccess).toFixed(0)}% (not a test: fewer than ${MIN_HELD_OUT_IMAGES} held-out images)`);
       const rn = m.restartNorms ?? [];
       if (rn.length > 1) pass.push(`restarts' norms ${rn.map((x) => x.toFixed(1)).join(", ")} (spread ×${(Math.max(...rn) / Math.min(...rn)).toFixed(2)})`);
-      const confidence = m.reached ? (1 - q[i]) * Math.min(1, m.heldOutSuccess / minSuccess) : 0;
+      const confidence = m.reached ? (1 - q[i]) * (useHeld ? Math.min(1, m.heldOutSuccess / minSuccess) : 1) : 0;
       return { index, small, pValue: p[i], qValue: q[i], confidence, flagged, reasons: flagged ? pass : failed };
     });
     const fresh = perLabel.map((e, i) => (e.flagged && !confirmed.has(i) ? i : -1)).filter((i) => i >= 0);

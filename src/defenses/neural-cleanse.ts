@@ -57,8 +57,14 @@ export interface NeuralCleanseOptions {
   eta?: number;
   /** False-discovery rate a flag must stay under (default 0.05, see nc-evidence.ts). */
   fdr?: number;
-  /** Held-out attack success a flagged label's trigger needs (default 0.5). */
+  /** Held-out attack success a flagged label's trigger needs (default 0.5; only with >= 5 held-out images). */
   minHeldOutSuccess?: number;
+  /**
+   * Reference labels: about this many of the model's classes (a seeded sample, so every shard of a scan picks
+   * the same) get the full budget whatever their screening norms, and set the median and MAD (default 24).
+   * Without screening every label is a reference label.
+   */
+  reference?: number;
   /** Full optimization budget per label, in steps (default 300). */
   steps?: number;
   /** Screening budget per label, in steps (default 60). */
@@ -141,6 +147,8 @@ export interface NcFamilyScore {
   lambda: number;
   /** The norm the statistics compared (l1Norm, scaled for a label stopped while screening; see budgetAdjusted). */
   statNorm: number;
+  /** One of the reference labels (a seeded sample run to the full budget) whose norms set the median and MAD. */
+  reference: boolean;
   /** For a label stopped while screening: the last rung it ran (0-based). */
   rung?: number;
   /** Norms of the restarts that reached the threshold, when there were several. */
@@ -241,6 +249,7 @@ const DEFAULTS = {
   eta: 4,
   fdr: FDR_LEVEL,
   minHeldOutSuccess: MIN_HELD_OUT_SUCCESS,
+  reference: 24,
 };
 const BETA1 = 0.5;
 const BETA2 = 0.9;
@@ -479,6 +488,11 @@ export function runSeed(seed: number, family: TriggerFamily, label: number, rest
   return hsh;
 }
 
+/** Whether a label is a reference label: a seeded draw with probability reference / numClasses, the same in every shard. */
+export function isReferenceLabel(seed: number, label: number, reference: number, numClasses: number): boolean {
+  return runSeed(seed, "mask", label, 0x7fff) / 4294967296 < Math.min(1, reference / numClasses);
+}
+
 function initRun(label: number, restart: number, family: TriggerFamily, maskSize: number, patternSize: number, lambda: number, seed: number): LabelRun {
   const rand = mulberry32(runSeed(seed, family, label, restart));
   // Random start as in the paper (uniform mask and pattern), kept off tanh's flat tails.
@@ -677,6 +691,7 @@ function resolveOptions(opts: NeuralCleanseOptions): NcSettings {
   posInt("max images", o.maxImages);
   posInt("eval images", o.evalImages);
   posInt("restarts", o.restarts);
+  posInt("reference labels", o.reference);
   if (o.shortlist !== undefined) posInt("shortlist", o.shortlist);
   if (!Number.isInteger(o.seed) || o.seed < 0) fail(`Neural Cleanse: seed must be an integer >= 0, got ${o.seed}`);
   if (!(o.lr > 0)) fail(`Neural Cleanse: learning rate must be positive, got ${o.lr}`);
@@ -852,7 +867,8 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
   const heldX = data.x.subarray(nOpt * per);
   const heldY = data.y?.subarray(nOpt) ?? null;
   const s: Settings = { lr: o.lr, threshold: o.threshold, patience: o.patience, earlyStopPatience: o.earlyStopPatience };
-  const shortCount = o.shortlist ?? Math.max(10, Math.ceil(0.03 * labels.length));
+  const shortCount = o.shortlist ?? Math.max(10, Math.ceil(0.01 * labels.length));
+  const refLabels = labels.filter((l) => isReferenceLabel(o.seed, l, o.reference, model.numClasses));
   const slots = o.labelsPerRun;
 
   const phaseSeconds = { screen: 0, full: 0, heldOut: 0 };
@@ -866,7 +882,9 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
 
   const index = new Map(labels.map((l, i) => [l, i]));
   const pool: ImagePool = { x: optPool, n: nOpt, per };
-  const rungs = screeningRungs(labels.length, shortCount, o);
+  // Without screening every label gets the full budget and is a reference label.
+  const rungs = screeningRungs(labels.length - refLabels.length, shortCount, o);
+  const isRef = new Set(rungs.length ? refLabels : labels);
 
   const scanFamily = async (family: TriggerFamily): Promise<FamilyScan> => {
     const maskSize = family === "blend" ? 1 : hw;
@@ -890,8 +908,8 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     };
     const runs = labels.map((l) => fresh(l, 0));
     // Successive screening rungs (K-Arm's idea): every label that can still be an outlier gets more steps, the
-    // others stop where they are.
-    let alive: LabelRun[] = runs;
+    // others stop where they are. Reference labels skip them: they get the full budget.
+    let alive: LabelRun[] = runs.filter((r) => !isRef.has(r.label));
     for (const rung of rungs) {
       await phase("screen", alive, rung.steps, rung.batch);
       for (const r of alive) r.normAt.push(normOf(r));
@@ -899,7 +917,7 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
       alive = chosen.map((i) => alive[i]);
     }
     if (rungs.length) phaseSeconds.screen += lap();
-    const full = alive;
+    const full = [...runs.filter((r) => isRef.has(r.label)), ...alive];
     // The screened run continues; the other restarts of a shortlisted label start afresh.
     const extra = full.flatMap((r) => Array.from({ length: o.restarts - 1 }, (_, k) => fresh(r.label, k + 1)));
     const queue = [...full, ...extra];
@@ -924,7 +942,10 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
       const t = decodeTrigger(a.length === hw ? a : new Float32Array(hw).fill(a[0]), r.bestB ?? r.b, range);
       return { label: r.label, family, l1Norm: l1Of(t.mask), mask: t.mask, pattern: t.pattern };
     });
-    const { statNorms, shrinks } = budgetAdjusted(triggers.map((t) => t.l1Norm), runs.map((r) => r.normAt), runs.map((r) => r.phase === "full"));
+    // The median and MAD come from the reference labels, so every norm is compared as measured; the shrink
+    // factors only describe the schedule.
+    const statNorms = triggers.map((t) => t.l1Norm);
+    const { shrinks } = budgetAdjusted(statNorms, runs.map((r) => r.normAt), runs.map((r) => r.phase === "full"));
     return { family, runs: kept, triggers, steps, statNorms, budgetShrink: shrinks[0] ?? 1, restartNorms };
   };
 
@@ -938,6 +959,7 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     raw[scan.family] = scan.runs.map((r, i): NcRawScore => ({
       l1Norm: scan.triggers[i].l1Norm,
       statNorm: scan.statNorms[i],
+      reference: isRef.has(r.label),
       attackSuccess: success[i],
       phase: r.phase,
       ...(r.phase === "screen" ? { rung: r.normAt.length - 1 } : {}),
@@ -948,7 +970,7 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     }));
   }
   phaseSeconds.heldOut = lap();
-  const scored = scoreScan(labels, raw, { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, hw });
+  const scored = scoreScan(labels, raw, { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, hw, heldOutImages: Math.min(nHeld, o.evalImages) });
   const results = scored.labels;
   const flagged = scored.flagged;
   const scanOf = (f: TriggerFamily) => scans.find((x) => x.family === f)!;
@@ -993,7 +1015,7 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
 export function scoreScan(
   labels: readonly number[],
   raw: Partial<Record<TriggerFamily, readonly NcRawScore[]>>,
-  o: { scale: NormScale; fdr: number; minHeldOutSuccess: number; hw: number },
+  o: { scale: NormScale; fdr: number; minHeldOutSuccess: number; hw: number; heldOutImages: number },
 ): { labels: NcLabelResult[]; flagged: number[]; families: Partial<Record<TriggerFamily, Omit<NcFamilyStats, "budgetShrink">>> } {
   const fams = TRIGGER_FAMILIES.filter((f) => raw[f] !== undefined);
   if (fams.length === 0) throw new Error("scoreScan: no family measured");
@@ -1004,20 +1026,20 @@ export function scoreScan(
   for (const f of order) {
     const rs = raw[f]!;
     if (rs.length !== labels.length) throw new Error(`scoreScan: ${rs.length} ${f} scores for ${labels.length} labels`);
-    const stats = normStats(rs.map((r) => r.statNorm), o.scale);
     const ev = familyEvidence(
-      rs.map((r, i) => ({ label: labels[i], norm: r.statNorm, reached: r.reached, heldOutSuccess: r.attackSuccess, restartNorms: r.restartNorms })),
-      { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess },
+      rs.map((r, i) => ({ label: labels[i], norm: r.statNorm, reached: r.reached, heldOutSuccess: r.attackSuccess, restartNorms: r.restartNorms, reference: r.reference })),
+      { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages },
     );
     scores[f] = rs.map((r, i) => ({
       ...r,
-      anomalyIndex: stats.index[i],
+      anomalyIndex: ev.perLabel[i].index,
       flagged: ev.perLabel[i].flagged,
       confidence: ev.perLabel[i].confidence,
       qValue: ev.perLabel[i].qValue,
       reasons: ev.perLabel[i].reasons,
     }));
-    families[f] = { median: median(rs.map((r) => r.statNorm)), mad: stats.mad, flagged: labels.filter((_, i) => ev.perLabel[i].flagged), rounds: ev.rounds };
+    const med = o.scale === "log" ? Math.exp(ev.median) : ev.median;
+    families[f] = { median: med, mad: ev.mad, flagged: labels.filter((_, i) => ev.perLabel[i].flagged), rounds: ev.rounds };
   }
   const results = labels.map((label, i): NcLabelResult => {
     const primary = scores[order[0]]![i];
