@@ -67,16 +67,16 @@ export interface NeuralCleanseOptions {
   reference?: number;
   /** Full optimization budget per label, in steps (default 300). */
   steps?: number;
-  /** Screening budget per label, in steps (default 60). */
+  /** Screening budget per label, in steps: the first rung's (default 10). */
   screenSteps?: number;
   /** Clean images per step in the full phase (default 32, at most the optimization images). */
   batchSize?: number;
-  /** Clean images per step while screening (default 8, at most the optimization images). */
+  /** Clean images per step in the first screening rung (default 4, at most the optimization images; doubling per rung). */
   screenBatchSize?: number;
   /** Labels optimized together in one graph run (default 32). */
   labelsPerRun?: number;
   /**
-   * How many of the smallest screening norms get the full budget (default max(10, 3% of the labels)); labels
+   * How many of the smallest screening norms get the full budget (default max(10, 1% of the labels)); labels
    * whose screening anomaly index is > 2 on the small side are added. When every label fits in the shortlist
    * the screening phase is skipped.
    */
@@ -230,9 +230,9 @@ export interface NeuralCleanseResult {
 
 const DEFAULTS = {
   steps: 300,
-  screenSteps: 60,
+  screenSteps: 10,
   batchSize: 32,
-  screenBatchSize: 8,
+  screenBatchSize: 4,
   labelsPerRun: 32,
   lr: 0.2,
   initLambda: 1e-3,
@@ -793,9 +793,9 @@ export function screeningRungs(n: number, shortlist: number, o: Pick<NcSettings,
   let alive = n;
   let steps = o.screenSteps;
   let batch = o.screenBatchSize;
-  while (alive > shortlist) {
+  while (alive > shortlist && steps < o.steps) {
     const keep = Math.max(shortlist, Math.ceil(alive / o.eta));
-    out.push({ steps: Math.min(steps, o.steps), batch, keep });
+    out.push({ steps, batch, keep });
     alive = keep;
     steps *= o.eta;
     batch = Math.min(o.batchSize, batch * 2);
