@@ -5,13 +5,13 @@
 // median (anomaly index > 2, MAD-based, see mad.ts).
 //
 // Speed: one compiled onnxruntime graph steps a group of labels at once. Labels sit in "slots" of a batch of
-// size L·B (L label slots, the same B clean images in each), forward + backward to the mask/pattern + the Adam
-// update all happen inside the graph, and the model's weights are constants. A slot is refilled with the
-// next label as soon as its label finishes, so the batch stays full. Labels are scanned in two phases, in the
-// spirit of K-Arm (Shen et al., ICML 2021): every label gets a short screening budget, then only a shortlist
-// (the smallest screening norms) gets the full budget. The MAD statistics use every label's norm; a
-// screened-only label's (NcLabelResult.phase says which) is scaled by how much the shortlist's norms shrank
-// from screening to the end (the median ratio), or else the shortlist would stand out for its budget alone.
+// size L·B (L label slots, B clean images each, drawn from the run's own seeded stream), forward + backward to
+// the mask/pattern + the Adam update all happen inside the graph, and the model's weights are constants. A
+// slot is refilled with the next label as soon as its label finishes, so the batch stays full. Labels are
+// scheduled in the spirit of K-Arm (Shen et al., ICML 2021): successive screening rungs (screeningRungs), each
+// giving the labels that can still be outliers (the smallest norms, and small-side outliers) a larger budget,
+// then the shortlist gets the full budget. A seeded sample of reference labels gets the full budget whatever
+// its norms; the median and MAD come from them (see nc-evidence.ts, which also decides the flags).
 //
 // Trigger families: the paper's per-pixel mask ("mask") cannot write a blended trigger (Chen et al. 2017: a
 // whole-image pattern mixed in with a small weight α) compactly: as pixels it costs α·H·W, more than many a
@@ -130,8 +130,8 @@ export interface NcFamilyScore {
   /** |m|₁ of the reversed trigger (for "blend": α·H·W). */
   l1Norm: number;
   /**
-   * MAD anomaly index among this family's norms. After screening, the screened-only labels' norms enter the
-   * statistics scaled by the family's budgetShrink; l1Norm itself is as measured.
+   * MAD anomaly index of statNorm against the reference labels' median and MAD, without any confirmed target
+   * (nc-evidence.ts).
    */
   anomalyIndex: number;
   /** Held-out attack success of the reversed trigger. */
@@ -765,8 +765,8 @@ interface FamilyScan {
   /** The norms the statistics compare: see budgetShrink. */
   statNorms: number[];
   /**
-   * Median over the shortlist of (final norm / screening norm); 1 without screening. Screened-only labels'
-   * norms are multiplied by it before the MAD statistics, so that every label is compared at the full budget.
+   * How much the norms of labels that went on shrank from the first screening rung to the end (budgetAdjusted;
+   * 1 without screening). It describes the schedule; the statistics compare the norms as measured.
    */
   budgetShrink: number;
   /** Per label: the norms of its restarts that reached the threshold (full phase only). */
