@@ -1,41 +1,17 @@
 // badnet detect: Neural Cleanse over a model's labels; prints the per-label trigger norms and anomaly indices,
 // optionally writes the reversed triggers as PNGs and the run as result.json (ReportData).
-import { writeFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { basename } from "node:path";
 import { fail } from "../../errors.js";
-import { ncSection, triggerPngs } from "../../defenses/nc-report.js";
 import { type NormScale } from "../../defenses/mad.js";
 import { asShard, mergeShards } from "../../defenses/nc-merge.js";
 import { checkFamilies, detectBackdoor, type NcLabelResult, type NcSchedule, type NeuralCleanseResult } from "../../defenses/neural-cleanse.js";
 import type { ReportData } from "../../report/types.js";
 import { dataFrom, inputScale, MODEL_OPTIONS, modelFrom, ncProgress, num, pct, str, type Command, type Context } from "../command.js";
-import { commandLine, OUTPUT_OPTIONS, outDir, readResult, reportModelOf, writeResult } from "../output.js";
+import { parseLabels } from "../labels.js";
+import { detectResult, writeTriggerPngs } from "../nc-output.js";
+import { commandLine, OUTPUT_OPTIONS, outDir, readResult, writeResult } from "../output.js";
 
-/** "0,5,7", "0-9" or a mix ("0-3,7"); every label must be a class of the model. */
-export function parseLabels(spec: string, numClasses: number): number[] {
-  const out: number[] = [];
-  const int = (s: string): number => {
-    const t = s.trim();
-    if (!/^\d+$/.test(t)) fail(`--labels: "${s}" is not a label (use e.g. 0,5,7 or 0-9)`);
-    const v = Number(t);
-    if (v >= numClasses) fail(`--labels: label ${v} is outside the model's ${numClasses} classes (0..${numClasses - 1})`);
-    return v;
-  };
-  for (const part of spec.split(",")) {
-    const range = /^\s*(\d+)\s*-\s*(\d+)\s*$/.exec(part);
-    if (range) {
-      const [lo, hi] = [int(range[1]), int(range[2])];
-      if (lo > hi) fail(`--labels: range ${part.trim()} is empty (start above end)`);
-      for (let l = lo; l <= hi; l++) out.push(l);
-    } else out.push(int(part));
-  }
-  const seen = new Set<number>();
-  for (const l of out) {
-    if (seen.has(l)) fail(`--labels: label ${l} is listed twice`);
-    seen.add(l);
-  }
-  return out;
-}
+export { parseLabels };
 
 const TABLE_ROWS = 20;
 
@@ -73,12 +49,11 @@ async function runMerge(ctx: Context): Promise<{ json: unknown; text: string }> 
   const shards = ctx.positionals.map((d) => asShard(readResult(d), d));
   const m = mergeShards(shards);
   const dir = outDir(ctx, false);
-  const first = readResult(ctx.positionals[0]);
   const report: ReportData = {
     title: `Neural Cleanse — ${shards[0].model.name} (${shards.length} shards merged)`,
     createdAt: new Date().toISOString(),
     command: commandLine(),
-    model: first.model,
+    model: readResult(ctx.positionals[0]).model,
     neuralCleanse: {
       labels: m.labels,
       flagged: m.flagged,
@@ -108,26 +83,6 @@ async function runMerge(ctx: Context): Promise<{ json: unknown; text: string }> 
   return { json: report, text: lines.join("\n") };
 }
 
-/** Mask, pattern, trigger (pattern·mask) and stamped-example PNGs of every reported label, plus the clean example. */
-function writeTriggerPngs(dir: string, r: NeuralCleanseResult): string[] {
-  const files: string[] = [];
-  const put = (name: string, data: Buffer) => {
-    writeFileSync(join(dir, name), data);
-    files.push(join(dir, name));
-  };
-  r.triggers.forEach((t, i) => {
-    const png = triggerPngs(t, r.example, r.shape, r.inputScale);
-    // A label may have a trigger of each family; blend ones are named apart.
-    const base = `label_${t.label}${t.family === "blend" ? "_blend" : ""}`;
-    put(`${base}_mask.png`, png.mask);
-    put(`${base}_pattern.png`, png.pattern);
-    put(`${base}_trigger.png`, png.trigger);
-    put(`${base}_stamped.png`, png.stamped);
-    if (i === 0) put("clean_example.png", png.clean);
-  });
-  return files;
-}
-
 export const detectCommand: Command = {
   name: "detect",
   summary: "Neural Cleanse: reverse-engineer a trigger per label and flag backdoor targets (MAD anomaly index > 2)",
@@ -139,28 +94,31 @@ export const detectCommand: Command = {
     "  scanned with --labels A-B --out DIRi (same model, data and settings).\n" +
     "  Two trigger families are scanned: \"mask\" (the paper's per-pixel mask) and \"blend\" (one blend weight α for the\n" +
     "  whole image, for blended triggers); each has its own MAD statistics, on ln(norm) by default (--scale).\n" +
-    "  Every label gets --screen-steps (default 60) steps on --screen-batch-size (8) images; the --shortlist\n" +
-    "  (default max(10, 3% of the labels)) smallest norms, plus small-side outliers, continue to --steps (300) on\n" +
-    "  --batch-size (32) images from --restarts (2) random starts. --labels-per-run (32) labels are optimized\n" +
-    "  together in one graph run.",
+    "  Screening (--schedule halving): every label gets --screen-steps (10) steps on --screen-batch-size (4)\n" +
+    "  images, then the quarter with the smallest norms (plus small-side outliers) goes on with 4x the steps and\n" +
+    "  2x the images, and so on, until the --shortlist (default max(10, 1% of the labels)) is left; it and about\n" +
+    "  24 seeded reference labels (they set the median and MAD) get --steps (300) on --batch-size (32) images from\n" +
+    "  --restarts (2) random starts. A flag needs a small-side anomaly index > 2, a false-discovery rate <= --fdr\n" +
+    "  (0.05) over all labels and, with >= 5 held-out images, a trigger that works on half of them.",
   positionals: true,
   options: {
     ...MODEL_OPTIONS,
-    merge: { type: "boolean" },
-    schedule: { type: "string" },
-    fdr: { type: "string" },
-    clean: { type: "string" },
-    labels: { type: "string" },
+    merge: { type: "boolean", description: "merge the results of sharded scans given as folders (detect --labels A-B --out DIR)" },
+    schedule: { type: "string", description: "screening schedule (halving or two-phase)", defaultText: "halving" },
+    fdr: { type: "string", description: "false-discovery rate a flag must stay under, over all labels", defaultText: "0.05" },
+    "batch-size": { type: "string", description: "images per optimization step in the full phase", defaultText: "32" },
+    clean: { type: "string", description: "labelled clean data the triggers are reversed on" },
+    labels: { type: "string", description: "labels to scan (e.g. 0,5,7 or 0-9)", defaultText: "all" },
     ...OUTPUT_OPTIONS,
-    steps: { type: "string" },
-    "screen-steps": { type: "string" },
-    "screen-batch-size": { type: "string" },
-    "labels-per-run": { type: "string" },
-    shortlist: { type: "string" },
-    restarts: { type: "string" },
-    families: { type: "string" },
-    scale: { type: "string" },
-    seed: { type: "string" },
+    steps: { type: "string", description: "optimization steps per label in the full phase", defaultText: "300" },
+    "screen-steps": { type: "string", description: "steps per label in the first screening rung", defaultText: "10" },
+    "screen-batch-size": { type: "string", description: "images per step in the first screening rung", defaultText: "4" },
+    "labels-per-run": { type: "string", description: "labels optimized together in one graph run", defaultText: "32" },
+    shortlist: { type: "string", description: "labels that get the full budget after screening", defaultText: "max(10, 1% of the labels)" },
+    restarts: { type: "string", description: "random starts per label in the full phase", defaultText: "2" },
+    families: { type: "string", description: "trigger families to scan (mask, blend)", defaultText: "mask,blend" },
+    scale: { type: "string", description: "scale of the MAD statistics (log or linear)", defaultText: "log" },
+    seed: { type: "string", description: "seed of the image split and the initialization", defaultText: "0" },
   },
   async run(ctx: Context) {
     if (ctx.values.merge === true) return runMerge(ctx);
@@ -203,15 +161,7 @@ export const detectCommand: Command = {
     bars.done();
     clean.close();
 
-    const report: ReportData = {
-      title: `Neural Cleanse — ${model.name}`,
-      createdAt: new Date().toISOString(),
-      command: commandLine(),
-      model: reportModelOf(model, modelPath),
-      // Beside the ReportNeuralCleanse fields: per-label measurements, time per phase, images, settings.
-      neuralCleanse: ncSection(result),
-      timings: { load: loaded, "neural-cleanse": result.seconds },
-    };
+    const report = detectResult(model, modelPath, result, loaded);
     const files = dir ? [...writeTriggerPngs(dir, result), ...(await writeResult(ctx, dir, report))] : [];
 
     const screened = result.labels.filter((l) => l.phase === "screen").length;
