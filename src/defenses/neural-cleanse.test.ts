@@ -352,14 +352,15 @@ test("detects the backdoor target of a patch-poisoned model and flags nothing on
 
   // A shortlist smaller than the label count: the labels that are not reference labels are screened, the
   // shortlist and the reference labels get the full budget, and the statistics come from the reference labels.
-  const rShort = await detectBackdoor(bad, ds(), { inputScale: 255, shortlist: 3, reference: 2, families: ["mask"] });
+  // (A 60-step first rung on 8 images: 10 steps from the random start do not rank these 7 labels reliably.)
+  const rShort = await detectBackdoor(bad, ds(), { inputScale: 255, shortlist: 3, reference: 2, screenSteps: 60, screenBatchSize: 8, families: ["mask"] });
   const fam = rShort.families.mask!;
   assert.ok(fam.budgetShrink > 0 && fam.budgetShrink <= 1, `shrink ${fam.budgetShrink}`);
   const screened = rShort.labels.filter((l) => l.phase === "screen");
   assert.ok(screened.length >= 1 && screened.length <= CLASSES - 3, `${screened.length} screened only`);
   for (const l of screened) assert.ok(l.rung === 0 && !l.mask!.reference, `label ${l.label} stopped after the first rung`);
   for (const l of rShort.labels.filter((x) => x.mask!.reference)) assert.equal(l.phase, "full", `reference label ${l.label} ran the full budget`);
-  assert.ok(rShort.flagged.includes(TARGET), `flagged ${rShort.flagged}`);
+  assert.ok(rShort.flagged.includes(TARGET), `flagged [${rShort.flagged}]: ${show(rShort)}; target: ${rShort.labels.find((l) => l.label === TARGET)!.reasons.join("; ")}`);
   const tl = rBad.labels.find((l) => l.label === TARGET)!;
   assert.ok(tl.confidence > 0.9 && tl.reasons.length >= 3, `confidence ${tl.confidence}, reasons ${tl.reasons}`);
 
