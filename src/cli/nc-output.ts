@@ -2,7 +2,7 @@
 // and the run as result.json.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { neuralCleanseReport, triggerPngs } from "../defenses/nc-report.js";
+import { ncSection, triggerPngs } from "../defenses/nc-report.js";
 import type { NeuralCleanseResult } from "../defenses/neural-cleanse.js";
 import type { Model } from "../model/model.js";
 import { RESULT_SCHEMA_VERSION } from "../report/schema.js";
@@ -29,7 +29,7 @@ export function writeTriggerPngs(dir: string, r: NeuralCleanseResult): string[] 
   return files;
 }
 
-/** A detection run as result.json: the report section plus per-label phase/steps, time per phase, images, settings. */
+/** A detection run as result.json: the report section plus per-label measurements, time per phase, family statistics, images, settings (what `detect --merge` reads). */
 export function detectResult(model: Model, modelPath: string, result: NeuralCleanseResult, loadSeconds: number): ReportData {
   return {
     schemaVersion: RESULT_SCHEMA_VERSION,
@@ -37,13 +37,7 @@ export function detectResult(model: Model, modelPath: string, result: NeuralClea
     createdAt: new Date().toISOString(),
     command: commandLine(),
     model: reportModelOf(model, modelPath),
-    neuralCleanse: {
-      ...neuralCleanseReport(result),
-      seconds: result.seconds,
-      phaseSeconds: result.phaseSeconds,
-      images: result.images,
-      settings: result.settings,
-    } as ReportData["neuralCleanse"],
+    neuralCleanse: ncSection(result),
     timings: { load: loadSeconds, "neural-cleanse": result.seconds },
   };
 }

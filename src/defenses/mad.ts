@@ -4,6 +4,9 @@
 /** 1/Φ⁻¹(3/4): scales the MAD so it estimates the standard deviation of normally distributed data. */
 export const MAD_CONSISTENCY = 1.4826;
 
+/** The paper's anomaly-index threshold: a label can be flagged only above it (and on the small side). */
+export const ANOMALY_THRESHOLD = 2;
+
 /** Median of the values (mean of the two middle ones for an even count). NaN for an empty list. */
 export function median(values: ArrayLike<number>): number {
   const n = values.length;

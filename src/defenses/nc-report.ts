@@ -49,6 +49,21 @@ export function triggerPngs(t: ReversedTrigger, example: Float32Array, shape: re
   };
 }
 
+/**
+ * The report's neuralCleanse section as `detect` saves it: the ReportNeuralCleanse fields plus per-label
+ * measurements, time per phase, family statistics, images and settings (what `detect --merge` reads back).
+ */
+export function ncSection(r: NeuralCleanseResult): ReportNeuralCleanse {
+  return {
+    ...neuralCleanseReport(r),
+    seconds: r.seconds,
+    phaseSeconds: r.phaseSeconds,
+    families: r.families,
+    images: r.images,
+    settings: r.settings,
+  } as ReportNeuralCleanse;
+}
+
 /** The result as the report's neuralCleanse section (PNGs base64-encoded). */
 export function neuralCleanseReport(r: NeuralCleanseResult): ReportNeuralCleanse {
   const triggers: ReportTrigger[] = r.triggers.map((t) => {

@@ -5,13 +5,13 @@
 // median (anomaly index > 2, MAD-based, see mad.ts).
 //
 // Speed: one compiled onnxruntime graph steps a group of labels at once. Labels sit in "slots" of a batch of
-// size L·B (L label slots, the same B clean images in each), forward + backward to the mask/pattern + the Adam
-// update all happen inside the graph, and the model's weights are constants. A slot is refilled with the
-// next label as soon as its label finishes, so the batch stays full. Labels are scanned in two phases, in the
-// spirit of K-Arm (Shen et al., ICML 2021): every label gets a short screening budget, then only a shortlist
-// (the smallest screening norms) gets the full budget. The MAD statistics use every label's norm; a
-// screened-only label's (NcLabelResult.phase says which) is scaled by how much the shortlist's norms shrank
-// from screening to the end (the median ratio), or else the shortlist would stand out for its budget alone.
+// size L·B (L label slots, B clean images each, drawn from the run's own seeded stream), forward + backward to
+// the mask/pattern + the Adam update all happen inside the graph, and the model's weights are constants. A
+// slot is refilled with the next label as soon as its label finishes, so the batch stays full. Labels are
+// scheduled in the spirit of K-Arm (Shen et al., ICML 2021): successive screening rungs (screeningRungs), each
+// giving the labels that can still be outliers (the smallest norms, and small-side outliers) a larger budget,
+// then the shortlist gets the full budget. A seeded sample of reference labels gets the full budget whatever
+// its norms; the median and MAD come from them (see nc-evidence.ts, which also decides the flags).
 //
 // Trigger families: the paper's per-pixel mask ("mask") cannot write a blended trigger (Chen et al. 2017: a
 // whole-image pattern mixed in with a small weight α) compactly: as pixels it costs α·H·W, more than many a
@@ -33,7 +33,8 @@ import { Session } from "../runtime/session.js";
 import { shuffled } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { embed } from "./g-model.js";
-import { median, normStats, type NormScale, type NormStats } from "./mad.js";
+import { ANOMALY_THRESHOLD, median, normStats, type NormScale } from "./mad.js";
+import { familyEvidence, FDR_LEVEL, MIN_HELD_OUT_SUCCESS } from "./nc-evidence.js";
 
 /** "mask": a per-pixel mask (the paper); "blend": one blend weight α for the whole image. */
 export type TriggerFamily = "mask" | "blend";
@@ -50,18 +51,32 @@ export interface NeuralCleanseOptions {
   restarts?: number;
   /** Scale of the norms the MAD statistics are computed on (default "log", see normStats in mad.ts). */
   scale?: NormScale;
+  /** How screening budgets are spent (default "halving", see screeningRungs). */
+  schedule?: NcSchedule;
+  /** Halving: the fraction 1/eta of the labels goes on after each rung, and the budget grows eta-fold (default 4). */
+  eta?: number;
+  /** False-discovery rate a flag must stay under (default 0.05, see nc-evidence.ts). */
+  fdr?: number;
+  /** Held-out attack success a flagged label's trigger needs (default 0.5; only with >= 5 held-out images). */
+  minHeldOutSuccess?: number;
+  /**
+   * Reference labels: about this many of the model's classes (a seeded sample, so every shard of a scan picks
+   * the same) get the full budget whatever their screening norms, and set the median and MAD (default 24).
+   * Without screening every label is a reference label.
+   */
+  reference?: number;
   /** Full optimization budget per label, in steps (default 300). */
   steps?: number;
-  /** Screening budget per label, in steps (default 60). */
+  /** Screening budget per label, in steps: the first rung's (default 10). */
   screenSteps?: number;
   /** Clean images per step in the full phase (default 32, at most the optimization images). */
   batchSize?: number;
-  /** Clean images per step while screening (default 8, at most the optimization images). */
+  /** Clean images per step in the first screening rung (default 4, at most the optimization images; doubling per rung). */
   screenBatchSize?: number;
   /** Labels optimized together in one graph run (default 32). */
   labelsPerRun?: number;
   /**
-   * How many of the smallest screening norms get the full budget (default max(10, 3% of the labels)); labels
+   * How many of the smallest screening norms get the full budget (default max(10, 1% of the labels)); labels
    * whose screening anomaly index is > 2 on the small side are added. When every label fits in the shortlist
    * the screening phase is skipped.
    */
@@ -105,16 +120,18 @@ export interface NcProgress {
   l1Norm: number;
 }
 
-/** "screen": the label only got the screening budget; "full": it got the full budget. */
+/** "screen": the label only got a screening budget; "full": it got the full budget. */
 export type NcPhase = "screen" | "full";
+/** "halving": successive screening rungs, each keeping 1/eta of the labels; "two-phase": one screening budget, then the shortlist. */
+export type NcSchedule = "halving" | "two-phase";
 
 /** One label's outcome in one trigger family. */
 export interface NcFamilyScore {
   /** |m|₁ of the reversed trigger (for "blend": α·H·W). */
   l1Norm: number;
   /**
-   * MAD anomaly index among this family's norms. After screening, the screened-only labels' norms enter the
-   * statistics scaled by the family's budgetShrink; l1Norm itself is as measured.
+   * MAD anomaly index of statNorm against the reference labels' median and MAD, without any confirmed target
+   * (nc-evidence.ts).
    */
   anomalyIndex: number;
   /** Held-out attack success of the reversed trigger. */
@@ -128,15 +145,36 @@ export interface NcFamilyScore {
   reached: boolean;
   /** λ when the kept run stopped. */
   lambda: number;
+  /** The norm the statistics compared (l1Norm, scaled for a label stopped while screening; see budgetAdjusted). */
+  statNorm: number;
+  /** One of the reference labels (a seeded sample run to the full budget) whose norms set the median and MAD. */
+  reference: boolean;
+  /** For a label stopped while screening: the last rung it ran (0-based). */
+  rung?: number;
+  /** Norms of the restarts that reached the threshold, when there were several. */
+  restartNorms?: number[];
+  /** In [0, 1]: how strongly the evidence points to a backdoor target (see nc-evidence.ts). */
+  confidence: number;
+  /** Benjamini–Hochberg adjusted p-value of the anomaly index over the family's labels. */
+  qValue: number;
+  /** Why the label is flagged (every test passed) or not (the tests failed). */
+  reasons: string[];
 }
+
+/** A family score before the statistics: what a scan (or a shard of it) measured for one label. */
+export type NcRawScore = Omit<NcFamilyScore, "anomalyIndex" | "flagged" | "confidence" | "qValue" | "reasons">;
 
 /**
  * The top-level ReportNcLabel fields and phase/steps/reached/lambda are those of the first family scanned
  * ("mask" by default), except `flagged`, which is true when any family flags the label.
  */
-export interface NcLabelResult extends ReportNcLabel, Omit<NcFamilyScore, "flagged"> {
+export interface NcLabelResult extends ReportNcLabel, Omit<NcFamilyScore, "flagged" | "confidence" | "reasons"> {
   /** Families whose statistics flag the label. */
   flaggedBy: TriggerFamily[];
+  /** The largest confidence over the families. */
+  confidence: number;
+  /** The flagging families' reasons (or the most confident family's reasons against), each prefixed with its family. */
+  reasons: string[];
   mask?: NcFamilyScore;
   /** With `alpha` = l1Norm / (H·W), the reversed blend weight. */
   blend?: NcFamilyScore & { alpha: number };
@@ -152,6 +190,17 @@ export interface ReversedTrigger {
   pattern: Float32Array;
 }
 
+/** One family's statistics over the scanned labels. */
+export interface NcFamilyStats {
+  median: number;
+  mad: number;
+  /** Factor applied to the norms of labels stopped after the first screening rung (1 without screening). */
+  budgetShrink: number;
+  flagged: number[];
+  /** Rounds of the confirm-and-exclude loop that looks for further targets. */
+  rounds: number;
+}
+
 export interface NeuralCleanseResult {
   /** One entry per scanned label, in the order scanned. */
   labels: NcLabelResult[];
@@ -164,7 +213,7 @@ export interface NeuralCleanseResult {
    * Per family: median norm (of the compared norms, see FamilyScan.budgetShrink), raw MAD on the statistics'
    * scale, the screened-only labels' norm factor, and the labels it flags.
    */
-  families: Partial<Record<TriggerFamily, { median: number; mad: number; budgetShrink: number; flagged: number[] }>>;
+  families: Partial<Record<TriggerFamily, NcFamilyStats>>;
   seconds: number;
   /** Wall-clock seconds of the screening phases (0 when skipped), the full phases and the held-out checks, all families. */
   phaseSeconds: { screen: number; full: number; heldOut: number };
@@ -176,14 +225,14 @@ export interface NeuralCleanseResult {
   /** A held-out clean image [C·H·W] (scaled), for showing a stamped example. */
   example: Float32Array;
   images: { optimize: number; heldOut: number };
-  settings: NcSettings & { shortlist: number; families: TriggerFamily[] };
+  settings: NcSettings & { shortlist: number; families: TriggerFamily[]; rungs: NcRung[] };
 }
 
 const DEFAULTS = {
   steps: 300,
-  screenSteps: 60,
+  screenSteps: 10,
   batchSize: 32,
-  screenBatchSize: 8,
+  screenBatchSize: 4,
   labelsPerRun: 32,
   lr: 0.2,
   initLambda: 1e-3,
@@ -196,6 +245,11 @@ const DEFAULTS = {
   seed: 0,
   restarts: 2,
   scale: "log" as NormScale,
+  schedule: "halving" as NcSchedule,
+  eta: 4,
+  fdr: FDR_LEVEL,
+  minHeldOutSuccess: MIN_HELD_OUT_SUCCESS,
+  reference: 24,
 };
 const BETA1 = 0.5;
 const BETA2 = 0.9;
@@ -203,7 +257,6 @@ const ADAM_EPS = 1e-8;
 const LAMBDA_UP = 1.5;
 const LAMBDA_DOWN = 1.5 ** 1.5;
 const EARLY_STOP_REL = 1e-3;
-const ANOMALY_THRESHOLD = 2;
 const REPORTED_SMALLEST = 5;
 
 // ---------------------------------------------------------------------------------------------------------
@@ -238,7 +291,7 @@ const l1Of = (mask: Float32Array): number => mask.reduce((s, v) => s + v, 0);
 
 /**
  * Appends x' = x + m·(Δ − x) for every (label slot, image) pair: mask [L,1,H,W], pattern [L,C,H,W] and images
- * x [B,C,H,W] give [L·B, C, H, W], slot-major (rows l·B .. l·B+B−1 belong to slot l).
+ * x [B,C,H,W] (shared) or [L,B,C,H,W] (per slot) give [L·B, C, H, W], slot-major (rows l·B .. l·B+B−1 belong to slot l).
  */
 function stampNodes(g: Graph, mask: string, pattern: string, x: string, shape: [number, number, number]): string {
   const m5 = g.op("Unsqueeze", [mask, g.ints([1])]);
@@ -301,7 +354,8 @@ export interface StepGraphOptions {
 
 /**
  * One Neural Cleanse step for L label slots (L symbolic) and B images:
- * inputs nc_a [L,1,H,W] ([L,1,1,1] for the blend family, broadcast over the image), nc_b [L,C,H,W], their Adam moments nc_ma, nc_va, nc_mb, nc_vb, nc_x [B,C,H,W],
+ * inputs nc_a [L,1,H,W] ([L,1,1,1] for the blend family, broadcast over the image), nc_b [L,C,H,W], their Adam moments nc_ma, nc_va, nc_mb, nc_vb,
+ * nc_x [L,B,C,H,W] (each slot its own images, so a label's run does not depend on which labels share the batch),
  * nc_target [L,K] (one-hot), nc_lambda [L], nc_lr [L] (bias-corrected Adam step size per slot);
  * outputs the updated a, b and moments, and per slot the batch-mean CE, the number of images of the batch
  * classified as the target (before the update) and |m|₁ (before the update).
@@ -319,7 +373,7 @@ export function buildStepGraph(model: Model, batch: number, range: number, opts:
   const va = g.addInput("nc_va", "float32", ["L", 1, mh, mw]);
   const mb = g.addInput("nc_mb", "float32", ["L", c, h, w]);
   const vb = g.addInput("nc_vb", "float32", ["L", c, h, w]);
-  const x = g.addInput("nc_x", "float32", [batch, c, h, w]);
+  const x = g.addInput("nc_x", "float32", ["L", batch, c, h, w]);
   const target = g.addInput("nc_target", "float32", ["L", k]);
   const lambda = g.addInput("nc_lambda", "float32", ["L"]);
   const lr = g.addInput("nc_lr", "float32", ["L"]);
@@ -386,6 +440,15 @@ function buildStampGraph(model: Model): { graph: Graph; pred: string } {
 
 interface LabelRun {
   label: number;
+  /** 0 for the first start; restarts count up. */
+  restart: number;
+  /** This run's own random stream (initialization and image order), seeded by (seed, family, label, restart). */
+  rand: () => number;
+  /** Its shuffle of the optimization images and the position in it. */
+  order: Int32Array | null;
+  pos: number;
+  /** Norm (normOf) at the end of each screening rung it ran. */
+  normAt: number[];
   a: Float32Array;
   b: Float32Array;
   /** Adam moments; null = zeros (fresh start). */
@@ -415,11 +478,32 @@ interface Settings {
   earlyStopPatience: number;
 }
 
-function initRun(label: number, maskSize: number, patternSize: number, lambda: number, rand: () => number): LabelRun {
+/** A seed for one run's stream: a run depends on (seed, family, label, restart) only, never on the other labels. */
+export function runSeed(seed: number, family: TriggerFamily, label: number, restart: number): number {
+  let hsh = (seed ^ 0x5bd1e995) >>> 0;
+  for (const v of [family === "blend" ? 2 : 1, label + 1, restart + 1]) {
+    hsh = Math.imul(hsh ^ v, 0x9e3779b1) >>> 0;
+    hsh = (hsh ^ (hsh >>> 15)) >>> 0;
+  }
+  return hsh;
+}
+
+/** Whether a label is a reference label: a seeded draw with probability reference / numClasses, the same in every shard. */
+export function isReferenceLabel(seed: number, label: number, reference: number, numClasses: number): boolean {
+  return runSeed(seed, "mask", label, 0x7fff) / 4294967296 < Math.min(1, reference / numClasses);
+}
+
+function initRun(label: number, restart: number, family: TriggerFamily, maskSize: number, patternSize: number, lambda: number, seed: number): LabelRun {
+  const rand = mulberry32(runSeed(seed, family, label, restart));
   // Random start as in the paper (uniform mask and pattern), kept off tanh's flat tails.
   const atanhU = () => Math.atanh((2 * rand() - 1) * 0.9);
   return {
     label,
+    restart,
+    rand,
+    order: null,
+    pos: 0,
+    normAt: [],
     a: Float32Array.from({ length: maskSize }, atanhU),
     b: Float32Array.from({ length: patternSize }, atanhU),
     moments: null,
@@ -477,27 +561,26 @@ function observe(r: LabelRun, success: number, norm: number, s: Settings): void 
   }
 }
 
-/** Draws batches of B optimization images, cycling through seeded shuffles of the pool. */
-class Batcher {
-  private order: Int32Array;
-  private pos = 0;
-  private fixed: Float32Array | null = null;
-  constructor(private readonly pool: Float32Array, private readonly n: number, private readonly per: number, readonly batch: number, private readonly rand: () => number) {
-    this.order = shuffled(n, rand);
-    if (batch === n) this.fixed = pool;
+/** The images a run steps on: B at a time, cycling through its own seeded shuffles of the pool (all of them, in pool order, when B is the pool). */
+interface ImagePool {
+  x: Float32Array;
+  n: number;
+  per: number;
+}
+
+function nextBatch(r: LabelRun, pool: ImagePool, batch: number, out: Float32Array, offset: number): void {
+  const { x, n, per } = pool;
+  if (batch === n) {
+    out.set(x.subarray(0, n * per), offset);
+    return;
   }
-  next(): Float32Array {
-    if (this.fixed) return this.fixed;
-    const x = new Float32Array(this.batch * this.per);
-    for (let i = 0; i < this.batch; i++) {
-      if (this.pos >= this.n) {
-        this.order = shuffled(this.n, this.rand);
-        this.pos = 0;
-      }
-      const j = this.order[this.pos++];
-      x.set(this.pool.subarray(j * this.per, (j + 1) * this.per), i * this.per);
+  for (let i = 0; i < batch; i++) {
+    if (r.order === null || r.pos >= n) {
+      r.order = shuffled(n, r.rand);
+      r.pos = 0;
     }
-    return x;
+    const j = r.order[r.pos++];
+    out.set(x.subarray(j * per, (j + 1) * per), offset + i * per);
   }
 }
 
@@ -516,7 +599,7 @@ async function runPhase(
   session: Session,
   queue: LabelRun[],
   budget: number,
-  batcher: Batcher,
+  pool: ImagePool,
   model: Model,
   slots: number,
   s: Settings,
@@ -545,6 +628,9 @@ async function runPhase(
       const t = r.adamT + 1;
       return (s.lr * Math.sqrt(1 - BETA2 ** t)) / (1 - BETA1 ** t);
     });
+    const per = c * hw;
+    const xs = new Float32Array(n * step.batch * per);
+    active.forEach((r, i) => nextBatch(r, pool, step.batch, xs, i * step.batch * per));
     const mom = (key: "ma" | "va" | "mb" | "vb", zeros: Float32Array) => concat(active.map((r) => r.moments?.[key] ?? zeros), zeros.length);
     const feeds: Record<string, TensorData> = {
       nc_a: tensor("float32", [n, 1, mh, mw], concat(active.map((r) => r.a), ms)),
@@ -553,7 +639,7 @@ async function runPhase(
       nc_va: tensor("float32", [n, 1, mh, mw], mom("va", zerosA)),
       nc_mb: tensor("float32", [n, c, h, w], mom("mb", zerosB)),
       nc_vb: tensor("float32", [n, c, h, w], mom("vb", zerosB)),
-      nc_x: tensor("float32", [step.batch, c, h, w], batcher.next()),
+      nc_x: tensor("float32", [n, step.batch, c, h, w], xs),
       nc_target: tensor("float32", [n, k], target),
       nc_lambda: tensor("float32", [n], Float32Array.from(active, (r) => r.lambda)),
       nc_lr: tensor("float32", [n], lr),
@@ -605,6 +691,7 @@ function resolveOptions(opts: NeuralCleanseOptions): NcSettings {
   posInt("max images", o.maxImages);
   posInt("eval images", o.evalImages);
   posInt("restarts", o.restarts);
+  posInt("reference labels", o.reference);
   if (o.shortlist !== undefined) posInt("shortlist", o.shortlist);
   if (!Number.isInteger(o.seed) || o.seed < 0) fail(`Neural Cleanse: seed must be an integer >= 0, got ${o.seed}`);
   if (!(o.lr > 0)) fail(`Neural Cleanse: learning rate must be positive, got ${o.lr}`);
@@ -613,6 +700,10 @@ function resolveOptions(opts: NeuralCleanseOptions): NcSettings {
   if (!(o.holdout > 0 && o.holdout < 1)) fail(`Neural Cleanse: holdout fraction must be in (0, 1), got ${o.holdout}`);
   if (!(o.inputScale > 0)) fail(`Neural Cleanse: input scale must be positive, got ${o.inputScale}`);
   if (o.scale !== "log" && o.scale !== "linear") fail(`Neural Cleanse: scale must be log or linear, got ${String(o.scale)}`);
+  if (o.schedule !== "halving" && o.schedule !== "two-phase") fail(`Neural Cleanse: schedule must be halving or two-phase, got ${String(o.schedule)}`);
+  if (!(o.eta >= 2)) fail(`Neural Cleanse: eta must be >= 2, got ${o.eta}`);
+  if (!(o.fdr > 0 && o.fdr <= 1)) fail(`Neural Cleanse: false-discovery rate must be in (0, 1], got ${o.fdr}`);
+  if (!(o.minHeldOutSuccess >= 0 && o.minHeldOutSuccess <= 1)) fail(`Neural Cleanse: held-out success must be in [0, 1], got ${o.minHeldOutSuccess}`);
   if (o.screenSteps > o.steps) o.screenSteps = o.steps;
   return o;
 }
@@ -674,10 +765,67 @@ interface FamilyScan {
   /** The norms the statistics compare: see budgetShrink. */
   statNorms: number[];
   /**
-   * Median over the shortlist of (final norm / screening norm); 1 without screening. Screened-only labels'
-   * norms are multiplied by it before the MAD statistics, so that every label is compared at the full budget.
+   * How much the norms of labels that went on shrank from the first screening rung to the end (budgetAdjusted;
+   * 1 without screening). It describes the schedule; the statistics compare the norms as measured.
    */
   budgetShrink: number;
+  /** Per label: the norms of its restarts that reached the threshold (full phase only). */
+  restartNorms: number[][];
+}
+
+/** A screening rung: every label still running goes on to `steps` steps in total on batches of `batch`; then the `keep` smallest (plus small-side outliers) go on. */
+export interface NcRung {
+  steps: number;
+  batch: number;
+  keep: number;
+}
+
+/**
+ * The screening rungs for n labels. "two-phase": one rung of screenSteps, then the shortlist. "halving"
+ * (successive halving, after K-Arm's scheduling): rungs of screenSteps·eta^k steps on batches that double
+ * from screenBatchSize, each keeping 1/eta of the labels (at least the shortlist), until the shortlist is
+ * left. None when every label fits in the shortlist.
+ */
+export function screeningRungs(n: number, shortlist: number, o: Pick<NcSettings, "schedule" | "eta" | "screenSteps" | "screenBatchSize" | "steps" | "batchSize">): NcRung[] {
+  if (n <= shortlist) return [];
+  if (o.schedule === "two-phase") return [{ steps: o.screenSteps, batch: o.screenBatchSize, keep: shortlist }];
+  const out: NcRung[] = [];
+  let alive = n;
+  let steps = o.screenSteps;
+  let batch = o.screenBatchSize;
+  while (alive > shortlist && steps < o.steps) {
+    const keep = Math.max(shortlist, Math.ceil(alive / o.eta));
+    out.push({ steps, batch, keep });
+    alive = keep;
+    steps *= o.eta;
+    batch = Math.min(o.batchSize, batch * 2);
+  }
+  return out;
+}
+
+/**
+ * Norms compared at the full budget. A label stopped after rung k has only that rung's budget behind it; left
+ * as it is, every label that went on would look small next to it for its budget alone. So its norm is scaled
+ * by the median shrink of the labels that went on: ρ_j = median over the labels that ran rung j+1 of
+ * (norm after rung j+1, or final) / (norm after rung j), at most 1, chained over the later rungs.
+ * `normAt[i]` holds label i's norms after each rung it ran, `full[i]` whether it went on to the full budget;
+ * returns the compared norms and, per rung, the factor applied to labels stopped there.
+ */
+export function budgetAdjusted(final: readonly number[], normAt: readonly (readonly number[])[], full: readonly boolean[]): { statNorms: number[]; shrinks: number[] } {
+  const rungs = Math.max(0, ...normAt.map((v) => v.length));
+  const ratio: number[] = [];
+  for (let j = 0; j < rungs; j++) {
+    const rs: number[] = [];
+    normAt.forEach((v, i) => {
+      if (v.length <= j || !(v[j] > 0) || !Number.isFinite(v[j])) return;
+      const next = v.length > j + 1 ? v[j + 1] : full[i] ? final[i] : NaN;
+      if (Number.isFinite(next)) rs.push(next / v[j]);
+    });
+    ratio.push(rs.length ? Math.min(1, median(rs)) : 1);
+  }
+  const shrinks = ratio.map((_, j) => ratio.slice(j).reduce((p, q) => p * q, 1));
+  const statNorms = final.map((n, i) => (full[i] || normAt[i].length === 0 ? n : n * shrinks[normAt[i].length - 1]));
+  return { statNorms, shrinks };
 }
 
 /** Norm of a run's best trigger (or of its last iterate when none reached the threshold). */
@@ -719,8 +867,8 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
   const heldX = data.x.subarray(nOpt * per);
   const heldY = data.y?.subarray(nOpt) ?? null;
   const s: Settings = { lr: o.lr, threshold: o.threshold, patience: o.patience, earlyStopPatience: o.earlyStopPatience };
-  const shortCount = o.shortlist ?? Math.max(10, Math.ceil(0.03 * labels.length));
-  const screening = labels.length > shortCount;
+  const shortCount = o.shortlist ?? Math.max(10, Math.ceil(0.01 * labels.length));
+  const refLabels = labels.filter((l) => isReferenceLabel(o.seed, l, o.reference, model.numClasses));
   const slots = o.labelsPerRun;
 
   const phaseSeconds = { screen: 0, full: 0, heldOut: 0 };
@@ -733,10 +881,14 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
   };
 
   const index = new Map(labels.map((l, i) => [l, i]));
+  const pool: ImagePool = { x: optPool, n: nOpt, per };
+  // Without screening every label gets the full budget and is a reference label.
+  const rungs = screeningRungs(labels.length - refLabels.length, shortCount, o);
+  const isRef = new Set(rungs.length ? refLabels : labels);
 
   const scanFamily = async (family: TriggerFamily): Promise<FamilyScan> => {
     const maskSize = family === "blend" ? 1 : hw;
-    const fresh = (l: number) => initRun(l, maskSize, per, o.initLambda, rand);
+    const fresh = (l: number, restart: number) => initRun(l, restart, family, maskSize, per, o.initLambda, o.seed);
     // One phase: `queue` to `budget` steps on batches of `batchSize`; a finished run keeps its resume point and
     // best trigger but not its Adam moments.
     const phase = async (name: NcPhase, queue: LabelRun[], budget: number, batchSize: number) => {
@@ -744,25 +896,30 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
       const step = buildStepGraph(model, B, range, { family });
       const session = await Session.create(step.graph);
       let done = 0;
-      await runPhase(step, session, queue, budget, new Batcher(optPool, nOpt, per, B, rand), model, slots, s, (r) => {
-        r.moments = null;
-        r.adamT = 0;
-        opts.onProgress?.({ family, phase: name, done: ++done, total: queue.length, label: r.label, l1Norm: normOf(r) });
-      });
-      await session.release();
+      try {
+        await runPhase(step, session, queue, budget, pool, model, slots, s, (r) => {
+          r.moments = null;
+          r.adamT = 0;
+          opts.onProgress?.({ family, phase: name, done: ++done, total: queue.length, label: r.label, l1Norm: normOf(r) });
+        });
+      } finally {
+        await session.release();
+      }
     };
-    const runs = labels.map(fresh);
-    let full: LabelRun[] = runs;
-    let screenNorms: number[] | null = null;
-    if (screening) {
-      await phase("screen", runs, o.screenSteps, o.screenBatchSize);
-      screenNorms = runs.map(normOf);
-      const chosen = pickShortlist(screenNorms, runs.map((r) => r.bestA !== null), shortCount, o.scale);
-      full = chosen.map((i) => runs[i]);
-      phaseSeconds.screen += lap();
+    const runs = labels.map((l) => fresh(l, 0));
+    // Successive screening rungs (K-Arm's idea): every label that can still be an outlier gets more steps, the
+    // others stop where they are. Reference labels skip them: they get the full budget.
+    let alive: LabelRun[] = runs.filter((r) => !isRef.has(r.label));
+    for (const rung of rungs) {
+      await phase("screen", alive, rung.steps, rung.batch);
+      for (const r of alive) r.normAt.push(normOf(r));
+      const chosen = pickShortlist(alive.map(normOf), alive.map((r) => r.bestA !== null), rung.keep, o.scale);
+      alive = chosen.map((i) => alive[i]);
     }
+    if (rungs.length) phaseSeconds.screen += lap();
+    const full = [...runs.filter((r) => isRef.has(r.label)), ...alive];
     // The screened run continues; the other restarts of a shortlisted label start afresh.
-    const extra = full.flatMap((r) => Array.from({ length: o.restarts - 1 }, () => fresh(r.label)));
+    const extra = full.flatMap((r) => Array.from({ length: o.restarts - 1 }, (_, k) => fresh(r.label, k + 1)));
     const queue = [...full, ...extra];
     for (const r of queue) {
       r.phase = "full";
@@ -772,10 +929,12 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     phaseSeconds.full += lap();
     const kept = [...runs];
     const steps = runs.map((r) => r.steps);
+    const restartNorms: number[][] = runs.map((r) => (r.phase === "full" && r.bestA ? [r.bestNorm] : []));
     for (const r of extra) {
       const i = index.get(r.label)!;
       kept[i] = better(kept[i], r);
       steps[i] += r.steps;
+      if (r.bestA) restartNorms[i].push(r.bestNorm);
     }
     // Triggers (best if one reached the threshold, else the last iterate) and their norms.
     const triggers = kept.map((r): ReversedTrigger => {
@@ -783,62 +942,38 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
       const t = decodeTrigger(a.length === hw ? a : new Float32Array(hw).fill(a[0]), r.bestB ?? r.b, range);
       return { label: r.label, family, l1Norm: l1Of(t.mask), mask: t.mask, pattern: t.pattern };
     });
-    // The shortlist's norms come from the full budget and up to `restarts` starts, the others' from screening:
-    // left as they are, every shortlisted label would look small next to the rest merely for its budget.
-    let budgetShrink = 1;
+    // The median and MAD come from the reference labels, so every norm is compared as measured; the shrink
+    // factors only describe the schedule.
     const statNorms = triggers.map((t) => t.l1Norm);
-    if (screenNorms) {
-      const before = screenNorms;
-      const shortlisted = new Set(full.map((r) => index.get(r.label)!));
-      const ratios = [...shortlisted].filter((i) => before[i] > 0 && Number.isFinite(before[i])).map((i) => triggers[i].l1Norm / before[i]);
-      if (ratios.length) budgetShrink = Math.min(1, median(ratios));
-      triggers.forEach((t, i) => {
-        if (!shortlisted.has(i)) statNorms[i] = t.l1Norm * budgetShrink;
-      });
-    }
-    return { family, runs: kept, triggers, steps, statNorms, budgetShrink };
+    const { shrinks } = budgetAdjusted(statNorms, runs.map((r) => r.normAt), runs.map((r) => r.phase === "full"));
+    return { family, runs: kept, triggers, steps, statNorms, budgetShrink: shrinks[0] ?? 1, restartNorms };
   };
 
   const scans: FamilyScan[] = [];
   for (const family of families) scans.push(await scanFamily(family));
 
   const heldEval = heldX.subarray(0, Math.min(nHeld, o.evalImages) * per);
-  const scored: { scan: FamilyScan; stats: NormStats; scores: NcFamilyScore[] }[] = [];
+  const raw: Partial<Record<TriggerFamily, NcRawScore[]>> = {};
   for (const scan of scans) {
     const success = await heldOutSuccess(model, scan.triggers, heldEval, heldY, slots);
-    const stats = normStats(scan.statNorms, o.scale);
-    const scores = scan.runs.map((r, i): NcFamilyScore => {
-      const norm = scan.triggers[i].l1Norm;
-      const reached = r.bestA !== null;
-      return {
-        l1Norm: norm,
-        anomalyIndex: stats.index[i],
-        attackSuccess: success[i],
-        // A mask that never flipped its batch is no trigger, whatever its size.
-        flagged: reached && stats.small[i] && stats.index[i] > ANOMALY_THRESHOLD,
-        phase: r.phase,
-        steps: scan.steps[i],
-        reached,
-        lambda: r.lambda,
-      };
-    });
-    scored.push({ scan, stats, scores });
+    raw[scan.family] = scan.runs.map((r, i): NcRawScore => ({
+      l1Norm: scan.triggers[i].l1Norm,
+      statNorm: scan.statNorms[i],
+      reference: isRef.has(r.label),
+      attackSuccess: success[i],
+      phase: r.phase,
+      ...(r.phase === "screen" ? { rung: r.normAt.length - 1 } : {}),
+      steps: scan.steps[i],
+      reached: r.bestA !== null,
+      lambda: r.lambda,
+      ...(scan.restartNorms[i].length > 1 ? { restartNorms: scan.restartNorms[i] } : {}),
+    }));
   }
   phaseSeconds.heldOut = lap();
-
-  const results: NcLabelResult[] = labels.map((label, i) => {
-    const primary = scored[0].scores[i];
-    const r: NcLabelResult = { label, ...primary, flagged: false, flaggedBy: [] };
-    for (const { scan, scores } of scored) {
-      const score = scores[i];
-      if (score.flagged) r.flaggedBy.push(scan.family);
-      if (scan.family === "blend") r.blend = { ...score, alpha: score.l1Norm / hw };
-      else r.mask = score;
-    }
-    r.flagged = r.flaggedBy.length > 0;
-    return r;
-  });
-  const flagged = results.filter((r) => r.flagged).map((r) => r.label).sort((p, q) => p - q);
+  const scored = scoreScan(labels, raw, { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, hw, heldOutImages: Math.min(nHeld, o.evalImages) });
+  const results = scored.labels;
+  const flagged = scored.flagged;
+  const scanOf = (f: TriggerFamily) => scans.find((x) => x.family === f)!;
 
   // Triggers shown: each flag's own trigger, then the first family's smallest norms.
   const shown: ReversedTrigger[] = [];
@@ -849,17 +984,16 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     seen.add(key);
     shown.push(t);
   };
-  for (const { scan, scores } of scored) scores.forEach((sc, i) => sc.flagged && show(scan.triggers[i]));
-  const first = scored[0].scan.triggers;
+  for (const f of families) results.forEach((l, i) => l[f]?.flagged && show(scanOf(f).triggers[i]));
+  const first = scans[0].triggers;
   first.map((_, i) => i).sort((p, q) => first[p].l1Norm - first[q].l1Norm).slice(0, REPORTED_SMALLEST).forEach((i) => show(first[i]));
 
   const familyStats: NeuralCleanseResult["families"] = {};
-  for (const { scan, stats, scores } of scored)
-    familyStats[scan.family] = { median: median(scan.statNorms), mad: stats.mad, budgetShrink: scan.budgetShrink, flagged: labels.filter((_, i) => scores[i].flagged) };
+  for (const f of families) familyStats[f] = { ...scored.families[f]!, budgetShrink: scanOf(f).budgetShrink };
   return {
     labels: results,
-    medianNorm: familyStats[scored[0].scan.family]!.median,
-    mad: scored[0].stats.mad,
+    medianNorm: familyStats[families[0]]!.median,
+    mad: familyStats[families[0]]!.mad,
     flagged,
     families: familyStats,
     seconds: (performance.now() - t0) / 1000,
@@ -869,8 +1003,62 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     inputScale: o.inputScale,
     example: heldX.slice(0, per),
     images: { optimize: nOpt, heldOut: Math.min(nHeld, o.evalImages) },
-    settings: { ...o, shortlist: shortCount, families },
+    settings: { ...o, shortlist: shortCount, families, rungs },
   };
+}
+
+/**
+ * The statistics of a scan from its per-label measurements (the whole scan, or every shard of one merged):
+ * per family the plain anomaly index over all labels and the evidence of nc-evidence.ts; a label is flagged
+ * when any family flags it.
+ */
+export function scoreScan(
+  labels: readonly number[],
+  raw: Partial<Record<TriggerFamily, readonly NcRawScore[]>>,
+  o: { scale: NormScale; fdr: number; minHeldOutSuccess: number; hw: number; heldOutImages: number },
+): { labels: NcLabelResult[]; flagged: number[]; families: Partial<Record<TriggerFamily, Omit<NcFamilyStats, "budgetShrink">>> } {
+  const fams = TRIGGER_FAMILIES.filter((f) => raw[f] !== undefined);
+  if (fams.length === 0) throw new Error("scoreScan: no family measured");
+  const scores: Partial<Record<TriggerFamily, NcFamilyScore[]>> = {};
+  const families: Partial<Record<TriggerFamily, Omit<NcFamilyStats, "budgetShrink">>> = {};
+  // The first family in raw's order leads (detectBackdoor passes them in scan order).
+  const order = (Object.keys(raw) as TriggerFamily[]).filter((f) => fams.includes(f));
+  for (const f of order) {
+    const rs = raw[f]!;
+    if (rs.length !== labels.length) throw new Error(`scoreScan: ${rs.length} ${f} scores for ${labels.length} labels`);
+    const ev = familyEvidence(
+      rs.map((r, i) => ({ label: labels[i], norm: r.statNorm, reached: r.reached, heldOutSuccess: r.attackSuccess, restartNorms: r.restartNorms, reference: r.reference })),
+      { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages },
+    );
+    scores[f] = rs.map((r, i) => ({
+      ...r,
+      anomalyIndex: ev.perLabel[i].index,
+      flagged: ev.perLabel[i].flagged,
+      confidence: ev.perLabel[i].confidence,
+      qValue: ev.perLabel[i].qValue,
+      reasons: ev.perLabel[i].reasons,
+    }));
+    const med = o.scale === "log" ? Math.exp(ev.median) : ev.median;
+    families[f] = { median: med, mad: ev.mad, flagged: labels.filter((_, i) => ev.perLabel[i].flagged), rounds: ev.rounds };
+  }
+  const results = labels.map((label, i): NcLabelResult => {
+    const primary = scores[order[0]]![i];
+    const r: NcLabelResult = { label, ...primary, flagged: false, flaggedBy: [], confidence: 0, reasons: [] };
+    let best: TriggerFamily = order[0];
+    for (const f of order) {
+      const score = scores[f]![i];
+      if (score.flagged) r.flaggedBy.push(f);
+      if (f === "blend") r.blend = { ...score, alpha: score.l1Norm / o.hw };
+      else r.mask = score;
+      if (score.confidence > scores[best]![i].confidence) best = f;
+    }
+    r.flagged = r.flaggedBy.length > 0;
+    r.confidence = Math.max(...order.map((f) => scores[f]![i].confidence));
+    r.reasons = (r.flagged ? r.flaggedBy : [best]).flatMap((f) => scores[f]![i].reasons.map((x) => `${f}: ${x}`));
+    return r;
+  });
+  const flagged = results.filter((r) => r.flagged).map((r) => r.label).sort((p, q) => p - q);
+  return { labels: results, flagged, families };
 }
 
 /** One reversed trigger per flagged label: that of the family that flagged it (the mask's when both did). */
@@ -907,26 +1095,29 @@ async function heldOutSuccess(model: Model, triggers: ReversedTrigger[], x: Floa
   const out: number[] = [];
   const chunk = Math.max(1, Math.min(slots, Math.floor(1024 / e)));
   const xt = tensor("float32", [e, c, h, w], x);
-  for (let start = 0; start < triggers.length; start += chunk) {
-    const part = triggers.slice(start, start + chunk);
-    const res = await session.run({
-      nc_mask: tensor("float32", [part.length, 1, h, w], concat(part.map((t) => t.mask), h * w)),
-      nc_pattern: tensor("float32", [part.length, c, h, w], concat(part.map((t) => t.pattern), per)),
-      nc_x: xt,
-    });
-    const p = res[pred].data as BigInt64Array;
-    part.forEach((t, i) => {
-      let hits = 0, count = 0, hitsAll = 0;
-      for (let j = 0; j < e; j++) {
-        const hit = Number(p[i * e + j]) === t.label;
-        if (hit) hitsAll++;
-        if (y && y[j] === t.label) continue;
-        count++;
-        if (hit) hits++;
-      }
-      out.push(count > 0 ? hits / count : hitsAll / e);
-    });
+  try {
+    for (let start = 0; start < triggers.length; start += chunk) {
+      const part = triggers.slice(start, start + chunk);
+      const res = await session.run({
+        nc_mask: tensor("float32", [part.length, 1, h, w], concat(part.map((t) => t.mask), h * w)),
+        nc_pattern: tensor("float32", [part.length, c, h, w], concat(part.map((t) => t.pattern), per)),
+        nc_x: xt,
+      });
+      const p = res[pred].data as BigInt64Array;
+      part.forEach((t, i) => {
+        let hits = 0, count = 0, hitsAll = 0;
+        for (let j = 0; j < e; j++) {
+          const hit = Number(p[i * e + j]) === t.label;
+          if (hit) hitsAll++;
+          if (y && y[j] === t.label) continue;
+          count++;
+          if (hit) hits++;
+        }
+        out.push(count > 0 ? hits / count : hitsAll / e);
+      });
+    }
+  } finally {
+    await session.release();
   }
-  await session.release();
   return out;
 }

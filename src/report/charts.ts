@@ -1,5 +1,6 @@
 // Chart descriptions for the report, computed here (typed, testable) and embedded as JSON; the small
 // browser script in client.ts turns each into a Chart.js chart. Everything in a ChartSpec is plain JSON.
+import { ANOMALY_THRESHOLD } from "../defenses/mad.js";
 import type { ReportNeuralCleanse, ReportPruning, ReportStrip } from "./types.js";
 
 export type ValueFormat = "percent" | "number";
@@ -252,7 +253,7 @@ export function ncNormChart(id: string, nc: ReportNeuralCleanse): ChartSpec {
   ], flaggedIn("mask"));
 }
 
-export const ANOMALY_THRESHOLD = 2;
+export { ANOMALY_THRESHOLD };
 
 export function ncAnomalyChart(id: string, nc: ReportNeuralCleanse): ChartSpec {
   return perLabelChart(id, nc, (l) => l.anomalyIndex, true, "Anomaly index", [

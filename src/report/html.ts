@@ -243,6 +243,7 @@ function ncSection(nc: ReportNeuralCleanse, charts: ChartSpec[]): string {
   const anomaly = ncAnomalyChart("chart-nc-anomaly", nc);
   charts.push(norm, anomaly);
   const hasBlend = nc.labels.some((l) => l.blendAlpha !== undefined);
+  const hasConfidence = nc.labels.some((l) => l.confidence !== undefined);
   const blendChart = hasBlend ? ncBlendAnomalyChart("chart-nc-blend", nc) : null;
   if (blendChart) charts.push(blendChart);
   const byLabel = new Map(nc.labels.map((l) => [l.label, l]));
@@ -257,7 +258,9 @@ function ncSection(nc: ReportNeuralCleanse, charts: ChartSpec[]): string {
       fmtNum(l.anomalyIndex),
       fmtPct(l.attackSuccess, 1),
       ...(hasBlend ? [l.blendAlpha === undefined ? "—" : fmtNum(l.blendAlpha, 3), l.blendAnomalyIndex === undefined ? "—" : fmtNum(l.blendAnomalyIndex)] : []),
-      l.flagged ? `<span class="badge bad">flagged${l.flaggedBy?.length ? ` (${e(l.flaggedBy.join(", "))})` : ""}</span>` : `<span class="badge">no</span>`,
+      ...(hasConfidence ? [l.confidence === undefined ? "—" : fmtPct(l.confidence, 1)] : []),
+      (l.flagged ? `<span class="badge bad">flagged${l.flaggedBy?.length ? ` (${e(l.flaggedBy.join(", "))})` : ""}</span>` : `<span class="badge">no</span>`) +
+        (l.flagged && l.reasons?.length ? `<ul class="note">${l.reasons.map((r) => `<li>${e(r)}</li>`).join("")}</ul>` : ""),
     ]);
   const flagged =
     nc.flagged.length === 0
@@ -282,7 +285,10 @@ function ncSection(nc: ReportNeuralCleanse, charts: ChartSpec[]): string {
         chartBox(blendChart, 260, "Blend-family anomaly index per label with the threshold at 2")
       : "") +
     `<h3>Flagged and smallest-norm labels</h3>` +
-    table(["Label", "Mask L1 norm", "Anomaly index", "Attack success", ...(hasBlend ? ["Blend α", "Blend anomaly"] : []), "Flagged"], rows, 1) +
+    table(["Label", "Mask L1 norm", "Anomaly index", "Attack success", ...(hasBlend ? ["Blend α", "Blend anomaly"] : []), ...(hasConfidence ? ["Confidence"] : []), "Flagged"], rows, 1) +
+    (hasConfidence
+      ? `<p class="note">A flag needs a small-side anomaly index above ${ANOMALY_THRESHOLD}, a false-discovery rate under the scan's level over all labels, and (with enough held-out images) a trigger that works on held-out images. Confidence: 1 − the false-discovery rate, scaled down by weak held-out success.</p>`
+      : "") +
     triggerGallery(nc, byLabel);
   return section(
     "neural-cleanse",

@@ -110,6 +110,10 @@ export interface ReportNcLabel {
   /** Blend family: the reversed whole-image blend weight α and its anomaly index. */
   blendAlpha?: number;
   blendAnomalyIndex?: number;
+  /** In [0, 1]: how strongly the evidence points to a backdoor target (absent in older results). */
+  confidence?: number;
+  /** Why the label is flagged (or not). */
+  reasons?: string[];
 }
 
 /** Images of one reversed trigger, each a PNG as base64 (optionally with a "data:image/png;base64," prefix). */

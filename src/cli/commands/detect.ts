@@ -3,23 +3,25 @@
 import { basename } from "node:path";
 import { fail } from "../../errors.js";
 import { type NormScale } from "../../defenses/mad.js";
-import { checkFamilies, detectBackdoor, type NeuralCleanseResult } from "../../defenses/neural-cleanse.js";
+import { asShard, mergeShards } from "../../defenses/nc-merge.js";
+import { checkFamilies, detectBackdoor, type NcLabelResult, type NcSchedule, type NeuralCleanseResult } from "../../defenses/neural-cleanse.js";
+import type { ReportData } from "../../report/types.js";
 import { dataFrom, inputScale, MODEL_OPTIONS, modelFrom, ncProgress, num, pct, str, type Command, type Context } from "../command.js";
 import { parseLabels } from "../labels.js";
 import { detectResult, writeTriggerPngs } from "../nc-output.js";
-import { OUTPUT_OPTIONS, outDir, writeResult } from "../output.js";
+import { commandLine, OUTPUT_OPTIONS, outDir, readResult, writeResult } from "../output.js";
 
 export { parseLabels };
 
 const TABLE_ROWS = 20;
 
-function table(r: NeuralCleanseResult): string[] {
+function table(r: Pick<NeuralCleanseResult, "labels" | "families">): string[] {
   const bySize = [...r.labels].sort((p, q) => p.l1Norm - q.l1Norm);
   const all = r.labels.length <= 2 * TABLE_ROWS;
   const rows = all ? bySize : bySize.filter((l, i) => i < TABLE_ROWS || l.flagged);
   const mask = r.families.mask !== undefined;
   const blend = r.families.blend !== undefined;
-  const head = [`label`, ...(mask ? [`  mask L1  anomaly  held-out ASR`] : []), ...(blend ? [`  blend α  anomaly  held-out ASR`] : []), `  phase   steps  flagged`];
+  const head = [`label`, ...(mask ? [`  mask L1  anomaly  held-out ASR`] : []), ...(blend ? [`  blend α  anomaly  held-out ASR`] : []), `  phase   steps  confidence  flagged`];
   const lines = [head.join("")];
   const cols = (norm: string, index: number, asr: number) => `  ${norm.padStart(7)}  ${index.toFixed(2).padStart(7)}  ${pct(asr).padStart(12)}`;
   for (const l of rows) {
@@ -28,11 +30,57 @@ function table(r: NeuralCleanseResult): string[] {
       String(l.label).padStart(5) +
         (l.mask ? cols(l.mask.l1Norm.toFixed(1), l.mask.anomalyIndex, l.mask.attackSuccess) : "") +
         (l.blend ? cols(l.blend.alpha.toFixed(3), l.blend.anomalyIndex, l.blend.attackSuccess) : "") +
-        `  ${l.phase.padEnd(6)} ${String(l.steps).padStart(6)}  ${note}`,
+        `  ${l.phase.padEnd(6)} ${String(l.steps).padStart(6)}  ${pct(l.confidence ?? 0).padStart(10)}  ${note}`,
     );
   }
   if (!all) lines.push(`... ${r.labels.length - rows.length} more labels with larger norms (--json or --out for all)`);
   return lines;
+}
+
+/** Why each flagged label is flagged. */
+function reasons(labels: readonly NcLabelResult[]): string[] {
+  return labels.filter((l) => l.flagged).flatMap((l) => [`label ${l.label} (confidence ${pct(l.confidence)}):`, ...l.reasons.map((x) => `  - ${x}`)]);
+}
+
+/** `detect --merge DIR...`: the statistics over the shards' labels. */
+async function runMerge(ctx: Context): Promise<{ json: unknown; text: string }> {
+  for (const k of ["model", "clean", "labels", "arch"]) if (ctx.values[k] !== undefined) fail(`--merge reads the shards' results: --${k} does not apply`);
+  if (ctx.positionals.length === 0) fail("--merge: give the result folders of the shards (badnet detect --merge DIR1 DIR2 ...)");
+  const shards = ctx.positionals.map((d) => asShard(readResult(d), d));
+  const m = mergeShards(shards);
+  const dir = outDir(ctx, false);
+  const report: ReportData = {
+    title: `Neural Cleanse — ${shards[0].model.name} (${shards.length} shards merged)`,
+    createdAt: new Date().toISOString(),
+    command: commandLine(),
+    model: readResult(ctx.positionals[0]).model,
+    neuralCleanse: {
+      labels: m.labels,
+      flagged: m.flagged,
+      medianNorm: m.medianNorm,
+      mad: m.mad,
+      scale: m.scale,
+      triggers: m.triggers,
+      families: m.families,
+      images: m.images,
+      settings: m.settings,
+      seconds: m.seconds,
+      shards: ctx.positionals,
+    } as ReportData["neuralCleanse"],
+    timings: { "neural-cleanse": m.seconds },
+  };
+  const files = dir ? await writeResult(ctx, dir, report) : [];
+  const lines = [
+    `merged     ${shards.length} shards, ${m.labels.length} labels of ${shards[0].model.name}`,
+    ...Object.entries(m.families).map(([f, st]) => `${f.padEnd(10)} median L1 ${st.median.toFixed(2)}, MAD ${st.mad.toFixed(3)} (${m.scale}), flags ${st.flagged.length ? st.flagged.join(", ") : "none"}`),
+    "",
+    ...table(m),
+    "",
+    ...reasons(m.labels),
+    m.flagged.length ? `flagged    ${m.flagged.join(", ")}` : "flagged    none",
+  ];
+  if (dir) lines.push(`wrote      ${files.length} files to ${dir}`);
+  return { json: report, text: lines.join("\n") };
 }
 
 export const detectCommand: Command = {
@@ -41,31 +89,43 @@ export const detectCommand: Command = {
   usage:
     "--model M [--arch deepid] [--input-scale S] --clean D [--labels 0,5,7|0-9] [--out DIR [--report]] [--steps N] [--screen-steps N]\n" +
     "       [--batch-size B] [--screen-batch-size B] [--labels-per-run L] [--shortlist K] [--restarts R] [--families mask,blend]\n" +
-    "       [--scale log|linear] [--seed S] [--json] [--quiet]\n" +
+    "       [--scale log|linear] [--schedule halving|two-phase] [--fdr Q] [--seed S] [--json] [--quiet]\n" +
+    "  badnet detect --merge DIR1 DIR2 ... [--out DIR [--report]]: the statistics over the labels of shards\n" +
+    "  scanned with --labels A-B --out DIRi (same model, data and settings).\n" +
     "  Two trigger families are scanned: \"mask\" (the paper's per-pixel mask) and \"blend\" (one blend weight α for the\n" +
     "  whole image, for blended triggers); each has its own MAD statistics, on ln(norm) by default (--scale).\n" +
-    "  Every label gets --screen-steps (default 60) steps on --screen-batch-size (8) images; the --shortlist\n" +
-    "  (default max(10, 3% of the labels)) smallest norms, plus small-side outliers, continue to --steps (300) on\n" +
-    "  --batch-size (32) images from --restarts (2) random starts. --labels-per-run (32) labels are optimized\n" +
-    "  together in one graph run.",
+    "  Screening (--schedule halving): every label gets --screen-steps (10) steps on --screen-batch-size (4)\n" +
+    "  images, then the quarter with the smallest norms (plus small-side outliers) goes on with 4x the steps and\n" +
+    "  2x the images, and so on, until the --shortlist (default max(10, 1% of the labels)) is left; it and about\n" +
+    "  24 seeded reference labels (they set the median and MAD) get --steps (300) on --batch-size (32) images from\n" +
+    "  --restarts (2) random starts. A flag needs a small-side anomaly index > 2, a false-discovery rate <= --fdr\n" +
+    "  (0.05) over all labels and, with >= 5 held-out images, a trigger that works on half of them.",
+  positionals: true,
   options: {
     ...MODEL_OPTIONS,
+    merge: { type: "boolean", description: "merge the results of sharded scans given as folders (detect --labels A-B --out DIR)" },
+    schedule: { type: "string", description: "screening schedule (halving or two-phase)", defaultText: "halving" },
+    fdr: { type: "string", description: "false-discovery rate a flag must stay under, over all labels", defaultText: "0.05" },
     "batch-size": { type: "string", description: "images per optimization step in the full phase", defaultText: "32" },
     clean: { type: "string", description: "labelled clean data the triggers are reversed on" },
     labels: { type: "string", description: "labels to scan (e.g. 0,5,7 or 0-9)", defaultText: "all" },
     ...OUTPUT_OPTIONS,
     steps: { type: "string", description: "optimization steps per label in the full phase", defaultText: "300" },
-    "screen-steps": { type: "string", description: "steps per label while screening", defaultText: "60" },
-    "screen-batch-size": { type: "string", description: "images per step while screening", defaultText: "8" },
+    "screen-steps": { type: "string", description: "steps per label in the first screening rung", defaultText: "10" },
+    "screen-batch-size": { type: "string", description: "images per step in the first screening rung", defaultText: "4" },
     "labels-per-run": { type: "string", description: "labels optimized together in one graph run", defaultText: "32" },
-    shortlist: { type: "string", description: "labels that get the full budget after screening", defaultText: "max(10, 3% of the labels)" },
+    shortlist: { type: "string", description: "labels that get the full budget after screening", defaultText: "max(10, 1% of the labels)" },
     restarts: { type: "string", description: "random starts per label in the full phase", defaultText: "2" },
     families: { type: "string", description: "trigger families to scan (mask, blend)", defaultText: "mask,blend" },
     scale: { type: "string", description: "scale of the MAD statistics (log or linear)", defaultText: "log" },
     seed: { type: "string", description: "seed of the image split and the initialization", defaultText: "0" },
   },
   async run(ctx: Context) {
+    if (ctx.values.merge === true) return runMerge(ctx);
+    if (ctx.positionals.length) fail(`detect: unexpected argument "${ctx.positionals[0]}" (result folders go with --merge)`);
     const t0 = performance.now();
+    const schedule = str(ctx, "schedule");
+    if (schedule !== undefined && schedule !== "halving" && schedule !== "two-phase") fail(`--schedule must be halving or two-phase, got "${schedule}"`);
     const scale = await inputScale(ctx, "clean");
     const modelPath = str(ctx, "model", true);
     const model = await modelFrom(ctx);
@@ -93,6 +153,8 @@ export const detectCommand: Command = {
       restarts: opt("restarts"),
       families,
       scale: scaleSpec as NormScale | undefined,
+      schedule: schedule as NcSchedule | undefined,
+      fdr: str(ctx, "fdr") === undefined ? undefined : num(ctx, "fdr", undefined, { min: 1e-9, max: 1 }),
       seed: str(ctx, "seed") === undefined ? undefined : num(ctx, "seed", 0, { min: 0, integer: true }),
       onProgress: bars.onProgress,
     });
@@ -114,8 +176,9 @@ export const detectCommand: Command = {
       "",
       ...table(result),
       "",
+      ...reasons(result.labels),
       result.flagged.length
-        ? `flagged    ${result.flagged.join(", ")}  (anomaly index > 2 in some family, smaller than the median)`
+        ? `flagged    ${result.flagged.join(", ")}  (small-side anomaly index > 2, false-discovery rate <= ${result.settings.fdr}, see the reasons above)`
         : "flagged    none (no label's trigger is an outlier on the small side)",
       `time       ${result.seconds.toFixed(1)} s (${(result.labels.length / result.seconds).toFixed(2)} labels/s)`,
     ];

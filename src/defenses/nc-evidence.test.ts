@@ -1,0 +1,92 @@
+// The evidence behind Neural Cleanse flags: normal tail, Benjamini–Hochberg, the flag's tests, the reference
+// labels and the confirm-and-exclude loop for several targets.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { mulberry32 } from "../util/random.js";
+import { bhQValues, erfc, familyEvidence, MIN_HELD_OUT_IMAGES, normalTail, type LabelMeasure } from "./nc-evidence.js";
+
+/** Standard normal draws (Box–Muller) from a seeded stream. */
+function normals(n: number, seed: number): number[] {
+  const rand = mulberry32(seed);
+  return Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand()));
+}
+
+const measures = (norms: number[], extra: Partial<LabelMeasure> = {}): LabelMeasure[] =>
+  norms.map((norm, label) => ({ label, norm, reached: true, heldOutSuccess: 1, ...extra }));
+
+test("normal tail and erfc against known values", () => {
+  assert.ok(Math.abs(erfc(0) - 1) < 1e-7);
+  assert.ok(Math.abs(erfc(1) - 0.157299207) < 1e-7);
+  assert.ok(Math.abs(erfc(-1) - 1.842700793) < 1e-7);
+  assert.ok(Math.abs(normalTail(1.959964) - 0.025) < 1e-6);
+  assert.ok(Math.abs(normalTail(2) - 0.0227501) < 1e-6);
+  assert.ok(Math.abs(normalTail(-2) - 0.9772499) < 1e-6);
+  assert.equal(normalTail(Infinity), 0);
+});
+
+test("Benjamini–Hochberg q-values by hand", () => {
+  // sorted p 0.01, 0.02, 0.03, 0.5 over n = 4: p·n/rank = 0.04, 0.04, 0.04, 0.5, then the running minimum from the top
+  const q = bhQValues([0.03, 0.5, 0.01, 0.02]);
+  [0.04, 0.5, 0.04, 0.04].forEach((v, i) => assert.ok(Math.abs(q[i] - v) < 1e-12, `q[${i}] = ${q[i]}`));
+  assert.deepEqual(bhQValues([1, 1]), [1, 1]);
+});
+
+test("a lone small norm is flagged with its reasons; the FDR test needs more as the labels grow", () => {
+  const z = normals(1283, 3);
+  // Natural log-norms: median ln 100, spread 0.3; one label 4.5 spreads below.
+  const norms = z.map((v) => Math.exp(Math.log(100) + 0.3 * v));
+  norms[7] = Math.exp(Math.log(100) - 0.3 * 4.5);
+  const ev = familyEvidence(measures(norms), { scale: "log" });
+  const flagged = ev.perLabel.flatMap((e, i) => (e.flagged ? [i] : []));
+  assert.deepEqual(flagged, [7]);
+  assert.ok(ev.perLabel[7].confidence > 0.95 && ev.perLabel[7].reasons.some((r) => r.includes("false-discovery")));
+  // The plain index > 2 rule alone would flag about 2.3% of the natural labels.
+  const byIndex = ev.perLabel.filter((e) => e.small && e.index > 2).length;
+  assert.ok(byIndex > 10, `${byIndex} labels have a small-side index > 2`);
+  // The same index needs a smaller false-discovery rate among more labels: q grows with the label count.
+  const ten = [90, 95, 98, 100, 100, 102, 105, 110, 115, 40];
+  const evTen = familyEvidence(measures(ten), { scale: "log" });
+  const lone = ten[9];
+  norms[7] = lone;
+  const evAll = familyEvidence(measures(norms), { scale: "log" });
+  assert.ok(evTen.perLabel[9].index > 3 && evAll.perLabel[7].index > 3, `indices ${evTen.perLabel[9].index}, ${evAll.perLabel[7].index}`);
+  assert.ok(evTen.perLabel[9].flagged && evTen.perLabel[9].qValue < evAll.perLabel[7].qValue);
+});
+
+test("each test can stop a flag: threshold not reached, held-out success (only with enough images), large side", () => {
+  const norms = [100, 110, 90, 105, 95, 102, 98, 5, 300];
+  const ok = familyEvidence(measures(norms), { scale: "log" });
+  assert.ok(ok.perLabel[7].flagged && !ok.perLabel[8].flagged, "small side only");
+  const notReached = familyEvidence(measures(norms).map((m, i) => (i === 7 ? { ...m, reached: false } : m)), { scale: "log" });
+  assert.ok(!notReached.perLabel[7].flagged && notReached.perLabel[7].confidence === 0);
+  const weak = measures(norms).map((m, i) => (i === 7 ? { ...m, heldOutSuccess: 0.1 } : m));
+  const weakEv = familyEvidence(weak, { scale: "log", heldOutImages: MIN_HELD_OUT_IMAGES });
+  assert.ok(!weakEv.perLabel[7].flagged && weakEv.perLabel[7].reasons.some((r) => r.startsWith("held-out")));
+  assert.ok(familyEvidence(weak, { scale: "log", heldOutImages: 1 }).perLabel[7].flagged, "one held-out image is no test");
+});
+
+test("the median and MAD come from the reference labels", () => {
+  // Non-reference labels (a shortlist, small by selection) would drag the median down.
+  const norms = [70, 72, 74, 76, 100, 105, 95, 110, 90, 102];
+  const ref = norms.map((_, i) => i >= 4);
+  const ev = familyEvidence(measures(norms).map((m, i) => ({ ...m, reference: ref[i] })), { scale: "log" });
+  // The reference labels' median on the log scale: the geometric mean of the middle two, 100 and 102.
+  assert.ok(Math.abs(Math.exp(ev.median) - Math.sqrt(100 * 102)) < 1e-9, `median ${Math.exp(ev.median)}`);
+  const all = familyEvidence(measures(norms), { scale: "log" });
+  assert.ok(Math.exp(all.median) < 95, `all labels' median ${Math.exp(all.median)}`);
+  assert.ok(ev.perLabel[0].index > all.perLabel[0].index);
+});
+
+test("a second target is found once the first is confirmed and leaves the statistics", () => {
+  // Ten labels, two targets: with the very small one in the statistics the other is not flagged; once the
+  // first is confirmed and excluded, it is (a third round then finds nothing new).
+  const norms = [50, 52, 54, 56, 58, 60, 62, 64, 1, 42];
+  const ev = familyEvidence(measures(norms), { scale: "log" });
+  const flagged = ev.perLabel.flatMap((e, i) => (e.flagged ? [i] : []));
+  assert.deepEqual(flagged, [8, 9]);
+  assert.equal(ev.rounds, 3);
+  assert.ok(ev.perLabel[9].reasons.some((r) => r.includes("without the 1 other confirmed")), ev.perLabel[9].reasons.join("; "));
+  // No target: nothing flagged, one round.
+  const clean = familyEvidence(measures([60, 64, 58, 66, 62, 59, 61, 63, 57, 65]), { scale: "log" });
+  assert.ok(clean.perLabel.every((e) => !e.flagged) && clean.rounds === 1);
+});

@@ -1,0 +1,166 @@
+// The evidence behind a Neural Cleanse flag. A small MAD anomaly index alone flags about 2.3% of labels by
+// chance once the natural norms are roughly normal on the statistics' scale, some 30 of 1,283. So a flag
+// needs all of:
+//   - a reversed trigger that reached the success threshold on its optimization batch;
+//   - an anomaly index > 2 on the small side (the paper's rule);
+//   - a false-discovery rate below `fdr` over all N labels (Benjamini–Hochberg on the one-sided normal tail of
+//     the index): at N = 10 and the default 0.05 the index must be about 2.6, at N = 1,283 about 3.9;
+//   - a trigger that also works on held-out images (attack success ≥ `minHeldOutSuccess`), when at least
+//     MIN_HELD_OUT_IMAGES were held out (one or two images say little either way; the reasons then say so).
+// The median and MAD come from the reference labels: a seeded random sample that got the full budget. After a
+// scheduled scan the other labels' norms are upper bounds from a smaller budget (they were stopped), and the
+// shortlist's are the smallest by selection, so neither may set the scale.
+// Several targets: once targets are confirmed they leave the median and MAD, and the statistics are taken
+// again over the other labels, until no further label is confirmed; small confirmed norms would otherwise
+// drag the median down and widen the MAD, and hide a second target.
+import { ANOMALY_THRESHOLD, median, MAD_CONSISTENCY, type NormScale } from "./mad.js";
+
+/** Benjamini–Hochberg false-discovery rate a flag must stay under (over the labels of one family). */
+export const FDR_LEVEL = 0.05;
+/** Held-out attack success a reversed trigger needs for its label to be flagged. */
+export const MIN_HELD_OUT_SUCCESS = 0.5;
+/** Fewest held-out images for the held-out success to count as evidence. */
+export const MIN_HELD_OUT_IMAGES = 5;
+
+/** One label's measurements in one trigger family. */
+export interface LabelMeasure {
+  label: number;
+  /** The norm the statistics compare (budget-adjusted, see NcFamilyScore.anomalyIndex). */
+  norm: number;
+  /** Whether the trigger reached the success threshold on its batch. */
+  reached: boolean;
+  /** Attack success on held-out images. */
+  heldOutSuccess: number;
+  /** Norms of the label's successful restarts (for the agreement note), when it had several. */
+  restartNorms?: number[];
+  /** Whether the label is one of the reference labels the median and MAD come from (default true). */
+  reference?: boolean;
+}
+
+export interface LabelEvidence {
+  /** Anomaly index against the labels not confirmed as targets (for a confirmed one: against the rest). */
+  index: number;
+  /** Below the median of those labels. */
+  small: boolean;
+  /** One-sided normal tail P(Z ≥ z) of the signed index z (positive on the small side). */
+  pValue: number;
+  /** Benjamini–Hochberg adjusted p-value over the family's labels. */
+  qValue: number;
+  /**
+   * How strongly the measurements point to a backdoor target, in [0, 1]: (1 − qValue), times the held-out
+   * success relative to minHeldOutSuccess (capped at 1; when it counts), and 0 for a trigger that never
+   * reached the threshold.
+   */
+  confidence: number;
+  flagged: boolean;
+  /** Why the label is flagged (every test it passed), or the tests it failed. */
+  reasons: string[];
+}
+
+export interface EvidenceOptions {
+  scale: NormScale;
+  fdr?: number;
+  minHeldOutSuccess?: number;
+  /** Held-out images the attack success was measured on (default: enough for it to count). */
+  heldOutImages?: number;
+}
+
+export interface FamilyEvidence {
+  perLabel: LabelEvidence[];
+  /** Median and raw MAD (on the statistics' scale) of the labels not confirmed, as last computed. */
+  median: number;
+  mad: number;
+  /** Rounds of the confirm-and-exclude loop (1 when nothing or everything was confirmed in the first). */
+  rounds: number;
+}
+
+/** Complementary error function (Numerical Recipes' erfcc, relative error < 1.2e-7). */
+export function erfc(x: number): number {
+  const z = Math.abs(x);
+  const t = 1 / (1 + 0.5 * z);
+  const r =
+    t *
+    Math.exp(
+      -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
+    );
+  return x >= 0 ? r : 2 - r;
+}
+
+/** P(Z ≥ z) for a standard normal Z. */
+export function normalTail(z: number): number {
+  if (z === Infinity) return 0;
+  if (z === -Infinity) return 1;
+  return 0.5 * erfc(z / Math.SQRT2);
+}
+
+/** Benjamini–Hochberg adjusted p-values (q-values), in input order. */
+export function bhQValues(p: readonly number[]): number[] {
+  const n = p.length;
+  const order = p.map((_, i) => i).sort((a, b) => p[a] - p[b]);
+  const q = new Array<number>(n);
+  let running = 1;
+  for (let k = n - 1; k >= 0; k--) {
+    const i = order[k];
+    running = Math.min(running, (p[i] * n) / (k + 1));
+    q[i] = running;
+  }
+  return q;
+}
+
+const onScale = (norm: number, scale: NormScale): number => (scale === "log" ? Math.log(Math.max(norm, Number.MIN_VALUE)) : norm);
+
+/** Signed robust z of every value against the reference values not in `excluded` (positive = smaller than their median). */
+function signedIndex(v: readonly number[], ref: readonly boolean[], excluded: ReadonlySet<number>): { z: number[]; median: number; mad: number } {
+  let rest = v.filter((_, i) => ref[i] && !excluded.has(i));
+  // Too few reference labels left for a spread: every label not excluded stands in.
+  if (rest.length < 3) rest = v.filter((_, i) => !excluded.has(i));
+  const med = median(rest);
+  const m = median(rest.map((x) => Math.abs(x - med)));
+  const s = MAD_CONSISTENCY * m;
+  const z = v.map((x) => (s > 0 ? (med - x) / s : x === med ? 0 : x < med ? Infinity : -Infinity));
+  return { z, median: med, mad: m };
+}
+
+const fmt = (x: number): string => (x >= 0.01 || x === 0 ? x.toFixed(2) : x.toExponential(1));
+
+/** The evidence for every label of one family, with the confirm-and-exclude loop for several targets. */
+export function familyEvidence(measures: readonly LabelMeasure[], opts: EvidenceOptions): FamilyEvidence {
+  const fdr = opts.fdr ?? FDR_LEVEL;
+  const minSuccess = opts.minHeldOutSuccess ?? MIN_HELD_OUT_SUCCESS;
+  const v = measures.map((m) => onScale(m.norm, opts.scale));
+  const ref = measures.map((m) => m.reference ?? true);
+  const useHeld = (opts.heldOutImages ?? MIN_HELD_OUT_IMAGES) >= MIN_HELD_OUT_IMAGES;
+  const confirmed = new Set<number>();
+  let rounds = 0;
+  for (;;) {
+    rounds++;
+    const st = signedIndex(v, ref, confirmed);
+    const p = st.z.map(normalTail);
+    const q = bhQValues(p);
+    const perLabel = measures.map((m, i): LabelEvidence => {
+      const z = st.z[i];
+      const index = Math.abs(z);
+      const small = z > 0;
+      const okIndex = small && index > ANOMALY_THRESHOLD;
+      const others = confirmed.size - (confirmed.has(i) ? 1 : 0);
+      const okFdr = q[i] <= fdr;
+      const okHeld = !useHeld || m.heldOutSuccess >= minSuccess;
+      const flagged = m.reached && okIndex && okFdr && okHeld;
+      const pass: string[] = [];
+      const failed: string[] = [];
+      (m.reached ? pass : failed).push(m.reached ? "trigger reached the success threshold" : "trigger never reached the success threshold");
+      (okIndex ? pass : failed).push(`anomaly index ${index.toFixed(2)}${small ? "" : " (large side)"} ${okIndex ? ">" : "<="} ${ANOMALY_THRESHOLD}${others > 0 ? ` without the ${others} other confirmed target(s)` : ""}`);
+      (okFdr ? pass : failed).push(`false-discovery rate q ${fmt(q[i])} ${okFdr ? "<=" : ">"} ${fdr} over ${measures.length} labels`);
+      if (useHeld) (okHeld ? pass : failed).push(`held-out attack success ${(100 * m.heldOutSuccess).toFixed(0)}% ${okHeld ? ">=" : "<"} ${(100 * minSuccess).toFixed(0)}%`);
+      else pass.push(`held-out attack success ${(100 * m.heldOutSuccess).toFixed(0)}% (not a test: fewer than ${MIN_HELD_OUT_IMAGES} held-out images)`);
+      const rn = m.restartNorms ?? [];
+      if (rn.length > 1) pass.push(`restarts' norms ${rn.map((x) => x.toFixed(1)).join(", ")} (spread ×${(Math.max(...rn) / Math.min(...rn)).toFixed(2)})`);
+      const confidence = m.reached ? (1 - q[i]) * (useHeld ? Math.min(1, m.heldOutSuccess / minSuccess) : 1) : 0;
+      return { index, small, pValue: p[i], qValue: q[i], confidence, flagged, reasons: flagged ? pass : failed };
+    });
+    const fresh = perLabel.map((e, i) => (e.flagged && !confirmed.has(i) ? i : -1)).filter((i) => i >= 0);
+    // Stop when no new target is confirmed, or when the rest would be too few for statistics.
+    if (fresh.length === 0 || confirmed.size + fresh.length > measures.length - 3) return { perLabel, median: st.median, mad: st.mad, rounds };
+    for (const i of fresh) confirmed.add(i);
+  }
+}

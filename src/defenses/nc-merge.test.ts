@@ -1,0 +1,110 @@
+// Sharded Neural Cleanse scans: two shards merged give the single scan's norms, statistics and flags; bad
+// --merge inputs are one-line errors.
+import assert from "node:assert/strict";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import { reportModelOf } from "../cli/output.js";
+import type { Model } from "../model/model.js";
+import { runCli, tempDir } from "../test/make-bad-files.js";
+import { backdooredModel, cleanSet, TARGET } from "../test/tiny-patch-mlp.js";
+import { asShard, mergeShards, type NcShard } from "./nc-merge.js";
+import { ncSection } from "./nc-report.js";
+import { detectBackdoor, type NeuralCleanseOptions, type NeuralCleanseResult } from "./neural-cleanse.js";
+
+const dir = tempDir("nc-merge");
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A result as `detect --out` saves it (JSON round trip included). */
+const saved = (model: Model, r: NeuralCleanseResult) => JSON.parse(JSON.stringify({ model: reportModelOf(model, "test"), neuralCleanse: ncSection(r) })) as unknown;
+
+const OPTS: NeuralCleanseOptions = { inputScale: 255, steps: 80, seed: 3 };
+
+let shards: { a: unknown; b: unknown; whole: NeuralCleanseResult } | undefined;
+async function scans() {
+  if (shards) return shards;
+  const model = await backdooredModel();
+  const whole = await detectBackdoor(model, cleanSet(60, 21), OPTS);
+  const a = saved(model, await detectBackdoor(model, cleanSet(60, 21), { ...OPTS, labels: [0, 2] }));
+  const b = saved(model, await detectBackdoor(model, cleanSet(60, 21), { ...OPTS, labels: [3, 1] }));
+  shards = { a, b, whole };
+  return shards;
+}
+
+test("two shards merged equal the single scan", async () => {
+  const { a, b, whole } = await scans();
+  const m = mergeShards([asShard(a, "A"), asShard(b, "B")]);
+  assert.deepEqual(m.labels.map((l) => l.label), [0, 1, 2, 3]);
+  assert.deepEqual(m.flagged, whole.flagged);
+  assert.ok(whole.flagged.includes(TARGET), `the single scan flags the target (${whole.flagged})`);
+  for (const l of m.labels) {
+    const w = whole.labels.find((x) => x.label === l.label)!;
+    for (const f of ["mask", "blend"] as const) {
+      const [p, q] = [l[f]!, w[f]!];
+      assert.ok(Math.abs(p.l1Norm - q.l1Norm) <= 1e-4 * q.l1Norm, `label ${l.label} ${f}: norm ${p.l1Norm} vs ${q.l1Norm}`);
+      assert.ok(Math.abs(p.anomalyIndex - q.anomalyIndex) <= 1e-3, `label ${l.label} ${f}: index ${p.anomalyIndex} vs ${q.anomalyIndex}`);
+      assert.equal(p.flagged, q.flagged);
+      assert.equal(p.steps, q.steps);
+    }
+    assert.ok(Math.abs(l.confidence - w.confidence) <= 1e-6);
+  }
+  assert.ok(Math.abs(m.medianNorm - whole.medianNorm) <= 1e-4 * whole.medianNorm);
+});
+
+test("same seed, same flags and norms", async () => {
+  const { whole } = await scans();
+  const again = await detectBackdoor(await backdooredModel(), cleanSet(60, 21), OPTS);
+  assert.deepEqual(again.flagged, whole.flagged);
+  again.labels.forEach((l, i) => assert.equal(l.l1Norm, whole.labels[i].l1Norm, `label ${l.label}`));
+});
+
+test("merging checks its shards: overlap, other settings, other models, too few", async () => {
+  const { a, b } = await scans();
+  const A = asShard(a, "A");
+  const B = asShard(b, "B");
+  const msg = (fn: () => unknown): string => {
+    try {
+      fn();
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return "no error";
+  };
+  assert.match(msg(() => mergeShards([A, A])), /label 0 is in both A and A/);
+  assert.match(msg(() => mergeShards([A])), /at least two/);
+  const other: NcShard = { ...B, neuralCleanse: { ...B.neuralCleanse, settings: { ...B.neuralCleanse.settings, steps: 7 } } };
+  assert.match(msg(() => mergeShards([A, other])), /B was scanned with steps 7, A with 80/);
+  const model: NcShard = { ...B, model: { ...B.model, numClasses: 9 } };
+  assert.match(msg(() => mergeShards([A, model])), /9 classes/);
+  assert.match(msg(() => asShard({ model: {} }, "X")), /X has no Neural Cleanse result/);
+});
+
+test("detect --merge through the CLI: merged flags, and one-line errors", async () => {
+  const { a, b, whole } = await scans();
+  const put = (name: string, v: unknown) => {
+    mkdirSync(join(dir, name), { recursive: true });
+    writeFileSync(join(dir, name, "result.json"), JSON.stringify(v));
+    return join(dir, name);
+  };
+  const [da, db] = [put("a", a), put("b", b)];
+  const ok = await runCli(["detect", "--merge", da, db, "--json"]);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.deepEqual((JSON.parse(ok.stdout) as { neuralCleanse: { flagged: number[] } }).neuralCleanse.flagged, whole.flagged);
+  const bad = put("bad", { title: "not a scan" });
+  const cases: [string[], RegExp][] = [
+    [["detect", "--merge"], /give the result folders/],
+    [["detect", "--merge", da, join(dir, "missing")], /missing.*no such file/],
+    [["detect", "--merge", da, bad], /has no Neural Cleanse result/],
+    [["detect", "--merge", da, da], /label 0 is in both/],
+    [["detect", "--merge", da, db, "--model", "x.h5"], /--model does not apply/],
+    [["detect", da], /unexpected argument/],
+  ];
+  for (const [args, re] of cases) {
+    const r = await runCli(args);
+    assert.equal(r.code, 2, `${args.join(" ")}: exit ${r.code}, ${r.stderr}`);
+    const lines = r.stderr.trim().split("\n");
+    assert.equal(lines.length, 1, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(lines[0], /^badnet: error: /);
+    assert.match(lines[0], re);
+  }
+});
