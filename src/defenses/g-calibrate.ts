@@ -406,3 +406,33 @@ export function gOutcome(s: GScores, cal: GCalibration, labels: Int32Array | nul
   if (labels) for (let i = 0; i < flagged.length; i++) if (!flagged[i] && s.pred[i] === labels[i]) hit++;
   return { flagged, nFlagged: countFlags(flagged), hit };
 }
+
+/** The report section of a calibrated G: how it was calibrated and what it did on test data. */
+export interface GCalibrationReport {
+  fprTarget: number;
+  /** "marginal", or the probability (1 − delta) that the rate holds over the held-out draw. */
+  guarantee: "marginal" | { confidence: number };
+  signals: SignalName[];
+  /** Per signal; null = that signal never flags. */
+  thresholds: (number | null)[];
+  heldOut: { n: number; flagged: number };
+  /** False alarms on clean test data, with the exact 95% interval. */
+  cleanTest?: RateWithInterval;
+  /** Detection on poisoned data (all given sets together), with the exact 95% interval. */
+  poisoned?: RateWithInterval;
+}
+
+/** Runs the scorer on clean test and poisoned data and fills the report section. */
+export async function reportCalibratedG(scorer: GScorer, cal: GCalibration, data: { test?: BatchSource; poisoned?: BatchSource }): Promise<GCalibrationReport> {
+  const r: GCalibrationReport = {
+    fprTarget: cal.fpr,
+    guarantee: cal.guarantee === "marginal" ? "marginal" : { confidence: 1 - cal.guarantee.delta },
+    signals: cal.signals,
+    thresholds: cal.thresholds.map((t) => (Number.isFinite(t) ? t : null)),
+    heldOut: { n: cal.nRank + cal.nConformal, flagged: cal.heldOutFlagged },
+  };
+  const rate = async (d: BatchSource) => rateWithInterval(countFlags(decide((await scorer.score(d)).scores, cal.thresholds)), d.size);
+  if (data.test && data.test.size > 0) r.cleanTest = await rate(data.test);
+  if (data.poisoned && data.poisoned.size > 0) r.poisoned = await rate(data.poisoned);
+  return r;
+}
