@@ -6,7 +6,7 @@ import { argmaxRows, batchTensor } from "../model/forward.js";
 import { Session } from "../runtime/session.js";
 import { backdooredModel, cleanSet, H, K, PER, poisonedSet, W } from "../test/tiny-patch-mlp.js";
 import { mulberry32 } from "../util/random.js";
-import { binomialCdf, calibrate, minConformalSize, calibrateG, checkFpr, clopperPearson, decide, gOutcome, pickRows, rateWithInterval, splitForCalibration, type GParts } from "./g-calibrate.js";
+import { binomialCdf, calibrate, minConformalSize, calibrateG, checkFpr, clopperPearson, decide, gOutcome, pickRows, rateWithInterval, reportCalibratedG, splitForCalibration, type GParts } from "./g-calibrate.js";
 import { pickOverlays } from "./strip.js";
 
 /** Standard normal by Box–Muller. */
@@ -143,6 +143,11 @@ test("the ONNX G makes exactly the JS decision; the calibrated rate holds on hel
     // Stamped inputs sit at distance 0 from the true trigger, every clean input further: all flagged.
     const p = gOutcome(await scorer.score(poisoned), cal, poisoned.labels);
     assert.equal(p.nFlagged, poisoned.size);
+    const rep = await reportCalibratedG(scorer, cal, { test, poisoned });
+    assert.equal(rep.cleanTest!.count, o.nFlagged);
+    assert.equal(rep.poisoned!.count, poisoned.size);
+    assert.deepEqual(rep.signals, cal.signals);
+    assert.equal(rep.guarantee, "marginal");
   } finally {
     await session.release();
     await scorer.release();
