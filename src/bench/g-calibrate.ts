@@ -95,10 +95,6 @@ async function benchModel(dir: string, rows: Row[]): Promise<void> {
   await strip.release();
   const bTest = stripScores.test.pred;
   const bPois = stripScores.pois.map((s) => s.pred);
-  // calibrateG's split of the held-out data (same seed), so every row is calibrated like the library does it.
-  const order = shuffled(calibration.size, mulberry32(7331));
-  const half = Math.floor(calibration.size / 2);
-  const rankIdx = order.slice(0, half), confIdx = order.slice(half);
 
   for (const r of repairs) {
     const ts = performance.now();
@@ -116,12 +112,11 @@ async function benchModel(dir: string, rows: Row[]): Promise<void> {
       const rTest = await predictLabels(repaired, testS);
       const rPois: Int32Array[] = [];
       for (const p of poisS) rPois.push(await predictLabels(repaired, p));
-      const pick = (sc: Float32Array[], idx: Int32Array) => sc.map((a) => Float32Array.from(idx, (i) => a[i]!));
-      const cal = calibrate(pick(sCal.scores, rankIdx), pick(sCal.scores, confIdx), fpr, signals);
+      const cal = calibrate(sCal.scores, fpr, signals);
       const count = (f: Uint8Array) => f.reduce((n, v) => n + v, 0);
       const det = sPois.map((s, i) => count(decide(s.scores, cal.thresholds)) / poisS[i]!.size);
       const single = signals.map((name, j) => {
-        const c1 = calibrate(pick([sCal.scores[j]!], rankIdx), pick([sCal.scores[j]!], confIdx), fpr, [name]);
+        const c1 = calibrate([sCal.scores[j]!], fpr, [name]);
         const d = sPois.map((s, i) => count(decide([s.scores[j]!], c1.thresholds)) / poisS[i]!.size);
         const fa = count(decide([sTest.scores[j]!], c1.thresholds)) / testS.size;
         return `${name} ${pcts(d)} @ ${pct(fa)}`;
@@ -136,7 +131,7 @@ async function benchModel(dir: string, rows: Row[]): Promise<void> {
         baseFa: disagree(rTest, bTest) / testS.size,
         det,
         fa: rateWithInterval(count(decide(sTest.scores, cal.thresholds)), testS.size),
-        heldOut: `${cal.heldOutFlagged}/${cal.nRank + cal.nConformal}`,
+        heldOut: `${cal.heldOutFlagged}/${cal.n}`,
         single: single.join("; "),
         seconds: (performance.now() - ts) / 1000,
       };

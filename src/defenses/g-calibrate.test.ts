@@ -6,7 +6,7 @@ import { argmaxRows, batchTensor } from "../model/forward.js";
 import { Session } from "../runtime/session.js";
 import { backdooredModel, cleanSet, H, K, PER, poisonedSet, W } from "../test/tiny-patch-mlp.js";
 import { mulberry32 } from "../util/random.js";
-import { binomialCdf, calibrate, minConformalSize, calibrateG, checkFpr, clopperPearson, decide, gOutcome, pickRows, rateWithInterval, reportCalibratedG, splitForCalibration, type GParts } from "./g-calibrate.js";
+import { binomialCdf, calibrate, minConformalSize, calibrateG, checkFpr, clopperPearson, decide, gOutcome, calibratedGForRepair, pickRows, rateWithInterval, reportCalibratedG, splitForCalibration, type GParts } from "./g-calibrate.js";
 import { pickOverlays } from "./strip.js";
 
 /** Standard normal by Box–Muller. */
@@ -51,15 +51,15 @@ test("Clopper–Pearson matches closed forms and published values", () => {
 test("thresholds reproduce the max-rank rule and catch an input extreme in one signal", () => {
   const signals = ["disagreement", "strip", "trigger"] as const;
   for (const [fpr, guarantee] of [[0.01, "marginal"], [0.05, "marginal"], [0.01, { delta: 0.1 }]] as const) {
-    const A = cleanScores(1000, 1), B = cleanScores(1000, 2);
-    const cal = calibrate(A, B, fpr, [...signals], guarantee);
-    // The thresholds are the rank rule c(x) = max_j #{a < s_j(x)} > τ, written as per-signal comparisons.
+    const A = cleanScores(2000, 1);
+    const cal = calibrate(A, fpr, [...signals], guarantee);
+    // The thresholds are the rank rule c(x) = max_j #{a < s_j(x)} > τ + 1, written as per-signal comparisons.
     const fresh = cleanScores(20000, 3);
     const flags = decide(fresh, cal.thresholds);
     const sortedA = A.map((s) => Float32Array.from(s).sort());
     for (let i = 0; i < 2000; i++) {
       const c = Math.max(...fresh.map((s, j) => sortedA[j]!.filter((a) => a < s[i]!).length));
-      assert.equal(flags[i], c > cal.tau ? 1 : 0, `input ${i}`);
+      assert.equal(flags[i], c > cal.tau + 1 ? 1 : 0, `input ${i}`);
     }
     // Not vacuous: it does flag clean data, and it catches inputs that are extreme in ONE signal. (The rate
     // itself is a property of the draw of A and B: see the next test.)
@@ -77,8 +77,8 @@ test("the default (PAC) guarantee: over many held-out draws the rate exceeds fpr
   const draws = 30;
   const marginal: number[] = [];
   for (let s = 0; s < draws; s++) {
-    const A = cleanScores(600, 100 + s), B = cleanScores(600, 200 + s);
-    const rate = (g: Parameters<typeof calibrate>[4]) => decide(fresh, calibrate(A, B, 0.02, signals, g).thresholds).reduce((x, v) => x + v, 0) / fresh[0]!.length;
+    const A = cleanScores(1200, 100 + s);
+    const rate = (g: Parameters<typeof calibrate>[3]) => decide(fresh, calibrate(A, 0.02, signals, g).thresholds).reduce((x, v) => x + v, 0) / fresh[0]!.length;
     const m = rate("marginal");
     marginal.push(m);
     if (m > 0.02) over.marginal++;
@@ -95,22 +95,22 @@ test("the default (PAC) guarantee: over many held-out draws the rate exceeds fpr
 
 test("calibration refuses an fpr its held-out data cannot support, and bad rates", () => {
   const few = cleanScores(50, 5);
-  assert.throws(() => calibrate(few, few, 0.01, ["disagreement", "strip", "trigger"], "marginal"), (e: unknown) => e instanceof UserError && /needs at least 99 held-out/.test((e as Error).message));
-  assert.throws(() => calibrate(cleanScores(200, 5), cleanScores(200, 6), 0.01, ["disagreement", "strip", "trigger"]), (e: unknown) => e instanceof UserError && /needs at least 230 held-out/.test((e as Error).message));
+  assert.throws(() => calibrate(few, 0.01, ["disagreement", "strip", "trigger"], "marginal"), (e: unknown) => e instanceof UserError && /needs at least 99 held-out/.test((e as Error).message));
+  assert.throws(() => calibrate(cleanScores(200, 5), 0.01, ["disagreement", "strip", "trigger"]), (e: unknown) => e instanceof UserError && /needs at least 230 held-out/.test((e as Error).message));
   assert.equal(minConformalSize(0.01, { delta: 0.1 }), 230);
   for (const bad of [0, 1, -0.1, Number.NaN]) assert.throws(() => checkFpr(bad), UserError);
-  assert.throws(() => calibrate(cleanScores(300, 5), cleanScores(300, 6), 0.01, ["disagreement", "strip", "trigger"], { delta: 1 }), UserError);
+  assert.throws(() => calibrate(cleanScores(300, 5), 0.01, ["disagreement", "strip", "trigger"], { delta: 1 }), UserError);
 });
 
 test("splitForCalibration: disjoint, covers the data, reserves what the fpr needs", () => {
   const data = cleanSet(500, 31);
   const { fit, calibration } = splitForCalibration(data, 0.01, { fraction: 0.2 });
   assert.equal(fit.size + calibration.size, 500);
-  assert.ok(calibration.size >= 2 * 230);
+  assert.ok(calibration.size >= 230);
   const key = (x: Float32Array) => Array.from(x.subarray(0, 8)).join(",");
   const seen = new Set(Array.from({ length: fit.size }, (_, i) => key(fit.read(i, 1))));
   for (let i = 0; i < calibration.size; i++) assert.ok(!seen.has(key(calibration.read(i, 1))));
-  assert.throws(() => splitForCalibration(cleanSet(150, 1), 0.01), UserError);
+  assert.throws(() => splitForCalibration(cleanSet(230, 1), 0.01), UserError);
 });
 
 test("the ONNX G makes exactly the JS decision; the calibrated rate holds on held-out clean data; a known trigger is caught", async () => {
@@ -143,11 +143,12 @@ test("the ONNX G makes exactly the JS decision; the calibrated rate holds on hel
     // Stamped inputs sit at distance 0 from the true trigger, every clean input further: all flagged.
     const p = gOutcome(await scorer.score(poisoned), cal, poisoned.labels);
     assert.equal(p.nFlagged, poisoned.size);
-    const rep = await reportCalibratedG(scorer, cal, { test, poisoned });
+    const { section: rep, g } = await reportCalibratedG(scorer, cal, { test, poisoned }, K);
     assert.equal(rep.cleanTest!.count, o.nFlagged);
     assert.equal(rep.poisoned!.count, poisoned.size);
     assert.deepEqual(rep.signals, cal.signals);
     assert.equal(rep.guarantee, "marginal");
+    assert.deepEqual(g, { numClasses: K, clean: { n: test.size, correct: o.hit, flagged: o.nFlagged }, poisoned: { n: poisoned.size, flagged: poisoned.size, attackSuccess: 0 } });
   } finally {
     await session.release();
     await scorer.release();
@@ -159,4 +160,23 @@ test("pickRows keeps images and labels of the chosen rows", () => {
   const p = pickRows(d, [2, 0]);
   assert.deepEqual(Array.from(p.read(0, 2)), [8, 9, 10, 11, 0, 1, 2, 3]);
   assert.deepEqual(Array.from(p.labels!), [7, 5]);
+});
+
+test("calibratedGForRepair: a detector-only G (STRIP + trigger, no B′) and its report; G.onnx agrees with the report", async () => {
+  const b = await backdooredModel();
+  const tMask = new Float32Array(PER), tPat = new Float32Array(PER);
+  for (let r = H - 3; r < H; r++) for (let q = W - 3; q < W; q++) (tMask[r * W + q] = 1), (tPat[r * W + q] = 1);
+  const test = cleanSet(300, 52), poisoned = poisonedSet(100, 53);
+  const r = await calibratedGForRepair({ b, fit: cleanSet(40, 50), calibration: cleanSet(300, 51), test, poisoned, triggers: [{ mask: tMask, pattern: tPat }], fpr: 0.05, overlays: 8 });
+  assert.deepEqual(r.section.signals, ["strip", "trigger"]);
+  assert.deepEqual(r.section.guarantee, { confidence: 0.9 });
+  const session = await Session.create(r.graph);
+  try {
+    const g = argmaxRows((await session.run({ input: batchTensor(test.read(0, test.size), test.shape) })).logits.data as Float32Array, K + 1);
+    assert.equal(g.filter((c) => c === K).length, r.section.cleanTest!.count);
+    assert.equal(r.g!.clean.flagged, r.section.cleanTest!.count);
+    assert.equal(r.section.poisoned!.count, poisoned.size);
+  } finally {
+    await session.release();
+  }
 });

@@ -4,14 +4,19 @@
 //   - strip: −(STRIP entropy) (a trigger keeps blends of the input on one class);
 //   - trigger: −(mean |x − pattern| under the mask) of the closest reversed trigger;
 //   - confidence: −max log p_B′ (the repaired network is unsure).
-// Combination (min-p / max-rank, calibrated as a whole): the held-out set is split in two. Part A turns each
-// signal into a rank r_j(x) = #{a ∈ A : s_j(a) < s_j(x)}; the combined statistic is c(x) = max_j r_j(x) (the
-// most extreme signal). Part B sets a split-conformal threshold τ on c: with k = ⌈(n_B + 1)(1 − fpr)⌉, τ is the
-// k-th smallest c over B, and G flags c(x) > τ. For clean inputs exchangeable with the held-out data this
-// flags at most a share fpr in expectation (Vovk et al.; Lei et al. 2018), whatever the signals' correlation.
-// By default τ is set more strictly, so that the rate stays ≤ fpr with 90% probability (see Guarantee).
-// c(x) > τ ⟺ some s_j(x) > t_j with t_j = the (τ+1)-th smallest s_j over A, so the ONNX G only compares J
-// scores with J thresholds: the scores come from one graph, so JS calibration and G decide on the same floats.
+// Combination (min-p / max-rank, calibrated as a whole, conformal): on the n held-out clean inputs each
+// signal becomes a rank r_j(x) = #{held-out k : s_j(k) < s_j(x)}, and the combined statistic is
+// c(x) = max_j r_j(x) (the most extreme signal). A held-out input's own c_i (leave-one-out: its rank among the
+// others) is one draw of the statistic a fresh clean input gets; G flags c(x) > τ + 1, where τ is the order
+// statistic of the c_i that leaves the allowed number m of them above it (see Guarantee). The +1 makes the
+// rule conservative: in the bag of the n held-out inputs plus x, each c_i can grow by at most 1 when x joins,
+// so the full-conformal p-value of x is never below the one used here (Vovk et al. 2005; Lei et al. 2018),
+// whatever the signals' correlation. Using every held-out input for the ranks (rather than splitting off a
+// rank part) matters: with a separate rank part of size n_A, about J·n_B/(n_A + 1) of the others would exceed
+// all of it on some signal and saturate the statistic.
+// c(x) > τ + 1 ⟺ some s_j(x) > t_j with t_j = the (τ+2)-th smallest s_j over the held-out data, so the ONNX G
+// only compares J scores with J thresholds: the scores come from one graph, so the JS calibration and G decide
+// on the same float32 numbers.
 import { fail } from "../errors.js";
 import { attr, Graph, tensor } from "../graph/ir.js";
 import { memoryDataset, type Dataset } from "../io/dataset.js";
@@ -22,7 +27,8 @@ import { shuffled } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { duplicateDownstream } from "../graph/transforms.js";
 import { appendRejectClass, embed } from "./g-model.js";
-import { stripGraph, type StripGraphOptions } from "./strip.js";
+import { pickOverlays, stripGraph, type StripGraphOptions } from "./strip.js";
+import type { ReportG } from "../report/types.js";
 
 export const SIGNALS = ["disagreement", "strip", "trigger", "confidence"] as const;
 export type SignalName = (typeof SIGNALS)[number];
@@ -179,12 +185,11 @@ export interface GCalibration {
   signals: SignalName[];
   /** Flag when score_j > thresholds[j] for any j (Infinity: that signal never flags). */
   thresholds: number[];
-  /** Sizes of the rank part (A) and the conformal part (B) of the held-out clean data. */
-  nRank: number;
-  nConformal: number;
-  /** The conformal rank threshold τ on c(x) = max_j r_j(x). */
+  /** Held-out clean inputs calibrated on. */
+  n: number;
+  /** The conformal rank threshold: G flags c(x) = max_j r_j(x) > τ + 1. */
   tau: number;
-  /** Held-out inputs (A and B together) flagged by the calibrated rule. */
+  /** Held-out inputs flagged by the calibrated rule (at most m). */
   heldOutFlagged: number;
 }
 
@@ -200,25 +205,27 @@ function countBelow(sorted: Float32Array, v: number): number {
 }
 
 /**
- * How the conformal threshold is set. "marginal": the false-alarm rate is at most fpr in expectation over
- * the draw of the held-out data (k = ⌈(n_B + 1)(1 − fpr)⌉). {delta}: training-conditional (PAC, Vovk 2012):
- * with probability at least 1 − delta over that draw, this G's false-alarm rate on fresh clean inputs is at
- * most fpr. With m of B's statistics above τ, that rate is the (m+1)-th smallest of n_B uniforms, which
- * exceeds fpr with probability P(Binomial(n_B, fpr) ≤ m): the largest m with that ≤ delta is used.
+ * How the conformal threshold is set: how many (m) of the n held-out statistics may lie above τ.
+ * "marginal": m = n − ⌈(n + 1)(1 − fpr)⌉, the false-alarm rate is at most fpr in expectation over the draw of
+ * the held-out data. {delta}: training-conditional (PAC, Vovk 2012): the rate of a threshold with m of n
+ * exchangeable statistics above it is the (m+1)-th smallest of n uniforms, which exceeds fpr with probability
+ * P(Binomial(n, fpr) ≤ m); the largest m with that ≤ delta is used, so the rate stays ≤ fpr with probability
+ * about 1 − delta (exact for one signal; for several, the leave-one-out statistics make it approximate, and
+ * the +1 margin of the rule errs on the safe side).
  */
 export type Guarantee = "marginal" | { delta: number };
 
 export const DEFAULT_GUARANTEE: Guarantee = { delta: 0.1 };
 
-/** How many of B's statistics may lie above τ (m), or −1 when n_B is too small for the guarantee. */
-export function allowedAbove(nB: number, fpr: number, guarantee: Guarantee): number {
-  if (guarantee === "marginal") return nB - Math.ceil((nB + 1) * (1 - fpr) - 1e-9);
+/** How many of the n held-out statistics may lie above τ (m), or −1 when n is too small for the guarantee. */
+export function allowedAbove(n: number, fpr: number, guarantee: Guarantee): number {
+  if (guarantee === "marginal") return n - Math.ceil((n + 1) * (1 - fpr) - 1e-9);
   let m = -1;
-  while (m + 1 < nB && binomialCdf(m + 1, nB, fpr) <= guarantee.delta) m++;
+  while (m + 1 < n && binomialCdf(m + 1, n, fpr) <= guarantee.delta) m++;
   return m;
 }
 
-/** Smallest n_B (the conformal half of the held-out data) for which the guarantee can be met at this fpr. */
+/** Smallest held-out size for which the guarantee can be met at this fpr. */
 export function minConformalSize(fpr: number, guarantee: Guarantee = DEFAULT_GUARANTEE): number {
   if (guarantee === "marginal") return Math.ceil(1 / fpr - 1 - 1e-9);
   return Math.ceil(Math.log(guarantee.delta) / Math.log1p(-fpr) - 1e-9);
@@ -228,33 +235,29 @@ function checkGuarantee(g: Guarantee): void {
   if (g !== "marginal" && !(g.delta > 0 && g.delta < 1)) fail(`the false-alarm guarantee's delta must be between 0 and 1 (exclusive), got ${g.delta}`);
 }
 
-/**
- * Calibrates the combined rule from scores of the rank part A and the conformal part B (one Float32Array per
- * signal each, same order). See the file comment.
- */
-export function calibrate(rankScores: Float32Array[], confScores: Float32Array[], fpr: number, signals: SignalName[], guarantee: Guarantee = DEFAULT_GUARANTEE): GCalibration {
+/** Calibrates the combined rule from the held-out clean scores (one Float32Array per signal). See the file comment. */
+export function calibrate(scores: Float32Array[], fpr: number, signals: SignalName[], guarantee: Guarantee = DEFAULT_GUARANTEE): GCalibration {
   checkFpr(fpr);
   checkGuarantee(guarantee);
   const J = signals.length;
-  if (rankScores.length !== J || confScores.length !== J) throw new Error(`calibrate: ${J} signals but ${rankScores.length}/${confScores.length} score arrays`);
-  const nA = rankScores[0]?.length ?? 0, nB = confScores[0]?.length ?? 0;
-  const m = allowedAbove(nB, fpr, guarantee);
-  if (m < 0 || nA < 1)
-    fail(`a G false-alarm rate of ${fpr} needs at least ${minConformalSize(fpr, guarantee)} held-out clean images to calibrate on (plus as many to rank with); got ${nB} + ${nA}`);
-  for (const s of [...rankScores, ...confScores]) for (const v of s) if (!Number.isFinite(v)) fail("G calibration: a signal score is not finite (NaN or infinite model output on clean data)");
-  const sortedA = rankScores.map((s) => Float32Array.from(s).sort());
-  const c = new Int32Array(nB);
-  for (let i = 0; i < nB; i++) {
+  if (scores.length !== J) throw new Error(`calibrate: ${J} signals but ${scores.length} score arrays`);
+  const n = scores[0]?.length ?? 0;
+  const m = allowedAbove(n, fpr, guarantee);
+  if (m < 0) fail(`a G false-alarm rate of ${fpr} needs at least ${minConformalSize(fpr, guarantee)} held-out clean images to calibrate on; got ${n}`);
+  for (const s of scores) for (const v of s) if (!Number.isFinite(v)) fail("G calibration: a signal score is not finite (NaN or infinite model output on clean data)");
+  const sorted = scores.map((s) => Float32Array.from(s).sort());
+  const c = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
     let r = 0;
-    for (let j = 0; j < J; j++) r = Math.max(r, countBelow(sortedA[j]!, confScores[j]![i]!));
+    for (let j = 0; j < J; j++) r = Math.max(r, countBelow(sorted[j]!, scores[j]![i]!));
     c[i] = r;
   }
   const sortedC = Int32Array.from(c).sort();
-  const tau = sortedC[nB - m - 1]!;
-  // r_j(x) > τ ⟺ at least τ+1 rank scores lie strictly below s_j(x) ⟺ s_j(x) > sortedA_j[τ].
-  const thresholds = sortedA.map((s) => (tau < nA ? s[tau]! : Infinity));
-  const cal: GCalibration = { fpr, guarantee, signals, thresholds, nRank: nA, nConformal: nB, tau, heldOutFlagged: 0 };
-  cal.heldOutFlagged = countFlags(decide(rankScores, thresholds)) + countFlags(decide(confScores, thresholds));
+  const tau = sortedC[n - m - 1]!;
+  // c(x) > τ + 1 ⟺ at least τ+2 held-out scores lie strictly below s_j(x) for some j ⟺ s_j(x) > sorted_j[τ+1].
+  const thresholds = sorted.map((s) => (tau + 1 < n ? s[tau + 1]! : Infinity));
+  const cal: GCalibration = { fpr, guarantee, signals, thresholds, n, tau, heldOutFlagged: 0 };
+  cal.heldOutFlagged = countFlags(decide(scores, thresholds));
   return cal;
 }
 
@@ -360,7 +363,7 @@ export function pickRows(data: Dataset, idx: ArrayLike<number>, name = `${data.n
  */
 export function splitForCalibration(data: Dataset, fpr: number, opts: { fraction?: number; seed?: number; guarantee?: Guarantee } = {}): { fit: Dataset; calibration: Dataset } {
   checkFpr(fpr);
-  const need = 2 * minConformalSize(fpr, opts.guarantee);
+  const need = minConformalSize(fpr, opts.guarantee);
   const n = data.size;
   const want = Math.max(Math.round((opts.fraction ?? 0.2) * n), need);
   if (want >= n) fail(`a G false-alarm rate of ${fpr} needs ${need} held-out clean images plus some to repair with; data ${data.name} has ${n}`);
@@ -377,21 +380,15 @@ export interface CalibratedG {
 }
 
 /**
- * Scores the held-out clean `calibration` data, splits it in half (seeded) into the rank and conformal
- * parts, and calibrates. The returned scorer stays open for measuring G on test data: release it.
+ * Scores the held-out clean `calibration` data and calibrates on it. The returned scorer stays open for measuring G on test data: release it.
  */
-export async function calibrateG(p: GParts, calibration: BatchSource, opts: { fpr?: number; seed?: number; guarantee?: Guarantee } = {}): Promise<CalibratedG> {
+export async function calibrateG(p: GParts, calibration: BatchSource, opts: { fpr?: number; guarantee?: Guarantee } = {}): Promise<CalibratedG> {
   const fpr = opts.fpr ?? 0.01;
   checkFpr(fpr);
   const scorer = await GScorer.create(p);
   try {
     const s = await scorer.score(calibration);
-    const n = calibration.size;
-    const order = shuffled(n, mulberry32((opts.seed ?? 0) + 7331));
-    const half = Math.floor(n / 2);
-    const part = (idx: Int32Array | number[]) => s.scores.map((sc) => Float32Array.from(idx, (i) => sc[i]!));
-    const a = order.slice(0, half), b = order.slice(half);
-    const cal = calibrate(part(a), part(b), fpr, scorer.sg.signals, opts.guarantee);
+    const cal = calibrate(s.scores, fpr, scorer.sg.signals, opts.guarantee);
     return { calibration: cal, graph: calibratedG(p, cal), scorer };
   } catch (e) {
     await scorer.release();
@@ -422,17 +419,67 @@ export interface GCalibrationReport {
   poisoned?: RateWithInterval;
 }
 
-/** Runs the scorer on clean test and poisoned data and fills the report section. */
-export async function reportCalibratedG(scorer: GScorer, cal: GCalibration, data: { test?: BatchSource; poisoned?: BatchSource }): Promise<GCalibrationReport> {
-  const r: GCalibrationReport = {
+/** Runs the scorer on clean test and poisoned data: the report section, and G's outcome in the usual ReportG form. */
+export async function reportCalibratedG(
+  scorer: GScorer,
+  cal: GCalibration,
+  data: { test?: Dataset; poisoned?: Dataset },
+  numClasses: number,
+): Promise<{ section: GCalibrationReport; g?: ReportG }> {
+  const section: GCalibrationReport = {
     fprTarget: cal.fpr,
     guarantee: cal.guarantee === "marginal" ? "marginal" : { confidence: 1 - cal.guarantee.delta },
     signals: cal.signals,
     thresholds: cal.thresholds.map((t) => (Number.isFinite(t) ? t : null)),
-    heldOut: { n: cal.nRank + cal.nConformal, flagged: cal.heldOutFlagged },
+    heldOut: { n: cal.n, flagged: cal.heldOutFlagged },
   };
-  const rate = async (d: BatchSource) => rateWithInterval(countFlags(decide((await scorer.score(d)).scores, cal.thresholds)), d.size);
-  if (data.test && data.test.size > 0) r.cleanTest = await rate(data.test);
-  if (data.poisoned && data.poisoned.size > 0) r.poisoned = await rate(data.poisoned);
-  return r;
+  let g: ReportG | undefined;
+  if (data.test && data.test.size > 0) {
+    const o = gOutcome(await scorer.score(data.test), cal, data.test.labels);
+    section.cleanTest = rateWithInterval(o.nFlagged, data.test.size);
+    if (data.test.labels) g = { numClasses, clean: { n: data.test.size, correct: o.hit, flagged: o.nFlagged } };
+  }
+  if (data.poisoned && data.poisoned.size > 0) {
+    const o = gOutcome(await scorer.score(data.poisoned), cal, data.poisoned.labels);
+    section.poisoned = rateWithInterval(o.nFlagged, data.poisoned.size);
+    if (g && data.poisoned.labels) g.poisoned = { n: data.poisoned.size, flagged: o.nFlagged, attackSuccess: o.hit };
+  }
+  return { section, g };
+}
+
+export interface RepairGInput {
+  b: Model;
+  /** The repaired network (absent for detectors such as STRIP: then B alone with the other signals). */
+  repaired?: Model;
+  /** Clean data the repair used: STRIP's overlays come from here, never from the calibration part. */
+  fit: Dataset;
+  /** Held-out clean data, never seen by the repair. */
+  calibration: Dataset;
+  test?: Dataset;
+  poisoned?: Dataset;
+  /** Reversed triggers of the flagged labels, when detection ran. */
+  triggers?: { mask: Float32Array; pattern: Float32Array }[];
+  fpr: number;
+  guarantee?: Guarantee;
+  /** STRIP overlays (default 32; 0 leaves the STRIP signal out). */
+  overlays?: number;
+  seed?: number;
+}
+
+/** G for one repair, calibrated to the false-alarm rate, with its report section and outcome. */
+export async function calibratedGForRepair(inp: RepairGInput): Promise<{ graph: Graph; calibration: GCalibration; section: GCalibrationReport; g?: ReportG }> {
+  const k = Math.min(inp.overlays ?? 32, inp.fit.size);
+  const parts: GParts = {
+    b: inp.b,
+    repaired: inp.repaired,
+    overlays: k > 0 ? pickOverlays(inp.fit, k, inp.seed ?? 0) : undefined,
+    triggers: inp.triggers?.length ? inp.triggers : undefined,
+  };
+  const { calibration, graph, scorer } = await calibrateG(parts, inp.calibration, { fpr: inp.fpr, guarantee: inp.guarantee });
+  try {
+    const { section, g } = await reportCalibratedG(scorer, calibration, { test: inp.test ?? inp.calibration, poisoned: inp.poisoned }, inp.b.numClasses);
+    return { graph, calibration, section, g };
+  } finally {
+    await scorer.release();
+  }
 }
