@@ -15,73 +15,20 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSy
 import os from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { finePrune } from "../defenses/fine-pruning.js";
-import { gRates } from "../defenses/g-model.js";
-import { ncPrune, ncUnlearn } from "../defenses/nc-mitigation.js";
-import { detectBackdoor, flaggedTriggers, type NeuralCleanseResult } from "../defenses/neural-cleanse.js";
-import { pruneDefense } from "../defenses/pruning.js";
-import { runStrip } from "../defenses/strip.js";
+import type { AnyDefense } from "../defenses/defense.js";
+import { detectBackdoor, type NeuralCleanseResult } from "../defenses/neural-cleanse.js";
+import { DEFENSES, findDefense } from "../defenses/registry.js";
 import { UserError } from "../errors.js";
-import { evaluate } from "../eval/evaluate.js";
+import { accuracyOf, evaluate } from "../eval/evaluate.js";
 import { memoryDataset, openDataset, type Dataset } from "../io/dataset.js";
 import { loadModel } from "../io/load-model.js";
 import { predictLabels } from "../model/forward.js";
-import type { Model } from "../model/model.js";
-import type { ReportEvalResult, ReportG } from "../report/types.js";
+import { defenseRow, type DefenseRow, type PoisonSet } from "./defense-row.js";
 import type { ZooIndex, ZooManifest } from "../zoo/build.js";
 
-const DEFENSES = ["prune", "fine-prune", "nc-prune", "unlearn", "strip"] as const;
 /** Markers around the copy of the table in README.md. */
 const README_START = "<!-- bench:defenses table start -->";
 const README_END = "<!-- bench:defenses table end -->";
-type DefenseName = (typeof DEFENSES)[number];
-
-/** One poisoned test set of a model (one per target). */
-interface PoisonSet {
-  target: number;
-  file: string;
-  ds: Dataset;
-  /** B's predictions on it. */
-  bPred: Int32Array;
-}
-
-/** Counts over one poisoned set: attack successes and G flags. */
-interface TargetCounts {
-  target: number;
-  n: number;
-  asrBefore: number;
-  /** ASR of the repaired network (STRIP: of G, i.e. accepted and sent to the target). */
-  asrAfter: number;
-  /** Inputs G sends to class N. */
-  gFlagged: number;
-}
-
-export interface DefenseRow {
-  model: string;
-  attack: string;
-  defense: DefenseName;
-  /** "ok", "skipped" (nothing flagged for the NC mitigations) or "failed". */
-  status: "ok" | "skipped" | "failed";
-  reason?: string;
-  /** Clean test accuracy of B and of the repaired network (STRIP: of G, rejections counted wrong). */
-  cleanBefore?: number;
-  cleanAfter?: number;
-  /** Library numbers over the (merged) poisoned set. */
-  asrBefore?: number;
-  asrAfter?: number;
-  perTarget?: TargetCounts[];
-  g?: ReportG;
-  gDetection?: number;
-  gFalsePositive?: number;
-  /** G's own attack success: poisoned inputs G accepts and classifies as the target (library merged counts). */
-  gAsr?: number;
-  /** Neural Cleanse labels whose reversed triggers the mitigation used. */
-  triggersFrom?: number[];
-  notes: string;
-  seconds?: number;
-  /** Problems found while cross-checking per-target numbers against the library's. */
-  warnings: string[];
-}
 
 export interface DetectionRow {
   model: string;
@@ -164,23 +111,19 @@ function scanModels(dir: string): string[] {
     .sort();
 }
 
-function parseDefenses(s: string | undefined): DefenseName[] {
+function parseDefenses(s: string | undefined): AnyDefense[] {
   if (s === undefined) return [...DEFENSES];
-  const list = s.split(",").map((x) => x.trim()).filter(Boolean);
-  for (const d of list) if (!(DEFENSES as readonly string[]).includes(d)) usageExit(`--defenses: unknown defense "${d}" (known: ${DEFENSES.join(", ")})`);
-  return list as DefenseName[];
+  return s
+    .split(",")
+    .map((x) => x.trim())
+    .filter(Boolean)
+    .map((d) => findDefense(d) ?? usageExit(`--defenses: unknown defense "${d}" (known: ${DEFENSES.map((x) => x.name).join(", ")})`));
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Helpers
 
 const frac = (k: number, n: number): number => (n ? k / n : 0);
-
-function countEq(a: Int32Array, labels: Int32Array): number {
-  let k = 0;
-  for (let i = 0; i < a.length; i++) if (a[i] === labels[i]) k++;
-  return k;
-}
 
 /** All poisoned sets as one dataset (the sets in the manifest's order), or the single set itself. */
 function mergePoisoned(sets: PoisonSet[], name: string): Dataset | undefined {
@@ -198,33 +141,6 @@ function mergePoisoned(sets: PoisonSet[], name: string): Dataset | undefined {
     off += p.ds.size;
   }
   return memoryDataset(name, shape, data, labels);
-}
-
-/**
- * Per-target ASR and G flags of a repaired network from B's and B''s predictions on each poisoned set
- * (gRates: G flags where B and B' disagree), checked against the library's merged counts.
- */
-async function perTargetRepair(b: Model, repaired: Model, sets: PoisonSet[], lib: { after?: ReportEvalResult; g?: ReportG }, warnings: string[]): Promise<TargetCounts[]> {
-  const out: TargetCounts[] = [];
-  let hits = 0, flagged = 0, n = 0;
-  for (const p of sets) {
-    const labels = p.ds.labels!;
-    const rPred = await predictLabels(repaired, p.ds);
-    const g = gRates(b.numClasses, { pred: p.bPred, repaired: rPred, labels }, { pred: p.bPred, repaired: rPred, labels });
-    const h = countEq(rPred, labels);
-    out.push({ target: p.target, n: labels.length, asrBefore: frac(countEq(p.bPred, labels), labels.length), asrAfter: frac(h, labels.length), gFlagged: g.poisoned!.flagged });
-    hits += h;
-    flagged += g.poisoned!.flagged;
-    n += labels.length;
-  }
-  if (lib.after?.asr !== undefined && lib.after.nPoisoned !== undefined) {
-    const libHits = Math.round(lib.after.asr * lib.after.nPoisoned);
-    if (lib.after.nPoisoned !== n || libHits !== hits) warnings.push(`per-target ASR after (${hits}/${n}) differs from the library's (${libHits}/${lib.after.nPoisoned})`);
-  }
-  if (lib.g?.poisoned && (lib.g.poisoned.flagged !== flagged || lib.g.poisoned.n !== n)) {
-    warnings.push(`per-target G flags (${flagged}/${n}) differ from the library's (${lib.g.poisoned.flagged}/${lib.g.poisoned.n})`);
-  }
-  return out;
 }
 
 /** Flags against the truth: whether they match exactly, in words, and the missed targets and wrong flags. */
@@ -245,7 +161,7 @@ function verdict(targets: number[], flagged: number[]): { match: boolean; text: 
 // ---------------------------------------------------------------------------------------------------------
 // One model
 
-async function runModel(dirName: string, which: DefenseName[]): Promise<ModelResult> {
+async function runModel(dirName: string, which: AnyDefense[]): Promise<ModelResult> {
   const t0 = performance.now();
   const dir = join(zooDir, dirName);
   const manifest = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as ZooManifest;
@@ -261,7 +177,7 @@ async function runModel(dirName: string, which: DefenseName[]): Promise<ModelRes
   }
   const poisoned = mergePoisoned(sets, `${manifest.name} poisoned (${sets.map((s) => s.file).join(" + ")})`);
   const base = await evaluate(model, test);
-  const measured = { cleanAccuracy: base.clean.accuracy, asr: Object.fromEntries(sets.map((p) => [String(p.target), frac(countEq(p.bPred, p.ds.labels!), p.ds.size)])) };
+  const measured = { cleanAccuracy: base.clean.accuracy, asr: Object.fromEntries(sets.map((p) => [String(p.target), frac(accuracyOf(p.bPred, p.ds.labels!).correct, p.ds.size)])) };
   const result: ModelResult = {
     name: manifest.name,
     dir: dirName,
@@ -323,78 +239,14 @@ async function runModel(dirName: string, which: DefenseName[]): Promise<ModelRes
   }
 
   for (const d of which) {
-    const row: DefenseRow = { model: manifest.name, attack: manifest.attack, defense: d, status: "ok", notes: "", warnings: [] };
+    log(`${manifest.name}: ${d.name}`);
+    const row = await defenseRow(model, { clean: valid, test, poisoned }, d, { inputScale: scale, detected: nc, detectionError: result.detectionError, sets, cleanBefore: base.clean.accuracy });
+    row.model = manifest.name;
+    row.attack = manifest.attack;
     result.rows.push(row);
-    log(`${manifest.name}: ${d}`);
-    const ts = performance.now();
-    try {
-      if (d === "prune") {
-        const r = await pruneDefense(model, { valid, test, poisoned, drops: [4] });
-        row.seconds = (performance.now() - ts) / 1000;
-        const rep = r.repairs[0];
-        fillRepair(row, r.before, rep.evaluation, rep.gRates);
-        row.notes = `${r.pruning.layer}: ${rep.channelsPruned}/${r.sweep.ranking.length} channels pruned${rep.reached ? "" : " (4-point drop never reached: all pruned)"}`;
-        if (poisoned) row.perTarget = await perTargetRepair(model, rep.model, sets, { after: rep.evaluation, g: rep.gRates }, row.warnings);
-      } else if (d === "fine-prune") {
-        const r = await finePrune(model, { valid, test, poisoned });
-        row.seconds = (performance.now() - ts) / 1000;
-        fillRepair(row, r.before, r.after, r.gRates);
-        row.notes = `${r.target.layer}: ${r.channels.length}/${r.sweep.ranking.length} channels pruned (pruned only: acc ${pctS(r.pruned.cleanAccuracy)}${r.pruned.asr !== undefined ? `, ASR ${pctS(r.pruned.asr)}` : ""}), ${r.history.length} fine-tune epochs`;
-        if (poisoned) row.perTarget = await perTargetRepair(model, r.repaired, sets, { after: r.after, g: r.gRates }, row.warnings);
-      } else if (d === "nc-prune" || d === "unlearn") {
-        if (!nc) throw new Error(`Neural Cleanse detection failed (${result.detectionError}), no triggers`);
-        const triggers = flaggedTriggers(nc);
-        if (triggers.length === 0) {
-          row.status = "skipped";
-          row.reason = "Neural Cleanse flagged no label, so there is no reversed trigger to prune or unlearn with";
-          row.triggersFrom = [];
-          continue;
-        }
-        row.triggersFrom = triggers.map((t) => t.label);
-        const data = { clean: valid, test, poisoned };
-        const trig = (r: { before: ReportEvalResult; after: ReportEvalResult }) =>
-          `reversed-trigger success ${pctS(r.before.triggerSuccess ?? NaN)} → ${pctS(r.after.triggerSuccess ?? NaN)}`;
-        if (d === "nc-prune") {
-          const r = await ncPrune(model, data, triggers);
-          row.seconds = (performance.now() - ts) / 1000;
-          fillRepair(row, r.before, r.after, r.g);
-          row.notes = `triggers of ${row.triggersFrom.join(", ")}; ${r.site.layer}: ${r.pruned.length}/${r.site.units} neurons pruned (stop: ${r.stop}); ${trig(r)}`;
-          if (poisoned) row.perTarget = await perTargetRepair(model, r.model, sets, { after: r.after, g: r.g }, row.warnings);
-        } else {
-          const r = await ncUnlearn(model, data, triggers);
-          row.seconds = (performance.now() - ts) / 1000;
-          fillRepair(row, r.before, r.after, r.g);
-          row.notes = `triggers of ${row.triggersFrom.join(", ")}; ${r.settings.epochs} epoch, ${Math.round(100 * r.settings.ratio)}% stamped, lr ${r.settings.lr}; ${trig(r)}`;
-          if (poisoned) row.perTarget = await perTargetRepair(model, r.model, sets, { after: r.after, g: r.g }, row.warnings);
-        }
-      } else {
-        const r = await runStrip(model, { valid, test, poisoned });
-        row.seconds = (performance.now() - ts) / 1000;
-        // STRIP repairs nothing: "after" is G (B with rejection), a rejected clean input counts as wrong.
-        row.cleanBefore = base.clean.accuracy;
-        row.g = r.g;
-        if (r.g) {
-          row.cleanAfter = frac(r.g.clean.correct, r.g.clean.n);
-          row.gFalsePositive = frac(r.g.clean.flagged, r.g.clean.n);
-          if (r.g.poisoned) {
-            row.gDetection = frac(r.g.poisoned.flagged, r.g.poisoned.n);
-            row.asrAfter = frac(r.g.poisoned.attackSuccess, r.g.poisoned.n);
-            row.gAsr = row.asrAfter;
-          }
-        }
-        if (poisoned) row.asrBefore = frac(sets.reduce((s, p) => s + countEq(p.bPred, p.ds.labels!), 0), poisoned.size);
-        row.notes = `threshold ${r.threshold.toPrecision(4)} bits (FRR target ${pctS(r.strip.frrTarget)} on valid), FRR on test ${pctS(r.strip.frr)}${r.strip.detectionRate !== undefined ? `, entropy detection ${pctS(r.strip.detectionRate)}` : ""}`;
-        if (poisoned && r.strip.poisonedEntropy) row.perTarget = perTargetStrip(r.strip.poisonedEntropy, r.threshold, sets, r.g, row.warnings);
-      }
-    } catch (e) {
-      row.status = "failed";
-      row.reason = e instanceof Error ? e.message : String(e);
-      row.seconds = (performance.now() - ts) / 1000;
-      log(`${manifest.name}: ${d} FAILED: ${row.reason}`);
-      continue;
-    }
-    log(`${manifest.name}: ${d} done in ${row.seconds!.toFixed(1)} s: clean ${pctS(row.cleanBefore)} → ${pctS(row.cleanAfter)}, ASR ${asrText(row, "before")} → ${asrText(row, "after")}`);
-    for (const w of row.warnings) log(`${manifest.name}: ${d} WARNING: ${w}`);
+    if (row.status === "failed") log(`${manifest.name}: ${d.name} FAILED: ${row.reason}`);
+    else if (row.status === "ok") log(`${manifest.name}: ${d.name} done in ${row.seconds!.toFixed(1)} s: clean ${pctS(row.cleanBefore)} → ${pctS(row.cleanAfter)}, ASR ${asrText(row, "before")} → ${asrText(row, "after")}`);
+    for (const w of row.warnings) log(`${manifest.name}: ${d.name} WARNING: ${w}`);
   }
 
   for (const p of sets) p.ds.close();
@@ -403,42 +255,6 @@ async function runModel(dirName: string, which: DefenseName[]): Promise<ModelRes
   result.seconds = (performance.now() - t0) / 1000;
   log(`${manifest.name}: done in ${result.seconds.toFixed(0)} s`);
   return result;
-}
-
-function fillRepair(row: DefenseRow, before: ReportEvalResult, after: ReportEvalResult, g: ReportG): void {
-  row.cleanBefore = before.cleanAccuracy;
-  row.cleanAfter = after.cleanAccuracy;
-  row.asrBefore = before.asr;
-  row.asrAfter = after.asr;
-  row.g = g;
-  row.gFalsePositive = frac(g.clean.flagged, g.clean.n);
-  if (g.poisoned) {
-    row.gDetection = frac(g.poisoned.flagged, g.poisoned.n);
-    row.gAsr = frac(g.poisoned.attackSuccess, g.poisoned.n);
-  }
-}
-
-/** STRIP per poisoned set: the library's per-input entropies (merged order) against its threshold, B's predictions. */
-function perTargetStrip(entropy: number[], threshold: number, sets: PoisonSet[], g: ReportG | undefined, warnings: string[]): TargetCounts[] {
-  const out: TargetCounts[] = [];
-  let off = 0, flaggedAll = 0, successAll = 0;
-  for (const p of sets) {
-    const labels = p.ds.labels!;
-    let flagged = 0, success = 0;
-    for (let i = 0; i < labels.length; i++) {
-      if (entropy[off + i] < threshold) flagged++;
-      else if (p.bPred[i] === labels[i]) success++;
-    }
-    off += labels.length;
-    flaggedAll += flagged;
-    successAll += success;
-    out.push({ target: p.target, n: labels.length, asrBefore: frac(countEq(p.bPred, labels), labels.length), asrAfter: frac(success, labels.length), gFlagged: flagged });
-  }
-  if (off !== entropy.length) warnings.push(`STRIP returned ${entropy.length} poisoned entropies for ${off} poisoned inputs`);
-  if (g?.poisoned && (g.poisoned.flagged !== flaggedAll || g.poisoned.attackSuccess !== successAll)) {
-    warnings.push(`per-target STRIP counts (flagged ${flaggedAll}, success ${successAll}) differ from the library's G (${g.poisoned.flagged}, ${g.poisoned.attackSuccess})`);
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -553,7 +369,7 @@ function summaryLine(results: ModelResult[]): string {
 
 function markdownDoc(
   results: ModelResult[],
-  meta: { zoo: string; source: string; totalSeconds: number; defenses: DefenseName[]; command: string },
+  meta: { zoo: string; source: string; totalSeconds: number; defenses: string[]; command: string },
 ): { doc: string; table: string; summary: string; readmeBlock: string } {
   const footnotes: string[] = [];
   const table = markdownTable(results, footnotes);
@@ -611,14 +427,14 @@ async function main(): Promise<void> {
   for (const o of only ?? []) if (!dirs.includes(o)) usageExit(`--only: no model "${o}" in ${zooDir} (have: ${dirs.join(", ") || "none"})`);
   const chosen = only ? dirs.filter((d) => only.includes(d)) : dirs;
   if (chosen.length === 0) usageExit(`no models in ${zooDir} (${note}); build the zoo with: node dist/cli/main.js zoo build --dataset fashion-mnist --out ${values.zoo ?? "zoo"}`);
-  log(`zoo ${zooDir} (${note}): ${chosen.join(", ")}; defenses: ${which.join(", ")}`);
+  log(`zoo ${zooDir} (${note}): ${chosen.join(", ")}; defenses: ${which.map((d) => d.name).join(", ")}`);
 
   const results: ModelResult[] = [];
   for (const d of chosen) results.push(await runModel(d, which));
   const totalSeconds = (performance.now() - t0) / 1000;
 
   const command = `npm run bench:defenses${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`;
-  const { doc, table, summary, readmeBlock } = markdownDoc(results, { zoo: values.zoo ?? "zoo", source: note, totalSeconds, defenses: which, command });
+  const { doc, table, summary, readmeBlock } = markdownDoc(results, { zoo: values.zoo ?? "zoo", source: note, totalSeconds, defenses: which.map((d) => d.name), command });
   mkdirSync(dirname(resolve(outFile)), { recursive: true });
   writeFileSync(outFile, doc);
   // A run over the whole zoo with every defense also refreshes the copy of the table in README.md.
@@ -634,7 +450,7 @@ async function main(): Promise<void> {
   }
   if (values.json) {
     mkdirSync(dirname(resolve(values.json)), { recursive: true });
-    writeFileSync(values.json, JSON.stringify({ zoo: zooDir, source: note, defenses: which, totalSeconds, summary, models: results }, null, 2) + "\n");
+    writeFileSync(values.json, JSON.stringify({ zoo: zooDir, source: note, defenses: which.map((d) => d.name), totalSeconds, summary, models: results }, null, 2) + "\n");
   }
   process.stdout.write(`${table}\n\n${summary}\n`);
   process.stdout.write(`total ${(totalSeconds / 60).toFixed(1)} min; wrote ${outFile}${values.json ? ` and ${values.json}` : ""}\n`);

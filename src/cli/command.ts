@@ -1,13 +1,23 @@
 // What every CLI command looks like, and the options they share.
-import { parseArgs, type ParseArgsConfig } from "node:util";
+import { parseArgs } from "node:util";
 import { fail } from "../errors.js";
 import { openDataset, type Dataset } from "../io/dataset.js";
 import { loadModel } from "../io/load-model.js";
+import type { ProgressFn } from "../defenses/defense.js";
 import type { NcProgress } from "../defenses/neural-cleanse.js";
+import { ncProgressEvent } from "../defenses/pipeline.js";
 import type { Model } from "../model/model.js";
 import { Progress, progressEnabled } from "./progress.js";
 
-export type Options = NonNullable<ParseArgsConfig["options"]>;
+/** One command-line option: its parseArgs type plus what --help prints about it. */
+export interface CliOption {
+  type: "string" | "boolean";
+  short?: string;
+  description?: string;
+  /** The default as --help shows it. */
+  defaultText?: string;
+}
+export type Options = Record<string, CliOption>;
 export type Values = Record<string, string | boolean | string[] | undefined>;
 
 export interface Context {
@@ -29,30 +39,32 @@ export interface Command {
 }
 
 export const COMMON: Options = {
-  json: { type: "boolean" },
-  quiet: { type: "boolean", short: "q" },
-  help: { type: "boolean", short: "h" },
+  json: { type: "boolean", description: "print one JSON document on stdout (logs go to stderr)" },
+  quiet: { type: "boolean", short: "q", description: "no progress bars" },
+  help: { type: "boolean", short: "h", description: "print this help" },
 };
 
 export const MODEL_OPTIONS: Options = {
-  model: { type: "string", short: "m" },
-  arch: { type: "string" },
-  "input-scale": { type: "string" },
-  layout: { type: "string" },
-  "batch-size": { type: "string" },
+  model: { type: "string", short: "m", description: "the model: Keras .h5 (full model, or weights with --arch) or .onnx" },
+  arch: { type: "string", description: "architecture of a weights-only .h5 file (deepid)" },
+  "input-scale": { type: "string", description: "pixels are divided by this: 255 if the model expects pixels/255, 1 for raw 0..255 (required)" },
+  layout: { type: "string", description: "layout of 4-D .h5 data arrays when the shape does not tell (nchw or nhwc)" },
+  "batch-size": { type: "string", description: "images per inference run", defaultText: "256" },
 };
 
 /** Clean validation data (the defenses' own), clean test data and poisoned data (labelled with the target). */
 export const DATA_OPTIONS: Options = {
-  clean: { type: "string" },
-  test: { type: "string" },
-  poisoned: { type: "string" },
+  clean: { type: "string", description: "labelled clean data the defense works on (.h5, image folder with labels.csv, fashion-mnist:test)" },
+  test: { type: "string", description: "labelled clean data for the final numbers", defaultText: "--clean" },
+  poisoned: { type: "string", description: "poisoned inputs labelled with the attacker's target (attack success rate)" },
 };
 
 export function parse(cmd: Command, argv: string[]): Context {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options: { ...COMMON, ...cmd.options }, allowPositionals: cmd.positionals ?? false, strict: true });
+    // parseArgs takes only its own keys: the help texts stay behind.
+    const options = Object.fromEntries(Object.entries({ ...COMMON, ...cmd.options }).map(([k, o]) => [k, o.short ? { type: o.type, short: o.short } : { type: o.type }]));
+    parsed = parseArgs({ args: argv, options, allowPositionals: cmd.positionals ?? false, strict: true });
   } catch (e) {
     // parseArgs puts its hint (e.g. "use '--input-scale=-XYZ'") on later lines: keep it, on one line.
     return fail(`${cmd.name}: ${(e as Error).message.trim().replace(/\s*\n\s*/g, " ")}`);
@@ -143,21 +155,30 @@ export function progress(ctx: Context, label: string, total: number, unit = "img
   return new Progress(label, total, { quiet: !progressEnabled(ctx.quiet), unit });
 }
 
-/** Progress of a Neural Cleanse scan: one bar per trigger family and phase; call done() when the scan ends. */
-export function ncProgress(ctx: Context): { onProgress: (p: NcProgress) => void; done: () => void } {
+/** Progress bars for a run's progress events: one bar per stage; call done() when the run ends. */
+export function progressBars(ctx: Context): { progress: ProgressFn; done: () => void } {
   let bar: Progress | undefined;
-  let key = "";
+  let stage: string | undefined;
+  let shown = 0;
   return {
-    onProgress(p) {
-      if (`${p.family} ${p.phase}` !== key) {
+    progress(e) {
+      if (e.stage !== stage) {
         bar?.done();
-        key = `${p.family} ${p.phase}`;
-        bar = progress(ctx, `NC ${p.family} ${p.phase === "screen" ? "screening" : "full"}`, p.total, p.phase === "screen" ? "labels" : "runs");
+        stage = e.stage;
+        shown = 0;
+        bar = progress(ctx, e.stage, e.total, e.unit);
       }
-      bar!.tick(1, `label ${p.label} norm ${p.l1Norm.toFixed(1)}`);
+      bar!.tick(e.done - shown, e.note);
+      shown = e.done;
     },
     done: () => bar?.done(),
   };
 }
 
-export const pct = (x: number): string => `${(100 * x).toFixed(2)}%`;
+/** Progress of a Neural Cleanse scan: one bar per trigger family and phase; call done() when the scan ends. */
+export function ncProgress(ctx: Context): { onProgress: (p: NcProgress) => void; done: () => void } {
+  const bars = progressBars(ctx);
+  return { onProgress: (p) => bars.progress(ncProgressEvent(p)), done: bars.done };
+}
+
+export { pct } from "../report/text.js";

@@ -1,24 +1,10 @@
 #!/usr/bin/env node
 // badnet: the command-line entry point. User errors print one line and exit 2; bugs exit 1 with a trace.
+import { OptionError } from "../defenses/defense.js";
 import { UserError } from "../errors.js";
-import { parse, type Command } from "./command.js";
+import { parse } from "./command.js";
 import { COMMANDS } from "./commands/index.js";
-
-function help(): string {
-  const w = Math.max(...COMMANDS.map((c) => c.name.length));
-  return [
-    "badnet — detect and repair backdoored image classifiers",
-    "",
-    "usage: badnet <command> [options]   (badnet <command> --help for its options)",
-    "",
-    ...COMMANDS.map((c) => `  ${c.name.padEnd(w)}  ${c.summary}`),
-  ].join("\n");
-}
-
-function commandHelp(c: Command): string {
-  const opts = Object.entries(c.options).map(([k, o]) => `  --${k}${o.type === "string" ? " <value>" : ""}`);
-  return [`badnet ${c.name} — ${c.summary}`, "", `usage: badnet ${c.name} ${c.usage}`, "", "options:", ...opts, "  --json", "  --quiet"].join("\n");
-}
+import { commandHelp, help } from "./help.js";
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
@@ -43,7 +29,9 @@ main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e: unknown) => {
     if (e instanceof UserError) {
-      process.stderr.write(`badnet: error: ${e.message}\n`);
+      // The library names options; on the command line they are flags.
+      const msg = e instanceof OptionError ? `--${e.flag} ${e.complaint}` : e.message;
+      process.stderr.write(`badnet: error: ${msg}\n`);
       process.exit(2);
     }
     process.stderr.write(`badnet: internal error: ${(e as Error)?.stack ?? String(e)}\n`);

@@ -1,7 +1,10 @@
 // What the commands that write an output folder share: the folder, result.json, the HTML report.
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { DefenseOutcome } from "../defenses/defense.js";
+import { writeOnnx } from "../defenses/g-model.js";
 import { fail } from "../errors.js";
+import { saveRepaired } from "../io/save-model.js";
 import type { Model } from "../model/model.js";
 import { summarize } from "../model/summary.js";
 import { writeReport } from "../report/html.js";
@@ -9,8 +12,8 @@ import type { ReportData, ReportModel } from "../report/types.js";
 import { str, type Context, type Options } from "./command.js";
 
 export const OUTPUT_OPTIONS: Options = {
-  out: { type: "string", short: "o" },
-  report: { type: "boolean" },
+  out: { type: "string", short: "o", description: "folder to write the results into (created if missing)" },
+  report: { type: "boolean", description: "also write report.html (one self-contained HTML file)" },
 };
 
 /** Creates --out (and parents); a UserError when it exists and is not a directory. */
@@ -65,6 +68,49 @@ export async function writeResult(ctx: Context, dir: string, data: ReportData): 
     files.push(html);
   }
   return files;
+}
+
+/** A result.json: the report sections plus a command's own fields. */
+export type ResultJson = ReportData & Record<string, unknown>;
+
+/**
+ * Saves a defense's outcome into `dir`: its networks and G graphs, then result.json (and report.html with
+ * --report). `timings` are the caller's steps before the defense (load, trigger); the defense's follow.
+ */
+export async function saveOutcome(
+  ctx: Context,
+  dir: string,
+  model: Model,
+  modelSource: string,
+  outcome: DefenseOutcome,
+  timings: Record<string, number>,
+  /** A heading instead of the defense's; `started` (performance.now()) adds timings.total. */
+  opts: { title?: string; started?: number } = {},
+): Promise<{ result: ResultJson; files: string[] }> {
+  const t0 = performance.now();
+  const files: string[] = [];
+  for (const a of outcome.artifacts) {
+    let written: string[];
+    if (a.kind === "model") written = await saveRepaired(dir, a.stem, a.model);
+    else {
+      written = [join(dir, a.file)];
+      writeOnnx(written[0], a.graph, a.doc);
+    }
+    a.onWritten?.(written);
+    files.push(...written);
+  }
+  const result: ResultJson = {
+    title: opts.title ?? outcome.title,
+    model: reportModelOf(model, modelSource),
+    ...(outcome.evaluation ? { evaluation: outcome.evaluation } : {}),
+    ...outcome.sections,
+    ...(outcome.gRates ? { g: outcome.gRates } : {}),
+    timings: { ...timings, ...outcome.timings, ...(outcome.artifacts.length ? { write: (performance.now() - t0) / 1000 } : {}) },
+    ...outcome.extra,
+  };
+  if (opts.started !== undefined) result.timings!.total = (performance.now() - opts.started) / 1000;
+  files.push(...(await writeResult(ctx, dir, result)));
+  return { result, files };
 }
 
 /** Reads DIR/result.json (or a given JSON file) back. */

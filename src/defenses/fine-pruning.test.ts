@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { parse } from "../cli/command.js";
-import { finePruneCommand } from "../cli/commands/fine-prune.js";
+import { defenseCommandNamed } from "../cli/commands/index.js";
 import { UserError } from "../errors.js";
 import { tensor } from "../graph/ir.js";
 import type { Dataset } from "../io/dataset.js";
@@ -18,6 +18,8 @@ import { train } from "../train/trainer.js";
 import { finePrune } from "./fine-pruning.js";
 import { channelMask, prunedModel, pruneTarget } from "./pruning.js";
 import { SHAPE, tinyBackdoorData, trainTinyBackdoor } from "../test/tiny-backdoor.js";
+
+const finePruneCommand = defenseCommandNamed("fine-prune");
 
 // The tiny backdoored task of src/test/tiny-backdoor.ts (quadrant squares; a top-edge checkerboard → class 0).
 

@@ -14,13 +14,14 @@ import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import type { ReportEvalResult, ReportG, ReportPruning } from "../report/types.js";
 import { train, type EpochStats } from "../train/trainer.js";
-import { gFromPair, gRates } from "./g-model.js";
+import { evalResult, evaluatePair, type SplitPredictions } from "../eval/evaluate.js";
+import { gFromPair } from "./g-model.js";
 import {
   cacheAll,
+  cachedPredictions,
   channelMask,
   checkDrops,
-  countEqual,
-  evalResult,
+  evalLabels,
   PruneEngine,
   prunedModel,
   pruneTarget,
@@ -83,8 +84,7 @@ export async function finePrune(model: Model, opts: FinePruneOptions): Promise<F
 
   const engine = await PruneEngine.create(model, target, { batchSize: opts.batchSize });
   let s: SweepResult, sel: { channelsPruned: number; reached: boolean }, channels: number[];
-  let before: ReportEvalResult, pruned: ReportEvalResult;
-  let bClean: Int32Array, bPoison: Int32Array | undefined;
+  let b: SplitPredictions, pruned: ReportEvalResult;
   let validLabels: Int32Array;
   try {
     const data = await cacheAll(engine, model, opts);
@@ -94,15 +94,8 @@ export async function finePrune(model: Model, opts: FinePruneOptions): Promise<F
     sel = selectDrop(s.correct, s.nClean, drop);
     channels = s.ranking.slice(0, sel.channelsPruned);
     lap("sweep");
-    const evalSet = data.test ?? data.valid;
-    const ones = channelMask(target.channels, []);
-    const mask = channelMask(target.channels, channels);
-    bClean = await engine.predict(evalSet, ones);
-    bPoison = data.poisoned && (await engine.predict(data.poisoned, ones));
-    before = evalResult(countEqual(bClean, evalSet.labels), evalSet.n, bPoison && countEqual(bPoison, data.poisoned!.labels), data.poisoned?.n);
-    const pClean = await engine.predict(evalSet, mask);
-    const pPoison = data.poisoned && (await engine.predict(data.poisoned, mask));
-    pruned = evalResult(countEqual(pClean, evalSet.labels), evalSet.n, pPoison && countEqual(pPoison, data.poisoned!.labels), data.poisoned?.n);
+    b = await cachedPredictions(engine, data, channelMask(target.channels, []));
+    pruned = evalResult(await cachedPredictions(engine, data, channelMask(target.channels, channels)), evalLabels(data));
   } finally {
     await engine.release();
   }
@@ -123,13 +116,13 @@ export async function finePrune(model: Model, opts: FinePruneOptions): Promise<F
   lap("fine-tune");
 
   const evalDs = opts.test ?? opts.valid;
-  const evalLabels = opts.test ? opts.test.labels! : validLabels;
-  const rClean = await predictLabels(repaired, evalDs, { batchSize: opts.batchSize });
-  const rPoison = opts.poisoned && (await predictLabels(repaired, opts.poisoned, { batchSize: opts.batchSize }));
-  const pLabels = opts.poisoned?.labels ?? undefined;
-  const after = evalResult(countEqual(rClean, evalLabels), evalDs.size, rPoison && countEqual(rPoison, pLabels!), opts.poisoned?.size);
+  const labels = { clean: opts.test ? opts.test.labels! : validLabels, poisoned: opts.poisoned?.labels ?? undefined };
+  const r: SplitPredictions = {
+    clean: await predictLabels(repaired, evalDs, { batchSize: opts.batchSize }),
+    poisoned: opts.poisoned && (await predictLabels(repaired, opts.poisoned, { batchSize: opts.batchSize })),
+  };
+  const { before, after, g: rates } = evaluatePair(model.numClasses, b, r, labels);
   const g = gFromPair(model, repaired, `${model.name}_fine_pruned_G`);
-  const rates = gRates(model.numClasses, { pred: bClean, repaired: rClean, labels: evalLabels }, rPoison && { pred: bPoison!, repaired: rPoison, labels: pLabels! });
   lap("evaluate");
 
   const pruning = pruningSection(s, [{ drop, channelsPruned: sel.channelsPruned }]);

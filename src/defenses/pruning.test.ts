@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { parse } from "../cli/command.js";
-import { pruneCommand } from "../cli/commands/prune.js";
+import { defenseCommandNamed } from "../cli/commands/index.js";
 import { UserError } from "../errors.js";
 import { writeKerasModel } from "../io/keras-save.js";
 import type { ReportData } from "../report/types.js";
@@ -33,6 +33,8 @@ import {
   sweep,
 } from "./pruning.js";
 import { SHAPE, tinyBackdoorData, trainTinyBackdoor } from "../test/tiny-backdoor.js";
+
+const pruneCommand = defenseCommandNamed("prune");
 
 // The tiny backdoored task of src/test/tiny-backdoor.ts (quadrant squares; a top-edge checkerboard → class 0).
 

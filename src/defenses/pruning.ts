@@ -19,13 +19,13 @@ import { fail } from "../errors.js";
 import { attr, tensor, type Graph, type Node, type TensorData } from "../graph/ir.js";
 import { headGraph, maskChannels } from "../graph/transforms.js";
 import type { Dataset } from "../io/dataset.js";
-import { checkData } from "../eval/evaluate.js";
+import { checkData, countCorrect, evalResult, evaluatePair, type SplitLabels, type SplitPredictions } from "../eval/evaluate.js";
 import { batchTensor, DEFAULT_BATCH, forwardGraph, type BatchSource } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import { paramValues, withParams } from "../model/params.js";
 import type { ReportEvalResult, ReportG, ReportPruning, ReportPruningDrop, ReportPruningPoint } from "../report/types.js";
 import { Session } from "../runtime/session.js";
-import { gFromMaskedBranch, gRates } from "./g-model.js";
+import { gFromMaskedBranch } from "./g-model.js";
 import { lapTimer } from "../util/timing.js";
 
 export type PruneOrder = "increasing" | "decreasing";
@@ -244,12 +244,7 @@ export class PruneEngine {
   }
 }
 
-/** Number of predictions equal to the labels. */
-export function countEqual(pred: Int32Array, labels: Int32Array): number {
-  let k = 0;
-  for (let i = 0; i < pred.length; i++) if (pred[i] === labels[i]) k++;
-  return k;
-}
+export { countCorrect as countEqual } from "../eval/evaluate.js";
 
 /** Channels in pruning order: by mean activation (ties by channel index). */
 export function pruneOrder(means: ArrayLike<number>, order: PruneOrder): number[] {
@@ -291,10 +286,10 @@ export async function sweep(
   const mask = new Float32Array(C).fill(1);
   for (let k = 0; k <= C; k++) {
     if (k > 0) mask[ranking[k - 1]] = 0;
-    correct.push(countEqual(await engine.predict(clean, mask), clean.labels));
+    correct.push(countCorrect(await engine.predict(clean, mask), clean.labels));
     const point: ReportPruningPoint = { fractionPruned: k / C, channelsPruned: k, cleanAccuracy: clean.n ? correct[k] / clean.n : 0 };
     if (poisoned) {
-      attack.push(countEqual(await engine.predict(poisoned, mask), poisoned.labels));
+      attack.push(countCorrect(await engine.predict(poisoned, mask), poisoned.labels));
       point.asr = poisoned.n ? attack[k] / poisoned.n : 0;
     }
     curve.push(point);
@@ -343,15 +338,6 @@ export function pruningSection(s: SweepResult, drops: { drop: number; channelsPr
       ...(s.curve[d.channelsPruned].asr !== undefined ? { asr: s.curve[d.channelsPruned].asr } : {}),
     })),
   };
-}
-
-export function evalResult(cleanCorrect: number, nClean: number, attack?: number, nPoisoned?: number): ReportEvalResult {
-  const r: ReportEvalResult = { cleanAccuracy: nClean ? cleanCorrect / nClean : 0, nClean };
-  if (attack !== undefined && nPoisoned !== undefined) {
-    r.asr = nPoisoned ? attack / nPoisoned : 0;
-    r.nPoisoned = nPoisoned;
-  }
-  return r;
 }
 
 export interface PruneRepair {
@@ -415,6 +401,18 @@ export async function cacheAll(engine: PruneEngine, model: Model, opts: Pick<Pru
   return { valid, test, poisoned };
 }
 
+type CachedSets = { valid: CachedData; test?: CachedData; poisoned?: CachedData };
+
+/** Labels of the evaluation data (test, else valid) and the poisoned data. */
+export function evalLabels(data: CachedSets): SplitLabels {
+  return { clean: (data.test ?? data.valid).labels, poisoned: data.poisoned?.labels };
+}
+
+/** The fast path: predictions with `mask` on the cached evaluation and poisoned data (only the head runs). */
+export async function cachedPredictions(engine: PruneEngine, data: CachedSets, mask: Float32Array): Promise<SplitPredictions> {
+  return { clean: await engine.predict(data.test ?? data.valid, mask), poisoned: data.poisoned && (await engine.predict(data.poisoned, mask)) };
+}
+
 /** The pruning defense: sweep, the saved network B'_X and G_X for every drop, and their final numbers. */
 export async function pruneDefense(model: Model, opts: PruneDefenseOptions): Promise<PruneDefenseResult> {
   const drops = checkDrops(opts.drops);
@@ -427,24 +425,21 @@ export async function pruneDefense(model: Model, opts: PruneDefenseOptions): Pro
     const s = await sweep(engine, data.valid, data.poisoned, opts.order ?? "increasing", opts.onStep);
     lap("sweep");
     const chosen = drops.map((drop) => ({ drop, ...selectDrop(s.correct, s.nClean, drop) }));
-    const evalSet = data.test ?? data.valid;
-    const ones = channelMask(target.channels, []);
-    const bClean = await engine.predict(evalSet, ones);
-    const bPoison = data.poisoned && (await engine.predict(data.poisoned, ones));
-    const before = evalResult(countEqual(bClean, evalSet.labels), evalSet.n, bPoison && countEqual(bPoison, data.poisoned!.labels), data.poisoned?.n);
+    const labels = evalLabels(data);
+    const b = await cachedPredictions(engine, data, channelMask(target.channels, []));
+    const before = evalResult(b, labels);
     const repairs: PruneRepair[] = [];
     for (const c of chosen) {
       const channels = s.ranking.slice(0, c.channelsPruned);
       const mask = channelMask(target.channels, channels);
-      const rClean = await engine.predict(evalSet, mask);
-      const rPoison = data.poisoned && (await engine.predict(data.poisoned, mask));
+      const ev = evaluatePair(model.numClasses, b, await cachedPredictions(engine, data, mask), labels);
       repairs.push({
         ...c,
         channels,
         model: prunedModel(model, target, channels, `${model.name}_pruned_${c.drop}`),
         g: gFromMaskedBranch(model, target.value, mask, `${model.name}_G_${c.drop}`),
-        evaluation: evalResult(countEqual(rClean, evalSet.labels), evalSet.n, rPoison && countEqual(rPoison, data.poisoned!.labels), data.poisoned?.n),
-        gRates: gRates(model.numClasses, { pred: bClean, repaired: rClean, labels: evalSet.labels }, data.poisoned && { pred: bPoison!, repaired: rPoison!, labels: data.poisoned.labels }),
+        evaluation: ev.after,
+        gRates: ev.g,
       });
     }
     lap("repair");

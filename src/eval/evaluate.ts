@@ -1,9 +1,15 @@
 // Clean accuracy and attack success rate (ASR). CSAW convention: a poisoned file's stored label is the
 // attacker's target, so ASR is the share of poisoned inputs classified as their stored label.
+//
+// One routine counts correct predictions (countCorrect); evalResult turns one network's predictions into the
+// report's accuracy/ASR, evaluatePair gives B, B′ and G from both networks' predictions. Where predictions come
+// from is the caller's business: predictLabels on a Dataset, or the pruning engine's cached fast path.
+import { gRates } from "../defenses/g-model.js";
 import type { Dataset } from "../io/dataset.js";
 import { checkLabels, checkShape, requireLabels } from "../io/dataset.js";
 import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
+import type { ReportEvalResult, ReportG } from "../report/types.js";
 
 export interface Accuracy {
   n: number;
@@ -19,10 +25,44 @@ export interface Evaluation {
   imagesPerSecond: number;
 }
 
+/** Number of predictions equal to their labels (for poisoned data: attack successes). */
+export function countCorrect(pred: Int32Array, labels: Int32Array): number {
+  let k = 0;
+  for (let i = 0; i < pred.length; i++) if (pred[i] === labels[i]) k++;
+  return k;
+}
+
 export function accuracyOf(pred: Int32Array, labels: Int32Array): Accuracy {
-  let correct = 0;
-  for (let i = 0; i < pred.length; i++) if (pred[i] === labels[i]) correct++;
+  const correct = countCorrect(pred, labels);
   return { n: pred.length, correct, accuracy: pred.length ? correct / pred.length : 0 };
+}
+
+/** Top-1 predictions of one network on the clean evaluation data and, when given, the poisoned data. */
+export interface SplitPredictions {
+  clean: Int32Array;
+  poisoned?: Int32Array;
+}
+/** True labels of the clean data; the attacker's targets of the poisoned data. */
+export type SplitLabels = SplitPredictions;
+
+/** Clean accuracy and (with poisoned predictions) ASR of one network. */
+export function evalResult(pred: SplitPredictions, labels: SplitLabels): ReportEvalResult {
+  const r: ReportEvalResult = { cleanAccuracy: accuracyOf(pred.clean, labels.clean).accuracy, nClean: pred.clean.length };
+  if (pred.poisoned && labels.poisoned) {
+    r.asr = accuracyOf(pred.poisoned, labels.poisoned).accuracy;
+    r.nPoisoned = pred.poisoned.length;
+  }
+  return r;
+}
+
+/** B, the repaired B′ and G (B where both agree on the top-1 class, else class N) on the same data. */
+export function evaluatePair(numClasses: number, b: SplitPredictions, repaired: SplitPredictions, labels: SplitLabels): { before: ReportEvalResult; after: ReportEvalResult; g: ReportG } {
+  const poisoned = b.poisoned && repaired.poisoned && labels.poisoned ? { pred: b.poisoned, repaired: repaired.poisoned, labels: labels.poisoned } : undefined;
+  return {
+    before: evalResult(b, labels),
+    after: evalResult(repaired, labels),
+    g: gRates(numClasses, { pred: b.clean, repaired: repaired.clean, labels: labels.clean }, poisoned),
+  };
 }
 
 export function checkData(model: Model, ds: Dataset, what: string): Int32Array {

@@ -1,40 +1,15 @@
 // badnet detect: Neural Cleanse over a model's labels; prints the per-label trigger norms and anomaly indices,
 // optionally writes the reversed triggers as PNGs and the run as result.json (ReportData).
-import { writeFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { basename } from "node:path";
 import { fail } from "../../errors.js";
-import { neuralCleanseReport, triggerPngs } from "../../defenses/nc-report.js";
 import { type NormScale } from "../../defenses/mad.js";
 import { checkFamilies, detectBackdoor, type NeuralCleanseResult } from "../../defenses/neural-cleanse.js";
-import type { ReportData } from "../../report/types.js";
 import { dataFrom, inputScale, MODEL_OPTIONS, modelFrom, ncProgress, num, pct, str, type Command, type Context } from "../command.js";
-import { commandLine, OUTPUT_OPTIONS, outDir, reportModelOf, writeResult } from "../output.js";
+import { parseLabels } from "../labels.js";
+import { detectResult, writeTriggerPngs } from "../nc-output.js";
+import { OUTPUT_OPTIONS, outDir, writeResult } from "../output.js";
 
-/** "0,5,7", "0-9" or a mix ("0-3,7"); every label must be a class of the model. */
-export function parseLabels(spec: string, numClasses: number): number[] {
-  const out: number[] = [];
-  const int = (s: string): number => {
-    const t = s.trim();
-    if (!/^\d+$/.test(t)) fail(`--labels: "${s}" is not a label (use e.g. 0,5,7 or 0-9)`);
-    const v = Number(t);
-    if (v >= numClasses) fail(`--labels: label ${v} is outside the model's ${numClasses} classes (0..${numClasses - 1})`);
-    return v;
-  };
-  for (const part of spec.split(",")) {
-    const range = /^\s*(\d+)\s*-\s*(\d+)\s*$/.exec(part);
-    if (range) {
-      const [lo, hi] = [int(range[1]), int(range[2])];
-      if (lo > hi) fail(`--labels: range ${part.trim()} is empty (start above end)`);
-      for (let l = lo; l <= hi; l++) out.push(l);
-    } else out.push(int(part));
-  }
-  const seen = new Set<number>();
-  for (const l of out) {
-    if (seen.has(l)) fail(`--labels: label ${l} is listed twice`);
-    seen.add(l);
-  }
-  return out;
-}
+export { parseLabels };
 
 const TABLE_ROWS = 20;
 
@@ -60,26 +35,6 @@ function table(r: NeuralCleanseResult): string[] {
   return lines;
 }
 
-/** Mask, pattern, trigger (pattern·mask) and stamped-example PNGs of every reported label, plus the clean example. */
-function writeTriggerPngs(dir: string, r: NeuralCleanseResult): string[] {
-  const files: string[] = [];
-  const put = (name: string, data: Buffer) => {
-    writeFileSync(join(dir, name), data);
-    files.push(join(dir, name));
-  };
-  r.triggers.forEach((t, i) => {
-    const png = triggerPngs(t, r.example, r.shape, r.inputScale);
-    // A label may have a trigger of each family; blend ones are named apart.
-    const base = `label_${t.label}${t.family === "blend" ? "_blend" : ""}`;
-    put(`${base}_mask.png`, png.mask);
-    put(`${base}_pattern.png`, png.pattern);
-    put(`${base}_trigger.png`, png.trigger);
-    put(`${base}_stamped.png`, png.stamped);
-    if (i === 0) put("clean_example.png", png.clean);
-  });
-  return files;
-}
-
 export const detectCommand: Command = {
   name: "detect",
   summary: "Neural Cleanse: reverse-engineer a trigger per label and flag backdoor targets (MAD anomaly index > 2)",
@@ -95,18 +50,19 @@ export const detectCommand: Command = {
     "  together in one graph run.",
   options: {
     ...MODEL_OPTIONS,
-    clean: { type: "string" },
-    labels: { type: "string" },
+    "batch-size": { type: "string", description: "images per optimization step in the full phase", defaultText: "32" },
+    clean: { type: "string", description: "labelled clean data the triggers are reversed on" },
+    labels: { type: "string", description: "labels to scan (e.g. 0,5,7 or 0-9)", defaultText: "all" },
     ...OUTPUT_OPTIONS,
-    steps: { type: "string" },
-    "screen-steps": { type: "string" },
-    "screen-batch-size": { type: "string" },
-    "labels-per-run": { type: "string" },
-    shortlist: { type: "string" },
-    restarts: { type: "string" },
-    families: { type: "string" },
-    scale: { type: "string" },
-    seed: { type: "string" },
+    steps: { type: "string", description: "optimization steps per label in the full phase", defaultText: "300" },
+    "screen-steps": { type: "string", description: "steps per label while screening", defaultText: "60" },
+    "screen-batch-size": { type: "string", description: "images per step while screening", defaultText: "8" },
+    "labels-per-run": { type: "string", description: "labels optimized together in one graph run", defaultText: "32" },
+    shortlist: { type: "string", description: "labels that get the full budget after screening", defaultText: "max(10, 3% of the labels)" },
+    restarts: { type: "string", description: "random starts per label in the full phase", defaultText: "2" },
+    families: { type: "string", description: "trigger families to scan (mask, blend)", defaultText: "mask,blend" },
+    scale: { type: "string", description: "scale of the MAD statistics (log or linear)", defaultText: "log" },
+    seed: { type: "string", description: "seed of the image split and the initialization", defaultText: "0" },
   },
   async run(ctx: Context) {
     const t0 = performance.now();
@@ -143,21 +99,7 @@ export const detectCommand: Command = {
     bars.done();
     clean.close();
 
-    const report: ReportData = {
-      title: `Neural Cleanse — ${model.name}`,
-      createdAt: new Date().toISOString(),
-      command: commandLine(),
-      model: reportModelOf(model, modelPath),
-      // Beside the ReportNeuralCleanse fields: per-label phase/steps/reached/lambda, time per phase, images, settings.
-      neuralCleanse: {
-        ...neuralCleanseReport(result),
-        seconds: result.seconds,
-        phaseSeconds: result.phaseSeconds,
-        images: result.images,
-        settings: result.settings,
-      } as ReportData["neuralCleanse"],
-      timings: { load: loaded, "neural-cleanse": result.seconds },
-    };
+    const report = detectResult(model, modelPath, result, loaded);
     const files = dir ? [...writeTriggerPngs(dir, result), ...(await writeResult(ctx, dir, report))] : [];
 
     const screened = result.labels.filter((l) => l.phase === "screen").length;

@@ -1,11 +1,11 @@
 import { evaluate } from "../../eval/evaluate.js";
-import { batchSize, dataFrom, inputScale, MODEL_OPTIONS, modelFrom, pct, progress, type Command } from "../command.js";
+import { batchSize, dataFrom, inputScale, DATA_OPTIONS, MODEL_OPTIONS, modelFrom, pct, progress, type Command } from "../command.js";
 
 export const evalCommand: Command = {
   name: "eval",
   summary: "clean accuracy and attack success rate (ASR) of a model",
   usage: "--model M [--arch deepid] --input-scale S --clean D [--poisoned P] [--json]",
-  options: { ...MODEL_OPTIONS, clean: { type: "string" }, poisoned: { type: "string" } },
+  options: { ...MODEL_OPTIONS, clean: { ...DATA_OPTIONS.clean, description: "labelled clean data (clean accuracy)" }, poisoned: DATA_OPTIONS.poisoned },
   async run(ctx) {
     const scale = inputScale(ctx);
     const model = await modelFrom(ctx);

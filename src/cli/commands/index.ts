@@ -1,30 +1,23 @@
+import { DEFENSES } from "../../defenses/registry.js";
 import type { Command } from "../command.js";
+import { defenseCommand } from "../defense-command.js";
 import { detectCommand } from "./detect.js";
 import { evalCommand } from "./eval.js";
-import { finePruneCommand } from "./fine-prune.js";
 import { inspectCommand } from "./inspect.js";
-import { ncPruneCommand } from "./nc-prune.js";
 import { predictCommand } from "./predict.js";
-import { pruneCommand } from "./prune.js";
 import { repairCommand } from "./repair.js";
 import { reportCommand } from "./report.js";
-import { stripCommand } from "./strip.js";
 import { trainCommand } from "./train.js";
-import { unlearnCommand } from "./unlearn.js";
 import { zooCommand } from "./zoo.js";
 
-export const COMMANDS: Command[] = [
-  evalCommand,
-  predictCommand,
-  inspectCommand,
-  repairCommand,
-  detectCommand,
-  pruneCommand,
-  finePruneCommand,
-  ncPruneCommand,
-  unlearnCommand,
-  stripCommand,
-  reportCommand,
-  trainCommand,
-  zooCommand,
-];
+/** One command per registered defense, named like it. */
+export const DEFENSE_COMMANDS: Command[] = DEFENSES.map(defenseCommand);
+
+export const COMMANDS: Command[] = [evalCommand, predictCommand, inspectCommand, repairCommand, detectCommand, ...DEFENSE_COMMANDS, reportCommand, trainCommand, zooCommand];
+
+/** The command of a registered defense (throws for an unknown name: a programming error). */
+export function defenseCommandNamed(name: string): Command {
+  const c = DEFENSE_COMMANDS.find((x) => x.name === name);
+  if (!c) throw new Error(`no defense command "${name}"`);
+  return c;
+}

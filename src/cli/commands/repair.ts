@@ -1,90 +1,75 @@
-import { join } from "node:path";
-import { fail } from "../../errors.js";
-import type { ReportData } from "../../report/types.js";
-import { MODEL_OPTIONS, str, type Command, type Context, DATA_OPTIONS } from "../command.js";
-import { OUTPUT_OPTIONS, outDir, readResult, writeResult } from "../output.js";
-import { detectCommand } from "./detect.js";
-import { finePruneCommand } from "./fine-prune.js";
-import { ncPruneCommand } from "./nc-prune.js";
-import { pruneCommand } from "./prune.js";
-import { stripCommand } from "./strip.js";
-import { unlearnCommand } from "./unlearn.js";
-
-const DEFENSES: Record<string, Command> = {
-  "fine-prune": finePruneCommand,
-  prune: pruneCommand,
-  "nc-prune": ncPruneCommand,
-  unlearn: unlearnCommand,
-  strip: stripCommand,
-};
-/** Defenses that start from the reversed trigger of the flagged labels. */
-const NEEDS_TRIGGER = new Set(["nc-prune", "unlearn"]);
-
-/** Runs another command with this run's parsed options, restricted to the ones it accepts. */
-async function runSub(cmd: Command, ctx: Context, overrides: Record<string, string | boolean | undefined>, skip: string[] = []) {
-  const values: Context["values"] = {};
-  for (const k of Object.keys(cmd.options)) if (ctx.values[k] !== undefined && !skip.includes(k)) values[k] = ctx.values[k];
-  Object.assign(values, overrides);
-  return cmd.run({ ...ctx, values, positionals: [], json: true });
-}
+// badnet repair: parse, run the library's repair pipeline (detection → triggers in memory → defense → G), save.
+import { mkdirSync } from "node:fs";
+import { basename, join } from "node:path";
+import { checkRepairRequest, repair } from "../../defenses/pipeline.js";
+import { DEFENSES } from "../../defenses/registry.js";
+import { DATA_OPTIONS, defenseInputs, inputScale, MODEL_OPTIONS, num, progressBars, str, type Command } from "../command.js";
+import { parseLabels } from "../labels.js";
+import { detectResult, writeTriggerPngs } from "../nc-output.js";
+import { OUTPUT_OPTIONS, outDir, saveOutcome, writeJson } from "../output.js";
 
 export const repairCommand: Command = {
   name: "repair",
-  summary: "detect with Neural Cleanse, then repair (auto: unlearn if a label is flagged, else fine-prune; or prune, nc-prune, strip); writes everything to --out",
+  summary: `detect with Neural Cleanse, then repair (auto: unlearn if a label is flagged, else fine-prune; or ${DEFENSES.map((d) => d.name).join(", ")}); writes everything to --out`,
   usage:
-    "--model M [--arch deepid] --input-scale S --clean VALID [--test TEST] [--poisoned P] [--defense auto|fine-prune|prune|nc-prune|unlearn|strip] " +
-    "[--labels 0-9] [--skip-detect] --out DIR [--report] [--json]",
+    `--model M [--arch deepid] --input-scale S --clean VALID [--test TEST] [--poisoned P] [--defense auto|${DEFENSES.map((d) => d.name).join("|")}] ` +
+    "[--labels 0-9] [--skip-detect] [--seed 0] [--batch-size B] --out DIR [--report] [--json] [--quiet]",
   options: {
     ...MODEL_OPTIONS,
+    "batch-size": { type: "string", description: "the defense's batch size (its own default when absent; Neural Cleanse keeps its own)" },
     ...DATA_OPTIONS,
-    defense: { type: "string" },
-    labels: { type: "string" },
-    "skip-detect": { type: "boolean" },
-    seed: { type: "string" },
+    defense: { type: "string", description: `the repair: auto (unlearn when a label is flagged, else fine-prune) or ${DEFENSES.map((d) => d.name).join(", ")}`, defaultText: "auto" },
+    labels: { type: "string", description: "labels Neural Cleanse scans (e.g. 0,5,7 or 0-9)", defaultText: "all" },
+    "skip-detect": { type: "boolean", description: "no Neural Cleanse detection (defenses that need its triggers refuse)" },
+    seed: { type: "string", description: "seed of Neural Cleanse and of the defense", defaultText: "0" },
     ...OUTPUT_OPTIONS,
   },
   async run(ctx) {
     const t0 = performance.now();
-    // "auto": unlearning from the reversed trigger when Neural Cleanse flags a label, else Fine-Pruning
-    // (which needs no trigger).
-    let defense = str(ctx, "defense") ?? "auto";
-    if (defense !== "auto" && !DEFENSES[defense]) fail(`--defense must be auto or one of ${Object.keys(DEFENSES).join(", ")}; got "${defense}"`);
-    const skipDetect = ctx.values["skip-detect"] === true;
-    if (skipDetect && NEEDS_TRIGGER.has(defense)) fail(`--defense ${defense} needs Neural Cleanse's reversed trigger; drop --skip-detect`);
+    const detect = ctx.values["skip-detect"] === true ? false : {};
+    const defense = str(ctx, "defense") ?? "auto";
+    checkRepairRequest({ defense, detect });
+    const scale = inputScale(ctx);
+    const seed = str(ctx, "seed") === undefined ? undefined : num(ctx, "seed", 0, { integer: true, min: 0 });
+    const batchSize = str(ctx, "batch-size");
     const dir = outDir(ctx)!;
-    const lines: string[] = [];
+    const modelPath = str(ctx, "model", true);
+    const { model, valid: clean, test, poisoned } = await defenseInputs(ctx, scale);
+    const labelSpec = str(ctx, "labels");
+    const labels = labelSpec === undefined ? undefined : parseLabels(labelSpec, model.numClasses);
+    const load = (performance.now() - t0) / 1000;
 
-    let detected: ReportData | undefined;
-    if (!skipDetect) {
-      const detectDir = join(dir, "detect");
-      // detect's --batch-size is Neural Cleanse's optimization batch, not an inference batch: not forwarded.
-      const d = await runSub(detectCommand, ctx, { out: detectDir, report: false }, ["batch-size"]);
-      detected = readResult(detectDir);
-      lines.push(d.text, "");
-      const flagged = detected.neuralCleanse?.flagged ?? [];
-      if (defense === "auto") defense = flagged.length ? "unlearn" : "fine-prune";
-      if (flagged.length === 0 && NEEDS_TRIGGER.has(defense)) {
-        const result: ReportData = { ...detected, title: `Repair — nothing flagged` };
-        const files = await writeResult(ctx, dir, result);
-        lines.push(`Neural Cleanse flagged no label: ${defense} has no trigger to work from; nothing repaired.`, `wrote ${files.join(", ")}`);
-        return { json: result, text: lines.join("\n") };
-      }
+    const bars = progressBars(ctx);
+    let r;
+    try {
+      r = await repair(model, { clean, test, poisoned }, {
+        defense,
+        detect: detect && { labels, seed },
+        common: { seed, batchSize },
+        inputScale: scale,
+        progress: bars.progress,
+      });
+    } finally {
+      bars.done();
+      for (const ds of [clean, test, poisoned]) ds?.close();
     }
-    if (defense === "auto") defense = "fine-prune";
-    const cmd = DEFENSES[defense];
-    const rep = await runSub(cmd, ctx, { out: dir, report: false, ...(NEEDS_TRIGGER.has(defense) ? { trigger: join(dir, "detect") } : {}) });
-    lines.push(rep.text);
-    const repaired = readResult(dir);
-    const result: ReportData = {
-      ...repaired,
-      title: `Repair (${detected ? "Neural Cleanse + " : ""}${defense}) — ${repaired.model?.name ?? ""}`,
-      command: undefined,
-      createdAt: undefined,
-      ...(detected?.neuralCleanse ? { neuralCleanse: detected.neuralCleanse } : {}),
-      timings: { ...(detected?.timings ? Object.fromEntries(Object.entries(detected.timings).map(([k, v]) => [`detect.${k}`, v])) : {}), ...repaired.timings, total: (performance.now() - t0) / 1000 },
-    };
-    const files = await writeResult(ctx, dir, result);
-    lines.push("", `wrote ${files.join(", ")}`);
-    return { json: result, text: lines.join("\n") };
+
+    const lines: string[] = [];
+    if (r.detection) {
+      // The detection as `badnet detect --out DIR/detect` would save it (the triggers as PNGs, for people).
+      const detectDir = join(dir, "detect");
+      mkdirSync(detectDir, { recursive: true });
+      writeTriggerPngs(detectDir, r.detection);
+      writeJson(join(detectDir, "result.json"), detectResult(model, modelPath, r.detection, load));
+      lines.push(
+        `detection   Neural Cleanse on ${r.detection.labels.length} labels in ${r.detection.seconds.toFixed(1)} s: flagged ${r.detection.flagged.length ? r.detection.flagged.join(", ") : "none"}`,
+        `defense     ${r.defense.name}${defense === "auto" ? " (auto)" : ""}`,
+        "",
+      );
+    }
+    const title = `Repair (${r.detection ? "Neural Cleanse + " : ""}${r.defense.name}) — ${model.name}`;
+    const saved = await saveOutcome(ctx, dir, model, modelPath, r.outcome, { load, ...r.timings }, { title, started: t0 });
+    lines.push(...r.outcome.lines, "", `wrote       ${dir}: ${saved.files.map((f) => basename(f)).join(", ")}${r.detection ? ", detect/" : ""}`);
+    return { json: saved.result, text: lines.join("\n") };
   },
 };

@@ -9,7 +9,7 @@ export const reportCommand: Command = {
   name: "report",
   summary: "render DIR/result.json (written by repair, detect, prune, ...) as one self-contained HTML file",
   usage: "DIR [--output FILE]",
-  options: { output: { type: "string" } },
+  options: { output: { type: "string", description: "where to write the HTML file", defaultText: "report.html beside result.json" } },
   positionals: true,
   async run(ctx) {
     if (ctx.positionals.length !== 1) fail("report: give exactly one result folder (or result.json)");

@@ -11,7 +11,7 @@ import { lowerModel } from "../../model/lower.js";
 import type { Model } from "../../model/model.js";
 import { train, type EpochStats, type TrainData } from "../../train/trainer.js";
 import { zooNet } from "../../zoo/build.js";
-import { dataFrom, inputScale, num, pct, progress, str, type Command, type Context } from "../command.js";
+import { MODEL_OPTIONS, dataFrom, inputScale, num, pct, progress, str, type Command, type Context } from "../command.js";
 import type { Progress } from "../progress.js";
 
 const FRESH_ARCHS = ["zoo-cnn", ...Object.keys(ARCHS)];
@@ -58,19 +58,19 @@ export const trainCommand: Command = {
   usage:
     "--data D --input-scale S (--arch zoo-cnn | --model init.h5) --out model.h5 [--epochs 3] [--lr 1e-3] [--optimizer adam|sgd] [--batch-size 64] [--seed 0] [--valid V] [--num-classes K] [--json]",
   options: {
-    data: { type: "string" },
-    model: { type: "string", short: "m" },
-    arch: { type: "string" },
-    "input-scale": { type: "string" },
-    layout: { type: "string" },
-    out: { type: "string", short: "o" },
-    epochs: { type: "string" },
-    lr: { type: "string" },
-    optimizer: { type: "string" },
-    "batch-size": { type: "string" },
-    seed: { type: "string" },
-    valid: { type: "string" },
-    "num-classes": { type: "string" },
+    data: { type: "string", description: "labelled training data (.h5, image folder, fashion-mnist:train)" },
+    model: { type: "string", short: "m", description: "a Keras .h5 model to start from (instead of --arch)" },
+    arch: { type: "string", description: "a fresh architecture to train (zoo-cnn or deepid)" },
+    "input-scale": MODEL_OPTIONS["input-scale"],
+    layout: MODEL_OPTIONS.layout,
+    out: { type: "string", short: "o", description: "the model file to write (.h5; the .onnx goes beside it)" },
+    epochs: { type: "string", description: "training epochs", defaultText: "3" },
+    lr: { type: "string", description: "learning rate", defaultText: "1e-3" },
+    optimizer: { type: "string", description: "adam or sgd", defaultText: "adam" },
+    "batch-size": { type: "string", description: "training batch size", defaultText: "64" },
+    seed: { type: "string", description: "seed of the initialization and the batch order", defaultText: "0" },
+    valid: { type: "string", description: "labelled validation data, evaluated after each epoch" },
+    "num-classes": { type: "string", description: "number of classes", defaultText: "largest training label + 1" },
   },
   async run(ctx) {
     const scale = inputScale(ctx);

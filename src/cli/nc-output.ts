@@ -1,0 +1,47 @@
+// What `detect` writes, shared with `repair` (which writes it into DIR/detect): the reversed triggers as PNGs
+// and the run as result.json.
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { neuralCleanseReport, triggerPngs } from "../defenses/nc-report.js";
+import type { NeuralCleanseResult } from "../defenses/neural-cleanse.js";
+import type { Model } from "../model/model.js";
+import type { ReportData } from "../report/types.js";
+import { commandLine, reportModelOf } from "./output.js";
+
+/** Mask, pattern, trigger (pattern·mask) and stamped-example PNGs of every reported label, plus the clean example. */
+export function writeTriggerPngs(dir: string, r: NeuralCleanseResult): string[] {
+  const files: string[] = [];
+  const put = (name: string, data: Buffer) => {
+    writeFileSync(join(dir, name), data);
+    files.push(join(dir, name));
+  };
+  r.triggers.forEach((t, i) => {
+    const png = triggerPngs(t, r.example, r.shape, r.inputScale);
+    // A label may have a trigger of each family; blend ones are named apart.
+    const base = `label_${t.label}${t.family === "blend" ? "_blend" : ""}`;
+    put(`${base}_mask.png`, png.mask);
+    put(`${base}_pattern.png`, png.pattern);
+    put(`${base}_trigger.png`, png.trigger);
+    put(`${base}_stamped.png`, png.stamped);
+    if (i === 0) put("clean_example.png", png.clean);
+  });
+  return files;
+}
+
+/** A detection run as result.json: the report section plus per-label phase/steps, time per phase, images, settings. */
+export function detectResult(model: Model, modelPath: string, result: NeuralCleanseResult, loadSeconds: number): ReportData {
+  return {
+    title: `Neural Cleanse — ${model.name}`,
+    createdAt: new Date().toISOString(),
+    command: commandLine(),
+    model: reportModelOf(model, modelPath),
+    neuralCleanse: {
+      ...neuralCleanseReport(result),
+      seconds: result.seconds,
+      phaseSeconds: result.phaseSeconds,
+      images: result.images,
+      settings: result.settings,
+    } as ReportData["neuralCleanse"],
+    timings: { load: loadSeconds, "neural-cleanse": result.seconds },
+  };
+}

@@ -1,0 +1,78 @@
+// Fine-Pruning behind the Defense interface.
+import { DEFAULT_FINE_PRUNE_DROP, DEFAULT_FINE_TUNE, finePrune } from "./fine-pruning.js";
+import { BATCH_SIZE_OPTION, defineDefense, SEED_OPTION, stageReporter } from "./defense.js";
+import { PRUNE_OPTIONS } from "./prune-defense.js";
+import { evalLine, gLine, pct } from "../report/text.js";
+
+export const finePruneDefinition = defineDefense({
+  name: "fine-prune",
+  summary: "Fine-Pruning: prune dormant conv channels, then fine-tune on clean data; writes repaired.{h5,onnx}, G.onnx",
+  kind: "repair",
+  options: {
+    drop: { kind: "number", description: "prune until clean validation accuracy has dropped this many percentage points", default: DEFAULT_FINE_PRUNE_DROP },
+    order: PRUNE_OPTIONS.order,
+    layer: PRUNE_OPTIONS.layer,
+    epochs: { kind: "integer", description: "fine-tuning epochs on the clean data", default: DEFAULT_FINE_TUNE.epochs, min: 0 },
+    lr: { kind: "number", description: "fine-tuning learning rate", default: DEFAULT_FINE_TUNE.lr, min: 0, exclusive: true },
+    optimizer: { kind: "choice", choices: ["adam", "sgd"] as const, description: "fine-tuning optimizer", default: DEFAULT_FINE_TUNE.optimizer },
+    trainBatchSize: { kind: "integer", description: "fine-tuning batch size", default: DEFAULT_FINE_TUNE.batchSize, min: 1, max: 65536 },
+    seed: SEED_OPTION,
+    batchSize: BATCH_SIZE_OPTION,
+  },
+  async run(model, data, o, ctx) {
+    let epochsSeen = 0;
+    const trainBar = stageReporter(ctx.progress, "fine-tune", "img");
+    const r = await finePrune(model, {
+      valid: data.clean,
+      test: data.test,
+      poisoned: data.poisoned,
+      drop: o.drop,
+      order: o.order,
+      layer: o.layer,
+      batchSize: o.batchSize,
+      epochs: o.epochs,
+      lr: o.lr,
+      optimizer: o.optimizer,
+      seed: o.seed,
+      trainBatchSize: o.trainBatchSize,
+      onCache: stageReporter(ctx.progress, "activations", "img"),
+      onStep: (k, total, p) => ctx.progress?.({ stage: "prune", done: k + 1, total: total + 1, unit: "step", note: `${k}/${total} pruned, acc ${pct(p.cleanAccuracy)}` }),
+      onBatch: (done, total, loss) => trainBar(epochsSeen * total + done, total * o.epochs, `epoch ${epochsSeen + 1}/${o.epochs} loss ${loss.toFixed(4)}`),
+      onEpoch: () => void epochsSeen++,
+    });
+    const files: string[] = [];
+    const onWritten = (f: string[]) => void files.push(...f);
+    const t = r.target;
+    const on = `${(data.test ?? data.clean).name}${data.poisoned ? ` / ${data.poisoned.name}` : ""}`;
+    const last = r.history[r.history.length - 1];
+    return {
+      title: `Fine-Pruning — ${model.name}`,
+      repaired: r.repaired,
+      g: r.g,
+      evaluation: { before: r.before, after: r.after },
+      gRates: r.gRates,
+      sections: { pruning: r.pruning },
+      extra: {
+        finePruning: { drop: r.drop, reached: r.reached, channels: r.channels, pruned: r.pruned, epochs: o.epochs, lr: o.lr, optimizer: o.optimizer, seed: o.seed, history: r.history },
+        evaluatedOn: r.evaluatedOn,
+        files,
+      },
+      artifacts: [
+        { kind: "model", stem: "repaired", model: r.repaired, onWritten },
+        { kind: "graph", file: "G.onnx", graph: r.g, doc: `fine-pruning G of ${model.name}: class ${model.numClasses} = B and the fine-pruned network disagree`, onWritten },
+      ],
+      lines: [
+        `model        ${model.name}`,
+        `pruned       ${r.channels.length}/${t.channels} channels of ${t.layer} (validation accuracy drop >= ${r.drop} pp${r.reached ? "" : " not reached: all channels pruned"})`,
+        `fine-tuned   ${o.epochs} epochs, ${o.optimizer} lr ${o.lr} on ${data.clean.name}${last ? ` (last epoch loss ${last.loss.toFixed(4)})` : ""}`,
+        `before       ${evalLine(r.before)}   on ${on}`,
+        `pruned       ${evalLine(r.pruned)}`,
+        `fine-pruned  ${evalLine(r.after)}`,
+        `G            ${gLine(r.gRates)}`,
+        ...(data.test ? [] : ["note         no test data: the clean numbers are on the fine-tuning data itself"]),
+      ],
+      note: `${t.layer}: ${r.channels.length}/${r.sweep.ranking.length} channels pruned (pruned only: acc ${pct(r.pruned.cleanAccuracy)}${r.pruned.asr !== undefined ? `, ASR ${pct(r.pruned.asr)}` : ""}), ${r.history.length} fine-tune epochs`,
+      timings: r.timings,
+    };
+  },
+});

@@ -1,0 +1,149 @@
+// Neural Cleanse's two repairs behind the Defense interface: neuron pruning and unlearning. Both start from
+// the reversed triggers of the flagged labels (ctx.triggers); with nothing flagged they repair nothing.
+import { checkNcPruneOptions, ncPrune, ncUnlearn } from "./nc-mitigation.js";
+import { BATCH_SIZE_OPTION, defineDefense, notApplied, SEED_OPTION, stageReporter, type DefenseContext, type DefenseOutcome, type TriggerInput } from "./defense.js";
+import type { Model } from "../model/model.js";
+import { gLine, pct, pctOrDash, triggerEvalLine } from "../report/text.js";
+import type { ReportEvalResult, ReportMitigation } from "../report/types.js";
+
+function triggersOf(ctx: DefenseContext): TriggerInput {
+  if (!ctx.triggers) throw new Error("Neural Cleanse repair run without triggers (the Defense's needs were not met)");
+  return ctx.triggers;
+}
+
+/** The outcome when Neural Cleanse flagged nothing: say so, repair nothing. */
+function nothingFlagged(model: Model, method: ReportMitigation["method"], src: TriggerInput): DefenseOutcome {
+  const out = notApplied(`Neural Cleanse ${method} — ${model.name}`, `Neural Cleanse flagged no label (${src.source}): nothing to repair, no network written`, {
+    neuralCleanse: src.neuralCleanse,
+    mitigation: { method, flagged: [], triggerSource: src.source },
+  });
+  out.extra = { flagged: [] };
+  out.lines = [`model    ${model.name}`, ...out.lines];
+  return out;
+}
+
+const trigNote = (r: { before: ReportEvalResult; after: ReportEvalResult }): string =>
+  `reversed-trigger success ${pctOrDash(r.before.triggerSuccess)} → ${pctOrDash(r.after.triggerSuccess)}`;
+
+export const ncPruneDefinition = defineDefense({
+  name: "nc-prune",
+  summary: "Neural Cleanse neuron pruning: prune the neurons the reversed trigger excites; writes repaired.{h5,onnx}, G.onnx",
+  kind: "repair",
+  needs: ["triggers"],
+  options: {
+    layer: { kind: "string", description: "layer whose neurons are pruned", defaultText: "the layer feeding the output layer" },
+    threshold: { kind: "number", description: "stop once the reversed trigger's attack success is below this fraction", default: 0.05 },
+    maxDrop: { kind: "number", description: "never lose more than this fraction of clean accuracy", default: 0.1 },
+    step: { kind: "number", description: "fraction of the layer's neurons pruned per step", default: 0.01 },
+    batchSize: BATCH_SIZE_OPTION,
+  },
+  async run(model, data, o, ctx) {
+    const src = triggersOf(ctx);
+    if (src.flagged.length === 0) return nothingFlagged(model, "nc-prune", src);
+    const settings = checkNcPruneOptions(o);
+    const t0 = performance.now();
+    let shown = -1;
+    const r = await ncPrune(model, data, src.triggers, {
+      ...settings,
+      layer: o.layer,
+      batchSize: o.batchSize,
+      onCache: stageReporter(ctx.progress, "activations", "img"),
+      onStep: (k, units, p) => {
+        if (k === shown) return;
+        shown = k;
+        ctx.progress?.({ stage: "nc-prune", done: k, total: units, unit: "neuron", note: `acc ${pct(p.cleanAccuracy)}, trigger ${pct(p.triggerSuccess ?? 0)}${p.asr !== undefined ? `, ASR ${pct(p.asr)}` : ""}` });
+      },
+    });
+    const stopText = { threshold: `reversed-trigger success below ${pct(settings.threshold)}`, "max-drop": `stopped: clean accuracy would drop more than ${pct(settings.maxDrop)}`, "all-pruned": "every neuron pruned without reaching the threshold" }[r.stop];
+    const files: string[] = [];
+    const onWritten = (f: string[]) => void files.push(...f);
+    return {
+      title: `Neural Cleanse pruning — ${model.name}`,
+      repaired: r.model,
+      g: r.gGraph,
+      evaluation: { before: r.before, after: r.after },
+      gRates: r.g,
+      sections: {
+        pruning: r.pruning,
+        neuralCleanse: src.neuralCleanse,
+        mitigation: { method: "nc-prune", flagged: src.flagged, triggerSource: src.source, layer: r.site.layer, neurons: r.site.units, neuronsPruned: r.pruned.length, stop: r.stop, settings },
+      },
+      extra: { flagged: src.flagged, prunedNeurons: r.pruned, files },
+      artifacts: [
+        { kind: "model", stem: "repaired", model: r.model, onWritten },
+        { kind: "graph", file: "G.onnx", graph: r.gGraph, doc: `Neural Cleanse pruning G of ${model.name} (${r.pruned.length} neurons of ${r.site.layer}): class ${model.numClasses} = B and B' disagree`, onWritten },
+      ],
+      lines: [
+        `model       ${model.name}`,
+        `triggers    label ${src.flagged.join(", ")} (${src.source})`,
+        `layer       ${r.site.layer} (${r.site.units} neurons; ${r.site.how})`,
+        `pruned      ${r.pruned.length} neurons: ${stopText}`,
+        `before      ${triggerEvalLine(r.before)} on ${(data.test ?? data.clean).name}`,
+        `after       ${triggerEvalLine(r.after)}`,
+        `G           ${gLine(r.g)}`,
+      ],
+      note: `triggers of ${src.flagged.join(", ")}; ${r.site.layer}: ${r.pruned.length}/${r.site.units} neurons pruned (stop: ${r.stop}); ${trigNote(r)}`,
+      timings: { "nc-prune": (performance.now() - t0) / 1000 },
+    };
+  },
+});
+
+export const unlearnDefinition = defineDefense({
+  name: "unlearn",
+  summary: "Neural Cleanse unlearning: fine-tune on clean data, part of it stamped with the reversed trigger; writes repaired.{h5,onnx}, G.onnx",
+  kind: "repair",
+  needs: ["triggers"],
+  options: {
+    epochs: { kind: "integer", description: "unlearning epochs", default: 1, min: 1 },
+    ratio: { kind: "number", description: "share of each batch stamped with a reversed trigger (true labels kept)", default: 0.2 },
+    lr: { kind: "number", description: "Adam learning rate", default: 1e-3 },
+    batchSize: { kind: "integer", description: "training batch size", default: 32, min: 1, max: 65536 },
+    seed: SEED_OPTION,
+  },
+  async run(model, data, o, ctx) {
+    const src = triggersOf(ctx);
+    if (src.flagged.length === 0) return nothingFlagged(model, "unlearn", src);
+    const t0 = performance.now();
+    const clean = data.clean;
+    let epochBase = 0;
+    const bar = stageReporter(ctx.progress, "unlearn", "img");
+    const r = await ncUnlearn(model, data, src.triggers, {
+      epochs: o.epochs,
+      ratio: o.ratio,
+      lr: o.lr,
+      batchSize: o.batchSize,
+      seed: o.seed,
+      onBatch: (done, _total, loss) => bar(epochBase + done, clean.size * o.epochs, `loss ${loss.toFixed(4)}`),
+      onEpoch: (s) => {
+        epochBase += clean.size;
+        bar(epochBase, clean.size * o.epochs, `epoch ${s.epoch}: loss ${s.loss.toFixed(4)}, acc ${pct(s.accuracy)}`);
+      },
+    });
+    const s = r.settings;
+    const files: string[] = [];
+    const onWritten = (f: string[]) => void files.push(...f);
+    return {
+      title: `Neural Cleanse unlearning — ${model.name}`,
+      repaired: r.model,
+      g: r.gGraph,
+      evaluation: { before: r.before, after: r.after },
+      gRates: r.g,
+      sections: { neuralCleanse: src.neuralCleanse, mitigation: { method: "unlearn", flagged: src.flagged, triggerSource: src.source, settings: s } },
+      extra: { flagged: src.flagged, history: r.history, files },
+      artifacts: [
+        { kind: "model", stem: "repaired", model: r.model, onWritten },
+        { kind: "graph", file: "G.onnx", graph: r.gGraph, doc: `Neural Cleanse unlearning G of ${model.name}: class ${model.numClasses} = B and the unlearned B' disagree`, onWritten },
+      ],
+      lines: [
+        `model       ${model.name}`,
+        `triggers    label ${src.flagged.join(", ")} (${src.source})`,
+        `unlearning  ${s.epochs} epoch(s) on ${clean.name}, ${pct(s.ratio)} of each batch stamped (true labels kept), Adam lr ${s.lr}, batch ${s.batchSize}`,
+        `before      ${triggerEvalLine(r.before)} on ${(data.test ?? clean).name}`,
+        `after       ${triggerEvalLine(r.after)}`,
+        `G           ${gLine(r.g)}`,
+      ],
+      note: `triggers of ${src.flagged.join(", ")}; ${s.epochs} epoch, ${Math.round(100 * s.ratio)}% stamped, lr ${s.lr}; ${trigNote(r)}`,
+      timings: { unlearn: (performance.now() - t0) / 1000 },
+    };
+  },
+});
