@@ -17,6 +17,9 @@ test("repair rejects a bad --defense and --skip-detect with a trigger-based defe
   for (const [extra, needle] of [
     [["--defense", "bogus"], /--defense must be auto or one of/],
     [["--defense", "unlearn", "--skip-detect"], /needs Neural Cleanse's reversed trigger/],
+    [["--fpr", "1.5"], /--fpr must be at most 1/],
+    [["--fpr", "0"], /--fpr must be a false-alarm rate between 0 and 1/],
+    [["--fpr", "0.001"], /needs 2302 held-out clean images plus some to repair with/],
   ] as const) {
     const r = await runCli([...base, ...extra, "--out", out]);
     assert.equal(r.code, 2, r.stderr);
@@ -39,4 +42,11 @@ test("repair on the bundled example: detection flags the planted target, the rep
   // G answers one of the model's classes or class N = numClasses ("backdoored input").
   assert.equal(json.g!.numClasses, json.model!.numClasses);
   assert.ok(json.g!.poisoned!.flagged > 0, "G flags some poisoned inputs");
+  // The default G is calibrated to 1% false alarms on a held-out part of --clean; its test rate is reported.
+  const cal = json.gCalibration!;
+  assert.equal(cal.fprTarget, 0.01);
+  assert.ok(cal.heldOut.n >= 230);
+  assert.equal(cal.cleanTest!.n, json.g!.clean.n);
+  assert.equal(cal.cleanTest!.count, json.g!.clean.flagged);
+  assert.ok(cal.cleanTest!.ci95[0] <= cal.cleanTest!.rate && cal.cleanTest!.rate <= cal.cleanTest!.ci95[1]);
 });

@@ -28,7 +28,8 @@ import { mulberry32 } from "../util/random.js";
 import { duplicateDownstream } from "../graph/transforms.js";
 import { appendRejectClass, embed } from "./g-model.js";
 import { pickOverlays, stripGraph, type StripGraphOptions } from "./strip.js";
-import type { ReportG } from "../report/types.js";
+import type { ReportG, ReportGCalibration, ReportRate } from "../report/types.js";
+import type { DefenseData, DefenseOutcome } from "./defense.js";
 
 export const SIGNALS = ["disagreement", "strip", "trigger", "confidence"] as const;
 export type SignalName = (typeof SIGNALS)[number];
@@ -334,12 +335,7 @@ export function clopperPearson(k: number, n: number, confidence = 0.95): [number
 }
 
 /** A rate with its exact 95% interval. */
-export interface RateWithInterval {
-  n: number;
-  count: number;
-  rate: number;
-  ci95: [number, number];
-}
+export type RateWithInterval = ReportRate;
 
 export function rateWithInterval(count: number, n: number): RateWithInterval {
   return { n, count, rate: n ? count / n : 0, ci95: n ? clopperPearson(count, n) : [0, 1] };
@@ -404,20 +400,8 @@ export function gOutcome(s: GScores, cal: GCalibration, labels: Int32Array | nul
   return { flagged, nFlagged: countFlags(flagged), hit };
 }
 
-/** The report section of a calibrated G: how it was calibrated and what it did on test data. */
-export interface GCalibrationReport {
-  fprTarget: number;
-  /** "marginal", or the probability (1 − delta) that the rate holds over the held-out draw. */
-  guarantee: "marginal" | { confidence: number };
-  signals: SignalName[];
-  /** Per signal; null = that signal never flags. */
-  thresholds: (number | null)[];
-  heldOut: { n: number; flagged: number };
-  /** False alarms on clean test data, with the exact 95% interval. */
-  cleanTest?: RateWithInterval;
-  /** Detection on poisoned data (all given sets together), with the exact 95% interval. */
-  poisoned?: RateWithInterval;
-}
+/** The report section of a calibrated G (the report's type). */
+export type GCalibrationReport = ReportGCalibration;
 
 /** Runs the scorer on clean test and poisoned data: the report section, and G's outcome in the usual ReportG form. */
 export async function reportCalibratedG(
@@ -477,9 +461,50 @@ export async function calibratedGForRepair(inp: RepairGInput): Promise<{ graph: 
   };
   const { calibration, graph, scorer } = await calibrateG(parts, inp.calibration, { fpr: inp.fpr, guarantee: inp.guarantee });
   try {
+    // Without test data, G's outcome is counted on the held-out part (the rule flags at most m of it), and
+    // the report section claims no test false-alarm rate.
     const { section, g } = await reportCalibratedG(scorer, calibration, { test: inp.test ?? inp.calibration, poisoned: inp.poisoned }, inp.b.numClasses);
+    if (!inp.test) delete section.cleanTest;
     return { graph, calibration, section, g };
   } finally {
     await scorer.release();
   }
+}
+
+/** Percent with two decimals, for the summary lines. */
+const pct = (x: number): string => `${(100 * x).toFixed(2)}%`;
+
+/** One line per fact about a calibrated G, for the CLI output. */
+export function describeCalibratedG(c: ReportGCalibration): string[] {
+  const how = c.guarantee === "marginal" ? "in expectation" : `with ${pct(c.guarantee.confidence)} confidence`;
+  const lines = [`G calibrated to <= ${pct(c.fprTarget)} false alarms (${how}) on ${c.heldOut.n} held-out clean images; signals ${c.signals.join(", ")}`];
+  const r = (x: ReportRate) => `${pct(x.rate)} (${x.count}/${x.n}, 95% CI ${pct(x.ci95[0])}-${pct(x.ci95[1])})`;
+  if (c.cleanTest) lines.push(`G false alarms on clean test data ${r(c.cleanTest)}`);
+  if (c.poisoned) lines.push(`G detection on poisoned data ${r(c.poisoned)}`);
+  return lines;
+}
+
+/**
+ * Replaces a defense outcome's G by the calibrated one: `G.onnx` (added when the defense wrote its G under
+ * another name, e.g. prune's G_X.onnx), `gRates`, the report section and the summary lines. `data.clean` is the
+ * part the defense ran on; `calibration` the held-out part.
+ */
+export async function calibrateOutcomeG(
+  outcome: DefenseOutcome,
+  model: Model,
+  data: DefenseData,
+  calibration: Dataset,
+  opts: { fpr: number; triggers?: { mask: Float32Array; pattern: Float32Array }[]; guarantee?: Guarantee },
+): Promise<void> {
+  if (outcome.notApplied) return;
+  const r = await calibratedGForRepair({ b: model, repaired: outcome.repaired, fit: data.clean, calibration, test: data.test, poisoned: data.poisoned, triggers: opts.triggers, fpr: opts.fpr, guarantee: opts.guarantee });
+  const doc = `calibrated G of ${model.name}: class ${model.numClasses} = input judged backdoored (signals ${r.section.signals.join(", ")}; false-alarm target ${opts.fpr})`;
+  const i = outcome.artifacts.findIndex((a) => a.kind === "graph" && a.file === "G.onnx");
+  const art = { kind: "graph" as const, file: "G.onnx", graph: r.graph, doc };
+  if (i >= 0) outcome.artifacts[i] = { ...art, onWritten: outcome.artifacts[i]!.onWritten };
+  else outcome.artifacts.push(art);
+  outcome.g = r.graph;
+  if (r.g) outcome.gRates = r.g;
+  outcome.sections.gCalibration = r.section;
+  outcome.lines.push(...describeCalibratedG(r.section));
 }
