@@ -6,7 +6,7 @@ import { argmaxRows, batchTensor } from "../model/forward.js";
 import { Session } from "../runtime/session.js";
 import { backdooredModel, cleanSet, H, K, PER, poisonedSet, W } from "../test/tiny-patch-mlp.js";
 import { mulberry32 } from "../util/random.js";
-import { binomialCdf, calibrate, minConformalSize, calibrateG, checkFpr, clopperPearson, decide, gOutcome, calibratedGForRepair, pickRows, rateWithInterval, reportCalibratedG, splitForCalibration, type GParts } from "./g-calibrate.js";
+import { binomialCdf, calibrate, minCalibrationSize, calibrateG, checkFpr, clopperPearson, decide, gOutcome, calibratedGForRepair, pickRows, rateWithInterval, reportCalibratedG, splitForCalibration, type GParts } from "./g-calibrate.js";
 import { pickOverlays } from "./strip.js";
 
 /** Standard normal by Box–Muller. */
@@ -95,22 +95,28 @@ test("the default (PAC) guarantee: over many held-out draws the rate exceeds fpr
 
 test("calibration refuses an fpr its held-out data cannot support, and bad rates", () => {
   const few = cleanScores(50, 5);
-  assert.throws(() => calibrate(few, 0.01, ["disagreement", "strip", "trigger"], "marginal"), (e: unknown) => e instanceof UserError && /needs at least 99 held-out/.test((e as Error).message));
-  assert.throws(() => calibrate(cleanScores(200, 5), 0.01, ["disagreement", "strip", "trigger"]), (e: unknown) => e instanceof UserError && /needs at least 230 held-out/.test((e as Error).message));
-  assert.equal(minConformalSize(0.01, { delta: 0.1 }), 230);
+  const need = minCalibrationSize(0.01, "marginal", 3);
+  assert.throws(() => calibrate(few, 0.01, ["disagreement", "strip", "trigger"], "marginal"), (e: unknown) => e instanceof UserError && new RegExp(`needs at least ${need} held-out`).test((e as Error).message));
+  // At the minimum size calibration works and some threshold is finite; one image fewer is refused.
+  for (const g of ["marginal", { delta: 0.1 }] as const) {
+    const n = minCalibrationSize(0.01, g, 3);
+    assert.ok(calibrate(cleanScores(n, 7), 0.01, ["disagreement", "strip", "trigger"], g).thresholds.some(Number.isFinite));
+    assert.throws(() => calibrate(cleanScores(n - 1, 7), 0.01, ["disagreement", "strip", "trigger"], g), UserError);
+  }
   for (const bad of [0, 1, -0.1, Number.NaN]) assert.throws(() => checkFpr(bad), UserError);
   assert.throws(() => calibrate(cleanScores(300, 5), 0.01, ["disagreement", "strip", "trigger"], { delta: 1 }), UserError);
 });
 
 test("splitForCalibration: disjoint, covers the data, reserves what the fpr needs", () => {
-  const data = cleanSet(500, 31);
+  const need = minCalibrationSize(0.01);
+  const data = cleanSet(2 * need + 10, 31);
   const { fit, calibration } = splitForCalibration(data, 0.01, { fraction: 0.2 });
-  assert.equal(fit.size + calibration.size, 500);
-  assert.ok(calibration.size >= 230);
+  assert.equal(fit.size + calibration.size, data.size);
+  assert.equal(calibration.size, need);
   const key = (x: Float32Array) => Array.from(x.subarray(0, 8)).join(",");
   const seen = new Set(Array.from({ length: fit.size }, (_, i) => key(fit.read(i, 1))));
   for (let i = 0; i < calibration.size; i++) assert.ok(!seen.has(key(calibration.read(i, 1))));
-  assert.throws(() => splitForCalibration(cleanSet(230, 1), 0.01), UserError);
+  assert.throws(() => splitForCalibration(cleanSet(2 * need - 2, 1), 0.01), UserError);
 });
 
 test("the ONNX G makes exactly the JS decision; the calibrated rate holds on held-out clean data; a known trigger is caught", async () => {

@@ -226,10 +226,21 @@ export function allowedAbove(n: number, fpr: number, guarantee: Guarantee): numb
   return m;
 }
 
-/** Smallest held-out size for which the guarantee can be met at this fpr. */
-export function minConformalSize(fpr: number, guarantee: Guarantee = DEFAULT_GUARANTEE): number {
-  if (guarantee === "marginal") return Math.ceil(1 / fpr - 1 - 1e-9);
-  return Math.ceil(Math.log(guarantee.delta) / Math.log1p(-fpr) - 1e-9);
+/**
+ * Smallest held-out size at which `signals` signals can be calibrated to this fpr: at least signals + 1 of the
+ * held-out statistics must be allowed above τ, because up to one per signal sits at the top rank n − 1, and a
+ * τ there leaves thresholds no clean input can exceed (G would never flag).
+ */
+export function minCalibrationSize(fpr: number, guarantee: Guarantee = DEFAULT_GUARANTEE, signals: number = SIGNALS.length): number {
+  let hi = 1;
+  while (allowedAbove(hi, fpr, guarantee) < signals + 1) hi *= 2;
+  let lo = Math.floor(hi / 2);
+  while (lo + 1 < hi) {
+    const mid = (lo + hi) >> 1;
+    if (allowedAbove(mid, fpr, guarantee) >= signals + 1) hi = mid;
+    else lo = mid;
+  }
+  return hi;
 }
 
 function checkGuarantee(g: Guarantee): void {
@@ -244,7 +255,7 @@ export function calibrate(scores: Float32Array[], fpr: number, signals: SignalNa
   if (scores.length !== J) throw new Error(`calibrate: ${J} signals but ${scores.length} score arrays`);
   const n = scores[0]?.length ?? 0;
   const m = allowedAbove(n, fpr, guarantee);
-  if (m < 0) fail(`a G false-alarm rate of ${fpr} needs at least ${minConformalSize(fpr, guarantee)} held-out clean images to calibrate on; got ${n}`);
+  if (m < J + 1) fail(`a G false-alarm rate of ${fpr} with ${J} signal(s) needs at least ${minCalibrationSize(fpr, guarantee, J)} held-out clean images to calibrate on; got ${n}`);
   for (const s of scores) for (const v of s) if (!Number.isFinite(v)) fail("G calibration: a signal score is not finite (NaN or infinite model output on clean data)");
   const sorted = scores.map((s) => Float32Array.from(s).sort());
   const c = new Int32Array(n);
@@ -355,14 +366,16 @@ export function pickRows(data: Dataset, idx: ArrayLike<number>, name = `${data.n
 
 /**
  * Splits clean data into the part the repair may use (`fit`) and the held-out calibration part, by a seeded
- * shuffle. The calibration part gets `fraction` of the images, but at least what the fpr needs when possible.
+ * shuffle. The calibration part gets `fraction` of the images, but at least what the fpr needs with `signals`
+ * signals (default: all four), and never more than half.
  */
-export function splitForCalibration(data: Dataset, fpr: number, opts: { fraction?: number; seed?: number; guarantee?: Guarantee } = {}): { fit: Dataset; calibration: Dataset } {
+export function splitForCalibration(data: Dataset, fpr: number, opts: { fraction?: number; seed?: number; guarantee?: Guarantee; signals?: number } = {}): { fit: Dataset; calibration: Dataset } {
   checkFpr(fpr);
-  const need = minConformalSize(fpr, opts.guarantee);
+  const need = minCalibrationSize(fpr, opts.guarantee, opts.signals);
   const n = data.size;
   const want = Math.max(Math.round((opts.fraction ?? 0.2) * n), need);
-  if (want >= n) fail(`a G false-alarm rate of ${fpr} needs ${need} held-out clean images plus some to repair with; data ${data.name} has ${n}`);
+  // The repair keeps at least half of the clean data.
+  if (want > n / 2) fail(`a G false-alarm rate of ${fpr} needs ${need} held-out clean images, at most half of the clean data; ${data.name} has ${n} (give more clean images, a larger --fpr, or --fpr off)`);
   const order = shuffled(n, mulberry32((opts.seed ?? 0) + 40503));
   const cal = Int32Array.from(order.slice(0, want)).sort();
   const fit = Int32Array.from(order.slice(want)).sort();
