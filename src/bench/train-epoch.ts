@@ -1,7 +1,13 @@
 // Training throughput: one epoch of the zoo CNN on Fashion-MNIST (55,000 images) and one epoch of DeepID on
 // 2,000 random 55x47x3 images, each next to the forward-only throughput of the same model, batch size and
 // images in the same run (the baseline: a training step costs forward + backward + update, ~3x a forward).
-// Run: node dist/bench/train-epoch.js [--zoo-images N] [--deepid-images N]
+// DeepID is also trained by PyTorch (scripts/bench/torch-train-deepid.py, Debian's python3-torch), interleaved
+// with our epochs (with onnxruntime's intra-op spinning off, the default, and on): best epoch of each, ratio.
+// Run: node dist/bench/train-epoch.js [--zoo-images N] [--deepid-images N] [--rounds R] [--threads T]
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { tensor } from "../graph/ir.js";
 import { loadFashionMnistRaw } from "../io/fashion-mnist.js";
@@ -9,15 +15,19 @@ import { ARCHS, initWeights } from "../model/archs.js";
 import { forwardGraph } from "../model/forward.js";
 import { lowerModel } from "../model/lower.js";
 import type { Model } from "../model/model.js";
-import { Session } from "../runtime/session.js";
+import { Session, sessionSettings, type SessionOptions } from "../runtime/session.js";
 import { train, type TrainData } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { zooNet } from "../zoo/build.js";
 import { randomImages, row } from "./common.js";
 
-const { values } = parseArgs({ options: { "zoo-images": { type: "string" }, "deepid-images": { type: "string" } } });
+const { values } = parseArgs({
+  options: { "zoo-images": { type: "string" }, "deepid-images": { type: "string" }, rounds: { type: "string" }, threads: { type: "string" } },
+});
 const zooImages = Number(values["zoo-images"] ?? 55_000);
 const deepidImages = Number(values["deepid-images"] ?? 2_000);
+const rounds = Number(values.rounds ?? 2);
+const threads = sessionSettings(values.threads ? { threads: Number(values.threads) } : {}).threads;
 
 /** Seconds for one pass of forward-only inference over all images at the given batch size. */
 async function forwardSeconds(model: Model, data: TrainData, bs: number): Promise<number> {
@@ -36,25 +46,78 @@ async function forwardSeconds(model: Model, data: TrainData, bs: number): Promis
   return sec;
 }
 
-async function bench(label: string, model: Model, data: TrainData, bs: number): Promise<void> {
-  const n = data.y.length;
-  let epochSeconds = 0;
-  const t0 = performance.now();
-  await train(model, data, { epochs: 1, batchSize: bs, optimizer: { kind: "adam", lr: 1e-3 }, seed: 0, onEpoch: (s) => void (epochSeconds = s.seconds) });
-  const total = (performance.now() - t0) / 1000;
-  const fwd = await forwardSeconds(model, data, bs);
-  row(`${label}: one training epoch`, `${epochSeconds.toFixed(1)} s`, `${(n / epochSeconds).toFixed(0)} img/s (incl. graph build: ${total.toFixed(1)} s)`);
-  row(`${label}: forward only, same batches`, `${fwd.toFixed(1)} s`, `${(n / fwd).toFixed(0)} img/s; train/forward throughput ${(fwd / epochSeconds).toFixed(2)}`);
+/** One training epoch; returns its seconds (graph build and session creation excluded). */
+async function epochSeconds(model: Model, data: TrainData, bs: number, session: SessionOptions = {}): Promise<number> {
+  let sec = 0;
+  await train(model, data, { epochs: 1, batchSize: bs, optimizer: { kind: "adam", lr: 1e-3 }, seed: 0, session, onEpoch: (s) => void (sec = s.seconds) });
+  return sec;
 }
 
-// Zoo CNN on Fashion-MNIST, batch 128 as in the zoo build.
-const raw = loadFashionMnistRaw("train");
-const n = Math.min(zooImages, raw.shape[0]);
-const fm: TrainData = { x: new Float32Array(n * 784), y: raw.labels!.slice(0, n), shape: [1, 28, 28] };
-for (let i = 0; i < fm.x.length; i++) fm.x[i] = raw.pixels[i]! / 255;
-const zoo = lowerModel(zooNet({ inputShape: [28, 28, 1], numClasses: 10, seed: 1 }));
-process.stdout.write(`zoo CNN (${zoo.params.length / 2} weighted layers), Fashion-MNIST ${n} images, batch 128\n`);
-await bench("zoo CNN", zoo, fm, 128);
+async function bench(label: string, model: Model, data: TrainData, bs: number): Promise<void> {
+  const n = data.y.length;
+  const t0 = performance.now();
+  const sec = await epochSeconds(model, data, bs, { threads });
+  const total = (performance.now() - t0) / 1000;
+  const fwd = await forwardSeconds(model, data, bs);
+  row(`${label}: one training epoch`, `${sec.toFixed(1)} s`, `${(n / sec).toFixed(0)} img/s (incl. graph build: ${total.toFixed(1)} s)`);
+  row(`${label}: forward only, same batches`, `${fwd.toFixed(1)} s`, `${(n / fwd).toFixed(0)} img/s; train/forward throughput ${(fwd / sec).toFixed(2)}`);
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+const TORCH_SCRIPT = resolve(here, "../../scripts/bench/torch-train-deepid.py");
+const PYTHON = "/usr/bin/python3";
+
+/** Why PyTorch cannot be run here, or null when it can. */
+function torchMissing(): string | null {
+  if (!existsSync(PYTHON)) return `${PYTHON} not found`;
+  if (!existsSync(TORCH_SCRIPT)) return `${TORCH_SCRIPT} not found`;
+  const r = spawnSync(PYTHON, ["-c", "import torch"], { encoding: "utf8" });
+  return r.status === 0 ? null : "python3-torch is not installed (apt-get install python3-torch)";
+}
+
+/**
+ * Images per second of one PyTorch training epoch of DeepID (same images count, batch, threads). `passive`
+ * sets OMP_WAIT_POLICY=PASSIVE, OpenMP's counterpart of our spinning off.
+ */
+function torchEpoch(images: number, bs: number, passive: boolean): number {
+  const env = { ...process.env, ...(passive ? { OMP_WAIT_POLICY: "PASSIVE" } : {}) };
+  const r = spawnSync(PYTHON, [TORCH_SCRIPT, String(images), String(bs), String(threads)], { encoding: "utf8", env });
+  if (r.status !== 0) throw new Error(`PyTorch bench failed: ${r.stderr.trim().split("\n").at(-1)}`);
+  return (JSON.parse(r.stdout.trim().split("\n").at(-1)!) as { imagesPerSecond: number }).imagesPerSecond;
+}
+
+/** DeepID epochs, ours (spinning off and on) and PyTorch's, interleaved `rounds` times; best of each. */
+async function versusTorch(model: Model, data: TrainData, bs: number): Promise<void> {
+  const n = data.y.length;
+  const missing = torchMissing();
+  if (missing) process.stdout.write(`PyTorch comparison skipped: ${missing}\n`);
+  const best = { off: 0, on: 0, torch: 0, torchPassive: 0 };
+  for (let r = 0; r < rounds; r++) {
+    best.off = Math.max(best.off, n / (await epochSeconds(model, data, bs, { threads, spinning: false })));
+    if (!missing) best.torch = Math.max(best.torch, torchEpoch(n, bs, false));
+    best.on = Math.max(best.on, n / (await epochSeconds(model, data, bs, { threads, spinning: true })));
+    if (!missing) best.torchPassive = Math.max(best.torchPassive, torchEpoch(n, bs, true));
+  }
+  const note = `best of ${rounds} interleaved epochs, ${threads} threads`;
+  row("DeepID: ours, intra-op spinning off", `${best.off.toFixed(0)} img/s`, note);
+  row("DeepID: ours, intra-op spinning on", `${best.on.toFixed(0)} img/s`, `spinning off/on ${(best.off / best.on).toFixed(2)}`);
+  if (!missing) {
+    row("DeepID: PyTorch (CPU, same batches)", `${best.torch.toFixed(0)} img/s`, note);
+    row("DeepID: PyTorch, OMP_WAIT_POLICY=PASSIVE", `${best.torchPassive.toFixed(0)} img/s`, note);
+    row("DeepID: ours / PyTorch, best of each", `${(Math.max(best.off, best.on) / Math.max(best.torch, best.torchPassive)).toFixed(2)}`, "> 1: we train faster");
+  }
+}
+
+// Zoo CNN on Fashion-MNIST, batch 128 as in the zoo build (--zoo-images 0 skips it).
+if (zooImages > 0) {
+  const raw = loadFashionMnistRaw("train");
+  const n = Math.min(zooImages, raw.shape[0]);
+  const fm: TrainData = { x: new Float32Array(n * 784), y: raw.labels!.slice(0, n), shape: [1, 28, 28] };
+  for (let i = 0; i < fm.x.length; i++) fm.x[i] = raw.pixels[i]! / 255;
+  const zoo = lowerModel(zooNet({ inputShape: [28, 28, 1], numClasses: 10, seed: 1 }));
+  process.stdout.write(`zoo CNN (${zoo.params.length / 2} weighted layers), Fashion-MNIST ${n} images, batch 128\n\n`);
+  await bench("zoo CNN", zoo, fm, 128);
+}
 
 // DeepID (1283 classes) on random images, batch 64.
 const deepid = lowerModel(initWeights(ARCHS.deepid!(), 1));
@@ -66,3 +129,4 @@ const dd: TrainData = {
 };
 process.stdout.write(`\nDeepID (1283 classes), ${deepidImages} random 55x47x3 images, batch 64\n`);
 await bench("DeepID", deepid, dd, 64);
+await versusTorch(deepid, dd, 64);

@@ -62,6 +62,17 @@ const CASES: Case[] = [
     build: conv({ strides: attr.ints([2, 2]), pads: attr.ints([1, 0, 1, 1]) }),
   },
   { name: "Conv dilation 2", inputs: { x: [1, 2, 7, 7], w: [2, 2, 2, 2], b: [2] }, build: conv({ dilations: attr.ints([2, 2]) }) },
+  { name: "Conv grouped (2 groups)", inputs: { x: [2, 4, 6, 5], w: [6, 2, 3, 2], b: [6] }, build: conv({ group: attr.int(2), pads: attr.ints([1, 0, 1, 1]) }) },
+  {
+    name: "Conv depthwise stride 2",
+    inputs: { x: [2, 3, 7, 6], w: [3, 1, 3, 3], b: [3] },
+    build: conv({ group: attr.int(3), strides: attr.ints([2, 2]), pads: attr.ints([1, 1, 1, 1]) }),
+  },
+  {
+    name: "Conv depthwise multiplier 2, dilation 2",
+    inputs: { x: [1, 2, 7, 7], w: [4, 1, 2, 2], b: [4] },
+    build: conv({ group: attr.int(2), dilations: attr.ints([2, 2]) }),
+  },
   {
     name: "MaxPool 2x2 floor",
     inputs: { x: [2, 3, 7, 5] },
@@ -123,6 +134,25 @@ const CASES: Case[] = [
       return g.op("BatchNormalization", [x.x, x.s, x.b, mean, v], { epsilon: attr.float(1e-3) });
     },
   },
+  {
+    name: "BatchNormalization (inference) w.r.t. running mean and variance",
+    inputs: { x: [2, 3, 4, 4], m: [3], v: { shape: [3], data: Float32Array.from([0.5, 1.5, 2.0]) } },
+    build: (g, x) => {
+      const s = g.constant(tensor("float32", [3], randn(3)));
+      const b = g.constant(tensor("float32", [3], randn(3)));
+      return g.op("BatchNormalization", [x.x, s, b, x.m, x.v], { epsilon: attr.float(1e-3) });
+    },
+  },
+  {
+    name: "BatchNormalization after a depthwise Conv (MobileNet block)",
+    inputs: { x: [2, 3, 6, 6], w: [3, 1, 3, 3], s: [3], b: [3] },
+    build: (g, x) => {
+      const y = g.op("Conv", [x.x, x.w], { group: attr.int(3), pads: attr.ints([1, 1, 1, 1]) });
+      const mean = g.constant(tensor("float32", [3], randn(3)));
+      const v = g.constant(tensor("float32", [3], Float32Array.from([0.7, 1.2, 2.5])));
+      return g.op("Clip", [g.op("BatchNormalization", [y, x.s, x.b, mean, v]), g.scalar(0), g.scalar(6)]);
+    },
+  },
   { name: "Dropout (eval)", inputs: { x: [3, 4] }, build: (g, x) => g.op("Dropout", [x.x]) },
   { name: "Softmax", inputs: { x: [3, 6] }, build: (g, x) => g.op("Softmax", [x.x], { axis: attr.int(-1) }) },
   { name: "LogSoftmax", inputs: { x: [3, 6] }, build: (g, x) => g.op("LogSoftmax", [x.x], { axis: attr.int(-1) }) },
@@ -162,17 +192,37 @@ for (const c of CASES) test(`gradient: ${c.name}`, () => check(c));
 test("a value used twice accumulates both gradient paths", () =>
   check({ name: "fan-out", inputs: { x: [3, 4] }, build: (g, x) => g.op("Mul", [g.op("Relu", [x.x]), g.op("Tanh", [x.x])]) }));
 
-test("gradient of an unrelated input is zero", async () => {
-  const g = new Graph("unrelated");
-  const a = g.addInput("a", "float32", [2]);
-  g.addInput("b", "float32", [2]);
-  const loss = g.op("ReduceSum", [a], { keepdims: attr.int(0) });
-  const grads = backward(g, loss, ["a", "b"]);
+test("the gradient of a value the loss does not reach is an error, or zero when the caller opts in", async () => {
+  const build = () => {
+    const g = new Graph("unrelated");
+    const a = g.addInput("a", "float32", [2]);
+    const b = g.addInput("b", "float32", [2]);
+    // b reaches the loss only through a comparison, which has no gradient.
+    const gate = g.op("Cast", [g.op("Greater", [b, g.scalar(0)])], { to: attr.int(1) });
+    return { g, loss: g.op("ReduceSum", [g.op("Add", [a, g.op("Mul", [gate, g.scalar(0)])])], { keepdims: attr.int(0) }) };
+  };
+  const strict = build();
+  assert.throws(() => backward(strict.g, strict.loss, ["a", "b"]), /does not depend on "b"/);
+  const { g, loss } = build();
+  const grads = backward(g, loss, ["a", "b"], { allowUnreached: true });
   g.setOutputs([...grads.values()]);
   const s = await Session.create(g);
   const out = await s.run({ a: tensor("float32", [2], Float32Array.of(1, 2)), b: tensor("float32", [2], Float32Array.of(3, 4)) });
+  await s.release();
   assert.deepEqual([...(out[grads.get("a")!].data as Float32Array)], [1, 1]);
   assert.deepEqual([...(out[grads.get("b")!].data as Float32Array)], [0, 0]);
+});
+
+test("asking for a gradient no rule provides (a Clip bound, an integer input) is an error", () => {
+  const g = new Graph("clip-bound");
+  const x = g.addInput("x", "float32", [3]);
+  const lo = g.addInput("lo", "float32", []);
+  const loss = g.op("ReduceSum", [g.op("Clip", [x, lo])], { keepdims: attr.int(0) });
+  assert.throws(() => backward(g, loss, ["lo"]), /Clip: gradient with respect to input 1/);
+  const h = new Graph("int");
+  h.addInput("k", "int64", [3]);
+  const l2 = h.op("ReduceSum", [h.op("Cast", ["k"], { to: attr.int(1) })], { keepdims: attr.int(0) });
+  assert.throws(() => backward(h, l2, ["k"]), /not a float/);
 });
 
 test("tiling MaxPool splits the gradient evenly between exact ties", async () => {
@@ -186,4 +236,28 @@ test("tiling MaxPool splits the gradient evenly between exact ties", async () =>
   // Window 1: all four equal (each gets 1/4); window 2: a single max (gets all of 3).
   const out = await s.run({ x: tensor("float32", [1, 1, 2, 4], Float32Array.of(5, 5, 1, 2, 5, 5, 0, 9)) });
   assert.deepEqual([...(out[grads.get("x")!].data as Float32Array)], [0.25, 0.25, 0, 0, 0.25, 0.25, 0, 3]);
+});
+
+test("grouped Conv gradients with a symbolic batch equal those with a static one", async () => {
+  const x = tensor("float32", [3, 4, 6, 5], randn(3 * 4 * 6 * 5));
+  const w = tensor("float32", [4, 2, 3, 3], randn(4 * 2 * 3 * 3));
+  const grads = async (batch: number | string) => {
+    const g = new Graph("sym");
+    g.addInput("x", "float32", [batch, 4, 6, 5]);
+    g.addInput("w", "float32", [4, 2, 3, 3]);
+    const y = g.op("Conv", ["x", "w"], { group: attr.int(2), pads: attr.ints([1, 1, 1, 1]) });
+    const loss = g.op("ReduceSum", [g.op("Mul", [y, y])], { keepdims: attr.int(0) });
+    const gr = backward(g, loss, ["x", "w"]);
+    g.setOutputs([gr.get("x")!, gr.get("w")!]);
+    const s = await Session.create(g);
+    try {
+      const out = await s.run({ x, w });
+      return [out[gr.get("x")!].data as Float32Array, out[gr.get("w")!].data as Float32Array];
+    } finally {
+      await s.release();
+    }
+  };
+  const [sx, sw] = await grads(3);
+  const [nx, nw] = await grads("N");
+  assert.ok(relError(nx, sx) < 1e-6 && relError(nw, sw) < 1e-6);
 });

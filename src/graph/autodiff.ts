@@ -66,30 +66,52 @@ class Emitter {
   }
 }
 
+/**
+ * A rule returns exactly one entry per node input (checked): the gradient, or null for an input that is not
+ * differentiable (shapes, axes, indices, conditions) or not needed. An input that is needed must get one.
+ */
 type Rule = (e: Emitter, n: Node, dy: string[], needs: boolean[]) => Grads;
 
+/** The gradient of the data input (input 0); every other input (shape, axes, pads, ratio...) gets none. */
+function onlyFirst(n: Node, needs: boolean[], dx: () => string): Grads {
+  for (let k = 1; k < n.inputs.length; k++) {
+    if (needs[k]) throw new GraphError(`${n.op}: gradient with respect to input ${k} ("${n.inputs[k]}") is not supported`);
+  }
+  return n.inputs.map((_, k) => (k === 0 && needs[0] ? dx() : null));
+}
+
 const unary = (f: (e: Emitter, x: string, y: string, dy: string) => string): Rule =>
-  (e, n, [dy]) => [f(e, n.inputs[0], n.outputs[0], dy)];
+  (e, n, [dy], needs) => onlyFirst(n, needs, () => f(e, n.inputs[0], n.outputs[0], dy));
 
 function convGradWeight(e: Emitter, n: Node, x: string, w: string, dy: string): string {
-  const [co, ci, kh, kw] = e.g.staticShape(w);
+  const [co, cg, kh, kw] = e.g.staticShape(w);
+  const group = intAttr(n, "group", 1);
   const s = intsAttr(n, "strides") ?? [1, 1];
   const d = intsAttr(n, "dilations") ?? [1, 1];
   const pads = intsAttr(n, "pads") ?? [0, 0, 0, 0];
-  // dW[o,i,a,b] = Σ_n,y,x dy[n,o,y,x]·x[n,i,y·s+a·d,x·s+b·d]: a convolution over x with the batch as channels
-  // and dy as the kernel, dilated by the stride.
-  const xt = e.op("Transpose", [x], { perm: attr.ints([1, 0, 2, 3]) });
-  const dyt = e.op("Transpose", [dy], { perm: attr.ints([1, 0, 2, 3]) });
   const yshape = e.shape(dy);
   const xshape = e.shape(x);
   if (typeof yshape[2] !== "number" || typeof yshape[3] !== "number" || typeof xshape[2] !== "number" || typeof xshape[3] !== "number") {
     throw new GraphError("Conv weight gradient needs static spatial sizes");
   }
-  // The kernel (dy) is a graph value, not a constant: shapes.ts reads its shape from the value info.
-  const raw = e.g.add("Conv", [xt, dyt], { strides: attr.ints(d), dilations: attr.ints(s), pads: attr.ints(pads) }, {
+  // dW[o,i,a,b] = Σ_n,y,x dy[n,o,y,x]·x[n,g(o)·cg+i,y·s+a·d,x·s+b·d]: a convolution over x with the per-group
+  // input channel i as the batch, (group, image) pairs as channels, and dy as the kernel, dilated by the
+  // stride. With group = G the conv is grouped too, so a depthwise layer costs one pass, not G.
+  let xt: string;
+  if (group === 1) xt = e.op("Transpose", [x], { perm: attr.ints([1, 0, 2, 3]) });
+  else {
+    const x5 = e.op("Reshape", [x, e.g.ints([0, group, cg, xshape[2], xshape[3]])]);
+    const t5 = e.op("Transpose", [x5], { perm: attr.ints([2, 1, 0, 3, 4]) });
+    xt = e.op("Reshape", [t5, e.g.ints([cg, -1, xshape[2], xshape[3]])]);
+  }
+  const dyt = e.op("Transpose", [dy], { perm: attr.ints([1, 0, 2, 3]) });
+  const attrs: Attrs = { strides: attr.ints(d), dilations: attr.ints(s), pads: attr.ints(pads) };
+  if (group > 1) attrs.group = attr.int(group);
+  // The kernel (dy) is a graph value, not a constant: its output shape is stated here.
+  const raw = e.g.add("Conv", [xt, dyt], attrs, {
     infer: [{
       dtype: "float32",
-      shape: [ci, co,
+      shape: [cg, co,
         Math.floor((xshape[2] + pads[0] + pads[2] - ((yshape[2] - 1) * s[0] + 1)) / d[0]) + 1,
         Math.floor((xshape[3] + pads[1] + pads[3] - ((yshape[3] - 1) * s[1] + 1)) / d[1]) + 1],
     }],
@@ -109,7 +131,10 @@ function convGradInput(e: Emitter, n: Node, x: string, w: string, dy: string): s
   const ys = e.shape(dy) as number[];
   // Rows the forward conv never reached (floor division) come back as output_padding.
   const outPad = [0, 1].map((i) => xs[2 + i] - (s[i] * (ys[2 + i] - 1) + ([kh, kw][i] - 1) * d[i] + 1 - pads[i] - pads[2 + i]));
+  // The same kernel [M, C/group, kh, kw] read as a ConvTranspose kernel maps M channels back to C, per group.
+  const group = intAttr(n, "group", 1);
   return e.op("ConvTranspose", [dy, w], {
+    ...(group > 1 ? { group: attr.int(group) } : {}),
     strides: attr.ints(s),
     dilations: attr.ints(d),
     pads: attr.ints(pads),
@@ -197,7 +222,7 @@ function scatterMaxPoolGrad(e: Emitter, n: Node, dy: string): string {
 
 const RULES: Record<string, Rule> = {
   Identity: unary((_e, _x, _y, dy) => dy),
-  Dropout: (_e, _n, [dy]) => [dy],
+  Dropout: (_e, n, [dy], needs) => onlyFirst(n, needs, () => dy),
   Relu: unary((e, _x, y, dy) => e.op("Where", [e.op("Greater", [y, e.zero()]), dy, e.zero()])),
   Sigmoid: unary((e, _x, y, dy) => e.op("Mul", [dy, e.op("Mul", [y, e.op("Sub", [e.one(), y])])])),
   Tanh: unary((e, _x, y, dy) => e.op("Mul", [dy, e.op("Sub", [e.one(), e.op("Mul", [y, y])])])),
@@ -207,18 +232,16 @@ const RULES: Record<string, Rule> = {
   Abs: unary((e, x, _y, dy) => e.op("Mul", [dy, e.op("Sign", [x])])),
   Sqrt: unary((e, _x, y, dy) => e.op("Div", [dy, e.op("Add", [y, y])])),
   Reciprocal: unary((e, _x, y, dy) => e.op("Neg", [e.op("Mul", [dy, e.op("Mul", [y, y])])])),
-  Softmax: (e, n, [dy]) => {
+  Softmax: (e, n, [dy], needs) => onlyFirst(n, needs, () => {
     const y = n.outputs[0];
-    const axis = intAttr(n, "axis", -1);
-    const s = e.op("ReduceSum", [e.op("Mul", [dy, y]), e.g.ints([axis])], { keepdims: attr.int(1) });
-    return [e.op("Mul", [y, e.op("Sub", [dy, s])])];
-  },
-  LogSoftmax: (e, n, [dy]) => {
+    const s = e.op("ReduceSum", [e.op("Mul", [dy, y]), e.g.ints([intAttr(n, "axis", -1)])], { keepdims: attr.int(1) });
+    return e.op("Mul", [y, e.op("Sub", [dy, s])]);
+  }),
+  LogSoftmax: (e, n, [dy], needs) => onlyFirst(n, needs, () => {
     const y = n.outputs[0];
-    const axis = intAttr(n, "axis", -1);
-    const s = e.op("ReduceSum", [dy, e.g.ints([axis])], { keepdims: attr.int(1) });
-    return [e.op("Sub", [dy, e.op("Mul", [e.op("Exp", [y]), s])])];
-  },
+    const s = e.op("ReduceSum", [dy, e.g.ints([intAttr(n, "axis", -1)])], { keepdims: attr.int(1) });
+    return e.op("Sub", [dy, e.op("Mul", [e.op("Exp", [y]), s])]);
+  }),
   Add: (e, n, [dy], needs) => n.inputs.map((x, i) => (needs[i] ? e.sumTo(dy, x) : null)),
   Sum: (e, n, [dy], needs) => n.inputs.map((x, i) => (needs[i] ? e.sumTo(dy, x) : null)),
   Sub: (e, n, [dy], needs) => [
@@ -257,9 +280,9 @@ const RULES: Record<string, Rule> = {
       const m2 = e.op("LessOrEqual", [x, hi]);
       mask = mask ? e.op("And", [mask, m2]) : m2;
     }
-    return [needs[0] ? (mask ? e.op("Where", [mask, dy, e.zero()]) : dy) : null, null, null];
+    return onlyFirst(n, needs, () => (mask ? e.op("Where", [mask, dy, e.zero()]) : dy));
   },
-  Cast: (_e, n, [dy]) => [dy],
+  Cast: (_e, n, [dy], needs) => onlyFirst(n, needs, () => dy),
   MatMul: (e, n, [dy], needs) => {
     const [x, w] = n.inputs;
     const xr = e.shape(x).length;
@@ -285,19 +308,18 @@ const RULES: Record<string, Rule> = {
       : tB === 0 ? e.op("Gemm", [a, dy], { ...al, transA: attr.int(tA ? 0 : 1) })
       : e.op("Gemm", [dy, a], { ...al, transA: attr.int(1), transB: attr.int(tA) });
     const dc = c && needs[2] ? e.sumTo(beta === 1 ? dy : e.op("Mul", [dy, e.g.scalar(beta)]), c) : null;
-    return [da, db, dc];
+    return [da, db, dc].slice(0, n.inputs.length);
   },
   Conv: (e, n, [dy], needs) => {
-    if (intAttr(n, "group", 1) !== 1) throw new GraphError("Conv gradient supports group=1 only");
     const [x, w, b] = n.inputs;
     return [
       needs[0] ? convGradInput(e, n, x, w, dy) : null,
       needs[1] ? convGradWeight(e, n, x, w, dy) : null,
       b && needs[2] ? e.op("ReduceSum", [dy, e.g.ints([0, 2, 3])], { keepdims: attr.int(0) }) : null,
-    ];
+    ].slice(0, n.inputs.length);
   },
-  MaxPool: (e, n, [dy]) => (tilingPool(n) ? [tilingMaxPoolGrad(e, n, tilingPool(n)!, dy)] : [scatterMaxPoolGrad(e, n, dy)]),
-  AveragePool: (e, n, [dy]) => {
+  MaxPool: (e, n, [dy], needs) => onlyFirst(n, needs, () => (tilingPool(n) ? tilingMaxPoolGrad(e, n, tilingPool(n)!, dy) : scatterMaxPoolGrad(e, n, dy))),
+  AveragePool: (e, n, [dy], needs) => onlyFirst(n, needs, () => {
     const x = n.inputs[0];
     const k = intsAttr(n, "kernel_shape")!;
     const s = intsAttr(n, "strides") ?? [1, 1];
@@ -314,25 +336,24 @@ const RULES: Record<string, Rule> = {
     const ones = e.g.constant(tensor("float32", [1, 1, k[0], k[1]], new Float32Array(k[0] * k[1]).fill(1)));
     const outPad = [0, 1].map((i) => [h, w][i] - (s[i] * ([oh, ow][i] - 1) + k[i] - pads[i] - pads[2 + i]));
     const spread = e.op("ConvTranspose", [flat, ones], { strides: attr.ints(s), pads: attr.ints(pads), output_padding: attr.ints(outPad) });
-    return [e.reshapeLike(spread, x)];
-  },
-  GlobalAveragePool: (e, n, [dy]) => {
-    const xs = e.shape(n.inputs[0]);
-    const sp = xs.slice(2) as number[];
+    return e.reshapeLike(spread, x);
+  }),
+  GlobalAveragePool: unary((e, x, _y, dy) => {
+    const sp = e.shape(x).slice(2) as number[];
     const count = sp.reduce((p, q) => p * q, 1);
     const spread = e.g.constant(tensor("float32", [1, 1, ...sp], new Float32Array(count).fill(1 / count)));
-    return [e.op("Mul", [dy, spread])];
-  },
-  Flatten: (e, n, [dy]) => [e.reshapeLike(dy, n.inputs[0])],
-  Reshape: (e, n, [dy]) => [e.reshapeLike(dy, n.inputs[0]), null],
-  Squeeze: (e, n, [dy]) => [e.reshapeLike(dy, n.inputs[0]), null],
-  Unsqueeze: (e, n, [dy]) => [e.reshapeLike(dy, n.inputs[0]), null],
-  Expand: (e, n, [dy]) => [e.sumTo(dy, n.inputs[0]), null],
-  Transpose: (e, n, [dy]) => {
+    return e.op("Mul", [dy, spread]);
+  }),
+  Flatten: unary((e, x, _y, dy) => e.reshapeLike(dy, x)),
+  Reshape: unary((e, x, _y, dy) => e.reshapeLike(dy, x)),
+  Squeeze: unary((e, x, _y, dy) => e.reshapeLike(dy, x)),
+  Unsqueeze: unary((e, x, _y, dy) => e.reshapeLike(dy, x)),
+  Expand: unary((e, x, _y, dy) => e.sumTo(dy, x)),
+  Transpose: (e, n, [dy], needs) => onlyFirst(n, needs, () => {
     const perm = intsAttr(n, "perm") ?? e.shape(n.inputs[0]).map((_, i, a) => a.length - 1 - i);
     const inv = perm.map((_, i) => perm.indexOf(i));
-    return [e.op("Transpose", [dy], { perm: attr.ints(inv) })];
-  },
+    return e.op("Transpose", [dy], { perm: attr.ints(inv) });
+  }),
   Concat: (e, n, [dy], needs) => {
     const rank = e.shape(n.inputs[0]).length;
     let axis = intAttr(n, "axis", 0);
@@ -346,7 +367,7 @@ const RULES: Record<string, Rule> = {
       return r;
     });
   },
-  Pad: (e, n, [dy]) => {
+  Pad: (e, n, [dy], needs) => onlyFirst(n, needs, () => {
     const x = n.inputs[0];
     const pads = e.g.initializers.get(n.inputs[1]);
     if (!pads) throw new GraphError("Pad gradient needs constant pads");
@@ -363,9 +384,9 @@ const RULES: Record<string, Rule> = {
       starts.push(p[i]);
       ends.push(p[i] + d);
     });
-    return [axes.length ? e.op("Slice", [dy, e.g.ints(starts), e.g.ints(ends), e.g.ints(axes)]) : dy, null, null];
-  },
-  Slice: (e, n, [dy]) => {
+    return axes.length ? e.op("Slice", [dy, e.g.ints(starts), e.g.ints(ends), e.g.ints(axes)]) : dy;
+  }),
+  Slice: (e, n, [dy], needs) => onlyFirst(n, needs, () => {
     const x = n.inputs[0];
     const xs = e.shape(x);
     const ys = e.shape(dy);
@@ -381,9 +402,13 @@ const RULES: Record<string, Rule> = {
       pads[a] = st;
       pads[xs.length + a] = d - st - (ys[a] as number);
     });
-    return [e.op("Pad", [dy, e.g.ints(pads)], { mode: attr.string("constant") }), null, null, null, null];
-  },
+    return e.op("Pad", [dy, e.g.ints(pads)], { mode: attr.string("constant") });
+  }),
   BatchNormalization: (e, n, [dy], needs) => {
+    // Inference mode: y = scale·(x − mean)·invStd + bias with the running statistics as fixed inputs, so
+    // every input has a plain elementwise gradient (the statistics' ones matter to nobody who trains with
+    // frozen statistics, but a caller asking for them gets the true value, not an error).
+    if (intAttr(n, "training_mode", 0) === 1) throw new GraphError("BatchNormalization: training_mode=1 gradients are not supported");
     const [x, scale, , mean, variance] = n.inputs;
     const eps = floatAttr(n, "epsilon", 1e-5);
     const rank = e.shape(x).length;
@@ -391,18 +416,21 @@ const RULES: Record<string, Rule> = {
     const view = (v: string) => e.op("Reshape", [v, e.g.ints(bshape)]);
     const invStd = e.op("Reciprocal", [e.op("Sqrt", [e.op("Add", [variance, e.g.scalar(eps)])])]);
     const reduceAxes = [0, ...Array.from({ length: rank - 2 }, (_, i) => i + 2)];
-    const dx = needs[0] ? e.op("Mul", [dy, view(e.op("Mul", [scale, invStd]))]) : null;
-    let dscale: string | null = null;
-    if (needs[1]) {
-      const xhat = e.op("Mul", [e.op("Sub", [x, view(mean)]), view(invStd)]);
-      dscale = e.op("ReduceSum", [e.op("Mul", [dy, xhat]), e.g.ints(reduceAxes)], { keepdims: attr.int(0) });
-    }
-    const dbias = needs[2] ? e.op("ReduceSum", [dy, e.g.ints(reduceAxes)], { keepdims: attr.int(0) }) : null;
-    if (needs[3] || needs[4]) throw new GraphError("BatchNormalization: gradients for running statistics are not supported");
-    return [dx, dscale, dbias, null, null];
+    const sum = (v: string) => e.op("ReduceSum", [v, e.g.ints(reduceAxes)], { keepdims: attr.int(0) });
+    const gain = e.op("Mul", [scale, invStd]);
+    const dx = needs[0] ? e.op("Mul", [dy, view(gain)]) : null;
+    const centred = needs[1] || needs[4] ? e.op("Sub", [x, view(mean)]) : "";
+    const dscale = needs[1] ? sum(e.op("Mul", [dy, e.op("Mul", [centred, view(invStd)])])) : null;
+    const dbias = needs[2] ? sum(dy) : null;
+    const dmean = needs[3] ? e.op("Neg", [e.op("Mul", [sum(dy), gain])]) : null;
+    // d invStd / d var = −invStd³ / 2.
+    const dvar = needs[4]
+      ? e.op("Mul", [sum(e.op("Mul", [dy, centred])), e.op("Mul", [gain, e.op("Mul", [e.op("Mul", [invStd, invStd]), e.g.scalar(-0.5)])])])
+      : null;
+    return [dx, dscale, dbias, dmean, dvar];
   },
-  ReduceSum: (e, n, [dy]) => [reduceGrad(e, n, dy, false), null],
-  ReduceMean: (e, n, [dy]) => [reduceGrad(e, n, dy, true)],
+  ReduceSum: (e, n, [dy], needs) => onlyFirst(n, needs, () => reduceGrad(e, n, dy, false)),
+  ReduceMean: (e, n, [dy], needs) => onlyFirst(n, needs, () => reduceGrad(e, n, dy, true)),
 };
 
 function reduceGrad(e: Emitter, n: Node, dy: string, mean: boolean): string {
@@ -429,11 +457,31 @@ function reduceGrad(e: Emitter, n: Node, dy: string, mean: boolean): string {
 export interface BackwardOptions {
   /** Gradient of the loss to start from (vector-Jacobian product); default: ones for a scalar loss. */
   seed?: string;
+  /**
+   * A value in `wrt` that the loss does not reach (no differentiable path) is an error: usually a wiring bug.
+   * With this set it gets a zero gradient instead.
+   */
+  allowUnreached?: boolean;
+}
+
+/** The rule's result has one entry per input, and every needed input got a gradient of its own shape. */
+function checkRuleResult(g: Graph, n: Node, grads: Grads, needs: boolean[]): void {
+  const where = `gradient rule for ${n.op} (node ${n.name})`;
+  if (grads.length !== n.inputs.length) throw new GraphError(`${where} returned ${grads.length} gradients for ${n.inputs.length} inputs`);
+  grads.forEach((gr, k) => {
+    if (!needs[k]) return;
+    if (!gr) throw new GraphError(`${where} returned no gradient for input ${k} ("${n.inputs[k]}")`);
+    const want = g.shape(n.inputs[k]);
+    const got = g.shape(gr);
+    const clash = got.length !== want.length || got.some((d, i) => typeof d === "number" && typeof want[i] === "number" && d !== want[i]);
+    if (clash) throw new GraphError(`${where}: gradient for input ${k} ("${n.inputs[k]}") has shape [${got}], the input [${want}]`);
+  });
 }
 
 /**
  * Appends to `g` the nodes computing d(loss)/d(v) for each v in `wrt` (graph inputs, initializers or
- * intermediate values). Returns v → name of its gradient (a zero constant when loss does not depend on v).
+ * intermediate values). Returns v → name of its gradient. A v the loss does not reach is an error unless
+ * `opts.allowUnreached` (then its gradient is a zero constant).
  */
 export function backward(g: Graph, loss: string, wrt: string[], opts: BackwardOptions = {}): Map<string, string> {
   const e = new Emitter(g);
@@ -448,6 +496,7 @@ export function backward(g: Graph, loss: string, wrt: string[], opts: BackwardOp
     if (n.outputs.some((o) => reachesLoss.has(o))) n.inputs.forEach((x) => x && reachesLoss.add(x));
   }
   const active = (v: string) => dependsOnWrt.has(v) && reachesLoss.has(v) && FLOAT.has(g.info(v).dtype);
+  for (const v of wrt) if (!FLOAT.has(g.info(v).dtype)) throw new GraphError(`cannot differentiate with respect to "${v}": it is ${g.info(v).dtype}, not a float`);
 
   const contributions = new Map<string, string[]>();
   const push = (v: string, grad: string) => (contributions.get(v) ?? contributions.set(v, []).get(v)!).push(grad);
@@ -475,6 +524,7 @@ export function backward(g: Graph, loss: string, wrt: string[], opts: BackwardOp
     const rule = RULES[n.op];
     if (!rule) throw new GraphError(`no gradient rule for op ${n.op} (node ${n.name})`);
     const grads = rule(e, n, dys as string[], needs);
+    checkRuleResult(g, n, grads, needs);
     grads.forEach((gr, k) => {
       if (gr && needs[k]) push(n.inputs[k], gr);
     });
@@ -484,7 +534,9 @@ export function backward(g: Graph, loss: string, wrt: string[], opts: BackwardOp
   for (const v of wrt) {
     const gr = total(v);
     if (gr) out.set(v, gr);
-    else {
+    else if (!opts.allowUnreached) {
+      throw new GraphError(`the loss "${loss}" does not depend on "${v}" (through differentiable ops); pass allowUnreached to get a zero gradient`);
+    } else {
       const s = g.shape(v);
       out.set(v, g.constant(tensor("float32", s.map((d) => (typeof d === "number" ? d : 1)), new Float32Array(s.reduce((p: number, q) => p * (typeof q === "number" ? q : 1), 1))), "zero_grad"));
     }

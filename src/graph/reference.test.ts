@@ -74,6 +74,28 @@ test("ConvTranspose: strides, pads, output_padding, dilations, output_shape", as
   });
 });
 
+test("Conv grouped and depthwise: strides, pads, dilations, bias", async () => {
+  await check({ x: randn([2, 6, 7, 8]) }, (g) => [
+    g.op("Conv", ["x", g.constant(randn([4, 3, 3, 2])), g.constant(randn([4]))], { group: attr.int(2), strides: attr.ints([2, 1]), pads: attr.ints([1, 0, 2, 1]) }),
+    g.op("Conv", ["x", g.constant(randn([6, 1, 3, 3])), g.constant(randn([6]))], { group: attr.int(6), pads: attr.ints([1, 1, 1, 1]), dilations: attr.ints([2, 1]) }),
+    g.op("Conv", ["x", g.constant(randn([12, 2, 1, 1]))], { group: attr.int(3) }),
+  ]);
+});
+
+test("ConvTranspose grouped: strides, pads, output_padding", async () => {
+  await check({ x: randn([2, 6, 4, 5]) }, (g) => [
+    g.op("ConvTranspose", ["x", g.constant(randn([6, 2, 3, 3])), g.constant(randn([4]))], { group: attr.int(2), strides: attr.ints([2, 2]), pads: attr.ints([1, 0, 0, 1]), output_padding: attr.ints([1, 0]) }),
+    g.op("ConvTranspose", ["x", g.constant(randn([6, 1, 3, 2]))], { group: attr.int(6), dilations: attr.ints([1, 2]) }),
+  ]);
+});
+
+test("Conv: a group that does not divide the channels is an error", () => {
+  const g = new Graph("bad-group");
+  g.addInput("x", "float32", [1, 6, 5, 5]);
+  assert.throws(() => g.op("Conv", ["x", g.constant(randn([4, 2, 3, 3]))], { group: attr.int(4) }), GraphError);
+  assert.throws(() => g.op("Conv", ["x", g.constant(randn([4, 3, 3, 3]))], { group: attr.int(3) }), GraphError);
+});
+
 test("MaxPool: ceil_mode, pads, dilations, Indices output (both storage orders)", async () => {
   await check({ x: randn([2, 3, 7, 8]) }, (g) => {
     const outs: string[] = [];

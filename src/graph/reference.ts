@@ -363,11 +363,21 @@ function outSize(n: Node, inp: number, k: number, s: number, pa: number, pb: num
   return out;
 }
 
+/** The group attribute, checked to divide both channel counts. */
+function groupOf(n: Node, inChannels: number, outChannels: number): number {
+  const G = aInt(n, "group", 1);
+  if (!Number.isInteger(G) || G < 1 || inChannels % G !== 0 || outChannels % G !== 0) {
+    bad(n, `group=${G} must divide the ${inChannels} input and ${outChannels} output channels`);
+  }
+  return G;
+}
+
 function conv(n: Node, x: RefValue, w: RefValue, b: RefValue | undefined): RefValue {
-  if (aInt(n, "group", 1) !== 1) bad(n, "only group=1 is supported");
   const [N, C, H, W] = rank4(n, x);
   const [M, Cw, KH, KW] = rank4(n, w);
-  if (Cw !== C) bad(n, `input has ${C} channels, kernel expects ${Cw}`);
+  const G = groupOf(n, C, M);
+  // Grouped: output channel m reads the Cw = C/G input channels of its group.
+  if (Cw * G !== C) bad(n, `input has ${C} channels, kernel expects ${Cw * G}`);
   if (b && (b.shape.length !== 1 || b.shape[0] !== M)) bad(n, `bias must have shape [${M}], got [${b.shape}]`);
   const wn = window(n, [KH, KW]);
   const OH = outSize(n, H, KH, wn.sh, wn.pt, wn.pb, wn.dh, false);
@@ -377,11 +387,12 @@ function conv(n: Node, x: RefValue, w: RefValue, b: RefValue | undefined): RefVa
     for (let m = 0; m < M; m++) {
       const plane = (bn * M + m) * OH * OW;
       if (b) out.fill(b.data[m], plane, plane + OH * OW);
-      for (let c = 0; c < C; c++) {
-        const xoff = (bn * C + c) * H * W;
+      const c0 = Math.floor(m / (M / G)) * Cw;
+      for (let c = 0; c < Cw; c++) {
+        const xoff = (bn * C + c0 + c) * H * W;
         for (let kh = 0; kh < KH; kh++) {
           for (let kw = 0; kw < KW; kw++) {
-            const wv = w.data[((m * C + c) * KH + kh) * KW + kw];
+            const wv = w.data[((m * Cw + c) * KH + kh) * KW + kw];
             for (let oh = 0; oh < OH; oh++) {
               const ih = oh * wn.sh - wn.pt + kh * wn.dh;
               if (ih < 0 || ih >= H) continue;
@@ -401,10 +412,13 @@ function conv(n: Node, x: RefValue, w: RefValue, b: RefValue | undefined): RefVa
 }
 
 function convTranspose(n: Node, x: RefValue, w: RefValue, b: RefValue | undefined): RefValue {
-  if (aInt(n, "group", 1) !== 1) bad(n, "only group=1 is supported");
   const [N, C, H, W] = rank4(n, x);
-  const [Cw, M, KH, KW] = rank4(n, w);
+  const [Cw, Mg, KH, KW] = rank4(n, w);
   if (Cw !== C) bad(n, `input has ${C} channels, kernel expects ${Cw}`);
+  // Grouped: kernel [C, M/G, kh, kw]; input channel c feeds the M/G outputs of its group.
+  const G = groupOf(n, C, Mg * aInt(n, "group", 1));
+  const M = Mg * G;
+  const Cg = C / G;
   if (b && (b.shape.length !== 1 || b.shape[0] !== M)) bad(n, `bias must have shape [${M}], got [${b.shape}]`);
   const wn = window(n, [KH, KW]);
   const op = aInts(n, "output_padding") ?? [0, 0];
@@ -430,11 +444,12 @@ function convTranspose(n: Node, x: RefValue, w: RefValue, b: RefValue | undefine
     for (let m = 0; m < M; m++) {
       const plane = (bn * M + m) * OH * OW;
       if (b) out.fill(b.data[m], plane, plane + OH * OW);
-      for (let c = 0; c < C; c++) {
+      const grp = Math.floor(m / Mg);
+      for (let c = grp * Cg; c < (grp + 1) * Cg; c++) {
         const xoff = (bn * C + c) * H * W;
         for (let kh = 0; kh < KH; kh++) {
           for (let kw = 0; kw < KW; kw++) {
-            const wv = w.data[((c * M + m) * KH + kh) * KW + kw];
+            const wv = w.data[((c * Mg + (m - grp * Mg)) * KH + kh) * KW + kw];
             // Each input pixel scatters into the output pixel its kernel tap lands on.
             for (let ih = 0; ih < H; ih++) {
               const oh = ih * wn.sh - wn.pt + kh * wn.dh;

@@ -144,15 +144,24 @@ export function inferShapes(g: Graph, node: Node): OutInfo[] {
     }
     case "Conv": {
       const x = inp(0).shape, w = g.staticShape(node.inputs[1]);
-      if (geti(a, "group", 1) !== 1) throw new GraphError("Conv: only group=1 is supported");
-      if (typeof x[1] === "number" && x[1] !== w[1]) throw new GraphError(`Conv: input has ${x[1]} channels, kernel expects ${w[1]}`);
+      const group = geti(a, "group", 1);
+      // Grouped conv: kernel [M, C/group, kh, kw]; each group of M/group outputs reads its own C/group inputs.
+      if (!Number.isInteger(group) || group < 1 || w[0] % group !== 0) throw new GraphError(`Conv: group=${group} does not divide the ${w[0]} output channels`);
+      if (typeof x[1] === "number" && x[1] !== w[1] * group) {
+        throw new GraphError(`Conv: input has ${x[1]} channels, kernel expects ${w[1] * group}${group > 1 ? ` (${w[1]} per group × ${group} groups)` : ""}`);
+      }
       return [{ dtype: inp(0).dtype, shape: windowed(node, x, w.slice(2), w[0]) }];
     }
     case "ConvTranspose": {
       const x = inp(0).shape, w = g.staticShape(node.inputs[1]);
       const k = w.slice(2);
+      // Kernel [C, M/group, kh, kw]: the output has M = (M/group)·group channels.
+      const group = geti(a, "group", 1);
+      if (!Number.isInteger(group) || group < 1 || w[0] % group !== 0) throw new GraphError(`ConvTranspose: group=${group} does not divide the ${w[0]} input channels`);
+      if (typeof x[1] === "number" && x[1] !== w[0]) throw new GraphError(`ConvTranspose: input has ${x[1]} channels, kernel expects ${w[0]}`);
+      const m = w[1] * group;
       const out = getints(a, "output_shape");
-      if (out) return [{ dtype: inp(0).dtype, shape: [x[0], w[1], ...out] }];
+      if (out) return [{ dtype: inp(0).dtype, shape: [x[0], m, ...out] }];
       const s = getints(a, "strides") ?? k.map(() => 1);
       const p = getints(a, "pads") ?? k.map(() => 0).concat(k.map(() => 0));
       const op = getints(a, "output_padding") ?? k.map(() => 0);
@@ -161,7 +170,7 @@ export function inferShapes(g: Graph, node: Node): OutInfo[] {
         const xi = x[2 + i];
         return typeof xi === "number" ? s[i] * (xi - 1) + op[i] + (kk - 1) * d[i] + 1 - p[i] - p[k.length + i] : xi;
       });
-      return [{ dtype: inp(0).dtype, shape: [x[0], w[1], ...sp] }];
+      return [{ dtype: inp(0).dtype, shape: [x[0], m, ...sp] }];
     }
     case "MaxPool": case "AveragePool": {
       const k = getints(a, "kernel_shape");

@@ -210,7 +210,12 @@ test("IR CNN with a final Softmax: logits are the Softmax input and outputs agre
   assert.deepEqual([...m.layerOutputs], [
     ["conv1", "c1"], ["relu1", "r1"], ["pool1", "p1"], ["flatten", "flat"], ["fc", "fc_out"], ["softmax", "probs"],
   ]);
-  assert.deepEqual(m.params, ["conv1.weight", "conv1.bias", "fc.weight", "fc.bias"].map((value) => ({ value, layer: "", weight: "" })));
+  assert.deepEqual(m.params, [
+    { value: "conv1.weight", layer: "conv1", weight: "weight" },
+    { value: "conv1.bias", layer: "conv1", weight: "bias" },
+    { value: "fc.weight", layer: "fc", weight: "weight" },
+    { value: "fc.bias", layer: "fc", weight: "bias" },
+  ]);
 
   const x = f32([3, 1, 8, 8], randn(192, 9, 1));
   const ref = await runGraph(g, { x }, ["fc_out", "probs", "r1"]);
@@ -390,7 +395,8 @@ test("hand-written opset-8 model: Pad/Clip/Slice/Squeeze attributes, Dropout rat
   assert.deepEqual(m.graph.shape("sl"), ["N", 3, 3, 4]);
   assert.ok(!m.graph.nodes.some((n) => n.op === "Dropout"), "Dropout became Identity");
   assert.ok(!m.graph.nodes.find((n) => n.op === "BatchNormalization")!.attrs.spatial, "spatial dropped");
-  assert.deepEqual(m.params.map((p) => p.value), ["cw", "scale", "bias", "mean", "var", "gw", "gb"]);
+  // The running statistics are not trainable.
+  assert.deepEqual(m.params.map((p) => p.value), ["cw", "scale", "bias", "gw", "gb"]);
   const x = f32([3, 1, 8, 8], randn(192, 44, 1));
   const ref = await runBytes(bytes, { x });
   const got = await runModel(m, x);

@@ -235,8 +235,19 @@ const LAYER_OPS = new Set([
   "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization", "Add", "Sum", "Concat", "Flatten", "Reshape",
   "Softmax", "LogSoftmax",
 ]);
-/** Ops whose float initializer inputs are trainable parameters. */
-const PARAM_OPS = new Set(["Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "Add"]);
+/**
+ * Ops whose float initializer inputs are trainable parameters, with the role of each input slot (its weight
+ * name in `inspect`). BatchNormalization's running mean and variance are statistics, not parameters: training
+ * and fine-tuning keep them frozen.
+ */
+const PARAM_SLOTS: Record<string, readonly string[]> = {
+  Conv: ["input", "weight", "bias"],
+  ConvTranspose: ["input", "weight", "bias"],
+  Gemm: ["a", "weight", "bias"],
+  MatMul: ["input", "weight"],
+  BatchNormalization: ["", "scale", "bias"],
+  Add: ["bias", "bias"],
+};
 /** Ops whose 4-D output is NCHW by definition. */
 const NCHW_OPS = new Set(["Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization"]);
 /** Ops whose 4-D output keeps the layout of their (non-constant) 4-D inputs. */
@@ -357,7 +368,8 @@ class Importer {
     for (const n of m.nodes) for (const i of n.inputs) if (i) this.uses.set(this.v(i), (this.uses.get(this.v(i)) ?? 0) + 1);
     for (const o of m.outputs) this.uses.set(this.v(o.name), (this.uses.get(this.v(o.name)) ?? 0) + 1);
 
-    for (const n of this.ordered(m.nodes.filter((x) => x.op !== "Constant"))) this.node(n);
+    const folded = this.foldConstantIdentities();
+    for (const n of this.ordered(m.nodes.filter((x) => x.op !== "Constant" && !folded.has(x)))) this.node(n);
 
     const logits = this.output();
     // Conversions can leave constants nobody reads (old axes inputs...).
@@ -435,7 +447,9 @@ class Importer {
   /** Nodes in dependency order (ONNX requires it, but not every exporter complies). */
   private ordered(nodes: OnnxNode[]): OnnxNode[] {
     const ready = new Set<string>(["", ...this.m.inputs.map((i) => i.name), ...this.m.initializers.map((t) => t.name)]);
-    for (const n of this.m.nodes) if (n.op === "Constant") n.outputs.forEach((o) => ready.add(o));
+    const placed = new Set(nodes);
+    // Constants and folded Identity nodes are already initializers.
+    for (const n of this.m.nodes) if (!placed.has(n)) n.outputs.forEach((o) => ready.add(o));
     const out: OnnxNode[] = [];
     let pending = nodes;
     while (pending.length) {
@@ -466,6 +480,7 @@ class Importer {
     const where = `node "${name}" (${n.op})`;
     try {
       this.convert(step, where);
+      this.unshareParams(step);
       this.g.add(step.op, step.inputs, step.attrs, { outputs: step.outputs, name: step.name });
     } catch (e) {
       if (e instanceof GraphError) this.fail(`${where}: ${e.message}`);
@@ -496,11 +511,51 @@ class Importer {
       if (l) this.layout.set(out, l);
     }
     if (LAYER_OPS.has(s.op) && (g.shape(out).length !== 4 || this.layout.get(out) === "nchw")) this.layerOutputs.set(s.name, out);
-    if (PARAM_OPS.has(s.op)) {
-      for (const i of s.inputs) {
-        if (g.initializers.get(i)?.dtype === "float32" && !this.params.some((p) => p.value === i)) this.params.push({ value: i, layer: "", weight: "" });
+    this.paramSlots(s).forEach(([i, role]) => this.params.push({ value: i, layer: s.name, weight: role }));
+  }
+
+  /** The node's inputs that are trainable parameters, with their roles (see PARAM_SLOTS). */
+  private paramSlots(s: Step): [string, string][] {
+    const roles = PARAM_SLOTS[s.op] ?? [];
+    const out: [string, string][] = [];
+    roles.forEach((role, k) => {
+      const i = s.inputs[k];
+      if (role && i && this.g.initializers.get(i)?.dtype === "float32" && !out.some(([o]) => o === i)) out.push([i, role]);
+    });
+    return out;
+  }
+
+  /**
+   * Exporters share one initializer between layers that happen to hold equal values (PyTorch: zero biases,
+   * directly or through Identity). Each layer gets its own copy, so pruning or training one leaves the others.
+   */
+  private unshareParams(s: Step): void {
+    const claimed = new Set(this.params.map((p) => p.value));
+    for (const [i] of this.paramSlots(s)) {
+      if (!claimed.has(i)) continue;
+      const copy = this.g.addInitializer(this.gen(`${s.name}_${i}`), this.g.initializers.get(i)!);
+      s.inputs = s.inputs.map((x) => (x === i ? copy : x));
+    }
+  }
+
+  /**
+   * Identity nodes over constants (PyTorch writes `c3.bias = Identity(c2.bias)` for equal initializers) become
+   * initializers themselves, so the layers reading them see ordinary parameters. Returns the nodes handled.
+   */
+  private foldConstantIdentities(): Set<OnnxNode> {
+    const done = new Set<OnnxNode>();
+    for (let changed = true; changed;) {
+      changed = false;
+      for (const n of this.m.nodes) {
+        if (n.op !== "Identity" || done.has(n) || n.outputs.length !== 1 || !n.outputs[0]) continue;
+        const t = this.g.initializers.get(this.v(n.inputs[0] ?? ""));
+        if (!t || this.g.has(this.v(n.outputs[0]))) continue;
+        this.g.addInitializer(this.v(n.outputs[0]), t);
+        done.add(n);
+        changed = true;
       }
     }
+    return done;
   }
 
   /** Rewrites a node of the model's opset into its opset-17 form, in place; throws where that is impossible. */

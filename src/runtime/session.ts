@@ -17,7 +17,30 @@ function fromOrt(t: ort.Tensor): TensorData {
 }
 
 export interface SessionOptions {
+  /** Intra-op threads (default: every core, or $BADNET_THREADS). */
   threads?: number;
+  /**
+   * Whether idle intra-op threads spin waiting for work (default: off, or $BADNET_SPIN=1). Spinning wins a
+   * little on an idle machine and loses much on a shared one, where spinning threads steal the cores the
+   * working ones need.
+   */
+  spinning?: boolean;
+}
+
+function envThreads(): number | undefined {
+  const v = process.env.BADNET_THREADS;
+  if (v === undefined || v === "") return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`BADNET_THREADS must be a positive integer, got "${v}"`);
+  return n;
+}
+
+/** The settings a session gets: explicit options, else the environment, else the defaults. */
+export function sessionSettings(opts: SessionOptions = {}): { threads: number; spinning: boolean } {
+  return {
+    threads: opts.threads ?? envThreads() ?? os.availableParallelism(),
+    spinning: opts.spinning ?? process.env.BADNET_SPIN === "1",
+  };
 }
 
 export class Session {
@@ -34,18 +57,36 @@ export class Session {
   }
 
   static async fromBytes(bytes: Uint8Array, opts: SessionOptions = {}, what = "model"): Promise<Session> {
-    const threads = opts.threads ?? os.availableParallelism();
+    const { threads, spinning } = sessionSettings(opts);
     try {
       const s = await ort.InferenceSession.create(bytes, {
         intraOpNumThreads: threads,
         interOpNumThreads: 1,
         graphOptimizationLevel: "all",
         executionMode: "sequential",
+        extra: { session: { intra_op: { allow_spinning: spinning ? "1" : "0" }, inter_op: { allow_spinning: spinning ? "1" : "0" } } },
       });
       return new Session(s);
     } catch (e) {
       throw new Error(`onnxruntime could not load ${what}: ${(e as Error).message.split("\n")[0]}`);
     }
+  }
+
+  /**
+   * Runs with some outputs written into caller-owned arrays (no allocation, no copy out of the runtime): the
+   * training step feeds this step's parameter arrays and has the updated values written into the other set.
+   * Outputs not in `into` come back as in run(). The arrays in `into` must not be among the feeds.
+   */
+  async runInto(feeds: Record<string, TensorData>, into: Record<string, TensorData>, fetches: string[] = []): Promise<Record<string, TensorData>> {
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const [k, v] of Object.entries(feeds)) ortFeeds[k] = toOrt(v);
+    const ortFetches: Record<string, ort.Tensor | null> = {};
+    for (const [k, v] of Object.entries(into)) ortFetches[k] = toOrt(v);
+    for (const k of fetches) ortFetches[k] = null;
+    const res = await this.session.run(ortFeeds, ortFetches);
+    const out: Record<string, TensorData> = {};
+    for (const k of fetches) out[k] = fromOrt(res[k]);
+    return out;
   }
 
   async run(feeds: Record<string, TensorData>, fetches?: string[]): Promise<Record<string, TensorData>> {

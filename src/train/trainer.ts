@@ -1,13 +1,13 @@
 // Training loop: one compiled step graph (forward + backward + optimizer update) run batch by batch.
 import { backward } from "../graph/autodiff.js";
-import { tensor, type TensorData } from "../graph/ir.js";
+import { tensor, type Graph, type TensorData } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";
-import { addOptimizer, stepLr, type OptimizerConfig } from "../graph/optimizers.js";
-import { maskChannels } from "../graph/transforms.js";
+import { addOptimizer, stepLr, type OptimizerConfig, type OptimizerGraph } from "../graph/optimizers.js";
+import { maskChannels, poolBeforeRelu } from "../graph/transforms.js";
 import { argmaxRows } from "../model/forward.js";
 import type { Model, ParamRef } from "../model/model.js";
 import { withParams } from "../model/params.js";
-import { Session } from "../runtime/session.js";
+import { Session, type SessionOptions } from "../runtime/session.js";
 import { mulberry32 } from "../util/random.js";
 
 /** Labelled images in memory: x is NCHW float32 already scaled. */
@@ -40,6 +40,8 @@ export interface TrainOptions {
   /** After each epoch; `current()` builds the model with the parameters reached so far (for validation). */
   onEpoch?: (s: EpochStats, current: () => Model) => void | Promise<void>;
   onBatch?: (done: number, total: number, loss: number) => void;
+  /** onnxruntime settings of the step session (threads, spinning). */
+  session?: SessionOptions;
 }
 
 export function shuffled(n: number, rand: () => number): Int32Array {
@@ -59,67 +61,133 @@ export function oneHot(y: Int32Array, k: number): Float32Array {
   return out;
 }
 
-export async function train(model: Model, data: TrainData, opts: TrainOptions): Promise<{ model: Model; history: EpochStats[] }> {
+/** The training step as one graph: forward, loss, backward and the optimizer update. */
+export interface StepGraph {
+  graph: Graph;
+  loss: string;
+  logits: string;
+  optimizer: OptimizerGraph;
+  /** Trainable parameters (graph inputs now) with their starting values. */
+  params: Map<string, TensorData>;
+}
+
+export function buildStepGraph(
+  model: Model,
+  opts: Pick<TrainOptions, "optimizer" | "trainable" | "channelMasks"> & { pooledRelus?: boolean },
+): StepGraph {
   const g = model.graph.clone(`${model.name}_train`);
   for (const [value, mask] of opts.channelMasks ?? []) maskChannels(g, value, g.constant(tensor("float32", [mask.length], mask), "channel_mask"));
+  // Same values, a cheaper backward pass (default on; off only to compare).
+  if (opts.pooledRelus ?? true) poolBeforeRelu(g);
   const target = g.addInput("target", "float32", ["N", model.numClasses]);
   const loss = softmaxCrossEntropy(g, model.logits, target);
   const trainable = model.params.filter(opts.trainable ?? (() => true)).map((p) => p.value);
   const params = new Map<string, TensorData>();
   for (const p of trainable) params.set(p, g.liftInitializer(p));
   const grads = backward(g, loss, trainable);
-  const opt = addOptimizer(g, grads, opts.optimizer);
-  g.setOutputs([loss, model.logits, ...opt.slots.flatMap((s) => [s.next, ...s.state.map((st) => st.output)])]);
-  const session = await Session.create(g);
+  const optimizer = addOptimizer(g, grads, opts.optimizer);
+  g.setOutputs([loss, model.logits, ...optimizer.slots.flatMap((s) => [s.next, ...s.state.map((st) => st.output)])]);
+  return { graph: g, loss, logits: model.logits, optimizer, params };
+}
 
-  const state = new Map<string, TensorData>();
-  for (const s of opt.slots) for (const st of s.state) state.set(st.input, st.init);
-  const rand = mulberry32(opts.seed ?? 0);
-  const bs = opts.batchSize ?? 64;
-  const [c, h, w] = data.shape;
-  const per = c * h * w;
-  const n = data.y.length;
-  const history: EpochStats[] = [];
-  let step = 0;
-  for (let epoch = 0; epoch < opts.epochs; epoch++) {
-    const t0 = performance.now();
-    const order = shuffled(n, rand);
-    let lossSum = 0, correct = 0;
-    for (let start = 0; start < n; start += bs) {
-      const count = Math.min(bs, n - start);
-      const x = new Float32Array(count * per);
-      const y = new Int32Array(count);
-      for (let i = 0; i < count; i++) {
-        const j = order[start + i];
-        x.set(data.x.subarray(j * per, (j + 1) * per), i * per);
-        y[i] = data.y[j];
-      }
-      opts.transformBatch?.(x, y, rand);
-      step++;
-      const lr = stepLr(opts.optimizer, step, opts.optimizer.lr * (opts.lrSchedule?.(epoch) ?? 1));
-      const feeds: Record<string, TensorData> = {
-        input: tensor("float32", [count, c, h, w], x),
-        target: tensor("float32", [count, model.numClasses], oneHot(y, model.numClasses)),
-        [opt.lrInput]: tensor("float32", [], Float32Array.of(lr)),
-      };
-      for (const [k, v] of params) feeds[k] = v;
-      for (const [k, v] of state) feeds[k] = v;
-      const out = await session.run(feeds);
-      for (const s of opt.slots) {
-        params.set(s.param, out[s.next]);
-        for (const st of s.state) state.set(st.input, out[st.output]);
-      }
-      const l = (out[loss].data as Float32Array)[0];
-      if (!Number.isFinite(l)) throw new Error(`training diverged at epoch ${epoch + 1} (loss ${l}); lower the learning rate`);
-      lossSum += l * count;
-      const pred = argmaxRows(out[model.logits].data as Float32Array, model.numClasses);
-      pred.forEach((p, i) => (correct += p === y[i] ? 1 : 0));
-      opts.onBatch?.(start + count, n, l);
+const fresh = (t: TensorData): TensorData => tensor("float32", [...t.shape], new Float32Array(t.data.length));
+
+/**
+ * Runs a compiled step graph batch after batch. Parameters and optimizer state live in two sets of arrays that
+ * swap roles every step: one is fed, the runtime writes the updated values straight into the other, so nothing
+ * is allocated or copied out per step but the loss and the logits.
+ */
+export class StepRunner {
+  private cur = new Map<string, TensorData>();
+  private next = new Map<string, TensorData>();
+  /** Graph output → the state input it replaces. */
+  private readonly feedsOf = new Map<string, string>();
+
+  private constructor(private readonly step: StepGraph, private readonly session: Session) {
+    for (const s of step.optimizer.slots) {
+      this.feedsOf.set(s.next, s.param);
+      for (const st of s.state) this.feedsOf.set(st.output, st.input);
+      const p = step.params.get(s.param)!;
+      this.cur.set(s.param, tensor("float32", [...p.shape], Float32Array.from(p.data as Float32Array)));
+      for (const st of s.state) this.cur.set(st.input, tensor("float32", [...st.init.shape], Float32Array.from(st.init.data as Float32Array)));
     }
-    const s = { epoch: epoch + 1, loss: lossSum / n, accuracy: correct / n, seconds: (performance.now() - t0) / 1000 };
-    history.push(s);
-    await opts.onEpoch?.(s, () => withParams(model, params));
+    for (const [k, t] of this.cur) this.next.set(k, fresh(t));
   }
-  await session.release();
-  return { model: withParams(model, params), history };
+
+  static async create(step: StepGraph, opts: SessionOptions = {}): Promise<StepRunner> {
+    return new StepRunner(step, await Session.create(step.graph, opts));
+  }
+
+  /** One step on a batch (x NCHW, one-hot targets) at learning rate lr; returns the loss and the logits. */
+  async run(x: TensorData, target: TensorData, lr: number): Promise<{ loss: number; logits: Float32Array }> {
+    const feeds: Record<string, TensorData> = { input: x, target, [this.step.optimizer.lrInput]: tensor("float32", [], Float32Array.of(lr)) };
+    for (const [k, v] of this.cur) feeds[k] = v;
+    const into: Record<string, TensorData> = {};
+    for (const [out, inp] of this.feedsOf) into[out] = this.next.get(inp)!;
+    const res = await this.session.runInto(feeds, into, [this.step.loss, this.step.logits]);
+    [this.cur, this.next] = [this.next, this.cur];
+    return { loss: (res[this.step.loss].data as Float32Array)[0], logits: res[this.step.logits].data as Float32Array };
+  }
+
+  /** The parameters reached so far (copies: the runner keeps writing into its own arrays). */
+  params(): Map<string, TensorData> {
+    const m = new Map<string, TensorData>();
+    for (const p of this.step.params.keys()) {
+      const t = this.cur.get(p)!;
+      m.set(p, tensor("float32", [...t.shape], Float32Array.from(t.data as Float32Array)));
+    }
+    return m;
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+export async function train(model: Model, data: TrainData, opts: TrainOptions): Promise<{ model: Model; history: EpochStats[] }> {
+  const runner = await StepRunner.create(buildStepGraph(model, opts), opts.session);
+  try {
+    const rand = mulberry32(opts.seed ?? 0);
+    const bs = opts.batchSize ?? 64;
+    const [c, h, w] = data.shape;
+    const per = c * h * w;
+    const n = data.y.length;
+    const history: EpochStats[] = [];
+    let step = 0;
+    for (let epoch = 0; epoch < opts.epochs; epoch++) {
+      const t0 = performance.now();
+      const order = shuffled(n, rand);
+      let lossSum = 0, correct = 0;
+      for (let start = 0; start < n; start += bs) {
+        const count = Math.min(bs, n - start);
+        const x = new Float32Array(count * per);
+        const y = new Int32Array(count);
+        for (let i = 0; i < count; i++) {
+          const j = order[start + i];
+          x.set(data.x.subarray(j * per, (j + 1) * per), i * per);
+          y[i] = data.y[j];
+        }
+        opts.transformBatch?.(x, y, rand);
+        step++;
+        const lr = stepLr(opts.optimizer, step, opts.optimizer.lr * (opts.lrSchedule?.(epoch) ?? 1));
+        const out = await runner.run(
+          tensor("float32", [count, c, h, w], x),
+          tensor("float32", [count, model.numClasses], oneHot(y, model.numClasses)),
+          lr,
+        );
+        const l = out.loss;
+        if (!Number.isFinite(l)) throw new Error(`training diverged at epoch ${epoch + 1} (loss ${l}); lower the learning rate`);
+        lossSum += l * count;
+        const pred = argmaxRows(out.logits, model.numClasses);
+        pred.forEach((p, i) => (correct += p === y[i] ? 1 : 0));
+        opts.onBatch?.(start + count, n, l);
+      }
+      const s = { epoch: epoch + 1, loss: lossSum / n, accuracy: correct / n, seconds: (performance.now() - t0) / 1000 };
+      history.push(s);
+      await opts.onEpoch?.(s, () => withParams(model, runner.params()));
+    }
+    return { model: withParams(model, runner.params()), history };
+  } finally {
+    await runner.release();
+  }
 }
