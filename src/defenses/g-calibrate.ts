@@ -519,5 +519,7 @@ export async function calibrateOutcomeG(
   outcome.g = r.graph;
   if (r.g) outcome.gRates = r.g;
   outcome.sections.gCalibration = r.section;
+  // The defense's own summary line of its (uncalibrated, now replaced) G keeps its numbers but says so.
+  outcome.lines = outcome.lines.map((l) => (/^G\s/.test(l) ? l.replace(/^G\s+/, "G (defense's own, replaced) ") : l));
   outcome.lines.push(...describeCalibratedG(r.section));
 }
