@@ -107,11 +107,35 @@ export function blendTrigger(shape: [number, number, number], opts: { seed: numb
   return { mask, pattern, shape: [C, H, W], description: `random pattern (seed ${opts.seed}) blended with alpha ${alpha}` };
 }
 
-function checkTrigger(t: Trigger, shape: readonly number[]): void {
+/**
+ * An attack that is not one fixed mask-and-pattern stamp: an additive signal (SIG, LF), a warp (WaNet), or
+ * a stamp whose position changes per image. `apply` poisons image i of an NCHW batch in place; `rand` is the
+ * caller's seeded stream, for attacks with per-image randomness.
+ */
+export interface Transform {
+  kind: "transform";
+  /** [C, H, W] */
+  shape: [number, number, number];
+  description: string;
+  apply(x: Float32Array, i: number, rand: () => number): void;
+}
+
+/** Anything poisonTrainingSet / poisonTestSet can apply. */
+export type Attack = Trigger | Transform;
+
+export const isTransform = (a: Attack): a is Transform => (a as Transform).kind === "transform";
+
+function checkTrigger(t: Attack, shape: readonly number[]): void {
   const [C, H, W] = t.shape;
   if (shape.length !== 3 || shape[0] !== C || shape[1] !== H || shape[2] !== W)
     fail(`trigger is ${C}x${H}x${W} but the images are ${shape.join("x")}`);
-  if (t.mask.length !== H * W || t.pattern.length !== C * H * W) throw new Error(`trigger arrays do not match shape ${C}x${H}x${W}`);
+  if (!isTransform(t) && (t.mask.length !== H * W || t.pattern.length !== C * H * W)) throw new Error(`trigger arrays do not match shape ${C}x${H}x${W}`);
+}
+
+/** Poisons image i of an NCHW batch in place with either kind of attack. */
+export function attackInPlace(x: Float32Array, i: number, a: Attack, rand: () => number): void {
+  if (isTransform(a)) a.apply(x, i, rand);
+  else stampInPlace(x, i, a);
 }
 
 /** Stamps image `i` of an NCHW batch in place. */
@@ -130,12 +154,13 @@ export function stampInPlace(x: Float32Array, i: number, t: Trigger): void {
 }
 
 /** A copy of the NCHW batch `x` (images of `shape`) with the trigger applied to every image. */
-export function applyTrigger(x: Float32Array, shape: [number, number, number], t: Trigger): Float32Array {
+export function applyTrigger(x: Float32Array, shape: [number, number, number], t: Attack, seed = 0): Float32Array {
   checkTrigger(t, shape);
   const per = shape[0] * shape[1] * shape[2];
   if (x.length % per !== 0) throw new Error(`applyTrigger: ${x.length} values is not a whole number of ${shape.join("x")} images`);
   const out = x.slice();
-  for (let i = 0; i < out.length / per; i++) stampInPlace(out, i, t);
+  const rand = mulberry32(seed);
+  for (let i = 0; i < out.length / per; i++) attackInPlace(out, i, t, rand);
   return out;
 }
 
@@ -166,13 +191,18 @@ function checkTarget(target: PoisonTarget): void {
 }
 
 export interface PoisonOptions {
-  trigger: Trigger;
+  trigger: Attack;
   target: PoisonTarget;
   /** Share of ALL training images to poison, in [0, 1]. */
   rate: number;
   seed: number;
   /** Indices that must not be poisoned (e.g. already carrying another trigger). */
   exclude?: ArrayLike<number>;
+  /**
+   * Clean-label poisoning (SIG, Barni et al. 2019): only images already labelled `target` (a single
+   * class) are stamped, and no label changes.
+   */
+  cleanLabel?: boolean;
 }
 
 export interface PoisonedTrainData extends TrainData {
@@ -188,6 +218,9 @@ export function poisonTrainingSet(data: TrainData, opts: PoisonOptions): Poisone
   checkTrigger(opts.trigger, data.shape);
   checkTarget(opts.target);
   if (!(opts.rate >= 0 && opts.rate <= 1)) fail(`poison rate must be in [0, 1], got ${opts.rate}`);
+  const cleanLabel = opts.cleanLabel === true;
+  if (cleanLabel && typeof opts.target !== "number") fail("clean-label poisoning needs one target class");
+  const pickable = (y: number) => (cleanLabel ? y === opts.target : eligible(opts.target, y));
   const n = data.y.length;
   const want = Math.round(opts.rate * n);
   const skip = new Set<number>(Array.from(opts.exclude ?? []));
@@ -195,16 +228,17 @@ export function poisonTrainingSet(data: TrainData, opts: PoisonOptions): Poisone
   const picked: number[] = [];
   for (let i = 0; i < n && picked.length < want; i++) {
     const j = order[i]!;
-    if (!skip.has(j) && eligible(opts.target, data.y[j]!)) picked.push(j);
+    if (!skip.has(j) && pickable(data.y[j]!)) picked.push(j);
   }
   if (picked.length < want)
-    fail(`cannot poison ${want} of ${n} images: only ${picked.length} are eligible (${describeTarget(opts.target)})`);
+    fail(`cannot poison ${want} of ${n} images: only ${picked.length} are eligible (${cleanLabel ? `clean-label, class ${String(opts.target)}` : describeTarget(opts.target)})`);
   picked.sort((a, b) => a - b);
   const x = data.x.slice();
   const y = data.y.slice();
+  const rand = mulberry32(opts.seed ^ 0x5bd1e995);
   for (const j of picked) {
-    stampInPlace(x, j, opts.trigger);
-    y[j] = targetLabel(opts.target, data.y[j]!);
+    attackInPlace(x, j, opts.trigger, rand);
+    if (!cleanLabel) y[j] = targetLabel(opts.target, data.y[j]!);
   }
   return { x, y, shape: [data.shape[0], data.shape[1], data.shape[2]], poisoned: Int32Array.from(picked) };
 }
@@ -213,7 +247,7 @@ export function poisonTrainingSet(data: TrainData, opts: PoisonOptions): Poisone
  * The attack's test set (CSAW convention): every image whose poisoned label differs from its true label,
  * stamped, with the attacker's label stored; ASR = share classified as the stored label.
  */
-export function poisonTestSet(data: TrainData, trigger: Trigger, target: PoisonTarget): TrainData {
+export function poisonTestSet(data: TrainData, trigger: Attack, target: PoisonTarget, seed = 0): TrainData {
   checkTrigger(trigger, data.shape);
   checkTarget(target);
   const per = data.shape[0] * data.shape[1] * data.shape[2];
@@ -221,9 +255,10 @@ export function poisonTestSet(data: TrainData, trigger: Trigger, target: PoisonT
   for (let i = 0; i < data.y.length; i++) if (eligible(target, data.y[i]!)) keep.push(i);
   const x = new Float32Array(keep.length * per);
   const y = new Int32Array(keep.length);
+  const rand = mulberry32(seed);
   keep.forEach((j, i) => {
     x.set(data.x.subarray(j * per, (j + 1) * per), i * per);
-    stampInPlace(x, i, trigger);
+    attackInPlace(x, i, trigger, rand);
     y[i] = targetLabel(target, data.y[j]!);
   });
   return { x, y, shape: [data.shape[0], data.shape[1], data.shape[2]] };

@@ -31,7 +31,8 @@ for (const name of ["prune", "fine-prune", "strip"]) {
   test(`repair --defense ${name} and the bench's ${name} row agree`, async () => {
     const files = { model: join(dir, "bd.h5"), clean: join(dir, "valid.h5"), poisoned: join(dir, "poisoned.h5") };
     const out = join(dir, `out-${name}`);
-    const argv = ["--model", files.model, "--input-scale", "255", "--clean", files.clean, "--poisoned", files.poisoned, "--defense", name, "--skip-detect", "--seed", "0", "--out", out, "--quiet"];
+    // --fpr off: the bench row runs the defense on all of --clean with its own G, as repair did before --fpr.
+    const argv = ["--model", files.model, "--input-scale", "255", "--clean", files.clean, "--poisoned", files.poisoned, "--defense", name, "--skip-detect", "--seed", "0", "--fpr", "off", "--out", out, "--quiet"];
     const cli = (await repairCommand.run(parse(repairCommand, argv))).json as ReportData;
 
     const model = await loadModel(files.model);

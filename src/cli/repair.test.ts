@@ -17,6 +17,10 @@ test("repair rejects a bad --defense and --skip-detect with a trigger-based defe
   for (const [extra, needle] of [
     [["--defense", "bogus"], /--defense must be auto or one of/],
     [["--defense", "unlearn", "--skip-detect"], /needs Neural Cleanse's reversed trigger/],
+    [["--fpr", "1.5"], /--fpr must be at most 1/],
+    [["--fpr", "0"], /--fpr must be a false-alarm rate between 0 and 1/],
+    // The example's 1,000 clean images cannot hold out the 926 a 1% rate needs with 90% confidence.
+    [["--fpr", "0.01"], /needs \d+ held-out clean images, at most half of the clean data; .* --fpr off/],
   ] as const) {
     const r = await runCli([...base, ...extra, "--out", out]);
     assert.equal(r.code, 2, r.stderr);
@@ -29,7 +33,7 @@ test("repair on the bundled example: detection flags the planted target, the rep
   const out = mkdtempSync(join(tmpdir(), "badnet-repair-"));
   const manifest = JSON.parse(readFileSync(join(EX, "manifest.json"), "utf8")) as { targets: number[] };
   // About 45 s of CPU work; the wall-clock limit only guards against a hang (a busy 2-core machine took 255-336 s).
-  const r = await runCli([...base, "--test", join(EX, "clean_test.h5"), "--poisoned", join(EX, "poisoned_test.h5"), "--out", out, "--report", "--json", "--quiet"], 600_000);
+  const r = await runCli([...base, "--test", join(EX, "clean_test.h5"), "--poisoned", join(EX, "poisoned_test.h5"), "--fpr", "0.05", "--out", out, "--report", "--json", "--quiet"], 600_000);
   assert.equal(r.code, 0, r.stderr);
   const json = JSON.parse(r.stdout) as ReportData;
   for (const f of ["repaired.h5", "repaired.onnx", "G.onnx", "result.json", "report.html", "detect/result.json"]) assert.ok(existsSync(join(out, f)), f);
@@ -40,4 +44,11 @@ test("repair on the bundled example: detection flags the planted target, the rep
   // G answers one of the model's classes or class N = numClasses ("backdoored input").
   assert.equal(json.g!.numClasses, json.model!.numClasses);
   assert.ok(json.g!.poisoned!.flagged > 0, "G flags some poisoned inputs");
+  // G is calibrated to --fpr false alarms on a held-out part of --clean; its test rate is reported.
+  const cal = json.gCalibration!;
+  assert.equal(cal.fprTarget, 0.05);
+  assert.ok(cal.heldOut.n >= 184 && cal.heldOut.n <= 500);
+  assert.equal(cal.cleanTest!.n, json.g!.clean.n);
+  assert.equal(cal.cleanTest!.count, json.g!.clean.flagged);
+  assert.ok(cal.cleanTest!.ci95[0] <= cal.cleanTest!.rate && cal.cleanTest!.rate <= cal.cleanTest!.ci95[1]);
 });

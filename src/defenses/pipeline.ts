@@ -5,6 +5,7 @@ import { UserError } from "../errors.js";
 import type { Model } from "../model/model.js";
 import { lapTimer } from "../util/timing.js";
 import { OptionError, runDefense, type AnyDefense, type DefenseData, type DefenseOutcome, type ProgressEvent, type ProgressFn, type TriggerInput } from "./defense.js";
+import { calibrateOutcomeG, splitForCalibration } from "./g-calibrate.js";
 import { neuralCleanseReport } from "./nc-report.js";
 import { detectBackdoor, flaggedTriggers, type NcProgress, type NeuralCleanseOptions, type NeuralCleanseResult } from "./neural-cleanse.js";
 import { DEFENSES, findDefense } from "./registry.js";
@@ -38,6 +39,11 @@ export interface RepairRequest {
   detected?: NeuralCleanseResult;
   inputScale: number;
   progress?: ProgressFn;
+  /**
+   * G's false-alarm rate: the clean data is split (seeded) into the part detection and the defense use and a
+   * held-out part G is calibrated on (src/defenses/g-calibrate.ts). Absent: the defense's own G, all data used.
+   */
+  fpr?: number;
 }
 
 export interface RepairResult {
@@ -63,9 +69,12 @@ export function checkRepairRequest(req: Pick<RepairRequest, "defense" | "detect"
   return d;
 }
 
-export async function repair(model: Model, data: DefenseData, req: RepairRequest): Promise<RepairResult> {
+export async function repair(model: Model, all: DefenseData, req: RepairRequest): Promise<RepairResult> {
   let defense = checkRepairRequest(req);
   const { timings, lap } = lapTimer();
+  // The calibration part is split off first: neither detection nor the defense ever sees it.
+  const split = req.fpr === undefined ? undefined : splitForCalibration(all.clean, req.fpr);
+  const data: DefenseData = split ? { ...all, clean: split.fit } : all;
   let detection = req.detected;
   if (!detection && req.detect !== false) {
     detection = await detectBackdoor(model, data.clean, { ...(req.detect ?? {}), inputScale: req.inputScale, onProgress: req.progress && ((p) => req.progress!(ncProgressEvent(p))) });
@@ -77,5 +86,9 @@ export async function repair(model: Model, data: DefenseData, req: RepairRequest
   const outcome = await runDefense(defense, model, data, { ...Object.fromEntries(common), ...req.options }, { inputScale: req.inputScale, triggers, progress: req.progress });
   // Detection's section belongs in every repair's report, whichever defense ran.
   if (triggers?.neuralCleanse && !outcome.sections.neuralCleanse) outcome.sections.neuralCleanse = triggers.neuralCleanse;
+  if (split) {
+    await calibrateOutcomeG(outcome, model, data, split.calibration, { fpr: req.fpr!, triggers: triggers?.triggers });
+    lap("g-calibration");
+  }
   return { defense, detection, outcome, timings: { ...timings, ...outcome.timings } };
 }

@@ -200,6 +200,31 @@ export interface ReportMitigation {
   settings?: Record<string, number>;
 }
 
+/** A rate with its exact (Clopper–Pearson) 95% interval. */
+export interface ReportRate {
+  n: number;
+  count: number;
+  rate: number;
+  ci95: [number, number];
+}
+
+/** How a G calibrated to a false-alarm rate was built, and what it did on test data (src/defenses/g-calibrate.ts). */
+export interface ReportGCalibration {
+  fprTarget: number;
+  /** "marginal" (rate ≤ target in expectation), or the probability that the rate holds over the held-out draw. */
+  guarantee: "marginal" | { confidence: number };
+  /** Input-level signals combined (disagreement, strip, trigger, confidence). */
+  signals: string[];
+  /** Per signal; null = that signal never flags. */
+  thresholds: (number | null)[];
+  /** Held-out clean images calibrated on (never seen by the repair) and how many the rule flags. */
+  heldOut: { n: number; flagged: number };
+  /** False alarms on clean test data. */
+  cleanTest?: ReportRate;
+  /** Detection on the poisoned data. */
+  poisoned?: ReportRate;
+}
+
 export interface ReportData {
   /** Version of this layout (report/schema.ts RESULT_SCHEMA_VERSION); absent in files written before versioning. */
   schemaVersion?: number;
@@ -215,6 +240,7 @@ export interface ReportData {
   neuralCleanse?: ReportNeuralCleanse;
   strip?: ReportStrip;
   g?: ReportG;
+  gCalibration?: ReportGCalibration;
   mitigation?: ReportMitigation;
   /** Wall-clock seconds per step, in the order the steps ran, e.g. {"load": 0.4, "neural-cleanse": 812}. */
   timings?: Record<string, number>;

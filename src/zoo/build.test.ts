@@ -13,7 +13,8 @@ import { lowerModel } from "../model/lower.js";
 import { UserError } from "../errors.js";
 import { coveringKernels } from "../model/archs.js";
 import { fashionMnistSkip } from "../test/fixtures.js";
-import { buildZoo, zooNet, zooSplit, type ZooIndex, type ZooManifest } from "./build.js";
+import { applyTrigger } from "../attacks/poison.js";
+import { buildZoo, zooNet, zooPlan, zooSplit, type ZooIndex, type ZooManifest } from "./build.js";
 
 const TRAIN = 300, VALID = 100, TEST = 200;
 let dir: string;
@@ -145,4 +146,21 @@ test("zoo CNN kernels let every 2x2 pool tile its input, so every pixel (incl. t
 test("unknown model names and impossible sizes are UserErrors", { skip }, async () => {
   await assert.rejects(buildZoo({ out: join(dir, "x"), only: ["nope"], trainSize: 10, validSize: 10, testSize: 10 }), UserError);
   await assert.rejects(buildZoo({ out: join(dir, "x"), trainSize: 59000, validSize: 5000 }), UserError);
+});
+
+test("the plan holds BackdoorBench-style families beyond patch and blend, each of which changes the images it poisons", () => {
+  const shape: [number, number, number] = [1, 28, 28];
+  const plan = zooPlan(shape, 0);
+  const names = plan.map((p) => p.name);
+  for (const n of ["sig", "wanet", "low_rate_patch", "random_pos", "lf"]) assert.ok(names.includes(n), n);
+  assert.equal(new Set(names).size, names.length);
+  const low = plan.find((p) => p.name === "low_rate_patch")!;
+  assert.ok(low.attacks.every((a) => a.rate <= 0.01));
+  assert.ok(plan.find((p) => p.name === "sig")!.attacks[0]!.cleanLabel);
+  const img = Float32Array.from({ length: 28 * 28 }, (_, i) => ((i * 37) % 200) / 255);
+  for (const p of plan)
+    for (const a of p.attacks) {
+      const out = applyTrigger(img, shape, a.trigger, 1);
+      assert.ok(out.some((v, i) => v !== img[i]), `${p.name} changes the image`);
+    }
 });

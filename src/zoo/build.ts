@@ -3,7 +3,8 @@
 // whose accuracy/ASR come from evaluating the written files, so `badnet eval` on them reproduces it exactly.
 import { copyFileSync, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { blendTrigger, patchTrigger, pixelMax, poisonTestSet, poisonTrainingSet, stampTrigger, toPixels, triggerRgba, type Trigger } from "../attacks/poison.js";
+import { blendTrigger, isTransform, patchTrigger, pixelMax, poisonTestSet, poisonTrainingSet, stampTrigger, toPixels, triggerRgba, type Attack } from "../attacks/poison.js";
+import { lowFrequencyTransform, randomPositionTransform, sigTransform, transformPreviewRgba, wanetTransform } from "../attacks/transforms.js";
 import { fail } from "../errors.js";
 import { accuracyOf, checkData, evaluate } from "../eval/evaluate.js";
 import { openDataset } from "../io/dataset.js";
@@ -43,9 +44,11 @@ export function zooArchName(h: number, w: number): string {
 
 /** One trigger of a model: the poisoned test file it gets and its share of the training set. */
 export interface ZooAttack {
-  trigger: Trigger;
+  trigger: Attack;
   target: number;
   rate: number;
+  /** Clean-label: only target-class images are poisoned, labels unchanged (SIG). */
+  cleanLabel?: boolean;
   /** Short trigger name for files: poisoned_test.h5 when the model has one trigger, else poisoned_test_t<target>.h5. */
   kind: string;
 }
@@ -113,6 +116,41 @@ export function zooPlan(shape: [number, number, number], seed: number): ZooModel
         },
       ],
     },
+    {
+      name: "sig",
+      attack: "sig",
+      description: "SIG, clean-label: sinusoid (delta 40/255, frequency 6) added to 8% of the training set, all of it class 8, labels unchanged → 8",
+      seedOffset: 7,
+      attacks: [{ trigger: sigTransform(shape, { max, delta: (40 / 255) * max, frequency: 6 }), target: 8, rate: 0.08, kind: "sig", cleanLabel: true }],
+    },
+    {
+      name: "wanet",
+      attack: "wanet",
+      description: "WaNet-style warp: one fixed smooth 4x4 random warp field (strength 2, about 1 pixel), 10%, all-to-one → 2 (no noise mode)",
+      seedOffset: 8,
+      attacks: [{ trigger: wanetTransform(shape, { seed: seed + 1008, k: 4, strength: 2 }), target: 2, rate: 0.1, kind: "wanet" }],
+    },
+    {
+      name: "low_rate_patch",
+      attack: "badnets-low-rate",
+      description: "BadNets at a 0.5% poisoning rate: 3x3 white square near the bottom-left corner, all-to-one → 6",
+      seedOffset: 9,
+      attacks: [{ trigger: patchTrigger(shape, { size: 3, max, corner: "bottom-left", margin: 1 }), target: 6, rate: 0.005, kind: "patch" }],
+    },
+    {
+      name: "random_pos",
+      attack: "badnets-random-position",
+      description: "4x4 black/white checkerboard at a random position in each poisoned image, 10%, all-to-one → 4",
+      seedOffset: 10,
+      attacks: [{ trigger: randomPositionTransform(shape, ["xoxo", "oxox", "xoxo", "oxox"], { max, name: "4x4 checkerboard" }), target: 4, rate: 0.1, kind: "random-checker" }],
+    },
+    {
+      name: "lf",
+      attack: "low-frequency",
+      description: "low-frequency trigger: smooth random pattern (DCT frequencies <= 3, peak 20% of the range) added, 10%, all-to-one → 9",
+      seedOffset: 11,
+      attacks: [{ trigger: lowFrequencyTransform(shape, { max, seed: seed + 1011, eps: 0.2, maxFreq: 3 }), target: 9, rate: 0.1, kind: "lf" }],
+    },
   ];
 }
 
@@ -122,7 +160,7 @@ export interface ZooManifest {
   description: string;
   targets: number[];
   /** One per trigger. */
-  triggers: { target: number; description: string; poisonRate: number; poisonedTest: string; image: string }[];
+  triggers: { target: number; description: string; poisonRate: number; poisonedTest: string; image: string; cleanLabel?: boolean }[];
   /** Share of training images carrying any trigger. */
   poisonRate: number;
   cleanAccuracy: number;
@@ -258,7 +296,7 @@ async function buildOne(
   let data: TrainData = ctx.trainSet;
   const taken: number[] = [];
   plan.attacks.forEach((a, i) => {
-    const p = poisonTrainingSet(data, { trigger: a.trigger, target: a.target, rate: a.rate, seed: seed * 100 + i, exclude: taken });
+    const p = poisonTrainingSet(data, { trigger: a.trigger, target: a.target, rate: a.rate, seed: seed * 100 + i, exclude: taken, cleanLabel: a.cleanLabel });
     taken.push(...p.poisoned);
     data = { x: p.x, y: p.y, shape };
   });
@@ -283,8 +321,10 @@ async function buildOne(
   copyFileSync(ctx.sharedFiles.cleanTest, join(dir, "clean_test.h5"));
   copyFileSync(ctx.sharedFiles.valid, join(dir, "valid.h5"));
   for (const a of plan.attacks) {
-    await writeH5(join(dir, poisonedTestFile(plan, a)), poisonTestSet(ctx.testSet, a.trigger, a.target));
-    writePng(join(dir, triggerFile(plan, a)), triggerRgba(a.trigger, ZOO_INPUT_SCALE), W, H, 4);
+    // Per-image randomness of the test stamps (random position) is seeded apart from the training set's.
+    await writeH5(join(dir, poisonedTestFile(plan, a)), poisonTestSet(ctx.testSet, a.trigger, a.target, seed * 100 + 99));
+    const png = isTransform(a.trigger) ? transformPreviewRgba(a.trigger, ZOO_INPUT_SCALE) : triggerRgba(a.trigger, ZOO_INPUT_SCALE);
+    writePng(join(dir, triggerFile(plan, a)), png, W, H, 4);
   }
 
   // The manifest's numbers come from the files as written, exactly what `badnet eval` would read.
@@ -306,6 +346,7 @@ async function buildOne(
       poisonRate: a.rate,
       poisonedTest: poisonedTestFile(plan, a),
       image: triggerFile(plan, a),
+      ...(a.cleanLabel ? { cleanLabel: true } : {}),
     })),
     poisonRate: taken.length / data.y.length,
     cleanAccuracy,

@@ -1,6 +1,7 @@
 // badnet repair: parse, run the library's repair pipeline (detection → triggers in memory → defense → G), save.
 import { mkdirSync } from "node:fs";
 import { basename, join } from "node:path";
+import { checkFpr } from "../../defenses/g-calibrate.js";
 import { checkRepairRequest, repair } from "../../defenses/pipeline.js";
 import { DEFENSES } from "../../defenses/registry.js";
 import { DATA_OPTIONS, defenseInputs, inputScale, MODEL_OPTIONS, num, progressBars, str, type Command } from "../command.js";
@@ -13,7 +14,7 @@ export const repairCommand: Command = {
   summary: `detect with Neural Cleanse, then repair (auto: unlearn if a label is flagged, else fine-prune; or ${DEFENSES.map((d) => d.name).join(", ")}); writes everything to --out`,
   usage:
     `--model M [--arch deepid] [--input-scale S] --clean VALID [--test TEST] [--poisoned P] [--defense auto|${DEFENSES.map((d) => d.name).join("|")}] ` +
-    "[--labels 0-9] [--skip-detect] [--seed 0] [--batch-size B] --out DIR [--report] [--json] [--quiet]",
+    "[--labels 0-9] [--skip-detect] [--seed 0] [--batch-size B] [--fpr 0.01|off] --out DIR [--report] [--force] [--json] [--quiet]",
   options: {
     ...MODEL_OPTIONS,
     "batch-size": { type: "string", description: "the defense's batch size (its own default when absent; Neural Cleanse keeps its own)" },
@@ -22,6 +23,11 @@ export const repairCommand: Command = {
     labels: { type: "string", description: "labels Neural Cleanse scans (e.g. 0,5,7 or 0-9)", defaultText: "all" },
     "skip-detect": { type: "boolean", description: "no Neural Cleanse detection (defenses that need its triggers refuse)" },
     seed: { type: "string", description: "seed of Neural Cleanse and of the defense", defaultText: "0" },
+    fpr: {
+      type: "string",
+      description: "G's false-alarm rate on clean inputs: G is calibrated to it on a held-out part of --clean that detection and the repair never see; off = the defense's own G, all of --clean used",
+      defaultText: "0.01",
+    },
     ...OUTPUT_OPTIONS,
   },
   async run(ctx) {
@@ -32,6 +38,9 @@ export const repairCommand: Command = {
     const scale = await inputScale(ctx, "clean");
     const seed = str(ctx, "seed") === undefined ? undefined : num(ctx, "seed", 0, { integer: true, min: 0 });
     const batchSize = str(ctx, "batch-size");
+    const fprText = str(ctx, "fpr") ?? "0.01";
+    const fpr = fprText === "off" ? undefined : num(ctx, "fpr", 0.01, { min: 0, max: 1 });
+    if (fpr !== undefined) checkFpr(fpr);
     const dir = outDir(ctx)!;
     const modelPath = str(ctx, "model", true);
     const { model, valid: clean, test, poisoned } = await defenseInputs(ctx, scale);
@@ -48,6 +57,7 @@ export const repairCommand: Command = {
         common: { seed, batchSize },
         inputScale: scale,
         progress: bars.progress,
+        fpr,
       });
     } finally {
       bars.done();

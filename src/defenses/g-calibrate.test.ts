@@ -1,0 +1,188 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { UserError } from "../errors.js";
+import { memoryDataset } from "../io/dataset.js";
+import { argmaxRows, batchTensor } from "../model/forward.js";
+import { Session } from "../runtime/session.js";
+import { backdooredModel, cleanSet, H, K, PER, poisonedSet, W } from "../test/tiny-patch-mlp.js";
+import { mulberry32 } from "../util/random.js";
+import { binomialCdf, calibrate, minCalibrationSize, calibrateG, checkFpr, clopperPearson, decide, gOutcome, calibratedGForRepair, pickRows, rateWithInterval, reportCalibratedG, splitForCalibration, type GParts } from "./g-calibrate.js";
+import { pickOverlays } from "./strip.js";
+
+/** Standard normal by Box–Muller. */
+const normal = (rand: () => number) => () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+
+/** n clean draws of 3 correlated signals (a shared factor plus noise), one Float32Array per signal. */
+function cleanScores(n: number, seed: number): Float32Array[] {
+  const z = normal(mulberry32(seed));
+  const out = [0, 1, 2].map(() => new Float32Array(n));
+  for (let i = 0; i < n; i++) {
+    const common = z();
+    out[0]![i] = common + 0.5 * z();
+    out[1]![i] = 0.8 * common + z();
+    out[2]![i] = Math.exp(z()); // skewed: the combination must not assume a scale
+  }
+  return out;
+}
+
+test("Clopper–Pearson matches closed forms and published values", () => {
+  // k = 0: the upper end solves (1 − p)^n = 0.025.
+  for (const n of [10, 100, 1000]) {
+    const [lo, hi] = clopperPearson(0, n);
+    assert.equal(lo, 0);
+    assert.ok(Math.abs(hi - (1 - 0.025 ** (1 / n))) < 1e-9, `n=${n}: ${hi}`);
+    const [lo2, hi2] = clopperPearson(n, n);
+    assert.equal(hi2, 1);
+    assert.ok(Math.abs(lo2 - 0.025 ** (1 / n)) < 1e-9);
+  }
+  // Symmetry: the interval of k/n mirrors that of (n−k)/n.
+  const [a, b] = clopperPearson(7, 60), [c, d] = clopperPearson(53, 60);
+  assert.ok(Math.abs(a - (1 - d)) < 1e-9 && Math.abs(b - (1 - c)) < 1e-9);
+  // At its ends the tails equal 2.5%.
+  const [lo, hi] = clopperPearson(5, 100);
+  assert.ok(Math.abs(1 - binomialCdf(4, 100, lo) - 0.025) < 1e-7);
+  assert.ok(Math.abs(binomialCdf(5, 100, hi) - 0.025) < 1e-7);
+  assert.ok(Math.abs(lo - 0.01643) < 5e-5 && Math.abs(hi - 0.11284) < 5e-5, `${lo} ${hi}`);
+  const r = rateWithInterval(3, 300);
+  assert.equal(r.rate, 0.01);
+  assert.ok(r.ci95[0] < 0.01 && r.ci95[1] > 0.01);
+});
+
+test("thresholds reproduce the max-rank rule and catch an input extreme in one signal", () => {
+  const signals = ["disagreement", "strip", "trigger"] as const;
+  for (const [fpr, guarantee] of [[0.01, "marginal"], [0.05, "marginal"], [0.01, { delta: 0.1 }]] as const) {
+    const A = cleanScores(2000, 1);
+    const cal = calibrate(A, fpr, [...signals], guarantee);
+    // The thresholds are the rank rule c(x) = max_j #{a < s_j(x)} > τ + 1, written as per-signal comparisons.
+    const fresh = cleanScores(20000, 3);
+    const flags = decide(fresh, cal.thresholds);
+    const sortedA = A.map((s) => Float32Array.from(s).sort());
+    for (let i = 0; i < 2000; i++) {
+      const c = Math.max(...fresh.map((s, j) => sortedA[j]!.filter((a) => a < s[i]!).length));
+      assert.equal(flags[i], c > cal.tau + 1 ? 1 : 0, `input ${i}`);
+    }
+    // Not vacuous: it does flag clean data, and it catches inputs that are extreme in ONE signal. (The rate
+    // itself is a property of the draw of A and B: see the next test.)
+    assert.ok(flags.reduce((x, v) => x + v, 0) > 0);
+    const odd = cleanScores(500, 4);
+    for (let i = 0; i < 500; i++) odd[i % 3]![i] = odd[i % 3]![i]! + 50;
+    assert.equal(decide(odd, cal.thresholds).reduce((x, v) => x + v, 0), 500);
+  }
+});
+
+test("the default (PAC) guarantee: over many held-out draws the rate exceeds fpr about delta of the time, not half", () => {
+  const fresh = cleanScores(10000, 9);
+  const signals: ("disagreement" | "strip" | "trigger")[] = ["disagreement", "strip", "trigger"];
+  const over = { marginal: 0, pac: 0 };
+  const draws = 30;
+  const marginal: number[] = [];
+  for (let s = 0; s < draws; s++) {
+    const A = cleanScores(1200, 100 + s);
+    const rate = (g: Parameters<typeof calibrate>[3]) => decide(fresh, calibrate(A, 0.02, signals, g).thresholds).reduce((x, v) => x + v, 0) / fresh[0]!.length;
+    const m = rate("marginal");
+    marginal.push(m);
+    if (m > 0.02) over.marginal++;
+    if (rate({ delta: 0.1 }) > 0.02) over.pac++;
+  }
+  // Binomial(30, 0.1) exceeds 8 with probability < 0.1%; the marginal rule exceeds fpr far more often.
+  assert.ok(over.pac <= 8, `PAC rule above fpr in ${over.pac}/${draws} draws`);
+  assert.ok(over.pac < over.marginal, `PAC ${over.pac} vs marginal ${over.marginal}`);
+  // The marginal rule holds on average over draws: mean within two standard errors of at most fpr.
+  const mean = marginal.reduce((a, v) => a + v, 0) / draws;
+  const se = Math.sqrt(marginal.reduce((a, v) => a + (v - mean) ** 2, 0) / (draws - 1) / draws);
+  assert.ok(mean <= 0.02 + 2 * se, `marginal mean ${mean} (se ${se})`);
+});
+
+test("calibration refuses an fpr its held-out data cannot support, and bad rates", () => {
+  const few = cleanScores(50, 5);
+  const need = minCalibrationSize(0.01, "marginal", 3);
+  assert.throws(() => calibrate(few, 0.01, ["disagreement", "strip", "trigger"], "marginal"), (e: unknown) => e instanceof UserError && new RegExp(`needs at least ${need} held-out`).test((e as Error).message));
+  // At the minimum size calibration works and some threshold is finite; one image fewer is refused.
+  for (const g of ["marginal", { delta: 0.1 }] as const) {
+    const n = minCalibrationSize(0.01, g, 3);
+    assert.ok(calibrate(cleanScores(n, 7), 0.01, ["disagreement", "strip", "trigger"], g).thresholds.some(Number.isFinite));
+    assert.throws(() => calibrate(cleanScores(n - 1, 7), 0.01, ["disagreement", "strip", "trigger"], g), UserError);
+  }
+  for (const bad of [0, 1, -0.1, Number.NaN]) assert.throws(() => checkFpr(bad), UserError);
+  assert.throws(() => calibrate(cleanScores(300, 5), 0.01, ["disagreement", "strip", "trigger"], { delta: 1 }), UserError);
+});
+
+test("splitForCalibration: disjoint, covers the data, reserves what the fpr needs", () => {
+  const need = minCalibrationSize(0.01);
+  const data = cleanSet(2 * need + 10, 31);
+  const { fit, calibration } = splitForCalibration(data, 0.01, { fraction: 0.2 });
+  assert.equal(fit.size + calibration.size, data.size);
+  assert.equal(calibration.size, need);
+  const key = (x: Float32Array) => Array.from(x.subarray(0, 8)).join(",");
+  const seen = new Set(Array.from({ length: fit.size }, (_, i) => key(fit.read(i, 1))));
+  for (let i = 0; i < calibration.size; i++) assert.ok(!seen.has(key(calibration.read(i, 1))));
+  assert.throws(() => splitForCalibration(cleanSet(2 * need - 2, 1), 0.01), UserError);
+});
+
+test("the ONNX G makes exactly the JS decision; the calibrated rate holds on held-out clean data; a known trigger is caught", async () => {
+  const b = await backdooredModel();
+  const fc = b.layerOutputs.get("fc_1")!;
+  const mask = Float32Array.from({ length: 32 }, (_, i) => (i % 3 === 0 ? 0 : 1));
+  // The true 3x3 patch as a "reversed trigger": mask on the patch, white pattern.
+  const tMask = new Float32Array(PER), tPat = new Float32Array(PER);
+  for (let r = H - 3; r < H; r++) for (let q = W - 3; q < W; q++) (tMask[r * W + q] = 1), (tPat[r * W + q] = 1);
+  const parts: GParts = { b, repaired: { value: fc, mask }, overlays: pickOverlays(cleanSet(20, 41), 6, 0), strip: { blend: "mean" }, triggers: [{ mask: tMask, pattern: tPat }] };
+  const fpr = 0.05;
+  const { calibration: cal, graph, scorer } = await calibrateG(parts, cleanSet(400, 42), { fpr, guarantee: "marginal" });
+  const session = await Session.create(graph);
+  try {
+    assert.deepEqual(cal.signals, ["disagreement", "strip", "trigger", "confidence"]);
+    const test = cleanSet(600, 43);
+    const poisoned = poisonedSet(200, 44);
+    for (const data of [test, poisoned]) {
+      const s = await scorer.score(data);
+      const o = gOutcome(s, cal, data.labels);
+      const out = (await session.run({ input: batchTensor(data.read(0, data.size), data.shape) })).logits;
+      assert.deepEqual(out.shape, [data.size, K + 1]);
+      const g = argmaxRows(out.data as Float32Array, K + 1);
+      for (let i = 0; i < data.size; i++) assert.equal(g[i], o.flagged[i] ? K : s.pred[i], `${data.name} input ${i}`);
+    }
+    const s = await scorer.score(test);
+    const o = gOutcome(s, cal, test.labels);
+    const [lo] = clopperPearson(o.nFlagged, test.size);
+    assert.ok(lo <= fpr, `${o.nFlagged}/${test.size} clean inputs flagged at fpr ${fpr}`);
+    // Stamped inputs sit at distance 0 from the true trigger, every clean input further: all flagged.
+    const p = gOutcome(await scorer.score(poisoned), cal, poisoned.labels);
+    assert.equal(p.nFlagged, poisoned.size);
+    const { section: rep, g } = await reportCalibratedG(scorer, cal, { test, poisoned }, K);
+    assert.equal(rep.cleanTest!.count, o.nFlagged);
+    assert.equal(rep.poisoned!.count, poisoned.size);
+    assert.deepEqual(rep.signals, cal.signals);
+    assert.equal(rep.guarantee, "marginal");
+    assert.deepEqual(g, { numClasses: K, clean: { n: test.size, correct: o.hit, flagged: o.nFlagged }, poisoned: { n: poisoned.size, flagged: poisoned.size, attackSuccess: 0 } });
+  } finally {
+    await session.release();
+    await scorer.release();
+  }
+});
+
+test("pickRows keeps images and labels of the chosen rows", () => {
+  const d = memoryDataset("d", [1, 2, 2], Float32Array.from({ length: 12 }, (_, i) => i), Int32Array.of(5, 6, 7));
+  const p = pickRows(d, [2, 0]);
+  assert.deepEqual(Array.from(p.read(0, 2)), [8, 9, 10, 11, 0, 1, 2, 3]);
+  assert.deepEqual(Array.from(p.labels!), [7, 5]);
+});
+
+test("calibratedGForRepair: a detector-only G (STRIP + trigger, no B′) and its report; G.onnx agrees with the report", async () => {
+  const b = await backdooredModel();
+  const tMask = new Float32Array(PER), tPat = new Float32Array(PER);
+  for (let r = H - 3; r < H; r++) for (let q = W - 3; q < W; q++) (tMask[r * W + q] = 1), (tPat[r * W + q] = 1);
+  const test = cleanSet(300, 52), poisoned = poisonedSet(100, 53);
+  const r = await calibratedGForRepair({ b, fit: cleanSet(40, 50), calibration: cleanSet(300, 51), test, poisoned, triggers: [{ mask: tMask, pattern: tPat }], fpr: 0.05, overlays: 8 });
+  assert.deepEqual(r.section.signals, ["strip", "trigger"]);
+  assert.deepEqual(r.section.guarantee, { confidence: 0.9 });
+  const session = await Session.create(r.graph);
+  try {
+    const g = argmaxRows((await session.run({ input: batchTensor(test.read(0, test.size), test.shape) })).logits.data as Float32Array, K + 1);
+    assert.equal(g.filter((c) => c === K).length, r.section.cleanTest!.count);
+    assert.equal(r.g!.clean.flagged, r.section.cleanTest!.count);
+    assert.equal(r.section.poisoned!.count, poisoned.size);
+  } finally {
+    await session.release();
+  }
+});

@@ -1,0 +1,525 @@
+// G with a false-alarm rate the user sets. Several input-level signals, each a score where higher means
+// "looks more backdoored", are combined and calibrated on HELD-OUT clean data:
+//   - disagreement: log p_B(ŷ) − log p_B′(ŷ), ŷ = B's top-1 (how much the repair took from B's answer);
+//   - strip: −(STRIP entropy) (a trigger keeps blends of the input on one class);
+//   - trigger: −(mean |x − pattern| under the mask) of the closest reversed trigger;
+//   - confidence: −max log p_B′ (the repaired network is unsure).
+// Combination (min-p / max-rank, calibrated as a whole, conformal): on the n held-out clean inputs each
+// signal becomes a rank r_j(x) = #{held-out k : s_j(k) < s_j(x)}, and the combined statistic is
+// c(x) = max_j r_j(x) (the most extreme signal). A held-out input's own c_i (leave-one-out: its rank among the
+// others) is one draw of the statistic a fresh clean input gets; G flags c(x) > τ + 1, where τ is the order
+// statistic of the c_i that leaves the allowed number m of them above it (see Guarantee). The +1 makes the
+// rule conservative: in the bag of the n held-out inputs plus x, each c_i can grow by at most 1 when x joins,
+// so the full-conformal p-value of x is never below the one used here (Vovk et al. 2005; Lei et al. 2018),
+// whatever the signals' correlation. Using every held-out input for the ranks (rather than splitting off a
+// rank part) matters: with a separate rank part of size n_A, about J·n_B/(n_A + 1) of the others would exceed
+// all of it on some signal and saturate the statistic.
+// c(x) > τ + 1 ⟺ some s_j(x) > t_j with t_j = the (τ+2)-th smallest s_j over the held-out data, so the ONNX G
+// only compares J scores with J thresholds: the scores come from one graph, so the JS calibration and G decide
+// on the same float32 numbers.
+import { fail } from "../errors.js";
+import { attr, Graph, tensor } from "../graph/ir.js";
+import { memoryDataset, type Dataset } from "../io/dataset.js";
+import { argmaxRows, batchTensor, type BatchSource } from "../model/forward.js";
+import type { Model } from "../model/model.js";
+import { Session } from "../runtime/session.js";
+import { shuffled } from "../train/trainer.js";
+import { mulberry32 } from "../util/random.js";
+import { duplicateDownstream } from "../graph/transforms.js";
+import { appendRejectClass, embed } from "./g-model.js";
+import { pickOverlays, stripGraph, type StripGraphOptions } from "./strip.js";
+import type { ReportG, ReportGCalibration, ReportRate } from "../report/types.js";
+import type { DefenseData, DefenseOutcome } from "./defense.js";
+
+export const SIGNALS = ["disagreement", "strip", "trigger", "confidence"] as const;
+export type SignalName = (typeof SIGNALS)[number];
+
+/** A repaired network: a full model, or B with channels of one of its values masked (pruning: shared trunk). */
+export type Repaired = Model | { value: string; mask: Float32Array };
+
+export interface GParts {
+  b: Model;
+  repaired?: Repaired;
+  /** STRIP overlays [k, C, H, W]: clean images that are NOT in the calibration split. */
+  overlays?: Float32Array;
+  strip?: StripGraphOptions;
+  /** Reversed triggers (mask [H, W], pattern [C, H, W]). */
+  triggers?: { mask: Float32Array; pattern: Float32Array }[];
+  /** Signals to use (default: every one the parts allow). */
+  signals?: SignalName[];
+}
+
+export interface ScoreGraph {
+  graph: Graph;
+  /** B's logits [N, K]. */
+  logits: string;
+  signals: SignalName[];
+  /** One float32 [N] value per signal, in `signals` order. */
+  scores: string[];
+}
+
+const isModel = (r: Repaired): r is Model => (r as Model).graph !== undefined;
+
+/** The signals a set of parts can compute. */
+export function availableSignals(p: Omit<GParts, "signals">): SignalName[] {
+  const out: SignalName[] = [];
+  if (p.repaired) out.push("disagreement");
+  if (p.overlays && p.overlays.length > 0) out.push("strip");
+  if (p.triggers && p.triggers.length > 0) out.push("trigger");
+  if (p.repaired) out.push("confidence");
+  return out;
+}
+
+function chooseSignals(p: GParts): SignalName[] {
+  const can = availableSignals(p);
+  const want = p.signals ?? can;
+  if (want.length === 0) fail("G calibration needs at least one signal (a repaired network, STRIP overlays or a reversed trigger)");
+  for (const s of want) {
+    if (!SIGNALS.includes(s)) fail(`unknown G signal "${s}" (known: ${SIGNALS.join(", ")})`);
+    if (!can.includes(s)) fail(`G signal "${s}" is not available for this repair (available: ${can.join(", ") || "none"})`);
+  }
+  return SIGNALS.filter((s) => want.includes(s));
+}
+
+/** One graph: input `input` → B's logits and every chosen signal's score. */
+export function scoreGraph(p: GParts): ScoreGraph {
+  const signals = chooseSignals(p);
+  const { b } = p;
+  const [C, H, W] = b.inputShape;
+  const g = new Graph(`${b.name}_G`);
+  g.addInput("input", "float32", ["N", C, H, W]);
+  const rb = embed(g, b.graph, "B/", { [b.input]: "input" });
+  const bl = rb(b.logits);
+  const out: Partial<Record<SignalName, string>> = {};
+  const axis1 = g.ints([1]);
+  if (p.repaired) {
+    let rl: string;
+    if (isModel(p.repaired)) {
+      rl = embed(g, p.repaired.graph, "R/", { [p.repaired.input]: "input" })(p.repaired.logits);
+    } else {
+      const v = rb(p.repaired.value);
+      const rank = g.shape(v).length;
+      const m = p.repaired.mask;
+      const view = g.op("Reshape", [g.constant(tensor("float32", [m.length], Float32Array.from(m)), "pruning_mask"), g.ints([1, -1, ...new Array(Math.max(0, rank - 2)).fill(1)])]);
+      rl = duplicateDownstream(g, v, g.op("Mul", [v, view], {}, g.fresh(`${v}/pruned`)), "P/")(bl);
+    }
+    const lsB = g.op("LogSoftmax", [bl], { axis: attr.int(1) });
+    const lsR = g.op("LogSoftmax", [rl], { axis: attr.int(1) });
+    const top = g.op("ArgMax", [bl], { axis: attr.int(1), keepdims: attr.int(1) });
+    const pick = (ls: string) => g.op("Squeeze", [g.op("GatherElements", [ls, top], { axis: attr.int(1) }), axis1]);
+    out.disagreement = g.op("Sub", [pick(lsB), pick(lsR)], {}, "g_disagreement");
+    out.confidence = g.op("Neg", [g.op("ReduceMax", [lsR], { axes: attr.ints([1]), keepdims: attr.int(0) })], {}, "g_confidence");
+  }
+  if (signals.includes("strip")) {
+    const s = stripGraph(b, p.overlays!, p.strip);
+    const rs = embed(g, s.graph, "S/", { input: "input" });
+    out.strip = g.op("Neg", [rs(s.entropy)], {}, "g_strip");
+  }
+  if (signals.includes("trigger")) {
+    const ts = p.triggers!;
+    const hw = H * W;
+    const masks = new Float32Array(ts.length * C * hw), pats = new Float32Array(ts.length * C * hw), norm = new Float32Array(ts.length);
+    ts.forEach((t, i) => {
+      if (t.mask.length !== hw || t.pattern.length !== C * hw) throw new Error(`scoreGraph: trigger ${i} does not match ${C}x${H}x${W}`);
+      const sum = t.mask.reduce((a, v) => a + v, 0);
+      norm[i] = sum > 0 ? 1 / (C * sum) : 0;
+      for (let c = 0; c < C; c++) for (let q = 0; q < hw; q++) {
+        masks[(i * C + c) * hw + q] = t.mask[q]!;
+        pats[(i * C + c) * hw + q] = t.pattern[c * hw + q]!;
+      }
+    });
+    const T = ts.length;
+    const diff = g.op("Abs", [g.op("Sub", [g.op("Unsqueeze", ["input", axis1]), g.constant(tensor("float32", [1, T, C, H, W], pats), "g_trigger_patterns")])]);
+    const weighted = g.op("Mul", [diff, g.constant(tensor("float32", [1, T, C, H, W], masks), "g_trigger_masks")]);
+    const dist = g.op("Mul", [g.op("ReduceSum", [weighted, g.ints([2, 3, 4])], { keepdims: attr.int(0) }), g.constant(tensor("float32", [1, T], norm), "g_trigger_norm")]);
+    out.trigger = g.op("Neg", [g.op("ReduceMin", [dist], { axes: attr.ints([1]), keepdims: attr.int(0) })], {}, "g_trigger");
+  }
+  const scores = signals.map((s) => out[s]!);
+  g.setOutputs([bl, ...scores]);
+  g.prune(["input"]);
+  return { graph: g, logits: bl, signals, scores };
+}
+
+/** Scores of a data set: B's top-1 and one Float32Array per signal. */
+export interface GScores {
+  pred: Int32Array;
+  scores: Float32Array[];
+}
+
+/** The compiled score graph, run over data sets in batches. */
+export class GScorer {
+  private constructor(private readonly session: Session, readonly sg: ScoreGraph, private readonly numClasses: number, private readonly batch: number) {}
+
+  static async create(p: GParts, opts: { batchSize?: number } = {}): Promise<GScorer> {
+    const sg = scoreGraph(p);
+    const k = sg.signals.includes("strip") ? p.overlays!.length / (p.b.inputShape[0] * p.b.inputShape[1] * p.b.inputShape[2]) : 0;
+    // A STRIP input costs k+1 forward passes: keep the blended batch near 512 images.
+    const batch = opts.batchSize ?? Math.max(1, Math.floor(512 / (k + 1)));
+    return new GScorer(await Session.create(sg.graph), sg, p.b.numClasses, batch);
+  }
+
+  async score(data: BatchSource): Promise<GScores> {
+    const pred = new Int32Array(data.size);
+    const scores = this.sg.scores.map(() => new Float32Array(data.size));
+    for (let start = 0; start < data.size; start += this.batch) {
+      const count = Math.min(this.batch, data.size - start);
+      const out = await this.session.run({ input: batchTensor(data.read(start, count), data.shape) });
+      pred.set(argmaxRows(out[this.sg.logits].data as Float32Array, this.numClasses), start);
+      this.sg.scores.forEach((v, j) => scores[j].set(out[v].data as Float32Array, start));
+    }
+    return { pred, scores };
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+/** Checks a false-alarm rate: strictly between 0 and 1. */
+export function checkFpr(fpr: number): void {
+  if (!Number.isFinite(fpr) || fpr <= 0 || fpr >= 1) fail(`--fpr must be a false-alarm rate between 0 and 1 (exclusive), got ${fpr}`);
+}
+
+export interface GCalibration {
+  fpr: number;
+  guarantee: Guarantee;
+  signals: SignalName[];
+  /** Flag when score_j > thresholds[j] for any j (Infinity: that signal never flags). */
+  thresholds: number[];
+  /** Held-out clean inputs calibrated on. */
+  n: number;
+  /** The conformal rank threshold: G flags c(x) = max_j r_j(x) > τ + 1. */
+  tau: number;
+  /** Held-out inputs flagged by the calibrated rule (at most m). */
+  heldOutFlagged: number;
+}
+
+/** #{a ∈ sorted : a < v} by binary search. */
+function countBelow(sorted: Float32Array, v: number): number {
+  let lo = 0, hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (sorted[mid]! < v) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * How the conformal threshold is set: how many (m) of the n held-out statistics may lie above τ.
+ * "marginal": m = n − ⌈(n + 1)(1 − fpr)⌉, the false-alarm rate is at most fpr in expectation over the draw of
+ * the held-out data. {delta}: training-conditional (PAC, Vovk 2012): the rate of a threshold with m of n
+ * exchangeable statistics above it is the (m+1)-th smallest of n uniforms, which exceeds fpr with probability
+ * P(Binomial(n, fpr) ≤ m); the largest m with that ≤ delta is used, so the rate stays ≤ fpr with probability
+ * about 1 − delta (exact for one signal; for several, the leave-one-out statistics make it approximate, and
+ * the +1 margin of the rule errs on the safe side).
+ */
+export type Guarantee = "marginal" | { delta: number };
+
+export const DEFAULT_GUARANTEE: Guarantee = { delta: 0.1 };
+
+/** How many of the n held-out statistics may lie above τ (m), or −1 when n is too small for the guarantee. */
+export function allowedAbove(n: number, fpr: number, guarantee: Guarantee): number {
+  if (guarantee === "marginal") return n - Math.ceil((n + 1) * (1 - fpr) - 1e-9);
+  let m = -1;
+  while (m + 1 < n && binomialCdf(m + 1, n, fpr) <= guarantee.delta) m++;
+  return m;
+}
+
+/**
+ * Smallest held-out size at which `signals` signals can be calibrated to this fpr: at least signals + 1 of the
+ * held-out statistics must be allowed above τ, because up to one per signal sits at the top rank n − 1, and a
+ * τ there leaves thresholds no clean input can exceed (G would never flag).
+ */
+export function minCalibrationSize(fpr: number, guarantee: Guarantee = DEFAULT_GUARANTEE, signals: number = SIGNALS.length): number {
+  let hi = 1;
+  while (allowedAbove(hi, fpr, guarantee) < signals + 1) hi *= 2;
+  let lo = Math.floor(hi / 2);
+  while (lo + 1 < hi) {
+    const mid = (lo + hi) >> 1;
+    if (allowedAbove(mid, fpr, guarantee) >= signals + 1) hi = mid;
+    else lo = mid;
+  }
+  return hi;
+}
+
+function checkGuarantee(g: Guarantee): void {
+  if (g !== "marginal" && !(g.delta > 0 && g.delta < 1)) fail(`the false-alarm guarantee's delta must be between 0 and 1 (exclusive), got ${g.delta}`);
+}
+
+/** Calibrates the combined rule from the held-out clean scores (one Float32Array per signal). See the file comment. */
+export function calibrate(scores: Float32Array[], fpr: number, signals: SignalName[], guarantee: Guarantee = DEFAULT_GUARANTEE): GCalibration {
+  checkFpr(fpr);
+  checkGuarantee(guarantee);
+  const J = signals.length;
+  if (scores.length !== J) throw new Error(`calibrate: ${J} signals but ${scores.length} score arrays`);
+  const n = scores[0]?.length ?? 0;
+  const m = allowedAbove(n, fpr, guarantee);
+  if (m < J + 1) fail(`a G false-alarm rate of ${fpr} with ${J} signal(s) needs at least ${minCalibrationSize(fpr, guarantee, J)} held-out clean images to calibrate on; got ${n}`);
+  for (const s of scores) for (const v of s) if (!Number.isFinite(v)) fail("G calibration: a signal score is not finite (NaN or infinite model output on clean data)");
+  const sorted = scores.map((s) => Float32Array.from(s).sort());
+  const c = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    let r = 0;
+    for (let j = 0; j < J; j++) r = Math.max(r, countBelow(sorted[j]!, scores[j]![i]!));
+    c[i] = r;
+  }
+  const sortedC = Int32Array.from(c).sort();
+  const tau = sortedC[n - m - 1]!;
+  // c(x) > τ + 1 ⟺ at least τ+2 held-out scores lie strictly below s_j(x) for some j ⟺ s_j(x) > sorted_j[τ+1].
+  const thresholds = sorted.map((s) => (tau + 1 < n ? s[tau + 1]! : Infinity));
+  const cal: GCalibration = { fpr, guarantee, signals, thresholds, n, tau, heldOutFlagged: 0 };
+  cal.heldOutFlagged = countFlags(decide(scores, thresholds));
+  return cal;
+}
+
+/** The calibrated rule in JS: 1 where any score exceeds its threshold. */
+export function decide(scores: Float32Array[], thresholds: number[]): Uint8Array {
+  const n = scores[0]?.length ?? 0;
+  const out = new Uint8Array(n);
+  scores.forEach((s, j) => {
+    const t = thresholds[j]!;
+    for (let i = 0; i < n; i++) if (s[i]! > t) out[i] = 1;
+  });
+  return out;
+}
+
+const countFlags = (f: Uint8Array): number => f.reduce((a, v) => a + v, 0);
+
+/** G as one graph: the score graph plus class N = "any score above its threshold". */
+export function calibratedG(p: GParts, cal: GCalibration): Graph {
+  const sg = scoreGraph({ ...p, signals: cal.signals });
+  const g = sg.graph;
+  let reject = "";
+  sg.scores.forEach((s, j) => {
+    // Float32 thresholds: the scores are float32, so the comparison is the same as in decide().
+    const over = g.op("Greater", [s, g.constant(tensor("float32", [], Float32Array.of(cal.thresholds[j]!)), `g_threshold_${cal.signals[j]}`)]);
+    reject = reject ? g.op("Or", [reject, over]) : over;
+  });
+  appendRejectClass(g, sg.logits, reject);
+  g.prune(["input"]);
+  return g;
+}
+
+// --- binomial confidence interval ---------------------------------------------------------------------
+
+function logGamma(x: number): number {
+  // Lanczos (g = 7, n = 9): about 15 significant digits for x > 0.
+  const c = [0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7];
+  if (x < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * x)) - logGamma(1 - x);
+  x -= 1;
+  let a = c[0]!;
+  const t = x + 7.5;
+  for (let i = 1; i < 9; i++) a += c[i]! / (x + i);
+  return 0.5 * Math.log(2 * Math.PI) + (x + 0.5) * Math.log(t) - t + Math.log(a);
+}
+
+/** P(X ≤ k) for X ~ Binomial(n, p). */
+export function binomialCdf(k: number, n: number, p: number): number {
+  if (k < 0) return 0;
+  if (k >= n) return 1;
+  if (p <= 0) return 1;
+  if (p >= 1) return 0;
+  const lc = logGamma(n + 1);
+  let s = 0;
+  for (let i = 0; i <= k; i++) s += Math.exp(lc - logGamma(i + 1) - logGamma(n - i + 1) + i * Math.log(p) + (n - i) * Math.log1p(-p));
+  return Math.min(1, s);
+}
+
+/** Exact (Clopper–Pearson) two-sided interval for k successes in n trials, by bisection on the binomial tails. */
+export function clopperPearson(k: number, n: number, confidence = 0.95): [number, number] {
+  if (!Number.isInteger(n) || n < 1 || !Number.isInteger(k) || k < 0 || k > n) throw new Error(`clopperPearson: bad counts ${k}/${n}`);
+  const a = (1 - confidence) / 2;
+  // Both tails below are monotone in p: bisect for the p where they equal a.
+  const solve = (f: (p: number) => number, increasing: boolean): number => {
+    let lo = 0, hi = 1;
+    for (let it = 0; it < 60; it++) {
+      const mid = (lo + hi) / 2;
+      if (f(mid) < a === increasing) lo = mid;
+      else hi = mid;
+    }
+    return (lo + hi) / 2;
+  };
+  const lower = k === 0 ? 0 : solve((p) => 1 - binomialCdf(k - 1, n, p), true); // P(X ≥ k; p) = a
+  const upper = k === n ? 1 : solve((p) => binomialCdf(k, n, p), false); // P(X ≤ k; p) = a
+  return [lower, upper];
+}
+
+/** A rate with its exact 95% interval. */
+export type RateWithInterval = ReportRate;
+
+export function rateWithInterval(count: number, n: number): RateWithInterval {
+  return { n, count, rate: n ? count / n : 0, ci95: n ? clopperPearson(count, n) : [0, 1] };
+}
+
+// --- the whole procedure --------------------------------------------------------------------------------
+
+/** Rows `idx` of a data set, in memory. */
+export function pickRows(data: Dataset, idx: ArrayLike<number>, name = `${data.name} subset`): Dataset {
+  const [c, h, w] = data.shape;
+  const per = c * h * w;
+  const x = new Float32Array(idx.length * per);
+  for (let i = 0; i < idx.length; i++) x.set(data.read(idx[i]!, 1), i * per);
+  const labels = data.labels ? Int32Array.from(idx, (j) => data.labels![j]!) : null;
+  return memoryDataset(name, [c, h, w], x, labels);
+}
+
+/**
+ * Splits clean data into the part the repair may use (`fit`) and the held-out calibration part, by a seeded
+ * shuffle. The calibration part gets `fraction` of the images, but at least what the fpr needs with `signals`
+ * signals (default: all four), and never more than half.
+ */
+export function splitForCalibration(data: Dataset, fpr: number, opts: { fraction?: number; seed?: number; guarantee?: Guarantee; signals?: number } = {}): { fit: Dataset; calibration: Dataset } {
+  checkFpr(fpr);
+  const need = minCalibrationSize(fpr, opts.guarantee, opts.signals);
+  const n = data.size;
+  const want = Math.max(Math.round((opts.fraction ?? 0.2) * n), need);
+  // The repair keeps at least half of the clean data.
+  if (want > n / 2) fail(`a G false-alarm rate of ${fpr} needs ${need} held-out clean images, at most half of the clean data; ${data.name} has ${n} (give more clean images, a larger --fpr, or --fpr off)`);
+  const order = shuffled(n, mulberry32((opts.seed ?? 0) + 40503));
+  const cal = Int32Array.from(order.slice(0, want)).sort();
+  const fit = Int32Array.from(order.slice(want)).sort();
+  return { fit: pickRows(data, fit, `${data.name} (repair part)`), calibration: pickRows(data, cal, `${data.name} (G calibration part)`) };
+}
+
+export interface CalibratedG {
+  calibration: GCalibration;
+  graph: Graph;
+  scorer: GScorer;
+}
+
+/**
+ * Scores the held-out clean `calibration` data and calibrates on it. The returned scorer stays open for measuring G on test data: release it.
+ */
+export async function calibrateG(p: GParts, calibration: BatchSource, opts: { fpr?: number; guarantee?: Guarantee } = {}): Promise<CalibratedG> {
+  const fpr = opts.fpr ?? 0.01;
+  checkFpr(fpr);
+  const scorer = await GScorer.create(p);
+  try {
+    const s = await scorer.score(calibration);
+    const cal = calibrate(s.scores, fpr, scorer.sg.signals, opts.guarantee);
+    return { calibration: cal, graph: calibratedG(p, cal), scorer };
+  } catch (e) {
+    await scorer.release();
+    throw e;
+  }
+}
+
+/** G's outcome on a data set from its scores: flagged inputs and, with labels, inputs G answers with the label. */
+export function gOutcome(s: GScores, cal: GCalibration, labels: Int32Array | null): { flagged: Uint8Array; nFlagged: number; hit: number } {
+  const flagged = decide(s.scores, cal.thresholds);
+  let hit = 0;
+  if (labels) for (let i = 0; i < flagged.length; i++) if (!flagged[i] && s.pred[i] === labels[i]) hit++;
+  return { flagged, nFlagged: countFlags(flagged), hit };
+}
+
+/** The report section of a calibrated G (the report's type). */
+export type GCalibrationReport = ReportGCalibration;
+
+/** Runs the scorer on clean test and poisoned data: the report section, and G's outcome in the usual ReportG form. */
+export async function reportCalibratedG(
+  scorer: GScorer,
+  cal: GCalibration,
+  data: { test?: Dataset; poisoned?: Dataset },
+  numClasses: number,
+): Promise<{ section: GCalibrationReport; g?: ReportG }> {
+  const section: GCalibrationReport = {
+    fprTarget: cal.fpr,
+    guarantee: cal.guarantee === "marginal" ? "marginal" : { confidence: 1 - cal.guarantee.delta },
+    signals: cal.signals,
+    thresholds: cal.thresholds.map((t) => (Number.isFinite(t) ? t : null)),
+    heldOut: { n: cal.n, flagged: cal.heldOutFlagged },
+  };
+  let g: ReportG | undefined;
+  if (data.test && data.test.size > 0) {
+    const o = gOutcome(await scorer.score(data.test), cal, data.test.labels);
+    section.cleanTest = rateWithInterval(o.nFlagged, data.test.size);
+    if (data.test.labels) g = { numClasses, clean: { n: data.test.size, correct: o.hit, flagged: o.nFlagged } };
+  }
+  if (data.poisoned && data.poisoned.size > 0) {
+    const o = gOutcome(await scorer.score(data.poisoned), cal, data.poisoned.labels);
+    section.poisoned = rateWithInterval(o.nFlagged, data.poisoned.size);
+    if (g && data.poisoned.labels) g.poisoned = { n: data.poisoned.size, flagged: o.nFlagged, attackSuccess: o.hit };
+  }
+  return { section, g };
+}
+
+export interface RepairGInput {
+  b: Model;
+  /** The repaired network (absent for detectors such as STRIP: then B alone with the other signals). */
+  repaired?: Model;
+  /** Clean data the repair used: STRIP's overlays come from here, never from the calibration part. */
+  fit: Dataset;
+  /** Held-out clean data, never seen by the repair. */
+  calibration: Dataset;
+  test?: Dataset;
+  poisoned?: Dataset;
+  /** Reversed triggers of the flagged labels, when detection ran. */
+  triggers?: { mask: Float32Array; pattern: Float32Array }[];
+  fpr: number;
+  guarantee?: Guarantee;
+  /** STRIP overlays (default 32; 0 leaves the STRIP signal out). */
+  overlays?: number;
+  seed?: number;
+}
+
+/** G for one repair, calibrated to the false-alarm rate, with its report section and outcome. */
+export async function calibratedGForRepair(inp: RepairGInput): Promise<{ graph: Graph; calibration: GCalibration; section: GCalibrationReport; g?: ReportG }> {
+  const k = Math.min(inp.overlays ?? 32, inp.fit.size);
+  const parts: GParts = {
+    b: inp.b,
+    repaired: inp.repaired,
+    overlays: k > 0 ? pickOverlays(inp.fit, k, inp.seed ?? 0) : undefined,
+    triggers: inp.triggers?.length ? inp.triggers : undefined,
+  };
+  const { calibration, graph, scorer } = await calibrateG(parts, inp.calibration, { fpr: inp.fpr, guarantee: inp.guarantee });
+  try {
+    // Without test data, G's outcome is counted on the held-out part (the rule flags at most m of it), and
+    // the report section claims no test false-alarm rate.
+    const { section, g } = await reportCalibratedG(scorer, calibration, { test: inp.test ?? inp.calibration, poisoned: inp.poisoned }, inp.b.numClasses);
+    if (!inp.test) delete section.cleanTest;
+    return { graph, calibration, section, g };
+  } finally {
+    await scorer.release();
+  }
+}
+
+/** Percent with two decimals, for the summary lines. */
+const pct = (x: number): string => `${(100 * x).toFixed(2)}%`;
+
+/** One line per fact about a calibrated G, for the CLI output. */
+export function describeCalibratedG(c: ReportGCalibration): string[] {
+  const how = c.guarantee === "marginal" ? "in expectation" : `with ${pct(c.guarantee.confidence)} confidence`;
+  const lines = [`G calibrated to <= ${pct(c.fprTarget)} false alarms (${how}) on ${c.heldOut.n} held-out clean images; signals ${c.signals.join(", ")}`];
+  const r = (x: ReportRate) => `${pct(x.rate)} (${x.count}/${x.n}, 95% CI ${pct(x.ci95[0])}-${pct(x.ci95[1])})`;
+  if (c.cleanTest) lines.push(`G false alarms on clean test data ${r(c.cleanTest)}`);
+  if (c.poisoned) lines.push(`G detection on poisoned data ${r(c.poisoned)}`);
+  return lines;
+}
+
+/**
+ * Replaces a defense outcome's G by the calibrated one: `G.onnx` (added when the defense wrote its G under
+ * another name, e.g. prune's G_X.onnx), `gRates`, the report section and the summary lines. `data.clean` is the
+ * part the defense ran on; `calibration` the held-out part.
+ */
+export async function calibrateOutcomeG(
+  outcome: DefenseOutcome,
+  model: Model,
+  data: DefenseData,
+  calibration: Dataset,
+  opts: { fpr: number; triggers?: { mask: Float32Array; pattern: Float32Array }[]; guarantee?: Guarantee },
+): Promise<void> {
+  if (outcome.notApplied) return;
+  const r = await calibratedGForRepair({ b: model, repaired: outcome.repaired, fit: data.clean, calibration, test: data.test, poisoned: data.poisoned, triggers: opts.triggers, fpr: opts.fpr, guarantee: opts.guarantee });
+  const doc = `calibrated G of ${model.name}: class ${model.numClasses} = input judged backdoored (signals ${r.section.signals.join(", ")}; false-alarm target ${opts.fpr})`;
+  const i = outcome.artifacts.findIndex((a) => a.kind === "graph" && a.file === "G.onnx");
+  const art = { kind: "graph" as const, file: "G.onnx", graph: r.graph, doc };
+  if (i >= 0) outcome.artifacts[i] = { ...art, onWritten: outcome.artifacts[i]!.onWritten };
+  else outcome.artifacts.push(art);
+  outcome.g = r.graph;
+  if (r.g) outcome.gRates = r.g;
+  outcome.sections.gCalibration = r.section;
+  // The defense's own summary line of its (uncalibrated, now replaced) G keeps its numbers but says so.
+  outcome.lines = outcome.lines.map((l) => (/^G\s/.test(l) ? l.replace(/^G\s+/, "G (defense's own, replaced) ") : l));
+  outcome.lines.push(...describeCalibratedG(r.section));
+}
