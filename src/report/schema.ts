@@ -55,6 +55,19 @@ const mitigation = z
   })
   .passthrough();
 
+const rate = z.object({ n: int, count: int, rate: frac, ci95: z.tuple([frac, frac]) }).passthrough();
+const gCalibration = z
+  .object({
+    fprTarget: frac,
+    guarantee: z.union([z.literal("marginal"), z.object({ confidence: frac }).passthrough()]),
+    signals: z.array(z.string()),
+    thresholds: z.array(num.nullable()),
+    heldOut: z.object({ n: int, flagged: int }).passthrough(),
+    cleanTest: rate.optional(),
+    poisoned: rate.optional(),
+  })
+  .passthrough();
+
 export const resultSchema = z
   .object({
     schemaVersion: z.literal(RESULT_SCHEMA_VERSION).optional(),
@@ -67,6 +80,7 @@ export const resultSchema = z
     neuralCleanse: neuralCleanse.optional(),
     strip: strip.optional(),
     g: g.optional(),
+    gCalibration: gCalibration.optional(),
     mitigation: mitigation.optional(),
     timings: z.record(num).optional(),
   })
