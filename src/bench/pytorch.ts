@@ -10,7 +10,7 @@
 // --targets runs eval, prune, fine-prune and a 10-label detect on the full-width PreAct-ResNet18 exports
 // (--dir, else $BADNET_PYTORCH_FULL, else /work/cache/pytorch; build them with build_fixtures.py --full DIR
 // --full-only) and prints each time against the 60 s target; `npm run bench` runs it and skips it with a
-// message when the files are absent. --detect-args passes extra detect options (e.g. a smaller budget).
+// message when the files are absent. --detect-args="--steps 30 ..." passes extra detect options (a smaller budget).
 //
 // Prints a Markdown table (the README's PyTorch section is a copy).
 import { execFile } from "node:child_process";
@@ -21,7 +21,7 @@ import { parseArgs } from "node:util";
 import { CLI } from "../test/fixtures.js";
 import { PYTORCH_FIXTURES, type PytorchManifest } from "../test/pytorch-fixtures.js";
 
-const COMMANDS = ["eval", "detect", "prune", "fine-prune", "nc-prune", "unlearn", "strip"] as const;
+const COMMANDS = ["eval", "detect", "prune", "fine-prune", "nc-prune", "unlearn", "strip", "anp", "ibau"] as const;
 type CommandName = (typeof COMMANDS)[number];
 // The issue's timing target for prune, fine-prune and a 10-label detect on full-width PreAct-ResNet18.
 const TARGET_SECONDS = 60;
