@@ -16,7 +16,7 @@
 // gradients). One iteration runs it three times: the adversary's step, the perturbed loss, the clean loss.
 import { fail } from "../errors.js";
 import { backward } from "../graph/autodiff.js";
-import { checkData } from "../eval/evaluate.js";
+import { checkData, countCorrect, evaluateModels } from "../eval/evaluate.js";
 import { Graph, tensor, type TensorData } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";
 import { memoryDataset, type Dataset } from "../io/dataset.js";
@@ -26,9 +26,8 @@ import { Session } from "../runtime/session.js";
 import { oneHot, shuffled } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { gFromPair } from "./g-model.js";
-import { evaluatePair, gather, holdoutSplit, outputDense, prunedNeuronsModel, type NcData, type NcEvaluation, type PruneSite } from "./nc-mitigation.js";
+import { gather, ncEvalSets, holdoutSplit, outputDense, prunedNeuronsModel, type NcData, type NcEvaluation, type PruneSite } from "./nc-mitigation.js";
 import { withPooledRelus } from "./neural-cleanse.js";
-import { countEqual } from "./pruning.js";
 
 /** A layer whose neurons ANP masks and perturbs. */
 export interface AnpSite {
@@ -365,7 +364,7 @@ export async function anp(model: Model, data: NcData, opts: AnpOptions = {}): Pr
   const ranked: AnpNeuron[] = masks.flatMap((m, site) => Array.from(m, (mask, unit) => ({ site, unit, mask }))).sort((p, q) => p.mask - q.mask || p.site - q.site || p.unit - q.unit);
   const below = ranked.filter((p) => p.mask < s.threshold);
   const held: Dataset = memoryDataset(`${clean.name} (held out)`, shape, he.x, he.y);
-  const accOf = async (m: Model) => countEqual(await predictLabels(m, held, { batchSize: opts.evalBatchSize }), he.y) / he.y.length;
+  const accOf = async (m: Model) => countCorrect(await predictLabels(m, held, { batchSize: opts.evalBatchSize }), he.y) / he.y.length;
   const base = await accOf(model);
   // Longest prefix of `below` within the budget: halving search over the prefix length (accuracy falls
   // roughly monotonically with more neurons pruned; the chosen prefix is always checked directly).
@@ -384,7 +383,7 @@ export async function anp(model: Model, data: NcData, opts: AnpOptions = {}): Pr
   }
   const pruned = below.slice(0, k);
   const repaired = anpPrunedModel(model, sites, pruned);
-  const ev = await evaluatePair(model, repaired, data, [], opts.evalBatchSize);
+  const ev = await evaluateModels(model, repaired, ncEvalSets(data, []), opts.evalBatchSize);
   return {
     ...ev,
     model: repaired,

@@ -26,8 +26,8 @@ import { oneHot, shuffled, train, type EpochStats } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { checkRepairData } from "./anp.js";
 import { gFromPair } from "./g-model.js";
-import { evaluatePair, gather, holdoutSplit, type NcData, type NcEvaluation } from "./nc-mitigation.js";
-import { countEqual } from "./pruning.js";
+import { countCorrect, evaluateModels } from "../eval/evaluate.js";
+import { gather, ncEvalSets, holdoutSplit, type NcData, type NcEvaluation } from "./nc-mitigation.js";
 
 export interface IbauOptions {
   /** Outer rounds (default 5, the paper's n_rounds). */
@@ -212,7 +212,7 @@ export async function ibau(model: Model, data: NcData, opts: IbauOptions = {}): 
   const tr = gather(allX, allY, per, split.train);
   const he = gather(allX, allY, per, split.held);
   const held = memoryDataset(`${clean.name} (held out)`, shape, he.x, he.y);
-  const accOf = async (m: Model, ds: Dataset = held) => countEqual(await predictLabels(m, ds, { batchSize: opts.evalBatchSize }), he.y) / he.y.length;
+  const accOf = async (m: Model, ds: Dataset = held) => countCorrect(await predictLabels(m, ds, { batchSize: opts.evalBatchSize }), he.y) / he.y.length;
   const rand = mulberry32(s.seed);
 
   const base = await accOf(model);
@@ -247,6 +247,6 @@ export async function ibau(model: Model, data: NcData, opts: IbauOptions = {}): 
   // the repair offered (the caller sees its accuracy in the history).
   if (chosen.round === 0) chosen = fallback;
   const repaired = { ...chosen.model, name: `${model.name}_ibau` };
-  const ev = await evaluatePair(model, repaired, data, [], opts.evalBatchSize);
+  const ev = await evaluateModels(model, repaired, ncEvalSets(data, []), opts.evalBatchSize);
   return { ...ev, model: repaired, gGraph: gFromPair(model, repaired, `${model.name}_ibau_G`), history, chosenRound: chosen.round, delta, settings: { ...s, variant: "danskin" } };
 }
