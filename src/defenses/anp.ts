@@ -19,6 +19,7 @@ import { backward } from "../graph/autodiff.js";
 import { checkData, countCorrect, evaluateModels } from "../eval/evaluate.js";
 import { Graph, tensor, type TensorData } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";
+import { poolBeforeRelu } from "../graph/transforms.js";
 import { memoryDataset, type Dataset } from "../io/dataset.js";
 import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
@@ -27,7 +28,6 @@ import { oneHot, shuffled } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { gFromPair } from "./g-model.js";
 import { gather, ncEvalSets, holdoutSplit, outputDense, prunedNeuronsModel, type NcData, type NcEvaluation, type PruneSite } from "./nc-mitigation.js";
-import { withPooledRelus } from "./neural-cleanse.js";
 
 /** A layer whose neurons ANP masks and perturbs. */
 export interface AnpSite {
@@ -133,7 +133,8 @@ export interface AnpStepGraph {
 /** Forward with the ANP perturbation, mean cross-entropy, and the gradients w.r.t. every mask and noise. */
 export function anpStepGraph(model: Model, sites: readonly AnpSite[]): AnpStepGraph {
   // Relu after MaxPool computes the same and differentiates on a quarter of the values.
-  const g = withPooledRelus(model.graph);
+  const g = model.graph.clone();
+  poolBeforeRelu(g);
   g.name = `${model.name}_anp`;
   const inputs = insertAnpPerturbation(g, sites);
   const target = g.addInput("target", "float32", ["N", model.numClasses]);
