@@ -264,7 +264,7 @@ export function prepareOutDir(ctx: Context, dir: string, flag = "--out", marker 
     mkdirSync(stagingAbs);
   } catch (e) {
     removeEmpty(created);
-    fsError(`write into`, dirname(abs), e);
+    fsError("write into", `${dirname(abs)} (for ${flag} ${dir})`, e);
   }
   const s: Staged = { target: dir, abs, staging: styled(stagingAbs, dir), stagingAbs, created, replace, kind: "dir", marker };
   live.push(s);
@@ -414,7 +414,7 @@ export function prepareOutFiles(ctx: Context, outs: readonly string[], flag: str
   try {
     mkdirSync(stagingAbs);
   } catch (e) {
-    fsError("write into", dir, e);
+    fsError("write into", `${dir} (for ${flag} ${outs[0]})`, e);
   }
   // Checked now, written later: keep the staging folder (it is removed on failure, exit or interrupt).
   const s: Staged = { target: outs[0]!, abs, staging: stagingAbs, stagingAbs, created: [], replace: "none", kind: "file", marker: "" };

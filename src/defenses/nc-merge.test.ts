@@ -86,7 +86,8 @@ test("detect --merge through the CLI: merged flags, and one-line errors", async 
     writeFileSync(join(dir, name, "result.json"), JSON.stringify(v));
     return join(dir, name);
   };
-  const [da, db] = [put("a", a), put("b", b)];
+  // What `detect --labels A-B --out DIR` writes carries a title, as every result.json does.
+  const [da, db] = [put("a", { title: "shard a", ...(a as object) }), put("b", { title: "shard b", ...(b as object) })];
   const ok = await runCli(["detect", "--merge", da, db, "--json"]);
   assert.equal(ok.code, 0, ok.stderr);
   assert.deepEqual((JSON.parse(ok.stdout) as { neuralCleanse: { flagged: number[] } }).neuralCleanse.flagged, whole.flagged);
