@@ -2,7 +2,7 @@
 // small models trained here (one with a 2x2 white-patch backdoor, one without).
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { numericGradient, relError } from "../graph/gradcheck.js";
+import { numericGradient, relError } from "../test/gradcheck.js";
 import { attr, Graph, tensor, type TensorData } from "../graph/ir.js";
 import { memoryDataset } from "../io/dataset.js";
 import { forwardGraph } from "../model/forward.js";
