@@ -147,6 +147,12 @@ export function resolveOptions<S extends OptionSpecs>(spec: S, given: Readonly<R
   return out as OptionValues<S>;
 }
 
+/** The entries of `given` that `spec` describes (a library options object also carries hooks and data). */
+export function pickOptions(spec: OptionSpecs, given: object): Record<string, unknown> {
+  const g = given as Record<string, unknown>;
+  return Object.fromEntries(Object.keys(spec).map((k) => [k, g[k]]));
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Data, context, progress
 
@@ -297,4 +303,4 @@ export function stageReporter(progress: ProgressFn | undefined, stage: string, u
 /** The inference batch-size option most defenses share. */
 export const BATCH_SIZE_OPTION: NumberOption = { kind: "integer", description: "images per inference run", default: 256, min: 1, max: 65536 };
 /** The seed option of defenses with a random choice in them. */
-export const SEED_OPTION: NumberOption = { kind: "integer", description: "seed of every random choice (same seed, same result)", default: 0, min: 0 };
+export const SEED_OPTION: NumberOption & { default: number } = { kind: "integer", description: "seed of every random choice (same seed, same result)", default: 0, min: 0 };

@@ -28,6 +28,7 @@ import { paramValues, withParams } from "../model/params.js";
 import type { ReportNeuralCleanse, ReportPruning, ReportPruningPoint } from "../report/types.js";
 import { shuffled, train, type EpochStats } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
+import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs } from "./defense.js";
 import { gFromPair } from "./g-model.js";
 import { detectBackdoor, stampTrigger, type ReversedTrigger as NcTrigger } from "./neural-cleanse.js";
 import { channelMask, PruneEngine, type CachedData, type PruneTarget } from "./pruning.js";
@@ -308,14 +309,15 @@ export interface NcPruneResult extends NcEvaluation {
   gGraph: Graph;
 }
 
+/** Neural Cleanse pruning's numeric options: one spec for the library's checks, the CLI's flags and --help. */
+export const NC_PRUNE_OPTIONS = {
+  threshold: { kind: "number", description: "stop once the reversed trigger's attack success is below this fraction", default: 0.05, min: 0, exclusiveMin: true, max: 1 },
+  maxDrop: { kind: "number", description: "never lose more than this fraction of clean accuracy", default: 0.1, min: 0, max: 1 },
+  step: { kind: "number", description: "fraction of the layer's neurons pruned per step", default: 0.01, min: 0, exclusiveMin: true, max: 1 },
+} as const satisfies OptionSpecs;
+
 export function checkNcPruneOptions(o: NcPruneOptions): Required<Pick<NcPruneOptions, "threshold" | "maxDrop" | "step">> {
-  const threshold = o.threshold ?? 0.05;
-  const maxDrop = o.maxDrop ?? 0.1;
-  const step = o.step ?? 0.01;
-  if (!(threshold > 0 && threshold <= 1)) fail(`--threshold must be in (0, 1], got ${threshold}`);
-  if (!(maxDrop >= 0 && maxDrop <= 1)) fail(`--max-drop must be in [0, 1], got ${maxDrop}`);
-  if (!(step > 0 && step <= 1)) fail(`--step must be in (0, 1], got ${step}`);
-  return { threshold, maxDrop, step };
+  return resolveOptions(NC_PRUNE_OPTIONS, pickOptions(NC_PRUNE_OPTIONS, o));
 }
 
 export async function ncPrune(model: Model, data: NcData, triggers: ReversedTrigger[], opts: NcPruneOptions = {}): Promise<NcPruneResult> {
@@ -477,30 +479,23 @@ export interface UnlearnResult extends NcEvaluation {
   settings: UnlearnSettings;
 }
 
+/** Neural Cleanse unlearning's options: one spec for the library's checks, the CLI's flags and --help. */
+export const UNLEARN_OPTIONS = {
+  rounds: { kind: "integer", description: "rounds; each later one re-reverses the flagged labels' triggers on the unlearned network and unlearns them too", default: 1, min: 1 },
+  epochs: { kind: "integer", description: "most unlearning epochs per round (the epoch kept is chosen on a held-out clean split)", default: 10, min: 1 },
+  patience: { kind: "integer", description: "epochs without a better held-out score before a round stops", default: 2, min: 1 },
+  holdout: { kind: "number", description: "share of the clean data held out to choose the epoch (0: train on all, keep the last epoch)", default: 0.2, min: 0, max: 1, exclusiveMax: true },
+  ratio: { kind: "number", description: "share of each batch stamped with a reversed trigger (true labels kept)", default: 0.2, min: 0, exclusiveMin: true, max: 1 },
+  jitter: { kind: "integer", description: "largest random shift of a stamped trigger, in pixels", default: 0, min: 0 },
+  minStrength: { kind: "number", description: "stamped mask scaled by a random factor in [min-strength, 1]", default: 1, min: 0, exclusiveMin: true, max: 1 },
+  lr: { kind: "number", description: "Adam learning rate", default: 1e-3, min: 0, exclusiveMin: true },
+  batchSize: { kind: "integer", description: "training batch size", default: 32, min: 1, max: 65536 },
+  seed: SEED_OPTION,
+} as const satisfies OptionSpecs;
+
 export function checkUnlearnOptions(o: UnlearnOptions, shape?: readonly [number, number, number]): UnlearnSettings {
-  const s: UnlearnSettings = {
-    rounds: o.rounds ?? 1,
-    epochs: o.epochs ?? 10,
-    patience: o.patience ?? 2,
-    holdout: o.holdout ?? 0.2,
-    ratio: o.ratio ?? 0.2,
-    jitter: o.jitter ?? 0,
-    minStrength: o.minStrength ?? 1,
-    lr: o.lr ?? 1e-3,
-    batchSize: o.batchSize ?? 32,
-    seed: o.seed ?? 0,
-  };
-  if (!Number.isInteger(s.rounds) || s.rounds < 1) fail(`--rounds must be a positive integer, got ${s.rounds}`);
-  if (!Number.isInteger(s.epochs) || s.epochs < 1) fail(`--epochs must be a positive integer, got ${s.epochs}`);
-  if (!Number.isInteger(s.patience) || s.patience < 1) fail(`--patience must be a positive integer, got ${s.patience}`);
-  if (!(s.holdout >= 0 && s.holdout < 1)) fail(`--holdout must be in [0, 1), got ${s.holdout}`);
-  if (!(s.ratio > 0 && s.ratio <= 1)) fail(`--ratio must be in (0, 1], got ${s.ratio}`);
-  if (!Number.isInteger(s.jitter) || s.jitter < 0) fail(`--jitter must be a non-negative integer (pixels), got ${s.jitter}`);
-  if (shape && s.jitter >= Math.min(shape[1], shape[2])) fail(`--jitter ${s.jitter} must be smaller than the image side (${Math.min(shape[1], shape[2])} pixels)`);
-  if (!(s.minStrength > 0 && s.minStrength <= 1)) fail(`--min-strength must be in (0, 1], got ${s.minStrength}`);
-  if (!(s.lr > 0 && Number.isFinite(s.lr))) fail(`--lr must be a positive number, got ${s.lr}`);
-  if (!Number.isInteger(s.batchSize) || s.batchSize < 1) fail(`--batch-size must be a positive integer, got ${s.batchSize}`);
-  if (!Number.isInteger(s.seed) || s.seed < 0) fail(`--seed must be a non-negative integer, got ${s.seed}`);
+  const s = resolveOptions(UNLEARN_OPTIONS, pickOptions(UNLEARN_OPTIONS, o));
+  if (shape && s.jitter >= Math.min(shape[1], shape[2])) fail(`option jitter (${s.jitter}) must be smaller than the image side (${Math.min(shape[1], shape[2])} pixels)`);
   return s;
 }
 
