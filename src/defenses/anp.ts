@@ -26,7 +26,7 @@ import type { Model } from "../model/model.js";
 import { Session } from "../runtime/session.js";
 import { oneHot, shuffled } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
-import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs } from "./defense.js";
+import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
 import { gather, ncEvalSets, holdoutSplit, outputDense, prunedNeuronsModel, type NcData, type NcEvaluation, type PruneSite } from "./nc-mitigation.js";
 
@@ -173,17 +173,7 @@ export interface AnpOptions {
   onIteration?: (done: number, total: number, loss: number) => void;
 }
 
-export type AnpSettings = {
-  eps: number;
-  alpha: number;
-  lr: number;
-  iterations: number;
-  batchSize: number;
-  threshold: number;
-  maxDrop: number;
-  holdout: number;
-  seed: number;
-};
+export type AnpSettings = OptionValues<typeof ANP_OPTIONS>;
 
 /** ANP's numeric options: one spec for the library's checks, the CLI's flags and --help. */
 export const ANP_OPTIONS = {

@@ -25,7 +25,7 @@ import { Session } from "../runtime/session.js";
 import { oneHot, shuffled, train, type EpochStats } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { checkRepairData } from "./anp.js";
-import { pickOptions, resolveOptions, SEED_OPTION, type NumberOption, type OptionSpecs } from "./defense.js";
+import { pickOptions, resolveOptions, SEED_OPTION, type NumberOption, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
 import { countCorrect, evaluateModels } from "../eval/evaluate.js";
 import { gather, ncEvalSets, holdoutSplit, type NcData, type NcEvaluation } from "./nc-mitigation.js";
@@ -53,18 +53,7 @@ export interface IbauOptions {
   onRound?: (r: IbauRound) => void;
 }
 
-export type IbauSettings = {
-  rounds: number;
-  rms: number;
-  perturbSteps: number;
-  ratio: number;
-  lr: number;
-  batchSize: number;
-  holdout: number;
-  maxDrop: number;
-  inputScale: number;
-  seed: number;
-};
+export type IbauSettings = OptionValues<typeof IBAU_OPTIONS> & { inputScale: number };
 
 export interface IbauRound {
   round: number;

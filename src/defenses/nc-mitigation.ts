@@ -28,7 +28,7 @@ import { paramValues, withParams } from "../model/params.js";
 import type { ReportNeuralCleanse, ReportPruning, ReportPruningPoint } from "../report/types.js";
 import { shuffled, train, type EpochStats } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
-import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs } from "./defense.js";
+import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
 import { detectBackdoor, stampTrigger, type ReversedTrigger as NcTrigger } from "./neural-cleanse.js";
 import { channelMask, PruneEngine, type CachedData, type PruneTarget } from "./pruning.js";
@@ -446,18 +446,7 @@ export interface UnlearnOptions {
   onEpoch?: (s: EpochStats) => void;
 }
 
-export type UnlearnSettings = {
-  rounds: number;
-  epochs: number;
-  patience: number;
-  holdout: number;
-  ratio: number;
-  jitter: number;
-  minStrength: number;
-  lr: number;
-  batchSize: number;
-  seed: number;
-};
+export type UnlearnSettings = OptionValues<typeof UNLEARN_OPTIONS>;
 
 /** Held-out numbers after an epoch (epoch 0: before unlearning). */
 export interface UnlearnEpoch extends EpochStats {
