@@ -1,29 +1,19 @@
 // The repairs that need no reversed trigger, behind the Defense interface: ANP (adversarial neuron pruning)
 // and i-BAU (adversarial unlearning of a universal perturbation). Both hand back B′ and G = B vs B′.
-import type { Graph } from "../graph/ir.js";
 import type { Model } from "../model/model.js";
 import { gLine, pct, triggerEvalLine } from "../report/text.js";
 import { anp, ANP_OPTIONS } from "./anp.js";
-import { BATCH_SIZE_OPTION, defineDefense, stageReporter, type DefenseData, type DefenseOutcome } from "./defense.js";
+import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, repairOutcomeCore, stageReporter, type DefenseData, type DefenseOutcome, type RepairRun } from "./defense.js";
 import { ibau, IBAU_OPTIONS } from "./ibau.js";
-import type { NcEvaluation } from "./nc-mitigation.js";
 
 /** The outcome shared by both: B′ and G as artifacts, the evaluation, the summary lines. */
-function outcome(model: Model, data: DefenseData, r: NcEvaluation & { model: Model; gGraph: Graph }, what: string, describe: string, details: Record<string, unknown>, seconds: number, timingKey: string): DefenseOutcome {
+function outcome(model: Model, data: DefenseData, r: RepairRun, what: string, describe: string, details: Record<string, unknown>, seconds: number, timingKey: string): DefenseOutcome {
   const files: string[] = [];
-  const onWritten = (f: string[]) => void files.push(...f);
   return {
-    title: `${what} — ${model.name}`,
-    repaired: r.model,
-    g: r.gGraph,
-    evaluation: { before: r.before, after: r.after },
-    gRates: r.g,
+    ...repairOutcomeCore(`${what} — ${model.name}`, r),
     sections: {},
     extra: { [timingKey]: details, files },
-    artifacts: [
-      { kind: "model", stem: "repaired", model: r.model, onWritten },
-      { kind: "graph", file: "G.onnx", graph: r.gGraph, doc: `${what} G of ${model.name}: class ${model.numClasses} = B and the repaired B' disagree`, onWritten },
-    ],
+    artifacts: repairArtifacts(r.model, r.gGraph, `${what} G of ${model.name}: class ${model.numClasses} = B and the repaired B' disagree`, files),
     lines: [
       `model       ${model.name}`,
       `${what.padEnd(11)} ${describe} (on ${data.clean.name})`,

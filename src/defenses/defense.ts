@@ -13,7 +13,7 @@ import { UserError } from "../errors.js";
 import type { Graph } from "../graph/ir.js";
 import type { Dataset } from "../io/dataset.js";
 import type { Model } from "../model/model.js";
-import type { ReportData, ReportEvaluation, ReportG, ReportNeuralCleanse } from "../report/types.js";
+import type { ReportData, ReportEvalResult, ReportEvaluation, ReportG, ReportNeuralCleanse } from "../report/types.js";
 import type { ReversedTrigger } from "./nc-mitigation.js";
 
 // ---------------------------------------------------------------------------------------------------------
@@ -254,6 +254,20 @@ export function repairArtifacts(repaired: Model, g: Graph, doc: string, files: s
     { kind: "model", stem: "repaired", model: repaired, onWritten },
     { kind: "graph", file: "G.onnx", graph: g, doc, onWritten },
   ];
+}
+
+/** A repair's result as the library functions return it: B′, G, and B and B′ evaluated. */
+export interface RepairRun {
+  model: Model;
+  gGraph: Graph;
+  before: ReportEvalResult;
+  after: ReportEvalResult;
+  g: ReportG;
+}
+
+/** The outcome fields every repair fills the same way from its run. */
+export function repairOutcomeCore(title: string, r: RepairRun): Pick<DefenseOutcome, "title" | "repaired" | "g" | "evaluation" | "gRates"> {
+  return { title, repaired: r.model, g: r.gGraph, evaluation: { before: r.before, after: r.after }, gRates: r.g };
 }
 
 /** What a defense needs beyond the model and data. */

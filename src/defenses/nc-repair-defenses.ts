@@ -1,7 +1,7 @@
 // Neural Cleanse's two repairs behind the Defense interface: neuron pruning and unlearning. Both start from
 // the reversed triggers of the flagged labels (ctx.triggers); with nothing flagged they repair nothing.
 import { checkNcPruneOptions, NC_PRUNE_OPTIONS, ncPrune, ncUnlearn, UNLEARN_OPTIONS } from "./nc-mitigation.js";
-import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, notApplied, stageReporter, type DefenseContext, type DefenseOutcome, type TriggerInput } from "./defense.js";
+import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, repairOutcomeCore, notApplied, stageReporter, type DefenseContext, type DefenseOutcome, type TriggerInput } from "./defense.js";
 import type { Model } from "../model/model.js";
 import { gLine, pct, pctOrDash, triggerEvalLine } from "../report/text.js";
 import type { ReportEvalResult, ReportMitigation } from "../report/types.js";
@@ -58,11 +58,7 @@ export const ncPruneDefinition = defineDefense({
     const stopText = { threshold: `reversed-trigger success below ${pct(settings.threshold)}`, "max-drop": `stopped: clean accuracy would drop more than ${pct(settings.maxDrop)}`, "all-pruned": "every neuron pruned without reaching the threshold" }[r.stop];
     const files: string[] = [];
     return {
-      title: `Neural Cleanse pruning — ${model.name}`,
-      repaired: r.model,
-      g: r.gGraph,
-      evaluation: { before: r.before, after: r.after },
-      gRates: r.g,
+      ...repairOutcomeCore(`Neural Cleanse pruning — ${model.name}`, r),
       sections: {
         pruning: r.pruning,
         neuralCleanse: src.neuralCleanse,
@@ -124,11 +120,7 @@ export const unlearnDefinition = defineDefense({
     const s = r.settings;
     const files: string[] = [];
     return {
-      title: `Neural Cleanse unlearning — ${model.name}`,
-      repaired: r.model,
-      g: r.gGraph,
-      evaluation: { before: r.before, after: r.after },
-      gRates: r.g,
+      ...repairOutcomeCore(`Neural Cleanse unlearning — ${model.name}`, r),
       sections: { neuralCleanse: src.neuralCleanse, mitigation: { method: "unlearn", flagged: src.flagged, triggerSource: src.source, settings: s } },
       extra: { flagged: src.flagged, history: r.history, files },
       artifacts: repairArtifacts(r.model, r.gGraph, `Neural Cleanse unlearning G of ${model.name}: class ${model.numClasses} = B and the unlearned B' disagree`, files),
