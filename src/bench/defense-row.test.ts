@@ -9,7 +9,7 @@ import { parse } from "../cli/command.js";
 import { repairCommand } from "../cli/commands/repair.js";
 import { findDefense } from "../defenses/registry.js";
 import { evaluate } from "../eval/evaluate.js";
-import { openDataset } from "../io/dataset.js";
+import { openDataset } from "../io/open-dataset.js";
 import { writeKerasModel } from "../io/keras-save.js";
 import { loadModel } from "../io/load-model.js";
 import { predictLabels } from "../model/forward.js";

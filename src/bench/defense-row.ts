@@ -2,7 +2,7 @@
 // --defense NAME` runs) on one model, with its numbers per poisoned set (one per target) cross-checked against
 // the library's merged counts. No side effects on import: the bench and the tests share it.
 import type { AnyDefense, DefenseData } from "../defenses/defense.js";
-import { gRates } from "../defenses/g-model.js";
+import { gRates } from "../eval/evaluate.js";
 import type { NeuralCleanseResult } from "../defenses/neural-cleanse.js";
 import { repair } from "../defenses/pipeline.js";
 import { accuracyOf } from "../eval/evaluate.js";

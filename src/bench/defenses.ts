@@ -20,7 +20,8 @@ import { detectBackdoor, type NeuralCleanseResult } from "../defenses/neural-cle
 import { DEFENSES, findDefense } from "../defenses/registry.js";
 import { UserError } from "../errors.js";
 import { accuracyOf, evaluate } from "../eval/evaluate.js";
-import { memoryDataset, openDataset, type Dataset } from "../io/dataset.js";
+import { memoryDataset, type Dataset } from "../io/dataset.js";
+import { openDataset } from "../io/open-dataset.js";
 import { loadModel } from "../io/load-model.js";
 import { predictLabels } from "../model/forward.js";
 import { defenseRow, type DefenseRow, type PoisonSet } from "./defense-row.js";

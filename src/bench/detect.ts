@@ -6,7 +6,7 @@ import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { detectBackdoor, type NeuralCleanseResult } from "../defenses/neural-cleanse.js";
-import { openDataset } from "../io/dataset.js";
+import { openDataset } from "../io/open-dataset.js";
 import { openImageFiles } from "../io/image-folder.js";
 import { loadModel } from "../io/load-model.js";
 import type { ZooManifest } from "../zoo/build.js";

@@ -3,7 +3,7 @@
 import { backward } from "../graph/autodiff.js";
 import { tensor } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";
-import { evaluate as referenceEvaluate } from "../graph/reference.js";
+import { evaluate as referenceEvaluate } from "../test/reference.js";
 import { forwardGraph } from "../model/forward.js";
 import { Session } from "../runtime/session.js";
 import { oneHot } from "../train/trainer.js";

@@ -1,7 +1,8 @@
 // What every CLI command looks like, and the options they share.
 import { parseArgs } from "node:util";
 import { fail } from "../errors.js";
-import { checkLabels, checkShape, openDataset, type Dataset } from "../io/dataset.js";
+import { checkLabels, checkShape, type Dataset } from "../io/dataset.js";
+import { openDataset } from "../io/open-dataset.js";
 import { chanceWarning, detectedScaleNote, detectInputScale } from "../io/input-scale.js";
 import { loadModel } from "../io/load-model.js";
 import type { ProgressFn } from "../defenses/defense.js";

@@ -7,7 +7,8 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync,
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import h5wasm from "h5wasm/node";
-import { openDataset, requireLabels } from "../io/dataset.js";
+import { requireLabels } from "../io/dataset.js";
+import { openDataset } from "../io/open-dataset.js";
 import { writeCsawH5 } from "../io/csaw-h5.js";
 import { CLI, ROOT } from "../test/fixtures.js";
 import { runCli, tempDir, type CliResult } from "../test/make-bad-files.js";

@@ -1,29 +1,19 @@
 // The repairs that need no reversed trigger, behind the Defense interface: ANP (adversarial neuron pruning)
 // and i-BAU (adversarial unlearning of a universal perturbation). Both hand back B′ and G = B vs B′.
-import type { Graph } from "../graph/ir.js";
 import type { Model } from "../model/model.js";
 import { gLine, pct, triggerEvalLine } from "../report/text.js";
-import { anp } from "./anp.js";
-import { BATCH_SIZE_OPTION, defineDefense, SEED_OPTION, stageReporter, type DefenseData, type DefenseOutcome } from "./defense.js";
-import { ibau } from "./ibau.js";
-import type { NcEvaluation } from "./nc-mitigation.js";
+import { anp, ANP_OPTIONS } from "./anp.js";
+import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, repairOutcomeCore, stageReporter, type DefenseData, type DefenseOutcome, type RepairRun } from "./defense.js";
+import { ibau, IBAU_OPTIONS } from "./ibau.js";
 
 /** The outcome shared by both: B′ and G as artifacts, the evaluation, the summary lines. */
-function outcome(model: Model, data: DefenseData, r: NcEvaluation & { model: Model; gGraph: Graph }, what: string, describe: string, details: Record<string, unknown>, seconds: number, timingKey: string): DefenseOutcome {
+function outcome(model: Model, data: DefenseData, r: RepairRun, what: string, describe: string, details: Record<string, unknown>, seconds: number, timingKey: string): DefenseOutcome {
   const files: string[] = [];
-  const onWritten = (f: string[]) => void files.push(...f);
   return {
-    title: `${what} — ${model.name}`,
-    repaired: r.model,
-    g: r.gGraph,
-    evaluation: { before: r.before, after: r.after },
-    gRates: r.g,
+    ...repairOutcomeCore(`${what} — ${model.name}`, r),
     sections: {},
     extra: { [timingKey]: details, files },
-    artifacts: [
-      { kind: "model", stem: "repaired", model: r.model, onWritten },
-      { kind: "graph", file: "G.onnx", graph: r.gGraph, doc: `${what} G of ${model.name}: class ${model.numClasses} = B and the repaired B' disagree`, onWritten },
-    ],
+    artifacts: repairArtifacts(r.model, r.gGraph, `${what} G of ${model.name}: class ${model.numClasses} = B and the repaired B' disagree`, files),
     lines: [
       `model       ${model.name}`,
       `${what.padEnd(11)} ${describe} (on ${data.clean.name})`,
@@ -42,15 +32,7 @@ export const anpDefinition = defineDefense({
   kind: "repair",
   options: {
     layers: { kind: "string", description: "comma-separated layers to mask", defaultText: "every conv and hidden dense layer" },
-    eps: { kind: "number", description: "perturbation budget ε of each neuron's weight scale and bias", default: 0.4, min: 0, max: 1 },
-    alpha: { kind: "number", description: "weight α of the clean loss (1 − α: the perturbed loss)", default: 0.2, min: 0, max: 1 },
-    lr: { kind: "number", description: "mask learning rate (SGD, momentum 0.9)", default: 0.2, min: 0, exclusive: true },
-    iterations: { kind: "integer", description: "mask-optimization iterations", default: 300, min: 1 },
-    batchSize: { kind: "integer", description: "images per iteration", default: 128, min: 1, max: 65536 },
-    threshold: { kind: "number", description: "neurons whose mask ends below this are pruned", default: 0.2, min: 0, max: 1, exclusive: true },
-    maxDrop: { kind: "number", description: "most held-out clean accuracy the pruning may cost (fraction)", default: 0.02, min: 0, max: 1 },
-    holdout: { kind: "number", description: "share of the clean data held out to check the pruning", default: 0.2, min: 0, max: 1, exclusive: true },
-    seed: SEED_OPTION,
+    ...ANP_OPTIONS,
   },
   async run(model, data, o) {
     const t0 = performance.now();
@@ -78,16 +60,8 @@ export const ibauDefinition = defineDefense({
   summary: "i-BAU adversarial unlearning (Danskin-gradient variant): unlearn a universal perturbation found on the clean data; writes repaired.{h5,onnx}, G.onnx",
   kind: "repair",
   options: {
-    rounds: { kind: "integer", description: "outer rounds (perturbation, then one unlearning epoch)", default: 5, min: 1 },
-    rms: { kind: "number", description: "perturbation budget: RMS per input value, as a share of the input range", default: 0.1, min: 0, max: 1, exclusive: true },
-    perturbSteps: { kind: "integer", description: "gradient-ascent steps on the perturbation per round", default: 20, min: 1 },
-    ratio: { kind: "number", description: "share of each batch carrying the perturbation (true labels kept)", default: 0.5, min: 0, max: 1 },
-    lr: { kind: "number", description: "Adam learning rate of the unlearning epochs", default: 1e-3, min: 0, exclusive: true },
-    batchSize: { kind: "integer", description: "training batch size", default: 64, min: 1, max: 65536 },
-    maxDrop: { kind: "number", description: "keep the last round within this much held-out clean accuracy of B (fraction)", default: 0.02, min: 0, max: 1 },
-    holdout: { kind: "number", description: "share of the clean data held out to choose the round", default: 0.2, min: 0, max: 1, exclusive: true },
+    ...IBAU_OPTIONS,
     evalBatchSize: BATCH_SIZE_OPTION,
-    seed: SEED_OPTION,
   },
   async run(model, data, o, ctx) {
     const t0 = performance.now();

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { UserError } from "../errors.js";
 import { backward } from "../graph/autodiff.js";
-import { numericGradient, relError } from "../graph/gradcheck.js";
+import { numericGradient, relError } from "../test/gradcheck.js";
 import { attr, tensor, type TensorData } from "../graph/ir.js";
 import { memoryDataset } from "../io/dataset.js";
 import { zooCnn } from "../model/archs.js";

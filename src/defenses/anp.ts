@@ -16,19 +16,19 @@
 // gradients). One iteration runs it three times: the adversary's step, the perturbed loss, the clean loss.
 import { fail } from "../errors.js";
 import { backward } from "../graph/autodiff.js";
-import { checkData } from "../eval/evaluate.js";
+import { checkData, countCorrect, evaluateModels } from "../eval/evaluate.js";
 import { Graph, tensor, type TensorData } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";
+import { poolBeforeRelu } from "../graph/transforms.js";
 import { memoryDataset, type Dataset } from "../io/dataset.js";
 import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import { Session } from "../runtime/session.js";
 import { oneHot, shuffled } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
+import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
-import { evaluatePair, gather, holdoutSplit, outputDense, prunedNeuronsModel, type NcData, type NcEvaluation, type PruneSite } from "./nc-mitigation.js";
-import { withPooledRelus } from "./neural-cleanse.js";
-import { countEqual } from "./pruning.js";
+import { gather, ncEvalSets, holdoutSplit, outputDense, prunedNeuronsModel, type NcData, type NcEvaluation, type PruneSite } from "./nc-mitigation.js";
 
 /** A layer whose neurons ANP masks and perturbs. */
 export interface AnpSite {
@@ -134,7 +134,8 @@ export interface AnpStepGraph {
 /** Forward with the ANP perturbation, mean cross-entropy, and the gradients w.r.t. every mask and noise. */
 export function anpStepGraph(model: Model, sites: readonly AnpSite[]): AnpStepGraph {
   // Relu after MaxPool computes the same and differentiates on a quarter of the values.
-  const g = withPooledRelus(model.graph);
+  const g = model.graph.clone();
+  poolBeforeRelu(g);
   g.name = `${model.name}_anp`;
   const inputs = insertAnpPerturbation(g, sites);
   const target = g.addInput("target", "float32", ["N", model.numClasses]);
@@ -172,40 +173,23 @@ export interface AnpOptions {
   onIteration?: (done: number, total: number, loss: number) => void;
 }
 
-export type AnpSettings = {
-  eps: number;
-  alpha: number;
-  lr: number;
-  iterations: number;
-  batchSize: number;
-  threshold: number;
-  maxDrop: number;
-  holdout: number;
-  seed: number;
-};
+export type AnpSettings = OptionValues<typeof ANP_OPTIONS>;
+
+/** ANP's numeric options: one spec for the library's checks, the CLI's flags and --help. */
+export const ANP_OPTIONS = {
+  eps: { kind: "number", description: "perturbation budget ε of each neuron's weight scale and bias", default: 0.4, min: 0, max: 1 },
+  alpha: { kind: "number", description: "weight α of the clean loss (1 − α: the perturbed loss)", default: 0.2, min: 0, max: 1 },
+  lr: { kind: "number", description: "mask learning rate (SGD, momentum 0.9)", default: 0.2, min: 0, exclusiveMin: true },
+  iterations: { kind: "integer", description: "mask-optimization iterations", default: 300, min: 1 },
+  batchSize: { kind: "integer", description: "images per iteration", default: 128, min: 1, max: 65536 },
+  threshold: { kind: "number", description: "neurons whose mask ends below this are pruned", default: 0.2, min: 0, max: 1, exclusiveMin: true, exclusiveMax: true },
+  maxDrop: { kind: "number", description: "most held-out clean accuracy the pruning may cost (fraction)", default: 0.02, min: 0, max: 1 },
+  holdout: { kind: "number", description: "share of the clean data held out to check the pruning", default: 0.2, min: 0, max: 1, exclusiveMin: true, exclusiveMax: true },
+  seed: SEED_OPTION,
+} as const satisfies OptionSpecs;
 
 export function checkAnpOptions(o: AnpOptions): AnpSettings {
-  const s: AnpSettings = {
-    eps: o.eps ?? 0.4,
-    alpha: o.alpha ?? 0.2,
-    lr: o.lr ?? 0.2,
-    iterations: o.iterations ?? 300,
-    batchSize: o.batchSize ?? 128,
-    threshold: o.threshold ?? 0.2,
-    maxDrop: o.maxDrop ?? 0.02,
-    holdout: o.holdout ?? 0.2,
-    seed: o.seed ?? 0,
-  };
-  if (!(s.eps >= 0 && s.eps <= 1)) fail(`--eps must be in [0, 1], got ${s.eps}`);
-  if (!(s.alpha >= 0 && s.alpha <= 1)) fail(`--alpha must be in [0, 1], got ${s.alpha}`);
-  if (!(s.lr > 0 && Number.isFinite(s.lr))) fail(`--lr must be a positive number, got ${s.lr}`);
-  if (!Number.isInteger(s.iterations) || s.iterations < 1) fail(`--iterations must be a positive integer, got ${s.iterations}`);
-  if (!Number.isInteger(s.batchSize) || s.batchSize < 1) fail(`--batch-size must be a positive integer, got ${s.batchSize}`);
-  if (!(s.threshold > 0 && s.threshold < 1)) fail(`--threshold must be in (0, 1), got ${s.threshold}`);
-  if (!(s.maxDrop >= 0 && s.maxDrop <= 1)) fail(`--max-drop must be in [0, 1], got ${s.maxDrop}`);
-  if (!(s.holdout > 0 && s.holdout < 1)) fail(`--holdout must be in (0, 1), got ${s.holdout}`);
-  if (!Number.isInteger(s.seed) || s.seed < 0) fail(`--seed must be a non-negative integer, got ${s.seed}`);
-  return s;
+  return resolveOptions(ANP_OPTIONS, pickOptions(ANP_OPTIONS, o));
 }
 
 /** A pruned neuron: site index and unit. */
@@ -365,7 +349,7 @@ export async function anp(model: Model, data: NcData, opts: AnpOptions = {}): Pr
   const ranked: AnpNeuron[] = masks.flatMap((m, site) => Array.from(m, (mask, unit) => ({ site, unit, mask }))).sort((p, q) => p.mask - q.mask || p.site - q.site || p.unit - q.unit);
   const below = ranked.filter((p) => p.mask < s.threshold);
   const held: Dataset = memoryDataset(`${clean.name} (held out)`, shape, he.x, he.y);
-  const accOf = async (m: Model) => countEqual(await predictLabels(m, held, { batchSize: opts.evalBatchSize }), he.y) / he.y.length;
+  const accOf = async (m: Model) => countCorrect(await predictLabels(m, held, { batchSize: opts.evalBatchSize }), he.y) / he.y.length;
   const base = await accOf(model);
   // Longest prefix of `below` within the budget: halving search over the prefix length (accuracy falls
   // roughly monotonically with more neurons pruned; the chosen prefix is always checked directly).
@@ -384,7 +368,7 @@ export async function anp(model: Model, data: NcData, opts: AnpOptions = {}): Pr
   }
   const pruned = below.slice(0, k);
   const repaired = anpPrunedModel(model, sites, pruned);
-  const ev = await evaluatePair(model, repaired, data, [], opts.evalBatchSize);
+  const ev = await evaluateModels(model, repaired, ncEvalSets(data, []), opts.evalBatchSize);
   return {
     ...ev,
     model: repaired,

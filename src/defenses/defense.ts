@@ -13,7 +13,7 @@ import { UserError } from "../errors.js";
 import type { Graph } from "../graph/ir.js";
 import type { Dataset } from "../io/dataset.js";
 import type { Model } from "../model/model.js";
-import type { ReportData, ReportEvaluation, ReportG, ReportNeuralCleanse } from "../report/types.js";
+import type { ReportData, ReportEvalResult, ReportEvaluation, ReportG, ReportNeuralCleanse } from "../report/types.js";
 import type { ReversedTrigger } from "./nc-mitigation.js";
 
 // ---------------------------------------------------------------------------------------------------------
@@ -147,6 +147,12 @@ export function resolveOptions<S extends OptionSpecs>(spec: S, given: Readonly<R
   return out as OptionValues<S>;
 }
 
+/** The entries of `given` that `spec` describes (a library options object also carries hooks and data). */
+export function pickOptions(spec: OptionSpecs, given: object): Record<string, unknown> {
+  const g = given as Record<string, unknown>;
+  return Object.fromEntries(Object.keys(spec).map((k) => [k, g[k]]));
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Data, context, progress
 
@@ -250,6 +256,20 @@ export function repairArtifacts(repaired: Model, g: Graph, doc: string, files: s
   ];
 }
 
+/** A repair's result as the library functions return it: B′, G, and B and B′ evaluated. */
+export interface RepairRun {
+  model: Model;
+  gGraph: Graph;
+  before: ReportEvalResult;
+  after: ReportEvalResult;
+  g: ReportG;
+}
+
+/** The outcome fields every repair fills the same way from its run. */
+export function repairOutcomeCore(title: string, r: RepairRun): Pick<DefenseOutcome, "title" | "repaired" | "g" | "evaluation" | "gRates"> {
+  return { title, repaired: r.model, g: r.gGraph, evaluation: { before: r.before, after: r.after }, gRates: r.g };
+}
+
 /** What a defense needs beyond the model and data. */
 export type DefenseNeed = "triggers";
 
@@ -297,4 +317,4 @@ export function stageReporter(progress: ProgressFn | undefined, stage: string, u
 /** The inference batch-size option most defenses share. */
 export const BATCH_SIZE_OPTION: NumberOption = { kind: "integer", description: "images per inference run", default: 256, min: 1, max: 65536 };
 /** The seed option of defenses with a random choice in them. */
-export const SEED_OPTION: NumberOption = { kind: "integer", description: "seed of every random choice (same seed, same result)", default: 0, min: 0 };
+export const SEED_OPTION: NumberOption & { default: number } = { kind: "integer", description: "seed of every random choice (same seed, same result)", default: 0, min: 0 };

@@ -6,7 +6,6 @@ import { attr, Graph, tensor, type Node } from "../graph/ir.js";
 import { duplicateDownstream } from "../graph/transforms.js";
 import type { Model } from "../model/model.js";
 import { toOnnx } from "../onnx/export.js";
-import type { ReportG } from "../report/types.js";
 
 export const REJECT_SCORE = 1e9;
 
@@ -77,35 +76,4 @@ export function gFromMaskedBranch(b: Model, value: string, mask: Float32Array, n
   appendRejectClass(g, bl, disagree);
   g.prune(["input"]);
   return g;
-}
-
-/** Top-1 predictions of B and of the repaired network on one data set, with its labels. */
-export interface PairPredictions {
-  pred: Int32Array;
-  repaired: Int32Array;
-  /** True labels (clean) or the attacker's target (poisoned). */
-  labels: Int32Array;
-}
-
-/**
- * G's outcome from B's and B''s top-1 predictions (G(x) = B(x) if they agree, else N): on clean data,
- * correct = agreed and right, flagged = disagreed (false positives); on poisoned data, flagged = detected,
- * attackSuccess = agreed on the attacker's target.
- */
-export function gRates(numClasses: number, clean: PairPredictions, poisoned?: PairPredictions): ReportG {
-  const count = (p: PairPredictions) => {
-    let flagged = 0, hit = 0;
-    for (let i = 0; i < p.pred.length; i++) {
-      if (p.pred[i] !== p.repaired[i]) flagged++;
-      else if (p.pred[i] === p.labels[i]) hit++;
-    }
-    return { n: p.pred.length, flagged, hit };
-  };
-  const c = count(clean);
-  const r: ReportG = { numClasses, clean: { n: c.n, correct: c.hit, flagged: c.flagged } };
-  if (poisoned) {
-    const q = count(poisoned);
-    r.poisoned = { n: q.n, flagged: q.flagged, attackSuccess: q.hit };
-  }
-  return r;
 }

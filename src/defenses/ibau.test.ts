@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { UserError } from "../errors.js";
-import { numericGradient, relError } from "../graph/gradcheck.js";
+import { numericGradient, relError } from "../test/gradcheck.js";
 import { tensor, type TensorData } from "../graph/ir.js";
 import { memoryDataset } from "../io/dataset.js";
 import { zooCnn } from "../model/archs.js";

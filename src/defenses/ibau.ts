@@ -25,9 +25,10 @@ import { Session } from "../runtime/session.js";
 import { oneHot, shuffled, train, type EpochStats } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { checkRepairData } from "./anp.js";
+import { pickOptions, resolveOptions, SEED_OPTION, type NumberOption, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
-import { evaluatePair, gather, holdoutSplit, type NcData, type NcEvaluation } from "./nc-mitigation.js";
-import { countEqual } from "./pruning.js";
+import { countCorrect, evaluateModels } from "../eval/evaluate.js";
+import { gather, ncEvalSets, holdoutSplit, type NcData, type NcEvaluation } from "./nc-mitigation.js";
 
 export interface IbauOptions {
   /** Outer rounds (default 5, the paper's n_rounds). */
@@ -52,18 +53,7 @@ export interface IbauOptions {
   onRound?: (r: IbauRound) => void;
 }
 
-export type IbauSettings = {
-  rounds: number;
-  rms: number;
-  perturbSteps: number;
-  ratio: number;
-  lr: number;
-  batchSize: number;
-  holdout: number;
-  maxDrop: number;
-  inputScale: number;
-  seed: number;
-};
+export type IbauSettings = OptionValues<typeof IBAU_OPTIONS> & { inputScale: number };
 
 export interface IbauRound {
   round: number;
@@ -85,30 +75,24 @@ export interface IbauResult extends NcEvaluation {
   settings: IbauSettings & { variant: "danskin" };
 }
 
+/** i-BAU's numeric options: one spec for the library's checks, the CLI's flags and --help. */
+export const IBAU_OPTIONS = {
+  rounds: { kind: "integer", description: "outer rounds (perturbation, then one unlearning epoch)", default: 5, min: 1 },
+  rms: { kind: "number", description: "perturbation budget: RMS per input value, as a share of the input range", default: 0.1, min: 0, max: 1, exclusiveMin: true },
+  perturbSteps: { kind: "integer", description: "gradient-ascent steps on the perturbation per round", default: 20, min: 1 },
+  ratio: { kind: "number", description: "share of each batch carrying the perturbation (true labels kept)", default: 0.5, min: 0, max: 1, exclusiveMin: true },
+  lr: { kind: "number", description: "Adam learning rate of the unlearning epochs", default: 1e-3, min: 0, exclusiveMin: true },
+  batchSize: { kind: "integer", description: "training batch size", default: 64, min: 1, max: 65536 },
+  maxDrop: { kind: "number", description: "keep the last round within this much held-out clean accuracy of B (fraction)", default: 0.02, min: 0, max: 1 },
+  holdout: { kind: "number", description: "share of the clean data held out to choose the round", default: 0.2, min: 0, max: 1, exclusiveMin: true, exclusiveMax: true },
+  seed: SEED_OPTION,
+} as const satisfies OptionSpecs;
+
+const INPUT_SCALE_OPTION = { kind: "number", description: "pixels are divided by this", default: 255, min: 0, exclusiveMin: true } as const satisfies NumberOption;
+
 export function checkIbauOptions(o: IbauOptions): IbauSettings {
-  const s: IbauSettings = {
-    rounds: o.rounds ?? 5,
-    rms: o.rms ?? 0.1,
-    perturbSteps: o.perturbSteps ?? 20,
-    ratio: o.ratio ?? 0.5,
-    lr: o.lr ?? 1e-3,
-    batchSize: o.batchSize ?? 64,
-    holdout: o.holdout ?? 0.2,
-    maxDrop: o.maxDrop ?? 0.02,
-    inputScale: o.inputScale ?? 255,
-    seed: o.seed ?? 0,
-  };
-  if (!Number.isInteger(s.rounds) || s.rounds < 1) fail(`--rounds must be a positive integer, got ${s.rounds}`);
-  if (!(s.rms > 0 && s.rms <= 1)) fail(`--rms must be in (0, 1], got ${s.rms}`);
-  if (!Number.isInteger(s.perturbSteps) || s.perturbSteps < 1) fail(`--perturb-steps must be a positive integer, got ${s.perturbSteps}`);
-  if (!(s.ratio > 0 && s.ratio <= 1)) fail(`--ratio must be in (0, 1], got ${s.ratio}`);
-  if (!(s.lr > 0 && Number.isFinite(s.lr))) fail(`--lr must be a positive number, got ${s.lr}`);
-  if (!Number.isInteger(s.batchSize) || s.batchSize < 1) fail(`--batch-size must be a positive integer, got ${s.batchSize}`);
-  if (!(s.holdout > 0 && s.holdout < 1)) fail(`--holdout must be in (0, 1), got ${s.holdout}`);
-  if (!(s.maxDrop >= 0 && s.maxDrop <= 1)) fail(`--max-drop must be in [0, 1], got ${s.maxDrop}`);
-  if (!(s.inputScale > 0 && Number.isFinite(s.inputScale))) fail(`--input-scale must be a positive number, got ${s.inputScale}`);
-  if (!Number.isInteger(s.seed) || s.seed < 0) fail(`--seed must be a non-negative integer, got ${s.seed}`);
-  return s;
+  const spec = { ...IBAU_OPTIONS, inputScale: INPUT_SCALE_OPTION };
+  return resolveOptions(spec, pickOptions(spec, o));
 }
 
 export interface PerturbGraph {
@@ -212,7 +196,7 @@ export async function ibau(model: Model, data: NcData, opts: IbauOptions = {}): 
   const tr = gather(allX, allY, per, split.train);
   const he = gather(allX, allY, per, split.held);
   const held = memoryDataset(`${clean.name} (held out)`, shape, he.x, he.y);
-  const accOf = async (m: Model, ds: Dataset = held) => countEqual(await predictLabels(m, ds, { batchSize: opts.evalBatchSize }), he.y) / he.y.length;
+  const accOf = async (m: Model, ds: Dataset = held) => countCorrect(await predictLabels(m, ds, { batchSize: opts.evalBatchSize }), he.y) / he.y.length;
   const rand = mulberry32(s.seed);
 
   const base = await accOf(model);
@@ -247,6 +231,6 @@ export async function ibau(model: Model, data: NcData, opts: IbauOptions = {}): 
   // the repair offered (the caller sees its accuracy in the history).
   if (chosen.round === 0) chosen = fallback;
   const repaired = { ...chosen.model, name: `${model.name}_ibau` };
-  const ev = await evaluatePair(model, repaired, data, [], opts.evalBatchSize);
+  const ev = await evaluateModels(model, repaired, ncEvalSets(data, []), opts.evalBatchSize);
   return { ...ev, model: repaired, gGraph: gFromPair(model, repaired, `${model.name}_ibau_G`), history, chosenRound: chosen.round, delta, settings: { ...s, variant: "danskin" } };
 }

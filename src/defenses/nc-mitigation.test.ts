@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { UserError } from "../errors.js";
+import { triggerHits } from "../eval/evaluate.js";
 import { tensor } from "../graph/ir.js";
 import { maskChannels } from "../graph/transforms.js";
 import { memoryDataset, type Dataset } from "../io/dataset.js";
@@ -13,7 +14,7 @@ import { mulberry32 } from "../util/random.js";
 import { triggerPngs } from "./nc-report.js";
 import {
   checkNcPruneOptions, checkTrigger, checkUnlearnOptions, ncPrune, ncUnlearn, prunedNeuronsModel, pruneSite, stampedSource,
-  shiftedTrigger, stampShare, triggerFromPngs, triggerHits, triggersFromReport, type ReversedTrigger,
+  shiftedTrigger, stampShare, triggerFromPngs, triggersFromReport, type ReversedTrigger,
 } from "./nc-mitigation.js";
 import { backdooredModel, cleanImages, cleanSet, H, K, mlpArch, PER, poisonedSet, TARGET, W } from "../test/tiny-patch-mlp.js";
 

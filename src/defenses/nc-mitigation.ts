@@ -17,7 +17,7 @@
 //
 // Attack success of a trigger is measured on clean inputs whose true label is not its target, stamped as
 // x' = (1 − m)·x + m·Δ (mask [H, W] over every channel, pattern [C, H, W] in the model's input scale).
-import { checkData } from "../eval/evaluate.js";
+import { checkData, countCorrect, evaluateModels, worstTriggerSuccess, type EvalSets, type PairEvaluation } from "../eval/evaluate.js";
 import { decodeImageBuffer, toNchw } from "../io/images.js";
 import { fail } from "../errors.js";
 import { tensor, type Graph, type Node, type TensorData } from "../graph/ir.js";
@@ -25,12 +25,13 @@ import { memoryDataset, type Dataset } from "../io/dataset.js";
 import { predictLabels, type BatchSource } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import { paramValues, withParams } from "../model/params.js";
-import type { ReportEvalResult, ReportG, ReportNeuralCleanse, ReportPruning, ReportPruningPoint } from "../report/types.js";
+import type { ReportNeuralCleanse, ReportPruning, ReportPruningPoint } from "../report/types.js";
 import { shuffled, train, type EpochStats } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
-import { gFromPair, gRates } from "./g-model.js";
+import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
+import { gFromPair } from "./g-model.js";
 import { detectBackdoor, stampTrigger, type ReversedTrigger as NcTrigger } from "./neural-cleanse.js";
-import { channelMask, countEqual, PruneEngine, type CachedData, type PruneTarget } from "./pruning.js";
+import { channelMask, PruneEngine, type CachedData, type PruneTarget } from "./pruning.js";
 
 /** A reverse-engineered trigger: target label, mask [H·W] in [0, 1], pattern [C·H·W] in the scaled input range. */
 export type ReversedTrigger = Pick<NcTrigger, "label" | "mask" | "pattern">;
@@ -97,27 +98,6 @@ export function stampedSource(data: BatchSource, t: ReversedTrigger): BatchSourc
       return stampTrigger(data.read(start, count), count, data.shape, t.mask, t.pattern);
     },
   };
-}
-
-/** Stamped inputs (whose true label is not the target) classified as the target. */
-export function triggerHits(pred: Int32Array, labels: Int32Array, target: number): { n: number; hits: number } {
-  let n = 0, hits = 0;
-  for (let i = 0; i < pred.length; i++) {
-    if (labels[i] === target) continue;
-    n++;
-    if (pred[i] === target) hits++;
-  }
-  return { n, hits };
-}
-
-/** The largest success over several triggers (a repair must defeat all of them). */
-function worstSuccess(preds: Int32Array[], labels: Int32Array, triggers: ReversedTrigger[]): number {
-  let worst = 0;
-  triggers.forEach((t, i) => {
-    const r = triggerHits(preds[i], labels, t.label);
-    worst = Math.max(worst, r.n ? r.hits / r.n : 0);
-  });
-  return worst;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -279,11 +259,7 @@ export interface NcData {
   poisoned?: Dataset;
 }
 
-export interface NcEvaluation {
-  before: ReportEvalResult;
-  after: ReportEvalResult;
-  g: ReportG;
-}
+export type NcEvaluation = PairEvaluation;
 
 function checkInputs(model: Model, data: NcData, triggers: ReversedTrigger[]): void {
   if (triggers.length === 0) fail("no reversed trigger given: nothing to mitigate");
@@ -294,40 +270,10 @@ function checkInputs(model: Model, data: NcData, triggers: ReversedTrigger[]): v
   if (data.poisoned) checkData(model, data.poisoned, "attack success rate");
 }
 
-function evalResult(correct: number, n: number, trigger: number | undefined, attack?: { hits: number; n: number }): ReportEvalResult {
-  const r: ReportEvalResult = { cleanAccuracy: n ? correct / n : 0, nClean: n };
-  if (trigger !== undefined) r.triggerSuccess = trigger;
-  if (attack) {
-    r.asr = attack.n ? attack.hits / attack.n : 0;
-    r.nPoisoned = attack.n;
-  }
-  return r;
-}
-
-/**
- * B and the repaired network on the evaluation data (test, else clean), stamped copies (when triggers are
- * given) and poisoned data.
- */
-export async function evaluatePair(b: Model, repaired: Model, data: NcData, triggers: ReversedTrigger[], batchSize?: number): Promise<NcEvaluation> {
-  const evalSet = data.test ?? data.clean;
-  const labels = evalSet.labels!;
-  const run = async (m: Model) => {
-    const clean = await predictLabels(m, evalSet, { batchSize });
-    const stamped = [];
-    for (const t of triggers) stamped.push(await predictLabels(m, stampedSource(evalSet, t), { batchSize }));
-    const poisoned = data.poisoned ? await predictLabels(m, data.poisoned, { batchSize }) : undefined;
-    return { clean, stamped, poisoned };
-  };
-  const pb = await run(b);
-  const pr = await run(repaired);
-  const pl = data.poisoned?.labels ?? undefined;
-  const result = (p: typeof pb) =>
-    evalResult(countEqual(p.clean, labels), labels.length, triggers.length ? worstSuccess(p.stamped, labels, triggers) : undefined, p.poisoned && pl ? { hits: countEqual(p.poisoned, pl), n: pl.length } : undefined);
-  return {
-    before: result(pb),
-    after: result(pr),
-    g: gRates(b.numClasses, { pred: pb.clean, repaired: pr.clean, labels }, pb.poisoned && pr.poisoned && pl ? { pred: pb.poisoned, repaired: pr.poisoned, labels: pl } : undefined),
-  };
+/** The sets B and a repair are measured on: the evaluation data (test, else clean), its stamped copies, the poisoned data. */
+export function ncEvalSets(data: NcData, triggers: readonly ReversedTrigger[]): EvalSets {
+  const clean = data.test ?? data.clean;
+  return { clean, poisoned: data.poisoned, stamped: triggers.map((t) => ({ source: stampedSource(clean, t), target: t.label })) };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -363,14 +309,15 @@ export interface NcPruneResult extends NcEvaluation {
   gGraph: Graph;
 }
 
+/** Neural Cleanse pruning's numeric options: one spec for the library's checks, the CLI's flags and --help. */
+export const NC_PRUNE_OPTIONS = {
+  threshold: { kind: "number", description: "stop once the reversed trigger's attack success is below this fraction", default: 0.05, min: 0, exclusiveMin: true, max: 1 },
+  maxDrop: { kind: "number", description: "never lose more than this fraction of clean accuracy", default: 0.1, min: 0, max: 1 },
+  step: { kind: "number", description: "fraction of the layer's neurons pruned per step", default: 0.01, min: 0, exclusiveMin: true, max: 1 },
+} as const satisfies OptionSpecs;
+
 export function checkNcPruneOptions(o: NcPruneOptions): Required<Pick<NcPruneOptions, "threshold" | "maxDrop" | "step">> {
-  const threshold = o.threshold ?? 0.05;
-  const maxDrop = o.maxDrop ?? 0.1;
-  const step = o.step ?? 0.01;
-  if (!(threshold > 0 && threshold <= 1)) fail(`--threshold must be in (0, 1], got ${threshold}`);
-  if (!(maxDrop >= 0 && maxDrop <= 1)) fail(`--max-drop must be in [0, 1], got ${maxDrop}`);
-  if (!(step > 0 && step <= 1)) fail(`--step must be in (0, 1], got ${step}`);
-  return { threshold, maxDrop, step };
+  return resolveOptions(NC_PRUNE_OPTIONS, pickOptions(NC_PRUNE_OPTIONS, o));
 }
 
 export async function ncPrune(model: Model, data: NcData, triggers: ReversedTrigger[], opts: NcPruneOptions = {}): Promise<NcPruneResult> {
@@ -406,12 +353,12 @@ export async function ncPrune(model: Model, data: NcData, triggers: ReversedTrig
     let stop: NcPruneStop = "all-pruned";
     for (let k = 0; ; k = Math.min(site.units, k + per)) {
       const mask = channelMask(site.units, ranking.slice(0, k));
-      const acc = countEqual(await engine.predict(clean, mask), labels) / clean.n;
+      const acc = countCorrect(await engine.predict(clean, mask), labels) / clean.n;
       const preds: Int32Array[] = [];
       for (const s of stamped) preds.push(await engine.predict(s, mask));
-      const success = worstSuccess(preds, labels, triggers);
+      const success = worstTriggerSuccess(preds, labels, triggers.map((t) => t.label));
       const point: ReportPruningPoint = { fractionPruned: k / site.units, channelsPruned: k, cleanAccuracy: acc, triggerSuccess: success };
-      if (poisoned) point.asr = countEqual(await engine.predict(poisoned, mask), poisoned.labels) / poisoned.n;
+      if (poisoned) point.asr = countCorrect(await engine.predict(poisoned, mask), poisoned.labels) / poisoned.n;
       curve.push(point);
       opts.onStep?.(k, site.units, point);
       if (k === 0) acc0 = acc;
@@ -428,7 +375,7 @@ export async function ncPrune(model: Model, data: NcData, triggers: ReversedTrig
     }
     const pruned = ranking.slice(0, chosen);
     const repaired = prunedNeuronsModel(model, site, pruned);
-    const ev = await evaluatePair(model, repaired, data, triggers, opts.batchSize);
+    const ev = await evaluateModels(model, repaired, ncEvalSets(data, triggers), opts.batchSize);
     const labelsText = triggers.map((t) => t.label).join(", ");
     return {
       ...ev,
@@ -499,18 +446,7 @@ export interface UnlearnOptions {
   onEpoch?: (s: EpochStats) => void;
 }
 
-export type UnlearnSettings = {
-  rounds: number;
-  epochs: number;
-  patience: number;
-  holdout: number;
-  ratio: number;
-  jitter: number;
-  minStrength: number;
-  lr: number;
-  batchSize: number;
-  seed: number;
-};
+export type UnlearnSettings = OptionValues<typeof UNLEARN_OPTIONS>;
 
 /** Held-out numbers after an epoch (epoch 0: before unlearning). */
 export interface UnlearnEpoch extends EpochStats {
@@ -532,30 +468,23 @@ export interface UnlearnResult extends NcEvaluation {
   settings: UnlearnSettings;
 }
 
+/** Neural Cleanse unlearning's options: one spec for the library's checks, the CLI's flags and --help. */
+export const UNLEARN_OPTIONS = {
+  rounds: { kind: "integer", description: "rounds; each later one re-reverses the flagged labels' triggers on the unlearned network and unlearns them too", default: 1, min: 1 },
+  epochs: { kind: "integer", description: "most unlearning epochs per round (the epoch kept is chosen on a held-out clean split)", default: 10, min: 1 },
+  patience: { kind: "integer", description: "epochs without a better held-out score before a round stops", default: 2, min: 1 },
+  holdout: { kind: "number", description: "share of the clean data held out to choose the epoch (0: train on all, keep the last epoch)", default: 0.2, min: 0, max: 1, exclusiveMax: true },
+  ratio: { kind: "number", description: "share of each batch stamped with a reversed trigger (true labels kept)", default: 0.2, min: 0, exclusiveMin: true, max: 1 },
+  jitter: { kind: "integer", description: "largest random shift of a stamped trigger, in pixels", default: 0, min: 0 },
+  minStrength: { kind: "number", description: "stamped mask scaled by a random factor in [min-strength, 1]", default: 1, min: 0, exclusiveMin: true, max: 1 },
+  lr: { kind: "number", description: "Adam learning rate", default: 1e-3, min: 0, exclusiveMin: true },
+  batchSize: { kind: "integer", description: "training batch size", default: 32, min: 1, max: 65536 },
+  seed: SEED_OPTION,
+} as const satisfies OptionSpecs;
+
 export function checkUnlearnOptions(o: UnlearnOptions, shape?: readonly [number, number, number]): UnlearnSettings {
-  const s: UnlearnSettings = {
-    rounds: o.rounds ?? 1,
-    epochs: o.epochs ?? 10,
-    patience: o.patience ?? 2,
-    holdout: o.holdout ?? 0.2,
-    ratio: o.ratio ?? 0.2,
-    jitter: o.jitter ?? 0,
-    minStrength: o.minStrength ?? 1,
-    lr: o.lr ?? 1e-3,
-    batchSize: o.batchSize ?? 32,
-    seed: o.seed ?? 0,
-  };
-  if (!Number.isInteger(s.rounds) || s.rounds < 1) fail(`--rounds must be a positive integer, got ${s.rounds}`);
-  if (!Number.isInteger(s.epochs) || s.epochs < 1) fail(`--epochs must be a positive integer, got ${s.epochs}`);
-  if (!Number.isInteger(s.patience) || s.patience < 1) fail(`--patience must be a positive integer, got ${s.patience}`);
-  if (!(s.holdout >= 0 && s.holdout < 1)) fail(`--holdout must be in [0, 1), got ${s.holdout}`);
-  if (!(s.ratio > 0 && s.ratio <= 1)) fail(`--ratio must be in (0, 1], got ${s.ratio}`);
-  if (!Number.isInteger(s.jitter) || s.jitter < 0) fail(`--jitter must be a non-negative integer (pixels), got ${s.jitter}`);
-  if (shape && s.jitter >= Math.min(shape[1], shape[2])) fail(`--jitter ${s.jitter} must be smaller than the image side (${Math.min(shape[1], shape[2])} pixels)`);
-  if (!(s.minStrength > 0 && s.minStrength <= 1)) fail(`--min-strength must be in (0, 1], got ${s.minStrength}`);
-  if (!(s.lr > 0 && Number.isFinite(s.lr))) fail(`--lr must be a positive number, got ${s.lr}`);
-  if (!Number.isInteger(s.batchSize) || s.batchSize < 1) fail(`--batch-size must be a positive integer, got ${s.batchSize}`);
-  if (!Number.isInteger(s.seed) || s.seed < 0) fail(`--seed must be a non-negative integer, got ${s.seed}`);
+  const s = resolveOptions(UNLEARN_OPTIONS, pickOptions(UNLEARN_OPTIONS, o));
+  if (shape && s.jitter >= Math.min(shape[1], shape[2])) fail(`option jitter (${s.jitter}) must be smaller than the image side (${Math.min(shape[1], shape[2])} pixels)`);
   return s;
 }
 
@@ -631,7 +560,7 @@ export async function heldOutScore(model: Model, held: Dataset, triggers: Revers
   const clean = await predictLabels(model, held, { batchSize });
   const preds: Int32Array[] = [];
   for (const t of triggers) preds.push(await predictLabels(model, stampedSource(held, t), { batchSize }));
-  return { accuracy: countEqual(clean, labels) / labels.length, triggerSuccess: worstSuccess(preds, labels, triggers) };
+  return { accuracy: countCorrect(clean, labels) / labels.length, triggerSuccess: worstTriggerSuccess(preds, labels, triggers.map((t) => t.label)) };
 }
 
 /**
@@ -709,6 +638,6 @@ export async function ncUnlearn(model: Model, data: NcData, triggers: ReversedTr
     }
   }
   const repaired = { ...best.model, name: `${model.name}_unlearned` };
-  const ev = await evaluatePair(model, repaired, data, triggers, opts.evalBatchSize);
+  const ev = await evaluateModels(model, repaired, ncEvalSets(data, triggers), opts.evalBatchSize);
   return { ...ev, model: repaired, gGraph: gFromPair(model, repaired, `${model.name}_unlearn_G`), history, chosenEpoch: best.epoch, triggersUsed: used.length, settings };
 }

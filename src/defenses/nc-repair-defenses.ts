@@ -1,7 +1,7 @@
 // Neural Cleanse's two repairs behind the Defense interface: neuron pruning and unlearning. Both start from
 // the reversed triggers of the flagged labels (ctx.triggers); with nothing flagged they repair nothing.
-import { checkNcPruneOptions, ncPrune, ncUnlearn } from "./nc-mitigation.js";
-import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, notApplied, SEED_OPTION, stageReporter, type DefenseContext, type DefenseOutcome, type TriggerInput } from "./defense.js";
+import { checkNcPruneOptions, NC_PRUNE_OPTIONS, ncPrune, ncUnlearn, UNLEARN_OPTIONS } from "./nc-mitigation.js";
+import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, repairOutcomeCore, notApplied, stageReporter, type DefenseContext, type DefenseOutcome, type TriggerInput } from "./defense.js";
 import type { Model } from "../model/model.js";
 import { gLine, pct, pctOrDash, triggerEvalLine } from "../report/text.js";
 import type { ReportEvalResult, ReportMitigation } from "../report/types.js";
@@ -35,9 +35,7 @@ export const ncPruneDefinition = defineDefense({
   needs: ["triggers"],
   options: {
     layer: { kind: "string", description: "layer whose neurons are pruned", defaultText: "the layer feeding the output layer" },
-    threshold: { kind: "number", description: "stop once the reversed trigger's attack success is below this fraction", default: 0.05, min: 0, exclusiveMin: true, max: 1 },
-    maxDrop: { kind: "number", description: "never lose more than this fraction of clean accuracy", default: 0.1, min: 0, max: 1 },
-    step: { kind: "number", description: "fraction of the layer's neurons pruned per step", default: 0.01, min: 0, exclusiveMin: true, max: 1 },
+    ...NC_PRUNE_OPTIONS,
     batchSize: BATCH_SIZE_OPTION,
   },
   async run(model, data, o, ctx) {
@@ -60,11 +58,7 @@ export const ncPruneDefinition = defineDefense({
     const stopText = { threshold: `reversed-trigger success below ${pct(settings.threshold)}`, "max-drop": `stopped: clean accuracy would drop more than ${pct(settings.maxDrop)}`, "all-pruned": "every neuron pruned without reaching the threshold" }[r.stop];
     const files: string[] = [];
     return {
-      title: `Neural Cleanse pruning — ${model.name}`,
-      repaired: r.model,
-      g: r.gGraph,
-      evaluation: { before: r.before, after: r.after },
-      gRates: r.g,
+      ...repairOutcomeCore(`Neural Cleanse pruning — ${model.name}`, r),
       sections: {
         pruning: r.pruning,
         neuralCleanse: src.neuralCleanse,
@@ -93,16 +87,7 @@ export const unlearnDefinition = defineDefense({
   kind: "repair",
   needs: ["triggers"],
   options: {
-    rounds: { kind: "integer", description: "rounds; each later one re-reverses the flagged labels' triggers on the unlearned network and unlearns them too", default: 1, min: 1 },
-    epochs: { kind: "integer", description: "most unlearning epochs per round (the epoch kept is chosen on a held-out clean split)", default: 10, min: 1 },
-    patience: { kind: "integer", description: "epochs without a better held-out score before a round stops", default: 2, min: 1 },
-    holdout: { kind: "number", description: "share of the clean data held out to choose the epoch (0: train on all, keep the last epoch)", default: 0.2, min: 0, max: 1 },
-    ratio: { kind: "number", description: "share of each batch stamped with a reversed trigger (true labels kept)", default: 0.2, min: 0, exclusiveMin: true, max: 1 },
-    jitter: { kind: "integer", description: "largest random shift of a stamped trigger, in pixels", default: 0, min: 0 },
-    minStrength: { kind: "number", description: "stamped mask scaled by a random factor in [min-strength, 1]", default: 1, min: 0, max: 1 },
-    lr: { kind: "number", description: "Adam learning rate", default: 1e-3, min: 0, exclusiveMin: true },
-    batchSize: { kind: "integer", description: "training batch size", default: 32, min: 1, max: 65536 },
-    seed: SEED_OPTION,
+    ...UNLEARN_OPTIONS,
   },
   async run(model, data, o, ctx) {
     const src = triggersOf(ctx);
@@ -135,11 +120,7 @@ export const unlearnDefinition = defineDefense({
     const s = r.settings;
     const files: string[] = [];
     return {
-      title: `Neural Cleanse unlearning — ${model.name}`,
-      repaired: r.model,
-      g: r.gGraph,
-      evaluation: { before: r.before, after: r.after },
-      gRates: r.g,
+      ...repairOutcomeCore(`Neural Cleanse unlearning — ${model.name}`, r),
       sections: { neuralCleanse: src.neuralCleanse, mitigation: { method: "unlearn", flagged: src.flagged, triggerSource: src.source, settings: s } },
       extra: { flagged: src.flagged, history: r.history, files },
       artifacts: repairArtifacts(r.model, r.gGraph, `Neural Cleanse unlearning G of ${model.name}: class ${model.numClasses} = B and the unlearned B' disagree`, files),

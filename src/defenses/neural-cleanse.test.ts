@@ -2,7 +2,7 @@
 // small models trained here (one with a 2x2 white-patch backdoor, one without).
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { numericGradient, relError } from "../graph/gradcheck.js";
+import { numericGradient, relError } from "../test/gradcheck.js";
 import { attr, Graph, tensor, type TensorData } from "../graph/ir.js";
 import { memoryDataset } from "../io/dataset.js";
 import { forwardGraph } from "../model/forward.js";
@@ -12,7 +12,8 @@ import { train } from "../train/trainer.js";
 import { fillUniform, mulberry32 } from "../util/random.js";
 import { parseLabels } from "../cli/commands/detect.js";
 import { anomalyIndices, mad, median, MAD_CONSISTENCY, normStats } from "./mad.js";
-import { buildStepGraph, checkFamilies, checkLabelList, detectBackdoor, pickShortlist, stampTrigger, withPooledRelus } from "./neural-cleanse.js";
+import { buildStepGraph, checkFamilies, checkLabelList, detectBackdoor, pickShortlist, stampTrigger } from "./neural-cleanse.js";
+import { poolBeforeRelu } from "../graph/transforms.js";
 import { triggerPngs } from "./nc-report.js";
 
 test("median and MAD on hand-checkable numbers", () => {
@@ -174,7 +175,8 @@ function tinyCnn(c: number, h: number, w: number, k: number, seed: number, filte
 test("moving Relu after MaxPool changes no logit", async () => {
   const m = tinyCnn(3, 9, 8, 5, 3); // 9x8: the first pool drops a row
   const x = tensor("float32", [4, 3, 9, 8], fillUniform(new Float32Array(4 * 3 * 72), -1, 1, mulberry32(9)));
-  const g2 = withPooledRelus(m.graph);
+  const g2 = m.graph.clone();
+  assert.equal(poolBeforeRelu(g2), 2);
   assert.equal(g2.nodes.filter((n) => n.op === "Relu").length, 2);
   assert.ok(g2.nodes.findIndex((n) => n.op === "MaxPool") < g2.nodes.findIndex((n) => n.op === "Relu"), "pool now comes first");
   const a = await Session.create(forwardGraph(m));

@@ -24,12 +24,13 @@
 // from `restarts` random starts and keeps its smallest successful trigger.
 import { fail } from "../errors.js";
 import { backward } from "../graph/autodiff.js";
-import { attr, Graph, tensor, type Node, type TensorData } from "../graph/ir.js";
+import { attr, Graph, tensor,type TensorData } from "../graph/ir.js";
+import { poolBeforeRelu } from "../graph/transforms.js";
 import type { Dataset } from "../io/dataset.js";
 import { checkLabels, checkShape } from "../io/dataset.js";
 import type { Model } from "../model/model.js";
 import type { ReportNcLabel } from "../report/types.js";
-import { Session } from "../runtime/session.js";
+import { withSession, type Session } from "../runtime/session.js";
 import { shuffled } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { embed } from "./g-model.js";
@@ -301,31 +302,6 @@ function stampNodes(g: Graph, mask: string, pattern: string, x: string, shape: [
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// A forward graph that differentiates faster
-
-/**
- * Swaps every Relu → MaxPool pair into MaxPool → Relu, which computes the same numbers (max and relu commute,
- * relu being monotonic) with the Relu, and so its gradient (a Where over the activation), on the pooled
- * tensor: a quarter of the size for 2×2 pools. Returns a new graph; other readers of the Relu keep it.
- */
-export function withPooledRelus(src: Graph): Graph {
-  const g = src.clone();
-  const producer = new Map<string, Node>();
-  for (const n of g.nodes) for (const o of n.outputs) if (o) producer.set(o, n);
-  for (const n of [...g.nodes]) {
-    if (n.op !== "MaxPool" || (n.outputs.length > 1 && n.outputs[1] !== "")) continue;
-    const relu = producer.get(n.inputs[0]);
-    if (relu?.op !== "Relu") continue;
-    const pooled = g.op("MaxPool", [relu.inputs[0]], { ...n.attrs });
-    const y = g.op("Relu", [pooled]);
-    g.replaceUses(n.outputs[0], y);
-  }
-  g.toposort();
-  g.prune([...g.inputs.map((i) => i.name)]);
-  return g;
-}
-
-// ---------------------------------------------------------------------------------------------------------
 // The step graph
 
 export interface StepGraph {
@@ -382,7 +358,10 @@ export function buildStepGraph(model: Model, batch: number, range: number, opts:
   const mask = g.op("Mul", [g.op("Add", [g.op("Tanh", [a]), one]), g.scalar(0.5)]);
   const pattern = g.op("Mul", [g.op("Add", [g.op("Tanh", [b]), one]), g.scalar(range / 2)]);
   const flat = stampNodes(g, mask, pattern, x, model.inputShape);
-  const rename = embed(g, fast ? withPooledRelus(model.graph) : model.graph, "model/", { [model.input]: flat });
+  // MaxPool before Relu computes the same and differentiates the Relu on the pooled (smaller) tensor.
+  const forward = model.graph.clone();
+  if (fast) poolBeforeRelu(forward);
+  const rename = embed(g, forward, "model/", { [model.input]: flat });
   const logits = g.op("Reshape", [rename(model.logits), g.ints([-1, batch, k])]); // [L, B, K]
 
   const t3 = g.op("Unsqueeze", [target, g.ints([1])]); // [L, 1, K]
@@ -894,17 +873,14 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     const phase = async (name: NcPhase, queue: LabelRun[], budget: number, batchSize: number) => {
       const B = Math.min(batchSize, nOpt);
       const step = buildStepGraph(model, B, range, { family });
-      const session = await Session.create(step.graph);
       let done = 0;
-      try {
-        await runPhase(step, session, queue, budget, pool, model, slots, s, (r) => {
+      await withSession(step.graph, (session) =>
+        runPhase(step, session, queue, budget, pool, model, slots, s, (r) => {
           r.moments = null;
           r.adamT = 0;
           opts.onProgress?.({ family, phase: name, done: ++done, total: queue.length, label: r.label, l1Norm: normOf(r) });
-        });
-      } finally {
-        await session.release();
-      }
+        }),
+      );
     };
     const runs = labels.map((l) => fresh(l, 0));
     // Successive screening rungs (K-Arm's idea): every label that can still be an outlier gets more steps, the
@@ -1091,11 +1067,10 @@ async function heldOutSuccess(model: Model, triggers: ReversedTrigger[], x: Floa
   const per = c * h * w;
   const e = x.length / per;
   const { graph, pred } = buildStampGraph(model);
-  const session = await Session.create(graph);
   const out: number[] = [];
   const chunk = Math.max(1, Math.min(slots, Math.floor(1024 / e)));
   const xt = tensor("float32", [e, c, h, w], x);
-  try {
+  await withSession(graph, async (session) => {
     for (let start = 0; start < triggers.length; start += chunk) {
       const part = triggers.slice(start, start + chunk);
       const res = await session.run({
@@ -1116,8 +1091,6 @@ async function heldOutSuccess(model: Model, triggers: ReversedTrigger[], x: Floa
         out.push(count > 0 ? hits / count : hitsAll / e);
       });
     }
-  } finally {
-    await session.release();
-  }
+  });
   return out;
 }

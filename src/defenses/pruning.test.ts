@@ -6,6 +6,7 @@ import { after, before, test } from "node:test";
 import { parse } from "../cli/command.js";
 import { defenseCommandNamed } from "../cli/commands/index.js";
 import { UserError } from "../errors.js";
+import { countCorrect } from "../eval/evaluate.js";
 import { writeKerasModel } from "../io/keras-save.js";
 import type { ReportData } from "../report/types.js";
 import { tensor } from "../graph/ir.js";
@@ -23,7 +24,6 @@ import {
   channelMask,
   checkDrops,
   convLayers,
-  countEqual,
   defaultPruneLayer,
   PruneEngine,
   pruneDefense,
@@ -99,7 +99,7 @@ test("cached-head predictions equal the full model with the same conv weights ze
     const head = await engine.predict(cached, channelMask(target.channels, channels));
     const full = await predictLabels(prunedModel(model, target, channels), valid);
     assert.deepEqual(head, full, `k=${k}`);
-    assert.equal(s.correct[k], countEqual(full, valid.labels!));
+    assert.equal(s.correct[k], countCorrect(full, valid.labels!));
   }
   await engine.release();
 });
@@ -128,12 +128,12 @@ test("sweep: curve starts at the unpruned accuracy, channels ordered by mean poo
   const pc = await engine.cache(poisoned, poisoned.labels!);
   const s = await sweep(engine, cached, pc, "increasing");
   await engine.release();
-  const unpruned = countEqual(await predictLabels(model, valid), valid.labels!) / valid.size;
+  const unpruned = countCorrect(await predictLabels(model, valid), valid.labels!) / valid.size;
   assert.equal(s.curve.length, target.channels + 1);
   assert.equal(s.curve[0].cleanAccuracy, unpruned);
   assert.equal(s.curve[0].channelsPruned, 0);
   assert.equal(s.curve[target.channels].fractionPruned, 1);
-  assert.equal(s.curve[0].asr, countEqual(await predictLabels(model, poisoned), poisoned.labels!) / poisoned.size);
+  assert.equal(s.curve[0].asr, countCorrect(await predictLabels(model, poisoned), poisoned.labels!) / poisoned.size);
   // Mean activation of pool_3 computed independently.
   const sess = await Session.create(forwardGraph(model, [target.value]));
   const out = (await sess.run({ input: tensor("float32", [valid.size, ...SHAPE], valid.read(0, valid.size)) }))[target.value];
@@ -175,7 +175,7 @@ test("pruneDefense: drops, G from one graph (class N exactly where B and B' disa
   const disagree = bClean.filter((v, i) => v !== rPred[i]).length;
   assert.ok(disagree > 0 && disagree < valid.size, `need both agreement and disagreement, got ${disagree}/${valid.size}`);
   assert.equal(rep.gRates.clean.flagged, disagree);
-  assert.equal(rep.evaluation.cleanAccuracy, countEqual(rPred, valid.labels!) / valid.size);
+  assert.equal(rep.evaluation.cleanAccuracy, countCorrect(rPred, valid.labels!) / valid.size);
 
   const gPath = join(dir, "G.onnx");
   writeOnnx(gPath, rep.g);

@@ -257,8 +257,6 @@ export class PruneEngine {
   }
 }
 
-export { countCorrect as countEqual } from "../eval/evaluate.js";
-
 /** Channels in pruning order: by mean activation (ties by channel index). */
 export function pruneOrder(means: ArrayLike<number>, order: PruneOrder): number[] {
   const idx = Array.from({ length: means.length }, (_, i) => i);

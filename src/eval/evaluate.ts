@@ -2,12 +2,12 @@
 // attacker's target, so ASR is the share of poisoned inputs classified as their stored label.
 //
 // One routine counts correct predictions (countCorrect); evalResult turns one network's predictions into the
-// report's accuracy/ASR, evaluatePair gives B, B′ and G from both networks' predictions. Where predictions come
-// from is the caller's business: predictLabels on a Dataset, or the pruning engine's cached fast path.
-import { gRates } from "../defenses/g-model.js";
+// report's accuracy/ASR (and a reversed trigger's success), gRates gives G's counts, evaluatePair gives B, B′
+// and G from both networks' predictions. Where predictions come from is the caller's business: predictLabels
+// on a Dataset (predictSplit, evaluateModels), or the pruning engine's cached fast path.
 import type { Dataset } from "../io/dataset.js";
 import { checkLabels, checkShape, requireLabels } from "../io/dataset.js";
-import { predictLabels } from "../model/forward.js";
+import { predictLabels, type BatchSource } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import type { ReportEvalResult, ReportG } from "../report/types.js";
 
@@ -37,17 +37,45 @@ export function accuracyOf(pred: Int32Array, labels: Int32Array): Accuracy {
   return { n: pred.length, correct, accuracy: pred.length ? correct / pred.length : 0 };
 }
 
+/** Stamped inputs (whose true label is not the target) classified as the target. */
+export function triggerHits(pred: Int32Array, labels: Int32Array, target: number): { n: number; hits: number } {
+  let n = 0, hits = 0;
+  for (let i = 0; i < pred.length; i++) {
+    if (labels[i] === target) continue;
+    n++;
+    if (pred[i] === target) hits++;
+  }
+  return { n, hits };
+}
+
+/** The largest success over several triggers: preds[i] are the predictions on the inputs stamped with trigger i. */
+export function worstTriggerSuccess(preds: readonly Int32Array[], labels: Int32Array, targets: readonly number[]): number {
+  let worst = 0;
+  targets.forEach((target, i) => {
+    const r = triggerHits(preds[i], labels, target);
+    worst = Math.max(worst, r.n ? r.hits / r.n : 0);
+  });
+  return worst;
+}
+
 /** Top-1 predictions of one network on the clean evaluation data and, when given, the poisoned data. */
 export interface SplitPredictions {
   clean: Int32Array;
   poisoned?: Int32Array;
+  /** On the clean evaluation data stamped with each reversed trigger, in the order of `triggerTargets`. */
+  stamped?: Int32Array[];
 }
-/** True labels of the clean data; the attacker's targets of the poisoned data. */
-export type SplitLabels = SplitPredictions;
+/** True labels of the clean data; the attacker's targets of the poisoned data; the reversed triggers' targets. */
+export interface SplitLabels {
+  clean: Int32Array;
+  poisoned?: Int32Array;
+  triggerTargets?: number[];
+}
 
-/** Clean accuracy and (with poisoned predictions) ASR of one network. */
+/** Clean accuracy, (with poisoned predictions) ASR and (with stamped predictions) reversed-trigger success of one network. */
 export function evalResult(pred: SplitPredictions, labels: SplitLabels): ReportEvalResult {
   const r: ReportEvalResult = { cleanAccuracy: accuracyOf(pred.clean, labels.clean).accuracy, nClean: pred.clean.length };
+  if (pred.stamped && labels.triggerTargets?.length) r.triggerSuccess = worstTriggerSuccess(pred.stamped, labels.clean, labels.triggerTargets);
   if (pred.poisoned && labels.poisoned) {
     r.asr = accuracyOf(pred.poisoned, labels.poisoned).accuracy;
     r.nPoisoned = pred.poisoned.length;
@@ -55,14 +83,79 @@ export function evalResult(pred: SplitPredictions, labels: SplitLabels): ReportE
   return r;
 }
 
+/** Top-1 predictions of B and of the repaired network on one data set, with its labels. */
+export interface PairPredictions {
+  pred: Int32Array;
+  repaired: Int32Array;
+  /** True labels (clean) or the attacker's target (poisoned). */
+  labels: Int32Array;
+}
+
+/**
+ * G's outcome from B's and B′'s top-1 predictions (G(x) = B(x) if they agree, else N): on clean data,
+ * correct = agreed and right, flagged = disagreed (false positives); on poisoned data, flagged = detected,
+ * attackSuccess = agreed on the attacker's target.
+ */
+export function gRates(numClasses: number, clean: PairPredictions, poisoned?: PairPredictions): ReportG {
+  const count = (p: PairPredictions) => {
+    let flagged = 0, hit = 0;
+    for (let i = 0; i < p.pred.length; i++) {
+      if (p.pred[i] !== p.repaired[i]) flagged++;
+      else if (p.pred[i] === p.labels[i]) hit++;
+    }
+    return { n: p.pred.length, flagged, hit };
+  };
+  const c = count(clean);
+  const r: ReportG = { numClasses, clean: { n: c.n, correct: c.hit, flagged: c.flagged } };
+  if (poisoned) {
+    const q = count(poisoned);
+    r.poisoned = { n: q.n, flagged: q.flagged, attackSuccess: q.hit };
+  }
+  return r;
+}
+
+export interface PairEvaluation {
+  before: ReportEvalResult;
+  after: ReportEvalResult;
+  g: ReportG;
+}
+
 /** B, the repaired B′ and G (B where both agree on the top-1 class, else class N) on the same data. */
-export function evaluatePair(numClasses: number, b: SplitPredictions, repaired: SplitPredictions, labels: SplitLabels): { before: ReportEvalResult; after: ReportEvalResult; g: ReportG } {
+export function evaluatePair(numClasses: number, b: SplitPredictions, repaired: SplitPredictions, labels: SplitLabels): PairEvaluation {
   const poisoned = b.poisoned && repaired.poisoned && labels.poisoned ? { pred: b.poisoned, repaired: repaired.poisoned, labels: labels.poisoned } : undefined;
   return {
     before: evalResult(b, labels),
     after: evalResult(repaired, labels),
     g: gRates(numClasses, { pred: b.clean, repaired: repaired.clean, labels: labels.clean }, poisoned),
   };
+}
+
+/** The data a pair of networks is evaluated on: labelled clean data, poisoned data, stamped copies of the clean data. */
+export interface EvalSets {
+  clean: Dataset;
+  poisoned?: Dataset;
+  /** The clean data stamped with each reversed trigger (same order as the images of `clean`), with its target. */
+  stamped?: { source: BatchSource; target: number }[];
+}
+
+/** One network's top-1 predictions on every set. */
+export async function predictSplit(model: Model, sets: EvalSets, batchSize?: number): Promise<SplitPredictions> {
+  const clean = await predictLabels(model, sets.clean, { batchSize });
+  const stamped: Int32Array[] = [];
+  for (const s of sets.stamped ?? []) stamped.push(await predictLabels(model, s.source, { batchSize }));
+  const poisoned = sets.poisoned ? await predictLabels(model, sets.poisoned, { batchSize }) : undefined;
+  return { clean, stamped, poisoned };
+}
+
+export function splitLabels(sets: EvalSets): SplitLabels {
+  return { clean: sets.clean.labels!, poisoned: sets.poisoned?.labels ?? undefined, triggerTargets: sets.stamped?.map((s) => s.target) };
+}
+
+/** B and the repaired network run on the same sets: evaluatePair from predictLabels. */
+export async function evaluateModels(b: Model, repaired: Model, sets: EvalSets, batchSize?: number): Promise<PairEvaluation> {
+  const pb = await predictSplit(b, sets, batchSize);
+  const pr = await predictSplit(repaired, sets, batchSize);
+  return evaluatePair(b.numClasses, pb, pr, splitLabels(sets));
 }
 
 export function checkData(model: Model, ds: Dataset, what: string): Int32Array {

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { backward } from "./autodiff.js";
-import { numericGradient, relError } from "./gradcheck.js";
+import { numericGradient, relError } from "../test/gradcheck.js";
 import { attr, Graph, tensor, type Attrs, type TensorData } from "./ir.js";
 import { softmaxCrossEntropy } from "./losses.js";
 import { Session } from "../runtime/session.js";

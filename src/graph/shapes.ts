@@ -1,6 +1,6 @@
 // Static shape inference for the ONNX ops the IR uses (opset 17 semantics).
-import type { Attrs, DType, Dim, Graph, Node } from "./ir.js";
-import { GraphError, intValues } from "./ir.js";
+import type { Graph } from "./ir.js";
+import { GraphError, intValues, type Attrs, type DType, type Dim, type Node } from "./tensor.js";
 
 export interface OutInfo {
   dtype: DType;

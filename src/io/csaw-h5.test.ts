@@ -5,8 +5,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import h5wasm from "h5wasm/node";
 import { UserError } from "../errors.js";
-import { decideLayout, hasHdf5Signature, openCsawH5, writeCsawH5 } from "./csaw-h5.js";
-import { openDataset } from "./dataset.js";
+import { decideLayout, openCsawH5, writeCsawH5 } from "./csaw-h5.js";
+import { hasHdf5Signature } from "./hdf5.js";
+import { openDataset } from "./open-dataset.js";
 
 const dir = mkdtempSync(join(tmpdir(), "csaw-h5-test-"));
 test.after(() => rmSync(dir, { recursive: true, force: true }));

@@ -4,7 +4,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { UserError } from "../errors.js";
-import { checkLabels, checkShape, memoryDataset, openDataset, requireLabels, uint8Dataset } from "./dataset.js";
+import { checkLabels, checkShape, memoryDataset, requireLabels, uint8Dataset } from "./dataset.js";
+import { openDataset } from "./open-dataset.js";
 
 const dir = mkdtempSync(join(tmpdir(), "dataset-test-"));
 test.after(() => rmSync(dir, { recursive: true, force: true }));

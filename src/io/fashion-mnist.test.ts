@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { UserError } from "../errors.js";
-import { openDataset } from "./dataset.js";
+import { openDataset } from "./open-dataset.js";
 import { fashionMnistSkip } from "../test/fixtures.js";
 import { DEFAULT_FASHION_MNIST_DIR, fashionMnistDir, loadFashionMnist, openIdxImages, readIdx } from "./fashion-mnist.js";
 

@@ -20,7 +20,7 @@ import { Session } from "../runtime/session.js";
 import { ROOT } from "../test/fixtures.js";
 import { runCli, tempDir } from "../test/make-bad-files.js";
 import { mulberry32 } from "../util/random.js";
-import { openDataset } from "./dataset.js";
+import { openDataset } from "./open-dataset.js";
 import { decodeImage, encodePng } from "./images.js";
 import { readKerasModel } from "./keras-h5.js";
 

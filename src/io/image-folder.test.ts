@@ -4,7 +4,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { UserError } from "../errors.js";
-import { openDataset } from "./dataset.js";
+import { openDataset } from "./open-dataset.js";
 import { openImageFiles, openImageFolder, readLabelsCsv } from "./image-folder.js";
 import { decodeImage, encodePng, toNchw } from "./images.js";
 import { FIXTURES } from "../test/fixtures.js";

@@ -6,7 +6,7 @@ import h5wasm from "h5wasm/node";
 import { fail } from "../errors.js";
 import { ARCHS, type ArchLayer, type ArchSpec } from "../model/archs.js";
 import type { LayerSpec, LayerWeight, ModelSpec } from "../model/spec.js";
-import { checkFilters, openH5ForRead, readingHdf5 } from "./csaw-h5.js";
+import { checkFilters, openH5ForRead, readingHdf5 } from "./hdf5.js";
 
 type H5Group = InstanceType<typeof h5wasm.Group>;
 type Json = Record<string, unknown>;

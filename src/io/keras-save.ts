@@ -7,7 +7,7 @@ import { existsSync, renameSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import h5wasm from "h5wasm/node";
 import { fail } from "../errors.js";
-import { writingHdf5 } from "./csaw-h5.js";
+import { writingHdf5 } from "./hdf5.js";
 import type { LayerSpec, ModelSpec } from "../model/spec.js";
 
 type H5Group = InstanceType<typeof h5wasm.Group>;

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { backward } from "../graph/autodiff.js";
-import { numericGradient } from "../graph/gradcheck.js";
+import { numericGradient } from "../test/gradcheck.js";
 import { tensor } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";
 import { decodeImage, toNchw } from "../io/images.js";

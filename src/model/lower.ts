@@ -69,6 +69,13 @@ export function onnxConvToKeras(t: TensorData): { shape: number[]; data: Float32
 }
 
 /** Explicit [begin_h, begin_w, end_h, end_w] pads reproducing TF "same" padding (extra at the end). */
+/** ONNX pads [top, left, bottom, right] for a Keras padding ("valid" or "same") over an NCHW input. */
+function kerasPads(layer: LayerSpec, padding: unknown, nchw: readonly number[], k: [number, number], s: [number, number]): number[] {
+  if (padding === "valid") return [0, 0, 0, 0];
+  if (padding === "same") return samePads(nchw[2]!, nchw[3]!, k, s);
+  return unsupported(layer, "padding", padding);
+}
+
 function samePads(inH: number, inW: number, k: [number, number], s: [number, number]): number[] {
   const total = (n: number, kk: number, ss: number) => Math.max((Math.ceil(n / ss) - 1) * ss + kk - n, 0);
   const th = total(inH, k[0], s[0]);
@@ -173,12 +180,7 @@ class Lowerer {
         requireDefault(layer, "groups", (v) => v === 1);
         const k = pair(cfg.kernel_size, layer, "kernel_size");
         const s = pair(cfg.strides ?? 1, layer, "strides");
-        const padding = cfg.padding ?? "valid";
-        const [, , ih, iw] = g.shape(x) as number[];
-        let pads: number[];
-        if (padding === "valid") pads = [0, 0, 0, 0];
-        else if (padding === "same") pads = samePads(ih, iw, k, s);
-        else unsupported(layer, "padding", padding);
+        const pads = kerasPads(layer, cfg.padding ?? "valid", g.shape(x) as number[], k, s);
         const kernel = this.param(layer, weight(layer, "kernel:0")!, kerasConvToOnnx(weight(layer, "kernel:0")!));
         const inputs = [x, kernel];
         if (cfg.use_bias !== false) {
@@ -195,12 +197,7 @@ class Lowerer {
         this.checkChannelsLast(layer);
         const k = pair(cfg.pool_size ?? 2, layer, "pool_size");
         const s = pair(cfg.strides ?? k, layer, "strides");
-        const padding = cfg.padding ?? "valid";
-        const [, , ih, iw] = g.shape(x) as number[];
-        let pads: number[];
-        if (padding === "valid") pads = [0, 0, 0, 0];
-        else if (padding === "same") pads = samePads(ih, iw, k, s);
-        else unsupported(layer, "padding", padding);
+        const pads = kerasPads(layer, cfg.padding ?? "valid", g.shape(x) as number[], k, s);
         const op = layer.className === "MaxPooling2D" ? "MaxPool" : "AveragePool";
         return g.op(op, [x], { kernel_shape: attr.ints(k), strides: attr.ints(s), pads: attr.ints(pads) }, out);
       }

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { Graph, f32, tensor, type TensorData } from "../graph/ir.js";
-import { openDataset } from "../io/dataset.js";
+import { openDataset } from "../io/open-dataset.js";
 import { loadModel } from "../io/load-model.js";
 import { Session } from "../runtime/session.js";
 import { CLI } from "../test/fixtures.js";

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { channelMask, PruneEngine, prunable, prunedModel, pruneTarget } from "../defenses/pruning.js";
 import { downstreamNodes } from "../graph/transforms.js";
-import { openDataset } from "../io/dataset.js";
+import { openDataset } from "../io/open-dataset.js";
 import { loadModel } from "../io/load-model.js";
 import { missingPytorchFixtures, pytorchFile, pytorchManifest } from "../test/pytorch-fixtures.js";
 import { predictLabels } from "./forward.js";

@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { backward } from "../graph/autodiff.js";
-import { numericGradient, relError } from "../graph/gradcheck.js";
+import { numericGradient, relError } from "../test/gradcheck.js";
 import { attr, tensor, type TensorData } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";
 import { forwardGraph } from "../model/forward.js";

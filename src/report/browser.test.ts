@@ -118,7 +118,7 @@ test("reports open offline in Chromium with every chart drawn and every image de
       const check = await openReport(browser, file, shot);
       assertChartsDrawn(check, CHARTS);
       assertImagesDecoded(check, 4 * data.neuralCleanse!.triggers.length);
-      assert.deepEqual(check.sections, ["model", "evaluation", "pruning", "neural-cleanse", "strip", "g", "timings"]);
+      assert.deepEqual(check.sections, ["model", "evaluation", "pruning", "neural-cleanse", "strip", "mitigation", "g", "g-calibration", "timings"]);
       // The flagged label is one bar among 1,283: its highlight must still reach the screen.
       const norm = check.canvases.find((c) => c.id === "chart-nc-norm")!;
       assert.ok(norm.red > 20, `flagged label visible in the norm chart (${norm.red} red pixels)`);

@@ -20,9 +20,12 @@ import type {
   ReportEvalResult,
   ReportEvaluation,
   ReportG,
+  ReportGCalibration,
+  ReportMitigation,
   ReportModel,
   ReportNeuralCleanse,
   ReportPruning,
+  ReportRate,
   ReportStrip,
 } from "./types.js";
 
@@ -417,6 +420,98 @@ function gSection(g: ReportG): string {
   );
 }
 
+const MITIGATION_LEAD: Record<ReportMitigation["method"], string> = {
+  "nc-prune":
+    "Neural Cleanse pruning: the neurons that react most to the reversed triggers (largest mean activation increase from clean to stamped inputs) were pruned a step at a time until the reversed triggers stopped working or clean accuracy dropped too far.",
+  unlearn:
+    "Neural Cleanse unlearning: B was fine-tuned on clean data where a share of the images carry a reversed trigger but keep their true label, so the network learns that the trigger means nothing.",
+};
+
+const STOP_TEXT: Record<string, string> = {
+  threshold: "reversed triggers below the success threshold",
+  "max-drop": "clean-accuracy drop limit reached",
+  "all-pruned": "every neuron pruned",
+};
+
+function mitigationSection(m: ReportMitigation): string {
+  const flagged = m.flagged.length
+    ? m.flagged.map((l) => `<span class="badge bad">label ${fmtInt(l)}</span>`).join(" ")
+    : `<span class="badge good">none</span>`;
+  const items: [string, string][] = [
+    ["Method", e(m.method)],
+    ["Flagged labels", flagged],
+    ["Triggers from", e(m.triggerSource)],
+  ];
+  if (m.layer !== undefined) items.push(["Layer", `<code>${e(m.layer)}</code>`]);
+  if (ok(m.neurons) && ok(m.neuronsPruned)) items.push(["Neurons pruned", `${fmtInt(m.neuronsPruned)} of ${fmtInt(m.neurons)} <span class="sub">(${fmtPct(ratio(m.neuronsPruned, m.neurons), 1)})</span>`]);
+  if (m.stop !== undefined) items.push(["Stopped", e(STOP_TEXT[m.stop] ?? m.stop)]);
+  let body = stats(items);
+  if (ok(m.neurons) && ok(m.neuronsPruned)) {
+    body += gBar(
+      [
+        { label: "Pruned", count: m.neuronsPruned, cls: "warn" },
+        { label: "Kept", count: Math.max(m.neurons - m.neuronsPruned, 0), cls: "neutral" },
+      ],
+      m.neurons,
+    );
+  }
+  const settings = Object.entries(m.settings ?? {});
+  if (settings.length) body += `<h3>Settings</h3>` + table(["Setting", "Value"], settings.map(([k, v]) => [`<code>${e(k)}</code>`, e(String(v))]), 1, "compact");
+  const lead = m.flagged.length ? MITIGATION_LEAD[m.method] : "Neural Cleanse flagged no label, so there was no reversed trigger to repair with and the network was left as it was.";
+  return section("mitigation", "Neural Cleanse repair", lead, body);
+}
+
+/** "1.20% [0.80%, 1.70%]": a rate with its 95% interval. */
+function rateText(r: ReportRate): string {
+  return `${fmtPct(r.rate)} <span class="sub">[${fmtPct(r.ci95[0])}, ${fmtPct(r.ci95[1])}]</span>`;
+}
+
+/** A rate on a 0..max axis: its 95% interval as a band, the rate as a dot, and an optional target line. */
+function intervalBar(r: ReportRate, max: number, target?: number): string {
+  const at = (v: number) => `${Math.min(100, Math.max(0, (100 * v) / max)).toFixed(3)}%`;
+  const band = `<span class="ci-band" style="left:${at(r.ci95[0])};width:calc(${at(r.ci95[1])} - ${at(r.ci95[0])})"></span>`;
+  const dot = `<span class="ci-dot" style="left:${at(r.rate)}" title="${e(`${fmtPct(r.rate)} (${fmtInt(r.count)} of ${fmtInt(r.n)})`)}"></span>`;
+  const line = target === undefined ? "" : `<span class="ci-target" style="left:${at(target)}" title="${e(`target ${fmtPct(target)}`)}"></span>`;
+  return `<div class="ci"><span class="ci-axis">0</span><span class="ci-track">${band}${line}${dot}</span><span class="ci-axis">${fmtPct(max, max < 0.1 ? 1 : 0)}</span></div>`;
+}
+
+function gCalibrationSection(c: ReportGCalibration): string {
+  const guarantee = c.guarantee === "marginal" ? "in expectation (marginal)" : `with probability ${fmtPct(c.guarantee.confidence, 0)} over the held-out draw`;
+  const items: [string, string][] = [
+    ["False-alarm target", fmtPct(c.fprTarget)],
+    ["Guarantee", e(guarantee)],
+    ["Held-out clean images", fmtInt(c.heldOut.n)],
+    ["Flagged there", countShare(c.heldOut.flagged, c.heldOut.n)],
+  ];
+  if (c.cleanTest) items.push(["False alarms, clean test", rateText(c.cleanTest)]);
+  if (c.poisoned) items.push(["Poisoned detected", rateText(c.poisoned)]);
+  let body = stats(items);
+  body +=
+    `<h3>Signals</h3>` +
+    table(
+      ["Signal", "Threshold (flags above)"],
+      c.signals.map((sig, j) => {
+        const t = c.thresholds[j];
+        return [e(sig), ok(t) ? fmtNum(t, 4) : `<span class="sub">never flags</span>`];
+      }),
+      1,
+      "compact",
+    );
+  if (c.cleanTest) {
+    const max = Math.max(c.cleanTest.ci95[1], c.fprTarget) * 1.25 || 1;
+    body += `<h3>False alarms on clean test data</h3><p class="note">${fmtInt(c.cleanTest.count)} of ${fmtInt(c.cleanTest.n)} clean inputs flagged; the band is the 95% interval, the line the target.</p>` + intervalBar(c.cleanTest, max, c.fprTarget);
+  }
+  if (c.poisoned) {
+    body += `<h3>Detection on poisoned data</h3><p class="note">${fmtInt(c.poisoned.count)} of ${fmtInt(c.poisoned.n)} poisoned inputs flagged; the band is the 95% interval.</p>` + intervalBar(c.poisoned, 1);
+  }
+  return section(
+    "g-calibration",
+    "Calibrated G",
+    `G flags an input when any signal exceeds its threshold. The thresholds were set on held-out clean images the repair never saw so that at most ${fmtPct(c.fprTarget)} of clean inputs are flagged ${e(guarantee)}.`,
+    body,
+  );
+}
+
 function timingsSection(t: Record<string, number>): string {
   const entries = Object.entries(t);
   const total = entries.reduce((s, [, v]) => s + (ok(v) ? v : 0), 0);
@@ -436,7 +531,9 @@ const NAV: [keyof ReportData, string, string][] = [
   ["pruning", "pruning", "Pruning"],
   ["neuralCleanse", "neural-cleanse", "Neural Cleanse"],
   ["strip", "strip", "STRIP"],
+  ["mitigation", "mitigation", "NC repair"],
   ["g", "g", "Repaired G"],
+  ["gCalibration", "g-calibration", "Calibrated G"],
   ["timings", "timings", "Timings"],
 ];
 
@@ -450,7 +547,9 @@ export function renderReport(data: ReportData): string {
   if (data.pruning) sections.push(pruningSection(data.pruning, charts));
   if (data.neuralCleanse) sections.push(ncSection(data.neuralCleanse, charts));
   if (data.strip) sections.push(stripSection(data.strip, charts));
+  if (data.mitigation) sections.push(mitigationSection(data.mitigation));
   if (data.g) sections.push(gSection(data.g));
+  if (data.gCalibration) sections.push(gCalibrationSection(data.gCalibration));
   if (data.timings && Object.keys(data.timings).length > 0) sections.push(timingsSection(data.timings));
 
   const nav = NAV.filter(([k]) => data[k] !== undefined)
@@ -574,6 +673,11 @@ figcaption{font-size:12px;color:var(--ink3);margin-top:4px}
 .tbar{display:block;height:8px;min-width:160px;background:#f1f5f9;border-radius:4px;overflow:hidden}
 .tbar span{display:block;height:100%;background:var(--blue);border-radius:4px}
 table.timings td:nth-child(3){width:45%}
+.ci{display:flex;align-items:center;gap:10px;margin:6px 0 4px;font-size:12px;color:var(--ink3)}
+.ci-track{position:relative;flex:1;height:18px;background:#f1f5f9;border:1px solid var(--line);border-radius:6px}
+.ci-band{position:absolute;top:3px;bottom:3px;background:#93c5fd;border-radius:4px;min-width:2px}
+.ci-dot{position:absolute;top:50%;width:10px;height:10px;margin:-5px 0 0 -5px;border-radius:50%;background:var(--blue);border:2px solid #fff}
+.ci-target{position:absolute;top:-4px;bottom:-4px;width:2px;margin-left:-1px;background:var(--red)}
 footer.wrap{color:var(--ink3);font-size:12px;padding-top:4px;padding-bottom:32px}
 @media (max-width:640px){.card{padding:16px}.triggers{grid-template-columns:1fr}.hero h1{font-size:24px}}
 @media print{.toc{display:none}.card{break-inside:avoid;box-shadow:none}body{background:#fff}}

@@ -19,7 +19,7 @@ import {
 import { syntheticReport } from "./testdata.js";
 import type { ReportData } from "./types.js";
 
-const ALL_SECTIONS = ["model", "evaluation", "pruning", "neural-cleanse", "strip", "g", "timings"];
+const ALL_SECTIONS = ["model", "evaluation", "pruning", "neural-cleanse", "strip", "mitigation", "g", "g-calibration", "timings"];
 
 /** Text of the <script type="application/json" id=...> element, up to the first "</script>". */
 function jsonBlock(html: string, id: string): string | undefined {
@@ -159,6 +159,55 @@ test("tables show the numbers from the data", () => {
   for (const d of full.pruning!.drops) assert.ok(html.includes(pct(d.cleanAccuracy)));
   // Every flagged label is listed (and called out) in the Neural Cleanse table.
   for (const f of full.neuralCleanse!.flagged) assert.ok(html.includes(`<span class="badge bad">label ${f}</span>`));
+});
+
+/** The HTML of one <section id=...>, up to its closing tag. */
+function sectionHtml(page: string, id: string): string {
+  const start = page.indexOf(`<section id="${id}"`);
+  assert.ok(start >= 0, `section ${id} rendered`);
+  return page.slice(start, page.indexOf("</section>", start));
+}
+
+test("the mitigation section shows the method, flagged labels, pruned neurons and settings", () => {
+  const m = full.mitigation!;
+  const sec = sectionHtml(html, "mitigation");
+  assert.ok(sec.includes(`>${m.method}<`));
+  for (const f of m.flagged) assert.ok(sec.includes(`<span class="badge bad">label ${f}</span>`));
+  assert.ok(sec.includes(m.triggerSource));
+  assert.ok(sec.includes(`<code>${m.layer}</code>`));
+  assert.ok(sec.includes(`${m.neuronsPruned} of ${m.neurons}`));
+  for (const [k, v] of Object.entries(m.settings!)) assert.ok(sec.includes(`<code>${k}</code>`) && sec.includes(`>${v}<`), k);
+  assert.ok(html.includes('href="#mitigation"'));
+
+  const none = sectionHtml(renderReport({ mitigation: { method: "unlearn", flagged: [], triggerSource: "trigger folder out/nc" } }), "mitigation");
+  assert.match(none, /flagged no label/);
+  assert.ok(!none.includes("badge bad"), "no flagged label drawn");
+  assert.ok(!none.includes("Neurons pruned"), "no pruning numbers for unlearning");
+});
+
+test("the calibrated-G section shows the target, signals, thresholds and rates with their intervals", () => {
+  const c = full.gCalibration!;
+  const sec = sectionHtml(html, "g-calibration");
+  const pct = (v: number) => `${(v * 100).toFixed(2)}%`;
+  assert.ok(sec.includes(pct(c.fprTarget)));
+  c.signals.forEach((sig, j) => {
+    const t = c.thresholds[j];
+    const row = sec.slice(sec.indexOf(`<td>${sig}</td>`), sec.indexOf("</tr>", sec.indexOf(`<td>${sig}</td>`)));
+    assert.ok(row.length > 0, sig);
+    assert.ok(t === null ? row.includes("never flags") : row.includes(t.toFixed(4)), sig);
+  });
+  assert.ok(sec.includes(c.heldOut.n.toLocaleString("en-US")));
+  for (const r of [c.cleanTest!, c.poisoned!]) {
+    assert.ok(sec.includes(`${pct(r.rate)} <span class="sub">[${pct(r.ci95[0])}, ${pct(r.ci95[1])}]</span>`));
+    assert.ok(sec.includes(`${r.count.toLocaleString("en-US")} of ${r.n.toLocaleString("en-US")}`));
+  }
+  // One interval bar per measured rate; the clean one carries the target line.
+  assert.equal((sec.match(/class="ci-band"/g) ?? []).length, 2);
+  assert.equal((sec.match(/class="ci-target"/g) ?? []).length, 1);
+
+  const bare = sectionHtml(renderReport({ gCalibration: { ...c, guarantee: "marginal", cleanTest: undefined, poisoned: undefined } }), "g-calibration");
+  assert.match(bare, /marginal/);
+  assert.ok(!bare.includes("ci-band"), "no interval without a measured rate");
 });
 
 test("pngDataUri accepts bare or prefixed base64 PNG and rejects anything else", () => {

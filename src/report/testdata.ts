@@ -1,5 +1,6 @@
 // A realistic synthetic ReportData (shaped like a CSAW-HackML "sunglasses" run on the 1,283-identity face
 // network) for the report tests and the docs screenshot. Deterministic: a seeded generator, no I/O.
+import { rateWithInterval } from "../defenses/g-calibrate.js";
 import { PNG } from "pngjs";
 import type { ReportData, ReportNcLabel, ReportPruningDrop, ReportPruningPoint, ReportTrigger } from "./types.js";
 import { mulberry32 } from "../util/random.js";
@@ -203,6 +204,25 @@ export function syntheticReport(opts: SyntheticOptions = {}): ReportData {
       numClasses: K,
       clean: { n: nClean, correct: Math.round(0.9214 * nClean), flagged: Math.round(0.031 * nClean) },
       poisoned: { n: nClean, flagged: Math.round(0.9902 * nClean), attackSuccess: Math.round(0.0071 * nClean) },
+    },
+    mitigation: {
+      method: "nc-prune",
+      flagged,
+      triggerSource: "neural-cleanse detection",
+      layer: "activation_1",
+      neurons: 160,
+      neuronsPruned: 14,
+      stop: "threshold",
+      settings: { threshold: 0.05, maxDrop: 0.1, step: 0.01 },
+    },
+    gCalibration: {
+      fprTarget: 0.01,
+      guarantee: { confidence: 0.95 },
+      signals: ["disagreement", "strip", "trigger", "confidence"],
+      thresholds: [2.31, -0.412, null, 3.07],
+      heldOut: { n: 2000, flagged: 11 },
+      cleanTest: rateWithInterval(Math.round(0.007 * nClean), nClean),
+      poisoned: rateWithInterval(Math.round(0.985 * nClean), nClean),
     },
     timings: { load: 0.42, evaluate: 3.8, "neural-cleanse": 812.5, prune: 41.2, strip: 19.7, "write report": 0.09 },
   };

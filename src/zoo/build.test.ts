@@ -6,7 +6,7 @@ import { after, before, test } from "node:test";
 import { PNG } from "pngjs";
 import { evaluate } from "../eval/evaluate.js";
 import { loadFashionMnistRaw } from "../io/fashion-mnist.js";
-import { openDataset } from "../io/dataset.js";
+import { openDataset } from "../io/open-dataset.js";
 import { loadModel } from "../io/load-model.js";
 import { predictLabels } from "../model/forward.js";
 import { lowerModel } from "../model/lower.js";

@@ -7,7 +7,7 @@ import { blendTrigger, isTransform, patchTrigger, pixelMax, poisonTestSet, poiso
 import { lowFrequencyTransform, randomPositionTransform, sigTransform, transformPreviewRgba, wanetTransform } from "../attacks/transforms.js";
 import { fail } from "../errors.js";
 import { accuracyOf, checkData, evaluate } from "../eval/evaluate.js";
-import { openDataset } from "../io/dataset.js";
+import { openDataset } from "../io/open-dataset.js";
 import { encodePng } from "../io/images.js";
 import { loadFashionMnistRaw, type RawImages } from "../io/fashion-mnist.js";
 import { writeCsawH5 } from "../io/csaw-h5.js";

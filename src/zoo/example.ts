@@ -6,7 +6,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { openDataset } from "../io/dataset.js";
+import { openDataset } from "../io/open-dataset.js";
 import { encodePng } from "../io/images.js";
 import { buildZoo, meetsTargets, type ZooManifest } from "./build.js";
 

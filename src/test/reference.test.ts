@@ -1,8 +1,8 @@
 // Every op of the reference interpreter against onnxruntime (float32) on random inputs, plus the gradient checker.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Graph, GraphError, attr, f32, i64, tensor } from "./ir.js";
-import type { Attrs, TensorData } from "./ir.js";
+import { Graph, GraphError, attr, f32, i64, tensor } from "../graph/ir.js";
+import type { Attrs, TensorData } from "../graph/ir.js";
 import { evaluate } from "./reference.js";
 import { numericGradient, relError } from "./gradcheck.js";
 import { Session } from "../runtime/session.js";

@@ -1,8 +1,8 @@
 // A float64 reference interpreter of the graph IR: plain JS, NCHW, ONNX opset-17 semantics. It is independent of
 // onnxruntime on purpose: it is the yardstick for finite-difference gradient checks and the naive-JS baseline.
 // Loops are written for clarity first; shapes always come from the actual tensors, never from g.values.
-import type { DType, Graph, Node, TensorData } from "./ir.js";
-import { GraphError, numel } from "./ir.js";
+import type { DType, Graph, Node, TensorData } from "../graph/ir.js";
+import { GraphError, numel } from "../graph/ir.js";
 
 /** A value during evaluation. Every dtype is held as float64 numbers (int64 exact up to 2^53, bool as 0/1). */
 export interface RefValue {

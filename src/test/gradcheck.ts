@@ -1,6 +1,6 @@
 // Finite-difference gradients on the float64 reference interpreter, the yardstick for the autodiff gradients.
-import type { Graph, TensorData } from "./ir.js";
-import { GraphError, numel } from "./ir.js";
+import type { Graph, TensorData } from "../graph/ir.js";
+import { GraphError, numel } from "../graph/ir.js";
 import { evaluateValues, nodesFor, runNodes } from "./reference.js";
 
 export interface NumericGradientOptions {
