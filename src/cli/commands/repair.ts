@@ -11,7 +11,7 @@ import { OUTPUT_OPTIONS, outDir, saveOutcome, writeJson } from "../output.js";
 
 export const repairCommand: Command = {
   name: "repair",
-  summary: `detect with Neural Cleanse, then repair (auto: unlearn if a label is flagged, else fine-prune; or ${DEFENSES.map((d) => d.name).join(", ")}); writes everything to --out`,
+  summary: `detect with Neural Cleanse, then repair (auto: candidate repairs scored on a held-out clean split, the best kept; or ${DEFENSES.map((d) => d.name).join(", ")}); writes everything to --out`,
   usage:
     `--model M [--arch deepid] [--input-scale S] --clean VALID [--test TEST] [--poisoned P] [--defense auto|${DEFENSES.map((d) => d.name).join("|")}] ` +
     "[--labels 0-9] [--skip-detect] [--seed 0] [--batch-size B] [--fpr 0.01|off] --out DIR [--report] [--force] [--json] [--quiet]",
@@ -19,7 +19,7 @@ export const repairCommand: Command = {
     ...MODEL_OPTIONS,
     "batch-size": { type: "string", description: "the defense's batch size (its own default when absent; Neural Cleanse keeps its own)" },
     ...DATA_OPTIONS,
-    defense: { type: "string", description: `the repair: auto (unlearn when a label is flagged, else fine-prune) or ${DEFENSES.map((d) => d.name).join(", ")}`, defaultText: "auto" },
+    defense: { type: "string", description: `the repair: auto (unlearn if a label is flagged, fine-prune and i-BAU, scored on a held-out part of --clean, the best kept; see result.json selection) or ${DEFENSES.map((d) => d.name).join(", ")}`, defaultText: "auto" },
     labels: { type: "string", description: "labels Neural Cleanse scans (e.g. 0,5,7 or 0-9)", defaultText: "all" },
     "skip-detect": { type: "boolean", description: "no Neural Cleanse detection (defenses that need its triggers refuse)" },
     seed: { type: "string", description: "seed of Neural Cleanse and of the defense", defaultText: "0" },
