@@ -55,3 +55,12 @@ test("repair auto scores every candidate on held-out data and chooses the same w
   const scores = sel.candidates.map((c) => ({ ...c }));
   assert.equal(scores[chooseCandidate(scores).index].defense, sel.chosen);
 });
+
+test("repair auto: a spent time budget runs only the first candidate and names the others", async () => {
+  const model = await backdooredModel();
+  const r = await repair(model, { clean: cleanSet(160, 31) }, { inputScale: 255, detect: { labels: [0, 1, 2, 3], steps: 60 }, budgetSeconds: 0, candidates: ["ibau", "unlearn"] });
+  const sel = r.outcome.sections.selection!;
+  assert.deepEqual(sel.candidates.map((c) => c.defense), ["ibau"]);
+  assert.deepEqual(sel.skipped, ["unlearn"]);
+  assert.equal(r.defense.name, "ibau");
+});
