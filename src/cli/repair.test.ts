@@ -17,6 +17,8 @@ test("repair rejects a bad --defense and --skip-detect with a trigger-based defe
   for (const [extra, needle] of [
     [["--defense", "bogus"], /--defense must be auto or one of/],
     [["--defense", "unlearn", "--skip-detect"], /needs Neural Cleanse's reversed trigger/],
+    [["--auto-budget=-1"], /--auto-budget must be at least 0/],
+    [["--defense", "unlearn", "--auto-budget", "5"], /--auto-budget only applies to --defense auto/],
     [["--fpr", "1.5"], /--fpr must be at most 1/],
     [["--fpr", "0"], /--fpr must be a false-alarm rate between 0 and 1/],
     // The example's 1,000 clean images cannot hold out the 926 a 1% rate needs with 90% confidence.

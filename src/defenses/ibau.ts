@@ -169,7 +169,7 @@ export async function universalPerturbation(model: Model, x: Float32Array, y: In
 }
 
 /** A view of `data` with δ added to every image. */
-function perturbedDataset(data: Dataset, delta: Float32Array): Dataset {
+export function perturbedDataset(data: Dataset, delta: Float32Array): Dataset {
   const per = delta.length;
   return {
     ...data,

@@ -1,10 +1,12 @@
 // `repair` as a library pipeline: Neural Cleanse detection → its reversed triggers handed on in memory at full
 // precision → the chosen defense → its repaired network and G. The model and the data are loaded once, by
 // the caller. The CLI's `repair` and the bench both run this, so the bench's table measures `badnet repair`.
-import { UserError } from "../errors.js";
+import { fail, UserError } from "../errors.js";
+import type { Dataset } from "../io/dataset.js";
 import type { Model } from "../model/model.js";
 import { lapTimer } from "../util/timing.js";
 import { OptionError, runDefense, type AnyDefense, type DefenseData, type DefenseOutcome, type ProgressEvent, type ProgressFn, type TriggerInput } from "./defense.js";
+import { autoCandidates, chooseCandidate, scoreCandidate, selectionSection, splitForSelection, type CandidateScore } from "./auto-select.js";
 import { calibrateOutcomeG, splitForCalibration } from "./g-calibrate.js";
 import { neuralCleanseReport } from "./nc-report.js";
 import { detectBackdoor, flaggedTriggers, type NcProgress, type NeuralCleanseOptions, type NeuralCleanseResult } from "./neural-cleanse.js";
@@ -27,7 +29,10 @@ export function triggersFromDetection(r: NeuralCleanseResult): TriggerInput {
 }
 
 export interface RepairRequest {
-  /** A registered defense, or "auto": unlearning when Neural Cleanse flags a label, else Fine-Pruning. */
+  /**
+   * A registered defense, or "auto": candidates (unlearn when a label is flagged, fine-prune, i-BAU) run on the
+   * clean data less a held-out selection split and the one the selection split favours is kept (auto-select.ts).
+   */
   defense?: string;
   /** The defense's options by their library names; missing ones take the spec's defaults. */
   options?: Readonly<Record<string, unknown>>;
@@ -44,6 +49,12 @@ export interface RepairRequest {
    * held-out part G is calibrated on (src/defenses/g-calibrate.ts). Absent: the defense's own G, all data used.
    */
   fpr?: number;
+  /** "auto": share of the clean data (after G's calibration part) held out to choose by (default 0.2). */
+  selectionFraction?: number;
+  /** "auto": seconds after which no further candidate starts (the first always runs; default: no limit). */
+  budgetSeconds?: number;
+  /** "auto": candidates to try, in order (default autoCandidates(flagged)). */
+  candidates?: readonly string[];
 }
 
 export interface RepairResult {
@@ -55,8 +66,6 @@ export interface RepairResult {
   timings: Record<string, number>;
 }
 
-/** Which defense "auto" means after detection. */
-export const autoDefense = (flagged: readonly number[]): string => (flagged.length ? "unlearn" : "fine-prune");
 
 /** Checks the request before anything expensive runs; returns the named defense (undefined for "auto"). */
 export function checkRepairRequest(req: Pick<RepairRequest, "defense" | "detect" | "detected">): AnyDefense | undefined {
@@ -74,16 +83,27 @@ export async function repair(model: Model, all: DefenseData, req: RepairRequest)
   const { timings, lap } = lapTimer();
   // The calibration part is split off first: neither detection nor the defense ever sees it.
   const split = req.fpr === undefined ? undefined : splitForCalibration(all.clean, req.fpr);
-  const data: DefenseData = split ? { ...all, clean: split.fit } : all;
+  let data: DefenseData = split ? { ...all, clean: split.fit } : all;
+  // "auto" holds out its selection part next: no candidate and no detection sees it either.
+  const sel = defense ? undefined : splitForSelection(data.clean, req.selectionFraction ?? 0.2, numberOr(req.common?.seed, 0));
+  if (sel) data = { ...data, clean: sel.fit };
   let detection = req.detected;
   if (!detection && req.detect !== false) {
     detection = await detectBackdoor(model, data.clean, { ...(req.detect ?? {}), inputScale: req.inputScale, onProgress: req.progress && ((p) => req.progress!(ncProgressEvent(p))) });
     lap("neural-cleanse");
   }
-  defense ??= findDefense(detection ? autoDefense(detection.flagged) : "fine-prune")!;
   const triggers = detection ? triggersFromDetection(detection) : undefined;
-  const common = Object.entries(req.common ?? {}).filter(([k, v]) => v !== undefined && k in defense.options);
-  const outcome = await runDefense(defense, model, data, { ...Object.fromEntries(common), ...req.options }, { inputScale: req.inputScale, triggers, progress: req.progress });
+  const run = (d: AnyDefense) => {
+    const common = Object.entries(req.common ?? {}).filter(([k, v]) => v !== undefined && k in d.options);
+    return runDefense(d, model, data, { ...Object.fromEntries(common), ...(d === defense ? req.options : {}) }, { inputScale: req.inputScale, triggers, progress: req.progress });
+  };
+  let outcome: DefenseOutcome;
+  if (defense) outcome = await run(defense);
+  else {
+    const picked = await autoRepair(model, sel!.selection, triggers, req, run);
+    ({ defense, outcome } = picked);
+    Object.assign(timings, picked.timings);
+  }
   // Detection's section belongs in every repair's report, whichever defense ran.
   if (triggers?.neuralCleanse && !outcome.sections.neuralCleanse) outcome.sections.neuralCleanse = triggers.neuralCleanse;
   if (split) {
@@ -91,4 +111,70 @@ export async function repair(model: Model, all: DefenseData, req: RepairRequest)
     lap("g-calibration");
   }
   return { defense, detection, outcome, timings: { ...timings, ...outcome.timings } };
+}
+
+const numberOr = (v: unknown, d: number): number => (typeof v === "number" ? v : typeof v === "string" && v.trim() !== "" && Number.isFinite(Number(v)) ? Number(v) : d);
+
+/** Runs the candidates within the budget, scores each on the selection split, keeps the chosen one's outcome. */
+async function autoRepair(
+  model: Model,
+  selection: Dataset,
+  triggers: TriggerInput | undefined,
+  req: RepairRequest,
+  run: (d: AnyDefense) => Promise<DefenseOutcome>,
+): Promise<{ defense: AnyDefense; outcome: DefenseOutcome; timings: Record<string, number> }> {
+  const names = req.candidates ?? autoCandidates(triggers?.flagged ?? []);
+  const defenses = names.map((n) => findDefense(n) ?? fail(`auto: unknown candidate defense "${n}"`));
+  const t0 = performance.now();
+  const tolerance = 0.01;
+  const scores: CandidateScore[] = [];
+  const outcomes: { defense: AnyDefense; outcome: DefenseOutcome }[] = [];
+  const skipped: string[] = [];
+  const timings: Record<string, number> = {};
+  for (const d of defenses) {
+    if (outcomes.length > 0 && req.budgetSeconds !== undefined && (performance.now() - t0) / 1000 >= req.budgetSeconds) {
+      skipped.push(d.name);
+      continue;
+    }
+    if (d.needs?.includes("triggers") && !triggers?.flagged.length) {
+      skipped.push(d.name);
+      continue;
+    }
+    const s0 = performance.now();
+    let outcome: DefenseOutcome;
+    try {
+      outcome = await run(d);
+    } catch (e) {
+      // A candidate that does not fit this model (e.g. fine-prune without a conv layer) is skipped, with why.
+      if (!(e instanceof UserError)) throw e;
+      skipped.push(`${d.name} (${e.message})`);
+      continue;
+    }
+    const seconds = (performance.now() - s0) / 1000;
+    if (outcome.notApplied || !outcome.repaired) {
+      skipped.push(d.name);
+      continue;
+    }
+    req.progress?.({ stage: "auto: scoring", done: outcomes.length, total: defenses.length, unit: "candidate", note: d.name });
+    const q0 = performance.now();
+    scores.push(await scoreCandidate(d.name, outcome.repaired, selection, { triggers: triggers?.triggers ?? [], inputScale: req.inputScale, seed: numberOr(req.common?.seed, 0) }, seconds));
+    timings[`auto: ${d.name}`] = seconds;
+    timings[`auto: score ${d.name}`] = (performance.now() - q0) / 1000;
+    outcomes.push({ defense: d, outcome });
+  }
+  if (outcomes.length === 0) fail(`auto: no candidate repair could run (${skipped.join(", ")})`);
+  const { index, reason } = chooseCandidate(scores, tolerance);
+  const { defense, outcome } = outcomes[index];
+  const section = selectionSection(scores, index, reason, selection.size, tolerance, skipped);
+  outcome.sections.selection = section;
+  const p = (v: number | undefined) => (v === undefined ? "—" : `${(100 * v).toFixed(1)}%`);
+  outcome.lines = [
+    `auto        ${scores.length} candidate(s) scored on ${selection.size} held-out clean images (clean acc / reversed-trigger / adversarial success):`,
+    ...scores.map((s) => `  ${s.defense === defense.name ? "*" : " "} ${s.defense.padEnd(11)} ${p(s.cleanAccuracy).padStart(6)} / ${p(s.triggerSuccess).padStart(6)} / ${p(s.adversarialSuccess).padStart(6)}  (${s.seconds.toFixed(1)} s)`),
+    ...(skipped.length ? [`  not run: ${skipped.join(", ")}`] : []),
+    `chose       ${reason}`,
+    ...outcome.lines,
+  ];
+  outcome.timings = { ...timings, ...outcome.timings };
+  return { defense, outcome, timings: {} };
 }

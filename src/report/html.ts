@@ -22,6 +22,7 @@ import type {
   ReportG,
   ReportGCalibration,
   ReportMitigation,
+  ReportSelection,
   ReportModel,
   ReportNeuralCleanse,
   ReportPruning,
@@ -512,6 +513,23 @@ function gCalibrationSection(c: ReportGCalibration): string {
   );
 }
 
+function selectionSection(sel: ReportSelection): string {
+  const rows = sel.candidates.map((c) => [
+    c.defense === sel.chosen ? `<strong>${e(c.defense)}</strong> <span class="badge good">chosen</span>` : e(c.defense),
+    fmtPct(c.cleanAccuracy, 1),
+    fmtPct(c.triggerSuccess, 1),
+    fmtPct(c.adversarialSuccess, 1),
+    fmtSeconds(c.seconds),
+  ]);
+  const skipped = sel.skipped?.length ? `<p class="note">Not run: ${e(sel.skipped.join(", "))}.</p>` : "";
+  return section(
+    "selection",
+    "Choice of repair (auto)",
+    `Each candidate was scored on ${fmtInt(sel.selectionSize)} held-out clean images no candidate saw; the poisoned data played no part. ${e(sel.reason)}.`,
+    table(["Candidate", "Clean accuracy", "Reversed-trigger success", "Adversarial success", "Time"], rows, 1) + `<p class="note">Rule: ${e(sel.rule)}.</p>` + skipped,
+  );
+}
+
 function timingsSection(t: Record<string, number>): string {
   const entries = Object.entries(t);
   const total = entries.reduce((s, [, v]) => s + (ok(v) ? v : 0), 0);
@@ -534,6 +552,7 @@ const NAV: [keyof ReportData, string, string][] = [
   ["mitigation", "mitigation", "NC repair"],
   ["g", "g", "Repaired G"],
   ["gCalibration", "g-calibration", "Calibrated G"],
+  ["selection", "selection", "Choice of repair"],
   ["timings", "timings", "Timings"],
 ];
 
@@ -550,6 +569,7 @@ export function renderReport(data: ReportData): string {
   if (data.mitigation) sections.push(mitigationSection(data.mitigation));
   if (data.g) sections.push(gSection(data.g));
   if (data.gCalibration) sections.push(gCalibrationSection(data.gCalibration));
+  if (data.selection) sections.push(selectionSection(data.selection));
   if (data.timings && Object.keys(data.timings).length > 0) sections.push(timingsSection(data.timings));
 
   const nav = NAV.filter(([k]) => data[k] !== undefined)

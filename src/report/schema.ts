@@ -68,6 +68,17 @@ const gCalibration = z
   })
   .passthrough();
 
+const selection = z
+  .object({
+    rule: z.string(),
+    selectionSize: int,
+    candidates: z.array(z.object({ defense: z.string(), cleanAccuracy: frac, triggerSuccess: frac.optional(), adversarialSuccess: frac, seconds: num }).passthrough()),
+    chosen: z.string(),
+    reason: z.string(),
+    skipped: z.array(z.string()).optional(),
+  })
+  .passthrough();
+
 export const resultSchema = z
   .object({
     schemaVersion: z.literal(RESULT_SCHEMA_VERSION).optional(),
@@ -81,6 +92,7 @@ export const resultSchema = z
     strip: strip.optional(),
     g: g.optional(),
     gCalibration: gCalibration.optional(),
+    selection: selection.optional(),
     mitigation: mitigation.optional(),
     timings: z.record(num).optional(),
   })

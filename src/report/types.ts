@@ -225,6 +225,19 @@ export interface ReportGCalibration {
   poisoned?: ReportRate;
 }
 
+/** How `repair --defense auto` chose: every candidate's scores on a held-out selection split (src/defenses/auto-select.ts). */
+export interface ReportSelection {
+  /** The rule, in words. */
+  rule: string;
+  /** Clean images in the selection split (no candidate and no detection saw them). */
+  selectionSize: number;
+  candidates: { defense: string; cleanAccuracy: number; triggerSuccess?: number; adversarialSuccess: number; seconds: number }[];
+  chosen: string;
+  reason: string;
+  /** Candidates not run: time budget spent, nothing flagged, or not applicable to the model (with why). */
+  skipped?: string[];
+}
+
 export interface ReportData {
   /** Version of this layout (report/schema.ts RESULT_SCHEMA_VERSION); absent in files written before versioning. */
   schemaVersion?: number;
@@ -241,6 +254,7 @@ export interface ReportData {
   strip?: ReportStrip;
   g?: ReportG;
   gCalibration?: ReportGCalibration;
+  selection?: ReportSelection;
   mitigation?: ReportMitigation;
   /** Wall-clock seconds per step, in the order the steps ran, e.g. {"load": 0.4, "neural-cleanse": 812}. */
   timings?: Record<string, number>;

@@ -1,6 +1,7 @@
 // badnet repair: parse, run the library's repair pipeline (detection → triggers in memory → defense → G), save.
 import { mkdirSync } from "node:fs";
 import { basename, join } from "node:path";
+import { fail } from "../../errors.js";
 import { checkFpr } from "../../defenses/g-calibrate.js";
 import { checkRepairRequest, repair } from "../../defenses/pipeline.js";
 import { DEFENSES } from "../../defenses/registry.js";
@@ -11,15 +12,16 @@ import { OUTPUT_OPTIONS, outDir, saveOutcome, writeJson } from "../output.js";
 
 export const repairCommand: Command = {
   name: "repair",
-  summary: `detect with Neural Cleanse, then repair (auto: unlearn if a label is flagged, else fine-prune; or ${DEFENSES.map((d) => d.name).join(", ")}); writes everything to --out`,
+  summary: `detect with Neural Cleanse, then repair (auto: candidate repairs scored on a held-out clean split, the best kept; or ${DEFENSES.map((d) => d.name).join(", ")}); writes everything to --out`,
   usage:
     `--model M [--arch deepid] [--input-scale S] --clean VALID [--test TEST] [--poisoned P] [--defense auto|${DEFENSES.map((d) => d.name).join("|")}] ` +
-    "[--labels 0-9] [--skip-detect] [--seed 0] [--batch-size B] [--fpr 0.01|off] --out DIR [--report] [--force] [--json] [--quiet]",
+    "[--auto-budget SECONDS] [--labels 0-9] [--skip-detect] [--seed 0] [--batch-size B] [--fpr 0.01|off] --out DIR [--report] [--force] [--json] [--quiet]",
   options: {
     ...MODEL_OPTIONS,
     "batch-size": { type: "string", description: "the defense's batch size (its own default when absent; Neural Cleanse keeps its own)" },
     ...DATA_OPTIONS,
-    defense: { type: "string", description: `the repair: auto (unlearn when a label is flagged, else fine-prune) or ${DEFENSES.map((d) => d.name).join(", ")}`, defaultText: "auto" },
+    defense: { type: "string", description: `the repair: auto (unlearn if a label is flagged, fine-prune and i-BAU, scored on a held-out part of --clean, the best kept; see result.json selection) or ${DEFENSES.map((d) => d.name).join(", ")}`, defaultText: "auto" },
+    "auto-budget": { type: "string", description: "with --defense auto: seconds after which no further candidate repair starts (the first always runs)", defaultText: "no limit" },
     labels: { type: "string", description: "labels Neural Cleanse scans (e.g. 0,5,7 or 0-9)", defaultText: "all" },
     "skip-detect": { type: "boolean", description: "no Neural Cleanse detection (defenses that need its triggers refuse)" },
     seed: { type: "string", description: "seed of Neural Cleanse and of the defense", defaultText: "0" },
@@ -38,6 +40,8 @@ export const repairCommand: Command = {
     const scale = await inputScale(ctx, "clean");
     const seed = str(ctx, "seed") === undefined ? undefined : num(ctx, "seed", 0, { integer: true, min: 0 });
     const batchSize = str(ctx, "batch-size");
+    const budgetSeconds = str(ctx, "auto-budget") === undefined ? undefined : num(ctx, "auto-budget", 0, { min: 0 });
+    if (budgetSeconds !== undefined && defense !== "auto") fail("--auto-budget only applies to --defense auto");
     const fprText = str(ctx, "fpr") ?? "0.01";
     const fpr = fprText === "off" ? undefined : num(ctx, "fpr", 0.01, { min: 0, max: 1 });
     if (fpr !== undefined) checkFpr(fpr);
@@ -58,6 +62,7 @@ export const repairCommand: Command = {
         inputScale: scale,
         progress: bars.progress,
         fpr,
+        budgetSeconds,
       });
     } finally {
       bars.done();

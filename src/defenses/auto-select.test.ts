@@ -1,0 +1,66 @@
+// repair --defense auto: the selection rule, the selection split, and a tiny end-to-end choice that does not
+// depend on the poisoned data.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { cleanSet, backdooredModel, poisonedSet } from "../test/tiny-patch-mlp.js";
+import { chooseCandidate, splitForSelection, type CandidateScore } from "./auto-select.js";
+import { repair, type RepairRequest } from "./pipeline.js";
+
+const score = (defense: string, cleanAccuracy: number, triggerSuccess: number | undefined, adversarialSuccess: number): CandidateScore => ({ defense, cleanAccuracy, triggerSuccess, adversarialSuccess, seconds: 0 });
+
+test("chooseCandidate: lowest attack success among those within the tolerance of the best clean accuracy", () => {
+  // b is the most robust but 3 points below the best: not eligible; c beats a on max(trigger, adversarial).
+  const s = [score("a", 0.9, 0.3, 0.1), score("b", 0.87, 0, 0), score("c", 0.895, 0.05, 0.2)];
+  assert.equal(chooseCandidate(s, 0.01).index, 2);
+  assert.equal(chooseCandidate(s, 0.05).index, 1);
+  assert.match(chooseCandidate(s, 0.01).reason, /^c: lowest attack success/);
+  // Equal attack success: the higher clean accuracy wins; a missing trigger score counts as 0.
+  assert.equal(chooseCandidate([score("a", 0.8, undefined, 0.2), score("b", 0.805, 0.1, 0.2)], 0.01).index, 1);
+  assert.throws(() => chooseCandidate([]));
+});
+
+test("splitForSelection: disjoint, covers the data, seeded", () => {
+  const d = cleanSet(50, 3);
+  const a = splitForSelection(d, 0.2, 1);
+  const b = splitForSelection(d, 0.2, 1);
+  assert.equal(a.selection.size, 10);
+  assert.equal(a.fit.size + a.selection.size, d.size);
+  assert.deepEqual(a.selection.read(0, 10), b.selection.read(0, 10));
+  const rows = new Set<string>();
+  for (const part of [a.fit, a.selection]) for (let i = 0; i < part.size; i++) rows.add(part.read(i, 1).join(","));
+  assert.equal(rows.size, d.size);
+  assert.throws(() => splitForSelection(d, 0.9));
+});
+
+test("repair auto scores every candidate on held-out data and chooses the same with or without --poisoned", async () => {
+  const model = await backdooredModel();
+  const clean = cleanSet(240, 21);
+  const test_ = cleanSet(120, 22);
+  const req: RepairRequest = { inputScale: 255, detect: { labels: [0, 1, 2, 3], steps: 60 }, common: { seed: 0 } };
+  const withP = await repair(model, { clean, test: test_, poisoned: poisonedSet(80, 23) }, req);
+  const without = await repair(model, { clean, test: test_ }, req);
+  const sel = withP.outcome.sections.selection!;
+  assert.ok(sel, "selection section");
+  assert.equal(sel.selectionSize, 48);
+  // fine-prune needs a conv layer the tiny MLP lacks: skipped with its reason, the others scored.
+  assert.ok(sel.candidates.length >= 2, JSON.stringify(sel));
+  assert.ok(sel.skipped?.some((s) => s.startsWith("fine-prune (")), JSON.stringify(sel.skipped));
+  assert.equal(sel.chosen, withP.defense.name);
+  // Everything but the wall times is the same: the poisoned data played no part in the choice.
+  const noTimes = (x: typeof sel) => ({ ...x, candidates: x.candidates.map(({ seconds: _s, ...c }) => c) });
+  assert.deepEqual(noTimes(without.outcome.sections.selection!), noTimes(sel));
+  assert.equal(without.defense.name, withP.defense.name);
+  assert.ok(withP.outcome.lines.some((l) => l.startsWith("chose ")));
+  // The chosen candidate is the rule's pick over the reported scores.
+  const scores = sel.candidates.map((c) => ({ ...c }));
+  assert.equal(scores[chooseCandidate(scores).index].defense, sel.chosen);
+});
+
+test("repair auto: a spent time budget runs only the first candidate and names the others", async () => {
+  const model = await backdooredModel();
+  const r = await repair(model, { clean: cleanSet(160, 31) }, { inputScale: 255, detect: { labels: [0, 1, 2, 3], steps: 60 }, budgetSeconds: 0, candidates: ["ibau", "unlearn"] });
+  const sel = r.outcome.sections.selection!;
+  assert.deepEqual(sel.candidates.map((c) => c.defense), ["ibau"]);
+  assert.deepEqual(sel.skipped, ["unlearn"]);
+  assert.equal(r.defense.name, "ibau");
+});
