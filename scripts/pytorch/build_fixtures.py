@@ -9,7 +9,7 @@
 #
 # Run with Debian's torch (not a runtime dependency of the toolkit):
 #   /usr/bin/python3 scripts/pytorch/build_fixtures.py                  # fixtures/pytorch (small, committed)
-#   /usr/bin/python3 scripts/pytorch/build_fixtures.py --full /work/cache/pytorch   # + full-width ResNet18/PreAct18
+#   /usr/bin/python3 scripts/pytorch/build_fixtures.py --full .bench/pytorch-full   # + full-width ResNet18/PreAct18
 import argparse
 import gzip
 import json

@@ -3,12 +3,12 @@
 // same model (one forward pass over the test data); each command's time is also printed as a ratio to it.
 //
 //   npm run bench:pytorch                         # fixtures/pytorch (the small in-repo models)
-//   npm run bench:pytorch -- --dir /work/cache/pytorch --models preact_resnet18 --commands eval,prune,fine-prune,detect
+//   npm run bench:pytorch -- --dir .bench/pytorch-full --models preact_resnet18 --commands eval,prune,fine-prune,detect
 //
 //   npm run bench:pytorch -- --targets            # the issue's timing targets on full-width PreAct-ResNet18
 //
 // --targets runs eval, prune, fine-prune and a 10-label detect on the full-width PreAct-ResNet18 exports
-// (--dir, else $BADNET_PYTORCH_FULL, else /work/cache/pytorch; build them with build_fixtures.py --full DIR
+// (--dir, else $BADNET_PYTORCH_FULL, else .bench/pytorch-full; build them with build_fixtures.py --full DIR
 // --full-only) and prints each time against the 60 s target; `npm run bench` runs it and skips it with a
 // message when the files are absent. --detect-args="--steps 30 ..." passes extra detect options (a smaller budget).
 //
@@ -87,7 +87,7 @@ async function main(): Promise<void> {
     },
   });
   const targets = values.targets === true;
-  const dir = values.dir ?? (targets ? (process.env.BADNET_PYTORCH_FULL ?? "/work/cache/pytorch") : PYTORCH_FIXTURES);
+  const dir = values.dir ?? (targets ? (process.env.BADNET_PYTORCH_FULL ?? ".bench/pytorch-full") : PYTORCH_FIXTURES);
   const manifestPath = join(dir, "manifest.json");
   if (!existsSync(manifestPath)) {
     process.stdout.write(`bench:pytorch: no fixtures at ${dir} (build them with /usr/bin/python3 scripts/pytorch/build_fixtures.py${targets ? " --full DIR --full-only" : ""}); skipped\n`);

@@ -53,7 +53,7 @@ function modelDirs(zoo: string, only?: string[]): string[] {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { zoo: { type: "string" }, only: { type: "string" }, repairs: { type: "string" }, out: { type: "string" } } });
-  const zoo = values.zoo ?? "/work/cache/zoo";
+  const zoo = values.zoo ?? "zoo";
   const repairs = (values.repairs?.split(",") ?? [...REPAIRS]) as RepairName[];
   for (const r of repairs) if (!REPAIRS.includes(r)) throw new Error(`unknown repair ${r} (known: ${REPAIRS.join(", ")})`);
   const rows: Row[] = [];
