@@ -27,7 +27,8 @@ export function oneLine(message: string): string {
   return s.length > MAX_MESSAGE ? `${s.slice(0, MAX_MESSAGE)}… (${s.length - MAX_MESSAGE} more characters)` : s;
 }
 
-const FS_ERRORS: Record<string, string> = {
+/** Node file-system error codes in words (one table for every one-line file-system error). */
+export const FS_ERRORS: Record<string, string> = {
   ENOENT: "no such file or directory",
   EACCES: "permission denied",
   EPERM: "operation not permitted",

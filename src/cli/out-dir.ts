@@ -18,7 +18,7 @@ import {
   statSync,
 } from "node:fs";
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
-import { fail, UserError } from "../errors.js";
+import { fail, FS_ERRORS, UserError } from "../errors.js";
 import type { Context, Options } from "./command.js";
 
 export const FORCE_OPTION: Options = {
@@ -31,20 +31,7 @@ const OLD_TAG = ".badnet-old-";
 /** One line for a failed file-system call: what we tried, the path, and the reason in words. */
 export function fsError(what: string, path: string, e: unknown): never {
   const code = (e as NodeJS.ErrnoException)?.code;
-  const why: Record<string, string> = {
-    EROFS: "read-only file system",
-    EACCES: "permission denied",
-    EPERM: "operation not permitted",
-    ENOSPC: "no space left on device",
-    EDQUOT: "disk quota exceeded",
-    ENOENT: "no such file or directory",
-    ENOTDIR: "a part of the path is not a folder",
-    EISDIR: "is a folder",
-    EEXIST: "already exists",
-    ENAMETOOLONG: "name too long",
-    EXDEV: "crosses file systems",
-  };
-  return fail(`cannot ${what} ${path}: ${(code && why[code]) ?? (e as Error)?.message?.split("\n")[0] ?? String(e)}`);
+  return fail(`cannot ${what} ${path}: ${(code && FS_ERRORS[code]) ?? (e as Error)?.message?.split("\n")[0] ?? String(e)}`);
 }
 
 /** The real path of p, or of its nearest existing ancestor joined with the rest (p need not exist). */
