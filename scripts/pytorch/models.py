@@ -25,26 +25,27 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+def add_resnet_stages(net, block, w, num_classes):
+    """The four 2-block stages (widths w..8w, strides 1,2,2,2), global pooling and the linear head shared by
+    the ResNet18 and PreActResNet18 families; modules are created in the same order as a hand-written __init__."""
+    in_planes = w
+    for i, (planes, stride) in enumerate(((w, 1), (2 * w, 2), (4 * w, 2), (8 * w, 2)), 1):
+        blocks = []
+        for s in (stride, 1):
+            blocks.append(block(in_planes, planes, s))
+            in_planes = planes
+        setattr(net, f"layer{i}", nn.Sequential(*blocks))
+    net.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+    net.linear = nn.Linear(8 * w, num_classes)
+
+
 class ResNet18(nn.Module):
     def __init__(self, width=64, num_classes=10):
         super().__init__()
         w = width
-        self.in_planes = w
         self.conv1 = nn.Conv2d(3, w, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(w)
-        self.layer1 = self._layer(w, 1)
-        self.layer2 = self._layer(2 * w, 2)
-        self.layer3 = self._layer(4 * w, 2)
-        self.layer4 = self._layer(8 * w, 2)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.linear = nn.Linear(8 * w, num_classes)
-
-    def _layer(self, planes, stride):
-        blocks = []
-        for s in (stride, 1):
-            blocks.append(BasicBlock(self.in_planes, planes, s))
-            self.in_planes = planes
-        return nn.Sequential(*blocks)
+        add_resnet_stages(self, BasicBlock, w, num_classes)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -79,21 +80,8 @@ class PreActResNet18(nn.Module):
     def __init__(self, width=64, num_classes=10):
         super().__init__()
         w = width
-        self.in_planes = w
         self.conv1 = nn.Conv2d(3, w, 3, 1, 1, bias=False)
-        self.layer1 = self._layer(w, 1)
-        self.layer2 = self._layer(2 * w, 2)
-        self.layer3 = self._layer(4 * w, 2)
-        self.layer4 = self._layer(8 * w, 2)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.linear = nn.Linear(8 * w, num_classes)
-
-    def _layer(self, planes, stride):
-        blocks = []
-        for s in (stride, 1):
-            blocks.append(PreActBlock(self.in_planes, planes, s))
-            self.in_planes = planes
-        return nn.Sequential(*blocks)
+        add_resnet_stages(self, PreActBlock, w, num_classes)
 
     def forward(self, x):
         out = self.conv1(x)
