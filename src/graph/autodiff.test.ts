@@ -73,6 +73,13 @@ const CASES: Case[] = [
     inputs: { x: [1, 2, 7, 7], w: [4, 1, 2, 2], b: [4] },
     build: conv({ group: attr.int(2), dilations: attr.ints([2, 2]) }),
   },
+  // Stride 1 takes the flipped-kernel Conv input gradient; ungrouped ones the per-tap Gemm weight gradient.
+  { name: "Conv 3x3 stride 1 pad 1 (ResNet body)", inputs: { x: [2, 3, 6, 5], w: [4, 3, 3, 3], b: [4] }, build: conv({ pads: attr.ints([1, 1, 1, 1]) }) },
+  { name: "Conv 1x1 stride 2 (ResNet shortcut)", inputs: { x: [2, 3, 7, 6], w: [5, 3, 1, 1], b: [5] }, build: conv({ strides: attr.ints([2, 2]) }) },
+  { name: "Conv stride 1, asymmetric pads, dilation 2", inputs: { x: [1, 2, 7, 6], w: [3, 2, 3, 2], b: [3] }, build: conv({ dilations: attr.ints([2, 2]), pads: attr.ints([2, 0, 1, 1]) }) },
+  // A pad wider than the kernel reaches would be a negative pad in the flipped form: the ConvTranspose path.
+  { name: "Conv 1x1 with pad 1", inputs: { x: [2, 2, 4, 5], w: [3, 2, 1, 1], b: [3] }, build: conv({ pads: attr.ints([1, 1, 1, 1]) }) },
+  { name: "Conv depthwise stride 1 pad 1", inputs: { x: [2, 3, 5, 5], w: [3, 1, 3, 3], b: [3] }, build: conv({ group: attr.int(3), pads: attr.ints([1, 1, 1, 1]) }) },
   {
     name: "MaxPool 2x2 floor",
     inputs: { x: [2, 3, 7, 5] },
@@ -175,6 +182,7 @@ const CASES: Case[] = [
     inputs: { x: [4, 5] },
     build: (g, x) => g.op("Clip", [x.x, g.scalar(-0.5), g.scalar(0.5)]),
   },
+  { name: "Clip with only a lower bound", inputs: { x: [4, 5] }, build: (g, x) => g.op("Clip", [x.x, g.scalar(-0.2)]) },
   {
     name: "tanh mask blend (Neural Cleanse stamp)",
     inputs: { a: [1, 1, 4, 4], p: [1, 2, 4, 4], img: [3, 2, 4, 4] },
@@ -238,14 +246,14 @@ test("tiling MaxPool splits the gradient evenly between exact ties", async () =>
   assert.deepEqual([...(out[grads.get("x")!].data as Float32Array)], [0.25, 0.25, 0, 0, 0.25, 0.25, 0, 3]);
 });
 
-test("grouped Conv gradients with a symbolic batch equal those with a static one", async () => {
+for (const group of [1, 2]) test(`Conv gradients (group ${group}) with a symbolic batch equal those with a static one`, async () => {
   const x = tensor("float32", [3, 4, 6, 5], randn(3 * 4 * 6 * 5));
-  const w = tensor("float32", [4, 2, 3, 3], randn(4 * 2 * 3 * 3));
+  const w = tensor("float32", [4, 4 / group, 3, 3], randn((4 * 4 * 3 * 3) / group));
   const grads = async (batch: number | string) => {
     const g = new Graph("sym");
     g.addInput("x", "float32", [batch, 4, 6, 5]);
-    g.addInput("w", "float32", [4, 2, 3, 3]);
-    const y = g.op("Conv", ["x", "w"], { group: attr.int(2), pads: attr.ints([1, 1, 1, 1]) });
+    g.addInput("w", "float32", [4, 4 / group, 3, 3]);
+    const y = g.op("Conv", ["x", "w"], { group: attr.int(group), pads: attr.ints([1, 1, 1, 1]) });
     const loss = g.op("ReduceSum", [g.op("Mul", [y, y])], { keepdims: attr.int(0) });
     const gr = backward(g, loss, ["x", "w"]);
     g.setOutputs([gr.get("x")!, gr.get("w")!]);
@@ -260,4 +268,41 @@ test("grouped Conv gradients with a symbolic batch equal those with a static one
   const [sx, sw] = await grads(3);
   const [nx, nw] = await grads("N");
   assert.ok(relError(nx, sx) < 1e-6 && relError(nw, sw) < 1e-6);
+});
+
+test("the gradient of a strided Slice is refused, not silently wrong", () => {
+  const g = new Graph("strided");
+  const x = g.addInput("x", "float32", [2, 6]);
+  const y = g.op("Slice", [x, g.ints([0]), g.ints([6]), g.ints([1]), g.ints([2])]);
+  assert.deepEqual(g.shape(y), [2, 3]);
+  const loss = g.op("ReduceSum", [y], { keepdims: attr.int(0) });
+  assert.throws(() => backward(g, loss, ["x"]), /Slice gradient: only step 1/);
+});
+
+test("fast and plain Conv gradient forms give the same values; fast uses no ConvTranspose at stride 1", async () => {
+  const x = tensor("float32", [2, 3, 6, 6], randn(2 * 3 * 6 * 6));
+  const w = tensor("float32", [4, 3, 3, 3], randn(4 * 3 * 3 * 3));
+  const grads = async (convForms: "fast" | "plain") => {
+    const g = new Graph("forms");
+    g.addInput("x", "float32", ["N", 3, 6, 6]);
+    g.addInput("w", "float32", [4, 3, 3, 3]);
+    const y = g.op("Conv", ["x", "w"], { pads: attr.ints([1, 1, 1, 1]) });
+    const loss = g.op("ReduceSum", [g.op("Mul", [y, y])], { keepdims: attr.int(0) });
+    const before = g.nodes.length;
+    const gr = backward(g, loss, ["x", "w"], { convForms });
+    const ops = new Set(g.nodes.slice(before).map((n) => n.op));
+    g.setOutputs([gr.get("x")!, gr.get("w")!]);
+    const s = await Session.create(g);
+    try {
+      const out = await s.run({ x, w });
+      return { ops, dx: out[gr.get("x")!].data as Float32Array, dw: out[gr.get("w")!].data as Float32Array };
+    } finally {
+      await s.release();
+    }
+  };
+  const fast = await grads("fast");
+  const plain = await grads("plain");
+  assert.ok(!fast.ops.has("ConvTranspose") && fast.ops.has("Gemm"));
+  assert.ok(plain.ops.has("ConvTranspose"));
+  assert.ok(relError(fast.dx, plain.dx) < 1e-5 && relError(fast.dw, plain.dw) < 1e-5);
 });

@@ -24,7 +24,7 @@ function floatAttr(n: Node, k: string, d: number): number {
 class Emitter {
   private zeroConst?: string;
   private oneConst?: string;
-  constructor(readonly g: Graph) {}
+  constructor(readonly g: Graph, readonly convForms: ConvGradForms = "fast") {}
 
   op(op: string, inputs: string[], attrs: Attrs = {}): string {
     return this.g.op(op, inputs, attrs);
@@ -94,6 +94,7 @@ function convGradWeight(e: Emitter, n: Node, x: string, w: string, dy: string): 
   if (typeof yshape[2] !== "number" || typeof yshape[3] !== "number" || typeof xshape[2] !== "number" || typeof xshape[3] !== "number") {
     throw new GraphError("Conv weight gradient needs static spatial sizes");
   }
+  if (group === 1 && e.convForms === "fast") return convGradWeightTaps(e, x, dy, [co, cg, kh, kw], s, d, pads, [yshape[2], yshape[3]]);
   // dW[o,i,a,b] = Σ_n,y,x dy[n,o,y,x]·x[n,g(o)·cg+i,y·s+a·d,x·s+b·d]: a convolution over x with the per-group
   // input channel i as the batch, (group, image) pairs as channels, and dy as the kernel, dilated by the
   // stride. With group = G the conv is grouped too, so a depthwise layer costs one pass, not G.
@@ -122,6 +123,56 @@ function convGradWeight(e: Emitter, n: Node, x: string, w: string, dy: string): 
   return e.op("Transpose", [cut], { perm: attr.ints([1, 0, 2, 3]) });
 }
 
+/**
+ * Ungrouped Conv weight gradient as one matrix product per kernel tap: for tap (a, b) the input rows/columns
+ * that tap read (a strided slice of the padded input, channels last) as [N·oh·ow, C], and dy as
+ * [N·oh·ow, M]; dW[:, :, a, b] = dyᵀ·x_ab. onnxruntime's Conv with dy as a huge "kernel" (the batch-transposed
+ * form) is several times slower on CPU than these kh·kw Gemms.
+ */
+function convGradWeightTaps(e: Emitter, x: string, dy: string, [co, ci, kh, kw]: number[], s: number[], d: number[], pads: number[], [oh, ow]: number[]): string {
+  const g = e.g;
+  let xp = x;
+  if (pads.some((p) => p !== 0)) xp = e.op("Pad", [x, g.ints([0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]])], { mode: attr.string("constant") });
+  const xl = e.op("Transpose", [xp], { perm: attr.ints([0, 2, 3, 1]) });
+  const dyRows = e.op("Reshape", [e.op("Transpose", [dy], { perm: attr.ints([0, 2, 3, 1]) }), g.ints([-1, co])]);
+  const taps: string[] = [];
+  for (let a = 0; a < kh; a++)
+    for (let b = 0; b < kw; b++) {
+      const r0 = a * d[0], c0 = b * d[1];
+      const tap = e.op("Slice", [xl, g.ints([r0, c0]), g.ints([r0 + (oh - 1) * s[0] + 1, c0 + (ow - 1) * s[1] + 1]), g.ints([1, 2]), g.ints(s)]);
+      const rows = e.op("Reshape", [tap, g.ints([-1, ci])]);
+      taps.push(e.op("Unsqueeze", [e.op("Gemm", [dyRows, rows], { transA: attr.int(1) }), g.ints([2])]));
+    }
+  const stacked = taps.length === 1 ? taps[0] : e.op("Concat", taps, { axis: attr.int(2) });
+  return e.op("Reshape", [stacked, g.ints([co, ci, kh, kw])]);
+}
+
+/**
+ * Stride-1 Conv input gradient as a plain Conv of dy with the kernel flipped in space and transposed
+ * (per group: [M, C/G] → [C, M/G]), padded so the output has x's size: onnxruntime's ConvTranspose is much
+ * slower on CPU than its Conv. Null when a pad would be negative (a pad wider than the kernel's reach).
+ */
+function convGradInputFlipped(e: Emitter, w: string, dy: string, [co, cg, kh, kw]: number[], group: number, d: number[], pads: number[]): string | null {
+  const reach = [(kh - 1) * d[0], (kw - 1) * d[1]];
+  // At stride 1 every row of x is read (oh = H + pads − reach), so these pads give dx exactly x's size.
+  const p = [reach[0] - pads[0], reach[1] - pads[1], reach[0] - pads[2], reach[1] - pads[3]];
+  if (p.some((v) => v < 0)) return null;
+  const g = e.g;
+  let wt: string;
+  if (group === 1) wt = e.op("Transpose", [w], { perm: attr.ints([1, 0, 2, 3]) });
+  else {
+    const w5 = e.op("Reshape", [w, g.ints([group, co / group, cg, kh, kw])]);
+    wt = e.op("Reshape", [e.op("Transpose", [w5], { perm: attr.ints([0, 2, 1, 3, 4]) }), g.ints([group * cg, co / group, kh, kw])]);
+  }
+  const big = -(2 ** 31) + 1;
+  const flipped = e.op("Slice", [wt, g.ints([-1, -1]), g.ints([big, big]), g.ints([2, 3]), g.ints([-1, -1])]);
+  return e.op("Conv", [dy, flipped], {
+    ...(group > 1 ? { group: attr.int(group) } : {}),
+    dilations: attr.ints(d),
+    pads: attr.ints(p),
+  });
+}
+
 function convGradInput(e: Emitter, n: Node, x: string, w: string, dy: string): string {
   const [, , kh, kw] = e.g.staticShape(w);
   const s = intsAttr(n, "strides") ?? [1, 1];
@@ -131,8 +182,12 @@ function convGradInput(e: Emitter, n: Node, x: string, w: string, dy: string): s
   const ys = e.shape(dy) as number[];
   // Rows the forward conv never reached (floor division) come back as output_padding.
   const outPad = [0, 1].map((i) => xs[2 + i] - (s[i] * (ys[2 + i] - 1) + ([kh, kw][i] - 1) * d[i] + 1 - pads[i] - pads[2 + i]));
-  // The same kernel [M, C/group, kh, kw] read as a ConvTranspose kernel maps M channels back to C, per group.
   const group = intAttr(n, "group", 1);
+  if (s[0] === 1 && s[1] === 1 && e.convForms === "fast") {
+    const flipped = convGradInputFlipped(e, w, dy, e.g.staticShape(w), group, d, pads);
+    if (flipped) return flipped;
+  }
+  // The same kernel [M, C/group, kh, kw] read as a ConvTranspose kernel maps M channels back to C, per group.
   return e.op("ConvTranspose", [dy, w], {
     ...(group > 1 ? { group: attr.int(group) } : {}),
     strides: attr.ints(s),
@@ -272,16 +327,9 @@ const RULES: Record<string, Rule> = {
       needs[2] ? e.sumTo(e.op("Where", [c, e.zero(), dy]), b) : null,
     ];
   },
-  Clip: (e, n, [dy], needs) => {
-    const [x, lo, hi] = n.inputs;
-    let mask: string | null = null;
-    if (lo) mask = e.op("GreaterOrEqual", [x, lo]);
-    if (hi) {
-      const m2 = e.op("LessOrEqual", [x, hi]);
-      mask = mask ? e.op("And", [mask, m2]) : m2;
-    }
-    return onlyFirst(n, needs, () => (mask ? e.op("Where", [mask, dy, e.zero()]) : dy));
-  },
+  // x passes through exactly where it lies within the bounds (inclusive), i.e. where the output equals it:
+  // one comparison instead of two and an And (ReLU6 runs after every conv of a MobileNet).
+  Clip: (e, n, [dy], needs) => onlyFirst(n, needs, () => (n.inputs[1] || n.inputs[2] ? e.op("Where", [e.op("Equal", [n.inputs[0], n.outputs[0]]), dy, e.zero()]) : dy)),
   Cast: (_e, n, [dy], needs) => onlyFirst(n, needs, () => dy),
   MatMul: (e, n, [dy], needs) => {
     const [x, w] = n.inputs;
@@ -391,6 +439,7 @@ const RULES: Record<string, Rule> = {
     const xs = e.shape(x);
     const ys = e.shape(dy);
     const get = (k: number) => (n.inputs[k] ? Array.from(e.g.initializers.get(n.inputs[k])!.data as BigInt64Array, Number) : undefined);
+    if ((get(4) ?? []).some((st) => st !== 1)) throw new GraphError("Slice gradient: only step 1 is supported");
     const starts = get(1)!;
     const axes = get(3) ?? starts.map((_, i) => i);
     const pads = new Array(xs.length * 2).fill(0);
@@ -454,7 +503,15 @@ function reduceGrad(e: Emitter, n: Node, dy: string, mean: boolean): string {
   return e.g.add("Expand", [g, e.op("Shape", [x])], {}, { infer: [{ dtype: e.g.info(x).dtype, shape: [...xs] }] })[0];
 }
 
+/**
+ * "fast": per-tap Gemm weight gradients and flipped-kernel Conv input gradients where they apply; "plain":
+ * always the batch-transposed Conv and ConvTranspose forms (same values; kept so benchmarks can measure the
+ * difference in one run).
+ */
+export type ConvGradForms = "fast" | "plain";
+
 export interface BackwardOptions {
+  convForms?: ConvGradForms;
   /** Gradient of the loss to start from (vector-Jacobian product); default: ones for a scalar loss. */
   seed?: string;
   /**
@@ -484,7 +541,7 @@ function checkRuleResult(g: Graph, n: Node, grads: Grads, needs: boolean[]): voi
  * `opts.allowUnreached` (then its gradient is a zero constant).
  */
 export function backward(g: Graph, loss: string, wrt: string[], opts: BackwardOptions = {}): Map<string, string> {
-  const e = new Emitter(g);
+  const e = new Emitter(g, opts.convForms);
   const forward = [...g.nodes];
   // Values that depend on some wrt value...
   const dependsOnWrt = new Set(wrt);

@@ -289,9 +289,18 @@ export function inferShapes(g: Graph, node: Node): OutInfo[] {
           out[ax] = "?";
           return;
         }
-        if (steps[i] !== 1) throw new GraphError("Slice: only step 1 is supported");
-        const clamp = (v: number) => Math.min(Math.max(v < 0 ? v + d : v, 0), d);
-        out[ax] = Math.max(0, clamp(ends[i]) - clamp(starts[i]));
+        // ONNX Slice: negative indices count from the end; a negative step walks backwards (a flip).
+        const step = steps[i];
+        if (!Number.isInteger(step) || step === 0) throw new GraphError("Slice: step 0 is not allowed");
+        const wrap = (v: number) => (v < 0 ? v + d : v);
+        if (step > 0) {
+          const clamp = (v: number) => Math.min(Math.max(wrap(v), 0), d);
+          out[ax] = Math.max(0, Math.ceil((clamp(ends[i]) - clamp(starts[i])) / step));
+        } else {
+          const start = Math.min(Math.max(wrap(starts[i]), 0), d - 1);
+          const end = Math.min(Math.max(wrap(ends[i]), -1), d - 1);
+          out[ax] = Math.max(0, Math.ceil((start - end) / -step));
+        }
       });
       return [{ dtype: inp(0).dtype, shape: out }];
     }
