@@ -11,6 +11,8 @@
 // (--dir, else $BADNET_PYTORCH_FULL, else .bench/pytorch-full; build them with build_fixtures.py --full DIR
 // --full-only) and prints each time against the 60 s target; `npm run bench` runs it and skips it with a
 // message when the files are absent. --detect-args="--steps 30 ..." passes extra detect options (a smaller budget).
+// --targets (or --steps) first prints the step throughput at batch 32: forward, forward+input-grad and a train
+// step, the gradient graphs with the plain and the fast Conv gradient forms (ratio in the same run).
 //
 // Prints a Markdown table (the README's PyTorch section is a copy).
 import { execFile } from "node:child_process";
@@ -20,6 +22,9 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { CLI } from "../test/fixtures.js";
 import { PYTORCH_FIXTURES, type PytorchManifest } from "../test/pytorch-fixtures.js";
+import { loadOnnxModel } from "../onnx/import.js";
+import { withNormalization } from "../model/normalize.js";
+import { stepThroughput } from "./step-throughput.js";
 
 const COMMANDS = ["eval", "detect", "prune", "fine-prune", "nc-prune", "unlearn", "strip", "anp", "ibau"] as const;
 type CommandName = (typeof COMMANDS)[number];
@@ -84,6 +89,7 @@ async function main(): Promise<void> {
       labels: { type: "string" },
       targets: { type: "boolean" },
       "detect-args": { type: "string" },
+      steps: { type: "boolean" },
     },
   });
   const targets = values.targets === true;
@@ -102,6 +108,23 @@ async function main(): Promise<void> {
   const labels = values.labels ?? "0-9";
   const norm = ["--mean", manifest.mean.join(","), "--std", manifest.std.join(","), "--input-scale", String(manifest.inputScale)];
   const data = ["--clean", join(dir, "valid.h5"), "--test", join(dir, "clean_test.h5"), "--poisoned", join(dir, "poisoned_test.h5")];
+  // Step throughput first (--targets or --steps): it is short, and the graphs it times are what every
+  // gradient-based command runs batch after batch.
+  if (targets || values.steps === true) {
+    for (const name of models) {
+      const info = manifest.models[name];
+      if (!info) throw new Error(`no model ${name} in ${manifestPath}`);
+      const model = withNormalization(await loadOnnxModel(join(dir, info.files[opset])), { mean: manifest.mean, std: manifest.std });
+      const figs = await stepThroughput(model, 32);
+      const fwd = figs[0].imagesPerSecond;
+      process.stdout.write(`step throughput ${name} (batch 32, img/s; ratio to the forward pass):\n`);
+      for (const f of figs) process.stdout.write(`  ${f.what.padEnd(19)} ${f.forms.padEnd(5)} ${f.imagesPerSecond.toFixed(1).padStart(7)}  (${(f.imagesPerSecond / fwd).toFixed(3)}× forward)\n`);
+      for (const what of ["forward+input-grad", "train step"] as const) {
+        const [plain, fast] = [figs.find((f) => f.what === what && f.forms === "plain")!, figs.find((f) => f.what === what && f.forms === "fast")!];
+        process.stdout.write(`  ${what}: fast Conv gradient forms ${(fast.imagesPerSecond / plain.imagesPerSecond).toFixed(2)}× the plain ones\n`);
+      }
+    }
+  }
   const rows: Row[] = [];
   const work = mkdtempSync(join(tmpdir(), "bench-pytorch-"));
   try {

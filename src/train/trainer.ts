@@ -1,6 +1,6 @@
 // Training loop: one compiled step graph (forward + backward + optimizer update) run batch by batch.
 import { fail } from "../errors.js";
-import { backward } from "../graph/autodiff.js";
+import { backward, type ConvGradForms } from "../graph/autodiff.js";
 import { tensor, type Graph, type TensorData } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";
 import { addOptimizer, stepLr, type OptimizerConfig, type OptimizerGraph } from "../graph/optimizers.js";
@@ -78,7 +78,7 @@ export interface StepGraph {
 
 export function buildStepGraph(
   model: Model,
-  opts: Pick<TrainOptions, "optimizer" | "trainable" | "channelMasks"> & { pooledRelus?: boolean },
+  opts: Pick<TrainOptions, "optimizer" | "trainable" | "channelMasks"> & { pooledRelus?: boolean; convForms?: ConvGradForms },
 ): StepGraph {
   const g = model.graph.clone(`${model.name}_train`);
   for (const [value, mask] of opts.channelMasks ?? []) maskChannels(g, value, g.constant(tensor("float32", [mask.length], mask), "channel_mask"));
@@ -89,7 +89,7 @@ export function buildStepGraph(
   const trainable = model.params.filter(opts.trainable ?? (() => true)).map((p) => p.value);
   const params = new Map<string, TensorData>();
   for (const p of trainable) params.set(p, g.liftInitializer(p));
-  const grads = backward(g, loss, trainable);
+  const grads = backward(g, loss, trainable, { convForms: opts.convForms });
   const optimizer = addOptimizer(g, grads, opts.optimizer);
   g.setOutputs([loss, model.logits, ...optimizer.slots.flatMap((s) => [s.next, ...s.state.map((st) => st.output)])]);
   return { graph: g, loss, logits: model.logits, optimizer, params };
