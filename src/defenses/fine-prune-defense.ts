@@ -1,5 +1,5 @@
 // Fine-Pruning behind the Defense interface.
-import { DEFAULT_FINE_PRUNE_DROP, DEFAULT_FINE_TUNE, finePrune } from "./fine-pruning.js";
+import { DEFAULT_FINE_PRUNE_DROP, DEFAULT_FINE_TUNE, DEFAULT_TUNE, finePrune, TUNE_CHOICES } from "./fine-pruning.js";
 import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, SEED_OPTION, stageReporter } from "./defense.js";
 import { PRUNE_OPTIONS } from "./prune-defense.js";
 import { evalLine, gLine, pct } from "../report/text.js";
@@ -15,6 +15,12 @@ export const finePruneDefinition = defineDefense({
     epochs: { kind: "integer", description: "fine-tuning epochs on the clean data", default: DEFAULT_FINE_TUNE.epochs, min: 0 },
     lr: { kind: "number", description: "fine-tuning learning rate", default: DEFAULT_FINE_TUNE.lr, min: 0, exclusiveMin: true },
     optimizer: { kind: "choice", choices: ["adam", "sgd"] as const, description: "fine-tuning optimizer", default: DEFAULT_FINE_TUNE.optimizer },
+    tune: {
+      kind: "choice",
+      choices: TUNE_CHOICES,
+      description: "fine-tune all parameters, or only the tail after the latest point every path goes through (at least half the parameters; faster, may repair less)",
+      default: DEFAULT_TUNE,
+    },
     trainBatchSize: { kind: "integer", description: "fine-tuning batch size", default: DEFAULT_FINE_TUNE.batchSize, min: 1, max: 65536 },
     seed: SEED_OPTION,
     batchSize: BATCH_SIZE_OPTION,
@@ -35,6 +41,7 @@ export const finePruneDefinition = defineDefense({
       optimizer: o.optimizer,
       seed: o.seed,
       trainBatchSize: o.trainBatchSize,
+      tune: o.tune,
       onCache: stageReporter(ctx.progress, "activations", "img"),
       onStep: (k, total, p) => ctx.progress?.({ stage: "prune", done: k + 1, total: total + 1, unit: "step", note: `${k}/${total} pruned, acc ${pct(p.cleanAccuracy)}` }),
       onBatch: (done, total, loss) => trainBar(epochsSeen * total + done, total * o.epochs, `epoch ${epochsSeen + 1}/${o.epochs} loss ${loss.toFixed(4)}`),
@@ -52,7 +59,8 @@ export const finePruneDefinition = defineDefense({
       gRates: r.gRates,
       sections: { pruning: r.pruning },
       extra: {
-        finePruning: { drop: r.drop, reached: r.reached, channels: r.channels, pruned: r.pruned, epochs: o.epochs, lr: o.lr, optimizer: o.optimizer, seed: o.seed, history: r.history },
+        finePruning: { drop: r.drop, reached: r.reached, channels: r.channels, pruned: r.pruned, epochs: o.epochs, lr: o.lr, optimizer: o.optimizer, seed: o.seed, history: r.history,
+          tune: r.tune, tunedFrom: r.tunedFrom, tunedParams: r.tunedParams, totalParams: r.totalParams },
         evaluatedOn: r.evaluatedOn,
         files,
       },
@@ -61,6 +69,7 @@ export const finePruneDefinition = defineDefense({
         `model        ${model.name}`,
         `pruned       ${r.channels.length}/${t.channels} channels of ${t.layer} (validation accuracy drop >= ${r.drop} pp${r.reached ? "" : " not reached: all channels pruned"})`,
         `fine-tuned   ${o.epochs} epochs, ${o.optimizer} lr ${o.lr} on ${data.clean.name}${last ? ` (last epoch loss ${last.loss.toFixed(4)})` : ""}`,
+        `tuned        ${r.tune === "tail" ? `tail from ${r.tunedFrom}: ` : "all: "}${r.tunedParams}/${r.totalParams} parameters`,
         `before       ${evalLine(r.before)}   on ${on}`,
         `pruned       ${evalLine(r.pruned)}`,
         `fine-pruned  ${evalLine(r.after)}`,

@@ -13,6 +13,8 @@ import { loadModel } from "../io/load-model.js";
 import { argmaxRows, forwardGraph, predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import type { ReportData } from "../report/types.js";
+import { parseResult } from "../report/schema.js";
+import { downstreamNodes } from "../graph/transforms.js";
 import { Session } from "../runtime/session.js";
 import { train } from "../train/trainer.js";
 import { finePrune } from "./fine-pruning.js";
@@ -107,11 +109,34 @@ test("fine-prune: prunes to the drop, fine-tuning keeps the channels at zero and
   assert.equal(r.gRates.poisoned!.n, poisoned.size);
 });
 
+test("fine-prune --tune tail: only the tail's parameters change, the pruned channels stay zero", async () => {
+  const r = await finePrune(model, { valid, poisoned, drop: 2, epochs: 2, lr: 1e-3, seed: 1, tune: "tail" });
+  assert.equal(r.tune, "tail");
+  assert.ok(r.tunedFrom !== model.input && r.tunedParams < r.totalParams && 2 * r.tunedParams >= r.totalParams, `${r.tunedParams}/${r.totalParams} from ${r.tunedFrom}`);
+  const start = prunedModel(model, r.target, r.channels);
+  const tail = new Set(downstreamNodes(start.graph, r.tunedFrom).flatMap((n) => n.inputs));
+  let changed = 0;
+  for (const p of model.params) {
+    const a = start.graph.initializers.get(p.value)!.data as Float32Array;
+    const b = r.repaired.graph.initializers.get(p.value)!.data as Float32Array;
+    const same = a.every((v, i) => v === b[i]);
+    if (!tail.has(p.value)) assert.ok(same, `${p.value} lies before the cut and must be frozen`);
+    else if (!same) changed++;
+  }
+  assert.ok(changed > 0, "the tail was trained");
+  const k = r.repaired.graph.initializers.get(r.target.kernel!)!.data as Float32Array;
+  const per = k.length / r.target.channels;
+  for (const c of r.channels) assert.ok(k.subarray(c * per, (c + 1) * per).every((v) => v === 0));
+  const all = await finePrune(model, { valid, drop: 2, epochs: 0, seed: 1 });
+  assert.deepEqual([all.tune, all.tunedFrom, all.tunedParams], ["all", model.input, all.totalParams]);
+});
+
 test("fine-prune: bad options are UserErrors", async () => {
   await assert.rejects(finePrune(model, { valid, drop: 0 }), UserError);
   await assert.rejects(finePrune(model, { valid, drop: 150 }), UserError);
   await assert.rejects(finePrune(model, { valid, epochs: -1 }), UserError);
   await assert.rejects(finePrune(model, { valid, lr: 0 }), UserError);
+  await assert.rejects(finePrune(model, { valid, tune: "head" as "tail" }), (e: Error) => e instanceof UserError && /tune/.test(e.message));
   await assert.rejects(finePrune(model, { valid, layer: "fc_1" }), (e: Error) => e instanceof UserError && /conv_3/.test(e.message));
 });
 
@@ -127,6 +152,14 @@ test("badnet fine-prune writes repaired.h5, repaired.onnx, G.onnx and result.jso
   assert.equal(report.g!.numClasses, 4);
   assert.ok(report.evaluation!.after!.asr !== undefined);
   assert.match(text, /fine-pruned/);
+  assert.equal(parseResult(report).ok, true);
+  assert.deepEqual([report.finePruning!.tune, report.finePruning!.tunedParams], ["all", report.finePruning!.totalParams]);
+  const tailOut = join(dir, "out-tail");
+  const { json: tailJson } = await finePruneCommand.run(parse(finePruneCommand, [...argv.slice(0, -3), "--tune", "tail", "--out", tailOut, "--quiet"]));
+  const tailReport = JSON.parse(JSON.stringify(tailJson)) as ReportData;
+  assert.equal(parseResult(tailReport).ok, true);
+  assert.equal(tailReport.finePruning!.tune, "tail");
+  assert.ok(tailReport.finePruning!.tunedParams! < tailReport.finePruning!.totalParams!);
   const repaired = await loadModel(join(out, "repaired.h5"));
   assert.equal(repaired.numClasses, 4);
   await assert.rejects(finePruneCommand.run(parse(finePruneCommand, [...argv.slice(0, -3), "--drop", "150", "--out", out])), UserError);

@@ -14,6 +14,8 @@ import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import type { ReportEvalResult, ReportG, ReportPruning } from "../report/types.js";
 import { train, type EpochStats } from "../train/trainer.js";
+import { prefixActivations, tailCut, tailModel } from "../train/tail.js";
+import { withParams } from "../model/params.js";
 import { evalResult, evaluatePair, type SplitPredictions } from "../eval/evaluate.js";
 import { gFromPair } from "./g-model.js";
 import {
@@ -36,6 +38,14 @@ import { lapTimer } from "../util/timing.js";
 
 export const DEFAULT_FINE_PRUNE_DROP = 4;
 export const DEFAULT_FINE_TUNE = { epochs: 5, lr: 1e-4, optimizer: "adam" as const, batchSize: 64 };
+/**
+ * What fine-tuning trains: "all" parameters, or only the "tail" after the cut of train/tail.ts (the prefix
+ * frozen, its activations computed once). The default is DEFAULT_TUNE; the README's PyTorch section has the
+ * measurements it rests on.
+ */
+export const TUNE_CHOICES = ["all", "tail"] as const;
+export type Tune = (typeof TUNE_CHOICES)[number];
+export const DEFAULT_TUNE: Tune = "all";
 
 export interface FinePruneOptions extends Omit<PruneDefenseOptions, "drops"> {
   /** Prune until clean validation accuracy has dropped by this many percentage points (default 4). */
@@ -45,6 +55,7 @@ export interface FinePruneOptions extends Omit<PruneDefenseOptions, "drops"> {
   optimizer?: "adam" | "sgd";
   seed?: number;
   trainBatchSize?: number;
+  tune?: Tune;
   onEpoch?: (s: EpochStats) => void;
   onBatch?: (done: number, total: number, loss: number) => void;
 }
@@ -63,6 +74,11 @@ export interface FinePruneResult {
   after: ReportEvalResult;
   evaluatedOn: "test" | "valid";
   history: EpochStats[];
+  tune: Tune;
+  /** The value fine-tuning started from: the model input for "all", the tail cut for "tail". */
+  tunedFrom: string;
+  tunedParams: number;
+  totalParams: number;
   repaired: Model;
   g: Graph;
   gRates: ReportG;
@@ -103,7 +119,19 @@ export async function finePrune(model: Model, opts: FinePruneOptions): Promise<F
   const optimizer: OptimizerConfig = (opts.optimizer ?? DEFAULT_FINE_TUNE.optimizer) === "sgd" ? { kind: "sgd", lr } : { kind: "adam", lr };
   const start = prunedModel(model, target, channels, `${model.name}_pruned`);
   const x = opts.valid.read(0, opts.valid.size);
-  const trained = await train(start, { x, y: validLabels, shape: model.inputShape }, {
+  const tune = opts.tune ?? DEFAULT_TUNE;
+  if (!TUNE_CHOICES.includes(tune)) throw new OptionError("tune", `must be one of ${TUNE_CHOICES.join(", ")}, got ${String(tune)}`);
+  // The pruned layer's channel mask (target.conv) must lie inside what is trained: the cut rule sees to it.
+  const cut = tailCut(start, target.conv);
+  const totalParams = cut.totalParams;
+  const tail = tune === "tail" && cut.value !== start.input;
+  let tuneData = { x, y: validLabels, shape: model.inputShape };
+  if (tail) {
+    tuneData = await prefixActivations(start, cut, tuneData, { batchSize: opts.batchSize });
+    lap("prefix");
+  }
+  const tuned = tail ? tailModel(start, cut) : start;
+  const trainedPart = await train(tuned, tuneData, {
     epochs,
     batchSize: opts.trainBatchSize ?? DEFAULT_FINE_TUNE.batchSize,
     optimizer,
@@ -112,6 +140,7 @@ export async function finePrune(model: Model, opts: FinePruneOptions): Promise<F
     onEpoch: opts.onEpoch,
     onBatch: opts.onBatch,
   });
+  const trained = { history: trainedPart.history, model: tail ? withParams(start, new Map(cut.params.map((p) => [p, trainedPart.model.graph.initializers.get(p)!]))) : trainedPart.model };
   const repaired = prunedModel(trained.model, target, channels, `${model.name}_fine_pruned`);
   lap("fine-tune");
 
@@ -138,6 +167,10 @@ export async function finePrune(model: Model, opts: FinePruneOptions): Promise<F
     after,
     evaluatedOn: opts.test ? "test" : "valid",
     history: trained.history,
+    tune,
+    tunedFrom: tail ? cut.value : start.input,
+    tunedParams: tail ? cut.tunedParams : totalParams,
+    totalParams,
     repaired,
     g,
     gRates: rates,

@@ -55,6 +55,26 @@ const mitigation = z
   })
   .passthrough();
 
+const epochStats = z.object({ epoch: int, loss: num, accuracy: frac, seconds: num }).passthrough();
+const finePruning = z
+  .object({
+    drop: num,
+    reached: z.boolean(),
+    channels: z.array(int),
+    pruned: evalResult,
+    epochs: int,
+    lr: num,
+    optimizer: z.string(),
+    seed: int.optional(),
+    history: z.array(epochStats),
+    // Added with tail fine-tuning; absent in files written before it (they tuned all parameters).
+    tune: z.enum(["all", "tail"]).optional(),
+    tunedFrom: z.string().optional(),
+    tunedParams: int.optional(),
+    totalParams: int.optional(),
+  })
+  .passthrough();
+
 const rate = z.object({ n: int, count: int, rate: frac, ci95: z.tuple([frac, frac]) }).passthrough();
 const gCalibration = z
   .object({
@@ -94,6 +114,7 @@ export const resultSchema = z
     gCalibration: gCalibration.optional(),
     selection: selection.optional(),
     mitigation: mitigation.optional(),
+    finePruning: finePruning.optional(),
     timings: z.record(num).optional(),
   })
   .passthrough();

@@ -238,6 +238,26 @@ export interface ReportSelection {
   skipped?: string[];
 }
 
+/** fine-prune's own section: what was pruned and how the network was fine-tuned afterwards. */
+export interface ReportFinePruning {
+  drop: number;
+  reached: boolean;
+  channels: number[];
+  /** The pruned network before fine-tuning. */
+  pruned: ReportEvalResult;
+  epochs: number;
+  lr: number;
+  optimizer: string;
+  seed?: number;
+  history: { epoch: number; loss: number; accuracy: number; seconds: number }[];
+  /** "all" parameters or only the "tail" (absent in files from before tail fine-tuning: all). */
+  tune?: "all" | "tail";
+  /** The value fine-tuning started from: the model input for "all", the tail cut for "tail". */
+  tunedFrom?: string;
+  tunedParams?: number;
+  totalParams?: number;
+}
+
 export interface ReportData {
   /** Version of this layout (report/schema.ts RESULT_SCHEMA_VERSION); absent in files written before versioning. */
   schemaVersion?: number;
@@ -256,6 +276,7 @@ export interface ReportData {
   gCalibration?: ReportGCalibration;
   selection?: ReportSelection;
   mitigation?: ReportMitigation;
+  finePruning?: ReportFinePruning;
   /** Wall-clock seconds per step, in the order the steps ran, e.g. {"load": 0.4, "neural-cleanse": 812}. */
   timings?: Record<string, number>;
 }
