@@ -10,7 +10,9 @@
 // --targets runs eval, prune, fine-prune and a 10-label detect on the full-width PreAct-ResNet18 exports
 // (--dir, else $BADNET_PYTORCH_FULL, else .bench/pytorch-full; build them with build_fixtures.py --full DIR
 // --full-only) and prints each time against the 60 s target; `npm run bench` runs it and skips it with a
-// message when the files are absent. --detect-args="--steps 30 ..." passes extra detect options (a smaller budget).
+// message when the files are absent. --detect-args="--steps 30 ..." passes extra detect options (a smaller budget);
+// --anp-args and --repair-args do the same for anp and repair. The fine-prune row is --tune all, the
+// fine-prune-tail row --tune tail.
 // --targets (or --steps) first prints the step throughput at batch 32: forward, forward+input-grad and a train
 // step, the gradient graphs with the plain and the fast Conv gradient forms (ratio in the same run).
 //
@@ -26,7 +28,8 @@ import { loadOnnxModel } from "../onnx/import.js";
 import { withNormalization } from "../model/normalize.js";
 import { stepThroughput } from "./step-throughput.js";
 
-const COMMANDS = ["eval", "detect", "prune", "fine-prune", "nc-prune", "unlearn", "strip", "anp", "ibau"] as const;
+// "fine-prune-tail" is fine-prune --tune tail (only the tail after the cut of train/tail.ts is fine-tuned).
+const COMMANDS = ["eval", "detect", "prune", "fine-prune", "fine-prune-tail", "nc-prune", "unlearn", "strip", "anp", "ibau", "repair"] as const;
 type CommandName = (typeof COMMANDS)[number];
 // The issue's timing target for prune, fine-prune and a 10-label detect on full-width PreAct-ResNet18.
 const TARGET_SECONDS = 60;
@@ -43,6 +46,8 @@ interface Json {
   flagged?: number[];
   g?: { clean: { n: number; flagged: number }; poisoned?: { n: number; flagged: number } };
   pruning?: { layer: string; drops: { channelsPruned: number }[] };
+  finePruning?: { tune?: string; tunedParams?: number; totalParams?: number };
+  selection?: { chosen?: string };
   strip?: { threshold: number };
 }
 
@@ -89,6 +94,8 @@ async function main(): Promise<void> {
       labels: { type: "string" },
       targets: { type: "boolean" },
       "detect-args": { type: "string" },
+      "anp-args": { type: "string" },
+      "repair-args": { type: "string" },
       steps: { type: "boolean" },
     },
   });
@@ -101,8 +108,10 @@ async function main(): Promise<void> {
   }
   const manifest = JSON.parse(readFileSync(manifestPath, "utf8")) as PytorchManifest;
   const models = values.models ? values.models.split(",") : targets ? ["preact_resnet18"] : Object.keys(manifest.models);
-  const commands = (values.commands ? values.commands.split(",") : targets ? ["eval", "prune", "fine-prune", "detect"] : [...COMMANDS]) as CommandName[];
-  const detectArgs = values["detect-args"] ? values["detect-args"].split(/\s+/).filter((a) => a) : [];
+  const commands = (values.commands ? values.commands.split(",") : targets ? ["eval", "prune", "fine-prune", "fine-prune-tail", "detect"] : [...COMMANDS]) as CommandName[];
+  const words = (v: string | undefined): string[] => (v ? v.split(/\s+/).filter((a) => a) : []);
+  const detectArgs = words(values["detect-args"]);
+  const extraArgs: Partial<Record<CommandName, string[]>> = { anp: words(values["anp-args"]), repair: words(values["repair-args"]) };
   for (const c of commands) if (!COMMANDS.includes(c)) throw new Error(`unknown command ${c} (one of ${COMMANDS.join(", ")})`);
   const opset = values.opset ?? "opset17";
   const labels = values.labels ?? "0-9";
@@ -142,10 +151,13 @@ async function main(): Promise<void> {
         if (command === "eval") args = ["eval", ...base, "--clean", join(dir, "clean_test.h5"), "--poisoned", join(dir, "poisoned_test.h5")];
         else if (command === "detect") args = ["detect", ...base, "--clean", join(dir, "valid.h5"), "--labels", labels, "--out", nc, ...detectArgs];
         else {
-          args = [command, ...base, ...data, "--out", out];
+          const cli = command === "fine-prune-tail" ? "fine-prune" : command;
+          args = [cli, ...base, ...data, "--out", out, ...(extraArgs[command] ?? [])];
           // nc-prune and unlearn reuse detect's reversed triggers when detect ran in this bench.
           if ((command === "nc-prune" || command === "unlearn") && commands.includes("detect")) args.push("--trigger", nc);
           if (command === "prune") args.push("--drop", "4");
+          if (command === "fine-prune-tail") args.push("--tune", "tail");
+          if (command === "fine-prune") args.push("--tune", "all");
         }
         process.stderr.write(`${name} ${command} ...\n`);
         const r = await runCli(args);
@@ -164,6 +176,9 @@ async function main(): Promise<void> {
           const flagged = j!.neuralCleanse?.flagged ?? j!.flagged;
           if (flagged) notes.push(`flagged [${flagged.join(", ")}]`);
           if (j!.pruning) notes.push(`${j!.pruning.layer}: ${j!.pruning.drops.map((d) => d.channelsPruned).join("/")} channels`);
+          const fp = j!.finePruning;
+          if (fp?.tune && fp.tunedParams !== undefined && fp.totalParams) notes.push(`tuned ${fp.tune}: ${(100 * fp.tunedParams / fp.totalParams).toFixed(0)}% of parameters`);
+          if (j!.selection?.chosen) notes.push(`chose ${j!.selection.chosen}`);
           if (j!.g?.poisoned) notes.push(`G detects ${pct(j!.g.poisoned.flagged / j!.g.poisoned.n)}, FPR ${pct(j!.g.clean.flagged / j!.g.clean.n)}`);
           row.note = notes.join("; ");
         }
@@ -180,7 +195,7 @@ async function main(): Promise<void> {
   process.stdout.write(`\nPyTorch exports (${opset}, ${dir}), every command through the CLI with --mean/--std:\n\n${lines.join("\n")}\n`);
   if (targets) {
     for (const r of rows.filter((x) => x.command !== "eval")) {
-      const what = r.command === "detect" ? `${r.command} (labels ${labels}${detectArgs.length ? ` ${detectArgs.join(" ")}` : ""})` : r.command;
+      const what = r.command === "detect" ? `${r.command} (labels ${labels}${detectArgs.length ? ` ${detectArgs.join(" ")}` : ""})` : r.command === "fine-prune-tail" ? "fine-prune --tune tail" : r.command === "fine-prune" ? "fine-prune --tune all" : r.command;
       process.stdout.write(`target ${r.model} ${what}: ${secs(r.seconds)} vs ≤ ${TARGET_SECONDS} s — ${r.note.startsWith("error") ? "error" : r.seconds <= TARGET_SECONDS ? "met" : "MISSED"}\n`);
     }
   }
