@@ -175,7 +175,7 @@ async function main(): Promise<void> {
           const notes: string[] = [];
           const flagged = j!.neuralCleanse?.flagged ?? j!.flagged;
           if (flagged) notes.push(`flagged [${flagged.join(", ")}]`);
-          if (j!.pruning) notes.push(`${j!.pruning.layer}: ${j!.pruning.drops.map((d) => d.channelsPruned).join("/")} channels`);
+          if (j!.pruning) notes.push(j!.pruning.drops.length ? `${j!.pruning.layer}: ${j!.pruning.drops.map((d) => d.channelsPruned).join("/")} channels` : j!.pruning.layer);
           const fp = j!.finePruning;
           if (fp?.tune && fp.tunedParams !== undefined && fp.totalParams) notes.push(`tuned ${fp.tune}: ${(100 * fp.tunedParams / fp.totalParams).toFixed(0)}% of parameters`);
           if (j!.selection?.chosen) notes.push(`chose ${j!.selection.chosen}`);
