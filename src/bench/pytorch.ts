@@ -14,7 +14,7 @@
 // --anp-args and --repair-args do the same for anp and repair. The fine-prune row is --tune all, the
 // fine-prune-tail row --tune tail.
 // --targets (or --steps) first prints the step throughput at batch 32: forward, forward+input-grad and a train
-// step, the gradient graphs with the plain and the fast Conv gradient forms (ratio in the same run).
+// step, the gradient graphs with the plain, fast and flip Conv gradient forms run alternately (ratios in the same run).
 //
 // Prints a Markdown table (the README's PyTorch section is a copy).
 import { execFile } from "node:child_process";
@@ -129,8 +129,8 @@ async function main(): Promise<void> {
       process.stdout.write(`step throughput ${name} (batch 32, img/s; ratio to the forward pass):\n`);
       for (const f of figs) process.stdout.write(`  ${f.what.padEnd(19)} ${f.forms.padEnd(5)} ${f.imagesPerSecond.toFixed(1).padStart(7)}  (${(f.imagesPerSecond / fwd).toFixed(3)}× forward)\n`);
       for (const what of ["forward+input-grad", "train step"] as const) {
-        const [plain, fast] = [figs.find((f) => f.what === what && f.forms === "plain")!, figs.find((f) => f.what === what && f.forms === "fast")!];
-        process.stdout.write(`  ${what}: fast Conv gradient forms ${(fast.imagesPerSecond / plain.imagesPerSecond).toFixed(2)}× the plain ones\n`);
+        const rate = (forms: string) => figs.find((f) => f.what === what && f.forms === forms)!.imagesPerSecond;
+        process.stdout.write(`  ${what}: fast forms ${(rate("fast") / rate("plain")).toFixed(2)}×, flip forms ${(rate("flip") / rate("plain")).toFixed(2)}× the plain ones\n`);
       }
     }
   }

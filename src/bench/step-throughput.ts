@@ -1,6 +1,7 @@
 // Throughput of the three graphs every defense is built from, at one batch size: the forward pass, forward +
 // input gradient (trigger inversion, adversarial search) and a full training step (fine-tuning, unlearning),
-// each with both Conv gradient forms ("fast" and "plain", see graph/autodiff.ts) so one run shows the gain.
+// each with the three Conv gradient forms (see graph/autodiff.ts), run alternately so one run
+// shows the gain under the same load.
 import { backward, type ConvGradForms } from "../graph/autodiff.js";
 import { tensor, type TensorData } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";
@@ -27,6 +28,27 @@ async function timeRuns(step: () => Promise<unknown>, batch: number, seconds: nu
   return (batch * runs) / ((performance.now() - t0) / 1000);
 }
 
+/**
+ * Steps timed alternately (one run of each per round, after a warm-up of each) until each has run for
+ * `seconds`: on a shared machine the load drifts, and interleaving (the order rotating) gives all the same conditions. Images/s each.
+ */
+async function timeAlternately(steps: (() => Promise<unknown>)[], batch: number, seconds: number, minRuns: number): Promise<number[]> {
+  for (const f of steps) await f();
+  const spent = steps.map(() => 0);
+  let runs = 0;
+  while (runs < minRuns || Math.min(...spent) < seconds * 1000) {
+    // Each round starts with a different step: the first of a round measured slower (threads waking up).
+    for (let k = 0; k < steps.length; k++) {
+      const i = (k + runs) % steps.length;
+      const t = performance.now();
+      await steps[i]();
+      spent[i] += performance.now() - t;
+    }
+    runs++;
+  }
+  return spent.map((ms) => (batch * runs) / (ms / 1000));
+}
+
 function randomBatch(model: Model, batch: number): { x: TensorData; target: TensorData } {
   const rand = mulberry32(7);
   const [c, h, w] = model.inputShape;
@@ -35,30 +57,18 @@ function randomBatch(model: Model, batch: number): { x: TensorData; target: Tens
   return { x: tensor("float32", [batch, c, h, w], x), target: tensor("float32", [batch, model.numClasses], oneHot(y, model.numClasses)) };
 }
 
-async function inputGradThroughput(model: Model, forms: ConvGradForms, x: TensorData, target: TensorData, seconds: number): Promise<number> {
+async function inputGradSession(model: Model, forms: ConvGradForms): Promise<{ session: Session; target: string }> {
   const g = model.graph.clone(`${model.name}_input_grad`);
-  const t = g.addInput("target", "float32", ["N", model.numClasses]);
-  const loss = softmaxCrossEntropy(g, model.logits, t);
+  const target = g.addInput("target", "float32", ["N", model.numClasses]);
+  const loss = softmaxCrossEntropy(g, model.logits, target);
   const dx = backward(g, loss, [model.input], { convForms: forms }).get(model.input)!;
   g.setOutputs([loss, dx]);
-  const s = await Session.create(g);
-  try {
-    return await timeRuns(() => s.run({ [model.input]: x, [t]: target }), x.shape[0] as number, seconds, 3);
-  } finally {
-    await s.release();
-  }
+  return { session: await Session.create(g), target };
 }
 
-async function trainThroughput(model: Model, forms: ConvGradForms, x: TensorData, target: TensorData, seconds: number): Promise<number> {
-  const runner = await StepRunner.create(buildStepGraph(model, { optimizer: { kind: "adam", lr: 1e-4 }, convForms: forms }));
-  try {
-    return await timeRuns(() => runner.run(x, target, 1e-4), x.shape[0] as number, seconds, 3);
-  } finally {
-    await runner.release();
-  }
-}
+const FORMS: ConvGradForms[] = ["plain", "fast", "flip"];
 
-/** Forward, then forward+input-grad and a train step with the plain forms first and the fast ones after. */
+/** Forward, then forward+input-grad and a train step, each with the three Conv gradient forms interleaved. */
 export async function stepThroughput(model: Model, batch = 32, seconds = 5): Promise<StepFigures[]> {
   const { x, target } = randomBatch(model, batch);
   const out: StepFigures[] = [];
@@ -68,7 +78,20 @@ export async function stepThroughput(model: Model, batch = 32, seconds = 5): Pro
   } finally {
     await fwd.release();
   }
-  for (const forms of ["plain", "fast"] as const) out.push({ what: "forward+input-grad", forms, imagesPerSecond: await inputGradThroughput(model, forms, x, target, seconds) });
-  for (const forms of ["plain", "fast"] as const) out.push({ what: "train step", forms, imagesPerSecond: await trainThroughput(model, forms, x, target, seconds) });
+  const ig = await Promise.all(FORMS.map((f) => inputGradSession(model, f)));
+  try {
+    const rates = await timeAlternately(ig.map((s) => () => s.session.run({ [model.input]: x, [s.target]: target })), batch, seconds, 3);
+    FORMS.forEach((forms, i) => out.push({ what: "forward+input-grad", forms, imagesPerSecond: rates[i] }));
+  } finally {
+    for (const s of ig) await s.session.release();
+  }
+  const optimizer = { kind: "adam" as const, lr: 1e-4 };
+  const runners = await Promise.all(FORMS.map((convForms) => StepRunner.create(buildStepGraph(model, { optimizer, convForms }))));
+  try {
+    const rates = await timeAlternately(runners.map((r) => () => r.run(x, target, 1e-4)), batch, seconds, 3);
+    FORMS.forEach((forms, i) => out.push({ what: "train step", forms, imagesPerSecond: rates[i] }));
+  } finally {
+    for (const r of runners) await r.release();
+  }
   return out;
 }

@@ -1,7 +1,7 @@
 // Every gradient rule against central finite differences computed in float64 by the reference interpreter.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { backward } from "./autodiff.js";
+import { backward, type ConvGradForms } from "./autodiff.js";
 import { numericGradient, relError } from "../test/gradcheck.js";
 import { attr, Graph, tensor, type Attrs, type TensorData } from "./ir.js";
 import { softmaxCrossEntropy } from "./losses.js";
@@ -23,7 +23,7 @@ interface Case {
 }
 
 /** loss = Σ y·R with fixed random R, so every output element carries a distinct weight. */
-async function check(c: Case): Promise<void> {
+async function check(c: Case, convForms?: ConvGradForms): Promise<void> {
   const g = new Graph(c.name);
   const feeds: Record<string, TensorData> = {};
   const names: Record<string, string> = {};
@@ -39,7 +39,7 @@ async function check(c: Case): Promise<void> {
   const wrt = Object.keys(names).filter((k) => !c.constantInputs?.includes(k));
   const fwd = g.clone();
   fwd.setOutputs([loss]);
-  const grads = backward(g, loss, wrt);
+  const grads = backward(g, loss, wrt, { convForms });
   g.setOutputs([...grads.values()]);
   const session = await Session.create(g);
   const out = await session.run(feeds);
@@ -196,6 +196,9 @@ const CASES: Case[] = [
 ];
 
 for (const c of CASES) test(`gradient: ${c.name}`, () => check(c));
+// Every Conv case also with the other two forms of its gradients.
+for (const forms of ["plain", "flip"] as const)
+  for (const c of CASES.filter((k) => k.name.startsWith("Conv"))) test(`gradient (${forms} forms): ${c.name}`, () => check(c, forms));
 
 test("a value used twice accumulates both gradient paths", () =>
   check({ name: "fan-out", inputs: { x: [3, 4] }, build: (g, x) => g.op("Mul", [g.op("Relu", [x.x]), g.op("Tanh", [x.x])]) }));
@@ -279,10 +282,10 @@ test("the gradient of a strided Slice is refused, not silently wrong", () => {
   assert.throws(() => backward(g, loss, ["x"]), /Slice gradient: only step 1/);
 });
 
-test("fast and plain Conv gradient forms give the same values; fast uses no ConvTranspose at stride 1", async () => {
+test("the three Conv gradient forms give the same values; only flip avoids ConvTranspose at stride 1", async () => {
   const x = tensor("float32", [2, 3, 6, 6], randn(2 * 3 * 6 * 6));
   const w = tensor("float32", [4, 3, 3, 3], randn(4 * 3 * 3 * 3));
-  const grads = async (convForms: "fast" | "plain") => {
+  const grads = async (convForms: ConvGradForms) => {
     const g = new Graph("forms");
     g.addInput("x", "float32", ["N", 3, 6, 6]);
     g.addInput("w", "float32", [4, 3, 3, 3]);
@@ -302,7 +305,9 @@ test("fast and plain Conv gradient forms give the same values; fast uses no Conv
   };
   const fast = await grads("fast");
   const plain = await grads("plain");
-  assert.ok(!fast.ops.has("ConvTranspose") && fast.ops.has("Gemm"));
-  assert.ok(plain.ops.has("ConvTranspose"));
-  assert.ok(relError(fast.dx, plain.dx) < 1e-5 && relError(fast.dw, plain.dw) < 1e-5);
+  const flip = await grads("flip");
+  assert.ok(fast.ops.has("ConvTranspose") && fast.ops.has("Gemm"));
+  assert.ok(plain.ops.has("ConvTranspose") && !plain.ops.has("Gemm"));
+  assert.ok(!flip.ops.has("ConvTranspose") && flip.ops.has("Gemm"));
+  for (const other of [fast, flip]) assert.ok(relError(other.dx, plain.dx) < 1e-5 && relError(other.dw, plain.dw) < 1e-5);
 });

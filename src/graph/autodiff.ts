@@ -94,7 +94,7 @@ function convGradWeight(e: Emitter, n: Node, x: string, w: string, dy: string): 
   if (typeof yshape[2] !== "number" || typeof yshape[3] !== "number" || typeof xshape[2] !== "number" || typeof xshape[3] !== "number") {
     throw new GraphError("Conv weight gradient needs static spatial sizes");
   }
-  if (group === 1 && e.convForms === "fast") return convGradWeightTaps(e, x, dy, [co, cg, kh, kw], s, d, pads, [yshape[2], yshape[3]]);
+  if (group === 1 && e.convForms !== "plain") return convGradWeightTaps(e, x, dy, [co, cg, kh, kw], s, d, pads, [yshape[2], yshape[3]]);
   // dW[o,i,a,b] = Σ_n,y,x dy[n,o,y,x]·x[n,g(o)·cg+i,y·s+a·d,x·s+b·d]: a convolution over x with the per-group
   // input channel i as the batch, (group, image) pairs as channels, and dy as the kernel, dilated by the
   // stride. With group = G the conv is grouped too, so a depthwise layer costs one pass, not G.
@@ -149,8 +149,9 @@ function convGradWeightTaps(e: Emitter, x: string, dy: string, [co, ci, kh, kw]:
 
 /**
  * Stride-1 Conv input gradient as a plain Conv of dy with the kernel flipped in space and transposed
- * (per group: [M, C/G] → [C, M/G]), padded so the output has x's size: onnxruntime's ConvTranspose is much
- * slower on CPU than its Conv. Null when a pad would be negative (a pad wider than the kernel's reach).
+ * (per group: [M, C/G] → [C, M/G]), padded so the output has x's size (the "flip" form; ConvTranspose was
+ * expected to be the slower op on CPU, but inside a whole network it measured faster). Null when a pad would
+ * be negative (a pad wider than the kernel's reach).
  */
 function convGradInputFlipped(e: Emitter, w: string, dy: string, [co, cg, kh, kw]: number[], group: number, d: number[], pads: number[]): string | null {
   const reach = [(kh - 1) * d[0], (kw - 1) * d[1]];
@@ -183,7 +184,7 @@ function convGradInput(e: Emitter, n: Node, x: string, w: string, dy: string): s
   // Rows the forward conv never reached (floor division) come back as output_padding.
   const outPad = [0, 1].map((i) => xs[2 + i] - (s[i] * (ys[2 + i] - 1) + ([kh, kw][i] - 1) * d[i] + 1 - pads[i] - pads[2 + i]));
   const group = intAttr(n, "group", 1);
-  if (s[0] === 1 && s[1] === 1 && e.convForms === "fast") {
+  if (s[0] === 1 && s[1] === 1 && e.convForms === "flip") {
     const flipped = convGradInputFlipped(e, w, dy, e.g.staticShape(w), group, d, pads);
     if (flipped) return flipped;
   }
@@ -504,11 +505,14 @@ function reduceGrad(e: Emitter, n: Node, dy: string, mean: boolean): string {
 }
 
 /**
- * "fast": per-tap Gemm weight gradients and flipped-kernel Conv input gradients where they apply; "plain":
- * always the batch-transposed Conv and ConvTranspose forms (same values; kept so benchmarks can measure the
- * difference in one run).
+ * How Conv gradients are emitted (same values; benchmarks compare them in one run):
+ * - "plain": weight gradient as one batch-transposed Conv, input gradient as ConvTranspose;
+ * - "fast" (default): ungrouped weight gradients as per-tap Gemms, input gradients as ConvTranspose;
+ * - "flip": as "fast", and stride-1 input gradients as a Conv with the flipped kernel. On full-width
+ *   PreAct-ResNet18 this measured slower than ConvTranspose inside the whole network (README, PyTorch
+ *   section), so it is not the default.
  */
-export type ConvGradForms = "fast" | "plain";
+export type ConvGradForms = "fast" | "plain" | "flip";
 
 export interface BackwardOptions {
   convForms?: ConvGradForms;
