@@ -149,9 +149,9 @@ function convGradWeightTaps(e: Emitter, x: string, dy: string, [co, ci, kh, kw]:
 
 /**
  * Stride-1 Conv input gradient as a plain Conv of dy with the kernel flipped in space and transposed
- * (per group: [M, C/G] → [C, M/G]), padded so the output has x's size (the "flip" form; ConvTranspose was
- * expected to be the slower op on CPU, but inside a whole network it measured faster). Null when a pad would
- * be negative (a pad wider than the kernel's reach).
+ * (per group: [M, C/G] → [C, M/G]), padded so the output has x's size (the "flip" form: ConvTranspose was
+ * expected to be the slower op on CPU; inside a whole network the two measured about the same). Null when a
+ * pad would be negative (a pad wider than the kernel's reach).
  */
 function convGradInputFlipped(e: Emitter, w: string, dy: string, [co, cg, kh, kw]: number[], group: number, d: number[], pads: number[]): string | null {
   const reach = [(kh - 1) * d[0], (kw - 1) * d[1]];
@@ -509,7 +509,7 @@ function reduceGrad(e: Emitter, n: Node, dy: string, mean: boolean): string {
  * - "plain": weight gradient as one batch-transposed Conv, input gradient as ConvTranspose;
  * - "fast" (default): ungrouped weight gradients as per-tap Gemms, input gradients as ConvTranspose;
  * - "flip": as "fast", and stride-1 input gradients as a Conv with the flipped kernel. On full-width
- *   PreAct-ResNet18 this measured slower than ConvTranspose inside the whole network (README, PyTorch
+ *   PreAct-ResNet18 its gain over "fast" measured within the noise of the shared machine (README, PyTorch
  *   section), so it is not the default.
  */
 export type ConvGradForms = "fast" | "plain" | "flip";
