@@ -95,6 +95,9 @@ export async function finePrune(model: Model, opts: FinePruneOptions): Promise<F
   const epochs = opts.epochs ?? DEFAULT_FINE_TUNE.epochs;
   const lr = opts.lr ?? DEFAULT_FINE_TUNE.lr;
   checkFineTune(epochs, lr);
+  // Checked before the sweep, which can take minutes.
+  const tune = opts.tune ?? DEFAULT_TUNE;
+  if (!TUNE_CHOICES.includes(tune)) throw new OptionError("tune", `must be one of ${TUNE_CHOICES.join(", ")}, got ${String(tune)}`);
   const target = pruneTarget(model, opts.layer);
   const { timings, lap } = lapTimer();
 
@@ -119,8 +122,6 @@ export async function finePrune(model: Model, opts: FinePruneOptions): Promise<F
   const optimizer: OptimizerConfig = (opts.optimizer ?? DEFAULT_FINE_TUNE.optimizer) === "sgd" ? { kind: "sgd", lr } : { kind: "adam", lr };
   const start = prunedModel(model, target, channels, `${model.name}_pruned`);
   const x = opts.valid.read(0, opts.valid.size);
-  const tune = opts.tune ?? DEFAULT_TUNE;
-  if (!TUNE_CHOICES.includes(tune)) throw new OptionError("tune", `must be one of ${TUNE_CHOICES.join(", ")}, got ${String(tune)}`);
   // The pruned layer's channel mask (target.conv) must lie inside what is trained: the cut rule sees to it.
   const cut = tailCut(start, target.conv);
   const totalParams = cut.totalParams;
