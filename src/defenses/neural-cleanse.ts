@@ -37,7 +37,7 @@ import { embed } from "./g-model.js";
 import { ANOMALY_THRESHOLD, median, normStats, type NormScale } from "./mad.js";
 import { defaultBudget, forwardMacs } from "./nc-budget.js";
 import { familyEvidence, FDR_LEVEL, MIN_HELD_OUT_SUCCESS } from "./nc-evidence.js";
-import { boundRungs, eliminationBound, flagThresholdNorm, furtherDecrease, pickBounded } from "./nc-schedule.js";
+import { boundRungs, eliminationBound, flagThresholdNorm, furtherDecrease, pickBounded, secondStartLimit } from "./nc-schedule.js";
 
 /** "mask": a per-pixel mask (the paper); "blend": one blend weight α for the whole image. */
 export type TriggerFamily = "mask" | "blend";
@@ -947,7 +947,7 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
         alive = chosen.map((i) => alive[i]);
       }
       refsDone = true;
-      secondStartBelow = threshold;
+      secondStartBelow = secondStartLimit(finals.filter((_, i) => refRuns[i].bestA !== null));
     } else {
       // Successive screening rungs (K-Arm's idea): every label that can still be an outlier gets more steps, the
       // others stop where they are. Reference labels skip them: they get the full budget.
@@ -963,14 +963,14 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     const restartsOf = (runs: LabelRun[]) => runs.flatMap((r) => Array.from({ length: o.restarts - 1 }, (_, k) => fresh(r.label, k + 1)));
     let extra: LabelRun[];
     if (refsDone) {
-      // Bounded: the candidates' first start to the full budget, then further starts only for those whose
-      // norm a further start could still bring below the flag threshold.
+      // Bounded: the candidates' first start to the full budget, then further starts only for those below the
+      // reference median (see secondStartLimit).
       for (const r of full) {
         r.phase = "full";
         r.stopped = false;
       }
       await phase("full", full, o.steps, o.batchSize);
-      extra = restartsOf(full.filter((r) => !(eliminationBound(normOf(r), 1) > secondStartBelow)));
+      extra = restartsOf(full.filter((r) => normOf(r) < secondStartBelow));
       for (const r of extra) r.phase = "full";
       await phase("full", extra, o.steps, o.batchSize);
     } else {
