@@ -88,14 +88,3 @@ export function pickBounded(norms: readonly number[], reached: readonly boolean[
   idx.sort((p, q) => Number(reached[q]) - Number(reached[p]) || norms[p] - norms[q]);
   return idx.slice(0, keep).sort((p, q) => p - q);
 }
-
-/**
- * The norm a candidate's first start must end below for a further start: the reference labels' median. A
- * further start helps a label whose first run settled on a large trigger; to become a small-side outlier from
- * above the median it would have to shrink by the whole flag margin (exp(2·1.4826·MAD) on ln norm), which a
- * restart of a natural label does not do.
- */
-export function secondStartLimit(referenceNorms: readonly number[]): number {
-  const v = referenceNorms.filter((x) => x > 0 && Number.isFinite(x));
-  return v.length ? median(v) : Infinity;
-}

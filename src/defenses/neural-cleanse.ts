@@ -37,7 +37,7 @@ import { embed } from "./g-model.js";
 import { ANOMALY_THRESHOLD, median, normStats, type NormScale } from "./mad.js";
 import { defaultBudget, forwardMacs } from "./nc-budget.js";
 import { familyEvidence, FDR_LEVEL, MIN_HELD_OUT_SUCCESS } from "./nc-evidence.js";
-import { boundRungs, eliminationBound, flagThresholdNorm, furtherDecrease, pickBounded, secondStartLimit } from "./nc-schedule.js";
+import { boundRungs, eliminationBound, flagThresholdNorm, furtherDecrease, pickBounded } from "./nc-schedule.js";
 
 /** "mask": a per-pixel mask (the paper); "blend": one blend weight α for the whole image. */
 export type TriggerFamily = "mask" | "blend";
@@ -476,9 +476,19 @@ export function runSeed(seed: number, family: TriggerFamily, label: number, rest
   return hsh;
 }
 
-/** Whether a label is a reference label: a seeded draw with probability reference / numClasses, the same in every shard. */
+/**
+ * The reference labels: exactly min(reference, numClasses) of the model's classes, those with the smallest
+ * seeded hashes; they depend on (seed, reference, numClasses) only, so every shard of a scan picks the same.
+ */
+export function referenceLabels(seed: number, reference: number, numClasses: number): Set<number> {
+  const hash = Array.from({ length: numClasses }, (_, l) => runSeed(seed, "mask", l, 0x7fff));
+  const order = hash.map((_, l) => l).sort((p, q) => hash[p] - hash[q] || p - q);
+  return new Set(order.slice(0, Math.min(reference, numClasses)));
+}
+
+/** Whether a label is one of referenceLabels(seed, reference, numClasses). */
 export function isReferenceLabel(seed: number, label: number, reference: number, numClasses: number): boolean {
-  return runSeed(seed, "mask", label, 0x7fff) / 4294967296 < Math.min(1, reference / numClasses);
+  return referenceLabels(seed, reference, numClasses).has(label);
 }
 
 function initRun(label: number, restart: number, family: TriggerFamily, maskSize: number, patternSize: number, lambda: number, seed: number): LabelRun {
@@ -881,7 +891,8 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
   const heldY = data.y?.subarray(nOpt) ?? null;
   const s: Settings = { lr: o.lr, threshold: o.threshold, patience: o.patience, earlyStopPatience: o.earlyStopPatience };
   const shortCount = o.shortlist ?? Math.max(10, Math.ceil(0.01 * labels.length));
-  const refLabels = labels.filter((l) => isReferenceLabel(o.seed, l, o.reference, model.numClasses));
+  const refSet = referenceLabels(o.seed, o.reference, model.numClasses);
+  const refLabels = labels.filter((l) => refSet.has(l));
   const slots = o.labelsPerRun;
 
   const phaseSeconds = { screen: 0, full: 0, heldOut: 0 };
@@ -947,7 +958,7 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
         alive = chosen.map((i) => alive[i]);
       }
       refsDone = true;
-      secondStartBelow = secondStartLimit(finals.filter((_, i) => refRuns[i].bestA !== null));
+      secondStartBelow = threshold;
     } else {
       // Successive screening rungs (K-Arm's idea): every label that can still be an outlier gets more steps, the
       // others stop where they are. Reference labels skip them: they get the full budget.
@@ -963,8 +974,10 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     const restartsOf = (runs: LabelRun[]) => runs.flatMap((r) => Array.from({ length: o.restarts - 1 }, (_, k) => fresh(r.label, k + 1)));
     let extra: LabelRun[];
     if (refsDone) {
-      // Bounded: the candidates' first start to the full budget, then further starts only for those below the
-      // reference median (see secondStartLimit).
+      // Bounded: the candidates' first start to the full budget, then further starts only for those whose norm
+      // is below the flag threshold: the labels a flag is at stake for, where a further start either agrees or
+      // finds a smaller trigger (on a 1,283-label scan the 13 candidates all sit below the reference median, so
+      // a looser rule restarts every one of them).
       for (const r of full) {
         r.phase = "full";
         r.stopped = false;

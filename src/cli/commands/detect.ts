@@ -101,7 +101,7 @@ export const detectCommand: Command = {
     "  of 4x the steps and 2x the images keep at most a tenth of the labels (at least --shortlist, default max(10, 1%\n" +
     "  of the labels)); a label stops at once when its norm, even falling twice as far as any reference label's\n" +
     "  did, stays above the flag threshold. The last candidates get the full budget, and a second start when below\n" +
-    "  the reference median. --schedule halving: --screen-steps (10) on --screen-batch-size (4) images, a quarter\n" +
+    "  the flag threshold. --schedule halving: --screen-steps (10) on --screen-batch-size (4) images, a quarter\n" +
     "  going on per rung. A flag needs a small-side anomaly index > 2, a false-discovery rate <= --fdr (0.05) over\n" +
     "  all labels and, with >= 5 held-out images, a trigger that works on half of them.",
   positionals: true,
