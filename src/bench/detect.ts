@@ -65,7 +65,13 @@ const smallest = (r: NeuralCleanseResult, n = 5) =>
 
 // ---- 0. --rescore: the zoo table from saved scans, through the statistics of this build
 if (values.rescore) {
-  const scans = readFileSync(values.rescore, "utf8").split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as RawScan);
+  // A (model, seed) scanned twice (files concatenated from several runs) counts once: the last line wins.
+  const byKey = new Map<string, RawScan>();
+  for (const line of readFileSync(values.rescore, "utf8").split("\n").filter((l) => l.trim())) {
+    const x = JSON.parse(line) as RawScan;
+    byKey.set(`${x.model}\u0000${x.seed}`, x);
+  }
+  const scans = [...byKey.values()];
   const models = [...new Set(scans.map((x) => x.model))].sort();
   say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans)`);
   say();

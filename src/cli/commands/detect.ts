@@ -172,7 +172,7 @@ export const detectCommand: Command = {
     const lines = [
       `model      ${model.name} (${basename(modelPath)})`,
       `images     ${result.images.optimize} to optimize on, ${result.images.heldOut} held out for attack success`,
-      `budget     ${result.settings.steps} steps x ${result.settings.batchSize} images x ${result.settings.restarts} starts per label: ${result.settings.budget?.reason ?? "given"}`,
+      `budget     ${result.settings.steps} steps x ${Math.min(result.settings.batchSize, result.images.optimize)} images x ${result.settings.restarts} starts per label${result.settings.batchSize > result.images.optimize ? ` (batch ${result.settings.batchSize} capped at the ${result.images.optimize} images)` : ""}: ${result.settings.budget?.reason ?? "given"}`,
       `labels     ${result.labels.length} scanned` +
         (screened ? ` (${result.labels.length - screened} with the full budget, ${screened} screened only)` : ""),
       ...Object.entries(result.families).map(
