@@ -37,7 +37,7 @@ import { embed } from "./g-model.js";
 import { ANOMALY_THRESHOLD, median, normStats, type NormScale } from "./mad.js";
 import { defaultBudget, forwardMacs } from "./nc-budget.js";
 import { familyEvidence, FDR_LEVEL, MIN_HELD_OUT_SUCCESS } from "./nc-evidence.js";
-import { boundRungs, eliminationBound, flagThresholdNorm, furtherDecrease, pickBounded } from "./nc-schedule.js";
+import { boundRungs, flagThresholdNorm, furtherDecrease, pickBounded } from "./nc-schedule.js";
 
 /** "mask": a per-pixel mask (the paper); "blend": one blend weight α for the whole image. */
 export type TriggerFamily = "mask" | "blend";
@@ -919,20 +919,15 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     const phase = async (name: NcPhase, queue: LabelRun[], budget: number, batchSize: number, checkpoints?: ReadonlySet<number>) => {
       if (queue.length === 0) return;
       const B = Math.min(batchSize, nOpt);
-      const tb = performance.now();
       const step = buildStepGraph(model, B, range, { family });
       let done = 0;
-      let tr = 0;
-      const np = await withSession(step.graph, (session) => { tr = performance.now(); return (
-
+      imagePasses += await withSession(step.graph, (session) =>
         runPhase(step, session, queue, budget, pool, model, slots, s, (r) => {
           r.moments = null;
           r.adamT = 0;
           opts.onProgress?.({ family, phase: name, done: ++done, total: queue.length, label: r.label, l1Norm: normOf(r) });
-        }, checkpoints)); },
+        }, checkpoints),
       );
-      imagePasses += np;
-      if (process.env.NC_DEBUG) process.stderr.write(`[nc] ${family} ${name} ${queue.length} labels to ${budget} x ${B}: build ${((tr - tb) / 1000).toFixed(1)} s, run ${((performance.now() - tr) / 1000).toFixed(1)} s, ${np} passes\n`);
     };
     const runs = labels.map((l) => fresh(l, 0));
     const refRuns = runs.filter((r) => isRef.has(r.label));
@@ -954,7 +949,6 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
         await phase("screen", alive, rung.steps, rung.batch);
         for (const r of alive) r.normAt.push(normOf(r));
         const chosen = pickBounded(alive.map(normOf), alive.map((r) => r.bestA !== null), rung.keep, threshold, decrease[k]);
-        if (process.env.NC_DEBUG) process.stderr.write(`[nc] rung ${k}: threshold ${threshold.toFixed(1)}, decrease ${decrease[k].toFixed(3)}, ${alive.filter((r) => !(eliminationBound(normOf(r), decrease[k]) > threshold)).length} of ${alive.length} not eliminated, keep ${chosen.length}\n`);
         alive = chosen.map((i) => alive[i]);
       }
       refsDone = true;
