@@ -8,10 +8,11 @@
 // size L·B (L label slots, B clean images each, drawn from the run's own seeded stream), forward + backward to
 // the mask/pattern + the Adam update all happen inside the graph, and the model's weights are constants. A
 // slot is refilled with the next label as soon as its label finishes, so the batch stays full. Labels are
-// scheduled in the spirit of K-Arm (Shen et al., ICML 2021): successive screening rungs (screeningRungs), each
-// giving the labels that can still be outliers (the smallest norms, and small-side outliers) a larger budget,
-// then the shortlist gets the full budget. A seeded sample of reference labels gets the full budget whatever
-// its norms; the median and MAD come from them (see nc-evidence.ts, which also decides the flags).
+// scheduled in the spirit of K-Arm (Shen et al., ICML 2021): by default (nc-schedule.ts) a seeded set of
+// reference labels runs the full budget first and sets the median, the MAD and the flag threshold; every other
+// label gets a first look, rungs keep at most a tenth and drop labels an elimination bound rules out, and the
+// last candidates get the full budget (nc-evidence.ts decides the flags). The budget itself (steps × batch ×
+// starts per label) comes from the model's cost (nc-budget.ts).
 //
 // Trigger families: the paper's per-pixel mask ("mask") cannot write a blended trigger (Chen et al. 2017: a
 // whole-image pattern mixed in with a small weight α) compactly: as pixels it costs α·H·W, more than many a
@@ -63,7 +64,7 @@ export interface NeuralCleanseOptions {
   /** Held-out attack success a flagged label's trigger needs (default 0.5; only with >= 5 held-out images). */
   minHeldOutSuccess?: number;
   /**
-   * Reference labels: about this many of the model's classes (a seeded sample, so every shard of a scan picks
+   * Reference labels: this many of the model's classes (a seeded choice, so every shard of a scan picks
    * the same) get the full budget whatever their screening norms, and set the median and MAD (default 16).
    * Without screening every label is a reference label.
    */
