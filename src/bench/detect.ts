@@ -1,11 +1,13 @@
 // npm run bench:detect — Neural Cleanse detection against the truth:
 //   1. every model of the Fashion-MNIST zoo × N seeds: flagged labels against the manifest's targets;
 //   2. the five real CSAW-HackML networks with the 5 clean fixture faces: flagged labels, the smallest norms, time.
-//   node dist/bench/detect.js [--zoo DIR] [--seeds 5] [--only a,b] [--skip-zoo] [--skip-csaw] [--out FILE.md]
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+//   node dist/bench/detect.js [--zoo DIR] [--seeds 5] [--only a,b] [--skip-zoo] [--skip-csaw] [--out FILE.md] [--raw FILE.jsonl]
+// --raw appends every zoo scan's per-label measurements (what the statistics read) as a JSON line, so that a
+// change of the statistics can be measured on the same scans with --rescore FILE.jsonl (no optimization runs).
+import { appendFileSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { detectBackdoor, type NeuralCleanseResult } from "../defenses/neural-cleanse.js";
+import { detectBackdoor, scoreScan, TRIGGER_FAMILIES, type NcRawScore, type NeuralCleanseResult, type TriggerFamily } from "../defenses/neural-cleanse.js";
 import { openDataset } from "../io/open-dataset.js";
 import { openImageFiles } from "../io/image-folder.js";
 import { loadModel } from "../io/load-model.js";
@@ -20,8 +22,34 @@ const { values } = parseArgs({
     "skip-zoo": { type: "boolean" },
     "skip-csaw": { type: "boolean" },
     out: { type: "string" },
+    raw: { type: "string" },
+    rescore: { type: "string" },
   },
 });
+
+/** One zoo scan as --raw saves it. */
+interface RawScan {
+  model: string;
+  seed: number;
+  targets: number[];
+  labels: number[];
+  raw: Partial<Record<TriggerFamily, NcRawScore[]>>;
+  scoring: { scale: "log" | "linear"; fdr: number; minHeldOutSuccess: number; hw: number; heldOutImages: number };
+  seconds: number;
+}
+
+function rawOf(model: string, seed: number, targets: number[], r: NeuralCleanseResult): RawScan {
+  const raw: RawScan["raw"] = {};
+  for (const f of TRIGGER_FAMILIES) {
+    if (!r.families[f]) continue;
+    raw[f] = r.labels.map((l) => {
+      const { anomalyIndex: _a, flagged: _f, confidence: _c, qValue: _q, reasons: _r, ...rest } = l[f]!;
+      return rest;
+    });
+  }
+  const s = r.settings;
+  return { model, seed, targets, labels: r.labels.map((l) => l.label), raw, scoring: { scale: s.scale, fdr: s.fdr, minHeldOutSuccess: s.minHeldOutSuccess, hw: r.shape[1] * r.shape[2], heldOutImages: r.images.heldOut }, seconds: r.seconds };
+}
 const seeds = Number(values.seeds ?? 5);
 if (!Number.isInteger(seeds) || seeds < 1) throw new Error(`--seeds must be a positive integer, got ${values.seeds}`);
 const only = values.only?.split(",").map((s) => s.trim());
@@ -34,6 +62,36 @@ const log = (s: string) => process.stderr.write(`[bench:detect] ${s}\n`);
 const list = (xs: number[]) => (xs.length ? xs.join(", ") : "none");
 const smallest = (r: NeuralCleanseResult, n = 5) =>
   [...r.labels].sort((p, q) => p.l1Norm - q.l1Norm).slice(0, n).map((l) => `${l.label} (${l.l1Norm.toFixed(1)})`).join(", ");
+
+// ---- 0. --rescore: the zoo table from saved scans, through the statistics of this build
+if (values.rescore) {
+  // A (model, seed) scanned twice (files concatenated from several runs) counts once: the last line wins.
+  const byKey = new Map<string, RawScan>();
+  for (const line of readFileSync(values.rescore, "utf8").split("\n").filter((l) => l.trim())) {
+    const x = JSON.parse(line) as RawScan;
+    byKey.set(`${x.model}\u0000${x.seed}`, x);
+  }
+  const scans = [...byKey.values()];
+  const models = [...new Set(scans.map((x) => x.model))].sort();
+  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans)`);
+  say();
+  say("| model | targets | flagged per seed | every target flagged | wrong flags |");
+  say("|---|---|---|---|---|");
+  let good = 0;
+  for (const name of models) {
+    const mine = scans.filter((x) => x.model === name).sort((p, q) => p.seed - q.seed);
+    const targets = mine[0].targets;
+    const flags = mine.map((x) => scoreScan(x.labels, x.raw, x.scoring).flagged);
+    const all = flags.filter((f) => targets.every((t) => f.includes(t))).length;
+    const wrong = flags.reduce((n, f) => n + f.filter((l) => !targets.includes(l)).length, 0);
+    if (targets.length ? all >= Math.min(4, mine.length) && wrong === 0 : wrong === 0) good++;
+    say(`| ${name} | ${list(targets)} | ${flags.map((f) => `[${f.join(",")}]`).join(" ")} | ${targets.length ? `${all}/${mine.length}` : "—"} | ${wrong} |`);
+  }
+  say();
+  say(`Goal met on ${good}/${models.length} models.`);
+  if (values.out) writeFileSync(values.out, lines.join("\n") + "\n");
+  process.exit(0);
+}
 
 // ---- 1. the zoo
 if (!values["skip-zoo"]) {
@@ -56,6 +114,7 @@ if (!values["skip-zoo"]) {
         const valid = await openDataset(join(zoo, d, m.files.valid), { inputScale: m.inputScale });
         const r = await detectBackdoor(model, valid, { inputScale: m.inputScale, seed });
         valid.close();
+        if (values.raw) appendFileSync(values.raw, JSON.stringify(rawOf(d, seed, m.targets, r)) + "\n");
         flagsPerSeed.push(r.flagged);
         if (m.targets.every((t) => r.flagged.includes(t))) allTargets++;
         wrong += r.flagged.filter((l) => !m.targets.includes(l)).length;
@@ -94,7 +153,7 @@ if (!values["skip-csaw"]) {
     log(`${file}: scanning`);
     const r = await detectBackdoor(model, data, { inputScale: scale });
     const flagged = r.labels.filter((l) => l.flagged).map((l) => `${l.label} (${(100 * l.confidence).toFixed(0)}%)`);
-    say(`| ${file.replace("_bd_weights.h5", "")} | ${flagged.length ? flagged.join(", ") : "none"} | ${smallest(r)} | ${r.seconds.toFixed(0)} s |`);
+    say(`| ${file.replace("_bd_weights.h5", "")} | ${flagged.length ? flagged.join(", ") : "none"} | ${smallest(r)} | ${r.seconds.toFixed(0)} s (${r.imagePasses} image passes) |`);
   }
   say();
 }

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { mulberry32 } from "../util/random.js";
-import { bhQValues, erfc, familyEvidence, MIN_HELD_OUT_IMAGES, normalTail, type LabelMeasure } from "./nc-evidence.js";
+import { bhQValues, erfc, familyEvidence, incompleteBeta, MIN_HELD_OUT_IMAGES, normalTail, studentTail, type LabelMeasure } from "./nc-evidence.js";
 
 /** Standard normal draws (Box–Muller) from a seeded stream. */
 function normals(n: number, seed: number): number[] {
@@ -89,4 +89,28 @@ test("a second target is found once the first is confirmed and leaves the statis
   // No target: nothing flagged, one round.
   const clean = familyEvidence(measures([60, 64, 58, 66, 62, 59, 61, 63, 57, 65]), { scale: "log" });
   assert.ok(clean.perLabel.every((e) => !e.flagged) && clean.rounds === 1);
+});
+
+test("Student's t tail against known values, and the t null making a large index less surprising with few labels", () => {
+  assert.ok(Math.abs(studentTail(1, 1) - 0.25) < 1e-12, "Cauchy: P(T >= 1) = 1/4");
+  assert.ok(Math.abs(studentTail(2.262157, 9) - 0.025) < 1e-6, "t(9) 97.5% quantile");
+  assert.ok(Math.abs(studentTail(2.13145, 15) - 0.025) < 1e-6, "t(15) 97.5% quantile");
+  assert.ok(Math.abs(studentTail(1.959964, 1e7) - normalTail(1.959964)) < 1e-6, "large df: the normal");
+  assert.ok(Math.abs(studentTail(-0.7, 4) + studentTail(0.7, 4) - 1) < 1e-12, "symmetric");
+  assert.ok(Math.abs(incompleteBeta(0.3, 2, 3) - 0.3483) < 1e-4, "I_0.3(2, 3) = 0.3483");
+  // Nine reference labels set the median and MAD; a tenth label 3.2 robust SDs below: flagged under the normal
+  // null (p 7e-4, q 0.007), not under t(8) (p about 0.006, q about 0.06).
+  const norms = [100, 110, 95, 105, 120, 90, 102, 98, 115];
+  const logs = norms.map(Math.log);
+  const med = Math.log(102);
+  const dev = logs.map((x) => Math.abs(x - med)).sort((a, b) => a - b);
+  const sd = 1.4826 * dev[4];
+  const ms: LabelMeasure[] = [...norms, Math.exp(med - 3.2 * sd)].map((n, i) => ({ label: i, norm: n, reached: true, heldOutSuccess: 1, reference: i < 9 }));
+  const normal = familyEvidence(ms, { scale: "log" });
+  const t = familyEvidence(ms, { scale: "log", nullDistribution: "t" });
+  assert.ok(Math.abs(normal.perLabel[9].index - 3.2) < 1e-9, `index ${normal.perLabel[9].index}`);
+  assert.ok(Math.abs(normal.perLabel[9].pValue - normalTail(3.2)) < 1e-12);
+  assert.ok(Math.abs(t.perLabel[9].pValue - studentTail(3.2, 8)) < 1e-12);
+  assert.equal(normal.perLabel[9].flagged, true);
+  assert.equal(t.perLabel[9].flagged, false, `t: q ${t.perLabel[9].qValue}`);
 });

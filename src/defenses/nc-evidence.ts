@@ -59,6 +59,11 @@ export interface LabelEvidence {
 
 export interface EvidenceOptions {
   scale: NormScale;
+  /**
+   * The index's distribution under "not a target" (default "normal"). "t": Student's t with n − 1 degrees of
+   * freedom for a median and MAD from n labels, whose own error makes large indices likelier than the normal says.
+   */
+  nullDistribution?: "normal" | "t";
   fdr?: number;
   minHeldOutSuccess?: number;
   /** Held-out images the attack success was measured on (default: enough for it to count). */
@@ -93,6 +98,61 @@ export function normalTail(z: number): number {
   return 0.5 * erfc(z / Math.SQRT2);
 }
 
+/** ln Γ(x) for x > 0 (Lanczos, g = 7, 9 terms; relative error about 1e-15). */
+export function lnGamma(x: number): number {
+  const c = [0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7];
+  if (x < 0.5) return Math.log(Math.PI / Math.abs(Math.sin(Math.PI * x))) - lnGamma(1 - x);
+  const z = x - 1;
+  let a = c[0];
+  const t = z + 7.5;
+  for (let i = 1; i < 9; i++) a += c[i] / (z + i);
+  return 0.5 * Math.log(2 * Math.PI) + (z + 0.5) * Math.log(t) - t + Math.log(a);
+}
+
+/** Regularized incomplete beta I_x(a, b) (Numerical Recipes' continued fraction). */
+export function incompleteBeta(x: number, a: number, b: number): number {
+  if (x <= 0) return 0;
+  if (x >= 1) return 1;
+  const front = Math.exp(lnGamma(a + b) - lnGamma(a) - lnGamma(b) + a * Math.log(x) + b * Math.log(1 - x));
+  const cf = (x: number, a: number, b: number): number => {
+    const tiny = 1e-300;
+    let c = 1;
+    let d = 1 - ((a + b) * x) / (a + 1);
+    if (Math.abs(d) < tiny) d = tiny;
+    d = 1 / d;
+    let h = d;
+    for (let m = 1; m <= 300; m++) {
+      const m2 = 2 * m;
+      let aa = (m * (b - m) * x) / ((a + m2 - 1) * (a + m2));
+      d = 1 + aa * d;
+      if (Math.abs(d) < tiny) d = tiny;
+      c = 1 + aa / c;
+      if (Math.abs(c) < tiny) c = tiny;
+      d = 1 / d;
+      h *= d * c;
+      aa = (-(a + m) * (a + b + m) * x) / ((a + m2) * (a + m2 + 1));
+      d = 1 + aa * d;
+      if (Math.abs(d) < tiny) d = tiny;
+      c = 1 + aa / c;
+      if (Math.abs(c) < tiny) c = tiny;
+      d = 1 / d;
+      const del = d * c;
+      h *= del;
+      if (Math.abs(del - 1) < 1e-14) break;
+    }
+    return h;
+  };
+  return x < (a + 1) / (a + b + 2) ? (front * cf(x, a, b)) / a : 1 - (front * cf(1 - x, b, a)) / b;
+}
+
+/** P(T ≥ t) for Student's t with df degrees of freedom. */
+export function studentTail(t: number, df: number): number {
+  if (t === Infinity) return 0;
+  if (t === -Infinity) return 1;
+  const half = 0.5 * incompleteBeta(df / (df + t * t), df / 2, 0.5);
+  return t >= 0 ? half : 1 - half;
+}
+
 /** Benjamini–Hochberg adjusted p-values (q-values), in input order. */
 export function bhQValues(p: readonly number[]): number[] {
   const n = p.length;
@@ -110,7 +170,7 @@ export function bhQValues(p: readonly number[]): number[] {
 const onScale = (norm: number, scale: NormScale): number => (scale === "log" ? Math.log(Math.max(norm, Number.MIN_VALUE)) : norm);
 
 /** Signed robust z of every value against the reference values not in `excluded` (positive = smaller than their median). */
-function signedIndex(v: readonly number[], ref: readonly boolean[], excluded: ReadonlySet<number>): { z: number[]; median: number; mad: number } {
+function signedIndex(v: readonly number[], ref: readonly boolean[], excluded: ReadonlySet<number>): { z: number[]; median: number; mad: number; n: number } {
   let rest = v.filter((_, i) => ref[i] && !excluded.has(i));
   // Too few reference labels left for a spread: every label not excluded stands in.
   if (rest.length < 3) rest = v.filter((_, i) => !excluded.has(i));
@@ -118,7 +178,7 @@ function signedIndex(v: readonly number[], ref: readonly boolean[], excluded: Re
   const m = median(rest.map((x) => Math.abs(x - med)));
   const s = MAD_CONSISTENCY * m;
   const z = v.map((x) => (s > 0 ? (med - x) / s : x === med ? 0 : x < med ? Infinity : -Infinity));
-  return { z, median: med, mad: m };
+  return { z, median: med, mad: m, n: rest.length };
 }
 
 const fmt = (x: number): string => (x >= 0.01 || x === 0 ? x.toFixed(2) : x.toExponential(1));
@@ -135,7 +195,7 @@ export function familyEvidence(measures: readonly LabelMeasure[], opts: Evidence
   for (;;) {
     rounds++;
     const st = signedIndex(v, ref, confirmed);
-    const p = st.z.map(normalTail);
+    const p = opts.nullDistribution === "t" ? st.z.map((z) => studentTail(z, Math.max(1, st.n - 1))) : st.z.map(normalTail);
     const q = bhQValues(p);
     const perLabel = measures.map((m, i): LabelEvidence => {
       const z = st.z[i];

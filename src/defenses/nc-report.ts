@@ -51,7 +51,7 @@ export function triggerPngs(t: ReversedTrigger, example: Float32Array, shape: re
 
 /**
  * The report's neuralCleanse section as `detect` saves it: the ReportNeuralCleanse fields plus per-label
- * measurements, time per phase, family statistics, images and settings (what `detect --merge` reads back).
+ * measurements, time per phase, family statistics, images, image passes and settings (what `detect --merge` reads back).
  */
 export function ncSection(r: NeuralCleanseResult): ReportNeuralCleanse {
   return {
@@ -60,6 +60,7 @@ export function ncSection(r: NeuralCleanseResult): ReportNeuralCleanse {
     phaseSeconds: r.phaseSeconds,
     families: r.families,
     images: r.images,
+    imagePasses: r.imagePasses,
     settings: r.settings,
   } as ReportNeuralCleanse;
 }

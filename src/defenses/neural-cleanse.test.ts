@@ -355,7 +355,7 @@ test("detects the backdoor target of a patch-poisoned model and flags nothing on
   // A shortlist smaller than the label count: the labels that are not reference labels are screened, the
   // shortlist and the reference labels get the full budget, and the statistics come from the reference labels.
   // (A 60-step first rung on 8 images: 10 steps from the random start do not rank these 7 labels reliably.)
-  const rShort = await detectBackdoor(bad, ds(), { inputScale: 255, shortlist: 3, reference: 2, screenSteps: 60, screenBatchSize: 8, families: ["mask"] });
+  const rShort = await detectBackdoor(bad, ds(), { inputScale: 255, schedule: "halving", shortlist: 3, reference: 2, screenSteps: 60, screenBatchSize: 8, families: ["mask"] });
   const fam = rShort.families.mask!;
   assert.ok(fam.budgetShrink > 0 && fam.budgetShrink <= 1, `shrink ${fam.budgetShrink}`);
   const screened = rShort.labels.filter((l) => l.phase === "screen");
@@ -365,6 +365,20 @@ test("detects the backdoor target of a patch-poisoned model and flags nothing on
   assert.ok(rShort.flagged.includes(TARGET), `flagged [${rShort.flagged}]: ${show(rShort)}; target: ${rShort.labels.find((l) => l.label === TARGET)!.reasons.join("; ")}`);
   const tl = rBad.labels.find((l) => l.label === TARGET)!;
   assert.ok(tl.confidence > 0.9 && tl.reasons.length >= 3, `confidence ${tl.confidence}, reasons ${tl.reasons}`);
+
+  // The bounded schedule on the same model, twice with one seed: the same flags and norms (determinism), the
+  // reference labels and the candidates that survived the rungs at the full budget, the others stopped.
+  const bounded = () => detectBackdoor(bad, ds(), { inputScale: 255, shortlist: 2, reference: 2, families: ["mask"], seed: 5 });
+  const [b1, b2] = [await bounded(), await bounded()];
+  assert.deepEqual(b1.flagged, b2.flagged, "same seed, same flags");
+  assert.deepEqual(b1.labels.map((l) => l.l1Norm), b2.labels.map((l) => l.l1Norm), "same seed, same norms");
+  assert.equal(b1.imagePasses, b2.imagePasses);
+  assert.ok(b1.settings.rungs.length >= 1, `rungs ${JSON.stringify(b1.settings.rungs)}`);
+  const fullOnes = b1.labels.filter((l) => l.phase === "full");
+  assert.ok(fullOnes.length < CLASSES && b1.labels.some((l) => l.phase === "screen"), `phases ${b1.labels.map((l) => l.phase)}`);
+  for (const l of b1.labels.filter((x) => x.mask!.reference)) assert.equal(l.phase, "full");
+  tc.diagnostic(`bounded: ${show(b1)}; ${b1.imagePasses} image passes against ${rBad.imagePasses} unscreened`);
+  assert.ok(b1.imagePasses < rBad.imagePasses / 2, `${b1.imagePasses} passes (one family) against ${rBad.imagePasses} (two families, every label full)`);
 
   const good = await trainTiny(0);
   assert.ok((await accuracy(good, clean.x, clean.y)) > 0.9, "clean model learned the task");

@@ -8,10 +8,11 @@
 // size L·B (L label slots, B clean images each, drawn from the run's own seeded stream), forward + backward to
 // the mask/pattern + the Adam update all happen inside the graph, and the model's weights are constants. A
 // slot is refilled with the next label as soon as its label finishes, so the batch stays full. Labels are
-// scheduled in the spirit of K-Arm (Shen et al., ICML 2021): successive screening rungs (screeningRungs), each
-// giving the labels that can still be outliers (the smallest norms, and small-side outliers) a larger budget,
-// then the shortlist gets the full budget. A seeded sample of reference labels gets the full budget whatever
-// its norms; the median and MAD come from them (see nc-evidence.ts, which also decides the flags).
+// scheduled in the spirit of K-Arm (Shen et al., ICML 2021): by default (nc-schedule.ts) a seeded set of
+// reference labels runs the full budget first and sets the median, the MAD and the flag threshold; every other
+// label gets a first look, rungs keep at most a tenth and drop labels an elimination bound rules out, and the
+// last candidates get the full budget (nc-evidence.ts decides the flags). The budget itself (steps × batch ×
+// starts per label) comes from the model's cost (nc-budget.ts).
 //
 // Trigger families: the paper's per-pixel mask ("mask") cannot write a blended trigger (Chen et al. 2017: a
 // whole-image pattern mixed in with a small weight α) compactly: as pixels it costs α·H·W, more than many a
@@ -35,7 +36,9 @@ import { shuffled } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { embed } from "./g-model.js";
 import { ANOMALY_THRESHOLD, median, normStats, type NormScale } from "./mad.js";
+import { defaultBudget, forwardMacs } from "./nc-budget.js";
 import { familyEvidence, FDR_LEVEL, MIN_HELD_OUT_SUCCESS } from "./nc-evidence.js";
+import { boundRungs, flagThresholdNorm, furtherDecrease, pickBounded } from "./nc-schedule.js";
 
 /** "mask": a per-pixel mask (the paper); "blend": one blend weight α for the whole image. */
 export type TriggerFamily = "mask" | "blend";
@@ -48,11 +51,11 @@ export interface NeuralCleanseOptions {
   labels?: number[];
   /** Trigger families to scan (default both, mask first). */
   families?: TriggerFamily[];
-  /** Random starts per label in the full phase; the smallest successful trigger is kept (default 2). */
+  /** Random starts per label in the full phase; the smallest successful trigger is kept (default from the model's cost, nc-budget.ts: 2 on small models). */
   restarts?: number;
   /** Scale of the norms the MAD statistics are computed on (default "log", see normStats in mad.ts). */
   scale?: NormScale;
-  /** How screening budgets are spent (default "halving", see screeningRungs). */
+  /** How screening budgets are spent (default "bound", see nc-schedule.ts; "halving" and "two-phase": screeningRungs). */
   schedule?: NcSchedule;
   /** Halving: the fraction 1/eta of the labels goes on after each rung, and the budget grows eta-fold (default 4). */
   eta?: number;
@@ -61,16 +64,16 @@ export interface NeuralCleanseOptions {
   /** Held-out attack success a flagged label's trigger needs (default 0.5; only with >= 5 held-out images). */
   minHeldOutSuccess?: number;
   /**
-   * Reference labels: about this many of the model's classes (a seeded sample, so every shard of a scan picks
-   * the same) get the full budget whatever their screening norms, and set the median and MAD (default 24).
+   * Reference labels: this many of the model's classes (a seeded choice, so every shard of a scan picks
+   * the same) get the full budget whatever their screening norms, and set the median and MAD (default 16).
    * Without screening every label is a reference label.
    */
   reference?: number;
-  /** Full optimization budget per label, in steps (default 300). */
+  /** Full optimization budget per label, in steps (default from the model's cost, nc-budget.ts: 300 on small models). */
   steps?: number;
   /** Screening budget per label, in steps: the first rung's (default 10). */
   screenSteps?: number;
-  /** Clean images per step in the full phase (default 32, at most the optimization images). */
+  /** Clean images per step in the full phase (default from the model's cost, nc-budget.ts: 32 on small models; at most the optimization images). */
   batchSize?: number;
   /** Clean images per step in the first screening rung (default 4, at most the optimization images; doubling per rung). */
   screenBatchSize?: number;
@@ -123,8 +126,13 @@ export interface NcProgress {
 
 /** "screen": the label only got a screening budget; "full": it got the full budget. */
 export type NcPhase = "screen" | "full";
-/** "halving": successive screening rungs, each keeping 1/eta of the labels; "two-phase": one screening budget, then the shortlist. */
-export type NcSchedule = "halving" | "two-phase";
+/**
+ * "bound": the reference labels first, then a first look and rungs that keep at most a tenth of the labels and
+ * drop those an elimination bound rules out (nc-schedule.ts); "halving": successive screening rungs, each keeping
+ * 1/eta of the labels; "two-phase": one screening budget, then the shortlist.
+ */
+export type NcSchedule = "bound" | "halving" | "two-phase";
+export const NC_SCHEDULES: readonly NcSchedule[] = ["bound", "halving", "two-phase"];
 
 /** One label's outcome in one trigger family. */
 export interface NcFamilyScore {
@@ -226,6 +234,8 @@ export interface NeuralCleanseResult {
   /** A held-out clean image [C·H·W] (scaled), for showing a stamped example. */
   example: Float32Array;
   images: { optimize: number; heldOut: number };
+  /** Image passes (one forward + one backward of one image) of every optimization step, all families and phases. */
+  imagePasses: number;
   settings: NcSettings & { shortlist: number; families: TriggerFamily[]; rungs: NcRung[] };
 }
 
@@ -246,11 +256,11 @@ const DEFAULTS = {
   seed: 0,
   restarts: 2,
   scale: "log" as NormScale,
-  schedule: "halving" as NcSchedule,
+  schedule: "bound" as NcSchedule,
   eta: 4,
   fdr: FDR_LEVEL,
   minHeldOutSuccess: MIN_HELD_OUT_SUCCESS,
-  reference: 24,
+  reference: 16,
 };
 const BETA1 = 0.5;
 const BETA2 = 0.9;
@@ -467,9 +477,19 @@ export function runSeed(seed: number, family: TriggerFamily, label: number, rest
   return hsh;
 }
 
-/** Whether a label is a reference label: a seeded draw with probability reference / numClasses, the same in every shard. */
+/**
+ * The reference labels: exactly min(reference, numClasses) of the model's classes, those with the smallest
+ * seeded hashes; they depend on (seed, reference, numClasses) only, so every shard of a scan picks the same.
+ */
+export function referenceLabels(seed: number, reference: number, numClasses: number): Set<number> {
+  const hash = Array.from({ length: numClasses }, (_, l) => runSeed(seed, "mask", l, 0x7fff));
+  const order = hash.map((_, l) => l).sort((p, q) => hash[p] - hash[q] || p - q);
+  return new Set(order.slice(0, Math.min(reference, numClasses)));
+}
+
+/** Whether a label is one of referenceLabels(seed, reference, numClasses). */
 export function isReferenceLabel(seed: number, label: number, reference: number, numClasses: number): boolean {
-  return runSeed(seed, "mask", label, 0x7fff) / 4294967296 < Math.min(1, reference / numClasses);
+  return referenceLabels(seed, reference, numClasses).has(label);
 }
 
 function initRun(label: number, restart: number, family: TriggerFamily, maskSize: number, patternSize: number, lambda: number, seed: number): LabelRun {
@@ -583,7 +603,8 @@ async function runPhase(
   slots: number,
   s: Settings,
   onDone: (r: LabelRun) => void,
-): Promise<void> {
+  checkpoints?: ReadonlySet<number>,
+): Promise<number> {
   const [c, h, w] = model.inputShape;
   const [mh, mw] = step.maskDims;
   const hw = h * w;
@@ -593,14 +614,16 @@ async function runPhase(
   let active: LabelRun[] = [];
   const zerosA = new Float32Array(ms);
   const zerosB = new Float32Array(c * hw);
+  let passes = 0;
   for (;;) {
     while (active.length < slots && pending.length) {
       const r = pending.shift()!;
       if (r.stopped || r.steps >= budget) onDone(r);
       else active.push(r);
     }
-    if (active.length === 0) return;
+    if (active.length === 0) return passes;
     const n = active.length;
+    passes += n * step.batch;
     const target = new Float32Array(n * k);
     active.forEach((r, i) => (target[i * k + r.label] = 1));
     const lr = Float32Array.from(active, (r) => {
@@ -633,6 +656,7 @@ async function runPhase(
     active.forEach((r, i) => {
       if (!Number.isFinite(norm[i]) || !Number.isFinite(ce[i])) throw new Error(`Neural Cleanse diverged on label ${r.label} (loss ${ce[i]})`);
       observe(r, success[i] / step.batch, norm[i], s);
+      if (checkpoints?.has(r.steps)) r.normAt.push(normOf(r));
       const sl = (d: Float32Array, size: number) => d.slice(i * size, (i + 1) * size);
       r.a = sl(aN, ms);
       r.b = sl(bN, c * hw);
@@ -648,11 +672,31 @@ async function runPhase(
 // ---------------------------------------------------------------------------------------------------------
 // Detection
 
-/** Every setting of a scan, defaults filled in (the shortlist size is resolved once the label count is known). */
-export type NcSettings = typeof DEFAULTS & { inputScale: number; shortlist?: number };
+/** How the steps, batch and starts were chosen: from the model's cost (nc-budget.ts) or given. */
+export interface NcBudgetInfo {
+  /** Forward multiply-accumulates of one image. */
+  macs: number;
+  /** "model cost": every one of steps/batch size/restarts from defaultBudget; "given": all given; "mixed": some. */
+  source: "model cost" | "given" | "mixed";
+  reason: string;
+}
 
-function resolveOptions(opts: NeuralCleanseOptions): NcSettings {
+/** Every setting of a scan, defaults filled in (the shortlist size is resolved once the label count is known). */
+export type NcSettings = typeof DEFAULTS & { inputScale: number; shortlist?: number; budget?: NcBudgetInfo };
+
+/** The options with defaults; steps, batch size and restarts not given come from the model's cost when `cost` is given. */
+export function resolveOptions(opts: NeuralCleanseOptions, cost?: { macs: number; labels: number; families: number }): NcSettings {
   const o: NcSettings = { ...DEFAULTS, inputScale: opts.inputScale, shortlist: opts.shortlist };
+  if (cost) {
+    const b = defaultBudget(cost.macs, cost);
+    o.steps = b.steps;
+    o.batchSize = b.batchSize;
+    o.restarts = b.restarts;
+    const given = (["steps", "batchSize", "restarts"] as const).filter((k) => opts[k] !== undefined);
+    const source = given.length === 0 ? "model cost" : given.length === 3 ? "given" : "mixed";
+    const chosen = `default ${b.steps} steps x ${b.batchSize} images x ${b.restarts} starts`;
+    o.budget = { macs: cost.macs, source, reason: `${chosen} (${b.reason})${given.length ? `; given: ${given.map((k) => `${k} ${opts[k]}`).join(", ")}` : ""}` };
+  }
   for (const key of Object.keys(DEFAULTS) as (keyof typeof DEFAULTS)[]) {
     const v = opts[key];
     if (v !== undefined) (o as Record<string, unknown>)[key] = v;
@@ -679,7 +723,7 @@ function resolveOptions(opts: NeuralCleanseOptions): NcSettings {
   if (!(o.holdout > 0 && o.holdout < 1)) fail(`Neural Cleanse: holdout fraction must be in (0, 1), got ${o.holdout}`);
   if (!(o.inputScale > 0)) fail(`Neural Cleanse: input scale must be positive, got ${o.inputScale}`);
   if (o.scale !== "log" && o.scale !== "linear") fail(`Neural Cleanse: scale must be log or linear, got ${String(o.scale)}`);
-  if (o.schedule !== "halving" && o.schedule !== "two-phase") fail(`Neural Cleanse: schedule must be halving or two-phase, got ${String(o.schedule)}`);
+  if (!NC_SCHEDULES.includes(o.schedule)) fail(`Neural Cleanse: schedule must be ${NC_SCHEDULES.join(", ")}, got ${String(o.schedule)}`);
   if (!(o.eta >= 2)) fail(`Neural Cleanse: eta must be >= 2, got ${o.eta}`);
   if (!(o.fdr > 0 && o.fdr <= 1)) fail(`Neural Cleanse: false-discovery rate must be in (0, 1], got ${o.fdr}`);
   if (!(o.minHeldOutSuccess >= 0 && o.minHeldOutSuccess <= 1)) fail(`Neural Cleanse: held-out success must be in [0, 1], got ${o.minHeldOutSuccess}`);
@@ -767,6 +811,7 @@ export interface NcRung {
  */
 export function screeningRungs(n: number, shortlist: number, o: Pick<NcSettings, "schedule" | "eta" | "screenSteps" | "screenBatchSize" | "steps" | "batchSize">): NcRung[] {
   if (n <= shortlist) return [];
+  if (o.schedule === "bound") return boundRungs(n, shortlist, o);
   if (o.schedule === "two-phase") return [{ steps: o.screenSteps, batch: o.screenBatchSize, keep: shortlist }];
   const out: NcRung[] = [];
   let alive = n;
@@ -827,11 +872,11 @@ function better(p: LabelRun, q: LabelRun): LabelRun {
  */
 export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralCleanseOptions): Promise<NeuralCleanseResult> {
   const t0 = performance.now();
-  const o = resolveOptions(opts);
   const families = checkFamilies(opts.families ?? [...TRIGGER_FAMILIES]);
   checkShape(clean, model.inputShape, `model ${model.name}`);
   checkLabels(clean, model.numClasses);
   const labels = checkLabelList(opts.labels ?? Array.from({ length: model.numClasses }, (_, i) => i), model.numClasses);
+  const o = resolveOptions(opts, { macs: forwardMacs(model), labels: labels.length, families: families.length });
   if (clean.size < 2) fail(`data ${clean.name}: Neural Cleanse needs at least 2 clean images (to optimize on and to hold out), got ${clean.size}`);
 
   const [c, h, w] = model.inputShape;
@@ -847,7 +892,8 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
   const heldY = data.y?.subarray(nOpt) ?? null;
   const s: Settings = { lr: o.lr, threshold: o.threshold, patience: o.patience, earlyStopPatience: o.earlyStopPatience };
   const shortCount = o.shortlist ?? Math.max(10, Math.ceil(0.01 * labels.length));
-  const refLabels = labels.filter((l) => isReferenceLabel(o.seed, l, o.reference, model.numClasses));
+  const refSet = referenceLabels(o.seed, o.reference, model.numClasses);
+  const refLabels = labels.filter((l) => refSet.has(l));
   const slots = o.labelsPerRun;
 
   const phaseSeconds = { screen: 0, full: 0, heldOut: 0 };
@@ -865,43 +911,86 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
   const rungs = screeningRungs(labels.length - refLabels.length, shortCount, o);
   const isRef = new Set(rungs.length ? refLabels : labels);
 
+  let imagePasses = 0;
   const scanFamily = async (family: TriggerFamily): Promise<FamilyScan> => {
     const maskSize = family === "blend" ? 1 : hw;
     const fresh = (l: number, restart: number) => initRun(l, restart, family, maskSize, per, o.initLambda, o.seed);
     // One phase: `queue` to `budget` steps on batches of `batchSize`; a finished run keeps its resume point and
     // best trigger but not its Adam moments.
-    const phase = async (name: NcPhase, queue: LabelRun[], budget: number, batchSize: number) => {
+    const phase = async (name: NcPhase, queue: LabelRun[], budget: number, batchSize: number, checkpoints?: ReadonlySet<number>) => {
+      if (queue.length === 0) return;
       const B = Math.min(batchSize, nOpt);
       const step = buildStepGraph(model, B, range, { family });
       let done = 0;
-      await withSession(step.graph, (session) =>
+      imagePasses += await withSession(step.graph, (session) =>
         runPhase(step, session, queue, budget, pool, model, slots, s, (r) => {
           r.moments = null;
           r.adamT = 0;
           opts.onProgress?.({ family, phase: name, done: ++done, total: queue.length, label: r.label, l1Norm: normOf(r) });
-        }),
+        }, checkpoints),
       );
     };
     const runs = labels.map((l) => fresh(l, 0));
-    // Successive screening rungs (K-Arm's idea): every label that can still be an outlier gets more steps, the
-    // others stop where they are. Reference labels skip them: they get the full budget.
+    const refRuns = runs.filter((r) => isRef.has(r.label));
     let alive: LabelRun[] = runs.filter((r) => !isRef.has(r.label));
-    for (const rung of rungs) {
-      await phase("screen", alive, rung.steps, rung.batch);
-      for (const r of alive) r.normAt.push(normOf(r));
-      const chosen = pickShortlist(alive.map(normOf), alive.map((r) => r.bestA !== null), rung.keep, o.scale);
-      alive = chosen.map((i) => alive[i]);
+    // Reference runs already done (the bounded schedule runs them first, from one start), and the norm a
+    // label's first start must end below for a second start (the bounded schedule's threshold; else no test).
+    let refsDone = false;
+    let secondStartBelow = Infinity;
+    if (o.schedule === "bound" && rungs.length) {
+      // The reference labels first: their final norms set the flag threshold, their norms at the rungs'
+      // checkpoints how much further a norm can still fall; with those, every rung drops hopeless labels.
+      for (const r of refRuns) r.phase = "full";
+      await phase("full", refRuns, o.steps, o.batchSize, new Set(rungs.map((g) => g.steps)));
+      const finals = refRuns.map(normOf);
+      const threshold = flagThresholdNorm(finals.filter((_, i) => refRuns[i].bestA !== null));
+      const decrease = furtherDecrease(refRuns.map((r) => r.normAt), finals, rungs.length);
+      phaseSeconds.full += lap();
+      for (const [k, rung] of rungs.entries()) {
+        await phase("screen", alive, rung.steps, rung.batch);
+        for (const r of alive) r.normAt.push(normOf(r));
+        const chosen = pickBounded(alive.map(normOf), alive.map((r) => r.bestA !== null), rung.keep, threshold, decrease[k]);
+        alive = chosen.map((i) => alive[i]);
+      }
+      refsDone = true;
+      secondStartBelow = threshold;
+    } else {
+      // Successive screening rungs (K-Arm's idea): every label that can still be an outlier gets more steps, the
+      // others stop where they are. Reference labels skip them: they get the full budget.
+      for (const rung of rungs) {
+        await phase("screen", alive, rung.steps, rung.batch);
+        for (const r of alive) r.normAt.push(normOf(r));
+        const chosen = pickShortlist(alive.map(normOf), alive.map((r) => r.bestA !== null), rung.keep, o.scale);
+        alive = chosen.map((i) => alive[i]);
+      }
     }
     if (rungs.length) phaseSeconds.screen += lap();
-    const full = [...runs.filter((r) => isRef.has(r.label)), ...alive];
-    // The screened run continues; the other restarts of a shortlisted label start afresh.
-    const extra = full.flatMap((r) => Array.from({ length: o.restarts - 1 }, (_, k) => fresh(r.label, k + 1)));
-    const queue = [...full, ...extra];
-    for (const r of queue) {
-      r.phase = "full";
-      r.stopped = false; // the early stop of screening (rare) does not carry over to the full budget
+    const full = refsDone ? alive : [...refRuns, ...alive];
+    const restartsOf = (runs: LabelRun[]) => runs.flatMap((r) => Array.from({ length: o.restarts - 1 }, (_, k) => fresh(r.label, k + 1)));
+    let extra: LabelRun[];
+    if (refsDone) {
+      // Bounded: the candidates' first start to the full budget, then further starts only for those whose norm
+      // is below the flag threshold: the labels a flag is at stake for, where a further start either agrees or
+      // finds a smaller trigger (on a 1,283-label scan the 13 candidates all sit below the reference median, so
+      // a looser rule restarts every one of them).
+      for (const r of full) {
+        r.phase = "full";
+        r.stopped = false;
+      }
+      await phase("full", full, o.steps, o.batchSize);
+      extra = restartsOf(full.filter((r) => normOf(r) < secondStartBelow));
+      for (const r of extra) r.phase = "full";
+      await phase("full", extra, o.steps, o.batchSize);
+    } else {
+      // The screened run continues; the other restarts of a shortlisted label start afresh.
+      extra = restartsOf(full);
+      const queue = [...full, ...extra];
+      for (const r of queue) {
+        r.phase = "full";
+        r.stopped = false; // the early stop of screening (rare) does not carry over to the full budget
+      }
+      await phase("full", queue, o.steps, o.batchSize);
     }
-    await phase("full", queue, o.steps, o.batchSize);
     phaseSeconds.full += lap();
     const kept = [...runs];
     const steps = runs.map((r) => r.steps);
@@ -979,6 +1068,7 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     inputScale: o.inputScale,
     example: heldX.slice(0, per),
     images: { optimize: nOpt, heldOut: Math.min(nHeld, o.evalImages) },
+    imagePasses,
     settings: { ...o, shortlist: shortCount, families, rungs },
   };
 }

@@ -4,7 +4,7 @@ import { basename } from "node:path";
 import { fail } from "../../errors.js";
 import { type NormScale } from "../../defenses/mad.js";
 import { asShard, mergeShards } from "../../defenses/nc-merge.js";
-import { checkFamilies, detectBackdoor, type NcLabelResult, type NcSchedule, type NeuralCleanseResult } from "../../defenses/neural-cleanse.js";
+import { checkFamilies, detectBackdoor, NC_SCHEDULES, type NcLabelResult, type NcSchedule, type NeuralCleanseResult } from "../../defenses/neural-cleanse.js";
 import type { ReportData } from "../../report/types.js";
 import { dataFrom, inputScale, MODEL_OPTIONS, modelFrom, ncProgress, num, pct, str, type Command, type Context } from "../command.js";
 import { parseLabels } from "../labels.js";
@@ -89,33 +89,37 @@ export const detectCommand: Command = {
   usage:
     "--model M [--arch deepid] [--input-scale S] --clean D [--labels 0,5,7|0-9] [--out DIR [--report]] [--steps N] [--screen-steps N]\n" +
     "       [--batch-size B] [--screen-batch-size B] [--labels-per-run L] [--shortlist K] [--restarts R] [--families mask,blend]\n" +
-    "       [--scale log|linear] [--schedule halving|two-phase] [--fdr Q] [--seed S] [--json] [--quiet]\n" +
+    "       [--scale log|linear] [--schedule bound|halving|two-phase] [--fdr Q] [--seed S] [--json] [--quiet]\n" +
     "  badnet detect --merge DIR1 DIR2 ... [--out DIR [--report]]: the statistics over the labels of shards\n" +
     "  scanned with --labels A-B --out DIRi (same model, data and settings).\n" +
     "  Two trigger families are scanned: \"mask\" (the paper's per-pixel mask) and \"blend\" (one blend weight α for the\n" +
     "  whole image, for blended triggers); each has its own MAD statistics, on ln(norm) by default (--scale).\n" +
-    "  Screening (--schedule halving): every label gets --screen-steps (10) steps on --screen-batch-size (4)\n" +
-    "  images, then the quarter with the smallest norms (plus small-side outliers) goes on with 4x the steps and\n" +
-    "  2x the images, and so on, until the --shortlist (default max(10, 1% of the labels)) is left; it and about\n" +
-    "  24 seeded reference labels (they set the median and MAD) get --steps (300) on --batch-size (32) images from\n" +
-    "  --restarts (2) random starts. A flag needs a small-side anomaly index > 2, a false-discovery rate <= --fdr\n" +
-    "  (0.05) over all labels and, with >= 5 held-out images, a trigger that works on half of them.",
+    "  Budget: --steps x --batch-size images x --restarts starts per label come from the model's cost (forward\n" +
+    "  multiply-accumulates per image): 300 x 32 x 2 on small models, less on large ones; given values win.\n" +
+    "  Schedule (--schedule bound, the default): about 16 seeded reference labels get the full budget first and set\n" +
+    "  the median and MAD; every other label gets a first look (1/16 of the steps on 1/4 of the images), then rungs\n" +
+    "  of 4x the steps and 2x the images keep at most a tenth of the labels (at least --shortlist, default max(10, 1%\n" +
+    "  of the labels)); a label stops at once when its norm, even falling twice as far as any reference label's\n" +
+    "  did, stays above the flag threshold. The last candidates get the full budget, and a second start when below\n" +
+    "  the flag threshold. --schedule halving: --screen-steps (10) on --screen-batch-size (4) images, a quarter\n" +
+    "  going on per rung. A flag needs a small-side anomaly index > 2, a false-discovery rate <= --fdr (0.05) over\n" +
+    "  all labels and, with >= 5 held-out images, a trigger that works on half of them.",
   positionals: true,
   options: {
     ...MODEL_OPTIONS,
     merge: { type: "boolean", description: "merge the results of sharded scans given as folders (detect --labels A-B --out DIR)" },
-    schedule: { type: "string", description: "screening schedule (halving or two-phase)", defaultText: "halving" },
+    schedule: { type: "string", description: "screening schedule (bound, halving or two-phase)", defaultText: "bound" },
     fdr: { type: "string", description: "false-discovery rate a flag must stay under, over all labels", defaultText: "0.05" },
-    "batch-size": { type: "string", description: "images per optimization step in the full phase", defaultText: "32" },
+    "batch-size": { type: "string", description: "images per optimization step in the full phase", defaultText: "from the model's cost (32 on small models)" },
     clean: { type: "string", description: "labelled clean data the triggers are reversed on" },
     labels: { type: "string", description: "labels to scan (e.g. 0,5,7 or 0-9)", defaultText: "all" },
     ...OUTPUT_OPTIONS,
-    steps: { type: "string", description: "optimization steps per label in the full phase", defaultText: "300" },
+    steps: { type: "string", description: "optimization steps per label in the full phase", defaultText: "from the model's cost (300 on small models)" },
     "screen-steps": { type: "string", description: "steps per label in the first screening rung", defaultText: "10" },
     "screen-batch-size": { type: "string", description: "images per step in the first screening rung", defaultText: "4" },
     "labels-per-run": { type: "string", description: "labels optimized together in one graph run", defaultText: "32" },
     shortlist: { type: "string", description: "labels that get the full budget after screening", defaultText: "max(10, 1% of the labels)" },
-    restarts: { type: "string", description: "random starts per label in the full phase", defaultText: "2" },
+    restarts: { type: "string", description: "random starts per label in the full phase", defaultText: "from the model's cost (2 on small models)" },
     families: { type: "string", description: "trigger families to scan (mask, blend)", defaultText: "mask,blend" },
     scale: { type: "string", description: "scale of the MAD statistics (log or linear)", defaultText: "log" },
     seed: { type: "string", description: "seed of the image split and the initialization", defaultText: "0" },
@@ -125,7 +129,7 @@ export const detectCommand: Command = {
     if (ctx.positionals.length) fail(`detect: unexpected argument "${ctx.positionals[0]}" (result folders go with --merge)`);
     const t0 = performance.now();
     const schedule = str(ctx, "schedule");
-    if (schedule !== undefined && schedule !== "halving" && schedule !== "two-phase") fail(`--schedule must be halving or two-phase, got "${schedule}"`);
+    if (schedule !== undefined && !(NC_SCHEDULES as readonly string[]).includes(schedule)) fail(`--schedule must be ${NC_SCHEDULES.join(", ")}, got "${schedule}"`);
     const scale = await inputScale(ctx, "clean");
     const modelPath = str(ctx, "model", true);
     const model = await modelFrom(ctx);
@@ -168,6 +172,7 @@ export const detectCommand: Command = {
     const lines = [
       `model      ${model.name} (${basename(modelPath)})`,
       `images     ${result.images.optimize} to optimize on, ${result.images.heldOut} held out for attack success`,
+      `budget     ${result.settings.steps} steps x ${Math.min(result.settings.batchSize, result.images.optimize)} images x ${result.settings.restarts} starts per label${result.settings.batchSize > result.images.optimize ? ` (batch ${result.settings.batchSize} capped at the ${result.images.optimize} images)` : ""}: ${result.settings.budget?.reason ?? "given"}`,
       `labels     ${result.labels.length} scanned` +
         (screened ? ` (${result.labels.length - screened} with the full budget, ${screened} screened only)` : ""),
       ...Object.entries(result.families).map(
@@ -180,7 +185,7 @@ export const detectCommand: Command = {
       result.flagged.length
         ? `flagged    ${result.flagged.join(", ")}  (small-side anomaly index > 2, false-discovery rate <= ${result.settings.fdr}, see the reasons above)`
         : "flagged    none (no label's trigger is an outlier on the small side)",
-      `time       ${result.seconds.toFixed(1)} s (${(result.labels.length / result.seconds).toFixed(2)} labels/s)`,
+      `time       ${result.seconds.toFixed(1)} s (${(result.labels.length / result.seconds).toFixed(2)} labels/s, ${result.imagePasses} image passes)`,
     ];
     if (dir) lines.push(`wrote      ${files.length} files to ${dir}`);
     return { json: report, text: lines.join("\n") };
