@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { cleanSet, backdooredModel, poisonedSet } from "../test/tiny-patch-mlp.js";
-import { chooseCandidate, splitForSelection, type CandidateScore } from "./auto-select.js";
+import { chooseCandidate, effectiveTolerance, splitForSelection, type CandidateScore } from "./auto-select.js";
 import { repair, type RepairRequest } from "./pipeline.js";
 
 const score = (defense: string, cleanAccuracy: number, triggerSuccess: number | undefined, adversarialSuccess: number): CandidateScore => ({ defense, cleanAccuracy, triggerSuccess, adversarialSuccess, seconds: 0 });
@@ -17,6 +17,27 @@ test("chooseCandidate: lowest attack success among those within the tolerance of
   // Equal attack success: the higher clean accuracy wins; a missing trigger score counts as 0.
   assert.equal(chooseCandidate([score("a", 0.8, undefined, 0.2), score("b", 0.805, 0.1, 0.2)], 0.01).index, 1);
   assert.throws(() => chooseCandidate([]));
+});
+
+test("effectiveTolerance: 1 point, or 1.96 standard errors of the best accuracy when the split is small", () => {
+  assert.equal(effectiveTolerance(0.01, 0.9), 0.01);
+  assert.equal(effectiveTolerance(0.01, 0.9, 100000), 0.01);
+  const se = 1.96 * Math.sqrt((0.9 * 0.1) / 1000);
+  assert.ok(Math.abs(effectiveTolerance(0.01, 0.9, 1000) - se) < 1e-12 && se > 0.01);
+  // On 1,000 images a candidate 1.5 points below the best is eligible; with the size unknown it is not.
+  const s = [score("a", 0.9, 0.3, 0.1), score("b", 0.885, 0, 0)];
+  assert.equal(chooseCandidate(s, 0.01, 1000).index, 1);
+  assert.equal(chooseCandidate(s, 0.01).index, 0);
+  assert.ok(Math.abs(chooseCandidate(s, 0.01, 1000).tolerance - se) < 1e-12);
+});
+
+test("chooseCandidate: attack scores within the noise of the lowest tie, and the higher clean accuracy wins", () => {
+  // On 1,000 images 5.0% vs 5.5% attack success is noise: "none" (B, higher accuracy) wins; 5% vs 20% is not.
+  const tied = [score("sau", 0.895, undefined, 0.05), score("none", 0.9, undefined, 0.055)];
+  assert.equal(chooseCandidate(tied, 0.01, 1000).index, 1);
+  assert.match(chooseCandidate(tied, 0.01, 1000).reason, /ties within/);
+  assert.equal(chooseCandidate(tied, 0.01).index, 0);
+  assert.equal(chooseCandidate([score("sau", 0.895, undefined, 0.05), score("none", 0.9, undefined, 0.2)], 0.01, 1000).index, 0);
 });
 
 test("splitForSelection: disjoint, covers the data, seeded", () => {
@@ -53,7 +74,8 @@ test("repair auto scores every candidate on held-out data and chooses the same w
   assert.ok(withP.outcome.lines.some((l) => l.startsWith("chose ")));
   // The chosen candidate is the rule's pick over the reported scores.
   const scores = sel.candidates.map((c) => ({ ...c }));
-  assert.equal(scores[chooseCandidate(scores).index].defense, sel.chosen);
+  assert.equal(scores[chooseCandidate(scores, 0.01, sel.selectionSize).index].defense, sel.chosen);
+  assert.ok(sel.candidates.some((c) => c.defense === "none"), "B unchanged is scored too");
 });
 
 test("repair auto: a spent time budget runs only the first candidate and names the others", async () => {
