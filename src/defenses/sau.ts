@@ -33,9 +33,12 @@ import { gather, holdoutSplit, ncEvalSets, type NcData, type NcEvaluation } from
 /** SAU's options: one spec for the library's checks, the CLI's flags and --help. */
 export const SAU_OPTIONS = {
   rounds: { kind: "integer", description: "unlearning rounds (one pass over the clean data each)", default: 3, min: 1 },
+  norm: { kind: "choice", choices: ["linf", "l2", "l1"] as const, description: "norm bounding each image's perturbation: linf (the paper's; ε per value), l2 (radius rms·range·√(C·H·W)) or l1 (radius l1Share·range·C·H·W, sparse steps: patch-like)", default: "linf" },
+  l1Share: { kind: "number", description: "l1 norm: the radius as the share of input values at full contrast", default: 0.015, min: 0, max: 1, exclusiveMin: true },
   eps: { kind: "number", description: "L∞ bound of the shared perturbation, as a share of the input range", default: 0.2, min: 0, max: 1, exclusiveMin: true },
+  rms: { kind: "number", description: "l2 norm: the radius as an RMS per input value, as a share of the input range", default: 0.1, min: 0, max: 1, exclusiveMin: true },
   pgdSteps: { kind: "integer", description: "signed-gradient steps of the maximisation per batch", default: 5, min: 1 },
-  stepSize: { kind: "number", description: "maximisation step, as a share of the input range", default: 0.2, min: 0, max: 1, exclusiveMin: true },
+  stepSize: { kind: "number", description: "maximisation step, as a share of the input range (l2: of the radius)", default: 0.2, min: 0, max: 1, exclusiveMin: true },
   beta1: { kind: "number", description: "weight of the adversarial loss in the maximisation", default: 0.01, min: 0 },
   beta2: { kind: "number", description: "weight of the sharing (JS divergence) loss in the maximisation", default: 1, min: 0 },
   lambdaClean: { kind: "number", description: "weight of the clean cross-entropy in the unlearning step", default: 1, min: 0 },
@@ -180,6 +183,54 @@ export function sauLoss(lambdaClean: number, lambdaShared: number): (g: Graph, l
 // ---------------------------------------------------------------------------------------------------------
 // The algorithm
 
+/** Per image: δ ← Π_{‖δ‖₂ ≤ r}(δ − step·g/‖g‖), the L2 analogue of the signed step. */
+function l2Step(delta: Float32Array, grad: Float32Array, n: number, step: number, radius: number): void {
+  const per = delta.length / n;
+  for (let i = 0; i < n; i++) {
+    const o = i * per;
+    let gn = 0;
+    for (let j = 0; j < per; j++) gn += grad[o + j] ** 2;
+    gn = Math.sqrt(gn);
+    if (gn > 0) for (let j = 0; j < per; j++) delta[o + j] -= (step * grad[o + j]) / gn;
+    let dn = 0;
+    for (let j = 0; j < per; j++) dn += delta[o + j] ** 2;
+    dn = Math.sqrt(dn);
+    if (dn > radius) for (let j = 0; j < per; j++) delta[o + j] *= radius / dn;
+  }
+}
+
+/**
+ * Per image, a sparse step: the coordinates with the largest |g| (as many as the budget holds at full contrast)
+ * move by the full range against the gradient; x + δ is kept in [0, range]; then δ is projected onto the L1 ball.
+ */
+function l1Step(delta: Float32Array, grad: Float32Array, x: Float32Array, n: number, range: number, radius: number): void {
+  const per = delta.length / n;
+  const k = Math.max(1, Math.ceil(radius / range));
+  for (let i = 0; i < n; i++) {
+    const o = i * per;
+    const idx = Array.from({ length: per }, (_, j) => j).sort((a, b) => Math.abs(grad[o + b]) - Math.abs(grad[o + a]));
+    for (const j of idx.slice(0, k)) if (grad[o + j] !== 0) delta[o + j] -= range * Math.sign(grad[o + j]);
+    for (let j = 0; j < per; j++) delta[o + j] = Math.min(range - x[o + j], Math.max(-x[o + j], delta[o + j]));
+    projectL1(delta.subarray(o, o + per), radius);
+  }
+}
+
+/** Euclidean projection onto the L1 ball of radius r (Duchi et al. 2008), in place. */
+export function projectL1(v: Float32Array, r: number): void {
+  let total = 0;
+  for (const a of v) total += Math.abs(a);
+  if (total <= r) return;
+  const u = Array.from(v, Math.abs).sort((a, b) => b - a);
+  let cum = 0, theta = 0;
+  for (let j = 0; j < u.length; j++) {
+    cum += u[j];
+    const t = (cum - r) / (j + 1);
+    if (u[j] - t > 0) theta = t;
+    else break;
+  }
+  for (let j = 0; j < v.length; j++) v[j] = Math.sign(v[j]) * Math.max(0, Math.abs(v[j]) - theta);
+}
+
 /** Finds each image's shared perturbation (in place in `delta`); returns B's predicted class on x+δ. */
 async function sharedPerturbation(
   pgd: SharedPgdGraph,
@@ -193,15 +244,19 @@ async function sharedPerturbation(
   const range = 255 / s.inputScale;
   const eps = s.eps * range, step = s.stepSize * range;
   const n = feeds.target.shape[0];
-  // The reference code's "max" start: every value at +ε.
-  delta.fill(eps);
+  const per = delta.length / n;
+  const radius = s.rms * range * Math.sqrt(per);
+  // The reference code's "max" start: every value at +ε (l2: the same direction, on the sphere; l1: zero).
+  delta.fill(s.norm === "linf" ? eps : s.norm === "l2" ? radius / Math.sqrt(per) : 0);
   let shared = 0;
   for (let t = 0; t < s.pgdSteps; t++) {
     const out = await pgdSession.run({ ...feeds.params, [pgd.x]: feeds.x, [pgd.delta]: tensor("float32", [...feeds.x.shape], delta), [pgd.target]: feeds.target, [pgd.refClean]: feeds.refClean });
     shared = (out[pgd.sharedCount].data as Float32Array)[0];
     if (shared >= n) break; // every image's δ already shared: the reference code stops too
     const gr = out[pgd.grad].data as Float32Array;
-    for (let i = 0; i < delta.length; i++) delta[i] = Math.min(eps, Math.max(-eps, delta[i] - step * Math.sign(gr[i])));
+    if (s.norm === "linf") for (let i = 0; i < delta.length; i++) delta[i] = Math.min(eps, Math.max(-eps, delta[i] - step * Math.sign(gr[i])));
+    else if (s.norm === "l2") l2Step(delta, gr, n, s.stepSize * radius, radius);
+    else l1Step(delta, gr, feeds.x.data as Float32Array, n, range, s.l1Share * range * per);
   }
   const xs = feeds.x.data as Float32Array;
   const pert = new Float32Array(xs.length);
