@@ -41,7 +41,7 @@ export const SAU_OPTIONS = {
   stepSize: { kind: "number", description: "maximisation step, as a share of the input range (l2: of the radius)", default: 0.2, min: 0, max: 1, exclusiveMin: true },
   beta1: { kind: "number", description: "weight of the adversarial loss in the maximisation", default: 0.01, min: 0 },
   beta2: { kind: "number", description: "weight of the sharing (JS divergence) loss in the maximisation", default: 1, min: 0 },
-  lambdaClean: { kind: "number", description: "weight of the clean cross-entropy in the unlearning step", default: 1, min: 0 },
+  lambdaClean: { kind: "number", description: "weight of the clean cross-entropy in the unlearning step", default: 3, min: 0 },
   lambdaShared: { kind: "number", description: "weight of the shared-adversarial unlearning loss", default: 1, min: 0 },
   lr: { kind: "number", description: "Adam learning rate of the unlearning steps", default: 5e-4, min: 0, exclusiveMin: true },
   batchSize: { kind: "integer", description: "training batch size", default: 128, min: 1, max: 65536 },
