@@ -37,7 +37,7 @@ export const SAU_OPTIONS = {
   l1Share: { kind: "number", description: "l1 norm: the radius as the share of input values at full contrast", default: 0.015, min: 0, max: 1, exclusiveMin: true },
   eps: { kind: "number", description: "L∞ bound of the shared perturbation, as a share of the input range", default: 0.2, min: 0, max: 1, exclusiveMin: true },
   rms: { kind: "number", description: "l2 norm: the radius as an RMS per input value, as a share of the input range", default: 0.1, min: 0, max: 1, exclusiveMin: true },
-  pgdSteps: { kind: "integer", description: "signed-gradient steps of the maximisation per batch", default: 5, min: 1 },
+  pgdSteps: { kind: "integer", description: "signed-gradient steps of the maximisation per batch (the paper: 5; 3 measured as good on blend, 1.6× faster)", default: 3, min: 1 },
   stepSize: { kind: "number", description: "maximisation step, as a share of the input range (l2: of the radius)", default: 0.2, min: 0, max: 1, exclusiveMin: true },
   beta1: { kind: "number", description: "weight of the adversarial loss in the maximisation", default: 0.01, min: 0 },
   beta2: { kind: "number", description: "weight of the sharing (JS divergence) loss in the maximisation", default: 1, min: 0 },
