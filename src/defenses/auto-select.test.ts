@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { cleanSet, backdooredModel, poisonedSet } from "../test/tiny-patch-mlp.js";
-import { chooseCandidate, effectiveTolerance, splitForSelection, type CandidateScore } from "./auto-select.js";
+import { chooseCandidate, effectiveTolerance, splitForSelection, targetedShare, type CandidateScore } from "./auto-select.js";
 import { repair, type RepairRequest } from "./pipeline.js";
 
 const score = (defense: string, cleanAccuracy: number, triggerSuccess: number | undefined, adversarialSuccess: number): CandidateScore => ({ defense, cleanAccuracy, triggerSuccess, adversarialSuccess, seconds: 0 });
@@ -38,6 +38,16 @@ test("chooseCandidate: attack scores within the noise of the lowest tie, and the
   assert.match(chooseCandidate(tied, 0.01, 1000).reason, /ties within/);
   assert.equal(chooseCandidate(tied, 0.01).index, 0);
   assert.equal(chooseCandidate([score("sau", 0.895, undefined, 0.05), score("none", 0.9, undefined, 0.2)], 0.01, 1000).index, 0);
+});
+
+test("targetedShare: the largest share of correct images of other classes sent to one class", () => {
+  const y = Int32Array.of(0, 0, 1, 1, 2, 2);
+  const pred = Int32Array.of(0, 0, 1, 1, 2, 0); // the last image is wrong already: not counted
+  // All-to-one: the four correct images not of class 2 all land on 2 → 4/4.
+  assert.equal(targetedShare(y, pred, Int32Array.of(2, 2, 2, 2, 2, 0), 3), 1);
+  // Scattered flips: 0→1, 1→0, 2→1; class 1 receives 2 of the 3 correct images not of class 1.
+  assert.equal(targetedShare(y, pred, Int32Array.of(1, 0, 0, 1, 1, 0), 3), 2 / 3);
+  assert.equal(targetedShare(y, pred, pred, 3), 0);
 });
 
 test("splitForSelection: disjoint, covers the data, seeded", () => {

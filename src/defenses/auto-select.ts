@@ -1,7 +1,7 @@
 // `repair --defense auto`: run a few candidate repairs and keep the one the evidence favours. The evidence is
 // only what a defender has: a selection split of the clean data that no candidate (and no detection) sees,
 // Neural Cleanse's reversed triggers stamped on it, and a universal adversarial perturbation found on each
-// repaired network. The poisoned test file is never an input here.
+// repaired network (scored by the largest share of images it herds into one class: `targetedShare`). The poisoned test file is never an input here.
 //
 // Rule: candidates whose selection clean accuracy is within the tolerance of the best are eligible; the
 // tolerance is max(1 point, 1.96 standard errors of the best accuracy on the selection split): on a small split
@@ -67,7 +67,7 @@ export interface CandidateScore {
   cleanAccuracy: number;
   /** Worst reversed-trigger success over the triggers (stamped selection images not of the target); undefined without triggers. */
   triggerSuccess?: number;
-  /** Share of the selection images the network gets right that one universal perturbation flips. */
+  /** Largest share of the selection images the network gets right (other classes) that one universal perturbation sends to one class. */
   adversarialSuccess: number;
   seconds: number;
 }
@@ -110,13 +110,27 @@ export async function scoreCandidate(defense: string, m: Model, selection: Datas
   const y = Int32Array.from(labels);
   const delta = await universalPerturbation(m, x, y, radius, o.steps ?? 20, o.batchSize ?? 64, mulberry32((o.seed ?? 0) + 1913));
   const adv = await predictLabels(m, perturbedDataset(memoryDataset(selection.name, selection.shape, x, y), delta), { batchSize: o.batchSize });
-  let right = 0, flipped = 0;
+  return { defense, cleanAccuracy, triggerSuccess, adversarialSuccess: targetedShare(y, pred, adv, m.numClasses), seconds };
+}
+
+/**
+ * The largest share of correctly classified images (of other classes) that the perturbation sends to one single
+ * class. A backdoor is all-to-one: the universal perturbation finds it and herds the images into the target; on
+ * a network without one its flips scatter over many classes. (The share of all flips, the first measure, was
+ * high for every candidate on Fashion-MNIST, 64–90%, backdoored or not, and so told little.)
+ */
+export function targetedShare(y: Int32Array, pred: Int32Array, adv: Int32Array, numClasses: number): number {
+  const rightOf = new Float64Array(numClasses), sentTo = new Float64Array(numClasses);
+  let right = 0;
   for (let i = 0; i < y.length; i++) {
     if (pred[i] !== y[i]) continue;
     right++;
-    if (adv[i] !== y[i]) flipped++;
+    rightOf[y[i]]++;
+    if (adv[i] !== y[i]) sentTo[adv[i]]++;
   }
-  return { defense, cleanAccuracy, triggerSuccess, adversarialSuccess: right ? flipped / right : 0, seconds };
+  let best = 0;
+  for (let c = 0; c < numClasses; c++) if (right - rightOf[c] > 0) best = Math.max(best, sentTo[c] / (right - rightOf[c]));
+  return best;
 }
 
 const attackOf = (s: CandidateScore): number => Math.max(s.triggerSuccess ?? 0, s.adversarialSuccess);
