@@ -9,13 +9,14 @@ import { repair, type RepairRequest } from "./pipeline.js";
 const score = (defense: string, cleanAccuracy: number, triggerSuccess: number | undefined, adversarialSuccess: number): CandidateScore => ({ defense, cleanAccuracy, triggerSuccess, adversarialSuccess, seconds: 0 });
 
 test("chooseCandidate: lowest attack success among those within the tolerance of the best clean accuracy", () => {
-  // b is the most robust but 3 points below the best: not eligible; c beats a on max(trigger, adversarial).
+  // b is the most robust but 3 points below the best: not eligible; c beats a on reversed-trigger success.
   const s = [score("a", 0.9, 0.3, 0.1), score("b", 0.87, 0, 0), score("c", 0.895, 0.05, 0.2)];
   assert.equal(chooseCandidate(s, 0.01).index, 2);
   assert.equal(chooseCandidate(s, 0.05).index, 1);
   assert.match(chooseCandidate(s, 0.01).reason, /^c: lowest attack success/);
-  // Equal attack success: the higher clean accuracy wins; a missing trigger score counts as 0.
-  assert.equal(chooseCandidate([score("a", 0.8, undefined, 0.2), score("b", 0.805, 0.1, 0.2)], 0.01).index, 1);
+  // Equal attack success: the higher clean accuracy wins; without a trigger score the adversarial one counts.
+  assert.equal(chooseCandidate([score("a", 0.8, undefined, 0.2), score("b", 0.805, 0.2, 0.05)], 0.01).index, 1);
+  assert.equal(chooseCandidate([score("a", 0.8, undefined, 0.1), score("b", 0.805, 0.2, 0.05)], 0.01).index, 0);
   assert.throws(() => chooseCandidate([]));
 });
 

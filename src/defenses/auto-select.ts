@@ -6,10 +6,10 @@
 // Rule: candidates whose selection clean accuracy is within the tolerance of the best are eligible; the
 // tolerance is max(1 point, 1.96 standard errors of the best accuracy on the selection split): on a small split
 // a 1-point gap is noise, and a fixed 1 point would throw out a candidate for it. Among the eligible the lowest
-// attack score wins, attack = max(reversed-trigger success, adversarial success); attack scores within 1.96
-// standard errors of the lowest count as equal, and then the higher clean accuracy wins, then the earlier
-// candidate. "none" (B unchanged) is scored like the others, so a repair that buys no measurable robustness
-// (a clean model) loses to leaving B alone.
+// attack score wins, attack = reversed-trigger success (adversarial success when there is no trigger); attack
+// scores within 1.96 standard errors of the lowest count as equal, and then the higher clean accuracy wins, then
+// the earlier candidate. "none" (B unchanged) is scored like the others; with no flagged label it is the only
+// candidate (see autoCandidates).
 import { memoryDataset, type Dataset } from "../io/dataset.js";
 import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
@@ -28,8 +28,11 @@ import { gFromPair } from "./g-model.js";
 export const NO_CHANGE = "none";
 
 /** The candidate set: unlearning only when a label is flagged (it needs the triggers); B unchanged last. */
-export const autoCandidates = (flagged: readonly number[]): string[] =>
-  flagged.length ? ["unlearn", "sau", "ft-sam", "ibau", "fine-prune", NO_CHANGE] : ["sau", "ft-sam", "ibau", "fine-prune", NO_CHANGE];
+// Nothing flagged: the selection split then holds no evidence of a backdoor. The universal perturbation cannot
+// stand in for it: it herds 61–97% of the images into one class on clean and backdoored zoo models alike
+// (docs/repairs.md), so a repair "winning" on it only costs clean accuracy. B stays unchanged (G is still
+// calibrated on its input-level signals).
+export const autoCandidates = (flagged: readonly number[]): string[] => (flagged.length ? ["unlearn", "sau", "ft-sam", "ibau", "fine-prune", NO_CHANGE] : [NO_CHANGE]);
 
 /** B itself as a candidate: "no change" hands back B, with G = B vs B (never rejects before calibration). */
 export const noChangeDefinition: AnyDefense = defineDefense({
@@ -133,7 +136,9 @@ export function targetedShare(y: Int32Array, pred: Int32Array, adv: Int32Array, 
   return best;
 }
 
-const attackOf = (s: CandidateScore): number => Math.max(s.triggerSuccess ?? 0, s.adversarialSuccess);
+// The reversed triggers are the evidence about the backdoor when there are any; the universal perturbation only
+// when there are none (it does not tell backdoored from clean networks apart, see autoCandidates).
+const attackOf = (s: CandidateScore): number => s.triggerSuccess ?? s.adversarialSuccess;
 
 /** The documented rule (see the file's head): index of the chosen candidate, why, and the tolerance used. */
 export function chooseCandidate(scores: readonly CandidateScore[], minTolerance = 0.01, selectionSize?: number): { index: number; reason: string; tolerance: number } {
@@ -153,7 +158,7 @@ export function chooseCandidate(scores: readonly CandidateScore[], minTolerance 
   const p = (v: number) => `${(100 * v).toFixed(1)}%`;
   const others = scores.length - 1;
   const reason =
-    `${s.defense}: lowest attack success (max of reversed-trigger ${s.triggerSuccess === undefined ? "—" : p(s.triggerSuccess)} and adversarial ${p(s.adversarialSuccess)}) ` +
+    `${s.defense}: lowest attack success (${s.triggerSuccess === undefined ? `adversarial ${p(s.adversarialSuccess)}, no reversed trigger` : `reversed-trigger ${p(s.triggerSuccess)}`}) ` +
     `${band > 0 ? `(ties within ${(100 * band).toFixed(1)} points go to clean accuracy) ` : ""}` +
     `among the candidates within ${(100 * tolerance).toFixed(1)} points of the best selection clean accuracy (${p(best)}; its own ${p(s.cleanAccuracy)})` +
     (others ? `, over ${others} other candidate${others > 1 ? "s" : ""}` : "");
@@ -163,7 +168,7 @@ export function chooseCandidate(scores: readonly CandidateScore[], minTolerance 
 /** The report's `selection` section. */
 export function selectionSection(scores: readonly CandidateScore[], chosen: number, reason: string, selectionSize: number, tolerance: number, skipped: string[]): ReportSelection {
   return {
-    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of 0.01 and 1.96 standard errors) of the best; chosen: lowest max(triggerSuccess, adversarialSuccess), scores within 1.96 standard errors of it tied, then highest clean accuracy`,
+    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of 0.01 and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers), scores within 1.96 standard errors of it tied, then highest clean accuracy`,
     selectionSize,
     candidates: scores.map((s) => ({ defense: s.defense, cleanAccuracy: s.cleanAccuracy, ...(s.triggerSuccess === undefined ? {} : { triggerSuccess: s.triggerSuccess }), adversarialSuccess: s.adversarialSuccess, seconds: s.seconds })),
     chosen: scores[chosen].defense,
