@@ -1,6 +1,6 @@
 // npm run bench:repairs — the repairs that change B's weights, on every backdoored model of the zoo (and the
 // bundled example): clean accuracy before → after, attack success before → after per trigger, wall time.
-//   node dist/bench/repairs.js [--zoo DIR] [--only a,b] [--repairs unlearn-paper,unlearn,unlearn-reinvert,anp,ibau] [--out FILE]
+//   node dist/bench/repairs.js [--zoo DIR] [--only a,b] [--repairs unlearn-paper,unlearn,unlearn-reinvert,anp,ibau,sau,ft-sam] [--out FILE]
 // The baseline, measured in the same run on the same model, is the paper's unlearning recipe (one epoch, the
 // reversed trigger stamped on 20% of each batch); every other row prints its ratios to it (residual ASR and
 // time). Neural Cleanse runs once per model (seed 0) and its flagged labels' triggers feed both unlearning
@@ -9,7 +9,9 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { anp } from "../defenses/anp.js";
+import { ftSam } from "../defenses/ft-sam.js";
 import { ibau } from "../defenses/ibau.js";
+import { sau } from "../defenses/sau.js";
 import { ncUnlearn } from "../defenses/nc-mitigation.js";
 import { detectBackdoor, flaggedTriggers } from "../defenses/neural-cleanse.js";
 import { type Dataset } from "../io/dataset.js";
@@ -19,7 +21,7 @@ import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import type { ZooManifest } from "../zoo/build.js";
 
-const REPAIRS = ["unlearn-paper", "unlearn", "unlearn-reinvert", "anp", "ibau"] as const;
+const REPAIRS = ["unlearn-paper", "unlearn", "unlearn-reinvert", "anp", "ibau", "sau", "ft-sam"] as const;
 type RepairName = (typeof REPAIRS)[number];
 
 interface Row {
@@ -93,6 +95,14 @@ async function main(): Promise<void> {
         const r = await anp(model, { clean: valid });
         repaired = r.model;
         note = `${r.pruned.length} neurons pruned (${r.belowThreshold} below ${r.settings.threshold}), held-out acc ${pct(r.heldOut.before)} → ${pct(r.heldOut.after)}`;
+      } else if (name === "sau") {
+        const r = await sau(model, { clean: valid }, { inputScale: scale });
+        repaired = r.model;
+        note = `${r.history.length - 1} rounds, held-out acc ${pct(r.history[0].heldOutAccuracy)} → ${pct(r.history[r.chosenRound].heldOutAccuracy)}, kept round ${r.chosenRound}`;
+      } else if (name === "ft-sam") {
+        const r = await ftSam(model, { clean: valid });
+        repaired = r.model;
+        note = `${r.history.length - 1} epochs, held-out acc ${pct(r.history[0].heldOutAccuracy)} → ${pct(r.history[r.chosenEpoch].heldOutAccuracy)}, kept epoch ${r.chosenEpoch}`;
       } else {
         const r = await ibau(model, { clean: valid });
         repaired = r.model;

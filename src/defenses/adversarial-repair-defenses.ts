@@ -1,10 +1,13 @@
-// The repairs that need no reversed trigger, behind the Defense interface: ANP (adversarial neuron pruning)
-// and i-BAU (adversarial unlearning of a universal perturbation). Both hand back B′ and G = B vs B′.
+// The repairs that need no reversed trigger, behind the Defense interface: ANP (adversarial neuron pruning),
+// i-BAU (adversarial unlearning of a universal perturbation), SAU (unlearning shared adversarial examples) and
+// FT-SAM (sharpness-aware fine-tuning). Each hands back B′ and G = B vs B′.
 import type { Model } from "../model/model.js";
 import { gLine, pct, triggerEvalLine } from "../report/text.js";
 import { anp, ANP_OPTIONS } from "./anp.js";
 import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, repairOutcomeCore, stageReporter, type DefenseData, type DefenseOutcome, type RepairRun } from "./defense.js";
+import { ftSam, FT_SAM_OPTIONS } from "./ft-sam.js";
 import { ibau, IBAU_OPTIONS } from "./ibau.js";
+import { sau, SAU_OPTIONS } from "./sau.js";
 
 /** The outcome shared by both: B′ and G as artifacts, the evaluation, the summary lines. */
 function outcome(model: Model, data: DefenseData, r: RepairRun, what: string, describe: string, details: Record<string, unknown>, seconds: number, timingKey: string): DefenseOutcome {
@@ -74,5 +77,49 @@ export const ibauDefinition = defineDefense({
       `kept round ${r.chosenRound}, held-out accuracy ${pct(r.history[0].heldOutAccuracy)} → ${pct(kept.heldOutAccuracy)}`;
     const details = { settings: s, chosenRound: r.chosenRound, history: r.history.map(({ train: _t, ...h }) => h) };
     return outcome(model, data, r, "i-BAU", describe, details, (performance.now() - t0) / 1000, "ibau");
+  },
+});
+
+export const sauDefinition = defineDefense({
+  name: "sau",
+  summary: "SAU, Shared Adversarial Unlearning: unlearn per-image perturbations that fool B and the repaired network alike; writes repaired.{h5,onnx}, G.onnx",
+  kind: "repair",
+  options: {
+    ...SAU_OPTIONS,
+    evalBatchSize: BATCH_SIZE_OPTION,
+  },
+  async run(model, data, o, ctx) {
+    const t0 = performance.now();
+    const bar = stageReporter(ctx.progress, "SAU", "round");
+    const r = await sau(model, data, { ...o, inputScale: ctx.inputScale, onRound: (x) => bar(x.round, o.rounds, `held-out acc ${pct(x.heldOutAccuracy)}, shared ${pct(x.shared)}`) });
+    const s = r.settings;
+    const kept = r.history[r.chosenRound];
+    const describe =
+      `${s.rounds} rounds, L∞ ε ${s.eps} of the input range, ${s.pgdSteps} PGD steps, λ clean ${s.lambdaClean} / shared ${s.lambdaShared}: ` +
+      `kept round ${r.chosenRound}, held-out accuracy ${pct(r.history[0].heldOutAccuracy)} → ${pct(kept.heldOutAccuracy)}`;
+    const details = { settings: s, chosenRound: r.chosenRound, history: r.history };
+    return outcome(model, data, r, "SAU", describe, details, (performance.now() - t0) / 1000, "sau");
+  },
+});
+
+export const ftSamDefinition = defineDefense({
+  name: "ft-sam",
+  summary: "FT-SAM: fine-tune on clean data with (adaptive) sharpness-aware minimisation; writes repaired.{h5,onnx}, G.onnx",
+  kind: "repair",
+  options: {
+    ...FT_SAM_OPTIONS,
+    evalBatchSize: BATCH_SIZE_OPTION,
+  },
+  async run(model, data, o, ctx) {
+    const t0 = performance.now();
+    const bar = stageReporter(ctx.progress, "FT-SAM", "epoch");
+    const r = await ftSam(model, data, { ...o, onEpoch: (x) => bar(x.epoch, o.epochs, `held-out acc ${pct(x.heldOutAccuracy)}`) });
+    const s = r.settings;
+    const kept = r.history[r.chosenEpoch];
+    const describe =
+      `${s.epochs} epochs of ${s.adaptive ? "ASAM" : "SAM"} (ρ ${s.rho}), Adam ${s.lr}: ` +
+      `kept epoch ${r.chosenEpoch}, held-out accuracy ${pct(r.history[0].heldOutAccuracy)} → ${pct(kept.heldOutAccuracy)}`;
+    const details = { settings: s, chosenEpoch: r.chosenEpoch, history: r.history };
+    return outcome(model, data, r, "FT-SAM", describe, details, (performance.now() - t0) / 1000, "ftSam");
   },
 });

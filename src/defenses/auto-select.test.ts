@@ -3,20 +3,52 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { cleanSet, backdooredModel, poisonedSet } from "../test/tiny-patch-mlp.js";
-import { chooseCandidate, splitForSelection, type CandidateScore } from "./auto-select.js";
+import { chooseCandidate, effectiveTolerance, splitForSelection, targetedShare, type CandidateScore } from "./auto-select.js";
 import { repair, type RepairRequest } from "./pipeline.js";
 
 const score = (defense: string, cleanAccuracy: number, triggerSuccess: number | undefined, adversarialSuccess: number): CandidateScore => ({ defense, cleanAccuracy, triggerSuccess, adversarialSuccess, seconds: 0 });
 
 test("chooseCandidate: lowest attack success among those within the tolerance of the best clean accuracy", () => {
-  // b is the most robust but 3 points below the best: not eligible; c beats a on max(trigger, adversarial).
+  // b is the most robust but 3 points below the best: not eligible; c beats a on reversed-trigger success.
   const s = [score("a", 0.9, 0.3, 0.1), score("b", 0.87, 0, 0), score("c", 0.895, 0.05, 0.2)];
   assert.equal(chooseCandidate(s, 0.01).index, 2);
   assert.equal(chooseCandidate(s, 0.05).index, 1);
   assert.match(chooseCandidate(s, 0.01).reason, /^c: lowest attack success/);
-  // Equal attack success: the higher clean accuracy wins; a missing trigger score counts as 0.
-  assert.equal(chooseCandidate([score("a", 0.8, undefined, 0.2), score("b", 0.805, 0.1, 0.2)], 0.01).index, 1);
+  // Equal attack success: the higher clean accuracy wins; without a trigger score the adversarial one counts.
+  assert.equal(chooseCandidate([score("a", 0.8, undefined, 0.2), score("b", 0.805, 0.2, 0.05)], 0.01).index, 1);
+  assert.equal(chooseCandidate([score("a", 0.8, undefined, 0.1), score("b", 0.805, 0.2, 0.05)], 0.01).index, 0);
   assert.throws(() => chooseCandidate([]));
+});
+
+test("effectiveTolerance: 1 point, or 1.96 standard errors of the best accuracy when the split is small", () => {
+  assert.equal(effectiveTolerance(0.01, 0.9), 0.01);
+  assert.equal(effectiveTolerance(0.01, 0.9, 100000), 0.01);
+  const se = 1.96 * Math.sqrt((0.9 * 0.1) / 1000);
+  assert.ok(Math.abs(effectiveTolerance(0.01, 0.9, 1000) - se) < 1e-12 && se > 0.01);
+  // On 1,000 images a candidate 1.5 points below the best is eligible; with the size unknown it is not.
+  const s = [score("a", 0.9, 0.3, 0.1), score("b", 0.885, 0, 0)];
+  assert.equal(chooseCandidate(s, 0.01, 1000).index, 1);
+  assert.equal(chooseCandidate(s, 0.01).index, 0);
+  assert.ok(Math.abs(chooseCandidate(s, 0.01, 1000).tolerance - se) < 1e-12);
+});
+
+test("chooseCandidate: attack scores within the noise of the lowest tie, and the higher clean accuracy wins", () => {
+  // On 1,000 images 5.0% vs 5.5% attack success is noise: "none" (B, higher accuracy) wins; 5% vs 20% is not.
+  const tied = [score("sau", 0.895, undefined, 0.05), score("none", 0.9, undefined, 0.055)];
+  assert.equal(chooseCandidate(tied, 0.01, 1000).index, 1);
+  assert.match(chooseCandidate(tied, 0.01, 1000).reason, /ties within/);
+  assert.equal(chooseCandidate(tied, 0.01).index, 0);
+  assert.equal(chooseCandidate([score("sau", 0.895, undefined, 0.05), score("none", 0.9, undefined, 0.2)], 0.01, 1000).index, 0);
+});
+
+test("targetedShare: the largest share of correct images of other classes sent to one class", () => {
+  const y = Int32Array.of(0, 0, 1, 1, 2, 2);
+  const pred = Int32Array.of(0, 0, 1, 1, 2, 0); // the last image is wrong already: not counted
+  // All-to-one: the four correct images not of class 2 all land on 2 → 4/4.
+  assert.equal(targetedShare(y, pred, Int32Array.of(2, 2, 2, 2, 2, 0), 3), 1);
+  // Scattered flips: 0→1, 1→0, 2→1; class 1 receives 2 of the 3 correct images not of class 1.
+  assert.equal(targetedShare(y, pred, Int32Array.of(1, 0, 0, 1, 1, 0), 3), 2 / 3);
+  assert.equal(targetedShare(y, pred, pred, 3), 0);
 });
 
 test("splitForSelection: disjoint, covers the data, seeded", () => {
@@ -53,7 +85,8 @@ test("repair auto scores every candidate on held-out data and chooses the same w
   assert.ok(withP.outcome.lines.some((l) => l.startsWith("chose ")));
   // The chosen candidate is the rule's pick over the reported scores.
   const scores = sel.candidates.map((c) => ({ ...c }));
-  assert.equal(scores[chooseCandidate(scores).index].defense, sel.chosen);
+  assert.equal(scores[chooseCandidate(scores, 0.01, sel.selectionSize).index].defense, sel.chosen);
+  assert.ok(sel.candidates.some((c) => c.defense === "none"), "B unchanged is scored too");
 });
 
 test("repair auto: a spent time budget runs only the first candidate and names the others", async () => {

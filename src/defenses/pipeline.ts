@@ -6,7 +6,7 @@ import type { Dataset } from "../io/dataset.js";
 import type { Model } from "../model/model.js";
 import { lapTimer } from "../util/timing.js";
 import { OptionError, runDefense, type AnyDefense, type DefenseData, type DefenseOutcome, type ProgressEvent, type ProgressFn, type TriggerInput } from "./defense.js";
-import { autoCandidates, chooseCandidate, scoreCandidate, selectionSection, splitForSelection, type CandidateScore } from "./auto-select.js";
+import { autoCandidates, chooseCandidate, NO_CHANGE, noChangeDefinition, scoreCandidate, selectionSection, splitForSelection, type CandidateScore } from "./auto-select.js";
 import { calibrateOutcomeG, splitForCalibration } from "./g-calibrate.js";
 import { neuralCleanseReport } from "./nc-report.js";
 import { detectBackdoor, flaggedTriggers, type NcProgress, type NeuralCleanseOptions, type NeuralCleanseResult } from "./neural-cleanse.js";
@@ -30,8 +30,9 @@ export function triggersFromDetection(r: NeuralCleanseResult): TriggerInput {
 
 export interface RepairRequest {
   /**
-   * A registered defense, or "auto": candidates (unlearn when a label is flagged, fine-prune, i-BAU) run on the
-   * clean data less a held-out selection split and the one the selection split favours is kept (auto-select.ts).
+   * A registered defense, or "auto": candidates (unlearn when a label is flagged, SAU, FT-SAM, i-BAU, fine-prune,
+   * B unchanged) run on the clean data less a held-out selection split and the one the selection split favours is
+   * kept (auto-select.ts).
    */
   defense?: string;
   /** The defense's options by their library names; missing ones take the spec's defaults. */
@@ -124,15 +125,16 @@ async function autoRepair(
   run: (d: AnyDefense) => Promise<DefenseOutcome>,
 ): Promise<{ defense: AnyDefense; outcome: DefenseOutcome; timings: Record<string, number> }> {
   const names = req.candidates ?? autoCandidates(triggers?.flagged ?? []);
-  const defenses = names.map((n) => findDefense(n) ?? fail(`auto: unknown candidate defense "${n}"`));
+  const defenses = names.map((n) => (n === NO_CHANGE ? noChangeDefinition : findDefense(n)) ?? fail(`auto: unknown candidate defense "${n}"`));
   const t0 = performance.now();
-  const tolerance = 0.01;
+  const minTolerance = 0.01;
   const scores: CandidateScore[] = [];
   const outcomes: { defense: AnyDefense; outcome: DefenseOutcome }[] = [];
   const skipped: string[] = [];
   const timings: Record<string, number> = {};
   for (const d of defenses) {
-    if (outcomes.length > 0 && req.budgetSeconds !== undefined && (performance.now() - t0) / 1000 >= req.budgetSeconds) {
+    // "none" costs nothing to run: the budget never skips it.
+    if (d !== noChangeDefinition && outcomes.length > 0 && req.budgetSeconds !== undefined && (performance.now() - t0) / 1000 >= req.budgetSeconds) {
       skipped.push(d.name);
       continue;
     }
@@ -163,7 +165,7 @@ async function autoRepair(
     outcomes.push({ defense: d, outcome });
   }
   if (outcomes.length === 0) fail(`auto: no candidate repair could run (${skipped.join(", ")})`);
-  const { index, reason } = chooseCandidate(scores, tolerance);
+  const { index, reason, tolerance } = chooseCandidate(scores, minTolerance, selection.size);
   const { defense, outcome } = outcomes[index];
   const section = selectionSection(scores, index, reason, selection.size, tolerance, skipped);
   outcome.sections.selection = section;

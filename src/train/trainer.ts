@@ -78,14 +78,19 @@ export interface StepGraph {
 
 export function buildStepGraph(
   model: Model,
-  opts: Pick<TrainOptions, "optimizer" | "trainable" | "channelMasks"> & { pooledRelus?: boolean; convForms?: ConvGradForms },
+  opts: Pick<TrainOptions, "optimizer" | "trainable" | "channelMasks"> & {
+    pooledRelus?: boolean;
+    convForms?: ConvGradForms;
+    /** A loss other than mean softmax CE (it may add graph inputs of its own, fed through run's `extra`). */
+    loss?: (g: Graph, logits: string, target: string) => string;
+  },
 ): StepGraph {
   const g = model.graph.clone(`${model.name}_train`);
   for (const [value, mask] of opts.channelMasks ?? []) maskChannels(g, value, g.constant(tensor("float32", [mask.length], mask), "channel_mask"));
   // Same values, a cheaper backward pass (default on; off only to compare).
   if (opts.pooledRelus ?? true) poolBeforeRelu(g);
   const target = g.addInput("target", "float32", ["N", model.numClasses]);
-  const loss = softmaxCrossEntropy(g, model.logits, target);
+  const loss = (opts.loss ?? softmaxCrossEntropy)(g, model.logits, target);
   const trainable = model.params.filter(opts.trainable ?? (() => true)).map((p) => p.value);
   const params = new Map<string, TensorData>();
   for (const p of trainable) params.set(p, g.liftInitializer(p));
@@ -123,9 +128,12 @@ export class StepRunner {
     return new StepRunner(step, await Session.create(step.graph, opts));
   }
 
-  /** One step on a batch (x NCHW, one-hot targets) at learning rate lr; returns the loss and the logits. */
-  async run(x: TensorData, target: TensorData, lr: number): Promise<{ loss: number; logits: Float32Array }> {
-    const feeds: Record<string, TensorData> = { input: x, target, [this.step.optimizer.lrInput]: tensor("float32", [], Float32Array.of(lr)) };
+  /**
+   * One step on a batch (x NCHW, one-hot targets) at learning rate lr; returns the loss and the logits.
+   * `extra` feeds the inputs a custom loss added.
+   */
+  async run(x: TensorData, target: TensorData, lr: number, extra: Readonly<Record<string, TensorData>> = {}): Promise<{ loss: number; logits: Float32Array }> {
+    const feeds: Record<string, TensorData> = { ...extra, input: x, target, [this.step.optimizer.lrInput]: tensor("float32", [], Float32Array.of(lr)) };
     for (const [k, v] of this.cur) feeds[k] = v;
     const into: Record<string, TensorData> = {};
     for (const [out, inp] of this.feedsOf) into[out] = this.next.get(inp)!;
@@ -142,6 +150,11 @@ export class StepRunner {
       m.set(p, tensor("float32", [...t.shape], Float32Array.from(t.data as Float32Array)));
     }
     return m;
+  }
+
+  /** The arrays the next step reads its parameters from (no copies: a caller may shift them in place, as SAM does). */
+  live(): Map<string, TensorData> {
+    return new Map([...this.step.params.keys()].map((p) => [p, this.cur.get(p)!]));
   }
 
   async release(): Promise<void> {
