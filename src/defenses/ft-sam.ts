@@ -11,18 +11,15 @@ import { tensor, type Graph, type TensorData } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";
 import { stepLr } from "../graph/optimizers.js";
 import { poolBeforeRelu } from "../graph/transforms.js";
-import { memoryDataset } from "../io/dataset.js";
-import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import { withParams } from "../model/params.js";
 import { Session } from "../runtime/session.js";
 import { buildStepGraph, oneHot, StepRunner } from "../train/trainer.js";
 import { mulberry32, shuffled } from "../util/random.js";
-import { countCorrect, evaluateModels } from "../eval/evaluate.js";
 import { checkRepairData } from "./anp.js";
+import { finishRepair, heldOutSplit, RoundPicker } from "./held-out-repair.js";
 import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
-import { gFromPair } from "./g-model.js";
-import { gather, holdoutSplit, ncEvalSets, type NcData, type NcEvaluation } from "./nc-mitigation.js";
+import { gather, type NcData, type NcEvaluation } from "./nc-mitigation.js";
 
 export const FT_SAM_OPTIONS = {
   epochs: { kind: "integer", description: "fine-tuning epochs over the clean data", default: 5, min: 1 },
@@ -116,14 +113,7 @@ export async function ftSam(model: Model, data: NcData, opts: FtSamOptions = {})
   const [c, h, w] = shape;
   const per = c * h * w;
   const k = model.numClasses;
-  const split = holdoutSplit(clean.size, s.holdout, s.seed);
-  if (split.held.length === 0 || split.train.length === 0) fail(`FT-SAM: --holdout ${s.holdout} leaves no images to train on or to hold out from ${clean.size}`);
-  const allX = clean.read(0, clean.size);
-  const allY = Int32Array.from(clean.labels!);
-  const tr = gather(allX, allY, per, split.train);
-  const he = gather(allX, allY, per, split.held);
-  const held = memoryDataset(`${clean.name} (held out)`, shape, he.x, he.y);
-  const accOf = async (m: Model) => countCorrect(await predictLabels(m, held, { batchSize: opts.evalBatchSize }), he.y) / he.y.length;
+  const { train: tr, accuracy: accOf } = heldOutSplit(clean, s.holdout, s.seed, "FT-SAM", opts.evalBatchSize);
 
   const base = await accOf(model);
   const history: FtSamEpoch[] = [{ epoch: 0, heldOutAccuracy: base, loss: NaN, seconds: 0 }];
@@ -132,8 +122,7 @@ export async function ftSam(model: Model, data: NcData, opts: FtSamOptions = {})
   const gg = lossGradGraph(model);
   const gradSession = await Session.create(gg.graph);
   const names = model.params.map((p) => p.value);
-  let chosen = { model, epoch: 0 };
-  let fallback = { model, epoch: 0, acc: -1 };
+  const picker = new RoundPicker(model, base, s.maxDrop);
   try {
     const rand = mulberry32(s.seed);
     const n = tr.y.length;
@@ -171,15 +160,12 @@ export async function ftSam(model: Model, data: NcData, opts: FtSamOptions = {})
       const entry: FtSamEpoch = { epoch, heldOutAccuracy: acc, loss: lossSum / batches, seconds: (performance.now() - t0) / 1000 };
       history.push(entry);
       opts.onEpoch?.(entry);
-      if (base - acc <= s.maxDrop) chosen = { model: current, epoch };
-      if (acc > fallback.acc) fallback = { model: current, epoch, acc };
+      picker.offer(current, epoch, acc);
     }
   } finally {
     await runner.release();
     await gradSession.release();
   }
-  if (chosen.epoch === 0) chosen = fallback;
-  const repaired = { ...chosen.model, name: `${model.name}_ft_sam` };
-  const ev = await evaluateModels(model, repaired, ncEvalSets(data, []), opts.evalBatchSize);
-  return { ...ev, model: repaired, gGraph: gFromPair(model, repaired, `${model.name}_ft_sam_G`), history, chosenEpoch: chosen.epoch, settings: s };
+  const chosen = picker.pick();
+  return { ...(await finishRepair(model, chosen.model, data, "ft_sam", opts.evalBatchSize)), history, chosenEpoch: chosen.round, settings: s };
 }

@@ -14,21 +14,18 @@
 // Budget: i-BAU bounds ‖δ‖₂ (10 on normalized CIFAR). Here the radius is given as an RMS per input value in the
 // model's input range, r = rms·range·√(C·H·W); the default 0.1 holds a full-contrast patch over 1% of the
 // image, the size of the BadNets triggers in the literature (3×3 on 28×28 or 32×32).
-import { fail } from "../errors.js";
 import { backward } from "../graph/autodiff.js";
 import { tensor, type Graph } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";
-import { memoryDataset, type Dataset } from "../io/dataset.js";
-import { predictLabels } from "../model/forward.js";
+import { type Dataset } from "../io/dataset.js";
 import type { Model } from "../model/model.js";
 import { Session } from "../runtime/session.js";
 import { oneHot, shuffled, train, type EpochStats } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { checkRepairData } from "./anp.js";
+import { finishRepair, heldOutSplit, RoundPicker } from "./held-out-repair.js";
 import { pickOptions, resolveOptions, SEED_OPTION, type NumberOption, type OptionSpecs, type OptionValues } from "./defense.js";
-import { gFromPair } from "./g-model.js";
-import { countCorrect, evaluateModels } from "../eval/evaluate.js";
-import { gather, ncEvalSets, holdoutSplit, type NcData, type NcEvaluation } from "./nc-mitigation.js";
+import { type NcData, type NcEvaluation } from "./nc-mitigation.js";
 
 export interface IbauOptions {
   /** Outer rounds (default 5, the paper's n_rounds). */
@@ -189,21 +186,13 @@ export async function ibau(model: Model, data: NcData, opts: IbauOptions = {}): 
   const shape = clean.shape;
   const per = shape[0] * shape[1] * shape[2];
   const radius = s.rms * (255 / s.inputScale) * Math.sqrt(per);
-  const split = holdoutSplit(clean.size, s.holdout, s.seed);
-  if (split.held.length === 0 || split.train.length === 0) fail(`i-BAU: --holdout ${s.holdout} leaves no images to train on or to hold out from ${clean.size}`);
-  const allX = clean.read(0, clean.size);
-  const allY = Int32Array.from(clean.labels!);
-  const tr = gather(allX, allY, per, split.train);
-  const he = gather(allX, allY, per, split.held);
-  const held = memoryDataset(`${clean.name} (held out)`, shape, he.x, he.y);
-  const accOf = async (m: Model, ds: Dataset = held) => countCorrect(await predictLabels(m, ds, { batchSize: opts.evalBatchSize }), he.y) / he.y.length;
+  const { train: tr, held, accuracy: accOf } = heldOutSplit(clean, s.holdout, s.seed, "i-BAU", opts.evalBatchSize);
   const rand = mulberry32(s.seed);
 
   const base = await accOf(model);
   const history: IbauRound[] = [{ round: 0, heldOutAccuracy: base, adversarialAccuracy: NaN, deltaNorm: 0 }];
   let current = model;
-  let chosen = { model, round: 0 };
-  let fallback = { model, round: 0, acc: -1 };
+  const picker = new RoundPicker(model, base, s.maxDrop);
   let delta: Float32Array = new Float32Array(per);
   for (let round = 1; round <= s.rounds; round++) {
     delta = await universalPerturbation(current, tr.x, tr.y, radius, s.perturbSteps, s.batchSize, rand);
@@ -224,13 +213,8 @@ export async function ibau(model: Model, data: NcData, opts: IbauOptions = {}): 
     const entry: IbauRound = { round, heldOutAccuracy: acc, adversarialAccuracy, deltaNorm: Math.sqrt(delta.reduce((a, v) => a + v * v, 0)), train: r.history[0] };
     history.push(entry);
     opts.onRound?.(entry);
-    if (base - acc <= s.maxDrop) chosen = { model: current, round };
-    if (acc > fallback.acc) fallback = { model: current, round, acc };
+    picker.offer(current, round, acc);
   }
-  // Round 0 would be B itself: when every round broke the budget, the round with the best held-out accuracy is
-  // the repair offered (the caller sees its accuracy in the history).
-  if (chosen.round === 0) chosen = fallback;
-  const repaired = { ...chosen.model, name: `${model.name}_ibau` };
-  const ev = await evaluateModels(model, repaired, ncEvalSets(data, []), opts.evalBatchSize);
-  return { ...ev, model: repaired, gGraph: gFromPair(model, repaired, `${model.name}_ibau_G`), history, chosenRound: chosen.round, delta, settings: { ...s, variant: "danskin" } };
+  const chosen = picker.pick();
+  return { ...(await finishRepair(model, chosen.model, data, "ibau", opts.evalBatchSize)), history, chosenRound: chosen.round, delta, settings: { ...s, variant: "danskin" } };
 }

@@ -24,11 +24,11 @@ import { Session } from "../runtime/session.js";
 import { buildStepGraph, oneHot, StepRunner } from "../train/trainer.js";
 import { stepLr } from "../graph/optimizers.js";
 import { mulberry32, shuffled } from "../util/random.js";
-import { countCorrect, evaluateModels } from "../eval/evaluate.js";
 import { checkRepairData } from "./anp.js";
+import { finishRepair, heldOutSplit, RoundPicker } from "./held-out-repair.js";
 import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
-import { argmax, embed, gFromPair } from "./g-model.js";
-import { gather, holdoutSplit, ncEvalSets, type NcData, type NcEvaluation } from "./nc-mitigation.js";
+import { argmax, embed } from "./g-model.js";
+import { gather, type NcData, type NcEvaluation } from "./nc-mitigation.js";
 
 /** SAU's options: one spec for the library's checks, the CLI's flags and --help. */
 export const SAU_OPTIONS = {
@@ -273,14 +273,7 @@ export async function sau(model: Model, data: NcData, opts: SauOptions = {}): Pr
   const [c, h, w] = shape;
   const per = c * h * w;
   const k = model.numClasses;
-  const split = holdoutSplit(clean.size, s.holdout, s.seed);
-  if (split.held.length === 0 || split.train.length === 0) fail(`SAU: --holdout ${s.holdout} leaves no images to train on or to hold out from ${clean.size}`);
-  const allX = clean.read(0, clean.size);
-  const allY = Int32Array.from(clean.labels!);
-  const tr = gather(allX, allY, per, split.train);
-  const he = gather(allX, allY, per, split.held);
-  const held = memoryDataset(`${clean.name} (held out)`, shape, he.x, he.y);
-  const accOf = async (m: Model) => countCorrect(await predictLabels(m, held, { batchSize: opts.evalBatchSize }), he.y) / he.y.length;
+  const { train: tr, accuracy: accOf } = heldOutSplit(clean, s.holdout, s.seed, "SAU", opts.evalBatchSize);
   // B's own classes on the clean training images: fixed, computed once.
   const refTrain = await predictLabels(model, memoryDataset("train", shape, tr.x, tr.y), { batchSize: opts.evalBatchSize });
 
@@ -291,8 +284,7 @@ export async function sau(model: Model, data: NcData, opts: SauOptions = {}): Pr
   const pgd = sharedPgdGraph(model, model, s.beta1, s.beta2);
   const pgdSession = await Session.create(pgd.graph);
   const refSession = await Session.create(model.graph);
-  let chosen = { model, round: 0 };
-  let fallback = { model, round: 0, acc: -1 };
+  const picker = new RoundPicker(model, base, s.maxDrop);
   try {
     const rand = mulberry32(s.seed);
     const n = tr.y.length;
@@ -339,17 +331,13 @@ export async function sau(model: Model, data: NcData, opts: SauOptions = {}): Pr
       const entry: SauRound = { round, heldOutAccuracy: acc, potentialPoison: poison / n, shared: sharedSum / n, loss: lossSum / batches, seconds: (performance.now() - t0) / 1000 };
       history.push(entry);
       opts.onRound?.(entry);
-      if (base - acc <= s.maxDrop) chosen = { model: current, round };
-      if (acc > fallback.acc) fallback = { model: current, round, acc };
+      picker.offer(current, round, acc);
     }
   } finally {
     await runner.release();
     await pgdSession.release();
     await refSession.release();
   }
-  // Every round over the budget: the round with the best held-out accuracy is offered (its accuracy is in the history).
-  if (chosen.round === 0) chosen = fallback;
-  const repaired = { ...chosen.model, name: `${model.name}_sau` };
-  const ev = await evaluateModels(model, repaired, ncEvalSets(data, []), opts.evalBatchSize);
-  return { ...ev, model: repaired, gGraph: gFromPair(model, repaired, `${model.name}_sau_G`), history, chosenRound: chosen.round, settings: s };
+  const chosen = picker.pick();
+  return { ...(await finishRepair(model, chosen.model, data, "sau", opts.evalBatchSize)), history, chosenRound: chosen.round, settings: s };
 }
