@@ -24,7 +24,7 @@ function floatAttr(n: Node, k: string, d: number): number {
 class Emitter {
   private zeroConst?: string;
   private oneConst?: string;
-  constructor(readonly g: Graph, readonly convForms: ConvGradForms = "fast") {}
+  constructor(readonly g: Graph, readonly convForms: ConvGradForms = "flip") {}
 
   op(op: string, inputs: string[], attrs: Attrs = {}): string {
     return this.g.op(op, inputs, attrs);
@@ -507,10 +507,10 @@ function reduceGrad(e: Emitter, n: Node, dy: string, mean: boolean): string {
 /**
  * How Conv gradients are emitted (same values; benchmarks compare them in one run):
  * - "plain": weight gradient as one batch-transposed Conv, input gradient as ConvTranspose;
- * - "fast" (default): ungrouped weight gradients as per-tap Gemms, input gradients as ConvTranspose;
- * - "flip": as "fast", and stride-1 input gradients as a Conv with the flipped kernel. On full-width
- *   PreAct-ResNet18 its gain over "fast" measured within the noise of the shared machine (README, PyTorch
- *   section), so it is not the default.
+ * - "fast": ungrouped weight gradients as per-tap Gemms, input gradients as ConvTranspose;
+ * - "flip" (default): as "fast", and stride-1 input gradients as a Conv with the flipped kernel (onnxruntime's
+ *   CPU ConvTranspose is the slower kernel: on a quiet machine the input-gradient graph of full-width
+ *   PreAct-ResNet18 ran 1.37× faster this way; README, PyTorch section).
  */
 export type ConvGradForms = "fast" | "plain" | "flip";
 
