@@ -9,7 +9,12 @@ import { ftSam, FT_SAM_OPTIONS } from "./ft-sam.js";
 import { ibau, IBAU_OPTIONS } from "./ibau.js";
 import { sau, SAU_OPTIONS } from "./sau.js";
 
-/** The outcome shared by both: B′ and G as artifacts, the evaluation, the summary lines. */
+/** "kept round 2, held-out accuracy 90.1% → 89.5%": the round a training repair handed back, against B. */
+function keptText(unit: string, chosen: number, history: readonly { heldOutAccuracy: number }[]): string {
+  return `kept ${unit} ${chosen}, held-out accuracy ${pct(history[0].heldOutAccuracy)} → ${pct(history[chosen].heldOutAccuracy)}`;
+}
+
+/** The outcome shared by every defense here: B′ and G as artifacts, the evaluation, the summary lines. */
 function outcome(model: Model, data: DefenseData, r: RepairRun, what: string, describe: string, details: Record<string, unknown>, seconds: number, timingKey: string): DefenseOutcome {
   const files: string[] = [];
   return {
@@ -71,10 +76,9 @@ export const ibauDefinition = defineDefense({
     const bar = stageReporter(ctx.progress, "i-BAU", "round");
     const r = await ibau(model, data, { ...o, inputScale: ctx.inputScale, onRound: (x) => bar(x.round, o.rounds, `held-out acc ${pct(x.heldOutAccuracy)}`) });
     const s = r.settings;
-    const kept = r.history[r.chosenRound];
     const describe =
       `${s.rounds} rounds (Danskin gradient), universal perturbation RMS ${s.rms} of the input range on ${pct(s.ratio)} of each batch: ` +
-      `kept round ${r.chosenRound}, held-out accuracy ${pct(r.history[0].heldOutAccuracy)} → ${pct(kept.heldOutAccuracy)}`;
+      keptText("round", r.chosenRound, r.history);
     const details = { settings: s, chosenRound: r.chosenRound, history: r.history.map(({ train: _t, ...h }) => h) };
     return outcome(model, data, r, "i-BAU", describe, details, (performance.now() - t0) / 1000, "ibau");
   },
@@ -93,10 +97,9 @@ export const sauDefinition = defineDefense({
     const bar = stageReporter(ctx.progress, "SAU", "round");
     const r = await sau(model, data, { ...o, inputScale: ctx.inputScale, onRound: (x) => bar(x.round, o.rounds, `held-out acc ${pct(x.heldOutAccuracy)}, shared ${pct(x.shared)}`) });
     const s = r.settings;
-    const kept = r.history[r.chosenRound];
     const describe =
       `${s.rounds} rounds, L∞ ε ${s.eps} of the input range, ${s.pgdSteps} PGD steps, λ clean ${s.lambdaClean} / shared ${s.lambdaShared}: ` +
-      `kept round ${r.chosenRound}, held-out accuracy ${pct(r.history[0].heldOutAccuracy)} → ${pct(kept.heldOutAccuracy)}`;
+      keptText("round", r.chosenRound, r.history);
     const details = { settings: s, chosenRound: r.chosenRound, history: r.history };
     return outcome(model, data, r, "SAU", describe, details, (performance.now() - t0) / 1000, "sau");
   },
@@ -115,10 +118,9 @@ export const ftSamDefinition = defineDefense({
     const bar = stageReporter(ctx.progress, "FT-SAM", "epoch");
     const r = await ftSam(model, data, { ...o, onEpoch: (x) => bar(x.epoch, o.epochs, `held-out acc ${pct(x.heldOutAccuracy)}`) });
     const s = r.settings;
-    const kept = r.history[r.chosenEpoch];
     const describe =
       `${s.epochs} epochs of ${s.adaptive ? "ASAM" : "SAM"} (ρ ${s.rho}), Adam ${s.lr}: ` +
-      `kept epoch ${r.chosenEpoch}, held-out accuracy ${pct(r.history[0].heldOutAccuracy)} → ${pct(kept.heldOutAccuracy)}`;
+      keptText("epoch", r.chosenEpoch, r.history);
     const details = { settings: s, chosenEpoch: r.chosenEpoch, history: r.history };
     return outcome(model, data, r, "FT-SAM", describe, details, (performance.now() - t0) / 1000, "ftSam");
   },
