@@ -9,23 +9,12 @@ import type { Model } from "../model/model.js";
 import { Session } from "../runtime/session.js";
 import { buildStepGraph, oneHot, StepRunner } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
+import { timeIt } from "./common.js";
 
 export interface StepFigures {
   what: "forward" | "forward+input-grad" | "train step";
   forms: ConvGradForms | "—";
   imagesPerSecond: number;
-}
-
-/** Runs `step` once to warm up, then until `seconds` have passed (at least `minRuns` times); images/s. */
-async function timeRuns(step: () => Promise<unknown>, batch: number, seconds: number, minRuns: number): Promise<number> {
-  await step();
-  const t0 = performance.now();
-  let runs = 0;
-  while (runs < minRuns || performance.now() - t0 < seconds * 1000) {
-    await step();
-    runs++;
-  }
-  return (batch * runs) / ((performance.now() - t0) / 1000);
 }
 
 /**
@@ -74,7 +63,7 @@ export async function stepThroughput(model: Model, batch = 32, seconds = 5): Pro
   const out: StepFigures[] = [];
   const fwd = await Session.create(model.graph);
   try {
-    out.push({ what: "forward", forms: "—", imagesPerSecond: await timeRuns(() => fwd.run({ [model.input]: x }), batch, seconds, 3) });
+    out.push({ what: "forward", forms: "—", imagesPerSecond: batch / (await timeIt(() => fwd.run({ [model.input]: x }), { warmup: 1, minSeconds: seconds, minRuns: 3 })) });
   } finally {
     await fwd.release();
   }
