@@ -27,11 +27,12 @@ import { shuffled } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { duplicateDownstream } from "../graph/transforms.js";
 import { appendRejectClass, embed } from "./g-model.js";
+import { featureValue, mahalanobisNodes, width, type ClassGaussians } from "./g-mahalanobis.js";
 import { pickOverlays, stripGraph, type StripGraphOptions } from "./strip.js";
 import type { ReportG, ReportGCalibration, ReportRate } from "../report/types.js";
 import type { DefenseData, DefenseOutcome } from "./defense.js";
 
-export const SIGNALS = ["disagreement", "strip", "trigger", "confidence"] as const;
+export const SIGNALS = ["disagreement", "strip", "trigger", "confidence", "mahalanobis"] as const;
 export type SignalName = (typeof SIGNALS)[number];
 
 /** A repaired network: a full model, or B with channels of one of its values masked (pruning: shared trunk). */
@@ -45,6 +46,10 @@ export interface GParts {
   strip?: StripGraphOptions;
   /** Reversed triggers (mask [H, W], pattern [C, H, W]). */
   triggers?: { mask: Float32Array; pattern: Float32Array }[];
+  /** Clean class-conditional Gaussians of B's features (g-mahalanobis.ts), fitted on data outside the calibration split. */
+  gaussians?: ClassGaussians;
+  /** Whose features the Gaussians describe: B (default) or the repaired network (a full model only). */
+  gaussiansOf?: "b" | "repaired";
   /** Signals to use (default: every one the parts allow). */
   signals?: SignalName[];
 }
@@ -67,6 +72,7 @@ export function availableSignals(p: Omit<GParts, "signals">): SignalName[] {
   if (p.overlays && p.overlays.length > 0) out.push("strip");
   if (p.triggers && p.triggers.length > 0) out.push("trigger");
   if (p.repaired) out.push("confidence");
+  if (p.gaussians && (p.gaussiansOf !== "repaired" || (p.repaired && isModel(p.repaired)))) out.push("mahalanobis");
   return out;
 }
 
@@ -92,10 +98,12 @@ export function scoreGraph(p: GParts): ScoreGraph {
   const bl = rb(b.logits);
   const out: Partial<Record<SignalName, string>> = {};
   const axis1 = g.ints([1]);
+  let rr: ((v: string) => string) | undefined;
   if (p.repaired) {
     let rl: string;
     if (isModel(p.repaired)) {
-      rl = embed(g, p.repaired.graph, "R/", { [p.repaired.input]: "input" })(p.repaired.logits);
+      rr = embed(g, p.repaired.graph, "R/", { [p.repaired.input]: "input" });
+      rl = rr(p.repaired.logits);
     } else {
       const v = rb(p.repaired.value);
       const rank = g.shape(v).length;
@@ -133,6 +141,14 @@ export function scoreGraph(p: GParts): ScoreGraph {
     const weighted = g.op("Mul", [diff, g.constant(tensor("float32", [1, T, C, H, W], masks), "g_trigger_masks")]);
     const dist = g.op("Mul", [g.op("ReduceSum", [weighted, g.ints([2, 3, 4])], { keepdims: attr.int(0) }), g.constant(tensor("float32", [1, T], norm), "g_trigger_norm")]);
     out.trigger = g.op("Neg", [g.op("ReduceMin", [dist], { axes: attr.ints([1]), keepdims: attr.int(0) })], {}, "g_trigger");
+  }
+  if (signals.includes("mahalanobis")) {
+    const gs = p.gaussians!;
+    // The class is always B's top-1: G's answer, and the class the clean cloud was grouped by.
+    const f = p.gaussiansOf === "repaired" && rr && isModel(p.repaired!) ? featureValue(g, p.repaired, gs.layer, rr) : featureValue(g, b, gs.layer, rb);
+    const d = width(g, f);
+    if (d !== gs.dim) throw new Error(`scoreGraph: the Mahalanobis model has ${gs.dim} features, the network ${d}`);
+    out.mahalanobis = mahalanobisNodes(g, gs, f, bl);
   }
   const scores = signals.map((s) => out[s]!);
   g.setOutputs([bl, ...scores]);
