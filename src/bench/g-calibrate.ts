@@ -1,20 +1,25 @@
 // npm run bench:g — the calibrated G on every zoo model: detection of poisoned inputs at a false-alarm rate set
-// in advance, against the baseline G of the same repair in the same run (reject when B and B′ disagree on the
-// top-1 class, no calibration).
+// in advance. Same repair, same run: the old G (reject when B and B′ disagree on the top-1 class, no
+// calibration), main's calibrated signal set ("before": disagreement, STRIP, trigger, confidence) and the set
+// with the Mahalanobis signal added ("after").
 //   node dist/bench/g-calibrate.js [--zoo DIR[,DIR2]] [--only a,b] [--fpr 0.01] [--calibration 2000] [--out FILE]
-// Per model: valid.h5 is split (seeded) into the part the repairs and Neural Cleanse use and a held-out part G
-// is calibrated on (never seen by a repair). Repairs: Fine-Pruning (always) and Neural-Cleanse unlearning
-// (when a label is flagged). Signals: disagreement, STRIP entropy (overlays from the repair part), closeness
-// to the flagged labels' reversed triggers, B′'s confidence. The false-alarm rate is measured on clean_test.h5
-// (10,000 images) with its exact 95% interval; detection on each poisoned test file. Each single signal,
-// calibrated alone to the same rate, is shown too (from the same scores).
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+//        [--nc-cache DIR]
+// Per model: valid.h5 is split (seeded) into the part the repairs, Neural Cleanse and the Mahalanobis fit use
+// and a held-out part G is calibrated on (never seen by any of them). Repairs: Fine-Pruning (always) and
+// Neural-Cleanse unlearning (when a label is flagged). The false-alarm rate is measured on clean_test.h5 with
+// its exact 95% interval; detection on each poisoned test file, both of all its inputs and of those B sends to
+// the target (an input the backdoor does not fire on is no successful attack). Each single signal, calibrated
+// alone to the same rate, is shown too (from the same scores), with the Mahalanobis statistic on three feature
+// sources: B's penultimate layer (the one G uses), B's last conv block averaged over space, and B′'s
+// penultimate layer. Nothing here chooses anything from the poisoned files: they are only measured.
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { calibrate, decide, GScorer, pickRows, rateWithInterval, splitForCalibration, type GScores, type SignalName } from "../defenses/g-calibrate.js";
+import { extractFeatures, fitClassGaussians, fitMahalanobis, type ClassGaussians } from "../defenses/g-mahalanobis.js";
 import { finePrune } from "../defenses/fine-pruning.js";
 import { ncUnlearn } from "../defenses/nc-mitigation.js";
-import { detectBackdoor, flaggedTriggers } from "../defenses/neural-cleanse.js";
+import { detectBackdoor, flaggedTriggers, type ReversedTrigger } from "../defenses/neural-cleanse.js";
 import { pickOverlays } from "../defenses/strip.js";
 import { type Dataset } from "../io/dataset.js";
 import { openDataset } from "../io/open-dataset.js";
@@ -35,6 +40,7 @@ const { values: args } = parseArgs({
     "max-test": { type: "string", default: "10000" },
     "max-poisoned": { type: "string", default: "10000" },
     restarts: { type: "string", default: "2" },
+    "nc-cache": { type: "string" },
     wait: { type: "boolean", default: false },
   },
 });
@@ -47,23 +53,58 @@ const log = (s: string) => process.stderr.write(`[${new Date().toISOString().sli
 const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
 const pcts = (xs: number[]) => (xs.length ? xs.map(pct).join(" / ") : "— (clean model)");
 
+/** One calibrated signal set measured on the test files. */
+interface Measured {
+  signals: string;
+  det: number[];
+  /** Detection among the poisoned inputs B sends to the target. */
+  detHit: number[];
+  fa: ReturnType<typeof rateWithInterval>;
+  heldOut: string;
+}
+
 interface Row {
   model: string;
   attack: string;
   repair: string;
   flagged: string;
-  signals: string;
+  /** Share of each poisoned file B sends to the target. */
+  asr: number[];
   baseDet: number[];
   baseFa: number;
-  det: number[];
-  fa: ReturnType<typeof rateWithInterval>;
-  heldOut: string;
+  before: Measured;
+  after: Measured;
   single: string;
+  mahalanobis: string;
   seconds: number;
 }
 
-
 const disagree = (a: Int32Array, b: Int32Array) => a.reduce((n, v, i) => n + (v !== b[i] ? 1 : 0), 0);
+const count = (f: Uint8Array) => f.reduce((n, v) => n + v, 0);
+
+/** Neural Cleanse on the repair part, or its cached result (same model, split and restarts). */
+async function detect(name: string, model: Model, fit: Dataset, scale: number): Promise<{ flagged: number[]; triggers: ReversedTrigger[] }> {
+  const file = args["nc-cache"] ? join(args["nc-cache"], `${name}-r${args.restarts}-fpr${fpr}-cal${calSize}.json`) : undefined;
+  if (file && existsSync(file)) {
+    const j = JSON.parse(readFileSync(file, "utf8")) as { flagged: number[]; triggers: (Omit<ReversedTrigger, "mask" | "pattern"> & { mask: number[]; pattern: number[] })[] };
+    return { flagged: j.flagged, triggers: j.triggers.map((t) => ({ ...t, mask: Float32Array.from(t.mask), pattern: Float32Array.from(t.pattern) })) };
+  }
+  const nc = await detectBackdoor(model, fit, { inputScale: scale, seed: 0, restarts: Number(args.restarts) });
+  const r = { flagged: nc.flagged, triggers: flaggedTriggers(nc) };
+  if (file) {
+    mkdirSync(args["nc-cache"]!, { recursive: true });
+    writeFileSync(file, JSON.stringify({ flagged: r.flagged, triggers: r.triggers.map((t) => ({ ...t, mask: Array.from(t.mask), pattern: Array.from(t.pattern) })) }));
+  }
+  return r;
+}
+
+/** Scores of one data set: B's top-1 and each named signal. */
+type Named = { pred: Int32Array; by: Map<string, Float32Array> };
+const named = (s: GScores, names: readonly string[], into?: Named): Named => {
+  const out = into ?? { pred: s.pred, by: new Map<string, Float32Array>() };
+  names.forEach((n, j) => out.by.set(n, s.scores[j]!));
+  return out;
+};
 
 async function benchModel(dir: string, rows: Row[]): Promise<void> {
   const manifest = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as ZooManifest;
@@ -73,71 +114,90 @@ async function benchModel(dir: string, rows: Row[]): Promise<void> {
   const test = await openDataset(join(dir, "clean_test.h5"), { inputScale: scale });
   const poisoned = await Promise.all(manifest.triggers.map((t) => openDataset(join(dir, t.poisonedTest), { inputScale: scale })));
   const { fit, calibration } = splitForCalibration(valid, fpr, { fraction: calSize / valid.size });
-  log(`${manifest.name}: ${fit.size} images for the repairs, ${calibration.size} held out for G`);
+  log(`${manifest.name}: ${fit.size} images for the repairs and the Mahalanobis fit, ${calibration.size} held out for G`);
 
   const t0 = performance.now();
-  const nc = await detectBackdoor(model, fit, { inputScale: scale, seed: 0, restarts: Number(args.restarts) });
-  const triggers = flaggedTriggers(nc);
+  const nc = await detect(manifest.name, model, fit, scale);
+  const triggers = nc.triggers;
   log(`${manifest.name}: Neural Cleanse flagged [${nc.flagged.join(", ")}] (truth [${manifest.targets.join(", ")}]) in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
   const overlays = pickOverlays(fit, 32, 0);
 
-  const repairs: { name: string; make: () => Promise<Model> }[] = [
-    { name: "fine-prune", make: async () => (await finePrune(model, { valid: fit })).repaired },
-  ];
+  const repairs: { name: string; make: () => Promise<Model> }[] = [{ name: "fine-prune", make: async () => (await finePrune(model, { valid: fit })).repaired }];
   if (triggers.length) repairs.push({ name: "unlearn", make: async () => (await ncUnlearn(model, { clean: fit }, triggers)).model });
 
-  // STRIP's entropy does not depend on the repair: scored once per model and shared by the repairs' rows.
   const limit = (d: Dataset, n: number) => (d.size > n ? pickRows(d, Int32Array.from(shuffled(d.size, mulberry32(11)).slice(0, n)).sort(), d.name) : d);
   const testS = limit(test, maxTest);
   const poisS = poisoned.map((p) => limit(p, maxPoisoned));
-  const strip = await GScorer.create({ b: model, overlays, signals: ["strip"] });
-  const stripScores = { cal: await strip.score(calibration), test: await strip.score(testS), pois: [] as GScores[] };
-  for (const p of poisS) stripScores.pois.push(await strip.score(p));
-  await strip.release();
-  const bTest = stripScores.test.pred;
-  const bPois = stripScores.pois.map((s) => s.pred);
+  const sets = [calibration, testS, ...poisS];
+
+  // Signals of B alone (independent of the repair): scored once per model and shared by the repairs' rows.
+  const gPen = await fitMahalanobis(model, "penultimate", fit);
+  const gConv = await fitMahalanobis(model, "conv-pooled", fit);
+  const bOnly: SignalName[] = triggers.length ? ["strip", "trigger", "mahalanobis"] : ["strip", "mahalanobis"];
+  const shared: Named[] = [];
+  const sB = await GScorer.create({ b: model, overlays, gaussians: gPen, triggers: triggers.map((t) => ({ mask: t.mask, pattern: t.pattern })), signals: bOnly });
+  for (const d of sets) shared.push(named(await sB.score(d), bOnly));
+  await sB.release();
+  const sC = await GScorer.create({ b: model, gaussians: gConv, signals: ["mahalanobis"] });
+  for (let i = 0; i < sets.length; i++) named(await sC.score(sets[i]!), ["mahalanobis (conv-pooled)"], shared[i]);
+  await sC.release();
+  const bTest = shared[1]!.pred;
+  const bPois = shared.slice(2).map((s) => s.pred);
+  const { pred: bFit } = await extractFeatures(model, "penultimate", fit);
 
   for (const r of repairs) {
     const ts = performance.now();
     const repaired = await r.make();
-    const own: SignalName[] = triggers.length ? ["disagreement", "trigger", "confidence"] : ["disagreement", "confidence"];
-    const scorer = await GScorer.create({ b: model, repaired, triggers: triggers.map((t) => ({ mask: t.mask, pattern: t.pattern })), signals: own });
+    // B′'s penultimate features, grouped (like B's) by B's top-1, fitted on the same repair part.
+    const rf = await extractFeatures(repaired, "penultimate", fit);
+    const gR: ClassGaussians = fitClassGaussians(rf.features, bFit, model.numClasses, "penultimate");
+    const own: SignalName[] = ["disagreement", "confidence", "mahalanobis"];
+    const scorer = await GScorer.create({ b: model, repaired, gaussians: gR, gaussiansOf: "repaired", signals: own });
     try {
-      const merge = (a: GScores, st: GScores): GScores => ({ pred: a.pred, scores: [a.scores[0]!, st.scores[0]!, ...a.scores.slice(1)] });
-      const signals: SignalName[] = [own[0]!, "strip", ...own.slice(1)];
-      const sCal = merge(await scorer.score(calibration), stripScores.cal);
-      const sTest = merge(await scorer.score(testS), stripScores.test);
-      const sPois: GScores[] = [];
-      for (let i = 0; i < poisS.length; i++) sPois.push(merge(await scorer.score(poisS[i]!), stripScores.pois[i]!));
-      // Baseline G: reject when B and B′ disagree on the top-1 class.
+      const all: Named[] = [];
+      for (let i = 0; i < sets.length; i++) {
+        const s = named(await scorer.score(sets[i]!), ["disagreement", "confidence", "mahalanobis (B′)"]);
+        for (const [k, v] of shared[i]!.by) s.by.set(k, v);
+        all.push(s);
+      }
+      const [sCal, sTest, ...sPois] = all as [Named, Named, ...Named[]];
+      const measure = (names: string[]): Measured => {
+        const cal = calibrate(names.map((n) => sCal.by.get(n)!), fpr, names.map(() => "mahalanobis" as SignalName));
+        const flags = (s: Named) => decide(names.map((n) => s.by.get(n)!), cal.thresholds);
+        const det: number[] = [], detHit: number[] = [];
+        sPois.forEach((s, i) => {
+          const f = flags(s);
+          const labels = poisS[i]!.labels!;
+          let n = 0, k = 0;
+          for (let q = 0; q < f.length; q++) if (s.pred[q] === labels[q]) (n++, (k += f[q]!));
+          det.push(count(f) / f.length);
+          detHit.push(n ? k / n : 0);
+        });
+        return { signals: names.join(", "), det, detHit, fa: rateWithInterval(count(flags(sTest)), testS.size), heldOut: `${cal.heldOutFlagged}/${cal.n}` };
+      };
+      const before = ["disagreement", "strip", ...(triggers.length ? ["trigger"] : []), "confidence"];
+      const after = [...before, "mahalanobis"];
+      const singles = ["disagreement", "strip", ...(triggers.length ? ["trigger"] : []), "confidence", "mahalanobis"];
+      const fmt = (m: Measured) => `${m.signals.split(", ").length === 1 ? m.signals : ""} ${pcts(m.det)} @ ${pct(m.fa.rate)}`.trim();
       const rTest = await predictLabels(repaired, testS);
       const rPois: Int32Array[] = [];
       for (const p of poisS) rPois.push(await predictLabels(repaired, p));
-      const cal = calibrate(sCal.scores, fpr, signals);
-      const count = (f: Uint8Array) => f.reduce((n, v) => n + v, 0);
-      const det = sPois.map((s, i) => count(decide(s.scores, cal.thresholds)) / poisS[i]!.size);
-      const single = signals.map((name, j) => {
-        const c1 = calibrate([sCal.scores[j]!], fpr, [name]);
-        const d = sPois.map((s, i) => count(decide([s.scores[j]!], c1.thresholds)) / poisS[i]!.size);
-        const fa = count(decide([sTest.scores[j]!], c1.thresholds)) / testS.size;
-        return `${name} ${pcts(d)} @ ${pct(fa)}`;
-      });
       const row: Row = {
         model: manifest.name,
         attack: manifest.attack,
         repair: r.name,
         flagged: nc.flagged.join(", ") || "none",
-        signals: signals.join(", "),
+        asr: sPois.map((s, i) => s.pred.reduce((n, v, q) => n + (v === poisS[i]!.labels![q] ? 1 : 0), 0) / s.pred.length),
         baseDet: rPois.map((rp, i) => disagree(rp, bPois[i]!) / poisS[i]!.size),
         baseFa: disagree(rTest, bTest) / testS.size,
-        det,
-        fa: rateWithInterval(count(decide(sTest.scores, cal.thresholds)), testS.size),
-        heldOut: `${cal.heldOutFlagged}/${cal.n}`,
-        single: single.join("; "),
+        before: measure(before),
+        after: measure(after),
+        single: singles.map((n) => fmt(measure([n]))).join("; "),
+        mahalanobis: ["mahalanobis", "mahalanobis (conv-pooled)", "mahalanobis (B′)"].map((n) => `${n.replace("mahalanobis", "").replace(/[()]/g, "").trim() || "B penultimate"} ${pcts(measure([n]).det)}`).join("; "),
         seconds: (performance.now() - ts) / 1000,
       };
       rows.push(row);
-      log(`${manifest.name} ${r.name}: baseline G ${pcts(row.baseDet)} at ${pct(row.baseFa)} FA; calibrated G ${pcts(det)} at ${pct(row.fa.rate)} FA [${pct(row.fa.ci95[0])}, ${pct(row.fa.ci95[1])}] (${row.seconds.toFixed(0)} s)`);
+      log(`${manifest.name} ${r.name}: old G ${pcts(row.baseDet)} at ${pct(row.baseFa)}; before ${pcts(row.before.det)} at ${pct(row.before.fa.rate)}; after ${pcts(row.after.det)} (of B→target ${pcts(row.after.detHit)}) at ${pct(row.after.fa.rate)} (${row.seconds.toFixed(0)} s)`);
       writeFileSync(args.out!, render(rows, (performance.now() - t0All) / 1000));
     } finally {
       await scorer.release();
@@ -148,12 +208,15 @@ async function benchModel(dir: string, rows: Row[]): Promise<void> {
   for (const p of poisoned) p.close();
 }
 
+const fa = (m: Measured) => `${pct(m.fa.rate)} (${m.fa.count}/${m.fa.n}; ${pct(m.fa.ci95[0])}–${pct(m.fa.ci95[1])})`;
+
 function table(rows: Row[]): string {
-  const head = "| model | attack | repair | NC flagged | signals | baseline G detection | baseline G false alarms | calibrated G detection | calibrated G false alarms (test, 95% CI) | held-out flagged | each signal alone (detection @ false alarms) | time |";
+  const head =
+    "| model | attack | repair | NC flagged | B's ASR on the poisoned sample | old G detection @ false alarms | before: detection (of B→target) | before: false alarms (95% CI) | after: detection (of B→target) | after: false alarms (95% CI) | after: held-out flagged | each signal alone, after's set (detection @ false alarms) | Mahalanobis alone by features: B penultimate; B conv-pooled; B′ penultimate | time |";
   const lines = [head, head.replace(/[^|]+/g, "---")];
   for (const r of rows)
     lines.push(
-      `| ${r.model} | ${r.attack} | ${r.repair} | ${r.flagged} | ${r.signals} | ${pcts(r.baseDet)} | ${pct(r.baseFa)} | ${pcts(r.det)} | ${pct(r.fa.rate)} (${r.fa.count}/${r.fa.n}; ${pct(r.fa.ci95[0])}–${pct(r.fa.ci95[1])}) | ${r.heldOut} | ${r.single} | ${r.seconds.toFixed(0)} s |`,
+      `| ${r.model} | ${r.attack} | ${r.repair} | ${r.flagged} | ${pcts(r.asr)} | ${pcts(r.baseDet)} @ ${pct(r.baseFa)} | ${pcts(r.before.det)} (${pcts(r.before.detHit)}) | ${fa(r.before)} | **${pcts(r.after.det)}** (${pcts(r.after.detHit)}) | ${fa(r.after)} | ${r.after.heldOut} | ${r.single} | ${r.mahalanobis} | ${r.seconds.toFixed(0)} s |`,
     );
   return lines.join("\n");
 }
@@ -163,8 +226,10 @@ function render(rows: Row[], seconds: number): string {
     `# Calibrated G (target false-alarm rate ${pct(fpr)}, ${calSize} held-out clean images per model)`,
     "",
     `Run: \`node dist/bench/g-calibrate.js --zoo ${args.zoo} --fpr ${fpr} --calibration ${calSize} --max-test ${maxTest} --max-poisoned ${maxPoisoned} --restarts ${args.restarts}\`, ${seconds.toFixed(0)} s so far.`,
-    "Baseline G = reject when B and the repaired B′ disagree on the top-1 class (the previous rule), same repair, same run.",
-    "Calibrated G: the default guarantee (false-alarm rate ≤ target with 90% probability over the held-out draw).",
+    "Old G = reject when B and the repaired B′ disagree on the top-1 class (no calibration). Before = main's signals (disagreement, STRIP, trigger, confidence);",
+    "after = the same plus the Mahalanobis distance of B's penultimate features (what `repair --fpr` now builds). Same repair, same run, same held-out split.",
+    "Calibrated G: the default guarantee (false-alarm rate ≤ target with 90% probability over the held-out draw). \"of B→target\": detection among the",
+    "poisoned inputs B classifies as the target (the successful attacks).",
     "",
     table(rows),
     "",

@@ -19,7 +19,7 @@ import type { Model } from "../model/model.js";
 import { withSession } from "../runtime/session.js";
 
 /** Where the features come from: the input of B's last linear layer, or the last conv output averaged over space. */
-export const FEATURE_LAYERS = ["penultimate", "conv-pooled"] as const;
+export const FEATURE_LAYERS = ["penultimate", "conv-pooled", "conv-flat"] as const;
 export type FeatureLayer = (typeof FEATURE_LAYERS)[number];
 
 export interface ClassGaussians {
@@ -209,7 +209,7 @@ export function featureValue(g: Graph, model: Model, layer: FeatureLayer, rename
   }
   const conv = [...model.layerOutputs.values()].filter((v) => v !== model.input && model.graph.shape(v).length === 4).pop();
   if (!conv) fail(`the Mahalanobis signal on conv-pooled features needs a 4-D layer output in ${model.name}`);
-  return flatten2d(g, g.op("GlobalAveragePool", [rename(conv)]));
+  return flatten2d(g, layer === "conv-flat" ? rename(conv) : g.op("GlobalAveragePool", [rename(conv)]));
 }
 
 function flatten2d(g: Graph, v: string): string {
