@@ -15,7 +15,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { calibrate, decide, GScorer, pickRows, rateWithInterval, splitForCalibration, type GScores, type SignalName } from "../defenses/g-calibrate.js";
+import { calibrate, decide, GScorer, selectSignalSet, pickRows, rateWithInterval, splitForCalibration, type GScores, type SignalName } from "../defenses/g-calibrate.js";
 import { extractFeatures, fitClassGaussians, fitMahalanobis, type ClassGaussians } from "../defenses/g-mahalanobis.js";
 import { finePrune } from "../defenses/fine-pruning.js";
 import { ncUnlearn } from "../defenses/nc-mitigation.js";
@@ -74,6 +74,9 @@ interface Row {
   baseFa: number;
   before: Measured;
   after: Measured;
+  /** Every signal, no selection. */
+  all: Measured;
+  choice: string;
   single: string;
   mahalanobis: string;
   seconds: number;
@@ -176,7 +179,11 @@ async function benchModel(dir: string, rows: Row[]): Promise<void> {
         return { signals: names.join(", "), det, detHit, fa: rateWithInterval(count(flags(sTest)), testS.size), heldOut: `${cal.heldOutFlagged}/${cal.n}` };
       };
       const before = ["disagreement", "strip", ...(triggers.length ? ["trigger"] : []), "confidence"];
-      const after = [...before, "mahalanobis"];
+      // "after": the set `repair --fpr` builds, chosen on the repair part and reversed-trigger proxies only.
+      const parts = { b: model, repaired, overlays, gaussians: gPen, triggers: triggers.map((t) => ({ mask: t.mask, pattern: t.pattern })) };
+      const choice = await selectSignalSet(parts, { fit, triggers, fpr, repairUsedTriggers: r.name === "unlearn" });
+      const after: string[] = choice?.signals ?? [...before, "mahalanobis"];
+      const allFive = [...before, "mahalanobis"];
       const singles = ["disagreement", "strip", ...(triggers.length ? ["trigger"] : []), "confidence", "mahalanobis"];
       const fmt = (m: Measured) => `${m.signals.split(", ").length === 1 ? m.signals : ""} ${pcts(m.det)} @ ${pct(m.fa.rate)}`.trim();
       const rTest = await predictLabels(repaired, testS);
@@ -192,6 +199,8 @@ async function benchModel(dir: string, rows: Row[]): Promise<void> {
         baseFa: disagree(rTest, bTest) / testS.size,
         before: measure(before),
         after: measure(after),
+        all: measure(allFive),
+        choice: choice ? choice.tried.map((t) => `${t.signals.join("+")} ${pct(t.proxyDetection)}`).join("; ") + ` (${choice.proxies} proxies)` : "no proxies: every signal",
         single: singles.map((n) => fmt(measure([n]))).join("; "),
         mahalanobis: ["mahalanobis", "mahalanobis (conv-pooled)", "mahalanobis (B′)"].map((n) => `${n.replace("mahalanobis", "").replace(/[()]/g, "").trim() || "B penultimate"} ${pcts(measure([n]).det)}`).join("; "),
         seconds: (performance.now() - ts) / 1000,
@@ -212,11 +221,11 @@ const fa = (m: Measured) => `${pct(m.fa.rate)} (${m.fa.count}/${m.fa.n}; ${pct(m
 
 function table(rows: Row[]): string {
   const head =
-    "| model | attack | repair | NC flagged | B's ASR on the poisoned sample | old G detection @ false alarms | before: detection (of B→target) | before: false alarms (95% CI) | after: detection (of B→target) | after: false alarms (95% CI) | after: held-out flagged | each signal alone, after's set (detection @ false alarms) | Mahalanobis alone by features: B penultimate; B conv-pooled; B′ penultimate | time |";
+    "| model | attack | repair | NC flagged | B's ASR on the poisoned sample | old G detection @ false alarms | before: detection (of B→target) | before: false alarms (95% CI) | after: signals | after: detection (of B→target) | after: false alarms (95% CI) | after: held-out flagged | all five signals: detection @ false alarms | each signal alone (detection @ false alarms) | Mahalanobis alone by features: B penultimate; B conv-pooled; B′ penultimate | selection: proxy detection per subset | time |";
   const lines = [head, head.replace(/[^|]+/g, "---")];
   for (const r of rows)
     lines.push(
-      `| ${r.model} | ${r.attack} | ${r.repair} | ${r.flagged} | ${pcts(r.asr)} | ${pcts(r.baseDet)} @ ${pct(r.baseFa)} | ${pcts(r.before.det)} (${pcts(r.before.detHit)}) | ${fa(r.before)} | **${pcts(r.after.det)}** (${pcts(r.after.detHit)}) | ${fa(r.after)} | ${r.after.heldOut} | ${r.single} | ${r.mahalanobis} | ${r.seconds.toFixed(0)} s |`,
+      `| ${r.model} | ${r.attack} | ${r.repair} | ${r.flagged} | ${pcts(r.asr)} | ${pcts(r.baseDet)} @ ${pct(r.baseFa)} | ${pcts(r.before.det)} (${pcts(r.before.detHit)}) | ${fa(r.before)} | ${r.after.signals} | **${pcts(r.after.det)}** (${pcts(r.after.detHit)}) | ${fa(r.after)} | ${r.after.heldOut} | ${pcts(r.all.det)} @ ${pct(r.all.fa.rate)} | ${r.single} | ${r.mahalanobis} | ${r.choice} | ${r.seconds.toFixed(0)} s |`,
     );
   return lines.join("\n");
 }
@@ -227,7 +236,8 @@ function render(rows: Row[], seconds: number): string {
     "",
     `Run: \`node dist/bench/g-calibrate.js --zoo ${args.zoo} --fpr ${fpr} --calibration ${calSize} --max-test ${maxTest} --max-poisoned ${maxPoisoned} --restarts ${args.restarts}\`, ${seconds.toFixed(0)} s so far.`,
     "Old G = reject when B and the repaired B′ disagree on the top-1 class (no calibration). Before = main's signals (disagreement, STRIP, trigger, confidence);",
-    "after = the same plus the Mahalanobis distance of B's penultimate features (what `repair --fpr` now builds). Same repair, same run, same held-out split.",
+    "after = what `repair --fpr` now builds: the Mahalanobis distance of B's penultimate features added, and the signal set chosen per model on the repair part's clean images and",
+    "reversed-trigger proxies (src/defenses/g-select.ts; every signal when nothing is flagged). Same repair, same run, same held-out split.",
     "Calibrated G: the default guarantee (false-alarm rate ≤ target with 90% probability over the held-out draw). \"of B→target\": detection among the",
     "poisoned inputs B classifies as the target (the successful attacks).",
     "",

@@ -3,7 +3,10 @@
 //   - disagreement: log p_B(ŷ) − log p_B′(ŷ), ŷ = B's top-1 (how much the repair took from B's answer);
 //   - strip: −(STRIP entropy) (a trigger keeps blends of the input on one class);
 //   - trigger: −(mean |x − pattern| under the mask) of the closest reversed trigger;
-//   - confidence: −max log p_B′ (the repaired network is unsure).
+//   - confidence: −max log p_B′ (the repaired network is unsure);
+//   - mahalanobis: squared Mahalanobis distance of B's penultimate features to the clean Gaussian of B's
+//     predicted class, shared shrunk covariance (g-mahalanobis.ts; fitted on the repair's part of the clean
+//     data, never on the calibration part, so the held-out scores stay exchangeable with fresh clean ones).
 // Combination (min-p / max-rank, calibrated as a whole, conformal): on the n held-out clean inputs each
 // signal becomes a rank r_j(x) = #{held-out k : s_j(k) < s_j(x)}, and the combined statistic is
 // c(x) = max_j r_j(x) (the most extreme signal). A held-out input's own c_i (leave-one-out: its rank among the
@@ -17,7 +20,7 @@
 // c(x) > τ + 1 ⟺ some s_j(x) > t_j with t_j = the (τ+2)-th smallest s_j over the held-out data, so the ONNX G
 // only compares J scores with J thresholds: the scores come from one graph, so the JS calibration and G decide
 // on the same float32 numbers.
-import { fail } from "../errors.js";
+import { fail, UserError } from "../errors.js";
 import { attr, Graph, tensor } from "../graph/ir.js";
 import { memoryDataset, type Dataset } from "../io/dataset.js";
 import { argmaxRows, batchTensor, type BatchSource } from "../model/forward.js";
@@ -27,7 +30,8 @@ import { shuffled } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { duplicateDownstream } from "../graph/transforms.js";
 import { appendRejectClass, embed } from "./g-model.js";
-import { featureValue, mahalanobisNodes, width, type ClassGaussians } from "./g-mahalanobis.js";
+import { describeGaussians, featureValue, fitMahalanobis, mahalanobisNodes, mahalanobisReport, width, type ClassGaussians, type FeatureLayer } from "./g-mahalanobis.js";
+import { chooseSignals as chooseSignalSubset, judgeableSignals, MIN_PROXIES, proxyImages, successfulProxies, type ProxyTrigger, type SignalChoice } from "./g-select.js";
 import { pickOverlays, stripGraph, type StripGraphOptions } from "./strip.js";
 import type { ReportG, ReportGCalibration, ReportRate } from "../report/types.js";
 import type { DefenseData, DefenseOutcome } from "./defense.js";
@@ -470,30 +474,87 @@ export interface RepairGInput {
   calibration: Dataset;
   test?: Dataset;
   poisoned?: Dataset;
-  /** Reversed triggers of the flagged labels, when detection ran. */
-  triggers?: { mask: Float32Array; pattern: Float32Array }[];
+  /** Reversed triggers of the flagged labels (with the label when known), when detection ran. */
+  triggers?: ProxyTrigger[];
   fpr: number;
   guarantee?: Guarantee;
   /** STRIP overlays (default 32; 0 leaves the STRIP signal out). */
   overlays?: number;
+  /** Features of the Mahalanobis signal (default B's penultimate layer; false leaves the signal out). */
+  mahalanobis?: FeatureLayer | false;
+  /** Choose the signal set on reversed-trigger proxies (g-select.ts; default true), or use every available one. */
+  selectSignals?: boolean;
+  /** The repair was trained on the reversed triggers (its disagreement/confidence cannot be judged on them). */
+  repairUsedTriggers?: boolean;
   seed?: number;
+}
+
+/** Clean images of the repair part scored for the signal selection (at most), and proxies per trigger. */
+const SELECTION_CLEAN = 2000, SELECTION_PROXIES = 500;
+
+/** The signal set for a G (g-select.ts), or undefined to keep every available signal. */
+export async function selectSignalSet(parts: GParts, inp: Pick<RepairGInput, "fit" | "triggers" | "fpr" | "selectSignals" | "repairUsedTriggers" | "seed">): Promise<SignalChoice | undefined> {
+  const triggers = inp.triggers ?? [];
+  const avail = availableSignals(parts);
+  if (inp.selectSignals === false || triggers.length === 0 || avail.length < 2) return undefined;
+  const judge = judgeableSignals(avail, inp.repairUsedTriggers ?? false);
+  const clean = inp.fit.size > SELECTION_CLEAN ? pickRows(inp.fit, Int32Array.from(shuffled(inp.fit.size, mulberry32((inp.seed ?? 0) + 7)).slice(0, SELECTION_CLEAN)).sort()) : inp.fit;
+  const scorer = await GScorer.create({ ...parts, signals: judge });
+  try {
+    const sc = await scorer.score(clean);
+    const px = proxyImages(clean, triggers, SELECTION_PROXIES);
+    const sp = await scorer.score(px.data);
+    const ok = successfulProxies(sp.pred, px.trigger, sc.pred.subarray(0, Math.min(SELECTION_PROXIES, clean.size)), triggers);
+    if (ok.length < MIN_PROXIES) return undefined;
+    const proxy = sp.scores.map((s) => Float32Array.from(ok, (r) => s[r]!));
+    // The marginal rule needs fewer clean images; the choice only compares subsets at one rate.
+    return chooseSignalSubset(judge, sc.scores, proxy, judge, inp.fpr, "marginal");
+  } catch (e) {
+    // Too few repair-part images to calibrate the subsets on: keep every signal.
+    if (e instanceof UserError) return undefined;
+    throw e;
+  } finally {
+    await scorer.release();
+  }
+}
+
+/**
+ * The Mahalanobis signal's Gaussians, fitted on the repair's part of the clean data (never the calibration
+ * part), or why the signal is left out (a network without a last linear layer).
+ */
+export async function gaussiansForG(b: Model, fit: BatchSource, layer: FeatureLayer | false = "penultimate"): Promise<{ gaussians?: ClassGaussians; note?: string }> {
+  if (layer === false) return {};
+  try {
+    return { gaussians: await fitMahalanobis(b, layer, fit) };
+  } catch (e) {
+    if (!(e instanceof UserError)) throw e;
+    return { note: `Mahalanobis signal left out: ${e.message}` };
+  }
 }
 
 /** G for one repair, calibrated to the false-alarm rate, with its report section and outcome. */
 export async function calibratedGForRepair(inp: RepairGInput): Promise<{ graph: Graph; calibration: GCalibration; section: GCalibrationReport; g?: ReportG }> {
   const k = Math.min(inp.overlays ?? 32, inp.fit.size);
+  const maha = await gaussiansForG(inp.b, inp.fit, inp.mahalanobis);
   const parts: GParts = {
     b: inp.b,
     repaired: inp.repaired,
     overlays: k > 0 ? pickOverlays(inp.fit, k, inp.seed ?? 0) : undefined,
     triggers: inp.triggers?.length ? inp.triggers : undefined,
+    gaussians: maha.gaussians,
   };
+  const choice = await selectSignalSet(parts, inp);
+  if (choice) parts.signals = choice.signals;
   const { calibration, graph, scorer } = await calibrateG(parts, inp.calibration, { fpr: inp.fpr, guarantee: inp.guarantee });
   try {
     // Without test data, G's outcome is counted on the held-out part (the rule flags at most m of it), and
     // the report section claims no test false-alarm rate.
     const { section, g } = await reportCalibratedG(scorer, calibration, { test: inp.test ?? inp.calibration, poisoned: inp.poisoned }, inp.b.numClasses);
     if (!inp.test) delete section.cleanTest;
+    if (maha.gaussians) section.mahalanobis = mahalanobisReport(maha.gaussians);
+    section.notes = [...(maha.note ? [maha.note] : []), ...(choice ? [choice.reason] : [])];
+    if (section.notes.length === 0) delete section.notes;
+    if (choice) section.signalSelection = { proxies: choice.proxies, tried: choice.tried.map((t) => ({ signals: t.signals, proxyDetection: t.proxyDetection })) };
     return { graph, calibration, section, g };
   } finally {
     await scorer.release();
@@ -510,6 +571,8 @@ export function describeCalibratedG(c: ReportGCalibration): string[] {
   const r = (x: ReportRate) => `${pct(x.rate)} (${x.count}/${x.n}, 95% CI ${pct(x.ci95[0])}-${pct(x.ci95[1])})`;
   if (c.cleanTest) lines.push(`G false alarms on clean test data ${r(c.cleanTest)}`);
   if (c.poisoned) lines.push(`G detection on poisoned data ${r(c.poisoned)}`);
+  if (c.mahalanobis) lines.push(describeGaussians(c.mahalanobis));
+  for (const n of c.notes ?? []) lines.push(n);
   return lines;
 }
 
@@ -523,10 +586,10 @@ export async function calibrateOutcomeG(
   model: Model,
   data: DefenseData,
   calibration: Dataset,
-  opts: { fpr: number; triggers?: { mask: Float32Array; pattern: Float32Array }[]; guarantee?: Guarantee },
+  opts: { fpr: number; triggers?: ProxyTrigger[]; guarantee?: Guarantee; repairUsedTriggers?: boolean },
 ): Promise<void> {
   if (outcome.notApplied) return;
-  const r = await calibratedGForRepair({ b: model, repaired: outcome.repaired, fit: data.clean, calibration, test: data.test, poisoned: data.poisoned, triggers: opts.triggers, fpr: opts.fpr, guarantee: opts.guarantee });
+  const r = await calibratedGForRepair({ b: model, repaired: outcome.repaired, fit: data.clean, calibration, test: data.test, poisoned: data.poisoned, triggers: opts.triggers, fpr: opts.fpr, guarantee: opts.guarantee, repairUsedTriggers: opts.repairUsedTriggers });
   const doc = `calibrated G of ${model.name}: class ${model.numClasses} = input judged backdoored (signals ${r.section.signals.join(", ")}; false-alarm target ${opts.fpr})`;
   const i = outcome.artifacts.findIndex((a) => a.kind === "graph" && a.file === "G.onnx");
   const art = { kind: "graph" as const, file: "G.onnx", graph: r.graph, doc };

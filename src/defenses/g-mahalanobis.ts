@@ -16,6 +16,7 @@ import { attr, Graph, tensor } from "../graph/ir.js";
 import type { BatchSource } from "../model/forward.js";
 import { argmaxRows, forEachBatch } from "../model/forward.js";
 import type { Model } from "../model/model.js";
+import type { ReportMahalanobis } from "../report/types.js";
 import { withSession } from "../runtime/session.js";
 
 /** Where the features come from: the input of B's last linear layer, or the last conv output averaged over space. */
@@ -270,8 +271,13 @@ export async function fitMahalanobis(model: Model, layer: FeatureLayer, clean: B
   return fitClassGaussians(features, pred, model.numClasses, layer, opts);
 }
 
+/** The report's summary of a fitted model (no parameters). */
+export function mahalanobisReport(gs: ClassGaussians): ReportMahalanobis {
+  return { layer: gs.layer, dim: gs.dim, covariance: gs.covariance, shrinkage: gs.shrinkage, fitImages: gs.fitImages, sparseClasses: gs.sparseClasses };
+}
+
 /** One line on the fitted model, for the CLI output and the report. */
-export function describeGaussians(gs: ClassGaussians): string {
+export function describeGaussians(gs: ReportMahalanobis): string {
   const sparse = gs.sparseClasses ? `; ${gs.sparseClasses} class(es) with < ${MIN_CLASS_IMAGES} fit images lean on the pooled mean` : "";
   const cov = gs.covariance === "diagonal" ? `diagonal covariance (${gs.fitImages} fit images < 2 x ${gs.dim} features)` : "shared covariance";
   return `Mahalanobis on ${gs.layer} features (d=${gs.dim}), ${cov}, Ledoit-Wolf shrinkage ${gs.shrinkage.toFixed(3)}, fit on ${gs.fitImages} clean images${sparse}`;

@@ -486,7 +486,12 @@ function gCalibrationSection(c: ReportGCalibration): string {
   ];
   if (c.cleanTest) items.push(["False alarms, clean test", rateText(c.cleanTest)]);
   if (c.poisoned) items.push(["Poisoned detected", rateText(c.poisoned)]);
+  if (c.mahalanobis) {
+    const m = c.mahalanobis;
+    items.push(["Mahalanobis fit", e(`${m.layer} features (d=${m.dim}), ${m.covariance} covariance, shrinkage ${m.shrinkage.toFixed(3)}, ${m.fitImages} clean images${m.sparseClasses ? `, ${m.sparseClasses} sparse class(es)` : ""}`)]);
+  }
   let body = stats(items);
+  for (const n of c.notes ?? []) body += `<p class="note">${e(n)}</p>`;
   body +=
     `<h3>Signals</h3>` +
     table(

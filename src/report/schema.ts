@@ -85,6 +85,12 @@ const gCalibration = z
     heldOut: z.object({ n: int, flagged: int }).passthrough(),
     cleanTest: rate.optional(),
     poisoned: rate.optional(),
+    mahalanobis: z
+      .object({ layer: z.string(), dim: int, covariance: z.enum(["shared", "diagonal"]), shrinkage: frac, fitImages: int, sparseClasses: int })
+      .passthrough()
+      .optional(),
+    notes: z.array(z.string()).optional(),
+    signalSelection: z.object({ proxies: int, tried: z.array(z.object({ signals: z.array(z.string()), proxyDetection: frac }).passthrough()) }).passthrough().optional(),
   })
   .passthrough();
 

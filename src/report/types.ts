@@ -223,6 +223,26 @@ export interface ReportGCalibration {
   cleanTest?: ReportRate;
   /** Detection on the poisoned data. */
   poisoned?: ReportRate;
+  /** The Mahalanobis signal's fit (src/defenses/g-mahalanobis.ts), when it is one of the signals. */
+  mahalanobis?: ReportMahalanobis;
+  /** Why a signal was left out, etc. */
+  notes?: string[];
+  /** How the signal set was chosen on reversed-trigger proxies (src/defenses/g-select.ts), when it was. */
+  signalSelection?: { proxies: number; tried: { signals: string[]; proxyDetection: number }[] };
+}
+
+/** Class-conditional Gaussians of B's features fitted on clean data outside the calibration split. */
+export interface ReportMahalanobis {
+  /** "penultimate" (input of the last linear layer) or "conv-pooled" (last conv output averaged over space). */
+  layer: string;
+  dim: number;
+  /** "shared": one full covariance for all classes; "diagonal": fewer fit images than 2 × dim. */
+  covariance: "shared" | "diagonal";
+  /** Ledoit–Wolf weight of the scaled identity. */
+  shrinkage: number;
+  fitImages: number;
+  /** Classes with fewer than 5 fit images (their mean leans on the pooled mean). */
+  sparseClasses: number;
 }
 
 /** How `repair --defense auto` chose: every candidate's scores on a held-out selection split (src/defenses/auto-select.ts). */
