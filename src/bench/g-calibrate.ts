@@ -74,8 +74,8 @@ interface Row {
   baseFa: number;
   before: Measured;
   after: Measured;
-  /** Every signal, no selection. */
-  all: Measured;
+  /** The subset chosen on reversed-trigger proxies. */
+  selected: Measured;
   choice: string;
   single: string;
   mahalanobis: string;
@@ -136,9 +136,10 @@ async function benchModel(dir: string, rows: Row[]): Promise<void> {
   // Signals of B alone (independent of the repair): scored once per model and shared by the repairs' rows.
   const gPen = await fitMahalanobis(model, "penultimate", fit);
   const gConv = await fitMahalanobis(model, "conv-pooled", fit);
-  const bOnly: SignalName[] = triggers.length ? ["strip", "trigger", "mahalanobis"] : ["strip", "mahalanobis"];
+  const gGap = await fitMahalanobis(model, "penultimate-preact", fit);
+  const bOnly: SignalName[] = triggers.length ? ["strip", "trigger", "mahalanobis", "mahalanobis-gap"] : ["strip", "mahalanobis", "mahalanobis-gap"];
   const shared: Named[] = [];
-  const sB = await GScorer.create({ b: model, overlays, gaussians: gPen, triggers: triggers.map((t) => ({ mask: t.mask, pattern: t.pattern })), signals: bOnly });
+  const sB = await GScorer.create({ b: model, overlays, gaussians: gPen, gapGaussians: gGap, triggers: triggers.map((t) => ({ mask: t.mask, pattern: t.pattern })), signals: bOnly });
   for (const d of sets) shared.push(named(await sB.score(d), bOnly));
   await sB.release();
   const sC = await GScorer.create({ b: model, gaussians: gConv, signals: ["mahalanobis"] });
@@ -180,11 +181,12 @@ async function benchModel(dir: string, rows: Row[]): Promise<void> {
       };
       const before = ["disagreement", "strip", ...(triggers.length ? ["trigger"] : []), "confidence"];
       // "after": the set `repair --fpr` builds, chosen on the repair part and reversed-trigger proxies only.
-      const parts = { b: model, repaired, overlays, gaussians: gPen, triggers: triggers.map((t) => ({ mask: t.mask, pattern: t.pattern })) };
-      const choice = await selectSignalSet(parts, { fit, triggers, fpr, repairUsedTriggers: r.name === "unlearn" });
-      const after: string[] = choice?.signals ?? [...before, "mahalanobis"];
-      const allFive = [...before, "mahalanobis"];
-      const singles = ["disagreement", "strip", ...(triggers.length ? ["trigger"] : []), "confidence", "mahalanobis"];
+      const parts = { b: model, repaired, overlays, gaussians: gPen, gapGaussians: gGap, triggers: triggers.map((t) => ({ mask: t.mask, pattern: t.pattern })) };
+      const after = [...before, "mahalanobis", "mahalanobis-gap"];
+      // Measured alternative: the subset chosen on reversed-trigger proxies (g-select.ts, `selectSignals`).
+      const choice = await selectSignalSet(parts, { fit, triggers, fpr, repairUsedTriggers: r.name === "unlearn", selectSignals: true });
+      const selected: string[] = choice?.signals ?? after;
+      const singles = after;
       const fmt = (m: Measured) => `${m.signals.split(", ").length === 1 ? m.signals : ""} ${pcts(m.det)} @ ${pct(m.fa.rate)}`.trim();
       const rTest = await predictLabels(repaired, testS);
       const rPois: Int32Array[] = [];
@@ -199,7 +201,7 @@ async function benchModel(dir: string, rows: Row[]): Promise<void> {
         baseFa: disagree(rTest, bTest) / testS.size,
         before: measure(before),
         after: measure(after),
-        all: measure(allFive),
+        selected: measure(selected),
         choice: choice ? choice.tried.map((t) => `${t.signals.join("+")} ${pct(t.proxyDetection)}`).join("; ") + ` (${choice.proxies} proxies)` : "no proxies: every signal",
         single: singles.map((n) => fmt(measure([n]))).join("; "),
         mahalanobis: ["mahalanobis", "mahalanobis (conv-pooled)", "mahalanobis (B′)"].map((n) => `${n.replace("mahalanobis", "").replace(/[()]/g, "").trim() || "B penultimate"} ${pcts(measure([n]).det)}`).join("; "),
@@ -221,11 +223,11 @@ const fa = (m: Measured) => `${pct(m.fa.rate)} (${m.fa.count}/${m.fa.n}; ${pct(m
 
 function table(rows: Row[]): string {
   const head =
-    "| model | attack | repair | NC flagged | B's ASR on the poisoned sample | old G detection @ false alarms | before: detection (of B→target) | before: false alarms (95% CI) | after: signals | after: detection (of B→target) | after: false alarms (95% CI) | after: held-out flagged | all five signals: detection @ false alarms | each signal alone (detection @ false alarms) | Mahalanobis alone by features: B penultimate; B conv-pooled; B′ penultimate | selection: proxy detection per subset | time |";
+    "| model | attack | repair | NC flagged | B's ASR on the poisoned sample | old G detection @ false alarms | before: detection (of B→target) | before: false alarms (95% CI) | after: signals | after: detection (of B→target) | after: false alarms (95% CI) | after: held-out flagged | chosen on proxies: signals: detection @ false alarms | each signal alone (detection @ false alarms) | Mahalanobis alone by features: B penultimate; B conv-pooled; B′ penultimate | selection: proxy detection per subset | time |";
   const lines = [head, head.replace(/[^|]+/g, "---")];
   for (const r of rows)
     lines.push(
-      `| ${r.model} | ${r.attack} | ${r.repair} | ${r.flagged} | ${pcts(r.asr)} | ${pcts(r.baseDet)} @ ${pct(r.baseFa)} | ${pcts(r.before.det)} (${pcts(r.before.detHit)}) | ${fa(r.before)} | ${r.after.signals} | **${pcts(r.after.det)}** (${pcts(r.after.detHit)}) | ${fa(r.after)} | ${r.after.heldOut} | ${pcts(r.all.det)} @ ${pct(r.all.fa.rate)} | ${r.single} | ${r.mahalanobis} | ${r.choice} | ${r.seconds.toFixed(0)} s |`,
+      `| ${r.model} | ${r.attack} | ${r.repair} | ${r.flagged} | ${pcts(r.asr)} | ${pcts(r.baseDet)} @ ${pct(r.baseFa)} | ${pcts(r.before.det)} (${pcts(r.before.detHit)}) | ${fa(r.before)} | ${r.after.signals} | **${pcts(r.after.det)}** (${pcts(r.after.detHit)}) | ${fa(r.after)} | ${r.after.heldOut} | ${r.selected.signals}: ${pcts(r.selected.det)} @ ${pct(r.selected.fa.rate)} | ${r.single} | ${r.mahalanobis} | ${r.choice} | ${r.seconds.toFixed(0)} s |`,
     );
   return lines.join("\n");
 }
@@ -236,8 +238,8 @@ function render(rows: Row[], seconds: number): string {
     "",
     `Run: \`node dist/bench/g-calibrate.js --zoo ${args.zoo} --fpr ${fpr} --calibration ${calSize} --max-test ${maxTest} --max-poisoned ${maxPoisoned} --restarts ${args.restarts}\`, ${seconds.toFixed(0)} s so far.`,
     "Old G = reject when B and the repaired B′ disagree on the top-1 class (no calibration). Before = main's signals (disagreement, STRIP, trigger, confidence);",
-    "after = what `repair --fpr` now builds: the Mahalanobis distance of B's penultimate features added, and the signal set chosen per model on the repair part's clean images and",
-    "reversed-trigger proxies (src/defenses/g-select.ts; every signal when nothing is flagged). Same repair, same run, same held-out split.",
+    "after = what `repair --fpr` now builds: the same plus two feature-space signals, the Mahalanobis distance of B's penultimate features to B's class (mahalanobis) and that distance minus the distance to the closest class, on the features before the ReLU (mahalanobis-gap). \"chosen on proxies\": the subset picked per model on",
+    "repair-part clean images and reversed-trigger proxies (src/defenses/g-select.ts, not the default). Same repair, same run, same held-out split.",
     "Calibrated G: the default guarantee (false-alarm rate ≤ target with 90% probability over the held-out draw). \"of B→target\": detection among the",
     "poisoned inputs B classifies as the target (the successful attacks).",
     "",

@@ -173,7 +173,7 @@ test("calibratedGForRepair: a detector-only G (STRIP + trigger, no B′) and its
   const tMask = new Float32Array(PER), tPat = new Float32Array(PER);
   for (let r = H - 3; r < H; r++) for (let q = W - 3; q < W; q++) (tMask[r * W + q] = 1), (tPat[r * W + q] = 1);
   const test = cleanSet(300, 52), poisoned = poisonedSet(100, 53);
-  const r = await calibratedGForRepair({ b, fit: cleanSet(40, 50), calibration: cleanSet(300, 51), test, poisoned, triggers: [{ mask: tMask, pattern: tPat }], fpr: 0.05, overlays: 8 });
+  const r = await calibratedGForRepair({ b, fit: cleanSet(40, 50), calibration: cleanSet(300, 51), test, poisoned, triggers: [{ mask: tMask, pattern: tPat }], fpr: 0.05, overlays: 8, mahalanobis: false, selectSignals: false });
   assert.deepEqual(r.section.signals, ["strip", "trigger"]);
   assert.deepEqual(r.section.guarantee, { confidence: 0.9 });
   const session = await Session.create(r.graph);

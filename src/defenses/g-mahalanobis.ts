@@ -20,7 +20,7 @@ import type { ReportMahalanobis } from "../report/types.js";
 import { withSession } from "../runtime/session.js";
 
 /** Where the features come from: the input of B's last linear layer, or the last conv output averaged over space. */
-export const FEATURE_LAYERS = ["penultimate", "conv-pooled", "conv-flat"] as const;
+export const FEATURE_LAYERS = ["penultimate", "penultimate-preact", "conv-pooled", "conv-flat"] as const;
 export type FeatureLayer = (typeof FEATURE_LAYERS)[number];
 
 export interface ClassGaussians {
@@ -190,17 +190,43 @@ export function mahalanobisJs(gs: ClassGaussians, features: Float32Array, pred: 
 }
 
 /**
+ * The class-gap statistic in JS: d_ŷ(x) − min_k d_k(x), how much further B's predicted class is than the
+ * closest clean class cloud (0 when ŷ is the closest). A trigger that moves an input's answer but leaves its
+ * features near its own class (blend, low-frequency, warping) shows here even when d_ŷ alone looks ordinary.
+ */
+export function mahalanobisGapJs(gs: ClassGaussians, features: Float32Array, pred: Int32Array): Float64Array {
+  const d = gs.dim, K = gs.numClasses;
+  const out = new Float64Array(pred.length);
+  for (let r = 0; r < pred.length; r++) {
+    const f = features.subarray(r * d, (r + 1) * d);
+    let min = Infinity, at = 0;
+    for (let k = 0; k < K; k++) {
+      const v = mahalanobisJs({ ...gs, means: gs.means.subarray(k * d, (k + 1) * d) }, f, Int32Array.of(0))[0]!;
+      if (v < min) min = v;
+      if (k === pred[r]) at = v;
+    }
+    out[r] = at - min;
+  }
+  return out;
+}
+
+/**
  * The feature value of `model` for `layer`, in a graph that holds the model's nodes under `rename` (embed()):
  * "penultimate" walks back from the logits to the last MatMul/Gemm and takes its data input; "conv-pooled"
  * averages the last 4-D layer output over space. Returns a [N, d] value of `g`.
  */
 export function featureValue(g: Graph, model: Model, layer: FeatureLayer, rename: (v: string) => string = (v) => v): string {
-  if (layer === "penultimate") {
+  if (layer === "penultimate" || layer === "penultimate-preact") {
     let v = model.logits;
     for (let step = 0; step < 16; step++) {
       const node = model.graph.producer(v);
       if (!node) break;
-      if (node.op === "MatMul" || node.op === "Gemm") return flatten2d(g, rename(node.inputs[0]!));
+      if (node.op === "MatMul" || node.op === "Gemm") {
+        const f = node.inputs[0]!;
+        const act = model.graph.producer(f);
+        // Before the activation: unclipped by the ReLU, closer to Gaussian.
+        return flatten2d(g, rename(layer === "penultimate-preact" && act?.op === "Relu" ? act.inputs[0]! : f));
+      }
       // Follow the data path: the input that is not a stored weight.
       const next = node.inputs.find((i) => i && !model.graph.initializers.has(i));
       if (!next) break;
@@ -240,6 +266,34 @@ export function mahalanobisNodes(g: Graph, gs: ClassGaussians, features: string,
   const mu = g.op("MatMul", [onehot, g.constant(tensor("float32", [gs.numClasses, d], gs.means), `${prefix}_means`)]);
   const z = g.op("MatMul", [g.op("Sub", [features, mu]), g.constant(tensor("float32", [d, d], gs.whiten), `${prefix}_whiten`)]);
   return g.op("ReduceSum", [g.op("Mul", [z, z]), g.ints([1])], { keepdims: attr.int(0) }, g.fresh(prefix));
+}
+
+/**
+ * Adds the class gap d_ŷ − min_k d_k to `g` (see mahalanobisGapJs). All K distances in one MatMul:
+ * d_k = ‖z‖² − 2 z·m_k + ‖m_k‖² with z = fW and m_k = μ_k W (precomputed in float64).
+ */
+export function mahalanobisGapNodes(g: Graph, gs: ClassGaussians, features: string, logits: string, prefix = "g_mahalanobis_gap"): string {
+  const d = gs.dim, K = gs.numClasses;
+  const mw = new Float32Array(d * K), mm = new Float32Array(K);
+  for (let k = 0; k < K; k++) {
+    let q = 0;
+    for (let j = 0; j < d; j++) {
+      let v = 0;
+      for (let i = 0; i < d; i++) v += gs.means[k * d + i]! * gs.whiten[i * d + j]!;
+      mw[j * K + k] = v;
+      q += v * v;
+    }
+    mm[k] = q;
+  }
+  const z = g.op("MatMul", [features, g.constant(tensor("float32", [d, d], gs.whiten), `${prefix}_whiten`)]);
+  const zz = g.op("ReduceSum", [g.op("Mul", [z, z]), g.ints([1])], { keepdims: attr.int(1) });
+  const cross = g.op("MatMul", [z, g.constant(tensor("float32", [d, K], mw), `${prefix}_means_w`)]);
+  const all = g.op("Add", [g.op("Sub", [zz, g.op("Mul", [cross, g.scalar(2)])]), g.constant(tensor("float32", [1, K], mm), `${prefix}_means_sq`)]);
+  const top = g.op("ArgMax", [logits], { axis: attr.int(1), keepdims: attr.int(1) });
+  const onehot = g.op("Cast", [g.op("Equal", [top, g.ints(Array.from({ length: K }, (_, k) => k))])], { to: attr.int(1) });
+  const atPred = g.op("ReduceSum", [g.op("Mul", [all, onehot]), g.ints([1])], { keepdims: attr.int(0) });
+  const min = g.op("ReduceMin", [all], { axes: attr.ints([1]), keepdims: attr.int(0) });
+  return g.op("Sub", [atPred, min], {}, g.fresh(prefix));
 }
 
 /** Features and B's top-1 of a data set, in batches. */

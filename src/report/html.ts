@@ -486,10 +486,9 @@ function gCalibrationSection(c: ReportGCalibration): string {
   ];
   if (c.cleanTest) items.push(["False alarms, clean test", rateText(c.cleanTest)]);
   if (c.poisoned) items.push(["Poisoned detected", rateText(c.poisoned)]);
-  if (c.mahalanobis) {
-    const m = c.mahalanobis;
-    items.push(["Mahalanobis fit", e(`${m.layer} features (d=${m.dim}), ${m.covariance} covariance, shrinkage ${m.shrinkage.toFixed(3)}, ${m.fitImages} clean images${m.sparseClasses ? `, ${m.sparseClasses} sparse class(es)` : ""}`)]);
-  }
+  const fit = (m: NonNullable<ReportGCalibration["mahalanobis"]>) => e(`${m.layer} features (d=${m.dim}), ${m.covariance} covariance, shrinkage ${m.shrinkage.toFixed(3)}, ${m.fitImages} clean images${m.sparseClasses ? `, ${m.sparseClasses} sparse class(es)` : ""}`);
+  if (c.mahalanobis) items.push(["Mahalanobis fit", fit(c.mahalanobis)]);
+  if (c.mahalanobisGap) items.push(["Class-gap fit", fit(c.mahalanobisGap)]);
   let body = stats(items);
   for (const n of c.notes ?? []) body += `<p class="note">${e(n)}</p>`;
   body +=

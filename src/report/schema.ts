@@ -76,6 +76,7 @@ const finePruning = z
   .passthrough();
 
 const rate = z.object({ n: int, count: int, rate: frac, ci95: z.tuple([frac, frac]) }).passthrough();
+const mahalanobis = z.object({ layer: z.string(), dim: int, covariance: z.enum(["shared", "diagonal"]), shrinkage: frac, fitImages: int, sparseClasses: int }).passthrough();
 const gCalibration = z
   .object({
     fprTarget: frac,
@@ -85,10 +86,8 @@ const gCalibration = z
     heldOut: z.object({ n: int, flagged: int }).passthrough(),
     cleanTest: rate.optional(),
     poisoned: rate.optional(),
-    mahalanobis: z
-      .object({ layer: z.string(), dim: int, covariance: z.enum(["shared", "diagonal"]), shrinkage: frac, fitImages: int, sparseClasses: int })
-      .passthrough()
-      .optional(),
+    mahalanobis: mahalanobis.optional(),
+    mahalanobisGap: mahalanobis.optional(),
     notes: z.array(z.string()).optional(),
     signalSelection: z.object({ proxies: int, tried: z.array(z.object({ signals: z.array(z.string()), proxyDetection: frac }).passthrough()) }).passthrough().optional(),
   })

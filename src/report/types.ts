@@ -225,6 +225,8 @@ export interface ReportGCalibration {
   poisoned?: ReportRate;
   /** The Mahalanobis signal's fit (src/defenses/g-mahalanobis.ts), when it is one of the signals. */
   mahalanobis?: ReportMahalanobis;
+  /** The class-gap signal's fit (d to B's class minus d to the closest class), when it is one of the signals. */
+  mahalanobisGap?: ReportMahalanobis;
   /** Why a signal was left out, etc. */
   notes?: string[];
   /** How the signal set was chosen on reversed-trigger proxies (src/defenses/g-select.ts), when it was. */
@@ -233,7 +235,7 @@ export interface ReportGCalibration {
 
 /** Class-conditional Gaussians of B's features fitted on clean data outside the calibration split. */
 export interface ReportMahalanobis {
-  /** "penultimate" (input of the last linear layer) or "conv-pooled" (last conv output averaged over space). */
+  /** "penultimate" (input of the last linear layer), "penultimate-preact" (before its ReLU), "conv-pooled", "conv-flat". */
   layer: string;
   dim: number;
   /** "shared": one full covariance for all classes; "diagonal": fewer fit images than 2 × dim. */
