@@ -173,7 +173,7 @@ test("calibratedGForRepair: a detector-only G (STRIP + trigger, no B′) and its
   const tMask = new Float32Array(PER), tPat = new Float32Array(PER);
   for (let r = H - 3; r < H; r++) for (let q = W - 3; q < W; q++) (tMask[r * W + q] = 1), (tPat[r * W + q] = 1);
   const test = cleanSet(300, 52), poisoned = poisonedSet(100, 53);
-  const r = await calibratedGForRepair({ b, fit: cleanSet(40, 50), calibration: cleanSet(300, 51), test, poisoned, triggers: [{ mask: tMask, pattern: tPat }], fpr: 0.05, overlays: 8, mahalanobis: false, selectSignals: false });
+  const r = await calibratedGForRepair({ b, fit: cleanSet(40, 50), calibration: cleanSet(300, 51), test, poisoned, triggers: [{ mask: tMask, pattern: tPat }], fpr: 0.05, overlays: 8, mahalanobis: false, gap: false });
   assert.deepEqual(r.section.signals, ["strip", "trigger"]);
   assert.deepEqual(r.section.guarantee, { confidence: 0.9 });
   const session = await Session.create(r.graph);
@@ -185,4 +185,29 @@ test("calibratedGForRepair: a detector-only G (STRIP + trigger, no B′) and its
   } finally {
     await session.release();
   }
+});
+
+test("calibratedGForRepair by default adds both feature-space signals, fitted on the repair part, and reports their fit", async () => {
+  const b = await backdooredModel();
+  const tMask = new Float32Array(PER), tPat = new Float32Array(PER);
+  for (let r = H - 3; r < H; r++) for (let q = W - 3; q < W; q++) (tMask[r * W + q] = 1), (tPat[r * W + q] = 1);
+  const fit = cleanSet(400, 70), test = cleanSet(300, 72), poisoned = poisonedSet(100, 73);
+  const r = await calibratedGForRepair({ b, fit, calibration: cleanSet(300, 71), test, poisoned, triggers: [{ mask: tMask, pattern: tPat, label: 0 }], fpr: 0.05, overlays: 8 });
+  assert.deepEqual(r.section.signals, ["strip", "trigger", "mahalanobis", "mahalanobis-gap"]);
+  assert.equal(r.section.mahalanobis!.fitImages, fit.size);
+  assert.equal(r.section.mahalanobis!.layer, "penultimate");
+  assert.equal(r.section.mahalanobisGap!.layer, "penultimate-preact");
+  assert.equal(r.section.signalSelection, undefined);
+  const session = await Session.create(r.graph);
+  try {
+    const g = argmaxRows((await session.run({ input: batchTensor(test.read(0, test.size), test.shape) })).logits.data as Float32Array, K + 1);
+    assert.equal(g.filter((c) => c === K).length, r.section.cleanTest!.count);
+  } finally {
+    await session.release();
+  }
+  // Opt-in selection on reversed-trigger proxies: records what it tried, never keeps the trigger signal.
+  const s = await calibratedGForRepair({ b, fit, calibration: cleanSet(300, 71), test, triggers: [{ mask: tMask, pattern: tPat, label: 0 }], fpr: 0.05, overlays: 8, selectSignals: true });
+  assert.ok(s.section.signalSelection && s.section.signalSelection.proxies >= 20);
+  assert.ok(!s.section.signals.includes("trigger"));
+  assert.ok(s.section.notes!.some((n) => /reversed-trigger proxies/.test(n)));
 });

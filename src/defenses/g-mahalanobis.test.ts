@@ -7,7 +7,7 @@ import { Session } from "../runtime/session.js";
 import { backdooredModel, cleanSet, K, poisonedSet } from "../test/tiny-patch-mlp.js";
 import { mulberry32 } from "../util/random.js";
 import { calibrate, calibrateG, decide, GScorer, splitForCalibration } from "./g-calibrate.js";
-import { cholesky, extractFeatures, fitClassGaussians, fitMahalanobis, ledoitWolf, mahalanobisJs, mahalanobisNodes } from "./g-mahalanobis.js";
+import { cholesky, extractFeatures, fitClassGaussians, fitMahalanobis, ledoitWolf, mahalanobisGapJs, mahalanobisGapNodes, mahalanobisJs, mahalanobisNodes } from "./g-mahalanobis.js";
 
 const normal = (rand: () => number) => () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
 
@@ -128,16 +128,27 @@ test("the graph's statistic equals the JS one", async () => {
   g.addInput("f", "float32", ["N", d]);
   g.addInput("logits", "float32", ["N", k]);
   const out = mahalanobisNodes(g, gs, "f", "logits");
-  g.setOutputs([out]);
+  const gap = mahalanobisGapNodes(g, gs, "f", "logits");
+  g.setOutputs([out, gap]);
   // Logits: one-hot of a class that is not always the true one, so the class path is exercised.
   const pred = Int32Array.from(data.y, (c, r) => (r % 5 === 0 ? (c + 1) % k : c));
   const logits = new Float32Array(300 * k);
   pred.forEach((c, r) => (logits[r * k + c] = 1));
   const s = await Session.create(g);
   try {
-    const got = (await s.run({ f: { dtype: "float32", shape: [300, d], data: data.x }, logits: { dtype: "float32", shape: [300, k], data: logits } }))[out]!.data as Float32Array;
-    const js = mahalanobisJs(gs, data.x, pred);
-    for (let r = 0; r < 300; r++) assert.ok(Math.abs(got[r]! - js[r]!) <= 1e-4 * (1 + js[r]!), `row ${r}: ${got[r]} vs ${js[r]}`);
+    const res = await s.run({ f: { dtype: "float32", shape: [300, d], data: data.x }, logits: { dtype: "float32", shape: [300, k], data: logits } });
+    const got = res[out]!.data as Float32Array, gotGap = res[gap]!.data as Float32Array;
+    const js = mahalanobisJs(gs, data.x, pred), jsGap = mahalanobisGapJs(gs, data.x, pred);
+    let positive = 0;
+    for (let r = 0; r < 300; r++) {
+      assert.ok(Math.abs(got[r]! - js[r]!) <= 1e-4 * (1 + js[r]!), `row ${r}: ${got[r]} vs ${js[r]}`);
+      // The gap goes through ‖z‖² − 2z·m + ‖m‖²: float32 cancellation bounded by the size of the terms.
+      assert.ok(Math.abs(gotGap[r]! - jsGap[r]!) <= 1e-3 * (1 + js[r]!), `gap row ${r}: ${gotGap[r]} vs ${jsGap[r]}`);
+      assert.ok(jsGap[r]! >= 0 && jsGap[r]! <= js[r]! + 1e-9);
+      if (jsGap[r]! > 1) positive++;
+    }
+    // The rows whose class was moved off the true one are exactly where the gap is large.
+    assert.ok(positive >= 50 && positive <= 70, `${positive} rows with a clear gap (60 moved)`);
   } finally {
     await s.release();
   }
