@@ -2,6 +2,10 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { UserError } from "../errors.js";
 import { Graph } from "../graph/ir.js";
+import { memoryDataset } from "../io/dataset.js";
+import { decodeImage, toNchw } from "../io/images.js";
+import { loadModel } from "../io/load-model.js";
+import { fixture } from "../test/fixtures.js";
 import { argmaxRows, batchTensor } from "../model/forward.js";
 import { Session } from "../runtime/session.js";
 import { backdooredModel, cleanSet, K, poisonedSet } from "../test/tiny-patch-mlp.js";
@@ -190,4 +194,32 @@ test("bad input to the fit: one-line user errors", async () => {
   assert.throws(() => fitClassGaussians(Float32Array.of(1, Number.NaN, 3, 4), Int32Array.of(0, 1), 2, "penultimate"), (e: unknown) => e instanceof UserError && !(e as Error).message.includes("\n"));
   const b = await backdooredModel();
   await assert.rejects(() => GScorer.create({ b, signals: ["mahalanobis"] }), (e: unknown) => e instanceof UserError && /not available/.test((e as Error).message));
+});
+
+test("DeepID (1,283 classes, a handful of faces): diagonal covariance, classes without images on the pooled mean; graph = JS", async () => {
+  const model = await loadModel(fixture("csaw2020/models/sunglasses_bd_weights.h5"), { arch: "deepid" });
+  const files = ["clean_0_label43", "clean_1_label328", "clean_2_label196", "clean_3_label1268", "clean_4_label748"];
+  const faces = files.map((f) => toNchw(decodeImage(fixture(`csaw2020/images/${f}.png`)), 255));
+  // 8 seeded-noise copies of each face: 40 images, far fewer than the 2 × 160 a full covariance needs.
+  const rand = mulberry32(5);
+  const per = faces[0]!.length;
+  const x = new Float32Array(40 * per);
+  for (let i = 0; i < 40; i++) for (let q = 0; q < per; q++) x[i * per + q] = Math.min(1, Math.max(0, faces[i % 5]![q]! + (rand() - 0.5) * 4 / 255));
+  const data = memoryDataset("faces", model.inputShape, x, null);
+  const gs = await fitMahalanobis(model, "penultimate", data);
+  assert.equal(gs.covariance, "diagonal");
+  assert.equal(gs.numClasses, 1283);
+  assert.ok(gs.sparseClasses >= 1283 - 5, `${gs.sparseClasses} sparse classes`);
+  const f = await extractFeatures(model, "penultimate", data);
+  const js = mahalanobisJs(gs, f.features, f.pred), jsGap = mahalanobisGapJs(gs, f.features, f.pred);
+  const scorer = await GScorer.create({ b: model, gaussians: gs, gapGaussians: gs, signals: ["mahalanobis", "mahalanobis-gap"] });
+  try {
+    const s = await scorer.score(data);
+    for (let i = 0; i < 40; i++) {
+      assert.ok(Number.isFinite(js[i]!) && Math.abs(s.scores[0]![i]! - js[i]!) <= 1e-3 * (1 + js[i]!), `face ${i}: ${s.scores[0]![i]} vs ${js[i]}`);
+      assert.ok(Math.abs(s.scores[1]![i]! - jsGap[i]!) <= 1e-3 * (1 + js[i]!), `face ${i} gap: ${s.scores[1]![i]} vs ${jsGap[i]}`);
+    }
+  } finally {
+    await scorer.release();
+  }
 });

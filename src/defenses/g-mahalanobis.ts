@@ -196,12 +196,24 @@ export function mahalanobisJs(gs: ClassGaussians, features: Float32Array, pred: 
  */
 export function mahalanobisGapJs(gs: ClassGaussians, features: Float32Array, pred: Int32Array): Float64Array {
   const d = gs.dim, K = gs.numClasses;
+  // d_k = ‖fW − μ_k W‖²: whiten the means once, then each class costs O(d).
+  const mw = new Float64Array(K * d);
+  for (let k = 0; k < K; k++) for (let i = 0; i < d; i++) {
+    const m = gs.means[k * d + i]!;
+    if (m !== 0) for (let j = 0; j < d; j++) mw[k * d + j] += m * gs.whiten[i * d + j]!;
+  }
   const out = new Float64Array(pred.length);
+  const z = new Float64Array(d);
   for (let r = 0; r < pred.length; r++) {
-    const f = features.subarray(r * d, (r + 1) * d);
+    z.fill(0);
+    for (let i = 0; i < d; i++) {
+      const v = features[r * d + i]!;
+      if (v !== 0) for (let j = 0; j < d; j++) z[j] += v * gs.whiten[i * d + j]!;
+    }
     let min = Infinity, at = 0;
     for (let k = 0; k < K; k++) {
-      const v = mahalanobisJs({ ...gs, means: gs.means.subarray(k * d, (k + 1) * d) }, f, Int32Array.of(0))[0]!;
+      let v = 0;
+      for (let j = 0; j < d; j++) v += (z[j]! - mw[k * d + j]!) ** 2;
       if (v < min) min = v;
       if (k === pred[r]) at = v;
     }
