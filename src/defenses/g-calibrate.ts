@@ -30,7 +30,7 @@ import { shuffled } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { duplicateDownstream } from "../graph/transforms.js";
 import { appendRejectClass, embed } from "./g-model.js";
-import { describeGaussians, featureValue, fitMahalanobis, mahalanobisGapNodes, mahalanobisNodes, mahalanobisReport, width, type ClassGaussians, type FeatureLayer } from "./g-mahalanobis.js";
+import { describeGaussians, FEATURE_LAYERS, featureValue, fitMahalanobis, mahalanobisGapNodes, mahalanobisNodes, mahalanobisReport, width, type ClassGaussians, type FeatureLayer } from "./g-mahalanobis.js";
 import { chooseSignals as chooseSignalSubset, judgeableSignals, MIN_PROXIES, proxyImages, successfulProxies, type ProxyTrigger, type SignalChoice } from "./g-select.js";
 import { pickOverlays, stripGraph, type StripGraphOptions } from "./strip.js";
 import type { ReportG, ReportGCalibration, ReportRate } from "../report/types.js";
@@ -538,6 +538,7 @@ export async function selectSignalSet(parts: GParts, inp: Pick<RepairGInput, "fi
  */
 export async function gaussiansForG(b: Model, fit: BatchSource, layer: FeatureLayer | false = "penultimate"): Promise<{ gaussians?: ClassGaussians; note?: string }> {
   if (layer === false) return {};
+  if (!FEATURE_LAYERS.includes(layer)) fail(`unknown G feature layer "${String(layer)}" (known: ${FEATURE_LAYERS.join(", ")})`);
   try {
     return { gaussians: await fitMahalanobis(b, layer, fit) };
   } catch (e) {

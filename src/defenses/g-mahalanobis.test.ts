@@ -10,8 +10,8 @@ import { argmaxRows, batchTensor } from "../model/forward.js";
 import { Session } from "../runtime/session.js";
 import { backdooredModel, cleanSet, K, poisonedSet } from "../test/tiny-patch-mlp.js";
 import { mulberry32 } from "../util/random.js";
-import { calibrate, calibrateG, decide, GScorer, splitForCalibration } from "./g-calibrate.js";
-import { cholesky, extractFeatures, fitClassGaussians, fitMahalanobis, ledoitWolf, mahalanobisGapJs, mahalanobisGapNodes, mahalanobisJs, mahalanobisNodes } from "./g-mahalanobis.js";
+import { calibrate, calibrateG, decide, gaussiansForG, GScorer, splitForCalibration } from "./g-calibrate.js";
+import { cholesky, extractFeatures, fitClassGaussians, fitMahalanobis, ledoitWolf, mahalanobisGapJs, mahalanobisGapNodes, mahalanobisJs, mahalanobisNodes, type FeatureLayer } from "./g-mahalanobis.js";
 
 const normal = (rand: () => number) => () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
 
@@ -194,6 +194,7 @@ test("bad input to the fit: one-line user errors", async () => {
   assert.throws(() => fitClassGaussians(Float32Array.of(1, Number.NaN, 3, 4), Int32Array.of(0, 1), 2, "penultimate"), (e: unknown) => e instanceof UserError && !(e as Error).message.includes("\n"));
   const b = await backdooredModel();
   await assert.rejects(() => GScorer.create({ b, signals: ["mahalanobis"] }), (e: unknown) => e instanceof UserError && /not available/.test((e as Error).message));
+  await assert.rejects(() => gaussiansForG(b, cleanSet(20, 1), "fc9" as FeatureLayer), (e: unknown) => e instanceof UserError && /unknown G feature layer "fc9"/.test((e as Error).message));
 });
 
 test("DeepID (1,283 classes, a handful of faces): diagonal covariance, classes without images on the pooled mean; graph = JS", async () => {

@@ -1,6 +1,7 @@
-// Which signals G combines. The max-rank combination pays for every signal: with J signals each one's
-// threshold must leave roughly fpr/J of clean inputs above it, so a signal that catches nothing only makes the
-// others stricter. The set is chosen per model on evidence a user has, never on a poisoned test file:
+// Which signals G combines (opt-in: `selectSignals`; by default G keeps every available signal, see below).
+// The max-rank combination pays for every signal: with J signals each one's threshold must leave roughly fpr/J
+// of clean inputs above it, so a signal that catches nothing only makes the others stricter. The set is chosen
+// per model on evidence a user has, never on a poisoned test file:
 //   - "clean": images of the repair's part of the clean data (NOT the held-out calibration part, so the final
 //     calibration stays an untouched conformal split);
 //   - "proxy": repair-part images of other classes stamped with Neural Cleanse's reversed triggers that B
@@ -11,6 +12,10 @@
 // closeness to the reversed trigger (always ≈ 0 on its own stamp), and B′'s disagreement and confidence when the
 // repair was trained on those triggers (unlearning). Those are left out when the selection runs. Without proxies
 // (nothing flagged) every available signal is kept.
+// Measured on the zoo (npm run bench:g, README): reversed triggers are patch-like whatever the real trigger is,
+// so the proxies misjudge signals that answer to the real trigger's kind (on blend the proxies rate STRIP at
+// 30% and the real trigger is 100% STRIP-detectable): the chosen subset lost detection there and gained none
+// that the full set lacked elsewhere. Hence not the default.
 import { fail } from "../errors.js";
 import type { BatchSource } from "../model/forward.js";
 import { memoryDataset, type Dataset } from "../io/dataset.js";
