@@ -495,7 +495,7 @@ export interface RepairGInput {
   gap?: FeatureLayer | false;
   /**
    * Choose the signal set on reversed-trigger proxies (g-select.ts). Default false, every available signal: on
-   * the zoo the proxies misjudge STRIP (blend: 99.9% → 69.6% detection when chosen by proxies; README).
+   * the zoo the chosen subsets lost up to 13 points of detection and gained at most 0.25 (g-select.ts, README).
    */
   selectSignals?: boolean;
   /** The repair was trained on the reversed triggers (its disagreement/confidence cannot be judged on them). */

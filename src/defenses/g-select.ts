@@ -13,9 +13,10 @@
 // repair was trained on those triggers (unlearning). Those are left out when the selection runs. Without proxies
 // (nothing flagged) every available signal is kept.
 // Measured on the zoo (npm run bench:g, README): reversed triggers are patch-like whatever the real trigger is,
-// so the proxies misjudge signals that answer to the real trigger's kind (on blend the proxies rate STRIP at
-// 30% and the real trigger is 100% STRIP-detectable): the chosen subset lost detection there and gained none
-// that the full set lacked elsewhere. Hence not the default.
+// so the proxies misjudge signals that answer to the real trigger's kind (they rate STRIP at 4–30% on patch,
+// blend and LF models whose real triggers STRIP catches 86–100%). Against every signal, the chosen subset lost up
+// to 13 points of detection (WaNet 53.9% → 40.7%, low-rate patch 91.7% → 79.6%) and gained at most 0.25
+// (patch 99.20% → 99.45%, at 0.87% instead of 0.73% false alarms). Hence not the default.
 import { fail } from "../errors.js";
 import type { BatchSource } from "../model/forward.js";
 import { memoryDataset, type Dataset } from "../io/dataset.js";
