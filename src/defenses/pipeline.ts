@@ -108,7 +108,7 @@ export async function repair(model: Model, all: DefenseData, req: RepairRequest)
   // Detection's section belongs in every repair's report, whichever defense ran.
   if (triggers?.neuralCleanse && !outcome.sections.neuralCleanse) outcome.sections.neuralCleanse = triggers.neuralCleanse;
   if (split) {
-    await calibrateOutcomeG(outcome, model, data, split.calibration, { fpr: req.fpr!, triggers: triggers?.triggers, repairUsedTriggers: defense.needs?.includes("triggers") ?? false });
+    await calibrateOutcomeG(outcome, model, data, split.calibration, { fpr: req.fpr!, triggers: triggers?.triggers });
     lap("g-calibration");
   }
   return { defense, detection, outcome, timings: { ...timings, ...outcome.timings } };
