@@ -6,7 +6,10 @@
 //   - confidence: −max log p_B′ (the repaired network is unsure);
 //   - mahalanobis: squared Mahalanobis distance of B's penultimate features to the clean Gaussian of B's
 //     predicted class, shared shrunk covariance (g-mahalanobis.ts; fitted on the repair's part of the clean
-//     data, never on the calibration part, so the held-out scores stay exchangeable with fresh clean ones).
+//     data, never on the calibration part, so the held-out scores stay exchangeable with fresh clean ones);
+//   - mahalanobis-gap: that distance (on the features before the ReLU) minus the distance to the closest class.
+// Every available signal is used unless `selectSignals` asks for a subset chosen on reversed-trigger proxies
+// (g-select.ts; measured worse on the zoo).
 // Combination (min-p / max-rank, calibrated as a whole, conformal): on the n held-out clean inputs each
 // signal becomes a rank r_j(x) = #{held-out k : s_j(k) < s_j(x)}, and the combined statistic is
 // c(x) = max_j r_j(x) (the most extreme signal). A held-out input's own c_i (leave-one-out: its rank among the
