@@ -32,7 +32,7 @@ export const NO_CHANGE = "none";
 // stand in for it: it herds 61–97% of the images into one class on clean and backdoored zoo models alike
 // (docs/repairs.md), so a repair "winning" on it only costs clean accuracy. B stays unchanged (G is still
 // calibrated on its input-level signals).
-export const autoCandidates = (flagged: readonly number[]): string[] => (flagged.length ? ["unlearn", "sau", "ft-sam", "ibau", "fine-prune", NO_CHANGE] : [NO_CHANGE]);
+export const autoCandidates = (flagged: readonly number[]): string[] => (flagged.length ? ["prune-unlearn", "unlearn", "sau", "ft-sam", "ibau", "fine-prune", NO_CHANGE] : [NO_CHANGE]);
 
 /** B itself as a candidate: "no change" hands back B, with G = B vs B (never rejects before calibration). */
 export const noChangeDefinition: AnyDefense = defineDefense({

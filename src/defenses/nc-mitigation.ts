@@ -442,6 +442,8 @@ export interface UnlearnOptions {
   seed?: number;
   /** Inference batch size for the evaluation. */
   evalBatchSize?: number;
+  /** Layer value → per-channel 0/1 mask held during training (channels pruned before unlearning stay pruned). */
+  channelMasks?: Map<string, Float32Array>;
   onBatch?: (done: number, total: number, loss: number) => void;
   onEpoch?: (s: EpochStats) => void;
 }
@@ -619,6 +621,7 @@ export async function ncUnlearn(model: Model, data: NcData, triggers: ReversedTr
         batchSize: settings.batchSize,
         optimizer: { kind: "adam", lr: settings.lr },
         seed: settings.seed * 1000 + epoch,
+        channelMasks: opts.channelMasks,
         transformBatch: (x, y, rand) => void stampShare(x, y.length, shape, ts, settings.ratio, rand, augment),
         onBatch: opts.onBatch,
       });
