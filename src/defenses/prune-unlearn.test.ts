@@ -66,8 +66,22 @@ test("prune-unlearn on tiny data: the real patch stops working, pruned channels 
   assert.ok(r.pruneAccuracy.before - r.pruneAccuracy.after <= r.settings.maxDrop + 1e-9);
 });
 
+test("a label whose pruning leaves its trigger above `accept` keeps its channels", async () => {
+  // A false flag: class 0's own feature (the bright square of quadrant 0) as label 0's "trigger". Only pruning
+  // the features of class 0 could stop it, which costs accuracy: no channel is kept.
+  const mask = new Float32Array(H * H), pattern = new Float32Array(H * H);
+  for (let a = 0; a < 7; a++) for (let b = 0; b < 7; b++) [mask[(4 + a) * H + 4 + b], pattern[(4 + a) * H + 4 + b]] = [1, 0.9];
+  const r = await pruneUnlearn(model, { clean }, [{ label: 0, mask, pattern }], { maxDrop: 0.02, epochs: 1, seed: 1 });
+  const p = r.perLabel[0];
+  assert.ok(p.triggerSuccess >= 1e-6, `trigger success after pruning ${p.triggerSuccess}`);
+  assert.equal(p.added, 0);
+  assert.match(p.stop, /not kept/);
+  assert.deepEqual(r.pruned, []);
+  assert.equal(r.pruneAccuracy.after, r.pruneAccuracy.before);
+});
+
 test("bad prune-unlearn options and inputs are one-line UserErrors", async () => {
-  for (const bad of [{ threshold: 0 }, { threshold: 1.5 }, { maxDrop: -0.1 }, { epochs: 0 }, { holdout: 1 }, { lr: 0 }]) {
+  for (const bad of [{ threshold: 0 }, { threshold: 1.5 }, { maxDrop: -0.1 }, { epochs: 0 }, { holdout: 1 }, { lr: 0 }, { accept: 0 }]) {
     assert.throws(() => checkPruneUnlearnOptions(bad), (e: unknown) => e instanceof UserError && !e.message.includes("\n"), JSON.stringify(bad));
   }
   await assert.rejects(pruneUnlearn(model, { clean }, []), UserError);

@@ -18,6 +18,11 @@
 // 1.85% ASR at 90.50% (increase alone: 1.85% at 90.45%), multi_trigger →1 1.75% (increase alone: 5.0%),
 // random_pos 35.0% (increase alone: 58.1%).
 //
+// A label whose pruning ends (at the accuracy budget) with its reversed trigger still above `accept` (5%, the
+// stop of Neural Cleanse's own pruning) keeps its channels: measured on wanet (a warp, not a patch) 27 channels
+// left the trigger at 35% and the repair at 6.2% ASR, −1.8 points, where unlearning alone gave 4.3%, −0.7;
+// the false flags of multi_trigger and random_pos (label 8) end at 13–22%.
+//
 // Several flagged labels: each trigger is pruned for in turn on the network pruned so far (a mean of the
 // triggers' activation gaps ranks the strongest trigger's channels first and leaves the others working), all
 // within one clean-accuracy budget measured from B.
@@ -56,6 +61,7 @@ export function lastConvLayer(model: Model): string | undefined {
 export const PRUNE_UNLEARN_OPTIONS = {
   threshold: { kind: "number", description: "prune each flagged label's channels until its reversed trigger's success is below this fraction", default: 0.02, min: 0, exclusiveMin: true, max: 1 },
   order: { kind: "choice", choices: ["relative", "gap"] as const, description: "channel order: activation increase under the trigger divided by the clean activation (relative), or the increase alone (gap, the paper's)", default: "relative" },
+  accept: { kind: "number", description: "a label's pruning is kept only if its reversed trigger ends below this success (else those channels are restored: the trigger is not carried by a few channels)", default: 0.05, min: 0, exclusiveMin: true, max: 1 },
   maxDrop: { kind: "number", description: "never prune past this loss of clean accuracy (fraction, all labels together, measured from B)", default: 0.05, min: 0, max: 1 },
   epochs: { kind: "integer", description: "most unlearning epochs after pruning (the epoch kept is chosen on a held-out clean split)", default: 10, min: 1 },
   patience: { kind: "integer", description: "unlearning epochs without a better held-out score before stopping", default: 2, min: 1 },
@@ -110,12 +116,20 @@ export async function pruneUnlearn(model: Model, data: NcData, triggers: Reverse
   for (const t of triggers) {
     const left = Number.isNaN(acc0) ? s.maxDrop : Math.max(0, s.maxDrop - (acc0 - acc));
     const r = await ncPrune(current, { clean: data.clean }, [t], { layer: site.layer, threshold: s.threshold, maxDrop: left, step, order: s.order, batchSize: opts.evalBatchSize });
-    if (Number.isNaN(acc0)) acc0 = r.curve[0].cleanAccuracy;
+    if (Number.isNaN(acc0)) acc0 = acc = r.curve[0].cleanAccuracy;
+    const last = r.curve.find((p) => p.channelsPruned === r.pruned.length) ?? r.curve[0];
+    const success = last.triggerSuccess ?? NaN;
+    // Pruning that ran out of budget with the trigger still working did not find the trigger's channels (a
+    // warp, a natural "trigger" of a false flag): it would only cost accuracy, so those channels stay.
+    if (!(success < s.accept)) {
+      perLabel.push({ label: t.label, added: 0, stop: `${r.stop}; not kept`, triggerSuccess: success });
+      opts.onPrune?.(t.label, pruned.length, site.units);
+      continue;
+    }
     const added = r.pruned.filter((j) => !pruned.includes(j));
     pruned.push(...added);
-    const last = r.curve.find((p) => p.channelsPruned === r.pruned.length) ?? r.curve[0];
     acc = last.cleanAccuracy;
-    perLabel.push({ label: t.label, added: added.length, stop: r.stop, triggerSuccess: last.triggerSuccess ?? NaN });
+    perLabel.push({ label: t.label, added: added.length, stop: r.stop, triggerSuccess: success });
     current = prunedNeuronsModel(model, site, pruned);
     opts.onPrune?.(t.label, pruned.length, site.units);
   }
