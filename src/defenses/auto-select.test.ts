@@ -41,6 +41,18 @@ test("chooseCandidate: attack scores within the noise of the lowest tie, and the
   assert.equal(chooseCandidate([score("sau", 0.895, undefined, 0.05), score("none", 0.9, undefined, 0.2)], 0.01, 1000).index, 0);
 });
 
+test("chooseCandidate: between tied repairs, accuracy gaps under the tolerance go to the earlier candidate", () => {
+  // prune-unlearn is 0.3 points below unlearn at the same reversed-trigger score: the earlier one wins.
+  const near = [score("prune-unlearn", 0.886, 0.013, 0.8), score("unlearn", 0.889, 0.011, 0.3), score("none", 0.896, 0.96, 0.8)];
+  assert.equal(chooseCandidate(near, 0.01, 800).index, 0);
+  assert.match(chooseCandidate(near, 0.01, 800).reason, /earlier candidate/);
+  // 1.4 points below: a real accuracy gap, the more accurate repair wins.
+  const far = [score("prune-unlearn", 0.875, 0.013, 0.8), score("unlearn", 0.889, 0.011, 0.3), score("none", 0.896, 0.96, 0.8)];
+  assert.equal(chooseCandidate(far, 0.01, 800).index, 1);
+  // B unchanged keeps a tie it leads on accuracy.
+  assert.equal(chooseCandidate([score("sau", 0.895, 0.05, 0.05), score("none", 0.9, 0.055, 0.05)], 0.01, 1000).index, 1);
+});
+
 test("targetedShare: the largest share of correct images of other classes sent to one class", () => {
   const y = Int32Array.of(0, 0, 1, 1, 2, 2);
   const pred = Int32Array.of(0, 0, 1, 1, 2, 0); // the last image is wrong already: not counted

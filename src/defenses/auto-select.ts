@@ -8,8 +8,9 @@
 // a 1-point gap is noise, and a fixed 1 point would throw out a candidate for it. Among the eligible the lowest
 // attack score wins, attack = reversed-trigger success (adversarial success when there is no trigger); attack
 // scores within 1.96 standard errors of the lowest count as equal, and then the higher clean accuracy wins, then
-// the earlier candidate. "none" (B unchanged) is scored like the others; with no flagged label it is the only
-// candidate (see autoCandidates).
+// the earlier candidate; between repairs, clean-accuracy gaps under the 1-point tolerance are ties too, and the
+// earlier candidate of the list wins (the list is ordered by what the zoo measurements favour). "none" (B
+// unchanged) is scored like the others; with no flagged label it is the only candidate (see autoCandidates).
 import { memoryDataset, type Dataset } from "../io/dataset.js";
 import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
@@ -32,7 +33,9 @@ export const NO_CHANGE = "none";
 // stand in for it: it herds 61–97% of the images into one class on clean and backdoored zoo models alike
 // (docs/repairs.md), so a repair "winning" on it only costs clean accuracy. B stays unchanged (G is still
 // calibrated on its input-level signals).
-export const autoCandidates = (flagged: readonly number[]): string[] => (flagged.length ? ["unlearn", "sau", "ft-sam", "ibau", "fine-prune", NO_CHANGE] : [NO_CHANGE]);
+// Order matters for ties (chooseCandidate): prune-unlearn first (the only one reaching ~2% on patch triggers),
+// SAU before unlearning (it took blend to 1.6% where unlearning left 4.3% at the same reversed-trigger score).
+export const autoCandidates = (flagged: readonly number[]): string[] => (flagged.length ? ["prune-unlearn", "sau", "unlearn", "ft-sam", "ibau", "fine-prune", NO_CHANGE] : [NO_CHANGE]);
 
 /** B itself as a candidate: "no change" hands back B, with G = B vs B (never rejects before calibration). */
 export const noChangeDefinition: AnyDefense = defineDefense({
@@ -154,12 +157,23 @@ export function chooseCandidate(scores: readonly CandidateScore[], minTolerance 
     if (attackOf(scores[i]) > lowest + band + 1e-12) continue;
     if (index < 0 || scores[i].cleanAccuracy > scores[index].cleanAccuracy) index = i;
   }
+  // Between tied repairs, accuracy gaps under minTolerance are below what the split can resolve (1 point is
+  // about one standard error on 800 images): the earlier candidate in the list wins. The list is ordered by
+  // the residual ASR measured on the zoo (docs/repairs.md). B unchanged keeps a tie it leads on accuracy.
+  let prior = false;
+  if (selectionSize && scores[index].defense !== NO_CHANGE) {
+    const first = eligible.find((i) => scores[i].defense !== NO_CHANGE && attackOf(scores[i]) <= lowest + band + 1e-12 && scores[i].cleanAccuracy >= scores[index].cleanAccuracy - minTolerance - 1e-12);
+    if (first !== undefined && first !== index) {
+      index = first;
+      prior = true;
+    }
+  }
   const s = scores[index];
   const p = (v: number) => `${(100 * v).toFixed(1)}%`;
   const others = scores.length - 1;
   const reason =
     `${s.defense}: lowest attack success (${s.triggerSuccess === undefined ? `adversarial ${p(s.adversarialSuccess)}, no reversed trigger` : `reversed-trigger ${p(s.triggerSuccess)}`}) ` +
-    `${band > 0 ? `(ties within ${(100 * band).toFixed(1)} points go to clean accuracy) ` : ""}` +
+    `${band > 0 ? `(ties within ${(100 * band).toFixed(1)} points go to clean accuracy${prior ? `, gaps under ${(100 * minTolerance).toFixed(1)} points between repairs to the earlier candidate` : ""}) ` : ""}` +
     `among the candidates within ${(100 * tolerance).toFixed(1)} points of the best selection clean accuracy (${p(best)}; its own ${p(s.cleanAccuracy)})` +
     (others ? `, over ${others} other candidate${others > 1 ? "s" : ""}` : "");
   return { index, reason, tolerance };
@@ -168,7 +182,7 @@ export function chooseCandidate(scores: readonly CandidateScore[], minTolerance 
 /** The report's `selection` section. */
 export function selectionSection(scores: readonly CandidateScore[], chosen: number, reason: string, selectionSize: number, tolerance: number, skipped: string[]): ReportSelection {
   return {
-    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of 0.01 and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers), scores within 1.96 standard errors of it tied, then highest clean accuracy`,
+    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of 0.01 and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within 0.01 of it: the earlier candidate)`,
     selectionSize,
     candidates: scores.map((s) => ({ defense: s.defense, cleanAccuracy: s.cleanAccuracy, ...(s.triggerSuccess === undefined ? {} : { triggerSuccess: s.triggerSuccess }), adversarialSuccess: s.adversarialSuccess, seconds: s.seconds })),
     chosen: scores[chosen].defense,

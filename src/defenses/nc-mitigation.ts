@@ -288,6 +288,12 @@ export interface NcPruneOptions {
   /** Share of the layer's neurons pruned per step (default 0.01, at least one neuron). */
   step?: number;
   batchSize?: number;
+  /**
+   * Pruning order: "gap" (default, the paper's) ranks by the mean activation increase under the triggers;
+   * "relative" divides it by the neuron's mean clean activation (plus the layer's mean), so neurons busy on
+   * clean inputs, whose loss costs accuracy, come after neurons that only the trigger wakes.
+   */
+  order?: "gap" | "relative";
   onCache?: (done: number, total: number) => void;
   onStep?: (pruned: number, units: number, point: ReportPruningPoint) => void;
 }
@@ -344,6 +350,10 @@ export async function ncPrune(model: Model, data: NcData, triggers: ReversedTrig
     const base = engine.channelMeans(clean);
     const gap = new Float64Array(site.units);
     for (const s of stamped) engine.channelMeans(s).forEach((m, j) => (gap[j] += (m - base[j]) / stamped.length));
+    if (opts.order === "relative") {
+      const mean = base.reduce((a, b) => a + Math.abs(b), 0) / base.length;
+      for (let j = 0; j < gap.length; j++) gap[j] /= Math.abs(base[j]) + mean + 1e-12;
+    }
     const ranking = Array.from({ length: site.units }, (_, j) => j).sort((a, b) => gap[b] - gap[a] || a - b);
 
     const per = Math.max(1, Math.round(step * site.units));
@@ -442,6 +452,8 @@ export interface UnlearnOptions {
   seed?: number;
   /** Inference batch size for the evaluation. */
   evalBatchSize?: number;
+  /** Layer value → per-channel 0/1 mask held during training (channels pruned before unlearning stay pruned). */
+  channelMasks?: Map<string, Float32Array>;
   onBatch?: (done: number, total: number, loss: number) => void;
   onEpoch?: (s: EpochStats) => void;
 }
@@ -619,6 +631,7 @@ export async function ncUnlearn(model: Model, data: NcData, triggers: ReversedTr
         batchSize: settings.batchSize,
         optimizer: { kind: "adam", lr: settings.lr },
         seed: settings.seed * 1000 + epoch,
+        channelMasks: opts.channelMasks,
         transformBatch: (x, y, rand) => void stampShare(x, y.length, shape, ts, settings.ratio, rand, augment),
         onBatch: opts.onBatch,
       });

@@ -1,6 +1,7 @@
 // Neural Cleanse's two repairs behind the Defense interface: neuron pruning and unlearning. Both start from
 // the reversed triggers of the flagged labels (ctx.triggers); with nothing flagged they repair nothing.
 import { checkNcPruneOptions, NC_PRUNE_OPTIONS, ncPrune, ncUnlearn, UNLEARN_OPTIONS } from "./nc-mitigation.js";
+import { checkPruneUnlearnOptions, pruneUnlearn, PRUNE_UNLEARN_OPTIONS } from "./prune-unlearn.js";
 import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, repairOutcomeCore, notApplied, stageReporter, type DefenseContext, type DefenseOutcome, type TriggerInput } from "./defense.js";
 import type { Model } from "../model/model.js";
 import { gLine, pct, pctOrDash, triggerEvalLine } from "../report/text.js";
@@ -137,6 +138,57 @@ export const unlearnDefinition = defineDefense({
       ],
       note: `triggers of ${src.flagged.join(", ")}; ${epochsRun(r)} epoch(s), kept ${r.chosenEpoch}${s.rounds > 1 ? `, ${s.rounds} rounds, ${r.triggersUsed} triggers` : ""}, ${Math.round(100 * s.ratio)}% stamped, lr ${s.lr}; ${trigNote(r)}`,
       timings: { unlearn: (performance.now() - t0) / 1000 },
+    };
+  },
+});
+
+export const pruneUnlearnDefinition = defineDefense({
+  name: "prune-unlearn",
+  summary: "prune the last conv layer's channels each reversed trigger excites, then Neural Cleanse unlearning with them held at zero; writes repaired.{h5,onnx}, G.onnx",
+  kind: "repair",
+  needs: ["triggers"],
+  options: {
+    layer: { kind: "string", description: "layer whose channels are pruned", defaultText: "the last conv layer (else the layer feeding the output layer)" },
+    ...PRUNE_UNLEARN_OPTIONS,
+  },
+  async run(model, data, o, ctx) {
+    const src = triggersOf(ctx);
+    if (src.flagged.length === 0) return nothingFlagged(model, "unlearn", src);
+    const settings = checkPruneUnlearnOptions(o);
+    const t0 = performance.now();
+    const clean = data.clean;
+    const perEpoch = clean.size - Math.round(settings.holdout * clean.size);
+    const total = perEpoch * settings.epochs;
+    let epochBase = 0;
+    const bar = stageReporter(ctx.progress, "prune-unlearn", "img");
+    const r = await pruneUnlearn(model, data, src.triggers, {
+      ...settings,
+      layer: o.layer,
+      onPrune: (label, k, units) => ctx.progress?.({ stage: "prune-unlearn: pruning", done: k, total: units, unit: "channel", note: `label ${label}` }),
+      onBatch: (done, _total, loss) => bar(epochBase + done, total, `loss ${loss.toFixed(4)}`),
+      onEpoch: (e) => {
+        epochBase += perEpoch;
+        bar(epochBase, total, `epoch ${e.epoch}: loss ${e.loss.toFixed(4)}, acc ${pct(e.accuracy)}`);
+      },
+    });
+    const files: string[] = [];
+    const labelsText = r.perLabel.map((p) => `label ${p.label}: +${p.added} (${p.stop}, trigger ${pct(p.triggerSuccess)})`).join("; ");
+    return {
+      ...repairOutcomeCore(`Prune-then-unlearn — ${model.name}`, r),
+      sections: { neuralCleanse: src.neuralCleanse },
+      extra: { flagged: src.flagged, layer: r.site.layer, prunedChannels: r.pruned, perLabel: r.perLabel, history: r.history, files },
+      artifacts: repairArtifacts(r.model, r.gGraph, `prune-then-unlearn G of ${model.name} (${r.pruned.length} channels of ${r.site.layer}): class ${model.numClasses} = B and B' disagree`, files),
+      lines: [
+        `model       ${model.name}`,
+        `triggers    label ${src.flagged.join(", ")} (${src.source})`,
+        `pruned      ${r.pruned.length} of ${r.site.units} channels of ${r.site.layer} (${labelsText}); clean accuracy ${pct(r.pruneAccuracy.before)} → ${pct(r.pruneAccuracy.after)} on ${clean.name}`,
+        `unlearning  ${epochsRun(r)} of at most ${settings.epochs} epoch(s), kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success; pruned channels held at zero`,
+        `before      ${triggerEvalLine(r.before)} on ${(data.test ?? clean).name}`,
+        `after       ${triggerEvalLine(r.after)}`,
+        `G           ${gLine(r.g)}`,
+      ],
+      note: `triggers of ${src.flagged.join(", ")}; ${r.pruned.length}/${r.site.units} channels of ${r.site.layer} pruned, ${epochsRun(r)} unlearning epoch(s), kept ${r.chosenEpoch}; ${trigNote(r)}`,
+      timings: { "prune-unlearn": (performance.now() - t0) / 1000 },
     };
   },
 });
