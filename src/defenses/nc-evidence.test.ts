@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { mulberry32 } from "../util/random.js";
+import { NATURAL_SCALE, SOURCE_SCALES, type SourceCurve } from "./nc-sources.js";
 import { bhQValues, erfc, familyEvidence, incompleteBeta, MIN_HELD_OUT_IMAGES, normalTail, studentTail, type LabelMeasure } from "./nc-evidence.js";
 
 /** Standard normal draws (Box–Muller) from a seeded stream. */
@@ -113,4 +114,25 @@ test("Student's t tail against known values, and the t null making a large index
   assert.ok(Math.abs(t.perLabel[9].pValue - studentTail(3.2, 8)) < 1e-12);
   assert.equal(normal.perLabel[9].flagged, true);
   assert.equal(t.perLabel[9].flagged, false, `t: q ${t.perLabel[9].qValue}`);
+});
+
+test("natural-feature check: a small norm whose trigger moves more at a third of its strength than every reference label's is not flagged", () => {
+  // Curves with `full` images moved by the whole trigger and `low` by a third of it.
+  const curves = (full: number, low: number): SourceCurve[] => [{ source: 0, images: full, hits: SOURCE_SCALES.map((x) => (x > NATURAL_SCALE ? full : x === NATURAL_SCALE ? low : 0)) }];
+  const norms = [50, 52, 54, 56, 58, 60, 62, 64, 10, 12];
+  const lows = [2, 4, 1, 3, 5, 2, 6, 0, 0, 20]; // label 8: a switch; label 9: reaches further than all
+  const ms = measures(norms).map((m, i) => ({ ...m, sources: curves(100, lows[i]) }));
+  const ev = familyEvidence(ms, { scale: "log" });
+  assert.equal(ev.perLabel[8].flagged, true);
+  assert.equal(ev.perLabel[9].flagged, false);
+  assert.equal(ev.perLabel[9].confidence, 0);
+  assert.ok(ev.perLabel[9].reasons.some((r) => r.startsWith("explained as a natural feature")), ev.perLabel[9].reasons.join("; "));
+  assert.ok(Math.abs(ev.perLabel[9].reach! - 0.2) < 1e-12);
+  // Without the check (or without curves) both are flagged.
+  const off = familyEvidence(ms, { scale: "log", naturalCheck: false });
+  assert.ok(off.perLabel[8].flagged && off.perLabel[9].flagged);
+  assert.ok(familyEvidence(measures(norms), { scale: "log" }).perLabel[9].flagged);
+  // Fewer than MIN_NATURAL_REFERENCES reference labels with curves: no test.
+  const few = ms.map((m, i) => (i < 6 ? { ...m, sources: undefined } : m));
+  assert.ok(familyEvidence(few, { scale: "log" }).perLabel[9].flagged);
 });

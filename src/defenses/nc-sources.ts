@@ -92,3 +92,36 @@ export function sourceCurves(label: number, clean: ArrayLike<number>, stamped: r
   }
   return [...bySource.values()].sort((p, q) => p.source - q.source);
 }
+
+/** The κ of the natural-feature check: about a third of the reversed trigger (SOURCE_SCALES' 0.35). */
+export const NATURAL_SCALE = 0.35;
+/** Fewest reference labels with a reach for the natural-feature check to be a test. */
+export const MIN_NATURAL_REFERENCES = 5;
+
+/**
+ * The share of the images the full trigger sends to the label that a third of the trigger (κ = NATURAL_SCALE)
+ * already sends, pooled over the sources; null when the full trigger moves none (or κ is not measured).
+ * A backdoor's trigger is a switch: a third of it moves few images. A natural feature moves the images of similar
+ * classes first, with little of the trigger.
+ */
+export function naturalReach(curves: readonly SourceCurve[], scales: readonly number[] = SOURCE_SCALES, kappa = NATURAL_SCALE): number | null {
+  const k = scales.indexOf(kappa);
+  if (k < 0) return null;
+  let full = 0, half = 0;
+  for (const c of curves) {
+    full += c.hits[0];
+    half += c.hits[k];
+  }
+  return full > 0 ? half / full : null;
+}
+
+/**
+ * Rank p-value of a reach against the natural population: (1 + #references reaching at least as far) / (1 + n).
+ * Under "this label is exchangeable with the reference labels" it is uniform on {1/(n+1), …, 1}: the smallest
+ * value, 1/(n+1), says the label reaches further than every reference label. 1 without references.
+ */
+export function naturalRank(reach: number, references: readonly number[]): number {
+  if (references.length === 0) return 1;
+  const above = references.filter((x) => x >= reach).length;
+  return (1 + above) / (1 + references.length);
+}

@@ -1097,7 +1097,7 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
 export function scoreScan(
   labels: readonly number[],
   raw: Partial<Record<TriggerFamily, readonly NcRawScore[]>>,
-  o: { scale: NormScale; fdr: number; minHeldOutSuccess: number; hw: number; heldOutImages: number },
+  o: { scale: NormScale; fdr: number; minHeldOutSuccess: number; hw: number; heldOutImages: number; naturalCheck?: boolean; naturalScale?: number },
 ): { labels: NcLabelResult[]; flagged: number[]; families: Partial<Record<TriggerFamily, Omit<NcFamilyStats, "budgetShrink">>> } {
   const fams = TRIGGER_FAMILIES.filter((f) => raw[f] !== undefined);
   if (fams.length === 0) throw new Error("scoreScan: no family measured");
@@ -1109,8 +1109,8 @@ export function scoreScan(
     const rs = raw[f]!;
     if (rs.length !== labels.length) throw new Error(`scoreScan: ${rs.length} ${f} scores for ${labels.length} labels`);
     const ev = familyEvidence(
-      rs.map((r, i) => ({ label: labels[i], norm: r.statNorm, reached: r.reached, heldOutSuccess: r.attackSuccess, restartNorms: r.restartNorms, reference: r.reference })),
-      { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages },
+      rs.map((r, i) => ({ label: labels[i], norm: r.statNorm, reached: r.reached, heldOutSuccess: r.attackSuccess, restartNorms: r.restartNorms, reference: r.reference, sources: r.sources })),
+      { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages, naturalCheck: o.naturalCheck, naturalScale: o.naturalScale },
     );
     scores[f] = rs.map((r, i) => ({
       ...r,
