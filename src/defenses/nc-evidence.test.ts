@@ -136,3 +136,23 @@ test("natural-feature check: a small norm whose trigger moves more at a third of
   const few = ms.map((m, i) => (i < 6 ? { ...m, sources: undefined } : m));
   assert.ok(familyEvidence(few, { scale: "log" }).perLabel[9].flagged);
 });
+
+test("two-stage flag: an index > 2 that misses the FDR bar is confirmed by a trigger more switch-like than every reference's", () => {
+  const curves = (full: number, low: number): SourceCurve[] => [{ source: 0, images: full, hits: SOURCE_SCALES.map((x) => (x > NATURAL_SCALE ? full : x === NATURAL_SCALE ? low : 0)) }];
+  // Label 9 sits about 2.3 robust SDs below the median of the other nine: index > 2, but q > 0.05 at N = 10.
+  const norms = [100, 110, 95, 105, 120, 90, 102, 98, 115];
+  const logs = norms.map(Math.log);
+  const med = Math.log(102);
+  const sd = 1.4826 * logs.map((x) => Math.abs(x - med)).sort((a, b) => a - b)[4];
+  const all = [...norms, Math.exp(med - 2.3 * sd)];
+  const lows = [3, 5, 2, 4, 6, 2, 3, 5, 4, 0];
+  const ms = measures(all).map((m, i) => ({ ...m, sources: curves(100, lows[i]) }));
+  const ev = familyEvidence(ms, { scale: "log" });
+  assert.ok(ev.perLabel[9].index > 2 && ev.perLabel[9].qValue > 0.05, `index ${ev.perLabel[9].index}, q ${ev.perLabel[9].qValue}`);
+  assert.equal(ev.perLabel[9].flagged, true);
+  assert.ok(ev.perLabel[9].reasons.some((r) => r.includes("confirmed as a switch")), ev.perLabel[9].reasons.join("; "));
+  // A tie with one reference label is no confirmation; nor is the check without curves.
+  const tie = ms.map((m, i) => (i === 9 ? { ...m, sources: curves(100, 2) } : m));
+  assert.equal(familyEvidence(tie, { scale: "log" }).perLabel[9].flagged, false);
+  assert.equal(familyEvidence(measures(all), { scale: "log" }).perLabel[9].flagged, false);
+});

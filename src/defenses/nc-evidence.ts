@@ -14,7 +14,7 @@
 // again over the other labels, until no further label is confirmed; small confirmed norms would otherwise
 // drag the median down and widen the MAD, and hide a second target.
 import { ANOMALY_THRESHOLD, median, MAD_CONSISTENCY, type NormScale } from "./mad.js";
-import { MIN_NATURAL_REFERENCES, naturalReach, naturalRank, type SourceCurve } from "./nc-sources.js";
+import { MIN_NATURAL_REFERENCES, naturalReach, naturalRank, switchRank, type SourceCurve } from "./nc-sources.js";
 
 /** Benjamini–Hochberg false-discovery rate a flag must stay under (over the labels of one family). */
 export const FDR_LEVEL = 0.05;
@@ -227,12 +227,20 @@ export function familyEvidence(measures: readonly LabelMeasure[], opts: Evidence
       const natP = r === null || refReach.length < MIN_NATURAL_REFERENCES ? null : naturalRank(r, refReach);
       // Explained as a natural feature: it reaches further than every reference label (rank p-value 1/(n+1)).
       const okNatural = !useNatural || natP === null || natP > 1 / (1 + refReach.length);
-      const flagged = m.reached && okIndex && okFdr && okHeld && okNatural;
+      // Second stage for a candidate the FDR bar misses: a trigger that moves less at a third of its strength
+      // than every reference label's (a switch, rank p-value 1/(n+1)); see switchRank.
+      const swP = r === null || refReach.length < MIN_NATURAL_REFERENCES ? null : switchRank(r, refReach);
+      const okSwitch = useNatural && swP !== null && swP <= 1 / (1 + refReach.length);
+      const flagged = m.reached && okIndex && (okFdr || okSwitch) && okHeld && okNatural;
       const pass: string[] = [];
       const failed: string[] = [];
       (m.reached ? pass : failed).push(m.reached ? "trigger reached the success threshold" : "trigger never reached the success threshold");
       (okIndex ? pass : failed).push(`anomaly index ${index.toFixed(2)}${small ? "" : " (large side)"} ${okIndex ? ">" : "<="} ${ANOMALY_THRESHOLD}${others > 0 ? ` without the ${others} other confirmed target(s)` : ""}`);
-      (okFdr ? pass : failed).push(`false-discovery rate q ${fmt(q[i])} ${okFdr ? "<=" : ">"} ${fdr} over ${measures.length} labels`);
+      const fdrText = `false-discovery rate q ${fmt(q[i])} ${okFdr ? "<=" : ">"} ${fdr} over ${measures.length} labels`;
+      if (okFdr) pass.push(fdrText);
+      else if (okSwitch && r !== null)
+        pass.push(`${fdrText}, but confirmed as a switch: a third of the trigger moves ${(100 * r).toFixed(0)}% of the images the full one does, less than every one of the ${refReach.length} reference labels' (a natural label passes both stages with probability about ${fmt(p[i] / (1 + refReach.length))})`);
+      else failed.push(fdrText);
       if (useHeld) (okHeld ? pass : failed).push(`held-out attack success ${(100 * m.heldOutSuccess).toFixed(0)}% ${okHeld ? ">=" : "<"} ${(100 * minSuccess).toFixed(0)}%`);
       else pass.push(`held-out attack success ${(100 * m.heldOutSuccess).toFixed(0)}% (not a test: fewer than ${MIN_HELD_OUT_IMAGES} held-out images)`);
       if (natP !== null && r !== null) {
@@ -242,7 +250,10 @@ export function familyEvidence(measures: readonly LabelMeasure[], opts: Evidence
       }
       const rn = m.restartNorms ?? [];
       if (rn.length > 1) pass.push(`restarts' norms ${rn.map((x) => x.toFixed(1)).join(", ")} (spread ×${(Math.max(...rn) / Math.min(...rn)).toFixed(2)})`);
-      const confidence = m.reached ? (1 - q[i]) * (useHeld ? Math.min(1, m.heldOutSuccess / minSuccess) : 1) : 0;
+      // 1 − the error rate of the stronger path: the FDR q, or for the two-stage path the chance that one of
+      // the N labels passes both stages by chance (N · p · 1/(n+1), Bonferroni).
+      const err = Math.min(q[i], okSwitch ? Math.min(1, (measures.length * p[i]) / (1 + refReach.length)) : 1);
+      const confidence = m.reached ? (1 - err) * (useHeld ? Math.min(1, m.heldOutSuccess / minSuccess) : 1) : 0;
       return { index, small, pValue: p[i], qValue: q[i], confidence: okNatural ? confidence : 0, flagged, ...(r !== null ? { reach: r } : {}), ...(natP !== null ? { naturalP: natP } : {}), reasons: flagged ? pass : failed };
     });
     const fresh = perLabel.map((e, i) => (e.flagged && !confirmed.has(i) ? i : -1)).filter((i) => i >= 0);

@@ -1,7 +1,7 @@
 // The natural-feature check's statistics on small hand-made curves.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { kappa50, NATURAL_SCALE, naturalRank, naturalReach, SOURCE_SCALES, sourceCurves, summarizeSources, type SourceCurve } from "./nc-sources.js";
+import { kappa50, NATURAL_SCALE, naturalRank, naturalReach, SOURCE_SCALES, sourceCurves, summarizeSources, switchRank, type SourceCurve } from "./nc-sources.js";
 
 const k = (kappa: number) => SOURCE_SCALES.indexOf(kappa);
 
@@ -60,4 +60,12 @@ test("natural rank: uniform over the reference labels, 1/(n+1) above all of them
   assert.equal(naturalRank(0.3, refs), 3 / 5, "ties count as reaching as far");
   assert.equal(naturalRank(0, refs), 1);
   assert.equal(naturalRank(0.5, []), 1);
+});
+
+test("switch rank: the other tail, 1/(n+1) below all of them", () => {
+  const refs = [0.1, 0.2, 0.3, 0.4];
+  assert.equal(switchRank(0, refs), 1 / 5);
+  assert.equal(switchRank(0.1, refs), 2 / 5, "a tie is not below");
+  assert.equal(switchRank(0.5, refs), 1);
+  assert.equal(switchRank(0, []), 1);
 });

@@ -125,3 +125,13 @@ export function naturalRank(reach: number, references: readonly number[]): numbe
   const above = references.filter((x) => x >= reach).length;
   return (1 + above) / (1 + references.length);
 }
+
+/**
+ * The other tail: (1 + #references reaching at most as far) / (1 + n); 1/(n+1) says the label's trigger moves
+ * less at a third of its strength than every reference label's (more switch-like than all of them).
+ */
+export function switchRank(reach: number, references: readonly number[]): number {
+  if (references.length === 0) return 1;
+  const below = references.filter((x) => x <= reach).length;
+  return (1 + below) / (1 + references.length);
+}
