@@ -44,7 +44,7 @@ function rawOf(model: string, seed: number, targets: number[], r: NeuralCleanseR
   for (const f of TRIGGER_FAMILIES) {
     if (!r.families[f]) continue;
     raw[f] = r.labels.map((l) => {
-      const { anomalyIndex: _a, flagged: _f, confidence: _c, qValue: _q, reasons: _r, ...rest } = l[f]!;
+      const { anomalyIndex: _a, flagged: _f, confidence: _c, qValue: _q, reasons: _r, naturalReach: _n, ...rest } = l[f]!;
       return rest;
     });
   }

@@ -168,6 +168,11 @@ export interface NcFamilyScore {
    * images sent to the label with the mask scaled by each κ of SOURCE_SCALES (nc-sources.ts).
    */
   sources?: SourceCurve[];
+  /**
+   * The natural-feature check's statistic: the share of the images the full trigger moves that a third of it
+   * already moves (naturalReach, nc-sources.ts); absent without source curves.
+   */
+  naturalReach?: number;
   /** In [0, 1]: how strongly the evidence points to a backdoor target (see nc-evidence.ts). */
   confidence: number;
   /** Benjamini–Hochberg adjusted p-value of the anomaly index over the family's labels. */
@@ -177,7 +182,7 @@ export interface NcFamilyScore {
 }
 
 /** A family score before the statistics: what a scan (or a shard of it) measured for one label. */
-export type NcRawScore = Omit<NcFamilyScore, "anomalyIndex" | "flagged" | "confidence" | "qValue" | "reasons">;
+export type NcRawScore = Omit<NcFamilyScore, "anomalyIndex" | "flagged" | "confidence" | "qValue" | "reasons" | "naturalReach">;
 
 /**
  * The top-level ReportNcLabel fields and phase/steps/reached/lambda are those of the first family scanned
@@ -1118,6 +1123,7 @@ export function scoreScan(
       flagged: ev.perLabel[i].flagged,
       confidence: ev.perLabel[i].confidence,
       qValue: ev.perLabel[i].qValue,
+      ...(ev.perLabel[i].reach !== undefined ? { naturalReach: ev.perLabel[i].reach } : {}),
       reasons: ev.perLabel[i].reasons,
     }));
     const med = o.scale === "log" ? Math.exp(ev.median) : ev.median;

@@ -103,7 +103,9 @@ export const detectCommand: Command = {
     "  did, stays above the flag threshold. The last candidates get the full budget, and a second start when below\n" +
     "  the flag threshold. --schedule halving: --screen-steps (10) on --screen-batch-size (4) images, a quarter\n" +
     "  going on per rung. A flag needs a small-side anomaly index > 2, a false-discovery rate <= --fdr (0.05) over\n" +
-    "  all labels and, with >= 5 held-out images, a trigger that works on half of them.",
+    "  all labels or (second stage) a trigger more switch-like than every reference label's (a third of it moves\n" +
+    "  fewer images), with >= 5 held-out images a trigger that works on half of them, and not to be explained as a\n" +
+    "  natural feature (a third of its trigger moving more images than every reference label's).",
   positionals: true,
   options: {
     ...MODEL_OPTIONS,
@@ -183,7 +185,7 @@ export const detectCommand: Command = {
       "",
       ...reasons(result.labels),
       result.flagged.length
-        ? `flagged    ${result.flagged.join(", ")}  (small-side anomaly index > 2, false-discovery rate <= ${result.settings.fdr}, see the reasons above)`
+        ? `flagged    ${result.flagged.join(", ")}  (small-side anomaly index > 2, false-discovery rate <= ${result.settings.fdr} or a switch-like trigger, no natural feature; see the reasons above)`
         : "flagged    none (no label's trigger is an outlier on the small side)",
       `time       ${result.seconds.toFixed(1)} s (${(result.labels.length / result.seconds).toFixed(2)} labels/s, ${result.imagePasses} image passes)`,
     ];
