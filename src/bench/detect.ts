@@ -3,7 +3,8 @@
 //   2. the five real CSAW-HackML networks with the 5 clean fixture faces: flagged labels, the smallest norms, time.
 //   node dist/bench/detect.js [--zoo DIR] [--seeds 5] [--first-seed 0] [--only a,b] [--skip-zoo] [--skip-csaw] [--out FILE.md] [--raw FILE.jsonl]
 // --raw appends every zoo scan's per-label measurements (what the statistics read) as a JSON line, so that a
-// change of the statistics can be measured on the same scans with --rescore FILE.jsonl (no optimization runs).
+// change of the statistics can be measured on the same scans with --rescore FILE.jsonl (no optimization runs);
+// --no-natural rescores without the natural-feature check and its second stage (the rule before them).
 import { appendFileSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -25,6 +26,7 @@ const { values } = parseArgs({
     out: { type: "string" },
     raw: { type: "string" },
     rescore: { type: "string" },
+    "no-natural": { type: "boolean" },
   },
 });
 
@@ -89,11 +91,12 @@ if (values.rescore) {
     const x = JSON.parse(line) as RawScan;
     byKey.set(`${x.model}\u0000${x.seed}`, x);
   }
+  const naturalCheck = !values["no-natural"];
   const csawNames = new Set(CSAW_NETS.map(([f]) => f.replace("_bd_weights.h5", "")));
   const all = [...byKey.values()];
   const scans = all.filter((x) => !csawNames.has(x.model));
   const models = [...new Set(scans.map((x) => x.model))].sort();
-  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans)`);
+  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans${naturalCheck ? "" : ", without the natural-feature check"})`);
   say();
   say("| model | targets | flagged per seed | every target flagged | wrong flags |");
   say("|---|---|---|---|---|");
@@ -101,7 +104,7 @@ if (values.rescore) {
   for (const name of models) {
     const mine = scans.filter((x) => x.model === name).sort((p, q) => p.seed - q.seed);
     const targets = mine[0].targets;
-    const flags = mine.map((x) => scoreScan(x.labels, x.raw, x.scoring).flagged);
+    const flags = mine.map((x) => scoreScan(x.labels, x.raw, { ...x.scoring, naturalCheck }).flagged);
     const all = flags.filter((f) => targets.every((t) => f.includes(t))).length;
     const wrong = flags.reduce((n, f) => n + f.filter((l) => !targets.includes(l)).length, 0);
     if (targets.length ? all >= Math.min(4, mine.length) && wrong === 0 : wrong === 0) good++;
@@ -117,7 +120,7 @@ if (values.rescore) {
     say("| network | known target | flagged (confidence) | smallest mask norms | scan time |");
     say("|---|---|---|---|---|");
     for (const x of csaw) {
-      const r = scoreScan(x.labels, x.raw, x.scoring);
+      const r = scoreScan(x.labels, x.raw, { ...x.scoring, naturalCheck });
       const flagged = r.labels.filter((l) => l.flagged).map((l) => `${l.label} (${(100 * l.confidence).toFixed(0)}%)`);
       const small = [...r.labels].sort((p, q) => p.l1Norm - q.l1Norm).slice(0, 5).map((l) => `${l.label} (${l.l1Norm.toFixed(1)})`).join(", ");
       say(`| ${x.model} | ${list(x.targets)} | ${flagged.length ? flagged.join(", ") : "none"} | ${small} | ${x.seconds.toFixed(0)} s |`);
