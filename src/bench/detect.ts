@@ -4,7 +4,7 @@
 //   node dist/bench/detect.js [--zoo DIR] [--seeds 5] [--first-seed 0] [--only a,b] [--skip-zoo] [--skip-csaw] [--out FILE.md] [--raw FILE.jsonl]
 // --raw appends every zoo scan's per-label measurements (what the statistics read) as a JSON line, so that a
 // change of the statistics can be measured on the same scans with --rescore FILE.jsonl (no optimization runs);
-// --no-natural rescores without the natural-feature check and its second stage (the rule before them).
+// --natural rescores with the natural-feature check and its second stage (off by default, see nc-evidence.ts).
 import { appendFileSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -26,7 +26,7 @@ const { values } = parseArgs({
     out: { type: "string" },
     raw: { type: "string" },
     rescore: { type: "string" },
-    "no-natural": { type: "boolean" },
+    natural: { type: "boolean" },
   },
 });
 
@@ -91,12 +91,12 @@ if (values.rescore) {
     const x = JSON.parse(line) as RawScan;
     byKey.set(`${x.model}\u0000${x.seed}`, x);
   }
-  const naturalCheck = !values["no-natural"];
+  const naturalCheck = values.natural === true;
   const csawNames = new Set(CSAW_NETS.map(([f]) => f.replace("_bd_weights.h5", "")));
   const all = [...byKey.values()];
   const scans = all.filter((x) => !csawNames.has(x.model));
   const models = [...new Set(scans.map((x) => x.model))].sort();
-  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans${naturalCheck ? "" : ", without the natural-feature check"})`);
+  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans${naturalCheck ? ", with the natural-feature check" : ""})`);
   say();
   say("| model | targets | flagged per seed | every target flagged | wrong flags |");
   say("|---|---|---|---|---|");

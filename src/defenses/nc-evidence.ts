@@ -78,7 +78,11 @@ export interface EvidenceOptions {
   minHeldOutSuccess?: number;
   /** Held-out images the attack success was measured on (default: enough for it to count). */
   heldOutImages?: number;
-  /** Apply the natural-feature check (default true; labels without source curves skip it). */
+  /**
+   * Apply the natural-feature check and its second stage (default false: measured on the zoo it removed one
+   * false flag in three seeds of multi_trigger and vetoed WaNet's target, whose warping trigger is no switch;
+   * labels without source curves skip it). Off, its figures are still in the reasons, marked "not a test".
+   */
   naturalCheck?: boolean;
   /** κ of the natural-feature check (default NATURAL_SCALE). */
   naturalScale?: number;
@@ -205,7 +209,7 @@ export function familyEvidence(measures: readonly LabelMeasure[], opts: Evidence
   const ref = measures.map((m) => m.reference ?? true);
   const useHeld = (opts.heldOutImages ?? MIN_HELD_OUT_IMAGES) >= MIN_HELD_OUT_IMAGES;
   const reach = measures.map((m) => (m.sources ? naturalReach(m.sources, undefined, opts.naturalScale) : null));
-  const useNatural = opts.naturalCheck ?? true;
+  const useNatural = opts.naturalCheck ?? false;
   const confirmed = new Set<number>();
   let rounds = 0;
   for (;;) {

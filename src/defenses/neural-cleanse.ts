@@ -62,6 +62,8 @@ export interface NeuralCleanseOptions {
   eta?: number;
   /** False-discovery rate a flag must stay under (default 0.05, see nc-evidence.ts). */
   fdr?: number;
+  /** Apply the natural-feature check and its second stage to the flags (default false, see nc-evidence.ts). */
+  naturalCheck?: boolean;
   /** Held-out attack success a flagged label's trigger needs (default 0.5; only with >= 5 held-out images). */
   minHeldOutSuccess?: number;
   /**
@@ -1056,7 +1058,7 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     }));
   }
   phaseSeconds.heldOut = lap();
-  const scored = scoreScan(labels, raw, { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, hw, heldOutImages: Math.min(nHeld, o.evalImages) });
+  const scored = scoreScan(labels, raw, { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, hw, heldOutImages: Math.min(nHeld, o.evalImages), naturalCheck: opts.naturalCheck });
   const results = scored.labels;
   const flagged = scored.flagged;
   const scanOf = (f: TriggerFamily) => scans.find((x) => x.family === f)!;
