@@ -1,9 +1,10 @@
 // npm run bench:detect — Neural Cleanse detection against the truth:
 //   1. every model of the Fashion-MNIST zoo × N seeds: flagged labels against the manifest's targets;
 //   2. the five real CSAW-HackML networks with the 5 clean fixture faces: flagged labels, the smallest norms, time.
-//   node dist/bench/detect.js [--zoo DIR] [--seeds 5] [--only a,b] [--skip-zoo] [--skip-csaw] [--out FILE.md] [--raw FILE.jsonl]
+//   node dist/bench/detect.js [--zoo DIR] [--seeds 5] [--first-seed 0] [--only a,b] [--skip-zoo] [--skip-csaw] [--out FILE.md] [--raw FILE.jsonl]
 // --raw appends every zoo scan's per-label measurements (what the statistics read) as a JSON line, so that a
-// change of the statistics can be measured on the same scans with --rescore FILE.jsonl (no optimization runs).
+// change of the statistics can be measured on the same scans with --rescore FILE.jsonl (no optimization runs);
+// --natural rescores with the natural-feature check and its second stage (off by default, see nc-evidence.ts).
 import { appendFileSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -18,12 +19,14 @@ const { values } = parseArgs({
   options: {
     zoo: { type: "string" },
     seeds: { type: "string" },
+    "first-seed": { type: "string" },
     only: { type: "string" },
     "skip-zoo": { type: "boolean" },
     "skip-csaw": { type: "boolean" },
     out: { type: "string" },
     raw: { type: "string" },
     rescore: { type: "string" },
+    natural: { type: "boolean" },
   },
 });
 
@@ -43,7 +46,7 @@ function rawOf(model: string, seed: number, targets: number[], r: NeuralCleanseR
   for (const f of TRIGGER_FAMILIES) {
     if (!r.families[f]) continue;
     raw[f] = r.labels.map((l) => {
-      const { anomalyIndex: _a, flagged: _f, confidence: _c, qValue: _q, reasons: _r, ...rest } = l[f]!;
+      const { anomalyIndex: _a, flagged: _f, confidence: _c, qValue: _q, reasons: _r, naturalReach: _n, ...rest } = l[f]!;
       return rest;
     });
   }
@@ -52,6 +55,9 @@ function rawOf(model: string, seed: number, targets: number[], r: NeuralCleanseR
 }
 const seeds = Number(values.seeds ?? 5);
 if (!Number.isInteger(seeds) || seeds < 1) throw new Error(`--seeds must be a positive integer, got ${values.seeds}`);
+// --first-seed resumes an interrupted --raw run: seeds first-seed .. seeds-1 (the table then shows those only).
+const firstSeed = Number(values["first-seed"] ?? 0);
+if (!Number.isInteger(firstSeed) || firstSeed < 0 || firstSeed >= seeds) throw new Error(`--first-seed must be an integer in [0, --seeds), got ${values["first-seed"]}`);
 const only = values.only?.split(",").map((s) => s.trim());
 const lines: string[] = [];
 const say = (s = "") => {
@@ -63,6 +69,20 @@ const list = (xs: number[]) => (xs.length ? xs.join(", ") : "none");
 const smallest = (r: NeuralCleanseResult, n = 5) =>
   [...r.labels].sort((p, q) => p.l1Norm - q.l1Norm).slice(0, n).map((l) => `${l.label} (${l.l1Norm.toFixed(1)})`).join(", ");
 
+/**
+ * Known targets of the CSAW networks: sunglasses and lab3 send their triggered faces to label 0 (the
+ * competition's description); the other three networks' targets were not published, so none is listed.
+ */
+/** The CSAW-HackML 2020 networks and their input scales. */
+const CSAW_NETS: [string, number][] = [
+  ["sunglasses_bd_weights.h5", 255],
+  ["anonymous_1_bd_weights.h5", 255],
+  ["anonymous_2_bd_weights.h5", 255],
+  ["multi_trigger_multi_target_bd_weights.h5", 255],
+  ["lab3_bd_weights.h5", 1],
+];
+const CSAW_TARGETS: Record<string, number[]> = { "sunglasses_bd_weights.h5": [0], "lab3_bd_weights.h5": [0] };
+
 // ---- 0. --rescore: the zoo table from saved scans, through the statistics of this build
 if (values.rescore) {
   // A (model, seed) scanned twice (files concatenated from several runs) counts once: the last line wins.
@@ -71,9 +91,12 @@ if (values.rescore) {
     const x = JSON.parse(line) as RawScan;
     byKey.set(`${x.model}\u0000${x.seed}`, x);
   }
-  const scans = [...byKey.values()];
+  const naturalCheck = values.natural === true;
+  const csawNames = new Set(CSAW_NETS.map(([f]) => f.replace("_bd_weights.h5", "")));
+  const all = [...byKey.values()];
+  const scans = all.filter((x) => !csawNames.has(x.model));
   const models = [...new Set(scans.map((x) => x.model))].sort();
-  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans)`);
+  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans${naturalCheck ? ", with the natural-feature check" : ""})`);
   say();
   say("| model | targets | flagged per seed | every target flagged | wrong flags |");
   say("|---|---|---|---|---|");
@@ -81,7 +104,7 @@ if (values.rescore) {
   for (const name of models) {
     const mine = scans.filter((x) => x.model === name).sort((p, q) => p.seed - q.seed);
     const targets = mine[0].targets;
-    const flags = mine.map((x) => scoreScan(x.labels, x.raw, x.scoring).flagged);
+    const flags = mine.map((x) => scoreScan(x.labels, x.raw, { ...x.scoring, naturalCheck }).flagged);
     const all = flags.filter((f) => targets.every((t) => f.includes(t))).length;
     const wrong = flags.reduce((n, f) => n + f.filter((l) => !targets.includes(l)).length, 0);
     if (targets.length ? all >= Math.min(4, mine.length) && wrong === 0 : wrong === 0) good++;
@@ -89,6 +112,20 @@ if (values.rescore) {
   }
   say();
   say(`Goal met on ${good}/${models.length} models.`);
+  const csaw = all.filter((x) => csawNames.has(x.model));
+  if (csaw.length) {
+    say();
+    say(`## CSAW networks, rescored (${csaw.length} scans)`);
+    say();
+    say("| network | known target | flagged (confidence) | smallest mask norms | scan time |");
+    say("|---|---|---|---|---|");
+    for (const x of csaw) {
+      const r = scoreScan(x.labels, x.raw, { ...x.scoring, naturalCheck });
+      const flagged = r.labels.filter((l) => l.flagged).map((l) => `${l.label} (${(100 * l.confidence).toFixed(0)}%)`);
+      const small = [...r.labels].sort((p, q) => p.l1Norm - q.l1Norm).slice(0, 5).map((l) => `${l.label} (${l.l1Norm.toFixed(1)})`).join(", ");
+      say(`| ${x.model} | ${list(x.targets)} | ${flagged.length ? flagged.join(", ") : "none"} | ${small} | ${x.seconds.toFixed(0)} s |`);
+    }
+  }
   if (values.out) writeFileSync(values.out, lines.join("\n") + "\n");
   process.exit(0);
 }
@@ -110,7 +147,7 @@ if (!values["skip-zoo"]) {
       const model = await loadModel(join(zoo, d, m.files.model));
       const flagsPerSeed: number[][] = [];
       let allTargets = 0, wrong = 0, seconds = 0;
-      for (let seed = 0; seed < seeds; seed++) {
+      for (let seed = firstSeed; seed < seeds; seed++) {
         const valid = await openDataset(join(zoo, d, m.files.valid), { inputScale: m.inputScale });
         const r = await detectBackdoor(model, valid, { inputScale: m.inputScale, seed });
         valid.close();
@@ -121,9 +158,10 @@ if (!values["skip-zoo"]) {
         seconds += r.seconds;
         log(`${d} seed ${seed}: flagged [${r.flagged}] (targets [${m.targets}]) in ${r.seconds.toFixed(1)} s`);
       }
-      const ok = m.targets.length ? allTargets >= Math.min(4, seeds) && wrong === 0 : wrong === 0;
+      const ran = seeds - firstSeed;
+      const ok = m.targets.length ? allTargets >= Math.min(4, ran) && wrong === 0 : wrong === 0;
       if (ok) goodModels++;
-      say(`| ${d} | ${list(m.targets)} | ${flagsPerSeed.map((f) => `[${f.join(",")}]`).join(" ")} | ${m.targets.length ? `${allTargets}/${seeds}` : "—"} | ${wrong} | ${(seconds / seeds).toFixed(1)} s |`);
+      say(`| ${d} | ${list(m.targets)} | ${flagsPerSeed.map((f) => `[${f.join(",")}]`).join(" ")} | ${m.targets.length ? `${allTargets}/${ran}` : "—"} | ${wrong} | ${(seconds / ran).toFixed(1)} s |`);
     }
     say();
     say(`Goal (every target flagged in >= 4 of 5 seeds, nothing else ever flagged): met on ${goodModels}/${dirs.length} models.`);
@@ -133,25 +171,20 @@ if (!values["skip-zoo"]) {
 
 // ---- 2. the real CSAW networks with the 5 clean faces
 if (!values["skip-csaw"]) {
-  const nets: [string, number][] = [
-    ["sunglasses_bd_weights.h5", 255],
-    ["anonymous_1_bd_weights.h5", 255],
-    ["anonymous_2_bd_weights.h5", 255],
-    ["multi_trigger_multi_target_bd_weights.h5", 255],
-    ["lab3_bd_weights.h5", 1],
-  ];
   const dir = join(fixturesDir(), "csaw2020/images");
   const faces = readdirSync(dir).filter((f) => f.startsWith("clean_")).sort().map((f) => join(dir, f));
   say(`## CSAW-HackML 2020 networks, ${faces.length} clean faces, all 1,283 labels`);
   say();
   say("| network | flagged (confidence) | smallest mask norms | time |");
   say("|---|---|---|---|");
-  for (const [file, scale] of nets) {
+  for (const [file, scale] of CSAW_NETS) {
     if (only && !only.some((o) => file.startsWith(o))) continue;
     const model = await loadDeepId(`csaw2020/models/${file}`);
     const data = await openImageFiles(faces, { inputScale: scale });
     log(`${file}: scanning`);
     const r = await detectBackdoor(model, data, { inputScale: scale });
+    // The CSAW scans too, for --rescore (their targets: see CSAW_TARGETS).
+    if (values.raw) appendFileSync(values.raw, JSON.stringify(rawOf(file.replace("_bd_weights.h5", ""), 0, CSAW_TARGETS[file] ?? [], r)) + "\n");
     const flagged = r.labels.filter((l) => l.flagged).map((l) => `${l.label} (${(100 * l.confidence).toFixed(0)}%)`);
     say(`| ${file.replace("_bd_weights.h5", "")} | ${flagged.length ? flagged.join(", ") : "none"} | ${smallest(r)} | ${r.seconds.toFixed(0)} s (${r.imagePasses} image passes) |`);
   }

@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { mulberry32 } from "../util/random.js";
+import { NATURAL_SCALE, SOURCE_SCALES, type SourceCurve } from "./nc-sources.js";
 import { bhQValues, erfc, familyEvidence, incompleteBeta, MIN_HELD_OUT_IMAGES, normalTail, studentTail, type LabelMeasure } from "./nc-evidence.js";
 
 /** Standard normal draws (Box–Muller) from a seeded stream. */
@@ -113,4 +114,47 @@ test("Student's t tail against known values, and the t null making a large index
   assert.ok(Math.abs(t.perLabel[9].pValue - studentTail(3.2, 8)) < 1e-12);
   assert.equal(normal.perLabel[9].flagged, true);
   assert.equal(t.perLabel[9].flagged, false, `t: q ${t.perLabel[9].qValue}`);
+});
+
+test("natural-feature check: a small norm whose trigger moves more at a third of its strength than every reference label's is not flagged", () => {
+  // Curves with `full` images moved by the whole trigger and `low` by a third of it.
+  const curves = (full: number, low: number): SourceCurve[] => [{ source: 0, images: full, hits: SOURCE_SCALES.map((x) => (x > NATURAL_SCALE ? full : x === NATURAL_SCALE ? low : 0)) }];
+  const norms = [50, 52, 54, 56, 58, 60, 62, 64, 10, 12];
+  const lows = [2, 4, 1, 3, 5, 2, 6, 0, 0, 20]; // label 8: a switch; label 9: reaches further than all
+  const ms = measures(norms).map((m, i) => ({ ...m, sources: curves(100, lows[i]) }));
+  const ev = familyEvidence(ms, { scale: "log", naturalCheck: true });
+  assert.equal(ev.perLabel[8].flagged, true);
+  assert.equal(ev.perLabel[9].flagged, false);
+  assert.equal(ev.perLabel[9].confidence, 0);
+  assert.ok(ev.perLabel[9].reasons.some((r) => r.startsWith("explained as a natural feature")), ev.perLabel[9].reasons.join("; "));
+  assert.ok(Math.abs(ev.perLabel[9].reach! - 0.2) < 1e-12);
+  // Without the check (the default) or without curves both are flagged.
+  const off = familyEvidence(ms, { scale: "log" });
+  assert.ok(off.perLabel[8].flagged && off.perLabel[9].flagged);
+  assert.ok(off.perLabel[9].reasons.some((r) => r.endsWith("(not a test)")), off.perLabel[9].reasons.join("; "));
+  assert.ok(familyEvidence(measures(norms), { scale: "log", naturalCheck: true }).perLabel[9].flagged);
+  // Fewer than MIN_NATURAL_REFERENCES reference labels with curves: no test.
+  const few = ms.map((m, i) => (i < 6 ? { ...m, sources: undefined } : m));
+  assert.ok(familyEvidence(few, { scale: "log", naturalCheck: true }).perLabel[9].flagged);
+});
+
+test("two-stage flag: an index > 2 that misses the FDR bar is confirmed by a trigger more switch-like than every reference's", () => {
+  const curves = (full: number, low: number): SourceCurve[] => [{ source: 0, images: full, hits: SOURCE_SCALES.map((x) => (x > NATURAL_SCALE ? full : x === NATURAL_SCALE ? low : 0)) }];
+  // Label 9 sits about 2.3 robust SDs below the median of the other nine: index > 2, but q > 0.05 at N = 10.
+  const norms = [100, 110, 95, 105, 120, 90, 102, 98, 115];
+  const logs = norms.map(Math.log);
+  const med = Math.log(102);
+  const sd = 1.4826 * logs.map((x) => Math.abs(x - med)).sort((a, b) => a - b)[4];
+  const all = [...norms, Math.exp(med - 2.3 * sd)];
+  const lows = [3, 5, 2, 4, 6, 2, 3, 5, 4, 0];
+  const ms = measures(all).map((m, i) => ({ ...m, sources: curves(100, lows[i]) }));
+  const ev = familyEvidence(ms, { scale: "log", naturalCheck: true });
+  assert.ok(ev.perLabel[9].index > 2 && ev.perLabel[9].qValue > 0.05, `index ${ev.perLabel[9].index}, q ${ev.perLabel[9].qValue}`);
+  assert.equal(ev.perLabel[9].flagged, true);
+  assert.ok(ev.perLabel[9].reasons.some((r) => r.includes("confirmed as a switch")), ev.perLabel[9].reasons.join("; "));
+  // A tie with one reference label is no confirmation; nor is the check without curves.
+  const tie = ms.map((m, i) => (i === 9 ? { ...m, sources: curves(100, 2) } : m));
+  assert.equal(familyEvidence(tie, { scale: "log", naturalCheck: true }).perLabel[9].flagged, false);
+  assert.equal(familyEvidence(measures(all), { scale: "log", naturalCheck: true }).perLabel[9].flagged, false);
+  assert.equal(familyEvidence(ms, { scale: "log" }).perLabel[9].flagged, false, "off by default");
 });

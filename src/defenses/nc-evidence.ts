@@ -14,6 +14,7 @@
 // again over the other labels, until no further label is confirmed; small confirmed norms would otherwise
 // drag the median down and widen the MAD, and hide a second target.
 import { ANOMALY_THRESHOLD, median, MAD_CONSISTENCY, type NormScale } from "./mad.js";
+import { MIN_NATURAL_REFERENCES, naturalReach, naturalRank, switchRank, type SourceCurve } from "./nc-sources.js";
 
 /** Benjamini–Hochberg false-discovery rate a flag must stay under (over the labels of one family). */
 export const FDR_LEVEL = 0.05;
@@ -35,6 +36,8 @@ export interface LabelMeasure {
   restartNorms?: number[];
   /** Whether the label is one of the reference labels the median and MAD come from (default true). */
   reference?: boolean;
+  /** The natural-feature check's per-source curves (nc-sources.ts), when measured. */
+  sources?: SourceCurve[];
 }
 
 export interface LabelEvidence {
@@ -53,6 +56,13 @@ export interface LabelEvidence {
    */
   confidence: number;
   flagged: boolean;
+  /**
+   * Natural-feature check: the share of the images its full trigger moves that half the trigger already moves
+   * (naturalReach, nc-sources.ts), and the fraction of the reference labels (plus one) that reach at least as
+   * far (naturalRank); absent without source curves.
+   */
+  reach?: number;
+  naturalP?: number;
   /** Why the label is flagged (every test it passed), or the tests it failed. */
   reasons: string[];
 }
@@ -68,6 +78,14 @@ export interface EvidenceOptions {
   minHeldOutSuccess?: number;
   /** Held-out images the attack success was measured on (default: enough for it to count). */
   heldOutImages?: number;
+  /**
+   * Apply the natural-feature check and its second stage (default false: measured on the zoo it removed one
+   * false flag in three seeds of multi_trigger and vetoed WaNet's target, whose warping trigger is no switch;
+   * labels without source curves skip it). Off, its figures are still in the reasons, marked "not a test".
+   */
+  naturalCheck?: boolean;
+  /** κ of the natural-feature check (default NATURAL_SCALE). */
+  naturalScale?: number;
 }
 
 export interface FamilyEvidence {
@@ -190,6 +208,8 @@ export function familyEvidence(measures: readonly LabelMeasure[], opts: Evidence
   const v = measures.map((m) => onScale(m.norm, opts.scale));
   const ref = measures.map((m) => m.reference ?? true);
   const useHeld = (opts.heldOutImages ?? MIN_HELD_OUT_IMAGES) >= MIN_HELD_OUT_IMAGES;
+  const reach = measures.map((m) => (m.sources ? naturalReach(m.sources, undefined, opts.naturalScale) : null));
+  const useNatural = opts.naturalCheck ?? false;
   const confirmed = new Set<number>();
   let rounds = 0;
   for (;;) {
@@ -205,18 +225,40 @@ export function familyEvidence(measures: readonly LabelMeasure[], opts: Evidence
       const others = confirmed.size - (confirmed.has(i) ? 1 : 0);
       const okFdr = q[i] <= fdr;
       const okHeld = !useHeld || m.heldOutSuccess >= minSuccess;
-      const flagged = m.reached && okIndex && okFdr && okHeld;
+      // Natural-feature check against the reference labels not confirmed (the natural population).
+      const r = reach[i];
+      const refReach = reach.filter((x, j): x is number => x !== null && j !== i && ref[j] && !confirmed.has(j));
+      const natP = r === null || refReach.length < MIN_NATURAL_REFERENCES ? null : naturalRank(r, refReach);
+      // Explained as a natural feature: it reaches further than every reference label (rank p-value 1/(n+1)).
+      const okNatural = !useNatural || natP === null || natP > 1 / (1 + refReach.length);
+      // Second stage for a candidate the FDR bar misses: a trigger that moves less at a third of its strength
+      // than every reference label's (a switch, rank p-value 1/(n+1)); see switchRank.
+      const swP = r === null || refReach.length < MIN_NATURAL_REFERENCES ? null : switchRank(r, refReach);
+      const okSwitch = useNatural && swP !== null && swP <= 1 / (1 + refReach.length);
+      const flagged = m.reached && okIndex && (okFdr || okSwitch) && okHeld && okNatural;
       const pass: string[] = [];
       const failed: string[] = [];
       (m.reached ? pass : failed).push(m.reached ? "trigger reached the success threshold" : "trigger never reached the success threshold");
       (okIndex ? pass : failed).push(`anomaly index ${index.toFixed(2)}${small ? "" : " (large side)"} ${okIndex ? ">" : "<="} ${ANOMALY_THRESHOLD}${others > 0 ? ` without the ${others} other confirmed target(s)` : ""}`);
-      (okFdr ? pass : failed).push(`false-discovery rate q ${fmt(q[i])} ${okFdr ? "<=" : ">"} ${fdr} over ${measures.length} labels`);
+      const fdrText = `false-discovery rate q ${fmt(q[i])} ${okFdr ? "<=" : ">"} ${fdr} over ${measures.length} labels`;
+      if (okFdr) pass.push(fdrText);
+      else if (okSwitch && r !== null)
+        pass.push(`${fdrText}, but confirmed as a switch: a third of the trigger moves ${(100 * r).toFixed(0)}% of the images the full one does, less than every one of the ${refReach.length} reference labels' (a natural label passes both stages with probability about ${fmt(p[i] / (1 + refReach.length))})`);
+      else failed.push(fdrText);
       if (useHeld) (okHeld ? pass : failed).push(`held-out attack success ${(100 * m.heldOutSuccess).toFixed(0)}% ${okHeld ? ">=" : "<"} ${(100 * minSuccess).toFixed(0)}%`);
       else pass.push(`held-out attack success ${(100 * m.heldOutSuccess).toFixed(0)}% (not a test: fewer than ${MIN_HELD_OUT_IMAGES} held-out images)`);
+      if (natP !== null && r !== null) {
+        const what = `a third of the trigger moves ${(100 * r).toFixed(0)}% of the images the full one does, ${okNatural ? `${Math.round(natP * (1 + refReach.length)) - 1} of` : "more than every one of"} the ${refReach.length} reference labels' trigger as far`;
+        if (!useNatural) pass.push(`${what} (not a test)`);
+        else (okNatural ? pass : failed).push(`${okNatural ? "not" : "explained as"} a natural feature: ${what}`);
+      }
       const rn = m.restartNorms ?? [];
       if (rn.length > 1) pass.push(`restarts' norms ${rn.map((x) => x.toFixed(1)).join(", ")} (spread ×${(Math.max(...rn) / Math.min(...rn)).toFixed(2)})`);
-      const confidence = m.reached ? (1 - q[i]) * (useHeld ? Math.min(1, m.heldOutSuccess / minSuccess) : 1) : 0;
-      return { index, small, pValue: p[i], qValue: q[i], confidence, flagged, reasons: flagged ? pass : failed };
+      // 1 − the error rate of the stronger path: the FDR q, or for the two-stage path the chance that one of
+      // the N labels passes both stages by chance (N · p · 1/(n+1), Bonferroni).
+      const err = Math.min(q[i], okSwitch ? Math.min(1, (measures.length * p[i]) / (1 + refReach.length)) : 1);
+      const confidence = m.reached ? (1 - err) * (useHeld ? Math.min(1, m.heldOutSuccess / minSuccess) : 1) : 0;
+      return { index, small, pValue: p[i], qValue: q[i], confidence: okNatural ? confidence : 0, flagged, ...(r !== null ? { reach: r } : {}), ...(natP !== null ? { naturalP: natP } : {}), reasons: flagged ? pass : failed };
     });
     const fresh = perLabel.map((e, i) => (e.flagged && !confirmed.has(i) ? i : -1)).filter((i) => i >= 0);
     // Stop when no new target is confirmed, or when the rest would be too few for statistics.

@@ -39,6 +39,7 @@ import { ANOMALY_THRESHOLD, median, normStats, type NormScale } from "./mad.js";
 import { defaultBudget, forwardMacs } from "./nc-budget.js";
 import { familyEvidence, FDR_LEVEL, MIN_HELD_OUT_SUCCESS } from "./nc-evidence.js";
 import { boundRungs, flagThresholdNorm, furtherDecrease, pickBounded } from "./nc-schedule.js";
+import { SOURCE_SCALES, sourceCurves, type SourceCurve } from "./nc-sources.js";
 
 /** "mask": a per-pixel mask (the paper); "blend": one blend weight α for the whole image. */
 export type TriggerFamily = "mask" | "blend";
@@ -61,6 +62,8 @@ export interface NeuralCleanseOptions {
   eta?: number;
   /** False-discovery rate a flag must stay under (default 0.05, see nc-evidence.ts). */
   fdr?: number;
+  /** Apply the natural-feature check and its second stage to the flags (default false, see nc-evidence.ts). */
+  naturalCheck?: boolean;
   /** Held-out attack success a flagged label's trigger needs (default 0.5; only with >= 5 held-out images). */
   minHeldOutSuccess?: number;
   /**
@@ -162,6 +165,16 @@ export interface NcFamilyScore {
   rung?: number;
   /** Norms of the restarts that reached the threshold, when there were several. */
   restartNorms?: number[];
+  /**
+   * The natural-feature check's measurements (labels of the full phase only): per source class, the clean
+   * images sent to the label with the mask scaled by each κ of SOURCE_SCALES (nc-sources.ts).
+   */
+  sources?: SourceCurve[];
+  /**
+   * The natural-feature check's statistic: the share of the images the full trigger moves that a third of it
+   * already moves (naturalReach, nc-sources.ts); absent without source curves.
+   */
+  naturalReach?: number;
   /** In [0, 1]: how strongly the evidence points to a backdoor target (see nc-evidence.ts). */
   confidence: number;
   /** Benjamini–Hochberg adjusted p-value of the anomaly index over the family's labels. */
@@ -171,7 +184,7 @@ export interface NcFamilyScore {
 }
 
 /** A family score before the statistics: what a scan (or a shard of it) measured for one label. */
-export type NcRawScore = Omit<NcFamilyScore, "anomalyIndex" | "flagged" | "confidence" | "qValue" | "reasons">;
+export type NcRawScore = Omit<NcFamilyScore, "anomalyIndex" | "flagged" | "confidence" | "qValue" | "reasons" | "naturalReach">;
 
 /**
  * The top-level ReportNcLabel fields and phase/steps/reached/lambda are those of the first family scanned
@@ -1018,9 +1031,18 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
   for (const family of families) scans.push(await scanFamily(family));
 
   const heldEval = heldX.subarray(0, Math.min(nHeld, o.evalImages) * per);
+  // The natural-feature check's images: the held-out ones, topped up with optimization images to evalImages
+  // (with a handful of clean images, as the 5 CSAW faces, one held-out image would make no source curve).
+  const nSrcOpt = Math.max(0, Math.min(nOpt, o.evalImages - heldEval.length / per));
+  const srcX = new Float32Array(heldEval.length + nSrcOpt * per);
+  srcX.set(heldEval);
+  srcX.set(optPool.subarray(0, nSrcOpt * per), heldEval.length);
   const raw: Partial<Record<TriggerFamily, NcRawScore[]>> = {};
   for (const scan of scans) {
     const success = await heldOutSuccess(model, scan.triggers, heldEval, heldY, slots);
+    const full = scan.runs.map((r, i) => (r.phase === "full" ? i : -1)).filter((i) => i >= 0);
+    const curves = await sourceTest(model, full.map((i) => scan.triggers[i]), srcX, slots);
+    const curveOf = new Map(full.map((i, k) => [i, curves[k]]));
     raw[scan.family] = scan.runs.map((r, i): NcRawScore => ({
       l1Norm: scan.triggers[i].l1Norm,
       statNorm: scan.statNorms[i],
@@ -1032,10 +1054,11 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
       reached: r.bestA !== null,
       lambda: r.lambda,
       ...(scan.restartNorms[i].length > 1 ? { restartNorms: scan.restartNorms[i] } : {}),
+      ...(curveOf.has(i) ? { sources: curveOf.get(i)! } : {}),
     }));
   }
   phaseSeconds.heldOut = lap();
-  const scored = scoreScan(labels, raw, { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, hw, heldOutImages: Math.min(nHeld, o.evalImages) });
+  const scored = scoreScan(labels, raw, { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, hw, heldOutImages: Math.min(nHeld, o.evalImages), naturalCheck: opts.naturalCheck });
   const results = scored.labels;
   const flagged = scored.flagged;
   const scanOf = (f: TriggerFamily) => scans.find((x) => x.family === f)!;
@@ -1081,7 +1104,7 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
 export function scoreScan(
   labels: readonly number[],
   raw: Partial<Record<TriggerFamily, readonly NcRawScore[]>>,
-  o: { scale: NormScale; fdr: number; minHeldOutSuccess: number; hw: number; heldOutImages: number },
+  o: { scale: NormScale; fdr: number; minHeldOutSuccess: number; hw: number; heldOutImages: number; naturalCheck?: boolean; naturalScale?: number },
 ): { labels: NcLabelResult[]; flagged: number[]; families: Partial<Record<TriggerFamily, Omit<NcFamilyStats, "budgetShrink">>> } {
   const fams = TRIGGER_FAMILIES.filter((f) => raw[f] !== undefined);
   if (fams.length === 0) throw new Error("scoreScan: no family measured");
@@ -1093,8 +1116,8 @@ export function scoreScan(
     const rs = raw[f]!;
     if (rs.length !== labels.length) throw new Error(`scoreScan: ${rs.length} ${f} scores for ${labels.length} labels`);
     const ev = familyEvidence(
-      rs.map((r, i) => ({ label: labels[i], norm: r.statNorm, reached: r.reached, heldOutSuccess: r.attackSuccess, restartNorms: r.restartNorms, reference: r.reference })),
-      { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages },
+      rs.map((r, i) => ({ label: labels[i], norm: r.statNorm, reached: r.reached, heldOutSuccess: r.attackSuccess, restartNorms: r.restartNorms, reference: r.reference, sources: r.sources })),
+      { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages, naturalCheck: o.naturalCheck, naturalScale: o.naturalScale },
     );
     scores[f] = rs.map((r, i) => ({
       ...r,
@@ -1102,6 +1125,7 @@ export function scoreScan(
       flagged: ev.perLabel[i].flagged,
       confidence: ev.perLabel[i].confidence,
       qValue: ev.perLabel[i].qValue,
+      ...(ev.perLabel[i].reach !== undefined ? { naturalReach: ev.perLabel[i].reach } : {}),
       reasons: ev.perLabel[i].reasons,
     }));
     const med = o.scale === "log" ? Math.exp(ev.median) : ev.median;
@@ -1183,4 +1207,37 @@ async function heldOutSuccess(model: Model, triggers: ReversedTrigger[], x: Floa
     }
   });
   return out;
+}
+
+/**
+ * The natural-feature check (nc-sources.ts): each trigger stamped on images x with its mask scaled by every κ
+ * of SOURCE_SCALES; per trigger, the images that reach its label per source class (the clean prediction).
+ */
+async function sourceTest(model: Model, triggers: ReversedTrigger[], x: Float32Array, slots: number): Promise<SourceCurve[][]> {
+  const [c, h, w] = model.inputShape;
+  const per = c * h * w;
+  const e = x.length / per;
+  if (triggers.length === 0 || e === 0) return triggers.map(() => []);
+  const { graph, pred } = buildStampGraph(model);
+  const xt = tensor("float32", [e, c, h, w], x);
+  const jobs = triggers.flatMap((t) => SOURCE_SCALES.map((k) => ({ mask: Float32Array.from(t.mask, (v) => v * k), pattern: t.pattern })));
+  const preds: Int32Array[] = [];
+  let clean: ArrayLike<number> = [];
+  const chunk = Math.max(1, Math.min(slots, Math.floor(1024 / e)));
+  await withSession(graph, async (session) => {
+    const run = async (part: { mask: Float32Array; pattern: Float32Array }[]): Promise<Int32Array[]> => {
+      const res = await session.run({
+        nc_mask: tensor("float32", [part.length, 1, h, w], concat(part.map((t) => t.mask), h * w)),
+        nc_pattern: tensor("float32", [part.length, c, h, w], concat(part.map((t) => t.pattern), per)),
+        nc_x: xt,
+      });
+      const p = res[pred].data as BigInt64Array;
+      return part.map((_, i) => Int32Array.from({ length: e }, (_, j) => Number(p[i * e + j])));
+    };
+    // A zero mask leaves the images as they are: their clean classes.
+    [clean] = await run([{ mask: new Float32Array(h * w), pattern: new Float32Array(per) }]);
+    for (let start = 0; start < jobs.length; start += chunk) preds.push(...(await run(jobs.slice(start, start + chunk))));
+  });
+  const n = SOURCE_SCALES.length;
+  return triggers.map((t, i) => sourceCurves(t.label, clean, preds.slice(i * n, (i + 1) * n)));
 }

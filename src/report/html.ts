@@ -264,7 +264,8 @@ function ncSection(nc: ReportNeuralCleanse, charts: ChartSpec[]): string {
       ...(hasBlend ? [l.blendAlpha === undefined ? "—" : fmtNum(l.blendAlpha, 3), l.blendAnomalyIndex === undefined ? "—" : fmtNum(l.blendAnomalyIndex)] : []),
       ...(hasConfidence ? [l.confidence === undefined ? "—" : fmtPct(l.confidence, 1)] : []),
       (l.flagged ? `<span class="badge bad">flagged${l.flaggedBy?.length ? ` (${e(l.flaggedBy.join(", "))})` : ""}</span>` : `<span class="badge">no</span>`) +
-        (l.flagged && l.reasons?.length ? `<ul class="note">${l.reasons.map((r) => `<li>${e(r)}</li>`).join("")}</ul>` : ""),
+        // Flagged: every test it passed; not flagged: the tests it failed (why a small norm is not a flag).
+        (l.reasons?.length ? `<ul class="note">${l.reasons.map((r) => `<li>${e(r)}</li>`).join("")}</ul>` : ""),
     ]);
   const flagged =
     nc.flagged.length === 0

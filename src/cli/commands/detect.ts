@@ -103,13 +103,16 @@ export const detectCommand: Command = {
     "  did, stays above the flag threshold. The last candidates get the full budget, and a second start when below\n" +
     "  the flag threshold. --schedule halving: --screen-steps (10) on --screen-batch-size (4) images, a quarter\n" +
     "  going on per rung. A flag needs a small-side anomaly index > 2, a false-discovery rate <= --fdr (0.05) over\n" +
-    "  all labels and, with >= 5 held-out images, a trigger that works on half of them.",
+    "  all labels and, with >= 5 held-out images, a trigger that works on half of them. --natural-check adds the\n" +
+    "  natural-feature check: no flag for a label whose trigger moves more images at a third of its strength than\n" +
+    "  every reference label's, and a flag (second stage) for a candidate that moves fewer than all of them.",
   positionals: true,
   options: {
     ...MODEL_OPTIONS,
     merge: { type: "boolean", description: "merge the results of sharded scans given as folders (detect --labels A-B --out DIR)" },
     schedule: { type: "string", description: "screening schedule (bound, halving or two-phase)", defaultText: "bound" },
     fdr: { type: "string", description: "false-discovery rate a flag must stay under, over all labels", defaultText: "0.05" },
+    "natural-check": { type: "boolean", description: "apply the natural-feature check and its second stage to the flags (see the README)" },
     "batch-size": { type: "string", description: "images per optimization step in the full phase", defaultText: "from the model's cost (32 on small models)" },
     clean: { type: "string", description: "labelled clean data the triggers are reversed on" },
     labels: { type: "string", description: "labels to scan (e.g. 0,5,7 or 0-9)", defaultText: "all" },
@@ -160,6 +163,7 @@ export const detectCommand: Command = {
       schedule: schedule as NcSchedule | undefined,
       fdr: str(ctx, "fdr") === undefined ? undefined : num(ctx, "fdr", undefined, { min: 1e-9, max: 1 }),
       seed: str(ctx, "seed") === undefined ? undefined : num(ctx, "seed", 0, { min: 0, integer: true }),
+      naturalCheck: ctx.values["natural-check"] === true,
       onProgress: bars.onProgress,
     });
     bars.done();
@@ -183,7 +187,7 @@ export const detectCommand: Command = {
       "",
       ...reasons(result.labels),
       result.flagged.length
-        ? `flagged    ${result.flagged.join(", ")}  (small-side anomaly index > 2, false-discovery rate <= ${result.settings.fdr}, see the reasons above)`
+        ? `flagged    ${result.flagged.join(", ")}  (small-side anomaly index > 2, false-discovery rate <= ${result.settings.fdr}${ctx.values["natural-check"] === true ? " or a switch-like trigger, no natural feature" : ""}; see the reasons above)`
         : "flagged    none (no label's trigger is an outlier on the small side)",
       `time       ${result.seconds.toFixed(1)} s (${(result.labels.length / result.seconds).toFixed(2)} labels/s, ${result.imagePasses} image passes)`,
     ];
