@@ -149,7 +149,7 @@ if (!values["skip-zoo"]) {
       let allTargets = 0, wrong = 0, seconds = 0;
       for (let seed = firstSeed; seed < seeds; seed++) {
         const valid = await openDataset(join(zoo, d, m.files.valid), { inputScale: m.inputScale });
-        const r = await detectBackdoor(model, valid, { inputScale: m.inputScale, seed });
+        const r = await detectBackdoor(model, valid, { inputScale: m.inputScale, seed, sourceCurves: true });
         valid.close();
         if (values.raw) appendFileSync(values.raw, JSON.stringify(rawOf(d, seed, m.targets, r)) + "\n");
         flagsPerSeed.push(r.flagged);
@@ -182,7 +182,7 @@ if (!values["skip-csaw"]) {
     const model = await loadDeepId(`csaw2020/models/${file}`);
     const data = await openImageFiles(faces, { inputScale: scale });
     log(`${file}: scanning`);
-    const r = await detectBackdoor(model, data, { inputScale: scale });
+    const r = await detectBackdoor(model, data, { inputScale: scale, sourceCurves: true });
     // The CSAW scans too, for --rescore (their targets: see CSAW_TARGETS).
     if (values.raw) appendFileSync(values.raw, JSON.stringify(rawOf(file.replace("_bd_weights.h5", ""), 0, CSAW_TARGETS[file] ?? [], r)) + "\n");
     const flagged = r.labels.filter((l) => l.flagged).map((l) => `${l.label} (${(100 * l.confidence).toFixed(0)}%)`);

@@ -64,6 +64,11 @@ export interface NeuralCleanseOptions {
   fdr?: number;
   /** Apply the natural-feature check and its second stage to the flags (default false, see nc-evidence.ts). */
   naturalCheck?: boolean;
+  /**
+   * Measure the natural-feature check's per-source curves (raw scores' `sources`) even with the check off, so
+   * that saved scans can be rescored with it (default: naturalCheck). Off, the scan skips the stamping passes.
+   */
+  sourceCurves?: boolean;
   /** Held-out attack success a flagged label's trigger needs (default 0.5; only with >= 5 held-out images). */
   minHeldOutSuccess?: number;
   /**
@@ -1041,7 +1046,7 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
   for (const scan of scans) {
     const success = await heldOutSuccess(model, scan.triggers, heldEval, heldY, slots);
     const full = scan.runs.map((r, i) => (r.phase === "full" ? i : -1)).filter((i) => i >= 0);
-    const curves = await sourceTest(model, full.map((i) => scan.triggers[i]), srcX, slots);
+    const curves = (opts.sourceCurves ?? opts.naturalCheck) === true ? await sourceTest(model, full.map((i) => scan.triggers[i]), srcX, slots) : [];
     const curveOf = new Map(full.map((i, k) => [i, curves[k]]));
     raw[scan.family] = scan.runs.map((r, i): NcRawScore => ({
       l1Norm: scan.triggers[i].l1Norm,
