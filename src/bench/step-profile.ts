@@ -1,11 +1,12 @@
 // Where a training step's time goes: onnxruntime's per-node profile of the step graph (forward, loss, backward
 // and optimizer update in one session), summed per op type and per part of the graph, after a warm-up.
-//   node dist/bench/step-profile.js [--model FILE.onnx] [--manifest DIR/manifest.json] [--batch 64] [--steps 3]
+//   node dist/bench/step-profile.js [--model FILE.onnx] [--manifest DIR/manifest.json] [--batch 64] [--steps 3] [--update host|graph] [--forms flip|col|fast|plain]
 // Default model: the full-width PreAct-ResNet18 export (.bench/pytorch-full), normalised as its manifest says.
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import type { ConvGradForms } from "../graph/autodiff.js";
 import { tensor } from "../graph/ir.js";
 import { withNormalization } from "../model/normalize.js";
 import { loadOnnxModel } from "../onnx/import.js";
@@ -19,7 +20,8 @@ interface TraceEvent {
   args?: { op_name?: string };
 }
 
-const { values } = parseArgs({ options: { model: { type: "string" }, manifest: { type: "string" }, batch: { type: "string" }, steps: { type: "string" }, update: { type: "string" } } });
+const { values } = parseArgs({ options: { model: { type: "string" }, manifest: { type: "string" }, batch: { type: "string" }, steps: { type: "string" }, update: { type: "string" }, forms: { type: "string" } } });
+const convForms = (values.forms ?? "flip") as ConvGradForms;
 const update = (values.update ?? DEFAULT_UPDATE) as UpdatePlace;
 if (!UPDATE_PLACES.includes(update)) throw new Error(`--update must be one of ${UPDATE_PLACES.join(", ")}`);
 const dir = process.env.BADNET_PYTORCH_FULL ?? ".bench/pytorch-full";
@@ -30,7 +32,7 @@ const steps = Number(values.steps ?? 3);
 const model = withNormalization(await loadOnnxModel(file), { mean: manifest.mean, std: manifest.std });
 
 const t0 = performance.now();
-const step = buildStepGraph(model, { optimizer: { kind: "adam", lr: 1e-4 }, update });
+const step = buildStepGraph(model, { optimizer: { kind: "adam", lr: 1e-4 }, update, convForms });
 const built = performance.now();
 const work = mkdtempSync(join(tmpdir(), "step-profile-"));
 const runner = await StepRunner.create(step, { profilePrefix: join(work, "step") });
@@ -83,7 +85,7 @@ for (const e of timed) {
 }
 const ms = (us: number) => `${(us / 1000 / steps).toFixed(1)} ms`;
 const runWall = runs.slice(1).reduce((a, e) => a + e.dur, 0);
-process.stdout.write(`update ${update}, batch ${batch}: ${(wall.reduce((a, b) => a + b, 0) / steps).toFixed(0)} ms per step (wall, JS), ${ms(runWall)} in onnxruntime's run, ${ms(total)} in kernels\n`);
+process.stdout.write(`update ${update}, ${convForms} forms, batch ${batch}: ${(wall.reduce((a, b) => a + b, 0) / steps).toFixed(0)} ms per step (wall, JS), ${ms(runWall)} in onnxruntime's run, ${ms(total)} in kernels\n`);
 process.stdout.write("per op type (ms per step, share of kernel time):\n");
 for (const [op, us] of [...byOp].sort((a, b) => b[1] - a[1]).slice(0, 25)) process.stdout.write(`  ${op.padEnd(22)} ${ms(us).padStart(10)}  ${((100 * us) / total).toFixed(1)}%\n`);
 process.stdout.write("per part:\n");

@@ -135,14 +135,20 @@ function convGradWeightTaps(e: Emitter, x: string, dy: string, [co, ci, kh, kw]:
   if (pads.some((p) => p !== 0)) xp = e.op("Pad", [x, g.ints([0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]])], { mode: attr.string("constant") });
   const xl = e.op("Transpose", [xp], { perm: attr.ints([0, 2, 3, 1]) });
   const dyRows = e.op("Reshape", [e.op("Transpose", [dy], { perm: attr.ints([0, 2, 3, 1]) }), g.ints([-1, co])]);
-  const taps: string[] = [];
+  const slices: string[] = [];
   for (let a = 0; a < kh; a++)
     for (let b = 0; b < kw; b++) {
       const r0 = a * d[0], c0 = b * d[1];
-      const tap = e.op("Slice", [xl, g.ints([r0, c0]), g.ints([r0 + (oh - 1) * s[0] + 1, c0 + (ow - 1) * s[1] + 1]), g.ints([1, 2]), g.ints(s)]);
-      const rows = e.op("Reshape", [tap, g.ints([-1, ci])]);
-      taps.push(e.op("Unsqueeze", [e.op("Gemm", [dyRows, rows], { transA: attr.int(1) }), g.ints([2])]));
+      slices.push(e.op("Slice", [xl, g.ints([r0, c0]), g.ints([r0 + (oh - 1) * s[0] + 1, c0 + (ow - 1) * s[1] + 1]), g.ints([1, 2]), g.ints(s)]));
     }
+  if (e.convForms === "col" && slices.length > 1) {
+    // im2col: the taps side by side as [N·oh·ow, kh·kw·C], one Gemm against dy for every tap at once
+    // (dy packed once, a wider product), then [M, kh, kw, C] → [M, C, kh, kw].
+    const cols = e.op("Reshape", [e.op("Concat", slices, { axis: attr.int(3) }), g.ints([-1, kh * kw * ci])]);
+    const prod = e.op("Gemm", [dyRows, cols], { transA: attr.int(1) });
+    return e.op("Transpose", [e.op("Reshape", [prod, g.ints([co, kh, kw, ci])])], { perm: attr.ints([0, 3, 1, 2]) });
+  }
+  const taps = slices.map((tap) => e.op("Unsqueeze", [e.op("Gemm", [dyRows, e.op("Reshape", [tap, g.ints([-1, ci])])], { transA: attr.int(1) }), g.ints([2])]));
   const stacked = taps.length === 1 ? taps[0] : e.op("Concat", taps, { axis: attr.int(2) });
   return e.op("Reshape", [stacked, g.ints([co, ci, kh, kw])]);
 }
@@ -184,7 +190,7 @@ function convGradInput(e: Emitter, n: Node, x: string, w: string, dy: string): s
   // Rows the forward conv never reached (floor division) come back as output_padding.
   const outPad = [0, 1].map((i) => xs[2 + i] - (s[i] * (ys[2 + i] - 1) + ([kh, kw][i] - 1) * d[i] + 1 - pads[i] - pads[2 + i]));
   const group = intAttr(n, "group", 1);
-  if (s[0] === 1 && s[1] === 1 && e.convForms === "flip") {
+  if (s[0] === 1 && s[1] === 1 && (e.convForms === "flip" || e.convForms === "col")) {
     const flipped = convGradInputFlipped(e, w, dy, e.g.staticShape(w), group, d, pads);
     if (flipped) return flipped;
   }
@@ -510,9 +516,10 @@ function reduceGrad(e: Emitter, n: Node, dy: string, mean: boolean): string {
  * - "fast": ungrouped weight gradients as per-tap Gemms, input gradients as ConvTranspose;
  * - "flip" (default): as "fast", and stride-1 input gradients as a Conv with the flipped kernel (onnxruntime's
  *   CPU ConvTranspose is the slower kernel: on a quiet machine the input-gradient graph of full-width
- *   PreAct-ResNet18 ran 1.37× faster this way; README, PyTorch section).
+ *   PreAct-ResNet18 ran 1.37× faster this way; README, PyTorch section);
+ * - "col": as "flip", but the ungrouped weight gradient as one Gemm over all taps side by side (im2col).
  */
-export type ConvGradForms = "fast" | "plain" | "flip";
+export type ConvGradForms = "fast" | "plain" | "flip" | "col";
 
 export interface BackwardOptions {
   convForms?: ConvGradForms;
