@@ -14,8 +14,8 @@
 // --anp-args and --repair-args do the same for anp and repair. The fine-prune row is --tune all, the
 // fine-prune-tail row --tune tail.
 // --targets (or --steps) first prints the step throughput at batch 32: forward, forward+input-grad and a train
-// step, the gradient graphs with the plain, fast and flip Conv gradient forms run alternately, the train step also
-// with the optimizer update on the host and the col forms (ratios in the same run; bench/step-throughput.ts).
+// step, the gradient graphs with the plain, fast and flip Conv gradient forms run alternately, the train step in
+// the variants of bench/step-throughput.ts, as ratios to the former default (flip forms, update in the graph).
 //
 // Prints a Markdown table (the README's PyTorch section is a copy).
 import { execFile } from "node:child_process";

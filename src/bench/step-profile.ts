@@ -1,6 +1,6 @@
 // Where a training step's time goes: onnxruntime's per-node profile of the step graph (forward, loss, backward
 // and optimizer update in one session), summed per op type and per part of the graph, after a warm-up.
-//   node dist/bench/step-profile.js [--model FILE.onnx] [--manifest DIR/manifest.json] [--batch 64] [--steps 3] [--update host|graph] [--forms flip|col|fast|plain]
+//   node dist/bench/step-profile.js [--model FILE.onnx] [--manifest DIR/manifest.json] [--batch 64] [--steps 3] [--update host|graph] [--forms direct|flip|fast|plain]
 // Default model: the full-width PreAct-ResNet18 export (.bench/pytorch-full), normalised as its manifest says.
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,7 +21,7 @@ interface TraceEvent {
 }
 
 const { values } = parseArgs({ options: { model: { type: "string" }, manifest: { type: "string" }, batch: { type: "string" }, steps: { type: "string" }, update: { type: "string" }, forms: { type: "string" } } });
-const convForms = (values.forms ?? "flip") as ConvGradForms;
+const convForms = (values.forms ?? "direct") as ConvGradForms;
 const update = (values.update ?? DEFAULT_UPDATE) as UpdatePlace;
 if (!UPDATE_PLACES.includes(update)) throw new Error(`--update must be one of ${UPDATE_PLACES.join(", ")}`);
 const dir = process.env.BADNET_PYTORCH_FULL ?? ".bench/pytorch-full";

@@ -1,8 +1,8 @@
 // Throughput of the three graphs every defense is built from, at one batch size: the forward pass, forward +
 // input gradient (trigger inversion, adversarial search) and a full training step (fine-tuning, unlearning).
-// The input-gradient graph runs with the plain, fast and flip Conv gradient forms (graph/autodiff.ts); the train
-// step with those and the optimizer update in the graph, and with flip and col and the update on the host
-// (train/trainer.ts, UpdatePlace). The variants of one graph run alternately, so one run shows the gains under
+// The input-gradient graph runs with the plain, fast and flip Conv gradient forms (graph/autodiff.ts; direct
+// differs from flip only in weight gradients); the train step in the variants of STEP_VARIANTS (forms, and
+// where the optimizer update runs: train/trainer.ts, UpdatePlace). The variants of one graph run alternately, so one run shows the gains under
 // the same load.
 import { backward, type ConvGradForms } from "../graph/autodiff.js";
 import { tensor, type TensorData } from "../graph/ir.js";
@@ -60,11 +60,12 @@ async function inputGradSession(model: Model, forms: ConvGradForms): Promise<{ s
 }
 
 const FORMS: ConvGradForms[] = ["plain", "fast", "flip"];
-/** The train-step variants: the graph update with each input-gradient form (flip: the former default), then the host update. */
+/** The train-step variants: plain, flip (the former default) and direct forms with the update in the graph, and the default (direct, host update). */
 export const STEP_VARIANTS: { forms: ConvGradForms; update: UpdatePlace }[] = [
-  ...FORMS.map((forms) => ({ forms, update: "graph" as const })),
-  { forms: "flip", update: "host" },
-  { forms: "col", update: "host" },
+  { forms: "plain", update: "graph" },
+  { forms: "flip", update: "graph" },
+  { forms: "direct", update: "graph" },
+  { forms: "direct", update: "host" },
 ];
 
 /** Forward, then forward+input-grad with each Conv gradient form and a train step in each variant, interleaved. */
