@@ -176,6 +176,15 @@ function convGradInputFlipped(e: Emitter, w: string, dy: string, [co, cg, kh, kw
   });
 }
 
+/**
+ * The "direct" form's input gradient is the flipped-kernel Conv only where it produces at least this many
+ * channels per group, ConvTranspose below. onnxruntime's Conv makes one Gemm per image with the output channels
+ * as rows, so few rows waste it: alternating in one run (batch 64–256, load ~8), ConvTranspose was 1.2–2.6×
+ * faster at 3, 20, 40 and 60 channels (DeepID's convs, a 3-channel 32×32 stem), the flipped Conv 1.1–1.25×
+ * faster at 64, 128 and 256 (PreAct-ResNet18's 3×3 convs).
+ */
+const FLIP_MIN_CHANNELS = 64;
+
 function convGradInput(e: Emitter, n: Node, x: string, w: string, dy: string): string {
   const [, , kh, kw] = e.g.staticShape(w);
   const s = intsAttr(n, "strides") ?? [1, 1];
@@ -186,7 +195,9 @@ function convGradInput(e: Emitter, n: Node, x: string, w: string, dy: string): s
   // Rows the forward conv never reached (floor division) come back as output_padding.
   const outPad = [0, 1].map((i) => xs[2 + i] - (s[i] * (ys[2 + i] - 1) + ([kh, kw][i] - 1) * d[i] + 1 - pads[i] - pads[2 + i]));
   const group = intAttr(n, "group", 1);
-  if (s[0] === 1 && s[1] === 1 && e.convForms !== "fast" && e.convForms !== "plain") {
+  const [, cg] = e.g.staticShape(w);
+  const flipOk = e.convForms === "flip" || (e.convForms === "direct" && cg >= FLIP_MIN_CHANNELS);
+  if (s[0] === 1 && s[1] === 1 && flipOk) {
     const flipped = convGradInputFlipped(e, w, dy, e.g.staticShape(w), group, d, pads);
     if (flipped) return flipped;
   }
@@ -513,7 +524,8 @@ function reduceGrad(e: Emitter, n: Node, dy: string, mean: boolean): string {
  * - "flip": as "fast", and stride-1 input gradients as a Conv with the flipped kernel (onnxruntime's
  *   CPU ConvTranspose is the slower kernel: on a quiet machine the input-gradient graph of full-width
  *   PreAct-ResNet18 ran 1.37× faster this way; README, PyTorch section);
- * - "direct" (default): as "flip", with dy laid out channel-major ([M, N·oh·ow]) once, so each tap's Gemm reads
+ * - "direct" (default): input gradients as "flip" where they have ≥ FLIP_MIN_CHANNELS channels per group, else
+ *   ConvTranspose; weight gradients as "fast" but with dy laid out channel-major ([M, N·oh·ow]) once, so each tap's Gemm reads
  *   it as it is (with [N·oh·ow, M] and transA every tap's Gemm transposed it again): the weight gradient of one
  *   3×3 conv at PreAct-ResNet18's four stage shapes (batch 64) ran 1.14–1.51× faster than flip's, alternating in
  *   one run. Two other forms lost and were removed: all taps side by side in one Gemm (im2col; the channels-last
