@@ -44,6 +44,9 @@ export interface TrainOptions {
   onBatch?: (done: number, total: number, loss: number) => void;
   /** onnxruntime settings of the step session (threads, spinning). */
   session?: SessionOptions;
+  /** Conv gradient forms and where the update runs (defaults: graph/autodiff.ts, DEFAULT_UPDATE); benchmarks compare them. */
+  convForms?: ConvGradForms;
+  update?: UpdatePlace;
 }
 
 // Moved to util/random.ts; re-exported for existing importers.
