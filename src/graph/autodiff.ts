@@ -181,7 +181,8 @@ function convGradInputFlipped(e: Emitter, w: string, dy: string, [co, cg, kh, kw
  * channels per group, ConvTranspose below. onnxruntime's Conv makes one Gemm per image with the output channels
  * as rows, so few rows waste it: alternating in one run (batch 64–256, load ~8), ConvTranspose was 1.2–2.6×
  * faster at 3, 20, 40 and 60 channels (DeepID's convs, a 3-channel 32×32 stem), the flipped Conv 1.1–1.25×
- * faster at 64, 128 and 256 (PreAct-ResNet18's 3×3 convs).
+ * faster at 64, 128 and 256 (PreAct-ResNet18's 3×3 convs); a later short rerun favoured ConvTranspose at 64 and
+ * 256 too (bench/conv-grad.ts), so the upper side is not settled.
  */
 const FLIP_MIN_CHANNELS = 64;
 
