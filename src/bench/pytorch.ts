@@ -14,7 +14,8 @@
 // --anp-args and --repair-args do the same for anp and repair. The fine-prune row is --tune all, the
 // fine-prune-tail row --tune tail.
 // --targets (or --steps) first prints the step throughput at batch 32: forward, forward+input-grad and a train
-// step, the gradient graphs with the plain, fast and flip Conv gradient forms run alternately (ratios in the same run).
+// step, the gradient graphs with the plain, fast and flip Conv gradient forms run alternately, the train step in
+// the variants of bench/step-throughput.ts, as ratios to the former default (flip forms, update in the graph).
 //
 // Prints a Markdown table (the README's PyTorch section is a copy).
 import { execFile } from "node:child_process";
@@ -127,11 +128,13 @@ async function main(): Promise<void> {
       const figs = await stepThroughput(model, 32);
       const fwd = figs[0].imagesPerSecond;
       process.stdout.write(`step throughput ${name} (batch 32, img/s; ratio to the forward pass):\n`);
-      for (const f of figs) process.stdout.write(`  ${f.what.padEnd(19)} ${f.forms.padEnd(5)} ${f.imagesPerSecond.toFixed(1).padStart(7)}  (${(f.imagesPerSecond / fwd).toFixed(3)}× forward)\n`);
-      for (const what of ["forward+input-grad", "train step"] as const) {
-        const rate = (forms: string) => figs.find((f) => f.what === what && f.forms === forms)!.imagesPerSecond;
-        process.stdout.write(`  ${what}: fast forms ${(rate("fast") / rate("plain")).toFixed(2)}×, flip forms ${(rate("flip") / rate("plain")).toFixed(2)}× the plain ones\n`);
-      }
+      for (const f of figs) process.stdout.write(`  ${f.what.padEnd(19)} ${f.forms.padEnd(5)} ${f.update === "—" ? "     " : f.update.padEnd(5)} ${f.imagesPerSecond.toFixed(1).padStart(7)}  (${(f.imagesPerSecond / fwd).toFixed(3)}× forward)\n`);
+      const rate = (what: string, forms: string, update: string) => figs.find((f) => f.what === what && f.forms === forms && f.update === update)!.imagesPerSecond;
+      const ig = (forms: string) => rate("forward+input-grad", forms, "—");
+      process.stdout.write(`  forward+input-grad: fast forms ${(ig("fast") / ig("plain")).toFixed(2)}×, flip forms ${(ig("flip") / ig("plain")).toFixed(2)}× the plain ones\n`);
+      const old = rate("train step", "flip", "graph");
+      const variants = figs.filter((f) => f.what === "train step" && !(f.forms === "flip" && f.update === "graph"));
+      process.stdout.write(`  train step vs the former default (flip forms, update in the graph): ${variants.map((f) => `${f.forms}/${f.update} ${(f.imagesPerSecond / old).toFixed(2)}×`).join(", ")}\n`);
     }
   }
   const rows: Row[] = [];

@@ -2,7 +2,8 @@
 // 2,000 random 55x47x3 images, each next to the forward-only throughput of the same model, batch size and
 // images in the same run (the baseline: a training step costs forward + backward + update, ~3x a forward).
 // DeepID is also trained by PyTorch (scripts/bench/torch-train-deepid.py, Debian's python3-torch), interleaved
-// with our epochs (with onnxruntime's intra-op spinning off, the default, and on): best epoch of each, ratio.
+// with our epochs (with onnxruntime's intra-op spinning off, the default, and on): best epoch of each, ratio. The
+// same rounds also train with the former default step (flip Conv gradient forms, optimizer update in the graph).
 // Run: node dist/bench/train-epoch.js [--zoo-images N] [--deepid-images N] [--rounds R] [--threads T]
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -16,7 +17,7 @@ import { forwardGraph } from "../model/forward.js";
 import { lowerModel } from "../model/lower.js";
 import type { Model } from "../model/model.js";
 import { Session, sessionSettings, type SessionOptions } from "../runtime/session.js";
-import { train, type TrainData } from "../train/trainer.js";
+import { train, type TrainData, type TrainOptions } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { zooNet } from "../zoo/build.js";
 import { randomImages, row } from "./common.js";
@@ -47,9 +48,9 @@ async function forwardSeconds(model: Model, data: TrainData, bs: number): Promis
 }
 
 /** One training epoch; returns its seconds (graph build and session creation excluded). */
-async function epochSeconds(model: Model, data: TrainData, bs: number, session: SessionOptions = {}): Promise<number> {
+async function epochSeconds(model: Model, data: TrainData, bs: number, session: SessionOptions = {}, step: Pick<TrainOptions, "convForms" | "update"> = {}): Promise<number> {
   let sec = 0;
-  await train(model, data, { epochs: 1, batchSize: bs, optimizer: { kind: "adam", lr: 1e-3 }, seed: 0, session, onEpoch: (s) => void (sec = s.seconds) });
+  await train(model, data, { epochs: 1, batchSize: bs, optimizer: { kind: "adam", lr: 1e-3 }, seed: 0, session, ...step, onEpoch: (s) => void (sec = s.seconds) });
   return sec;
 }
 
@@ -91,15 +92,17 @@ async function versusTorch(model: Model, data: TrainData, bs: number): Promise<v
   const n = data.y.length;
   const missing = torchMissing();
   if (missing) process.stdout.write(`PyTorch comparison skipped: ${missing}\n`);
-  const best = { off: 0, on: 0, torch: 0, torchPassive: 0 };
+  const best = { off: 0, on: 0, torch: 0, torchPassive: 0, former: 0 };
   for (let r = 0; r < rounds; r++) {
     best.off = Math.max(best.off, n / (await epochSeconds(model, data, bs, { threads, spinning: false })));
+    best.former = Math.max(best.former, n / (await epochSeconds(model, data, bs, { threads, spinning: false }, { convForms: "flip", update: "graph" })));
     if (!missing) best.torch = Math.max(best.torch, torchEpoch(n, bs, false));
     best.on = Math.max(best.on, n / (await epochSeconds(model, data, bs, { threads, spinning: true })));
     if (!missing) best.torchPassive = Math.max(best.torchPassive, torchEpoch(n, bs, true));
   }
   const note = `best of ${rounds} interleaved epochs, ${threads} threads`;
   row("DeepID: ours, intra-op spinning off", `${best.off.toFixed(0)} img/s`, note);
+  row("DeepID: ours, former default step", `${best.former.toFixed(0)} img/s`, `flip forms, update in the graph; the default is ${(best.off / best.former).toFixed(2)}× it`);
   row("DeepID: ours, intra-op spinning on", `${best.on.toFixed(0)} img/s`, `spinning off/on ${(best.off / best.on).toFixed(2)}`);
   if (!missing) {
     row("DeepID: PyTorch (CPU, same batches)", `${best.torch.toFixed(0)} img/s`, note);

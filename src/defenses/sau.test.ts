@@ -44,7 +44,7 @@ test("SAU maximisation graph: dLoss/dδ matches float64 finite differences (mask
 test("SAU unlearning loss: gradients w.r.t. the parameters match finite differences", async () => {
   const rand = mulberry32(9);
   const m = lowerModel(zooCnn({ inputShape: [16, 16, 1], numClasses: 3, filters: [2, 2, 2], hidden: 4, seed: 4 }));
-  const step = buildStepGraph(m, { optimizer: { kind: "sgd", lr: 1, momentum: 0 }, loss: sauLoss(1.5, 2), pooledRelus: false });
+  const step = buildStepGraph(m, { optimizer: { kind: "sgd", lr: 1, momentum: 0 }, loss: sauLoss(1.5, 2), pooledRelus: false, update: "graph" });
   const g = step.graph;
   // Rows 0–1 clean (targets), rows 2–3 perturbed, row 2 unlearned away from class 1, row 3 not.
   const shared = new Float32Array(12);
@@ -58,7 +58,7 @@ test("SAU unlearning loss: gradients w.r.t. the parameters match finite differen
     lr: tensor("float32", [], Float32Array.of(1)),
   };
   for (const [p, t] of step.params) feeds[p] = t;
-  const slot = step.optimizer.slots[step.optimizer.slots.length - 2];
+  const slot = step.optimizer!.slots[step.optimizer!.slots.length - 2];
   const s = await Session.create(g);
   const out = await s.run(feeds, [slot.next]);
   await s.release();

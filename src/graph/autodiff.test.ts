@@ -196,8 +196,8 @@ const CASES: Case[] = [
 ];
 
 for (const c of CASES) test(`gradient: ${c.name}`, () => check(c));
-// Every Conv case also with the other two forms of its gradients.
-for (const forms of ["plain", "flip"] as const)
+// Every Conv case also with the other forms of its gradients (the default, direct, is checked above).
+for (const forms of ["plain", "fast", "flip"] as const)
   for (const c of CASES.filter((k) => k.name.startsWith("Conv"))) test(`gradient (${forms} forms): ${c.name}`, () => check(c, forms));
 
 test("a value used twice accumulates both gradient paths", () =>
@@ -282,7 +282,7 @@ test("the gradient of a strided Slice is refused, not silently wrong", () => {
   assert.throws(() => backward(g, loss, ["x"]), /Slice gradient: only step 1/);
 });
 
-test("the three Conv gradient forms give the same values; only flip avoids ConvTranspose at stride 1", async () => {
+test("the four Conv gradient forms give the same values; flip avoids ConvTranspose at stride 1, direct transposes dy once", async () => {
   const x = tensor("float32", [2, 3, 6, 6], randn(2 * 3 * 6 * 6));
   const w = tensor("float32", [4, 3, 3, 3], randn(4 * 3 * 3 * 3));
   const grads = async (convForms: ConvGradForms) => {
@@ -294,11 +294,14 @@ test("the three Conv gradient forms give the same values; only flip avoids ConvT
     const before = g.nodes.length;
     const gr = backward(g, loss, ["x", "w"], { convForms });
     const ops = new Set(g.nodes.slice(before).map((n) => n.op));
+    const gemms = g.nodes.slice(before).filter((n) => n.op === "Gemm").length;
+    // Whether any weight-gradient Gemm transposes its first operand (dy).
+    const transA = g.nodes.slice(before).some((n) => n.op === "Gemm" && n.attrs.transA?.kind === "int" && n.attrs.transA.value === 1);
     g.setOutputs([gr.get("x")!, gr.get("w")!]);
     const s = await Session.create(g);
     try {
       const out = await s.run({ x, w });
-      return { ops, dx: out[gr.get("x")!].data as Float32Array, dw: out[gr.get("w")!].data as Float32Array };
+      return { ops, gemms, transA, dx: out[gr.get("x")!].data as Float32Array, dw: out[gr.get("w")!].data as Float32Array };
     } finally {
       await s.release();
     }
@@ -306,8 +309,28 @@ test("the three Conv gradient forms give the same values; only flip avoids ConvT
   const fast = await grads("fast");
   const plain = await grads("plain");
   const flip = await grads("flip");
+  const direct = await grads("direct");
   assert.ok(fast.ops.has("ConvTranspose") && fast.ops.has("Gemm"));
+  // 3 input channels: below the flipped Conv's minimum, direct's input gradient is ConvTranspose.
+  assert.ok(direct.ops.has("ConvTranspose") && direct.gemms === 9 && !direct.transA && flip.transA);
   assert.ok(plain.ops.has("ConvTranspose") && !plain.ops.has("Gemm"));
   assert.ok(!flip.ops.has("ConvTranspose") && flip.ops.has("Gemm"));
-  for (const other of [fast, flip]) assert.ok(relError(other.dx, plain.dx) < 1e-5 && relError(other.dw, plain.dw) < 1e-5);
+  for (const other of [fast, flip, direct]) assert.ok(relError(other.dx, plain.dx) < 1e-5 && relError(other.dw, plain.dw) < 1e-5);
+});
+
+test("direct forms: the flipped-kernel input gradient from 64 input channels per group, ConvTranspose below", () => {
+  const inputGradOps = (channels: number, group: number) => {
+    const g = new Graph("channels");
+    g.addInput("x", "float32", ["N", channels, 5, 5]);
+    g.addInput("w", "float32", [2 * group, channels / group, 3, 3]);
+    const y = g.op("Conv", ["x", "w"], { pads: attr.ints([1, 1, 1, 1]), group: attr.int(group) });
+    const loss = g.op("ReduceSum", [y], { keepdims: attr.int(0) });
+    const before = g.nodes.length;
+    backward(g, loss, ["x"], { convForms: "direct" });
+    return new Set(g.nodes.slice(before).map((n) => n.op));
+  };
+  assert.ok(!inputGradOps(64, 1).has("ConvTranspose"));
+  assert.ok(inputGradOps(63, 1).has("ConvTranspose"));
+  assert.ok(inputGradOps(128, 2).has("ConvTranspose") === false);
+  assert.ok(inputGradOps(128, 4).has("ConvTranspose"));
 });

@@ -24,7 +24,7 @@ function floatAttr(n: Node, k: string, d: number): number {
 class Emitter {
   private zeroConst?: string;
   private oneConst?: string;
-  constructor(readonly g: Graph, readonly convForms: ConvGradForms = "flip") {}
+  constructor(readonly g: Graph, readonly convForms: ConvGradForms = "direct") {}
 
   op(op: string, inputs: string[], attrs: Attrs = {}): string {
     return this.g.op(op, inputs, attrs);
@@ -134,15 +134,17 @@ function convGradWeightTaps(e: Emitter, x: string, dy: string, [co, ci, kh, kw]:
   let xp = x;
   if (pads.some((p) => p !== 0)) xp = e.op("Pad", [x, g.ints([0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]])], { mode: attr.string("constant") });
   const xl = e.op("Transpose", [xp], { perm: attr.ints([0, 2, 3, 1]) });
-  const dyRows = e.op("Reshape", [e.op("Transpose", [dy], { perm: attr.ints([0, 2, 3, 1]) }), g.ints([-1, co])]);
-  const taps: string[] = [];
+  const dyRows = e.convForms === "direct" ? "" : e.op("Reshape", [e.op("Transpose", [dy], { perm: attr.ints([0, 2, 3, 1]) }), g.ints([-1, co])]);
+  const slices: string[] = [];
   for (let a = 0; a < kh; a++)
     for (let b = 0; b < kw; b++) {
       const r0 = a * d[0], c0 = b * d[1];
-      const tap = e.op("Slice", [xl, g.ints([r0, c0]), g.ints([r0 + (oh - 1) * s[0] + 1, c0 + (ow - 1) * s[1] + 1]), g.ints([1, 2]), g.ints(s)]);
-      const rows = e.op("Reshape", [tap, g.ints([-1, ci])]);
-      taps.push(e.op("Unsqueeze", [e.op("Gemm", [dyRows, rows], { transA: attr.int(1) }), g.ints([2])]));
+      slices.push(e.op("Slice", [xl, g.ints([r0, c0]), g.ints([r0 + (oh - 1) * s[0] + 1, c0 + (ow - 1) * s[1] + 1]), g.ints([1, 2]), g.ints(s)]));
     }
+  // "direct": dy laid out channel-major once ([M, N·oh·ow]), so no tap's Gemm transposes it again.
+  const dyCols = e.convForms === "direct" ? e.op("Reshape", [e.op("Transpose", [dy], { perm: attr.ints([1, 0, 2, 3]) }), g.ints([co, -1])]) : "";
+  const tapGemm = (rows: string) => (dyCols ? e.op("Gemm", [dyCols, rows]) : e.op("Gemm", [dyRows, rows], { transA: attr.int(1) }));
+  const taps = slices.map((tap) => e.op("Unsqueeze", [tapGemm(e.op("Reshape", [tap, g.ints([-1, ci])])), g.ints([2])]));
   const stacked = taps.length === 1 ? taps[0] : e.op("Concat", taps, { axis: attr.int(2) });
   return e.op("Reshape", [stacked, g.ints([co, ci, kh, kw])]);
 }
@@ -174,6 +176,16 @@ function convGradInputFlipped(e: Emitter, w: string, dy: string, [co, cg, kh, kw
   });
 }
 
+/**
+ * The "direct" form's input gradient is the flipped-kernel Conv only where it produces at least this many
+ * channels per group, ConvTranspose below. onnxruntime's Conv makes one Gemm per image with the output channels
+ * as rows, so few rows waste it: alternating in one run (batch 64–256, load ~8), ConvTranspose was 1.2–2.6×
+ * faster at 3, 20, 40 and 60 channels (DeepID's convs, a 3-channel 32×32 stem), the flipped Conv 1.1–1.25×
+ * faster at 64, 128 and 256 (PreAct-ResNet18's 3×3 convs); a later short rerun favoured ConvTranspose at 64 and
+ * 256 too (bench/conv-grad.ts), so the upper side is not settled.
+ */
+const FLIP_MIN_CHANNELS = 64;
+
 function convGradInput(e: Emitter, n: Node, x: string, w: string, dy: string): string {
   const [, , kh, kw] = e.g.staticShape(w);
   const s = intsAttr(n, "strides") ?? [1, 1];
@@ -184,7 +196,9 @@ function convGradInput(e: Emitter, n: Node, x: string, w: string, dy: string): s
   // Rows the forward conv never reached (floor division) come back as output_padding.
   const outPad = [0, 1].map((i) => xs[2 + i] - (s[i] * (ys[2 + i] - 1) + ([kh, kw][i] - 1) * d[i] + 1 - pads[i] - pads[2 + i]));
   const group = intAttr(n, "group", 1);
-  if (s[0] === 1 && s[1] === 1 && e.convForms === "flip") {
+  const [, cg] = e.g.staticShape(w);
+  const flipOk = e.convForms === "flip" || (e.convForms === "direct" && cg >= FLIP_MIN_CHANNELS);
+  if (s[0] === 1 && s[1] === 1 && flipOk) {
     const flipped = convGradInputFlipped(e, w, dy, e.g.staticShape(w), group, d, pads);
     if (flipped) return flipped;
   }
@@ -508,11 +522,17 @@ function reduceGrad(e: Emitter, n: Node, dy: string, mean: boolean): string {
  * How Conv gradients are emitted (same values; benchmarks compare them in one run):
  * - "plain": weight gradient as one batch-transposed Conv, input gradient as ConvTranspose;
  * - "fast": ungrouped weight gradients as per-tap Gemms, input gradients as ConvTranspose;
- * - "flip" (default): as "fast", and stride-1 input gradients as a Conv with the flipped kernel (onnxruntime's
+ * - "flip": as "fast", and stride-1 input gradients as a Conv with the flipped kernel (onnxruntime's
  *   CPU ConvTranspose is the slower kernel: on a quiet machine the input-gradient graph of full-width
- *   PreAct-ResNet18 ran 1.37× faster this way; README, PyTorch section).
+ *   PreAct-ResNet18 ran 1.37× faster this way; README, PyTorch section);
+ * - "direct" (default): input gradients as "flip" where they have ≥ FLIP_MIN_CHANNELS channels per group, else
+ *   ConvTranspose; weight gradients as "fast" but with dy laid out channel-major ([M, N·oh·ow]) once, so each tap's Gemm reads
+ *   it as it is (with [N·oh·ow, M] and transA every tap's Gemm transposed it again): the weight gradient of one
+ *   3×3 conv at PreAct-ResNet18's four stage shapes (batch 64) ran 1.14–1.51× faster than flip's, alternating in
+ *   one run. Two other forms lost and were removed: all taps side by side in one Gemm (im2col; the channels-last
+ *   Concat cost more than the Gemm saved, 0.61–0.65×) and one Gemm over shifted copies of dy (0.46–1.19×).
  */
-export type ConvGradForms = "fast" | "plain" | "flip";
+export type ConvGradForms = "fast" | "plain" | "flip" | "direct";
 
 export interface BackwardOptions {
   convForms?: ConvGradForms;

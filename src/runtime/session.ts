@@ -25,6 +25,8 @@ export interface SessionOptions {
    * working ones need.
    */
   spinning?: boolean;
+  /** Write onnxruntime's per-node profile (Chrome trace JSON) to files starting with this prefix; see endProfiling. */
+  profilePrefix?: string;
 }
 
 function envThreads(): number | undefined {
@@ -64,6 +66,7 @@ export class Session {
         interOpNumThreads: 1,
         graphOptimizationLevel: "all",
         executionMode: "sequential",
+        ...(opts.profilePrefix ? { enableProfiling: true, profileFilePrefix: opts.profilePrefix } : {}),
         extra: { session: { intra_op: { allow_spinning: spinning ? "1" : "0" }, inter_op: { allow_spinning: spinning ? "1" : "0" } } },
       });
       return new Session(s);
@@ -96,6 +99,11 @@ export class Session {
     const out: Record<string, TensorData> = {};
     for (const [k, v] of Object.entries(res)) out[k] = fromOrt(v);
     return out;
+  }
+
+  /** Stops profiling (sessions created with profilePrefix) and writes the profile file. */
+  endProfiling(): void {
+    this.session.endProfiling();
   }
 
   async release(): Promise<void> {

@@ -19,19 +19,19 @@ const batches = Array.from({ length: 3 }, () => ({
 const optimizer = { kind: "adam" as const, lr: 1e-2 };
 
 test("the step runner's swapped arrays give the same parameters as feeding and reading back every step", async () => {
-  const step = buildStepGraph(model, { optimizer });
+  const step = buildStepGraph(model, { optimizer, update: "graph" });
   const runner = await StepRunner.create(step, { threads: 1 });
   const plain = await Session.create(step.graph, { threads: 1 });
   try {
     const state = new Map<string, TensorData>(step.params);
-    for (const s of step.optimizer.slots) for (const st of s.state) state.set(st.input, st.init);
+    for (const s of step.optimizer!.slots) for (const st of s.state) state.set(st.input, st.init);
     for (const [i, b] of batches.entries()) {
       const lr = stepLr(optimizer, i + 1);
       const got = await runner.run(b.x, b.t, lr);
-      const feeds: Record<string, TensorData> = { input: b.x, target: b.t, [step.optimizer.lrInput]: tensor("float32", [], Float32Array.of(lr)) };
+      const feeds: Record<string, TensorData> = { input: b.x, target: b.t, [step.optimizer!.lrInput]: tensor("float32", [], Float32Array.of(lr)) };
       for (const [k, v] of state) feeds[k] = v;
       const out = await plain.run(feeds);
-      for (const s of step.optimizer.slots) {
+      for (const s of step.optimizer!.slots) {
         state.set(s.param, out[s.next]);
         for (const st of s.state) state.set(st.input, out[st.output]);
       }
@@ -82,5 +82,42 @@ test("the step graph's MaxPool-before-Relu rewrite gives the same loss and updat
     let worst = 0;
     for (let i = 0; i < b.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
     assert.ok(worst <= 1e-5, `${k}: max difference ${worst}`);
+  }
+});
+
+test("the host update (gradients out, optimizer in JS) follows the graph update: Adam, SGD with momentum, weight decay", async () => {
+  const configs = [
+    { kind: "adam" as const, lr: 1e-2 },
+    { kind: "adam" as const, lr: 1e-2, weightDecay: 0.01 },
+    { kind: "sgd" as const, lr: 0.05, momentum: 0.9, weightDecay: 5e-4 },
+    { kind: "sgd" as const, lr: 0.05, momentum: 0 },
+  ];
+  for (const cfg of configs) {
+    const run = async (update: "graph" | "host") => {
+      const r = await StepRunner.create(buildStepGraph(model, { optimizer: cfg, update }), { threads: 1 });
+      try {
+        const losses: number[] = [];
+        for (const [i, b] of batches.entries()) losses.push((await r.run(b.x, b.t, stepLr(cfg, i + 1))).loss);
+        return { losses, params: r.params() };
+      } finally {
+        await r.release();
+      }
+    };
+    const graph = await run("graph");
+    const host = await run("host");
+    host.losses.forEach((l, i) => assert.ok(Math.abs(l - graph.losses[i]) <= 1e-5 * Math.max(1, Math.abs(l)), `${JSON.stringify(cfg)} loss ${i}: ${l} vs ${graph.losses[i]}`));
+    let moved = 0;
+    for (const [k, v] of graph.params) {
+      const a = host.params.get(k)!.data as Float32Array;
+      const b = v.data as Float32Array;
+      const start = model.graph.initializers.get(k)!.data as Float32Array;
+      let worst = 0;
+      for (let i = 0; i < b.length; i++) {
+        worst = Math.max(worst, Math.abs(a[i] - b[i]));
+        moved = Math.max(moved, Math.abs(b[i] - start[i]));
+      }
+      assert.ok(worst <= 1e-5, `${JSON.stringify(cfg)} ${k}: max difference ${worst}`);
+    }
+    assert.ok(moved > 1e-3, `${JSON.stringify(cfg)}: the parameters moved (${moved})`);
   }
 });

@@ -10,6 +10,7 @@ import type { Model, ParamRef } from "../model/model.js";
 import { withParams } from "../model/params.js";
 import { Session, type SessionOptions } from "../runtime/session.js";
 import { mulberry32, shuffled } from "../util/random.js";
+import { HostOptimizer } from "./host-optimizer.js";
 
 /** Labelled images in memory: x is NCHW float32 already scaled. */
 export interface TrainData {
@@ -43,6 +44,9 @@ export interface TrainOptions {
   onBatch?: (done: number, total: number, loss: number) => void;
   /** onnxruntime settings of the step session (threads, spinning). */
   session?: SessionOptions;
+  /** Conv gradient forms and where the update runs (defaults: graph/autodiff.ts, DEFAULT_UPDATE); benchmarks compare them. */
+  convForms?: ConvGradForms;
+  update?: UpdatePlace;
 }
 
 // Moved to util/random.ts; re-exported for existing importers.
@@ -66,12 +70,31 @@ export function checkFinite(data: TrainData): void {
   }
 }
 
-/** The training step as one graph: forward, loss, backward and the optimizer update. */
+/**
+ * Where the optimizer update runs:
+ * - "graph" (default): as nodes of the step graph (graph/optimizers.ts); parameters and optimizer state go in
+ *   as inputs and come out as outputs, written into a second set of arrays;
+ * - "host": the graph ends at the gradients, which the runtime writes into fixed arrays, and
+ *   train/host-optimizer.ts updates parameters and state in place. Same rules; one single-threaded JS pass per
+ *   parameter instead of a dozen whole-tensor graph nodes on all cores. On full-width PreAct-ResNet18 it
+ *   measured 0.82–0.89× the graph update's step rate in the same runs (README, PyTorch exports), so it is not
+ *   the default.
+ */
+export type UpdatePlace = "graph" | "host";
+export const UPDATE_PLACES: readonly UpdatePlace[] = ["graph", "host"];
+export const DEFAULT_UPDATE: UpdatePlace = "graph";
+
+/** The training step as one graph: forward, loss, backward and (update "graph") the optimizer update. */
 export interface StepGraph {
   graph: Graph;
   loss: string;
   logits: string;
-  optimizer: OptimizerGraph;
+  update: UpdatePlace;
+  optimizerConfig: OptimizerConfig;
+  /** The update nodes (update "graph" only). */
+  optimizer?: OptimizerGraph;
+  /** Trainable parameter → its gradient, a graph output (update "host" only). */
+  grads: Map<string, string>;
   /** Trainable parameters (graph inputs now) with their starting values. */
   params: Map<string, TensorData>;
 }
@@ -81,6 +104,7 @@ export function buildStepGraph(
   opts: Pick<TrainOptions, "optimizer" | "trainable" | "channelMasks"> & {
     pooledRelus?: boolean;
     convForms?: ConvGradForms;
+    update?: UpdatePlace;
     /** A loss other than mean softmax CE (it may add graph inputs of its own, fed through run's `extra`). */
     loss?: (g: Graph, logits: string, target: string) => string;
   },
@@ -95,33 +119,59 @@ export function buildStepGraph(
   const params = new Map<string, TensorData>();
   for (const p of trainable) params.set(p, g.liftInitializer(p));
   const grads = backward(g, loss, trainable, { convForms: opts.convForms });
+  const update = opts.update ?? DEFAULT_UPDATE;
+  if (update === "host") {
+    g.setOutputs([loss, model.logits, ...new Set(grads.values())]);
+    return { graph: g, loss, logits: model.logits, update, optimizerConfig: opts.optimizer, grads, params };
+  }
   const optimizer = addOptimizer(g, grads, opts.optimizer);
   g.setOutputs([loss, model.logits, ...optimizer.slots.flatMap((s) => [s.next, ...s.state.map((st) => st.output)])]);
-  return { graph: g, loss, logits: model.logits, optimizer, params };
+  return { graph: g, loss, logits: model.logits, update, optimizerConfig: opts.optimizer, optimizer, grads: new Map(), params };
 }
 
 const fresh = (t: TensorData): TensorData => tensor("float32", [...t.shape], new Float32Array(t.data.length));
+const copyOf = (t: TensorData): TensorData => tensor("float32", [...t.shape], Float32Array.from(t.data as Float32Array));
 
 /**
- * Runs a compiled step graph batch after batch. Parameters and optimizer state live in two sets of arrays that
- * swap roles every step: one is fed, the runtime writes the updated values straight into the other, so nothing
- * is allocated or copied out per step but the loss and the logits.
+ * Runs a compiled step graph batch after batch without allocating or copying parameters per step.
+ * Update "graph": parameters and optimizer state live in two sets of arrays that swap roles every step: one is
+ * fed, the runtime writes the updated values straight into the other. Update "host": one set of parameter
+ * arrays is fed, the runtime writes the gradients into fixed arrays, and the host optimizer updates the
+ * parameters in place. Only the loss and the logits are allocated per step.
  */
 export class StepRunner {
   private cur = new Map<string, TensorData>();
   private next = new Map<string, TensorData>();
-  /** Graph output → the state input it replaces. */
+  /** Graph output → the state input it replaces (update "graph"). */
   private readonly feedsOf = new Map<string, string>();
+  /** Gradient output → the array the runtime writes it into (update "host"). */
+  private readonly gradInto = new Map<string, TensorData>();
+  private readonly host?: HostOptimizer;
+  private readonly hostParams: Float32Array[] = [];
+  private readonly hostGrads: Float32Array[] = [];
 
   private constructor(private readonly step: StepGraph, private readonly session: Session) {
-    for (const s of step.optimizer.slots) {
-      this.feedsOf.set(s.next, s.param);
-      for (const st of s.state) this.feedsOf.set(st.output, st.input);
-      const p = step.params.get(s.param)!;
-      this.cur.set(s.param, tensor("float32", [...p.shape], Float32Array.from(p.data as Float32Array)));
-      for (const st of s.state) this.cur.set(st.input, tensor("float32", [...st.init.shape], Float32Array.from(st.init.data as Float32Array)));
+    if (step.optimizer) {
+      for (const s of step.optimizer.slots) {
+        this.feedsOf.set(s.next, s.param);
+        for (const st of s.state) this.feedsOf.set(st.output, st.input);
+        this.cur.set(s.param, copyOf(step.params.get(s.param)!));
+        for (const st of s.state) this.cur.set(st.input, copyOf(st.init));
+      }
+      for (const [k, t] of this.cur) this.next.set(k, fresh(t));
+      return;
     }
-    for (const [k, t] of this.cur) this.next.set(k, fresh(t));
+    for (const [p, t] of step.params) {
+      const cur = copyOf(t);
+      this.cur.set(p, cur);
+      const gname = step.grads.get(p)!;
+      // Two parameters with one gradient value (not seen in practice) would share its array.
+      const into = this.gradInto.get(gname) ?? fresh(t);
+      this.gradInto.set(gname, into);
+      this.hostParams.push(cur.data as Float32Array);
+      this.hostGrads.push(into.data as Float32Array);
+    }
+    this.host = new HostOptimizer(step.optimizerConfig, this.hostParams.map((a) => a.length));
   }
 
   static async create(step: StepGraph, opts: SessionOptions = {}): Promise<StepRunner> {
@@ -133,11 +183,18 @@ export class StepRunner {
    * `extra` feeds the inputs a custom loss added.
    */
   async run(x: TensorData, target: TensorData, lr: number, extra: Readonly<Record<string, TensorData>> = {}): Promise<{ loss: number; logits: Float32Array }> {
-    const feeds: Record<string, TensorData> = { ...extra, input: x, target, [this.step.optimizer.lrInput]: tensor("float32", [], Float32Array.of(lr)) };
+    const feeds: Record<string, TensorData> = { ...extra, input: x, target };
     for (const [k, v] of this.cur) feeds[k] = v;
+    const fetches = [this.step.loss, this.step.logits];
+    if (this.host) {
+      const res = await this.session.runInto(feeds, Object.fromEntries(this.gradInto), fetches);
+      this.host.step(this.hostParams, this.hostGrads, lr);
+      return { loss: (res[this.step.loss].data as Float32Array)[0], logits: res[this.step.logits].data as Float32Array };
+    }
+    feeds[this.step.optimizer!.lrInput] = tensor("float32", [], Float32Array.of(lr));
     const into: Record<string, TensorData> = {};
     for (const [out, inp] of this.feedsOf) into[out] = this.next.get(inp)!;
-    const res = await this.session.runInto(feeds, into, [this.step.loss, this.step.logits]);
+    const res = await this.session.runInto(feeds, into, fetches);
     [this.cur, this.next] = [this.next, this.cur];
     return { loss: (res[this.step.loss].data as Float32Array)[0], logits: res[this.step.logits].data as Float32Array };
   }
@@ -145,16 +202,18 @@ export class StepRunner {
   /** The parameters reached so far (copies: the runner keeps writing into its own arrays). */
   params(): Map<string, TensorData> {
     const m = new Map<string, TensorData>();
-    for (const p of this.step.params.keys()) {
-      const t = this.cur.get(p)!;
-      m.set(p, tensor("float32", [...t.shape], Float32Array.from(t.data as Float32Array)));
-    }
+    for (const p of this.step.params.keys()) m.set(p, copyOf(this.cur.get(p)!));
     return m;
   }
 
   /** The arrays the next step reads its parameters from (no copies: a caller may shift them in place, as SAM does). */
   live(): Map<string, TensorData> {
     return new Map([...this.step.params.keys()].map((p) => [p, this.cur.get(p)!]));
+  }
+
+  /** Writes the profile of a session created with `profilePrefix`. */
+  endProfiling(): void {
+    this.session.endProfiling();
   }
 
   async release(): Promise<void> {
