@@ -16,7 +16,7 @@ export const finePruneDefinition = defineDefense({
     stop: {
       kind: "choice",
       choices: STOP_CHOICES,
-      description: `end fine-tuning once held-out clean accuracy is back at B's or has not improved for ${STOP_PATIENCE} epochs (recovered), or run every epoch on all the clean data (epochs)`,
+      description: `run every epoch on all the clean data (epochs), or end fine-tuning once held-out clean accuracy is back at B's or has not improved for ${STOP_PATIENCE} epochs (recovered: faster, may leave a higher ASR)`,
       default: DEFAULT_STOP,
     },
     holdout: { kind: "number", description: "share of the clean data held out of fine-tuning for --stop recovered", default: DEFAULT_FINE_PRUNE_HOLDOUT, min: 0, max: 1, exclusiveMin: true, exclusiveMax: true },

@@ -131,11 +131,12 @@ test("fine-prune --tune tail: only the tail's parameters change, the pruned chan
   for (const c of r.channels) assert.ok(k.subarray(c * per, (c + 1) * per).every((v) => v === 0));
   const all = await finePrune(model, { valid, drop: 2, epochs: 0, seed: 1 });
   assert.deepEqual([all.tune, all.tunedFrom, all.tunedParams], ["all", model.input, all.totalParams]);
+  assert.deepEqual(all.stop, { rule: "epochs", epochsRun: 0, reason: "epochs" }, "the default runs every epoch on all the clean data");
 });
 
 test("fine-prune --stop recovered: B's accuracy on the held-out images is the target, and training stops by the rule", async () => {
   const seed = 3;
-  const r = await finePrune(model, { valid, poisoned, drop: 2, epochs: 6, lr: 1e-3, seed });
+  const r = await finePrune(model, { valid, poisoned, drop: 2, epochs: 6, lr: 1e-3, seed, stop: "recovered" });
   const s = r.stop;
   assert.equal(s.rule, "recovered");
   const { held } = holdoutSplit(valid.size, 0.2, seed);
@@ -153,7 +154,7 @@ test("fine-prune --stop recovered: B's accuracy on the held-out images is the ta
   } else if (s.reason === "no-improvement") {
     assert.ok(accs.length > 2 && Math.max(...accs.slice(-2)) <= Math.max(...accs.slice(0, -2)));
   } else assert.equal(r.history.length, 6);
-  await assert.rejects(finePrune(model, { valid, holdout: 1 }), (e: Error) => e instanceof UserError && /holdout/.test(e.message));
+  await assert.rejects(finePrune(model, { valid, stop: "recovered", holdout: 1 }), (e: Error) => e instanceof UserError && /holdout/.test(e.message));
   await assert.rejects(finePrune(model, { valid, stop: "never" as "epochs" }), (e: Error) => e instanceof UserError && /stop/.test(e.message));
 });
 
