@@ -5,11 +5,12 @@
 // --raw appends every zoo scan's per-label measurements (what the statistics read) as a JSON line, so that a
 // change of the statistics can be measured on the same scans with --rescore FILE.jsonl (no optimization runs);
 // --natural rescores with the natural-feature check and its second stage (off by default, see nc-evidence.ts);
-// --null normal|t|mad and --split-families choose the index's null and the FDR split over the trigger families.
+// --null normal|t|mad and --family-fdr split|each choose the index's null and whether the FDR level is split over
+// the trigger families (defaults: DEFAULT_SCORE_RULE).
 import { appendFileSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { detectBackdoor, scoreScan, TRIGGER_FAMILIES, type NcRawScore, type NeuralCleanseResult, type ScoreRule, type TriggerFamily } from "../defenses/neural-cleanse.js";
+import { DEFAULT_SCORE_RULE, detectBackdoor, scoreScan, TRIGGER_FAMILIES, type NcRawScore, type NeuralCleanseResult, type ScoreRule, type TriggerFamily } from "../defenses/neural-cleanse.js";
 import { NULL_DISTRIBUTIONS, type NullDistribution } from "../defenses/nc-evidence.js";
 import { openDataset } from "../io/open-dataset.js";
 import { openImageFiles } from "../io/image-folder.js";
@@ -30,7 +31,7 @@ const { values } = parseArgs({
     rescore: { type: "string" },
     natural: { type: "boolean" },
     null: { type: "string" },
-    "split-families": { type: "boolean" },
+    "family-fdr": { type: "string" },
   },
 });
 
@@ -96,19 +97,21 @@ if (values.rescore) {
     byKey.set(`${x.model}\u0000${x.seed}`, x);
   }
   const naturalCheck = values.natural === true;
-  const nd = values.null ?? "normal";
+  const nd = values.null ?? DEFAULT_SCORE_RULE.nullDistribution;
   if (!NULL_DISTRIBUTIONS.includes(nd as NullDistribution)) throw new Error(`--null must be one of ${NULL_DISTRIBUTIONS.join(", ")}, got ${nd}`);
   // The rule's choices beside the natural-feature check: the index's null and the FDR split over the families.
-  const rule: ScoreRule = { nullDistribution: nd as NullDistribution, splitFamilies: values["split-families"] === true };
+  const ff = values["family-fdr"] ?? (DEFAULT_SCORE_RULE.splitFamilies ? "split" : "each");
+  if (ff !== "split" && ff !== "each") throw new Error(`--family-fdr must be split or each, got ${ff}`);
+  const rule: ScoreRule = { nullDistribution: nd as NullDistribution, splitFamilies: ff === "split" };
   const csawNames = new Set(CSAW_NETS.map(([f]) => f.replace("_bd_weights.h5", "")));
   const all = [...byKey.values()];
   const scans = all.filter((x) => !csawNames.has(x.model));
   const models = [...new Set(scans.map((x) => x.model))].sort();
-  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans${naturalCheck ? ", with the natural-feature check" : ""}; index null ${rule.nullDistribution}${rule.splitFamilies ? ", FDR split over the families" : ""})`);
+  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans${naturalCheck ? ", with the natural-feature check" : ""}; index null ${rule.nullDistribution}${rule.splitFamilies ? ", FDR split over the families" : ", FDR level per family"})`);
   say();
   say("| model | targets | flagged per seed | every target flagged | wrong flags |");
   say("|---|---|---|---|---|");
-  let good = 0;
+  let good = 0, hits = 0, scored = 0, wrongAll = 0, cleanFlagged = 0;
   for (const name of models) {
     const mine = scans.filter((x) => x.model === name).sort((p, q) => p.seed - q.seed);
     const targets = mine[0].targets;
@@ -116,10 +119,15 @@ if (values.rescore) {
     const all = flags.filter((f) => targets.every((t) => f.includes(t))).length;
     const wrong = flags.reduce((n, f) => n + f.filter((l) => !targets.includes(l)).length, 0);
     if (targets.length ? all >= Math.min(4, mine.length) && wrong === 0 : wrong === 0) good++;
+    if (targets.length) {
+      hits += all;
+      scored += mine.length;
+    } else cleanFlagged += flags.filter((f) => f.length > 0).length;
+    wrongAll += wrong;
     say(`| ${name} | ${list(targets)} | ${flags.map((f) => `[${f.join(",")}]`).join(" ")} | ${targets.length ? `${all}/${mine.length}` : "—"} | ${wrong} |`);
   }
   say();
-  say(`Goal met on ${good}/${models.length} models.`);
+  say(`Goal met on ${good}/${models.length} models; every target flagged in ${hits}/${scored} scans of backdoored models; ${wrongAll} wrong flags; ${cleanFlagged} clean-model scans with a flag.`);
   const csaw = all.filter((x) => csawNames.has(x.model));
   if (csaw.length) {
     say();

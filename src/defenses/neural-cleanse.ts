@@ -1105,9 +1105,16 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
 export interface ScoreRule {
   /** The anomaly index's null (default "normal"; see EvidenceOptions.nullDistribution). */
   nullDistribution?: NullDistribution;
-  /** Split the FDR level over the trigger families (Bonferroni: a label is flagged when any family flags it). */
+  /**
+   * Split the FDR level over the trigger families (default true): a label is flagged when any family flags it,
+   * so with two families at 0.05 each its error rate could reach 0.1; at 0.05 / families each it stays at 0.05
+   * (Bonferroni over the families).
+   */
   splitFamilies?: boolean;
 }
+
+/** The flag rule's defaults (README "Neural Cleanse measurements" compares the others on the same scans). */
+export const DEFAULT_SCORE_RULE: Required<ScoreRule> = { nullDistribution: "normal", splitFamilies: true };
 
 /**
  * The statistics of a scan from its per-label measurements (the whole scan, or every shard of one merged):
@@ -1130,7 +1137,7 @@ export function scoreScan(
     if (rs.length !== labels.length) throw new Error(`scoreScan: ${rs.length} ${f} scores for ${labels.length} labels`);
     const ev = familyEvidence(
       rs.map((r, i) => ({ label: labels[i], norm: r.statNorm, reached: r.reached, heldOutSuccess: r.attackSuccess, restartNorms: r.restartNorms, reference: r.reference, sources: r.sources })),
-      { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages, naturalCheck: o.naturalCheck, naturalScale: o.naturalScale, nullDistribution: o.nullDistribution, families: o.splitFamilies ? fams.length : 1 },
+      { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages, naturalCheck: o.naturalCheck, naturalScale: o.naturalScale, nullDistribution: o.nullDistribution ?? DEFAULT_SCORE_RULE.nullDistribution, families: (o.splitFamilies ?? DEFAULT_SCORE_RULE.splitFamilies) ? fams.length : 1 },
     );
     scores[f] = rs.map((r, i) => ({
       ...r,
