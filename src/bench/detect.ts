@@ -9,6 +9,7 @@
 // the trigger families (defaults: DEFAULT_SCORE_RULE).
 import { appendFileSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { gunzipSync } from "node:zlib";
 import { parseArgs } from "node:util";
 import { DEFAULT_SCORE_RULE, detectBackdoor, scoreScan, TRIGGER_FAMILIES, type NcRawScore, type NeuralCleanseResult, type ScoreRule, type TriggerFamily } from "../defenses/neural-cleanse.js";
 import { NULL_DISTRIBUTIONS, type NullDistribution } from "../defenses/nc-evidence.js";
@@ -92,7 +93,10 @@ const CSAW_TARGETS: Record<string, number[]> = { "sunglasses_bd_weights.h5": [0]
 if (values.rescore) {
   // A (model, seed) scanned twice (files concatenated from several runs) counts once: the last line wins.
   const byKey = new Map<string, RawScan>();
-  for (const line of readFileSync(values.rescore, "utf8").split("\n").filter((l) => l.trim())) {
+  // A .gz file (the saved scans in docs/data) is read through gunzip.
+  const buf = readFileSync(values.rescore);
+  const text = values.rescore.endsWith(".gz") ? gunzipSync(buf).toString("utf8") : buf.toString("utf8");
+  for (const line of text.split("\n").filter((l) => l.trim())) {
     const x = JSON.parse(line) as RawScan;
     byKey.set(`${x.model}\u0000${x.seed}`, x);
   }
