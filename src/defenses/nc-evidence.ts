@@ -225,6 +225,8 @@ function signedIndex(v: readonly number[], ref: readonly boolean[], excluded: Re
   return { z, median: med, mad: m, n: rest.length };
 }
 
+/** A level such as 0.025 as written (two significant digits). */
+const level = (x: number): string => String(Number(x.toPrecision(2)));
 const fmt = (x: number): string => (x >= 0.01 || x === 0 ? x.toFixed(2) : x.toExponential(1));
 
 /** The evidence for every label of one family, with the confirm-and-exclude loop for several targets. */
@@ -270,7 +272,7 @@ export function familyEvidence(measures: readonly LabelMeasure[], opts: Evidence
       (okIndex ? pass : failed).push(`anomaly index ${index.toFixed(2)}${small ? "" : " (large side)"} ${okIndex ? ">" : "<="} ${ANOMALY_THRESHOLD}${others > 0 ? ` without the ${others} other confirmed target(s)` : ""}`);
       const fams = Math.max(1, opts.families ?? 1);
       const nullText = df === Infinity ? "" : `, index null t(${df.toFixed(1)}) from ${st.n} labels`;
-      const fdrText = `false-discovery rate q ${fmt(q[i])} ${okFdr ? "<=" : ">"} ${fmt(fdr)} over ${measures.length} labels${fams > 1 ? ` (${fmt(fdr * fams)} over ${fams} trigger families)` : ""}${nullText}`;
+      const fdrText = `false-discovery rate q ${fmt(q[i])} ${okFdr ? "<=" : ">"} ${level(fdr)} over ${measures.length} labels${fams > 1 ? ` (${level(fdr * fams)} over ${fams} trigger families)` : ""}${nullText}`;
       if (okFdr) pass.push(fdrText);
       else if (okSwitch && r !== null)
         pass.push(`${fdrText}, but confirmed as a switch: a third of the trigger moves ${(100 * r).toFixed(0)}% of the images the full one does, less than every one of the ${refReach.length} reference labels' (a natural label passes both stages with probability about ${fmt(p[i] / (1 + refReach.length))})`);
