@@ -63,7 +63,7 @@ test("chooseCandidate: a flagged label no eligible repair can halve does not dom
   // removes them only at 3 points, outside the window; the repair of label 7 alone stays in it.
   const s = [
     perLabel("pu", 0.873, { 2: 0.12, 7: 0.006, 8: 0.09 }),
-    perLabel("pu[7]", 0.892, { 2: 0.8, 7: 0.004, 8: 0.85 }),
+    { ...perLabel("pu[7]", 0.892, { 2: 0.4, 7: 0.004, 8: 0.85 }), labels: [7] },
     perLabel("ft-sam", 0.895, { 2: 0.9, 7: 0.92, 8: 0.9 }),
     perLabel("none", 0.901, { 2: 0.935, 7: 0.903, 8: 0.939 }),
   ];
@@ -77,6 +77,8 @@ test("chooseCandidate: a flagged label no eligible repair can halve does not dom
   const wide = chooseCandidate(s, 0.04, 765);
   assert.equal(s[wide.index].defense, "pu");
   assert.deepEqual(wide.ignored, []);
+  // Label 2 halved on the side by the repair of label 7 alone does not count.
+  assert.deepEqual(countedLabels(s, eligible).counted, [7]);
   // No label halved by any eligible repair: every label counts (the rule without the per-label step).
   const none = [perLabel("a", 0.9, { 1: 0.8, 2: 0.7 }), perLabel("none", 0.9, { 1: 0.9, 2: 0.9 })];
   assert.deepEqual(countedLabels(none, [0, 1]), { counted: [1, 2], ignored: [] });

@@ -13,8 +13,9 @@
 // unchanged) is scored like the others; with no flagged label it is the only candidate (see autoCandidates).
 //
 // False flags. The reversed-trigger score is taken per flagged label, and the attack score is the worst over the
-// labels that count: a label counts when some eligible repair (not "none") brings its reversed trigger's
-// success to at most half of B's. A label no eligible repair can halve is either a natural feature of its class
+// labels that count: a label counts when some eligible repair (not "none") that was run on it brings its
+// reversed trigger's success to at most half of B's (a repair of another label that lowers it on the side
+// does not make it count: natural features of a class fall a little with any change of the network). A label no eligible repair can halve is either a natural feature of its class
 // that Neural Cleanse flagged (on blend, seed 0, labels 2, 6 and 8 beside the real target 7: unlearning them
 // costs ~3 points) or out of every repair's reach within the accuracy window: it cannot separate the candidates,
 // and with the worst over all labels it hid every difference on the labels that can be repaired. If no label
@@ -121,6 +122,8 @@ export interface CandidateScore {
   triggerSuccess?: number;
   /** Per flagged label: its reversed trigger's success (the worst of its triggers). */
   perLabel?: { label: number; success: number }[];
+  /** The flagged labels the candidate was run on (undefined: all of them, or it uses no trigger). */
+  labels?: number[];
   /** Largest share of the selection images the network gets right (other classes) that one universal perturbation sends to one class. */
   adversarialSuccess: number;
   seconds: number;
@@ -196,8 +199,8 @@ export function targetedShare(y: Int32Array, pred: Int32Array, adv: Int32Array, 
 const attackOf = (s: CandidateScore): number => s.triggerSuccess ?? s.adversarialSuccess;
 
 /**
- * The flagged labels that count in the attack score (see the file's head): those some eligible repair brings to
- * at most half of B's reversed-trigger success ("none"'s score; 1 when B was not scored). All labels when none
+ * The flagged labels that count in the attack score (see the file's head): those some eligible repair run on
+ * them brings to at most half of B's reversed-trigger success ("none"'s score; 1 when B was not scored). All labels when none
  * qualifies, or when the scores have no per-label figures.
  */
 export function countedLabels(scores: readonly CandidateScore[], eligible: readonly number[]): { counted: number[]; ignored: number[] } {
@@ -206,7 +209,7 @@ export function countedLabels(scores: readonly CandidateScore[], eligible: reado
   const of = (s: CandidateScore, l: number): number | undefined => s.perLabel?.find((p) => p.label === l)?.success;
   const counted = labels.filter((l) => {
     const base = (b && of(b, l)) ?? 1;
-    return eligible.some((i) => scores[i].defense !== NO_CHANGE && (of(scores[i], l) ?? Infinity) <= base / 2 + 1e-12);
+    return eligible.some((i) => scores[i].defense !== NO_CHANGE && (scores[i].labels?.includes(l) ?? true) && (of(scores[i], l) ?? Infinity) <= base / 2 + 1e-12);
   });
   if (counted.length === 0) return { counted: labels, ignored: [] };
   return { counted, ignored: labels.filter((l) => !counted.includes(l)) };

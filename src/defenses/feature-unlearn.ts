@@ -43,6 +43,8 @@ export type FeatureUnlearnSettings = OptionValues<typeof FEATURE_UNLEARN_OPTIONS
 
 export interface FeatureUnlearnOptions extends Partial<FeatureUnlearnSettings> {
   evalBatchSize?: number;
+  /** The network whose clean features are the targets (default: the one being repaired; prune-unlearn passes B unpruned). */
+  reference?: Model;
   /** Layer value → per-channel 0/1 mask held during training (pruned channels stay at zero). */
   channelMasks?: Map<string, Float32Array>;
   onEpoch?: (e: FeatureUnlearnEpoch) => void;
@@ -122,7 +124,9 @@ export async function featureUnlearn(model: Model, data: NcData, triggers: Rever
   const held = gather(allX, allY, per, split.held);
   const heldDs = memoryDataset(`${clean.name} (held out)`, shape, held.x, held.y);
   // B's clean features: the target of every row, fixed.
-  const { data: featB, width } = await featuresOf(model, feature, tr.x, shape, opts.evalBatchSize);
+  const ref = opts.reference ?? model;
+  if (!ref.graph.has(feature)) fail(`the reference network has no value ${feature}`);
+  const { data: featB, width } = await featuresOf(ref, feature, tr.x, shape, opts.evalBatchSize);
   let energy = 0;
   for (const v of featB) energy += v * v;
   const n = tr.y.length;

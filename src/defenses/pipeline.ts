@@ -162,7 +162,8 @@ async function autoRepair(
     }
     req.progress?.({ stage: "auto: scoring", done: outcomes.length, total: defenses.length, unit: "candidate", note: name });
     const q0 = performance.now();
-    scores.push(await scoreCandidate(name, outcome.repaired, selection, { triggers: triggers?.triggers ?? [], inputScale: req.inputScale, seed: numberOr(req.common?.seed, 0) }, seconds));
+    const sc = await scoreCandidate(name, outcome.repaired, selection, { triggers: triggers?.triggers ?? [], inputScale: req.inputScale, seed: numberOr(req.common?.seed, 0) }, seconds);
+    scores.push(plan[k].labels ? { ...sc, labels: plan[k].labels } : sc);
     timings[`auto: ${name}`] = seconds;
     timings[`auto: score ${name}`] = (performance.now() - q0) / 1000;
     outcomes.push({ defense: d, outcome });

@@ -34,6 +34,7 @@ import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type Option
 import { gFromPair } from "./g-model.js";
 import { ncEvalSets, ncPrune, ncUnlearn, prunedNeuronsModel, pruneSite, type NcData, type NcEvaluation, type PruneSite, type ReversedTrigger, type UnlearnEpoch, type UnlearnOptions } from "./nc-mitigation.js";
 import { channelMask } from "./pruning.js";
+import { featureUnlearn } from "./feature-unlearn.js";
 
 const POOLS = new Set(["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"]);
 
@@ -68,6 +69,8 @@ export const PRUNE_UNLEARN_OPTIONS = {
   holdout: { kind: "number", description: "share of the clean data held out to choose the unlearning epoch", default: 0.2, min: 0, max: 1, exclusiveMax: true },
   ratio: { kind: "number", description: "share of each unlearning batch stamped with a reversed trigger (true labels kept)", default: 0.2, min: 0, exclusiveMin: true, max: 1 },
   lr: { kind: "number", description: "Adam learning rate of the unlearning", default: 1e-3, min: 0, exclusiveMin: true },
+  unlearning: { kind: "choice", choices: ["ce", "feature"] as const, description: "the unlearning after pruning: cross-entropy on stamped images (ce, Neural Cleanse's) or feature matching too (feature: feature-unlearn.ts)", default: "ce" },
+  featureWeight: { kind: "number", description: "with --unlearning feature: weight of the feature-matching term", default: 1, min: 0 },
   batchSize: { kind: "integer", description: "unlearning batch size", default: 32, min: 1, max: 65536 },
   seed: SEED_OPTION,
 } as const satisfies OptionSpecs;
@@ -134,19 +137,12 @@ export async function pruneUnlearn(model: Model, data: NcData, triggers: Reverse
     opts.onPrune?.(t.label, pruned.length, site.units);
   }
   // The pruned channels stay at zero while unlearning (masked in the step graph, so their weights get no gradient).
-  const u = await ncUnlearn(current, data, triggers, {
-    channelMasks: new Map([[site.value, channelMask(site.units, pruned)]]),
-    epochs: s.epochs,
-    patience: s.patience,
-    holdout: s.holdout,
-    ratio: s.ratio,
-    lr: s.lr,
-    batchSize: s.batchSize,
-    seed: s.seed,
-    evalBatchSize: opts.evalBatchSize,
-    onBatch: opts.onBatch,
-    onEpoch: opts.onEpoch,
-  });
+  const masks = new Map([[site.value, channelMask(site.units, pruned)]]);
+  const common = { channelMasks: masks, epochs: s.epochs, patience: s.patience, holdout: s.holdout, ratio: s.ratio, lr: s.lr, batchSize: s.batchSize, seed: s.seed, evalBatchSize: opts.evalBatchSize };
+  const u =
+    s.unlearning === "feature"
+      ? await featureUnlearn(current, data, triggers, { ...common, weight: s.featureWeight, reference: model }).then((r) => ({ model: r.model, history: r.history.map((h) => ({ ...h, round: h.epoch ? 1 : 0, accuracy: NaN, score: h.heldOutAccuracy - h.heldOutTriggerSuccess })), chosenEpoch: r.chosenEpoch }))
+      : await ncUnlearn(current, data, triggers, { ...common, onBatch: opts.onBatch, onEpoch: opts.onEpoch });
   const repaired = { ...u.model, name: `${model.name}_pruned_unlearned` };
   const ev = await evaluateModels(model, repaired, ncEvalSets(data, triggers), opts.evalBatchSize);
   return {
