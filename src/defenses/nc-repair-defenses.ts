@@ -183,7 +183,7 @@ export const pruneUnlearnDefinition = defineDefense({
         `model       ${model.name}`,
         `triggers    label ${src.flagged.join(", ")} (${src.source})`,
         `pruned      ${r.pruned.length} of ${r.site.units} channels of ${r.site.layer} (${labelsText}); clean accuracy ${pct(r.pruneAccuracy.before)} → ${pct(r.pruneAccuracy.after)} on ${clean.name}`,
-        `unlearning  ${epochsRun(r)} of at most ${settings.epochs} epoch(s), kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success; pruned channels held at zero`,
+        `unlearning  ${epochsRun(r)} of at most ${settings.epochs} epoch(s) (${r.unlearningUsed === "feature" ? `feature matching, weight ${settings.featureWeight}` : "cross-entropy"}), kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success; pruned channels held at zero`,
         `before      ${triggerEvalLine(r.before)} on ${(data.test ?? clean).name}`,
         `after       ${triggerEvalLine(r.after)}`,
         `G           ${gLine(r.g)}`,
