@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { cleanSet, backdooredModel, poisonedSet } from "../test/tiny-patch-mlp.js";
-import { chooseCandidate, effectiveTolerance, splitForSelection, targetedShare, type CandidateScore } from "./auto-select.js";
+import { autoPlan, chooseCandidate, countedLabels, effectiveTolerance, splitForSelection, strongestLabel, targetedShare, type CandidateScore } from "./auto-select.js";
 import { repair, type RepairRequest } from "./pipeline.js";
 
 const score = (defense: string, cleanAccuracy: number, triggerSuccess: number | undefined, adversarialSuccess: number): CandidateScore => ({ defense, cleanAccuracy, triggerSuccess, adversarialSuccess, seconds: 0 });
@@ -51,6 +51,56 @@ test("chooseCandidate: between tied repairs, accuracy gaps under the tolerance g
   assert.equal(chooseCandidate(far, 0.01, 800).index, 1);
   // B unchanged keeps a tie it leads on accuracy.
   assert.equal(chooseCandidate([score("sau", 0.895, 0.05, 0.05), score("none", 0.9, 0.055, 0.05)], 0.01, 1000).index, 1);
+});
+
+const perLabel = (defense: string, cleanAccuracy: number, per: Record<number, number>): CandidateScore => ({
+  ...score(defense, cleanAccuracy, Math.max(...Object.values(per)), 0.5),
+  perLabel: Object.entries(per).map(([l, v]) => ({ label: Number(l), success: v })),
+});
+
+test("chooseCandidate: a flagged label no eligible repair can halve does not dominate the attack score", () => {
+  // Label 7 is a backdoor every repair removes; labels 2 and 8 are natural features: the repair of all labels
+  // removes them only at 3 points, outside the window; the repair of label 7 alone stays in it.
+  const s = [
+    perLabel("pu", 0.873, { 2: 0.12, 7: 0.006, 8: 0.09 }),
+    { ...perLabel("pu[7]", 0.892, { 2: 0.4, 7: 0.004, 8: 0.85 }), labels: [7] },
+    perLabel("ft-sam", 0.895, { 2: 0.9, 7: 0.92, 8: 0.9 }),
+    perLabel("none", 0.901, { 2: 0.935, 7: 0.903, 8: 0.939 }),
+  ];
+  const eligible = [1, 2, 3];
+  assert.deepEqual(countedLabels(s, eligible), { counted: [7], ignored: [2, 8] });
+  const c = chooseCandidate(s, 0.01, 765);
+  assert.equal(s[c.index].defense, "pu[7]");
+  assert.deepEqual(c.ignored, [2, 8]);
+  assert.match(c.reason, /labels 2, 8 not counted/);
+  // When the all-label repair is eligible too, the false flags count again (it halves them) and it wins.
+  const wide = chooseCandidate(s, 0.04, 765);
+  assert.equal(s[wide.index].defense, "pu");
+  assert.deepEqual(wide.ignored, []);
+  // Label 2 halved on the side by the repair of label 7 alone does not count.
+  assert.deepEqual(countedLabels(s, eligible).counted, [7]);
+  // No label halved by any eligible repair: every label counts (the rule without the per-label step).
+  const none = [perLabel("a", 0.9, { 1: 0.8, 2: 0.7 }), perLabel("none", 0.9, { 1: 0.9, 2: 0.9 })];
+  assert.deepEqual(countedLabels(none, [0, 1]), { counted: [1, 2], ignored: [] });
+});
+
+test("autoPlan: the first candidate also runs on the most anomalous flagged label alone when several are flagged", () => {
+  const nc = {
+    labels: [
+      { label: 2, l1Norm: 50, anomalyIndex: 0.1, attackSuccess: 0.9, flagged: true, flaggedBy: ["blend"], blendAnomalyIndex: 4.8 },
+      { label: 7, l1Norm: 43, anomalyIndex: 1.0, attackSuccess: 0.9, flagged: true, flaggedBy: ["blend"], blendAnomalyIndex: 21.5 },
+      { label: 8, l1Norm: 20, anomalyIndex: 2.5, attackSuccess: 0.9, flagged: true, flaggedBy: ["mask"], blendAnomalyIndex: 1.4 },
+    ],
+  };
+  assert.equal(strongestLabel(nc, [2, 7, 8]), 7);
+  // The family that did not flag a label does not speak for it: label 8's blend index is ignored.
+  assert.equal(strongestLabel(nc, [2, 8]), 2);
+  assert.equal(strongestLabel(undefined, [2, 8]), undefined);
+  const plan = autoPlan([2, 7, 8], nc);
+  assert.deepEqual(plan.slice(0, 2), [{ name: "prune-unlearn", defense: "prune-unlearn" }, { name: "prune-unlearn[7]", defense: "prune-unlearn", labels: [7] }]);
+  assert.equal(plan.at(-1)?.name, "none");
+  assert.equal(autoPlan([7], nc).length, autoPlan([2, 7, 8]).length);
+  assert.deepEqual(autoPlan([]), [{ name: "none", defense: "none" }]);
 });
 
 test("targetedShare: the largest share of correct images of other classes sent to one class", () => {

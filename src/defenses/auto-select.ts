@@ -11,10 +11,21 @@
 // the earlier candidate; between repairs, clean-accuracy gaps under the 1-point tolerance are ties too, and the
 // earlier candidate of the list wins (the list is ordered by what the zoo measurements favour). "none" (B
 // unchanged) is scored like the others; with no flagged label it is the only candidate (see autoCandidates).
+//
+// False flags. The reversed-trigger score is taken per flagged label, and the attack score is the worst over the
+// labels that count: a label counts when some eligible repair (not "none") that was run on it brings its
+// reversed trigger's success to at most half of B's (a repair of another label that lowers it on the side
+// does not make it count: natural features of a class fall a little with any change of the network). A label no eligible repair can halve is either a natural feature of its class
+// that Neural Cleanse flagged (on blend, seed 0, labels 2, 6 and 8 beside the real target 7: unlearning them
+// costs ~3 points) or out of every repair's reach within the accuracy window: it cannot separate the candidates,
+// and with the worst over all labels it hid every difference on the labels that can be repaired. If no label
+// counts, all do (the rule without this step). With two or more labels flagged, the first candidate is also run
+// on the most anomalous label alone (`autoPlan`), so that a repair that leaves the false flags alone can stay
+// inside the accuracy window. All of this reads only the selection split and Neural Cleanse's own evidence.
 import { memoryDataset, type Dataset } from "../io/dataset.js";
 import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
-import type { ReportSelection } from "../report/types.js";
+import type { ReportNeuralCleanse, ReportSelection } from "../report/types.js";
 import { mulberry32, shuffled } from "../util/random.js";
 import { pickRows } from "./g-calibrate.js";
 import { perturbedDataset, universalPerturbation } from "./ibau.js";
@@ -36,6 +47,42 @@ export const NO_CHANGE = "none";
 // Order matters for ties (chooseCandidate): prune-unlearn first (the only one reaching ~2% on patch triggers),
 // SAU before unlearning (it took blend to 1.6% where unlearning left 4.3% at the same reversed-trigger score).
 export const autoCandidates = (flagged: readonly number[]): string[] => (flagged.length ? ["prune-unlearn", "sau", "unlearn", "ft-sam", "ibau", "fine-prune", NO_CHANGE] : [NO_CHANGE]);
+
+/** One auto candidate: a registered defense (or "none"), run on all flagged labels or on `labels` only. */
+export interface AutoCandidate {
+  /** Shown in the output and the report: the defense's name, with the labels when restricted ("prune-unlearn[7]"). */
+  name: string;
+  defense: string;
+  labels?: number[];
+}
+
+/**
+ * The flagged label with the largest anomaly index over the trigger families that flagged it (Neural Cleanse's
+ * own evidence); undefined without the detection section or when the largest is shared.
+ */
+export function strongestLabel(nc: Pick<ReportNeuralCleanse, "labels"> | undefined, flagged: readonly number[]): number | undefined {
+  if (!nc) return undefined;
+  const strength = (l: number): number => {
+    const r = nc.labels.find((x) => x.label === l);
+    if (!r) return NaN;
+    const by = r.flaggedBy ?? ["mask", "blend"];
+    return Math.max(by.includes("mask") ? r.anomalyIndex : -Infinity, by.includes("blend") ? (r.blendAnomalyIndex ?? -Infinity) : -Infinity);
+  };
+  const ranked = flagged.map((l) => ({ l, a: strength(l) })).filter((x) => Number.isFinite(x.a)).sort((a, b) => b.a - a.a);
+  if (ranked.length === 0 || (ranked.length > 1 && ranked[0].a === ranked[1].a)) return undefined;
+  return ranked[0].l;
+}
+
+/**
+ * autoCandidates as a plan; with two or more flagged labels the first candidate also runs on the most anomalous
+ * label alone, right after its run on all of them (see the file's head: false flags).
+ */
+export function autoPlan(flagged: readonly number[], nc?: Pick<ReportNeuralCleanse, "labels">): AutoCandidate[] {
+  const plan: AutoCandidate[] = autoCandidates(flagged).map((d) => ({ name: d, defense: d }));
+  const top = flagged.length > 1 ? strongestLabel(nc, flagged) : undefined;
+  if (top !== undefined) plan.splice(1, 0, { name: `${plan[0].defense}[${top}]`, defense: plan[0].defense, labels: [top] });
+  return plan;
+}
 
 /** B itself as a candidate: "no change" hands back B, with G = B vs B (never rejects before calibration). */
 export const noChangeDefinition: AnyDefense = defineDefense({
@@ -73,6 +120,10 @@ export interface CandidateScore {
   cleanAccuracy: number;
   /** Worst reversed-trigger success over the triggers (stamped selection images not of the target); undefined without triggers. */
   triggerSuccess?: number;
+  /** Per flagged label: its reversed trigger's success (the worst of its triggers). */
+  perLabel?: { label: number; success: number }[];
+  /** The flagged labels the candidate was run on (undefined: all of them, or it uses no trigger). */
+  labels?: number[];
   /** Largest share of the selection images the network gets right (other classes) that one universal perturbation sends to one class. */
   adversarialSuccess: number;
   seconds: number;
@@ -106,17 +157,21 @@ export async function scoreCandidate(defense: string, m: Model, selection: Datas
   const pred = await predictLabels(m, selection, { batchSize: o.batchSize });
   const cleanAccuracy = countCorrect(pred, labels) / labels.length;
   let triggerSuccess: number | undefined;
+  const byLabel = new Map<number, number>();
   for (const t of o.triggers) {
     const r = triggerHits(await predictLabels(m, stampedSource(selection, t), { batchSize: o.batchSize }), labels, t.label);
-    triggerSuccess = Math.max(triggerSuccess ?? 0, r.n ? r.hits / r.n : 0);
+    const v = r.n ? r.hits / r.n : 0;
+    triggerSuccess = Math.max(triggerSuccess ?? 0, v);
+    byLabel.set(t.label, Math.max(byLabel.get(t.label) ?? 0, v));
   }
+  const perLabel = byLabel.size ? [...byLabel].map(([label, success]) => ({ label, success })) : undefined;
   const per = selection.shape[0] * selection.shape[1] * selection.shape[2];
   const radius = (o.rms ?? 0.1) * (255 / o.inputScale) * Math.sqrt(per);
   const x = selection.read(0, selection.size);
   const y = Int32Array.from(labels);
   const delta = await universalPerturbation(m, x, y, radius, o.steps ?? 20, o.batchSize ?? 64, mulberry32((o.seed ?? 0) + 1913));
   const adv = await predictLabels(m, perturbedDataset(memoryDataset(selection.name, selection.shape, x, y), delta), { batchSize: o.batchSize });
-  return { defense, cleanAccuracy, triggerSuccess, adversarialSuccess: targetedShare(y, pred, adv, m.numClasses), seconds };
+  return { defense, cleanAccuracy, triggerSuccess, ...(perLabel ? { perLabel } : {}), adversarialSuccess: targetedShare(y, pred, adv, m.numClasses), seconds };
 }
 
 /**
@@ -143,18 +198,44 @@ export function targetedShare(y: Int32Array, pred: Int32Array, adv: Int32Array, 
 // when there are none (it does not tell backdoored from clean networks apart, see autoCandidates).
 const attackOf = (s: CandidateScore): number => s.triggerSuccess ?? s.adversarialSuccess;
 
+/**
+ * The flagged labels that count in the attack score (see the file's head): those some eligible repair run on
+ * them brings to at most half of B's reversed-trigger success ("none"'s score; 1 when B was not scored). All labels when none
+ * qualifies, or when the scores have no per-label figures.
+ */
+export function countedLabels(scores: readonly CandidateScore[], eligible: readonly number[]): { counted: number[]; ignored: number[] } {
+  const labels = [...new Set(scores.flatMap((s) => (s.perLabel ?? []).map((p) => p.label)))].sort((a, b) => a - b);
+  const b = scores.find((s) => s.defense === NO_CHANGE);
+  const of = (s: CandidateScore, l: number): number | undefined => s.perLabel?.find((p) => p.label === l)?.success;
+  const counted = labels.filter((l) => {
+    const base = (b && of(b, l)) ?? 1;
+    return eligible.some((i) => scores[i].defense !== NO_CHANGE && (scores[i].labels?.includes(l) ?? true) && (of(scores[i], l) ?? Infinity) <= base / 2 + 1e-12);
+  });
+  if (counted.length === 0) return { counted: labels, ignored: [] };
+  return { counted, ignored: labels.filter((l) => !counted.includes(l)) };
+}
+
+/** Attack score over the counted labels (the worst of them); attackOf when the score has no per-label figures. */
+function attackOver(s: CandidateScore, counted: readonly number[]): number {
+  if (!s.perLabel || counted.length === 0) return attackOf(s);
+  const v = s.perLabel.filter((p) => counted.includes(p.label)).map((p) => p.success);
+  return v.length ? Math.max(...v) : attackOf(s);
+}
+
 /** The documented rule (see the file's head): index of the chosen candidate, why, and the tolerance used. */
-export function chooseCandidate(scores: readonly CandidateScore[], minTolerance = 0.01, selectionSize?: number): { index: number; reason: string; tolerance: number } {
+export function chooseCandidate(scores: readonly CandidateScore[], minTolerance = 0.01, selectionSize?: number): { index: number; reason: string; tolerance: number; ignored: number[] } {
   if (scores.length === 0) throw new Error("no candidate to choose from");
   const best = Math.max(...scores.map((s) => s.cleanAccuracy));
   const tolerance = effectiveTolerance(minTolerance, best, selectionSize);
   const eligible = scores.map((s, i) => i).filter((i) => scores[i].cleanAccuracy >= best - tolerance - 1e-12);
-  const lowest = Math.min(...eligible.map((i) => attackOf(scores[i])));
+  const { counted, ignored } = countedLabels(scores, eligible);
+  const attack = (s: CandidateScore): number => attackOver(s, counted);
+  const lowest = Math.min(...eligible.map((i) => attack(scores[i])));
   // Attack scores within the noise of the lowest are ties (only when the split's size is known).
   const band = selectionSize ? 1.96 * Math.sqrt(Math.max(lowest * (1 - lowest), 1 / selectionSize) / selectionSize) : 0;
   let index = -1;
   for (const i of eligible) {
-    if (attackOf(scores[i]) > lowest + band + 1e-12) continue;
+    if (attack(scores[i]) > lowest + band + 1e-12) continue;
     if (index < 0 || scores[i].cleanAccuracy > scores[index].cleanAccuracy) index = i;
   }
   // Between tied repairs, accuracy gaps under minTolerance are below what the split can resolve (1 point is
@@ -162,7 +243,7 @@ export function chooseCandidate(scores: readonly CandidateScore[], minTolerance 
   // the residual ASR measured on the zoo (docs/repairs.md). B unchanged keeps a tie it leads on accuracy.
   let prior = false;
   if (selectionSize && scores[index].defense !== NO_CHANGE) {
-    const first = eligible.find((i) => scores[i].defense !== NO_CHANGE && attackOf(scores[i]) <= lowest + band + 1e-12 && scores[i].cleanAccuracy >= scores[index].cleanAccuracy - minTolerance - 1e-12);
+    const first = eligible.find((i) => scores[i].defense !== NO_CHANGE && attack(scores[i]) <= lowest + band + 1e-12 && scores[i].cleanAccuracy >= scores[index].cleanAccuracy - minTolerance - 1e-12);
     if (first !== undefined && first !== index) {
       index = first;
       prior = true;
@@ -172,17 +253,18 @@ export function chooseCandidate(scores: readonly CandidateScore[], minTolerance 
   const p = (v: number) => `${(100 * v).toFixed(1)}%`;
   const others = scores.length - 1;
   const reason =
-    `${s.defense}: lowest attack success (${s.triggerSuccess === undefined ? `adversarial ${p(s.adversarialSuccess)}, no reversed trigger` : `reversed-trigger ${p(s.triggerSuccess)}`}) ` +
+    `${s.defense}: lowest attack success (${s.triggerSuccess === undefined ? `adversarial ${p(s.adversarialSuccess)}, no reversed trigger` : `reversed-trigger ${p(attack(s))}`}) ` +
+    (ignored.length ? `(label${ignored.length > 1 ? "s" : ""} ${ignored.join(", ")} not counted: no eligible repair halves ${ignored.length > 1 ? "their" : "its"} reversed trigger) ` : "") +
     `${band > 0 ? `(ties within ${(100 * band).toFixed(1)} points go to clean accuracy${prior ? `, gaps under ${(100 * minTolerance).toFixed(1)} points between repairs to the earlier candidate` : ""}) ` : ""}` +
     `among the candidates within ${(100 * tolerance).toFixed(1)} points of the best selection clean accuracy (${p(best)}; its own ${p(s.cleanAccuracy)})` +
     (others ? `, over ${others} other candidate${others > 1 ? "s" : ""}` : "");
-  return { index, reason, tolerance };
+  return { index, reason, tolerance, ignored };
 }
 
 /** The report's `selection` section. */
 export function selectionSection(scores: readonly CandidateScore[], chosen: number, reason: string, selectionSize: number, tolerance: number, skipped: string[]): ReportSelection {
   return {
-    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of 0.01 and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within 0.01 of it: the earlier candidate)`,
+    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of 0.01 and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within 0.01 of it: the earlier candidate)`,
     selectionSize,
     candidates: scores.map((s) => ({ defense: s.defense, cleanAccuracy: s.cleanAccuracy, ...(s.triggerSuccess === undefined ? {} : { triggerSuccess: s.triggerSuccess }), adversarialSuccess: s.adversarialSuccess, seconds: s.seconds })),
     chosen: scores[chosen].defense,

@@ -2,6 +2,7 @@
 // the reversed triggers of the flagged labels (ctx.triggers); with nothing flagged they repair nothing.
 import { checkNcPruneOptions, NC_PRUNE_OPTIONS, ncPrune, ncUnlearn, UNLEARN_OPTIONS } from "./nc-mitigation.js";
 import { checkPruneUnlearnOptions, pruneUnlearn, PRUNE_UNLEARN_OPTIONS } from "./prune-unlearn.js";
+import { checkFeatureUnlearnOptions, featureUnlearn, FEATURE_UNLEARN_OPTIONS } from "./feature-unlearn.js";
 import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, repairOutcomeCore, notApplied, stageReporter, type DefenseContext, type DefenseOutcome, type TriggerInput } from "./defense.js";
 import type { Model } from "../model/model.js";
 import { gLine, pct, pctOrDash, triggerEvalLine } from "../report/text.js";
@@ -182,13 +183,51 @@ export const pruneUnlearnDefinition = defineDefense({
         `model       ${model.name}`,
         `triggers    label ${src.flagged.join(", ")} (${src.source})`,
         `pruned      ${r.pruned.length} of ${r.site.units} channels of ${r.site.layer} (${labelsText}); clean accuracy ${pct(r.pruneAccuracy.before)} → ${pct(r.pruneAccuracy.after)} on ${clean.name}`,
-        `unlearning  ${epochsRun(r)} of at most ${settings.epochs} epoch(s), kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success; pruned channels held at zero`,
+        `unlearning  ${epochsRun(r)} of at most ${settings.epochs} epoch(s) (${r.unlearningUsed === "feature" ? `feature matching, weight ${settings.featureWeight}` : "cross-entropy"}), kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success; pruned channels held at zero`,
         `before      ${triggerEvalLine(r.before)} on ${(data.test ?? clean).name}`,
         `after       ${triggerEvalLine(r.after)}`,
         `G           ${gLine(r.g)}`,
       ],
       note: `triggers of ${src.flagged.join(", ")}; ${r.pruned.length}/${r.site.units} channels of ${r.site.layer} pruned, ${epochsRun(r)} unlearning epoch(s), kept ${r.chosenEpoch}; ${trigNote(r)}`,
       timings: { "prune-unlearn": (performance.now() - t0) / 1000 },
+    };
+  },
+});
+
+export const featureUnlearnDefinition = defineDefense({
+  name: "feature-unlearn",
+  summary: "feature-space unlearning: the penultimate features of images stamped with the reversed trigger pulled to B's features of the clean image, with cross-entropy on the true labels; writes repaired.{h5,onnx}, G.onnx",
+  kind: "repair",
+  needs: ["triggers"],
+  options: { ...FEATURE_UNLEARN_OPTIONS },
+  async run(model, data, o, ctx) {
+    const src = triggersOf(ctx);
+    if (src.flagged.length === 0) return nothingFlagged(model, "unlearn", src);
+    const settings = checkFeatureUnlearnOptions(o);
+    const t0 = performance.now();
+    const clean = data.clean;
+    const r = await featureUnlearn(model, data, src.triggers, {
+      ...settings,
+      onEpoch: (e) => ctx.progress?.({ stage: "feature-unlearn", done: e.epoch, total: settings.epochs, unit: "epoch", note: `loss ${e.loss.toFixed(4)}, held-out acc ${pct(e.heldOutAccuracy)}` }),
+    });
+    const files: string[] = [];
+    const run = r.history.filter((h) => h.epoch > 0).length;
+    return {
+      ...repairOutcomeCore(`Feature-space unlearning — ${model.name}`, r),
+      sections: { neuralCleanse: src.neuralCleanse },
+      extra: { flagged: src.flagged, feature: r.feature, history: r.history, files },
+      artifacts: repairArtifacts(r.model, r.gGraph, `feature-unlearning G of ${model.name}: class ${model.numClasses} = B and B' disagree`, files),
+      lines: [
+        `model       ${model.name}`,
+        `triggers    label ${src.flagged.join(", ")} (${src.source})`,
+        `unlearning  ${run} of at most ${settings.epochs} epoch(s) on ${clean.name} (${pct(1 - settings.holdout)}; kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success), ` +
+          `${pct(settings.ratio)} of each batch stamped, features of ${r.feature} matched to B's clean ones (weight ${settings.weight}), Adam lr ${settings.lr}, batch ${settings.batchSize}`,
+        `before      ${triggerEvalLine(r.before)} on ${(data.test ?? clean).name}`,
+        `after       ${triggerEvalLine(r.after)}`,
+        `G           ${gLine(r.g)}`,
+      ],
+      note: `triggers of ${src.flagged.join(", ")}; ${run} epoch(s), kept ${r.chosenEpoch}, feature weight ${settings.weight}; ${trigNote(r)}`,
+      timings: { "feature-unlearn": (performance.now() - t0) / 1000 },
     };
   },
 });

@@ -6,7 +6,7 @@ import type { Dataset } from "../io/dataset.js";
 import type { Model } from "../model/model.js";
 import { lapTimer } from "../util/timing.js";
 import { OptionError, runDefense, type AnyDefense, type DefenseData, type DefenseOutcome, type ProgressEvent, type ProgressFn, type TriggerInput } from "./defense.js";
-import { autoCandidates, chooseCandidate, NO_CHANGE, noChangeDefinition, scoreCandidate, selectionSection, splitForSelection, type CandidateScore } from "./auto-select.js";
+import { autoPlan, chooseCandidate, NO_CHANGE, noChangeDefinition, scoreCandidate, selectionSection, splitForSelection, type CandidateScore } from "./auto-select.js";
 import { calibrateOutcomeG, splitForCalibration } from "./g-calibrate.js";
 import { neuralCleanseReport } from "./nc-report.js";
 import { detectBackdoor, flaggedTriggers, type NcProgress, type NeuralCleanseOptions, type NeuralCleanseResult } from "./neural-cleanse.js";
@@ -54,7 +54,7 @@ export interface RepairRequest {
   selectionFraction?: number;
   /** "auto": seconds after which no further candidate starts (the first always runs; default: no limit). */
   budgetSeconds?: number;
-  /** "auto": candidates to try, in order (default autoCandidates(flagged)). */
+  /** "auto": candidates to try, in order, each on all flagged labels (default autoPlan(flagged, detection)). */
   candidates?: readonly string[];
 }
 
@@ -94,9 +94,11 @@ export async function repair(model: Model, all: DefenseData, req: RepairRequest)
     lap("neural-cleanse");
   }
   const triggers = detection ? triggersFromDetection(detection) : undefined;
-  const run = (d: AnyDefense) => {
+  const run = (d: AnyDefense, labels?: readonly number[]) => {
     const common = Object.entries(req.common ?? {}).filter(([k, v]) => v !== undefined && k in d.options);
-    return runDefense(d, model, data, { ...Object.fromEntries(common), ...(d === defense ? req.options : {}) }, { inputScale: req.inputScale, triggers, progress: req.progress });
+    // An auto candidate restricted to some flagged labels sees only their triggers.
+    const t = triggers && labels ? { ...triggers, flagged: triggers.flagged.filter((l) => labels.includes(l)), triggers: triggers.triggers.filter((x) => labels.includes(x.label)) } : triggers;
+    return runDefense(d, model, data, { ...Object.fromEntries(common), ...(d === defense ? req.options : {}) }, { inputScale: req.inputScale, triggers: t, progress: req.progress });
   };
   let outcome: DefenseOutcome;
   if (defense) outcome = await run(defense);
@@ -122,46 +124,48 @@ async function autoRepair(
   selection: Dataset,
   triggers: TriggerInput | undefined,
   req: RepairRequest,
-  run: (d: AnyDefense) => Promise<DefenseOutcome>,
+  run: (d: AnyDefense, labels?: readonly number[]) => Promise<DefenseOutcome>,
 ): Promise<{ defense: AnyDefense; outcome: DefenseOutcome; timings: Record<string, number> }> {
-  const names = req.candidates ?? autoCandidates(triggers?.flagged ?? []);
-  const defenses = names.map((n) => (n === NO_CHANGE ? noChangeDefinition : findDefense(n)) ?? fail(`auto: unknown candidate defense "${n}"`));
+  const plan = req.candidates?.map((n) => ({ name: n, defense: n, labels: undefined })) ?? autoPlan(triggers?.flagged ?? [], triggers?.neuralCleanse);
+  const defenses = plan.map((c) => (c.defense === NO_CHANGE ? noChangeDefinition : findDefense(c.defense)) ?? fail(`auto: unknown candidate defense "${c.defense}"`));
   const t0 = performance.now();
   const minTolerance = 0.01;
   const scores: CandidateScore[] = [];
   const outcomes: { defense: AnyDefense; outcome: DefenseOutcome }[] = [];
   const skipped: string[] = [];
   const timings: Record<string, number> = {};
-  for (const d of defenses) {
+  for (const [k, d] of defenses.entries()) {
+    const name = plan[k].name;
     // "none" costs nothing to run: the budget never skips it.
     if (d !== noChangeDefinition && outcomes.length > 0 && req.budgetSeconds !== undefined && (performance.now() - t0) / 1000 >= req.budgetSeconds) {
-      skipped.push(d.name);
+      skipped.push(name);
       continue;
     }
     if (d.needs?.includes("triggers") && !triggers?.flagged.length) {
-      skipped.push(d.name);
+      skipped.push(name);
       continue;
     }
     const s0 = performance.now();
     let outcome: DefenseOutcome;
     try {
-      outcome = await run(d);
+      outcome = await run(d, plan[k].labels);
     } catch (e) {
       // A candidate that does not fit this model (e.g. fine-prune without a conv layer) is skipped, with why.
       if (!(e instanceof UserError)) throw e;
-      skipped.push(`${d.name} (${e.message})`);
+      skipped.push(`${name} (${e.message})`);
       continue;
     }
     const seconds = (performance.now() - s0) / 1000;
     if (outcome.notApplied || !outcome.repaired) {
-      skipped.push(d.name);
+      skipped.push(name);
       continue;
     }
-    req.progress?.({ stage: "auto: scoring", done: outcomes.length, total: defenses.length, unit: "candidate", note: d.name });
+    req.progress?.({ stage: "auto: scoring", done: outcomes.length, total: defenses.length, unit: "candidate", note: name });
     const q0 = performance.now();
-    scores.push(await scoreCandidate(d.name, outcome.repaired, selection, { triggers: triggers?.triggers ?? [], inputScale: req.inputScale, seed: numberOr(req.common?.seed, 0) }, seconds));
-    timings[`auto: ${d.name}`] = seconds;
-    timings[`auto: score ${d.name}`] = (performance.now() - q0) / 1000;
+    const sc = await scoreCandidate(name, outcome.repaired, selection, { triggers: triggers?.triggers ?? [], inputScale: req.inputScale, seed: numberOr(req.common?.seed, 0) }, seconds);
+    scores.push(plan[k].labels ? { ...sc, labels: plan[k].labels } : sc);
+    timings[`auto: ${name}`] = seconds;
+    timings[`auto: score ${name}`] = (performance.now() - q0) / 1000;
     outcomes.push({ defense: d, outcome });
   }
   if (outcomes.length === 0) fail(`auto: no candidate repair could run (${skipped.join(", ")})`);
@@ -172,7 +176,7 @@ async function autoRepair(
   const p = (v: number | undefined) => (v === undefined ? "—" : `${(100 * v).toFixed(1)}%`);
   outcome.lines = [
     `auto        ${scores.length} candidate(s) scored on ${selection.size} held-out clean images (clean acc / reversed-trigger / adversarial success):`,
-    ...scores.map((s) => `  ${s.defense === defense.name ? "*" : " "} ${s.defense.padEnd(11)} ${p(s.cleanAccuracy).padStart(6)} / ${p(s.triggerSuccess).padStart(6)} / ${p(s.adversarialSuccess).padStart(6)}  (${s.seconds.toFixed(1)} s)`),
+    ...scores.map((s, i) => `  ${i === index ? "*" : " "} ${s.defense.padEnd(11)} ${p(s.cleanAccuracy).padStart(6)} / ${p(s.triggerSuccess).padStart(6)} / ${p(s.adversarialSuccess).padStart(6)}  (${s.seconds.toFixed(1)} s)${s.perLabel && s.perLabel.length > 1 ? `  per label ${s.perLabel.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}`),
     ...(skipped.length ? [`  not run: ${skipped.join(", ")}`] : []),
     `chose       ${reason}`,
     ...outcome.lines,

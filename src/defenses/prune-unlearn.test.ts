@@ -62,6 +62,8 @@ test("prune-unlearn on tiny data: the real patch stops working, pruned channels 
   const asr1 = await rate(r.model, poisoned);
   assert.equal(r.after.asr, asr1);
   assert.ok(asr1 < asr0, `real ASR ${asr0} → ${asr1}`);
+  // Channels pruned: the default unlearning matches features.
+  assert.equal(r.unlearningUsed, r.pruned.length > 0 ? "feature" : "ce");
   // The accuracy budget bounds the pruning.
   assert.ok(r.pruneAccuracy.before - r.pruneAccuracy.after <= r.settings.maxDrop + 1e-9);
 });
@@ -78,10 +80,12 @@ test("a label whose pruning leaves its trigger above `accept` keeps its channels
   assert.match(p.stop, /not kept/);
   assert.deepEqual(r.pruned, []);
   assert.equal(r.pruneAccuracy.after, r.pruneAccuracy.before);
+  // Nothing pruned: the default unlearning is cross-entropy.
+  assert.equal(r.unlearningUsed, "ce");
 });
 
 test("bad prune-unlearn options and inputs are one-line UserErrors", async () => {
-  for (const bad of [{ threshold: 0 }, { threshold: 1.5 }, { maxDrop: -0.1 }, { epochs: 0 }, { holdout: 1 }, { lr: 0 }, { accept: 0 }]) {
+  for (const bad of [{ threshold: 0 }, { threshold: 1.5 }, { maxDrop: -0.1 }, { epochs: 0 }, { holdout: 1 }, { lr: 0 }, { accept: 0 }, { unlearning: "both" as "ce" }, { featureWeight: -1 }]) {
     assert.throws(() => checkPruneUnlearnOptions(bad), (e: unknown) => e instanceof UserError && !e.message.includes("\n"), JSON.stringify(bad));
   }
   await assert.rejects(pruneUnlearn(model, { clean }, []), UserError);

@@ -3,11 +3,11 @@
 import { anpDefinition, ftSamDefinition, ibauDefinition, sauDefinition } from "./adversarial-repair-defenses.js";
 import type { AnyDefense } from "./defense.js";
 import { finePruneDefinition } from "./fine-prune-defense.js";
-import { ncPruneDefinition, pruneUnlearnDefinition, unlearnDefinition } from "./nc-repair-defenses.js";
+import { featureUnlearnDefinition, ncPruneDefinition, pruneUnlearnDefinition, unlearnDefinition } from "./nc-repair-defenses.js";
 import { pruneDefinition } from "./prune-defense.js";
 import { stripDefinition } from "./strip-defense.js";
 
-export const DEFENSES: readonly AnyDefense[] = [pruneDefinition, finePruneDefinition, ncPruneDefinition, unlearnDefinition, pruneUnlearnDefinition, stripDefinition, anpDefinition, ibauDefinition, sauDefinition, ftSamDefinition];
+export const DEFENSES: readonly AnyDefense[] = [pruneDefinition, finePruneDefinition, ncPruneDefinition, unlearnDefinition, pruneUnlearnDefinition, featureUnlearnDefinition, stripDefinition, anpDefinition, ibauDefinition, sauDefinition, ftSamDefinition];
 
 export const defenseNames = (): string[] => DEFENSES.map((d) => d.name);
 
