@@ -28,6 +28,7 @@ import { attr, Graph, tensor } from "../graph/ir.js";
 import { memoryDataset, type Dataset } from "../io/dataset.js";
 import { argmaxRows, batchTensor, type BatchSource } from "../model/forward.js";
 import type { Model } from "../model/model.js";
+import { cacheBatch, largestActivation } from "../runtime/cache-batch.js";
 import { Session } from "../runtime/session.js";
 import { shuffled } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
@@ -185,8 +186,9 @@ export class GScorer {
   static async create(p: GParts, opts: { batchSize?: number } = {}): Promise<GScorer> {
     const sg = scoreGraph(p);
     const k = sg.signals.includes("strip") ? p.overlays!.length / (p.b.inputShape[0] * p.b.inputShape[1] * p.b.inputShape[2]) : 0;
-    // A STRIP input costs k+1 forward passes: keep the blended batch near 512 images.
-    const batch = opts.batchSize ?? Math.max(1, Math.floor(512 / (k + 1)));
+    // A STRIP input costs k+1 forward passes: at most 512 blended images a call, fewer when B's largest
+    // activation would outgrow the cache (cache-batch.ts; the scores do not depend on the batch).
+    const batch = opts.batchSize ?? cacheBatch(largestActivation(p.b.graph), k + 1, Math.max(1, Math.floor(512 / (k + 1))));
     return new GScorer(await Session.create(sg.graph), sg, p.b.numClasses, batch);
   }
 

@@ -36,7 +36,8 @@ import { shuffled } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { embed } from "./g-model.js";
 import { ANOMALY_THRESHOLD, median, normStats, type NormScale } from "./mad.js";
-import { defaultBudget, forwardMacs } from "./nc-budget.js";
+import { defaultBudget, forwardMacs, labelSlots } from "./nc-budget.js";
+import { largestActivation } from "../runtime/cache-batch.js";
 import { familyEvidence, FDR_LEVEL, MIN_HELD_OUT_SUCCESS } from "./nc-evidence.js";
 import { boundRungs, flagThresholdNorm, furtherDecrease, pickBounded } from "./nc-schedule.js";
 import { SOURCE_SCALES, sourceCurves, type SourceCurve } from "./nc-sources.js";
@@ -913,6 +914,7 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
   const refSet = referenceLabels(o.seed, o.reference, model.numClasses);
   const refLabels = labels.filter((l) => refSet.has(l));
   const slots = o.labelsPerRun;
+  const activation = largestActivation(model.graph);
 
   const phaseSeconds = { screen: 0, full: 0, heldOut: 0 };
   let tPhase = performance.now();
@@ -939,9 +941,11 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
       if (queue.length === 0) return;
       const B = Math.min(batchSize, nOpt);
       const step = buildStepGraph(model, B, range, { family });
+      // Labels per call: given, else as many as keep the step's activations near a core's cache (nc-budget.ts).
+      const L = opts.labelsPerRun ?? labelSlots(activation, B, slots);
       let done = 0;
       imagePasses += await withSession(step.graph, (session) =>
-        runPhase(step, session, queue, budget, pool, model, slots, s, (r) => {
+        runPhase(step, session, queue, budget, pool, model, L, s, (r) => {
           r.moments = null;
           r.adamT = 0;
           opts.onProgress?.({ family, phase: name, done: ++done, total: queue.length, label: r.label, l1Norm: normOf(r) });
