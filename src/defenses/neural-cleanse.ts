@@ -1060,10 +1060,19 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
   };
 
   const scans: FamilyScan[] = [];
+  const release = async () => {
+    const open = [...compiled.values()];
+    compiled.clear();
+    for (const c of open) await c.session.release();
+  };
   try {
-    for (const family of families) scans.push(await scanFamily(family));
+    // A family's compiled steps are released before the next family's (no step is shared across families).
+    for (const family of families) {
+      scans.push(await scanFamily(family));
+      await release();
+    }
   } finally {
-    for (const c of compiled.values()) await c.session.release();
+    await release();
   }
 
   const heldEval = heldX.subarray(0, Math.min(nHeld, o.evalImages) * per);
