@@ -4,11 +4,15 @@
 //   node dist/bench/detect.js [--zoo DIR] [--seeds 5] [--first-seed 0] [--only a,b] [--skip-zoo] [--skip-csaw] [--out FILE.md] [--raw FILE.jsonl]
 // --raw appends every zoo scan's per-label measurements (what the statistics read) as a JSON line, so that a
 // change of the statistics can be measured on the same scans with --rescore FILE.jsonl (no optimization runs);
-// --natural rescores with the natural-feature check and its second stage (off by default, see nc-evidence.ts).
+// --natural rescores with the natural-feature check and its second stage (off by default, see nc-evidence.ts);
+// --null normal|t|mad and --family-fdr split|each choose the index's null and whether the FDR level is split over
+// the trigger families (defaults: DEFAULT_SCORE_RULE).
 import { appendFileSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { gunzipSync } from "node:zlib";
 import { parseArgs } from "node:util";
-import { detectBackdoor, scoreScan, TRIGGER_FAMILIES, type NcRawScore, type NeuralCleanseResult, type TriggerFamily } from "../defenses/neural-cleanse.js";
+import { DEFAULT_SCORE_RULE, detectBackdoor, scoreScan, TRIGGER_FAMILIES, type NcRawScore, type NeuralCleanseResult, type ScoreRule, type TriggerFamily } from "../defenses/neural-cleanse.js";
+import { NULL_DISTRIBUTIONS, type NullDistribution } from "../defenses/nc-evidence.js";
 import { openDataset } from "../io/open-dataset.js";
 import { openImageFiles } from "../io/image-folder.js";
 import { loadModel } from "../io/load-model.js";
@@ -27,6 +31,8 @@ const { values } = parseArgs({
     raw: { type: "string" },
     rescore: { type: "string" },
     natural: { type: "boolean" },
+    null: { type: "string" },
+    "family-fdr": { type: "string" },
   },
 });
 
@@ -87,31 +93,45 @@ const CSAW_TARGETS: Record<string, number[]> = { "sunglasses_bd_weights.h5": [0]
 if (values.rescore) {
   // A (model, seed) scanned twice (files concatenated from several runs) counts once: the last line wins.
   const byKey = new Map<string, RawScan>();
-  for (const line of readFileSync(values.rescore, "utf8").split("\n").filter((l) => l.trim())) {
+  // A .gz file (the saved scans in docs/data) is read through gunzip.
+  const buf = readFileSync(values.rescore);
+  const text = values.rescore.endsWith(".gz") ? gunzipSync(buf).toString("utf8") : buf.toString("utf8");
+  for (const line of text.split("\n").filter((l) => l.trim())) {
     const x = JSON.parse(line) as RawScan;
     byKey.set(`${x.model}\u0000${x.seed}`, x);
   }
   const naturalCheck = values.natural === true;
+  const nd = values.null ?? DEFAULT_SCORE_RULE.nullDistribution;
+  if (!NULL_DISTRIBUTIONS.includes(nd as NullDistribution)) throw new Error(`--null must be one of ${NULL_DISTRIBUTIONS.join(", ")}, got ${nd}`);
+  // The rule's choices beside the natural-feature check: the index's null and the FDR split over the families.
+  const ff = values["family-fdr"] ?? (DEFAULT_SCORE_RULE.splitFamilies ? "split" : "each");
+  if (ff !== "split" && ff !== "each") throw new Error(`--family-fdr must be split or each, got ${ff}`);
+  const rule: ScoreRule = { nullDistribution: nd as NullDistribution, splitFamilies: ff === "split" };
   const csawNames = new Set(CSAW_NETS.map(([f]) => f.replace("_bd_weights.h5", "")));
   const all = [...byKey.values()];
   const scans = all.filter((x) => !csawNames.has(x.model));
   const models = [...new Set(scans.map((x) => x.model))].sort();
-  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans${naturalCheck ? ", with the natural-feature check" : ""})`);
+  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans${naturalCheck ? ", with the natural-feature check" : ""}; index null ${rule.nullDistribution}${rule.splitFamilies ? ", FDR split over the families" : ", FDR level per family"})`);
   say();
   say("| model | targets | flagged per seed | every target flagged | wrong flags |");
   say("|---|---|---|---|---|");
-  let good = 0;
+  let good = 0, hits = 0, scored = 0, wrongAll = 0, cleanFlagged = 0;
   for (const name of models) {
     const mine = scans.filter((x) => x.model === name).sort((p, q) => p.seed - q.seed);
     const targets = mine[0].targets;
-    const flags = mine.map((x) => scoreScan(x.labels, x.raw, { ...x.scoring, naturalCheck }).flagged);
+    const flags = mine.map((x) => scoreScan(x.labels, x.raw, { ...x.scoring, naturalCheck, ...rule }).flagged);
     const all = flags.filter((f) => targets.every((t) => f.includes(t))).length;
     const wrong = flags.reduce((n, f) => n + f.filter((l) => !targets.includes(l)).length, 0);
     if (targets.length ? all >= Math.min(4, mine.length) && wrong === 0 : wrong === 0) good++;
+    if (targets.length) {
+      hits += all;
+      scored += mine.length;
+    } else cleanFlagged += flags.filter((f) => f.length > 0).length;
+    wrongAll += wrong;
     say(`| ${name} | ${list(targets)} | ${flags.map((f) => `[${f.join(",")}]`).join(" ")} | ${targets.length ? `${all}/${mine.length}` : "—"} | ${wrong} |`);
   }
   say();
-  say(`Goal met on ${good}/${models.length} models.`);
+  say(`Goal met on ${good}/${models.length} models; every target flagged in ${hits}/${scored} scans of backdoored models; ${wrongAll} wrong flags; ${cleanFlagged} clean-model scans with a flag.`);
   const csaw = all.filter((x) => csawNames.has(x.model));
   if (csaw.length) {
     say();
@@ -120,7 +140,7 @@ if (values.rescore) {
     say("| network | known target | flagged (confidence) | smallest mask norms | scan time |");
     say("|---|---|---|---|---|");
     for (const x of csaw) {
-      const r = scoreScan(x.labels, x.raw, { ...x.scoring, naturalCheck });
+      const r = scoreScan(x.labels, x.raw, { ...x.scoring, naturalCheck, ...rule });
       const flagged = r.labels.filter((l) => l.flagged).map((l) => `${l.label} (${(100 * l.confidence).toFixed(0)}%)`);
       const small = [...r.labels].sort((p, q) => p.l1Norm - q.l1Norm).slice(0, 5).map((l) => `${l.label} (${l.l1Norm.toFixed(1)})`).join(", ");
       say(`| ${x.model} | ${list(x.targets)} | ${flagged.length ? flagged.join(", ") : "none"} | ${small} | ${x.seconds.toFixed(0)} s |`);

@@ -1,5 +1,5 @@
 // Fine-Pruning behind the Defense interface.
-import { DEFAULT_FINE_PRUNE_DROP, DEFAULT_FINE_TUNE, DEFAULT_TUNE, finePrune, TUNE_CHOICES } from "./fine-pruning.js";
+import { DEFAULT_FINE_PRUNE_DROP, DEFAULT_FINE_PRUNE_HOLDOUT, DEFAULT_FINE_TUNE, DEFAULT_STOP, DEFAULT_TUNE, finePrune, STOP_CHOICES, STOP_PATIENCE, TUNE_CHOICES } from "./fine-pruning.js";
 import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, SEED_OPTION, stageReporter } from "./defense.js";
 import { PRUNE_OPTIONS } from "./prune-defense.js";
 import { evalLine, gLine, pct } from "../report/text.js";
@@ -12,7 +12,14 @@ export const finePruneDefinition = defineDefense({
     drop: { kind: "number", description: "prune until clean validation accuracy has dropped this many percentage points", default: DEFAULT_FINE_PRUNE_DROP },
     order: PRUNE_OPTIONS.order,
     layer: PRUNE_OPTIONS.layer,
-    epochs: { kind: "integer", description: "fine-tuning epochs on the clean data", default: DEFAULT_FINE_TUNE.epochs, min: 0 },
+    epochs: { kind: "integer", description: "fine-tuning epochs on the clean data (at most, with --stop recovered)", default: DEFAULT_FINE_TUNE.epochs, min: 0 },
+    stop: {
+      kind: "choice",
+      choices: STOP_CHOICES,
+      description: `run every epoch on all the clean data (epochs), or end fine-tuning once held-out clean accuracy is back at B's or has not improved for ${STOP_PATIENCE} epochs (recovered: faster, may leave a higher ASR)`,
+      default: DEFAULT_STOP,
+    },
+    holdout: { kind: "number", description: "share of the clean data held out of fine-tuning for --stop recovered", default: DEFAULT_FINE_PRUNE_HOLDOUT, min: 0, max: 1, exclusiveMin: true, exclusiveMax: true },
     lr: { kind: "number", description: "fine-tuning learning rate", default: DEFAULT_FINE_TUNE.lr, min: 0, exclusiveMin: true },
     optimizer: { kind: "choice", choices: ["adam", "sgd"] as const, description: "fine-tuning optimizer", default: DEFAULT_FINE_TUNE.optimizer },
     tune: {
@@ -42,6 +49,8 @@ export const finePruneDefinition = defineDefense({
       seed: o.seed,
       trainBatchSize: o.trainBatchSize,
       tune: o.tune,
+      stop: o.stop,
+      holdout: o.holdout,
       onCache: stageReporter(ctx.progress, "activations", "img"),
       onStep: (k, total, p) => ctx.progress?.({ stage: "prune", done: k + 1, total: total + 1, unit: "step", note: `${k}/${total} pruned, acc ${pct(p.cleanAccuracy)}` }),
       onBatch: (done, total, loss) => trainBar(epochsSeen * total + done, total * o.epochs, `epoch ${epochsSeen + 1}/${o.epochs} loss ${loss.toFixed(4)}`),
@@ -60,7 +69,7 @@ export const finePruneDefinition = defineDefense({
       sections: { pruning: r.pruning },
       extra: {
         finePruning: { drop: r.drop, reached: r.reached, channels: r.channels, pruned: r.pruned, epochs: o.epochs, lr: o.lr, optimizer: o.optimizer, seed: o.seed, history: r.history,
-          tune: r.tune, tunedFrom: r.tunedFrom, tunedParams: r.tunedParams, totalParams: r.totalParams },
+          tune: r.tune, tunedFrom: r.tunedFrom, tunedParams: r.tunedParams, totalParams: r.totalParams, stop: r.stop },
         evaluatedOn: r.evaluatedOn,
         files,
       },
@@ -68,7 +77,10 @@ export const finePruneDefinition = defineDefense({
       lines: [
         `model        ${model.name}`,
         `pruned       ${r.channels.length}/${t.channels} channels of ${t.layer} (validation accuracy drop >= ${r.drop} pp${r.reached ? "" : " not reached: all channels pruned"})`,
-        `fine-tuned   ${o.epochs} epochs, ${o.optimizer} lr ${o.lr} on ${data.clean.name}${last ? ` (last epoch loss ${last.loss.toFixed(4)})` : ""}`,
+        `fine-tuned   ${r.stop.epochsRun}/${o.epochs} epochs, ${o.optimizer} lr ${o.lr} on ${data.clean.name}${last ? ` (last epoch loss ${last.loss.toFixed(4)})` : ""}`,
+        ...(r.stop.baseAccuracy !== undefined
+          ? [`stopped      ${r.stop.reason}: held-out accuracy ${(r.stop.heldOutAccuracy ?? []).map(pct).join(", ")} vs B ${pct(r.stop.baseAccuracy)} on ${r.stop.heldOutImages} held-out images`]
+          : []),
         `tuned        ${r.tune === "tail" ? `tail from ${r.tunedFrom}: ` : "all: "}${r.tunedParams}/${r.totalParams} parameters`,
         `before       ${evalLine(r.before)}   on ${on}`,
         `pruned       ${evalLine(r.pruned)}`,

@@ -19,6 +19,7 @@ import { Session } from "../runtime/session.js";
 import { train } from "../train/trainer.js";
 import { finePrune } from "./fine-pruning.js";
 import { channelMask, prunedModel, pruneTarget } from "./pruning.js";
+import { holdoutSplit } from "./nc-mitigation.js";
 import { SHAPE, tinyBackdoorData, trainTinyBackdoor } from "../test/tiny-backdoor.js";
 
 const finePruneCommand = defenseCommandNamed("fine-prune");
@@ -63,7 +64,8 @@ test("training with the channel mask keeps pruned channels' weights exactly zero
 });
 
 test("fine-prune: prunes to the drop, fine-tuning keeps the channels at zero and does not lose training accuracy", async () => {
-  const r = await finePrune(model, { valid, poisoned, drop: 2, epochs: 3, lr: 1e-3, seed: 1 });
+  const r = await finePrune(model, { valid, poisoned, drop: 2, epochs: 3, lr: 1e-3, seed: 1, stop: "epochs" });
+  assert.deepEqual(r.stop, { rule: "epochs", epochsRun: 3, reason: "epochs" });
   const target = r.target;
   assert.equal(target.layer, "conv_3");
   assert.ok(r.reached);
@@ -129,6 +131,31 @@ test("fine-prune --tune tail: only the tail's parameters change, the pruned chan
   for (const c of r.channels) assert.ok(k.subarray(c * per, (c + 1) * per).every((v) => v === 0));
   const all = await finePrune(model, { valid, drop: 2, epochs: 0, seed: 1 });
   assert.deepEqual([all.tune, all.tunedFrom, all.tunedParams], ["all", model.input, all.totalParams]);
+  assert.deepEqual(all.stop, { rule: "epochs", epochsRun: 0, reason: "epochs" }, "the default runs every epoch on all the clean data");
+});
+
+test("fine-prune --stop recovered: B's accuracy on the held-out images is the target, and training stops by the rule", async () => {
+  const seed = 3;
+  const r = await finePrune(model, { valid, poisoned, drop: 2, epochs: 6, lr: 1e-3, seed, stop: "recovered" });
+  const s = r.stop;
+  assert.equal(s.rule, "recovered");
+  const { held } = holdoutSplit(valid.size, 0.2, seed);
+  assert.equal(s.heldOutImages, held.length);
+  // The target is B's own accuracy on exactly those images.
+  const bPred = await predictLabels(model, valid);
+  assert.equal(s.baseAccuracy, held.filter((j) => bPred[j] === valid.labels![j]).length / held.length);
+  const accs = s.heldOutAccuracy!;
+  assert.equal(accs.length, r.history.length);
+  assert.equal(s.epochsRun, r.history.length);
+  // Why it stopped agrees with what it saw.
+  if (s.reason === "recovered") {
+    assert.ok(accs[accs.length - 1] >= s.baseAccuracy!);
+    assert.ok(accs.slice(0, -1).every((a) => a < s.baseAccuracy!));
+  } else if (s.reason === "no-improvement") {
+    assert.ok(accs.length > 2 && Math.max(...accs.slice(-2)) <= Math.max(...accs.slice(0, -2)));
+  } else assert.equal(r.history.length, 6);
+  await assert.rejects(finePrune(model, { valid, stop: "recovered", holdout: 1 }), (e: Error) => e instanceof UserError && /holdout/.test(e.message));
+  await assert.rejects(finePrune(model, { valid, stop: "never" as "epochs" }), (e: Error) => e instanceof UserError && /stop/.test(e.message));
 });
 
 test("fine-prune: bad options are UserErrors", async () => {

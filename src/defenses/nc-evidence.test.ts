@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { mulberry32 } from "../util/random.js";
 import { NATURAL_SCALE, SOURCE_SCALES, type SourceCurve } from "./nc-sources.js";
-import { bhQValues, erfc, familyEvidence, incompleteBeta, MIN_HELD_OUT_IMAGES, normalTail, studentTail, type LabelMeasure } from "./nc-evidence.js";
+import { bhQValues, erfc, familyEvidence, incompleteBeta, MAD_EFFICIENCY, madNullDf, MIN_HELD_OUT_IMAGES, normalTail, studentTail, type LabelMeasure } from "./nc-evidence.js";
 
 /** Standard normal draws (Box–Muller) from a seeded stream. */
 function normals(n: number, seed: number): number[] {
@@ -157,4 +157,54 @@ test("two-stage flag: an index > 2 that misses the FDR bar is confirmed by a tri
   assert.equal(familyEvidence(tie, { scale: "log", naturalCheck: true }).perLabel[9].flagged, false);
   assert.equal(familyEvidence(measures(all), { scale: "log", naturalCheck: true }).perLabel[9].flagged, false);
   assert.equal(familyEvidence(ms, { scale: "log" }).perLabel[9].flagged, false, "off by default");
+});
+
+/** Median of a list (test helper). */
+const med = (a: readonly number[]): number => {
+  const s = [...a].sort((x, y) => x - y);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+test("MAD null: a normal label's index against n normal references exceeds the t(madNullDf) quantile about as often as the t says", () => {
+  // The t quantile with tail 1% (bisection on studentTail).
+  const quantile = (p: number, df: number): number => {
+    let lo = 0, hi = 100;
+    for (let k = 0; k < 80; k++) {
+      const mid = (lo + hi) / 2;
+      if (studentTail(mid, df) > p) lo = mid;
+      else hi = mid;
+    }
+    return (lo + hi) / 2;
+  };
+  const n = 10, draws = 20000, p = 0.01;
+  const z = normals(draws * (n + 1), 11);
+  const zq = quantile(p, madNullDf(n));
+  let over = 0;
+  for (let r = 0; r < draws; r++) {
+    const ref = z.slice(r * (n + 1), r * (n + 1) + n);
+    const m = med(ref);
+    const s = 1.4826 * med(ref.map((x) => Math.abs(x - m)));
+    if ((m - z[r * (n + 1) + n]) / s >= zq) over++;
+  }
+  const rate = over / draws;
+  // 200 expected at p = 1%; the normal null and t(n − 1) put far less mass beyond the same index.
+  assert.ok(rate > 0.6 * p && rate < 1.6 * p, `simulated tail ${rate} at t(${madNullDf(n).toFixed(2)})'s 1% quantile ${zq.toFixed(2)}`);
+  assert.ok(normalTail(zq) < p / 20 && studentTail(zq, n - 1) < p / 4, `normal ${normalTail(zq)}, t(${n - 1}) ${studentTail(zq, n - 1)}`);
+  assert.ok(Math.abs(madNullDf(10) - MAD_EFFICIENCY * 9) < 1e-12 && madNullDf(1) === 1);
+});
+
+test("FDR split over trigger families: a label that passes at 0.05 but not at 0.025 is flagged with one family, not with two", () => {
+  const norms = [100, 110, 95, 105, 120, 90, 102, 98, 115];
+  const logs = norms.map(Math.log);
+  const m = Math.log(102);
+  const sd = 1.4826 * med(logs.map((x) => Math.abs(x - m)));
+  // Index 2.8: p = normalTail(2.8) = 2.6e-3, q = 10 · p = 0.026 (the only small label), between 0.025 and 0.05.
+  const ms: LabelMeasure[] = [...norms, Math.exp(m - 2.8 * sd)].map((x, i) => ({ label: i, norm: x, reached: true, heldOutSuccess: 1, reference: i < 9 }));
+  const one = familyEvidence(ms, { scale: "log" });
+  const two = familyEvidence(ms, { scale: "log", families: 2 });
+  assert.ok(one.perLabel[9].qValue > 0.025 && one.perLabel[9].qValue < 0.05, `q ${one.perLabel[9].qValue}`);
+  assert.equal(one.perLabel[9].flagged, true);
+  assert.equal(two.perLabel[9].flagged, false);
+  assert.ok(two.perLabel[9].reasons.some((r) => r.includes("over 2 trigger families")), two.perLabel[9].reasons.join("; "));
 });

@@ -72,9 +72,16 @@ export interface EvidenceOptions {
   /**
    * The index's distribution under "not a target" (default "normal"). "t": Student's t with n − 1 degrees of
    * freedom for a median and MAD from n labels, whose own error makes large indices likelier than the normal says.
+   * "mad": Student's t with MAD_EFFICIENCY · (n − 1) degrees of freedom (madNullDf): the MAD is a noisier scale
+   * than the standard deviation that t(n − 1) assumes.
    */
-  nullDistribution?: "normal" | "t";
+  nullDistribution?: NullDistribution;
   fdr?: number;
+  /**
+   * Families of triggers tested on the same labels (default 1): a label is flagged when any family flags it, so
+   * each family's FDR bar is fdr / families (Bonferroni over the families), keeping the label's error at fdr.
+   */
+  families?: number;
   minHeldOutSuccess?: number;
   /** Held-out images the attack success was measured on (default: enough for it to count). */
   heldOutImages?: number;
@@ -86,6 +93,25 @@ export interface EvidenceOptions {
   naturalCheck?: boolean;
   /** κ of the natural-feature check (default NATURAL_SCALE). */
   naturalScale?: number;
+}
+
+/** The null distributions of the anomaly index (EvidenceOptions.nullDistribution). */
+export type NullDistribution = "normal" | "t" | "mad";
+export const NULL_DISTRIBUTIONS: readonly NullDistribution[] = ["normal", "t", "mad"];
+
+/**
+ * Asymptotic efficiency of the MAD as a scale estimate at the normal (Hampel 1974; Rousseeuw & Croux 1993:
+ * 36.75%): its variance is that of a standard deviation from about 37% as many observations.
+ */
+export const MAD_EFFICIENCY = 0.3675;
+
+/**
+ * Degrees of freedom of the t that stands in for the null of a MAD index against n reference values. Checked
+ * by simulation (normal references, a new normal value): the t's tail matches the simulated one at p 0.005 with
+ * 3.75 df for n = 10 (here 3.3) and 5.75 for n = 16 (here 5.5); see nc-evidence.test.ts.
+ */
+export function madNullDf(n: number): number {
+  return Math.max(1, MAD_EFFICIENCY * (n - 1));
 }
 
 export interface FamilyEvidence {
@@ -199,11 +225,13 @@ function signedIndex(v: readonly number[], ref: readonly boolean[], excluded: Re
   return { z, median: med, mad: m, n: rest.length };
 }
 
+/** A level such as 0.025 as written (two significant digits). */
+const level = (x: number): string => String(Number(x.toPrecision(2)));
 const fmt = (x: number): string => (x >= 0.01 || x === 0 ? x.toFixed(2) : x.toExponential(1));
 
 /** The evidence for every label of one family, with the confirm-and-exclude loop for several targets. */
 export function familyEvidence(measures: readonly LabelMeasure[], opts: EvidenceOptions): FamilyEvidence {
-  const fdr = opts.fdr ?? FDR_LEVEL;
+  const fdr = (opts.fdr ?? FDR_LEVEL) / Math.max(1, opts.families ?? 1);
   const minSuccess = opts.minHeldOutSuccess ?? MIN_HELD_OUT_SUCCESS;
   const v = measures.map((m) => onScale(m.norm, opts.scale));
   const ref = measures.map((m) => m.reference ?? true);
@@ -215,7 +243,9 @@ export function familyEvidence(measures: readonly LabelMeasure[], opts: Evidence
   for (;;) {
     rounds++;
     const st = signedIndex(v, ref, confirmed);
-    const p = opts.nullDistribution === "t" ? st.z.map((z) => studentTail(z, Math.max(1, st.n - 1))) : st.z.map(normalTail);
+    const nd = opts.nullDistribution ?? "normal";
+    const df = nd === "t" ? Math.max(1, st.n - 1) : nd === "mad" ? madNullDf(st.n) : Infinity;
+    const p = df === Infinity ? st.z.map(normalTail) : st.z.map((z) => studentTail(z, df));
     const q = bhQValues(p);
     const perLabel = measures.map((m, i): LabelEvidence => {
       const z = st.z[i];
@@ -240,7 +270,9 @@ export function familyEvidence(measures: readonly LabelMeasure[], opts: Evidence
       const failed: string[] = [];
       (m.reached ? pass : failed).push(m.reached ? "trigger reached the success threshold" : "trigger never reached the success threshold");
       (okIndex ? pass : failed).push(`anomaly index ${index.toFixed(2)}${small ? "" : " (large side)"} ${okIndex ? ">" : "<="} ${ANOMALY_THRESHOLD}${others > 0 ? ` without the ${others} other confirmed target(s)` : ""}`);
-      const fdrText = `false-discovery rate q ${fmt(q[i])} ${okFdr ? "<=" : ">"} ${fdr} over ${measures.length} labels`;
+      const fams = Math.max(1, opts.families ?? 1);
+      const nullText = df === Infinity ? "" : `, index null t(${df.toFixed(1)}) from ${st.n} labels`;
+      const fdrText = `false-discovery rate q ${fmt(q[i])} ${okFdr ? "<=" : ">"} ${level(fdr)} over ${measures.length} labels${fams > 1 ? ` (${level(fdr * fams)} over ${fams} trigger families)` : ""}${nullText}`;
       if (okFdr) pass.push(fdrText);
       else if (okSwitch && r !== null)
         pass.push(`${fdrText}, but confirmed as a switch: a third of the trigger moves ${(100 * r).toFixed(0)}% of the images the full one does, less than every one of the ${refReach.length} reference labels' (a natural label passes both stages with probability about ${fmt(p[i] / (1 + refReach.length))})`);

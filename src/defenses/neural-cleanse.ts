@@ -38,7 +38,7 @@ import { embed } from "./g-model.js";
 import { ANOMALY_THRESHOLD, median, normStats, type NormScale } from "./mad.js";
 import { defaultBudget, forwardMacs, labelSlots } from "./nc-budget.js";
 import { largestActivation } from "../runtime/cache-batch.js";
-import { familyEvidence, FDR_LEVEL, MIN_HELD_OUT_SUCCESS } from "./nc-evidence.js";
+import { familyEvidence, FDR_LEVEL, MIN_HELD_OUT_SUCCESS, type NullDistribution } from "./nc-evidence.js";
 import { boundRungs, flagThresholdNorm, furtherDecrease, pickBounded } from "./nc-schedule.js";
 import { SOURCE_SCALES, sourceCurves, type SourceCurve } from "./nc-sources.js";
 
@@ -1141,6 +1141,21 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
   };
 }
 
+/** Choices of the flag rule that only the statistics read (bench:detect --rescore compares them on saved scans). */
+export interface ScoreRule {
+  /** The anomaly index's null (default "normal"; see EvidenceOptions.nullDistribution). */
+  nullDistribution?: NullDistribution;
+  /**
+   * Split the FDR level over the trigger families (default true): a label is flagged when any family flags it,
+   * so with two families at 0.05 each its error rate could reach 0.1; at 0.05 / families each it stays at 0.05
+   * (Bonferroni over the families).
+   */
+  splitFamilies?: boolean;
+}
+
+/** The flag rule's defaults (README "Neural Cleanse measurements" compares the others on the same scans). */
+export const DEFAULT_SCORE_RULE: Required<ScoreRule> = { nullDistribution: "normal", splitFamilies: true };
+
 /**
  * The statistics of a scan from its per-label measurements (the whole scan, or every shard of one merged):
  * per family the plain anomaly index over all labels and the evidence of nc-evidence.ts; a label is flagged
@@ -1149,7 +1164,7 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
 export function scoreScan(
   labels: readonly number[],
   raw: Partial<Record<TriggerFamily, readonly NcRawScore[]>>,
-  o: { scale: NormScale; fdr: number; minHeldOutSuccess: number; hw: number; heldOutImages: number; naturalCheck?: boolean; naturalScale?: number },
+  o: { scale: NormScale; fdr: number; minHeldOutSuccess: number; hw: number; heldOutImages: number; naturalCheck?: boolean; naturalScale?: number } & ScoreRule,
 ): { labels: NcLabelResult[]; flagged: number[]; families: Partial<Record<TriggerFamily, Omit<NcFamilyStats, "budgetShrink">>> } {
   const fams = TRIGGER_FAMILIES.filter((f) => raw[f] !== undefined);
   if (fams.length === 0) throw new Error("scoreScan: no family measured");
@@ -1162,7 +1177,7 @@ export function scoreScan(
     if (rs.length !== labels.length) throw new Error(`scoreScan: ${rs.length} ${f} scores for ${labels.length} labels`);
     const ev = familyEvidence(
       rs.map((r, i) => ({ label: labels[i], norm: r.statNorm, reached: r.reached, heldOutSuccess: r.attackSuccess, restartNorms: r.restartNorms, reference: r.reference, sources: r.sources })),
-      { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages, naturalCheck: o.naturalCheck, naturalScale: o.naturalScale },
+      { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages, naturalCheck: o.naturalCheck, naturalScale: o.naturalScale, nullDistribution: o.nullDistribution ?? DEFAULT_SCORE_RULE.nullDistribution, families: (o.splitFamilies ?? DEFAULT_SCORE_RULE.splitFamilies) ? fams.length : 1 },
     );
     scores[f] = rs.map((r, i) => ({
       ...r,

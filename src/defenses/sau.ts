@@ -16,6 +16,7 @@ import { fail } from "../errors.js";
 import { backward } from "../graph/autodiff.js";
 import { attr, Graph, tensor, type TensorData } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";
+import { poolBeforeRelu } from "../graph/transforms.js";
 import { memoryDataset } from "../io/dataset.js";
 import { argmaxRows, predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
@@ -149,6 +150,8 @@ export function sharedPgdGraph(current: Model, ref: Model, beta1: number, beta2:
   const js = g.op("Mul", [g.op("ReduceSum", [g.op("Add", [klPart(pc), klPart(pr)]), g.ints([1])], { keepdims: attr.int(0) }), g.scalar(0.5)]);
   const lossShare = g.op("Div", [g.op("ReduceSum", [g.op("Mul", [asFloat(g, g.op("Not", [shared])), js])], { keepdims: attr.int(0) }), count]);
   const loss = g.op("Add", [g.op("Mul", [lossAdv, g.scalar(beta1)]), g.op("Mul", [lossShare, g.scalar(beta2)])], {}, "sau/pgd_loss");
+  // Relu → MaxPool as MaxPool → Relu in both networks: same values, a cheaper backward (as in the train step).
+  poolBeforeRelu(g);
   const grad = backward(g, loss, [delta]).get(delta)!;
   const sharedCount = g.op("ReduceSum", [asFloat(g, shared)], { keepdims: attr.int(0) });
   g.setOutputs([loss, grad, sharedCount]);

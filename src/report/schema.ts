@@ -72,6 +72,19 @@ const finePruning = z
     tunedFrom: z.string().optional(),
     tunedParams: int.optional(),
     totalParams: int.optional(),
+    // Added with --stop: when fine-tuning ended and what the stopping rule saw; absent in older files.
+    stop: z
+      .object({
+        rule: z.enum(["epochs", "recovered"]),
+        epochsRun: int,
+        reason: z.enum(["epochs", "recovered", "no-improvement"]),
+        holdout: frac.optional(),
+        heldOutImages: int.optional(),
+        baseAccuracy: frac.optional(),
+        heldOutAccuracy: z.array(frac).optional(),
+      })
+      .passthrough()
+      .optional(),
   })
   .passthrough();
 

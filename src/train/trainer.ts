@@ -41,6 +41,8 @@ export interface TrainOptions {
   lrSchedule?: (epoch: number) => number;
   /** After each epoch; `current()` builds the model with the parameters reached so far (for validation). */
   onEpoch?: (s: EpochStats, current: () => Model) => void | Promise<void>;
+  /** After onEpoch: true ends training before the epoch budget (early stopping, train/early-stop.ts). */
+  stopAfterEpoch?: (s: EpochStats, current: () => Model) => boolean | Promise<boolean>;
   onBatch?: (done: number, total: number, loss: number) => void;
   /** onnxruntime settings of the step session (threads, spinning). */
   session?: SessionOptions;
@@ -262,7 +264,9 @@ export async function train(model: Model, data: TrainData, opts: TrainOptions): 
       }
       const s = { epoch: epoch + 1, loss: lossSum / n, accuracy: correct / n, seconds: (performance.now() - t0) / 1000 };
       history.push(s);
-      await opts.onEpoch?.(s, () => withParams(model, runner.params()));
+      const current = () => withParams(model, runner.params());
+      await opts.onEpoch?.(s, current);
+      if (await opts.stopAfterEpoch?.(s, current)) break;
     }
     return { model: withParams(model, runner.params()), history };
   } finally {

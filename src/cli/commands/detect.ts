@@ -103,7 +103,8 @@ export const detectCommand: Command = {
     "  did, stays above the flag threshold. The last candidates get the full budget, and a second start when below\n" +
     "  the flag threshold. --schedule halving: --screen-steps (10) on --screen-batch-size (4) images, a quarter\n" +
     "  going on per rung. A flag needs a small-side anomaly index > 2, a false-discovery rate <= --fdr (0.05) over\n" +
-    "  all labels and, with >= 5 held-out images, a trigger that works on half of them. --natural-check adds the\n" +
+    "  all labels, split over the trigger families (0.025 each with both: a label is flagged when either flags it)\n" +
+    "  and, with >= 5 held-out images, a trigger that works on half of them. --natural-check adds the\n" +
     "  natural-feature check: no flag for a label whose trigger moves more images at a third of its strength than\n" +
     "  every reference label's, and a flag (second stage) for a candidate that moves fewer than all of them.",
   positionals: true,
@@ -187,7 +188,7 @@ export const detectCommand: Command = {
       "",
       ...reasons(result.labels),
       result.flagged.length
-        ? `flagged    ${result.flagged.join(", ")}  (small-side anomaly index > 2, false-discovery rate <= ${result.settings.fdr}${ctx.values["natural-check"] === true ? " or a switch-like trigger, no natural feature" : ""}; see the reasons above)`
+        ? `flagged    ${result.flagged.join(", ")}  (small-side anomaly index > 2, false-discovery rate <= ${result.settings.fdr} split over ${result.settings.families.length} trigger famil${result.settings.families.length === 1 ? "y" : "ies"}${ctx.values["natural-check"] === true ? " or a switch-like trigger, no natural feature" : ""}; see the reasons above)`
         : "flagged    none (no label's trigger is an outlier on the small side)",
       `time       ${result.seconds.toFixed(1)} s (${(result.labels.length / result.seconds).toFixed(2)} labels/s, ${result.imagePasses} image passes)`,
     ];
