@@ -14,7 +14,7 @@ import { buildStepGraph, detectBackdoor, type NeuralCleanseOptions, type NeuralC
 import { tensor, type TensorData } from "../graph/ir.js";
 import { memoryDataset, type Dataset } from "../io/dataset.js";
 import { openImageFiles } from "../io/image-folder.js";
-import { Session } from "../runtime/session.js";
+import { recordSessionStats, Session } from "../runtime/session.js";
 import { mulberry32 } from "../util/random.js";
 import { fixturesDir, loadDeepId, randomImages, row, timeIt } from "./common.js";
 
@@ -97,7 +97,9 @@ for (const B of [...new Set([4, prevScreenB, prevFullB])]) {
 // 2. The scheduled scanner, measured.
 const labels = Array.from({ length: nLabels }, (_, i) => i);
 const common: NeuralCleanseOptions = { inputScale: 255, labels };
+const stats = recordSessionStats();
 const r = await detectBackdoor(model, data, common);
+const sessions = [...stats.values()].reduce((a, x) => ({ n: a.n + x.sessions, create: a.create + x.createSeconds, runs: a.runs + x.runs, run: a.run + x.runSeconds }), { n: 0, create: 0, runs: 0, run: 0 });
 const describe = (x: NeuralCleanseResult) => {
   const full = x.labels.filter((l) => l.phase === "full").length;
   return `${full} labels to the full budget (${x.labels.filter((l) => l.mask?.reference).length} reference), flagged [${x.flagged.join(", ")}]`;
@@ -109,6 +111,7 @@ row(`  image passes`, `${r.imagePasses}`, `${((1000 * r.seconds) / r.imagePasses
 row(`  screening rungs`, `${r.phaseSeconds.screen.toFixed(1)} s`, r.settings.rungs.map((g) => `${g.steps} steps/${g.batch} img -> keep ${g.keep}`).join(", "));
 row(`  full budget`, `${r.phaseSeconds.full.toFixed(1)} s`);
 row(`  held-out attack success`, `${r.phaseSeconds.heldOut.toFixed(1)} s`);
+row(`  onnxruntime sessions`, `${sessions.n} in ${sessions.create.toFixed(1)} s`, `graph export + load; ${sessions.runs} runs in ${sessions.run.toFixed(1)} s; host-side between runs ${(r.seconds - sessions.create - sessions.run).toFixed(1)} s`);
 
 // 3. The previous scanner: projected from its step count (or run with --run-previous).
 const shortlist = Math.max(10, Math.ceil(0.03 * nLabels));

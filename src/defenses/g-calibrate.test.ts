@@ -168,6 +168,23 @@ test("pickRows keeps images and labels of the chosen rows", () => {
   assert.deepEqual(Array.from(p.labels!), [7, 5]);
 });
 
+test("pickRows reads spans of ascending rows in few calls and picks the same rows as one read per row", () => {
+  const n = 50, per = 4;
+  const base = memoryDataset("d", [1, 2, 2], Float32Array.from({ length: n * per }, (_, i) => i), Int32Array.from({ length: n }, (_, i) => i % 7));
+  let calls = 0;
+  const d = { ...base, read: (start: number, count: number) => (calls++, base.read(start, count)) };
+  const idx = [0, 1, 2, 5, 9, 10, 30, 31, 49];
+  const p = pickRows(d, idx);
+  const want = idx.flatMap((j) => Array.from(base.read(j, 1)));
+  assert.deepEqual(Array.from(p.read(0, idx.length)), want);
+  assert.deepEqual(Array.from(p.labels!), idx.map((j) => j % 7));
+  assert.equal(calls, 1, "ascending rows within the byte cap are one read");
+  calls = 0;
+  const q = pickRows(d, [3, 1, 4]);
+  assert.deepEqual(Array.from(q.read(0, 3)), [3, 1, 4].flatMap((j) => Array.from(base.read(j, 1))));
+  assert.equal(calls, 2, "a step back starts a new span");
+});
+
 test("calibratedGForRepair: a detector-only G (STRIP + trigger, no B′) and its report; G.onnx agrees with the report", async () => {
   const b = await backdooredModel();
   const tMask = new Float32Array(PER), tPat = new Float32Array(PER);

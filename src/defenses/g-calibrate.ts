@@ -28,12 +28,13 @@ import { attr, Graph, tensor } from "../graph/ir.js";
 import { memoryDataset, type Dataset } from "../io/dataset.js";
 import { argmaxRows, batchTensor, type BatchSource } from "../model/forward.js";
 import type { Model } from "../model/model.js";
+import { cacheBatch, largestActivation } from "../runtime/cache-batch.js";
 import { Session } from "../runtime/session.js";
 import { shuffled } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { duplicateDownstream } from "../graph/transforms.js";
 import { appendRejectClass, embed } from "./g-model.js";
-import { describeGaussians, FEATURE_LAYERS, featureValue, fitMahalanobis, mahalanobisGapNodes, mahalanobisNodes, mahalanobisReport, width, type ClassGaussians, type FeatureLayer } from "./g-mahalanobis.js";
+import { describeGaussians, extractFeatureLayers, FEATURE_LAYERS, featureValue, fitClassGaussians, mahalanobisGapNodes, mahalanobisNodes, mahalanobisReport, width, type ClassGaussians, type FeatureLayer } from "./g-mahalanobis.js";
 import { chooseSignals as chooseSignalSubset, judgeableSignals, MIN_PROXIES, proxyImages, successfulProxies, type ProxyTrigger, type SignalChoice } from "./g-select.js";
 import { pickOverlays, stripGraph, type StripGraphOptions } from "./strip.js";
 import type { ReportG, ReportGCalibration, ReportRate } from "../report/types.js";
@@ -185,8 +186,9 @@ export class GScorer {
   static async create(p: GParts, opts: { batchSize?: number } = {}): Promise<GScorer> {
     const sg = scoreGraph(p);
     const k = sg.signals.includes("strip") ? p.overlays!.length / (p.b.inputShape[0] * p.b.inputShape[1] * p.b.inputShape[2]) : 0;
-    // A STRIP input costs k+1 forward passes: keep the blended batch near 512 images.
-    const batch = opts.batchSize ?? Math.max(1, Math.floor(512 / (k + 1)));
+    // A STRIP input costs k+1 forward passes: at most 512 blended images a call, fewer when B's largest
+    // activation would outgrow the cache (cache-batch.ts; the scores do not depend on the batch).
+    const batch = opts.batchSize ?? cacheBatch(largestActivation(p.b.graph), k + 1, Math.max(1, Math.floor(512 / (k + 1))));
     return new GScorer(await Session.create(sg.graph), sg, p.b.numClasses, batch);
   }
 
@@ -386,12 +388,25 @@ export function rateWithInterval(count: number, n: number): RateWithInterval {
 
 // --- the whole procedure --------------------------------------------------------------------------------
 
+/** Most bytes pickRows reads in one call. */
+const PICK_BYTES = 16 << 20;
+
 /** Rows `idx` of a data set, in memory. */
 export function pickRows(data: Dataset, idx: ArrayLike<number>, name = `${data.name} subset`): Dataset {
   const [c, h, w] = data.shape;
   const per = c * h * w;
   const x = new Float32Array(idx.length * per);
-  for (let i = 0; i < idx.length; i++) x.set(data.read(idx[i]!, 1), i * per);
+  // Ascending rows close together are read as one span (at most PICK_BYTES) and picked from it: a row-by-row
+  // read of an .h5 file costs a library call per row.
+  const span = Math.max(1, Math.floor(PICK_BYTES / (4 * per)));
+  for (let i = 0; i < idx.length; ) {
+    const first = idx[i]!;
+    let j = i + 1;
+    while (j < idx.length && idx[j]! > idx[j - 1]! && idx[j]! < first + span) j++;
+    const block = data.read(first, idx[j - 1]! - first + 1);
+    for (let k = i; k < j; k++) x.set(block.subarray((idx[k]! - first) * per, (idx[k]! - first + 1) * per), k * per);
+    i = j;
+  }
   const labels = data.labels ? Int32Array.from(idx, (j) => data.labels![j]!) : null;
   return memoryDataset(name, [c, h, w], x, labels);
 }
@@ -540,21 +555,44 @@ export async function selectSignalSet(parts: GParts, inp: Pick<RepairGInput, "fi
  * part), or why the signal is left out (a network without a last linear layer).
  */
 export async function gaussiansForG(b: Model, fit: BatchSource, layer: FeatureLayer | false = "penultimate"): Promise<{ gaussians?: ClassGaussians; note?: string }> {
-  if (layer === false) return {};
-  if (!FEATURE_LAYERS.includes(layer)) fail(`unknown G feature layer "${String(layer)}" (known: ${FEATURE_LAYERS.join(", ")})`);
-  try {
-    return { gaussians: await fitMahalanobis(b, layer, fit) };
-  } catch (e) {
-    if (!(e instanceof UserError)) throw e;
-    return { note: `Mahalanobis signal left out: ${e.message}` };
-  }
+  return (await gaussiansForLayers(b, fit, [layer]))[0]!;
+}
+
+/**
+ * gaussiansForG for several layers at once: the features of every layer that B has come from one pass over
+ * `fit` (the same images, so the same Gaussians as one pass per layer).
+ */
+export async function gaussiansForLayers(b: Model, fit: BatchSource, layers: readonly (FeatureLayer | false)[]): Promise<{ gaussians?: ClassGaussians; note?: string }[]> {
+  const out: { gaussians?: ClassGaussians; note?: string }[] = layers.map(() => ({}));
+  const ok: { i: number; layer: FeatureLayer }[] = [];
+  layers.forEach((layer, i) => {
+    if (layer === false) return;
+    if (!FEATURE_LAYERS.includes(layer)) fail(`unknown G feature layer "${String(layer)}" (known: ${FEATURE_LAYERS.join(", ")})`);
+    try {
+      featureValue(b.graph.clone(), b, layer);
+      ok.push({ i, layer });
+    } catch (e) {
+      if (!(e instanceof UserError)) throw e;
+      out[i] = { note: `Mahalanobis signal left out: ${e.message}` };
+    }
+  });
+  if (ok.length === 0) return out;
+  const { features, pred } = await extractFeatureLayers(b, ok.map((o) => o.layer), fit);
+  ok.forEach(({ i, layer }, k) => {
+    try {
+      out[i] = { gaussians: fitClassGaussians(features[k]!.features, pred, b.numClasses, layer) };
+    } catch (e) {
+      if (!(e instanceof UserError)) throw e;
+      out[i] = { note: `Mahalanobis signal left out: ${e.message}` };
+    }
+  });
+  return out;
 }
 
 /** G for one repair, calibrated to the false-alarm rate, with its report section and outcome. */
 export async function calibratedGForRepair(inp: RepairGInput): Promise<{ graph: Graph; calibration: GCalibration; section: GCalibrationReport; g?: ReportG }> {
   const k = Math.min(inp.overlays ?? 32, inp.fit.size);
-  const maha = await gaussiansForG(inp.b, inp.fit, inp.mahalanobis);
-  const gap = await gaussiansForG(inp.b, inp.fit, inp.gap ?? "penultimate-preact");
+  const [maha, gap] = await gaussiansForLayers(inp.b, inp.fit, [inp.mahalanobis ?? "penultimate", inp.gap ?? "penultimate-preact"]);
   const parts: GParts = {
     b: inp.b,
     repaired: inp.repaired,

@@ -10,8 +10,8 @@ import { argmaxRows, batchTensor } from "../model/forward.js";
 import { Session } from "../runtime/session.js";
 import { backdooredModel, cleanSet, K, poisonedSet } from "../test/tiny-patch-mlp.js";
 import { mulberry32 } from "../util/random.js";
-import { calibrate, calibrateG, decide, gaussiansForG, GScorer, splitForCalibration } from "./g-calibrate.js";
-import { cholesky, extractFeatures, fitClassGaussians, fitMahalanobis, ledoitWolf, mahalanobisGapJs, mahalanobisGapNodes, mahalanobisJs, mahalanobisNodes, type FeatureLayer } from "./g-mahalanobis.js";
+import { calibrate, calibrateG, decide, gaussiansForG, gaussiansForLayers, GScorer, splitForCalibration } from "./g-calibrate.js";
+import { cholesky, extractFeatureLayers, extractFeatures, fitClassGaussians, fitMahalanobis, ledoitWolf, mahalanobisGapJs, mahalanobisGapNodes, mahalanobisJs, mahalanobisNodes, type FeatureLayer } from "./g-mahalanobis.js";
 
 const normal = (rand: () => number) => () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
 
@@ -185,6 +185,27 @@ test("ONNX G with the Mahalanobis signal decides like the JS statistic and catch
     await session.release();
     await scorer.release();
   }
+});
+
+test("one pass for several feature layers: the same features, predictions and Gaussians as one pass per layer", async () => {
+  const b = await backdooredModel();
+  const data = cleanSet(300, 64);
+  const layers: FeatureLayer[] = ["penultimate", "penultimate-preact", "conv-pooled"];
+  const okLayers = layers.filter((l) => l !== "conv-pooled"); // the tiny MLP has no 4-D layer
+  const one = await extractFeatureLayers(b, okLayers, data);
+  for (const [i, l] of okLayers.entries()) {
+    const alone = await extractFeatures(b, l, data);
+    assert.equal(one.features[i]!.dim, alone.dim);
+    assert.deepEqual(one.features[i]!.features, alone.features, l);
+    assert.deepEqual(one.pred, alone.pred);
+  }
+  const both = await gaussiansForLayers(b, data, [...layers, false]);
+  for (const [i, l] of layers.entries()) {
+    const alone = await gaussiansForG(b, data, l);
+    assert.deepEqual(both[i], alone, l);
+  }
+  assert.ok(both[2]!.note && !both[2]!.gaussians, "a layer the network lacks is a note, the others still fit");
+  assert.deepEqual(both[3], {});
 });
 
 test("bad input to the fit: one-line user errors", async () => {

@@ -310,25 +310,41 @@ export function mahalanobisGapNodes(g: Graph, gs: ClassGaussians, features: stri
 
 /** Features and B's top-1 of a data set, in batches. */
 export async function extractFeatures(model: Model, layer: FeatureLayer, data: BatchSource, batchSize = 256): Promise<{ features: Float32Array; pred: Int32Array; dim: number }> {
+  const { features, pred } = await extractFeatureLayers(model, [layer], data, batchSize);
+  return { features: features[0]!.features, pred, dim: features[0]!.dim };
+}
+
+/**
+ * Features of several layers and B's top-1 from ONE pass over the data (one session, each image through the
+ * network once): the G signals' Gaussians are fitted on the same images, so one pass serves them all.
+ */
+export async function extractFeatureLayers(
+  model: Model,
+  layers: readonly FeatureLayer[],
+  data: BatchSource,
+  batchSize = 256,
+): Promise<{ features: { features: Float32Array; dim: number }[]; pred: Int32Array }> {
   const g = model.graph.clone();
-  const f = featureValue(g, model, layer);
-  g.setOutputs([model.logits, f]);
+  const values = layers.map((l) => featureValue(g, model, l));
+  g.setOutputs([model.logits, ...new Set(values)]);
   g.prune([model.input]);
-  const dim = width(g, f);
-  const features = new Float32Array(data.size * dim);
+  const features = values.map((v) => {
+    const dim = width(g, v);
+    return { features: new Float32Array(data.size * dim), dim };
+  });
   const pred = new Int32Array(data.size);
   await withSession(g, (s) =>
     forEachBatch(
       s,
       data,
       (o, start) => {
-        features.set(o[f]!.data as Float32Array, start * dim);
+        values.forEach((v, i) => features[i]!.features.set(o[v]!.data as Float32Array, start * features[i]!.dim));
         pred.set(argmaxRows(o[model.logits]!.data as Float32Array, model.numClasses), start);
       },
       { batchSize, input: model.input },
     ),
   );
-  return { features, pred, dim };
+  return { features, pred };
 }
 
 /** Fits the class Gaussians of `model`'s `layer` features on clean data (B's predictions as classes). */

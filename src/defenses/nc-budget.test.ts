@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { loadDeepId } from "../bench/common.js";
 import { Graph, tensor } from "../graph/ir.js";
-import { defaultBudget, effectiveLabels, forwardMacs, FULL_BUDGET, graphMacs, SCAN_MACS } from "./nc-budget.js";
+import { defaultBudget, effectiveLabels, forwardMacs, FULL_BUDGET, graphMacs, labelSlots, SCAN_MACS } from "./nc-budget.js";
 import { resolveOptions } from "./neural-cleanse.js";
 
 test("forwardMacs: Conv and Gemm from the graph's shapes, by hand", () => {
@@ -64,4 +64,13 @@ test("explicit steps, batch size and restarts win over the model-cost budget; th
   assert.match(some.budget!.reason, /given: steps 77/);
   const all = resolveOptions({ inputScale: 255, steps: 9, batchSize: 3, restarts: 4 }, cost);
   assert.deepEqual([all.steps, all.batchSize, all.restarts, all.budget?.source], [9, 3, 4, "given"]);
+});
+
+test("labelSlots: fewer labels per step for wider activations or larger batches, never more than the cap", () => {
+  const fmnist = 16 * 26 * 26, deepid = 20 * 52 * 44;
+  assert.ok(labelSlots(fmnist, 32, 32) < 32 && labelSlots(fmnist, 32, 32) >= 1);
+  assert.ok(labelSlots(deepid, 4, 32) <= labelSlots(fmnist, 4, 32));
+  assert.ok(labelSlots(deepid, 12, 32) <= labelSlots(deepid, 4, 32));
+  assert.equal(labelSlots(1, 1, 7), 7);
+  assert.equal(labelSlots(1e8, 32, 32), 1);
 });

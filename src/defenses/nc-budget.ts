@@ -5,6 +5,7 @@
 // --steps/--batch-size/--restarts always win.
 import type { Graph } from "../graph/ir.js";
 import type { Model } from "../model/model.js";
+import { cacheBatch } from "../runtime/cache-batch.js";
 
 /** The budget of a small model: 300 steps on 32 images from 2 starts per label (the paper's scale). */
 export const FULL_BUDGET = { steps: 300, batchSize: 32, restarts: 2 } as const;
@@ -57,6 +58,15 @@ export function graphMacs(g: Graph): number {
     }
   }
   return macs;
+}
+
+/**
+ * Labels one Neural Cleanse step runs together: as many as keep L × batch images' largest activation near a
+ * core's cache (src/runtime/cache-batch.ts), 1 to `cap`. Each label's run is independent of the others in its
+ * call, so this only changes speed.
+ */
+export function labelSlots(activation: number, batch: number, cap: number): number {
+  return cacheBatch(activation, batch, cap);
 }
 
 export interface NcBudget {

@@ -106,6 +106,8 @@ export async function repair(model: Model, all: DefenseData, req: RepairRequest)
     const picked = await autoRepair(model, sel!.selection, triggers, req, run);
     ({ defense, outcome } = picked);
     Object.assign(timings, picked.timings);
+    // So that "g-calibration" below is G's own time, not the candidates' too.
+    lap("auto");
   }
   // Detection's section belongs in every repair's report, whichever defense ran.
   if (triggers?.neuralCleanse && !outcome.sections.neuralCleanse) outcome.sections.neuralCleanse = triggers.neuralCleanse;

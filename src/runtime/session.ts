@@ -45,21 +45,53 @@ export function sessionSettings(opts: SessionOptions = {}): { threads: number; s
   };
 }
 
+/** Seconds and counts of one graph's sessions (by graph name), for profiles: see recordSessionStats. */
+export interface SessionStat {
+  sessions: number;
+  /** Graph export plus onnxruntime's load and optimization. */
+  createSeconds: number;
+  runs: number;
+  runSeconds: number;
+}
+
+let stats: Map<string, SessionStat> | null = null;
+
+/** Starts (or restarts) counting every session's creation and run time by graph name; returns the live table. */
+export function recordSessionStats(): Map<string, SessionStat> {
+  stats = new Map();
+  return stats;
+}
+
+function statOf(what: string): SessionStat | undefined {
+  if (!stats) return undefined;
+  let s = stats.get(what);
+  if (!s) stats.set(what, (s = { sessions: 0, createSeconds: 0, runs: 0, runSeconds: 0 }));
+  return s;
+}
+
 export class Session {
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
+  private readonly stat: SessionStat | undefined;
 
-  private constructor(private readonly session: ort.InferenceSession) {
+  private constructor(private readonly session: ort.InferenceSession, what: string) {
     this.inputNames = session.inputNames;
     this.outputNames = session.outputNames;
+    this.stat = statOf(what);
   }
 
   static async create(g: Graph, opts: SessionOptions = {}): Promise<Session> {
-    return Session.fromBytes(toOnnx(g), opts, g.name);
+    const t0 = performance.now();
+    const bytes = toOnnx(g);
+    const exportSeconds = (performance.now() - t0) / 1000;
+    const s = await Session.fromBytes(bytes, opts, g.name);
+    if (s.stat) s.stat.createSeconds += exportSeconds;
+    return s;
   }
 
   static async fromBytes(bytes: Uint8Array, opts: SessionOptions = {}, what = "model"): Promise<Session> {
     const { threads, spinning } = sessionSettings(opts);
+    const t0 = performance.now();
     try {
       const s = await ort.InferenceSession.create(bytes, {
         intraOpNumThreads: threads,
@@ -69,7 +101,12 @@ export class Session {
         ...(opts.profilePrefix ? { enableProfiling: true, profileFilePrefix: opts.profilePrefix } : {}),
         extra: { session: { intra_op: { allow_spinning: spinning ? "1" : "0" }, inter_op: { allow_spinning: spinning ? "1" : "0" } } },
       });
-      return new Session(s);
+      const out = new Session(s, what);
+      if (out.stat) {
+        out.stat.sessions++;
+        out.stat.createSeconds += (performance.now() - t0) / 1000;
+      }
+      return out;
     } catch (e) {
       throw new Error(`onnxruntime could not load ${what}: ${(e as Error).message.split("\n")[0]}`);
     }
@@ -86,7 +123,9 @@ export class Session {
     const ortFetches: Record<string, ort.Tensor | null> = {};
     for (const [k, v] of Object.entries(into)) ortFetches[k] = toOrt(v);
     for (const k of fetches) ortFetches[k] = null;
+    const t0 = this.stat && performance.now();
     const res = await this.session.run(ortFeeds, ortFetches);
+    this.count(t0);
     const out: Record<string, TensorData> = {};
     for (const k of fetches) out[k] = fromOrt(res[k]);
     return out;
@@ -95,10 +134,18 @@ export class Session {
   async run(feeds: Record<string, TensorData>, fetches?: string[]): Promise<Record<string, TensorData>> {
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const [k, v] of Object.entries(feeds)) ortFeeds[k] = toOrt(v);
+    const t0 = this.stat && performance.now();
     const res = await this.session.run(ortFeeds, fetches ?? (this.outputNames as string[]));
+    this.count(t0);
     const out: Record<string, TensorData> = {};
     for (const [k, v] of Object.entries(res)) out[k] = fromOrt(v);
     return out;
+  }
+
+  private count(t0: number | undefined): void {
+    if (!this.stat || t0 === undefined) return;
+    this.stat.runs++;
+    this.stat.runSeconds += (performance.now() - t0) / 1000;
   }
 
   /** Stops profiling (sessions created with profilePrefix) and writes the profile file. */
