@@ -562,7 +562,9 @@ export async function gaussiansForG(b: Model, fit: BatchSource, layer: FeatureLa
  * gaussiansForG for several layers at once: the features of every layer that B has come from one pass over
  * `fit` (the same images, so the same Gaussians as one pass per layer).
  */
-export async function gaussiansForLayers(b: Model, fit: BatchSource, layers: readonly (FeatureLayer | false)[]): Promise<{ gaussians?: ClassGaussians; note?: string }[]> {
+export async function gaussiansForLayers(b: Model, fit: BatchSource, layers: readonly (FeatureLayer | false)[], signals: readonly string[] = []): Promise<{ gaussians?: ClassGaussians; note?: string }[]> {
+  // The signal each layer feeds, for the note when it is left out.
+  const leftOut = (i: number, e: Error) => ({ note: `${signals[i] ?? "Mahalanobis"} signal left out: ${e.message}` });
   const out: { gaussians?: ClassGaussians; note?: string }[] = layers.map(() => ({}));
   const ok: { i: number; layer: FeatureLayer }[] = [];
   layers.forEach((layer, i) => {
@@ -573,7 +575,7 @@ export async function gaussiansForLayers(b: Model, fit: BatchSource, layers: rea
       ok.push({ i, layer });
     } catch (e) {
       if (!(e instanceof UserError)) throw e;
-      out[i] = { note: `Mahalanobis signal left out: ${e.message}` };
+      out[i] = leftOut(i, e);
     }
   });
   if (ok.length === 0) return out;
@@ -583,7 +585,7 @@ export async function gaussiansForLayers(b: Model, fit: BatchSource, layers: rea
       out[i] = { gaussians: fitClassGaussians(features[k]!.features, pred, b.numClasses, layer) };
     } catch (e) {
       if (!(e instanceof UserError)) throw e;
-      out[i] = { note: `Mahalanobis signal left out: ${e.message}` };
+      out[i] = leftOut(i, e);
     }
   });
   return out;
@@ -592,7 +594,7 @@ export async function gaussiansForLayers(b: Model, fit: BatchSource, layers: rea
 /** G for one repair, calibrated to the false-alarm rate, with its report section and outcome. */
 export async function calibratedGForRepair(inp: RepairGInput): Promise<{ graph: Graph; calibration: GCalibration; section: GCalibrationReport; g?: ReportG }> {
   const k = Math.min(inp.overlays ?? 32, inp.fit.size);
-  const [maha, gap] = await gaussiansForLayers(inp.b, inp.fit, [inp.mahalanobis ?? "penultimate", inp.gap ?? "penultimate-preact"]);
+  const [maha, gap] = await gaussiansForLayers(inp.b, inp.fit, [inp.mahalanobis ?? "penultimate", inp.gap ?? "penultimate-preact"], ["Mahalanobis", "class-gap"]);
   const parts: GParts = {
     b: inp.b,
     repaired: inp.repaired,
@@ -611,7 +613,7 @@ export async function calibratedGForRepair(inp: RepairGInput): Promise<{ graph: 
     if (!inp.test) delete section.cleanTest;
     if (maha.gaussians) section.mahalanobis = mahalanobisReport(maha.gaussians);
     if (gap.gaussians) section.mahalanobisGap = mahalanobisReport(gap.gaussians);
-    section.notes = [...(maha.note ? [maha.note] : []), ...(gap.note && !maha.note ? [gap.note.replace("Mahalanobis", "class-gap")] : []), ...(choice ? [choice.reason] : [])];
+    section.notes = [...(maha.note ? [maha.note] : []), ...(gap.note && !maha.note ? [gap.note] : []), ...(choice ? [choice.reason] : [])];
     if (section.notes.length === 0) delete section.notes;
     if (choice) section.signalSelection = { proxies: choice.proxies, tried: choice.tried.map((t) => ({ signals: t.signals, proxyDetection: t.proxyDetection })) };
     return { graph, calibration, section, g };

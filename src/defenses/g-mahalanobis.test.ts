@@ -205,7 +205,11 @@ test("one pass for several feature layers: the same features, predictions and Ga
     assert.deepEqual(both[i], alone, l);
   }
   assert.ok(both[2]!.note && !both[2]!.gaussians, "a layer the network lacks is a note, the others still fit");
+  assert.match(both[2]!.note!, /^Mahalanobis signal left out: /);
   assert.deepEqual(both[3], {});
+  // The note names the signal the layer feeds.
+  const named = await gaussiansForLayers(b, data, [layers[2]!], ["class-gap"]);
+  assert.match(named[0]!.note!, /^class-gap signal left out: /);
 });
 
 test("bad input to the fit: one-line user errors", async () => {
