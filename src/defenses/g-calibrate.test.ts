@@ -2,12 +2,15 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { UserError } from "../errors.js";
 import { memoryDataset } from "../io/dataset.js";
-import { argmaxRows, batchTensor } from "../model/forward.js";
-import { Session } from "../runtime/session.js";
+import { argmaxRows, batchTensor, forEachBatch, forwardGraph } from "../model/forward.js";
+import type { Model } from "../model/model.js";
+import type { Dataset } from "../io/dataset.js";
+import { Session, withSession } from "../runtime/session.js";
 import { backdooredModel, cleanSet, H, K, PER, poisonedSet, W } from "../test/tiny-patch-mlp.js";
 import { mulberry32 } from "../util/random.js";
-import { binomialCdf, calibrate, minCalibrationSize, calibrateG, checkFpr, clopperPearson, decide, gOutcome, calibratedGForRepair, pickRows, rateWithInterval, reportCalibratedG, splitForCalibration, type GParts } from "./g-calibrate.js";
+import { binomialCdf, calibrate, minCalibrationSize, calibrateG, checkFpr, clopperPearson, decide, gOutcome, calibratedGForRepair, disagreementScore, GScorer, pickRows, rateWithInterval, reportCalibratedG, splitForCalibration, type GParts } from "./g-calibrate.js";
 import { pickOverlays } from "./strip.js";
+import { prunedNeuronsModel, pruneSite } from "./nc-mitigation.js";
 
 /** Standard normal by Box–Muller. */
 const normal = (rand: () => number) => () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
@@ -228,3 +231,33 @@ test("calibratedGForRepair by default adds both feature-space signals, fitted on
   assert.ok(!s.section.signals.includes("trigger"));
   assert.ok(s.section.notes!.some((n) => /reversed-trigger proxies/.test(n)));
 });
+
+test("the disagreement signal in the graph is p_B(ŷ) − p_B′(ŷ) of disagreementScore, bounded by 1", async () => {
+  const b = await backdooredModel();
+  const site = pruneSite(b);
+  const r = prunedNeuronsModel(b, site, [0, 2, 5, 7, 11]);
+  const data = poisonedSet(40, 61);
+  const scorer = await GScorer.create({ b, repaired: r, signals: ["disagreement"] });
+  try {
+    const s = await scorer.score(data);
+    const [lb, lr] = [await logitsOf(b, data), await logitsOf(r, data)];
+    let moved = 0;
+    for (let i = 0; i < data.size; i++) {
+      const want = disagreementScore(lb.subarray(i * K, (i + 1) * K), lr.subarray(i * K, (i + 1) * K));
+      assert.ok(Math.abs(s.scores[0]![i]! - want) < 1e-5, `input ${i}: graph ${s.scores[0]![i]} vs ${want}`);
+      assert.ok(want <= 1 && want >= -1);
+      if (Math.abs(want) > 1e-3) moved++;
+    }
+    assert.ok(moved > 0, "the pruned network must move some probabilities, or the check is empty");
+  } finally {
+    await scorer.release();
+  }
+  // By hand: B sure of class 0 (p ≈ 0.98), B′ not (p = 0.25 on four classes).
+  assert.ok(Math.abs(disagreementScore([4, 0, 0, 0], [0, 0, 0, 0]) - (Math.exp(4) / (Math.exp(4) + 3) - 0.25)) < 1e-12);
+});
+
+async function logitsOf(m: Model, data: Dataset): Promise<Float32Array> {
+  const out = new Float32Array(data.size * m.numClasses);
+  await withSession(forwardGraph(m), (s) => forEachBatch(s, data, (o, start) => out.set(o[m.logits]!.data as Float32Array, start * m.numClasses)));
+  return out;
+}

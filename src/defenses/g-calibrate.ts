@@ -1,6 +1,6 @@
 // G with a false-alarm rate the user sets. Several input-level signals, each a score where higher means
 // "looks more backdoored", are combined and calibrated on HELD-OUT clean data:
-//   - disagreement: log p_B(ŷ) − log p_B′(ŷ), ŷ = B's top-1 (how much the repair took from B's answer);
+//   - disagreement: p_B(ŷ) − p_B′(ŷ), ŷ = B's top-1 (how much probability the repair took from B's answer);
 //   - strip: −(STRIP entropy) (a trigger keeps blends of the input on one class);
 //   - trigger: −(mean |x − pattern| under the mask) of the closest reversed trigger;
 //   - confidence: −max log p_B′ (the repaired network is unsure);
@@ -42,6 +42,29 @@ import type { DefenseData, DefenseOutcome } from "./defense.js";
 
 export const SIGNALS = ["disagreement", "strip", "trigger", "confidence", "mahalanobis", "mahalanobis-gap"] as const;
 export type SignalName = (typeof SIGNALS)[number];
+
+/**
+ * The disagreement signal of one input from B's and B′'s logits (the graph computes the same): p_B(ŷ) − p_B′(ŷ),
+ * ŷ = B's top-1. It used to be the log-ratio log p_B(ŷ) − log p_B′(ŷ); that is unbounded where B′ all but rules out
+ * B's answer, and a repair does that on some clean inputs too (wanet, unlearning: the clean held-out maximum was
+ * 12.8 nats), so its 1% tail was set by a few clean outliers. The difference of probabilities is bounded by 1 and
+ * large only where B was sure AND B′ took that certainty away, which is what a trigger B′ no longer obeys looks
+ * like. Measured on four repaired zoo models (README, G section): detection alone at 1% false alarms
+ * rose on every one (wanet 82.5% → 91.7%).
+ */
+export function disagreementScore(bLogits: ArrayLike<number>, rLogits: ArrayLike<number>): number {
+  const k = bLogits.length;
+  let top = 0;
+  for (let c = 1; c < k; c++) if (bLogits[c]! > bLogits[top]!) top = c;
+  const p = (l: ArrayLike<number>, c: number): number => {
+    let mx = -Infinity;
+    for (let i = 0; i < k; i++) mx = Math.max(mx, l[i]!);
+    let z = 0;
+    for (let i = 0; i < k; i++) z += Math.exp(l[i]! - mx);
+    return Math.exp(l[c]! - mx) / z;
+  };
+  return p(bLogits, top) - p(rLogits, top);
+}
 
 /** A repaired network: a full model, or B with channels of one of its values masked (pruning: shared trunk). */
 export type Repaired = Model | { value: string; mask: Float32Array };
@@ -122,11 +145,12 @@ export function scoreGraph(p: GParts): ScoreGraph {
       const view = g.op("Reshape", [g.constant(tensor("float32", [m.length], Float32Array.from(m)), "pruning_mask"), g.ints([1, -1, ...new Array(Math.max(0, rank - 2)).fill(1)])]);
       rl = duplicateDownstream(g, v, g.op("Mul", [v, view], {}, g.fresh(`${v}/pruned`)), "P/")(bl);
     }
-    const lsB = g.op("LogSoftmax", [bl], { axis: attr.int(1) });
     const lsR = g.op("LogSoftmax", [rl], { axis: attr.int(1) });
     const top = g.op("ArgMax", [bl], { axis: attr.int(1), keepdims: attr.int(1) });
-    const pick = (ls: string) => g.op("Squeeze", [g.op("GatherElements", [ls, top], { axis: attr.int(1) }), axis1]);
-    out.disagreement = g.op("Sub", [pick(lsB), pick(lsR)], {}, "g_disagreement");
+    const pick = (v: string) => g.op("Squeeze", [g.op("GatherElements", [v, top], { axis: attr.int(1) }), axis1]);
+    // Probabilities, not log-probabilities: see disagreementScore.
+    const prob = (l: string) => g.op("Softmax", [l], { axis: attr.int(1) });
+    out.disagreement = g.op("Sub", [pick(prob(bl)), pick(prob(rl))], {}, "g_disagreement");
     out.confidence = g.op("Neg", [g.op("ReduceMax", [lsR], { axes: attr.ints([1]), keepdims: attr.int(0) })], {}, "g_confidence");
   }
   if (signals.includes("strip")) {
