@@ -8,7 +8,7 @@ import type { Dataset } from "../io/dataset.js";
 import { Session, withSession } from "../runtime/session.js";
 import { backdooredModel, cleanSet, H, K, PER, poisonedSet, W } from "../test/tiny-patch-mlp.js";
 import { mulberry32 } from "../util/random.js";
-import { binomialCdf, calibrate, minCalibrationSize, calibrateG, checkFpr, clopperPearson, decide, gOutcome, calibratedGForRepair, disagreementScore, GScorer, pickRows, rateWithInterval, reportCalibratedG, splitForCalibration, type GParts } from "./g-calibrate.js";
+import { binomialCdf, allowedAbove, calibrate, minCalibrationSize, ReferenceRank, reservedCalibrationSize, calibrateG, checkFpr, clopperPearson, decide, gOutcome, calibratedGForRepair, disagreementScore, GScorer, pickRows, rateWithInterval, reportCalibratedG, splitForCalibration, type GParts } from "./g-calibrate.js";
 import { pickOverlays } from "./strip.js";
 import { prunedNeuronsModel, pruneSite } from "./nc-mitigation.js";
 
@@ -51,26 +51,53 @@ test("Clopper–Pearson matches closed forms and published values", () => {
   assert.ok(r.ci95[0] < 0.01 && r.ci95[1] > 0.01);
 });
 
-test("thresholds reproduce the max-rank rule and catch an input extreme in one signal", () => {
+test("thresholds reproduce the split rule max_j rank_j(s_j) > τ and catch an input extreme in one signal", () => {
   const signals = ["disagreement", "strip", "trigger"] as const;
   for (const [fpr, guarantee] of [[0.01, "marginal"], [0.05, "marginal"], [0.01, { delta: 0.1 }]] as const) {
     const A = cleanScores(2000, 1);
     const cal = calibrate(A, fpr, [...signals], guarantee);
-    // The thresholds are the rank rule c(x) = max_j #{a < s_j(x)} > τ + 1, written as per-signal comparisons.
+    assert.equal(cal.reference, 1000);
+    // The thresholds are c(x) = max_j rank_j(s_j(x)) > τ, ranks against the even rows, as per-signal comparisons.
+    const ranks = A.map((s) => new ReferenceRank(Float64Array.from({ length: 1000 }, (_, i) => s[2 * i]!).sort()));
     const fresh = cleanScores(20000, 3);
     const flags = decide(fresh, cal.thresholds);
-    const sortedA = A.map((s) => Float32Array.from(s).sort());
+    let near = 0;
     for (let i = 0; i < 2000; i++) {
-      const c = Math.max(...fresh.map((s, j) => sortedA[j]!.filter((a) => a < s[i]!).length));
-      assert.equal(flags[i], c > cal.tau + 1 ? 1 : 0, `input ${i}`);
+      const c = Math.max(...fresh.map((s, j) => ranks[j]!.rank(s[i]!)));
+      // float32 thresholds round up: an input within a hair of τ may go either way.
+      if (Math.abs(c - cal.tau) < 1e-3) {
+        near++;
+        continue;
+      }
+      assert.equal(flags[i], c > cal.tau ? 1 : 0, `input ${i}`);
     }
-    // Not vacuous: it does flag clean data, and it catches inputs that are extreme in ONE signal. (The rate
-    // itself is a property of the draw of A and B: see the next test.)
+    assert.ok(near < 5);
+    // At most m of the calibration half (odd rows) lie above the thresholds.
+    const odd = A.map((s) => Float32Array.from({ length: 1000 }, (_, i) => s[2 * i + 1]!));
+    assert.ok(decide(odd, cal.thresholds).reduce((x, v) => x + v, 0) <= allowedAbove(1000, fpr, guarantee));
+    // Not vacuous: it does flag clean data, and it catches inputs that are extreme in ONE signal.
     assert.ok(flags.reduce((x, v) => x + v, 0) > 0);
-    const odd = cleanScores(500, 4);
-    for (let i = 0; i < 500; i++) odd[i % 3]![i] = odd[i % 3]![i]! + 50;
-    assert.equal(decide(odd, cal.thresholds).reduce((x, v) => x + v, 0), 500);
+    const extreme = cleanScores(500, 4);
+    for (let i = 0; i < 500; i++) extreme[i % 3]![i] = extreme[i % 3]![i]! + 50;
+    assert.equal(decide(extreme, cal.thresholds).reduce((x, v) => x + v, 0), 500);
   }
+});
+
+test("ReferenceRank: interpolated, increasing, extended above the maximum, and inverse() undoes rank()", () => {
+  const r = new ReferenceRank(Float64Array.of(0, 1, 1, 3, 4));
+  assert.equal(r.rank(-5), 0);
+  assert.equal(r.rank(0.5), 0.5);
+  assert.equal(r.rank(2), 2.5);
+  assert.equal(r.rank(4), 4);
+  // Top 5% of five scores is one gap: 4 − 3 = 1 per rank above the maximum.
+  assert.equal(r.rank(6), 6);
+  for (const t of [0.25, 2.5, 3.75, 4, 7.5]) assert.ok(Math.abs(r.rank(r.inverse(t)) - t) < 1e-12, `t=${t}`);
+  // Equal neighbours: rank jumps over [1, 2), and the threshold of any rank there is their value.
+  assert.equal(r.inverse(1.5), 1);
+  assert.ok(r.rank(1 + 1e-9) > 2 && r.rank(1 - 1e-9) < 1);
+  // All equal: a positive tail all the same.
+  const flat = new ReferenceRank(Float64Array.of(2, 2, 2));
+  assert.ok(flat.rank(2.001) > flat.rank(2));
 });
 
 test("the default (PAC) guarantee: over many held-out draws the rate exceeds fpr about delta of the time, not half", () => {
@@ -98,11 +125,11 @@ test("the default (PAC) guarantee: over many held-out draws the rate exceeds fpr
 
 test("calibration refuses an fpr its held-out data cannot support, and bad rates", () => {
   const few = cleanScores(50, 5);
-  const need = minCalibrationSize(0.01, "marginal", 3);
+  const need = minCalibrationSize(0.01, "marginal");
   assert.throws(() => calibrate(few, 0.01, ["disagreement", "strip", "trigger"], "marginal"), (e: unknown) => e instanceof UserError && new RegExp(`needs at least ${need} held-out`).test((e as Error).message));
   // At the minimum size calibration works and some threshold is finite; one image fewer is refused.
   for (const g of ["marginal", { delta: 0.1 }] as const) {
-    const n = minCalibrationSize(0.01, g, 3);
+    const n = minCalibrationSize(0.01, g);
     assert.ok(calibrate(cleanScores(n, 7), 0.01, ["disagreement", "strip", "trigger"], g).thresholds.some(Number.isFinite));
     assert.throws(() => calibrate(cleanScores(n - 1, 7), 0.01, ["disagreement", "strip", "trigger"], g), UserError);
   }
@@ -111,7 +138,9 @@ test("calibration refuses an fpr its held-out data cannot support, and bad rates
 });
 
 test("splitForCalibration: disjoint, covers the data, reserves what the fpr needs", () => {
-  const need = minCalibrationSize(0.01);
+  const need = reservedCalibrationSize(0.01);
+  assert.equal(need, 1175, "six signals at 1% and 90% confidence: the size repairs have always reserved");
+  assert.ok(minCalibrationSize(0.01) < need);
   const data = cleanSet(2 * need + 10, 31);
   const { fit, calibration } = splitForCalibration(data, 0.01, { fraction: 0.2 });
   assert.equal(fit.size + calibration.size, data.size);

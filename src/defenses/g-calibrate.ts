@@ -10,19 +10,21 @@
 //   - mahalanobis-gap: that distance (on the features before the ReLU) minus the distance to the closest class.
 // Every available signal is used unless `selectSignals` asks for a subset chosen on reversed-trigger proxies
 // (g-select.ts; measured worse on the zoo).
-// Combination (min-p / max-rank, calibrated as a whole, conformal): on the n held-out clean inputs each
-// signal becomes a rank r_j(x) = #{held-out k : s_j(k) < s_j(x)}, and the combined statistic is
-// c(x) = max_j r_j(x) (the most extreme signal). A held-out input's own c_i (leave-one-out: its rank among the
-// others) is one draw of the statistic a fresh clean input gets; G flags c(x) > τ + 1, where τ is the order
-// statistic of the c_i that leaves the allowed number m of them above it (see Guarantee). The +1 makes the
-// rule conservative: in the bag of the n held-out inputs plus x, each c_i can grow by at most 1 when x joins,
-// so the full-conformal p-value of x is never below the one used here (Vovk et al. 2005; Lei et al. 2018),
-// whatever the signals' correlation. Using every held-out input for the ranks (rather than splitting off a
-// rank part) matters: with a separate rank part of size n_A, about J·n_B/(n_A + 1) of the others would exceed
-// all of it on some signal and saturate the statistic.
-// c(x) > τ + 1 ⟺ some s_j(x) > t_j with t_j = the (τ+2)-th smallest s_j over the held-out data, so the ONNX G
-// only compares J scores with J thresholds: the scores come from one graph, so the JS calibration and G decide
-// on the same float32 numbers.
+// Combination (split conformal, calibrated as a whole). The held-out clean inputs are split in two halves,
+// alternately (the held-out part is already a random draw). The first half, the reference R, turns each signal
+// into a continuous rank: f_j(s) = the position of s among R's sorted scores, interpolated linearly between
+// neighbours and extended above R's maximum by the mean gap of R's top 5% (so that inputs above every reference
+// score still differ). The combined statistic is c(x) = max_j f_j(s_j(x)) (the most extreme signal). Given R,
+// c is a fixed function, so on the second half C its values are exchangeable with a fresh clean input's, and
+// flagging c(x) > τ, τ the order statistic of C's values that leaves the allowed number m of them above it (see
+// Guarantee), is exact split conformal (Vovk et al. 2005; Lei et al. 2018), whatever the signals' correlation.
+// Why not leave-one-out ranks over all held-out inputs (this file's rule until 2026-12-03): ranks there are
+// integers, and with J signals about J inputs share each top rank, so τ moved in steps of J inputs and, with the
+// +1 margin leave-one-out needs, G flagged only inputs above the held-out maximum of some signal: 0.10–0.32% false
+// alarms on the zoo at a 1% target, detection lost for it (README, G section).
+// c(x) > τ ⟺ some s_j(x) > t_j with t_j = f_j⁻¹(τ) (each f_j is increasing), so the ONNX G only compares J
+// scores with J thresholds: the scores come from one graph, and the thresholds are float32, so the JS rule and G
+// decide on the same numbers.
 import { fail, UserError } from "../errors.js";
 import { attr, Graph, tensor } from "../graph/ir.js";
 import { memoryDataset, type Dataset } from "../io/dataset.js";
@@ -244,23 +246,14 @@ export interface GCalibration {
   signals: SignalName[];
   /** Flag when score_j > thresholds[j] for any j (Infinity: that signal never flags). */
   thresholds: number[];
-  /** Held-out clean inputs calibrated on. */
+  /** Held-out clean inputs: the reference half and the calibration half. */
   n: number;
-  /** The conformal rank threshold: G flags c(x) = max_j r_j(x) > τ + 1. */
+  /** Of them, the reference half the signals are ranked against. */
+  reference: number;
+  /** The conformal threshold on c(x) = max_j f_j(s_j(x)) (continuous ranks in the reference half). */
   tau: number;
-  /** Held-out inputs flagged by the calibrated rule (at most m). */
+  /** Held-out inputs of both halves the calibrated rule flags (at most m of the calibration half). */
   heldOutFlagged: number;
-}
-
-/** #{a ∈ sorted : a < v} by binary search. */
-function countBelow(sorted: Float32Array, v: number): number {
-  let lo = 0, hi = sorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (sorted[mid]! < v) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }
 
 /**
@@ -284,26 +277,93 @@ export function allowedAbove(n: number, fpr: number, guarantee: Guarantee): numb
   return m;
 }
 
-/**
- * Smallest held-out size at which `signals` signals can be calibrated to this fpr: at least signals + 1 of the
- * held-out statistics must be allowed above τ, because up to one per signal sits at the top rank n − 1, and a
- * τ there leaves thresholds no clean input can exceed (G would never flag).
- */
-export function minCalibrationSize(fpr: number, guarantee: Guarantee = DEFAULT_GUARANTEE, signals: number = SIGNALS.length): number {
+/** Smallest n ≥ 1 with ok(n), for ok monotone in n (doubling, then bisection). */
+function smallestSize(ok: (n: number) => boolean): number {
   let hi = 1;
-  while (allowedAbove(hi, fpr, guarantee) < signals + 1) hi *= 2;
+  while (!ok(hi)) hi *= 2;
   let lo = Math.floor(hi / 2);
   while (lo + 1 < hi) {
     const mid = (lo + hi) >> 1;
-    if (allowedAbove(mid, fpr, guarantee) >= signals + 1) hi = mid;
+    if (ok(mid)) hi = mid;
     else lo = mid;
   }
   return hi;
 }
 
+/** Smallest held-out size the rule can calibrate at all: a reference half of two, and m ≥ 0 in the other half. */
+export function minCalibrationSize(fpr: number, guarantee: Guarantee = DEFAULT_GUARANTEE): number {
+  return smallestSize((n) => referenceRows(n) >= 2 && allowedAbove(n - referenceRows(n), fpr, guarantee) >= 0);
+}
+
+/**
+ * The held-out size `repair` reserves (splitForCalibration): the size at which `signals` + 1 of the held-out
+ * inputs may lie above the threshold. It is what the earlier leave-one-out rank rule needed, kept so that the
+ * repairs see the same data as before; for the split rule it is more than the minimum, and the larger
+ * calibration half lets the threshold sit at a finer order statistic (m = 2 at 1% and 90% confidence with six
+ * signals: 1,175 held-out images, 587 of them in the calibration half).
+ */
+export function reservedCalibrationSize(fpr: number, guarantee: Guarantee = DEFAULT_GUARANTEE, signals: number = SIGNALS.length): number {
+  return Math.max(minCalibrationSize(fpr, guarantee), smallestSize((n) => allowedAbove(n, fpr, guarantee) >= signals + 1));
+}
+
 function checkGuarantee(g: Guarantee): void {
   if (g !== "marginal" && !(g.delta > 0 && g.delta < 1)) fail(`the false-alarm guarantee's delta must be between 0 and 1 (exclusive), got ${g.delta}`);
 }
+
+/**
+ * A signal's continuous rank against the sorted reference scores (see the file comment): k at the k-th smallest
+ * (0-based), linear in between, 0 below the smallest, and above the largest one rank per `tail` (the mean gap of
+ * the top 5%; a positive floor when those are all equal).
+ */
+export class ReferenceRank {
+  private readonly tail: number;
+  constructor(private readonly sorted: Float64Array) {
+    const n = sorted.length;
+    if (n < 2) throw new Error("ReferenceRank: needs at least two reference scores");
+    const q = Math.max(1, Math.ceil(0.05 * n));
+    const top = sorted[n - 1]!;
+    const gap = (top - sorted[n - 1 - Math.min(q, n - 1)]!) / Math.min(q, n - 1);
+    this.tail = gap > 0 ? gap : Math.max(Math.abs(top), 1) * 1e-6;
+  }
+
+  rank(s: number): number {
+    const a = this.sorted, n = a.length;
+    if (s >= a[n - 1]!) return n - 1 + (s - a[n - 1]!) / this.tail;
+    if (s <= a[0]!) return 0;
+    // The last k with a[k] <= s (a[0] <= s < a[n−1], so 0 <= k < n−1).
+    let lo = 0, hi = n - 1;
+    while (hi - lo > 1) {
+      const mid = (lo + hi) >> 1;
+      if (a[mid]! <= s) lo = mid;
+      else hi = mid;
+    }
+    return lo + (s - a[lo]!) / (a[lo + 1]! - a[lo]!);
+  }
+
+  /** The largest score whose rank is at most t (rank is continuous and non-decreasing): the threshold of rank t. */
+  inverse(t: number): number {
+    const a = this.sorted, n = a.length;
+    if (t >= n - 1) return a[n - 1]! + (t - (n - 1)) * this.tail;
+    if (t < 0) return -Infinity;
+    const k = Math.floor(t);
+    // Equal neighbours make rank jump over [k, k+1): the threshold is then their common value.
+    return a[k + 1]! > a[k]! ? a[k]! + (t - k) * (a[k + 1]! - a[k]!) : a[k]!;
+  }
+}
+
+/** The smallest float32 at or above x, so that `score > threshold` in float32 flags no more than in float64. */
+function float32AtOrAbove(x: number): number {
+  if (!Number.isFinite(x)) return x;
+  const f = Math.fround(x);
+  if (f >= x) return f;
+  const buf = new Float32Array([f]);
+  const bits = new Int32Array(buf.buffer);
+  bits[0] = f >= 0 ? bits[0]! + 1 : bits[0]! - 1;
+  return buf[0]!;
+}
+
+/** The split of n held-out inputs: even rows are the reference half, odd rows the calibration half. */
+export const referenceRows = (n: number): number => Math.ceil(n / 2);
 
 /** Calibrates the combined rule from the held-out clean scores (one Float32Array per signal). See the file comment. */
 export function calibrate(scores: Float32Array[], fpr: number, signals: SignalName[], guarantee: Guarantee = DEFAULT_GUARANTEE): GCalibration {
@@ -312,21 +372,20 @@ export function calibrate(scores: Float32Array[], fpr: number, signals: SignalNa
   const J = signals.length;
   if (scores.length !== J) throw new Error(`calibrate: ${J} signals but ${scores.length} score arrays`);
   const n = scores[0]?.length ?? 0;
-  const m = allowedAbove(n, fpr, guarantee);
-  if (m < J + 1) fail(`a G false-alarm rate of ${fpr} with ${J} signal(s) needs at least ${minCalibrationSize(fpr, guarantee, J)} held-out clean images to calibrate on; got ${n}`);
+  const nRef = referenceRows(n), nCal = n - nRef;
+  const m = allowedAbove(nCal, fpr, guarantee);
+  if (m < 0 || nRef < 2) fail(`a G false-alarm rate of ${fpr} needs at least ${minCalibrationSize(fpr, guarantee)} held-out clean images to calibrate on; got ${n}`);
   for (const s of scores) for (const v of s) if (!Number.isFinite(v)) fail("G calibration: a signal score is not finite (NaN or infinite model output on clean data)");
-  const sorted = scores.map((s) => Float32Array.from(s).sort());
-  const c = new Int32Array(n);
-  for (let i = 0; i < n; i++) {
-    let r = 0;
-    for (let j = 0; j < J; j++) r = Math.max(r, countBelow(sorted[j]!, scores[j]![i]!));
+  const ranks = scores.map((s) => new ReferenceRank(Float64Array.from({ length: nRef }, (_, i) => s[2 * i]!).sort()));
+  const c = new Float64Array(nCal);
+  for (let i = 0; i < nCal; i++) {
+    let r = -Infinity;
+    for (let j = 0; j < J; j++) r = Math.max(r, ranks[j]!.rank(scores[j]![2 * i + 1]!));
     c[i] = r;
   }
-  const sortedC = Int32Array.from(c).sort();
-  const tau = sortedC[n - m - 1]!;
-  // c(x) > τ + 1 ⟺ at least τ+2 held-out scores lie strictly below s_j(x) for some j ⟺ s_j(x) > sorted_j[τ+1].
-  const thresholds = sorted.map((s) => (tau + 1 < n ? s[tau + 1]! : Infinity));
-  const cal: GCalibration = { fpr, guarantee, signals, thresholds, n, tau, heldOutFlagged: 0 };
+  const tau = Float64Array.from(c).sort()[nCal - m - 1]!;
+  const thresholds = ranks.map((r) => float32AtOrAbove(r.inverse(tau)));
+  const cal: GCalibration = { fpr, guarantee, signals, thresholds, n, reference: nRef, tau, heldOutFlagged: 0 };
   cal.heldOutFlagged = countFlags(decide(scores, thresholds));
   return cal;
 }
@@ -442,7 +501,7 @@ export function pickRows(data: Dataset, idx: ArrayLike<number>, name = `${data.n
  */
 export function splitForCalibration(data: Dataset, fpr: number, opts: { fraction?: number; seed?: number; guarantee?: Guarantee; signals?: number } = {}): { fit: Dataset; calibration: Dataset } {
   checkFpr(fpr);
-  const need = minCalibrationSize(fpr, opts.guarantee, opts.signals);
+  const need = reservedCalibrationSize(fpr, opts.guarantee, opts.signals);
   const n = data.size;
   const want = Math.max(Math.round((opts.fraction ?? 0.2) * n), need);
   // The repair keeps at least half of the clean data.
@@ -499,7 +558,7 @@ export async function reportCalibratedG(
     guarantee: cal.guarantee === "marginal" ? "marginal" : { confidence: 1 - cal.guarantee.delta },
     signals: cal.signals,
     thresholds: cal.thresholds.map((t) => (Number.isFinite(t) ? t : null)),
-    heldOut: { n: cal.n, flagged: cal.heldOutFlagged },
+    heldOut: { n: cal.n, flagged: cal.heldOutFlagged, reference: cal.reference },
   };
   let g: ReportG | undefined;
   if (data.test && data.test.size > 0) {
@@ -652,7 +711,7 @@ const pct = (x: number): string => `${(100 * x).toFixed(2)}%`;
 /** One line per fact about a calibrated G, for the CLI output. */
 export function describeCalibratedG(c: ReportGCalibration): string[] {
   const how = c.guarantee === "marginal" ? "in expectation" : `with ${pct(c.guarantee.confidence)} confidence`;
-  const lines = [`G calibrated to <= ${pct(c.fprTarget)} false alarms (${how}) on ${c.heldOut.n} held-out clean images; signals ${c.signals.join(", ")}`];
+  const lines = [`G calibrated to <= ${pct(c.fprTarget)} false alarms (${how}) on ${c.heldOut.n} held-out clean images${c.heldOut.reference === undefined ? "" : ` (${c.heldOut.reference} to rank against, ${c.heldOut.n - c.heldOut.reference} to set the threshold)`}; signals ${c.signals.join(", ")}`];
   const r = (x: ReportRate) => `${pct(x.rate)} (${x.count}/${x.n}, 95% CI ${pct(x.ci95[0])}-${pct(x.ci95[1])})`;
   if (c.cleanTest) lines.push(`G false alarms on clean test data ${r(c.cleanTest)}`);
   if (c.poisoned) lines.push(`G detection on poisoned data ${r(c.poisoned)}`);

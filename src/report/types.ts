@@ -217,8 +217,9 @@ export interface ReportGCalibration {
   signals: string[];
   /** Per signal; null = that signal never flags. */
   thresholds: (number | null)[];
-  /** Held-out clean images calibrated on (never seen by the repair) and how many the rule flags. */
-  heldOut: { n: number; flagged: number };
+  /** Held-out clean images calibrated on (never seen by the repair), how many the rule flags, and how many of them
+   * form the reference half the signals are ranked against (absent in results written before the split rule). */
+  heldOut: { n: number; flagged: number; reference?: number };
   /** False alarms on clean test data. */
   cleanTest?: ReportRate;
   /** Detection on the poisoned data. */
