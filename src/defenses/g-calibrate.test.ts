@@ -97,7 +97,10 @@ test("ReferenceRank: interpolated, increasing, extended above the maximum, and i
   assert.ok(r.rank(1 + 1e-9) > 2 && r.rank(1 - 1e-9) < 1);
   // All equal: a positive tail all the same.
   const flat = new ReferenceRank(Float64Array.of(2, 2, 2));
-  assert.ok(flat.rank(2.001) > flat.rank(2));
+  assert.ok(flat.rank(2.001) > 2);
+  // A signal constant on clean data ranks 0 at that value: it cannot decide the maximum for clean inputs.
+  assert.equal(flat.rank(2), 0);
+  assert.ok(flat.inverse(5) > 2);
 });
 
 test("the default (PAC) guarantee: over many held-out draws the rate exceeds fpr about delta of the time, not half", () => {
@@ -148,7 +151,12 @@ test("splitForCalibration: disjoint, covers the data, reserves what the fpr need
   const key = (x: Float32Array) => Array.from(x.subarray(0, 8)).join(",");
   const seen = new Set(Array.from({ length: fit.size }, (_, i) => key(fit.read(i, 1))));
   for (let i = 0; i < calibration.size; i++) assert.ok(!seen.has(key(calibration.read(i, 1))));
-  assert.throws(() => splitForCalibration(cleanSet(2 * need - 2, 1), 0.01), UserError);
+  // Too little data for the reserved size: the least the rule can calibrate on, while that is at most half.
+  const min = minCalibrationSize(0.01);
+  const small = splitForCalibration(cleanSet(2 * need - 2, 1), 0.01);
+  assert.equal(small.calibration.size, Math.max(min, Math.round(0.2 * (2 * need - 2))));
+  assert.equal(splitForCalibration(cleanSet(2 * min, 1), 0.01).calibration.size, min);
+  assert.throws(() => splitForCalibration(cleanSet(2 * min - 1, 1), 0.01), (e: unknown) => e instanceof UserError && new RegExp(`needs ${min} held-out`).test((e as Error).message));
 });
 
 test("the ONNX G makes exactly the JS decision; the calibrated rate holds on held-out clean data; a known trigger is caught", async () => {

@@ -312,8 +312,8 @@ function checkGuarantee(g: Guarantee): void {
 
 /**
  * A signal's continuous rank against the sorted reference scores (see the file comment): k at the k-th smallest
- * (0-based), linear in between, 0 below the smallest, and above the largest one rank per `tail` (the mean gap of
- * the top 5%; a positive floor when those are all equal).
+ * (0-based; the first of equal ones), linear in between, 0 at or below the smallest, and above the largest one
+ * rank per `tail` (the mean gap of the top 5%; a positive floor when those are all equal).
  */
 export class ReferenceRank {
   private readonly tail: number;
@@ -328,13 +328,15 @@ export class ReferenceRank {
 
   rank(s: number): number {
     const a = this.sorted, n = a.length;
-    if (s >= a[n - 1]!) return n - 1 + (s - a[n - 1]!) / this.tail;
+    if (s > a[n - 1]!) return n - 1 + (s - a[n - 1]!) / this.tail;
     if (s <= a[0]!) return 0;
-    // The last k with a[k] <= s (a[0] <= s < a[n−1], so 0 <= k < n−1).
+    // The last k with a[k] < s (a[0] < s <= a[n−1], so 0 <= k < n−1). A value shared by several reference scores
+    // ranks at the first of them: a signal that is constant on clean data (disagreement when B′ = B) ranks 0
+    // there and never crowds the others out of the maximum.
     let lo = 0, hi = n - 1;
     while (hi - lo > 1) {
       const mid = (lo + hi) >> 1;
-      if (a[mid]! <= s) lo = mid;
+      if (a[mid]! < s) lo = mid;
       else hi = mid;
     }
     return lo + (s - a[lo]!) / (a[lo + 1]! - a[lo]!);
@@ -496,15 +498,19 @@ export function pickRows(data: Dataset, idx: ArrayLike<number>, name = `${data.n
 
 /**
  * Splits clean data into the part the repair may use (`fit`) and the held-out calibration part, by a seeded
- * shuffle. The calibration part gets `fraction` of the images, but at least what the fpr needs with `signals`
- * signals (default: all four), and never more than half.
+ * shuffle. The calibration part gets `fraction` of the images, but at least reservedCalibrationSize (`signals`
+ * signals, default all six) where that leaves the repair half of the data, else at least minCalibrationSize; never
+ * more than half.
  */
 export function splitForCalibration(data: Dataset, fpr: number, opts: { fraction?: number; seed?: number; guarantee?: Guarantee; signals?: number } = {}): { fit: Dataset; calibration: Dataset } {
   checkFpr(fpr);
-  const need = reservedCalibrationSize(fpr, opts.guarantee, opts.signals);
   const n = data.size;
-  const want = Math.max(Math.round((opts.fraction ?? 0.2) * n), need);
-  // The repair keeps at least half of the clean data.
+  const share = Math.round((opts.fraction ?? 0.2) * n);
+  // The repair keeps at least half of the clean data: the reserved size where that allows it, else the least the
+  // rule can calibrate on.
+  const need = minCalibrationSize(fpr, opts.guarantee);
+  const reserved = Math.max(share, reservedCalibrationSize(fpr, opts.guarantee, opts.signals));
+  const want = reserved <= n / 2 ? reserved : Math.max(share, need);
   if (want > n / 2) fail(`a G false-alarm rate of ${fpr} needs ${need} held-out clean images, at most half of the clean data; ${data.name} has ${n} (give more clean images, a larger --fpr, or --fpr off)`);
   const order = shuffled(n, mulberry32((opts.seed ?? 0) + 40503));
   const cal = Int32Array.from(order.slice(0, want)).sort();
