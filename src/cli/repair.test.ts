@@ -21,8 +21,8 @@ test("repair rejects a bad --defense and --skip-detect with a trigger-based defe
     [["--defense", "unlearn", "--auto-budget", "5"], /--auto-budget only applies to --defense auto/],
     [["--fpr", "1.5"], /--fpr must be at most 1/],
     [["--fpr", "0"], /--fpr must be a false-alarm rate between 0 and 1/],
-    // The example's 1,000 clean images cannot hold out the 926 a 1% rate needs with 90% confidence.
-    [["--fpr", "0.01"], /needs \d+ held-out clean images, at most half of the clean data; .* --fpr off/],
+    // The example's 1,000 clean images cannot hold out the 2,302 a 0.2% rate needs with 90% confidence.
+    [["--fpr", "0.002"], /needs 2302 held-out clean images, at most half of the clean data; .* --fpr off/],
   ] as const) {
     const r = await runCli([...base, ...extra, "--out", out]);
     assert.equal(r.code, 2, r.stderr);
