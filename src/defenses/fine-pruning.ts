@@ -15,7 +15,7 @@
 import { OptionError } from "./defense.js";
 import type { Graph } from "../graph/ir.js";
 import type { OptimizerConfig } from "../graph/optimizers.js";
-import { predictLabels } from "../model/forward.js";
+import { predictLabels, predictLabelsEach } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import type { ReportEvalResult, ReportG, ReportPruning } from "../report/types.js";
 import { train, type EpochStats } from "../train/trainer.js";
@@ -217,10 +217,8 @@ export async function finePrune(model: Model, opts: FinePruneOptions): Promise<F
 
   const evalDs = opts.test ?? opts.valid;
   const labels = { clean: opts.test ? opts.test.labels! : validLabels, poisoned: opts.poisoned?.labels ?? undefined };
-  const r: SplitPredictions = {
-    clean: await predictLabels(repaired, evalDs, { batchSize: opts.batchSize }),
-    poisoned: opts.poisoned && (await predictLabels(repaired, opts.poisoned, { batchSize: opts.batchSize })),
-  };
+  const [rClean, rPoisoned] = await predictLabelsEach(repaired, opts.poisoned ? [evalDs, opts.poisoned] : [evalDs], { batchSize: opts.batchSize });
+  const r: SplitPredictions = { clean: rClean!, poisoned: rPoisoned };
   const { before, after, g: rates } = evaluatePair(model.numClasses, b, r, labels);
   const g = gFromPair(model, repaired, `${model.name}_fine_pruned_G`);
   lap("evaluate");

@@ -638,8 +638,13 @@ async function runPhase(
   const k = model.numClasses;
   const pending = [...queue];
   let active: LabelRun[] = [];
-  const zerosA = new Float32Array(ms);
-  const zerosB = new Float32Array(c * hw);
+  const per = c * hw;
+  // Feed and output arrays for `slots` labels, allocated once per phase; a step with n labels uses views of
+  // their first n rows. A 1,283-label scan runs ~2,000 steps, and fresh arrays for each (their memory lives
+  // outside the JS heap, and its growth triggers full collections) cost ~6% of the scan in garbage collection.
+  const buf = (size: number) => new Float32Array(slots * size);
+  const feed = { a: buf(ms), b: buf(per), ma: buf(ms), va: buf(ms), mb: buf(per), vb: buf(per), x: buf(step.batch * per), target: buf(k), lambda: buf(1), lr: buf(1) };
+  const next = { a: buf(ms), b: buf(per), ma: buf(ms), va: buf(ms), mb: buf(per), vb: buf(per) };
   let passes = 0;
   for (;;) {
     while (active.length < slots && pending.length) {
@@ -650,31 +655,52 @@ async function runPhase(
     if (active.length === 0) return passes;
     const n = active.length;
     passes += n * step.batch;
-    const target = new Float32Array(n * k);
-    active.forEach((r, i) => (target[i * k + r.label] = 1));
-    const lr = Float32Array.from(active, (r) => {
+    const rows = (d: Float32Array, size: number) => d.subarray(0, n * size);
+    feed.target.fill(0, 0, n * k);
+    active.forEach((r, i) => {
+      feed.target[i * k + r.label] = 1;
       const t = r.adamT + 1;
-      return (s.lr * Math.sqrt(1 - BETA2 ** t)) / (1 - BETA1 ** t);
+      feed.lr[i] = (s.lr * Math.sqrt(1 - BETA2 ** t)) / (1 - BETA1 ** t);
+      feed.lambda[i] = r.lambda;
+      nextBatch(r, pool, step.batch, feed.x, i * step.batch * per);
+      feed.a.set(r.a, i * ms);
+      feed.b.set(r.b, i * per);
+      // A fresh start's Adam moments are zeros.
+      if (r.moments) {
+        feed.ma.set(r.moments.ma, i * ms);
+        feed.va.set(r.moments.va, i * ms);
+        feed.mb.set(r.moments.mb, i * per);
+        feed.vb.set(r.moments.vb, i * per);
+      } else {
+        feed.ma.fill(0, i * ms, (i + 1) * ms);
+        feed.va.fill(0, i * ms, (i + 1) * ms);
+        feed.mb.fill(0, i * per, (i + 1) * per);
+        feed.vb.fill(0, i * per, (i + 1) * per);
+      }
     });
-    const per = c * hw;
-    const xs = new Float32Array(n * step.batch * per);
-    active.forEach((r, i) => nextBatch(r, pool, step.batch, xs, i * step.batch * per));
-    const mom = (key: "ma" | "va" | "mb" | "vb", zeros: Float32Array) => concat(active.map((r) => r.moments?.[key] ?? zeros), zeros.length);
     const feeds: Record<string, TensorData> = {
-      nc_a: tensor("float32", [n, 1, mh, mw], concat(active.map((r) => r.a), ms)),
-      nc_b: tensor("float32", [n, c, h, w], concat(active.map((r) => r.b), c * hw)),
-      nc_ma: tensor("float32", [n, 1, mh, mw], mom("ma", zerosA)),
-      nc_va: tensor("float32", [n, 1, mh, mw], mom("va", zerosA)),
-      nc_mb: tensor("float32", [n, c, h, w], mom("mb", zerosB)),
-      nc_vb: tensor("float32", [n, c, h, w], mom("vb", zerosB)),
-      nc_x: tensor("float32", [n, step.batch, c, h, w], xs),
-      nc_target: tensor("float32", [n, k], target),
-      nc_lambda: tensor("float32", [n], Float32Array.from(active, (r) => r.lambda)),
-      nc_lr: tensor("float32", [n], lr),
+      nc_a: tensor("float32", [n, 1, mh, mw], rows(feed.a, ms)),
+      nc_b: tensor("float32", [n, c, h, w], rows(feed.b, per)),
+      nc_ma: tensor("float32", [n, 1, mh, mw], rows(feed.ma, ms)),
+      nc_va: tensor("float32", [n, 1, mh, mw], rows(feed.va, ms)),
+      nc_mb: tensor("float32", [n, c, h, w], rows(feed.mb, per)),
+      nc_vb: tensor("float32", [n, c, h, w], rows(feed.vb, per)),
+      nc_x: tensor("float32", [n, step.batch, c, h, w], rows(feed.x, step.batch * per)),
+      nc_target: tensor("float32", [n, k], rows(feed.target, k)),
+      nc_lambda: tensor("float32", [n], rows(feed.lambda, 1)),
+      nc_lr: tensor("float32", [n], rows(feed.lr, 1)),
     };
-    const out = await session.run(feeds);
-    const get = (key: keyof StepGraph["out"]) => out[step.out[key]].data as Float32Array;
-    const [aN, bN, maN, vaN, mbN, vbN] = (["a", "b", "ma", "va", "mb", "vb"] as const).map(get);
+    const [aN, bN, maN, vaN, mbN, vbN] = [rows(next.a, ms), rows(next.b, per), rows(next.ma, ms), rows(next.va, ms), rows(next.mb, per), rows(next.vb, per)];
+    const into: Record<string, TensorData> = {
+      [step.out.a]: tensor("float32", [n, 1, mh, mw], aN),
+      [step.out.b]: tensor("float32", [n, c, h, w], bN),
+      [step.out.ma]: tensor("float32", [n, 1, mh, mw], maN),
+      [step.out.va]: tensor("float32", [n, 1, mh, mw], vaN),
+      [step.out.mb]: tensor("float32", [n, c, h, w], mbN),
+      [step.out.vb]: tensor("float32", [n, c, h, w], vbN),
+    };
+    const out = await session.runInto(feeds, into, [step.out.ce, step.out.success, step.out.norm]);
+    const get = (key: "ce" | "success" | "norm") => out[step.out[key]].data as Float32Array;
     const success = get("success");
     const norm = get("norm");
     const ce = get("ce");
@@ -683,16 +709,19 @@ async function runPhase(
       if (!Number.isFinite(norm[i]) || !Number.isFinite(ce[i])) throw new Error(`Neural Cleanse diverged on label ${r.label} (loss ${ce[i]})`);
       observe(r, success[i] / step.batch, norm[i], s);
       if (checkpoints?.has(r.steps)) r.normAt.push(normOf(r));
-      const sl = (d: Float32Array, size: number) => d.slice(i * size, (i + 1) * size);
-      // a and b get new arrays (a best trigger keeps the old ones); the moments, referenced nowhere else, are
-      // overwritten in place (fewer allocations on a 1,283-label scan).
-      const into = (cur: Float32Array, d: Float32Array, size: number) => (cur.set(d.subarray(i * size, (i + 1) * size)), cur);
-      r.a = sl(aN, ms);
-      r.b = sl(bN, c * hw);
-      const m = r.moments;
-      r.moments = m
-        ? { ma: into(m.ma, maN, ms), va: into(m.va, vaN, ms), mb: into(m.mb, mbN, c * hw), vb: into(m.vb, vbN, c * hw) }
-        : { ma: sl(maN, ms), va: sl(vaN, ms), mb: sl(mbN, c * hw), vb: sl(vbN, c * hw) };
+      const row = (d: Float32Array, size: number) => d.subarray(i * size, (i + 1) * size);
+      // The run's a and b are overwritten in place, unless they are its best trigger (observe keeps the arrays
+      // fed), which then keeps them and the run gets new ones; the moments are referenced nowhere else.
+      if (r.a === r.bestA) r.a = row(aN, ms).slice();
+      else r.a.set(row(aN, ms));
+      if (r.b === r.bestB) r.b = row(bN, per).slice();
+      else r.b.set(row(bN, per));
+      const m = r.moments ?? { ma: new Float32Array(ms), va: new Float32Array(ms), mb: new Float32Array(per), vb: new Float32Array(per) };
+      m.ma.set(row(maN, ms));
+      m.va.set(row(vaN, ms));
+      m.mb.set(row(mbN, per));
+      m.vb.set(row(vbN, per));
+      r.moments = m;
       r.adamT++;
       if (r.stopped || r.steps >= budget) onDone(r);
       else still.push(r);

@@ -7,7 +7,7 @@
 // on a Dataset (predictSplit, evaluateModels), or the pruning engine's cached fast path.
 import type { Dataset } from "../io/dataset.js";
 import { checkLabels, checkShape, requireLabels } from "../io/dataset.js";
-import { predictLabels, type BatchSource } from "../model/forward.js";
+import { predictLabelsEach, type BatchSource } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import type { ReportEvalResult, ReportG } from "../report/types.js";
 
@@ -140,11 +140,11 @@ export interface EvalSets {
 
 /** One network's top-1 predictions on every set. */
 export async function predictSplit(model: Model, sets: EvalSets, batchSize?: number): Promise<SplitPredictions> {
-  const clean = await predictLabels(model, sets.clean, { batchSize });
-  const stamped: Int32Array[] = [];
-  for (const s of sets.stamped ?? []) stamped.push(await predictLabels(model, s.source, { batchSize }));
-  const poisoned = sets.poisoned ? await predictLabels(model, sets.poisoned, { batchSize }) : undefined;
-  return { clean, stamped, poisoned };
+  const stampedSources = (sets.stamped ?? []).map((s) => s.source);
+  const [clean, ...rest] = await predictLabelsEach(model, [sets.clean, ...stampedSources, ...(sets.poisoned ? [sets.poisoned] : [])], { batchSize });
+  const stamped = rest.slice(0, stampedSources.length);
+  const poisoned = sets.poisoned ? rest[stampedSources.length] : undefined;
+  return { clean: clean!, stamped, poisoned };
 }
 
 export function splitLabels(sets: EvalSets): SplitLabels {
@@ -170,11 +170,10 @@ export async function evaluate(model: Model, clean: Dataset, poisoned?: Dataset,
   const cleanLabels = checkData(model, clean, "clean accuracy");
   const poisonLabels = poisoned ? checkData(model, poisoned, "attack success rate") : undefined;
   // Progress counts clean then poisoned images as one run.
-  const cleanPred = await predictLabels(model, clean, opts);
-  const result: Evaluation = { clean: accuracyOf(cleanPred, cleanLabels), seconds: 0, imagesPerSecond: 0 };
-  if (poisoned && poisonLabels) {
-    const onProgress = opts.onProgress && ((done: number) => opts.onProgress!(clean.size + done));
-    const a = accuracyOf(await predictLabels(model, poisoned, { ...opts, onProgress }), poisonLabels);
+  const [cleanPred, poisonedPred] = await predictLabelsEach(model, poisoned && poisonLabels ? [clean, poisoned] : [clean], opts);
+  const result: Evaluation = { clean: accuracyOf(cleanPred!, cleanLabels), seconds: 0, imagesPerSecond: 0 };
+  if (poisonedPred && poisonLabels) {
+    const a = accuracyOf(poisonedPred, poisonLabels);
     result.poisoned = { n: a.n, attackSuccess: a.correct, asr: a.accuracy };
   }
   result.seconds = (performance.now() - t0) / 1000;

@@ -5,7 +5,7 @@ import { lowerModel } from "../model/lower.js";
 import type { ModelSpec } from "../model/spec.js";
 import { mulberry32 } from "../util/random.js";
 import { memoryDataset, uint8Dataset } from "./dataset.js";
-import { chanceAccuracy, chanceWarning, detectInputScale, nearChance } from "./input-scale.js";
+import { accuracyByScale, chanceAccuracy, chanceWarning, detectInputScale, nearChance } from "./input-scale.js";
 
 const S = 4;
 const SHAPE: [number, number, number] = [1, S, S];
@@ -86,6 +86,18 @@ test("a clean accuracy near chance at the given --input-scale is a loud warning 
   assert.match(wrong ?? "", /^WARNING: clean accuracy 50\.0% at --input-scale 1 is near chance \(50\.0%\) on 60 images of valid\.h5; 100\.0% at --input-scale 255/);
   assert.equal(await chanceWarning(model, uint8Dataset("valid.h5", SHAPE, pixels, labels, 255), 255), undefined);
   assert.equal(await chanceWarning(model, uint8Dataset("unlabelled", SHAPE, pixels, null, 1), 1), undefined);
+});
+
+test("the probe stops at the first scale that is enough: a model working at the given scale is run once", async () => {
+  const { pixels, labels } = rawPixels(60, 5);
+  const ds = uint8Dataset("valid.h5", SHAPE, pixels, labels, 255);
+  const all = await accuracyByScale(brightnessModel(), ds, 255, [255, 1]);
+  assert.deepEqual(all.tried.map((t) => [t.scale, t.accuracy]), [[255, 1], [1, 0.5]]);
+  const early = await accuracyByScale(brightnessModel(), ds, 255, [255, 1], (t, chance) => !nearChance(t.accuracy, chance));
+  assert.deepEqual(early.tried.map((t) => [t.scale, t.accuracy]), [[255, 1]]);
+  // Near chance at the first scale: the probe goes on to the next.
+  const wrong = await accuracyByScale(brightnessModel(), uint8Dataset("valid.h5", SHAPE, pixels, labels, 1), 1, [1, 255], (t, chance) => !nearChance(t.accuracy, chance));
+  assert.deepEqual(wrong.tried.map((t) => [t.scale, t.accuracy]), [[1, 0.5], [255, 1]]);
 });
 
 test("chance is the larger of 1/K and the most common label's share; near chance is within a tenth of the way to 100%", () => {

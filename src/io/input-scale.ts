@@ -2,7 +2,8 @@
 // detected when the user gave none, and a loud warning when the model answers at about chance with it. A
 // model run at the wrong scale still returns confident labels, so only accuracy on labelled data tells.
 import { fail } from "../errors.js";
-import { predictLabels } from "../model/forward.js";
+import { argmaxRows, forEachBatch, forwardGraph } from "../model/forward.js";
+import { withSession, type Session } from "../runtime/session.js";
 import type { Model } from "../model/model.js";
 import { checkShape, memoryDataset, requireLabels, type Dataset } from "./dataset.js";
 
@@ -75,26 +76,40 @@ export function nearChance(accuracy: number, chance: number): boolean {
   return accuracy <= chance + 0.1 * (1 - chance);
 }
 
-async function accuracyAt(model: Model, x: Float32Array, labels: Int32Array, shape: [number, number, number], scale: number): Promise<ScaleAccuracy> {
-  const pred = await predictLabels(model, memoryDataset("probe", shape, x, labels));
+async function accuracyAt(session: Session, model: Model, x: Float32Array, labels: Int32Array, shape: [number, number, number], scale: number): Promise<ScaleAccuracy> {
+  const pred = new Int32Array(labels.length);
+  await forEachBatch(session, memoryDataset("probe", shape, x, labels), (o, start) => pred.set(argmaxRows(o[model.logits].data as Float32Array, model.numClasses), start));
   const right = Uint8Array.from(pred, (p, i) => (p === labels[i] ? 1 : 0));
   const correct = right.reduce((a, b) => a + b, 0);
   return { scale, correct, n: labels.length, accuracy: labels.length ? correct / labels.length : 0, right };
 }
 
 /**
- * Accuracy of `model` on a probe of `ds` at each candidate scale. `ds` must have been opened with input scale
- * `openedAt`; the other scales are the same pixels divided differently.
+ * Accuracy of `model` on a probe of `ds` at each candidate scale, in order, through one session (creating a
+ * large network's session costs seconds). `ds` must have been opened with input scale `openedAt`; the other
+ * scales are the same pixels divided differently. `enough` ends the probe early: once it holds for a scale's
+ * accuracy (given chance), the later scales are not tried.
  */
-export async function accuracyByScale(model: Model, ds: Dataset, openedAt: number, scales: readonly number[] = CANDIDATE_SCALES): Promise<{ tried: ScaleAccuracy[]; chance: number }> {
+export async function accuracyByScale(
+  model: Model,
+  ds: Dataset,
+  openedAt: number,
+  scales: readonly number[] = CANDIDATE_SCALES,
+  enough?: (t: ScaleAccuracy, chance: number) => boolean,
+): Promise<{ tried: ScaleAccuracy[]; chance: number }> {
   checkShape(ds, model.inputShape, `model ${model.name}`);
   const { x, labels } = probeSample(ds);
+  const chance = chanceAccuracy(labels, model.numClasses);
   const tried: ScaleAccuracy[] = [];
-  for (const s of scales) {
-    const factor = openedAt / s;
-    tried.push(await accuracyAt(model, factor === 1 ? x : x.map((v) => v * factor), labels, ds.shape, s));
-  }
-  return { tried, chance: chanceAccuracy(labels, model.numClasses) };
+  await withSession(forwardGraph(model), async (session) => {
+    for (const s of scales) {
+      const factor = openedAt / s;
+      const t = await accuracyAt(session, model, factor === 1 ? x : x.map((v) => v * factor), labels, ds.shape, s);
+      tried.push(t);
+      if (enough?.(t, chance)) break;
+    }
+  });
+  return { tried, chance };
 }
 
 const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
@@ -145,7 +160,8 @@ export function detectedScaleNote(d: ScaleDecision, data: string): string {
 export async function chanceWarning(model: Model, ds: Dataset, scale: number): Promise<string | undefined> {
   if (!ds.labels || ds.size === 0) return undefined;
   const others = CANDIDATE_SCALES.filter((s) => s !== scale);
-  const { tried, chance } = await accuracyByScale(model, ds, scale, [scale, ...others]);
+  // The other scales only matter for the hint: a model that works at the given scale is probed once.
+  const { tried, chance } = await accuracyByScale(model, ds, scale, [scale, ...others], (t, ch) => !nearChance(t.accuracy, ch));
   const given = tried[0]!;
   if (!nearChance(given.accuracy, chance)) return undefined;
   const better = tried.slice(1).find((t) => !nearChance(t.accuracy, chance));

@@ -73,7 +73,25 @@ export function argmaxRows(data: ArrayLike<number>, cols: number): Int32Array {
 
 /** Top-1 predictions of the model for every image of `data`. */
 export async function predictLabels(model: Model, data: BatchSource, opts: { batchSize?: number; onProgress?: (done: number) => void } = {}): Promise<Int32Array> {
-  const out = new Int32Array(data.size);
-  await withSession(forwardGraph(model), (session) => forEachBatch(session, data, (o, start) => out.set(argmaxRows(o[model.logits].data as Float32Array, model.numClasses), start), opts));
-  return out;
+  return (await predictLabelsEach(model, [data], opts))[0]!;
+}
+
+/**
+ * Top-1 predictions on each source in turn through one session: creating a large network's session costs
+ * seconds (export, load, optimization), more than a forward pass over a few hundred images. Progress counts
+ * the images of all sources as one run.
+ */
+export async function predictLabelsEach(model: Model, sources: readonly BatchSource[], opts: { batchSize?: number; onProgress?: (done: number) => void } = {}): Promise<Int32Array[]> {
+  const outs = sources.map((s) => new Int32Array(s.size));
+  if (sources.length === 0) return outs;
+  await withSession(forwardGraph(model), async (session) => {
+    let before = 0;
+    for (const [i, data] of sources.entries()) {
+      const base = before;
+      const onProgress = opts.onProgress && ((done: number) => opts.onProgress!(base + done));
+      await forEachBatch(session, data, (o, start) => outs[i]!.set(argmaxRows(o[model.logits].data as Float32Array, model.numClasses), start), { batchSize: opts.batchSize, onProgress });
+      before += data.size;
+    }
+  });
+  return outs;
 }
