@@ -85,10 +85,30 @@ test("a label whose pruning leaves its trigger above `accept` keeps its channels
 });
 
 test("bad prune-unlearn options and inputs are one-line UserErrors", async () => {
-  for (const bad of [{ threshold: 0 }, { threshold: 1.5 }, { maxDrop: -0.1 }, { epochs: 0 }, { holdout: 1 }, { lr: 0 }, { accept: 0 }, { unlearning: "both" as "ce" }, { featureWeight: -1 }]) {
+  for (const bad of [{ threshold: 0 }, { threshold: 1.5 }, { maxDrop: -0.1 }, { epochs: 0 }, { holdout: 1 }, { lr: 0 }, { accept: 0 }, { unlearning: "both" as "ce" }, { featureWeight: -1 }, { rounds: 0 }, { rounds: 1.5 }, { rounds: 11 }, { bound: 0 }, { roundDrop: -0.1 }, { roundDrop: 2 }]) {
     assert.throws(() => checkPruneUnlearnOptions(bad), (e: unknown) => e instanceof UserError && !e.message.includes("\n"), JSON.stringify(bad));
   }
   await assert.rejects(pruneUnlearn(model, { clean }, []), UserError);
   await assert.rejects(pruneUnlearn(model, { clean }, [besideTrigger()], { layer: "nope" }), UserError);
   await assert.rejects(pruneUnlearn(model, { clean }, [{ ...besideTrigger(), label: 9 }]), UserError);
+  await assert.rejects(pruneUnlearn(model, { clean }, [besideTrigger()], { rounds: 2, holdout: 0, inputScale: 1 }), (e: unknown) => e instanceof UserError && /holdout/.test(e.message));
+});
+
+test("prune-unlearn --rounds on tiny data: later rounds re-invert, and each is kept, undone or stops as recorded", async () => {
+  const r = await pruneUnlearn(model, { clean, poisoned }, [besideTrigger()], { epochs: 1, seed: 1, rounds: 2, inputScale: 1 });
+  assert.equal(r.rounds.length, 1);
+  const q = r.rounds[0];
+  assert.equal(q.round, 2);
+  assert.deepEqual(q.fresh.map((f) => f.label), [0]);
+  const f = q.fresh[0];
+  assert.ok(f.l1Norm > 0 && f.success >= 0 && f.success <= 1);
+  // The bound is --bound (3) times the first trigger's L1 norm (12 mask pixels).
+  assert.equal(f.bound, 36);
+  const still = f.l1Norm <= f.bound && f.success > r.settings.accept;
+  assert.equal(q.outcome === "removed", !still);
+  if (q.outcome === "kept") assert.equal(r.triggersUsed, 2);
+  else assert.equal(r.triggersUsed, 1);
+  if (q.outcome !== "removed") assert.ok(Number.isFinite(q.heldOutAccuracy));
+  // rounds = 1: no re-inversion.
+  assert.deepEqual((await pruneUnlearn(model, { clean }, [besideTrigger()], { epochs: 1, seed: 1 })).rounds, []);
 });
