@@ -22,6 +22,16 @@
 // counts, all do (the rule without this step). With two or more labels flagged, the first candidate is also run
 // on the most anomalous label alone (`autoPlan`), so that a repair that leaves the false flags alone can stay
 // inside the accuracy window. All of this reads only the selection split and Neural Cleanse's own evidence.
+//
+// Re-inversion (reinvert-evidence.ts). The reversed triggers found on B fail after every trigger-based repair,
+// whether or not the real trigger still works, so they tie those repairs. The candidates tied for the lowest
+// attack score are therefore re-inverted: Neural Cleanse's reversal run afresh on the repaired network for the
+// counted labels (mask family, one start, 150 steps, on the candidates' own data, never the selection split).
+// A fresh trigger whose L1 norm is within B's flag threshold (the backdoor is still there, as small as one
+// Neural Cleanse flags) counts: the label's attack figure becomes the higher of the stamped trigger's success
+// and the fresh trigger's on the selection split. A larger fresh trigger is a natural label-to-label one and
+// does not count. The re-inverted figures only raise scores, so re-inverting the tied candidates until no
+// tied one is left without it (`pendingReinversion`) gives the choice re-inverting every eligible one would.
 import { memoryDataset, type Dataset } from "../io/dataset.js";
 import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";

@@ -1,5 +1,6 @@
 // Neural Cleanse's two repairs behind the Defense interface: neuron pruning and unlearning. Both start from
 // the reversed triggers of the flagged labels (ctx.triggers); with nothing flagged they repair nothing.
+import { flagThresholdNorm } from "./nc-schedule.js";
 import { checkNcPruneOptions, NC_PRUNE_OPTIONS, ncPrune, ncUnlearn, UNLEARN_OPTIONS } from "./nc-mitigation.js";
 import { checkPruneUnlearnOptions, pruneUnlearn, PRUNE_UNLEARN_OPTIONS } from "./prune-unlearn.js";
 import { checkFeatureUnlearnOptions, featureUnlearn, FEATURE_UNLEARN_OPTIONS } from "./feature-unlearn.js";
@@ -166,6 +167,8 @@ export const pruneUnlearnDefinition = defineDefense({
       ...settings,
       layer: o.layer,
       inputScale: ctx.inputScale,
+      // A fresh trigger counts when Neural Cleanse would flag its size on B (the rule auto's re-inversion uses).
+      normBound: src.neuralCleanse ? flagThresholdNorm(src.neuralCleanse.labels.map((l) => l.l1Norm)) : undefined,
       onPrune: (label, k, units) => ctx.progress?.({ stage: "prune-unlearn: pruning", done: k, total: units, unit: "channel", note: `label ${label}` }),
       onBatch: (done, _total, loss) => bar(epochBase + done, total, `loss ${loss.toFixed(4)}`),
       onEpoch: (e) => {

@@ -81,8 +81,8 @@ export const PRUNE_UNLEARN_OPTIONS = {
   unlearning: { kind: "choice", choices: ["auto", "ce", "feature"] as const, description: "the unlearning after pruning: cross-entropy on stamped images (ce, Neural Cleanse's), feature matching too (feature: feature-unlearn.ts), or auto: feature when channels were pruned, else ce", default: "auto" },
   featureWeight: { kind: "number", description: "with --unlearning feature: weight of the feature-matching term", default: 1, min: 0 },
   batchSize: { kind: "integer", description: "unlearning batch size", default: 32, min: 1, max: 65536 },
-  rounds: { kind: "integer", description: "rounds; after each, the flagged labels' triggers are reversed afresh on the repaired network and a label whose fresh trigger (at most --bound times its first trigger's norm) still succeeds on more than --accept of the held-out part is pruned for and unlearned again with it added", default: 1, min: 1, max: 10 },
-  bound: { kind: "number", description: "with --rounds > 1: a fresh trigger counts as the backdoor left over only when its L1 norm is at most this multiple of its label's first trigger's (larger ones are natural label-to-label triggers)", default: 3, min: 0, exclusiveMin: true },
+  rounds: { kind: "integer", description: "rounds; after each, the flagged labels' triggers are reversed afresh on the repaired network and a label whose fresh trigger (at most --bound times its first trigger's norm) still succeeds on more than --accept of the held-out part is pruned for and unlearned again with it added", default: 3, min: 1, max: 10 },
+  bound: { kind: "number", description: "with --rounds > 1 and triggers from a file: a fresh trigger counts as the backdoor left over only when its L1 norm is at most this multiple of its label's first trigger's (with a detection at hand, its flag threshold is the bound)", default: 3, min: 0, exclusiveMin: true },
   roundDrop: { kind: "number", description: "with --rounds > 1: a later round is undone (and the rounds stop) when held-out clean accuracy falls more than this below the first round's", default: 0.01, min: 0, max: 1 },
   seed: SEED_OPTION,
 } as const satisfies OptionSpecs;
@@ -92,6 +92,12 @@ export type PruneUnlearnSettings = OptionValues<typeof PRUNE_UNLEARN_OPTIONS>;
 export interface PruneUnlearnOptions extends Partial<PruneUnlearnSettings> {
   /** The model's input scale: needed to re-reverse triggers when rounds > 1. */
   inputScale?: number;
+  /**
+   * With rounds > 1: the L1 norm a fresh trigger must be within to count as the backdoor left over, for every
+   * label (Neural Cleanse's flag threshold on B, when the detection is at hand); default `bound` times the
+   * label's first trigger's norm.
+   */
+  normBound?: number;
   /** Layer whose channels are pruned (default: the last conv layer, else the output layer's input). */
   layer?: string;
   evalBatchSize?: number;
@@ -215,7 +221,7 @@ export async function pruneUnlearn(model: Model, data: NcData, triggers: Reverse
       const fresh = await reinvertTriggers(u.model, trainDs, labels, opts.inputScale!, s.seed + round);
       const scored = [];
       for (const t of fresh) {
-        const bound = s.bound * firstNorm.get(t.label)!;
+        const bound = opts.normBound ?? s.bound * firstNorm.get(t.label)!;
         const h = await heldOutScore(u.model, heldDs, [t], opts.evalBatchSize);
         scored.push({ trigger: t, info: { label: t.label, l1Norm: t.l1Norm, bound, success: h.triggerSuccess } });
       }
