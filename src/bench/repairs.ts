@@ -1,6 +1,6 @@
 // npm run bench:repairs — the repairs that change B's weights, on every backdoored model of the zoo (and the
 // bundled example): clean accuracy before → after, attack success before → after per trigger, wall time.
-//   node dist/bench/repairs.js [--zoo DIR] [--only a,b] [--repairs unlearn-paper,unlearn,unlearn-reinvert,prune-unlearn,anp,ibau,sau,ft-sam] [--out FILE]
+//   node dist/bench/repairs.js [--zoo DIR] [--only a,b] [--repairs unlearn-paper,unlearn,unlearn-reinvert,prune-unlearn,prune-unlearn-rounds,anp,ibau,sau,ft-sam] [--out FILE]
 // The baseline, measured in the same run on the same model, is the paper's unlearning recipe (one epoch, the
 // reversed trigger stamped on 20% of each batch); every other row prints its ratios to it (residual ASR and
 // time). Neural Cleanse runs once per model (seed 0) and its flagged labels' triggers feed both unlearning
@@ -22,7 +22,7 @@ import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import type { ZooManifest } from "../zoo/build.js";
 
-const REPAIRS = ["unlearn-paper", "unlearn", "unlearn-reinvert", "prune-unlearn", "anp", "ibau", "sau", "ft-sam"] as const;
+const REPAIRS = ["unlearn-paper", "unlearn", "unlearn-reinvert", "prune-unlearn", "prune-unlearn-rounds", "anp", "ibau", "sau", "ft-sam"] as const;
 type RepairName = (typeof REPAIRS)[number];
 
 interface Row {
@@ -70,7 +70,7 @@ async function main(): Promise<void> {
     const poison = await Promise.all(man.triggers.map(async (t) => ({ target: t.target, ds: await openDataset(join(dir, t.poisonedTest), { inputScale: scale }) })));
     const cleanBefore = await accuracy(model, test);
     const asrBefore = await Promise.all(poison.map((p) => accuracy(model, p.ds)));
-    const needsNc = repairs.some((r) => r.startsWith("unlearn") || r === "prune-unlearn");
+    const needsNc = repairs.some((r) => r.startsWith("unlearn") || r.startsWith("prune-unlearn"));
     let triggers: ReturnType<typeof flaggedTriggers> = [];
     let ncNote = "";
     if (needsNc) {
@@ -92,14 +92,16 @@ async function main(): Promise<void> {
         const r = await ncUnlearn(model, { clean: valid }, triggers, name === "unlearn-paper" ? { epochs: 1, holdout: 0 } : name === "unlearn-reinvert" ? { rounds: 3, inputScale: scale } : {});
         repaired = r.model;
         note = `${ncNote}; epoch ${r.chosenEpoch} of ${r.history.length - (r.settings.holdout > 0 ? 1 : 0)} kept, ${r.triggersUsed} trigger(s)`;
-      } else if (name === "prune-unlearn") {
+      } else if (name.startsWith("prune-unlearn")) {
         if (triggers.length === 0) {
           rows.push({ model: man.name, repair: name, note: `not applied: ${ncNote}`, cleanBefore, cleanAfter: NaN, asr: [], seconds: 0 });
           continue;
         }
-        const r = await pruneUnlearn(model, { clean: valid }, triggers);
+        // prune-unlearn: one round (the earlier default); prune-unlearn-rounds: up to 3 (the default), each later one
+        // re-inverting on the repaired network (bound: --bound x the first trigger's norm, no detection report here).
+        const r = await pruneUnlearn(model, { clean: valid }, triggers, name === "prune-unlearn-rounds" ? { rounds: 3, inputScale: scale } : { rounds: 1 });
         repaired = r.model;
-        note = `${ncNote}; ${r.pruned.length}/${r.site.units} channels of ${r.site.layer} pruned, epoch ${r.chosenEpoch} kept`;
+        note = `${ncNote}; ${r.pruned.length}/${r.site.units} channels of ${r.site.layer} pruned, epoch ${r.chosenEpoch} kept${r.rounds.length ? `; rounds: ${r.rounds.map((q) => `${q.round} ${q.outcome}`).join(", ")}` : ""}`;
       } else if (name === "anp") {
         const r = await anp(model, { clean: valid });
         repaired = r.model;

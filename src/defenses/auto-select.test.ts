@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { cleanSet, backdooredModel, poisonedSet } from "../test/tiny-patch-mlp.js";
-import { autoPlan, chooseCandidate, countedLabels, effectiveTolerance, splitForSelection, strongestLabel, targetedShare, type CandidateScore } from "./auto-select.js";
+import { autoPlan, chooseCandidate, countedLabels, effectiveTolerance, pendingReinversion, splitForSelection, strongestLabel, targetedShare, type CandidateScore } from "./auto-select.js";
 import { repair, type RepairRequest } from "./pipeline.js";
 
 const score = (defense: string, cleanAccuracy: number, triggerSuccess: number | undefined, adversarialSuccess: number): CandidateScore => ({ defense, cleanAccuracy, triggerSuccess, adversarialSuccess, seconds: 0 });
@@ -84,6 +84,33 @@ test("chooseCandidate: a flagged label no eligible repair can halve does not dom
   assert.deepEqual(countedLabels(none, [0, 1]), { counted: [1, 2], ignored: [] });
 });
 
+test("re-inversion: only candidates tied for the lowest score are re-inverted; a counted fresh trigger can move the choice", () => {
+  // prune-unlearn and unlearn tie on the stamped trigger (1.0% vs 1.2% on 765 images); ft-sam does not.
+  const s = [perLabel("prune-unlearn", 0.886, { 1: 0.01 }), perLabel("unlearn", 0.889, { 1: 0.012 }), perLabel("ft-sam", 0.89, { 1: 0.6 }), perLabel("none", 0.9, { 1: 0.95 })];
+  assert.deepEqual(pendingReinversion(s, 0.01, 765), { indices: [0, 1], labels: [1] });
+  assert.equal(chooseCandidate(s, 0.01, 765).index, 0);
+  const fresh = (success: number, l1Norm: number, bound = 13.6) => [{ label: 1, l1Norm, bound, success, counts: l1Norm <= bound }];
+  // The fresh trigger on prune-unlearn is a natural one (L1 61 > 13.6): not counted. On unlearn it is small and
+  // still works: unlearn's attack score becomes 94%, and prune-unlearn wins outright, not by the order.
+  const after = [{ ...s[0], reinverted: fresh(0.97, 61) }, { ...s[1], reinverted: fresh(0.94, 9.5) }, s[2], s[3]];
+  assert.deepEqual(pendingReinversion(after, 0.01, 765).indices, []);
+  const c = chooseCandidate(after, 0.01, 765);
+  assert.equal(c.index, 0);
+  assert.match(c.reason, /1 candidate tied on the reversed triggers lost on the re-inverted one/);
+  assert.doesNotMatch(c.reason, /earlier candidate/);
+  // The other way round: unlearn wins although the order favours prune-unlearn.
+  const other = [{ ...s[0], reinverted: fresh(0.9, 12) }, { ...s[1], reinverted: fresh(0.9, 70) }, s[2], s[3]];
+  assert.equal(chooseCandidate(other, 0.01, 765).index, 1);
+  // Never one outside the accuracy window: with B at 99% only B is eligible, and only B is asked for.
+  const both = [{ ...s[0], reinverted: fresh(0.9, 12) }, { ...s[1], reinverted: fresh(0.95, 10) }, s[2], { ...s[3], cleanAccuracy: 0.99 }];
+  assert.deepEqual(pendingReinversion(both, 0.01, 765).indices, [3]);
+  // When both tied ones lose, the next one is asked for (ft-sam).
+  const s4 = [{ ...s[0], reinverted: fresh(0.9, 12) }, { ...s[1], reinverted: fresh(0.95, 10) }, s[2], s[3]];
+  assert.deepEqual(pendingReinversion(s4, 0.01, 765).indices, [2]);
+  // A candidate without per-label triggers (no flagged label) is never asked for.
+  assert.deepEqual(pendingReinversion([score("none", 0.9, undefined, 0.5)], 0.01, 765).indices, []);
+});
+
 test("autoPlan: the first candidate also runs on the most anomalous flagged label alone when several are flagged", () => {
   const nc = {
     labels: [
@@ -141,7 +168,7 @@ test("repair auto scores every candidate on held-out data and chooses the same w
   assert.ok(sel.skipped?.some((s) => s.startsWith("fine-prune (")), JSON.stringify(sel.skipped));
   assert.equal(sel.chosen, withP.defense.name);
   // Everything but the wall times is the same: the poisoned data played no part in the choice.
-  const noTimes = (x: typeof sel) => ({ ...x, candidates: x.candidates.map(({ seconds: _s, ...c }) => c) });
+  const noTimes = (x: typeof sel) => ({ ...x, candidates: x.candidates.map(({ seconds: _s, reinvertSeconds: _r, ...c }) => c) });
   assert.deepEqual(noTimes(without.outcome.sections.selection!), noTimes(sel));
   assert.equal(without.defense.name, withP.defense.name);
   assert.ok(withP.outcome.lines.some((l) => l.startsWith("chose ")));
@@ -149,6 +176,10 @@ test("repair auto scores every candidate on held-out data and chooses the same w
   const scores = sel.candidates.map((c) => ({ ...c }));
   assert.equal(scores[chooseCandidate(scores, 0.01, sel.selectionSize).index].defense, sel.chosen);
   assert.ok(sel.candidates.some((c) => c.defense === "none"), "B unchanged is scored too");
+  // The candidates tied for the lowest score were re-inverted on the flagged labels; the output says so.
+  assert.ok(sel.candidates.some((c) => c.reinverted?.length), JSON.stringify(sel.candidates));
+  assert.ok(withP.outcome.lines.some((l) => l.includes("re-inverted")));
+  assert.match(sel.rule, /re-inverted/);
 });
 
 test("repair auto: a spent time budget runs only the first candidate and names the others", async () => {

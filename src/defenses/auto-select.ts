@@ -22,6 +22,16 @@
 // counts, all do (the rule without this step). With two or more labels flagged, the first candidate is also run
 // on the most anomalous label alone (`autoPlan`), so that a repair that leaves the false flags alone can stay
 // inside the accuracy window. All of this reads only the selection split and Neural Cleanse's own evidence.
+//
+// Re-inversion (reinvert-evidence.ts). The reversed triggers found on B fail after every trigger-based repair,
+// whether or not the real trigger still works, so they tie those repairs. The candidates tied for the lowest
+// attack score are therefore re-inverted: Neural Cleanse's reversal run afresh on the repaired network for the
+// counted labels (mask family, one start, 150 steps, on the candidates' own data, never the selection split).
+// A fresh trigger whose L1 norm is within B's flag threshold (the backdoor is still there, as small as one
+// Neural Cleanse flags) counts: the label's attack figure becomes the higher of the stamped trigger's success
+// and the fresh trigger's on the selection split. A larger fresh trigger is a natural label-to-label one and
+// does not count. The re-inverted figures only raise scores, so re-inverting the tied candidates until no
+// tied one is left without it (`pendingReinversion`) gives the choice re-inverting every eligible one would.
 import { memoryDataset, type Dataset } from "../io/dataset.js";
 import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
@@ -35,6 +45,7 @@ import { evaluateModels } from "../eval/evaluate.js";
 import { triggerEvalLine } from "../report/text.js";
 import { defineDefense, repairArtifacts, repairOutcomeCore, type AnyDefense } from "./defense.js";
 import { gFromPair } from "./g-model.js";
+import type { ReinvertedLabel } from "./reinvert-evidence.js";
 
 /** The name of the "leave B unchanged" candidate. */
 export const NO_CHANGE = "none";
@@ -126,6 +137,13 @@ export interface CandidateScore {
   labels?: number[];
   /** Largest share of the selection images the network gets right (other classes) that one universal perturbation sends to one class. */
   adversarialSuccess: number;
+  /**
+   * Per counted label: the trigger reversed afresh on this network, its mask bounded to a backdoor's size, and
+   * its success on the selection split (reinvert-evidence.ts); absent when not re-inverted.
+   */
+  reinverted?: ReinvertedLabel[];
+  /** Seconds the re-inversion took. */
+  reinvertSeconds?: number;
   seconds: number;
 }
 
@@ -215,29 +233,56 @@ export function countedLabels(scores: readonly CandidateScore[], eligible: reado
   return { counted, ignored: labels.filter((l) => !counted.includes(l)) };
 }
 
+/** A label's attack figure: its stamped reversed trigger's success, or the re-inverted trigger's when it counts and is higher. */
+function labelAttack(s: CandidateScore, label: number): number | undefined {
+  const stamped = s.perLabel?.find((p) => p.label === label)?.success;
+  const r = s.reinverted?.find((p) => p.label === label);
+  const fresh = r?.counts ? r.success : undefined;
+  if (stamped === undefined) return fresh;
+  return fresh === undefined ? stamped : Math.max(stamped, fresh);
+}
+
 /** Attack score over the counted labels (the worst of them); attackOf when the score has no per-label figures. */
 function attackOver(s: CandidateScore, counted: readonly number[]): number {
   if (!s.perLabel || counted.length === 0) return attackOf(s);
-  const v = s.perLabel.filter((p) => counted.includes(p.label)).map((p) => p.success);
+  const v = counted.map((l) => labelAttack(s, l)).filter((x): x is number => x !== undefined);
   return v.length ? Math.max(...v) : attackOf(s);
 }
 
-/** The documented rule (see the file's head): index of the chosen candidate, why, and the tolerance used. */
-export function chooseCandidate(scores: readonly CandidateScore[], minTolerance = 0.01, selectionSize?: number): { index: number; reason: string; tolerance: number; ignored: number[] } {
-  if (scores.length === 0) throw new Error("no candidate to choose from");
+/** The rule's intermediate figures: who is eligible, which labels count, and the candidates tied on attack. */
+function ruleState(scores: readonly CandidateScore[], minTolerance: number, selectionSize?: number) {
   const best = Math.max(...scores.map((s) => s.cleanAccuracy));
   const tolerance = effectiveTolerance(minTolerance, best, selectionSize);
   const eligible = scores.map((s, i) => i).filter((i) => scores[i].cleanAccuracy >= best - tolerance - 1e-12);
+  // Which labels count is decided on the stamped triggers alone (see the file's head: false flags).
   const { counted, ignored } = countedLabels(scores, eligible);
   const attack = (s: CandidateScore): number => attackOver(s, counted);
   const lowest = Math.min(...eligible.map((i) => attack(scores[i])));
   // Attack scores within the noise of the lowest are ties (only when the split's size is known).
   const band = selectionSize ? 1.96 * Math.sqrt(Math.max(lowest * (1 - lowest), 1 / selectionSize) / selectionSize) : 0;
+  const tied = eligible.filter((i) => attack(scores[i]) <= lowest + band + 1e-12);
+  return { best, tolerance, eligible, counted, ignored, attack, lowest, band, tied };
+}
+
+/**
+ * Candidates to re-invert before the rule can choose: those tied for the lowest attack score that have not been
+ * re-inverted yet, and the labels that count. Re-inversion only raises a score, so once every tied candidate
+ * has been re-inverted the choice is the one re-inverting every eligible candidate would give; the caller
+ * re-inverts these, then asks again until none is left (usually one or two rounds; never a candidate outside
+ * the accuracy window, and never one whose stamped triggers already lose).
+ */
+export function pendingReinversion(scores: readonly CandidateScore[], minTolerance = 0.01, selectionSize?: number): { indices: number[]; labels: number[] } {
+  if (scores.length === 0) return { indices: [], labels: [] };
+  const st = ruleState(scores, minTolerance, selectionSize);
+  return { indices: st.tied.filter((i) => scores[i].perLabel && !scores[i].reinverted), labels: st.counted };
+}
+
+/** The documented rule (see the file's head): index of the chosen candidate, why, and the tolerance used. */
+export function chooseCandidate(scores: readonly CandidateScore[], minTolerance = 0.01, selectionSize?: number): { index: number; reason: string; tolerance: number; ignored: number[] } {
+  if (scores.length === 0) throw new Error("no candidate to choose from");
+  const { best, tolerance, eligible, ignored, attack, lowest, band, tied } = ruleState(scores, minTolerance, selectionSize);
   let index = -1;
-  for (const i of eligible) {
-    if (attack(scores[i]) > lowest + band + 1e-12) continue;
-    if (index < 0 || scores[i].cleanAccuracy > scores[index].cleanAccuracy) index = i;
-  }
+  for (const i of tied) if (index < 0 || scores[i].cleanAccuracy > scores[index].cleanAccuracy) index = i;
   // Between tied repairs, accuracy gaps under minTolerance are below what the split can resolve (1 point is
   // about one standard error on 800 images): the earlier candidate in the list wins. The list is ordered by
   // the residual ASR measured on the zoo (docs/repairs.md). B unchanged keeps a tie it leads on accuracy.
@@ -252,9 +297,13 @@ export function chooseCandidate(scores: readonly CandidateScore[], minTolerance 
   const s = scores[index];
   const p = (v: number) => `${(100 * v).toFixed(1)}%`;
   const others = scores.length - 1;
+  // How many eligible candidates the re-inverted triggers moved out of the tie (their fresh trigger still works).
+  const stampedOnly = scores.some((x) => x.reinverted) ? ruleState(scores.map((x) => ({ ...x, reinverted: undefined })), minTolerance, selectionSize).tied : tied;
+  const raised = stampedOnly.filter((i) => !tied.includes(i)).length;
   const reason =
-    `${s.defense}: lowest attack success (${s.triggerSuccess === undefined ? `adversarial ${p(s.adversarialSuccess)}, no reversed trigger` : `reversed-trigger ${p(attack(s))}`}) ` +
+    `${s.defense}: lowest attack success (${s.triggerSuccess === undefined ? `adversarial ${p(s.adversarialSuccess)}, no reversed trigger` : `${s.reinverted ? "reversed or re-inverted trigger" : "reversed-trigger"} ${p(attack(s))}`}) ` +
     (ignored.length ? `(label${ignored.length > 1 ? "s" : ""} ${ignored.join(", ")} not counted: no eligible repair halves ${ignored.length > 1 ? "their" : "its"} reversed trigger) ` : "") +
+    (raised ? `(${raised} candidate${raised > 1 ? "s" : ""} tied on the reversed triggers lost on the re-inverted one) ` : "") +
     `${band > 0 ? `(ties within ${(100 * band).toFixed(1)} points go to clean accuracy${prior ? `, gaps under ${(100 * minTolerance).toFixed(1)} points between repairs to the earlier candidate` : ""}) ` : ""}` +
     `among the candidates within ${(100 * tolerance).toFixed(1)} points of the best selection clean accuracy (${p(best)}; its own ${p(s.cleanAccuracy)})` +
     (others ? `, over ${others} other candidate${others > 1 ? "s" : ""}` : "");
@@ -264,9 +313,9 @@ export function chooseCandidate(scores: readonly CandidateScore[], minTolerance 
 /** The report's `selection` section. */
 export function selectionSection(scores: readonly CandidateScore[], chosen: number, reason: string, selectionSize: number, tolerance: number, skipped: string[]): ReportSelection {
   return {
-    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of 0.01 and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within 0.01 of it: the earlier candidate)`,
+    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of 0.01 and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within 0.01 of it: the earlier candidate)`,
     selectionSize,
-    candidates: scores.map((s) => ({ defense: s.defense, cleanAccuracy: s.cleanAccuracy, ...(s.triggerSuccess === undefined ? {} : { triggerSuccess: s.triggerSuccess }), adversarialSuccess: s.adversarialSuccess, seconds: s.seconds })),
+    candidates: scores.map((s) => ({ defense: s.defense, cleanAccuracy: s.cleanAccuracy, ...(s.triggerSuccess === undefined ? {} : { triggerSuccess: s.triggerSuccess }), adversarialSuccess: s.adversarialSuccess, seconds: s.seconds, ...(s.reinverted ? { reinverted: s.reinverted, reinvertSeconds: s.reinvertSeconds } : {}) })),
     chosen: scores[chosen].defense,
     reason,
     ...(skipped.length ? { skipped } : {}),

@@ -579,7 +579,7 @@ export async function heldOutScore(model: Model, held: Dataset, triggers: Revers
  * Fresh reversed triggers of `labels` on the (partly repaired) network: what of the backdoor the triggers
  * unlearned so far did not cover. Mask family, one start, a short budget; train-split images only.
  */
-export async function reinvertTriggers(model: Model, data: Dataset, labels: number[], inputScale: number, seed: number): Promise<ReversedTrigger[]> {
+export async function reinvertTriggers(model: Model, data: Dataset, labels: number[], inputScale: number, seed: number): Promise<NcTrigger[]> {
   const r = await detectBackdoor(model, data, { inputScale, labels, families: ["mask"], restarts: 1, steps: 150, seed });
   return labels.map((l) => r.triggers.find((t) => t.label === l)).filter((t): t is NcTrigger => t !== undefined);
 }

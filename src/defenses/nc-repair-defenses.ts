@@ -1,5 +1,6 @@
 // Neural Cleanse's two repairs behind the Defense interface: neuron pruning and unlearning. Both start from
 // the reversed triggers of the flagged labels (ctx.triggers); with nothing flagged they repair nothing.
+import { flagThresholdNorm } from "./nc-schedule.js";
 import { checkNcPruneOptions, NC_PRUNE_OPTIONS, ncPrune, ncUnlearn, UNLEARN_OPTIONS } from "./nc-mitigation.js";
 import { checkPruneUnlearnOptions, pruneUnlearn, PRUNE_UNLEARN_OPTIONS } from "./prune-unlearn.js";
 import { checkFeatureUnlearnOptions, featureUnlearn, FEATURE_UNLEARN_OPTIONS } from "./feature-unlearn.js";
@@ -165,6 +166,9 @@ export const pruneUnlearnDefinition = defineDefense({
     const r = await pruneUnlearn(model, data, src.triggers, {
       ...settings,
       layer: o.layer,
+      inputScale: ctx.inputScale,
+      // A fresh trigger counts when Neural Cleanse would flag its size on B (the rule auto's re-inversion uses).
+      normBound: src.neuralCleanse ? flagThresholdNorm(src.neuralCleanse.labels.map((l) => l.l1Norm)) : undefined,
       onPrune: (label, k, units) => ctx.progress?.({ stage: "prune-unlearn: pruning", done: k, total: units, unit: "channel", note: `label ${label}` }),
       onBatch: (done, _total, loss) => bar(epochBase + done, total, `loss ${loss.toFixed(4)}`),
       onEpoch: (e) => {
@@ -174,21 +178,24 @@ export const pruneUnlearnDefinition = defineDefense({
     });
     const files: string[] = [];
     const labelsText = r.perLabel.map((p) => `label ${p.label}: +${p.added} (${p.stop}, trigger ${pct(p.triggerSuccess)})`).join("; ");
+    const roundLines = r.rounds.map((q) => `round ${q.round}     re-inverted ${q.fresh.map((f) => `${f.label}: L1 ${f.l1Norm.toFixed(1)} (bound ${f.bound.toFixed(1)}), ${pct(f.success)}`).join("; ")} → ${q.outcome === "removed" ? "none left: stopped" : q.outcome === "accuracy" ? `+${q.added} channels, held-out accuracy ${pct(q.heldOutAccuracy)}: over the budget, undone` : `+${q.added} channels, held-out accuracy ${pct(q.heldOutAccuracy)}: kept`}`);
+    const kept = r.rounds.filter((q) => q.outcome === "kept").length;
     return {
       ...repairOutcomeCore(`Prune-then-unlearn — ${model.name}`, r),
       sections: { neuralCleanse: src.neuralCleanse },
-      extra: { flagged: src.flagged, layer: r.site.layer, prunedChannels: r.pruned, perLabel: r.perLabel, history: r.history, files },
+      extra: { flagged: src.flagged, layer: r.site.layer, prunedChannels: r.pruned, perLabel: r.perLabel, history: r.history, ...(settings.rounds > 1 ? { rounds: r.rounds, triggersUsed: r.triggersUsed } : {}), files },
       artifacts: repairArtifacts(r.model, r.gGraph, `prune-then-unlearn G of ${model.name} (${r.pruned.length} channels of ${r.site.layer}): class ${model.numClasses} = B and B' disagree`, files),
       lines: [
         `model       ${model.name}`,
         `triggers    label ${src.flagged.join(", ")} (${src.source})`,
         `pruned      ${r.pruned.length} of ${r.site.units} channels of ${r.site.layer} (${labelsText}); clean accuracy ${pct(r.pruneAccuracy.before)} → ${pct(r.pruneAccuracy.after)} on ${clean.name}`,
         `unlearning  ${epochsRun(r)} of at most ${settings.epochs} epoch(s) (${r.unlearningUsed === "feature" ? `feature matching, weight ${settings.featureWeight}` : "cross-entropy"}), kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success; pruned channels held at zero`,
+        ...roundLines,
         `before      ${triggerEvalLine(r.before)} on ${(data.test ?? clean).name}`,
         `after       ${triggerEvalLine(r.after)}`,
         `G           ${gLine(r.g)}`,
       ],
-      note: `triggers of ${src.flagged.join(", ")}; ${r.pruned.length}/${r.site.units} channels of ${r.site.layer} pruned, ${epochsRun(r)} unlearning epoch(s), kept ${r.chosenEpoch}; ${trigNote(r)}`,
+      note: `triggers of ${src.flagged.join(", ")}; ${r.pruned.length}/${r.site.units} channels of ${r.site.layer} pruned, ${epochsRun(r)} unlearning epoch(s), kept ${r.chosenEpoch}${settings.rounds > 1 ? `; ${1 + kept} of at most ${settings.rounds} rounds kept, ${r.triggersUsed} triggers` : ""}; ${trigNote(r)}`,
       timings: { "prune-unlearn": (performance.now() - t0) / 1000 },
     };
   },

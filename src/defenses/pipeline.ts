@@ -6,7 +6,8 @@ import type { Dataset } from "../io/dataset.js";
 import type { Model } from "../model/model.js";
 import { lapTimer } from "../util/timing.js";
 import { OptionError, runDefense, type AnyDefense, type DefenseData, type DefenseOutcome, type ProgressEvent, type ProgressFn, type TriggerInput } from "./defense.js";
-import { autoPlan, chooseCandidate, NO_CHANGE, noChangeDefinition, scoreCandidate, selectionSection, splitForSelection, type CandidateScore } from "./auto-select.js";
+import { autoPlan, chooseCandidate, NO_CHANGE, noChangeDefinition, pendingReinversion, scoreCandidate, selectionSection, splitForSelection, type CandidateScore } from "./auto-select.js";
+import { flagBound, reinvertEvidence } from "./reinvert-evidence.js";
 import { calibrateOutcomeG, splitForCalibration } from "./g-calibrate.js";
 import { neuralCleanseReport } from "./nc-report.js";
 import { detectBackdoor, flaggedTriggers, type NcProgress, type NeuralCleanseOptions, type NeuralCleanseResult } from "./neural-cleanse.js";
@@ -56,6 +57,11 @@ export interface RepairRequest {
   budgetSeconds?: number;
   /** "auto": candidates to try, in order, each on all flagged labels (default autoPlan(flagged, detection)). */
   candidates?: readonly string[];
+  /**
+   * "auto": re-invert the flagged labels' triggers on the candidates tied for the lowest attack score and count
+   * the fresh trigger's success too (reinvert-evidence.ts; default true). Needs the detection run here or given.
+   */
+  reinvert?: boolean;
 }
 
 export interface RepairResult {
@@ -103,7 +109,8 @@ export async function repair(model: Model, all: DefenseData, req: RepairRequest)
   let outcome: DefenseOutcome;
   if (defense) outcome = await run(defense);
   else {
-    const picked = await autoRepair(model, sel!.selection, triggers, req, run);
+    const bound = detection && req.reinvert !== false ? flagBound(detection) : undefined;
+    const picked = await autoRepair(model, sel!.selection, triggers, req, run, bound === undefined ? undefined : { fit: data.clean, bound });
     ({ defense, outcome } = picked);
     Object.assign(timings, picked.timings);
     // So that "g-calibration" below is G's own time, not the candidates' too.
@@ -127,6 +134,7 @@ async function autoRepair(
   triggers: TriggerInput | undefined,
   req: RepairRequest,
   run: (d: AnyDefense, labels?: readonly number[]) => Promise<DefenseOutcome>,
+  reinvert?: { fit: Dataset; bound: number },
 ): Promise<{ defense: AnyDefense; outcome: DefenseOutcome; timings: Record<string, number> }> {
   const plan = req.candidates?.map((n) => ({ name: n, defense: n, labels: undefined })) ?? autoPlan(triggers?.flagged ?? [], triggers?.neuralCleanse);
   const defenses = plan.map((c) => (c.defense === NO_CHANGE ? noChangeDefinition : findDefense(c.defense)) ?? fail(`auto: unknown candidate defense "${c.defense}"`));
@@ -171,6 +179,17 @@ async function autoRepair(
     outcomes.push({ defense: d, outcome });
   }
   if (outcomes.length === 0) fail(`auto: no candidate repair could run (${skipped.join(", ")})`);
+  // Re-inversion: only the candidates tied for the lowest attack score, until no tied one is left without it.
+  for (let pending = pendingReinversion(scores, minTolerance, selection.size); reinvert && pending.indices.length; pending = pendingReinversion(scores, minTolerance, selection.size)) {
+    for (const i of pending.indices) {
+      req.progress?.({ stage: "auto: re-inverting", done: 0, total: 1, unit: "candidate", note: scores[i].defense });
+      const r0 = performance.now();
+      const reinverted = await reinvertEvidence(outcomes[i].outcome.repaired!, reinvert.fit, selection, pending.labels, reinvert.bound, { inputScale: req.inputScale, seed: numberOr(req.common?.seed, 0) + 1 });
+      const seconds = (performance.now() - r0) / 1000;
+      scores[i] = { ...scores[i], reinverted, reinvertSeconds: seconds };
+      timings[`auto: re-invert ${scores[i].defense}`] = seconds;
+    }
+  }
   const { index, reason, tolerance } = chooseCandidate(scores, minTolerance, selection.size);
   const { defense, outcome } = outcomes[index];
   const section = selectionSection(scores, index, reason, selection.size, tolerance, skipped);
@@ -178,7 +197,7 @@ async function autoRepair(
   const p = (v: number | undefined) => (v === undefined ? "—" : `${(100 * v).toFixed(1)}%`);
   outcome.lines = [
     `auto        ${scores.length} candidate(s) scored on ${selection.size} held-out clean images (clean acc / reversed-trigger / adversarial success):`,
-    ...scores.map((s, i) => `  ${i === index ? "*" : " "} ${s.defense.padEnd(11)} ${p(s.cleanAccuracy).padStart(6)} / ${p(s.triggerSuccess).padStart(6)} / ${p(s.adversarialSuccess).padStart(6)}  (${s.seconds.toFixed(1)} s)${s.perLabel && s.perLabel.length > 1 ? `  per label ${s.perLabel.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}`),
+    ...scores.map((s, i) => `  ${i === index ? "*" : " "} ${s.defense.padEnd(11)} ${p(s.cleanAccuracy).padStart(6)} / ${p(s.triggerSuccess).padStart(6)} / ${p(s.adversarialSuccess).padStart(6)}  (${s.seconds.toFixed(1)} s)${s.perLabel && s.perLabel.length > 1 ? `  per label ${s.perLabel.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}${s.reinverted ? `  re-inverted ${s.reinverted.map((q) => `${q.label}: L1 ${q.l1Norm.toFixed(1)} ${q.counts ? `<= ${q.bound.toFixed(1)}, ${p(q.success)}` : `> ${q.bound.toFixed(1)}, not counted`}`).join("; ")}` : ""}`),
     ...(skipped.length ? [`  not run: ${skipped.join(", ")}`] : []),
     `chose       ${reason}`,
     ...outcome.lines,

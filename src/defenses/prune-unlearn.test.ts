@@ -51,7 +51,7 @@ test("the pruned layer defaults to the last conv layer; an MLP has none", () => 
 test("prune-unlearn on tiny data: the real patch stops working, pruned channels stay zero through unlearning", async () => {
   const asr0 = await rate(model, poisoned);
   assert.ok(asr0 > 0.9, `the tiny model is backdoored (ASR ${asr0})`);
-  const r = await pruneUnlearn(model, { clean, poisoned }, [besideTrigger()], { epochs: 3, seed: 1 });
+  const r = await pruneUnlearn(model, { clean, poisoned }, [besideTrigger()], { epochs: 3, seed: 1, rounds: 1 });
   assert.equal(r.site.layer, "conv_3");
   assert.ok(r.pruned.length > 0, "some channel was pruned");
   assert.equal(r.perLabel.length, 1);
@@ -73,7 +73,7 @@ test("a label whose pruning leaves its trigger above `accept` keeps its channels
   // the features of class 0 could stop it, which costs accuracy: no channel is kept.
   const mask = new Float32Array(H * H), pattern = new Float32Array(H * H);
   for (let a = 0; a < 7; a++) for (let b = 0; b < 7; b++) [mask[(4 + a) * H + 4 + b], pattern[(4 + a) * H + 4 + b]] = [1, 0.9];
-  const r = await pruneUnlearn(model, { clean }, [{ label: 0, mask, pattern }], { maxDrop: 0.02, epochs: 1, seed: 1 });
+  const r = await pruneUnlearn(model, { clean }, [{ label: 0, mask, pattern }], { maxDrop: 0.02, epochs: 1, seed: 1, rounds: 1 });
   const p = r.perLabel[0];
   assert.ok(p.triggerSuccess >= 1e-6, `trigger success after pruning ${p.triggerSuccess}`);
   assert.equal(p.added, 0);
@@ -85,10 +85,31 @@ test("a label whose pruning leaves its trigger above `accept` keeps its channels
 });
 
 test("bad prune-unlearn options and inputs are one-line UserErrors", async () => {
-  for (const bad of [{ threshold: 0 }, { threshold: 1.5 }, { maxDrop: -0.1 }, { epochs: 0 }, { holdout: 1 }, { lr: 0 }, { accept: 0 }, { unlearning: "both" as "ce" }, { featureWeight: -1 }]) {
+  for (const bad of [{ threshold: 0 }, { threshold: 1.5 }, { maxDrop: -0.1 }, { epochs: 0 }, { holdout: 1 }, { lr: 0 }, { accept: 0 }, { unlearning: "both" as "ce" }, { featureWeight: -1 }, { rounds: 0 }, { rounds: 1.5 }, { rounds: 11 }, { bound: 0 }, { roundDrop: -0.1 }, { roundDrop: 2 }]) {
     assert.throws(() => checkPruneUnlearnOptions(bad), (e: unknown) => e instanceof UserError && !e.message.includes("\n"), JSON.stringify(bad));
   }
   await assert.rejects(pruneUnlearn(model, { clean }, []), UserError);
-  await assert.rejects(pruneUnlearn(model, { clean }, [besideTrigger()], { layer: "nope" }), UserError);
-  await assert.rejects(pruneUnlearn(model, { clean }, [{ ...besideTrigger(), label: 9 }]), UserError);
+  await assert.rejects(pruneUnlearn(model, { clean }, [besideTrigger()], { layer: "nope", rounds: 1 }), UserError);
+  await assert.rejects(pruneUnlearn(model, { clean }, [{ ...besideTrigger(), label: 9 }], { rounds: 1 }), UserError);
+  await assert.rejects(pruneUnlearn(model, { clean }, [besideTrigger()], { rounds: 2, holdout: 0, inputScale: 1 }), (e: unknown) => e instanceof UserError && /holdout/.test(e.message));
+});
+
+test("prune-unlearn --rounds on tiny data: later rounds re-invert, and each is kept, undone or stops as recorded", async () => {
+  const r = await pruneUnlearn(model, { clean, poisoned }, [besideTrigger()], { epochs: 1, seed: 1, rounds: 2, inputScale: 1 });
+  assert.equal(r.rounds.length, 1);
+  const q = r.rounds[0];
+  assert.equal(q.round, 2);
+  assert.deepEqual(q.fresh.map((f) => f.label), [0]);
+  const f = q.fresh[0];
+  assert.ok(f.l1Norm > 0 && f.success >= 0 && f.success <= 1);
+  // The bound is --bound (3) times the first trigger's L1 norm (12 mask pixels).
+  assert.equal(f.bound, 36);
+  const still = f.l1Norm <= f.bound && f.success > r.settings.accept;
+  assert.equal(q.outcome === "removed", !still);
+  if (q.outcome === "kept") assert.equal(r.triggersUsed, 2);
+  else assert.equal(r.triggersUsed, 1);
+  if (q.outcome !== "removed") assert.ok(Number.isFinite(q.heldOutAccuracy));
+  // rounds = 1: no re-inversion; the default (3) needs the input scale to re-invert.
+  assert.deepEqual((await pruneUnlearn(model, { clean }, [besideTrigger()], { epochs: 1, seed: 1, rounds: 1 })).rounds, []);
+  await assert.rejects(pruneUnlearn(model, { clean }, [besideTrigger()], { epochs: 1 }), /needs inputScale/);
 });

@@ -40,7 +40,8 @@ import type { Graph } from "../graph/ir.js";
 import type { Model } from "../model/model.js";
 import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
-import { ncEvalSets, ncPrune, ncUnlearn, prunedNeuronsModel, pruneSite, type NcData, type NcEvaluation, type PruneSite, type ReversedTrigger, type UnlearnEpoch, type UnlearnOptions } from "./nc-mitigation.js";
+import { memoryDataset } from "../io/dataset.js";
+import { gather, heldOutScore, holdoutSplit, ncEvalSets, ncPrune, ncUnlearn, prunedNeuronsModel, pruneSite, reinvertTriggers, type NcData, type NcEvaluation, type PruneSite, type ReversedTrigger, type UnlearnEpoch, type UnlearnOptions } from "./nc-mitigation.js";
 import { channelMask } from "./pruning.js";
 import { featureUnlearn } from "./feature-unlearn.js";
 
@@ -80,12 +81,23 @@ export const PRUNE_UNLEARN_OPTIONS = {
   unlearning: { kind: "choice", choices: ["auto", "ce", "feature"] as const, description: "the unlearning after pruning: cross-entropy on stamped images (ce, Neural Cleanse's), feature matching too (feature: feature-unlearn.ts), or auto: feature when channels were pruned, else ce", default: "auto" },
   featureWeight: { kind: "number", description: "with --unlearning feature: weight of the feature-matching term", default: 1, min: 0 },
   batchSize: { kind: "integer", description: "unlearning batch size", default: 32, min: 1, max: 65536 },
+  rounds: { kind: "integer", description: "rounds; after each, the flagged labels' triggers are reversed afresh on the repaired network and a label whose fresh trigger (at most --bound times its first trigger's norm) still succeeds on more than --accept of the held-out part is pruned for and unlearned again with it added", default: 3, min: 1, max: 10 },
+  bound: { kind: "number", description: "with --rounds > 1 and triggers from a file: a fresh trigger counts as the backdoor left over only when its L1 norm is at most this multiple of its label's first trigger's (with a detection at hand, its flag threshold is the bound)", default: 3, min: 0, exclusiveMin: true },
+  roundDrop: { kind: "number", description: "with --rounds > 1: a later round is undone (and the rounds stop) when held-out clean accuracy falls more than this below the first round's", default: 0.01, min: 0, max: 1 },
   seed: SEED_OPTION,
 } as const satisfies OptionSpecs;
 
 export type PruneUnlearnSettings = OptionValues<typeof PRUNE_UNLEARN_OPTIONS>;
 
 export interface PruneUnlearnOptions extends Partial<PruneUnlearnSettings> {
+  /** The model's input scale: needed to re-reverse triggers when rounds > 1. */
+  inputScale?: number;
+  /**
+   * With rounds > 1: the L1 norm a fresh trigger must be within to count as the backdoor left over, for every
+   * label (Neural Cleanse's flag threshold on B, when the detection is at hand); default `bound` times the
+   * label's first trigger's norm.
+   */
+  normBound?: number;
   /** Layer whose channels are pruned (default: the last conv layer, else the output layer's input). */
   layer?: string;
   evalBatchSize?: number;
@@ -106,8 +118,12 @@ export interface PruneUnlearnResult extends NcEvaluation {
   pruneAccuracy: { before: number; after: number };
   history: UnlearnEpoch[];
   chosenEpoch: number;
-  /** The unlearning that ran ("auto" resolved). */
+  /** The unlearning that ran ("auto" resolved; the last kept round's). */
   unlearningUsed: "ce" | "feature";
+  /** Rounds after the first (see the `rounds` option); empty with rounds = 1. */
+  rounds: PruneUnlearnRound[];
+  /** Triggers unlearned: the ones given plus the fresh ones of kept rounds. */
+  triggersUsed: number;
   settings: PruneUnlearnSettings;
 }
 
@@ -115,17 +131,34 @@ export function checkPruneUnlearnOptions(o: PruneUnlearnOptions): PruneUnlearnSe
   return resolveOptions(PRUNE_UNLEARN_OPTIONS, pickOptions(PRUNE_UNLEARN_OPTIONS, o));
 }
 
-export async function pruneUnlearn(model: Model, data: NcData, triggers: ReversedTrigger[], opts: PruneUnlearnOptions = {}): Promise<PruneUnlearnResult> {
-  const s = checkPruneUnlearnOptions(opts);
-  if (triggers.length === 0) fail("no reversed trigger given: nothing to prune or unlearn");
-  const layer = opts.layer ?? lastConvLayer(model);
-  const site = pruneSite(model, layer);
-  // One neuron per pruning step: a conv layer has few channels and each one matters.
+/** What one later round found and did (see `rounds`). */
+export interface PruneUnlearnRound {
+  round: number;
+  /** Per flagged label: the fresh trigger's L1 norm, the bound it had to be within, and its success on the held-out part. */
+  fresh: { label: number; l1Norm: number; bound: number; success: number }[];
+  /** Channels this round added. */
+  added: number;
+  /** Held-out clean accuracy after the round (NaN when it stopped before unlearning). */
+  heldOutAccuracy: number;
+  /** "removed": no fresh trigger still succeeds; "accuracy": the round cost too much and was undone; "kept". */
+  outcome: "removed" | "accuracy" | "kept";
+}
+
+/** One pruning pass over `triggers` on `start` (channels `pruned` already zeroed; new ones are appended), within the budget from B's accuracy `acc0`. */
+async function prunePass(
+  start: Model,
+  data: NcData,
+  site: PruneSite,
+  triggers: readonly ReversedTrigger[],
+  pruned: number[],
+  budget: { acc0: number; acc: number },
+  s: PruneUnlearnSettings,
+  opts: PruneUnlearnOptions,
+): Promise<{ perLabel: PruneUnlearnResult["perLabel"]; acc0: number; acc: number; current: Model }> {
   const step = 1 / site.units;
-  const pruned: number[] = [];
   const perLabel: PruneUnlearnResult["perLabel"] = [];
-  let current = model;
-  let acc0 = NaN, acc = NaN;
+  let { acc0, acc } = budget;
+  let current = start;
   for (const t of triggers) {
     const left = Number.isNaN(acc0) ? s.maxDrop : Math.max(0, s.maxDrop - (acc0 - acc));
     const r = await ncPrune(current, { clean: data.clean }, [t], { layer: site.layer, threshold: s.threshold, maxDrop: left, step, order: s.order, batchSize: opts.evalBatchSize });
@@ -143,16 +176,80 @@ export async function pruneUnlearn(model: Model, data: NcData, triggers: Reverse
     pruned.push(...added);
     acc = last.cleanAccuracy;
     perLabel.push({ label: t.label, added: added.length, stop: r.stop, triggerSuccess: success });
-    current = prunedNeuronsModel(model, site, pruned);
+    current = prunedNeuronsModel(start, site, pruned);
     opts.onPrune?.(t.label, pruned.length, site.units);
   }
-  // The pruned channels stay at zero while unlearning (masked in the step graph, so their weights get no gradient).
-  const masks = new Map([[site.value, channelMask(site.units, pruned)]]);
-  const common = { channelMasks: masks, epochs: s.epochs, patience: s.patience, holdout: s.holdout, ratio: s.ratio, lr: s.lr, batchSize: s.batchSize, seed: s.seed, evalBatchSize: opts.evalBatchSize };
-  const feature = s.unlearning === "auto" ? pruned.length > 0 : s.unlearning === "feature";
-  const u = feature
-      ? await featureUnlearn(current, data, triggers, { ...common, weight: s.featureWeight, reference: model }).then((r) => ({ model: r.model, history: r.history.map((h) => ({ ...h, round: h.epoch ? 1 : 0, accuracy: NaN, score: h.heldOutAccuracy - h.heldOutTriggerSuccess })), chosenEpoch: r.chosenEpoch }))
-      : await ncUnlearn(current, data, triggers, { ...common, onBatch: opts.onBatch, onEpoch: opts.onEpoch });
+  return { perLabel, acc0, acc, current };
+}
+
+const l1 = (m: Float32Array): number => m.reduce((a, v) => a + v, 0);
+
+export async function pruneUnlearn(model: Model, data: NcData, triggers: ReversedTrigger[], opts: PruneUnlearnOptions = {}): Promise<PruneUnlearnResult> {
+  const s = checkPruneUnlearnOptions(opts);
+  if (triggers.length === 0) fail("no reversed trigger given: nothing to prune or unlearn");
+  if (s.rounds > 1 && opts.inputScale === undefined) throw new Error("pruneUnlearn: re-inverting triggers (rounds > 1) needs inputScale");
+  if (s.rounds > 1 && s.holdout === 0) fail("option rounds > 1 needs a held-out part (holdout > 0) to check each round on");
+  const layer = opts.layer ?? lastConvLayer(model);
+  const site = pruneSite(model, layer);
+  const pruned: number[] = [];
+  const first = await prunePass(model, data, site, triggers, pruned, { acc0: NaN, acc: NaN }, s, opts);
+  const perLabel = [...first.perLabel];
+  const pruneAccuracy = { before: first.acc0, after: first.acc };
+  let used = [...triggers];
+  let u = await unlearnPass(model, first.current, data, used, pruned, s, opts);
+  const rounds: PruneUnlearnRound[] = [];
+  if (s.rounds > 1) {
+    // Later rounds: the flagged labels' triggers reversed afresh on the repaired network (training part only)
+    // and scored on the held-out part; a label whose fresh trigger is within `bound`x its first trigger's norm
+    // and still succeeds on more than `accept` is pruned for and unlearned again with it added.
+    const clean = data.clean;
+    const shape = clean.shape;
+    const per = shape[0] * shape[1] * shape[2];
+    const split = holdoutSplit(clean.size, s.holdout, s.seed);
+    const allX = clean.read(0, clean.size);
+    const allY = Int32Array.from(clean.labels!);
+    const tr = gather(allX, allY, per, split.train);
+    const he = gather(allX, allY, per, split.held);
+    const trainDs = memoryDataset(`${clean.name} (train part)`, shape, tr.x, tr.y);
+    const heldDs = memoryDataset(`${clean.name} (held out)`, shape, he.x, he.y);
+    const firstNorm = new Map<number, number>();
+    for (const t of triggers) firstNorm.set(t.label, Math.min(firstNorm.get(t.label) ?? Infinity, l1(t.mask)));
+    const labels = [...firstNorm.keys()];
+    const accFirst = (await heldOutScore(u.model, heldDs, [], opts.evalBatchSize)).accuracy;
+    let acc = first.acc;
+    for (let round = 2; round <= s.rounds; round++) {
+      const fresh = await reinvertTriggers(u.model, trainDs, labels, opts.inputScale!, s.seed + round);
+      const scored = [];
+      for (const t of fresh) {
+        const bound = opts.normBound ?? s.bound * firstNorm.get(t.label)!;
+        const h = await heldOutScore(u.model, heldDs, [t], opts.evalBatchSize);
+        scored.push({ trigger: t, info: { label: t.label, l1Norm: t.l1Norm, bound, success: h.triggerSuccess } });
+      }
+      // A fresh trigger several times the first one's size is a natural label-to-label trigger: every label has
+      // one that succeeds; only a small one that still works is the backdoor left over.
+      const still = scored.filter((x) => x.info.l1Norm <= x.info.bound && x.info.success > s.accept).map((x) => x.trigger);
+      const entry: PruneUnlearnRound = { round, fresh: scored.map((x) => x.info), added: 0, heldOutAccuracy: NaN, outcome: "removed" };
+      rounds.push(entry);
+      if (still.length === 0) break;
+      const before = pruned.length;
+      const tried = [...pruned];
+      const p = await prunePass(prunedNeuronsModel(u.model, site, tried), data, site, still, tried, { acc0: first.acc0, acc }, s, opts);
+      const next = await unlearnPass(model, p.current, data, [...used, ...still], tried, s, opts);
+      const heldAcc = (await heldOutScore(next.model, heldDs, [], opts.evalBatchSize)).accuracy;
+      entry.added = tried.length - before;
+      entry.heldOutAccuracy = heldAcc;
+      if (heldAcc < accFirst - s.roundDrop - 1e-12) {
+        entry.outcome = "accuracy";
+        break;
+      }
+      entry.outcome = "kept";
+      pruned.splice(0, pruned.length, ...tried);
+      perLabel.push(...p.perLabel);
+      used = [...used, ...still];
+      acc = p.acc;
+      u = next;
+    }
+  }
   const repaired = { ...u.model, name: `${model.name}_pruned_unlearned` };
   const ev = await evaluateModels(model, repaired, ncEvalSets(data, triggers), opts.evalBatchSize);
   return {
@@ -162,10 +259,25 @@ export async function pruneUnlearn(model: Model, data: NcData, triggers: Reverse
     site,
     pruned,
     perLabel,
-    pruneAccuracy: { before: acc0, after: acc },
+    pruneAccuracy,
     history: u.history,
     chosenEpoch: u.chosenEpoch,
-    unlearningUsed: feature ? "feature" : "ce",
+    unlearningUsed: u.feature ? "feature" : "ce",
+    rounds,
+    triggersUsed: used.length,
     settings: s,
   };
+}
+
+/** Unlearning with the pruned channels held at zero, from `start`; feature matching against B when channels were pruned (--unlearning auto). */
+async function unlearnPass(model: Model, start: Model, data: NcData, triggers: ReversedTrigger[], pruned: readonly number[], s: PruneUnlearnSettings, opts: PruneUnlearnOptions) {
+  const site = pruneSite(model, opts.layer ?? lastConvLayer(model));
+  // The pruned channels stay at zero while unlearning (masked in the step graph, so their weights get no gradient).
+  const masks = new Map([[site.value, channelMask(site.units, pruned)]]);
+  const common = { channelMasks: masks, epochs: s.epochs, patience: s.patience, holdout: s.holdout, ratio: s.ratio, lr: s.lr, batchSize: s.batchSize, seed: s.seed, evalBatchSize: opts.evalBatchSize };
+  const feature = s.unlearning === "auto" ? pruned.length > 0 : s.unlearning === "feature";
+  const u = feature
+    ? await featureUnlearn(start, data, triggers, { ...common, weight: s.featureWeight, reference: model }).then((r) => ({ model: r.model, history: r.history.map((h) => ({ ...h, round: h.epoch ? 1 : 0, accuracy: NaN, score: h.heldOutAccuracy - h.heldOutTriggerSuccess })), chosenEpoch: r.chosenEpoch }))
+    : await ncUnlearn(start, data, triggers, { ...common, onBatch: opts.onBatch, onEpoch: opts.onEpoch });
+  return { model: u.model, history: u.history as UnlearnEpoch[], chosenEpoch: u.chosenEpoch, feature };
 }

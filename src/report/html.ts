@@ -524,6 +524,7 @@ function selectionSection(sel: ReportSelection): string {
     fmtPct(c.cleanAccuracy, 1),
     fmtPct(c.triggerSuccess, 1),
     fmtPct(c.adversarialSuccess, 1),
+    c.reinverted?.length ? e(c.reinverted.map((r) => `${r.label}: L1 ${r.l1Norm.toFixed(1)} ${r.counts ? `≤ ${r.bound.toFixed(1)}, ${(100 * r.success).toFixed(1)}%` : `> ${r.bound.toFixed(1)}, not counted`}`).join("; ")) : "—",
     fmtSeconds(c.seconds),
   ]);
   const skipped = sel.skipped?.length ? `<p class="note">Not run: ${e(sel.skipped.join(", "))}.</p>` : "";
@@ -531,7 +532,7 @@ function selectionSection(sel: ReportSelection): string {
     "selection",
     "Choice of repair (auto)",
     `Each candidate was scored on ${fmtInt(sel.selectionSize)} held-out clean images no candidate saw; the poisoned data played no part. ${e(sel.reason)}.`,
-    table(["Candidate", "Clean accuracy", "Reversed-trigger success", "Adversarial success", "Time"], rows, 1) + `<p class="note">Rule: ${e(sel.rule)}.</p>` + skipped,
+    table(["Candidate", "Clean accuracy", "Reversed-trigger success", "Adversarial success", "Re-inverted trigger", "Time"], rows, 1) + `<p class="note">Rule: ${e(sel.rule)}.</p>` + skipped,
   );
 }
 

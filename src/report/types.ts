@@ -254,7 +254,16 @@ export interface ReportSelection {
   rule: string;
   /** Clean images in the selection split (no candidate and no detection saw them). */
   selectionSize: number;
-  candidates: { defense: string; cleanAccuracy: number; triggerSuccess?: number; adversarialSuccess: number; seconds: number }[];
+  candidates: {
+    defense: string;
+    cleanAccuracy: number;
+    triggerSuccess?: number;
+    adversarialSuccess: number;
+    seconds: number;
+    /** Per counted label: the trigger reversed afresh on the candidate (L1 norm, B's flag threshold, its success on the selection split, whether it counts: norm within the threshold); only candidates tied for the lowest score. */
+    reinverted?: { label: number; l1Norm: number; bound: number; success: number; counts: boolean }[];
+    reinvertSeconds?: number;
+  }[];
   chosen: string;
   reason: string;
   /** Candidates not run: time budget spent, nothing flagged, or not applicable to the model (with why). */
