@@ -78,17 +78,19 @@ test("the median and MAD come from the reference labels", () => {
   assert.ok(ev.perLabel[0].index > all.perLabel[0].index);
 });
 
-test("a second target is found once the first is confirmed and leaves the statistics", () => {
+test("loop 'all': a second target is found once the first is confirmed and leaves the statistics", () => {
   // Ten labels, two targets: with the very small one in the statistics the other is not flagged; once the
   // first is confirmed and excluded, it is (a third round then finds nothing new).
   const norms = [50, 52, 54, 56, 58, 60, 62, 64, 1, 42];
-  const ev = familyEvidence(measures(norms), { scale: "log" });
+  const ev = familyEvidence(measures(norms), { scale: "log", loop: "all" });
+  // One round (the default) finds the first only.
+  assert.deepEqual(familyEvidence(measures(norms), { scale: "log" }).perLabel.flatMap((e, i) => (e.flagged ? [i] : [])), [8]);
   const flagged = ev.perLabel.flatMap((e, i) => (e.flagged ? [i] : []));
   assert.deepEqual(flagged, [8, 9]);
   assert.equal(ev.rounds, 3);
   assert.ok(ev.perLabel[9].reasons.some((r) => r.includes("without the 1 other confirmed")), ev.perLabel[9].reasons.join("; "));
   // No target: nothing flagged, one round.
-  const clean = familyEvidence(measures([60, 64, 58, 66, 62, 59, 61, 63, 57, 65]), { scale: "log" });
+  const clean = familyEvidence(measures([60, 64, 58, 66, 62, 59, 61, 63, 57, 65]), { scale: "log", loop: "all" });
   assert.ok(clean.perLabel.every((e) => !e.flagged) && clean.rounds === 1);
 });
 

@@ -10,16 +10,21 @@
 // The median and MAD come from the reference labels: a seeded random sample that got the full budget. After a
 // scheduled scan the other labels' norms are upper bounds from a smaller budget (they were stopped), and the
 // shortlist's are the smallest by selection, so neither may set the scale.
-// Compactness (mask family): when every label carries its mask's spread (nc-compact.ts), the index that is
+// Compactness (mask family, opt-in): when every label carries its mask's spread (nc-compact.ts), the index that is
 // tested is the combination z = (z_norm + z_spread) / √2 (Stouffer) of the norm's signed index and the spread's
 // (both robust z of the log against the same reference labels, positive on the small side): a patch trigger is
 // small and compact, a natural label's smallest trigger is small or compact by chance, rarely both. Under "not
 // a target" each z is roughly standard normal; if they were independent, so is their combination, and the
 // p-value, the FDR and the index > 2 test read it in place of the norm's alone. (Measured on clean zoo models
-// in the README; a positive correlation would make the combination wider than the normal says.)
-// Several targets: once targets are confirmed they leave the median and MAD, and the statistics are taken
-// again over the other labels, until no further label is confirmed; small confirmed norms would otherwise
-// drag the median down and widen the MAD, and hide a second target.
+// in the README: natural labels' spreads are so alike that their MAD is tiny and a spread a little below the
+// median already gets a large index, so the combination flags natural labels; hence off by default.)
+// Several targets (opt-in, loop "all" or "candidates"): once targets are confirmed they leave the median and
+// MAD, and the statistics are taken again over the other labels, until no further label is confirmed; small
+// confirmed norms would otherwise drag the median down and widen the MAD, and hide a second target. Off by
+// default: the confirmed labels leave the sample from its small end, so the rest's MAD is that of a truncated
+// sample and natural labels next in line become "outliers" (measured on 110 zoo scans: 8 and 12 false flags
+// more for 2 and 0 targets more, README "Neural Cleanse measurements"); the MAD itself tolerates a minority of
+// targets among the labels.
 import { ANOMALY_THRESHOLD, median, MAD_CONSISTENCY, type NormScale } from "./mad.js";
 import { MIN_NATURAL_REFERENCES, naturalReach, naturalRank, switchRank, type SourceCurve } from "./nc-sources.js";
 
@@ -107,7 +112,7 @@ export interface EvidenceOptions {
   naturalScale?: number;
   /** Combine the norm's index with the mask spread's when every label has one (default false; see the head). */
   compactness?: boolean;
-  /** The confirm-and-exclude loop (default "all"; see LoopRule). */
+  /** The confirm-and-exclude loop (default "off": one round; see LoopRule). */
   loop?: LoopRule;
 }
 
@@ -276,7 +281,7 @@ export function familyEvidence(measures: readonly LabelMeasure[], opts: Evidence
   // The first round's indices (every label in the statistics): a later round confirms only labels that were
   // already anomalies then (see the head).
   let firstZ: number[] | null = null;
-  const loop = opts.loop ?? "all";
+  const loop = opts.loop ?? "off";
   const candidatesOnly = loop === "candidates";
   let rounds = 0;
   for (;;) {

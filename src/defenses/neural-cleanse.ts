@@ -1167,12 +1167,12 @@ export interface ScoreRule {
   splitFamilies?: boolean;
   /** Combine the mask family's norm index with its spread's (default false, measured in the README; see nc-evidence.ts and nc-compact.ts). */
   compactness?: boolean;
-  /** The confirm-and-exclude loop for further targets (default "all"; see LoopRule in nc-evidence.ts). */
+  /** The confirm-and-exclude loop for further targets (default "off", one round; see LoopRule in nc-evidence.ts). */
   loop?: LoopRule;
 }
 
 /** The flag rule's defaults (README "Neural Cleanse measurements" compares the others on the same scans). */
-export const DEFAULT_SCORE_RULE: Required<ScoreRule> = { nullDistribution: "normal", splitFamilies: true, compactness: false, loop: "all" };
+export const DEFAULT_SCORE_RULE: Required<ScoreRule> = { nullDistribution: "normal", splitFamilies: true, compactness: false, loop: "off" };
 
 /**
  * The statistics of a scan from its per-label measurements (the whole scan, or every shard of one merged):
