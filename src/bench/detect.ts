@@ -248,8 +248,9 @@ if (!values["skip-csaw"]) {
     const model = await loadDeepId(`csaw2020/models/${file}`);
     const data = await openImageFiles(faces, { inputScale: scale });
     log(`${file}: scanning`);
-    const r = await detectBackdoor(model, data, { inputScale: scale, sourceCurves: true, keepTriggers: values.raw !== undefined, restarts });
-    // The CSAW scans too, for --rescore (their targets: see CSAW_TARGETS).
+    const r = await detectBackdoor(model, data, { inputScale: scale, sourceCurves: true, restarts });
+    // The CSAW scans too, for --rescore (their targets: see CSAW_TARGETS), without their triggers (3-channel
+    // patterns of some 40 full-phase labels per family: megabytes per network).
     if (values.raw) appendFileSync(values.raw, JSON.stringify(rawOf(file.replace("_bd_weights.h5", ""), 0, CSAW_TARGETS[file] ?? [], r)) + "\n");
     const flagged = r.labels.filter((l) => l.flagged).map((l) => `${l.label} (${(100 * l.confidence).toFixed(0)}%)`);
     say(`| ${file.replace("_bd_weights.h5", "")} | ${flagged.length ? flagged.join(", ") : "none"} | ${smallest(r)} | ${r.seconds.toFixed(0)} s (${r.imagePasses} image passes) |`);
