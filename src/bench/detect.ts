@@ -6,13 +6,15 @@
 // change of the statistics can be measured on the same scans with --rescore FILE.jsonl (no optimization runs);
 // --natural rescores with the natural-feature check and its second stage (off by default, see nc-evidence.ts);
 // --null normal|t|mad and --family-fdr split|each choose the index's null and whether the FDR level is split over
-// the trigger families (defaults: DEFAULT_SCORE_RULE).
+// the trigger families, --compact on|off whether the mask family's spread is combined with its norm (defaults:
+// DEFAULT_SCORE_RULE), --loop all|candidates|off the confirm-and-exclude loop; --restarts N overrides the starts per label of new scans.
 import { appendFileSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { parseArgs } from "node:util";
 import { DEFAULT_SCORE_RULE, detectBackdoor, scoreScan, TRIGGER_FAMILIES, type NcRawScore, type NeuralCleanseResult, type ScoreRule, type TriggerFamily } from "../defenses/neural-cleanse.js";
-import { NULL_DISTRIBUTIONS, type NullDistribution } from "../defenses/nc-evidence.js";
+import { LOOP_RULES, NULL_DISTRIBUTIONS, type LoopRule, type NullDistribution } from "../defenses/nc-evidence.js";
+import { maskSpread } from "../defenses/nc-compact.js";
 import { openDataset } from "../io/open-dataset.js";
 import { openImageFiles } from "../io/image-folder.js";
 import { loadModel } from "../io/load-model.js";
@@ -33,6 +35,9 @@ const { values } = parseArgs({
     natural: { type: "boolean" },
     null: { type: "string" },
     "family-fdr": { type: "string" },
+    restarts: { type: "string" },
+    compact: { type: "string" },
+    loop: { type: "string" },
   },
 });
 
@@ -45,6 +50,31 @@ interface RawScan {
   raw: Partial<Record<TriggerFamily, NcRawScore[]>>;
   scoring: { scale: "log" | "linear"; fdr: number; minHeldOutSuccess: number; hw: number; heldOutImages: number };
   seconds: number;
+  /**
+   * Every label's reversed trigger per family, in the order of `labels`: mask and pattern as 8-bit base64
+   * (mask·255; pattern·255/range), so that a later session can measure overlaps or stamp them again; null for
+   * a label stopped while screening.
+   */
+  triggers?: Partial<Record<TriggerFamily, ({ mask: string; pattern: string } | null)[]>>;
+}
+
+const to8 = (v: Float32Array, max: number): string => Buffer.from(Uint8Array.from(v, (x) => Math.round((255 * Math.min(max, Math.max(0, x))) / max))).toString("base64");
+
+/**
+ * Scans saved before the mask spread was measured, but with their triggers: the spread from the saved 8-bit
+ * mask (quantisation moves it by well under 1%). Without triggers the scan stays as it is (norms only).
+ */
+function fillSpreads(x: RawScan): void {
+  const masks = x.triggers?.mask;
+  const scores = x.raw.mask;
+  if (!masks || !scores || scores.every((r) => r.spread !== undefined)) return;
+  const side = Math.round(Math.sqrt(x.scoring.hw));
+  // The zoo's images are square; other shapes are not saved with triggers by this bench.
+  if (side * side !== x.scoring.hw) return;
+  scores.forEach((r, i) => {
+    const m = masks[i];
+    if (r.spread === undefined && m) r.spread = maskSpread(Uint8Array.from(Buffer.from(m.mask, "base64")), side, side);
+  });
 }
 
 function rawOf(model: string, seed: number, targets: number[], r: NeuralCleanseResult): RawScan {
@@ -52,12 +82,20 @@ function rawOf(model: string, seed: number, targets: number[], r: NeuralCleanseR
   for (const f of TRIGGER_FAMILIES) {
     if (!r.families[f]) continue;
     raw[f] = r.labels.map((l) => {
-      const { anomalyIndex: _a, flagged: _f, confidence: _c, qValue: _q, reasons: _r, naturalReach: _n, ...rest } = l[f]!;
+      const { anomalyIndex: _a, flagged: _f, confidence: _c, qValue: _q, reasons: _r, naturalReach: _n, spreadIndex: _s, combinedIndex: _ci, ...rest } = l[f]!;
       return rest;
     });
   }
   const s = r.settings;
-  return { model, seed, targets, labels: r.labels.map((l) => l.label), raw, scoring: { scale: s.scale, fdr: s.fdr, minHeldOutSuccess: s.minHeldOutSuccess, hw: r.shape[1] * r.shape[2], heldOutImages: r.images.heldOut }, seconds: r.seconds };
+  const range = 255 / r.inputScale;
+  const triggers: RawScan["triggers"] = {};
+  // Only the full phase's triggers (on a 1,283-label scan the screened labels' would take tens of megabytes).
+  const phaseOf = new Map(r.labels.flatMap((l) => TRIGGER_FAMILIES.map((f) => [`${f}:${l.label}`, l[f]?.phase] as const)));
+  for (const t of r.allTriggers ?? []) {
+    const f = t.family ?? "mask";
+    (triggers[f] ??= []).push(phaseOf.get(`${f}:${t.label}`) === "full" ? { mask: to8(t.mask, 1), pattern: to8(t.pattern, range) } : null);
+  }
+  return { model, seed, targets, labels: r.labels.map((l) => l.label), raw, scoring: { scale: s.scale, fdr: s.fdr, minHeldOutSuccess: s.minHeldOutSuccess, hw: r.shape[1] * r.shape[2], heldOutImages: r.images.heldOut }, seconds: r.seconds, ...(r.allTriggers ? { triggers } : {}) };
 }
 const seeds = Number(values.seeds ?? 5);
 if (!Number.isInteger(seeds) || seeds < 1) throw new Error(`--seeds must be a positive integer, got ${values.seeds}`);
@@ -65,6 +103,9 @@ if (!Number.isInteger(seeds) || seeds < 1) throw new Error(`--seeds must be a po
 const firstSeed = Number(values["first-seed"] ?? 0);
 if (!Number.isInteger(firstSeed) || firstSeed < 0 || firstSeed >= seeds) throw new Error(`--first-seed must be an integer in [0, --seeds), got ${values["first-seed"]}`);
 const only = values.only?.split(",").map((s) => s.trim());
+// --restarts: random starts per label in the full phase (default: the model's budget, nc-budget.ts).
+const restarts = values.restarts === undefined ? undefined : Number(values.restarts);
+if (restarts !== undefined && (!Number.isInteger(restarts) || restarts < 1)) throw new Error(`--restarts must be a positive integer, got ${values.restarts}`);
 const lines: string[] = [];
 const say = (s = "") => {
   process.stdout.write(s + "\n");
@@ -98,6 +139,7 @@ if (values.rescore) {
   const text = values.rescore.endsWith(".gz") ? gunzipSync(buf).toString("utf8") : buf.toString("utf8");
   for (const line of text.split("\n").filter((l) => l.trim())) {
     const x = JSON.parse(line) as RawScan;
+    fillSpreads(x);
     byKey.set(`${x.model}\u0000${x.seed}`, x);
   }
   const naturalCheck = values.natural === true;
@@ -106,12 +148,16 @@ if (values.rescore) {
   // The rule's choices beside the natural-feature check: the index's null and the FDR split over the families.
   const ff = values["family-fdr"] ?? (DEFAULT_SCORE_RULE.splitFamilies ? "split" : "each");
   if (ff !== "split" && ff !== "each") throw new Error(`--family-fdr must be split or each, got ${ff}`);
-  const rule: ScoreRule = { nullDistribution: nd as NullDistribution, splitFamilies: ff === "split" };
+  const cp = values.compact ?? (DEFAULT_SCORE_RULE.compactness ? "on" : "off");
+  if (cp !== "on" && cp !== "off") throw new Error(`--compact must be on or off, got ${cp}`);
+  const lp = values.loop ?? DEFAULT_SCORE_RULE.loop;
+  if (!LOOP_RULES.includes(lp as LoopRule)) throw new Error(`--loop must be one of ${LOOP_RULES.join(", ")}, got ${lp}`);
+  const rule: ScoreRule = { nullDistribution: nd as NullDistribution, splitFamilies: ff === "split", compactness: cp === "on", loop: lp as LoopRule };
   const csawNames = new Set(CSAW_NETS.map(([f]) => f.replace("_bd_weights.h5", "")));
   const all = [...byKey.values()];
   const scans = all.filter((x) => !csawNames.has(x.model));
   const models = [...new Set(scans.map((x) => x.model))].sort();
-  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans${naturalCheck ? ", with the natural-feature check" : ""}; index null ${rule.nullDistribution}${rule.splitFamilies ? ", FDR split over the families" : ", FDR level per family"})`);
+  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans${naturalCheck ? ", with the natural-feature check" : ""}; index null ${rule.nullDistribution}${rule.splitFamilies ? ", FDR split over the families" : ", FDR level per family"}${rule.compactness ? ", mask spread combined with the norm" : ", norms only"}, loop ${rule.loop})`);
   say();
   say("| model | targets | flagged per seed | every target flagged | wrong flags |");
   say("|---|---|---|---|---|");
@@ -169,7 +215,7 @@ if (!values["skip-zoo"]) {
       let allTargets = 0, wrong = 0, seconds = 0;
       for (let seed = firstSeed; seed < seeds; seed++) {
         const valid = await openDataset(join(zoo, d, m.files.valid), { inputScale: m.inputScale });
-        const r = await detectBackdoor(model, valid, { inputScale: m.inputScale, seed, sourceCurves: true });
+        const r = await detectBackdoor(model, valid, { inputScale: m.inputScale, seed, sourceCurves: true, keepTriggers: values.raw !== undefined, restarts });
         valid.close();
         if (values.raw) appendFileSync(values.raw, JSON.stringify(rawOf(d, seed, m.targets, r)) + "\n");
         flagsPerSeed.push(r.flagged);
@@ -202,8 +248,9 @@ if (!values["skip-csaw"]) {
     const model = await loadDeepId(`csaw2020/models/${file}`);
     const data = await openImageFiles(faces, { inputScale: scale });
     log(`${file}: scanning`);
-    const r = await detectBackdoor(model, data, { inputScale: scale, sourceCurves: true });
-    // The CSAW scans too, for --rescore (their targets: see CSAW_TARGETS).
+    const r = await detectBackdoor(model, data, { inputScale: scale, sourceCurves: true, restarts });
+    // The CSAW scans too, for --rescore (their targets: see CSAW_TARGETS), without their triggers (3-channel
+    // patterns of some 40 full-phase labels per family: megabytes per network).
     if (values.raw) appendFileSync(values.raw, JSON.stringify(rawOf(file.replace("_bd_weights.h5", ""), 0, CSAW_TARGETS[file] ?? [], r)) + "\n");
     const flagged = r.labels.filter((l) => l.flagged).map((l) => `${l.label} (${(100 * l.confidence).toFixed(0)}%)`);
     say(`| ${file.replace("_bd_weights.h5", "")} | ${flagged.length ? flagged.join(", ") : "none"} | ${smallest(r)} | ${r.seconds.toFixed(0)} s (${r.imagePasses} image passes) |`);

@@ -10,9 +10,21 @@
 // The median and MAD come from the reference labels: a seeded random sample that got the full budget. After a
 // scheduled scan the other labels' norms are upper bounds from a smaller budget (they were stopped), and the
 // shortlist's are the smallest by selection, so neither may set the scale.
-// Several targets: once targets are confirmed they leave the median and MAD, and the statistics are taken
-// again over the other labels, until no further label is confirmed; small confirmed norms would otherwise
-// drag the median down and widen the MAD, and hide a second target.
+// Compactness (mask family, opt-in): when every label carries its mask's spread (nc-compact.ts), the index that is
+// tested is the combination z = (z_norm + z_spread) / √2 (Stouffer) of the norm's signed index and the spread's
+// (both robust z of the log against the same reference labels, positive on the small side): a patch trigger is
+// small and compact, a natural label's smallest trigger is small or compact by chance, rarely both. Under "not
+// a target" each z is roughly standard normal; if they were independent, so is their combination, and the
+// p-value, the FDR and the index > 2 test read it in place of the norm's alone. (Measured on clean zoo models
+// in the README: natural labels' spreads are so alike that their MAD is tiny and a spread a little below the
+// median already gets a large index, so the combination flags natural labels; hence off by default.)
+// Several targets (opt-in, loop "all" or "candidates"): once targets are confirmed they leave the median and
+// MAD, and the statistics are taken again over the other labels, until no further label is confirmed; small
+// confirmed norms would otherwise drag the median down and widen the MAD, and hide a second target. Off by
+// default: the confirmed labels leave the sample from its small end, so the rest's MAD is that of a truncated
+// sample and natural labels next in line become "outliers" (measured on 110 zoo scans: 8 and 12 false flags
+// more for 2 and 0 targets more, README "Neural Cleanse measurements"); the MAD itself tolerates a minority of
+// targets among the labels.
 import { ANOMALY_THRESHOLD, median, MAD_CONSISTENCY, type NormScale } from "./mad.js";
 import { MIN_NATURAL_REFERENCES, naturalReach, naturalRank, switchRank, type SourceCurve } from "./nc-sources.js";
 
@@ -38,11 +50,16 @@ export interface LabelMeasure {
   reference?: boolean;
   /** The natural-feature check's per-source curves (nc-sources.ts), when measured. */
   sources?: SourceCurve[];
+  /** The mask's spread (radius of gyration, nc-compact.ts): mask family only. */
+  spread?: number;
 }
 
 export interface LabelEvidence {
-  /** Anomaly index against the labels not confirmed as targets (for a confirmed one: against the rest). */
+  /** Anomaly index of the norm against the labels not confirmed as targets (for a confirmed one: against the rest). */
   index: number;
+  /** With spreads: the spread's signed index (positive = more compact than the median) and the combined index tested. */
+  spreadIndex?: number;
+  combined?: number;
   /** Below the median of those labels. */
   small: boolean;
   /** One-sided normal tail P(Z ≥ z) of the signed index z (positive on the small side). */
@@ -93,7 +110,20 @@ export interface EvidenceOptions {
   naturalCheck?: boolean;
   /** κ of the natural-feature check (default NATURAL_SCALE). */
   naturalScale?: number;
+  /** Combine the norm's index with the mask spread's when every label has one (default false; see the head). */
+  compactness?: boolean;
+  /** The confirm-and-exclude loop (default "off": one round; see LoopRule). */
+  loop?: LoopRule;
 }
+
+/**
+ * The confirm-and-exclude loop for further targets. "all": every later round may confirm any label; "candidates":
+ * a later round confirms only labels whose first-round index (every label in the statistics) was already > 2 on
+ * the small side, since a label that was no anomaly then was not masked by a target, only the truncated rest
+ * (the confirmed labels leave it from its small end) makes it look like one; "off": one round.
+ */
+export type LoopRule = "all" | "candidates" | "off";
+export const LOOP_RULES: readonly LoopRule[] = ["all", "candidates", "off"];
 
 /** The null distributions of the anomaly index (EvidenceOptions.nullDistribution). */
 export type NullDistribution = "normal" | "t" | "mad";
@@ -225,6 +255,12 @@ function signedIndex(v: readonly number[], ref: readonly boolean[], excluded: Re
   return { z, median: med, mad: m, n: rest.length };
 }
 
+/** Stouffer's combination of two signed indices; an infinite one (a zero MAD) decides, opposite infinities cancel. */
+export function stouffer(a: number, b: number): number {
+  const z = (a + b) / Math.SQRT2;
+  return Number.isNaN(z) ? 0 : z;
+}
+
 /** A level such as 0.025 as written (two significant digits). */
 const level = (x: number): string => String(Number(x.toPrecision(2)));
 const fmt = (x: number): string => (x >= 0.01 || x === 0 ? x.toFixed(2) : x.toExponential(1));
@@ -238,20 +274,31 @@ export function familyEvidence(measures: readonly LabelMeasure[], opts: Evidence
   const useHeld = (opts.heldOutImages ?? MIN_HELD_OUT_IMAGES) >= MIN_HELD_OUT_IMAGES;
   const reach = measures.map((m) => (m.sources ? naturalReach(m.sources, undefined, opts.naturalScale) : null));
   const useNatural = opts.naturalCheck ?? false;
+  const spreads = measures.map((m) => m.spread);
+  const useSpread = (opts.compactness ?? false) && measures.length > 0 && spreads.every((x) => x !== undefined && x > 0 && Number.isFinite(x));
+  const vs = useSpread ? spreads.map((x) => Math.log(x!)) : null;
   const confirmed = new Set<number>();
+  // The first round's indices (every label in the statistics): a later round confirms only labels that were
+  // already anomalies then (see the head).
+  let firstZ: number[] | null = null;
+  const loop = opts.loop ?? "off";
+  const candidatesOnly = loop === "candidates";
   let rounds = 0;
   for (;;) {
     rounds++;
     const st = signedIndex(v, ref, confirmed);
+    const sp = vs ? signedIndex(vs, ref, confirmed).z : null;
+    const zt = sp ? st.z.map((z, i) => stouffer(z, sp[i])) : st.z;
+    firstZ ??= zt;
     const nd = opts.nullDistribution ?? "normal";
     const df = nd === "t" ? Math.max(1, st.n - 1) : nd === "mad" ? madNullDf(st.n) : Infinity;
-    const p = df === Infinity ? st.z.map(normalTail) : st.z.map((z) => studentTail(z, df));
+    const p = df === Infinity ? zt.map(normalTail) : zt.map((z) => studentTail(z, df));
     const q = bhQValues(p);
     const perLabel = measures.map((m, i): LabelEvidence => {
-      const z = st.z[i];
-      const index = Math.abs(z);
+      const index = Math.abs(st.z[i]);
+      const z = zt[i];
       const small = z > 0;
-      const okIndex = small && index > ANOMALY_THRESHOLD;
+      const okIndex = small && Math.abs(z) > ANOMALY_THRESHOLD;
       const others = confirmed.size - (confirmed.has(i) ? 1 : 0);
       const okFdr = q[i] <= fdr;
       const okHeld = !useHeld || m.heldOutSuccess >= minSuccess;
@@ -265,11 +312,15 @@ export function familyEvidence(measures: readonly LabelMeasure[], opts: Evidence
       // than every reference label's (a switch, rank p-value 1/(n+1)); see switchRank.
       const swP = r === null || refReach.length < MIN_NATURAL_REFERENCES ? null : switchRank(r, refReach);
       const okSwitch = useNatural && swP !== null && swP <= 1 / (1 + refReach.length);
-      const flagged = m.reached && okIndex && (okFdr || okSwitch) && okHeld && okNatural;
+      // A label the first round did not find anomalous (index <= 2 with every label in the statistics) is not
+      // a target the confirmed ones masked: only the truncated rest makes it look like one.
+      const okCandidate = !candidatesOnly || rounds === 1 || confirmed.has(i) || firstZ![i] > ANOMALY_THRESHOLD;
+      const flagged = m.reached && okIndex && (okFdr || okSwitch) && okHeld && okNatural && okCandidate;
       const pass: string[] = [];
       const failed: string[] = [];
       (m.reached ? pass : failed).push(m.reached ? "trigger reached the success threshold" : "trigger never reached the success threshold");
-      (okIndex ? pass : failed).push(`anomaly index ${index.toFixed(2)}${small ? "" : " (large side)"} ${okIndex ? ">" : "<="} ${ANOMALY_THRESHOLD}${others > 0 ? ` without the ${others} other confirmed target(s)` : ""}`);
+      const what = sp ? `combined index ${Math.abs(z).toFixed(2)} (norm ${st.z[i].toFixed(2)}, spread ${sp[i].toFixed(2)})` : `anomaly index ${index.toFixed(2)}`;
+      (okIndex ? pass : failed).push(`${what}${small ? "" : " (large side)"} ${okIndex ? ">" : "<="} ${ANOMALY_THRESHOLD}${others > 0 ? ` without the ${others} other confirmed target(s)` : ""}`);
       const fams = Math.max(1, opts.families ?? 1);
       const nullText = df === Infinity ? "" : `, index null t(${df.toFixed(1)}) from ${st.n} labels`;
       const fdrText = `false-discovery rate q ${fmt(q[i])} ${okFdr ? "<=" : ">"} ${level(fdr)} over ${measures.length} labels${fams > 1 ? ` (${level(fdr * fams)} over ${fams} trigger families)` : ""}${nullText}`;
@@ -277,6 +328,7 @@ export function familyEvidence(measures: readonly LabelMeasure[], opts: Evidence
       else if (okSwitch && r !== null)
         pass.push(`${fdrText}, but confirmed as a switch: a third of the trigger moves ${(100 * r).toFixed(0)}% of the images the full one does, less than every one of the ${refReach.length} reference labels' (a natural label passes both stages with probability about ${fmt(p[i] / (1 + refReach.length))})`);
       else failed.push(fdrText);
+      if (!okCandidate) failed.push(`index ${firstZ![i].toFixed(2)} <= ${ANOMALY_THRESHOLD} with every label in the statistics (not masked by the confirmed targets)`);
       if (useHeld) (okHeld ? pass : failed).push(`held-out attack success ${(100 * m.heldOutSuccess).toFixed(0)}% ${okHeld ? ">=" : "<"} ${(100 * minSuccess).toFixed(0)}%`);
       else pass.push(`held-out attack success ${(100 * m.heldOutSuccess).toFixed(0)}% (not a test: fewer than ${MIN_HELD_OUT_IMAGES} held-out images)`);
       if (natP !== null && r !== null) {
@@ -290,11 +342,11 @@ export function familyEvidence(measures: readonly LabelMeasure[], opts: Evidence
       // the N labels passes both stages by chance (N · p · 1/(n+1), Bonferroni).
       const err = Math.min(q[i], okSwitch ? Math.min(1, (measures.length * p[i]) / (1 + refReach.length)) : 1);
       const confidence = m.reached ? (1 - err) * (useHeld ? Math.min(1, m.heldOutSuccess / minSuccess) : 1) : 0;
-      return { index, small, pValue: p[i], qValue: q[i], confidence: okNatural ? confidence : 0, flagged, ...(r !== null ? { reach: r } : {}), ...(natP !== null ? { naturalP: natP } : {}), reasons: flagged ? pass : failed };
+      return { index, ...(sp ? { spreadIndex: sp[i], combined: z } : {}), small, pValue: p[i], qValue: q[i], confidence: okNatural ? confidence : 0, flagged, ...(r !== null ? { reach: r } : {}), ...(natP !== null ? { naturalP: natP } : {}), reasons: flagged ? pass : failed };
     });
     const fresh = perLabel.map((e, i) => (e.flagged && !confirmed.has(i) ? i : -1)).filter((i) => i >= 0);
     // Stop when no new target is confirmed, or when the rest would be too few for statistics.
-    if (fresh.length === 0 || confirmed.size + fresh.length > measures.length - 3) return { perLabel, median: st.median, mad: st.mad, rounds };
+    if (fresh.length === 0 || confirmed.size + fresh.length > measures.length - 3 || loop === "off") return { perLabel, median: st.median, mad: st.mad, rounds };
     for (const i of fresh) confirmed.add(i);
   }
 }

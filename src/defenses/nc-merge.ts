@@ -89,7 +89,7 @@ export function mergeShards(shards: readonly NcShard[]): MergedScan {
   for (const f of fams)
     raw[f] = all.map((l) => {
       const sc = (f === "blend" ? l.blend : l.mask)!;
-      const { anomalyIndex: _i, flagged: _f, confidence: _c, qValue: _q, reasons: _r, naturalReach: _n, ...rest } = sc as typeof sc & { alpha?: number };
+      const { anomalyIndex: _i, flagged: _f, confidence: _c, qValue: _q, reasons: _r, naturalReach: _n, spreadIndex: _s, combinedIndex: _ci, ...rest } = sc as typeof sc & { alpha?: number };
       delete (rest as { alpha?: number }).alpha;
       return rest;
     });

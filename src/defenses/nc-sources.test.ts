@@ -1,7 +1,7 @@
 // The natural-feature check's statistics on small hand-made curves.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { kappa50, NATURAL_SCALE, naturalRank, naturalReach, SOURCE_SCALES, sourceCurves, summarizeSources, switchRank, type SourceCurve } from "./nc-sources.js";
+import { kappa50, NATURAL_SCALE, naturalRank, naturalReach, SOURCE_SCALES, sourceCurves, summarizeSources, switchRank, transferCounts, type SourceCurve } from "./nc-sources.js";
 
 const k = (kappa: number) => SOURCE_SCALES.indexOf(kappa);
 
@@ -68,4 +68,18 @@ test("switch rank: the other tail, 1/(n+1) below all of them", () => {
   assert.equal(switchRank(0.1, refs), 2 / 5, "a tie is not below");
   assert.equal(switchRank(0.5, refs), 1);
   assert.equal(switchRank(0, []), 1);
+});
+
+test("transfer: where stamped images go besides the label and their clean class, most first, per scale", () => {
+  // Six images: clean classes 0, 0, 1, 1, 2, 3; the label is 3 (its own image is left out).
+  const clean = [0, 0, 1, 1, 2, 3];
+  const stamped = [
+    [3, 3, 3, 5, 3, 3], // κ = 1: one image of class 1 goes to 5
+    [5, 0, 5, 1, 4, 3], // κ = 0.7: two go to 5, one to 4, the others stay
+  ];
+  const t = transferCounts(3, clean, stamped);
+  assert.equal(t.images, 5);
+  assert.deepEqual(t.to, [[[5, 1]], [[5, 2], [4, 1]]]);
+  // At most `top` destinations per scale, ties by label.
+  assert.deepEqual(transferCounts(3, clean, [[7, 6, 8, 9, 4, 3]], 2).to, [[[4, 1], [6, 1]]]);
 });

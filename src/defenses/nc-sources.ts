@@ -135,3 +135,35 @@ export function switchRank(reach: number, references: readonly number[]): number
   const below = references.filter((x) => x <= reach).length;
   return (1 + below) / (1 + references.length);
 }
+
+/**
+ * Where a trigger sends the images it does not send to its own label ("transfer"), per κ of SOURCE_SCALES:
+ * the other labels reached and how many images each (images that stay at their clean class, or whose clean
+ * class is the label, are left out), most first, at most `top` of them. A label whose weakened trigger sends
+ * images to a confirmed target carries that target's trigger inside its own (nc-evidence.ts reads it).
+ */
+export interface TriggerTransfer {
+  /** Images stamped (those whose clean class is not the label). */
+  images: number;
+  /** Per κ: [label, images] pairs. */
+  to: [number, number][][];
+}
+
+/** Most destinations kept per κ in a TriggerTransfer (a 1,283-label model would otherwise list hundreds). */
+export const TRANSFER_TOP = 5;
+
+/** The transfer of one trigger from predictions: `clean[j]` image j's clean class, `stamped[k][j]` its class at κ k. */
+export function transferCounts(label: number, clean: ArrayLike<number>, stamped: readonly ArrayLike<number>[], top = TRANSFER_TOP): TriggerTransfer {
+  let images = 0;
+  for (let j = 0; j < clean.length; j++) if (clean[j] !== label) images++;
+  const to = stamped.map((p) => {
+    const counts = new Map<number, number>();
+    for (let j = 0; j < clean.length; j++) {
+      const d = p[j];
+      if (clean[j] === label || d === label || d === clean[j]) continue;
+      counts.set(d, (counts.get(d) ?? 0) + 1);
+    }
+    return [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0] - b[0]).slice(0, top);
+  });
+  return { images, to };
+}

@@ -38,9 +38,10 @@ import { embed } from "./g-model.js";
 import { ANOMALY_THRESHOLD, median, normStats, type NormScale } from "./mad.js";
 import { defaultBudget, forwardMacs, labelSlots } from "./nc-budget.js";
 import { largestActivation } from "../runtime/cache-batch.js";
-import { familyEvidence, FDR_LEVEL, MIN_HELD_OUT_SUCCESS, type NullDistribution } from "./nc-evidence.js";
+import { familyEvidence, FDR_LEVEL, MIN_HELD_OUT_SUCCESS, type LoopRule, type NullDistribution } from "./nc-evidence.js";
 import { boundRungs, flagThresholdNorm, furtherDecrease, pickBounded } from "./nc-schedule.js";
-import { SOURCE_SCALES, sourceCurves, type SourceCurve } from "./nc-sources.js";
+import { maskSpread } from "./nc-compact.js";
+import { SOURCE_SCALES, sourceCurves, transferCounts, type SourceCurve, type TriggerTransfer } from "./nc-sources.js";
 
 /** "mask": a per-pixel mask (the paper); "blend": one blend weight α for the whole image. */
 export type TriggerFamily = "mask" | "blend";
@@ -70,6 +71,8 @@ export interface NeuralCleanseOptions {
    * that saved scans can be rescored with it (default: naturalCheck). Off, the scan skips the stamping passes.
    */
   sourceCurves?: boolean;
+  /** Return every label's reversed trigger in every family (`allTriggers`), for saving scans to analyse later (default false). */
+  keepTriggers?: boolean;
   /** Held-out attack success a flagged label's trigger needs (default 0.5; only with >= 5 held-out images). */
   minHeldOutSuccess?: number;
   /**
@@ -176,11 +179,18 @@ export interface NcFamilyScore {
    * images sent to the label with the mask scaled by each κ of SOURCE_SCALES (nc-sources.ts).
    */
   sources?: SourceCurve[];
+  /** Where the trigger sends the images it does not send to the label, per κ (measured with the source curves). */
+  transfer?: TriggerTransfer;
   /**
    * The natural-feature check's statistic: the share of the images the full trigger moves that a third of it
    * already moves (naturalReach, nc-sources.ts); absent without source curves.
    */
   naturalReach?: number;
+  /** Mask family: the mask's spread in pixels (radius of gyration, nc-compact.ts); absent for the blend family. */
+  spread?: number;
+  /** With spreads: the spread's signed index (positive = more compact) and the combined index the flag tests (nc-evidence.ts). */
+  spreadIndex?: number;
+  combinedIndex?: number;
   /** In [0, 1]: how strongly the evidence points to a backdoor target (see nc-evidence.ts). */
   confidence: number;
   /** Benjamini–Hochberg adjusted p-value of the anomaly index over the family's labels. */
@@ -190,7 +200,7 @@ export interface NcFamilyScore {
 }
 
 /** A family score before the statistics: what a scan (or a shard of it) measured for one label. */
-export type NcRawScore = Omit<NcFamilyScore, "anomalyIndex" | "flagged" | "confidence" | "qValue" | "reasons" | "naturalReach">;
+export type NcRawScore = Omit<NcFamilyScore, "anomalyIndex" | "flagged" | "confidence" | "qValue" | "reasons" | "naturalReach" | "spreadIndex" | "combinedIndex">;
 
 /**
  * The top-level ReportNcLabel fields and phase/steps/reached/lambda are those of the first family scanned
@@ -247,6 +257,8 @@ export interface NeuralCleanseResult {
   phaseSeconds: { screen: number; full: number; heldOut: number };
   /** Reversed triggers of the flagged labels (of each flagging family), then the first family's 5 smallest-norm labels. */
   triggers: ReversedTrigger[];
+  /** With keepTriggers: every scanned label's trigger, family by family in scan order. */
+  allTriggers?: ReversedTrigger[];
   /** [C, H, W] */
   shape: [number, number, number];
   inputScale: number;
@@ -1128,7 +1140,8 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
       reached: r.bestA !== null,
       lambda: r.lambda,
       ...(scan.restartNorms[i].length > 1 ? { restartNorms: scan.restartNorms[i] } : {}),
-      ...(curveOf.has(i) ? { sources: curveOf.get(i)! } : {}),
+      ...(curveOf.get(i) ? { sources: curveOf.get(i)!.curves, transfer: curveOf.get(i)!.transfer } : {}),
+      ...(scan.family === "mask" ? { spread: maskSpread(scan.triggers[i].mask, h, w) } : {}),
     }));
   }
   phaseSeconds.heldOut = lap();
@@ -1161,6 +1174,7 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     seconds: (performance.now() - t0) / 1000,
     phaseSeconds,
     triggers: shown,
+    ...(opts.keepTriggers ? { allTriggers: scans.flatMap((x) => x.triggers) } : {}),
     shape: [c, h, w],
     inputScale: o.inputScale,
     example: heldX.slice(0, per),
@@ -1180,10 +1194,14 @@ export interface ScoreRule {
    * (Bonferroni over the families).
    */
   splitFamilies?: boolean;
+  /** Combine the mask family's norm index with its spread's (default false, measured in the README; see nc-evidence.ts and nc-compact.ts). */
+  compactness?: boolean;
+  /** The confirm-and-exclude loop for further targets (default "off", one round; see LoopRule in nc-evidence.ts). */
+  loop?: LoopRule;
 }
 
 /** The flag rule's defaults (README "Neural Cleanse measurements" compares the others on the same scans). */
-export const DEFAULT_SCORE_RULE: Required<ScoreRule> = { nullDistribution: "normal", splitFamilies: true };
+export const DEFAULT_SCORE_RULE: Required<ScoreRule> = { nullDistribution: "normal", splitFamilies: true, compactness: false, loop: "off" };
 
 /**
  * The statistics of a scan from its per-label measurements (the whole scan, or every shard of one merged):
@@ -1205,12 +1223,13 @@ export function scoreScan(
     const rs = raw[f]!;
     if (rs.length !== labels.length) throw new Error(`scoreScan: ${rs.length} ${f} scores for ${labels.length} labels`);
     const ev = familyEvidence(
-      rs.map((r, i) => ({ label: labels[i], norm: r.statNorm, reached: r.reached, heldOutSuccess: r.attackSuccess, restartNorms: r.restartNorms, reference: r.reference, sources: r.sources })),
-      { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages, naturalCheck: o.naturalCheck, naturalScale: o.naturalScale, nullDistribution: o.nullDistribution ?? DEFAULT_SCORE_RULE.nullDistribution, families: (o.splitFamilies ?? DEFAULT_SCORE_RULE.splitFamilies) ? fams.length : 1 },
+      rs.map((r, i) => ({ label: labels[i], norm: r.statNorm, reached: r.reached, heldOutSuccess: r.attackSuccess, restartNorms: r.restartNorms, reference: r.reference, sources: r.sources, spread: r.spread })),
+      { compactness: o.compactness ?? DEFAULT_SCORE_RULE.compactness, loop: o.loop ?? DEFAULT_SCORE_RULE.loop, scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages, naturalCheck: o.naturalCheck, naturalScale: o.naturalScale, nullDistribution: o.nullDistribution ?? DEFAULT_SCORE_RULE.nullDistribution, families: (o.splitFamilies ?? DEFAULT_SCORE_RULE.splitFamilies) ? fams.length : 1 },
     );
     scores[f] = rs.map((r, i) => ({
       ...r,
       anomalyIndex: ev.perLabel[i].index,
+      ...(ev.perLabel[i].combined !== undefined ? { spreadIndex: ev.perLabel[i].spreadIndex, combinedIndex: ev.perLabel[i].combined } : {}),
       flagged: ev.perLabel[i].flagged,
       confidence: ev.perLabel[i].confidence,
       qValue: ev.perLabel[i].qValue,
@@ -1302,11 +1321,11 @@ async function heldOutSuccess(model: Model, triggers: ReversedTrigger[], x: Floa
  * The natural-feature check (nc-sources.ts): each trigger stamped on images x with its mask scaled by every κ
  * of SOURCE_SCALES; per trigger, the images that reach its label per source class (the clean prediction).
  */
-async function sourceTest(model: Model, triggers: ReversedTrigger[], x: Float32Array, slots: number): Promise<SourceCurve[][]> {
+async function sourceTest(model: Model, triggers: ReversedTrigger[], x: Float32Array, slots: number): Promise<{ curves: SourceCurve[]; transfer: TriggerTransfer }[]> {
   const [c, h, w] = model.inputShape;
   const per = c * h * w;
   const e = x.length / per;
-  if (triggers.length === 0 || e === 0) return triggers.map(() => []);
+  if (triggers.length === 0 || e === 0) return triggers.map(() => ({ curves: [], transfer: { images: 0, to: [] } }));
   const { graph, pred } = buildStampGraph(model);
   const xt = tensor("float32", [e, c, h, w], x);
   const jobs = triggers.flatMap((t) => SOURCE_SCALES.map((k) => ({ mask: Float32Array.from(t.mask, (v) => v * k), pattern: t.pattern })));
@@ -1328,5 +1347,8 @@ async function sourceTest(model: Model, triggers: ReversedTrigger[], x: Float32A
     for (let start = 0; start < jobs.length; start += chunk) preds.push(...(await run(jobs.slice(start, start + chunk))));
   });
   const n = SOURCE_SCALES.length;
-  return triggers.map((t, i) => sourceCurves(t.label, clean, preds.slice(i * n, (i + 1) * n)));
+  return triggers.map((t, i) => {
+    const p = preds.slice(i * n, (i + 1) * n);
+    return { curves: sourceCurves(t.label, clean, p), transfer: transferCounts(t.label, clean, p) };
+  });
 }
