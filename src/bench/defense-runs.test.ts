@@ -77,6 +77,10 @@ test("summarize: mean and range over seeds per target, goal counted per run", ()
   assert.match(table, /s0 unlearn \(flagged \[1, 5\]\), s1 sau \(flagged \[1\]\), s2 failed/);
   assert.match(table, /s2 FAILED: boom/);
   assert.match(table, /\| 1\/2 \|/);
+  assert.doesNotMatch(table, /different/);
+  const mixed = runsTable(summarize([runs[0]!, { ...runs[1]!, code: "c2" }, { ...runs[2]!, modelHash: "m2" }]));
+  assert.match(mixed, /runs of different code \(s0 c1, s1 c2, s2 c1\)/);
+  assert.match(mixed, /runs on different builds of the model \(s0 m1, s1 m1, s2 m2\)/);
 });
 
 test("meetsGoal: each bound on its own, and the clean-model rule", () => {

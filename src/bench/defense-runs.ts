@@ -192,6 +192,11 @@ function seedNotes(s: DefenseSummary): string {
     for (const w of r.warnings) parts.push(`s${r.seed} WARNING: ${w}`);
   }
   if (!s.runs[0]!.seeded && s.defense !== "nc-detect" && s.runs.length > 1) parts.push("no seed option");
+  // Seeds recorded on different code or a rebuilt model are not one experiment: say so rather than average quietly.
+  const codes = [...new Set(s.runs.map((r) => r.code))];
+  const builds = [...new Set(s.runs.map((r) => r.modelHash))];
+  if (codes.length > 1) parts.push(`runs of different code (${s.runs.map((r) => `s${r.seed} ${r.code}`).join(", ")})`);
+  if (builds.length > 1) parts.push(`runs on different builds of the model (${s.runs.map((r) => `s${r.seed} ${r.modelHash}`).join(", ")})`);
   const firstOk = s.runs.find((r) => r.status === "ok" && r.notes);
   if (firstOk && s.defense !== "nc-detect") parts.push(`s${firstOk.seed}: ${firstOk.notes}`);
   return parts.join("; ");

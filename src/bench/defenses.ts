@@ -281,6 +281,8 @@ async function runModelSeed(info: ModelInfo, seed: number, due: string[], code: 
       });
       const seeded = d === AUTO || "seed" in d.options;
       const rec = recordOf(row, { ...common, defense: name, seeded, ...(name === AUTO ? { fpr: AUTO_FPR } : {}) }, asrBefore);
+      // The trigger-based defenses get every flagged label's triggers (some do not list them in their sections).
+      if (rec.flagged === undefined && d !== AUTO && d.needs?.includes("triggers") && nc) rec.flagged = [...nc.flagged];
       append(rec);
       if (row.status === "failed") log(`${manifest.name} seed ${seed}: ${name} FAILED: ${row.reason}`);
       else if (row.status === "ok") {
