@@ -112,5 +112,5 @@ test("runsSummary: complete (model, seed) pairs and where auto meets the goal", 
   ];
   const line = runsSummary(summarize(runs), ["nc-detect", "auto"]);
   assert.match(line, /seed 0: 2\/2 models complete; seed 1: 0\/2 models complete/);
-  assert.match(line, /auto meets the goal in every recorded seed on 1\/2 models \(a\)/);
+  assert.match(line, /auto meets the goal in every recorded seed on 1\/2 backdoored models \(a\) and 0\/0 clean models/);
 });

@@ -234,11 +234,16 @@ export function runsSummary(summaries: readonly DefenseSummary[], defenses: read
     return `seed ${seed}: ${done.length}/${models.length} models complete`;
   });
   const auto = summaries.filter((s) => s.defense === "auto");
-  const autoMet = auto.filter((s) => s.goal.judged > 0 && s.goal.met === s.goal.judged).map((s) => s.model);
+  const always = (xs: DefenseSummary[]) => xs.filter((s) => s.goal.judged > 0 && s.goal.met === s.goal.judged).map((s) => s.model);
+  const autoBd = auto.filter((s) => s.targets.length > 0);
+  const autoClean = auto.filter((s) => s.targets.length === 0);
+  const bdMet = always(autoBd);
+  const cleanMet = always(autoClean);
   const anyMet = [...new Set(summaries.filter((s) => s.defense !== "nc-detect" && s.targets.length > 0 && s.goal.met > 0).map((s) => s.model))];
   return (
     `${models.length} models × ${defenses.length} defenses; ${complete.join("; ") || "no runs"}. ` +
-    `auto meets the goal in every recorded seed on ${autoMet.length}/${auto.length} models${autoMet.length ? ` (${autoMet.join(", ")})` : ""}; ` +
+    `auto meets the goal in every recorded seed on ${bdMet.length}/${autoBd.length} backdoored models${bdMet.length ? ` (${bdMet.join(", ")})` : ""} ` +
+    `and ${cleanMet.length}/${autoClean.length} clean models; ` +
     `backdoored models where some defense meets it in at least one seed: ${anyMet.length ? anyMet.join(", ") : "none"}`
   );
 }

@@ -309,6 +309,9 @@ function readRuns(): RunRecord[] {
   return records;
 }
 
+/** "2026-12-03T17:58:44.931Z" → "2026-12-03 17:58". */
+const when = (iso: string | undefined): string => (iso ? `${iso.slice(0, 10)} ${iso.slice(11, 16)}` : "—");
+
 function writeTable(command: string): void {
   const records = readRuns();
   // Rows in zoo order, then the bench's row order; models no longer in the zoo keep their place at the end.
@@ -323,7 +326,7 @@ function writeTable(command: string): void {
   const times = latest.map((r) => r.at).sort();
   const loads = latest.map((r) => r.load);
   const meta =
-    `Runs ${times[0] ?? "—"} to ${times[times.length - 1] ?? "—"} UTC (${os.availableParallelism()} CPU cores, onnxruntime-node; 1-minute load average ${loads.length ? `${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}` : "—"} as the runs ended), ` +
+    `Runs ${when(times[0])} to ${when(times[times.length - 1])} UTC (${os.availableParallelism()} CPU cores, onnxruntime-node; 1-minute load average ${loads.length ? `${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}` : "—"} as the runs ended), ` +
     `library code ${codes.join(", ") || "—"}, results in \`${resultsFile}\` (${records.length} line(s), the latest per model, defense and seed shown). Table written by \`${command}\`.`;
   const how = [
     "How to read it: each cell is the mean over the seeds listed, with the range in parentheses when the seeds differ. " +
