@@ -9,6 +9,7 @@ import { accuracyOf } from "../eval/evaluate.js";
 import type { Dataset } from "../io/dataset.js";
 import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
+import type { Graph } from "../graph/ir.js";
 import type { ReportEvalResult, ReportG } from "../report/types.js";
 
 /** One poisoned test set of a model (one per target). */
@@ -52,6 +53,9 @@ export interface DefenseRow {
   gAsr?: number;
   /** Neural Cleanse labels whose reversed triggers the mitigation used. */
   triggersFrom?: number[];
+  /** "auto": the repair it chose, and the labels its own detection flagged. */
+  chosen?: string;
+  autoFlagged?: number[];
   notes: string;
   seconds?: number;
   /** Problems found while cross-checking per-target numbers against the library's. */
@@ -131,19 +135,60 @@ export interface RowContext {
   sets: PoisonSet[];
   /** B's clean test accuracy (a detector's "before"). */
   cleanBefore: number;
+  /** Seed given to the defense (when it has a seed option) and, for "auto", to its detection and splits. */
+  seed?: number;
+  /** "auto": G's false-alarm rate (calibrated G, as `repair` by default); absent: the defense's own G. */
+  fpr?: number;
 }
 
-/** Runs one defense through the repair pipeline and fills its table row (model and attack are the caller's). */
-export async function defenseRow(model: Model, data: DefenseData, d: AnyDefense, rc: RowContext): Promise<DefenseRow> {
-  const row: DefenseRow = { model: model.name, attack: "", defense: d.name, status: "ok", notes: "", warnings: [] };
+/** Network with N+1 outputs (a G graph) wrapped as a Model so the batched inference helpers run it. */
+function graphModel(g: Graph, b: Model): Model {
+  return { name: `${b.name}_G`, graph: g, input: "input", logits: g.outputs[0]!.name, inputShape: b.inputShape, numClasses: b.numClasses + 1, layerOutputs: new Map(), params: [] };
+}
+
+/**
+ * Per-target counts of a calibrated G (auto): G itself is run on each poisoned set, since its flags do not follow
+ * from B and B' (several signals and thresholds). ASR after is the repaired network's, as for the other repairs.
+ */
+async function perTargetCalibrated(b: Model, repaired: Model, g: Graph, sets: PoisonSet[], lib: ReportG | undefined, warnings: string[]): Promise<TargetCounts[]> {
+  const gm = graphModel(g, b);
+  const out: TargetCounts[] = [];
+  let flaggedAll = 0, n = 0;
+  for (const p of sets) {
+    const labels = p.ds.labels!;
+    const rPred = await predictLabels(repaired, p.ds);
+    const gPred = await predictLabels(gm, p.ds);
+    const flagged = gPred.reduce((a, v) => a + (v === b.numClasses ? 1 : 0), 0);
+    out.push({ target: p.target, n: labels.length, asrBefore: frac(hits(p.bPred, labels), labels.length), asrAfter: frac(hits(rPred, labels), labels.length), gFlagged: flagged });
+    flaggedAll += flagged;
+    n += labels.length;
+  }
+  if (lib?.poisoned && (lib.poisoned.flagged !== flaggedAll || lib.poisoned.n !== n)) warnings.push(`per-target G flags (${flaggedAll}/${n}) differ from the library's (${lib.poisoned.flagged}/${lib.poisoned.n})`);
+  return out;
+}
+
+/**
+ * Runs one defense through the repair pipeline and fills its table row (model and attack are the caller's).
+ * "auto" is `badnet repair` as a user runs it: its own detection (seeded), its candidates, G calibrated to `rc.fpr`.
+ */
+export async function defenseRow(model: Model, data: DefenseData, d: AnyDefense | "auto", rc: RowContext): Promise<DefenseRow> {
+  const auto = d === "auto";
+  const row: DefenseRow = { model: model.name, attack: "", defense: auto ? "auto" : d.name, status: "ok", notes: "", warnings: [] };
   const ts = performance.now();
   try {
-    const needsTriggers = d.needs?.includes("triggers") === true;
+    const needsTriggers = !auto && d.needs?.includes("triggers") === true;
     if (needsTriggers && !rc.detected) throw new Error(`Neural Cleanse detection failed (${rc.detectionError}), no triggers`);
-    const r = await repair(model, data, { defense: d.name, detect: false, detected: needsTriggers ? rc.detected : undefined, inputScale: rc.inputScale });
+    const common = { seed: rc.seed };
+    const r = auto
+      ? await repair(model, data, { defense: "auto", detect: { seed: rc.seed }, common, fpr: rc.fpr, inputScale: rc.inputScale })
+      : await repair(model, data, { defense: d.name, detect: false, detected: needsTriggers ? rc.detected : undefined, common, fpr: rc.fpr, inputScale: rc.inputScale });
     const o = r.outcome;
     row.seconds = (performance.now() - ts) / 1000;
     row.triggersFrom = o.sections.mitigation?.flagged;
+    if (auto) {
+      row.chosen = r.defense.name;
+      row.autoFlagged = r.detection ? [...r.detection.flagged] : undefined;
+    }
     if (o.notApplied) {
       row.status = "skipped";
       row.reason = needsTriggers ? "Neural Cleanse flagged no label, so there is no reversed trigger to prune or unlearn with" : o.notApplied;
@@ -158,7 +203,16 @@ export async function defenseRow(model: Model, data: DefenseData, d: AnyDefense,
       row.asrBefore = o.evaluation.before.asr;
       row.asrAfter = o.evaluation.after.asr;
       fillG(row, o.gRates);
-      if (data.poisoned && o.repaired) row.perTarget = await perTargetRepair(model, o.repaired, rc.sets, { after: o.evaluation.after, g: o.gRates }, row.warnings);
+      if (data.poisoned && o.repaired) {
+        const calibrated = o.sections.gCalibration !== undefined && o.g !== undefined;
+        if (!calibrated) row.perTarget = await perTargetRepair(model, o.repaired, rc.sets, { after: o.evaluation.after, g: o.gRates }, row.warnings);
+        // One poisoned set: the library's counts are already per target (running G again would cost a STRIP pass).
+        else if (rc.sets.length > 1) row.perTarget = await perTargetCalibrated(model, o.repaired, o.g!, rc.sets, o.gRates, row.warnings);
+        else if (rc.sets.length === 1 && o.gRates?.poisoned) {
+          const p = rc.sets[0]!;
+          row.perTarget = [{ target: p.target, n: p.ds.size, asrBefore: frac(hits(p.bPred, p.ds.labels!), p.ds.size), asrAfter: o.evaluation.after.asr ?? 0, gFlagged: o.gRates.poisoned.flagged }];
+        }
+      }
     } else {
       // A detector repairs nothing: "after" is G (B with rejection), a rejected clean input counts as wrong.
       row.cleanBefore = rc.cleanBefore;

@@ -1,17 +1,25 @@
-// npm run bench:defenses — every defense on every model of the ground-truth zoo (src/zoo/build.ts), with the
-// library's default settings, in one markdown table: clean accuracy and attack success before → after, the
-// G network's detection and false-positive rates, and Neural Cleanse's flagged labels against the true targets.
-//   node dist/bench/defenses.js [--zoo DIR] [--only a,b] [--defenses prune,strip,...] [--nc-seeds N] [--out FILE] [--json FILE]
-// Neural Cleanse runs once per seed 0..N−1 (default 3): its flags depend on a non-convex optimization, so
-// the table reports how often each model's flags come out right, not one lucky or unlucky run. Seed 0's
-// triggers feed nc-prune and unlearn.
+// npm run bench:defenses — every registered defense, plus `repair --defense auto` and Neural Cleanse detection,
+// on every model of the ground-truth zoo (src/zoo/build.ts), once per seed, with the library's default settings.
+//   node dist/bench/defenses.js [--zoo DIR] [--only a,b] [--defenses auto,prune,...] [--seeds 0,1,2]
+//                               [--results FILE] [--force] [--table-only] [--out FILE] [--no-readme]
+// Each (model, defense, seed) run is appended as one JSON line to --results (default docs/data/defenses-runs.jsonl)
+// as soon as it ends. A rerun skips the runs already recorded for the same library code and model file (unless
+// --force), so a long bench can stop and resume, or be split over processes (--only, --defenses, --seeds) that
+// append to the same file. The markdown table (--out, and README between its markers) is rebuilt from the whole
+// file after every run; --table-only rebuilds it without running anything.
+//
+// Seeds: seed s runs Neural Cleanse with seed s (its reversed triggers feed nc-prune, unlearn, prune-unlearn and
+// feature-unlearn of seed s) and passes seed s to every defense with a seed option; "auto" gets it as
+// `repair --seed s` does (its own detection, splits and candidates). Defenses without a seed option (prune,
+// nc-prune given the same triggers) repeat. The repairs report their own G, as `repair --fpr off`; auto reports
+// the G calibrated to 1% false alarms that `repair` builds by default.
 //
 // Data per model: valid.h5 (clean validation, what every defense works on), clean_test.h5 (final clean numbers),
 // the poisoned test set(s). The library functions take one poisoned dataset: for a model with several targets
-// all its poisoned sets are concatenated (memoryDataset), so the library's numbers are over the union; the
-// per-target ASRs and G detection rates in the table are recomputed per poisoned set from the same networks
-// (B and the repaired B', or STRIP's per-input entropies) and checked to add up to the library's counts.
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+// its poisoned sets are concatenated, and the per-target numbers are recomputed per set (defense-row.ts).
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -25,66 +33,73 @@ import { openDataset } from "../io/open-dataset.js";
 import { loadModel } from "../io/load-model.js";
 import { predictLabels } from "../model/forward.js";
 import { defenseRow, type DefenseRow, type PoisonSet } from "./defense-row.js";
+import { isDue, parseRuns, runsSummary, runsTable, summarize, type RunRecord } from "./defense-runs.js";
 import type { ZooIndex, ZooManifest } from "../zoo/build.js";
 
 /** Markers around the copy of the table in README.md. */
 const README_START = "<!-- bench:defenses table start -->";
 const README_END = "<!-- bench:defenses table end -->";
+/** Names of the bench's rows besides the registered defenses. */
+const DETECT = "nc-detect";
+const AUTO = "auto";
+/** auto's G false-alarm rate: `repair`'s default. */
+const AUTO_FPR = 0.01;
 
-export interface DetectionRow {
-  model: string;
-  attack: string;
-  targets: number[];
-  flagged: number[];
-  match: boolean;
-  verdict: string;
-  seconds: number;
-  medianNorm: number;
-  labels: { label: number; l1Norm: number; anomalyIndex: number; attackSuccess: number; flagged: boolean; reached: boolean; flaggedBy: string[]; blendAlpha?: number; blendAnomalyIndex?: number }[];
-  /** Every seed's run (seed 0 first, the one the fields above describe). */
-  seeds: { seed: number; flagged: number[]; match: boolean; verdict: string; seconds: number; targetsFlagged: number; wrongFlags: number }[];
-}
-
-export interface ModelResult {
-  name: string;
-  dir: string;
-  attack: string;
-  targets: number[];
-  manifest: { cleanAccuracy: number; asr: Record<string, number> };
-  /** B on the clean test set and each poisoned set, measured here (library evaluate). */
-  measured: { cleanAccuracy: number; asr: Record<string, number> };
-  detection?: DetectionRow;
-  detectionError?: string;
-  rows: DefenseRow[];
-  seconds: number;
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Arguments and the zoo
-
-const { values } = parseArgs({
-  options: {
-    zoo: { type: "string" },
-    only: { type: "string" },
-    defenses: { type: "string" },
-    out: { type: "string" },
-    json: { type: "string" },
-    "nc-seeds": { type: "string" },
-  },
-});
-const ncSeeds = Number(values["nc-seeds"] ?? 3);
-if (!Number.isInteger(ncSeeds) || ncSeeds < 1) {
-  process.stderr.write(`--nc-seeds must be a positive integer, got ${values["nc-seeds"]}\n`);
-  process.exit(2);
-}
-const zooDir = resolve(values.zoo ?? "zoo");
-const outFile = values.out ?? "docs/defenses-table.md";
 const log = (s: string): void => void process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${s}\n`);
 
 function usageExit(msg: string): never {
   process.stderr.write(`${msg}\n`);
   process.exit(2);
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Arguments
+
+function parseCli() {
+  try {
+    return parseArgs({
+      options: {
+        zoo: { type: "string" },
+        only: { type: "string" },
+        defenses: { type: "string" },
+        seeds: { type: "string" },
+        results: { type: "string" },
+        force: { type: "boolean" },
+        "table-only": { type: "boolean" },
+        out: { type: "string" },
+        "no-readme": { type: "boolean" },
+      },
+    }).values;
+  } catch (e) {
+    usageExit(`error: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+const values = parseCli();
+const zooDir = resolve(values.zoo ?? "zoo");
+const outFile = values.out ?? "docs/defenses-table.md";
+const resultsFile = values.results ?? "docs/data/defenses-runs.jsonl";
+
+/** "0,1,2" → [0, 1, 2]: non-negative integers, no repeats. */
+function parseSeeds(s: string | undefined): number[] {
+  const parts = (s ?? "0,1,2").split(",").map((x) => x.trim());
+  const seeds = parts.map((x) => (/^\d+$/.test(x) ? Number(x) : usageExit(`--seeds: "${x}" is not a non-negative integer (e.g. --seeds 0,1,2)`)));
+  if (new Set(seeds).size !== seeds.length) usageExit(`--seeds: a seed is repeated in "${s}"`);
+  return seeds;
+}
+
+/** Bench rows in table order: detection, every registered defense, auto. */
+const ALL_ROWS = [DETECT, ...DEFENSES.map((d) => d.name), AUTO];
+
+function parseDefenses(s: string | undefined): string[] {
+  if (s === undefined) return ALL_ROWS;
+  const names = s.split(",").map((x) => x.trim()).filter(Boolean);
+  for (const n of names) if (!ALL_ROWS.includes(n)) usageExit(`--defenses: unknown defense "${n}" (known: ${ALL_ROWS.join(", ")})`);
+  return ALL_ROWS.filter((n) => names.includes(n));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The zoo
 
 function listModels(dir: string): { dirs: string[]; note: string } {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
@@ -112,25 +127,11 @@ function scanModels(dir: string): string[] {
     .sort();
 }
 
-function parseDefenses(s: string | undefined): AnyDefense[] {
-  if (s === undefined) return [...DEFENSES];
-  return s
-    .split(",")
-    .map((x) => x.trim())
-    .filter(Boolean)
-    .map((d) => findDefense(d) ?? usageExit(`--defenses: unknown defense "${d}" (known: ${DEFENSES.map((x) => x.name).join(", ")})`));
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Helpers
-
-const frac = (k: number, n: number): number => (n ? k / n : 0);
-
 /** All poisoned sets as one dataset (the sets in the manifest's order), or the single set itself. */
 function mergePoisoned(sets: PoisonSet[], name: string): Dataset | undefined {
   if (sets.length === 0) return undefined;
-  if (sets.length === 1) return sets[0].ds;
-  const shape = sets[0].ds.shape;
+  if (sets.length === 1) return sets[0]!.ds;
+  const shape = sets[0]!.ds.shape;
   const per = shape[0] * shape[1] * shape[2];
   const total = sets.reduce((s, p) => s + p.ds.size, 0);
   const data = new Float32Array(total * per);
@@ -144,30 +145,82 @@ function mergePoisoned(sets: PoisonSet[], name: string): Dataset | undefined {
   return memoryDataset(name, shape, data, labels);
 }
 
-/** Flags against the truth: whether they match exactly, in words, and the missed targets and wrong flags. */
-function verdict(targets: number[], flagged: number[]): { match: boolean; text: string; missed: number[]; extra: number[] } {
-  const t = new Set(targets);
-  const f = new Set(flagged);
-  const missed = targets.filter((x) => !f.has(x));
-  const extra = flagged.filter((x) => !t.has(x));
-  const of = (match: boolean, text: string) => ({ match, text, missed, extra });
-  if (targets.length === 0) return extra.length === 0 ? of(true, "yes (clean, nothing flagged)") : of(false, `no: clean model, false alarm on ${extra.join(", ")}`);
-  if (missed.length === 0 && extra.length === 0) return of(true, "yes");
-  const parts: string[] = [];
-  if (missed.length) parts.push(`missed ${missed.join(", ")}`);
-  if (extra.length) parts.push(`false alarm on ${extra.join(", ")}`);
-  return of(false, `no: ${parts.join("; ")}`);
+/** Flags against the truth in words. */
+function verdict(targets: number[], flagged: number[]): string {
+  const missed = targets.filter((x) => !flagged.includes(x));
+  const extra = flagged.filter((x) => !targets.includes(x));
+  if (targets.length === 0) return extra.length === 0 ? "clean, nothing flagged" : `clean model, false alarm on ${extra.join(", ")}`;
+  if (missed.length === 0 && extra.length === 0) return "exactly the targets";
+  return [missed.length ? `missed ${missed.join(", ")}` : "", extra.length ? `false alarm on ${extra.join(", ")}` : ""].filter(Boolean).join("; ");
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// One model
+// Versions: a recorded run counts as done only for the same library code and the same model file
 
-async function runModel(dirName: string, which: AnyDefense[]): Promise<ModelResult> {
-  const t0 = performance.now();
+/**
+ * Hash of the library sources (src/ without src/bench/ and the tests) in git's HEAD, "+dirty" when the working
+ * tree changes them: the table's presentation can change without invalidating the recorded runs.
+ */
+function codeVersion(): string {
+  try {
+    const files = execFileSync("git", ["ls-tree", "-r", "HEAD", "--", "src"], { encoding: "utf8" })
+      .split("\n")
+      .filter((l) => l && !/\tsrc\/bench\//.test(l) && !/\.test\.ts$/.test(l));
+    const dirty = execFileSync("git", ["status", "--porcelain", "--", "src"], { encoding: "utf8" })
+      .split("\n")
+      .filter((l) => l && !/ src\/bench\//.test(l) && !/\.test\.ts$/.test(l));
+    return createHash("sha1").update(files.join("\n")).digest("hex").slice(0, 10) + (dirty.length ? "+dirty" : "");
+  } catch {
+    return "unknown";
+  }
+}
+
+const fileHash = (f: string): string => createHash("sha1").update(readFileSync(f)).digest("hex").slice(0, 10);
+
+// ---------------------------------------------------------------------------------------------------------
+// Running one model at one seed
+
+const frac = (k: number, n: number): number => (n ? k / n : 0);
+
+interface ModelInfo {
+  dirName: string;
+  manifest: ZooManifest;
+  modelHash: string;
+}
+
+function readModelInfo(dirName: string): ModelInfo {
   const dir = join(zooDir, dirName);
   const manifest = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as ZooManifest;
+  return { dirName, manifest, modelHash: fileHash(join(dir, manifest.files.model)) };
+}
+
+/** A defense row as a run record (rates per target). */
+function recordOf(row: DefenseRow, base: Omit<RunRecord, "status" | "notes" | "warnings" | "at" | "load">, perTargetBefore: Record<string, number>): RunRecord {
+  const r: RunRecord = { ...base, at: new Date().toISOString(), load: os.loadavg()[0]!, status: row.status, notes: row.notes, warnings: row.warnings };
+  if (row.reason) r.reason = row.reason;
+  r.seconds = row.seconds;
+  if (row.status !== "ok") return r;
+  r.cleanBefore = row.cleanBefore;
+  r.cleanAfter = row.cleanAfter;
+  r.gFalseAlarm = row.gFalsePositive;
+  if (base.targets.length) {
+    r.asrBefore = perTargetBefore;
+    const pt = row.perTarget ?? [];
+    r.asrAfter = Object.fromEntries(pt.map((t) => [String(t.target), t.asrAfter]));
+    r.gDetection = Object.fromEntries(pt.map((t) => [String(t.target), frac(t.gFlagged, t.n)]));
+  }
+  if (row.triggersFrom) r.flagged = row.triggersFrom;
+  if (row.autoFlagged) r.flagged = row.autoFlagged;
+  if (row.chosen) r.chosen = row.chosen;
+  return r;
+}
+
+async function runModelSeed(info: ModelInfo, seed: number, due: string[], code: string, append: (r: RunRecord) => void): Promise<void> {
+  const t0 = performance.now();
+  const { manifest } = info;
+  const dir = join(zooDir, info.dirName);
   const scale = manifest.inputScale;
-  log(`${manifest.name}: loading (${manifest.attack}, targets [${manifest.targets.join(", ")}])`);
+  log(`${manifest.name} seed ${seed}: loading (${manifest.attack}, targets [${manifest.targets.join(", ")}]); due: ${due.join(", ")}`);
   const model = await loadModel(join(dir, manifest.files.model));
   const valid = await openDataset(join(dir, manifest.files.valid), { inputScale: scale });
   const test = await openDataset(join(dir, manifest.files.cleanTest), { inputScale: scale });
@@ -178,286 +231,167 @@ async function runModel(dirName: string, which: AnyDefense[]): Promise<ModelResu
   }
   const poisoned = mergePoisoned(sets, `${manifest.name} poisoned (${sets.map((s) => s.file).join(" + ")})`);
   const base = await evaluate(model, test);
-  const measured = { cleanAccuracy: base.clean.accuracy, asr: Object.fromEntries(sets.map((p) => [String(p.target), frac(accuracyOf(p.bPred, p.ds.labels!).correct, p.ds.size)])) };
-  const result: ModelResult = {
-    name: manifest.name,
-    dir: dirName,
-    attack: manifest.attack,
-    targets: manifest.targets,
-    manifest: { cleanAccuracy: manifest.cleanAccuracy, asr: manifest.asr },
-    measured,
-    rows: [],
-    seconds: 0,
-  };
+  const asrBefore = Object.fromEntries(sets.map((p) => [String(p.target), frac(accuracyOf(p.bPred, p.ds.labels!).correct, p.ds.size)]));
+  const common = { model: manifest.name, seed, code, modelHash: info.modelHash, attack: manifest.attack, targets: manifest.targets };
 
-  // Detection once per seed; seed 0's flagged labels feed nc-prune and unlearn.
-  let nc: NeuralCleanseResult | undefined;
   try {
-    for (let seed = 0; seed < ncSeeds; seed++) {
-      log(`${manifest.name}: Neural Cleanse detection, seed ${seed}`);
-      const r = await detectBackdoor(model, valid, { inputScale: scale, seed });
-      const v = verdict(manifest.targets, r.flagged);
-      const run = {
-        seed,
-        flagged: r.flagged,
-        match: v.match,
-        verdict: v.text,
-        seconds: r.seconds,
-        targetsFlagged: manifest.targets.length - v.missed.length,
-        wrongFlags: v.extra.length,
-      };
-      log(`${manifest.name}: seed ${seed} flagged [${r.flagged.join(", ")}] (${v.text}) in ${r.seconds.toFixed(1)} s`);
-      if (seed === 0) {
-        nc = r;
-        result.detection = {
-          model: manifest.name,
-          attack: manifest.attack,
-          targets: manifest.targets,
-          flagged: r.flagged,
-          match: v.match,
-          verdict: v.text,
-          seconds: r.seconds,
-          medianNorm: r.medianNorm,
-          labels: r.labels.map((l) => ({
-            label: l.label,
-            l1Norm: l.l1Norm,
-            anomalyIndex: l.anomalyIndex,
-            attackSuccess: l.attackSuccess,
-            flagged: l.flagged,
-            reached: l.reached,
-            flaggedBy: l.flaggedBy,
-            blendAlpha: l.blend?.alpha,
-            blendAnomalyIndex: l.blend?.anomalyIndex,
-          })),
-          seeds: [],
-        };
+    // Detection runs when its row is due or when a defense of this seed needs its reversed triggers.
+    const needTriggers = due.some((n) => findDefense(n)?.needs?.includes("triggers"));
+    let nc: NeuralCleanseResult | undefined;
+    let detectionError: string | undefined;
+    if (due.includes(DETECT) || needTriggers) {
+      log(`${manifest.name} seed ${seed}: Neural Cleanse detection`);
+      try {
+        nc = await detectBackdoor(model, valid, { inputScale: scale, seed });
+        const v = verdict(manifest.targets, nc.flagged);
+        log(`${manifest.name} seed ${seed}: flagged [${nc.flagged.join(", ")}] (${v}) in ${nc.seconds.toFixed(1)} s`);
+        if (due.includes(DETECT)) {
+          const smallest = [...nc.labels].sort((a, b) => a.l1Norm - b.l1Norm).slice(0, 3).map((l) => `${l.label}: L1 ${l.l1Norm.toFixed(1)} (index ${l.anomalyIndex.toFixed(2)})`);
+          append({
+            ...common,
+            defense: DETECT,
+            seeded: true,
+            at: new Date().toISOString(),
+            load: os.loadavg()[0]!,
+            status: "ok",
+            seconds: nc.seconds,
+            flagged: [...nc.flagged],
+            notes: `${v}; smallest masks ${smallest.join(", ")}`,
+            warnings: [],
+          });
+        }
+      } catch (e) {
+        detectionError = e instanceof Error ? e.message : String(e);
+        log(`${manifest.name} seed ${seed}: Neural Cleanse FAILED: ${detectionError}`);
+        if (due.includes(DETECT)) append({ ...common, defense: DETECT, seeded: true, at: new Date().toISOString(), load: os.loadavg()[0]!, status: "failed", reason: detectionError, notes: "", warnings: [] });
       }
-      result.detection!.seeds.push(run);
     }
-  } catch (e) {
-    result.detectionError = e instanceof Error ? e.message : String(e);
-    log(`${manifest.name}: Neural Cleanse FAILED: ${result.detectionError}`);
-  }
 
-  for (const d of which) {
-    log(`${manifest.name}: ${d.name}`);
-    const row = await defenseRow(model, { clean: valid, test, poisoned }, d, { inputScale: scale, detected: nc, detectionError: result.detectionError, sets, cleanBefore: base.clean.accuracy });
-    row.model = manifest.name;
-    row.attack = manifest.attack;
-    result.rows.push(row);
-    if (row.status === "failed") log(`${manifest.name}: ${d.name} FAILED: ${row.reason}`);
-    else if (row.status === "ok") log(`${manifest.name}: ${d.name} done in ${row.seconds!.toFixed(1)} s: clean ${pctS(row.cleanBefore)} → ${pctS(row.cleanAfter)}, ASR ${asrText(row, "before")} → ${asrText(row, "after")}`);
-    for (const w of row.warnings) log(`${manifest.name}: ${d.name} WARNING: ${w}`);
+    for (const name of due.filter((n) => n !== DETECT)) {
+      const d: AnyDefense | "auto" = name === AUTO ? AUTO : findDefense(name)!;
+      log(`${manifest.name} seed ${seed}: ${name}`);
+      const row = await defenseRow(model, { clean: valid, test, poisoned }, d, {
+        inputScale: scale,
+        detected: nc,
+        detectionError,
+        sets,
+        cleanBefore: base.clean.accuracy,
+        seed,
+        fpr: name === AUTO ? AUTO_FPR : undefined,
+      });
+      const seeded = d === AUTO || "seed" in d.options;
+      const rec = recordOf(row, { ...common, defense: name, seeded, ...(name === AUTO ? { fpr: AUTO_FPR } : {}) }, asrBefore);
+      // The trigger-based defenses get every flagged label's triggers (some do not list them in their sections).
+      if (rec.flagged === undefined && d !== AUTO && d.needs?.includes("triggers") && nc) rec.flagged = [...nc.flagged];
+      append(rec);
+      if (row.status === "failed") log(`${manifest.name} seed ${seed}: ${name} FAILED: ${row.reason}`);
+      else if (row.status === "ok") {
+        const asr = Object.values(rec.asrAfter ?? {}).map((x) => `${(100 * x).toFixed(2)}%`).join(" / ");
+        log(`${manifest.name} seed ${seed}: ${name} done in ${row.seconds!.toFixed(1)} s: clean ${(100 * row.cleanBefore!).toFixed(2)}% → ${(100 * row.cleanAfter!).toFixed(2)}%${asr ? `, ASR after ${asr}` : ""}${row.chosen ? ` (chose ${row.chosen})` : ""}`);
+      } else log(`${manifest.name} seed ${seed}: ${name} not applied: ${row.reason}`);
+      for (const w of row.warnings) log(`${manifest.name} seed ${seed}: ${name} WARNING: ${w}`);
+    }
+  } finally {
+    for (const p of sets) p.ds.close();
+    valid.close();
+    test.close();
   }
-
-  for (const p of sets) p.ds.close();
-  valid.close();
-  test.close();
-  result.seconds = (performance.now() - t0) / 1000;
-  log(`${manifest.name}: done in ${result.seconds.toFixed(0)} s`);
-  return result;
+  log(`${manifest.name} seed ${seed}: done in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Markdown
+// The table from the results file
 
-/** Percent with two decimals: small but non-zero rates stay visible (0.01%), nothing is rounded to a nicer value. */
-function pctS(x: number | undefined): string {
-  if (x === undefined || Number.isNaN(x)) return "—";
-  return `${(100 * x).toFixed(2)}%`;
+function readRuns(): RunRecord[] {
+  if (!existsSync(resultsFile)) return [];
+  const { records, bad } = parseRuns(readFileSync(resultsFile, "utf8"));
+  if (bad.length) log(`${resultsFile}: ignored unreadable line(s) ${bad.join(", ")}`);
+  return records;
 }
 
-function asrText(row: DefenseRow, which: "before" | "after"): string {
-  if (row.perTarget && row.perTarget.length > 1) return row.perTarget.map((t) => pctS(which === "before" ? t.asrBefore : t.asrAfter)).join(" / ");
-  return pctS(which === "before" ? row.asrBefore : row.asrAfter);
-}
+/** "2026-12-03T17:58:44.931Z" → "2026-12-03 17:58". */
+const when = (iso: string | undefined): string => (iso ? `${iso.slice(0, 10)} ${iso.slice(11, 16)}` : "—");
 
-function detectText(row: DefenseRow): string {
-  if (row.perTarget && row.perTarget.length > 1) return row.perTarget.map((t) => pctS(frac(t.gFlagged, t.n))).join(" / ");
-  return pctS(row.gDetection);
-}
-
-const secs = (s: number | undefined): string => (s === undefined ? "—" : s < 10 ? `${s.toFixed(1)} s` : `${s.toFixed(0)} s`);
-const cell = (s: string): string => s.replace(/\|/g, "\\|");
-
-function markdownTable(results: ModelResult[], footnotes: string[]): string {
-  const head = ["model", "attack (targets)", "defense", "clean acc before → after", "ASR before → after", "G detection (poisoned)", "G false positives (clean)", "NC flagged", "NC matches truth", "wall time", "notes"];
-  const lines = [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`];
-  const note = (text: string): string => {
-    let i = footnotes.indexOf(text);
-    if (i < 0) {
-      footnotes.push(text);
-      i = footnotes.length - 1;
-    }
-    return `[^${i + 1}]`;
-  };
-  for (const m of results) {
-    const attack = m.targets.length ? `${m.attack} (→ ${m.targets.join(", ")})` : m.attack;
-    const d = m.detection;
-    const detCells = d
-      ? [d.flagged.length ? d.flagged.join(", ") : "none", d.verdict, secs(d.seconds)]
-      : ["—", `detection failed: ${m.detectionError ?? "?"}`, "—"];
-    const seedNote = d ? `seed 0 shown; seeds 0–${d.seeds.length - 1} flagged ${d.seeds.map((r) => `[${r.flagged.join(", ")}]`).join(" ")}` : "";
-    lines.push(`| ${[m.name, attack, "NC detection", "—", "—", "—", "—", ...detCells, seedNote].map(cell).join(" | ")} |`);
-    for (const r of m.rows) {
-      const flaggedCell = r.triggersFrom ? (r.triggersFrom.length ? `uses ${r.triggersFrom.join(", ")}` : "none") : "";
-      if (r.status === "skipped") {
-        lines.push(`| ${[m.name, attack, r.defense, "—", "—", "—", "—", flaggedCell, "", "—", `not applied ${note(r.reason!)}`].map(cell).join(" | ")} |`);
-        continue;
-      }
-      if (r.status === "failed") {
-        lines.push(`| ${[m.name, attack, r.defense, "—", "—", "—", "—", flaggedCell, "", secs(r.seconds), `FAILED: ${r.reason}`].map(cell).join(" | ")} |`);
-        continue;
-      }
-      const hasPoison = m.targets.length > 0;
-      const notes = [r.notes, ...r.warnings.map((w) => `WARNING: ${w}`)].filter(Boolean).join("; ");
-      lines.push(
-        `| ${[
-          m.name,
-          attack,
-          r.defense,
-          `${pctS(r.cleanBefore)} → ${pctS(r.cleanAfter)}`,
-          hasPoison ? `${asrText(r, "before")} → ${asrText(r, "after")}` : "— (no trigger)",
-          hasPoison ? detectText(r) : "—",
-          pctS(r.gFalsePositive),
-          flaggedCell,
-          "",
-          secs(r.seconds),
-          notes,
-        ].map(cell).join(" | ")} |`,
-      );
-    }
-  }
-  return lines.join("\n");
-}
-
-function ncDetailTable(results: ModelResult[]): string {
-  const head = ["model", "true targets", "flagged (seed 0)", "each true target: mask L1 (index), blend α (index)", "smallest mask norms: L1 (index)", "runs flagging every true target", "runs with a wrong flag", "time per run"];
-  const lines = [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`];
-  for (const m of results) {
-    const d = m.detection;
-    if (!d) continue;
-    const byLabel = new Map(d.labels.map((l) => [l.label, l]));
-    const fmt = (l: DetectionRow["labels"][number] | undefined) =>
-      l ? `${l.l1Norm.toFixed(1)} (${l.anomalyIndex.toFixed(2)}), ${l.blendAlpha?.toFixed(3) ?? "—"} (${l.blendAnomalyIndex?.toFixed(2) ?? "—"})` : "?";
-    const truth = d.targets.length ? d.targets.map((t) => `${t}: ${fmt(byLabel.get(t))}`).join("; ") : "—";
-    const smallest = [...d.labels].sort((a, b) => a.l1Norm - b.l1Norm).slice(0, 3).map((l) => `${l.label}: ${l.l1Norm.toFixed(1)} (${l.anomalyIndex.toFixed(2)})`).join(", ");
-    const n = d.seeds.length;
-    const allTargets = d.targets.length ? `${d.seeds.filter((r) => r.targetsFlagged === d.targets.length).length}/${n}` : "—";
-    const wrong = `${d.seeds.filter((r) => r.wrongFlags > 0).length}/${n}`;
-    const mean = d.seeds.reduce((a, r) => a + r.seconds, 0) / n;
-    const flaggedBy = d.flagged.map((l) => `${l} (${byLabel.get(l)?.flaggedBy.join(", ")})`).join(", ");
-    lines.push(`| ${[m.name, d.targets.join(", ") || "none", flaggedBy || "none", truth, smallest, allTargets, wrong, secs(mean)].map(cell).join(" | ")} |`);
-  }
-  return lines.join("\n");
-}
-
-function summaryLine(results: ModelResult[]): string {
-  const bd = results.filter((m) => m.targets.length > 0);
-  const clean = results.filter((m) => m.targets.length === 0);
-  const x = bd.filter((m) => m.detection?.match).length;
-  const a = clean.filter((m) => m.detection?.match).length;
-  const runs = (ms: ModelResult[]) => ms.flatMap((m) => m.detection?.seeds ?? []);
-  const bdRuns = runs(bd);
-  const cleanRuns = runs(clean);
-  const some = bdRuns.filter((r) => r.targetsFlagged > 0 && r.wrongFlags === 0).length;
-  return (
-    `Neural Cleanse (seed 0) flagged exactly the true target(s) of ${x}/${bd.length} backdoored models and nothing on ${a}/${clean.length} clean models. ` +
-    `Over ${ncSeeds} seeds: ${bdRuns.filter((r) => r.match).length}/${bdRuns.length} runs on backdoored models flagged exactly the true targets, ` +
-    `${some}/${bdRuns.length} flagged at least one true target and no other label, ${cleanRuns.filter((r) => r.match).length}/${cleanRuns.length} runs on clean models flagged nothing`
-  );
-}
-
-function markdownDoc(
-  results: ModelResult[],
-  meta: { zoo: string; source: string; totalSeconds: number; defenses: string[]; command: string },
-): { doc: string; table: string; summary: string; readmeBlock: string } {
-  const footnotes: string[] = [];
-  const table = markdownTable(results, footnotes);
-  const summary = summaryLine(results);
-  const multi = results.filter((m) => m.targets.length > 1);
-  const mismatch = results.filter((m) => Object.entries(m.manifest.asr).some(([t, a]) => m.measured.asr[t] !== a) || m.measured.cleanAccuracy !== m.manifest.cleanAccuracy);
-  const notes = footnotes.map((f, i) => `[^${i + 1}]: ${f}`).join("\n");
-  const doc = [
-    "# Every defense on every zoo model",
-    "",
-    `Generated by \`${meta.command}\` on ${new Date().toISOString().slice(0, 10)} (${os.availableParallelism()} CPU cores, onnxruntime-node), zoo \`${meta.zoo}\` (${meta.source}). ` +
-      `Total wall time ${(meta.totalSeconds / 60).toFixed(1)} min. Every number comes from the library's result objects; nothing is tuned per model.`,
-    "",
-    `**${summary}.** ("Matches"/"exactly" means the true targets flagged and no other label; a clean model matches when nothing is flagged.)`,
-    "",
-    table,
-    "",
-    "## Neural Cleanse detail",
-    "",
-    "Two trigger families per label: the paper's per-pixel mask (L1 norm) and one blend weight α for the whole image. Each family's anomaly index = |ln n − median ln n| / (1.4826·MAD of ln n) over its norms n; a label is flagged when its index is > 2 on the small side in either family and its reversed trigger reached the success threshold. The family that flagged is in parentheses.",
-    "",
-    ncDetailTable(results),
-    "",
-    "## How to read the table",
-    "",
-    "- Data: each defense works on the model's `valid.h5` (5,000 clean validation images never trained on); clean accuracy is on `clean_test.h5` (10,000 images), ASR on the poisoned test set(s) (test images of other classes with the trigger stamped, labelled with the target).",
-    "- Settings are the library defaults: prune = `pruneDefense` with `drops: [4]` (last conv layer, most dormant channels first, stop at a 4-point drop on valid); fine-prune = `finePrune` (4-point drop, then 5 epochs Adam 1e-4 on valid); nc-prune / unlearn = `ncPrune` / `ncUnlearn` with the reversed triggers of the labels Neural Cleanse flagged; strip = `runStrip` (k = 32 overlays, threshold for 1% false rejections on valid); NC detection = `detectBackdoor` defaults, once per seed 0…N−1 (seed 0's flags and triggers are the ones shown in the main table and used by nc-prune / unlearn).",
-    "- clean acc after / ASR after: the repaired network B'. STRIP repairs nothing, so for it \"after\" is the G network (B with rejection): a rejected clean input counts as wrong, a rejected poisoned input as a failed attack.",
-    "- G detection: share of poisoned test inputs G sends to the extra class N (for the repairs: B and B' disagree; for STRIP: entropy below the threshold). G false positives: the same on the clean test set. For the repairs \"ASR after\" is the repaired network's; G's own attack success (B and B' agree on the target) can only be lower and is the `gAsr` field of the JSON output.",
-    multi.length
-      ? `- Several targets (${multi.map((m) => m.name).join(", ")}): the library functions take one poisoned dataset, so they were given all of the model's poisoned sets concatenated (memoryDataset). The table shows the per-target ASRs and G detection rates joined with " / " in target order (${multi.map((m) => `${m.name}: ${m.targets.join(" / ")}`).join("; ")}), recomputed per set from the same networks (B, B' or STRIP's per-input entropies) and checked to add up to the library's merged counts (a mismatch would show as a WARNING in the notes).`
-      : null,
-    "- Wall time: the defense's library call alone (the per-target recomputation is not counted); the NC detection row is the one detection run per model whose triggers nc-prune and unlearn reuse (not included in their times).",
-    "- Reproducibility: every seed is fixed (library defaults, seed 0), but onnxruntime runs with 2 intra-op threads and its float sums are not bit-for-bit reproducible, so a re-run moves the optimized/trained results slightly (NC's per-label norms, fine-prune, unlearn: typically in the second decimal of a percentage, occasionally a point or so on an unlearn ASR). Pruning and STRIP only run inference and repeat exactly; so does nc-prune given the same reversed triggers. Wall times depend on the load of the (shared) machine.",
-    mismatch.length
-      ? `- Note: B's clean accuracy / ASR measured here differ from the zoo manifest for ${mismatch.map((m) => m.name).join(", ")} (manifest vs measured in the JSON output).`
-      : "- B's clean accuracy and ASR measured here equal the zoo manifests' exactly.",
-    "",
-    footnotes.length ? notes : null,
-    "",
-  ]
-    .filter((l): l is string => l !== null)
-    .join("\n");
-  return { doc, table, summary, readmeBlock: `**${summary}.**\n\n${table}\n\n${notes}\n` };
+function writeTable(command: string): void {
+  const records = readRuns();
+  // Rows in zoo order, then the bench's row order; models no longer in the zoo keep their place at the end.
+  const order = existsSync(zooDir) ? listModels(zooDir).dirs.map((d) => (existsSync(join(zooDir, d, "manifest.json")) ? (JSON.parse(readFileSync(join(zooDir, d, "manifest.json"), "utf8")) as ZooManifest).name : d)) : [];
+  const rank = (m: string) => (order.includes(m) ? order.indexOf(m) : order.length);
+  const summaries = summarize(records).sort((a, b) => rank(a.model) - rank(b.model) || a.model.localeCompare(b.model) || ALL_ROWS.indexOf(a.defense) - ALL_ROWS.indexOf(b.defense));
+  const rows = [...new Set(summaries.map((s) => s.defense))];
+  const summary = runsSummary(summaries, ALL_ROWS.filter((r) => rows.includes(r)));
+  const table = runsTable(summaries);
+  const latest = summaries.flatMap((s) => s.runs);
+  const codes = [...new Set(latest.map((r) => r.code))];
+  const times = latest.map((r) => r.at).sort();
+  const loads = latest.map((r) => r.load);
+  const meta =
+    `Runs ${when(times[0])} to ${when(times[times.length - 1])} UTC (${os.availableParallelism()} CPU cores, onnxruntime-node; 1-minute load average ${loads.length ? `${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}` : "—"} as the runs ended), ` +
+    `library code ${codes.join(", ") || "—"}, results in \`${resultsFile}\` (${records.length} line(s), the latest per model, defense and seed shown). Table written by \`${command}\`.`;
+  const how = [
+    "How to read it: each cell is the mean over the seeds listed, with the range in parentheses when the seeds differ. " +
+      "Clean accuracy is on `clean_test.h5`, ASR on each poisoned test set (several targets: per trigger, joined with \" / \"); the defenses work on `valid.h5`. " +
+      "`auto` is `badnet repair` (detection with the seed, candidates scored on a held-out split, G calibrated to 1% false alarms on a held-out clean part); " +
+      "every other row is the defense alone with its library defaults (`repair --defense NAME --fpr off`: the defense's own G, all of `valid.h5` used), " +
+      "the trigger-based ones with the reversed triggers of that seed's Neural Cleanse detection. STRIP repairs nothing: its \"after\" is G (a rejected clean input counts as wrong). " +
+      "\"meets goal\": runs with every trigger's ASR ≤ 2% at ≤ 1 point of clean accuracy and G ≥ 99% detection at ≤ 1% false alarms (clean models: clean accuracy within 0.5 point, G ≤ 1%). " +
+      "Wall time: the defense's library call (auto: its detection, candidates and G calibration), on a shared 2-core machine.",
+  ].join("\n");
+  const doc = ["# Every defense on every zoo model", "", meta, "", `**${summary}.**`, "", how, "", table, ""].join("\n");
+  mkdirSync(dirname(resolve(outFile)), { recursive: true });
+  writeFileSync(outFile, doc);
+  if (values["no-readme"]) return;
+  const readme = "README.md";
+  if (!existsSync(readme)) return;
+  const text = readFileSync(readme, "utf8");
+  const start = text.indexOf(README_START);
+  const end = text.indexOf(README_END);
+  if (start >= 0 && end > start) writeFileSync(readme, `${text.slice(0, start + README_START.length)}\n${meta}\n\n**${summary}.**\n\n${how}\n\n${table}\n${text.slice(end)}`);
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Main
 
 async function main(): Promise<void> {
-  const t0 = performance.now();
+  const seeds = parseSeeds(values.seeds);
   const which = parseDefenses(values.defenses);
+  const command = `npm run bench:defenses${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`;
+  if (values["table-only"]) {
+    writeTable(command);
+    log(`wrote ${outFile}${values["no-readme"] ? "" : " and the README table"} from ${resultsFile}`);
+    return;
+  }
+  const t0 = performance.now();
   const { dirs, note } = listModels(zooDir);
   const only = values.only?.split(",").map((s) => s.trim()).filter(Boolean);
   for (const o of only ?? []) if (!dirs.includes(o)) usageExit(`--only: no model "${o}" in ${zooDir} (have: ${dirs.join(", ") || "none"})`);
   const chosen = only ? dirs.filter((d) => only.includes(d)) : dirs;
   if (chosen.length === 0) usageExit(`no models in ${zooDir} (${note}); build the zoo with: node dist/cli/main.js zoo build --dataset fashion-mnist --out ${values.zoo ?? "zoo"}`);
-  log(`zoo ${zooDir} (${note}): ${chosen.join(", ")}; defenses: ${which.map((d) => d.name).join(", ")}`);
-
-  const results: ModelResult[] = [];
-  for (const d of chosen) results.push(await runModel(d, which));
-  const totalSeconds = (performance.now() - t0) / 1000;
-
-  const command = `npm run bench:defenses${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`;
-  const { doc, table, summary, readmeBlock } = markdownDoc(results, { zoo: values.zoo ?? "zoo", source: note, totalSeconds, defenses: which.map((d) => d.name), command });
-  mkdirSync(dirname(resolve(outFile)), { recursive: true });
-  writeFileSync(outFile, doc);
-  // A run over the whole zoo with every defense also refreshes the copy of the table in README.md.
-  const readme = "README.md";
-  if (!only && which.length === DEFENSES.length && existsSync(readme)) {
-    const text = readFileSync(readme, "utf8");
-    const start = text.indexOf(README_START);
-    const end = text.indexOf(README_END);
-    if (start >= 0 && end > start) {
-      writeFileSync(readme, `${text.slice(0, start + README_START.length)}\n${readmeBlock}${text.slice(end)}`);
-      log(`updated the table in ${readme}`);
+  const code = codeVersion();
+  log(`zoo ${zooDir} (${note}): ${chosen.join(", ")}; defenses: ${which.join(", ")}; seeds ${seeds.join(", ")}; code ${code}; results ${resultsFile}`);
+  mkdirSync(dirname(resolve(resultsFile)), { recursive: true });
+  const infos = chosen.map(readModelInfo);
+  let failed = 0;
+  // Seed by seed over the whole zoo: seed 0 everywhere first, so a partial run still covers every model.
+  for (const seed of seeds) {
+    for (const info of infos) {
+      const records = readRuns();
+      const due = which.filter((d) => isDue(records, { model: info.manifest.name, defense: d, seed, code, modelHash: info.modelHash }, values.force === true));
+      if (due.length === 0) {
+        log(`${info.manifest.name} seed ${seed}: every run already recorded for code ${code}`);
+        continue;
+      }
+      await runModelSeed(info, seed, due, code, (r) => {
+        appendFileSync(resultsFile, `${JSON.stringify(r)}\n`);
+        if (r.status === "failed") failed++;
+      });
+      writeTable(command);
     }
   }
-  if (values.json) {
-    mkdirSync(dirname(resolve(values.json)), { recursive: true });
-    writeFileSync(values.json, JSON.stringify({ zoo: zooDir, source: note, defenses: which.map((d) => d.name), totalSeconds, summary, models: results }, null, 2) + "\n");
-  }
-  process.stdout.write(`${table}\n\n${summary}\n`);
-  process.stdout.write(`total ${(totalSeconds / 60).toFixed(1)} min; wrote ${outFile}${values.json ? ` and ${values.json}` : ""}\n`);
-  const failed = results.flatMap((m) => [...m.rows.filter((r) => r.status === "failed").map((r) => `${m.name}/${r.defense}`), ...(m.detectionError ? [`${m.name}/detection`] : [])]);
-  if (failed.length) {
-    process.stderr.write(`failed: ${failed.join(", ")}\n`);
+  writeTable(command);
+  process.stdout.write(`total ${((performance.now() - t0) / 60000).toFixed(1)} min; results in ${resultsFile}; table in ${outFile}\n`);
+  if (failed) {
+    process.stderr.write(`${failed} run(s) failed (see ${resultsFile})\n`);
     process.exitCode = 1;
   }
 }
