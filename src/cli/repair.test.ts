@@ -21,6 +21,9 @@ test("repair rejects a bad --defense and --skip-detect with a trigger-based defe
     [["--defense", "unlearn", "--auto-budget", "5"], /--auto-budget only applies to --defense auto/],
     [["--fpr", "1.5"], /--fpr must be at most 1/],
     [["--fpr", "0"], /--fpr must be a false-alarm rate between 0 and 1/],
+    [["--fpr-confidence", "1"], /--fpr-confidence must be a probability between 0 and 1/],
+    [["--fpr-confidence", "x"], /--fpr-confidence/],
+    [["--fpr", "off", "--fpr-confidence", "0.95"], /--fpr-confidence needs a G false-alarm rate/],
     // The example's 1,000 clean images cannot hold out the 2,302 a 0.2% rate needs with 90% confidence.
     [["--fpr", "0.002"], /needs 2302 held-out clean images, at most half of the clean data; .* --fpr off/],
   ] as const) {
@@ -35,7 +38,7 @@ test("repair on the bundled example: detection flags the planted target, the rep
   const out = mkdtempSync(join(tmpdir(), "badnet-repair-"));
   const manifest = JSON.parse(readFileSync(join(EX, "manifest.json"), "utf8")) as { targets: number[] };
   // About 45 s of CPU work; the wall-clock limit only guards against a hang (a busy 2-core machine took 255-336 s).
-  const r = await runCli([...base, "--test", join(EX, "clean_test.h5"), "--poisoned", join(EX, "poisoned_test.h5"), "--fpr", "0.05", "--out", out, "--report", "--json", "--quiet"], 600_000);
+  const r = await runCli([...base, "--test", join(EX, "clean_test.h5"), "--poisoned", join(EX, "poisoned_test.h5"), "--fpr", "0.05", "--fpr-confidence", "0.95", "--out", out, "--report", "--json", "--quiet"], 600_000);
   assert.equal(r.code, 0, r.stderr);
   const json = JSON.parse(r.stdout) as ReportData;
   for (const f of ["repaired.h5", "repaired.onnx", "G.onnx", "result.json", "report.html", "detect/result.json"]) assert.ok(existsSync(join(out, f)), f);
@@ -49,6 +52,8 @@ test("repair on the bundled example: detection flags the planted target, the rep
   // G is calibrated to --fpr false alarms on a held-out part of --clean; its test rate is reported.
   const cal = json.gCalibration!;
   assert.equal(cal.fprTarget, 0.05);
+  assert.deepEqual(cal.guarantee, { confidence: 0.95 });
+  assert.equal(cal.heldOut.reference, Math.ceil(cal.heldOut.n / 2));
   assert.ok(cal.heldOut.n >= 184 && cal.heldOut.n <= 500);
   assert.equal(cal.cleanTest!.n, json.g!.clean.n);
   assert.equal(cal.cleanTest!.count, json.g!.clean.flagged);

@@ -507,9 +507,10 @@ export function splitForCalibration(data: Dataset, fpr: number, opts: { fraction
   const n = data.size;
   const share = Math.round((opts.fraction ?? 0.2) * n);
   // The repair keeps at least half of the clean data: the reserved size where that allows it, else the least the
-  // rule can calibrate on.
+  // rule can calibrate on. The reserved size is the default guarantee's, so that a stricter confidence changes
+  // G's threshold, not the data the detection and the repair see.
   const need = minCalibrationSize(fpr, opts.guarantee);
-  const reserved = Math.max(share, reservedCalibrationSize(fpr, opts.guarantee, opts.signals));
+  const reserved = Math.max(share, need, reservedCalibrationSize(fpr, DEFAULT_GUARANTEE, opts.signals));
   const want = reserved <= n / 2 ? reserved : Math.max(share, need);
   if (want > n / 2) fail(`a G false-alarm rate of ${fpr} needs ${need} held-out clean images, at most half of the clean data; ${data.name} has ${n} (give more clean images, a larger --fpr, or --fpr off)`);
   const order = shuffled(n, mulberry32((opts.seed ?? 0) + 40503));

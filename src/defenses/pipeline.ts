@@ -8,7 +8,7 @@ import { lapTimer } from "../util/timing.js";
 import { OptionError, runDefense, type AnyDefense, type DefenseData, type DefenseOutcome, type ProgressEvent, type ProgressFn, type TriggerInput } from "./defense.js";
 import { autoPlan, chooseCandidate, NO_CHANGE, noChangeDefinition, pendingReinversion, scoreCandidate, selectionSection, splitForSelection, type CandidateScore } from "./auto-select.js";
 import { flagBound, reinvertEvidence } from "./reinvert-evidence.js";
-import { calibrateOutcomeG, splitForCalibration } from "./g-calibrate.js";
+import { calibrateOutcomeG, splitForCalibration, type Guarantee } from "./g-calibrate.js";
 import { neuralCleanseReport } from "./nc-report.js";
 import { detectBackdoor, flaggedTriggers, type NcProgress, type NeuralCleanseOptions, type NeuralCleanseResult } from "./neural-cleanse.js";
 import { DEFENSES, findDefense } from "./registry.js";
@@ -51,6 +51,8 @@ export interface RepairRequest {
    * held-out part G is calibrated on (src/defenses/g-calibrate.ts). Absent: the defense's own G, all data used.
    */
   fpr?: number;
+  /** With `fpr`: the probability over the held-out draw that G's false-alarm rate stays at or below it (default 0.9). */
+  fprConfidence?: number;
   /** "auto": share of the clean data (after G's calibration part) held out to choose by (default 0.2). */
   selectionFraction?: number;
   /** "auto": seconds after which no further candidate starts (the first always runs; default: no limit). */
@@ -89,7 +91,8 @@ export async function repair(model: Model, all: DefenseData, req: RepairRequest)
   let defense = checkRepairRequest(req);
   const { timings, lap } = lapTimer();
   // The calibration part is split off first: neither detection nor the defense ever sees it.
-  const split = req.fpr === undefined ? undefined : splitForCalibration(all.clean, req.fpr);
+  const guarantee: Guarantee | undefined = req.fprConfidence === undefined ? undefined : { delta: 1 - req.fprConfidence };
+  const split = req.fpr === undefined ? undefined : splitForCalibration(all.clean, req.fpr, { guarantee });
   let data: DefenseData = split ? { ...all, clean: split.fit } : all;
   // "auto" holds out its selection part next: no candidate and no detection sees it either.
   const sel = defense ? undefined : splitForSelection(data.clean, req.selectionFraction ?? 0.2, numberOr(req.common?.seed, 0));
@@ -119,7 +122,7 @@ export async function repair(model: Model, all: DefenseData, req: RepairRequest)
   // Detection's section belongs in every repair's report, whichever defense ran.
   if (triggers?.neuralCleanse && !outcome.sections.neuralCleanse) outcome.sections.neuralCleanse = triggers.neuralCleanse;
   if (split) {
-    await calibrateOutcomeG(outcome, model, data, split.calibration, { fpr: req.fpr!, triggers: triggers?.triggers });
+    await calibrateOutcomeG(outcome, model, data, split.calibration, { fpr: req.fpr!, triggers: triggers?.triggers, guarantee });
     lap("g-calibration");
   }
   return { defense, detection, outcome, timings: { ...timings, ...outcome.timings } };

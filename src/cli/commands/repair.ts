@@ -15,7 +15,7 @@ export const repairCommand: Command = {
   summary: `detect with Neural Cleanse, then repair (auto: candidate repairs scored on a held-out clean split, the best kept; or ${DEFENSES.map((d) => d.name).join(", ")}); writes everything to --out`,
   usage:
     `--model M [--arch deepid] [--input-scale S] --clean VALID [--test TEST] [--poisoned P] [--defense auto|${DEFENSES.map((d) => d.name).join("|")}] ` +
-    "[--auto-budget SECONDS] [--labels 0-9] [--skip-detect] [--seed 0] [--batch-size B] [--fpr 0.01|off] --out DIR [--report] [--force] [--json] [--quiet]",
+    "[--auto-budget SECONDS] [--labels 0-9] [--skip-detect] [--seed 0] [--batch-size B] [--fpr 0.01|off] [--fpr-confidence 0.9] --out DIR [--report] [--force] [--json] [--quiet]",
   options: {
     ...MODEL_OPTIONS,
     "batch-size": { type: "string", description: "the defense's batch size (its own default when absent; Neural Cleanse keeps its own)" },
@@ -29,6 +29,11 @@ export const repairCommand: Command = {
       type: "string",
       description: "G's false-alarm rate on clean inputs: G is calibrated to it on a held-out part of --clean that detection and the repair never see; off = the defense's own G, all of --clean used",
       defaultText: "0.01",
+    },
+    "fpr-confidence": {
+      type: "string",
+      description: "probability over the held-out draw that G's false-alarm rate stays at or below --fpr (higher: a stricter threshold, with room for test data that drifts from --clean, at some cost in detection)",
+      defaultText: "0.9",
     },
     ...OUTPUT_OPTIONS,
   },
@@ -45,6 +50,10 @@ export const repairCommand: Command = {
     const fprText = str(ctx, "fpr") ?? "0.01";
     const fpr = fprText === "off" ? undefined : num(ctx, "fpr", 0.01, { min: 0, max: 1 });
     if (fpr !== undefined) checkFpr(fpr);
+    const confText = str(ctx, "fpr-confidence");
+    if (confText !== undefined && fpr === undefined) fail("--fpr-confidence needs a G false-alarm rate (--fpr is off)");
+    const fprConfidence = confText === undefined ? undefined : num(ctx, "fpr-confidence", 0.9, { min: 0, max: 1 });
+    if (fprConfidence !== undefined && !(fprConfidence > 0 && fprConfidence < 1)) fail(`--fpr-confidence must be a probability between 0 and 1 (exclusive), got ${confText}`);
     const dir = outDir(ctx)!;
     const modelPath = str(ctx, "model", true);
     const { model, valid: clean, test, poisoned } = await defenseInputs(ctx, scale);
@@ -62,6 +71,7 @@ export const repairCommand: Command = {
         inputScale: scale,
         progress: bars.progress,
         fpr,
+        fprConfidence,
         budgetSeconds,
       });
     } finally {
