@@ -137,6 +137,8 @@ test("calibration refuses an fpr its held-out data cannot support, and bad rates
     assert.throws(() => calibrate(cleanScores(n - 1, 7), 0.01, ["disagreement", "strip", "trigger"], g), UserError);
   }
   for (const bad of [0, 1, -0.1, Number.NaN]) assert.throws(() => checkFpr(bad), UserError);
+  // A guarantee no held-out size can give is refused before the size search, not looped on.
+  for (const delta of [0, 1, -0.5]) assert.throws(() => splitForCalibration(cleanSet(3000, 1), 0.01, { guarantee: { delta } }), UserError);
   assert.throws(() => calibrate(cleanScores(300, 5), 0.01, ["disagreement", "strip", "trigger"], { delta: 1 }), UserError);
 });
 

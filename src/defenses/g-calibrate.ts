@@ -292,6 +292,9 @@ function smallestSize(ok: (n: number) => boolean): number {
 
 /** Smallest held-out size the rule can calibrate at all: a reference half of two, and m ≥ 0 in the other half. */
 export function minCalibrationSize(fpr: number, guarantee: Guarantee = DEFAULT_GUARANTEE): number {
+  // Checked here, where it matters: with delta = 0 no size is enough and the search below would never end.
+  checkFpr(fpr);
+  checkGuarantee(guarantee);
   return smallestSize((n) => referenceRows(n) >= 2 && allowedAbove(n - referenceRows(n), fpr, guarantee) >= 0);
 }
 
