@@ -3,13 +3,13 @@
 // channel-major) at PreAct-ResNet18's four stage shapes, and the input gradient (the flipped-kernel Conv vs
 // ConvTranspose) at DeepID's and PreAct-ResNet18's shapes, the measurements behind the direct form's rules.
 //   node dist/bench/conv-grad.js [--rounds 6]
-import { parseArgs } from "node:util";
 import { backward, type ConvGradForms } from "../graph/autodiff.js";
 import { attr, Graph, tensor, type TensorData } from "../graph/ir.js";
 import { Session } from "../runtime/session.js";
 import { mulberry32 } from "../util/random.js";
+import { benchArgs } from "./args.js";
 
-const { values } = parseArgs({ options: { rounds: { type: "string" } } });
+const { values } = benchArgs(import.meta.url, { options: { rounds: { type: "string" } } });
 const rounds = Number(values.rounds ?? 6);
 
 interface ConvCase {

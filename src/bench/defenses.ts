@@ -22,7 +22,6 @@ import { createHash } from "node:crypto";
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import type { AnyDefense } from "../defenses/defense.js";
 import { detectBackdoor, type NeuralCleanseResult } from "../defenses/neural-cleanse.js";
 import { DEFENSES, findDefense } from "../defenses/registry.js";
@@ -35,6 +34,7 @@ import { predictLabels } from "../model/forward.js";
 import { defenseRow, type DefenseRow, type PoisonSet } from "./defense-row.js";
 import { isDue, parseRuns, runsSummary, runsTable, summarize, type RunRecord } from "./defense-runs.js";
 import type { ZooIndex, ZooManifest } from "../zoo/build.js";
+import { benchArgs } from "./args.js";
 
 /** Markers around the copy of the table in README.md. */
 const README_START = "<!-- bench:defenses table start -->";
@@ -56,23 +56,19 @@ function usageExit(msg: string): never {
 // Arguments
 
 function parseCli() {
-  try {
-    return parseArgs({
-      options: {
-        zoo: { type: "string" },
-        only: { type: "string" },
-        defenses: { type: "string" },
-        seeds: { type: "string" },
-        results: { type: "string" },
-        force: { type: "boolean" },
-        "table-only": { type: "boolean" },
-        out: { type: "string" },
-        "no-readme": { type: "boolean" },
-      },
-    }).values;
-  } catch (e) {
-    usageExit(`error: ${e instanceof Error ? e.message : String(e)}`);
-  }
+  return benchArgs(import.meta.url, {
+    options: {
+      zoo: { type: "string" },
+      only: { type: "string" },
+      defenses: { type: "string" },
+      seeds: { type: "string" },
+      results: { type: "string" },
+      force: { type: "boolean" },
+      "table-only": { type: "boolean" },
+      out: { type: "string" },
+      "no-readme": { type: "boolean" },
+    },
+  }).values;
 }
 
 const values = parseCli();

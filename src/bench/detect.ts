@@ -11,7 +11,6 @@
 import { appendFileSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
-import { parseArgs } from "node:util";
 import { DEFAULT_SCORE_RULE, detectBackdoor, scoreScan, TRIGGER_FAMILIES, type NcRawScore, type NeuralCleanseResult, type ScoreRule, type TriggerFamily } from "../defenses/neural-cleanse.js";
 import { LOOP_RULES, NULL_DISTRIBUTIONS, type LoopRule, type NullDistribution } from "../defenses/nc-evidence.js";
 import { maskSpread } from "../defenses/nc-compact.js";
@@ -20,8 +19,9 @@ import { openImageFiles } from "../io/image-folder.js";
 import { loadModel } from "../io/load-model.js";
 import type { ZooManifest } from "../zoo/build.js";
 import { fixturesDir, loadDeepId } from "./common.js";
+import { benchArgs } from "./args.js";
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.url, {
   options: {
     zoo: { type: "string" },
     seeds: { type: "string" },

@@ -5,13 +5,13 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { parse } from "../cli/command.js";
 import { repairCommand } from "../cli/commands/repair.js";
 import { withOutputs } from "../cli/out-dir.js";
 import { recordSessionStats } from "../runtime/session.js";
+import { benchArgs } from "./args.js";
 
-const { values } = parseArgs({ options: { out: { type: "string" }, json: { type: "boolean" } } });
+const { values } = benchArgs(import.meta.url, { options: { out: { type: "string" }, json: { type: "boolean" } } });
 const ex = "examples/badnet-fmnist";
 const out = values.out ?? mkdtempSync(join(tmpdir(), "example-profile-"));
 const argv = ["--model", `${ex}/model.h5`, "--input-scale", "255", "--clean", `${ex}/valid.h5`, "--test", `${ex}/clean_test.h5`, "--poisoned", `${ex}/poisoned_test.h5`, "--fpr", "0.05", "--out", out, "--report", "--force", "--quiet"];

@@ -14,7 +14,6 @@
 // penultimate layer. Nothing here chooses anything from the poisoned files: they are only measured.
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { calibrate, decide, GScorer, selectSignalSet, pickRows, rateWithInterval, splitForCalibration, type GScores, type SignalName } from "../defenses/g-calibrate.js";
 import { extractFeatures, fitClassGaussians, fitMahalanobis, type ClassGaussians } from "../defenses/g-mahalanobis.js";
 import { finePrune } from "../defenses/fine-pruning.js";
@@ -29,8 +28,9 @@ import type { Model } from "../model/model.js";
 import { shuffled } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import type { ZooManifest } from "../zoo/build.js";
+import { benchArgs } from "./args.js";
 
-const { values: args } = parseArgs({
+const { values: args } = benchArgs(import.meta.url, {
   options: {
     zoo: { type: "string", default: "zoo" },
     only: { type: "string" },

@@ -5,7 +5,6 @@
 //   DeepID-sized fit (1,283 classes, 160 features, 9,000 synthetic feature rows);
 // - scoring: B's forward alone vs B with both signals in one graph, over the clean test images.
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { GScorer, splitForCalibration } from "../defenses/g-calibrate.js";
 import { fitClassGaussians, fitMahalanobis } from "../defenses/g-mahalanobis.js";
 import { openDataset } from "../io/open-dataset.js";
@@ -13,8 +12,9 @@ import { loadModel } from "../io/load-model.js";
 import { forEachBatch, forwardGraph } from "../model/forward.js";
 import { Session } from "../runtime/session.js";
 import { mulberry32 } from "../util/random.js";
+import { benchArgs } from "./args.js";
 
-const { values: args } = parseArgs({ options: { model: { type: "string", default: "zoo/badnet_patch" }, images: { type: "string", default: "10000" }, reps: { type: "string", default: "3" } } });
+const { values: args } = benchArgs(import.meta.url, { options: { model: { type: "string", default: "zoo/badnet_patch" }, images: { type: "string", default: "10000" }, reps: { type: "string", default: "3" } } });
 const reps = Number(args.reps);
 
 /** Median wall seconds of `reps` runs. */

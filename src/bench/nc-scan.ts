@@ -9,7 +9,6 @@
 //                              [--model csaw2020/models/X.h5] [--run-previous] [--run-halving]
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { buildStepGraph, detectBackdoor, type NeuralCleanseOptions, type NeuralCleanseResult } from "../defenses/neural-cleanse.js";
 import { tensor, type TensorData } from "../graph/ir.js";
 import { memoryDataset, type Dataset } from "../io/dataset.js";
@@ -17,8 +16,9 @@ import { openImageFiles } from "../io/image-folder.js";
 import { recordSessionStats, Session } from "../runtime/session.js";
 import { mulberry32 } from "../util/random.js";
 import { fixturesDir, loadDeepId, randomImages, row, timeIt } from "./common.js";
+import { benchArgs } from "./args.js";
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.url, {
   options: {
     labels: { type: "string" },
     data: { type: "string" },

@@ -7,8 +7,10 @@ import { memoryDataset } from "../io/dataset.js";
 import { PruneEngine, pruneTarget, sweep } from "../defenses/pruning.js";
 import { predictLabels } from "../model/forward.js";
 import { loadDeepId, randomImages } from "./common.js";
+import { benchArgs, countArg } from "./args.js";
 
-const n = Number(process.argv[2] ?? 10000);
+const { positionals } = benchArgs(import.meta.url, { allowPositionals: true });
+const n = countArg(import.meta.url, "images", positionals[0], 10000);
 const model = await loadDeepId();
 const target = pruneTarget(model);
 const labels = Int32Array.from({ length: n }, (_, i) => i % model.numClasses);

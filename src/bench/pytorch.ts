@@ -22,12 +22,12 @@ import { execFile } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { CLI } from "../test/fixtures.js";
 import { PYTORCH_FIXTURES, type PytorchManifest } from "../test/pytorch-fixtures.js";
 import { loadOnnxModel } from "../onnx/import.js";
 import { withNormalization } from "../model/normalize.js";
 import { stepThroughput } from "./step-throughput.js";
+import { benchArgs } from "./args.js";
 
 // "fine-prune-tail" is fine-prune --tune tail (only the tail after the cut of train/tail.ts is fine-tuned);
 // "fine-prune-recovered" is fine-prune --tune all --stop recovered (fine-tuning ends once held-out clean
@@ -88,7 +88,7 @@ function markdownRow(r: Row): string {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = benchArgs(import.meta.url, {
     options: {
       dir: { type: "string" },
       models: { type: "string" },

@@ -8,7 +8,6 @@
 //   node dist/bench/repair-timing.js [--model-dir DIR] [--deepid-images N] [--repairs sau,ft-sam,ibau] [--sau-rounds R]
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { ftSam } from "../defenses/ft-sam.js";
 import { ibau } from "../defenses/ibau.js";
 import { sau } from "../defenses/sau.js";
@@ -23,11 +22,12 @@ import { Session } from "../runtime/session.js";
 import { mulberry32 } from "../util/random.js";
 import type { ZooManifest } from "../zoo/build.js";
 import { fixturesDir, loadDeepId, row } from "./common.js";
+import { benchArgs } from "./args.js";
 
 const REPAIRS = ["sau", "ft-sam", "ibau"] as const;
 type RepairName = (typeof REPAIRS)[number];
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.url, {
   options: { "model-dir": { type: "string" }, "deepid-images": { type: "string" }, repairs: { type: "string" }, "sau-rounds": { type: "string" } },
 });
 const repairs = (values.repairs?.split(",") ?? [...REPAIRS]) as RepairName[];

@@ -7,7 +7,6 @@
 // rows. Every repair sees only valid.h5; clean_test.h5 and the poisoned test sets are only for the table.
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { anp } from "../defenses/anp.js";
 import { ftSam } from "../defenses/ft-sam.js";
 import { ibau } from "../defenses/ibau.js";
@@ -21,6 +20,7 @@ import { loadModel } from "../io/load-model.js";
 import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import type { ZooManifest } from "../zoo/build.js";
+import { benchArgs } from "./args.js";
 
 const REPAIRS = ["unlearn-paper", "unlearn", "unlearn-reinvert", "prune-unlearn", "prune-unlearn-rounds", "anp", "ibau", "sau", "ft-sam"] as const;
 type RepairName = (typeof REPAIRS)[number];
@@ -55,7 +55,7 @@ function modelDirs(zoo: string, only?: string[]): string[] {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { zoo: { type: "string" }, only: { type: "string" }, repairs: { type: "string" }, out: { type: "string" } } });
+  const { values } = benchArgs(import.meta.url, { options: { zoo: { type: "string" }, only: { type: "string" }, repairs: { type: "string" }, out: { type: "string" } } });
   const zoo = values.zoo ?? "zoo";
   const repairs = (values.repairs?.split(",") ?? [...REPAIRS]) as RepairName[];
   for (const r of repairs) if (!REPAIRS.includes(r)) throw new Error(`unknown repair ${r} (known: ${REPAIRS.join(", ")})`);

@@ -8,6 +8,9 @@ import { forwardGraph } from "../model/forward.js";
 import { Session } from "../runtime/session.js";
 import { oneHot } from "../train/trainer.js";
 import { loadDeepId, randomImages, row, timeIt } from "./common.js";
+import { benchArgs } from "./args.js";
+
+benchArgs(import.meta.url, {});
 
 const model = await loadDeepId();
 const [c, h, w] = model.inputShape;

@@ -5,13 +5,13 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import type { ConvGradForms } from "../graph/autodiff.js";
 import { tensor } from "../graph/ir.js";
 import { withNormalization } from "../model/normalize.js";
 import { loadOnnxModel } from "../onnx/import.js";
 import { buildStepGraph, DEFAULT_UPDATE, oneHot, StepRunner, UPDATE_PLACES, type UpdatePlace } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
+import { benchArgs } from "./args.js";
 
 interface TraceEvent {
   cat: string;
@@ -20,7 +20,7 @@ interface TraceEvent {
   args?: { op_name?: string };
 }
 
-const { values } = parseArgs({ options: { model: { type: "string" }, manifest: { type: "string" }, batch: { type: "string" }, steps: { type: "string" }, update: { type: "string" }, forms: { type: "string" } } });
+const { values } = benchArgs(import.meta.url, { options: { model: { type: "string" }, manifest: { type: "string" }, batch: { type: "string" }, steps: { type: "string" }, update: { type: "string" }, forms: { type: "string" } } });
 const convForms = (values.forms ?? "direct") as ConvGradForms;
 const update = (values.update ?? DEFAULT_UPDATE) as UpdatePlace;
 if (!UPDATE_PLACES.includes(update)) throw new Error(`--update must be one of ${UPDATE_PLACES.join(", ")}`);

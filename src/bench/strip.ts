@@ -6,9 +6,11 @@ import { forEachBatch, forwardGraph } from "../model/forward.js";
 import { Session } from "../runtime/session.js";
 import { StripScorer } from "../defenses/strip.js";
 import { loadDeepId, randomImages, row } from "./common.js";
+import { benchArgs, countArg } from "./args.js";
 
-const n = Number(process.argv[2] ?? 512);
-const k = Number(process.argv[3] ?? 32);
+const { positionals } = benchArgs(import.meta.url, { allowPositionals: true });
+const n = countArg(import.meta.url, "inputs", positionals[0], 512);
+const k = countArg(import.meta.url, "k", positionals[1], 32);
 const model = await loadDeepId();
 const data = memoryDataset("random", model.inputShape, randomImages(n, model.inputShape, 5), null);
 const overlays = randomImages(k, model.inputShape, 6);

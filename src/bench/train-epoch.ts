@@ -9,7 +9,6 @@ import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import { tensor } from "../graph/ir.js";
 import { loadFashionMnistRaw } from "../io/fashion-mnist.js";
 import { ARCHS, initWeights } from "../model/archs.js";
@@ -21,8 +20,9 @@ import { train, type TrainData, type TrainOptions } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { zooNet } from "../zoo/build.js";
 import { randomImages, row } from "./common.js";
+import { benchArgs } from "./args.js";
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.url, {
   options: { "zoo-images": { type: "string" }, "deepid-images": { type: "string" }, rounds: { type: "string" }, threads: { type: "string" } },
 });
 const zooImages = Number(values["zoo-images"] ?? 55_000);
