@@ -20,15 +20,15 @@ import { checkData, countCorrect, evaluateModels } from "../eval/evaluate.js";
 import { Graph, tensor, type TensorData } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";
 import { poolBeforeRelu } from "../graph/transforms.js";
-import { memoryDataset, type Dataset } from "../io/dataset.js";
 import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import { Session } from "../runtime/session.js";
 import { oneHot, shuffled } from "../train/trainer.js";
+import { splitClean } from "../train/split.js";
 import { mulberry32 } from "../util/random.js";
 import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
-import { gather, ncEvalSets, holdoutSplit, outputDense, prunedNeuronsModel, type NcData, type NcEvaluation, type PruneSite } from "./nc-mitigation.js";
+import { ncEvalSets, outputDense, prunedNeuronsModel, type NcData, type NcEvaluation, type PruneSite } from "./nc-mitigation.js";
 
 /** A layer whose neurons ANP masks and perturbs. */
 export interface AnpSite {
@@ -335,20 +335,12 @@ export async function anp(model: Model, data: NcData, opts: AnpOptions = {}): Pr
   checkRepairData(model, data, "ANP");
   const sites = anpSites(model, opts.layers);
   const t0 = performance.now();
-  const shape = clean.shape;
-  const per = shape[0] * shape[1] * shape[2];
-  const split = holdoutSplit(clean.size, s.holdout, s.seed);
-  if (split.held.length === 0 || split.train.length === 0) fail(`ANP: --holdout ${s.holdout} leaves no images to learn on or to hold out from ${clean.size}`);
-  const allX = clean.read(0, clean.size);
-  const allY = Int32Array.from(clean.labels!);
-  const tr = gather(allX, allY, per, split.train);
-  const he = gather(allX, allY, per, split.held);
+  const { train: tr, held: he, heldSet: held } = splitClean(clean, s.holdout, s.seed, "ANP");
   const { masks, lossCurve } = await learnAnpMasks(model, tr.x, tr.y, sites, s, opts.onIteration);
   const t1 = performance.now();
 
   const ranked: AnpNeuron[] = masks.flatMap((m, site) => Array.from(m, (mask, unit) => ({ site, unit, mask }))).sort((p, q) => p.mask - q.mask || p.site - q.site || p.unit - q.unit);
   const below = ranked.filter((p) => p.mask < s.threshold);
-  const held: Dataset = memoryDataset(`${clean.name} (held out)`, shape, he.x, he.y);
   const accOf = async (m: Model) => countCorrect(await predictLabels(m, held, { batchSize: opts.evalBatchSize }), he.y) / he.y.length;
   const base = await accOf(model);
   // Longest prefix of `below` within the budget: halving search over the prefix length (accuracy falls

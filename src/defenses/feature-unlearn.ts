@@ -17,16 +17,16 @@ import { attr, tensor, type Graph } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";
 import { stepLr } from "../graph/optimizers.js";
 import { evaluateModels } from "../eval/evaluate.js";
-import { memoryDataset } from "../io/dataset.js";
 import { forEachBatch, forwardGraph } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import { withParams } from "../model/params.js";
 import { withSession } from "../runtime/session.js";
 import { buildStepGraph, oneHot, StepRunner } from "../train/trainer.js";
-import { mulberry32, shuffled } from "../util/random.js";
+import { gather, shuffledBatches, splitClean } from "../train/split.js";
+import { mulberry32 } from "../util/random.js";
 import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
-import { gather, heldOutScore, holdoutSplit, ncEvalSets, outputDense, stampShare, type NcData, type NcEvaluation, type ReversedTrigger } from "./nc-mitigation.js";
+import { heldOutScore, ncEvalSets, outputDense, stampShare, type NcData, type NcEvaluation, type ReversedTrigger } from "./nc-mitigation.js";
 
 export const FEATURE_UNLEARN_OPTIONS = {
   weight: { kind: "number", description: "weight of the feature-matching term against the cross-entropy", default: 1, min: 0 },
@@ -116,13 +116,7 @@ export async function featureUnlearn(model: Model, data: NcData, triggers: Rever
   const feature = outputDense(model).x;
   const graphShape = model.graph.shape(feature);
   if (graphShape.length !== 2) fail(`feature unlearning matches the output layer's input; ${feature} has shape [${graphShape}], not [N, F]`);
-  const split = holdoutSplit(clean.size, s.holdout, s.seed);
-  if (split.held.length === 0 || split.train.length === 0) fail(`--holdout ${s.holdout} leaves no images to train on or to hold out from ${clean.size}`);
-  const allX = clean.read(0, clean.size);
-  const allY = Int32Array.from(clean.labels);
-  const tr = gather(allX, allY, per, split.train);
-  const held = gather(allX, allY, per, split.held);
-  const heldDs = memoryDataset(`${clean.name} (held out)`, shape, held.x, held.y);
+  const { train: tr, heldSet: heldDs } = splitClean(clean, s.holdout, s.seed, "feature unlearning");
   // B's clean features: the target of every row, fixed.
   const ref = opts.reference ?? model;
   if (!ref.graph.has(feature)) fail(`the reference network has no value ${feature}`);
@@ -143,11 +137,9 @@ export async function featureUnlearn(model: Model, data: NcData, triggers: Rever
     let step = 0;
     for (let epoch = 1; epoch <= s.epochs; epoch++) {
       const t0 = performance.now();
-      const order = shuffled(n, rand);
       let lossSum = 0, batches = 0;
-      for (let start = 0; start < n; start += s.batchSize) {
-        const bs = Math.min(s.batchSize, n - start);
-        const idx = order.subarray(start, start + bs);
+      for (const idx of shuffledBatches(n, s.batchSize, rand)) {
+        const bs = idx.length;
         const b = gather(tr.x, tr.y, per, idx);
         stampShare(b.x, bs, shape, triggers, s.ratio, rand);
         const want = new Float32Array(bs * width);

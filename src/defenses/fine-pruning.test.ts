@@ -19,7 +19,7 @@ import { Session } from "../runtime/session.js";
 import { train } from "../train/trainer.js";
 import { finePrune } from "./fine-pruning.js";
 import { channelMask, prunedModel, pruneTarget } from "./pruning.js";
-import { holdoutSplit } from "./nc-mitigation.js";
+import { holdoutSplit } from "../train/split.js";
 import { SHAPE, tinyBackdoorData, trainTinyBackdoor } from "../test/tiny-backdoor.js";
 
 const finePruneCommand = defenseCommandNamed("fine-prune");

@@ -44,7 +44,7 @@ import { fail } from "../errors.js";
 import { countCorrect } from "../eval/evaluate.js";
 import { memoryDataset } from "../io/dataset.js";
 import { RecoveryStop, type StopReason } from "../train/early-stop.js";
-import { gather, holdoutSplit } from "./nc-mitigation.js";
+import { gather, holdoutSplit } from "../train/split.js";
 
 export const DEFAULT_FINE_PRUNE_DROP = 4;
 export const DEFAULT_FINE_TUNE = { epochs: 5, lr: 1e-4, optimizer: "adam" as const, batchSize: 64 };

@@ -15,11 +15,12 @@ import type { Model } from "../model/model.js";
 import { withParams } from "../model/params.js";
 import { Session } from "../runtime/session.js";
 import { buildStepGraph, oneHot, StepRunner } from "../train/trainer.js";
-import { mulberry32, shuffled } from "../util/random.js";
+import { mulberry32 } from "../util/random.js";
 import { checkRepairData } from "./anp.js";
 import { finishRepair, heldOutSplit, RoundPicker } from "./held-out-repair.js";
 import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
-import { gather, type NcData, type NcEvaluation } from "./nc-mitigation.js";
+import type { NcData, NcEvaluation } from "./nc-mitigation.js";
+import { gather, shuffledBatches } from "../train/split.js";
 
 export const FT_SAM_OPTIONS = {
   epochs: { kind: "integer", description: "fine-tuning epochs over the clean data", default: 5, min: 1 },
@@ -129,11 +130,10 @@ export async function ftSam(model: Model, data: NcData, opts: FtSamOptions = {})
     let step = 0;
     for (let epoch = 1; epoch <= s.epochs; epoch++) {
       const t0 = performance.now();
-      const order = shuffled(n, rand);
       let lossSum = 0, batches = 0;
-      for (let start = 0; start < n; start += s.batchSize) {
-        const bs = Math.min(s.batchSize, n - start);
-        const b = gather(tr.x, tr.y, per, order.subarray(start, start + bs));
+      for (const idx of shuffledBatches(n, s.batchSize, rand)) {
+        const bs = idx.length;
+        const b = gather(tr.x, tr.y, per, idx);
         const x = tensor("float32", [bs, c, h, w], b.x);
         const target = tensor("float32", [bs, k], oneHot(b.y, k));
         const live = runner.live();

@@ -1,19 +1,14 @@
 // What the training repairs (i-BAU, SAU, FT-SAM) share: a held-out split of the clean data that training never
 // sees, the rule that keeps the last round within the clean-accuracy budget on it, and the final evaluation of
 // B′ with its G. One place, so the three defenses choose and report their rounds the same way.
-import { fail } from "../errors.js";
 import { countCorrect, evaluateModels, type PairEvaluation } from "../eval/evaluate.js";
-import { memoryDataset, type Dataset } from "../io/dataset.js";
+import type { Dataset } from "../io/dataset.js";
 import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import type { Graph } from "../graph/ir.js";
 import { gFromPair } from "./g-model.js";
-import { gather, holdoutSplit, ncEvalSets, type NcData } from "./nc-mitigation.js";
-
-export interface Images {
-  x: Float32Array;
-  y: Int32Array;
-}
+import { ncEvalSets, type NcData } from "./nc-mitigation.js";
+import { splitClean, type Images } from "../train/split.js";
 
 export interface HeldOutSplit {
   /** The images the repair trains on. */
@@ -27,14 +22,7 @@ export interface HeldOutSplit {
 
 /** Splits `clean` into training and held-out images; `defense` names it in the error when one part is empty. */
 export function heldOutSplit(clean: Dataset, holdout: number, seed: number, defense: string, evalBatchSize?: number): HeldOutSplit {
-  const split = holdoutSplit(clean.size, holdout, seed);
-  if (split.held.length === 0 || split.train.length === 0) fail(`${defense}: --holdout ${holdout} leaves no images to train on or to hold out from ${clean.size}`);
-  const per = clean.shape[0] * clean.shape[1] * clean.shape[2];
-  const allX = clean.read(0, clean.size);
-  const allY = Int32Array.from(clean.labels!);
-  const train = gather(allX, allY, per, split.train);
-  const heldOut = gather(allX, allY, per, split.held);
-  const held = memoryDataset(`${clean.name} (held out)`, clean.shape, heldOut.x, heldOut.y);
+  const { train, held: heldOut, heldSet: held } = splitClean(clean, holdout, seed, defense);
   const accuracy = async (m: Model, ds: Dataset = held) => countCorrect(await predictLabels(m, ds, { batchSize: evalBatchSize }), heldOut.y) / heldOut.y.length;
   return { train, heldOut, held, accuracy };
 }

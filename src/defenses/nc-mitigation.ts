@@ -26,8 +26,8 @@ import { predictLabels, type BatchSource } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import { paramValues, withParams } from "../model/params.js";
 import type { ReportNeuralCleanse, ReportPruning, ReportPruningPoint } from "../report/types.js";
-import { shuffled, train, type EpochStats } from "../train/trainer.js";
-import { mulberry32 } from "../util/random.js";
+import { splitClean } from "../train/split.js";
+import { train, type EpochStats } from "../train/trainer.js";
 import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
 import { detectBackdoor, stampTrigger, type ReversedTrigger as NcTrigger } from "./neural-cleanse.js";
@@ -548,24 +548,6 @@ export function stampShare(x: Float32Array, count: number, shape: readonly [numb
   return chosen;
 }
 
-/** Seeded split of n indices into a training part and a held-out part of round(share·n). */
-export function holdoutSplit(n: number, share: number, seed: number): { train: Int32Array; held: Int32Array } {
-  const order = shuffled(n, mulberry32(seed ^ 0x5eed));
-  const k = Math.round(share * n);
-  return { held: order.slice(0, k).sort(), train: order.slice(k).sort() };
-}
-
-/** Images and labels at the given indices of an in-memory NCHW batch. */
-export function gather(x: Float32Array, y: Int32Array, per: number, idx: Int32Array): { x: Float32Array; y: Int32Array } {
-  const gx = new Float32Array(idx.length * per);
-  const gy = new Int32Array(idx.length);
-  idx.forEach((j, i) => {
-    gx.set(x.subarray(j * per, (j + 1) * per), i * per);
-    gy[i] = y[j];
-  });
-  return { x: gx, y: gy };
-}
-
 /** Clean accuracy and worst reversed-trigger success of a model on an in-memory labelled set. */
 export async function heldOutScore(model: Model, held: Dataset, triggers: ReversedTrigger[], batchSize?: number): Promise<{ accuracy: number; triggerSuccess: number }> {
   const labels = held.labels!;
@@ -590,14 +572,9 @@ export async function ncUnlearn(model: Model, data: NcData, triggers: ReversedTr
   const shape = clean.shape;
   const settings = checkUnlearnOptions(opts, shape);
   if (settings.rounds > 1 && opts.inputScale === undefined) throw new Error("ncUnlearn: re-inverting triggers (rounds > 1) needs inputScale");
-  const per = shape[0] * shape[1] * shape[2];
-  const allX = clean.read(0, clean.size);
-  const allY = Int32Array.from(clean.labels!);
-  const split = settings.holdout > 0 ? holdoutSplit(clean.size, settings.holdout, settings.seed) : undefined;
-  if (split && (split.held.length === 0 || split.train.length === 0)) fail(`--holdout ${settings.holdout} leaves no images to train on or to hold out from ${clean.size}`);
-  const trainSet = split ? gather(allX, allY, per, split.train) : { x: allX, y: allY };
-  const held = split ? gather(allX, allY, per, split.held) : undefined;
-  const heldDs = held ? memoryDataset(`${clean.name} (held out)`, shape, held.x, held.y) : undefined;
+  const split = settings.holdout > 0 ? splitClean(clean, settings.holdout, settings.seed, "unlearning") : undefined;
+  const trainSet = split ? split.train : { x: clean.read(0, clean.size), y: Int32Array.from(clean.labels!) };
+  const heldDs = split?.heldSet;
   const augment: StampAugment = { jitter: settings.jitter, minStrength: settings.minStrength };
   // Higher is better: clean accuracy minus reversed-trigger success, both on held-out images.
   const score = (r: { accuracy: number; triggerSuccess: number }) => r.accuracy - r.triggerSuccess;

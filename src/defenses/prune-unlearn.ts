@@ -40,9 +40,9 @@ import type { Graph } from "../graph/ir.js";
 import type { Model } from "../model/model.js";
 import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
-import { memoryDataset } from "../io/dataset.js";
-import { gather, heldOutScore, holdoutSplit, ncEvalSets, ncPrune, ncUnlearn, prunedNeuronsModel, pruneSite, reinvertTriggers, type NcData, type NcEvaluation, type PruneSite, type ReversedTrigger, type UnlearnEpoch, type UnlearnOptions } from "./nc-mitigation.js";
+import { heldOutScore, ncEvalSets, ncPrune, ncUnlearn, prunedNeuronsModel, pruneSite, reinvertTriggers, type NcData, type NcEvaluation, type PruneSite, type ReversedTrigger, type UnlearnEpoch, type UnlearnOptions } from "./nc-mitigation.js";
 import { channelMask } from "./pruning.js";
+import { splitClean } from "../train/split.js";
 import { featureUnlearn } from "./feature-unlearn.js";
 
 const POOLS = new Set(["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"]);
@@ -202,16 +202,7 @@ export async function pruneUnlearn(model: Model, data: NcData, triggers: Reverse
     // Later rounds: the flagged labels' triggers reversed afresh on the repaired network (training part only)
     // and scored on the held-out part; a label whose fresh trigger is within `bound`x its first trigger's norm
     // and still succeeds on more than `accept` is pruned for and unlearned again with it added.
-    const clean = data.clean;
-    const shape = clean.shape;
-    const per = shape[0] * shape[1] * shape[2];
-    const split = holdoutSplit(clean.size, s.holdout, s.seed);
-    const allX = clean.read(0, clean.size);
-    const allY = Int32Array.from(clean.labels!);
-    const tr = gather(allX, allY, per, split.train);
-    const he = gather(allX, allY, per, split.held);
-    const trainDs = memoryDataset(`${clean.name} (train part)`, shape, tr.x, tr.y);
-    const heldDs = memoryDataset(`${clean.name} (held out)`, shape, he.x, he.y);
+    const { trainSet: trainDs, heldSet: heldDs } = splitClean(data.clean, s.holdout, s.seed, "prune-unlearn");
     const firstNorm = new Map<number, number>();
     for (const t of triggers) firstNorm.set(t.label, Math.min(firstNorm.get(t.label) ?? Infinity, l1(t.mask)));
     const labels = [...firstNorm.keys()];

@@ -24,12 +24,13 @@ import { withParams } from "../model/params.js";
 import { Session } from "../runtime/session.js";
 import { buildStepGraph, oneHot, StepRunner } from "../train/trainer.js";
 import { stepLr } from "../graph/optimizers.js";
-import { mulberry32, shuffled } from "../util/random.js";
+import { mulberry32 } from "../util/random.js";
 import { checkRepairData } from "./anp.js";
 import { finishRepair, heldOutSplit, RoundPicker } from "./held-out-repair.js";
 import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { argmax, embed } from "./g-model.js";
-import { gather, type NcData, type NcEvaluation } from "./nc-mitigation.js";
+import type { NcData, NcEvaluation } from "./nc-mitigation.js";
+import { gather, shuffledBatches } from "../train/split.js";
 
 /** SAU's options: one spec for the library's checks, the CLI's flags and --help. */
 export const SAU_OPTIONS = {
@@ -294,11 +295,9 @@ export async function sau(model: Model, data: NcData, opts: SauOptions = {}): Pr
     let step = 0;
     for (let round = 1; round <= s.rounds; round++) {
       const t0 = performance.now();
-      const order = shuffled(n, rand);
       let lossSum = 0, poison = 0, sharedSum = 0, batches = 0;
-      for (let start = 0; start < n; start += s.batchSize) {
-        const bs = Math.min(s.batchSize, n - start);
-        const idx = order.subarray(start, start + bs);
+      for (const idx of shuffledBatches(n, s.batchSize, rand)) {
+        const bs = idx.length;
         const b = gather(tr.x, tr.y, per, idx);
         const refB = Int32Array.from(idx, (j) => refTrain[j]);
         const live = runner.live();

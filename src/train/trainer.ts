@@ -9,7 +9,8 @@ import { argmaxRows } from "../model/forward.js";
 import type { Model, ParamRef } from "../model/model.js";
 import { withParams } from "../model/params.js";
 import { Session, type SessionOptions } from "../runtime/session.js";
-import { mulberry32, shuffled } from "../util/random.js";
+import { mulberry32 } from "../util/random.js";
+import { gather, shuffledBatches } from "./split.js";
 import { HostOptimizer } from "./host-optimizer.js";
 
 /** Labelled images in memory: x is NCHW float32 already scaled. */
@@ -236,17 +237,10 @@ export async function train(model: Model, data: TrainData, opts: TrainOptions): 
     let step = 0;
     for (let epoch = 0; epoch < opts.epochs; epoch++) {
       const t0 = performance.now();
-      const order = shuffled(n, rand);
-      let lossSum = 0, correct = 0;
-      for (let start = 0; start < n; start += bs) {
-        const count = Math.min(bs, n - start);
-        const x = new Float32Array(count * per);
-        const y = new Int32Array(count);
-        for (let i = 0; i < count; i++) {
-          const j = order[start + i];
-          x.set(data.x.subarray(j * per, (j + 1) * per), i * per);
-          y[i] = data.y[j];
-        }
+      let lossSum = 0, correct = 0, seen = 0;
+      for (const idx of shuffledBatches(n, bs, rand)) {
+        const count = idx.length;
+        const { x, y } = gather(data.x, data.y, per, idx);
         opts.transformBatch?.(x, y, rand);
         step++;
         const lr = stepLr(opts.optimizer, step, opts.optimizer.lr * (opts.lrSchedule?.(epoch) ?? 1));
@@ -260,7 +254,8 @@ export async function train(model: Model, data: TrainData, opts: TrainOptions): 
         lossSum += l * count;
         const pred = argmaxRows(out.logits, model.numClasses);
         pred.forEach((p, i) => (correct += p === y[i] ? 1 : 0));
-        opts.onBatch?.(start + count, n, l);
+        seen += count;
+        opts.onBatch?.(seen, n, l);
       }
       const s = { epoch: epoch + 1, loss: lossSum / n, accuracy: correct / n, seconds: (performance.now() - t0) / 1000 };
       history.push(s);
