@@ -39,7 +39,7 @@ for (const name of names) {
       : flaggedTriggers(nc as Awaited<ReturnType<typeof detectBackdoor>>);
     if (file) nc.flagged = triggers.map((t) => t.label);
     const ev = await shiftEvidence(model, selection, triggers, { seed });
-    const line = ev.map((e, i) => `${e.label} (L1 ${triggers[i].l1Norm.toFixed(1)}): found ${pct(e.atFound)}, moved ${pct(e.translated)}, ratio ${e.ratio.toFixed(2)}${e.positionFree ? " POSITION-FREE" : ""}`);
+    const line = ev.map((e, i) => `${e.label} (L1 ${triggers[i].l1Norm.toFixed(1)}): found ${pct(e.atFound)}, moved ${pct(e.translated)}, ratio ${e.ratio.toFixed(2)}, rolls off itself ${pct(e.offShare)}${e.positionFree ? " POSITION-FREE" : ""}`);
     process.stdout.write(`${new Date().toISOString()} load ${os.loadavg()[0].toFixed(1)} ${name} seed ${seed} targets [${manifest.targets}] flagged [${nc.flagged}] ${nc.seconds.toFixed(0)} s: ${line.join("; ") || "—"}\n`);
     if (values.save) {
       const out = triggers.map((t) => ({ label: t.label, l1Norm: t.l1Norm, mask: Array.from(t.mask), pattern: Array.from(t.pattern) }));

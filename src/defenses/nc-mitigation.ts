@@ -534,7 +534,7 @@ export function stampShare(x: Float32Array, count: number, shape: readonly [numb
   for (const i of chosen) {
     const picked: PlacedTrigger = triggers[triggers.length === 1 ? 0 : Math.floor(rand() * triggers.length)];
     // A position-free label's trigger (shift-evidence.ts) goes anywhere its support fits.
-    let t: ReversedTrigger = picked.anywhere ? randomlyPlaced(picked, shape, rand) : picked;
+    let t: ReversedTrigger = picked.rolls ? randomlyPlaced(picked, shape, picked.rolls, rand) : picked;
     if (augment && (augment.jitter > 0 || augment.minStrength < 1)) {
       const shift = () => Math.floor(rand() * (2 * augment.jitter + 1)) - augment.jitter;
       t = shiftedTrigger(t, shape, shift(), shift(), augment.minStrength + (1 - augment.minStrength) * rand());
@@ -572,8 +572,8 @@ export async function heldOutScore(model: Model, held: Dataset, triggers: readon
     preds.push(await predictLabels(model, stampedSource(held, t), { batchSize }));
     targets.push(t.label);
     // A trigger stamped anywhere in training is also scored anywhere (fixed seeded positions per image).
-    if (t.anywhere) {
-      preds.push(await predictLabels(model, translatedSource(held, t, 9173 + k), { batchSize }));
+    if (t.rolls) {
+      preds.push(await predictLabels(model, translatedSource(held, t, 9173 + k, t.rolls), { batchSize }));
       targets.push(t.label);
     }
   }
@@ -607,13 +607,13 @@ export async function ncUnlearn(model: Model, data: NcData, triggers: PlacedTrig
   // Placement (shift-evidence.ts): triggers given already placed keep their range; the others as the option says,
   // "auto" by B's response to the moved trigger on the held-out part (the training part without one).
   const evidenceSet = heldDs ?? memoryDataset(`${clean.name} (train part)`, shape, trainSet.x, trainSet.y);
-  const placement = await resolvePlacement(opts.reference ?? model, evidenceSet, triggers.filter((t) => !t.anywhere), settings.placement, { seed: settings.seed, batchSize: opts.evalBatchSize });
-  const anywhere = [...new Set([...placement.labels, ...triggers.filter((t) => t.anywhere).map((t) => t.label)])].sort((a, b) => a - b);
+  const placement = await resolvePlacement(opts.reference ?? model, evidenceSet, triggers.filter((t) => !t.rolls), settings.placement, { seed: settings.seed, batchSize: opts.evalBatchSize });
+  const anywhere = [...new Set([...placement.labels, ...triggers.filter((t) => t.rolls).map((t) => t.label)])].sort((a, b) => a - b);
   // Higher is better: clean accuracy minus reversed-trigger success, both on held-out images.
   const score = (r: { accuracy: number; triggerSuccess: number }) => r.accuracy - r.triggerSuccess;
 
   const history: UnlearnEpoch[] = [];
-  let used: PlacedTrigger[] = placeAnywhere(triggers, anywhere);
+  let used: PlacedTrigger[] = placeAnywhere(triggers, anywhere, shape);
   let current = model;
   let best = { model, score: -Infinity, epoch: 0 };
   let epoch = 0;
@@ -622,7 +622,7 @@ export async function ncUnlearn(model: Model, data: NcData, triggers: PlacedTrig
       // Each later round starts from the best network so far, with the triggers re-reversed on it added.
       const labels = [...new Set(triggers.map((t) => t.label))];
       const fresh = await reinvertTriggers(best.model, memoryDataset(`${clean.name} (train part)`, shape, trainSet.x, trainSet.y), labels, opts.inputScale!, settings.seed + round);
-      used = [...used, ...placeAnywhere(fresh, anywhere)];
+      used = [...used, ...placeAnywhere(fresh, anywhere, shape)];
       current = best.model;
       if (heldDs) best = { ...best, score: score(await heldOutScore(current, heldDs, used, opts.evalBatchSize)) };
     } else if (heldDs) {

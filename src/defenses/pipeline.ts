@@ -207,7 +207,7 @@ async function autoRepair(
     `auto        ${scores.length} candidate(s) scored on ${selection.size} held-out clean images (clean acc / reversed-trigger / adversarial success):`,
     ...scores.map((s, i) => `  ${i === index ? "*" : " "} ${s.defense.padEnd(11)} ${p(s.cleanAccuracy).padStart(6)} / ${p(s.triggerSuccess).padStart(6)} / ${p(s.adversarialSuccess).padStart(6)}  (${s.seconds.toFixed(1)} s)${s.perLabel && s.perLabel.length > 1 ? `  per label ${s.perLabel.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}${s.reinverted ? `  re-inverted ${s.reinverted.map((q) => `${q.label}: L1 ${q.l1Norm.toFixed(1)} ${q.counts ? `<= ${q.bound.toFixed(1)}, ${p(q.success)}` : `> ${q.bound.toFixed(1)}, not counted`}`).join("; ")}` : ""}`),
     ...(skipped.length ? [`  not run: ${skipped.join(", ")}`] : []),
-    ...shift.map((e) => `  label ${e.label} on B: reversed trigger ${p(e.atFound)} where found, ${p(e.translated)} moved at random (ratio ${e.ratio.toFixed(2)}): ${e.positionFree ? "position-free, scored moved too" : "fixed position"}`),
+    ...shift.map((e) => `  label ${e.label} on B: reversed trigger ${p(e.atFound)} where found, ${p(e.translated)} moved at random (ratio ${e.ratio.toFixed(2)}; ${p(e.offShare)} of the rolls move it off itself): ${e.positionFree ? "position-free, scored moved too" : "fixed position"}`),
     `chose       ${reason}`,
     ...outcome.lines,
   ];

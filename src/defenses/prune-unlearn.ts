@@ -213,7 +213,7 @@ export async function pruneUnlearn(model: Model, data: NcData, triggers: Reverse
   const heldDs = memoryDataset(`${clean.name} (held out)`, shape, he.x, he.y);
   // Placement is decided once, on B (unpruned) and the held-out part (shift-evidence.ts).
   const placement = await resolvePlacement(model, s.holdout > 0 ? heldDs : clean, triggers, s.placement, { seed: s.seed, batchSize: opts.evalBatchSize });
-  let used: PlacedTrigger[] = placeAnywhere(triggers, placement.labels);
+  let used: PlacedTrigger[] = placeAnywhere(triggers, placement.labels, shape);
   let u = await unlearnPass(model, first.current, data, used, pruned, s, opts);
   const rounds: PruneUnlearnRound[] = [];
   if (s.rounds > 1) {
@@ -242,7 +242,7 @@ export async function pruneUnlearn(model: Model, data: NcData, triggers: Reverse
       const before = pruned.length;
       const tried = [...pruned];
       const p = await prunePass(prunedNeuronsModel(u.model, site, tried), data, site, still, tried, { acc0: first.acc0, acc }, s, opts);
-      const next = await unlearnPass(model, p.current, data, [...used, ...placeAnywhere(still, placement.labels)], tried, s, opts);
+      const next = await unlearnPass(model, p.current, data, [...used, ...placeAnywhere(still, placement.labels, shape)], tried, s, opts);
       const heldAcc = (await heldOutScore(next.model, heldDs, [], opts.evalBatchSize)).accuracy;
       entry.added = tried.length - before;
       entry.heldOutAccuracy = heldAcc;
@@ -253,7 +253,7 @@ export async function pruneUnlearn(model: Model, data: NcData, triggers: Reverse
       entry.outcome = "kept";
       pruned.splice(0, pruned.length, ...tried);
       perLabel.push(...p.perLabel);
-      used = [...used, ...placeAnywhere(still, placement.labels)];
+      used = [...used, ...placeAnywhere(still, placement.labels, shape)];
       acc = p.acc;
       u = next;
     }

@@ -10,7 +10,7 @@ import { mulberry32 } from "../util/random.js";
 import { H, SHAPE, synth, trainTinyBackdoor } from "../test/tiny-backdoor.js";
 import { checkUnlearnOptions, heldOutScore, ncUnlearn, stampShare, type ReversedTrigger } from "./nc-mitigation.js";
 import { checkPruneUnlearnOptions } from "./prune-unlearn.js";
-import { placeAnywhere, positionFreeLabels, resolvePlacement, rolledTrigger, shiftEvidence, translatedSource } from "./shift-evidence.js";
+import { offRolls, placeAnywhere, positionFreeLabels, resolvePlacement, rolledTrigger, shiftEvidence, translatedSource } from "./shift-evidence.js";
 
 /** The tiny task's checkerboard (rows 0–2, columns 13–16) as a perfect reversed trigger. */
 function checker(dy = 0, dx = 0): ReversedTrigger {
@@ -74,9 +74,13 @@ test("translated stamping: one seeded position per image, the same on every read
   }
   assert.ok(moved.size > 10, "positions vary from image to image");
   // Unlearning's stamping of a placed trigger moves it too; an unplaced one stays where it was found.
-  const placed = placeAnywhere([t], [0]);
-  assert.equal(placed[0]!.anywhere, true);
-  assert.equal(placeAnywhere([t], [3])[0]!.anywhere, undefined);
+  const placed = placeAnywhere([t], [0], SHAPE);
+  assert.ok(placed[0]!.rolls && placed[0]!.rolls.length > 600);
+  assert.equal(placeAnywhere([t], [3], SHAPE)[0]!.rolls, undefined);
+  // A mask spread over the whole image has no roll off itself: it is never moved, never position-free.
+  const whole: ReversedTrigger = { label: 0, mask: new Float32Array(H * H).fill(0.3), pattern: new Float32Array(H * H).fill(1) };
+  assert.equal(offRolls(whole.mask, H, H).length, 0);
+  assert.equal(placeAnywhere([whole], [0], SHAPE)[0]!.rolls, undefined);
   const firstPixel = (b: Float32Array, i: number) => b.subarray(i * H * H, (i + 1) * H * H).findIndex((v) => v !== 0);
   const batch = new Float32Array(20 * H * H);
   const chosen = stampShare(batch, 20, SHAPE, placed, 1, mulberry32(2));
@@ -94,6 +98,10 @@ test("evidence: a backdoor trained at random positions is position-free, a fixed
   assert.ok(evFixed[0]!.atFound > 0.8);
   assert.equal(evFixed[0]!.positionFree, false, `fixed backdoor moved ${evFixed[0]!.translated} against ${evFixed[0]!.atFound}`);
   assert.deepEqual(positionFreeLabels([...ev, ...evFixed]), [0]);
+  const whole: ReversedTrigger = { label: 0, mask: new Float32Array(H * H).fill(0.3), pattern: new Float32Array(H * H).fill(1) };
+  const evWhole = (await shiftEvidence(anywhere, clean, [whole]))[0]!;
+  assert.equal(evWhole.positionFree, false);
+  assert.equal(evWhole.offShare, 0);
   // Placement: found → none, anywhere → all, auto → by the evidence.
   assert.deepEqual((await resolvePlacement(fixed, clean, [checker()], "found")).labels, []);
   assert.deepEqual((await resolvePlacement(fixed, clean, [checker()], "anywhere")).labels, [0]);
@@ -113,7 +121,7 @@ test("unlearning a position-free label stamps it anywhere and scores it moved; t
   const after = (await shiftEvidence(r.model, clean, [t], { seed: 4 }))[0]!;
   assert.ok(after.translated < 0.2 && after.atFound < 0.2, `after: found ${after.atFound}, moved ${after.translated}`);
   // The held-out score of a placed trigger is the worse of found and moved.
-  const placed = placeAnywhere([t], [0]);
+  const placed = placeAnywhere([t], [0], SHAPE);
   const h = await heldOutScore(anywhere, clean, placed);
   assert.ok(Math.abs(h.triggerSuccess - Math.max(before.atFound, before.translated)) < 0.05);
 });

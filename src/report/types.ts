@@ -271,7 +271,7 @@ export interface ReportSelection {
   /** Candidates not run: time budget spent, nothing flagged, or not applicable to the model (with why). */
   skipped?: string[];
   /** Per flagged trigger, B's success on the selection split where found and moved at random (position-free labels are scored moved too). */
-  shiftEvidence?: { label: number; atFound: number; translated: number; ratio: number; positionFree: boolean }[];
+  shiftEvidence?: { label: number; atFound: number; translated: number; ratio: number; offShare: number; positionFree: boolean }[];
 }
 
 /** fine-prune's own section: what was pruned and how the network was fine-tuned afterwards. */
