@@ -424,7 +424,9 @@ export async function ncPrune(model: Model, data: NcData, triggers: ReversedTrig
 // worse (29–71%): the unlearning signal spreads over positions the backdoor does not use. So the default is
 // up to 10 epochs with the epoch kept by a held-out split of the clean data (accuracy minus reversed-trigger
 // success, never the poisoned test set), stopping after `patience` epochs without improvement; jitter and
-// strength stay available as options.
+// strength stay available as options. A trigger whose backdoor fires anywhere (random_pos) is another matter:
+// `placement` (default auto, shift-evidence.ts) rolls it to a random position per image when B still answers
+// it rolled off itself; measured on random_pos that took auto from 26.9–58.3% to 2.7–9.6% (docs/repairs.md).
 
 export interface UnlearnOptions {
   /**
