@@ -32,6 +32,12 @@
 // and the fresh trigger's on the selection split. A larger fresh trigger is a natural label-to-label one and
 // does not count. The re-inverted figures only raise scores, so re-inverting the tied candidates until no
 // tied one is left without it (`pendingReinversion`) gives the choice re-inverting every eligible one would.
+//
+// Position-free labels (shift-evidence.ts). Before the candidates are scored, B's response to each flagged
+// label's reversed trigger rolled off itself to a random position per image is measured on the selection split;
+// a label whose rolled trigger keeps at least a quarter of its success where found fires anywhere (random_pos),
+// and its figure for every candidate is the worse of the trigger where found and rolled: a repair that removed
+// the trigger at one position only is not scored clean. Masks spread over the whole image never qualify.
 import { memoryDataset, type Dataset } from "../io/dataset.js";
 import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
@@ -329,7 +335,7 @@ export function chooseCandidate(scores: readonly CandidateScore[], minTolerance 
 /** The report's `selection` section. */
 export function selectionSection(scores: readonly CandidateScore[], chosen: number, reason: string, selectionSize: number, tolerance: number, skipped: string[]): ReportSelection {
   return {
-    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of 0.01 and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within 0.01 of it: the earlier candidate)`,
+    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of 0.01 and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within 0.01 of it: the earlier candidate); a position-free label (shiftEvidence: its reversed trigger rolled to random positions keeps at least a quarter of its success on B) is scored by the worse of the trigger where found and rolled`,
     selectionSize,
     candidates: scores.map((s) => ({ defense: s.defense, cleanAccuracy: s.cleanAccuracy, ...(s.triggerSuccess === undefined ? {} : { triggerSuccess: s.triggerSuccess }), adversarialSuccess: s.adversarialSuccess, seconds: s.seconds, ...(s.reinverted ? { reinverted: s.reinverted, reinvertSeconds: s.reinvertSeconds } : {}), ...(s.moved ? { moved: s.moved } : {}) })),
     chosen: scores[chosen].defense,

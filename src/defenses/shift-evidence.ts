@@ -10,7 +10,7 @@
 // other), drawn uniformly from the rolls that move the trigger off itself: at most a tenth of the mask's mass
 // (`MAX_SELF_OVERLAP`) lands where the mask was. The reversed masks are often a few blobs scattered over the
 // image (random_pos seed 0: 7 support pixels spread over rows 1–26); moving them only as far as keeps every blob
-// inside the image leaves shifts of 1–2 pixels, a jitter test rather than a position test (measured first:
+// inside the image leaves shifts of 1–5 pixels, a jitter test rather than a position test (measured first:
 // low_rate_patch, a fixed patch, then kept 45% of its success, random_pos seed 1 48%). A mask spread over the
 // whole image (blend, wanet: L1 50–68) lands on itself under every roll: it has no position to leave, and is
 // never position-free. Without that condition, rolled blend and wanet triggers kept 44–87% of their success,
