@@ -199,6 +199,16 @@ const cases: Case[] = [
     names: () => ["--scale", '"cubic"'],
   },
   {
+    name: "unlearn --placement with an unknown placement",
+    args: () => ["unlearn", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--placement", "sideways"],
+    names: () => ["--placement", '"sideways"'],
+  },
+  {
+    name: "prune-unlearn --placement with an unknown placement",
+    args: () => ["prune-unlearn", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--placement", "everywhere"],
+    names: () => ["--placement", '"everywhere"'],
+  },
+  {
     name: "detect --restarts 0",
     args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--restarts", "0"],
     names: () => ["--restarts", /at least 1/],

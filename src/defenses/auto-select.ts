@@ -32,6 +32,12 @@
 // and the fresh trigger's on the selection split. A larger fresh trigger is a natural label-to-label one and
 // does not count. The re-inverted figures only raise scores, so re-inverting the tied candidates until no
 // tied one is left without it (`pendingReinversion`) gives the choice re-inverting every eligible one would.
+//
+// Position-free labels (shift-evidence.ts). Before the candidates are scored, B's response to each flagged
+// label's reversed trigger rolled off itself to a random position per image is measured on the selection split;
+// a label whose rolled trigger keeps at least a quarter of its success where found fires anywhere (random_pos),
+// and its figure for every candidate is the worse of the trigger where found and rolled: a repair that removed
+// the trigger at one position only is not scored clean. Masks spread over the whole image never qualify.
 import { memoryDataset, type Dataset } from "../io/dataset.js";
 import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
@@ -41,6 +47,8 @@ import { pickRows } from "./g-calibrate.js";
 import { perturbedDataset, universalPerturbation } from "./ibau.js";
 import { countCorrect, triggerHits } from "../eval/evaluate.js";
 import { ncEvalSets, stampedSource, type ReversedTrigger } from "./nc-mitigation.js";
+import { translatedSource } from "./shift-evidence.js";
+import type { BatchSource } from "../model/forward.js";
 import { evaluateModels } from "../eval/evaluate.js";
 import { triggerEvalLine } from "../report/text.js";
 import { defineDefense, repairArtifacts, repairOutcomeCore, type AnyDefense } from "./defense.js";
@@ -131,8 +139,10 @@ export interface CandidateScore {
   cleanAccuracy: number;
   /** Worst reversed-trigger success over the triggers (stamped selection images not of the target); undefined without triggers. */
   triggerSuccess?: number;
-  /** Per flagged label: its reversed trigger's success (the worst of its triggers). */
+  /** Per flagged label: its reversed trigger's success (the worst of its triggers; for a position-free label the worse of found and moved). */
   perLabel?: { label: number; success: number }[];
+  /** Per position-free label: its reversed trigger's success at a random position per image. */
+  moved?: { label: number; success: number }[];
   /** The flagged labels the candidate was run on (undefined: all of them, or it uses no trigger). */
   labels?: number[];
   /** Largest share of the selection images the network gets right (other classes) that one universal perturbation sends to one class. */
@@ -160,6 +170,8 @@ export function splitForSelection(data: Dataset, fraction: number, seed = 0): { 
 
 export interface ScoreOptions {
   triggers: readonly ReversedTrigger[];
+  /** Position-free labels (shift-evidence.ts): their triggers are scored at their found position and moved. */
+  anywhere?: readonly number[];
   /** Pixels are in [0, 255 / inputScale]. */
   inputScale: number;
   /** Universal perturbation budget: RMS per input value as a share of the input range (i-BAU's default 0.1). */
@@ -176,9 +188,19 @@ export async function scoreCandidate(defense: string, m: Model, selection: Datas
   const cleanAccuracy = countCorrect(pred, labels) / labels.length;
   let triggerSuccess: number | undefined;
   const byLabel = new Map<number, number>();
-  for (const t of o.triggers) {
-    const r = triggerHits(await predictLabels(m, stampedSource(selection, t), { batchSize: o.batchSize }), labels, t.label);
-    const v = r.n ? r.hits / r.n : 0;
+  const moved = new Map<number, number>();
+  for (const [k, t] of o.triggers.entries()) {
+    const rate = async (src: BatchSource) => {
+      const r = triggerHits(await predictLabels(m, src, { batchSize: o.batchSize }), labels, t.label);
+      return r.n ? r.hits / r.n : 0;
+    };
+    let v = await rate(stampedSource(selection, t));
+    // A position-free label (shift-evidence.ts) is also scored with its trigger at a random position per image.
+    if (o.anywhere?.includes(t.label)) {
+      const w = await rate(translatedSource(selection, t, (o.seed ?? 0) + 31 * k));
+      moved.set(t.label, Math.max(moved.get(t.label) ?? 0, w));
+      v = Math.max(v, w);
+    }
     triggerSuccess = Math.max(triggerSuccess ?? 0, v);
     byLabel.set(t.label, Math.max(byLabel.get(t.label) ?? 0, v));
   }
@@ -189,7 +211,7 @@ export async function scoreCandidate(defense: string, m: Model, selection: Datas
   const y = Int32Array.from(labels);
   const delta = await universalPerturbation(m, x, y, radius, o.steps ?? 20, o.batchSize ?? 64, mulberry32((o.seed ?? 0) + 1913));
   const adv = await predictLabels(m, perturbedDataset(memoryDataset(selection.name, selection.shape, x, y), delta), { batchSize: o.batchSize });
-  return { defense, cleanAccuracy, triggerSuccess, ...(perLabel ? { perLabel } : {}), adversarialSuccess: targetedShare(y, pred, adv, m.numClasses), seconds };
+  return { defense, cleanAccuracy, triggerSuccess, ...(perLabel ? { perLabel } : {}), ...(moved.size ? { moved: [...moved].map(([label, success]) => ({ label, success })) } : {}), adversarialSuccess: targetedShare(y, pred, adv, m.numClasses), seconds };
 }
 
 /**
@@ -313,9 +335,9 @@ export function chooseCandidate(scores: readonly CandidateScore[], minTolerance 
 /** The report's `selection` section. */
 export function selectionSection(scores: readonly CandidateScore[], chosen: number, reason: string, selectionSize: number, tolerance: number, skipped: string[]): ReportSelection {
   return {
-    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of 0.01 and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within 0.01 of it: the earlier candidate)`,
+    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of 0.01 and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within 0.01 of it: the earlier candidate); a position-free label (shiftEvidence: its reversed trigger rolled to random positions keeps at least a quarter of its success on B) is scored by the worse of the trigger where found and rolled`,
     selectionSize,
-    candidates: scores.map((s) => ({ defense: s.defense, cleanAccuracy: s.cleanAccuracy, ...(s.triggerSuccess === undefined ? {} : { triggerSuccess: s.triggerSuccess }), adversarialSuccess: s.adversarialSuccess, seconds: s.seconds, ...(s.reinverted ? { reinverted: s.reinverted, reinvertSeconds: s.reinvertSeconds } : {}) })),
+    candidates: scores.map((s) => ({ defense: s.defense, cleanAccuracy: s.cleanAccuracy, ...(s.triggerSuccess === undefined ? {} : { triggerSuccess: s.triggerSuccess }), adversarialSuccess: s.adversarialSuccess, seconds: s.seconds, ...(s.reinverted ? { reinverted: s.reinverted, reinvertSeconds: s.reinvertSeconds } : {}), ...(s.moved ? { moved: s.moved } : {}) })),
     chosen: scores[chosen].defense,
     reason,
     ...(skipped.length ? { skipped } : {}),

@@ -31,6 +31,7 @@ import { train, type EpochStats } from "../train/trainer.js";
 import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
 import { detectBackdoor, stampTrigger, type ReversedTrigger as NcTrigger } from "./neural-cleanse.js";
+import { randomlyPlaced, resolvePlacement, shiftedTrigger, placeAnywhere, translatedSource, PLACEMENTS, type PlacedTrigger, type ShiftEvidence } from "./shift-evidence.js";
 import { channelMask, PruneEngine, type CachedData, type PruneTarget } from "./pruning.js";
 
 /** A reverse-engineered trigger: target label, mask [H·W] in [0, 1], pattern [C·H·W] in the scaled input range. */
@@ -423,7 +424,9 @@ export async function ncPrune(model: Model, data: NcData, triggers: ReversedTrig
 // worse (29–71%): the unlearning signal spreads over positions the backdoor does not use. So the default is
 // up to 10 epochs with the epoch kept by a held-out split of the clean data (accuracy minus reversed-trigger
 // success, never the poisoned test set), stopping after `patience` epochs without improvement; jitter and
-// strength stay available as options.
+// strength stay available as options. A trigger whose backdoor fires anywhere (random_pos) is another matter:
+// `placement` (default auto, shift-evidence.ts) rolls it to a random position per image when B still answers
+// it rolled off itself; measured on random_pos that took auto from 26.9–58.3% to 2.7–9.6% (docs/repairs.md).
 
 export interface UnlearnOptions {
   /**
@@ -454,6 +457,10 @@ export interface UnlearnOptions {
   evalBatchSize?: number;
   /** Layer value → per-channel 0/1 mask held during training (channels pruned before unlearning stay pruned). */
   channelMasks?: Map<string, Float32Array>;
+  /** Where stamped triggers go (default "auto"; see shift-evidence.ts). */
+  placement?: "auto" | "found" | "anywhere";
+  /** The network whose response to a moved trigger decides placement "auto" (default: the one unlearned). */
+  reference?: Model;
   onBatch?: (done: number, total: number, loss: number) => void;
   onEpoch?: (s: EpochStats) => void;
 }
@@ -477,6 +484,10 @@ export interface UnlearnResult extends NcEvaluation {
   chosenEpoch: number;
   /** Triggers unlearned: the ones given plus those re-reversed in later rounds. */
   triggersUsed: number;
+  /** Flagged labels whose triggers were stamped at random positions (the `placement` option). */
+  anywhere: number[];
+  /** B's response to each moved trigger, when `placement` was "auto". */
+  shiftEvidence?: ShiftEvidence[];
   settings: UnlearnSettings;
 }
 
@@ -487,6 +498,7 @@ export const UNLEARN_OPTIONS = {
   patience: { kind: "integer", description: "epochs without a better held-out score before a round stops", default: 2, min: 1 },
   holdout: { kind: "number", description: "share of the clean data held out to choose the epoch (0: train on all, keep the last epoch)", default: 0.2, min: 0, max: 1, exclusiveMax: true },
   ratio: { kind: "number", description: "share of each batch stamped with a reversed trigger (true labels kept)", default: 0.2, min: 0, exclusiveMin: true, max: 1 },
+  placement: { kind: "choice", choices: PLACEMENTS, description: "where a stamped trigger goes: found (where Neural Cleanse found it), anywhere (a random position per image), or auto: anywhere for the labels whose reversed trigger still works on B when rolled to a random position (at least a quarter of its success where found), else found", default: "auto" },
   jitter: { kind: "integer", description: "largest random shift of a stamped trigger, in pixels", default: 0, min: 0 },
   minStrength: { kind: "number", description: "stamped mask scaled by a random factor in [min-strength, 1]", default: 1, min: 0, exclusiveMin: true, max: 1 },
   lr: { kind: "number", description: "Adam learning rate", default: 1e-3, min: 0, exclusiveMin: true },
@@ -500,23 +512,7 @@ export function checkUnlearnOptions(o: UnlearnOptions, shape?: readonly [number,
   return s;
 }
 
-/** The trigger moved by (dy, dx) pixels (uncovered pixels get mask 0) with its mask scaled by `strength`. */
-export function shiftedTrigger(t: ReversedTrigger, shape: readonly [number, number, number], dy: number, dx: number, strength = 1): ReversedTrigger {
-  const [c, h, w] = shape;
-  const mask = new Float32Array(h * w);
-  const pattern = new Float32Array(c * h * w);
-  for (let y = 0; y < h; y++) {
-    const sy = y - dy;
-    if (sy < 0 || sy >= h) continue;
-    for (let x = 0; x < w; x++) {
-      const sx = x - dx;
-      if (sx < 0 || sx >= w) continue;
-      mask[y * w + x] = t.mask[sy * w + sx] * strength;
-      for (let ch = 0; ch < c; ch++) pattern[(ch * h + y) * w + x] = t.pattern[(ch * h + sy) * w + sx];
-    }
-  }
-  return { label: t.label, mask, pattern };
-}
+export { shiftedTrigger } from "./shift-evidence.js";
 
 export interface StampAugment {
   /** Largest shift each way, in pixels. */
@@ -529,7 +525,7 @@ export interface StampAugment {
  * Picks round(ratio·count) images of the batch (seeded) and stamps each with one of the triggers, moved and
  * weakened at random when `augment` is given.
  */
-export function stampShare(x: Float32Array, count: number, shape: readonly [number, number, number], triggers: ReversedTrigger[], ratio: number, rand: () => number, augment?: StampAugment): number[] {
+export function stampShare(x: Float32Array, count: number, shape: readonly [number, number, number], triggers: readonly PlacedTrigger[], ratio: number, rand: () => number, augment?: StampAugment): number[] {
   const k = Math.round(ratio * count);
   const idx = Array.from({ length: count }, (_, i) => i);
   for (let i = 0; i < k; i++) {
@@ -538,7 +534,9 @@ export function stampShare(x: Float32Array, count: number, shape: readonly [numb
   }
   const chosen = idx.slice(0, k);
   for (const i of chosen) {
-    let t = triggers[triggers.length === 1 ? 0 : Math.floor(rand() * triggers.length)];
+    const picked: PlacedTrigger = triggers[triggers.length === 1 ? 0 : Math.floor(rand() * triggers.length)];
+    // A position-free label's trigger (shift-evidence.ts) goes anywhere its support fits.
+    let t: ReversedTrigger = picked.rolls ? randomlyPlaced(picked, shape, picked.rolls, rand) : picked;
     if (augment && (augment.jitter > 0 || augment.minStrength < 1)) {
       const shift = () => Math.floor(rand() * (2 * augment.jitter + 1)) - augment.jitter;
       t = shiftedTrigger(t, shape, shift(), shift(), augment.minStrength + (1 - augment.minStrength) * rand());
@@ -549,12 +547,21 @@ export function stampShare(x: Float32Array, count: number, shape: readonly [numb
 }
 
 /** Clean accuracy and worst reversed-trigger success of a model on an in-memory labelled set. */
-export async function heldOutScore(model: Model, held: Dataset, triggers: ReversedTrigger[], batchSize?: number): Promise<{ accuracy: number; triggerSuccess: number }> {
+export async function heldOutScore(model: Model, held: Dataset, triggers: readonly PlacedTrigger[], batchSize?: number): Promise<{ accuracy: number; triggerSuccess: number }> {
   const labels = held.labels!;
   const clean = await predictLabels(model, held, { batchSize });
   const preds: Int32Array[] = [];
-  for (const t of triggers) preds.push(await predictLabels(model, stampedSource(held, t), { batchSize }));
-  return { accuracy: countCorrect(clean, labels) / labels.length, triggerSuccess: worstTriggerSuccess(preds, labels, triggers.map((t) => t.label)) };
+  const targets: number[] = [];
+  for (const [k, t] of triggers.entries()) {
+    preds.push(await predictLabels(model, stampedSource(held, t), { batchSize }));
+    targets.push(t.label);
+    // A trigger stamped anywhere in training is also scored anywhere (fixed seeded positions per image).
+    if (t.rolls) {
+      preds.push(await predictLabels(model, translatedSource(held, t, 9173 + k, t.rolls), { batchSize }));
+      targets.push(t.label);
+    }
+  }
+  return { accuracy: countCorrect(clean, labels) / labels.length, triggerSuccess: worstTriggerSuccess(preds, labels, targets) };
 }
 
 /**
@@ -566,7 +573,7 @@ export async function reinvertTriggers(model: Model, data: Dataset, labels: numb
   return labels.map((l) => r.triggers.find((t) => t.label === l)).filter((t): t is NcTrigger => t !== undefined);
 }
 
-export async function ncUnlearn(model: Model, data: NcData, triggers: ReversedTrigger[], opts: UnlearnOptions = {}): Promise<UnlearnResult> {
+export async function ncUnlearn(model: Model, data: NcData, triggers: PlacedTrigger[], opts: UnlearnOptions = {}): Promise<UnlearnResult> {
   checkInputs(model, data, triggers);
   const { clean } = data;
   const shape = clean.shape;
@@ -576,11 +583,16 @@ export async function ncUnlearn(model: Model, data: NcData, triggers: ReversedTr
   const trainSet = split ? split.train : { x: clean.read(0, clean.size), y: Int32Array.from(clean.labels!) };
   const heldDs = split?.heldSet;
   const augment: StampAugment = { jitter: settings.jitter, minStrength: settings.minStrength };
+  // Placement (shift-evidence.ts): triggers given already placed keep their range; the others as the option says,
+  // "auto" by B's response to the moved trigger on the held-out part (the training part without one).
+  const evidenceSet = heldDs ?? memoryDataset(`${clean.name} (train part)`, shape, trainSet.x, trainSet.y);
+  const placement = await resolvePlacement(opts.reference ?? model, evidenceSet, triggers.filter((t) => !t.rolls), settings.placement, { seed: settings.seed, batchSize: opts.evalBatchSize });
+  const anywhere = [...new Set([...placement.labels, ...triggers.filter((t) => t.rolls).map((t) => t.label)])].sort((a, b) => a - b);
   // Higher is better: clean accuracy minus reversed-trigger success, both on held-out images.
   const score = (r: { accuracy: number; triggerSuccess: number }) => r.accuracy - r.triggerSuccess;
 
   const history: UnlearnEpoch[] = [];
-  let used = [...triggers];
+  let used: PlacedTrigger[] = placeAnywhere(triggers, anywhere, shape);
   let current = model;
   let best = { model, score: -Infinity, epoch: 0 };
   let epoch = 0;
@@ -589,7 +601,7 @@ export async function ncUnlearn(model: Model, data: NcData, triggers: ReversedTr
       // Each later round starts from the best network so far, with the triggers re-reversed on it added.
       const labels = [...new Set(triggers.map((t) => t.label))];
       const fresh = await reinvertTriggers(best.model, memoryDataset(`${clean.name} (train part)`, shape, trainSet.x, trainSet.y), labels, opts.inputScale!, settings.seed + round);
-      used = [...used, ...fresh];
+      used = [...used, ...placeAnywhere(fresh, anywhere, shape)];
       current = best.model;
       if (heldDs) best = { ...best, score: score(await heldOutScore(current, heldDs, used, opts.evalBatchSize)) };
     } else if (heldDs) {
@@ -629,5 +641,5 @@ export async function ncUnlearn(model: Model, data: NcData, triggers: ReversedTr
   }
   const repaired = { ...best.model, name: `${model.name}_unlearned` };
   const ev = await evaluateModels(model, repaired, ncEvalSets(data, triggers), opts.evalBatchSize);
-  return { ...ev, model: repaired, gGraph: gFromPair(model, repaired, `${model.name}_unlearn_G`), history, chosenEpoch: best.epoch, triggersUsed: used.length, settings };
+  return { ...ev, model: repaired, gGraph: gFromPair(model, repaired, `${model.name}_unlearn_G`), history, chosenEpoch: best.epoch, triggersUsed: used.length, anywhere, ...(placement.evidence ? { shiftEvidence: placement.evidence } : {}), settings };
 }

@@ -108,6 +108,7 @@ export const unlearnDefinition = defineDefense({
       patience: o.patience,
       holdout: o.holdout,
       ratio: o.ratio,
+      placement: o.placement,
       jitter: o.jitter,
       minStrength: o.minStrength,
       lr: o.lr,
@@ -133,7 +134,7 @@ export const unlearnDefinition = defineDefense({
         `unlearning  ${epochsRun(r)} of at most ${s.epochs * s.rounds} epoch(s) on ${clean.name}` +
           (s.holdout > 0 ? ` (${pct(1 - s.holdout)}; kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success)` : "") +
           (s.rounds > 1 ? `, ${s.rounds} rounds (${r.triggersUsed} triggers, later ones re-reversed on the unlearned network)` : "") +
-          `, ${pct(s.ratio)} of each batch stamped (true labels kept)${s.jitter ? `, moved ±${s.jitter} px` : ""}${s.minStrength < 1 ? `, strength ${s.minStrength}–1` : ""}, Adam lr ${s.lr}, batch ${s.batchSize}`,
+          `, ${pct(s.ratio)} of each batch stamped (true labels kept${r.anywhere.length ? `; label ${r.anywhere.join(", ")} at random positions` : ""})${s.jitter ? `, moved ±${s.jitter} px` : ""}${s.minStrength < 1 ? `, strength ${s.minStrength}–1` : ""}, Adam lr ${s.lr}, batch ${s.batchSize}`,
         `before      ${triggerEvalLine(r.before)} on ${(data.test ?? clean).name}`,
         `after       ${triggerEvalLine(r.after)}`,
         `G           ${gLine(r.g)}`,
@@ -189,7 +190,7 @@ export const pruneUnlearnDefinition = defineDefense({
         `model       ${model.name}`,
         `triggers    label ${src.flagged.join(", ")} (${src.source})`,
         `pruned      ${r.pruned.length} of ${r.site.units} channels of ${r.site.layer} (${labelsText}); clean accuracy ${pct(r.pruneAccuracy.before)} → ${pct(r.pruneAccuracy.after)} on ${clean.name}`,
-        `unlearning  ${epochsRun(r)} of at most ${settings.epochs} epoch(s) (${r.unlearningUsed === "feature" ? `feature matching, weight ${settings.featureWeight}` : "cross-entropy"}), kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success; pruned channels held at zero`,
+        `unlearning  ${epochsRun(r)} of at most ${settings.epochs} epoch(s) (${r.unlearningUsed === "feature" ? `feature matching, weight ${settings.featureWeight}` : "cross-entropy"}${r.anywhere.length ? `; label ${r.anywhere.join(", ")} stamped at random positions` : ""}), kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success; pruned channels held at zero`,
         ...roundLines,
         `before      ${triggerEvalLine(r.before)} on ${(data.test ?? clean).name}`,
         `after       ${triggerEvalLine(r.after)}`,

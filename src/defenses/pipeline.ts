@@ -8,6 +8,7 @@ import { lapTimer } from "../util/timing.js";
 import { OptionError, runDefense, type AnyDefense, type DefenseData, type DefenseOutcome, type ProgressEvent, type ProgressFn, type TriggerInput } from "./defense.js";
 import { autoPlan, chooseCandidate, NO_CHANGE, noChangeDefinition, pendingReinversion, scoreCandidate, selectionSection, splitForSelection, type CandidateScore } from "./auto-select.js";
 import { flagBound, reinvertEvidence } from "./reinvert-evidence.js";
+import { positionFreeLabels, shiftEvidence } from "./shift-evidence.js";
 import { calibrateOutcomeG, splitForCalibration, type Guarantee } from "./g-calibrate.js";
 import { neuralCleanseReport } from "./nc-report.js";
 import { detectBackdoor, flaggedTriggers, type NcProgress, type NeuralCleanseOptions, type NeuralCleanseResult } from "./neural-cleanse.js";
@@ -141,6 +142,10 @@ async function autoRepair(
 ): Promise<{ defense: AnyDefense; outcome: DefenseOutcome; timings: Record<string, number> }> {
   const plan = req.candidates?.map((n) => ({ name: n, defense: n, labels: undefined })) ?? autoPlan(triggers?.flagged ?? [], triggers?.neuralCleanse);
   const defenses = plan.map((c) => (c.defense === NO_CHANGE ? noChangeDefinition : findDefense(c.defense)) ?? fail(`auto: unknown candidate defense "${c.defense}"`));
+  // Translation evidence on B (shift-evidence.ts), on the selection split: the position-free labels are scored
+  // with their triggers moved too, so that a repair that removed a trigger at one position only is not clean.
+  const shift = triggers?.triggers.length ? await shiftEvidence(model, selection, triggers.triggers, { seed: numberOr(req.common?.seed, 0) }) : [];
+  const anywhere = positionFreeLabels(shift);
   const t0 = performance.now();
   const minTolerance = 0.01;
   const scores: CandidateScore[] = [];
@@ -175,7 +180,7 @@ async function autoRepair(
     }
     req.progress?.({ stage: "auto: scoring", done: outcomes.length, total: defenses.length, unit: "candidate", note: name });
     const q0 = performance.now();
-    const sc = await scoreCandidate(name, outcome.repaired, selection, { triggers: triggers?.triggers ?? [], inputScale: req.inputScale, seed: numberOr(req.common?.seed, 0) }, seconds);
+    const sc = await scoreCandidate(name, outcome.repaired, selection, { triggers: triggers?.triggers ?? [], anywhere, inputScale: req.inputScale, seed: numberOr(req.common?.seed, 0) }, seconds);
     scores.push(plan[k].labels ? { ...sc, labels: plan[k].labels } : sc);
     timings[`auto: ${name}`] = seconds;
     timings[`auto: score ${name}`] = (performance.now() - q0) / 1000;
@@ -195,13 +200,14 @@ async function autoRepair(
   }
   const { index, reason, tolerance } = chooseCandidate(scores, minTolerance, selection.size);
   const { defense, outcome } = outcomes[index];
-  const section = selectionSection(scores, index, reason, selection.size, tolerance, skipped);
+  const section = { ...selectionSection(scores, index, reason, selection.size, tolerance, skipped), ...(shift.length ? { shiftEvidence: shift } : {}) };
   outcome.sections.selection = section;
   const p = (v: number | undefined) => (v === undefined ? "—" : `${(100 * v).toFixed(1)}%`);
   outcome.lines = [
     `auto        ${scores.length} candidate(s) scored on ${selection.size} held-out clean images (clean acc / reversed-trigger / adversarial success):`,
     ...scores.map((s, i) => `  ${i === index ? "*" : " "} ${s.defense.padEnd(11)} ${p(s.cleanAccuracy).padStart(6)} / ${p(s.triggerSuccess).padStart(6)} / ${p(s.adversarialSuccess).padStart(6)}  (${s.seconds.toFixed(1)} s)${s.perLabel && s.perLabel.length > 1 ? `  per label ${s.perLabel.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}${s.reinverted ? `  re-inverted ${s.reinverted.map((q) => `${q.label}: L1 ${q.l1Norm.toFixed(1)} ${q.counts ? `<= ${q.bound.toFixed(1)}, ${p(q.success)}` : `> ${q.bound.toFixed(1)}, not counted`}`).join("; ")}` : ""}`),
     ...(skipped.length ? [`  not run: ${skipped.join(", ")}`] : []),
+    ...shift.map((e) => `  label ${e.label} on B: reversed trigger ${p(e.atFound)} where found, ${p(e.translated)} moved at random (ratio ${e.ratio.toFixed(2)}; ${p(e.offShare)} of the rolls move it off itself): ${e.positionFree ? "position-free, scored moved too" : "fixed position"}`),
     `chose       ${reason}`,
     ...outcome.lines,
   ];

@@ -44,6 +44,7 @@ import { heldOutScore, ncEvalSets, ncPrune, ncUnlearn, prunedNeuronsModel, prune
 import { channelMask } from "./pruning.js";
 import { splitClean } from "../train/split.js";
 import { featureUnlearn } from "./feature-unlearn.js";
+import { placeAnywhere, PLACEMENTS, resolvePlacement, type PlacedTrigger, type ShiftEvidence } from "./shift-evidence.js";
 
 const POOLS = new Set(["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"]);
 
@@ -78,6 +79,7 @@ export const PRUNE_UNLEARN_OPTIONS = {
   holdout: { kind: "number", description: "share of the clean data held out to choose the unlearning epoch", default: 0.2, min: 0, max: 1, exclusiveMax: true },
   ratio: { kind: "number", description: "share of each unlearning batch stamped with a reversed trigger (true labels kept)", default: 0.2, min: 0, exclusiveMin: true, max: 1 },
   lr: { kind: "number", description: "Adam learning rate of the unlearning", default: 1e-3, min: 0, exclusiveMin: true },
+  placement: { kind: "choice", choices: PLACEMENTS, description: "where unlearning stamps a trigger: found (where Neural Cleanse found it), anywhere (a random position per image), or auto: anywhere for the labels whose reversed trigger still works on B when rolled to a random position (at least a quarter of its success where found), else found", default: "auto" },
   unlearning: { kind: "choice", choices: ["auto", "ce", "feature"] as const, description: "the unlearning after pruning: cross-entropy on stamped images (ce, Neural Cleanse's), feature matching too (feature: feature-unlearn.ts), or auto: feature when channels were pruned, else ce", default: "auto" },
   featureWeight: { kind: "number", description: "with --unlearning feature: weight of the feature-matching term", default: 1, min: 0 },
   batchSize: { kind: "integer", description: "unlearning batch size", default: 32, min: 1, max: 65536 },
@@ -124,6 +126,10 @@ export interface PruneUnlearnResult extends NcEvaluation {
   rounds: PruneUnlearnRound[];
   /** Triggers unlearned: the ones given plus the fresh ones of kept rounds. */
   triggersUsed: number;
+  /** Flagged labels whose triggers unlearning stamped at random positions (the `placement` option). */
+  anywhere: number[];
+  /** B's response to each moved trigger, when `placement` was "auto". */
+  shiftEvidence?: ShiftEvidence[];
   settings: PruneUnlearnSettings;
 }
 
@@ -195,14 +201,19 @@ export async function pruneUnlearn(model: Model, data: NcData, triggers: Reverse
   const first = await prunePass(model, data, site, triggers, pruned, { acc0: NaN, acc: NaN }, s, opts);
   const perLabel = [...first.perLabel];
   const pruneAccuracy = { before: first.acc0, after: first.acc };
-  let used = [...triggers];
+  const clean = data.clean;
+  const shape = clean.shape;
+  const split = s.holdout > 0 ? splitClean(clean, s.holdout, s.seed, "prune-unlearn") : undefined;
+  // Placement is decided once, on B (unpruned) and the held-out part (shift-evidence.ts).
+  const placement = await resolvePlacement(model, split?.heldSet ?? clean, triggers, s.placement, { seed: s.seed, batchSize: opts.evalBatchSize });
+  let used: PlacedTrigger[] = placeAnywhere(triggers, placement.labels, shape);
   let u = await unlearnPass(model, first.current, data, used, pruned, s, opts);
   const rounds: PruneUnlearnRound[] = [];
-  if (s.rounds > 1) {
+  if (s.rounds > 1 && split) {
     // Later rounds: the flagged labels' triggers reversed afresh on the repaired network (training part only)
     // and scored on the held-out part; a label whose fresh trigger is within `bound`x its first trigger's norm
     // and still succeeds on more than `accept` is pruned for and unlearned again with it added.
-    const { trainSet: trainDs, heldSet: heldDs } = splitClean(data.clean, s.holdout, s.seed, "prune-unlearn");
+    const { trainSet: trainDs, heldSet: heldDs } = split;
     const firstNorm = new Map<number, number>();
     for (const t of triggers) firstNorm.set(t.label, Math.min(firstNorm.get(t.label) ?? Infinity, l1(t.mask)));
     const labels = [...firstNorm.keys()];
@@ -225,7 +236,7 @@ export async function pruneUnlearn(model: Model, data: NcData, triggers: Reverse
       const before = pruned.length;
       const tried = [...pruned];
       const p = await prunePass(prunedNeuronsModel(u.model, site, tried), data, site, still, tried, { acc0: first.acc0, acc }, s, opts);
-      const next = await unlearnPass(model, p.current, data, [...used, ...still], tried, s, opts);
+      const next = await unlearnPass(model, p.current, data, [...used, ...placeAnywhere(still, placement.labels, shape)], tried, s, opts);
       const heldAcc = (await heldOutScore(next.model, heldDs, [], opts.evalBatchSize)).accuracy;
       entry.added = tried.length - before;
       entry.heldOutAccuracy = heldAcc;
@@ -236,7 +247,7 @@ export async function pruneUnlearn(model: Model, data: NcData, triggers: Reverse
       entry.outcome = "kept";
       pruned.splice(0, pruned.length, ...tried);
       perLabel.push(...p.perLabel);
-      used = [...used, ...still];
+      used = [...used, ...placeAnywhere(still, placement.labels, shape)];
       acc = p.acc;
       u = next;
     }
@@ -256,12 +267,14 @@ export async function pruneUnlearn(model: Model, data: NcData, triggers: Reverse
     unlearningUsed: u.feature ? "feature" : "ce",
     rounds,
     triggersUsed: used.length,
+    anywhere: placement.labels,
+    ...(placement.evidence ? { shiftEvidence: placement.evidence } : {}),
     settings: s,
   };
 }
 
 /** Unlearning with the pruned channels held at zero, from `start`; feature matching against B when channels were pruned (--unlearning auto). */
-async function unlearnPass(model: Model, start: Model, data: NcData, triggers: ReversedTrigger[], pruned: readonly number[], s: PruneUnlearnSettings, opts: PruneUnlearnOptions) {
+async function unlearnPass(model: Model, start: Model, data: NcData, triggers: PlacedTrigger[], pruned: readonly number[], s: PruneUnlearnSettings, opts: PruneUnlearnOptions) {
   const site = pruneSite(model, opts.layer ?? lastConvLayer(model));
   // The pruned channels stay at zero while unlearning (masked in the step graph, so their weights get no gradient).
   const masks = new Map([[site.value, channelMask(site.units, pruned)]]);
@@ -269,6 +282,6 @@ async function unlearnPass(model: Model, start: Model, data: NcData, triggers: R
   const feature = s.unlearning === "auto" ? pruned.length > 0 : s.unlearning === "feature";
   const u = feature
     ? await featureUnlearn(start, data, triggers, { ...common, weight: s.featureWeight, reference: model }).then((r) => ({ model: r.model, history: r.history.map((h) => ({ ...h, round: h.epoch ? 1 : 0, accuracy: NaN, score: h.heldOutAccuracy - h.heldOutTriggerSuccess })), chosenEpoch: r.chosenEpoch }))
-    : await ncUnlearn(start, data, triggers, { ...common, onBatch: opts.onBatch, onEpoch: opts.onEpoch });
+    : await ncUnlearn(start, data, triggers, { ...common, placement: "found", onBatch: opts.onBatch, onEpoch: opts.onEpoch });
   return { model: u.model, history: u.history as UnlearnEpoch[], chosenEpoch: u.chosenEpoch, feature };
 }

@@ -51,7 +51,7 @@ const mitigation = z
     neurons: int.optional(),
     neuronsPruned: int.optional(),
     stop: z.string().optional(),
-    settings: z.record(num).optional(),
+    settings: z.record(z.union([num, z.string()])).optional(),
   })
   .passthrough();
 

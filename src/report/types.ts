@@ -197,7 +197,7 @@ export interface ReportMitigation {
   /** nc-prune: why pruning stopped ("threshold" reached, "max-drop" hit, or "all-pruned"). */
   stop?: string;
   /** Settings used, e.g. {"threshold": 0.05, "maxDrop": 0.1, "step": 0.01} or {"epochs": 1, "ratio": 0.2, "lr": 0.001}. */
-  settings?: Record<string, number>;
+  settings?: Record<string, number | string>;
 }
 
 /** A rate with its exact (Clopper–Pearson) 95% interval. */
@@ -263,11 +263,15 @@ export interface ReportSelection {
     /** Per counted label: the trigger reversed afresh on the candidate (L1 norm, B's flag threshold, its success on the selection split, whether it counts: norm within the threshold); only candidates tied for the lowest score. */
     reinverted?: { label: number; l1Norm: number; bound: number; success: number; counts: boolean }[];
     reinvertSeconds?: number;
+    /** Per position-free label: the reversed trigger's success at a random position per image (counted in triggerSuccess). */
+    moved?: { label: number; success: number }[];
   }[];
   chosen: string;
   reason: string;
   /** Candidates not run: time budget spent, nothing flagged, or not applicable to the model (with why). */
   skipped?: string[];
+  /** Per flagged trigger, B's success on the selection split where found and moved at random (position-free labels are scored moved too). */
+  shiftEvidence?: { label: number; atFound: number; translated: number; ratio: number; offShare: number; positionFree: boolean }[];
 }
 
 /** fine-prune's own section: what was pruned and how the network was fine-tuned afterwards. */
