@@ -213,6 +213,16 @@ const cases: Case[] = [
     args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--restarts", "0"],
     names: () => ["--restarts", /at least 1/],
   },
+  {
+    name: "detect --more-starts=-1",
+    args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--more-starts=-1"],
+    names: () => ["--more-starts", /at least 0/],
+  },
+  {
+    name: "detect --more-starts 1.5",
+    args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--more-starts", "1.5"],
+    names: () => ["--more-starts", "1.5"],
+  },
 ];
 
 /** Exit code 2, exactly one `badnet: error:` line on stderr naming every item of `names`; returns that line. */

@@ -24,7 +24,7 @@ export interface NcShard {
 
 /** Settings that change what a label's run measures or how it is judged: they must agree across shards. */
 const SAME_SETTINGS = [
-  "inputScale", "families", "restarts", "scale", "steps", "screenSteps", "batchSize", "screenBatchSize", "lr", "initLambda",
+  "inputScale", "families", "restarts", "moreStarts", "scale", "steps", "screenSteps", "batchSize", "screenBatchSize", "lr", "initLambda",
   "threshold", "patience", "earlyStopPatience", "holdout", "maxImages", "evalImages", "seed", "schedule", "eta", "fdr",
   "minHeldOutSuccess", "reference",
 ] as const;
