@@ -8,12 +8,16 @@
 // --null normal|t|mad and --family-fdr split|each choose the index's null and whether the FDR level is split over
 // the trigger families, --compact on|off whether the mask family's spread is combined with its norm (defaults:
 // DEFAULT_SCORE_RULE), --loop all|candidates|off the confirm-and-exclude loop; --restarts N overrides the starts per label of new scans.
+// --raw scans record every start of each label (norm, reached, held-out success), so --first-starts K rescores
+// them as the K-start scan (the first K starts are exactly those a K-start scan runs: nc-starts.ts), and
+// --starts-at-stake B+M as a scan of B starts with M more for the labels below the reference median.
 import { appendFileSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { DEFAULT_SCORE_RULE, detectBackdoor, scoreScan, TRIGGER_FAMILIES, type NcRawScore, type NeuralCleanseResult, type ScoreRule, type TriggerFamily } from "../defenses/neural-cleanse.js";
 import { LOOP_RULES, NULL_DISTRIBUTIONS, type LoopRule, type NullDistribution } from "../defenses/nc-evidence.js";
 import { maskSpread } from "../defenses/nc-compact.js";
+import { scoreWithFirstStarts, scoreWithStartsAtStake } from "../defenses/nc-starts.js";
 import { openDataset } from "../io/open-dataset.js";
 import { openImageFiles } from "../io/image-folder.js";
 import { loadModel } from "../io/load-model.js";
@@ -38,6 +42,8 @@ const { values } = benchArgs(import.meta.url, {
     restarts: { type: "string" },
     compact: { type: "string" },
     loop: { type: "string" },
+    "first-starts": { type: "string" },
+    "starts-at-stake": { type: "string" },
   },
 });
 
@@ -153,11 +159,23 @@ if (values.rescore) {
   const lp = values.loop ?? DEFAULT_SCORE_RULE.loop;
   if (!LOOP_RULES.includes(lp as LoopRule)) throw new Error(`--loop must be one of ${LOOP_RULES.join(", ")}, got ${lp}`);
   const rule: ScoreRule = { nullDistribution: nd as NullDistribution, splitFamilies: ff === "split", compactness: cp === "on", loop: lp as LoopRule };
+  const firstStarts = values["first-starts"] === undefined ? undefined : Number(values["first-starts"]);
+  if (firstStarts !== undefined && (!Number.isInteger(firstStarts) || firstStarts < 1)) throw new Error(`--first-starts must be a positive integer, got ${values["first-starts"]}`);
+  const stake = values["starts-at-stake"]?.match(/^(\d+)\+(\d+)$/);
+  if (values["starts-at-stake"] !== undefined && (!stake || Number(stake[1]) < 1)) throw new Error(`--starts-at-stake must be B+M (starts for every label, further starts below the median; B >= 1), got ${values["starts-at-stake"]}`);
+  if (stake && firstStarts !== undefined) throw new Error("--first-starts and --starts-at-stake cannot be combined");
+  for (const x of byKey.values()) {
+    for (const f of TRIGGER_FAMILIES) {
+      if (!x.raw[f]) continue;
+      if (firstStarts !== undefined) x.raw[f] = x.raw[f]!.map((l) => scoreWithFirstStarts(l, firstStarts));
+      if (stake) x.raw[f] = scoreWithStartsAtStake(x.raw[f]!, Number(stake[1]), Number(stake[2]));
+    }
+  }
   const csawNames = new Set(CSAW_NETS.map(([f]) => f.replace("_bd_weights.h5", "")));
   const all = [...byKey.values()];
   const scans = all.filter((x) => !csawNames.has(x.model));
   const models = [...new Set(scans.map((x) => x.model))].sort();
-  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans${naturalCheck ? ", with the natural-feature check" : ""}; index null ${rule.nullDistribution}${rule.splitFamilies ? ", FDR split over the families" : ", FDR level per family"}${rule.compactness ? ", mask spread combined with the norm" : ", norms only"}, loop ${rule.loop})`);
+  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans${firstStarts ? `, as ${firstStarts}-start scans` : ""}${stake ? `, as scans of ${stake[1]} starts and ${stake[2]} more below the reference median` : ""}${naturalCheck ? ", with the natural-feature check" : ""}; index null ${rule.nullDistribution}${rule.splitFamilies ? ", FDR split over the families" : ", FDR level per family"}${rule.compactness ? ", mask spread combined with the norm" : ", norms only"}, loop ${rule.loop})`);
   say();
   say("| model | targets | flagged per seed | every target flagged | wrong flags |");
   say("|---|---|---|---|---|");
@@ -215,7 +233,7 @@ if (!values["skip-zoo"]) {
       let allTargets = 0, wrong = 0, seconds = 0;
       for (let seed = firstSeed; seed < seeds; seed++) {
         const valid = await openDataset(join(zoo, d, m.files.valid), { inputScale: m.inputScale });
-        const r = await detectBackdoor(model, valid, { inputScale: m.inputScale, seed, sourceCurves: true, keepTriggers: values.raw !== undefined, restarts });
+        const r = await detectBackdoor(model, valid, { inputScale: m.inputScale, seed, sourceCurves: true, keepTriggers: values.raw !== undefined, recordStarts: values.raw !== undefined, restarts });
         valid.close();
         if (values.raw) appendFileSync(values.raw, JSON.stringify(rawOf(d, seed, m.targets, r)) + "\n");
         flagsPerSeed.push(r.flagged);
@@ -248,7 +266,7 @@ if (!values["skip-csaw"]) {
     const model = await loadDeepId(`csaw2020/models/${file}`);
     const data = await openImageFiles(faces, { inputScale: scale });
     log(`${file}: scanning`);
-    const r = await detectBackdoor(model, data, { inputScale: scale, sourceCurves: true, restarts });
+    const r = await detectBackdoor(model, data, { inputScale: scale, sourceCurves: true, recordStarts: values.raw !== undefined, restarts });
     // The CSAW scans too, for --rescore (their targets: see CSAW_TARGETS), without their triggers (3-channel
     // patterns of some 40 full-phase labels per family: megabytes per network).
     if (values.raw) appendFileSync(values.raw, JSON.stringify(rawOf(file.replace("_bd_weights.h5", ""), 0, CSAW_TARGETS[file] ?? [], r)) + "\n");
