@@ -89,7 +89,7 @@ export const detectCommand: Command = {
   usage:
     "--model M [--arch deepid] [--input-scale S] --clean D [--labels 0,5,7|0-9] [--out DIR [--report]] [--steps N] [--screen-steps N]\n" +
     "       [--batch-size B] [--screen-batch-size B] [--labels-per-run L] [--shortlist K] [--restarts R] [--families mask,blend]\n" +
-    "       [--scale log|linear] [--schedule bound|halving|two-phase] [--fdr Q] [--seed S] [--json] [--quiet]\n" +
+    "       [--more-starts M] [--scale log|linear] [--schedule bound|halving|two-phase] [--fdr Q] [--seed S] [--json] [--quiet]\n" +
     "  badnet detect --merge DIR1 DIR2 ... [--out DIR [--report]]: the statistics over the labels of shards\n" +
     "  scanned with --labels A-B --out DIRi (same model, data and settings).\n" +
     "  Two trigger families are scanned: \"mask\" (the paper's per-pixel mask) and \"blend\" (one blend weight α for the\n" +
@@ -101,7 +101,9 @@ export const detectCommand: Command = {
     "  of 4x the steps and 2x the images keep at most a tenth of the labels (at least --shortlist, default max(10, 1%\n" +
     "  of the labels)); a label stops at once when its norm, even falling twice as far as any reference label's\n" +
     "  did, stays above the flag threshold. The last candidates get the full budget, and a second start when below\n" +
-    "  the flag threshold. --schedule halving: --screen-steps (10) on --screen-batch-size (4) images, a quarter\n" +
+    "  the flag threshold. Without screening (as many labels as the shortlist), the labels below the reference\n" +
+    "  labels' median norm after --restarts starts get --more-starts further starts (default as many again).\n" +
+    "  --schedule halving: --screen-steps (10) on --screen-batch-size (4) images, a quarter\n" +
     "  going on per rung. A flag needs a small-side anomaly index > 2, a false-discovery rate <= --fdr (0.05) over\n" +
     "  all labels, split over the trigger families (0.025 each with both: a label is flagged when either flags it)\n" +
     "  and, with >= 5 held-out images, a trigger that works on half of them. --natural-check adds the\n" +
@@ -179,7 +181,7 @@ export const detectCommand: Command = {
     const lines = [
       `model      ${model.name} (${basename(modelPath)})`,
       `images     ${result.images.optimize} to optimize on, ${result.images.heldOut} held out for attack success`,
-      `budget     ${result.settings.steps} steps x ${Math.min(result.settings.batchSize, result.images.optimize)} images x ${result.settings.restarts} starts per label${result.settings.batchSize > result.images.optimize ? ` (batch ${result.settings.batchSize} capped at the ${result.images.optimize} images)` : ""}: ${result.settings.budget?.reason ?? "given"}`,
+      `budget     ${result.settings.steps} steps x ${Math.min(result.settings.batchSize, result.images.optimize)} images x ${result.settings.restarts} starts per label${!screened && result.settings.moreStarts > 0 ? ` (+${result.settings.moreStarts} below the reference median)` : ""}${result.settings.batchSize > result.images.optimize ? ` (batch ${result.settings.batchSize} capped at the ${result.images.optimize} images)` : ""}: ${result.settings.budget?.reason ?? "given"}`,
       `labels     ${result.labels.length} scanned` +
         (screened ? ` (${result.labels.length - screened} with the full budget, ${screened} screened only)` : ""),
       ...Object.entries(result.families).map(
