@@ -7,7 +7,8 @@
 // --natural rescores with the natural-feature check and its second stage (off by default, see nc-evidence.ts);
 // --null normal|t|mad and --family-fdr split|each choose the index's null and whether the FDR level is split over
 // the trigger families, --compact on|off whether the mask family's spread is combined with its norm (defaults:
-// DEFAULT_SCORE_RULE), --loop all|candidates|off the confirm-and-exclude loop; --restarts N overrides the starts per label of new scans.
+// DEFAULT_SCORE_RULE), --loop all|candidates|off the confirm-and-exclude loop; --restarts N overrides the starts per label of new scans,
+// --more-starts M the further starts below the reference median (default: as many as --restarts).
 // --raw scans record every start of each label (norm, reached, held-out success), so --first-starts K rescores
 // them as the K-start scan (the first K starts are exactly those a K-start scan runs: nc-starts.ts), and
 // --starts-at-stake B+M as a scan of B starts with M more for the labels below the reference median.
@@ -40,6 +41,7 @@ const { values } = benchArgs(import.meta.url, {
     null: { type: "string" },
     "family-fdr": { type: "string" },
     restarts: { type: "string" },
+    "more-starts": { type: "string" },
     compact: { type: "string" },
     loop: { type: "string" },
     "first-starts": { type: "string" },
@@ -112,6 +114,8 @@ const only = values.only?.split(",").map((s) => s.trim());
 // --restarts: random starts per label in the full phase (default: the model's budget, nc-budget.ts).
 const restarts = values.restarts === undefined ? undefined : Number(values.restarts);
 if (restarts !== undefined && (!Number.isInteger(restarts) || restarts < 1)) throw new Error(`--restarts must be a positive integer, got ${values.restarts}`);
+const moreStarts = values["more-starts"] === undefined ? undefined : Number(values["more-starts"]);
+if (moreStarts !== undefined && (!Number.isInteger(moreStarts) || moreStarts < 0)) throw new Error(`--more-starts must be an integer >= 0, got ${values["more-starts"]}`);
 const lines: string[] = [];
 const say = (s = "") => {
   process.stdout.write(s + "\n");
@@ -233,7 +237,7 @@ if (!values["skip-zoo"]) {
       let allTargets = 0, wrong = 0, seconds = 0;
       for (let seed = firstSeed; seed < seeds; seed++) {
         const valid = await openDataset(join(zoo, d, m.files.valid), { inputScale: m.inputScale });
-        const r = await detectBackdoor(model, valid, { inputScale: m.inputScale, seed, sourceCurves: true, keepTriggers: values.raw !== undefined, recordStarts: values.raw !== undefined, restarts });
+        const r = await detectBackdoor(model, valid, { inputScale: m.inputScale, seed, sourceCurves: true, keepTriggers: values.raw !== undefined, recordStarts: values.raw !== undefined, restarts, moreStarts });
         valid.close();
         if (values.raw) appendFileSync(values.raw, JSON.stringify(rawOf(d, seed, m.targets, r)) + "\n");
         flagsPerSeed.push(r.flagged);
@@ -266,7 +270,7 @@ if (!values["skip-csaw"]) {
     const model = await loadDeepId(`csaw2020/models/${file}`);
     const data = await openImageFiles(faces, { inputScale: scale });
     log(`${file}: scanning`);
-    const r = await detectBackdoor(model, data, { inputScale: scale, sourceCurves: true, recordStarts: values.raw !== undefined, restarts });
+    const r = await detectBackdoor(model, data, { inputScale: scale, sourceCurves: true, recordStarts: values.raw !== undefined, restarts, moreStarts });
     // The CSAW scans too, for --rescore (their targets: see CSAW_TARGETS), without their triggers (3-channel
     // patterns of some 40 full-phase labels per family: megabytes per network).
     if (values.raw) appendFileSync(values.raw, JSON.stringify(rawOf(file.replace("_bd_weights.h5", ""), 0, CSAW_TARGETS[file] ?? [], r)) + "\n");
