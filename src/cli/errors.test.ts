@@ -219,6 +219,11 @@ const cases: Case[] = [
     names: () => ["--more-starts", /at least 0/],
   },
   {
+    name: "repair --more-starts with --skip-detect",
+    args: () => ["repair", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--defense", "strip", "--skip-detect", "--more-starts", "1", "--out", "/tmp/badnet-never-written"],
+    names: () => ["--more-starts", "--skip-detect"],
+  },
+  {
     name: "detect --more-starts 1.5",
     args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--more-starts", "1.5"],
     names: () => ["--more-starts", "1.5"],

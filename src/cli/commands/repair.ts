@@ -15,7 +15,7 @@ export const repairCommand: Command = {
   summary: `detect with Neural Cleanse, then repair (auto: candidate repairs scored on a held-out clean split, the best kept; or ${DEFENSES.map((d) => d.name).join(", ")}); writes everything to --out`,
   usage:
     `--model M [--arch deepid] [--input-scale S] --clean VALID [--test TEST] [--poisoned P] [--defense auto|${DEFENSES.map((d) => d.name).join("|")}] ` +
-    "[--auto-budget SECONDS] [--labels 0-9] [--skip-detect] [--seed 0] [--batch-size B] [--fpr 0.01|off] [--fpr-confidence 0.9] --out DIR [--report] [--force] [--json] [--quiet]",
+    "[--auto-budget SECONDS] [--labels 0-9] [--more-starts M] [--skip-detect] [--seed 0] [--batch-size B] [--fpr 0.01|off] [--fpr-confidence 0.9] --out DIR [--report] [--force] [--json] [--quiet]",
   options: {
     ...MODEL_OPTIONS,
     "batch-size": { type: "string", description: "the defense's batch size (its own default when absent; Neural Cleanse keeps its own)" },
@@ -23,6 +23,7 @@ export const repairCommand: Command = {
     defense: { type: "string", description: `the repair: auto (when a label is flagged: prune-unlearn, sau, unlearn, ft-sam, ibau, fine-prune and B unchanged, scored on a held-out part of --clean, the best kept; see result.json selection) or ${DEFENSES.map((d) => d.name).join(", ")}`, defaultText: "auto" },
     "auto-budget": { type: "string", description: "with --defense auto: seconds after which no further candidate repair starts (the first always runs)", defaultText: "no limit" },
     labels: { type: "string", description: "labels Neural Cleanse scans (e.g. 0,5,7 or 0-9)", defaultText: "all" },
+    "more-starts": { type: "string", description: "Neural Cleanse's further starts for labels below the reference median (see detect; 0: off)", defaultText: "as many as its starts per label when 2 or more" },
     "skip-detect": { type: "boolean", description: "no Neural Cleanse detection (defenses that need its triggers refuse)" },
     seed: { type: "string", description: "seed of Neural Cleanse and of the defense", defaultText: "0" },
     fpr: {
@@ -45,6 +46,8 @@ export const repairCommand: Command = {
     const scale = await inputScale(ctx, "clean");
     const seed = str(ctx, "seed") === undefined ? undefined : num(ctx, "seed", 0, { integer: true, min: 0 });
     const batchSize = str(ctx, "batch-size");
+    const moreStarts = str(ctx, "more-starts") === undefined ? undefined : num(ctx, "more-starts", 0, { min: 0, integer: true });
+    if (moreStarts !== undefined && detect === false) fail("--more-starts is a Neural Cleanse setting: it cannot go with --skip-detect");
     const budgetSeconds = str(ctx, "auto-budget") === undefined ? undefined : num(ctx, "auto-budget", 0, { min: 0 });
     if (budgetSeconds !== undefined && defense !== "auto") fail("--auto-budget only applies to --defense auto");
     const fprText = str(ctx, "fpr") ?? "0.01";
@@ -66,7 +69,7 @@ export const repairCommand: Command = {
     try {
       r = await repair(model, { clean, test, poisoned }, {
         defense,
-        detect: detect && { labels, seed },
+        detect: detect && { labels, seed, moreStarts },
         common: { seed, batchSize },
         inputScale: scale,
         progress: bars.progress,
