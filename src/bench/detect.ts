@@ -10,7 +10,7 @@
 // DEFAULT_SCORE_RULE), --loop all|candidates|off the confirm-and-exclude loop; --restarts N overrides the starts per label of new scans,
 // --more-starts M the further starts below the reference median (default: as many as --restarts).
 // --raw scans record every start of each label (norm, reached, held-out success), so --first-starts K rescores
-// them as the K-start scan (the first K starts are exactly those a K-start scan runs: nc-starts.ts), and
+// them as the K-start scan (the first K starts are those a K-start scan runs, up to float rounding: nc-starts.ts), and
 // --starts-at-stake B+M as a scan of B starts with M more for the labels below the reference median.
 import { appendFileSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";

@@ -26,8 +26,10 @@
 // stake: on a scan without screening (every label in the shortlist: 10-class models), the labels whose best
 // norm after those starts is below the reference labels' median get `moreStarts` more (default as many again).
 // On the Fashion-MNIST zoo (55 scans, README) this found the low-rate patch's target in 4 of 5 seeds instead of
-// 2, and no natural label was flagged any more (3 before), where 4 or 6 starts for every label found more
-// targets but also flagged a clean model: shrinking every natural label's norm shrinks the MAD as well.
+// 2, and no natural label was flagged any more (3 before), where 3 to 6 starts for every label found more
+// targets but also flagged a clean model: shrinking every natural label's norm shrinks the MAD as well. On a
+// zoo built with another seed it removed a clean model's flag but lost WaNet's target in 2 seeds: the natural
+// labels below the median shrink too, and the wider lower half raises the MAD (README, 2026-12-04).
 import { fail } from "../errors.js";
 import { backward } from "../graph/autodiff.js";
 import { attr, Graph, tensor,type TensorData } from "../graph/ir.js";
@@ -189,7 +191,7 @@ export interface NcFamilyScore {
   /**
    * Every full-phase start of the label in start order (with `recordStarts`): its norm, whether it reached the
    * threshold and its trigger's held-out attack success, so that a saved scan can be rescored as if it had
-   * run fewer starts (a start depends only on the seed, family, label and its number: runSeed).
+   * run fewer starts (a start is seeded by the seed, family, label and its number, runSeed; see nc-starts.ts on float rounding).
    */
   starts?: NcStartScore[];
   /**
