@@ -11,7 +11,8 @@
 // --more-starts M the further starts below the reference median (default: as many as --restarts).
 // --raw scans record every start of each label (norm, reached, held-out success), so --first-starts K rescores
 // them as the K-start scan (the first K starts are those a K-start scan runs, up to float rounding: nc-starts.ts), and
-// --starts-at-stake B+M as a scan of B starts with M more for the labels below the reference median.
+// --starts-at-stake B+M as a scan of B starts with M more for the labels below the reference median (--stake-null
+// base: the median and MAD from every label's norm after B starts, an experiment; all, the default: as detect does).
 import { appendFileSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
@@ -46,6 +47,7 @@ const { values } = benchArgs(import.meta.url, {
     loop: { type: "string" },
     "first-starts": { type: "string" },
     "starts-at-stake": { type: "string" },
+    "stake-null": { type: "string" },
   },
 });
 
@@ -168,11 +170,14 @@ if (values.rescore) {
   const stake = values["starts-at-stake"]?.match(/^(\d+)\+(\d+)$/);
   if (values["starts-at-stake"] !== undefined && (!stake || Number(stake[1]) < 1)) throw new Error(`--starts-at-stake must be B+M (starts for every label, further starts below the median; B >= 1), got ${values["starts-at-stake"]}`);
   if (stake && firstStarts !== undefined) throw new Error("--first-starts and --starts-at-stake cannot be combined");
+  const stakeNull = values["stake-null"] ?? "all";
+  if (stakeNull !== "all" && stakeNull !== "base") throw new Error(`--stake-null must be all or base, got ${stakeNull}`);
+  if (stakeNull === "base" && !stake) throw new Error("--stake-null base needs --starts-at-stake");
   for (const x of byKey.values()) {
     for (const f of TRIGGER_FAMILIES) {
       if (!x.raw[f]) continue;
       if (firstStarts !== undefined) x.raw[f] = x.raw[f]!.map((l) => scoreWithFirstStarts(l, firstStarts));
-      if (stake) x.raw[f] = scoreWithStartsAtStake(x.raw[f]!, Number(stake[1]), Number(stake[2]));
+      if (stake) x.raw[f] = scoreWithStartsAtStake(x.raw[f]!, Number(stake[1]), Number(stake[2]), { nullFromBase: stakeNull === "base" });
     }
   }
   const csawNames = new Set(CSAW_NETS.map(([f]) => f.replace("_bd_weights.h5", "")));

@@ -78,6 +78,21 @@ test("the median and MAD come from the reference labels", () => {
   assert.ok(ev.perLabel[0].index > all.perLabel[0].index);
 });
 
+test("nullNorm: the median and MAD read each label's nullNorm, its own index its norm", () => {
+  const norms = [60, 64, 70, 76, 80, 90, 95, 100, 105, 110];
+  const plain = familyEvidence(measures(norms), { scale: "log" });
+  // Labels 3 and 4 searched harder: smaller norms, but the statistics keep their first norms.
+  const harder = norms.map((n, i) => (i === 3 || i === 4 ? n / 2 : n));
+  const ev = familyEvidence(measures(harder).map((m, i) => (i === 3 || i === 4 ? { ...m, nullNorm: norms[i] } : m)), { scale: "log" });
+  assert.equal(ev.median, plain.median);
+  assert.equal(ev.mad, plain.mad);
+  const expected = (plain.median - Math.log(38)) / (1.4826 * plain.mad);
+  assert.ok(Math.abs(ev.perLabel[3].index - expected) < 1e-9, `index ${ev.perLabel[3].index} against ${expected}`);
+  // Without nullNorm the smaller norms move the statistics too.
+  const moved = familyEvidence(measures(harder), { scale: "log" });
+  assert.ok(moved.median < plain.median, `median ${moved.median} against ${plain.median}`);
+});
+
 test("loop 'all': a second target is found once the first is confirmed and leaves the statistics", () => {
   // Ten labels, two targets: with the very small one in the statistics the other is not flagged; once the
   // first is confirmed and excluded, it is (a third round then finds nothing new).

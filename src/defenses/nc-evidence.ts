@@ -48,6 +48,11 @@ export interface LabelMeasure {
   restartNorms?: number[];
   /** Whether the label is one of the reference labels the median and MAD come from (default true). */
   reference?: boolean;
+  /**
+   * The norm the label contributes to the reference median and MAD, when it differs from `norm` (default
+   * `norm`): its norm after the first starts, when further starts searched it harder than the others.
+   */
+  nullNorm?: number;
   /** The natural-feature check's per-source curves (nc-sources.ts), when measured. */
   sources?: SourceCurve[];
   /** The mask's spread (radius of gyration, nc-compact.ts): mask family only. */
@@ -244,10 +249,10 @@ export function bhQValues(p: readonly number[]): number[] {
 const onScale = (norm: number, scale: NormScale): number => (scale === "log" ? Math.log(Math.max(norm, Number.MIN_VALUE)) : norm);
 
 /** Signed robust z of every value against the reference values not in `excluded` (positive = smaller than their median). */
-function signedIndex(v: readonly number[], ref: readonly boolean[], excluded: ReadonlySet<number>): { z: number[]; median: number; mad: number; n: number } {
-  let rest = v.filter((_, i) => ref[i] && !excluded.has(i));
+function signedIndex(v: readonly number[], ref: readonly boolean[], excluded: ReadonlySet<number>, vNull: readonly number[] = v): { z: number[]; median: number; mad: number; n: number } {
+  let rest = vNull.filter((_, i) => ref[i] && !excluded.has(i));
   // Too few reference labels left for a spread: every label not excluded stands in.
-  if (rest.length < 3) rest = v.filter((_, i) => !excluded.has(i));
+  if (rest.length < 3) rest = vNull.filter((_, i) => !excluded.has(i));
   const med = median(rest);
   const m = median(rest.map((x) => Math.abs(x - med)));
   const s = MAD_CONSISTENCY * m;
@@ -270,6 +275,7 @@ export function familyEvidence(measures: readonly LabelMeasure[], opts: Evidence
   const fdr = (opts.fdr ?? FDR_LEVEL) / Math.max(1, opts.families ?? 1);
   const minSuccess = opts.minHeldOutSuccess ?? MIN_HELD_OUT_SUCCESS;
   const v = measures.map((m) => onScale(m.norm, opts.scale));
+  const vNull = measures.map((m) => onScale(m.nullNorm ?? m.norm, opts.scale));
   const ref = measures.map((m) => m.reference ?? true);
   const useHeld = (opts.heldOutImages ?? MIN_HELD_OUT_IMAGES) >= MIN_HELD_OUT_IMAGES;
   const reach = measures.map((m) => (m.sources ? naturalReach(m.sources, undefined, opts.naturalScale) : null));
@@ -286,7 +292,7 @@ export function familyEvidence(measures: readonly LabelMeasure[], opts: Evidence
   let rounds = 0;
   for (;;) {
     rounds++;
-    const st = signedIndex(v, ref, confirmed);
+    const st = signedIndex(v, ref, confirmed, vNull);
     const sp = vs ? signedIndex(vs, ref, confirmed).z : null;
     const zt = sp ? st.z.map((z, i) => stouffer(z, sp[i])) : st.z;
     firstZ ??= zt;

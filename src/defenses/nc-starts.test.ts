@@ -82,4 +82,8 @@ test("starts at stake: labels below the reference median get the further starts"
   const r = scoreWithStartsAtStake([lab(10, 2), lab(20, 3), lab(30, 4), lab(5, 1, false)], 1, 2);
   assert.deepEqual(r.map((s) => s.l1Norm), [2, 20, 30, 1]);
   assert.deepEqual(scoreWithStartsAtStake([lab(10, 2), lab(20, 3)], 1, 0).map((s) => s.l1Norm), [10, 20]);
+  assert.deepEqual(r.map((s) => s.nullNorm), [undefined, undefined, undefined, undefined]);
+  // nullFromBase: a label the further starts improved keeps its first norm for the statistics.
+  const kept = scoreWithStartsAtStake([lab(10, 2), lab(20, 3), lab(30, 4), lab(5, 1, false)], 1, 2, { nullFromBase: true });
+  assert.deepEqual(kept.map((s) => [s.statNorm, s.nullNorm]), [[2, 10], [20, undefined], [30, undefined], [1, 5]]);
 });

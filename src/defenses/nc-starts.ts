@@ -41,11 +41,17 @@ export function scoreWithFirstStarts(s: NcRawScore, k: number): NcRawScore {
 /**
  * A family's raw scores as a scan with `base` starts per label and `more` further starts for the labels below
  * the reference labels' median after those would have given them (the rule of detectBackdoor's moreStarts).
+ * With `nullFromBase` the median and MAD are computed from the norms after `base` starts (an experiment).
  */
-export function scoreWithStartsAtStake(scores: readonly NcRawScore[], base: number, more: number): NcRawScore[] {
+export function scoreWithStartsAtStake(scores: readonly NcRawScore[], base: number, more: number, opts: { nullFromBase?: boolean } = {}): NcRawScore[] {
   const first = scores.map((s) => scoreWithFirstStarts(s, base));
   const refs = first.filter((s) => s.reference).map((s) => s.l1Norm);
   if (more === 0 || refs.length === 0) return first;
   const cut = median(refs);
-  return scores.map((s, i) => (first[i].l1Norm < cut && s.starts?.length ? scoreWithFirstStarts(s, base + more) : first[i]));
+  return scores.map((s, i) => {
+    if (!(first[i].l1Norm < cut && s.starts?.length)) return first[i];
+    const further = scoreWithFirstStarts(s, base + more);
+    // nullFromBase: the reference statistics keep every label's norm after the same `base` starts.
+    return opts.nullFromBase && further.statNorm !== first[i].statNorm ? { ...further, nullNorm: first[i].statNorm } : further;
+  });
 }

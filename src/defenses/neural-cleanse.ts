@@ -194,6 +194,8 @@ export interface NcFamilyScore {
    * run fewer starts (a start is seeded by the seed, family, label and its number, runSeed; see nc-starts.ts on float rounding).
    */
   starts?: NcStartScore[];
+  /** The norm the label adds to the reference median and MAD when it differs from statNorm (nc-evidence.ts LabelMeasure.nullNorm). */
+  nullNorm?: number;
   /**
    * The natural-feature check's measurements (labels of the full phase only): per source class, the clean
    * images sent to the label with the mask scaled by each κ of SOURCE_SCALES (nc-sources.ts).
@@ -1274,7 +1276,7 @@ export function scoreScan(
     const rs = raw[f]!;
     if (rs.length !== labels.length) throw new Error(`scoreScan: ${rs.length} ${f} scores for ${labels.length} labels`);
     const ev = familyEvidence(
-      rs.map((r, i) => ({ label: labels[i], norm: r.statNorm, reached: r.reached, heldOutSuccess: r.attackSuccess, restartNorms: r.restartNorms, reference: r.reference, sources: r.sources, spread: r.spread })),
+      rs.map((r, i) => ({ label: labels[i], norm: r.statNorm, reached: r.reached, heldOutSuccess: r.attackSuccess, restartNorms: r.restartNorms, reference: r.reference, nullNorm: r.nullNorm, sources: r.sources, spread: r.spread })),
       { compactness: o.compactness ?? DEFAULT_SCORE_RULE.compactness, loop: o.loop ?? DEFAULT_SCORE_RULE.loop, scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages, naturalCheck: o.naturalCheck, naturalScale: o.naturalScale, nullDistribution: o.nullDistribution ?? DEFAULT_SCORE_RULE.nullDistribution, families: (o.splitFamilies ?? DEFAULT_SCORE_RULE.splitFamilies) ? fams.length : 1 },
     );
     scores[f] = rs.map((r, i) => ({
