@@ -11,12 +11,13 @@
 // --more-starts M the further starts below the reference median (default: as many as --restarts).
 // --raw scans record every start of each label (norm, reached, held-out success), so --first-starts K rescores
 // them as the K-start scan (the first K starts are those a K-start scan runs, up to float rounding: nc-starts.ts), and
-// --starts-at-stake B+M as a scan of B starts with M more for the labels below the reference median (--stake-null
+// --starts-at-stake B+M as a scan of B starts with M more for the labels below the reference median, in the
+// families detect gives further starts to (MORE_STARTS_FAMILIES; B starts in the others) (--stake-null
 // base: the median and MAD from every label's norm after B starts, an experiment; all, the default: as detect does).
 import { appendFileSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
-import { DEFAULT_SCORE_RULE, detectBackdoor, scoreScan, TRIGGER_FAMILIES, type NcRawScore, type NeuralCleanseResult, type ScoreRule, type TriggerFamily } from "../defenses/neural-cleanse.js";
+import { DEFAULT_SCORE_RULE, detectBackdoor, MORE_STARTS_FAMILIES, scoreScan, TRIGGER_FAMILIES, type NcRawScore, type NeuralCleanseResult, type ScoreRule, type TriggerFamily } from "../defenses/neural-cleanse.js";
 import { LOOP_RULES, NULL_DISTRIBUTIONS, type LoopRule, type NullDistribution } from "../defenses/nc-evidence.js";
 import { maskSpread } from "../defenses/nc-compact.js";
 import { scoreWithFirstStarts, scoreWithStartsAtStake } from "../defenses/nc-starts.js";
@@ -177,7 +178,8 @@ if (values.rescore) {
     for (const f of TRIGGER_FAMILIES) {
       if (!x.raw[f]) continue;
       if (firstStarts !== undefined) x.raw[f] = x.raw[f]!.map((l) => scoreWithFirstStarts(l, firstStarts));
-      if (stake) x.raw[f] = scoreWithStartsAtStake(x.raw[f]!, Number(stake[1]), Number(stake[2]), { nullFromBase: stakeNull === "base" });
+      if (stake && !MORE_STARTS_FAMILIES.includes(f)) x.raw[f] = x.raw[f]!.map((l) => scoreWithFirstStarts(l, Number(stake[1])));
+      else if (stake) x.raw[f] = scoreWithStartsAtStake(x.raw[f]!, Number(stake[1]), Number(stake[2]), { nullFromBase: stakeNull === "base" });
     }
   }
   const csawNames = new Set(CSAW_NETS.map(([f]) => f.replace("_bd_weights.h5", "")));

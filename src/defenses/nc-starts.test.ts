@@ -46,7 +46,7 @@ test("labels without recorded starts are kept; asking for more starts than recor
   assert.throws(() => scoreWithFirstStarts(plain, 0), /positive integer/);
 });
 
-test("a scan gives further starts to the labels below the reference median, and only to them", async () => {
+test("a scan gives further starts to the mask family's labels below the reference median, and only to them", async () => {
   const { backdooredModel, cleanSet } = await import("../test/tiny-patch-mlp.js");
   const { detectBackdoor } = await import("./neural-cleanse.js");
   const { median } = await import("./mad.js");
@@ -67,6 +67,10 @@ test("a scan gives further starts to the labels below the reference median, and 
   off.labels.forEach((l) => assert.equal(l.mask!.starts!.length, 2));
   // The first two starts are the same runs with or without the further ones.
   off.labels.forEach((l, i) => assert.deepEqual(l.mask!.starts, scores[i].starts!.slice(0, 2)));
+  // The blend family gets no further starts (MORE_STARTS_FAMILIES).
+  const both = await detectBackdoor(model, cleanSet(40, 7), { ...opts, families: ["mask", "blend"] });
+  both.labels.forEach((l) => assert.equal(l.blend!.starts!.length, 2, `blend label ${l.label}`));
+  assert.ok(both.labels.some((l) => l.mask!.starts!.length === 4), "the mask family still gets them");
 });
 
 test("starts at stake: labels below the reference median get the further starts", () => {

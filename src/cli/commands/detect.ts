@@ -101,8 +101,8 @@ export const detectCommand: Command = {
     "  of 4x the steps and 2x the images keep at most a tenth of the labels (at least --shortlist, default max(10, 1%\n" +
     "  of the labels)); a label stops at once when its norm, even falling twice as far as any reference label's\n" +
     "  did, stays above the flag threshold. The last candidates get the full budget, and a second start when below\n" +
-    "  the flag threshold. Without screening (as many labels as the shortlist), the labels below the reference\n" +
-    "  labels' median norm after --restarts starts get --more-starts further starts (default as many again).\n" +
+    "  the flag threshold. Without screening (as many labels as the shortlist), the mask family's labels below the\n" +
+    "  reference labels' median norm after --restarts starts get --more-starts further starts (default as many again).\n" +
     "  --schedule halving: --screen-steps (10) on --screen-batch-size (4) images, a quarter\n" +
     "  going on per rung. A flag needs a small-side anomaly index > 2, a false-discovery rate <= --fdr (0.05) over\n" +
     "  all labels, split over the trigger families (0.025 each with both: a label is flagged when either flags it)\n" +
@@ -126,7 +126,7 @@ export const detectCommand: Command = {
     "labels-per-run": { type: "string", description: "labels optimized together in one graph run", defaultText: "32" },
     shortlist: { type: "string", description: "labels that get the full budget after screening", defaultText: "max(10, 1% of the labels)" },
     restarts: { type: "string", description: "random starts per label in the full phase", defaultText: "from the model's cost (2 on small models)" },
-    "more-starts": { type: "string", description: "further starts for labels whose norm is below the reference median (scans without screening; 0: off)", defaultText: "as many as --restarts when 2 or more" },
+    "more-starts": { type: "string", description: "further starts for mask-family labels whose norm is below the reference median (scans without screening; 0: off)", defaultText: "as many as --restarts when 2 or more" },
     families: { type: "string", description: "trigger families to scan (mask, blend)", defaultText: "mask,blend" },
     scale: { type: "string", description: "scale of the MAD statistics (log or linear)", defaultText: "log" },
     seed: { type: "string", description: "seed of the image split and the initialization", defaultText: "0" },
@@ -181,7 +181,7 @@ export const detectCommand: Command = {
     const lines = [
       `model      ${model.name} (${basename(modelPath)})`,
       `images     ${result.images.optimize} to optimize on, ${result.images.heldOut} held out for attack success`,
-      `budget     ${result.settings.steps} steps x ${Math.min(result.settings.batchSize, result.images.optimize)} images x ${result.settings.restarts} starts per label${!screened && result.settings.moreStarts > 0 ? ` (+${result.settings.moreStarts} below the reference median)` : ""}${result.settings.batchSize > result.images.optimize ? ` (batch ${result.settings.batchSize} capped at the ${result.images.optimize} images)` : ""}: ${result.settings.budget?.reason ?? "given"}`,
+      `budget     ${result.settings.steps} steps x ${Math.min(result.settings.batchSize, result.images.optimize)} images x ${result.settings.restarts} starts per label${!screened && result.settings.moreStarts > 0 ? ` (+${result.settings.moreStarts} for mask triggers below the reference median)` : ""}${result.settings.batchSize > result.images.optimize ? ` (batch ${result.settings.batchSize} capped at the ${result.images.optimize} images)` : ""}: ${result.settings.budget?.reason ?? "given"}`,
       `labels     ${result.labels.length} scanned` +
         (screened ? ` (${result.labels.length - screened} with the full budget, ${screened} screened only)` : ""),
       ...Object.entries(result.families).map(

@@ -23,7 +23,7 @@ export const repairCommand: Command = {
     defense: { type: "string", description: `the repair: auto (when a label is flagged: prune-unlearn, sau, unlearn, ft-sam, ibau, fine-prune and B unchanged, scored on a held-out part of --clean, the best kept; see result.json selection) or ${DEFENSES.map((d) => d.name).join(", ")}`, defaultText: "auto" },
     "auto-budget": { type: "string", description: "with --defense auto: seconds after which no further candidate repair starts (the first always runs)", defaultText: "no limit" },
     labels: { type: "string", description: "labels Neural Cleanse scans (e.g. 0,5,7 or 0-9)", defaultText: "all" },
-    "more-starts": { type: "string", description: "Neural Cleanse's further starts for labels below the reference median (see detect; 0: off)", defaultText: "as many as its starts per label when 2 or more" },
+    "more-starts": { type: "string", description: "Neural Cleanse's further starts for mask-family labels below the reference median (see detect; 0: off)", defaultText: "as many as its starts per label when 2 or more" },
     "skip-detect": { type: "boolean", description: "no Neural Cleanse detection (defenses that need its triggers refuse)" },
     seed: { type: "string", description: "seed of Neural Cleanse and of the defense", defaultText: "0" },
     fpr: {
