@@ -103,6 +103,11 @@ export function num(ctx: Context, key: string, dflt?: number, range?: { min?: nu
   return v;
 }
 
+/** An optional numeric option: undefined when absent, else checked as `num` checks it. */
+export function optNum(ctx: Context, key: string, range?: { min?: number; max?: number; integer?: boolean }): number | undefined {
+  return str(ctx, key) === undefined ? undefined : num(ctx, key, undefined, range);
+}
+
 export function numList(ctx: Context, key: string, dflt: number[], range: { min: number; max: number }): number[] {
   const s = str(ctx, key);
   if (s === undefined) return dflt;

@@ -6,7 +6,7 @@ import { type NormScale } from "../../defenses/mad.js";
 import { asShard, mergeShards } from "../../defenses/nc-merge.js";
 import { checkFamilies, detectBackdoor, NC_SCHEDULES, type NcLabelResult, type NcSchedule, type NeuralCleanseResult } from "../../defenses/neural-cleanse.js";
 import type { ReportData } from "../../report/types.js";
-import { dataFrom, inputScale, MODEL_OPTIONS, modelFrom, ncProgress, num, pct, str, type Command, type Context } from "../command.js";
+import { dataFrom, inputScale, MODEL_OPTIONS, modelFrom, ncProgress, optNum, pct, str, type Command, type Context } from "../command.js";
 import { parseLabels } from "../labels.js";
 import { detectResult, writeTriggerPngs } from "../nc-output.js";
 import { commandLine, OUTPUT_OPTIONS, outDir, readResult, writeResult } from "../output.js";
@@ -144,7 +144,7 @@ export const detectCommand: Command = {
     const labelSpec = str(ctx, "labels");
     const labels = labelSpec === undefined ? undefined : parseLabels(labelSpec, model.numClasses);
     const dir = outDir(ctx, false);
-    const opt = (key: string) => (str(ctx, key) === undefined ? undefined : num(ctx, key, undefined, { min: 1, integer: true }));
+    const opt = (key: string) => optNum(ctx, key, { min: 1, integer: true });
     const familySpec = str(ctx, "families");
     const families = familySpec === undefined ? undefined : checkFamilies(familySpec.split(",").map((f) => f.trim()));
     const scaleSpec = str(ctx, "scale");
@@ -162,12 +162,12 @@ export const detectCommand: Command = {
       labelsPerRun: opt("labels-per-run"),
       shortlist: opt("shortlist"),
       restarts: opt("restarts"),
-      moreStarts: str(ctx, "more-starts") === undefined ? undefined : num(ctx, "more-starts", 0, { min: 0, integer: true }),
+      moreStarts: optNum(ctx, "more-starts", { min: 0, integer: true }),
       families,
       scale: scaleSpec as NormScale | undefined,
       schedule: schedule as NcSchedule | undefined,
-      fdr: str(ctx, "fdr") === undefined ? undefined : num(ctx, "fdr", undefined, { min: 1e-9, max: 1 }),
-      seed: str(ctx, "seed") === undefined ? undefined : num(ctx, "seed", 0, { min: 0, integer: true }),
+      fdr: optNum(ctx, "fdr", { min: 1e-9, max: 1 }),
+      seed: optNum(ctx, "seed", { min: 0, integer: true }),
       naturalCheck: ctx.values["natural-check"] === true,
       onProgress: bars.onProgress,
     });

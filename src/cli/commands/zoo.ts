@@ -1,7 +1,7 @@
 // badnet zoo build: train the ground-truth zoo of clean and backdoored Fashion-MNIST models.
 import { fail } from "../../errors.js";
 import { buildZoo, meetsTargets, ZOO_DEFAULTS } from "../../zoo/build.js";
-import { num, pct, progress, str, type Command } from "../command.js";
+import { num, optNum, pct, progress, str, type Command } from "../command.js";
 import type { Progress } from "../progress.js";
 import { FORCE_OPTION, prepareOutDir } from "../out-dir.js";
 
@@ -43,9 +43,9 @@ export const zooCommand: Command = {
       out: stage,
       dataDir: str(ctx, "data-dir"),
       epochs: num(ctx, "epochs", ZOO_DEFAULTS.epochs, { min: 1, max: 1000, integer: true }),
-      trainSize: str(ctx, "train-size") === undefined ? undefined : num(ctx, "train-size", undefined, { min: 1, integer: true }),
+      trainSize: optNum(ctx, "train-size", { min: 1, integer: true }),
       validSize: num(ctx, "valid-size", ZOO_DEFAULTS.validSize, { min: 1, integer: true }),
-      testSize: str(ctx, "test-size") === undefined ? undefined : num(ctx, "test-size", undefined, { min: 1, integer: true }),
+      testSize: optNum(ctx, "test-size", { min: 1, integer: true }),
       seed: num(ctx, "seed", ZOO_DEFAULTS.seed, { min: 0, max: 2 ** 31 - 1, integer: true }),
       batchSize: num(ctx, "batch-size", ZOO_DEFAULTS.batchSize, { min: 1, max: 65536, integer: true }),
       lr: num(ctx, "lr", ZOO_DEFAULTS.lr, { min: 1e-9, max: 10 }),
