@@ -219,6 +219,16 @@ const cases: Case[] = [
     names: () => ["--more-starts", /at least 0/],
   },
   {
+    name: "repair given a G network (before any detection)",
+    args: () => ["repair", "--model", bad.gModel, "--input-scale", "255", "--clean", faces.clean, "--out", join(dir, "never_written_g")],
+    names: () => ["deepid_G", /is a G network \(1284 classes/],
+  },
+  {
+    name: "fine-prune given a G network",
+    args: () => ["fine-prune", "--model", bad.gModel, "--input-scale", "255", "--clean", faces.clean, "--out", join(dir, "never_written_g")],
+    names: () => ["deepid_G", /not a classifier to repair/],
+  },
+  {
     name: "repair --more-starts with --skip-detect",
     args: () => ["repair", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--defense", "strip", "--skip-detect", "--more-starts", "1", "--out", "/tmp/badnet-never-written"],
     names: () => ["--more-starts", "--skip-detect"],

@@ -15,6 +15,7 @@ import type { Dataset } from "../io/dataset.js";
 import type { Model } from "../model/model.js";
 import type { ReportData, ReportEvalResult, ReportEvaluation, ReportG, ReportNeuralCleanse } from "../report/types.js";
 import type { ReversedTrigger } from "./nc-mitigation.js";
+import { refuseG } from "./g-model.js";
 
 // ---------------------------------------------------------------------------------------------------------
 // Options
@@ -294,6 +295,7 @@ export const defineDefense = <S extends OptionSpecs>(d: Defense<S>): AnyDefense 
 /** Resolves `options` against the defense's spec and runs it; checks that what it needs is there. */
 export async function runDefense(d: AnyDefense, model: Model, data: DefenseData, options: Readonly<Record<string, unknown>>, ctx: DefenseContext): Promise<DefenseOutcome> {
   const values = resolveOptions(d.options, options);
+  refuseG(model, "repair");
   if (d.needs?.includes("triggers") && !ctx.triggers) throw new UserError(`${d.name} needs Neural Cleanse's reversed triggers`);
   try {
     return await d.run(model, data, values, ctx);

@@ -6,6 +6,7 @@ import { attr, Graph, tensor, type Node } from "../graph/ir.js";
 import { duplicateDownstream } from "../graph/transforms.js";
 import type { Model } from "../model/model.js";
 import { toOnnx } from "../onnx/export.js";
+import { fail } from "../errors.js";
 
 export const REJECT_SCORE = 1e9;
 
@@ -18,6 +19,33 @@ export function appendRejectClass(g: Graph, logits: string, reject: string): str
   const out = g.op("Concat", [logits, col], { axis: attr.int(1) }, g.has("logits") ? "g_logits" : "logits");
   g.setOutputs([out]);
   return out;
+}
+
+/**
+ * True when `model` is a G (this toolkit's N+1-class output): its logits end in the reject column that
+ * appendRejectClass adds (a Concat whose last part is Where(…, +REJECT_SCORE, −REJECT_SCORE)), read through
+ * the Identity an ONNX import puts on a renamed output.
+ */
+export function isRejectingG(model: Pick<Model, "graph" | "logits">): boolean {
+  const g = model.graph;
+  let out = g.producer(model.logits);
+  while (out?.op === "Identity") out = g.producer(out.inputs[0]);
+  if (out?.op !== "Concat") return false;
+  const col = g.producer(out.inputs[out.inputs.length - 1]);
+  const scalar = (v: string | undefined): number | undefined => {
+    const t = v === undefined ? undefined : g.initializers.get(v);
+    return t && t.data.length === 1 ? Number(t.data[0]) : undefined;
+  };
+  return col?.op === "Where" && scalar(col.inputs[1]) === Math.fround(REJECT_SCORE) && scalar(col.inputs[2]) === Math.fround(-REJECT_SCORE);
+}
+
+/**
+ * Repairing a G is not meaningful: it holds B and a repaired copy side by side, and its last class is the
+ * reject verdict, which no clean label trains. A one-line error instead of a training graph that cannot work.
+ */
+export function refuseG(model: Pick<Model, "graph" | "logits" | "name" | "numClasses">, what: string): void {
+  if (isRejectingG(model))
+    fail(`model ${model.name} is a G network (${model.numClasses} classes, the last one marks rejected inputs), not a classifier to ${what}: give B or a repaired network (G can be evaluated, scanned with detect and used with predict)`);
 }
 
 /** Copies `src`'s nodes and initializers into `dst` with every value name prefixed; `input` maps to dst's input. */

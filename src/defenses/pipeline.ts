@@ -9,6 +9,7 @@ import { OptionError, runDefense, type AnyDefense, type DefenseData, type Defens
 import { autoPlan, chooseCandidate, NO_CHANGE, noChangeDefinition, pendingReinversion, scoreCandidate, selectionSection, splitForSelection, type CandidateScore } from "./auto-select.js";
 import { flagBound, reinvertEvidence } from "./reinvert-evidence.js";
 import { positionFreeLabels, shiftEvidence } from "./shift-evidence.js";
+import { refuseG } from "./g-model.js";
 import { calibrateOutcomeG, splitForCalibration, type Guarantee } from "./g-calibrate.js";
 import { neuralCleanseReport } from "./nc-report.js";
 import { detectBackdoor, flaggedTriggers, type NcProgress, type NeuralCleanseOptions, type NeuralCleanseResult } from "./neural-cleanse.js";
@@ -90,6 +91,8 @@ export function checkRepairRequest(req: Pick<RepairRequest, "defense" | "detect"
 
 export async function repair(model: Model, all: DefenseData, req: RepairRequest): Promise<RepairResult> {
   let defense = checkRepairRequest(req);
+  // Before detection: its minutes would be spent on a model no defense can take.
+  refuseG(model, "repair");
   const { timings, lap } = lapTimer();
   // The calibration part is split off first: neither detection nor the defense ever sees it.
   const guarantee: Guarantee | undefined = req.fprConfidence === undefined ? undefined : { delta: 1 - req.fprConfidence };

@@ -5,7 +5,9 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, re
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import h5wasm from "h5wasm/node";
+import { gFromPair, writeOnnx } from "../defenses/g-model.js";
 import { writeCsawH5 } from "../io/csaw-h5.js";
+import { loadModel } from "../io/load-model.js";
 import { decodeImage, encodePng, toChwBytes } from "../io/images.js";
 import { CLI, fixture } from "./fixtures.js";
 
@@ -51,6 +53,8 @@ export interface BadFiles {
   smallPng: string;
   /** Text in a file named .png. */
   notImage: string;
+  /** G (N+1 classes) of the Keras 2.4 DeepID fixture beside itself, as repair writes one. */
+  gModel: string;
 }
 
 const FACES = "csaw2020/images";
@@ -246,7 +250,11 @@ export async function makeBadFiles(dir: string): Promise<BadFiles> {
   const notImage = p("notes.png");
   writeFileSync(notImage, `${basename(notImage)}: plain text, not an image\n`);
 
-  return { dir, dirModel, notHdf5, truncated, corrupt, plainHdf5, lstmModel, noData, noLabel, labelOutOfRange, wrongShape, smallPng, notImage };
+  const gModel = p("deepid_G.onnx");
+  const deepid = await loadModel(fixture("thirdparty/keras24_functional_deepid.h5"));
+  writeOnnx(gModel, gFromPair(deepid, deepid));
+
+  return { dir, dirModel, notHdf5, truncated, corrupt, plainHdf5, lstmModel, noData, noLabel, labelOutOfRange, wrongShape, smallPng, notImage, gModel };
 }
 
 export interface CliResult {
