@@ -84,6 +84,32 @@ test("chooseCandidate: a flagged label no eligible repair can halve does not dom
   assert.deepEqual(countedLabels(none, [0, 1]), { counted: [1, 2], ignored: [] });
 });
 
+test("chooseCandidate: a chosen candidate that leaves the reversed trigger working names the repair outside the window that removes it", () => {
+  // The selection figures of blend, seed 1: the repairs that remove label 7's trigger fall 3.1 points below B.
+  const s = [
+    perLabel("prune-unlearn", 0.889, { 7: 0.007 }),
+    perLabel("sau", 0.885, { 7: 0.001 }),
+    perLabel("unlearn", 0.889, { 7: 0.007 }),
+    perLabel("ft-sam", 0.908, { 7: 0.686 }),
+    perLabel("ibau", 0.864, { 7: 0.829 }),
+    perLabel("fine-prune", 0.901, { 7: 0.685 }),
+    perLabel("none", 0.92, { 7: 0.901 }),
+  ];
+  const c = chooseCandidate(s, 0.01, 765);
+  assert.equal(s[c.index].defense, "ft-sam");
+  // Lowest attack outside the window wins the hint (SAU, 0.1%), not the order.
+  assert.deepEqual(c.tradeoff, { defense: "sau", cleanAccuracy: 0.885, triggerSuccess: 0.001 });
+  assert.match(c.reason, /still works on 68\.6% .* sau takes it to 0\.1% at 88\.5% clean accuracy \(3\.5 points below the best, outside the window\): --defense sau takes that trade$/);
+  // A restricted candidate's hint names the defense alone.
+  const r = chooseCandidate([{ ...s[1], defense: "prune-unlearn[7]", labels: [7] }, s[3], s[6]], 0.01, 765);
+  assert.match(r.reason, /--defense prune-unlearn takes that trade$/);
+  // No hint when the chosen candidate removed the trigger, or when nothing outside the window does better.
+  const ok = chooseCandidate([perLabel("unlearn", 0.915, { 7: 0.01 }), s[6]], 0.01, 765);
+  assert.equal(ok.tradeoff, undefined);
+  assert.doesNotMatch(ok.reason, /takes that trade/);
+  assert.equal(chooseCandidate([s[3], s[4], s[6]], 0.01, 765).tradeoff, undefined);
+});
+
 test("re-inversion: only candidates tied for the lowest score are re-inverted; a counted fresh trigger can move the choice", () => {
   // prune-unlearn and unlearn tie on the stamped trigger (1.0% vs 1.2% on 765 images); ft-sam does not.
   const s = [perLabel("prune-unlearn", 0.886, { 1: 0.01 }), perLabel("unlearn", 0.889, { 1: 0.012 }), perLabel("ft-sam", 0.89, { 1: 0.6 }), perLabel("none", 0.9, { 1: 0.95 })];

@@ -53,6 +53,7 @@ import { evaluateModels } from "../eval/evaluate.js";
 import { triggerEvalLine } from "../report/text.js";
 import { defineDefense, repairArtifacts, repairOutcomeCore, type AnyDefense } from "./defense.js";
 import { gFromPair } from "./g-model.js";
+import { MIN_HELD_OUT_SUCCESS } from "./nc-evidence.js";
 import type { ReinvertedLabel } from "./reinvert-evidence.js";
 
 /** The name of the "leave B unchanged" candidate. */
@@ -300,7 +301,7 @@ export function pendingReinversion(scores: readonly CandidateScore[], minToleran
 }
 
 /** The documented rule (see the file's head): index of the chosen candidate, why, and the tolerance used. */
-export function chooseCandidate(scores: readonly CandidateScore[], minTolerance = 0.01, selectionSize?: number): { index: number; reason: string; tolerance: number; ignored: number[] } {
+export function chooseCandidate(scores: readonly CandidateScore[], minTolerance = 0.01, selectionSize?: number): { index: number; reason: string; tolerance: number; ignored: number[]; tradeoff?: SelectionTradeoff } {
   if (scores.length === 0) throw new Error("no candidate to choose from");
   const { best, tolerance, eligible, ignored, attack, lowest, band, tied } = ruleState(scores, minTolerance, selectionSize);
   let index = -1;
@@ -329,11 +330,38 @@ export function chooseCandidate(scores: readonly CandidateScore[], minTolerance 
     `${band > 0 ? `(ties within ${(100 * band).toFixed(1)} points go to clean accuracy${prior ? `, gaps under ${(100 * minTolerance).toFixed(1)} points between repairs to the earlier candidate` : ""}) ` : ""}` +
     `among the candidates within ${(100 * tolerance).toFixed(1)} points of the best selection clean accuracy (${p(best)}; its own ${p(s.cleanAccuracy)})` +
     (others ? `, over ${others} other candidate${others > 1 ? "s" : ""}` : "");
-  return { index, reason, tolerance, ignored };
+  const tradeoff = tradeoffBeyondWindow(scores, index, eligible, attack, best);
+  const trade = tradeoff
+    ? `; its reversed trigger still works on ${p(attack(s))} of the selection images, and ${tradeoff.defense} takes it to ${p(tradeoff.triggerSuccess)} at ${p(tradeoff.cleanAccuracy)} clean accuracy (${(100 * (best - tradeoff.cleanAccuracy)).toFixed(1)} points below the best, outside the window): --defense ${tradeoff.defense.replace(/\[.*$/, "")} takes that trade`
+    : "";
+  return { index, reason: reason + trade, tolerance, ignored, ...(tradeoff ? { tradeoff } : {}) };
+}
+
+/** A repair outside the accuracy window that removes what the chosen candidate leaves working. */
+export interface SelectionTradeoff {
+  defense: string;
+  cleanAccuracy: number;
+  triggerSuccess: number;
+}
+
+/**
+ * When the chosen candidate leaves the reversed trigger working (success ≥ MIN_HELD_OUT_SUCCESS, what detection
+ * calls a working trigger) and a repair outside the accuracy window brings it under that, the best such repair
+ * (lowest attack, then higher accuracy): the window kept auto from it, and the user is told the price. Its
+ * figure is the stamped trigger's: candidates outside the window are never re-inverted.
+ */
+function tradeoffBeyondWindow(scores: readonly CandidateScore[], chosen: number, eligible: readonly number[], attack: (s: CandidateScore) => number, best: number): SelectionTradeoff | undefined {
+  if (scores[chosen].triggerSuccess === undefined || attack(scores[chosen]) < MIN_HELD_OUT_SUCCESS) return undefined;
+  let pick: number | undefined;
+  for (const [i, sc] of scores.entries()) {
+    if (eligible.includes(i) || sc.defense === NO_CHANGE || sc.triggerSuccess === undefined || attack(sc) >= MIN_HELD_OUT_SUCCESS || sc.cleanAccuracy >= best) continue;
+    if (pick === undefined || attack(sc) < attack(scores[pick]) || (attack(sc) === attack(scores[pick]) && sc.cleanAccuracy > scores[pick].cleanAccuracy)) pick = i;
+  }
+  return pick === undefined ? undefined : { defense: scores[pick].defense, cleanAccuracy: scores[pick].cleanAccuracy, triggerSuccess: attack(scores[pick]) };
 }
 
 /** The report's `selection` section. */
-export function selectionSection(scores: readonly CandidateScore[], chosen: number, reason: string, selectionSize: number, tolerance: number, skipped: string[]): ReportSelection {
+export function selectionSection(scores: readonly CandidateScore[], chosen: number, reason: string, selectionSize: number, tolerance: number, skipped: string[], tradeoff?: SelectionTradeoff): ReportSelection {
   return {
     rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of 0.01 and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within 0.01 of it: the earlier candidate); a position-free label (shiftEvidence: its reversed trigger rolled to random positions keeps at least a quarter of its success on B) is scored by the worse of the trigger where found and rolled`,
     selectionSize,
@@ -341,5 +369,6 @@ export function selectionSection(scores: readonly CandidateScore[], chosen: numb
     chosen: scores[chosen].defense,
     reason,
     ...(skipped.length ? { skipped } : {}),
+    ...(tradeoff ? { tradeoff } : {}),
   };
 }

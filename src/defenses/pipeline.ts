@@ -201,9 +201,9 @@ async function autoRepair(
       timings[`auto: re-invert ${scores[i].defense}`] = seconds;
     }
   }
-  const { index, reason, tolerance } = chooseCandidate(scores, minTolerance, selection.size);
+  const { index, reason, tolerance, tradeoff } = chooseCandidate(scores, minTolerance, selection.size);
   const { defense, outcome } = outcomes[index];
-  const section = { ...selectionSection(scores, index, reason, selection.size, tolerance, skipped), ...(shift.length ? { shiftEvidence: shift } : {}) };
+  const section = { ...selectionSection(scores, index, reason, selection.size, tolerance, skipped, tradeoff), ...(shift.length ? { shiftEvidence: shift } : {}) };
   outcome.sections.selection = section;
   const p = (v: number | undefined) => (v === undefined ? "—" : `${(100 * v).toFixed(1)}%`);
   outcome.lines = [

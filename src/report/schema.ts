@@ -114,6 +114,7 @@ const selection = z
     chosen: z.string(),
     reason: z.string(),
     skipped: z.array(z.string()).optional(),
+    tradeoff: z.object({ defense: z.string(), cleanAccuracy: frac, triggerSuccess: frac }).optional(),
   })
   .passthrough();
 

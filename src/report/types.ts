@@ -270,6 +270,8 @@ export interface ReportSelection {
   reason: string;
   /** Candidates not run: time budget spent, nothing flagged, or not applicable to the model (with why). */
   skipped?: string[];
+  /** When the chosen candidate leaves the reversed trigger working: the repair outside the accuracy window that removes it best (its selection figures). */
+  tradeoff?: { defense: string; cleanAccuracy: number; triggerSuccess: number };
   /** Per flagged trigger, B's success on the selection split where found and moved at random (position-free labels are scored moved too). */
   shiftEvidence?: { label: number; atFound: number; translated: number; ratio: number; offShare: number; positionFree: boolean }[];
 }
