@@ -209,6 +209,16 @@ const cases: Case[] = [
     names: () => ["--placement", '"everywhere"'],
   },
   {
+    name: "unlearn --labels with a reversed range (ranges parsed as detect parses them)",
+    args: () => ["unlearn", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--labels", "5-2", "--out", join(dir, "never_written_labels")],
+    names: () => ["--labels", "range 5-2 is empty"],
+  },
+  {
+    name: "nc-prune --labels empty (not label 0)",
+    args: () => ["nc-prune", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--labels", "", "--out", join(dir, "never_written_labels")],
+    names: () => ["--labels", '""', /is not a label/],
+  },
+  {
     name: "detect --restarts 0",
     args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--restarts", "0"],
     names: () => ["--restarts", /at least 1/],
