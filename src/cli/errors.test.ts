@@ -239,6 +239,11 @@ const cases: Case[] = [
     names: () => ["deepid_G", /not a classifier to repair/],
   },
   {
+    name: "repair --defense auto on too few clean images to hold out a selection part",
+    args: () => ["repair", "--model", KERAS24, "--input-scale", "255", "--clean", bad.twoFaces, "--fpr", "off", "--out", join(dir, "never_written_auto")],
+    names: () => ["two_faces.h5", "--defense auto", /2 images leave none/, /at least 3/],
+  },
+  {
     name: "repair --more-starts with --skip-detect",
     args: () => ["repair", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--defense", "strip", "--skip-detect", "--more-starts", "1", "--out", "/tmp/badnet-never-written"],
     names: () => ["--more-starts", "--skip-detect"],
