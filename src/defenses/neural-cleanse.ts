@@ -1047,7 +1047,9 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
       const B = Math.min(batchSize, nOpt);
       const { step, session } = await compiledStep(family, B);
       // Labels per call: given, else as many as keep the step's activations near a core's cache (nc-budget.ts).
-      const L = opts.labelsPerRun ?? labelSlots(activation, B, slots);
+      // Never more slots than runs queued: the feed arrays are sized by it (a huge --labels-per-run allocated
+      // them for labels that do not exist).
+      const L = Math.min(opts.labelsPerRun ?? labelSlots(activation, B, slots), queue.length);
       let done = 0;
       imagePasses += await runPhase(step, session, queue, budget, pool, model, L, s, (r) => {
         r.moments = null;
