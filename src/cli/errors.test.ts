@@ -224,6 +224,26 @@ const cases: Case[] = [
     names: () => ["--restarts", /at least 1/],
   },
   {
+    name: "detect --restarts 1e6 (a scan that would never end)",
+    args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--restarts", "1e6"],
+    names: () => ["--restarts", /at most 1000\b/, "1e6"],
+  },
+  {
+    name: "detect --steps 1e9",
+    args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--steps", "1e9"],
+    names: () => ["--steps", /at most/, "1e9"],
+  },
+  {
+    name: "fine-prune --epochs 1e9",
+    args: () => ["fine-prune", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--epochs", "1e9", "--out", join(dir, "never_written_epochs")],
+    names: () => ["--epochs", /at most 10000\b/, "1e9"],
+  },
+  {
+    name: "sau --rounds 1e9",
+    args: () => ["sau", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--rounds", "1e9", "--out", join(dir, "never_written_epochs")],
+    names: () => ["--rounds", /at most 10000\b/],
+  },
+  {
     name: "detect --more-starts=-1",
     args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--more-starts=-1"],
     names: () => ["--more-starts", /at least 0/],

@@ -318,5 +318,10 @@ export function stageReporter(progress: ProgressFn | undefined, stage: string, u
 
 /** The inference batch-size option most defenses share. */
 export const BATCH_SIZE_OPTION: NumberOption = { kind: "integer", description: "images per inference run", default: 256, min: 1, max: 65536 };
+/**
+ * Upper bound of a defense's epoch, round, iteration and step counts (train's --epochs has the same): a typo
+ * such as --epochs 1e9 is an error at once, not a run that never ends.
+ */
+export const MAX_LOOPS = 10_000;
 /** The seed option of defenses with a random choice in them. */
 export const SEED_OPTION: NumberOption & { default: number } = { kind: "integer", description: "seed of every random choice (same seed, same result)", default: 0, min: 0 };
