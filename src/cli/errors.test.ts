@@ -163,6 +163,11 @@ const cases: Case[] = [
     names: () => [/^badnet: error: eval: /, "--poisson"],
   },
   {
+    name: "an option given twice (not the last one silently kept)",
+    args: () => ["eval", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--clean", faces.poisoned],
+    names: () => [/^badnet: error: eval: /, "--clean", /given twice/, "faces_clean.h5", "faces_sunglasses.h5"],
+  },
+  {
     name: "unknown command",
     args: () => ["frobnicate", "--model", KERAS24],
     names: () => ['"frobnicate"', /--help/],
