@@ -79,10 +79,14 @@ export function parse(cmd: Command, argv: string[]): Context {
   const given = new Map<string, string>();
   for (const t of parsed.tokens) {
     if (t.kind !== "option" || t.value === undefined) continue;
+    // No option takes an empty value, and some would read one as something else (Number("") is 0: --seed "").
+    if (t.value.trim() === "") fail(`${cmd.name}: --${t.name} is empty`);
     const before = given.get(t.name);
     if (before !== undefined) fail(`${cmd.name}: --${t.name} is given twice ("${before}" and "${t.value}"); give it once`);
     given.set(t.name, t.value);
   }
+  const blank = parsed.positionals.findIndex((p) => p.trim() === "");
+  if (blank >= 0) fail(`${cmd.name}: argument ${blank + 1} is empty (an unset shell variable?)`);
   const values = parsed.values as Values;
   return { values, positionals: parsed.positionals, json: values.json === true, quiet: values.quiet === true };
 }

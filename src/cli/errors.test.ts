@@ -168,6 +168,21 @@ const cases: Case[] = [
     names: () => [/^badnet: error: eval: /, "--clean", /given twice/, "faces_clean.h5", "faces_sunglasses.h5"],
   },
   {
+    name: "an empty option value (detect --seed \"\" ran with seed 0)",
+    args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--seed", ""],
+    names: () => [/^badnet: error: detect: /, "--seed is empty"],
+  },
+  {
+    name: "an empty --model",
+    args: () => ["eval", "--model", " ", "--input-scale", "255", "--clean", faces.clean],
+    names: () => ["--model is empty"],
+  },
+  {
+    name: "predict: an empty image argument",
+    args: () => ["predict", "--model", KERAS24, "--input-scale", "255", FACE, ""],
+    names: () => [/^badnet: error: predict: /, "argument 2 is empty"],
+  },
+  {
     name: "unknown command",
     args: () => ["frobnicate", "--model", KERAS24],
     names: () => ['"frobnicate"', /--help/],
@@ -219,8 +234,8 @@ const cases: Case[] = [
     names: () => ["--labels", "range 5-2 is empty"],
   },
   {
-    name: "nc-prune --labels empty (not label 0)",
-    args: () => ["nc-prune", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--labels", "", "--out", join(dir, "never_written_labels")],
+    name: "nc-prune --labels with an empty item (not label 0)",
+    args: () => ["nc-prune", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--labels", "1,,2", "--out", join(dir, "never_written_labels")],
     names: () => ["--labels", '""', /is not a label/],
   },
   {
