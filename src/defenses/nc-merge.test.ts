@@ -76,6 +76,10 @@ test("merging checks its shards: overlap, other settings, other models, too few"
   assert.match(msg(() => mergeShards([A, other])), /B was scanned with steps 7, A with 80/);
   const model: NcShard = { ...B, model: { ...B.model, numClasses: 9 } };
   assert.match(msg(() => mergeShards([A, model])), /9 classes/);
+  // One architecture, other weights (a model and its repaired copy): told apart by the weights' fingerprint.
+  const fp = (s: NcShard, sha: string, source: string): NcShard => ({ ...s, model: { ...s.model, source, weightsSha256: sha } });
+  assert.match(msg(() => mergeShards([fp(A, "aa", "model.h5"), fp(B, "bb", "repaired.h5")])), /B scanned other weights \(repaired\.h5\) than A \(model\.h5\)/);
+  assert.equal(mergeShards([fp(A, "aa", "model.h5"), fp(B, "aa", "/elsewhere/model.h5")]).labels.length, 4);
   assert.match(msg(() => asShard({ model: {} }, "X")), /X has no Neural Cleanse result/);
 });
 

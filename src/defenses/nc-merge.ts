@@ -13,7 +13,7 @@ import { scoreScan, TRIGGER_FAMILIES, type NcFamilyStats, type NcLabelResult, ty
 export interface NcShard {
   /** Where it was read from (for messages). */
   source: string;
-  model: { name: string; numClasses: number; inputShape: number[] };
+  model: { name: string; numClasses: number; inputShape: number[]; source?: string; weightsSha256?: string };
   neuralCleanse: ReportNeuralCleanse & {
     labels: NcLabelResult[];
     settings: Record<string, unknown> & { families: TriggerFamily[]; scale: "log" | "linear"; fdr: number; minHeldOutSuccess: number };
@@ -70,6 +70,10 @@ export function mergeShards(shards: readonly NcShard[]): MergedScan {
     const m = sh.model;
     if (m.name !== first.model.name || m.numClasses !== first.model.numClasses || JSON.stringify(m.inputShape) !== JSON.stringify(first.model.inputShape))
       fail(`--merge: ${sh.source} scanned model ${m.name} (${m.numClasses} classes), ${first.source} scanned ${first.model.name} (${first.model.numClasses} classes)`);
+    // One architecture with other weights (a model and its repaired copy): the names and shapes above agree.
+    // Results written before detect recorded the weights carry no fingerprint and are let through.
+    if (m.weightsSha256 !== undefined && first.model.weightsSha256 !== undefined && m.weightsSha256 !== first.model.weightsSha256)
+      fail(`--merge: ${sh.source} scanned other weights (${m.source ?? m.name}) than ${first.source} (${first.model.source ?? first.model.name}); the shards must scan one model`);
     for (const k of SAME_SETTINGS) {
       const a = JSON.stringify(sh.neuralCleanse.settings[k]);
       const b = JSON.stringify(set0[k]);
