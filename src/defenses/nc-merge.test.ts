@@ -80,6 +80,10 @@ test("merging checks its shards: overlap, other settings, other models, too few"
   const fp = (s: NcShard, sha: string, source: string): NcShard => ({ ...s, model: { ...s.model, source, weightsSha256: sha } });
   assert.match(msg(() => mergeShards([fp(A, "aa", "model.h5"), fp(B, "bb", "repaired.h5")])), /B scanned other weights \(repaired\.h5\) than A \(model\.h5\)/);
   assert.equal(mergeShards([fp(A, "aa", "model.h5"), fp(B, "aa", "/elsewhere/model.h5")]).labels.length, 4);
+  // As many clean images, other pixels (valid.h5 and test.h5 of one size).
+  assert.ok(A.neuralCleanse.images.sha256 !== undefined && A.neuralCleanse.images.sha256 === B.neuralCleanse.images.sha256, "shards on one data set share its fingerprint");
+  const otherData: NcShard = { ...B, neuralCleanse: { ...B.neuralCleanse, images: { ...B.neuralCleanse.images, sha256: "00" } } };
+  assert.match(msg(() => mergeShards([A, otherData])), /B and A were scanned on other clean images/);
   assert.match(msg(() => asShard({ model: {} }, "X")), /X has no Neural Cleanse result/);
 });
 
