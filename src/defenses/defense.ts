@@ -295,8 +295,9 @@ export const defineDefense = <S extends OptionSpecs>(d: Defense<S>): AnyDefense 
 /** Resolves `options` against the defense's spec and runs it; checks that what it needs is there. */
 export async function runDefense(d: AnyDefense, model: Model, data: DefenseData, options: Readonly<Record<string, unknown>>, ctx: DefenseContext): Promise<DefenseOutcome> {
   const values = resolveOptions(d.options, options);
-  refuseG(model, "repair");
+  // The trigger check first: it needs neither the model nor the data.
   if (d.needs?.includes("triggers") && !ctx.triggers) throw new UserError(`${d.name} needs Neural Cleanse's reversed triggers`);
+  refuseG(model, "repair");
   try {
     return await d.run(model, data, values, ctx);
   } catch (e) {
