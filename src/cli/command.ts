@@ -69,11 +69,24 @@ export function parse(cmd: Command, argv: string[]): Context {
   try {
     // parseArgs takes only its own keys: the help texts stay behind.
     const options = Object.fromEntries(Object.entries({ ...COMMON, ...cmd.options }).map(([k, o]) => [k, o.short ? { type: o.type, short: o.short } : { type: o.type }]));
-    parsed = parseArgs({ args: argv, options, allowPositionals: cmd.positionals ?? false, strict: true });
+    parsed = parseArgs({ args: argv, options, allowPositionals: cmd.positionals ?? false, strict: true, tokens: true });
   } catch (e) {
     // parseArgs puts its hint (e.g. "use '--input-scale=-XYZ'") on later lines: keep it, on one line.
     return fail(`${cmd.name}: ${(e as Error).message.trim().replace(/\s*\n\s*/g, " ")}`);
   }
+  // parseArgs keeps the last of a repeated option: `--clean valid.h5 --clean test.h5` would drop valid.h5
+  // without a word. A value given twice is an error; a repeated switch (--quiet --quiet) is harmless.
+  const given = new Map<string, string>();
+  for (const t of parsed.tokens) {
+    if (t.kind !== "option" || t.value === undefined) continue;
+    // No option takes an empty value, and some would read one as something else (Number("") is 0: --seed "").
+    if (t.value.trim() === "") fail(`${cmd.name}: --${t.name} is empty`);
+    const before = given.get(t.name);
+    if (before !== undefined) fail(`${cmd.name}: --${t.name} is given twice ("${before}" and "${t.value}"); give it once`);
+    given.set(t.name, t.value);
+  }
+  const blank = parsed.positionals.findIndex((p) => p.trim() === "");
+  if (blank >= 0) fail(`${cmd.name}: argument ${blank + 1} is empty (an unset shell variable?)`);
   const values = parsed.values as Values;
   return { values, positionals: parsed.positionals, json: values.json === true, quiet: values.quiet === true };
 }

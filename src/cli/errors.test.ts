@@ -163,6 +163,26 @@ const cases: Case[] = [
     names: () => [/^badnet: error: eval: /, "--poisson"],
   },
   {
+    name: "an option given twice (not the last one silently kept)",
+    args: () => ["eval", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--clean", faces.poisoned],
+    names: () => [/^badnet: error: eval: /, "--clean", /given twice/, "faces_clean.h5", "faces_sunglasses.h5"],
+  },
+  {
+    name: "an empty option value (detect --seed \"\" ran with seed 0)",
+    args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--seed", ""],
+    names: () => [/^badnet: error: detect: /, "--seed is empty"],
+  },
+  {
+    name: "an empty --model",
+    args: () => ["eval", "--model", " ", "--input-scale", "255", "--clean", faces.clean],
+    names: () => ["--model is empty"],
+  },
+  {
+    name: "predict: an empty image argument",
+    args: () => ["predict", "--model", KERAS24, "--input-scale", "255", FACE, ""],
+    names: () => [/^badnet: error: predict: /, "argument 2 is empty"],
+  },
+  {
     name: "unknown command",
     args: () => ["frobnicate", "--model", KERAS24],
     names: () => ['"frobnicate"', /--help/],
@@ -209,9 +229,39 @@ const cases: Case[] = [
     names: () => ["--placement", '"everywhere"'],
   },
   {
+    name: "unlearn --labels with a reversed range (ranges parsed as detect parses them)",
+    args: () => ["unlearn", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--labels", "5-2", "--out", join(dir, "never_written_labels")],
+    names: () => ["--labels", "range 5-2 is empty"],
+  },
+  {
+    name: "nc-prune --labels with an empty item (not label 0)",
+    args: () => ["nc-prune", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--labels", "1,,2", "--out", join(dir, "never_written_labels")],
+    names: () => ["--labels", '""', /is not a label/],
+  },
+  {
     name: "detect --restarts 0",
     args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--restarts", "0"],
     names: () => ["--restarts", /at least 1/],
+  },
+  {
+    name: "detect --restarts 1e6 (a scan that would never end)",
+    args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--restarts", "1e6"],
+    names: () => ["--restarts", /at most 1000\b/, "1e6"],
+  },
+  {
+    name: "detect --steps 1e9",
+    args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--steps", "1e9"],
+    names: () => ["--steps", /at most/, "1e9"],
+  },
+  {
+    name: "fine-prune --epochs 1e9",
+    args: () => ["fine-prune", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--epochs", "1e9", "--out", join(dir, "never_written_epochs")],
+    names: () => ["--epochs", /at most 10000\b/, "1e9"],
+  },
+  {
+    name: "sau --rounds 1e9",
+    args: () => ["sau", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--rounds", "1e9", "--out", join(dir, "never_written_epochs")],
+    names: () => ["--rounds", /at most 10000\b/],
   },
   {
     name: "detect --more-starts=-1",
@@ -227,6 +277,11 @@ const cases: Case[] = [
     name: "fine-prune given a G network",
     args: () => ["fine-prune", "--model", bad.gModel, "--input-scale", "255", "--clean", faces.clean, "--out", join(dir, "never_written_g")],
     names: () => ["deepid_G", /not a classifier to repair/],
+  },
+  {
+    name: "repair --defense auto on too few clean images to hold out a selection part",
+    args: () => ["repair", "--model", KERAS24, "--input-scale", "255", "--clean", bad.twoFaces, "--fpr", "off", "--out", join(dir, "never_written_auto")],
+    names: () => ["two_faces.h5", "--defense auto", /2 images leave none/, /at least 3/],
   },
   {
     name: "repair --more-starts with --skip-detect",

@@ -1,5 +1,6 @@
 // What `detect` writes, shared with `repair` (which writes it into DIR/detect): the reversed triggers as PNGs
 // and the run as result.json.
+import { createHash } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ncSection, triggerPngs } from "../defenses/nc-report.js";
@@ -29,6 +30,16 @@ export function writeTriggerPngs(dir: string, r: NeuralCleanseResult): string[] 
   return files;
 }
 
+/** SHA-256 of a network's weights: every initializer's name, shape and bytes, in graph order. */
+export function weightsSha256(model: Model): string {
+  const h = createHash("sha256");
+  for (const [name, t] of model.graph.initializers) {
+    h.update(`${name}:${t.dtype}:${t.shape.join("x")};`);
+    h.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+  }
+  return h.digest("hex");
+}
+
 /** A detection run as result.json: the report section plus per-label measurements, time per phase, family statistics, images, settings (what `detect --merge` reads). */
 export function detectResult(model: Model, modelPath: string, result: NeuralCleanseResult, loadSeconds: number): ReportData {
   return {
@@ -36,7 +47,7 @@ export function detectResult(model: Model, modelPath: string, result: NeuralClea
     title: `Neural Cleanse — ${model.name}`,
     createdAt: new Date().toISOString(),
     command: commandLine(),
-    model: reportModelOf(model, modelPath),
+    model: { ...reportModelOf(model, modelPath), weightsSha256: weightsSha256(model) },
     neuralCleanse: ncSection(result),
     timings: { load: loadSeconds, "neural-cleanse": result.seconds },
   };

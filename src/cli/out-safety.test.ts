@@ -18,7 +18,8 @@ const dir = tempDir("out-safety");
 const MODEL = join(dir, "model.h5");
 const VALID = join(dir, "valid.h5");
 const N = 120;
-const prune = (out: string, ...extra: string[]) => ["prune", "--model", MODEL, "--input-scale", "255", "--clean", VALID, "--drop", "4", "--quiet", "--out", out, ...extra];
+// --drop 4 unless `extra` gives its own (an option given twice is an error).
+const prune = (out: string, ...extra: string[]) => ["prune", "--model", MODEL, "--input-scale", "255", "--clean", VALID, ...(extra.includes("--drop") ? [] : ["--drop", "4"]), "--quiet", "--out", out, ...extra];
 const train = (out: string, ...extra: string[]) => ["train", "--data", VALID, "--input-scale", "255", "--epochs", "1", "--quiet", "--out", out, ...extra];
 /** A finished prune result, made once: the input of the report cases. */
 const RESULT = join(dir, "result");

@@ -4,12 +4,13 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { TriggerInput } from "../defenses/defense.js";
 import { triggerFromPngs, triggersFromReport } from "../defenses/nc-mitigation.js";
-import { checkLabelList, detectBackdoor } from "../defenses/neural-cleanse.js";
+import { detectBackdoor } from "../defenses/neural-cleanse.js";
 import { triggersFromDetection } from "../defenses/pipeline.js";
 import { fail } from "../errors.js";
 import type { Dataset } from "../io/dataset.js";
 import type { Model } from "../model/model.js";
 import { ncProgress, num, str, type Context, type Options } from "./command.js";
+import { parseLabels } from "./labels.js";
 import { readResult } from "./output.js";
 
 export const TRIGGER_OPTIONS: Options = {
@@ -17,7 +18,7 @@ export const TRIGGER_OPTIONS: Options = {
   mask: { type: "string", description: "a reversed trigger's mask PNG (with --pattern and --target)" },
   pattern: { type: "string", description: "a reversed trigger's pattern PNG (with --mask and --target)" },
   target: { type: "string", description: "the target label of --mask/--pattern" },
-  labels: { type: "string", description: "labels Neural Cleanse scans when it runs here (e.g. 0,5,7)", defaultText: "all" },
+  labels: { type: "string", description: "labels Neural Cleanse scans when it runs here (e.g. 0,5,7 or 0-9)", defaultText: "all" },
   seed: { type: "string", description: "seed of Neural Cleanse when it runs here", defaultText: "0" },
 };
 
@@ -48,7 +49,8 @@ export async function resolveTriggers(ctx: Context, model: Model, clean: Dataset
     return { ...r, source: `badnet detect result ${path}`, seconds: seconds() };
   }
   const labelsOpt = str(ctx, "labels");
-  const labels = labelsOpt === undefined ? undefined : checkLabelList(labelsOpt.split(",").map((s) => Number(s.trim())), model.numClasses);
+  // The same syntax as detect and repair: ranges allowed, an empty or malformed item named (Number("") is 0).
+  const labels = labelsOpt === undefined ? undefined : parseLabels(labelsOpt, model.numClasses);
   const bars = ncProgress(ctx);
   const r = await detectBackdoor(model, clean, { inputScale: scale, labels, seed: num(ctx, "seed", 0, { integer: true, min: 0 }), onProgress: bars.onProgress });
   bars.done();

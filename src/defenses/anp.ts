@@ -26,7 +26,7 @@ import { Session } from "../runtime/session.js";
 import { oneHot, shuffled } from "../train/trainer.js";
 import { splitClean } from "../train/split.js";
 import { mulberry32 } from "../util/random.js";
-import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
+import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
 import { ncEvalSets, outputDense, prunedNeuronsModel, type NcData, type NcEvaluation, type PruneSite } from "./nc-mitigation.js";
 
@@ -180,7 +180,7 @@ export const ANP_OPTIONS = {
   eps: { kind: "number", description: "perturbation budget ε of each neuron's weight scale and bias", default: 0.4, min: 0, max: 1 },
   alpha: { kind: "number", description: "weight α of the clean loss (1 − α: the perturbed loss)", default: 0.2, min: 0, max: 1 },
   lr: { kind: "number", description: "mask learning rate (SGD, momentum 0.9)", default: 0.2, min: 0, exclusiveMin: true },
-  iterations: { kind: "integer", description: "mask-optimization iterations", default: 300, min: 1 },
+  iterations: { kind: "integer", description: "mask-optimization iterations", default: 300, min: 1, max: MAX_LOOPS },
   batchSize: { kind: "integer", description: "images per iteration", default: 128, min: 1, max: 65536 },
   threshold: { kind: "number", description: "neurons whose mask ends below this are pruned", default: 0.2, min: 0, max: 1, exclusiveMin: true, exclusiveMax: true },
   maxDrop: { kind: "number", description: "most held-out clean accuracy the pruning may cost (fraction)", default: 0.02, min: 0, max: 1 },

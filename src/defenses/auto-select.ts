@@ -38,6 +38,7 @@
 // a label whose rolled trigger keeps at least a quarter of its success where found fires anywhere (random_pos),
 // and its figure for every candidate is the worse of the trigger where found and rolled: a repair that removed
 // the trigger at one position only is not scored clean. Masks spread over the whole image never qualify.
+import { fail } from "../errors.js";
 import { memoryDataset, type Dataset } from "../io/dataset.js";
 import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
@@ -162,7 +163,12 @@ export interface CandidateScore {
 export function splitForSelection(data: Dataset, fraction: number, seed = 0): { fit: Dataset; selection: Dataset } {
   const n = data.size;
   const k = Math.round(fraction * n);
-  if (k < 1 || k > n / 2) throw new Error(`selection split of ${fraction} leaves ${k} of ${n} images`);
+  // Too little data is the user's to fix (a few images given as --clean); a fraction above one half is ours.
+  if (k < 1) {
+    const need = Math.ceil(0.5 / fraction);
+    fail(`data ${data.name}: --defense auto holds out ${Math.round(100 * fraction)}% of the clean data to score its candidates, and ${n} image${n === 1 ? "" : "s"} leave${n === 1 ? "s" : ""} none (give at least ${need}, or choose a --defense)`);
+  }
+  if (k > n / 2) throw new Error(`selection split of ${fraction} leaves ${k} of ${n} images`);
   const order = shuffled(n, mulberry32(seed + 77291));
   const sel = Int32Array.from(order.slice(0, k)).sort();
   const fit = Int32Array.from(order.slice(k)).sort();

@@ -1,6 +1,8 @@
 // The option spec: defaults, text from the command line, typed values, and errors that name the option.
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { Graph } from "../graph/ir.js";
+import type { Model } from "../model/model.js";
 import { flagOf, OptionError, resolveOptions, runDefense, type OptionSpecs } from "./defense.js";
 import { DEFENSES, findDefense } from "./registry.js";
 
@@ -68,9 +70,11 @@ test("runDefense refuses a trigger-based defense without triggers, before runnin
 });
 
 test("an algorithm's own option check reaches the caller with the option's flag from the spec", async () => {
-  // prune checks its drops before touching the model or the data.
+  // prune checks its drops before touching the model or the data; runDefense only asks whether the model is a G
+  // (an empty graph is not).
+  const stub = { graph: new Graph("stub"), logits: "y", name: "stub", numClasses: 2 } as unknown as Model;
   await assert.rejects(
-    runDefense(findDefense("prune")!, undefined as never, undefined as never, { drops: [0] }, { inputScale: 1 }),
+    runDefense(findDefense("prune")!, stub, undefined as never, { drops: [0] }, { inputScale: 1 }),
     (e: unknown) => e instanceof OptionError && e.option === "drops" && e.flag === "drop" && /\(0, 100\]/.test(e.complaint),
   );
 });

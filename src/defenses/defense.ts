@@ -295,8 +295,9 @@ export const defineDefense = <S extends OptionSpecs>(d: Defense<S>): AnyDefense 
 /** Resolves `options` against the defense's spec and runs it; checks that what it needs is there. */
 export async function runDefense(d: AnyDefense, model: Model, data: DefenseData, options: Readonly<Record<string, unknown>>, ctx: DefenseContext): Promise<DefenseOutcome> {
   const values = resolveOptions(d.options, options);
-  refuseG(model, "repair");
+  // The trigger check first: it needs neither the model nor the data.
   if (d.needs?.includes("triggers") && !ctx.triggers) throw new UserError(`${d.name} needs Neural Cleanse's reversed triggers`);
+  refuseG(model, "repair");
   try {
     return await d.run(model, data, values, ctx);
   } catch (e) {
@@ -318,5 +319,10 @@ export function stageReporter(progress: ProgressFn | undefined, stage: string, u
 
 /** The inference batch-size option most defenses share. */
 export const BATCH_SIZE_OPTION: NumberOption = { kind: "integer", description: "images per inference run", default: 256, min: 1, max: 65536 };
+/**
+ * Upper bound of a defense's epoch, round, iteration and step counts (train's --epochs has the same): a typo
+ * such as --epochs 1e9 is an error at once, not a run that never ends.
+ */
+export const MAX_LOOPS = 10_000;
 /** The seed option of defenses with a random choice in them. */
 export const SEED_OPTION: NumberOption & { default: number } = { kind: "integer", description: "seed of every random choice (same seed, same result)", default: 0, min: 0 };

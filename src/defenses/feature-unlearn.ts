@@ -24,13 +24,13 @@ import { withSession } from "../runtime/session.js";
 import { buildStepGraph, oneHot, StepRunner } from "../train/trainer.js";
 import { gather, shuffledBatches, splitClean } from "../train/split.js";
 import { mulberry32 } from "../util/random.js";
-import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
+import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
 import { heldOutScore, ncEvalSets, outputDense, stampShare, type NcData, type NcEvaluation, type ReversedTrigger } from "./nc-mitigation.js";
 
 export const FEATURE_UNLEARN_OPTIONS = {
   weight: { kind: "number", description: "weight of the feature-matching term against the cross-entropy", default: 1, min: 0 },
-  epochs: { kind: "integer", description: "most epochs (the epoch kept is chosen on a held-out clean split)", default: 10, min: 1 },
+  epochs: { kind: "integer", description: "most epochs (the epoch kept is chosen on a held-out clean split)", default: 10, min: 1, max: MAX_LOOPS },
   patience: { kind: "integer", description: "epochs without a better held-out score before stopping", default: 2, min: 1 },
   holdout: { kind: "number", description: "share of the clean data held out to choose the epoch", default: 0.2, min: 0, exclusiveMin: true, max: 1, exclusiveMax: true },
   ratio: { kind: "number", description: "share of each batch stamped with a reversed trigger (true labels kept)", default: 0.2, min: 0, exclusiveMin: true, max: 1 },

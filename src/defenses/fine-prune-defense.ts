@@ -1,6 +1,6 @@
 // Fine-Pruning behind the Defense interface.
 import { DEFAULT_FINE_PRUNE_DROP, DEFAULT_FINE_PRUNE_HOLDOUT, DEFAULT_FINE_TUNE, DEFAULT_STOP, DEFAULT_TUNE, finePrune, STOP_CHOICES, STOP_PATIENCE, TUNE_CHOICES } from "./fine-pruning.js";
-import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, SEED_OPTION, stageReporter } from "./defense.js";
+import { BATCH_SIZE_OPTION, defineDefense, MAX_LOOPS, repairArtifacts, SEED_OPTION, stageReporter } from "./defense.js";
 import { PRUNE_OPTIONS } from "./prune-defense.js";
 import { evalLine, gLine, pct } from "../report/text.js";
 
@@ -12,7 +12,7 @@ export const finePruneDefinition = defineDefense({
     drop: { kind: "number", description: "prune until clean validation accuracy has dropped this many percentage points", default: DEFAULT_FINE_PRUNE_DROP },
     order: PRUNE_OPTIONS.order,
     layer: PRUNE_OPTIONS.layer,
-    epochs: { kind: "integer", description: "fine-tuning epochs on the clean data (at most, with --stop recovered)", default: DEFAULT_FINE_TUNE.epochs, min: 0 },
+    epochs: { kind: "integer", description: "fine-tuning epochs on the clean data (at most, with --stop recovered)", default: DEFAULT_FINE_TUNE.epochs, min: 0, max: MAX_LOOPS },
     stop: {
       kind: "choice",
       choices: STOP_CHOICES,

@@ -18,12 +18,12 @@ import { buildStepGraph, oneHot, StepRunner } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { checkRepairData } from "./anp.js";
 import { finishRepair, heldOutSplit, RoundPicker } from "./held-out-repair.js";
-import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
+import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import type { NcData, NcEvaluation } from "./nc-mitigation.js";
 import { gather, shuffledBatches } from "../train/split.js";
 
 export const FT_SAM_OPTIONS = {
-  epochs: { kind: "integer", description: "fine-tuning epochs over the clean data", default: 5, min: 1 },
+  epochs: { kind: "integer", description: "fine-tuning epochs over the clean data", default: 5, min: 1, max: MAX_LOOPS },
   rho: { kind: "number", description: "radius of the weight perturbation (ASAM: in |θ|-scaled units)", default: 2, min: 0, exclusiveMin: true },
   eta: { kind: "number", description: "ASAM's offset in T = |θ| + η (weights near zero still move)", default: 0.01, min: 0 },
   adaptive: { kind: "boolean", description: "ASAM (scale the perturbation by |θ|); off: plain SAM", default: true },

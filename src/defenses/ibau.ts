@@ -24,7 +24,7 @@ import { oneHot, shuffled, train, type EpochStats } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { checkRepairData } from "./anp.js";
 import { finishRepair, heldOutSplit, RoundPicker } from "./held-out-repair.js";
-import { pickOptions, resolveOptions, SEED_OPTION, type NumberOption, type OptionSpecs, type OptionValues } from "./defense.js";
+import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type NumberOption, type OptionSpecs, type OptionValues } from "./defense.js";
 import { type NcData, type NcEvaluation } from "./nc-mitigation.js";
 
 export interface IbauOptions {
@@ -74,9 +74,9 @@ export interface IbauResult extends NcEvaluation {
 
 /** i-BAU's numeric options: one spec for the library's checks, the CLI's flags and --help. */
 export const IBAU_OPTIONS = {
-  rounds: { kind: "integer", description: "outer rounds (perturbation, then one unlearning epoch)", default: 5, min: 1 },
+  rounds: { kind: "integer", description: "outer rounds (perturbation, then one unlearning epoch)", default: 5, min: 1, max: MAX_LOOPS },
   rms: { kind: "number", description: "perturbation budget: RMS per input value, as a share of the input range", default: 0.1, min: 0, max: 1, exclusiveMin: true },
-  perturbSteps: { kind: "integer", description: "gradient-ascent steps on the perturbation per round", default: 20, min: 1 },
+  perturbSteps: { kind: "integer", description: "gradient-ascent steps on the perturbation per round", default: 20, min: 1, max: MAX_LOOPS },
   ratio: { kind: "number", description: "share of each batch carrying the perturbation (true labels kept)", default: 0.5, min: 0, max: 1, exclusiveMin: true },
   lr: { kind: "number", description: "Adam learning rate of the unlearning epochs", default: 1e-3, min: 0, exclusiveMin: true },
   batchSize: { kind: "integer", description: "training batch size", default: 64, min: 1, max: 65536 },

@@ -76,6 +76,14 @@ test("merging checks its shards: overlap, other settings, other models, too few"
   assert.match(msg(() => mergeShards([A, other])), /B was scanned with steps 7, A with 80/);
   const model: NcShard = { ...B, model: { ...B.model, numClasses: 9 } };
   assert.match(msg(() => mergeShards([A, model])), /9 classes/);
+  // One architecture, other weights (a model and its repaired copy): told apart by the weights' fingerprint.
+  const fp = (s: NcShard, sha: string, source: string): NcShard => ({ ...s, model: { ...s.model, source, weightsSha256: sha } });
+  assert.match(msg(() => mergeShards([fp(A, "aa", "model.h5"), fp(B, "bb", "repaired.h5")])), /B scanned other weights \(repaired\.h5\) than A \(model\.h5\)/);
+  assert.equal(mergeShards([fp(A, "aa", "model.h5"), fp(B, "aa", "/elsewhere/model.h5")]).labels.length, 4);
+  // As many clean images, other pixels (valid.h5 and test.h5 of one size).
+  assert.ok(A.neuralCleanse.images.sha256 !== undefined && A.neuralCleanse.images.sha256 === B.neuralCleanse.images.sha256, "shards on one data set share its fingerprint");
+  const otherData: NcShard = { ...B, neuralCleanse: { ...B.neuralCleanse, images: { ...B.neuralCleanse.images, sha256: "00" } } };
+  assert.match(msg(() => mergeShards([A, otherData])), /B and A were scanned on other clean images/);
   assert.match(msg(() => asShard({ model: {} }, "X")), /X has no Neural Cleanse result/);
 });
 

@@ -13,11 +13,11 @@ import { scoreScan, TRIGGER_FAMILIES, type NcFamilyStats, type NcLabelResult, ty
 export interface NcShard {
   /** Where it was read from (for messages). */
   source: string;
-  model: { name: string; numClasses: number; inputShape: number[] };
+  model: { name: string; numClasses: number; inputShape: number[]; source?: string; weightsSha256?: string };
   neuralCleanse: ReportNeuralCleanse & {
     labels: NcLabelResult[];
     settings: Record<string, unknown> & { families: TriggerFamily[]; scale: "log" | "linear"; fdr: number; minHeldOutSuccess: number };
-    images: { optimize: number; heldOut: number };
+    images: { optimize: number; heldOut: number; sha256?: string };
     families: Partial<Record<TriggerFamily, NcFamilyStats>>;
   };
 }
@@ -55,7 +55,7 @@ export interface MergedScan {
   mad: number;
   scale: "log" | "linear";
   settings: NcShard["neuralCleanse"]["settings"];
-  images: { optimize: number; heldOut: number };
+  images: { optimize: number; heldOut: number; sha256?: string };
   /** Sum of the shards' scan times. */
   seconds: number;
 }
@@ -70,13 +70,21 @@ export function mergeShards(shards: readonly NcShard[]): MergedScan {
     const m = sh.model;
     if (m.name !== first.model.name || m.numClasses !== first.model.numClasses || JSON.stringify(m.inputShape) !== JSON.stringify(first.model.inputShape))
       fail(`--merge: ${sh.source} scanned model ${m.name} (${m.numClasses} classes), ${first.source} scanned ${first.model.name} (${first.model.numClasses} classes)`);
+    // One architecture with other weights (a model and its repaired copy): the names and shapes above agree.
+    // Results written before detect recorded the weights carry no fingerprint and are let through.
+    if (m.weightsSha256 !== undefined && first.model.weightsSha256 !== undefined && m.weightsSha256 !== first.model.weightsSha256)
+      fail(`--merge: ${sh.source} scanned other weights (${m.source ?? m.name}) than ${first.source} (${first.model.source ?? first.model.name}); the shards must scan one model`);
     for (const k of SAME_SETTINGS) {
       const a = JSON.stringify(sh.neuralCleanse.settings[k]);
       const b = JSON.stringify(set0[k]);
       if (a !== b) fail(`--merge: ${sh.source} was scanned with ${k} ${a}, ${first.source} with ${b}`);
     }
-    if (JSON.stringify(sh.neuralCleanse.images) !== JSON.stringify(first.neuralCleanse.images))
-      fail(`--merge: ${sh.source} used ${sh.neuralCleanse.images.optimize}+${sh.neuralCleanse.images.heldOut} images, ${first.source} ${first.neuralCleanse.images.optimize}+${first.neuralCleanse.images.heldOut} (not the same clean data)`);
+    const [im, im0] = [sh.neuralCleanse.images, first.neuralCleanse.images];
+    if (im.optimize !== im0.optimize || im.heldOut !== im0.heldOut)
+      fail(`--merge: ${sh.source} used ${im.optimize}+${im.heldOut} images, ${first.source} ${im0.optimize}+${im0.heldOut} (not the same clean data)`);
+    // As many images, other pixels (valid.h5 and test.h5 of one size). Older results carry no fingerprint.
+    if (im.sha256 !== undefined && im0.sha256 !== undefined && im.sha256 !== im0.sha256)
+      fail(`--merge: ${sh.source} and ${first.source} were scanned on other clean images (${im.optimize}+${im.heldOut} each, not the same pixels)`);
     for (const l of sh.neuralCleanse.labels) {
       const other = seen.get(l.label);
       if (other !== undefined) fail(`--merge: label ${l.label} is in both ${other} and ${sh.source}`);

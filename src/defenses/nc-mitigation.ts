@@ -28,7 +28,7 @@ import { paramValues, withParams } from "../model/params.js";
 import type { ReportNeuralCleanse, ReportPruning, ReportPruningPoint } from "../report/types.js";
 import { splitClean } from "../train/split.js";
 import { train, type EpochStats } from "../train/trainer.js";
-import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
+import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
 import { detectBackdoor, stampTrigger, type ReversedTrigger as NcTrigger } from "./neural-cleanse.js";
 import { randomlyPlaced, resolvePlacement, shiftedTrigger, placeAnywhere, translatedSource, PLACEMENTS, type PlacedTrigger, type ShiftEvidence } from "./shift-evidence.js";
@@ -493,8 +493,8 @@ export interface UnlearnResult extends NcEvaluation {
 
 /** Neural Cleanse unlearning's options: one spec for the library's checks, the CLI's flags and --help. */
 export const UNLEARN_OPTIONS = {
-  rounds: { kind: "integer", description: "rounds; each later one re-reverses the flagged labels' triggers on the unlearned network and unlearns them too", default: 1, min: 1 },
-  epochs: { kind: "integer", description: "most unlearning epochs per round (the epoch kept is chosen on a held-out clean split)", default: 10, min: 1 },
+  rounds: { kind: "integer", description: "rounds; each later one re-reverses the flagged labels' triggers on the unlearned network and unlearns them too", default: 1, min: 1, max: MAX_LOOPS },
+  epochs: { kind: "integer", description: "most unlearning epochs per round (the epoch kept is chosen on a held-out clean split)", default: 10, min: 1, max: MAX_LOOPS },
   patience: { kind: "integer", description: "epochs without a better held-out score before a round stops", default: 2, min: 1 },
   holdout: { kind: "number", description: "share of the clean data held out to choose the epoch (0: train on all, keep the last epoch)", default: 0.2, min: 0, max: 1, exclusiveMax: true },
   ratio: { kind: "number", description: "share of each batch stamped with a reversed trigger (true labels kept)", default: 0.2, min: 0, exclusiveMin: true, max: 1 },

@@ -352,6 +352,10 @@ test("detects the backdoor target of a patch-poisoned model and flags nothing on
   const png = triggerPngs(trig, rBad.example, rBad.shape, rBad.inputScale);
   assert.equal(png.mask.subarray(1, 4).toString(), "PNG");
 
+  // More labels per run than there are labels (a typo like --labels-per-run 1e12): slots for the labels queued only.
+  const wide = await detectBackdoor(bad, ds(), { inputScale: 255, labels: [0, 1], steps: 5, restarts: 1, moreStarts: 0, families: ["mask"], labelsPerRun: 1e12 });
+  assert.equal(wide.labels.length, 2);
+
   // A shortlist smaller than the label count: the labels that are not reference labels are screened, the
   // shortlist and the reference labels get the full budget, and the statistics come from the reference labels.
   // (A 60-step first rung on 8 images: 10 steps from the random start do not rank these 7 labels reliably.)

@@ -31,6 +31,7 @@
 // labels' lower half, which raised the MAD and cost WaNet's target on a second zoo. On two zoos (110 scans,
 // README, 2026-12-04): every target flagged in 57 of 90 backdoored scans (55 with 2 starts), 3 wrong flags (5),
 // no clean scan flagged (1), for 1.25x the full phase on 10-class models.
+import { createHash } from "node:crypto";
 import { fail } from "../errors.js";
 import { backward } from "../graph/autodiff.js";
 import { attr, Graph, tensor,type TensorData } from "../graph/ir.js";
@@ -299,7 +300,8 @@ export interface NeuralCleanseResult {
   inputScale: number;
   /** A held-out clean image [C·H·W] (scaled), for showing a stamped example. */
   example: Float32Array;
-  images: { optimize: number; heldOut: number };
+  /** `sha256`: of the images read (both parts), so that `detect --merge` can tell shards scanned on other data. */
+  images: { optimize: number; heldOut: number; sha256?: string };
   /** Image passes (one forward + one backward of one image) of every optimization step, all families and phases. */
   imagePasses: number;
   settings: NcSettings & { shortlist: number; families: TriggerFamily[]; rungs: NcRung[] };
@@ -1047,7 +1049,9 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
       const B = Math.min(batchSize, nOpt);
       const { step, session } = await compiledStep(family, B);
       // Labels per call: given, else as many as keep the step's activations near a core's cache (nc-budget.ts).
-      const L = opts.labelsPerRun ?? labelSlots(activation, B, slots);
+      // Never more slots than runs queued: the feed arrays are sized by it (a huge --labels-per-run allocated
+      // them for labels that do not exist).
+      const L = Math.min(opts.labelsPerRun ?? labelSlots(activation, B, slots), queue.length);
       let done = 0;
       imagePasses += await runPhase(step, session, queue, budget, pool, model, L, s, (r) => {
         r.moments = null;
@@ -1236,7 +1240,7 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     shape: [c, h, w],
     inputScale: o.inputScale,
     example: heldX.slice(0, per),
-    images: { optimize: nOpt, heldOut: Math.min(nHeld, o.evalImages) },
+    images: { optimize: nOpt, heldOut: Math.min(nHeld, o.evalImages), sha256: createHash("sha256").update(new Uint8Array(data.x.buffer, data.x.byteOffset, data.x.byteLength)).digest("hex") },
     imagePasses,
     settings: { ...o, shortlist: shortCount, families, rungs },
   };

@@ -38,7 +38,7 @@ import { fail } from "../errors.js";
 import { evaluateModels } from "../eval/evaluate.js";
 import type { Graph } from "../graph/ir.js";
 import type { Model } from "../model/model.js";
-import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
+import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
 import { heldOutScore, ncEvalSets, ncPrune, ncUnlearn, prunedNeuronsModel, pruneSite, reinvertTriggers, type NcData, type NcEvaluation, type PruneSite, type ReversedTrigger, type UnlearnEpoch, type UnlearnOptions } from "./nc-mitigation.js";
 import { channelMask } from "./pruning.js";
@@ -74,7 +74,7 @@ export const PRUNE_UNLEARN_OPTIONS = {
   order: { kind: "choice", choices: ["relative", "gap"] as const, description: "channel order: activation increase under the trigger divided by the clean activation (relative), or the increase alone (gap, the paper's)", default: "relative" },
   accept: { kind: "number", description: "a label's pruning is kept only if its reversed trigger ends below this success (else those channels are restored: the trigger is not carried by a few channels)", default: 0.05, min: 0, exclusiveMin: true, max: 1 },
   maxDrop: { kind: "number", description: "never prune past this loss of clean accuracy (fraction, all labels together, measured from B)", default: 0.05, min: 0, max: 1 },
-  epochs: { kind: "integer", description: "most unlearning epochs after pruning (the epoch kept is chosen on a held-out clean split)", default: 10, min: 1 },
+  epochs: { kind: "integer", description: "most unlearning epochs after pruning (the epoch kept is chosen on a held-out clean split)", default: 10, min: 1, max: MAX_LOOPS },
   patience: { kind: "integer", description: "unlearning epochs without a better held-out score before stopping", default: 2, min: 1 },
   holdout: { kind: "number", description: "share of the clean data held out to choose the unlearning epoch", default: 0.2, min: 0, max: 1, exclusiveMax: true },
   ratio: { kind: "number", description: "share of each unlearning batch stamped with a reversed trigger (true labels kept)", default: 0.2, min: 0, exclusiveMin: true, max: 1 },

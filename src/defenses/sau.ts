@@ -27,19 +27,19 @@ import { stepLr } from "../graph/optimizers.js";
 import { mulberry32 } from "../util/random.js";
 import { checkRepairData } from "./anp.js";
 import { finishRepair, heldOutSplit, RoundPicker } from "./held-out-repair.js";
-import { pickOptions, resolveOptions, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
+import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { argmax, embed } from "./g-model.js";
 import type { NcData, NcEvaluation } from "./nc-mitigation.js";
 import { gather, shuffledBatches } from "../train/split.js";
 
 /** SAU's options: one spec for the library's checks, the CLI's flags and --help. */
 export const SAU_OPTIONS = {
-  rounds: { kind: "integer", description: "unlearning rounds (one pass over the clean data each)", default: 3, min: 1 },
+  rounds: { kind: "integer", description: "unlearning rounds (one pass over the clean data each)", default: 3, min: 1, max: MAX_LOOPS },
   norm: { kind: "choice", choices: ["linf", "l2", "l1"] as const, description: "norm bounding each image's perturbation: linf (the paper's; ε per value), l2 (radius rms·range·√(C·H·W)) or l1 (radius l1Share·range·C·H·W, sparse steps: patch-like)", default: "linf" },
   l1Share: { kind: "number", description: "l1 norm: the radius as the share of input values at full contrast", default: 0.015, min: 0, max: 1, exclusiveMin: true },
   eps: { kind: "number", description: "L∞ bound of the shared perturbation, as a share of the input range", default: 0.2, min: 0, max: 1, exclusiveMin: true },
   rms: { kind: "number", description: "l2 norm: the radius as an RMS per input value, as a share of the input range", default: 0.1, min: 0, max: 1, exclusiveMin: true },
-  pgdSteps: { kind: "integer", description: "signed-gradient steps of the maximisation per batch (the paper: 5; 3 measured as good on blend, 1.6× faster)", default: 3, min: 1 },
+  pgdSteps: { kind: "integer", description: "signed-gradient steps of the maximisation per batch (the paper: 5; 3 measured as good on blend, 1.6× faster)", default: 3, min: 1, max: MAX_LOOPS },
   stepSize: { kind: "number", description: "maximisation step, as a share of the input range (l2: of the radius)", default: 0.2, min: 0, max: 1, exclusiveMin: true },
   beta1: { kind: "number", description: "weight of the adversarial loss in the maximisation", default: 0.01, min: 0 },
   beta2: { kind: "number", description: "weight of the sharing (JS divergence) loss in the maximisation", default: 1, min: 0 },

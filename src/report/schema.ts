@@ -12,7 +12,7 @@ const int = z.number().int();
 const frac = z.number().min(0).max(1);
 
 const layer = z.object({ name: z.string(), className: z.string(), outputShape: z.array(z.number().nullable()), params: int }).passthrough();
-const model = z.object({ name: z.string(), source: z.string(), inputShape: z.array(int), numClasses: int, layers: z.array(layer), totalParams: int }).passthrough();
+const model = z.object({ name: z.string(), source: z.string(), inputShape: z.array(int), numClasses: int, layers: z.array(layer), totalParams: int, weightsSha256: z.string().optional() }).passthrough();
 const evalResult = z.object({ cleanAccuracy: frac, asr: frac.optional(), nClean: int, nPoisoned: int.optional(), triggerSuccess: frac.optional() }).passthrough();
 const evaluation = z.object({ before: evalResult, after: evalResult.optional() }).passthrough();
 const pruningPoint = z.object({ fractionPruned: frac, channelsPruned: int, cleanAccuracy: frac, asr: frac.optional(), triggerSuccess: frac.optional() }).passthrough();

@@ -30,6 +30,11 @@ export interface ReportModel {
   totalParams: number;
   /** Input normalisation (x − mean) / std per channel given with --mean/--std, baked into every saved network and G. */
   normalization?: { mean: number[]; std: number[] };
+  /**
+   * SHA-256 of the weights (every initializer's bytes, in graph order), written by detect: `detect --merge` tells
+   * apart networks of one architecture with it (a model and its repaired copy). Equal for one file loaded twice.
+   */
+  weightsSha256?: string;
 }
 
 /** Accuracy of one network on the clean and poisoned evaluation sets. */

@@ -47,6 +47,8 @@ export interface BadFiles {
   noLabel: string;
   /** Two 55x47x3 faces, the second labelled 5000 (DeepID has 1283 classes). */
   labelOutOfRange: string;
+  /** Two 55x47x3 faces with their true labels: valid, but too few for some commands. */
+  twoFaces: string;
   /** Two 28x28x1 images (Fashion-MNIST shaped), labels 0 and 1. */
   wrongShape: string;
   /** A 28x28 RGB PNG. */
@@ -234,8 +236,12 @@ export async function makeBadFiles(dir: string): Promise<BadFiles> {
   const lstmModel = await writeLstmModel(p("lstm_model.h5"));
 
   const noData = await writeH5(p("no_data.h5"), { label: { data: Float64Array.from([1, 2]), shape: [2] } });
-  const twoFaces = pixelsOf(faceSet("clean_").images.slice(0, 2));
+  const cleanFaces = faceSet("clean_");
+  const twoFaces = pixelsOf(cleanFaces.images.slice(0, 2));
   const noLabel = await writeH5(p("no_label.h5"), { data: { data: twoFaces.data, shape: twoFaces.shape } });
+
+  const twoFacesPath = p("two_faces.h5");
+  await writeCsawH5(twoFacesPath, twoFaces.data, twoFaces.shape, Int32Array.from(cleanFaces.labels.slice(0, 2)));
 
   const labelOutOfRange = p("label_5000.h5");
   await writeCsawH5(labelOutOfRange, twoFaces.data, twoFaces.shape, Int32Array.from([43, 5000]));
@@ -254,7 +260,7 @@ export async function makeBadFiles(dir: string): Promise<BadFiles> {
   const deepid = await loadModel(fixture("thirdparty/keras24_functional_deepid.h5"));
   writeOnnx(gModel, gFromPair(deepid, deepid));
 
-  return { dir, dirModel, notHdf5, truncated, corrupt, plainHdf5, lstmModel, noData, noLabel, labelOutOfRange, wrongShape, smallPng, notImage, gModel };
+  return { dir, dirModel, notHdf5, truncated, corrupt, plainHdf5, lstmModel, noData, noLabel, labelOutOfRange, twoFaces: twoFacesPath, wrongShape, smallPng, notImage, gModel };
 }
 
 export interface CliResult {

@@ -145,6 +145,8 @@ test("zoo CNN kernels let every 2x2 pool tile its input, so every pixel (incl. t
 
 test("unknown model names and impossible sizes are UserErrors", { skip }, async () => {
   await assert.rejects(buildZoo({ out: join(dir, "x"), only: ["nope"], trainSize: 10, validSize: 10, testSize: 10 }), UserError);
+  // --only "," names no model: an error, not the whole zoo.
+  await assert.rejects(buildZoo({ out: join(dir, "x"), only: ["", ""], trainSize: 10, validSize: 10, testSize: 10 }), /--only names no model/);
   await assert.rejects(buildZoo({ out: join(dir, "x"), trainSize: 59000, validSize: 5000 }), UserError);
 });
 

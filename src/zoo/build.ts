@@ -403,8 +403,10 @@ export async function buildZoo(opts: BuildZooOptions): Promise<ZooIndex> {
 
   const plans = zooPlan(shape, seed);
   const only = opts.only?.filter((s) => s.length > 0);
+  // A list that names nothing (--only ",") must not fall through to "all": that is hours of training.
+  if (only !== undefined && only.length === 0) fail(`zoo: --only names no model (known: ${plans.map((p) => p.name).join(", ")})`);
   for (const name of only ?? []) if (!plans.some((p) => p.name === name)) fail(`zoo: unknown model "${name}" (known: ${plans.map((p) => p.name).join(", ")})`);
-  const chosen = only && only.length > 0 ? plans.filter((p) => only.includes(p.name)) : plans;
+  const chosen = only ? plans.filter((p) => only.includes(p.name)) : plans;
 
   const split = zooSplit(n, validSize, trainSize, seed);
   const valid = subset(trainRaw, split.valid);

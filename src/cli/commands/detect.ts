@@ -144,7 +144,8 @@ export const detectCommand: Command = {
     const labelSpec = str(ctx, "labels");
     const labels = labelSpec === undefined ? undefined : parseLabels(labelSpec, model.numClasses);
     const dir = outDir(ctx, false);
-    const opt = (key: string) => optNum(ctx, key, { min: 1, integer: true });
+    // Upper bounds so that a typo (--steps 1e9, --restarts 1e6) is an error, not a scan that never ends.
+    const opt = (key: string, max = 65536) => optNum(ctx, key, { min: 1, max, integer: true });
     const familySpec = str(ctx, "families");
     const families = familySpec === undefined ? undefined : checkFamilies(familySpec.split(",").map((f) => f.trim()));
     const scaleSpec = str(ctx, "scale");
@@ -155,14 +156,14 @@ export const detectCommand: Command = {
     const result = await detectBackdoor(model, clean, {
       inputScale: scale,
       labels,
-      steps: opt("steps"),
-      screenSteps: opt("screen-steps"),
+      steps: opt("steps", 100_000),
+      screenSteps: opt("screen-steps", 100_000),
       batchSize: opt("batch-size"),
       screenBatchSize: opt("screen-batch-size"),
       labelsPerRun: opt("labels-per-run"),
-      shortlist: opt("shortlist"),
-      restarts: opt("restarts"),
-      moreStarts: optNum(ctx, "more-starts", { min: 0, integer: true }),
+      shortlist: opt("shortlist", Infinity),
+      restarts: opt("restarts", 1000),
+      moreStarts: optNum(ctx, "more-starts", { min: 0, max: 1000, integer: true }),
       families,
       scale: scaleSpec as NormScale | undefined,
       schedule: schedule as NcSchedule | undefined,

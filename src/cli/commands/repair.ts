@@ -46,7 +46,7 @@ export const repairCommand: Command = {
     const scale = await inputScale(ctx, "clean");
     const seed = optNum(ctx, "seed", { integer: true, min: 0 });
     const batchSize = str(ctx, "batch-size");
-    const moreStarts = optNum(ctx, "more-starts", { min: 0, integer: true });
+    const moreStarts = optNum(ctx, "more-starts", { min: 0, max: 1000, integer: true });
     if (moreStarts !== undefined && detect === false) fail("--more-starts is a Neural Cleanse setting: it cannot go with --skip-detect");
     const budgetSeconds = optNum(ctx, "auto-budget", { min: 0 });
     if (budgetSeconds !== undefined && defense !== "auto") fail("--auto-budget only applies to --defense auto");
