@@ -297,7 +297,7 @@ export async function runDefense(d: AnyDefense, model: Model, data: DefenseData,
   const values = resolveOptions(d.options, options);
   // The trigger check first: it needs neither the model nor the data.
   if (d.needs?.includes("triggers") && !ctx.triggers) throw new UserError(`${d.name} needs Neural Cleanse's reversed triggers`);
-  refuseG(model, "repair");
+  refuseG(model);
   try {
     return await d.run(model, data, values, ctx);
   } catch (e) {

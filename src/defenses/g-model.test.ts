@@ -30,7 +30,7 @@ test("isRejectingG: a G built in memory or read back from ONNX is recognised, B 
     const loaded = await loadModel(path);
     assert.equal(loaded.numClasses, b.numClasses + 1);
     assert.equal(isRejectingG(loaded), true);
-    assert.throws(() => refuseG(loaded, "repair"), (e: unknown) => e instanceof UserError && /small_G is a G network \(4 classes/.test(e.message));
+    assert.throws(() => refuseG(loaded), (e: unknown) => e instanceof UserError && /small_G is a G network \(4 classes/.test(e.message));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -44,5 +44,5 @@ test("isRejectingG: a column built like the reject class but with other values i
   const out = g.op("Concat", [b.logits, col], { axis: attr.int(1) }, "wider");
   g.setOutputs([out]);
   assert.equal(isRejectingG({ graph: g, logits: out }), false);
-  assert.doesNotThrow(() => refuseG({ graph: g, logits: out, name: "wider", numClasses: 4 }, "repair"));
+  assert.doesNotThrow(() => refuseG({ graph: g, logits: out, name: "wider", numClasses: 4 }));
 });

@@ -43,9 +43,9 @@ export function isRejectingG(model: Pick<Model, "graph" | "logits">): boolean {
  * Repairing a G is not meaningful: it holds B and a repaired copy side by side, and its last class is the
  * reject verdict, which no clean label trains. A one-line error instead of a training graph that cannot work.
  */
-export function refuseG(model: Pick<Model, "graph" | "logits" | "name" | "numClasses">, what: string): void {
+export function refuseG(model: Pick<Model, "graph" | "logits" | "name" | "numClasses">): void {
   if (isRejectingG(model))
-    fail(`model ${model.name} is a G network (${model.numClasses} classes, the last one marks rejected inputs), not a classifier to ${what}: give B or a repaired network (G can be evaluated, scanned with detect and used with predict)`);
+    fail(`model ${model.name} is a G network (${model.numClasses} classes, the last one marks rejected inputs), not a classifier to repair: give B or a repaired network (G can be evaluated, scanned with detect and used with predict)`);
 }
 
 /** Copies `src`'s nodes and initializers into `dst` with every value name prefixed; `input` maps to dst's input. */

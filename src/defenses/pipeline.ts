@@ -92,7 +92,7 @@ export function checkRepairRequest(req: Pick<RepairRequest, "defense" | "detect"
 export async function repair(model: Model, all: DefenseData, req: RepairRequest): Promise<RepairResult> {
   let defense = checkRepairRequest(req);
   // Before detection: its minutes would be spent on a model no defense can take.
-  refuseG(model, "repair");
+  refuseG(model);
   const { timings, lap } = lapTimer();
   // The calibration part is split off first: neither detection nor the defense ever sees it.
   const guarantee: Guarantee | undefined = req.fprConfidence === undefined ? undefined : { delta: 1 - req.fprConfidence };
