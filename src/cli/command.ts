@@ -1,5 +1,6 @@
 // What every CLI command looks like, and the options they share.
 import { parseArgs } from "node:util";
+import { decimal } from "../util/decimal.js";
 import { fail } from "../errors.js";
 import { checkLabels, checkShape, type Dataset } from "../io/dataset.js";
 import { openDataset } from "../io/open-dataset.js";
@@ -108,7 +109,7 @@ export function num(ctx: Context, key: string, dflt?: number, range?: { min?: nu
     if (dflt === undefined) fail(`missing required option --${key}`);
     return dflt;
   }
-  const v = Number(s);
+  const v = decimal(s);
   if (!Number.isFinite(v)) fail(`--${key} must be a number, got "${s}"`);
   if (range?.integer && !Number.isInteger(v)) fail(`--${key} must be an integer, got ${s}`);
   if (range?.min !== undefined && v < range.min) fail(`--${key} must be at least ${range.min}, got ${s}`);
@@ -125,8 +126,8 @@ export function numList(ctx: Context, key: string, dflt: number[], range: { min:
   const s = str(ctx, key);
   if (s === undefined) return dflt;
   return s.split(",").map((p) => {
-    const v = Number(p.trim());
-    if (p.trim() === "" || !Number.isFinite(v)) fail(`--${key}: "${p}" is not a number`);
+    const v = decimal(p);
+    if (!Number.isFinite(v)) fail(`--${key}: "${p}" is not a number`);
     if (v < range.min || v > range.max) fail(`--${key}: ${v} is outside ${range.min}..${range.max}`);
     return v;
   });
@@ -154,9 +155,9 @@ export async function inputScale(ctx: Context, detectFrom?: string): Promise<num
       raw.close();
     }
   }
-  const v = Number(s);
-  // Name the option and echo what was typed: Number("abc") alone would report NaN.
-  if (s.trim() === "" || !Number.isFinite(v) || v <= 0) fail(`--input-scale must be a positive number (255 or 1), got "${s}"`);
+  const v = decimal(s);
+  // Name the option and echo what was typed: the number alone would report NaN.
+  if (!Number.isFinite(v) || v <= 0) fail(`--input-scale must be a positive number (255 or 1), got "${s}"`);
   return v;
 }
 

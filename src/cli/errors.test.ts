@@ -284,6 +284,21 @@ const cases: Case[] = [
     names: () => ["two_faces.h5", "--defense auto", /2 images leave none/, /at least 3/],
   },
   {
+    name: "a hexadecimal number (Number() reads 0x10 as 16)",
+    args: () => ["eval", "--model", KERAS24, "--input-scale", "0x10", "--clean", faces.clean],
+    names: () => ["--input-scale", '"0x10"'],
+  },
+  {
+    name: "a defense option as Infinity",
+    args: () => ["fine-prune", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--epochs", "Infinity", "--out", join(dir, "never_written_hex")],
+    names: () => ["--epochs", /must be a number/, '"Infinity"'],
+  },
+  {
+    name: "unlearn --labels with --mask/--pattern (the label is --target)",
+    args: () => ["unlearn", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--mask", FACE, "--pattern", FACE, "--target", "0", "--labels", "0-3", "--out", join(dir, "never_written_labels2")],
+    names: () => ["--labels", /--target/],
+  },
+  {
     name: "repair --more-starts with --skip-detect",
     args: () => ["repair", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--defense", "strip", "--skip-detect", "--more-starts", "1", "--out", "/tmp/badnet-never-written"],
     names: () => ["--more-starts", "--skip-detect"],

@@ -37,6 +37,9 @@ export async function resolveTriggers(ctx: Context, model: Model, clean: Dataset
   const target = str(ctx, "target");
   const seconds = () => (performance.now() - t0) / 1000;
   if (trigger !== undefined && (mask !== undefined || pattern !== undefined)) fail("give either --trigger or --mask/--pattern, not both");
+  // --labels chooses what Neural Cleanse scans here; given triggers would leave it without effect, unsaid.
+  if (str(ctx, "labels") !== undefined && (trigger !== undefined || mask !== undefined || pattern !== undefined))
+    fail(`--labels chooses the labels Neural Cleanse scans when it runs here; with ${trigger !== undefined ? "--trigger the flagged labels come from that result" : "--mask/--pattern the label is --target"}: leave --labels out`);
   if (mask !== undefined || pattern !== undefined || target !== undefined) {
     if (mask === undefined || pattern === undefined || target === undefined) fail("--mask, --pattern and --target go together (the reversed trigger's mask and pattern images and its target label)");
     const label = num(ctx, "target", undefined, { integer: true, min: 0, max: model.numClasses - 1 });
@@ -45,7 +48,7 @@ export async function resolveTriggers(ctx: Context, model: Model, clean: Dataset
   }
   if (trigger !== undefined) {
     const path = existsSync(trigger) && statSync(trigger).isDirectory() ? join(trigger, "result.json") : trigger;
-    const r = triggersFromReport(readResult(trigger), path, model.inputShape, scale);
+    const r = triggersFromReport(readResult(trigger), path, model.inputShape, scale, model.numClasses);
     return { ...r, source: `badnet detect result ${path}`, seconds: seconds() };
   }
   const labelsOpt = str(ctx, "labels");

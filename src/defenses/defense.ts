@@ -16,6 +16,7 @@ import type { Model } from "../model/model.js";
 import type { ReportData, ReportEvalResult, ReportEvaluation, ReportG, ReportNeuralCleanse } from "../report/types.js";
 import type { ReversedTrigger } from "./nc-mitigation.js";
 import { refuseG } from "./g-model.js";
+import { decimal } from "../util/decimal.js";
 
 // ---------------------------------------------------------------------------------------------------------
 // Options
@@ -107,7 +108,7 @@ function resolveOne(name: string, o: OptionSpec, given: unknown): unknown {
     case "integer": {
       const text = String(given);
       if (typeof given === "string" && given.trim() === "") throw new OptionError(name, `must be a number, got ""`);
-      return checkNumber(name, o, typeof given === "number" ? given : Number(given), text);
+      return checkNumber(name, o, typeof given === "number" ? given : decimal(text), text);
     }
     case "numbers": {
       const list = typeof given === "string" ? given.split(",") : Array.isArray(given) ? given : [given];
@@ -115,7 +116,7 @@ function resolveOne(name: string, o: OptionSpec, given: unknown): unknown {
       return list.map((p) => {
         const t = String(p).trim();
         if (t === "") throw new OptionError(name, `"${String(p)}" is not a number`);
-        return checkNumber(name, o, Number(t), t);
+        return checkNumber(name, o, typeof p === "number" ? p : decimal(t), t);
       });
     }
     case "choice":

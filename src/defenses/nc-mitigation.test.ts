@@ -64,12 +64,14 @@ test("triggers read back from the PNGs Neural Cleanse draws (files and a detect 
   for (let i = 0; i < 3 * hw; i++) assert.ok(Math.abs(back.pattern[i] - t.pattern[i]) <= 0.5 + 1e-4);
   // The same through result.json's neuralCleanse section, with the input scale applied to the pattern.
   const report = { neuralCleanse: { flagged: [2], triggers: [{ label: 2, maskPng: png.mask.toString("base64"), patternPng: `data:image/png;base64,${png.pattern.toString("base64")}` }] } };
-  const r = triggersFromReport(report, "result.json", shape, 255);
+  const r = triggersFromReport(report, "result.json", shape, 255, 10);
   assert.deepEqual(r.flagged, [2]);
   assert.ok(Math.abs(r.triggers[0].pattern[5] - back.pattern[5] / 255) < 1e-6);
-  assert.deepEqual(triggersFromReport({ neuralCleanse: { flagged: [], triggers: [] } }, "r", shape, 1).flagged, []);
-  assert.throws(() => triggersFromReport({ neuralCleanse: { flagged: [1], triggers: report.neuralCleanse.triggers } }, "r", shape, 1), UserError);
-  assert.throws(() => triggersFromReport({ strip: {} }, "r", shape, 1), UserError);
+  assert.deepEqual(triggersFromReport({ neuralCleanse: { flagged: [], triggers: [] } }, "r", shape, 1, 10).flagged, []);
+  assert.throws(() => triggersFromReport({ neuralCleanse: { flagged: [1], triggers: report.neuralCleanse.triggers } }, "r", shape, 1, 10), UserError);
+  assert.throws(() => triggersFromReport({ strip: {} }, "r", shape, 1, 10), UserError);
+  // A result of a model with more classes: the file and the label are named.
+  assert.throws(() => triggersFromReport(report, "other/result.json", shape, 255, 2), (e: unknown) => e instanceof UserError && /^other\/result\.json: flagged label 2 is outside the model's 2 classes/.test(e.message));
   assert.throws(() => triggerFromPngs(png.mask, png.pattern, 2, [3, 7, 5], 1), UserError);
   assert.throws(() => triggerFromPngs(png.mask, png.pattern, 2, [1, 5, 7], 1), UserError);
 });

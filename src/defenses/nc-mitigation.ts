@@ -77,10 +77,12 @@ export function triggerFromPngs(maskPng: Buffer, patternPng: Buffer, label: numb
  * Flagged labels and their triggers from a `badnet detect` result.json (its neuralCleanse section: `flagged`
  * and `triggers[]` with base64 `maskPng` / `patternPng`). A flagged label without a trigger is a UserError.
  */
-export function triggersFromReport(report: unknown, where: string, shape: readonly [number, number, number], inputScale: number): { flagged: number[]; triggers: ReversedTrigger[] } {
+export function triggersFromReport(report: unknown, where: string, shape: readonly [number, number, number], inputScale: number, numClasses: number): { flagged: number[]; triggers: ReversedTrigger[] } {
   const nc = (report as { neuralCleanse?: Partial<ReportNeuralCleanse> } | null)?.neuralCleanse;
   if (!nc || !Array.isArray(nc.flagged) || !Array.isArray(nc.triggers)) fail(`${where} has no Neural Cleanse result (neuralCleanse.flagged and neuralCleanse.triggers); run badnet detect --out first`);
   const flagged = nc.flagged.map(Number);
+  // Named here, with the file: checkTrigger would only say the label does not fit.
+  for (const l of flagged) if (!Number.isInteger(l) || l < 0 || l >= numClasses) fail(`${where}: flagged label ${l} is outside the model's ${numClasses} classes (a result of another model?)`);
   const triggers = flagged.map((label) => {
     const t = nc.triggers!.find((x) => x.label === label);
     if (!t || typeof t.maskPng !== "string" || typeof t.patternPng !== "string") fail(`${where}: flagged label ${label} has no reversed trigger images`);
