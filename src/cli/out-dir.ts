@@ -394,7 +394,8 @@ export function prepareOutFiles(ctx: Context, outs: readonly string[], flag: str
     checkNotInput(ctx, out, flag, opts.inputs);
     if (existsSync(out) && ctx.values.force !== true && !replaceable(out)) fail(`${flag} ${out} already exists; add --force to replace it`);
   }
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) fail(`${flag} ${outs[0]}: folder ${dir} does not exist`);
+  if (!existsSync(dir)) fail(`${flag} ${outs[0]}: folder ${dir} does not exist`);
+  if (!statSync(dir).isDirectory()) fail(`${flag} ${outs[0]}: ${dir} is a file, not a folder`);
   const abs = resolve(outs[0]!);
   clearDeadStaging(abs);
   const stagingAbs = besideName(abs, STAGING_TAG);

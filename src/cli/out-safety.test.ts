@@ -158,6 +158,12 @@ test("--out /proc/x returns at once with one line (Node's recursive mkdir never 
   oneLine(await runCli(["report", RESULT, "--output", "/proc/x/report.html"], 15_000), /\/proc\/x.*does not exist/);
 });
 
+test("--output under a file says the file is not a folder", async () => {
+  const file = join(dir, "plain.txt");
+  writeFileSync(file, "not a folder\n");
+  oneLine(await runCli(["report", RESULT, "--output", join(file, "report.html")], 15_000), new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} is a file, not a folder`));
+});
+
 test("a failed run leaves no empty --out folder (nor the parents it made)", async () => {
   const top = join(dir, "failed-new");
   oneLine(await runCli(["prune", "--model", MODEL, "--input-scale", "255", "--clean", join(dir, "missing.h5"), "--quiet", "--out", join(top, "a", "b")]), /missing\.h5/);
