@@ -86,6 +86,10 @@ test("a clean accuracy near chance at the given --input-scale is a loud warning 
   assert.match(wrong ?? "", /^WARNING: clean accuracy 50\.0% at --input-scale 1 is near chance \(50\.0%\) on 60 images of valid\.h5; 100\.0% at --input-scale 255/);
   assert.equal(await chanceWarning(model, uint8Dataset("valid.h5", SHAPE, pixels, labels, 255), 255), undefined);
   assert.equal(await chanceWarning(model, uint8Dataset("unlabelled", SHAPE, pixels, null, 1), 1), undefined);
+  // One image: right at the given scale, no warning; wrong, a warning against 1/K, not "near chance (100%)".
+  const one = (scale: number) => uint8Dataset("one.h5", SHAPE, pixels.slice(0, SHAPE[0] * SHAPE[1] * SHAPE[2]), labels.slice(0, 1), scale);
+  assert.equal(await chanceWarning(model, one(255), 255), undefined);
+  assert.match((await chanceWarning(model, one(1), 1)) ?? "", /near chance \(50\.0%\) on 1 images of one\.h5/);
 });
 
 test("the probe stops at the first scale that is enough: a model working at the given scale is run once", async () => {
@@ -104,6 +108,9 @@ test("chance is the larger of 1/K and the most common label's share; near chance
   assert.equal(chanceAccuracy(Int32Array.of(0, 1, 2, 3), 10), 0.25);
   assert.equal(chanceAccuracy(Int32Array.of(0, 1, 2, 3), 2), 0.5);
   assert.equal(chanceAccuracy(Int32Array.of(5, 5, 5, 1), 1283), 0.75);
+  // One label only (one image, a one-class set): its share says nothing, 1/K is the baseline.
+  assert.equal(chanceAccuracy(Int32Array.of(3), 10), 0.1);
+  assert.equal(chanceAccuracy(Int32Array.of(7, 7, 7), 4), 0.25);
   assert.ok(nearChance(0.1, 0.1) && nearChance(0.19, 0.1) && !nearChance(0.2, 0.1));
   assert.ok(nearChance(0, 1 / 1283) && !nearChance(0.8, 1 / 1283));
 });

@@ -55,7 +55,10 @@ export function probeSample(ds: Dataset, max = PROBE_IMAGES): { x: Float32Array;
 
 /**
  * The accuracy a model without skill reaches: the larger of uniform guessing (1/K) and always answering the
- * sample's most common label (what a model stuck on one class, e.g. from black or NaN inputs, scores).
+ * sample's most common label (what a model stuck on one class, e.g. from black or NaN inputs, scores). When
+ * every image has the same label that share is 100% and every accuracy would be "near chance" (one image, or a
+ * one-class set): then a model stuck on that class cannot be told from a working one anyway, and 1/K is the
+ * baseline left.
  */
 export function chanceAccuracy(labels: Int32Array, numClasses: number): number {
   const counts = new Map<number, number>();
@@ -65,6 +68,7 @@ export function chanceAccuracy(labels: Int32Array, numClasses: number): number {
     counts.set(l, c);
     if (c > top) top = c;
   }
+  if (labels.length > 0 && top === labels.length) return 1 / numClasses;
   return Math.max(1 / numClasses, labels.length ? top / labels.length : 0);
 }
 
