@@ -299,6 +299,21 @@ const cases: Case[] = [
     names: () => ["--labels", /--target/],
   },
   {
+    name: "repair --accuracy-window 0",
+    args: () => ["repair", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--accuracy-window", "0", "--out", join(dir, "never_written_window")],
+    names: () => ["--accuracy-window", /above 0/],
+  },
+  {
+    name: "repair --accuracy-window with a single defense",
+    args: () => ["repair", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--defense", "unlearn", "--accuracy-window", "3", "--out", join(dir, "never_written_window")],
+    names: () => ["--accuracy-window", /--defense auto/],
+  },
+  {
+    name: "repair --accuracy-window above 100 points",
+    args: () => ["repair", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--accuracy-window", "150", "--out", join(dir, "never_written_window")],
+    names: () => ["--accuracy-window", /at most 100/, "150"],
+  },
+  {
     name: "repair --more-starts with --skip-detect",
     args: () => ["repair", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--defense", "strip", "--skip-detect", "--more-starts", "1", "--out", "/tmp/badnet-never-written"],
     names: () => ["--more-starts", "--skip-detect"],

@@ -4,7 +4,9 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { cleanSet, backdooredModel, poisonedSet } from "../test/tiny-patch-mlp.js";
 import { autoPlan, chooseCandidate, countedLabels, effectiveTolerance, pendingReinversion, splitForSelection, strongestLabel, targetedShare, type CandidateScore } from "./auto-select.js";
-import { repair, type RepairRequest } from "./pipeline.js";
+import { checkRepairRequest, repair, type RepairRequest } from "./pipeline.js";
+import { OptionError } from "./defense.js";
+import { UserError } from "../errors.js";
 
 const score = (defense: string, cleanAccuracy: number, triggerSuccess: number | undefined, adversarialSuccess: number): CandidateScore => ({ defense, cleanAccuracy, triggerSuccess, adversarialSuccess, seconds: 0 });
 
@@ -99,15 +101,25 @@ test("chooseCandidate: a chosen candidate that leaves the reversed trigger worki
   assert.equal(s[c.index].defense, "ft-sam");
   // Lowest attack outside the window wins the hint (SAU, 0.1%), not the order.
   assert.deepEqual(c.tradeoff, { defense: "sau", cleanAccuracy: 0.885, triggerSuccess: 0.001 });
-  assert.match(c.reason, /still works on 68\.6% .* sau takes it to 0\.1% at 88\.5% clean accuracy \(3\.5 points below the best, outside the window\): --defense sau takes that trade$/);
+  assert.match(c.reason, /still works on 68\.6% .* sau takes it to 0\.1% at 88\.5% clean accuracy \(3\.5 points below the best, outside the window\): --defense sau takes that trade, --accuracy-window 3\.5 lets auto weigh it$/);
+  // With that window SAU is eligible, and its lower attack wins.
+  const wide = chooseCandidate(s, 0.035, 765);
+  assert.equal(s[wide.index].defense, "sau");
+  assert.equal(wide.tradeoff, undefined);
   // A restricted candidate's hint names the defense alone.
   const r = chooseCandidate([{ ...s[1], defense: "prune-unlearn[7]", labels: [7] }, s[3], s[6]], 0.01, 765);
-  assert.match(r.reason, /--defense prune-unlearn takes that trade$/);
+  assert.match(r.reason, /--defense prune-unlearn takes that trade, --accuracy-window 3\.5 lets auto weigh it$/);
   // No hint when the chosen candidate removed the trigger, or when nothing outside the window does better.
   const ok = chooseCandidate([perLabel("unlearn", 0.915, { 7: 0.01 }), s[6]], 0.01, 765);
   assert.equal(ok.tradeoff, undefined);
   assert.doesNotMatch(ok.reason, /takes that trade/);
   assert.equal(chooseCandidate([s[3], s[4], s[6]], 0.01, 765).tradeoff, undefined);
+});
+
+test("checkRepairRequest: an accuracy window is a share in (0, 1], and only for auto", () => {
+  assert.equal(checkRepairRequest({ accuracyWindow: 0.035 }), undefined);
+  for (const w of [0, -0.01, 1.5, Number.NaN]) assert.throws(() => checkRepairRequest({ accuracyWindow: w }), (e: unknown) => e instanceof OptionError && e.option === "accuracyWindow");
+  assert.throws(() => checkRepairRequest({ defense: "unlearn", accuracyWindow: 0.02 }), (e: unknown) => e instanceof UserError && /only applies to --defense auto/.test(e.message));
 });
 
 test("re-inversion: only candidates tied for the lowest score are re-inverted; a counted fresh trigger can move the choice", () => {

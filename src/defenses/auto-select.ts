@@ -57,6 +57,9 @@ import { gFromPair } from "./g-model.js";
 import { MIN_HELD_OUT_SUCCESS } from "./nc-evidence.js";
 import type { ReinvertedLabel } from "./reinvert-evidence.js";
 
+/** Eligibility window of clean accuracy by default: the goal's 1 point (see effectiveTolerance). */
+export const DEFAULT_ACCURACY_WINDOW = 0.01;
+
 /** The name of the "leave B unchanged" candidate. */
 export const NO_CHANGE = "none";
 
@@ -338,10 +341,13 @@ export function chooseCandidate(scores: readonly CandidateScore[], minTolerance 
     (others ? `, over ${others} other candidate${others > 1 ? "s" : ""}` : "");
   const tradeoff = tradeoffBeyondWindow(scores, index, eligible, attack, best);
   const trade = tradeoff
-    ? `; its reversed trigger still works on ${p(attack(s))} of the selection images, and ${tradeoff.defense} takes it to ${p(tradeoff.triggerSuccess)} at ${p(tradeoff.cleanAccuracy)} clean accuracy (${(100 * (best - tradeoff.cleanAccuracy)).toFixed(1)} points below the best, outside the window): --defense ${tradeoff.defense.replace(/\[.*$/, "")} takes that trade`
+    ? `; its reversed trigger still works on ${p(attack(s))} of the selection images, and ${tradeoff.defense} takes it to ${p(tradeoff.triggerSuccess)} at ${p(tradeoff.cleanAccuracy)} clean accuracy (${(100 * (best - tradeoff.cleanAccuracy)).toFixed(1)} points below the best, outside the window): --defense ${tradeoff.defense.replace(/\[.*$/, "")} takes that trade, --accuracy-window ${windowFor(best - tradeoff.cleanAccuracy)} lets auto weigh it`
     : "";
   return { index, reason: reason + trade, tolerance, ignored, ...(tradeoff ? { tradeoff } : {}) };
 }
+
+/** The --accuracy-window (points, one decimal, rounded up) that takes in a candidate `gap` below the best. */
+const windowFor = (gap: number): string => (Math.ceil(1000 * gap - 1e-6) / 10).toFixed(1);
 
 /** A repair outside the accuracy window that removes what the chosen candidate leaves working. */
 export interface SelectionTradeoff {
@@ -367,9 +373,16 @@ function tradeoffBeyondWindow(scores: readonly CandidateScore[], chosen: number,
 }
 
 /** The report's `selection` section. */
-export function selectionSection(scores: readonly CandidateScore[], chosen: number, reason: string, selectionSize: number, tolerance: number, skipped: string[], tradeoff?: SelectionTradeoff): ReportSelection {
+export function selectionSection(
+  scores: readonly CandidateScore[],
+  chosen: number,
+  reason: string,
+  selectionSize: number,
+  o: { tolerance: number; window: number; skipped: string[]; tradeoff?: SelectionTradeoff },
+): ReportSelection {
+  const { tolerance, window, skipped, tradeoff } = o;
   return {
-    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of 0.01 and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within 0.01 of it: the earlier candidate); a position-free label (shiftEvidence: its reversed trigger rolled to random positions keeps at least a quarter of its success on B) is scored by the worse of the trigger where found and rolled`,
+    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of ${window} and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within ${window} of it: the earlier candidate); a position-free label (shiftEvidence: its reversed trigger rolled to random positions keeps at least a quarter of its success on B) is scored by the worse of the trigger where found and rolled`,
     selectionSize,
     candidates: scores.map((s) => ({ defense: s.defense, cleanAccuracy: s.cleanAccuracy, ...(s.triggerSuccess === undefined ? {} : { triggerSuccess: s.triggerSuccess }), adversarialSuccess: s.adversarialSuccess, seconds: s.seconds, ...(s.reinverted ? { reinverted: s.reinverted, reinvertSeconds: s.reinvertSeconds } : {}), ...(s.moved ? { moved: s.moved } : {}) })),
     chosen: scores[chosen].defense,

@@ -6,7 +6,7 @@ import type { Dataset } from "../io/dataset.js";
 import type { Model } from "../model/model.js";
 import { lapTimer } from "../util/timing.js";
 import { OptionError, runDefense, type AnyDefense, type DefenseData, type DefenseOutcome, type ProgressEvent, type ProgressFn, type TriggerInput } from "./defense.js";
-import { autoPlan, chooseCandidate, NO_CHANGE, noChangeDefinition, pendingReinversion, scoreCandidate, selectionSection, splitForSelection, type CandidateScore } from "./auto-select.js";
+import { autoPlan, chooseCandidate, DEFAULT_ACCURACY_WINDOW, NO_CHANGE, noChangeDefinition, pendingReinversion, scoreCandidate, selectionSection, splitForSelection, type CandidateScore } from "./auto-select.js";
 import { flagBound, reinvertEvidence } from "./reinvert-evidence.js";
 import { positionFreeLabels, shiftEvidence } from "./shift-evidence.js";
 import { refuseG } from "./g-model.js";
@@ -59,6 +59,12 @@ export interface RepairRequest {
   selectionFraction?: number;
   /** "auto": seconds after which no further candidate starts (the first always runs; default: no limit). */
   budgetSeconds?: number;
+  /**
+   * "auto": the clean-accuracy window, as a fraction: candidates within max(this, 1.96 standard errors) of the best
+   * selection accuracy are eligible (default DEFAULT_ACCURACY_WINDOW, the goal's 1 point). A wider window is the
+   * user's choice to pay accuracy for removing a trigger the narrower one could not (selection.tradeoff).
+   */
+  accuracyWindow?: number;
   /** "auto": candidates to try, in order, each on all flagged labels (default autoPlan(flagged, detection)). */
   candidates?: readonly string[];
   /**
@@ -79,10 +85,13 @@ export interface RepairResult {
 
 
 /** Checks the request before anything expensive runs; returns the named defense (undefined for "auto"). */
-export function checkRepairRequest(req: Pick<RepairRequest, "defense" | "detect" | "detected">): AnyDefense | undefined {
+export function checkRepairRequest(req: Pick<RepairRequest, "defense" | "detect" | "detected" | "accuracyWindow">): AnyDefense | undefined {
   const name = req.defense ?? "auto";
   const d = name === "auto" ? undefined : findDefense(name);
   if (name !== "auto" && !d) throw new OptionError("defense", `must be auto or one of ${DEFENSES.map((x) => x.name).join(", ")}; got "${name}"`);
+  const w = req.accuracyWindow;
+  if (w !== undefined && !(w > 0 && w <= 1)) throw new OptionError("accuracyWindow", `must be above 0 and at most 1 (a share of clean accuracy), got ${w}`);
+  if (w !== undefined && d) throw new UserError("an accuracy window only applies to --defense auto");
   if (d?.needs?.includes("triggers") && req.detect === false && !req.detected) {
     throw new UserError(`defense ${d.name} needs Neural Cleanse's reversed triggers: detection cannot be skipped`);
   }
@@ -150,7 +159,7 @@ async function autoRepair(
   const shift = triggers?.triggers.length ? await shiftEvidence(model, selection, triggers.triggers, { seed: numberOr(req.common?.seed, 0) }) : [];
   const anywhere = positionFreeLabels(shift);
   const t0 = performance.now();
-  const minTolerance = 0.01;
+  const minTolerance = req.accuracyWindow ?? DEFAULT_ACCURACY_WINDOW;
   const scores: CandidateScore[] = [];
   const outcomes: { defense: AnyDefense; outcome: DefenseOutcome }[] = [];
   const skipped: string[] = [];
@@ -203,7 +212,7 @@ async function autoRepair(
   }
   const { index, reason, tolerance, tradeoff } = chooseCandidate(scores, minTolerance, selection.size);
   const { defense, outcome } = outcomes[index];
-  const section = { ...selectionSection(scores, index, reason, selection.size, tolerance, skipped, tradeoff), ...(shift.length ? { shiftEvidence: shift } : {}) };
+  const section = { ...selectionSection(scores, index, reason, selection.size, { tolerance, window: minTolerance, skipped, tradeoff }), ...(shift.length ? { shiftEvidence: shift } : {}) };
   outcome.sections.selection = section;
   const p = (v: number | undefined) => (v === undefined ? "—" : `${(100 * v).toFixed(1)}%`);
   outcome.lines = [

@@ -15,13 +15,18 @@ export const repairCommand: Command = {
   summary: `detect with Neural Cleanse, then repair (auto: candidate repairs scored on a held-out clean split, the best kept; or ${DEFENSES.map((d) => d.name).join(", ")}); writes everything to --out`,
   usage:
     `--model M [--arch deepid] [--input-scale S] --clean VALID [--test TEST] [--poisoned P] [--defense auto|${DEFENSES.map((d) => d.name).join("|")}] ` +
-    "[--auto-budget SECONDS] [--labels 0-9] [--more-starts M] [--skip-detect] [--seed 0] [--batch-size B] [--fpr 0.01|off] [--fpr-confidence 0.9] --out DIR [--report] [--force] [--json] [--quiet]",
+    "[--auto-budget SECONDS] [--accuracy-window POINTS] [--labels 0-9] [--more-starts M] [--skip-detect] [--seed 0] [--batch-size B] [--fpr 0.01|off] [--fpr-confidence 0.9] --out DIR [--report] [--force] [--json] [--quiet]",
   options: {
     ...MODEL_OPTIONS,
     "batch-size": { type: "string", description: "the defense's batch size (its own default when absent; Neural Cleanse keeps its own)" },
     ...DATA_OPTIONS,
     defense: { type: "string", description: `the repair: auto (when a label is flagged: prune-unlearn, sau, unlearn, ft-sam, ibau, fine-prune and B unchanged, scored on a held-out part of --clean, the best kept; see result.json selection) or ${DEFENSES.map((d) => d.name).join(", ")}`, defaultText: "auto" },
     "auto-budget": { type: "string", description: "with --defense auto: seconds after which no further candidate repair starts (the first always runs)", defaultText: "no limit" },
+    "accuracy-window": {
+      type: "string",
+      description: "with --defense auto: candidates within this many points of the best held-out clean accuracy (or 1.96 standard errors, if more) are eligible; widen it to pay accuracy for a repair that removes the trigger (the chose line names one when the window keeps it out)",
+      defaultText: "1",
+    },
     labels: { type: "string", description: "labels Neural Cleanse scans (e.g. 0,5,7 or 0-9)", defaultText: "all" },
     "more-starts": { type: "string", description: "Neural Cleanse's further starts for mask-family labels below the reference median (see detect; 0: off)", defaultText: "as many as its starts per label when 2 or more" },
     "skip-detect": { type: "boolean", description: "no Neural Cleanse detection (defenses that need its triggers refuse)" },
@@ -50,6 +55,9 @@ export const repairCommand: Command = {
     if (moreStarts !== undefined && detect === false) fail("--more-starts is a Neural Cleanse setting: it cannot go with --skip-detect");
     const budgetSeconds = optNum(ctx, "auto-budget", { min: 0 });
     if (budgetSeconds !== undefined && defense !== "auto") fail("--auto-budget only applies to --defense auto");
+    const windowPoints = optNum(ctx, "accuracy-window", { min: 0, max: 100 });
+    if (windowPoints !== undefined && defense !== "auto") fail("--accuracy-window only applies to --defense auto");
+    if (windowPoints === 0) fail("--accuracy-window must be above 0 points, got 0");
     const fprText = str(ctx, "fpr") ?? "0.01";
     const fpr = fprText === "off" ? undefined : num(ctx, "fpr", 0.01, { min: 0, max: 1 });
     if (fpr !== undefined) checkFpr(fpr);
@@ -76,6 +84,7 @@ export const repairCommand: Command = {
         fpr,
         fprConfidence,
         budgetSeconds,
+        ...(windowPoints === undefined ? {} : { accuracyWindow: windowPoints / 100 }),
       });
     } finally {
       bars.done();
