@@ -60,6 +60,13 @@ import type { ReinvertedLabel } from "./reinvert-evidence.js";
 /** Eligibility window of clean accuracy by default: the goal's 1 point (see effectiveTolerance). */
 export const DEFAULT_ACCURACY_WINDOW = 0.01;
 
+/**
+ * Between repairs tied on attack, a clean-accuracy gap under this is noise (about one standard error on 800
+ * selection images) and the earlier candidate wins. It stays when the user widens the window: that choice is
+ * about what accuracy to pay, not about how precisely the split measures it.
+ */
+export const TIE_GAP = 0.01;
+
 /** The name of the "leave B unchanged" candidate. */
 export const NO_CHANGE = "none";
 
@@ -315,12 +322,12 @@ export function chooseCandidate(scores: readonly CandidateScore[], minTolerance 
   const { best, tolerance, eligible, ignored, attack, lowest, band, tied } = ruleState(scores, minTolerance, selectionSize);
   let index = -1;
   for (const i of tied) if (index < 0 || scores[i].cleanAccuracy > scores[index].cleanAccuracy) index = i;
-  // Between tied repairs, accuracy gaps under minTolerance are below what the split can resolve (1 point is
+  // Between tied repairs, accuracy gaps under TIE_GAP are below what the split can resolve (1 point is
   // about one standard error on 800 images): the earlier candidate in the list wins. The list is ordered by
   // the residual ASR measured on the zoo (docs/repairs.md). B unchanged keeps a tie it leads on accuracy.
   let prior = false;
   if (selectionSize && scores[index].defense !== NO_CHANGE) {
-    const first = eligible.find((i) => scores[i].defense !== NO_CHANGE && attack(scores[i]) <= lowest + band + 1e-12 && scores[i].cleanAccuracy >= scores[index].cleanAccuracy - minTolerance - 1e-12);
+    const first = eligible.find((i) => scores[i].defense !== NO_CHANGE && attack(scores[i]) <= lowest + band + 1e-12 && scores[i].cleanAccuracy >= scores[index].cleanAccuracy - TIE_GAP - 1e-12);
     if (first !== undefined && first !== index) {
       index = first;
       prior = true;
@@ -336,7 +343,7 @@ export function chooseCandidate(scores: readonly CandidateScore[], minTolerance 
     `${s.defense}: lowest attack success (${s.triggerSuccess === undefined ? `adversarial ${p(s.adversarialSuccess)}, no reversed trigger` : `${s.reinverted ? "reversed or re-inverted trigger" : "reversed-trigger"} ${p(attack(s))}`}) ` +
     (ignored.length ? `(label${ignored.length > 1 ? "s" : ""} ${ignored.join(", ")} not counted: no eligible repair halves ${ignored.length > 1 ? "their" : "its"} reversed trigger) ` : "") +
     (raised ? `(${raised} candidate${raised > 1 ? "s" : ""} tied on the reversed triggers lost on the re-inverted one) ` : "") +
-    `${band > 0 ? `(ties within ${(100 * band).toFixed(1)} points go to clean accuracy${prior ? `, gaps under ${(100 * minTolerance).toFixed(1)} points between repairs to the earlier candidate` : ""}) ` : ""}` +
+    `${band > 0 ? `(ties within ${(100 * band).toFixed(1)} points go to clean accuracy${prior ? `, gaps under ${(100 * TIE_GAP).toFixed(1)} points between repairs to the earlier candidate` : ""}) ` : ""}` +
     `among the candidates within ${(100 * tolerance).toFixed(1)} points of the best selection clean accuracy (${p(best)}; its own ${p(s.cleanAccuracy)})` +
     (others ? `, over ${others} other candidate${others > 1 ? "s" : ""}` : "");
   const tradeoff = tradeoffBeyondWindow(scores, index, eligible, attack, best);
@@ -382,7 +389,7 @@ export function selectionSection(
 ): ReportSelection {
   const { tolerance, window, skipped, tradeoff } = o;
   return {
-    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of ${window} and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within ${window} of it: the earlier candidate); a position-free label (shiftEvidence: its reversed trigger rolled to random positions keeps at least a quarter of its success on B) is scored by the worse of the trigger where found and rolled`,
+    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of ${window} and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within ${TIE_GAP} of it: the earlier candidate); a position-free label (shiftEvidence: its reversed trigger rolled to random positions keeps at least a quarter of its success on B) is scored by the worse of the trigger where found and rolled`,
     selectionSize,
     candidates: scores.map((s) => ({ defense: s.defense, cleanAccuracy: s.cleanAccuracy, ...(s.triggerSuccess === undefined ? {} : { triggerSuccess: s.triggerSuccess }), adversarialSuccess: s.adversarialSuccess, seconds: s.seconds, ...(s.reinverted ? { reinverted: s.reinverted, reinvertSeconds: s.reinvertSeconds } : {}), ...(s.moved ? { moved: s.moved } : {}) })),
     chosen: scores[chosen].defense,
