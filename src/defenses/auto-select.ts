@@ -5,10 +5,12 @@
 //
 // Rule: candidates whose selection clean accuracy is within the tolerance of the best are eligible; the
 // tolerance is max(1 point, 1.96 standard errors of the best accuracy on the selection split): on a small split
-// a 1-point gap is noise, and a fixed 1 point would throw out a candidate for it. Among the eligible the lowest
+// a 1-point gap is noise, and a fixed 1 point would throw out a candidate for it. (The 1 point is the user's
+// `accuracyWindow`, `--accuracy-window`; when the chosen candidate leaves the reversed trigger working and one
+// outside the window removes it, `tradeoff` names it and its price.) Among the eligible the lowest
 // attack score wins, attack = reversed-trigger success (adversarial success when there is no trigger); attack
 // scores within 1.96 standard errors of the lowest count as equal, and then the higher clean accuracy wins, then
-// the earlier candidate; between repairs, clean-accuracy gaps under the 1-point tolerance are ties too, and the
+// the earlier candidate; between repairs, clean-accuracy gaps under 1 point (TIE_GAP, whatever the window) are ties too, and the
 // earlier candidate of the list wins (the list is ordered by what the zoo measurements favour). "none" (B
 // unchanged) is scored like the others; with no flagged label it is the only candidate (see autoCandidates).
 //
