@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import pngjs from "pngjs";
 import jpeg from "jpeg-js";
 import { fail } from "../errors.js";
+import { addPngText } from "./png-text.js";
 
 const { PNG } = pngjs;
 
@@ -108,8 +109,8 @@ function decodeJpeg(buf: Buffer, name: string): DecodedImage {
   return { width, height, channels: 1, data };
 }
 
-/** Encodes 8-bit HWC pixels (gray, RGB or RGBA) as a PNG of the same color type. */
-export function encodePng(data: Uint8Array, width: number, height: number, channels: 1 | 3 | 4): Buffer {
+/** Encodes 8-bit HWC pixels (gray, RGB or RGBA) as a PNG of the same color type, with `text` as tEXt chunks. */
+export function encodePng(data: Uint8Array, width: number, height: number, channels: 1 | 3 | 4, text?: Readonly<Record<string, string>>): Buffer {
   if (data.length !== width * height * channels) {
     throw new Error(`encodePng: ${data.length} bytes for ${width}x${height}x${channels}`);
   }
@@ -117,7 +118,8 @@ export function encodePng(data: Uint8Array, width: number, height: number, chann
   const png = new PNG({ width, height });
   png.data = Buffer.from(data.buffer, data.byteOffset, data.length);
   // Same input and output color type: pngjs copies the samples through unchanged.
-  return PNG.sync.write(png, { colorType, inputColorType: colorType, inputHasAlpha: channels === 4 });
+  const out = PNG.sync.write(png, { colorType, inputColorType: colorType, inputHasAlpha: channels === 4 });
+  return text ? addPngText(out, text) : out;
 }
 
 /** HWC uint8 → CHW float32 divided by inputScale. */
