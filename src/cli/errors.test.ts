@@ -1,10 +1,11 @@
 // Bad input through the real CLI: every case must exit 2 with exactly one `badnet: error: ...` line on stderr
 // that names the offending file, layer, label, shape or option, and print nothing on stdout.
 import assert from "node:assert/strict";
-import { rmSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fixture } from "../test/fixtures.js";
+import { writeTriggerPngs } from "./nc-output.js";
 import { inPool, listedCommands, makeBadFiles, makeFaceData, runCli, tempDir, type BadFiles, type FaceData, type CliResult } from "../test/make-bad-files.js";
 
 const dir = tempDir("cli-errors");
@@ -14,6 +15,10 @@ let faces: FaceData;
 before(async () => {
   bad = await makeBadFiles(dir);
   faces = await makeFaceData(dir);
+  // A reversed trigger for the 55x47 RGB faces, its pictures as badnet detect writes them.
+  mkdirSync(join(dir, "detect"));
+  const t = { label: 3, l1Norm: 1, mask: new Float32Array(55 * 47).fill(0.5), pattern: new Float32Array(3 * 55 * 47).fill(0.5) };
+  writeTriggerPngs(join(dir, "detect"), { triggers: [t], example: new Float32Array(3 * 55 * 47), shape: [3, 55, 47], inputScale: 1 });
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -297,6 +302,11 @@ const cases: Case[] = [
     name: "unlearn --labels with --mask/--pattern (the label is --target)",
     args: () => ["unlearn", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--mask", FACE, "--pattern", FACE, "--target", "0", "--labels", "0-3", "--out", join(dir, "never_written_labels2")],
     names: () => ["--labels", /--target/],
+  },
+  {
+    name: "unlearn with --mask and --pattern swapped (detect's PNGs say which is which)",
+    args: () => ["unlearn", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--mask", join(dir, "detect", "label_3_pattern.png"), "--pattern", join(dir, "detect", "label_3_mask.png"), "--target", "3", "--out", join(dir, "never_written_swapped")],
+    names: () => [`--mask ${join(dir, "detect", "label_3_pattern.png")} is a reversed trigger's pattern`, "(written by badnet detect as label_3_pattern.png)", /not a mask: are --mask and --pattern swapped\?$/],
   },
   {
     name: "repair --accuracy-window 0",

@@ -3,7 +3,7 @@
 import { createHash } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ncSection, triggerPngs } from "../defenses/nc-report.js";
+import { ncSection, triggerPngName, triggerPngs } from "../defenses/nc-report.js";
 import type { NeuralCleanseResult } from "../defenses/neural-cleanse.js";
 import type { Model } from "../model/model.js";
 import { RESULT_SCHEMA_VERSION } from "../report/schema.js";
@@ -11,7 +11,7 @@ import type { ReportData } from "../report/types.js";
 import { commandLine, reportModelOf } from "./output.js";
 
 /** Mask, pattern, trigger (pattern·mask) and stamped-example PNGs of every reported label, plus the clean example. */
-export function writeTriggerPngs(dir: string, r: NeuralCleanseResult): string[] {
+export function writeTriggerPngs(dir: string, r: Pick<NeuralCleanseResult, "triggers" | "example" | "shape" | "inputScale">): string[] {
   const files: string[] = [];
   const put = (name: string, data: Buffer) => {
     writeFileSync(join(dir, name), data);
@@ -19,13 +19,9 @@ export function writeTriggerPngs(dir: string, r: NeuralCleanseResult): string[] 
   };
   r.triggers.forEach((t, i) => {
     const png = triggerPngs(t, r.example, r.shape, r.inputScale);
-    // A label may have a trigger of each family; blend ones are named apart.
-    const base = `label_${t.label}${t.family === "blend" ? "_blend" : ""}`;
-    put(`${base}_mask.png`, png.mask);
-    put(`${base}_pattern.png`, png.pattern);
-    put(`${base}_trigger.png`, png.trigger);
-    put(`${base}_stamped.png`, png.stamped);
-    if (i === 0) put("clean_example.png", png.clean);
+    // A label may have a trigger of each family; triggerPngName names blend ones apart.
+    for (const role of ["mask", "pattern", "trigger", "stamped"] as const) put(triggerPngName(t, role), png[role]);
+    if (i === 0) put(triggerPngName(t, "clean"), png.clean);
   });
   return files;
 }

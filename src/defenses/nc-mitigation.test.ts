@@ -11,7 +11,8 @@ import { lowerModel } from "../model/lower.js";
 import type { Model } from "../model/model.js";
 import { Session } from "../runtime/session.js";
 import { mulberry32 } from "../util/random.js";
-import { triggerPngs } from "./nc-report.js";
+import { decodeImageBuffer, encodePng } from "../io/images.js";
+import { triggerPngRole, triggerPngs } from "./nc-report.js";
 import {
   checkNcPruneOptions, checkTrigger, checkUnlearnOptions, ncPrune, ncUnlearn, prunedNeuronsModel, pruneSite, stampedSource,
   shiftedTrigger, stampShare, triggerFromPngs, triggersFromReport, type ReversedTrigger,
@@ -74,6 +75,62 @@ test("triggers read back from the PNGs Neural Cleanse draws (files and a detect 
   assert.throws(() => triggersFromReport(report, "other/result.json", shape, 255, 2), (e: unknown) => e instanceof UserError && /^other\/result\.json: flagged label 2 is outside the model's 2 classes/.test(e.message));
   assert.throws(() => triggerFromPngs(png.mask, png.pattern, 2, [3, 7, 5], 1), UserError);
   assert.throws(() => triggerFromPngs(png.mask, png.pattern, 2, [1, 5, 7], 1), UserError);
+});
+
+test("trigger PNGs say which picture they are; a swapped mask and pattern is an error, chunk-less PNGs read as before", () => {
+  const rand = mulberry32(5);
+  const shape: [number, number, number] = [3, 5, 7];
+  const t = { label: 3, l1Norm: 0, mask: Float32Array.from({ length: 35 }, () => rand()), pattern: Float32Array.from({ length: 105 }, () => rand() * 255) };
+  const png = triggerPngs(t, new Float32Array(105), shape, 1);
+  assert.deepEqual(triggerPngRole(png.mask), { role: "mask", file: "label_3_mask.png" });
+  assert.deepEqual(triggerPngRole(png.pattern), { role: "pattern", file: "label_3_pattern.png" });
+  assert.deepEqual(triggerPngRole(png.trigger), { role: "trigger", file: "label_3_trigger.png" });
+  assert.deepEqual(triggerPngRole(png.clean), { role: "clean", file: "clean_example.png" });
+  assert.deepEqual(triggerPngRole(triggerPngs({ ...t, family: "blend" }, new Float32Array(105), shape, 1).pattern), { role: "pattern", file: "label_3_blend_pattern.png" });
+  const good = triggerFromPngs(png.mask, png.pattern, 3, shape, 1);
+
+  const names = { mask: "m.png", pattern: "p.png", options: { mask: "--mask", pattern: "--pattern" } };
+  const error = (f: () => unknown) => {
+    try {
+      f();
+    } catch (e) {
+      assert.ok(e instanceof UserError, String(e));
+      return e.message;
+    }
+    assert.fail("no error");
+  };
+  assert.equal(
+    error(() => triggerFromPngs(png.pattern, png.mask, 3, shape, 1, names)),
+    "--mask m.png is a reversed trigger's pattern (written by badnet detect as label_3_pattern.png), not a mask: are --mask and --pattern swapped?",
+  );
+  // Only the pattern wrong (a mask given twice): still the swap question, about the pattern.
+  assert.equal(
+    error(() => triggerFromPngs(png.mask, png.mask, 3, shape, 1, names)),
+    "--pattern p.png is a reversed trigger's mask (written by badnet detect as label_3_mask.png), not a pattern: are --mask and --pattern swapped?",
+  );
+  // Another of detect's pictures is named for what it is; no swap question.
+  assert.equal(
+    error(() => triggerFromPngs(png.mask, png.trigger, 3, shape, 1, names)),
+    "--pattern p.png is a reversed trigger's pattern·mask picture (written by badnet detect as label_3_trigger.png), not a pattern",
+  );
+  assert.match(error(() => triggerFromPngs(png.stamped, png.pattern, 3, shape, 1)), /^mask is a clean example stamped with a reversed trigger \(written by badnet detect as label_3_stamped\.png\), not a mask$/);
+  // A swapped pair in a result.json (the base64 copies carry the chunks too).
+  const report = { neuralCleanse: { flagged: [3], triggers: [{ label: 3, maskPng: png.pattern.toString("base64"), patternPng: png.mask.toString("base64") }] } };
+  assert.equal(
+    error(() => triggersFromReport(report, "d/result.json", shape, 1, 10)),
+    "d/result.json label 3 mask is a reversed trigger's pattern (written by badnet detect as label_3_pattern.png), not a mask: are the mask and the pattern swapped?",
+  );
+
+  // The same pixels without our chunk (another program's PNGs, or older ones): read as before, unchecked.
+  const plain = (b: Buffer) => {
+    const d = decodeImageBuffer(b, "x");
+    return encodePng(d.data, d.width, d.height, d.channels);
+  };
+  assert.equal(triggerPngRole(plain(png.mask)), undefined);
+  assert.deepEqual(triggerFromPngs(plain(png.mask), plain(png.pattern), 3, shape, 1), good);
+  assert.equal(triggerFromPngs(plain(png.mask), png.pattern, 3, shape, 1).label, 3);
+  // Unchecked means unchecked: a chunk-less swapped pair is caught only by its shape, as before.
+  assert.throws(() => triggerFromPngs(plain(png.pattern), plain(png.mask), 3, shape, 1), /channel/);
 });
 
 test("prune site: default is the output Dense's input; zeroing weights equals masking the neurons", async () => {

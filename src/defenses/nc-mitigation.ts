@@ -30,6 +30,7 @@ import { splitClean } from "../train/split.js";
 import { train, type EpochStats } from "../train/trainer.js";
 import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
+import { checkTriggerPngRole } from "./nc-report.js";
 import { detectBackdoor, stampTrigger, type ReversedTrigger as NcTrigger } from "./neural-cleanse.js";
 import { randomlyPlaced, resolvePlacement, shiftedTrigger, placeAnywhere, translatedSource, PLACEMENTS, type PlacedTrigger, type ShiftEvidence } from "./shift-evidence.js";
 import { channelMask, PruneEngine, type CachedData, type PruneTarget } from "./pruning.js";
@@ -52,14 +53,29 @@ export function stampImage(x: Float32Array, i: number, shape: readonly [number, 
   x.set(stampTrigger(x.subarray(i * per, (i + 1) * per), 1, shape, t.mask, t.pattern), i * per);
 }
 
+/** How messages name the two images of triggerFromPngs. */
+export interface TriggerPngNames {
+  /** The images themselves (a file, or where in a result.json). */
+  mask: string;
+  pattern: string;
+  /** The options that gave them ("--mask"), put before the names when the roles do not fit. */
+  options?: { mask: string; pattern: string };
+}
+
 /**
  * A trigger from PNG images, as `badnet detect` draws them: the mask grey (white = 1; colour images are
  * averaged), the pattern in the model's colours as 8-bit pixels (divided by inputScale like any input).
+ * An image that detect marked as another picture (the pattern given as the mask, ...) is a UserError.
  */
-export function triggerFromPngs(maskPng: Buffer, patternPng: Buffer, label: number, shape: readonly [number, number, number], inputScale: number, names = { mask: "mask", pattern: "pattern" }): ReversedTrigger {
+export function triggerFromPngs(maskPng: Buffer, patternPng: Buffer, label: number, shape: readonly [number, number, number], inputScale: number, names: TriggerPngNames = { mask: "mask", pattern: "pattern" }): ReversedTrigger {
   const [c, h, w] = shape;
   const m = decodeImageBuffer(maskPng, names.mask);
   const p = decodeImageBuffer(patternPng, names.pattern);
+  // Before the size and channel checks: a swapped pair fails those too, with a message that hides the cause.
+  const opt = names.options;
+  const swapped = opt ? `are ${opt.mask} and ${opt.pattern} swapped?` : "are the mask and the pattern swapped?";
+  checkTriggerPngRole(maskPng, "mask", opt ? `${opt.mask} ${names.mask}` : names.mask, swapped);
+  checkTriggerPngRole(patternPng, "pattern", opt ? `${opt.pattern} ${names.pattern}` : names.pattern, swapped);
   for (const [img, what] of [[m, names.mask], [p, names.pattern]] as const) {
     if (img.width !== w || img.height !== h) fail(`trigger ${what} is ${img.width}x${img.height}, the model's input is ${w}x${h}`);
   }

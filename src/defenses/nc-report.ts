@@ -1,6 +1,8 @@
 // Pictures and the report section of a Neural Cleanse result: reversed triggers as PNGs (mask, pattern,
 // pattern·mask, a stamped clean example) and the ReportNeuralCleanse object the HTML report and result.json use.
-import { encodePng } from "../io/images.js";
+import { fail } from "../errors.js";
+import { encodePng, isPng } from "../io/images.js";
+import { readPngText } from "../io/png-text.js";
 import type { ReportNeuralCleanse, ReportTrigger } from "../report/types.js";
 import { stampTrigger, type NeuralCleanseResult, type ReversedTrigger } from "./neural-cleanse.js";
 
@@ -17,8 +19,48 @@ export interface TriggerPngs {
   clean: Buffer;
 }
 
+export type TriggerPngRole = keyof TriggerPngs;
+
+// Each picture says in tEXt chunks which one it is and the file name detect gives it, so that a mask and a
+// pattern given the wrong way round (--mask P --pattern M) are caught instead of used.
+const ROLE_KEY = "badnet-trigger";
+const FILE_KEY = "badnet-trigger-file";
+
+const ROLE_WORDS: Record<TriggerPngRole, string> = {
+  mask: "a reversed trigger's mask",
+  pattern: "a reversed trigger's pattern",
+  trigger: "a reversed trigger's pattern·mask picture",
+  stamped: "a clean example stamped with a reversed trigger",
+  clean: "the clean example of a detection",
+};
+
+/** The file name `badnet detect --out` gives a picture of `t` (blend-family ones are named apart). */
+export function triggerPngName(t: Pick<ReversedTrigger, "label" | "family">, role: TriggerPngRole): string {
+  return role === "clean" ? "clean_example.png" : `label_${t.label}${t.family === "blend" ? "_blend" : ""}_${role}.png`;
+}
+
+/** Which picture of a reversed trigger a PNG says it is, and the name detect wrote it as; undefined for a PNG without our chunk (another program's, or older). */
+export function triggerPngRole(png: Uint8Array): { role: string; file?: string } | undefined {
+  if (!isPng(png)) return undefined;
+  const text = readPngText(png);
+  const role = text.get(ROLE_KEY);
+  return role === undefined ? undefined : { role, file: text.get(FILE_KEY) };
+}
+
+/**
+ * UserError when `png` says it is another picture than the `expected` one. `subject` names it in the message
+ * (e.g. "--mask m.png"), `swapped` is the question asked when mask and pattern look exchanged.
+ */
+export function checkTriggerPngRole(png: Uint8Array, expected: "mask" | "pattern", subject: string, swapped: string): void {
+  const r = triggerPngRole(png);
+  if (!r || r.role === expected) return;
+  const what = r.role in ROLE_WORDS ? ROLE_WORDS[r.role as TriggerPngRole] : `an image badnet marked as "${r.role}"`;
+  const other = expected === "mask" ? "pattern" : "mask";
+  fail(`${subject} is ${what} (written by badnet detect${r.file ? ` as ${r.file}` : ""}), not a ${expected}${r.role === other ? `: ${swapped}` : ""}`);
+}
+
 /** CHW floats (already in 0..255) → HWC bytes; 1 or 3 channels as they are, other counts as their mean (grey). */
-function toPng(chw: Float32Array, c: number, h: number, w: number): Buffer {
+function toPng(chw: Float32Array, c: number, h: number, w: number, text: Record<string, string>): Buffer {
   const hw = h * w;
   const outC = c === 3 ? 3 : 1;
   const bytes = new Uint8Array(hw * outC);
@@ -31,7 +73,7 @@ function toPng(chw: Float32Array, c: number, h: number, w: number): Buffer {
       bytes[p] = clamp(sum / c);
     }
   }
-  return encodePng(bytes, w, h, outC);
+  return encodePng(bytes, w, h, outC, text);
 }
 
 /** PNGs of a reversed trigger and of `example` (a scaled clean image [C·H·W]) with and without it. */
@@ -40,12 +82,13 @@ export function triggerPngs(t: ReversedTrigger, example: Float32Array, shape: re
   const hw = h * w;
   const scaled = (v: Float32Array) => Float32Array.from(v, (x) => x * inputScale);
   const masked = Float32Array.from(t.pattern, (v, i) => v * t.mask[i % hw]);
+  const tag = (role: TriggerPngRole) => ({ [ROLE_KEY]: role, [FILE_KEY]: triggerPngName(t, role) });
   return {
-    mask: toPng(Float32Array.from(t.mask, (v) => v * 255), 1, h, w),
-    pattern: toPng(scaled(t.pattern), c, h, w),
-    trigger: toPng(scaled(masked), c, h, w),
-    stamped: toPng(scaled(stampTrigger(example, 1, shape, t.mask, t.pattern)), c, h, w),
-    clean: toPng(scaled(example), c, h, w),
+    mask: toPng(Float32Array.from(t.mask, (v) => v * 255), 1, h, w, tag("mask")),
+    pattern: toPng(scaled(t.pattern), c, h, w, tag("pattern")),
+    trigger: toPng(scaled(masked), c, h, w, tag("trigger")),
+    stamped: toPng(scaled(stampTrigger(example, 1, shape, t.mask, t.pattern)), c, h, w, tag("stamped")),
+    clean: toPng(scaled(example), c, h, w, tag("clean")),
   };
 }
 
