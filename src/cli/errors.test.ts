@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { writeCsawH5 } from "../io/csaw-h5.js";
 import { fixture } from "../test/fixtures.js";
 import { writeTriggerPngs } from "./nc-output.js";
 import { inPool, listedCommands, makeBadFiles, makeFaceData, runCli, tempDir, type BadFiles, type FaceData, type CliResult } from "../test/make-bad-files.js";
@@ -19,6 +20,7 @@ before(async () => {
   mkdirSync(join(dir, "detect"));
   const t = { label: 3, l1Norm: 1, mask: new Float32Array(55 * 47).fill(0.5), pattern: new Float32Array(3 * 55 * 47).fill(0.5) };
   writeTriggerPngs(join(dir, "detect"), { triggers: [t], example: new Float32Array(3 * 55 * 47), shape: [3, 55, 47], inputScale: 1 });
+  await writeCsawH5(join(dir, "one_label.h5"), new Uint8Array(2 * 28 * 28).fill(9), [2, 1, 28, 28], Int32Array.of(4, 4));
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -307,6 +309,11 @@ const cases: Case[] = [
     name: "unlearn with --mask and --pattern swapped (detect's PNGs say which is which)",
     args: () => ["unlearn", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--mask", join(dir, "detect", "label_3_pattern.png"), "--pattern", join(dir, "detect", "label_3_mask.png"), "--target", "3", "--out", join(dir, "never_written_swapped")],
     names: () => [`--mask ${join(dir, "detect", "label_3_pattern.png")} is a reversed trigger's pattern`, "(written by badnet detect as label_3_pattern.png)", /not a mask: are --mask and --pattern swapped\?$/],
+  },
+  {
+    name: "train on data whose images all have one label",
+    args: () => ["train", "--data", join(dir, "one_label.h5"), "--input-scale", "255", "--arch", "zoo-cnn", "--out", join(dir, "never_written_train.h5")],
+    names: () => ["data one_label.h5", /all 2 images have label 4/, /at least 2 different labels/],
   },
   {
     name: "repair --accuracy-window 0",

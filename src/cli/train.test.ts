@@ -11,7 +11,7 @@ import { loadModel } from "../io/load-model.js";
 import { predictLabels } from "../model/forward.js";
 import { paramValues } from "../model/params.js";
 import { parse } from "./command.js";
-import { trainCommand } from "./commands/train.js";
+import { emptyClassesWarning, trainCommand } from "./commands/train.js";
 import { ROOT } from "../test/fixtures.js";
 
 let dir: string;
@@ -89,4 +89,37 @@ test("bad options are one-line UserErrors", async () => {
   await assert.rejects(run([...d, "--arch", "zoo-cnn", "--out", join(dir, "x.txt")]), UserError);
   await assert.rejects(run([...d, "--arch", "zoo-cnn", "--out", join(dir, "missing", "x.h5")]), /does not exist/);
   await assert.rejects(run([...d, "--arch", "zoo-cnn", "--out", join(dir, "x.h5"), "--num-classes", "5"]), /outside the model's 5 classes/);
+});
+
+test("training data with one label is an error; classes without an image are a warning on stderr", async () => {
+  const px = (n: number) => new Uint8Array(n * 784).map((_, i) => (i * 31) % 256);
+  await writeCsawH5(join(dir, "one.h5"), px(1), [1, 1, 28, 28], Int32Array.of(5));
+  await writeCsawH5(join(dir, "same.h5"), px(4), [4, 1, 28, 28], Int32Array.of(2, 2, 2, 2));
+  await writeCsawH5(join(dir, "gaps.h5"), px(6), [6, 1, 28, 28], Int32Array.of(0, 1, 1, 3, 0, 3));
+  const args = (data: string, out: string, ...more: string[]) => ["--data", join(dir, data), "--input-scale", "255", "--arch", "zoo-cnn", "--out", join(dir, out), "--epochs", "1", ...more];
+  await assert.rejects(run(args("one.h5", "one_model.h5")), (e: unknown) => e instanceof UserError && e.message === "data one.h5: its only image has label 5; training needs images of at least 2 different labels");
+  // --num-classes does not make a single label learnable (the old message suggested it would).
+  await assert.rejects(run(args("same.h5", "same_model.h5", "--num-classes", "3")), /all 4 images have label 2; training needs images of at least 2 different labels$/);
+  assert.ok(!existsSync(join(dir, "one_model.h5")) && !existsSync(join(dir, "same_model.h5")));
+
+  // Labels 0, 1, 3 of --num-classes 6: classes 2, 4 and 5 get no image. Said on stderr, once, and training goes on.
+  const stderr: string[] = [];
+  const write = process.stderr.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => (stderr.push(String(chunk)), true)) as typeof process.stderr.write;
+  let r: TrainJson;
+  try {
+    r = await run(args("gaps.h5", "gaps_model.h5", "--num-classes", "6"));
+  } finally {
+    process.stderr.write = write;
+  }
+  const warnings = stderr.join("").split("\n").filter((l) => l.includes("WARNING"));
+  assert.deepEqual(warnings, ["badnet: WARNING: 3 of the 6 classes have no training image in gaps.h5 (classes 2, 4, 5); the trained model will not learn to predict them"]);
+  assert.equal(r.numClasses, 6);
+  assert.ok(existsSync(join(dir, "gaps_model.h5")));
+
+  // The default class count (largest label + 1) still leaves the gap at 2; full coverage says nothing.
+  assert.equal(emptyClassesWarning(Int32Array.of(0, 1, 3), 4, "d"), "WARNING: class 2 of 4 has no training image in d; the trained model will not learn to predict it");
+  assert.equal(emptyClassesWarning(Int32Array.of(0, 1, 2, 1), 3, "d"), undefined);
+  const many = emptyClassesWarning(Int32Array.from({ length: 10 }, (_, i) => 2 * i), 1283, "faces.h5")!;
+  assert.equal(many, "WARNING: 1273 of the 1283 classes have no training image in faces.h5 (classes 1, 3, 5, 7, 9, 11, 13, 15 … and 1265 more); the trained model will not learn to predict them");
 });

@@ -8,6 +8,7 @@ import { saveRepaired } from "../../io/save-model.js";
 import { ARCHS, initWeights } from "../../model/archs.js";
 import { lowerModel } from "../../model/lower.js";
 import type { Model } from "../../model/model.js";
+import { distinctLabels, emptyClasses, labelRuns } from "../../train/classes.js";
 import { train, type EpochStats, type TrainData } from "../../train/trainer.js";
 import { zooNet } from "../../zoo/build.js";
 import { MODEL_OPTIONS, dataFrom, inputScale, num, pct, progress, str, type Command, type Context } from "../command.js";
@@ -29,9 +30,24 @@ export function readAll(ds: Dataset, what: string): TrainData {
 function numClassesOf(ctx: Context, labels: Int32Array): number {
   let max = -1;
   for (const l of labels) if (l > max) max = l;
-  const k = num(ctx, "num-classes", max + 1, { min: 2, max: 100000, integer: true });
-  if (k < 2) fail(`training data has only ${k} class(es); give --num-classes K (at least 2)`);
-  return k;
+  // At least 2 distinct labels were checked before, so the default is at least 2 as well.
+  return num(ctx, "num-classes", max + 1, { min: 2, max: 100000, integer: true });
+}
+
+/** UserError for data with a single label: there is nothing to learn to tell apart. */
+function checkTwoLabels(y: Int32Array, data: string): void {
+  const labels = distinctLabels(y);
+  if (labels.length >= 2) return;
+  const which = y.length === 1 ? "its only image has" : `all ${y.length} images have`;
+  fail(`data ${data}: ${which} label ${labels[0]}; training needs images of at least 2 different labels`);
+}
+
+/** A warning (undefined when none) when some of the model's classes have no training image: it never learns them. */
+export function emptyClassesWarning(y: Int32Array, numClasses: number, data: string): string | undefined {
+  const empty = emptyClasses(y, numClasses);
+  if (empty.length === 0) return undefined;
+  if (empty.length === 1) return `WARNING: class ${empty[0]} of ${numClasses} has no training image in ${data}; the trained model will not learn to predict it`;
+  return `WARNING: ${empty.length} of the ${numClasses} classes have no training image in ${data} (classes ${labelRuns(empty)}); the trained model will not learn to predict them`;
 }
 
 /** A freshly initialized network for the data's image shape ([C,H,W] → Keras [H,W,C]). */
@@ -92,10 +108,14 @@ export const trainCommand: Command = {
     const data = readAll(ds, "training");
     ds.close();
     if (data.y.length === 0) fail(`data ${ds.name} has no images`);
+    checkTwoLabels(data.y, ds.name);
     const numClasses = numClassesOf(ctx, data.y);
     const start = modelPath ? await loadModel(modelPath, { arch }) : freshModel(arch!, data.shape, numClasses, seed);
     checkShape(ds, start.inputShape, `model ${start.name}`);
     checkLabels(ds, start.numClasses);
+    // Said before training, not after: the user may rather stop and fix the data or --num-classes.
+    const emptyWarning = emptyClassesWarning(data.y, start.numClasses, ds.name);
+    if (emptyWarning) process.stderr.write(`badnet: ${emptyWarning}\n`);
     if (extname(out).toLowerCase() === ".h5" && !start.spec) fail(`--out ${out}: the starting model is ONNX, so only an .onnx file can be written`);
     const valid = await dataFrom(ctx, "valid", scale);
     if (valid) {
