@@ -89,6 +89,7 @@ test("bad options are one-line UserErrors", async () => {
   await assert.rejects(run([...d, "--arch", "zoo-cnn", "--out", join(dir, "x.txt")]), UserError);
   await assert.rejects(run([...d, "--arch", "zoo-cnn", "--out", join(dir, "missing", "x.h5")]), /does not exist/);
   await assert.rejects(run([...d, "--arch", "zoo-cnn", "--out", join(dir, "x.h5"), "--num-classes", "5"]), /outside the model's 5 classes/);
+  await assert.rejects(run([...d, "--model", join(dir, "a.h5"), "--out", join(dir, "x.h5"), "--num-classes", "12"]), /--num-classes 12 does not match the 10 classes of --model .*a\.h5; leave --num-classes out/);
 });
 
 test("training data with one label is an error; classes without an image are a warning on stderr", async () => {

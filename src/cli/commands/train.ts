@@ -111,6 +111,9 @@ export const trainCommand: Command = {
     checkTwoLabels(data.y, ds.name);
     const numClasses = numClassesOf(ctx, data.y);
     const start = modelPath ? await loadModel(modelPath, { arch }) : freshModel(arch!, data.shape, numClasses, seed);
+    // A starting model keeps its classes; a different --num-classes would otherwise be dropped unsaid.
+    if (modelPath && str(ctx, "num-classes") !== undefined && numClasses !== start.numClasses)
+      fail(`--num-classes ${numClasses} does not match the ${start.numClasses} classes of --model ${modelPath}; leave --num-classes out when training from a model`);
     checkShape(ds, start.inputShape, `model ${start.name}`);
     checkLabels(ds, start.numClasses);
     // Said before training, not after: the user may rather stop and fix the data or --num-classes.
