@@ -245,6 +245,9 @@ export function prepareOutDir(ctx: Context, dir: string, flag = "--out", marker 
   });
   checkNotInput(ctx, dir, flag);
   clearDeadStaging(abs);
+  // Before the folder exists: an interrupt in between would otherwise kill the process and leave it behind
+  // (handlers run between synchronous steps, so the one below sees it in `live`).
+  installHandlers();
   const created = makeDirs(dirname(abs), flag);
   const stagingAbs = besideName(abs, STAGING_TAG);
   try {
@@ -255,7 +258,6 @@ export function prepareOutDir(ctx: Context, dir: string, flag = "--out", marker 
   }
   const s: Staged = { target: dir, abs, staging: styled(stagingAbs, dir), stagingAbs, created, replace, kind: "dir", marker };
   live.push(s);
-  installHandlers();
   if (!session) {
     // Called outside withOutputs (a library caller or a test): nothing would move it into place later, so
     // write straight into --out (after the same checks).
@@ -399,6 +401,7 @@ export function prepareOutFiles(ctx: Context, outs: readonly string[], flag: str
   const abs = resolve(outs[0]!);
   clearDeadStaging(abs);
   const stagingAbs = besideName(abs, STAGING_TAG);
+  installHandlers(); // before the folder exists, as in prepareOutDir
   try {
     mkdirSync(stagingAbs);
   } catch (e) {
@@ -407,7 +410,6 @@ export function prepareOutFiles(ctx: Context, outs: readonly string[], flag: str
   // Checked now, written later: keep the staging folder (it is removed on failure, exit or interrupt).
   const s: Staged = { target: outs[0]!, abs, staging: stagingAbs, stagingAbs, created: [], replace: "none", kind: "file", marker: "" };
   live.push(s);
-  installHandlers();
   const wanted = new Map(outs.map((o) => [basename(o), o]));
   return {
     async write(write) {
