@@ -3,7 +3,7 @@
 // paths are one-line errors before any work. Runs on the bundled example model and 120 of its images.
 import assert from "node:assert/strict";
 import { execFile, spawn, spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, watch, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import h5wasm from "h5wasm/node";
@@ -200,11 +200,30 @@ test("an interrupted run leaves nothing that looks finished and no hidden files"
   const child = spawn(process.execPath, [CLI, "fine-prune", "--model", MODEL, "--input-scale", "255", "--clean", VALID, "--epochs", "50", "--quiet", "--out", out], { stdio: ["ignore", "pipe", "pipe"] });
   let stderr = "";
   child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
-  const exited = new Promise<number | null>((res) => child.on("exit", (code) => res(code)));
-  // Interrupt once the run is writing (its staging folder exists).
-  const t0 = Date.now();
-  while (hidden(parent).length === 0 && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 20));
-  assert.ok(hidden(parent).length > 0, "the run started writing");
+  // "close", not "exit": only then has all of the child's stderr been read.
+  let done = false;
+  const exited = new Promise<number | string | null>((res) => child.on("close", (code, signal) => ((done = true), res(code ?? signal))));
+  // Interrupt once the run is writing (its staging folder exists), however long a loaded machine takes to
+  // get there; a run that ends before that fails here with its stderr rather than at some deadline. The
+  // watcher wakes us the moment the folder appears (the hardest time to be interrupted), the timer is the
+  // fallback should it miss an event.
+  const watcher = watch(parent);
+  const wake = () =>
+    new Promise<void>((res) => {
+      const go = () => {
+        clearTimeout(timer);
+        watcher.off("change", go);
+        res();
+      };
+      const timer = setTimeout(go, 20);
+      watcher.on("change", go);
+    });
+  try {
+    while (hidden(parent).length === 0 && !done) await wake();
+  } finally {
+    watcher.close();
+  }
+  assert.ok(!done, `the run ended before it started writing: ${stderr}`);
   child.kill("SIGINT");
   assert.equal(await exited, 130, stderr);
   assert.match(stderr, /interrupted \(SIGINT\); nothing was written/);
