@@ -24,6 +24,9 @@ test("repair rejects a bad --defense and --skip-detect with a trigger-based defe
     [["--fpr-confidence", "1"], /--fpr-confidence must be a probability between 0 and 1/],
     [["--fpr-confidence", "x"], /--fpr-confidence/],
     [["--fpr", "off", "--fpr-confidence", "0.95"], /--fpr-confidence needs a G false-alarm rate/],
+    [["--suspect", "10"], /--suspect: label 10 is outside the model's 10 classes/],
+    [["--suspect", "3", "--skip-detect"], /--suspect takes the suspected labels' reversed triggers .* cannot go with --skip-detect/],
+    [["--suspect", "3", "--labels", "0-2"], /--suspect: label 3 is not among the --labels scanned/],
     // The example's 1,000 clean images cannot hold out the 2,302 a 0.2% rate needs with 90% confidence.
     [["--fpr", "0.002"], /needs 2302 held-out clean images, at most half of the clean data; .* --fpr off/],
   ] as const) {

@@ -26,9 +26,25 @@ export function ncProgressEvent(p: NcProgress): ProgressEvent {
   };
 }
 
-/** Triggers at full precision from a detection run in this process. */
-export function triggersFromDetection(r: NeuralCleanseResult): TriggerInput {
-  return { flagged: [...r.flagged], triggers: flaggedTriggers(r), source: "neural-cleanse detection", neuralCleanse: neuralCleanseReport(r) };
+/**
+ * Triggers at full precision from a detection run in this process. `suspects` are labels the user names as
+ * targets: they join the flagged labels with their first family's trigger from the scan (needs the scan run with
+ * keepTriggers, or the label among the reported triggers), and the source says which labels were not flagged.
+ */
+export function triggersFromDetection(r: NeuralCleanseResult, suspects: readonly number[] = []): TriggerInput {
+  const flagged = [...r.flagged];
+  const triggers = flaggedTriggers(r);
+  const added = suspects.filter((l) => !flagged.includes(l));
+  const family = r.settings.families[0];
+  for (const label of added) {
+    if (!r.labels.some((m) => m.label === label)) fail(`--suspect: label ${label} was not scanned by Neural Cleanse (add it to --labels)`);
+    const t = [...(r.allTriggers ?? []), ...r.triggers].find((x) => x.label === label && (x.family ?? "mask") === family);
+    if (!t) throw new Error(`Neural Cleanse result: suspected label ${label} has no ${family} trigger (scan run without keepTriggers)`);
+    flagged.push(label);
+    triggers.push(t);
+  }
+  const source = added.length ? `neural-cleanse detection; not flagged, suspected by the user: ${added.join(", ")}` : "neural-cleanse detection";
+  return { flagged, triggers, source, neuralCleanse: neuralCleanseReport(r) };
 }
 
 export interface RepairRequest {
@@ -46,6 +62,11 @@ export interface RepairRequest {
   detect?: Omit<NeuralCleanseOptions, "inputScale" | "onProgress"> | false;
   /** A detection already run on this model and clean data (used instead of running one). */
   detected?: NeuralCleanseResult;
+  /**
+   * Labels the user suspects are attack targets: the trigger repairs (and auto's scoring) take their reversed
+   * triggers from the scan as if Neural Cleanse had flagged them. Needs detection.
+   */
+  suspects?: readonly number[];
   inputScale: number;
   progress?: ProgressFn;
   /**
@@ -85,13 +106,16 @@ export interface RepairResult {
 
 
 /** Checks the request before anything expensive runs; returns the named defense (undefined for "auto"). */
-export function checkRepairRequest(req: Pick<RepairRequest, "defense" | "detect" | "detected" | "accuracyWindow">): AnyDefense | undefined {
+export function checkRepairRequest(req: Pick<RepairRequest, "defense" | "detect" | "detected" | "accuracyWindow" | "suspects">): AnyDefense | undefined {
   const name = req.defense ?? "auto";
   const d = name === "auto" ? undefined : findDefense(name);
   if (name !== "auto" && !d) throw new OptionError("defense", `must be auto or one of ${DEFENSES.map((x) => x.name).join(", ")}; got "${name}"`);
   const w = req.accuracyWindow;
   if (w !== undefined && !(w > 0 && w <= 1)) throw new OptionError("accuracyWindow", `must be above 0 and at most 1 (a share of clean accuracy), got ${w}`);
   if (w !== undefined && d) throw new UserError("an accuracy window only applies to --defense auto");
+  if (req.suspects?.length && req.detect === false && !req.detected) {
+    throw new UserError("--suspect takes the suspected labels' reversed triggers from Neural Cleanse's scan: detection cannot be skipped");
+  }
   if (d?.needs?.includes("triggers") && req.detect === false && !req.detected) {
     throw new UserError(`defense ${d.name} needs Neural Cleanse's reversed triggers: detection cannot be skipped`);
   }
@@ -112,10 +136,11 @@ export async function repair(model: Model, all: DefenseData, req: RepairRequest)
   if (sel) data = { ...data, clean: sel.fit };
   let detection = req.detected;
   if (!detection && req.detect !== false) {
-    detection = await detectBackdoor(model, data.clean, { ...(req.detect ?? {}), inputScale: req.inputScale, onProgress: req.progress && ((p) => req.progress!(ncProgressEvent(p))) });
+    const keepTriggers = req.detect?.keepTriggers || !!req.suspects?.length;
+    detection = await detectBackdoor(model, data.clean, { ...(req.detect ?? {}), keepTriggers, inputScale: req.inputScale, onProgress: req.progress && ((p) => req.progress!(ncProgressEvent(p))) });
     lap("neural-cleanse");
   }
-  const triggers = detection ? triggersFromDetection(detection) : undefined;
+  const triggers = detection ? triggersFromDetection(detection, req.suspects) : undefined;
   const run = (d: AnyDefense, labels?: readonly number[]) => {
     const common = Object.entries(req.common ?? {}).filter(([k, v]) => v !== undefined && k in d.options);
     // An auto candidate restricted to some flagged labels sees only their triggers.
