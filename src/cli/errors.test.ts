@@ -311,6 +311,11 @@ const cases: Case[] = [
     names: () => [`--mask ${join(dir, "detect", "label_3_pattern.png")} is a reversed trigger's pattern`, "(written by badnet detect as label_3_pattern.png)", /not a mask: are --mask and --pattern swapped\?$/],
   },
   {
+    name: "unlearn with --target another label than the one --mask/--pattern were reversed for",
+    args: () => ["unlearn", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--mask", join(dir, "detect", "label_3_mask.png"), "--pattern", join(dir, "detect", "label_3_pattern.png"), "--target", "5", "--out", join(dir, "never_written_target")],
+    names: () => [`--mask ${join(dir, "detect", "label_3_mask.png")} is from label 3's trigger (label_3_mask.png)`, /not label 5 as --target 5 says$/],
+  },
+  {
     name: "train on data whose images all have one label",
     args: () => ["train", "--data", join(dir, "one_label.h5"), "--input-scale", "255", "--arch", "zoo-cnn", "--out", join(dir, "never_written_train.h5")],
     names: () => ["data one_label.h5", /all 2 images have label 4/, /at least 2 different labels/],

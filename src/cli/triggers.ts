@@ -43,7 +43,7 @@ export async function resolveTriggers(ctx: Context, model: Model, clean: Dataset
   if (mask !== undefined || pattern !== undefined || target !== undefined) {
     if (mask === undefined || pattern === undefined || target === undefined) fail("--mask, --pattern and --target go together (the reversed trigger's mask and pattern images and its target label)");
     const label = num(ctx, "target", undefined, { integer: true, min: 0, max: model.numClasses - 1 });
-    const t = triggerFromPngs(readFile(mask, "mask"), readFile(pattern, "pattern"), label, model.inputShape, scale, { mask, pattern, options: { mask: "--mask", pattern: "--pattern" } });
+    const t = triggerFromPngs(readFile(mask, "mask"), readFile(pattern, "pattern"), label, model.inputShape, scale, { mask, pattern, options: { mask: "--mask", pattern: "--pattern" }, label: `--target ${label}` });
     return { flagged: [label], triggers: [t], source: `${mask} + ${pattern}`, seconds: seconds() };
   }
   if (trigger !== undefined) {

@@ -121,6 +121,28 @@ test("trigger PNGs say which picture they are; a swapped mask and pattern is an 
     "d/result.json label 3 mask is a reversed trigger's pattern (written by badnet detect as label_3_pattern.png), not a mask: are the mask and the pattern swapped?",
   );
 
+  // A mask and a pattern of different triggers, or a trigger used for another label than it was drawn for.
+  const png5 = triggerPngs({ ...t, label: 5 }, new Float32Array(105), shape, 1);
+  const blend3 = triggerPngs({ ...t, family: "blend" }, new Float32Array(105), shape, 1);
+  const targeted = { ...names, label: "--target 3" };
+  assert.equal(
+    error(() => triggerFromPngs(png.mask, png5.pattern, 3, shape, 1, targeted)),
+    "--mask m.png is from label 3's trigger (label_3_mask.png) but --pattern p.png from label 5's trigger (label_5_pattern.png): give the mask and the pattern of one trigger",
+  );
+  assert.equal(
+    error(() => triggerFromPngs(png.mask, blend3.pattern, 3, shape, 1, targeted)),
+    "--mask m.png is from label 3's trigger (label_3_mask.png) but --pattern p.png from label 3's blend-family trigger (label_3_blend_pattern.png): give the mask and the pattern of one trigger",
+  );
+  assert.equal(
+    error(() => triggerFromPngs(png5.mask, png5.pattern, 3, shape, 1, targeted)),
+    "--mask m.png is from label 5's trigger (label_5_mask.png), not label 3 as --target 3 says",
+  );
+  assert.equal(triggerFromPngs(blend3.mask, blend3.pattern, 3, shape, 1, targeted).label, 3);
+  const misfiled = { neuralCleanse: { flagged: [3], triggers: [{ label: 3, maskPng: png5.mask.toString("base64"), patternPng: png5.pattern.toString("base64") }] } };
+  assert.equal(error(() => triggersFromReport(misfiled, "d/result.json", shape, 1, 10)), "d/result.json label 3 mask is from label 5's trigger (label_5_mask.png), not label 3 as the result says");
+  // Only one image carries the chunk: it alone is checked against the label.
+  assert.equal(triggerFromPngs(png.mask, encodePng(decodeImageBuffer(png5.pattern, "x").data, 7, 5, 3), 3, shape, 1).label, 3);
+
   // The same pixels without our chunk (another program's PNGs, or older ones): read as before, unchecked.
   const plain = (b: Buffer) => {
     const d = decodeImageBuffer(b, "x");

@@ -30,7 +30,7 @@ import { splitClean } from "../train/split.js";
 import { train, type EpochStats } from "../train/trainer.js";
 import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
-import { checkTriggerPngRole } from "./nc-report.js";
+import { checkTriggerPngPair, checkTriggerPngRole } from "./nc-report.js";
 import { detectBackdoor, stampTrigger, type ReversedTrigger as NcTrigger } from "./neural-cleanse.js";
 import { randomlyPlaced, resolvePlacement, shiftedTrigger, placeAnywhere, translatedSource, PLACEMENTS, type PlacedTrigger, type ShiftEvidence } from "./shift-evidence.js";
 import { channelMask, PruneEngine, type CachedData, type PruneTarget } from "./pruning.js";
@@ -60,6 +60,8 @@ export interface TriggerPngNames {
   pattern: string;
   /** The options that gave them ("--mask"), put before the names when the roles do not fit. */
   options?: { mask: string; pattern: string };
+  /** What gave the label, for the message when the images were drawn for another one ("--target 5"). */
+  label?: string;
 }
 
 /**
@@ -74,8 +76,10 @@ export function triggerFromPngs(maskPng: Buffer, patternPng: Buffer, label: numb
   // Before the size and channel checks: a swapped pair fails those too, with a message that hides the cause.
   const opt = names.options;
   const swapped = opt ? `are ${opt.mask} and ${opt.pattern} swapped?` : "are the mask and the pattern swapped?";
-  checkTriggerPngRole(maskPng, "mask", opt ? `${opt.mask} ${names.mask}` : names.mask, swapped);
-  checkTriggerPngRole(patternPng, "pattern", opt ? `${opt.pattern} ${names.pattern}` : names.pattern, swapped);
+  const subjects = { mask: opt ? `${opt.mask} ${names.mask}` : names.mask, pattern: opt ? `${opt.pattern} ${names.pattern}` : names.pattern };
+  checkTriggerPngRole(maskPng, "mask", subjects.mask, swapped);
+  checkTriggerPngRole(patternPng, "pattern", subjects.pattern, swapped);
+  checkTriggerPngPair(maskPng, patternPng, label, subjects, names.label ?? `the target label ${label}`);
   for (const [img, what] of [[m, names.mask], [p, names.pattern]] as const) {
     if (img.width !== w || img.height !== h) fail(`trigger ${what} is ${img.width}x${img.height}, the model's input is ${w}x${h}`);
   }
@@ -103,7 +107,7 @@ export function triggersFromReport(report: unknown, where: string, shape: readon
     const t = nc.triggers!.find((x) => x.label === label);
     if (!t || typeof t.maskPng !== "string" || typeof t.patternPng !== "string") fail(`${where}: flagged label ${label} has no reversed trigger images`);
     const png = (s: string) => Buffer.from(s.replace(/^data:image\/png;base64,/, ""), "base64");
-    return triggerFromPngs(png(t.maskPng), png(t.patternPng), label, shape, inputScale, { mask: `${where} label ${label} mask`, pattern: `${where} label ${label} pattern` });
+    return triggerFromPngs(png(t.maskPng), png(t.patternPng), label, shape, inputScale, { mask: `${where} label ${label} mask`, pattern: `${where} label ${label} pattern`, label: "the result" });
   });
   return { flagged, triggers };
 }

@@ -59,6 +59,29 @@ export function checkTriggerPngRole(png: Uint8Array, expected: "mask" | "pattern
   fail(`${subject} is ${what} (written by badnet detect${r.file ? ` as ${r.file}` : ""}), not a ${expected}${r.role === other ? `: ${swapped}` : ""}`);
 }
 
+/** The label and family of the trigger a PNG was drawn from, read from the file name detect gave it; undefined without our chunk. */
+export function triggerPngOrigin(png: Uint8Array): { label: number; family: "mask" | "blend"; file: string } | undefined {
+  const file = triggerPngRole(png)?.file;
+  const m = file === undefined ? null : /^label_(\d+)(_blend)?_[a-z]+\.png$/.exec(file);
+  return m ? { label: Number(m[1]), family: m[2] ? "blend" : "mask", file: file! } : undefined;
+}
+
+/**
+ * UserError when the mask and the pattern say they were drawn from different reversed triggers (another label
+ * or family), or from another label than `label`, the one they are used for. PNGs without our chunk pass.
+ * `subjects` name the two images, `labelSource` what gave `label` ("--target 5").
+ */
+export function checkTriggerPngPair(maskPng: Uint8Array, patternPng: Uint8Array, label: number, subjects: { mask: string; pattern: string }, labelSource: string): void {
+  const m = triggerPngOrigin(maskPng);
+  const p = triggerPngOrigin(patternPng);
+  const name = (o: { label: number; family: string }) => `label ${o.label}'s ${o.family === "blend" ? "blend-family " : ""}trigger`;
+  if (m && p && (m.label !== p.label || m.family !== p.family))
+    fail(`${subjects.mask} is from ${name(m)} (${m.file}) but ${subjects.pattern} from ${name(p)} (${p.file}): give the mask and the pattern of one trigger`);
+  for (const [o, subject] of [[m, subjects.mask], [p, subjects.pattern]] as const) {
+    if (o && o.label !== label) fail(`${subject} is from ${name(o)} (${o.file}), not label ${label} as ${labelSource} says`);
+  }
+}
+
 /** CHW floats (already in 0..255) → HWC bytes; 1 or 3 channels as they are, other counts as their mean (grey). */
 function toPng(chw: Float32Array, c: number, h: number, w: number, text: Record<string, string>): Buffer {
   const hw = h * w;
