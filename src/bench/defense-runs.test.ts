@@ -3,7 +3,7 @@
 // range over seeds, the goal test and the markdown table.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { isDue, latestRuns, meetsGoal, parseRuns, runsSummary, runsTable, spreadText, summarize, type RunRecord } from "./defense-runs.js";
+import { floorOf, floorsTable, isDue, latestRuns, meetsGoal, parseRuns, runsSummary, runsTable, spreadText, summarize, withinFloor, type CleanFloor, type RunRecord } from "./defense-runs.js";
 
 function rec(p: Partial<RunRecord> & Pick<RunRecord, "model" | "defense" | "seed">): RunRecord {
   return {
@@ -113,4 +113,31 @@ test("runsSummary: complete (model, seed) pairs and where auto meets the goal", 
   const line = runsSummary(summarize(runs), ["nc-detect", "auto"]);
   assert.match(line, /seed 0: 2\/2 models complete; seed 1: 0\/2 models complete/);
   assert.match(line, /auto meets the goal in every recorded seed on 1\/2 backdoored models \(a\) and 0\/0 clean models/);
+});
+
+test("clean-model floors: the highest rate per trigger, the within-floor measure apart from the goal, the table", () => {
+  const floors: CleanFloor[] = [
+    { model: "w", target: 2, rates: { clean_a: 0.0426, clean_b: 0.0329 } },
+    { model: "m", target: 1, rates: { clean_a: 0.001, clean_b: 0.003 } },
+    { model: "m", target: 5, rates: { clean_a: 0.025, clean_b: 0.0 } },
+  ];
+  assert.equal(floorOf(floors, "w", 2), 0.0426);
+  assert.equal(floorOf(floors, "w", 3), undefined);
+  // Above 2% but at or below the clean models' highest rate: within the floor, and still not the goal.
+  const w = rec({ model: "w", defense: "auto", seed: 0, targets: [2], asrAfter: { "2": 0.04 } });
+  assert.equal(withinFloor(w, floors), true);
+  assert.equal(meetsGoal(w), false);
+  assert.equal(withinFloor({ ...w, asrAfter: { "2": 0.0427 } }, floors), false);
+  // Where the floor is below 2%, 2% is the bound; every trigger must be within.
+  const m = rec({ model: "m", defense: "auto", seed: 0, targets: [1, 5], asrAfter: { "1": 0.02, "5": 0.025 } });
+  assert.equal(withinFloor(m, floors), true);
+  assert.equal(withinFloor({ ...m, asrAfter: { "1": 0.021, "5": 0.0 } }, floors), false);
+  // No floor or no ASR for a trigger: not judged.
+  assert.equal(withinFloor({ ...w, model: "x" }, floors), undefined);
+  assert.equal(withinFloor({ ...w, asrAfter: {} }, floors), undefined);
+  assert.equal(withinFloor({ ...w, status: "failed" }, floors), undefined);
+  const table = floorsTable(floors).split("\n");
+  assert.equal(table[0], "| model | target | clean_a | clean_b | highest | 2% goal |");
+  assert.equal(table[2], "| w | → 2 | 4.26% | 3.29% | 4.26% | below a clean model's rate |");
+  assert.equal(table[3], "| m | → 1 | 0.10% | 0.30% | 0.30% | above it |");
 });

@@ -247,3 +247,54 @@ export function runsSummary(summaries: readonly DefenseSummary[], defenses: read
     `backdoored models where some defense meets it in at least one seed: ${anyMet.length ? anyMet.join(", ") : "none"}`
   );
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// What a never-poisoned model does on the same poisoned inputs
+
+/**
+ * The rate at which each clean zoo model (trained without any trigger) sends one poisoned test set to its
+ * target: natural misclassification into that label, which no repair can be expected to go below. On Fashion-MNIST
+ * a shirt stamped with a warp or a square is still sometimes read as a pullover or a T-shirt.
+ */
+export interface CleanFloor {
+  model: string;
+  target: number;
+  /** Rate per clean model name. */
+  rates: Record<string, number>;
+}
+
+/** The highest clean-model rate on (model, target); undefined when none was measured. */
+export function floorOf(floors: readonly CleanFloor[], model: string, target: number): number | undefined {
+  const f = floors.find((x) => x.model === model && x.target === target);
+  const rates = f ? Object.values(f.rates) : [];
+  return rates.length ? Math.max(...rates) : undefined;
+}
+
+/**
+ * Whether every trigger's ASR after the run is at most the goal's 2% or, where higher, the highest clean-model
+ * rate on that trigger. Not the goal (meetsGoal is): a second, stated measure of what is left of the backdoor.
+ * Undefined when a trigger has no ASR or no measured floor.
+ */
+export function withinFloor(r: RunRecord, floors: readonly CleanFloor[]): boolean | undefined {
+  if (r.status !== "ok" || r.targets.length === 0) return undefined;
+  let all = true;
+  for (const t of r.targets) {
+    const a = r.asrAfter?.[String(t)];
+    const f = floorOf(floors, r.model, t);
+    if (a === undefined || f === undefined) return undefined;
+    all &&= a <= Math.max(GOAL.asr, f) + 1e-12;
+  }
+  return all;
+}
+
+/** The floors as a table: one row per poisoned set, the clean models' rates and whether 2% is below them. */
+export function floorsTable(floors: readonly CleanFloor[]): string {
+  const cleanModels = [...new Set(floors.flatMap((f) => Object.keys(f.rates)))].sort();
+  const head = ["model", "target", ...cleanModels, "highest", "2% goal"];
+  const lines = [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`];
+  for (const f of floors) {
+    const hi = floorOf(floors, f.model, f.target)!;
+    lines.push(`| ${[f.model, `→ ${f.target}`, ...cleanModels.map((c) => pct(f.rates[c])), pct(hi), hi > GOAL.asr ? "below a clean model's rate" : "above it"].map(cell).join(" | ")} |`);
+  }
+  return lines.join("\n");
+}

@@ -32,7 +32,7 @@ import { openDataset } from "../io/open-dataset.js";
 import { loadModel } from "../io/load-model.js";
 import { predictLabels } from "../model/forward.js";
 import { defenseRow, type DefenseRow, type PoisonSet } from "./defense-row.js";
-import { isDue, parseRuns, runsSummary, runsTable, summarize, type RunRecord } from "./defense-runs.js";
+import { floorsTable, isDue, parseRuns, runsSummary, runsTable, summarize, withinFloor, type CleanFloor, type RunRecord } from "./defense-runs.js";
 import type { ZooIndex, ZooManifest } from "../zoo/build.js";
 import { benchArgs } from "./args.js";
 
@@ -75,6 +75,8 @@ const values = parseCli();
 const zooDir = resolve(values.zoo ?? "zoo");
 const outFile = values.out ?? "docs/defenses-table.md";
 const resultsFile = values.results ?? "docs/data/defenses-runs.jsonl";
+/** The clean models' rates on every poisoned set, beside the results file. */
+const floorsFile = join(dirname(resultsFile), "defenses-clean-floors.json");
 
 /** "0,1,2" → [0, 1, 2]: non-negative integers, no repeats. */
 function parseSeeds(s: string | undefined): number[] {
@@ -298,6 +300,34 @@ async function runModelSeed(info: ModelInfo, seed: number, due: string[], code: 
 // ---------------------------------------------------------------------------------------------------------
 // The table from the results file
 
+/**
+ * Every clean zoo model (no targets) on every backdoored model's poisoned test sets: the share sent to the set's
+ * target. Seed-free and cheap (forward passes only), so it is measured again on every bench run.
+ */
+async function measureFloors(infos: readonly ModelInfo[]): Promise<CleanFloor[]> {
+  const clean = infos.filter((i) => i.manifest.targets.length === 0);
+  const floors: CleanFloor[] = [];
+  if (clean.length === 0) return floors;
+  const models = await Promise.all(clean.map((c) => loadModel(join(zooDir, c.dirName, c.manifest.files.model))));
+  for (const info of infos.filter((i) => i.manifest.targets.length > 0)) {
+    for (const t of info.manifest.triggers) {
+      const ds = await openDataset(join(zooDir, info.dirName, t.poisonedTest), { inputScale: info.manifest.inputScale });
+      try {
+        const rates: Record<string, number> = {};
+        for (const [k, m] of models.entries()) rates[clean[k]!.manifest.name] = frac(accuracyOf(await predictLabels(m, ds), ds.labels!).correct, ds.size);
+        floors.push({ model: info.manifest.name, target: t.target, rates });
+      } finally {
+        ds.close();
+      }
+    }
+  }
+  return floors;
+}
+
+function readFloors(): CleanFloor[] {
+  return existsSync(floorsFile) ? (JSON.parse(readFileSync(floorsFile, "utf8")) as CleanFloor[]) : [];
+}
+
 function readRuns(): RunRecord[] {
   if (!existsSync(resultsFile)) return [];
   const { records, bad } = parseRuns(readFileSync(resultsFile, "utf8"));
@@ -333,7 +363,9 @@ function writeTable(command: string): void {
       "\"meets goal\": runs with every trigger's ASR ≤ 2% at ≤ 1 point of clean accuracy and G ≥ 99% detection at ≤ 1% false alarms (clean models: clean accuracy within 0.5 point, G ≤ 1%). " +
       "Wall time: the defense's library call (auto: its detection, candidates and G calibration), on a shared 2-core machine.",
   ].join("\n");
-  const doc = ["# Every defense on every zoo model", "", meta, "", `**${summary}.**`, "", how, "", table, ""].join("\n");
+  const floors = readFloors();
+  const floorText = floors.length ? floorsSection(floors, summaries.filter((s) => s.defense === AUTO).flatMap((s) => s.runs)) : "";
+  const doc = ["# Every defense on every zoo model", "", meta, "", `**${summary}.**`, "", how, "", table, "", ...(floorText ? [floorText, ""] : [])].join("\n");
   mkdirSync(dirname(resolve(outFile)), { recursive: true });
   writeFileSync(outFile, doc);
   if (values["no-readme"]) return;
@@ -342,7 +374,20 @@ function writeTable(command: string): void {
   const text = readFileSync(readme, "utf8");
   const start = text.indexOf(README_START);
   const end = text.indexOf(README_END);
-  if (start >= 0 && end > start) writeFileSync(readme, `${text.slice(0, start + README_START.length)}\n${meta}\n\n**${summary}.**\n\n${how}\n\n${table}\n${text.slice(end)}`);
+  if (start >= 0 && end > start) writeFileSync(readme, `${text.slice(0, start + README_START.length)}\n${meta}\n\n**${summary}.**\n\n${how}\n\n${table}\n${floorText ? `\n${floorText}\n` : ""}${text.slice(end)}`);
+}
+
+/** The clean models' rates, and how many auto runs are within them (a measure beside the goal, not the goal). */
+function floorsSection(floors: readonly CleanFloor[], autoRuns: readonly RunRecord[]): string {
+  const judged = autoRuns.map((r) => withinFloor(r, floors)).filter((x): x is boolean => x !== undefined);
+  return [
+    `**What a model trained without any trigger does on the same poisoned inputs** (the clean zoo models; \`${floorsFile}\`, measured on every bench run). ` +
+      "ASR counts every non-target test image that the network sends to the target once stamped, so natural confusions count too: " +
+      "a repair cannot be expected to go below these rates, and where they exceed 2% the goal's ASR bound is below what a never-poisoned network reaches. " +
+      `auto's runs with every trigger's ASR at or below max(2%, the highest clean-model rate): ${judged.filter(Boolean).length}/${judged.length} (a second measure, not the goal).`,
+    "",
+    floorsTable(floors),
+  ].join("\n");
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -367,6 +412,10 @@ async function main(): Promise<void> {
   log(`zoo ${zooDir} (${note}): ${chosen.join(", ")}; defenses: ${which.join(", ")}; seeds ${seeds.join(", ")}; code ${code}; results ${resultsFile}`);
   mkdirSync(dirname(resolve(resultsFile)), { recursive: true });
   const infos = chosen.map(readModelInfo);
+  // Over the whole zoo, whatever --only chose: the clean models may not be among the chosen.
+  const floors = await measureFloors(dirs.map(readModelInfo));
+  if (floors.length) writeFileSync(floorsFile, `${JSON.stringify(floors, null, 1)}\n`);
+  log(`clean-model floors: ${floors.map((f) => `${f.model} →${f.target} ${Object.values(f.rates).map((r) => (100 * r).toFixed(2)).join("/")}%`).join(", ") || "no clean model in the zoo"}`);
   let failed = 0;
   // Seed by seed over the whole zoo: seed 0 everywhere first, so a partial run still covers every model.
   for (const seed of seeds) {
