@@ -45,6 +45,10 @@ for (const name of ["prune", "fine-prune", "strip"]) {
       assert.equal(row.status, "ok", row.reason);
       assert.deepEqual(row.warnings, []);
       assert.deepEqual(row.g, cli.g);
+      // The one set's counts are the library's, G's attack success included.
+      assert.equal(row.perTarget?.length, 1);
+      assert.equal(row.perTarget![0]!.gAttack, cli.g!.poisoned!.attackSuccess);
+      assert.equal(row.perTarget![0]!.gFlagged, cli.g!.poisoned!.flagged);
       if (cli.evaluation) {
         assert.equal(row.cleanBefore, cli.evaluation.before.cleanAccuracy);
         assert.equal(row.cleanAfter, cli.evaluation.after!.cleanAccuracy);

@@ -30,6 +30,8 @@ export interface TargetCounts {
   asrAfter: number;
   /** Inputs G sends to class N. */
   gFlagged: number;
+  /** Inputs G answers with the target (accepted and sent there): the attack's success through G. */
+  gAttack: number;
 }
 
 export interface DefenseRow {
@@ -77,7 +79,7 @@ async function perTargetRepair(b: Model, repaired: Model, sets: PoisonSet[], lib
     const rPred = await predictLabels(repaired, p.ds);
     const g = gRates(b.numClasses, { pred: p.bPred, repaired: rPred, labels }, { pred: p.bPred, repaired: rPred, labels });
     const h = hits(rPred, labels);
-    out.push({ target: p.target, n: labels.length, asrBefore: frac(hits(p.bPred, labels), labels.length), asrAfter: frac(h, labels.length), gFlagged: g.poisoned!.flagged });
+    out.push({ target: p.target, n: labels.length, asrBefore: frac(hits(p.bPred, labels), labels.length), asrAfter: frac(h, labels.length), gFlagged: g.poisoned!.flagged, gAttack: g.poisoned!.attackSuccess });
     success += h;
     flagged += g.poisoned!.flagged;
     n += labels.length;
@@ -106,7 +108,7 @@ function perTargetStrip(entropy: number[], threshold: number, sets: PoisonSet[],
     off += labels.length;
     flaggedAll += flagged;
     successAll += success;
-    out.push({ target: p.target, n: labels.length, asrBefore: frac(hits(p.bPred, labels), labels.length), asrAfter: frac(success, labels.length), gFlagged: flagged });
+    out.push({ target: p.target, n: labels.length, asrBefore: frac(hits(p.bPred, labels), labels.length), asrAfter: frac(success, labels.length), gFlagged: flagged, gAttack: success });
   }
   if (off !== entropy.length) warnings.push(`STRIP returned ${entropy.length} poisoned entropies for ${off} poisoned inputs`);
   if (g?.poisoned && (g.poisoned.flagged !== flaggedAll || g.poisoned.attackSuccess !== successAll)) {
@@ -153,17 +155,20 @@ function graphModel(g: Graph, b: Model): Model {
 async function perTargetCalibrated(b: Model, repaired: Model, g: Graph, sets: PoisonSet[], lib: ReportG | undefined, warnings: string[]): Promise<TargetCounts[]> {
   const gm = graphModel(g, b);
   const out: TargetCounts[] = [];
-  let flaggedAll = 0, n = 0;
+  let flaggedAll = 0, attackAll = 0, n = 0;
   for (const p of sets) {
     const labels = p.ds.labels!;
     const rPred = await predictLabels(repaired, p.ds);
     const gPred = await predictLabels(gm, p.ds);
     const flagged = gPred.reduce((a, v) => a + (v === b.numClasses ? 1 : 0), 0);
-    out.push({ target: p.target, n: labels.length, asrBefore: frac(hits(p.bPred, labels), labels.length), asrAfter: frac(hits(rPred, labels), labels.length), gFlagged: flagged });
+    const attack = hits(gPred, labels);
+    out.push({ target: p.target, n: labels.length, asrBefore: frac(hits(p.bPred, labels), labels.length), asrAfter: frac(hits(rPred, labels), labels.length), gFlagged: flagged, gAttack: attack });
     flaggedAll += flagged;
+    attackAll += attack;
     n += labels.length;
   }
   if (lib?.poisoned && (lib.poisoned.flagged !== flaggedAll || lib.poisoned.n !== n)) warnings.push(`per-target G flags (${flaggedAll}/${n}) differ from the library's (${lib.poisoned.flagged}/${lib.poisoned.n})`);
+  if (lib?.poisoned && lib.poisoned.attackSuccess !== attackAll) warnings.push(`per-target attack success through G (${attackAll}) differs from the library's (${lib.poisoned.attackSuccess})`);
   return out;
 }
 
@@ -210,7 +215,7 @@ export async function defenseRow(model: Model, data: DefenseData, d: AnyDefense 
         else if (rc.sets.length > 1) row.perTarget = await perTargetCalibrated(model, o.repaired, o.g!, rc.sets, o.gRates, row.warnings);
         else if (rc.sets.length === 1 && o.gRates?.poisoned) {
           const p = rc.sets[0]!;
-          row.perTarget = [{ target: p.target, n: p.ds.size, asrBefore: frac(hits(p.bPred, p.ds.labels!), p.ds.size), asrAfter: o.evaluation.after.asr ?? 0, gFlagged: o.gRates.poisoned.flagged }];
+          row.perTarget = [{ target: p.target, n: p.ds.size, asrBefore: frac(hits(p.bPred, p.ds.labels!), p.ds.size), asrAfter: o.evaluation.after.asr ?? 0, gFlagged: o.gRates.poisoned.flagged, gAttack: o.gRates.poisoned.attackSuccess }];
         }
       }
     } else {

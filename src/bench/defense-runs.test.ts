@@ -59,7 +59,7 @@ test("latestRuns: a later line for the same model, defense and seed replaces the
 
 test("summarize: mean and range over seeds per target, goal counted per run", () => {
   const runs = [
-    rec({ model: "multi", defense: "auto", seed: 0, targets: [1, 5], asrBefore: { "1": 1, "5": 1 }, asrAfter: { "1": 0.01, "5": 0.02 }, gDetection: { "1": 1, "5": 0.99 }, chosen: "unlearn", flagged: [1, 5] }),
+    rec({ model: "multi", defense: "auto", seed: 0, targets: [1, 5], asrBefore: { "1": 1, "5": 1 }, asrAfter: { "1": 0.01, "5": 0.02 }, gDetection: { "1": 1, "5": 0.99 }, gAsr: { "1": 0.004, "5": 0.001 }, chosen: "unlearn", flagged: [1, 5] }),
     rec({ model: "multi", defense: "auto", seed: 1, targets: [1, 5], asrBefore: { "1": 1, "5": 1 }, asrAfter: { "1": 0.05, "5": 0.0 }, gDetection: { "1": 1, "5": 1 }, chosen: "sau", flagged: [1] }),
     rec({ model: "multi", defense: "auto", seed: 2, targets: [1, 5], status: "failed", reason: "boom", cleanAfter: undefined, asrAfter: undefined }),
   ];
@@ -74,6 +74,9 @@ test("summarize: mean and range over seeds per target, goal counted per run", ()
   const table = runsTable([s!]);
   assert.match(table, /\| multi \| badnets-patch \(→ 1, 5\) \| auto \| 0,1,2 \|/);
   assert.match(table, /3\.00% \(1\.00–5\.00\) \/ 1\.00% \(0\.00–2\.00\)/);
+  // ASR through G: only seed 0 recorded it (older records have none), so its value alone.
+  assert.match(table, /\| 0\.40% \/ 0\.10% \|/);
+  assert.match(runsTable(summarize([{ ...runs[1]! }])), /\| 100\.00% \/ 100\.00% \| — \| 0\.50% \|/, "no record with G's attack success: a dash");
   assert.match(table, /s0 unlearn \(flagged \[1, 5\]\), s1 sau \(flagged \[1\]\), s2 failed/);
   assert.match(table, /s2 FAILED: boom/);
   assert.match(table, /\| 1\/2 \|/);

@@ -27,6 +27,8 @@ export interface RunRecord {
   asrBefore?: Record<string, number>;
   asrAfter?: Record<string, number>;
   gDetection?: Record<string, number>;
+  /** Per target: poisoned inputs G accepts and answers with the target (absent in records before 2026-12-05). */
+  gAsr?: Record<string, number>;
   gFalseAlarm?: number;
   /** G calibrated to this false-alarm rate (auto), else the defense's own G. */
   fpr?: number;
@@ -120,6 +122,7 @@ export interface DefenseSummary {
   asrBefore: (Spread | undefined)[];
   asrAfter: (Spread | undefined)[];
   gDetection: (Spread | undefined)[];
+  gAsr: (Spread | undefined)[];
   gFalseAlarm?: Spread;
   seconds?: Spread;
   /** Runs meeting the goal / runs judged. */
@@ -154,6 +157,7 @@ export function summarize(records: readonly RunRecord[]): DefenseSummary[] {
       asrBefore: perTarget((r) => r.asrBefore),
       asrAfter: perTarget((r) => r.asrAfter),
       gDetection: perTarget((r) => r.gDetection),
+      gAsr: perTarget((r) => r.gAsr),
       gFalseAlarm: spread(defined(ok.map((r) => r.gFalseAlarm))),
       seconds: spread(defined(runs.filter((r) => r.status !== "skipped").map((r) => r.seconds))),
       goal: { met: judged.filter(Boolean).length, judged: judged.length },
@@ -204,14 +208,14 @@ function seedNotes(s: DefenseSummary): string {
 
 /** The table: one row per (model, defense), numbers as the mean over seeds with their range. */
 export function runsTable(summaries: readonly DefenseSummary[]): string {
-  const head = ["model", "attack (targets)", "defense", "seeds", "clean acc before → after", "ASR before → after (per trigger)", "G detection (per trigger)", "G false alarms", "meets goal", "wall time", "notes"];
+  const head = ["model", "attack (targets)", "defense", "seeds", "clean acc before → after", "ASR before → after (per trigger)", "G detection (per trigger)", "ASR through G (per trigger)", "G false alarms", "meets goal", "wall time", "notes"];
   const lines = [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`];
   for (const s of summaries) {
     const attack = s.targets.length ? `${s.attack} (→ ${s.targets.join(", ")})` : s.attack;
     const seeds = s.seeds.join(",");
     const notes = seedNotes(s);
     if (s.defense === "nc-detect") {
-      lines.push(`| ${[s.model, attack, "NC detection", seeds, "—", "—", "—", "—", "—", secs(s.seconds), notes].map(cell).join(" | ")} |`);
+      lines.push(`| ${[s.model, attack, "NC detection", seeds, "—", "—", "—", "—", "—", "—", secs(s.seconds), notes].map(cell).join(" | ")} |`);
       continue;
     }
     const hasPoison = s.targets.length > 0;
@@ -219,8 +223,9 @@ export function runsTable(summaries: readonly DefenseSummary[]): string {
     const clean = s.cleanAfter ? `${spreadText(s.cleanBefore)} → ${spreadText(s.cleanAfter)}` : "—";
     const asr = !s.cleanAfter ? "—" : hasPoison ? `${joined(s.asrBefore)} → ${joined(s.asrAfter)}` : "— (no trigger)";
     const det = !s.cleanAfter ? "—" : hasPoison ? joined(s.gDetection) : "—";
+    const gAsr = !s.cleanAfter || !hasPoison || s.gAsr.every((x) => x === undefined) ? "—" : joined(s.gAsr);
     const goal = s.goal.judged ? `${s.goal.met}/${s.goal.judged}` : "—";
-    lines.push(`| ${[s.model, attack, s.defense, seeds, clean, asr, det, spreadText(s.gFalseAlarm), goal, secs(s.seconds), notes].map(cell).join(" | ")} |`);
+    lines.push(`| ${[s.model, attack, s.defense, seeds, clean, asr, det, gAsr, spreadText(s.gFalseAlarm), goal, secs(s.seconds), notes].map(cell).join(" | ")} |`);
   }
   return lines.join("\n");
 }

@@ -206,6 +206,7 @@ function recordOf(row: DefenseRow, base: Omit<RunRecord, "status" | "notes" | "w
     const pt = row.perTarget ?? [];
     r.asrAfter = Object.fromEntries(pt.map((t) => [String(t.target), t.asrAfter]));
     r.gDetection = Object.fromEntries(pt.map((t) => [String(t.target), frac(t.gFlagged, t.n)]));
+    r.gAsr = Object.fromEntries(pt.map((t) => [String(t.target), frac(t.gAttack, t.n)]));
   }
   if (row.triggersFrom) r.flagged = row.triggersFrom;
   if (row.autoFlagged) r.flagged = row.autoFlagged;

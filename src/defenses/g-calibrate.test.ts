@@ -8,7 +8,7 @@ import type { Dataset } from "../io/dataset.js";
 import { Session, withSession } from "../runtime/session.js";
 import { backdooredModel, cleanSet, H, K, PER, poisonedSet, W } from "../test/tiny-patch-mlp.js";
 import { mulberry32 } from "../util/random.js";
-import { binomialCdf, allowedAbove, calibrate, minCalibrationSize, ReferenceRank, reservedCalibrationSize, calibrateG, checkFpr, clopperPearson, decide, gOutcome, calibratedGForRepair, disagreementScore, GScorer, pickRows, rateWithInterval, reportCalibratedG, splitForCalibration, type GParts } from "./g-calibrate.js";
+import { binomialCdf, allowedAbove, calibrate, minCalibrationSize, ReferenceRank, reservedCalibrationSize, calibrateG, checkFpr, clopperPearson, decide, gOutcome, calibratedGForRepair, describeGAnswers, disagreementScore, GScorer, pickRows, rateWithInterval, reportCalibratedG, splitForCalibration, type GParts } from "./g-calibrate.js";
 import { pickOverlays } from "./strip.js";
 import { prunedNeuronsModel, pruneSite } from "./nc-mitigation.js";
 
@@ -293,6 +293,39 @@ test("the disagreement signal in the graph is p_B(ŷ) − p_B′(ŷ) of disagree
   }
   // By hand: B sure of class 0 (p ≈ 0.98), B′ not (p = 0.25 on four classes).
   assert.ok(Math.abs(disagreementScore([4, 0, 0, 0], [0, 0, 0, 0]) - (Math.exp(4) / (Math.exp(4) + 3) - 0.25)) < 1e-12);
+});
+
+test("G answers with the repaired network's class where it does not reject (B's only when there is no B′)", async () => {
+  const b = await backdooredModel();
+  const site = pruneSite(b);
+  // All but one neuron of the site pruned: a B′ that answers differently from B on many clean inputs.
+  const r = prunedNeuronsModel(b, site, Array.from({ length: site.units - 1 }, (_, i) => i));
+  const data = cleanSet(60, 62);
+  const top = async (m: Model) => argmaxRows(await logitsOf(m, data), K);
+  const [pb, pr] = [await top(b), await top(r)];
+  assert.ok(pb.some((c, i) => c !== pr[i]), "B and B′ must differ on some input, or the check is empty");
+  // Thresholds no score reaches: every input is accepted, so every answer is G's class for an accepted input.
+  const scorer = await GScorer.create({ b, repaired: r, signals: ["disagreement"] });
+  const noB = await GScorer.create({ b, overlays: pickOverlays(cleanSet(20, 41), 6, 0), signals: ["strip"] });
+  try {
+    assert.deepEqual(Array.from((await scorer.score(data)).pred), Array.from(pr));
+    assert.deepEqual(Array.from((await noB.score(data)).pred), Array.from(pb));
+    const accepted = gOutcome(await scorer.score(data), { fpr: 0.01, guarantee: "marginal", signals: ["disagreement"], thresholds: [Infinity], n: 0, reference: 0, tau: 0, heldOutFlagged: 0 }, data.labels);
+    assert.equal(accepted.nFlagged, 0);
+    assert.equal(accepted.hit, pr.reduce((a, c, i) => a + (c === data.labels![i] ? 1 : 0), 0));
+  } finally {
+    await scorer.release();
+    await noB.release();
+  }
+});
+
+test("describeGAnswers: G's clean accuracy and the attack's success through G, when there is poisoned data", () => {
+  assert.deepEqual(describeGAnswers(undefined), []);
+  assert.deepEqual(describeGAnswers({ numClasses: 10, clean: { n: 10000, correct: 8862, flagged: 22 } }), ["G answers correctly on 88.62% of the clean test data (rejections count as wrong)"]);
+  assert.equal(
+    describeGAnswers({ numClasses: 10, clean: { n: 10000, correct: 8862, flagged: 22 }, poisoned: { n: 9000, flagged: 5319, attackSuccess: 238 } })[1],
+    "G answers the attacker's target on 2.64% of the poisoned data (238/9000; the rest rejected or answered otherwise)",
+  );
 });
 
 async function logitsOf(m: Model, data: Dataset): Promise<Float32Array> {

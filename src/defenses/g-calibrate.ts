@@ -91,7 +91,11 @@ export interface GParts {
 
 export interface ScoreGraph {
   graph: Graph;
-  /** B's logits [N, K]. */
+  /**
+   * G's answer where it does not reject, [N, K]: the repaired network's logits when there is one, else B's. With
+   * B's answer, a poisoned input that stays under every threshold got the attacker's label although B′ no longer
+   * gives it (wanet, seed 1: G answered the target on 40% of the poisoned inputs, B′ on 8%).
+   */
   logits: string;
   signals: SignalName[];
   /** One float32 [N] value per signal, in `signals` order. */
@@ -135,8 +139,8 @@ export function scoreGraph(p: GParts): ScoreGraph {
   const out: Partial<Record<SignalName, string>> = {};
   const axis1 = g.ints([1]);
   let rr: ((v: string) => string) | undefined;
+  let rl: string | undefined;
   if (p.repaired) {
-    let rl: string;
     if (isModel(p.repaired)) {
       rr = embed(g, p.repaired.graph, "R/", { [p.repaired.input]: "input" });
       rl = rr(p.repaired.logits);
@@ -181,7 +185,7 @@ export function scoreGraph(p: GParts): ScoreGraph {
   }
   if (signals.includes("mahalanobis")) {
     const gs = p.gaussians!;
-    // The class is always B's top-1: G's answer, and the class the clean cloud was grouped by.
+    // The class is always B's top-1: the class the clean cloud was grouped by.
     const f = p.gaussiansOf === "repaired" && rr && isModel(p.repaired!) ? featureValue(g, p.repaired, gs.layer, rr) : featureValue(g, b, gs.layer, rb);
     const d = width(g, f);
     if (d !== gs.dim) throw new Error(`scoreGraph: the Mahalanobis model has ${gs.dim} features, the network ${d}`);
@@ -194,9 +198,10 @@ export function scoreGraph(p: GParts): ScoreGraph {
     out["mahalanobis-gap"] = mahalanobisGapNodes(g, gs, f, bl);
   }
   const scores = signals.map((s) => out[s]!);
-  g.setOutputs([bl, ...scores]);
+  const answer = rl ?? bl;
+  g.setOutputs([answer, ...scores]);
   g.prune(["input"]);
-  return { graph: g, logits: bl, signals, scores };
+  return { graph: g, logits: answer, signals, scores };
 }
 
 /** Scores of a data set: B's top-1 and one Float32Array per signal. */
@@ -755,5 +760,13 @@ export async function calibrateOutcomeG(
   outcome.sections.gCalibration = r.section;
   // The defense's own summary line of its (uncalibrated, now replaced) G keeps its numbers but says so.
   outcome.lines = outcome.lines.map((l) => (/^G\s/.test(l) ? l.replace(/^G\s+/, "G (defense's own, replaced) ") : l));
-  outcome.lines.push(...describeCalibratedG(r.section));
+  outcome.lines.push(...describeCalibratedG(r.section), ...describeGAnswers(r.g));
+}
+
+/** What G answers: its clean accuracy (a rejected clean input counts as wrong) and, with poisoned data, the attack's success through it. */
+export function describeGAnswers(g: ReportG | undefined): string[] {
+  if (!g) return [];
+  const lines = [`G answers correctly on ${pct(g.clean.correct / g.clean.n)} of the clean test data (rejections count as wrong)`];
+  if (g.poisoned?.attackSuccess !== undefined) lines.push(`G answers the attacker's target on ${pct(g.poisoned.attackSuccess / g.poisoned.n)} of the poisoned data (${g.poisoned.attackSuccess}/${g.poisoned.n}; the rest rejected or answered otherwise)`);
+  return lines;
 }
