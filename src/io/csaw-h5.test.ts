@@ -176,6 +176,22 @@ test("user errors name the file and the problem", async () => {
     label: { data: new Float64Array([0, 1.5]), shape: [2] },
   });
   await rejectsUser(openCsawH5(frac, { inputScale: 1 }), /frac\.h5: `label`: label 1\.5 of image 1 is not an integer/);
+
+  // An integer, only too large for a label: "not an integer" was the wrong complaint.
+  const huge = await writeH5("huge.h5", {
+    data: { data: new Uint8Array(2 * 3 * 4 * 4), shape: [2, 3, 4, 4] },
+    label: { data: new Float64Array([0, 1e12]), shape: [2] },
+  });
+  await rejectsUser(openCsawH5(huge, { inputScale: 1 }), /huge\.h5: `label`: label 1000000000000 of image 1 is out of range for a class label$/);
+
+  // A scalar `label` printed its empty shape as "has shape , expected a vector of 1 labels".
+  await h5wasm.ready;
+  const scalar = join(dir, "scalar_label.h5");
+  const f = new h5wasm.File(scalar, "w");
+  f.create_dataset({ name: "data", data: new Uint8Array(3 * 4 * 4), shape: [1, 3, 4, 4] });
+  f.create_dataset({ name: "label", data: 3, dtype: "<d" });
+  f.close();
+  await rejectsUser(openCsawH5(scalar, { inputScale: 1 }), /scalar_label\.h5: `label` is a single number, expected a vector of 1 label$/);
 });
 
 /** An NHWC float32 file of `n` 4x4x3 images with pixel values 0..255 (except what `edit` changes), labels 0..n-1. */

@@ -57,14 +57,16 @@ function readLabels(ds: H5Dataset, n: number, path: string): Int32Array {
   numericType(ds, where);
   const shape = ds.shape ?? [];
   if (!(shape.length === 1 || (shape.length === 2 && shape[1] === 1))) {
-    fail(`${where} has shape ${formatShape(shape)}, expected a vector of ${n} labels`);
+    fail(`${where} ${shape.length === 0 ? "is a single number" : `has shape ${formatShape(shape)}`}, expected a vector of ${n} label${n === 1 ? "" : "s"}`);
   }
   if (shape[0] !== n) fail(`data ${path}: ${shape[0]} labels for ${n} images`);
   const raw = asNumbers(ds.value, where);
   const labels = new Int32Array(n);
   for (let i = 0; i < n; i++) {
     const v = raw[i]!;
-    if (!Number.isInteger(v) || v < -2147483648 || v > 2147483647) fail(`${where}: label ${v} of image ${i} is not an integer`);
+    if (!Number.isInteger(v)) fail(`${where}: label ${v} of image ${i} is not an integer`);
+    // Labels are kept as 32-bit integers; a larger one is no class label (and must not wrap around to one).
+    if (v < -2147483648 || v > 2147483647) fail(`${where}: label ${v} of image ${i} is out of range for a class label`);
     labels[i] = v;
   }
   return labels;
