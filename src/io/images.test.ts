@@ -110,7 +110,16 @@ test("unknown, corrupt and missing files are user errors naming the file", () =>
   const png = readFileSync(join(FACES, "clean_1_label328.png"));
   const truncated = join(dir, "truncated.png");
   writeFileSync(truncated, png.subarray(0, 200));
-  bad(truncated, /corrupt PNG/);
+  bad(truncated, /truncated PNG \(the file ends before its last chunk, IEND\)$/);
+  // The signature alone: pngjs said "There are some read requests waitng on finished stream".
+  writeFileSync(truncated, png.subarray(0, 8));
+  bad(truncated, /truncated PNG/);
+  // A complete file with damaged image data is corrupt, not truncated.
+  const damaged = Buffer.from(png);
+  damaged.fill(0x55, 100, 300);
+  const garbledPng = join(dir, "garbled.png");
+  writeFileSync(garbledPng, damaged);
+  bad(garbledPng, /corrupt PNG \(/);
 
   const garbled = join(dir, "garbled.jpg");
   writeFileSync(garbled, Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, 1, 2, 3]));

@@ -52,6 +52,9 @@ function decodePng(buf: Buffer, name: string): DecodedImage {
   try {
     png = PNG.sync.read(buf);
   } catch (e) {
+    // A file cut short fails inside pngjs' stream ("There are some read requests waitng on finished stream"):
+    // with no IEND chunk the file simply ends early, which is what the user needs to hear.
+    if (!buf.includes("IEND", 8, "latin1")) fail(`image ${name}: truncated PNG (the file ends before its last chunk, IEND)`);
     fail(`image ${name}: corrupt PNG (${message(e)})`);
   }
   const { width, height } = png;
