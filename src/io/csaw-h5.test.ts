@@ -151,7 +151,7 @@ test("user errors name the file and the problem", async () => {
   await rejectsUser(openDataset(notH5, { inputScale: 1 }), /corrupt\.h5: not an HDF5 file/);
   const empty = join(dir, "empty.h5");
   writeFileSync(empty, Buffer.alloc(0));
-  await rejectsUser(openCsawH5(empty, { inputScale: 1 }), /empty\.h5: not an HDF5 file/);
+  await rejectsUser(openCsawH5(empty, { inputScale: 1 }), /empty\.h5: not an HDF5 file \(the file is empty\)/);
 
   const noLabel = await writeH5("nolabel.h5", { data: { data: new Uint8Array(2 * 3 * 4 * 4), shape: [2, 3, 4, 4] } });
   await rejectsUser(openCsawH5(noLabel, { inputScale: 1 }), /nolabel\.h5: no `label` dataset.*`data`/);

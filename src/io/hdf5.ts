@@ -28,6 +28,26 @@ export function hasHdf5Signature(path: string): boolean {
   }
 }
 
+const ZIP_SIGNATURE = Buffer.from([0x50, 0x4b, 0x03, 0x04]);
+
+/** What a file without the HDF5 signature is, when that is easy to tell: empty, or a zip (Keras 3's .keras). */
+function notHdf5Why(path: string, size: number, what: string): string {
+  if (size === 0) return "the file is empty";
+  const fd = openSync(path, "r");
+  const head = Buffer.alloc(4);
+  try {
+    readSync(fd, head, 0, 4, 0);
+  } finally {
+    closeSync(fd);
+  }
+  if (head.equals(ZIP_SIGNATURE)) {
+    return what === "Keras model"
+      ? "a zip archive, as Keras 3 saves .keras files; save the model in HDF5 with model.save(\"model.h5\")"
+      : "a zip archive";
+  }
+  return "no HDF5 signature";
+}
+
 /** Opens an existing HDF5 file read-only with a UserError (naming `what`) for a missing or non-HDF5 file. */
 export async function openH5ForRead(path: string, what: string): Promise<H5File> {
   let st;
@@ -37,7 +57,7 @@ export async function openH5ForRead(path: string, what: string): Promise<H5File>
     fail(`${what} ${path}: no such file`);
   }
   if (!st.isFile()) fail(`${what} ${path}: not a file`);
-  if (!hasHdf5Signature(path)) fail(`${what} ${path}: not an HDF5 file (no HDF5 signature)`);
+  if (!hasHdf5Signature(path)) fail(`${what} ${path}: not an HDF5 file (${notHdf5Why(path, st.size, what)})`);
   await h5wasm.ready;
   const file = readingHdf5(path, what, () => new h5wasm.File(resolve(path), "r"));
   if (file.file_id < 0n) fail(`${what} ${path}: corrupt or truncated HDF5 file (HDF5 could not open it)`);
