@@ -231,3 +231,25 @@ test("pixels outside 0..255 are an error; so is data already in [0, 1] under --i
   const black = await floatFile("black.h5", 2, (a) => a.fill(0));
   (await openDataset(black, { inputScale: 255 })).close();
 });
+
+test("images declared far larger than stored (unwritten chunks): too large is an error; large ones are sampled within memory", async () => {
+  await h5wasm.ready;
+  const declare = (name: string, shape: number[], chunk: number) => {
+    const path = join(dir, name);
+    const f = new h5wasm.File(path, "w");
+    const d = f.create_dataset({ name: "data", data: new Float64Array(8), shape: [1, 1, 2, 4], maxshape: [null, 1, null, null], chunks: [1, 1, chunk, chunk], dtype: "<d" });
+    d.resize(shape);
+    f.create_dataset({ name: "label", data: new Float64Array(shape[0]!), shape: [shape[0]!], dtype: "<d" });
+    f.close();
+    return path;
+  };
+  // 6 KB of HDF5 declaring two 40000x40000 images: the scale check's read was an internal error (12.8 GB).
+  const huge = declare("huge_images.h5", [2, 1, 40000, 40000], 8);
+  await rejectsUser(openCsawH5(huge, { inputScale: 1 }), /huge_images\.h5: `data` holds images of 1x40000x40000 \(CxHxW\), too large \(at most 67108864 pixels per image/);
+  // 300 float64 images of 1050x1050: 256 of them in one read were over h5wasm's 2 GB.
+  const large = declare("large_images.h5", [300, 1, 1050, 1050], 1050);
+  const ds = await openCsawH5(large, { inputScale: 1 });
+  assert.equal(ds.size, 300);
+  assert.equal(ds.read(299, 1).length, 1050 * 1050);
+  ds.close();
+});

@@ -6,6 +6,7 @@ import h5wasm from "h5wasm/node";
 import { fail } from "../errors.js";
 import { checkInputScale, checkRange, formatShape, type Dataset, type OpenOptions } from "./dataset.js";
 import { checkFilters, openH5ForRead, readingHdf5, writingHdf5, type H5Dataset, type H5File } from "./hdf5.js";
+import { MAX_IMAGE_PIXELS } from "./images.js";
 import { checkRawPixels, checkScaleAgainstRange, valueRange } from "./pixels.js";
 
 type NumericArray = ArrayLike<number>;
@@ -88,11 +89,17 @@ function describeCsaw(file: H5File, path: string, opts: OpenOptions) {
   if (n === 0 || a === 0 || b === 0 || c === 0) fail(`${where} has an empty shape ${formatShape(dims)}`);
   const layout = decideLayout(dims, opts.layout, where);
   const shape: [number, number, number] = layout === "nchw" ? [a, b, c] : [c, a, b];
+  // A few KB of HDF5 can declare 40000x40000 images (chunks never written); reading one would not fit in memory.
+  if (shape[1] * shape[2] > MAX_IMAGE_PIXELS) {
+    fail(`${where} holds images of ${formatShape(shape)} (CxHxW), too large (at most ${MAX_IMAGE_PIXELS} pixels per image, e.g. 8192x8192)`);
+  }
   return { data, where, dtype, n, dims, layout, shape, labels: readLabels(labelDs, n, path) };
 }
 
 /** Images whose pixel range is compared with the input scale at open (a dark image or two cannot fool it). */
 const SCALE_SAMPLE = 256;
+/** ... but no more values than this in that one read (256 large float64 images would not fit in h5wasm's memory). */
+const SCALE_SAMPLE_VALUES = 1 << 22;
 
 /**
  * Opens a CSAW-HackML .h5 data file; images are read batch by batch on demand. Non-uint8 pixels must be
@@ -115,7 +122,7 @@ export async function openCsawH5(path: string, opts: OpenOptions): Promise<Datas
       if (checked) checkRawPixels(raw, `data ${path}`, imageDims, start);
       return raw;
     };
-    if (checked) checkScaleAgainstRange(valueRange(readRaw(0, Math.min(n, SCALE_SAMPLE))), scale, `data ${path}`);
+    if (checked) checkScaleAgainstRange(valueRange(readRaw(0, Math.max(1, Math.min(n, SCALE_SAMPLE, Math.floor(SCALE_SAMPLE_VALUES / per))))), scale, `data ${path}`);
     let open = true;
     const ds: Dataset = {
       name: basename(path),
