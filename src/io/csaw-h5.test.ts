@@ -246,6 +246,13 @@ test("images declared far larger than stored (unwritten chunks): too large is an
   // 6 KB of HDF5 declaring two 40000x40000 images: the scale check's read was an internal error (12.8 GB).
   const huge = declare("huge_images.h5", [2, 1, 40000, 40000], 8);
   await rejectsUser(openCsawH5(huge, { inputScale: 1 }), /huge_images\.h5: `data` holds images of 1x40000x40000 \(CxHxW\), too large \(at most 67108864 pixels per image/);
+  // 300 million labels declared (2.4 GB as float64, in a small file): h5wasm's allocation error was an internal error.
+  const many = join(dir, "many_labels.h5");
+  const f = new h5wasm.File(many, "w");
+  f.create_dataset({ name: "data", data: new Uint8Array(4), shape: [1, 1, 2, 2], maxshape: [null, 1, 2, 2], chunks: [1 << 20, 1, 2, 2], dtype: "<B" }).resize([3e8, 1, 2, 2]);
+  f.create_dataset({ name: "label", data: new Float64Array(1), shape: [1], maxshape: [null], chunks: [1 << 20], dtype: "<d" }).resize([3e8]);
+  f.close();
+  await rejectsUser(openCsawH5(many, { inputScale: 1 }), /many_labels\.h5: too large to read \(one read needs 2\.4 GB; the HDF5 reader holds at most 2\.1 GB\)$/);
   // 300 float64 images of 1050x1050: 256 of them in one read were over h5wasm's 2 GB.
   const large = declare("large_images.h5", [300, 1, 1050, 1050], 1050);
   const ds = await openCsawH5(large, { inputScale: 1 });
