@@ -361,6 +361,16 @@ const cases: Case[] = [
     names: () => ["--seed", /at most 4294967295\b/],
   },
   {
+    name: "report given a model file (V8's JSON message quoted its binary bytes)",
+    args: () => ["report", KERAS24],
+    names: () => [KERAS24, /is not a result\.json but a binary file; give a folder written by a badnet command with --out, or its result\.json$/],
+  },
+  {
+    name: "unlearn --trigger given a model file",
+    args: () => ["unlearn", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--trigger", KERAS24, "--out", join(dir, "never_written_trigger")],
+    names: () => [KERAS24, /is not a result\.json but a binary file/],
+  },
+  {
     name: "detect --more-starts 1.5",
     args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--more-starts", "1.5"],
     names: () => ["--more-starts", "1.5"],
