@@ -341,6 +341,36 @@ const cases: Case[] = [
     names: () => ["--more-starts", "--skip-detect"],
   },
   {
+    name: "detect --seed 2^32 (ran as seed 0: mulberry32 keeps 32 bits)",
+    args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--seed", "4294967296"],
+    names: () => ["--seed", /at most 4294967295\b/, "4294967296"],
+  },
+  {
+    name: "repair --seed 1e30",
+    args: () => ["repair", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--seed", "1e30", "--out", join(dir, "never_written_seed")],
+    names: () => ["--seed", /at most 4294967295\b/, "1e30"],
+  },
+  {
+    name: "a defense's --seed past 32 bits (fine-prune)",
+    args: () => ["fine-prune", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--seed", "4294967296", "--out", join(dir, "never_written_seed")],
+    names: () => ["--seed", /at most 4294967295\b/],
+  },
+  {
+    name: "unlearn --seed past 32 bits (the seed of its own Neural Cleanse run)",
+    args: () => ["unlearn", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--seed", "4294967296", "--out", join(dir, "never_written_seed")],
+    names: () => ["--seed", /at most 4294967295\b/],
+  },
+  {
+    name: "report given a model file (V8's JSON message quoted its binary bytes)",
+    args: () => ["report", KERAS24],
+    names: () => [KERAS24, /is not a result\.json but a binary file; give a folder written by a badnet command with --out, or its result\.json$/],
+  },
+  {
+    name: "unlearn --trigger given a model file",
+    args: () => ["unlearn", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--trigger", KERAS24, "--out", join(dir, "never_written_trigger")],
+    names: () => [KERAS24, /is not a result\.json but a binary file/],
+  },
+  {
     name: "detect --more-starts 1.5",
     args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--more-starts", "1.5"],
     names: () => ["--more-starts", "1.5"],

@@ -365,6 +365,23 @@ export function isBadnetReport(path: string): boolean {
   }
 }
 
+/** Whether a file starts as an HTML document does (<!doctype html> or <html>, after a BOM, blanks or a comment). */
+export function looksLikeHtml(path: string): boolean {
+  try {
+    const fd = openSync(path, "r");
+    try {
+      const head = Buffer.alloc(1024);
+      const n = readSync(fd, head, 0, head.length, 0);
+      const text = head.subarray(0, n).toString("utf8").replace(/^\ufeff/, "").replace(/^(\s|<!--[\s\S]*?-->)*/, "");
+      return n === 0 || /^<(!doctype\s+html|html)[\s>]/i.test(text);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return false;
+  }
+}
+
 export interface OutputFiles {
   /** Writes the files through `write` and moves them into place; returns their final paths. */
   write(write: (stagingDir: string) => Promise<string[]>): Promise<string[]>;
@@ -373,6 +390,8 @@ export interface OutputFiles {
 export interface OutFileOptions {
   /** An existing file this returns true for may be replaced without --force (a report we rendered before). */
   replaceable?: (path: string) => boolean;
+  /** Why an existing file may not be replaced even with --force (report: a model or data file is no report); undefined when it may. */
+  keep?: (path: string) => string | undefined;
   /** Files the command reads that are not option values (report reads DIR/result.json). */
   inputs?: readonly string[];
 }
@@ -395,6 +414,8 @@ export function prepareOutFiles(ctx: Context, outs: readonly string[], flag: str
     });
     checkNotInput(ctx, out, flag, opts.inputs);
     if (existsSync(out) && ctx.values.force !== true && !replaceable(out)) fail(`${flag} ${out} already exists; add --force to replace it`);
+    const kept = existsSync(out) && !replaceable(out) ? opts.keep?.(out) : undefined;
+    if (kept !== undefined) fail(`${flag} ${out} ${kept}; --force does not replace it, give another file name`);
   }
   if (!existsSync(dir)) fail(`${flag} ${outs[0]}: folder ${dir} does not exist`);
   if (!statSync(dir).isDirectory()) fail(`${flag} ${outs[0]}: ${dir} is a file, not a folder`);

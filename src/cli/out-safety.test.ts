@@ -147,6 +147,14 @@ test("report --output model.onnx does not overwrite a model with HTML; --output 
   assert.deepEqual(readFileSync(join(d, "model.onnx")), before);
   oneLine(await runCli(["report", out, "--output", d]), /is a folder; give a file name/);
   oneLine(await runCli(["report", out, "--output", join(out, "result.json"), "--force"]), /would overwrite the input/);
+  // --force replaced the model with HTML: a report only ever replaces an HTML file.
+  oneLine(await runCli(["report", out, "--output", join(d, "model.onnx"), "--force"]), /--output \S*model\.onnx exists and is not an HTML file .*--force does not replace it/);
+  assert.deepEqual(readFileSync(join(d, "model.onnx")), before);
+  writeFileSync(join(d, "old.html"), "<!DOCTYPE html>\n<html><body>mine</body></html>\n");
+  assert.equal((await runCli(["report", out, "--output", join(d, "old.html")])).code, 2, "another HTML file needs --force");
+  const forced = await runCli(["report", out, "--output", join(d, "old.html"), "--force"]);
+  assert.equal(forced.code, 0, forced.stderr);
+  assert.ok(readFileSync(join(d, "old.html"), "utf8").includes("badnet-defense"));
   // Rendering again over our own report needs no --force.
   for (let i = 0; i < 2; i++) assert.equal((await runCli(["report", out])).code, 0);
   assert.deepEqual(hidden(out), []);

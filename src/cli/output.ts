@@ -126,9 +126,14 @@ export function readResult(path: string): ReportData {
   const file = existsSync(path) && statSync(path).isDirectory() ? join(path, "result.json") : path;
   if (!existsSync(file)) fail(`${file}: no such file (run a command with --out first)`);
   let v: unknown;
+  const text = readFileSync(file, "utf8");
   try {
-    v = JSON.parse(readFileSync(file, "utf8"));
+    v = JSON.parse(text);
   } catch (e) {
+    // A model or data file given for a result: V8's message quotes its binary bytes ("Unexpected token '\ufffd', "\ufffdHDF ").
+    if (/[\u0000-\u0008\u000e-\u001f\ufffd]/.test(text.slice(0, 64))) {
+      return fail(`${file} is not a result.json but a binary file; give a folder written by a badnet command with --out, or its result.json`);
+    }
     return fail(`${file} is not valid JSON: ${(e as Error).message.split("\n")[0]}`);
   }
   const r = parseResult(v);

@@ -12,6 +12,7 @@ import type { Model } from "../model/model.js";
 import { ncProgress, num, str, type Context, type Options } from "./command.js";
 import { parseLabels } from "./labels.js";
 import { readResult } from "./output.js";
+import { MAX_SEED } from "../util/random.js";
 
 export const TRIGGER_OPTIONS: Options = {
   trigger: { type: "string", description: "a `badnet detect --out` folder (or its result.json) to take the flagged labels' triggers from" },
@@ -55,7 +56,7 @@ export async function resolveTriggers(ctx: Context, model: Model, clean: Dataset
   // The same syntax as detect and repair: ranges allowed, an empty or malformed item named (Number("") is 0).
   const labels = labelsOpt === undefined ? undefined : parseLabels(labelsOpt, model.numClasses);
   const bars = ncProgress(ctx);
-  const r = await detectBackdoor(model, clean, { inputScale: scale, labels, seed: num(ctx, "seed", 0, { integer: true, min: 0 }), onProgress: bars.onProgress });
+  const r = await detectBackdoor(model, clean, { inputScale: scale, labels, seed: num(ctx, "seed", 0, { integer: true, min: 0, max: MAX_SEED }), onProgress: bars.onProgress });
   bars.done();
   return { ...triggersFromDetection(r), seconds: seconds() };
 }

@@ -17,6 +17,7 @@ import type { ReportData, ReportEvalResult, ReportEvaluation, ReportG, ReportNeu
 import type { ReversedTrigger } from "./nc-mitigation.js";
 import { refuseG } from "./g-model.js";
 import { decimal } from "../util/decimal.js";
+import { MAX_SEED } from "../util/random.js";
 
 // ---------------------------------------------------------------------------------------------------------
 // Options
@@ -326,4 +327,4 @@ export const BATCH_SIZE_OPTION: NumberOption = { kind: "integer", description: "
  */
 export const MAX_LOOPS = 10_000;
 /** The seed option of defenses with a random choice in them. */
-export const SEED_OPTION: NumberOption & { default: number } = { kind: "integer", description: "seed of every random choice (same seed, same result)", default: 0, min: 0 };
+export const SEED_OPTION: NumberOption & { default: number } = { kind: "integer", description: "seed of every random choice (same seed, same result)", default: 0, min: 0, max: MAX_SEED };

@@ -85,6 +85,15 @@ test("merging checks its shards: overlap, other settings, other models, too few"
   const otherData: NcShard = { ...B, neuralCleanse: { ...B.neuralCleanse, images: { ...B.neuralCleanse.images, sha256: "00" } } };
   assert.match(msg(() => mergeShards([A, otherData])), /B and A were scanned on other clean images/);
   assert.match(msg(() => asShard({ model: {} }, "X")), /X has no Neural Cleanse result/);
+  // Shards whose settings name no trigger family (an edited result.json) were scored over nothing: an internal error.
+  const withFamilies = (v: unknown, families: unknown) => {
+    const o = structuredClone(v) as { neuralCleanse: { settings: Record<string, unknown> } };
+    o.neuralCleanse.settings.families = families;
+    return o;
+  };
+  for (const fams of [[], ["mask", "mask"], ["patch"]]) {
+    assert.match(msg(() => mergeShards([asShard(withFamilies(a, fams), "A"), asShard(withFamilies(b, fams), "B")])), /--merge: A has trigger families \[.*\] in its settings; expected one or more of mask, blend/);
+  }
 });
 
 test("detect --merge through the CLI: merged flags, and one-line errors", async () => {

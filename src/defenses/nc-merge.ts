@@ -37,6 +37,10 @@ export function asShard(v: unknown, source: string): NcShard {
   if (!o.model || typeof o.model.numClasses !== "number") fail(`--merge: ${source} has no model section`);
   const fams = nc.settings?.families;
   if (!nc.settings || !Array.isArray(fams) || !nc.images) fail(`--merge: ${source} lacks the scan's settings (written by an older badnet? run detect again)`);
+  // The statistics are computed per family: a scan of no (or an unknown) family has none to merge.
+  const unknown = fams.find((f) => !(TRIGGER_FAMILIES as readonly unknown[]).includes(f));
+  if (fams.length === 0 || unknown !== undefined || new Set(fams).size !== fams.length)
+    fail(`--merge: ${source} has trigger families ${JSON.stringify(fams)} in its settings; expected one or more of ${TRIGGER_FAMILIES.join(", ")} (a damaged result.json?)`);
   for (const l of nc.labels)
     for (const f of fams) {
       const sc = (l as unknown as Record<string, Partial<NcRawScore> | undefined>)[f];

@@ -151,7 +151,7 @@ test("user errors name the file and the problem", async () => {
   await rejectsUser(openDataset(notH5, { inputScale: 1 }), /corrupt\.h5: not an HDF5 file/);
   const empty = join(dir, "empty.h5");
   writeFileSync(empty, Buffer.alloc(0));
-  await rejectsUser(openCsawH5(empty, { inputScale: 1 }), /empty\.h5: not an HDF5 file/);
+  await rejectsUser(openCsawH5(empty, { inputScale: 1 }), /empty\.h5: not an HDF5 file \(the file is empty\)/);
 
   const noLabel = await writeH5("nolabel.h5", { data: { data: new Uint8Array(2 * 3 * 4 * 4), shape: [2, 3, 4, 4] } });
   await rejectsUser(openCsawH5(noLabel, { inputScale: 1 }), /nolabel\.h5: no `label` dataset.*`data`/);
@@ -176,6 +176,22 @@ test("user errors name the file and the problem", async () => {
     label: { data: new Float64Array([0, 1.5]), shape: [2] },
   });
   await rejectsUser(openCsawH5(frac, { inputScale: 1 }), /frac\.h5: `label`: label 1\.5 of image 1 is not an integer/);
+
+  // An integer, only too large for a label: "not an integer" was the wrong complaint.
+  const huge = await writeH5("huge.h5", {
+    data: { data: new Uint8Array(2 * 3 * 4 * 4), shape: [2, 3, 4, 4] },
+    label: { data: new Float64Array([0, 1e12]), shape: [2] },
+  });
+  await rejectsUser(openCsawH5(huge, { inputScale: 1 }), /huge\.h5: `label`: label 1000000000000 of image 1 is out of range for a class label$/);
+
+  // A scalar `label` printed its empty shape as "has shape , expected a vector of 1 labels".
+  await h5wasm.ready;
+  const scalar = join(dir, "scalar_label.h5");
+  const f = new h5wasm.File(scalar, "w");
+  f.create_dataset({ name: "data", data: new Uint8Array(3 * 4 * 4), shape: [1, 3, 4, 4] });
+  f.create_dataset({ name: "label", data: 3, dtype: "<d" });
+  f.close();
+  await rejectsUser(openCsawH5(scalar, { inputScale: 1 }), /scalar_label\.h5: `label` is a single number, expected a vector of 1 label$/);
 });
 
 /** An NHWC float32 file of `n` 4x4x3 images with pixel values 0..255 (except what `edit` changes), labels 0..n-1. */
@@ -214,4 +230,33 @@ test("pixels outside 0..255 are an error; so is data already in [0, 1] under --i
   // All-black float images say nothing about the scale.
   const black = await floatFile("black.h5", 2, (a) => a.fill(0));
   (await openDataset(black, { inputScale: 255 })).close();
+});
+
+test("images declared far larger than stored (unwritten chunks): too large is an error; large ones are sampled within memory", async () => {
+  await h5wasm.ready;
+  const declare = (name: string, shape: number[], chunk: number) => {
+    const path = join(dir, name);
+    const f = new h5wasm.File(path, "w");
+    const d = f.create_dataset({ name: "data", data: new Float64Array(8), shape: [1, 1, 2, 4], maxshape: [null, 1, null, null], chunks: [1, 1, chunk, chunk], dtype: "<d" });
+    d.resize(shape);
+    f.create_dataset({ name: "label", data: new Float64Array(shape[0]!), shape: [shape[0]!], dtype: "<d" });
+    f.close();
+    return path;
+  };
+  // 6 KB of HDF5 declaring two 40000x40000 images: the scale check's read was an internal error (12.8 GB).
+  const huge = declare("huge_images.h5", [2, 1, 40000, 40000], 8);
+  await rejectsUser(openCsawH5(huge, { inputScale: 1 }), /huge_images\.h5: `data` holds images of 1x40000x40000 \(CxHxW\), too large \(at most 67108864 pixels per image/);
+  // 300 million labels declared (2.4 GB as float64, in a small file): h5wasm's allocation error was an internal error.
+  const many = join(dir, "many_labels.h5");
+  const f = new h5wasm.File(many, "w");
+  f.create_dataset({ name: "data", data: new Uint8Array(4), shape: [1, 1, 2, 2], maxshape: [null, 1, 2, 2], chunks: [1 << 20, 1, 2, 2], dtype: "<B" }).resize([3e8, 1, 2, 2]);
+  f.create_dataset({ name: "label", data: new Float64Array(1), shape: [1], maxshape: [null], chunks: [1 << 20], dtype: "<d" }).resize([3e8]);
+  f.close();
+  await rejectsUser(openCsawH5(many, { inputScale: 1 }), /many_labels\.h5: too large to read \(one read needs 2\.4 GB; the HDF5 reader holds at most 2\.1 GB\)$/);
+  // 300 float64 images of 1050x1050: 256 of them in one read were over h5wasm's 2 GB.
+  const large = declare("large_images.h5", [300, 1, 1050, 1050], 1050);
+  const ds = await openCsawH5(large, { inputScale: 1 });
+  assert.equal(ds.size, 300);
+  assert.equal(ds.read(299, 1).length, 1050 * 1050);
+  ds.close();
 });

@@ -6,6 +6,7 @@ import h5wasm from "h5wasm/node";
 import { fail } from "../errors.js";
 import { checkInputScale, checkRange, formatShape, type Dataset, type OpenOptions } from "./dataset.js";
 import { checkFilters, openH5ForRead, readingHdf5, writingHdf5, type H5Dataset, type H5File } from "./hdf5.js";
+import { MAX_IMAGE_PIXELS } from "./images.js";
 import { checkRawPixels, checkScaleAgainstRange, valueRange } from "./pixels.js";
 
 type NumericArray = ArrayLike<number>;
@@ -57,14 +58,16 @@ function readLabels(ds: H5Dataset, n: number, path: string): Int32Array {
   numericType(ds, where);
   const shape = ds.shape ?? [];
   if (!(shape.length === 1 || (shape.length === 2 && shape[1] === 1))) {
-    fail(`${where} has shape ${formatShape(shape)}, expected a vector of ${n} labels`);
+    fail(`${where} ${shape.length === 0 ? "is a single number" : `has shape ${formatShape(shape)}`}, expected a vector of ${n} label${n === 1 ? "" : "s"}`);
   }
   if (shape[0] !== n) fail(`data ${path}: ${shape[0]} labels for ${n} images`);
   const raw = asNumbers(ds.value, where);
   const labels = new Int32Array(n);
   for (let i = 0; i < n; i++) {
     const v = raw[i]!;
-    if (!Number.isInteger(v) || v < -2147483648 || v > 2147483647) fail(`${where}: label ${v} of image ${i} is not an integer`);
+    if (!Number.isInteger(v)) fail(`${where}: label ${v} of image ${i} is not an integer`);
+    // Labels are kept as 32-bit integers; a larger one is no class label (and must not wrap around to one).
+    if (v < -2147483648 || v > 2147483647) fail(`${where}: label ${v} of image ${i} is out of range for a class label`);
     labels[i] = v;
   }
   return labels;
@@ -86,11 +89,17 @@ function describeCsaw(file: H5File, path: string, opts: OpenOptions) {
   if (n === 0 || a === 0 || b === 0 || c === 0) fail(`${where} has an empty shape ${formatShape(dims)}`);
   const layout = decideLayout(dims, opts.layout, where);
   const shape: [number, number, number] = layout === "nchw" ? [a, b, c] : [c, a, b];
+  // A few KB of HDF5 can declare 40000x40000 images (chunks never written); reading one would not fit in memory.
+  if (shape[1] * shape[2] > MAX_IMAGE_PIXELS) {
+    fail(`${where} holds images of ${formatShape(shape)} (CxHxW), too large (at most ${MAX_IMAGE_PIXELS} pixels per image, e.g. 8192x8192)`);
+  }
   return { data, where, dtype, n, dims, layout, shape, labels: readLabels(labelDs, n, path) };
 }
 
 /** Images whose pixel range is compared with the input scale at open (a dark image or two cannot fool it). */
 const SCALE_SAMPLE = 256;
+/** ... but no more values than this in that one read (256 large float64 images would not fit in h5wasm's memory). */
+const SCALE_SAMPLE_VALUES = 1 << 22;
 
 /**
  * Opens a CSAW-HackML .h5 data file; images are read batch by batch on demand. Non-uint8 pixels must be
@@ -113,7 +122,7 @@ export async function openCsawH5(path: string, opts: OpenOptions): Promise<Datas
       if (checked) checkRawPixels(raw, `data ${path}`, imageDims, start);
       return raw;
     };
-    if (checked) checkScaleAgainstRange(valueRange(readRaw(0, Math.min(n, SCALE_SAMPLE))), scale, `data ${path}`);
+    if (checked) checkScaleAgainstRange(valueRange(readRaw(0, Math.max(1, Math.min(n, SCALE_SAMPLE, Math.floor(SCALE_SAMPLE_VALUES / per))))), scale, `data ${path}`);
     let open = true;
     const ds: Dataset = {
       name: basename(path),

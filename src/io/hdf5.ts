@@ -28,6 +28,26 @@ export function hasHdf5Signature(path: string): boolean {
   }
 }
 
+const ZIP_SIGNATURE = Buffer.from([0x50, 0x4b, 0x03, 0x04]);
+
+/** What a file without the HDF5 signature is, when that is easy to tell: empty, or a zip (Keras 3's .keras). */
+function notHdf5Why(path: string, size: number, what: string): string {
+  if (size === 0) return "the file is empty";
+  const fd = openSync(path, "r");
+  const head = Buffer.alloc(4);
+  try {
+    readSync(fd, head, 0, 4, 0);
+  } finally {
+    closeSync(fd);
+  }
+  if (head.equals(ZIP_SIGNATURE)) {
+    return what === "Keras model"
+      ? "a zip archive, as Keras 3 saves .keras files; save the model in HDF5 with model.save(\"model.h5\")"
+      : "a zip archive";
+  }
+  return "no HDF5 signature";
+}
+
 /** Opens an existing HDF5 file read-only with a UserError (naming `what`) for a missing or non-HDF5 file. */
 export async function openH5ForRead(path: string, what: string): Promise<H5File> {
   let st;
@@ -37,7 +57,7 @@ export async function openH5ForRead(path: string, what: string): Promise<H5File>
     fail(`${what} ${path}: no such file`);
   }
   if (!st.isFile()) fail(`${what} ${path}: not a file`);
-  if (!hasHdf5Signature(path)) fail(`${what} ${path}: not an HDF5 file (no HDF5 signature)`);
+  if (!hasHdf5Signature(path)) fail(`${what} ${path}: not an HDF5 file (${notHdf5Why(path, st.size, what)})`);
   await h5wasm.ready;
   const file = readingHdf5(path, what, () => new h5wasm.File(resolve(path), "r"));
   if (file.file_id < 0n) fail(`${what} ${path}: corrupt or truncated HDF5 file (HDF5 could not open it)`);
@@ -49,7 +69,8 @@ export async function openH5ForRead(path: string, what: string): Promise<H5File>
  * UserError naming it.
  */
 export function readingHdf5<T>(path: string, what: string, fn: () => T): T {
-  return guardHdf5(fn, (reason) => {
+  return guardHdf5(fn, (reason, tooLarge) => {
+    if (tooLarge) return `${what} ${path}: too large to read (${reason})`;
     if (/plugin/i.test(reason)) return `${what} ${path}: compressed with an HDF5 filter plugin that is not available (${reason})`;
     return `${what} ${path}: corrupt or truncated HDF5 file (${reason})`;
   });
@@ -66,7 +87,7 @@ export function writingHdf5<T>(path: string, fn: () => T): T {
  * which prints "Aborted(...)" itself, so stderr is held back meanwhile and replayed unless `fn` failed so.
  * After an abort h5wasm is unusable in this process.
  */
-function guardHdf5<T>(fn: () => T, message: (reason: string) => string): T {
+function guardHdf5<T>(fn: () => T, message: (reason: string, tooLarge: boolean) => string): T {
   const stderr = process.stderr;
   const write = stderr.write;
   const held: Parameters<typeof write>[] = [];
@@ -75,10 +96,18 @@ function guardHdf5<T>(fn: () => T, message: (reason: string) => string): T {
   try {
     return fn();
   } catch (e) {
+    // h5wasm's memory is 2 GB: a dataset declared larger (a few KB of file can declare billions of values)
+    // cannot be read in one piece. Not damage, and not a bug: the file is too large for this reader.
+    const alloc = e instanceof Error ? /^Requested allocation of (\d+) bytes exceeds maximum memory of (\d+) bytes/.exec(e.message) : null;
+    if (alloc) {
+      held.length = 0;
+      const gb = (s: string) => `${(Number(s) / 1e9).toFixed(1)} GB`;
+      return fail(message(`one read needs ${gb(alloc[1]!)}; the HDF5 reader holds at most ${gb(alloc[2]!)}`, true));
+    }
     const reason = hdf5Failure(e);
     if (reason === undefined) throw e;
     held.length = 0;
-    return fail(message(reason));
+    return fail(message(reason, false));
   } finally {
     try {
       Module.deactivate_throwing_error_handler();

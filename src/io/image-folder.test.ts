@@ -80,6 +80,24 @@ test("CSV errors: listed but missing, unlabeled image, bad label", async () => {
   await rejectsUser(openImageFolder(dir, { inputScale: 1 }), /line 2: clean_0_label43\.png already listed on line 1/);
 });
 
+test("CSV labels: a number that is not an integer on the first line is an error, not a header; a label past 32 bits is not wrapped", async () => {
+  const dir = freshDir();
+  for (const f of ["clean_0_label43.png", "clean_1_label328.png"]) copyFileSync(join(FACES, f), join(dir, f));
+  // Read as a header, the first image had no label and the error blamed the image, not the row.
+  writeFileSync(join(dir, "labels.csv"), "clean_0_label43.png,43.0\nclean_1_label328.png,328\n");
+  await rejectsUser(openImageFolder(dir, { inputScale: 1 }), /labels\.csv line 1: expected `file,label` with an integer label, got "clean_0_label43\.png,43\.0"/);
+  writeFileSync(join(dir, "labels.csv"), "clean_0_label43.png,1e3\nclean_1_label328.png,328\n");
+  await rejectsUser(openImageFolder(dir, { inputScale: 1 }), /labels\.csv line 1: expected `file,label`/);
+  // 4294967339 is 43 + 2^32: stored in 32 bits it became label 43 without a word.
+  writeFileSync(join(dir, "labels.csv"), "clean_0_label43.png,4294967339\nclean_1_label328.png,328\n");
+  await rejectsUser(openImageFolder(dir, { inputScale: 1 }), /labels\.csv line 1: label 4294967339 of clean_0_label43\.png is out of range for a class label/);
+  writeFileSync(join(dir, "labels.csv"), "clean_0_label43.png,43\nclean_1_label328.png,-99999999999999999999\n");
+  await rejectsUser(openImageFolder(dir, { inputScale: 1 }), /line 2: label -99999999999999999999 of clean_1_label328\.png is out of range/);
+  // A real header still is one.
+  writeFileSync(join(dir, "labels.csv"), "file,label\nclean_0_label43.png,43\nclean_1_label328.png,328\n");
+  assert.deepEqual(Array.from((await openImageFolder(dir, { inputScale: 1 })).labels!), [43, 328]);
+});
+
 test("image of a different size or channel count names the file and both sizes", async () => {
   const dir = freshDir();
   copyFileSync(join(FACES, "clean_0_label43.png"), join(dir, "a.png"));

@@ -54,11 +54,17 @@ export function readLabelsCsv(csvPath: string): LabelEntry[] {
     const cells = line.split(",").map((c) => c.trim().replace(/^"(.*)"$/, "$1"));
     const isInt = cells.length === 2 && /^[+-]?\d+$/.test(cells[1]!);
     if (!isInt) {
-      if (i === first && cells.length === 2) continue; // header
+      // A header names its columns; a first row whose label is a number (9.0, 1e3) is data, not a header.
+      const numeric = cells.length === 2 && cells[1] !== "" && Number.isFinite(Number(cells[1]));
+      if (i === first && cells.length === 2 && !numeric) continue; // header
       fail(`labels CSV ${csvPath} line ${i + 1}: expected \`file,label\` with an integer label, got "${line}"`);
     }
     const file = cells[0]!;
     if (file === "") fail(`labels CSV ${csvPath} line ${i + 1}: empty file name`);
+    // Labels are stored as 32-bit integers: a larger one would wrap around to another (small) label.
+    if (!Number.isSafeInteger(Number(cells[1])) || Math.abs(Number(cells[1])) > 2147483647) {
+      fail(`labels CSV ${csvPath} line ${i + 1}: label ${cells[1]} of ${file} is out of range for a class label`);
+    }
     const prev = seen.get(file);
     if (prev !== undefined) fail(`labels CSV ${csvPath} line ${i + 1}: ${file} already listed on line ${prev}`);
     seen.set(file, i + 1);

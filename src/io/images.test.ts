@@ -110,11 +110,45 @@ test("unknown, corrupt and missing files are user errors naming the file", () =>
   const png = readFileSync(join(FACES, "clean_1_label328.png"));
   const truncated = join(dir, "truncated.png");
   writeFileSync(truncated, png.subarray(0, 200));
-  bad(truncated, /corrupt PNG/);
+  bad(truncated, /truncated PNG \(the file ends before its last chunk, IEND\)$/);
+  // The signature alone: pngjs said "There are some read requests waitng on finished stream".
+  writeFileSync(truncated, png.subarray(0, 8));
+  bad(truncated, /truncated PNG/);
+  // A complete file with damaged image data is corrupt, not truncated.
+  const damaged = Buffer.from(png);
+  damaged.fill(0x55, 100, 300);
+  const garbledPng = join(dir, "garbled.png");
+  writeFileSync(garbledPng, damaged);
+  bad(garbledPng, /corrupt PNG \(/);
 
   const garbled = join(dir, "garbled.jpg");
   writeFileSync(garbled, Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, 1, 2, 3]));
   bad(garbled, /corrupt JPEG/);
 
   bad(join(dir, "nope.png"), /cannot read/);
+});
+
+test("an image whose header declares more than 8192x8192 pixels is refused before decoding (a small file, gigabytes decoded)", () => {
+  const bad = (path: string, re: RegExp) =>
+    assert.throws(() => decodeImage(path), (e: unknown) => e instanceof UserError && e.message.includes(path) && re.test(e.message));
+  // A real 28x28 PNG with its IHDR size rewritten (the CRC no longer matches: the size is read first).
+  const png = Buffer.from(encodePng(new Uint8Array(28 * 28), 28, 28, 1));
+  png.writeUInt32BE(60000, 16);
+  png.writeUInt32BE(60000, 20);
+  const huge = join(dir, "huge.png");
+  writeFileSync(huge, png);
+  const t0 = performance.now();
+  bad(huge, /huge\.png is 60000x60000 pixels, too large to decode \(at most 67108864 pixels, e\.g\. 8192x8192\)$/);
+  assert.ok(performance.now() - t0 < 1000, "refused from the header, without decoding");
+  png.writeUInt32BE(0, 16);
+  writeFileSync(huge, png);
+  bad(huge, /corrupt PNG \(its header says 0x60000 pixels\)/);
+  // A JPEG frame header of 65535x65535.
+  const jpg = Buffer.from(jpeg.encode({ data: Buffer.alloc(8 * 8 * 4, 128), width: 8, height: 8 }, 90).data);
+  const sof = jpg.indexOf(Buffer.from([0xff, 0xc0]));
+  jpg.writeUInt16BE(65535, sof + 5);
+  jpg.writeUInt16BE(65535, sof + 7);
+  const hugeJpg = join(dir, "huge.jpg");
+  writeFileSync(hugeJpg, jpg);
+  bad(hugeJpg, /huge\.jpg is 65535x65535 pixels, too large to decode/);
 });

@@ -47,11 +47,30 @@ export function decodeImageBuffer(buf: Buffer, name: string): DecodedImage {
   fail(`image ${name}: not a PNG or JPEG file`);
 }
 
+/**
+ * The most pixels an image may have (8192x8192): a file of a few hundred KB can declare 60000x60000 pixels, which
+ * decoding would spend minutes and gigabytes on. Checked on the header's size, before any pixel is decoded.
+ */
+export const MAX_IMAGE_PIXELS = 8192 * 8192;
+
+function checkImageSize(name: string, kind: string, width: number, height: number): void {
+  // PNG forbids a zero size; a JPEG's height 0 means "given later" (DNL), left to the decoder.
+  if (kind === "PNG" && (width === 0 || height === 0)) fail(`image ${name}: corrupt PNG (its header says ${width}x${height} pixels)`);
+  if (width * height > MAX_IMAGE_PIXELS) {
+    fail(`image ${name} is ${width}x${height} pixels, too large to decode (at most ${MAX_IMAGE_PIXELS} pixels, e.g. 8192x8192)`);
+  }
+}
+
 function decodePng(buf: Buffer, name: string): DecodedImage {
+  // The first chunk is IHDR: length (4), "IHDR", width (4), height (4).
+  if (buf.length >= 24 && buf.toString("latin1", 12, 16) === "IHDR") checkImageSize(name, "PNG", buf.readUInt32BE(16), buf.readUInt32BE(20));
   let png;
   try {
     png = PNG.sync.read(buf);
   } catch (e) {
+    // A file cut short fails inside pngjs' stream ("There are some read requests waitng on finished stream"):
+    // with no IEND chunk the file simply ends early, which is what the user needs to hear.
+    if (!buf.includes("IEND", 8, "latin1")) fail(`image ${name}: truncated PNG (the file ends before its last chunk, IEND)`);
     fail(`image ${name}: corrupt PNG (${message(e)})`);
   }
   const { width, height } = png;
@@ -66,11 +85,12 @@ function decodePng(buf: Buffer, name: string): DecodedImage {
   return { width, height, channels, data };
 }
 
-/** Number of components in the JPEG frame header (1 = grayscale), or 0 when no frame header is found. */
-function jpegComponents(buf: Uint8Array): number {
+/** The JPEG frame header: components (1 = grayscale) and size; components 0 when no frame header is found. */
+function jpegFrame(buf: Uint8Array): { components: number; width: number; height: number } {
+  const none = { components: 0, width: 0, height: 0 };
   let i = 2;
   while (i + 4 <= buf.length) {
-    if (buf[i] !== 0xff) return 0;
+    if (buf[i] !== 0xff) return none;
     const marker = buf[i + 1]!;
     if (marker === 0xff) {
       i++; // fill byte
@@ -83,17 +103,20 @@ function jpegComponents(buf: Uint8Array): number {
     const len = (buf[i + 2]! << 8) | buf[i + 3]!;
     // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
     if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
-      return i + 9 < buf.length ? buf[i + 9]! : 0;
+      // FF Cn, length (2), precision (1), height (2), width (2), components (1).
+      if (i + 9 >= buf.length) return none;
+      return { components: buf[i + 9]!, height: (buf[i + 5]! << 8) | buf[i + 6]!, width: (buf[i + 7]! << 8) | buf[i + 8]! };
     }
-    if (marker === 0xda) return 0; // start of scan before any frame header
+    if (marker === 0xda) return none; // start of scan before any frame header
     i += 2 + len;
   }
-  return 0;
+  return none;
 }
 
 function decodeJpeg(buf: Buffer, name: string): DecodedImage {
-  const components = jpegComponents(buf);
+  const { components, width: w, height: h } = jpegFrame(buf);
   if (components === 0) fail(`image ${name}: corrupt JPEG (no frame header)`);
+  checkImageSize(name, "JPEG", w, h);
   let img;
   try {
     img = jpeg.decode(buf, { useTArray: true, formatAsRGBA: false, tolerantDecoding: false });

@@ -191,7 +191,14 @@ test("missing, non-HDF5 and non-Keras files are user errors naming the file", as
   await rejects(readKerasModel(join(dir, "nope.h5")), /nope\.h5: no such file/);
   const text = join(dir, "text.h5");
   writeFileSync(text, "this is not HDF5 at all");
-  await rejects(readKerasModel(text), /text\.h5: not an HDF5 file/);
+  await rejects(readKerasModel(text), /text\.h5: not an HDF5 file \(no HDF5 signature\)/);
+  // Keras 3 saves .keras files as zip archives: "no HDF5 signature" left the user guessing why.
+  const keras3 = join(dir, "model.keras");
+  writeFileSync(keras3, Buffer.concat([Buffer.from([0x50, 0x4b, 0x03, 0x04]), Buffer.from("config.json{}model.weights.h5")]));
+  await rejects(readKerasModel(keras3), /model\.keras: not an HDF5 file \(a zip archive, as Keras 3 saves \.keras files; save the model in HDF5 with model\.save\("model\.h5"\)\)/);
+  const empty = join(dir, "empty.h5");
+  writeFileSync(empty, "");
+  await rejects(readKerasModel(empty), /empty\.h5: not an HDF5 file \(the file is empty\)/);
   await h5wasm.ready;
   const other = join(dir, "other.h5");
   const f = new h5wasm.File(other, "w");

@@ -1,5 +1,8 @@
 // Seeded pseudo-random numbers, so initial weights, shuffles and sampled triggers are reproducible runs.
 
+/** The largest seed: mulberry32 keeps 32 bits, so 2^32 would run as seed 0 (a seed option stops here). */
+export const MAX_SEED = 2 ** 32 - 1;
+
 /** mulberry32: a small 32-bit PRNG; returns a function yielding floats uniform in [0, 1). */
 export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;

@@ -10,6 +10,7 @@ import { dataFrom, inputScale, MODEL_OPTIONS, modelFrom, ncProgress, optNum, pct
 import { parseLabels } from "../labels.js";
 import { detectResult, writeTriggerPngs } from "../nc-output.js";
 import { commandLine, OUTPUT_OPTIONS, outDir, readResult, writeResult } from "../output.js";
+import { MAX_SEED } from "../../util/random.js";
 
 export { parseLabels };
 
@@ -168,7 +169,7 @@ export const detectCommand: Command = {
       scale: scaleSpec as NormScale | undefined,
       schedule: schedule as NcSchedule | undefined,
       fdr: optNum(ctx, "fdr", { min: 1e-9, max: 1 }),
-      seed: optNum(ctx, "seed", { min: 0, integer: true }),
+      seed: optNum(ctx, "seed", { min: 0, max: MAX_SEED, integer: true }),
       naturalCheck: ctx.values["natural-check"] === true,
       onProgress: bars.onProgress,
     });

@@ -10,6 +10,7 @@ import { parseLabels } from "../labels.js";
 import { detectResult, writeTriggerPngs } from "../nc-output.js";
 import { OUTPUT_OPTIONS, outDir, saveOutcome, writeJson } from "../output.js";
 import type { NeuralCleanseResult } from "../../defenses/neural-cleanse.js";
+import { MAX_SEED } from "../../util/random.js";
 
 export const repairCommand: Command = {
   name: "repair",
@@ -56,7 +57,7 @@ export const repairCommand: Command = {
     checkRepairRequest({ defense, detect });
     if (str(ctx, "suspect") !== undefined && detect === false) fail("--suspect takes the suspected labels' reversed triggers from Neural Cleanse's scan: it cannot go with --skip-detect");
     const scale = await inputScale(ctx, "clean");
-    const seed = optNum(ctx, "seed", { integer: true, min: 0 });
+    const seed = optNum(ctx, "seed", { integer: true, min: 0, max: MAX_SEED });
     const batchSize = str(ctx, "batch-size");
     const moreStarts = optNum(ctx, "more-starts", { min: 0, max: 1000, integer: true });
     if (moreStarts !== undefined && detect === false) fail("--more-starts is a Neural Cleanse setting: it cannot go with --skip-detect");

@@ -4,7 +4,7 @@ import { fail } from "../../errors.js";
 import { writeReport } from "../../report/html.js";
 import type { Command } from "../command.js";
 import { readResult } from "../output.js";
-import { FORCE_OPTION, isBadnetReport, prepareOutFiles } from "../out-dir.js";
+import { FORCE_OPTION, isBadnetReport, looksLikeHtml, prepareOutFiles } from "../out-dir.js";
 
 export const reportCommand: Command = {
   name: "report",
@@ -18,9 +18,11 @@ export const reportCommand: Command = {
     const data = readResult(src);
     const dir = existsSync(src) && statSync(src).isDirectory() ? src : join(src, "..");
     const out = typeof ctx.values.output === "string" ? ctx.values.output : join(dir, "report.html");
-    // An earlier report of ours is rendered again in place; any other existing file needs --force.
+    // An earlier report of ours is rendered again in place; another HTML file needs --force; a file that is
+    // not HTML (--output repaired.h5 --force) is never replaced by a report.
     const input = dir === src ? join(src, "result.json") : src;
-    const dest = prepareOutFiles(ctx, [out], "--output", { replaceable: isBadnetReport, inputs: [input] });
+    const keep = (p: string) => (looksLikeHtml(p) ? undefined : "exists and is not an HTML file (a model, data or other file)");
+    const dest = prepareOutFiles(ctx, [out], "--output", { replaceable: isBadnetReport, keep, inputs: [input] });
     const [written] = await dest.write(async (stage) => {
       const tmp = join(stage, basename(out));
       await writeReport(tmp, data);

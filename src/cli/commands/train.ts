@@ -14,6 +14,7 @@ import { zooNet } from "../../zoo/build.js";
 import { MODEL_OPTIONS, dataFrom, inputScale, num, pct, progress, str, type Command, type Context } from "../command.js";
 import type { Progress } from "../progress.js";
 import { FORCE_OPTION, prepareOutFiles } from "../out-dir.js";
+import { MAX_SEED } from "../../util/random.js";
 
 const FRESH_ARCHS = ["zoo-cnn", ...Object.keys(ARCHS)];
 
@@ -96,7 +97,7 @@ export const trainCommand: Command = {
     const optimizer = str(ctx, "optimizer") ?? "adam";
     if (optimizer !== "adam" && optimizer !== "sgd") fail(`--optimizer must be adam or sgd, got "${optimizer}"`);
     const bs = num(ctx, "batch-size", 64, { min: 1, max: 65536, integer: true });
-    const seed = num(ctx, "seed", 0, { min: 0, max: 2 ** 32 - 1, integer: true });
+    const seed = num(ctx, "seed", 0, { min: 0, max: MAX_SEED, integer: true });
     const modelPath = str(ctx, "model");
     const arch = str(ctx, "arch");
     if (!modelPath && !arch) fail(`give --arch (${FRESH_ARCHS.join(" | ")}) for a fresh network or --model init.h5 to start from`);
