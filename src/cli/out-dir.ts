@@ -349,37 +349,33 @@ export async function withOutputs<R extends { json: unknown; text: string }>(run
   }
 }
 
-/** Whether an existing file is an HTML report this tool wrote (safe to render again in place). */
-export function isBadnetReport(path: string): boolean {
+/** The first `bytes` bytes of a file as UTF-8 text; undefined when it cannot be read. */
+function fileHead(path: string, bytes = 1024): string | undefined {
   try {
     const fd = openSync(path, "r");
     try {
-      const head = Buffer.alloc(1024);
+      const head = Buffer.alloc(bytes);
       const n = readSync(fd, head, 0, head.length, 0);
-      return head.subarray(0, n).toString("utf8").includes('<meta name="generator" content="badnet-defense">');
+      return head.subarray(0, n).toString("utf8");
     } finally {
       closeSync(fd);
     }
   } catch {
-    return false;
+    return undefined;
   }
+}
+
+/** Whether an existing file is an HTML report this tool wrote (safe to render again in place). */
+export function isBadnetReport(path: string): boolean {
+  return fileHead(path)?.includes('<meta name="generator" content="badnet-defense">') ?? false;
 }
 
 /** Whether a file starts as an HTML document does (<!doctype html> or <html>, after a BOM, blanks or a comment). */
 export function looksLikeHtml(path: string): boolean {
-  try {
-    const fd = openSync(path, "r");
-    try {
-      const head = Buffer.alloc(1024);
-      const n = readSync(fd, head, 0, head.length, 0);
-      const text = head.subarray(0, n).toString("utf8").replace(/^\ufeff/, "").replace(/^(\s|<!--[\s\S]*?-->)*/, "");
-      return n === 0 || /^<(!doctype\s+html|html)[\s>]/i.test(text);
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    return false;
-  }
+  const head = fileHead(path);
+  if (head === undefined) return false;
+  const text = head.replace(/^\ufeff/, "").replace(/^(\s|<!--[\s\S]*?-->)*/, "");
+  return head.length === 0 || /^<(!doctype\s+html|html)[\s>]/i.test(text);
 }
 
 export interface OutputFiles {
