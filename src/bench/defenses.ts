@@ -412,9 +412,10 @@ async function main(): Promise<void> {
   const code = codeVersion();
   log(`zoo ${zooDir} (${note}): ${chosen.join(", ")}; defenses: ${which.join(", ")}; seeds ${seeds.join(", ")}; code ${code}; results ${resultsFile}`);
   mkdirSync(dirname(resolve(resultsFile)), { recursive: true });
-  const infos = chosen.map(readModelInfo);
-  // Over the whole zoo, whatever --only chose: the clean models may not be among the chosen.
-  const floors = await measureFloors(dirs.map(readModelInfo));
+  // Every model's manifest and file hash once: the floors need the whole zoo, whatever --only chose.
+  const all = dirs.map(readModelInfo);
+  const infos = all.filter((i) => chosen.includes(i.dirName));
+  const floors = await measureFloors(all);
   if (floors.length) writeFileSync(floorsFile, `${JSON.stringify(floors, null, 1)}\n`);
   log(`clean-model floors: ${floors.map((f) => `${f.model} →${f.target} ${Object.values(f.rates).map((r) => (100 * r).toFixed(2)).join("/")}%`).join(", ") || "no clean model in the zoo"}`);
   let failed = 0;
