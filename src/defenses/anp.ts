@@ -29,6 +29,7 @@ import { mulberry32 } from "../util/random.js";
 import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
 import { ncEvalSets, outputDense, prunedNeuronsModel, type NcData, type NcEvaluation, type PruneSite } from "./nc-mitigation.js";
+import { gradientWork } from "../runtime/threads.js";
 
 /** A layer whose neurons ANP masks and perturbs. */
 export interface AnpSite {
@@ -237,7 +238,7 @@ export function anpPrunedModel(model: Model, sites: readonly AnpSite[], pruned: 
 /** Learns the ANP masks on (x, y) in memory. */
 export async function learnAnpMasks(model: Model, x: Float32Array, y: Int32Array, sites: readonly AnpSite[], s: AnpSettings, onIteration?: AnpOptions["onIteration"]): Promise<{ masks: Float32Array[]; lossCurve: AnpResult["lossCurve"] }> {
   const step = anpStepGraph(model, sites);
-  const session = await Session.create(step.graph);
+  const session = await Session.create(step.graph, gradientWork(model, Math.min(s.batchSize, y.length)));
   try {
     const [c, h, w] = model.inputShape;
     const per = c * h * w;

@@ -27,6 +27,7 @@ import { mulberry32 } from "../util/random.js";
 import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
 import { heldOutScore, ncEvalSets, outputDense, stampShare, type NcData, type NcEvaluation, type ReversedTrigger } from "./nc-mitigation.js";
+import { gradientWork } from "../runtime/threads.js";
 
 export const FEATURE_UNLEARN_OPTIONS = {
   weight: { kind: "number", description: "weight of the feature-matching term against the cross-entropy", default: 1, min: 0 },
@@ -127,7 +128,7 @@ export async function featureUnlearn(model: Model, data: NcData, triggers: Rever
   const scale = energy > 0 ? n / energy : 1;
 
   const optimizer = { kind: "adam" as const, lr: s.lr };
-  const runner = await StepRunner.create(buildStepGraph(model, { optimizer, channelMasks: opts.channelMasks, loss: featureUnlearnLoss(feature, width, s.weight, scale) }));
+  const runner = await StepRunner.create(buildStepGraph(model, { optimizer, channelMasks: opts.channelMasks, loss: featureUnlearnLoss(feature, width, s.weight, scale) }), gradientWork(model, s.batchSize));
   const score = (r: { accuracy: number; triggerSuccess: number }) => r.accuracy - r.triggerSuccess;
   const r0 = await heldOutScore(model, heldDs, triggers, opts.evalBatchSize);
   const history: FeatureUnlearnEpoch[] = [{ epoch: 0, loss: NaN, heldOutAccuracy: r0.accuracy, heldOutTriggerSuccess: r0.triggerSuccess, seconds: 0 }];

@@ -21,6 +21,7 @@ import { finishRepair, heldOutSplit, RoundPicker } from "./held-out-repair.js";
 import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import type { NcData, NcEvaluation } from "./nc-mitigation.js";
 import { gather, shuffledBatches } from "../train/split.js";
+import { gradientWork } from "../runtime/threads.js";
 
 export const FT_SAM_OPTIONS = {
   epochs: { kind: "integer", description: "fine-tuning epochs over the clean data", default: 5, min: 1, max: MAX_LOOPS },
@@ -119,9 +120,9 @@ export async function ftSam(model: Model, data: NcData, opts: FtSamOptions = {})
   const base = await accOf(model);
   const history: FtSamEpoch[] = [{ epoch: 0, heldOutAccuracy: base, loss: NaN, seconds: 0 }];
   const optimizer = { kind: "adam" as const, lr: s.lr };
-  const runner = await StepRunner.create(buildStepGraph(model, { optimizer }));
+  const runner = await StepRunner.create(buildStepGraph(model, { optimizer }), gradientWork(model, s.batchSize));
   const gg = lossGradGraph(model);
-  const gradSession = await Session.create(gg.graph);
+  const gradSession = await Session.create(gg.graph, gradientWork(model, s.batchSize));
   const names = model.params.map((p) => p.value);
   const picker = new RoundPicker(model, base, s.maxDrop);
   try {

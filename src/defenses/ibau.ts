@@ -26,6 +26,7 @@ import { checkRepairData } from "./anp.js";
 import { finishRepair, heldOutSplit, RoundPicker } from "./held-out-repair.js";
 import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type NumberOption, type OptionSpecs, type OptionValues } from "./defense.js";
 import { type NcData, type NcEvaluation } from "./nc-mitigation.js";
+import { gradientWork } from "../runtime/threads.js";
 
 export interface IbauOptions {
   /** Outer rounds (default 5, the paper's n_rounds). */
@@ -131,7 +132,7 @@ export function projectL2(v: Float32Array, r: number): Float32Array {
  */
 export async function universalPerturbation(model: Model, x: Float32Array, y: Int32Array, radius: number, steps: number, batchSize: number, rand: () => number): Promise<Float32Array> {
   const pg = perturbGraph(model);
-  const session = await Session.create(pg.graph);
+  const session = await Session.create(pg.graph, gradientWork(model, Math.min(batchSize, y.length)));
   try {
     const [c, h, w] = model.inputShape;
     const per = c * h * w;

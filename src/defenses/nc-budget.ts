@@ -3,8 +3,6 @@
 // PreAct-ResNet18 (about 560 M): the work of a scan is image passes × forward MACs, so the default steps ×
 // batch × starts shrink with the MACs until the scan's full-budget work fits SCAN_MACS. Explicit
 // --steps/--batch-size/--restarts always win.
-import type { Graph } from "../graph/ir.js";
-import type { Model } from "../model/model.js";
 import { cacheBatch } from "../runtime/cache-batch.js";
 
 /** The budget of a small model: 300 steps on 32 images from 2 starts per label (the paper's scale). */
@@ -29,36 +27,8 @@ const MIN_PASSES_PER_START = 240;
 const MIN_STEPS = 20;
 const MIN_BATCH = 2;
 
-/** Forward multiply-accumulates of one image: Conv, ConvTranspose, Gemm and MatMul, from the graph's static shapes. */
-export function forwardMacs(model: Pick<Model, "graph">): number {
-  return graphMacs(model.graph);
-}
-
-/** Product of a shape's numeric dims after the first (the batch, often symbolic). */
-const perItem = (shape: readonly (number | string)[]): number => shape.slice(1).reduce<number>((p, d) => p * (typeof d === "number" ? d : 1), 1);
-
-export function graphMacs(g: Graph): number {
-  let macs = 0;
-  for (const n of g.nodes) {
-    if (n.op === "Conv") {
-      const w = g.staticShape(n.inputs[1]); // [M, C/group, kh, kw]
-      macs += perItem(g.shape(n.outputs[0])) * w.slice(1).reduce((p, d) => p * d, 1);
-    } else if (n.op === "ConvTranspose") {
-      const w = g.staticShape(n.inputs[1]); // [C, M/group, kh, kw]: each input value feeds M/group·kh·kw outputs
-      macs += perItem(g.shape(n.inputs[0])) * w.slice(1).reduce((p, d) => p * d, 1);
-    } else if (n.op === "Gemm") {
-      const x = g.shape(n.inputs[0]);
-      const transA = n.attrs.transA?.kind === "int" && n.attrs.transA.value === 1;
-      const inner = transA ? x[0] : x[1];
-      macs += perItem(g.shape(n.outputs[0])) * (typeof inner === "number" ? inner : 1);
-    } else if (n.op === "MatMul") {
-      const w = g.shape(n.inputs[1]);
-      const inner = w[0];
-      macs += perItem(g.shape(n.outputs[0])) * (typeof inner === "number" ? inner : 1);
-    }
-  }
-  return macs;
-}
+// Moved to graph/macs.ts (training and the runtime use it too); re-exported for existing importers.
+export { forwardMacs, graphMacs } from "../graph/macs.js";
 
 /**
  * Labels one Neural Cleanse step runs together: as many as keep L × batch images' largest activation near a

@@ -51,6 +51,7 @@ import { familyEvidence, FDR_LEVEL, MIN_HELD_OUT_SUCCESS, type LoopRule, type Nu
 import { boundRungs, flagThresholdNorm, furtherDecrease, pickBounded } from "./nc-schedule.js";
 import { maskSpread } from "./nc-compact.js";
 import { SOURCE_SCALES, sourceCurves, transferCounts, type SourceCurve, type TriggerTransfer } from "./nc-sources.js";
+import { gradientWork } from "../runtime/threads.js";
 
 /** "mask": a per-pixel mask (the paper); "blend": one blend weight α for the whole image. */
 export type TriggerFamily = "mask" | "blend";
@@ -1035,7 +1036,9 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     let c = compiled.get(key);
     if (!c) {
       const step = buildStepGraph(model, B, range, { family });
-      compiled.set(key, (c = { step, session: await Session.create(step.graph) }));
+      // The images of one run: B per label slot, as many slots as the phases' runs use at most.
+      const work = gradientWork(model, B * (opts.labelsPerRun ?? labelSlots(activation, B, slots)));
+      compiled.set(key, (c = { step, session: await Session.create(step.graph, work) }));
     }
     return c;
   };

@@ -31,6 +31,7 @@ import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, 
 import { argmax, embed } from "./g-model.js";
 import type { NcData, NcEvaluation } from "./nc-mitigation.js";
 import { gather, shuffledBatches } from "../train/split.js";
+import { gradientWork } from "../runtime/threads.js";
 
 /** SAU's options: one spec for the library's checks, the CLI's flags and --help. */
 export const SAU_OPTIONS = {
@@ -284,9 +285,10 @@ export async function sau(model: Model, data: NcData, opts: SauOptions = {}): Pr
   const base = await accOf(model);
   const history: SauRound[] = [{ round: 0, heldOutAccuracy: base, potentialPoison: 0, shared: 0, loss: NaN, seconds: 0 }];
   const optimizer = { kind: "adam" as const, lr: s.lr };
-  const runner = await StepRunner.create(buildStepGraph(model, { optimizer, loss: sauLoss(s.lambdaClean, s.lambdaShared) }));
+  // The step trains on [x; x+δ], twice the batch.
+  const runner = await StepRunner.create(buildStepGraph(model, { optimizer, loss: sauLoss(s.lambdaClean, s.lambdaShared) }), gradientWork(model, 2 * s.batchSize));
   const pgd = sharedPgdGraph(model, model, s.beta1, s.beta2);
-  const pgdSession = await Session.create(pgd.graph);
+  const pgdSession = await Session.create(pgd.graph, gradientWork(model, s.batchSize));
   const refSession = await Session.create(model.graph);
   const picker = new RoundPicker(model, base, s.maxDrop);
   try {

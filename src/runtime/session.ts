@@ -3,6 +3,7 @@ import os from "node:os";
 import * as ort from "onnxruntime-node";
 import type { DType, Graph, TensorArray, TensorData } from "../graph/ir.js";
 import { toOnnx } from "../onnx/export.js";
+import { threadsForWork, type GraphWork } from "./threads.js";
 
 type OrtType = "float32" | "float64" | "int64" | "int32" | "bool" | "uint8";
 
@@ -17,7 +18,7 @@ function fromOrt(t: ort.Tensor): TensorData {
 }
 
 export interface SessionOptions {
-  /** Intra-op threads (default: every core, or $BADNET_THREADS). */
+  /** Intra-op threads (default: $BADNET_THREADS, else runtime/threads.ts's rule for a graph with `work`, else every core). */
   threads?: number;
   /**
    * Whether idle intra-op threads spin waiting for work (default: off, or $BADNET_SPIN=1). Spinning wins a
@@ -25,6 +26,11 @@ export interface SessionOptions {
    * working ones need.
    */
   spinning?: boolean;
+  /**
+   * A gradient graph's work per run: with neither `threads` nor $BADNET_THREADS given, the thread count is
+   * runtime/threads.ts's rule for it instead of every core.
+   */
+  work?: GraphWork;
   /** Write onnxruntime's per-node profile (Chrome trace JSON) to files starting with this prefix; see endProfiling. */
   profilePrefix?: string;
 }
@@ -38,9 +44,10 @@ function envThreads(): number | undefined {
 }
 
 /** The settings a session gets: explicit options, else the environment, else the defaults. */
-export function sessionSettings(opts: SessionOptions = {}): { threads: number; spinning: boolean } {
+export function sessionSettings(opts: SessionOptions = {}, nodes = 0): { threads: number; spinning: boolean } {
+  const cores = os.availableParallelism();
   return {
-    threads: opts.threads ?? envThreads() ?? os.availableParallelism(),
+    threads: opts.threads ?? envThreads() ?? (opts.work ? threadsForWork(opts.work, nodes, cores) : cores),
     spinning: opts.spinning ?? process.env.BADNET_SPIN === "1",
   };
 }
@@ -84,13 +91,13 @@ export class Session {
     const t0 = performance.now();
     const bytes = toOnnx(g);
     const exportSeconds = (performance.now() - t0) / 1000;
-    const s = await Session.fromBytes(bytes, opts, g.name);
+    const s = await Session.fromBytes(bytes, opts, g.name, g.nodes.length);
     if (s.stat) s.stat.createSeconds += exportSeconds;
     return s;
   }
 
-  static async fromBytes(bytes: Uint8Array, opts: SessionOptions = {}, what = "model"): Promise<Session> {
-    const { threads, spinning } = sessionSettings(opts);
+  static async fromBytes(bytes: Uint8Array, opts: SessionOptions = {}, what = "model", nodes = 0): Promise<Session> {
+    const { threads, spinning } = sessionSettings(opts, nodes);
     const t0 = performance.now();
     try {
       const s = await ort.InferenceSession.create(bytes, {

@@ -12,6 +12,7 @@ import { Session, type SessionOptions } from "../runtime/session.js";
 import { mulberry32 } from "../util/random.js";
 import { gather, shuffledBatches } from "./split.js";
 import { HostOptimizer } from "./host-optimizer.js";
+import { gradientWork } from "../runtime/threads.js";
 
 /** Labelled images in memory: x is NCHW float32 already scaled. */
 export interface TrainData {
@@ -226,10 +227,10 @@ export class StepRunner {
 
 export async function train(model: Model, data: TrainData, opts: TrainOptions): Promise<{ model: Model; history: EpochStats[] }> {
   checkFinite(data);
-  const runner = await StepRunner.create(buildStepGraph(model, opts), opts.session);
+  const bs = opts.batchSize ?? 64;
+  const runner = await StepRunner.create(buildStepGraph(model, opts), { ...gradientWork(model, Math.min(bs, data.y.length)), ...opts.session });
   try {
     const rand = mulberry32(opts.seed ?? 0);
-    const bs = opts.batchSize ?? 64;
     const [c, h, w] = data.shape;
     const per = c * h * w;
     const n = data.y.length;

@@ -20,6 +20,7 @@ import type { Model } from "../model/model.js";
 import type { ModelSpec } from "../model/spec.js";
 import { shuffled, train, type EpochStats, type TrainData } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
+import { sessionSettings } from "../runtime/session.js";
 
 export const ZOO_INPUT_SCALE = 255;
 
@@ -312,6 +313,10 @@ async function buildOne(
     optimizer: { kind: "adam", lr: ctx.lr },
     seed,
     lrSchedule: zooLrSchedule(ctx.epochs),
+    // Every core (or $BADNET_THREADS), not the one-thread rule for small gradient graphs (runtime/threads.ts):
+    // the thread count changes the last bits of training, and the zoo is the ground truth the recorded tables
+    // were measured on, so a rebuild must give the same models as before.
+    session: { threads: sessionSettings().threads },
     onBatch: (done, total, loss) => ctx.opts.onBatch?.(plan.name, done, total, loss),
     onEpoch: (s) => ctx.opts.log?.(`${plan.name} epoch ${s.epoch}/${ctx.epochs}: loss ${s.loss.toFixed(4)}, train accuracy ${(100 * s.accuracy).toFixed(2)}% (${s.seconds.toFixed(1)} s)`),
   });
