@@ -1,7 +1,7 @@
-// One intra-op thread against every core, per graph and batch size: the forward pass and the training step of
-// the zoo's Fashion-MNIST net, the DeepID net and PreAct-ResNet18 (width 8, and full width when its fixtures
-// are built), each pair of sessions run alternately so both see the same load. The measurements behind
-// runtime/threads.ts's rule.
+// One intra-op thread against every core, per graph and batch size: the forward pass, the training step and
+// Neural Cleanse's step of the zoo's Fashion-MNIST net, the DeepID net and PreAct-ResNet18 (width 8, and full
+// width when its fixtures are built), each pair of sessions run alternately so both see the same load, with the
+// thread count runtime/threads.ts's rule gives each graph (the measurements behind that rule).
 //   node dist/bench/threads.js [--rounds 4] [--only fmnist,deepid,preact8,preact64]
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -14,6 +14,7 @@ import { loadModel } from "../io/load-model.js";
 import { Session, sessionSettings } from "../runtime/session.js";
 import { graphMacs } from "../defenses/nc-budget.js";
 import { buildStepGraph, oneHot, StepRunner } from "../train/trainer.js";
+import { threadsForWork } from "../runtime/threads.js";
 import { buildStepGraph as ncStepGraph } from "../defenses/neural-cleanse.js";
 import { labelSlots } from "../defenses/nc-budget.js";
 import { largestActivation } from "../runtime/cache-batch.js";
@@ -54,13 +55,17 @@ async function alternate(fns: (() => Promise<unknown>)[]): Promise<number[]> {
 
 const say = (s: string) => process.stdout.write(s + "\n");
 say(`threads: 1 against ${all} (every core), ms per run, ${rounds} alternating rounds; ratio = 1 thread / ${all} threads`);
-say("| model | graph | batch | nodes | MMAC per run | 1 thread | all | ratio |");
-say("|---|---|---|---|---|---|---|---|");
+say("| model | graph | batch | nodes | forward MMAC per run | per node | 1 thread | all | ratio | the rule's threads |");
+say("|---|---|---|---|---|---|---|---|---|---|");
+/** The row's work columns: forward MACs of the run's images, per node, and the thread count the rule gives (forward graphs: every core). */
+const work = (macsPerRun: number, nodes: number) =>
+  `${(macsPerRun / 1e6).toFixed(0)} | ${(macsPerRun / nodes / 1e6).toFixed(2)}`;
+const rule = (macsPerRun: number, nodes: number, gradient: boolean) => (gradient ? String(threadsForWork({ macsPerRun }, nodes, all)) : `${all} (forward)`);
 for (const [name, load] of models) {
   if (only && !only.includes(name)) continue;
   const model = await load();
   if (!model) {
-    say(`| ${name} | (fixtures not built: skipped) | | | | | | |`);
+    say(`| ${name} | (fixtures not built: skipped) | | | | | | | | |`);
     continue;
   }
   const macs = graphMacs(model.graph);
@@ -71,7 +76,7 @@ for (const [name, load] of models) {
     const s = [await Session.create(g, { threads: 1 }), await Session.create(g, { threads: all })];
     try {
       const [one, many] = await alternate(s.map((sess) => () => sess.run({ [model.input]: x })));
-      say(`| ${name} | forward | ${batch} | ${g.nodes.length} | ${((macs * batch) / 1e6).toFixed(0)} | ${one!.toFixed(1)} | ${many!.toFixed(1)} | ${(one! / many!).toFixed(2)} |`);
+      say(`| ${name} | forward | ${batch} | ${g.nodes.length} | ${work(macs * batch, g.nodes.length)} | ${one!.toFixed(1)} | ${many!.toFixed(1)} | ${(one! / many!).toFixed(2)} | ${rule(macs * batch, g.nodes.length, false)} |`);
     } finally {
       for (const sess of s) await sess.release();
     }
@@ -84,7 +89,7 @@ for (const [name, load] of models) {
     const r = [await StepRunner.create(step, { threads: 1 }), await StepRunner.create(step, { threads: all })];
     try {
       const [one, many] = await alternate(r.map((run) => () => run.run(x, target, 1e-5)));
-      say(`| ${name} | train step | ${batch} | ${step.graph.nodes.length} | ${((3 * macs * batch) / 1e6).toFixed(0)} | ${one!.toFixed(1)} | ${many!.toFixed(1)} | ${(one! / many!).toFixed(2)} |`);
+      say(`| ${name} | train step | ${batch} | ${step.graph.nodes.length} | ${work(macs * batch, step.graph.nodes.length)} | ${one!.toFixed(1)} | ${many!.toFixed(1)} | ${(one! / many!).toFixed(2)} | ${rule(macs * batch, step.graph.nodes.length, true)} |`);
     } finally {
       for (const run of r) await run.release();
     }
@@ -104,7 +109,7 @@ for (const [name, load] of models) {
     const s = [await Session.create(step.graph, { threads: 1 }), await Session.create(step.graph, { threads: all })];
     try {
       const [one, many] = await alternate(s.map((sess) => () => sess.run(feeds)));
-      say(`| ${name} | NC step (${L} labels) | ${batch} | ${step.graph.nodes.length} | ${((2 * macs * batch * L) / 1e6).toFixed(0)} | ${one!.toFixed(1)} | ${many!.toFixed(1)} | ${(one! / many!).toFixed(2)} |`);
+      say(`| ${name} | NC step (${L} labels) | ${batch} | ${step.graph.nodes.length} | ${work(macs * batch * L, step.graph.nodes.length)} | ${one!.toFixed(1)} | ${many!.toFixed(1)} | ${(one! / many!).toFixed(2)} | ${rule(macs * batch * L, step.graph.nodes.length, true)} |`);
     } finally {
       for (const sess of s) await sess.release();
     }

@@ -3,17 +3,18 @@
 // are few, large, fused nodes and gain from every core; gradient graphs (training steps, trigger inversion,
 // adversarial perturbations) are hundreds to thousands of nodes, most of them small element-wise ones, and on
 // small networks the hand-offs cost more than the second core gives. Measured on the 2-core development machine,
-// 1 thread against 2 in one run (bench/threads.ts; README "Threads"): Neural Cleanse's step on the example's
-// Fashion-MNIST net (about 2 M multiply-accumulates per node and run) ran 0.59× the time, the training step of
-// width-8 PreAct-ResNet18 (1–4 M per node) 0.68–0.80×; DeepID's (4–14 M) 0.96–1.16× and full-width
-// PreAct-ResNet18's (about 70 M) 1.23–1.30× favoured all cores. The rule is a pure function of the graph and its
-// batch, never of timing, so the same run gives the same thread count (and the same numbers) every time.
+// 1 thread against 2 in one run (bench/threads.ts; README "Threads"), in forward MACs per node and run:
+// width-8 PreAct-ResNet18's training step (0.3–1.5 M) took 0.65–0.87× the time on one thread, and the example's
+// Neural Cleanse steps (0.6 M) 0.59× over a whole scan; DeepID's training step at batch 256 (4.7 M) took
+// 1.16–1.19×, full-width PreAct-ResNet18's (11–23 M) 1.23–1.36×, its Neural Cleanse step (46–123 M) 1.56–1.67×.
+// MIN_MACS_PER_NODE lies between. The rule is a pure function of the graph, its batch and the core count, never
+// of timing, so one machine gives the same thread count (and the same numbers) every time.
 
 import type { Graph } from "../graph/ir.js";
 import { forwardMacs } from "../graph/macs.js";
 
 /** Below this many forward multiply-accumulates per graph node and run, a gradient graph runs on one thread. */
-export const MIN_MACS_PER_NODE = 5e6;
+export const MIN_MACS_PER_NODE = 3e6;
 
 /** What a gradient graph computes per run: the network's forward MACs per image times the images in one run. */
 export interface GraphWork {
