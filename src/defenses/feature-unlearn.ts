@@ -26,13 +26,15 @@ import { gather, shuffledBatches, splitClean } from "../train/split.js";
 import { mulberry32 } from "../util/random.js";
 import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
-import { heldOutScore, ncEvalSets, outputDense, stampShare, type NcData, type NcEvaluation, type ReversedTrigger } from "./nc-mitigation.js";
+import { DEFAULT_KEEP_TOLERANCE, heldOutScore, KEEP_TOLERANCE_TEXT, ncEvalSets, outputDense, stampShare, type NcData, type NcEvaluation, type ReversedTrigger } from "./nc-mitigation.js";
+import { EpochKeeper } from "../train/early-stop.js";
 import { gradientWork } from "../runtime/threads.js";
 
 export const FEATURE_UNLEARN_OPTIONS = {
   weight: { kind: "number", description: "weight of the feature-matching term against the cross-entropy", default: 1, min: 0 },
   epochs: { kind: "integer", description: "most epochs (the epoch kept is chosen on a held-out clean split)", default: 10, min: 1, max: MAX_LOOPS },
   patience: { kind: "integer", description: "epochs without a better held-out score before stopping", default: 2, min: 1 },
+  keepTolerance: { kind: "number", description: KEEP_TOLERANCE_TEXT, default: DEFAULT_KEEP_TOLERANCE, min: 0, max: 1 },
   holdout: { kind: "number", description: "share of the clean data held out to choose the epoch", default: 0.2, min: 0, exclusiveMin: true, max: 1, exclusiveMax: true },
   ratio: { kind: "number", description: "share of each batch stamped with a reversed trigger (true labels kept)", default: 0.2, min: 0, exclusiveMin: true, max: 1 },
   lr: { kind: "number", description: "Adam learning rate", default: 1e-3, min: 0, exclusiveMin: true },
@@ -132,7 +134,7 @@ export async function featureUnlearn(model: Model, data: NcData, triggers: Rever
   const score = (r: { accuracy: number; triggerSuccess: number }) => r.accuracy - r.triggerSuccess;
   const r0 = await heldOutScore(model, heldDs, triggers, opts.evalBatchSize);
   const history: FeatureUnlearnEpoch[] = [{ epoch: 0, loss: NaN, heldOutAccuracy: r0.accuracy, heldOutTriggerSuccess: r0.triggerSuccess, seconds: 0 }];
-  let best = { model, score: score(r0), epoch: 0 };
+  const keeper = new EpochKeeper<Model>(model, score(r0), s.keepTolerance, s.patience);
   try {
     const rand = mulberry32(s.seed + 4099);
     let step = 0;
@@ -158,13 +160,13 @@ export async function featureUnlearn(model: Model, data: NcData, triggers: Rever
       const e = { epoch, loss: lossSum / batches, heldOutAccuracy: r.accuracy, heldOutTriggerSuccess: r.triggerSuccess, seconds: (performance.now() - t0) / 1000 };
       history.push(e);
       opts.onEpoch?.(e);
-      if (score(r) > best.score || best.epoch === 0) best = { model: current, score: score(r), epoch };
-      else if (epoch - best.epoch >= s.patience) break;
+      if (keeper.after(epoch, current, score(r))) break;
     }
   } finally {
     await runner.release();
   }
-  const repaired = { ...best.model, name: `${model.name}_feature_unlearned` };
+  const best = keeper.kept;
+  const repaired = { ...best.value, name: `${model.name}_feature_unlearned` };
   const ev = await evaluateModels(model, repaired, ncEvalSets(data, triggers), opts.evalBatchSize);
   return { ...ev, model: repaired, gGraph: gFromPair(model, repaired, `${model.name}_feature_unlearn_G`), feature, history, chosenEpoch: best.epoch, settings: s };
 }

@@ -17,6 +17,7 @@
 //
 // Attack success of a trigger is measured on clean inputs whose true label is not its target, stamped as
 // x' = (1 − m)·x + m·Δ (mask [H, W] over every channel, pattern [C, H, W] in the model's input scale).
+import { EpochKeeper } from "../train/early-stop.js";
 import { checkData, countCorrect, evaluateModels, worstTriggerSuccess, type EvalSets, type PairEvaluation } from "../eval/evaluate.js";
 import { decodeImageBuffer, toNchw } from "../io/images.js";
 import { fail } from "../errors.js";
@@ -462,6 +463,8 @@ export interface UnlearnOptions {
   epochs?: number;
   /** Epochs without a better held-out score before stopping (default 2). */
   patience?: number;
+  /** Keep the latest epoch within this of the best held-out score (default DEFAULT_KEEP_TOLERANCE). */
+  keepTolerance?: number;
   /** Share of the clean data held out for early stopping (default 0.2; 0 trains on everything for `epochs`). */
   holdout?: number;
   /** Share of each batch stamped with a reversed trigger (default 0.2). */
@@ -513,11 +516,20 @@ export interface UnlearnResult extends NcEvaluation {
   settings: UnlearnSettings;
 }
 
+/**
+ * The unlearning repairs keep the latest epoch whose held-out score is within this of the best (train/early-stop.ts
+ * EpochKeeper); docs/repairs.md "Which epoch unlearning keeps" has the measurements.
+ */
+export const DEFAULT_KEEP_TOLERANCE = 0.01;
+export const KEEP_TOLERANCE_TEXT =
+  "keep the latest epoch whose held-out score (accuracy minus reversed-trigger success) is within this of the best so far, and stop patience epochs after it (0: the best epoch)";
+
 /** Neural Cleanse unlearning's options: one spec for the library's checks, the CLI's flags and --help. */
 export const UNLEARN_OPTIONS = {
   rounds: { kind: "integer", description: "rounds; each later one re-reverses the flagged labels' triggers on the unlearned network and unlearns them too", default: 1, min: 1, max: MAX_LOOPS },
   epochs: { kind: "integer", description: "most unlearning epochs per round (the epoch kept is chosen on a held-out clean split)", default: 10, min: 1, max: MAX_LOOPS },
   patience: { kind: "integer", description: "epochs without a better held-out score before a round stops", default: 2, min: 1 },
+  keepTolerance: { kind: "number", description: KEEP_TOLERANCE_TEXT, default: DEFAULT_KEEP_TOLERANCE, min: 0, max: 1 },
   holdout: { kind: "number", description: "share of the clean data held out to choose the epoch (0: train on all, keep the last epoch)", default: 0.2, min: 0, max: 1, exclusiveMax: true },
   ratio: { kind: "number", description: "share of each batch stamped with a reversed trigger (true labels kept)", default: 0.2, min: 0, exclusiveMin: true, max: 1 },
   placement: { kind: "choice", choices: PLACEMENTS, description: "where a stamped trigger goes: found (where Neural Cleanse found it), anywhere (a random position per image), or auto: anywhere for the labels whose reversed trigger still works on B when rolled to a random position (at least a quarter of its success where found), else found", default: "auto" },
@@ -616,20 +628,20 @@ export async function ncUnlearn(model: Model, data: NcData, triggers: PlacedTrig
   const history: UnlearnEpoch[] = [];
   let used: PlacedTrigger[] = placeAnywhere(triggers, anywhere, shape);
   let current = model;
-  let best = { model, score: -Infinity, epoch: 0 };
+  const keeper = new EpochKeeper<Model>(model, -Infinity, settings.keepTolerance, settings.patience);
   let epoch = 0;
   for (let round = 1; round <= settings.rounds; round++) {
     if (round > 1) {
       // Each later round starts from the best network so far, with the triggers re-reversed on it added.
       const labels = [...new Set(triggers.map((t) => t.label))];
-      const fresh = await reinvertTriggers(best.model, memoryDataset(`${clean.name} (train part)`, shape, trainSet.x, trainSet.y), labels, opts.inputScale!, settings.seed + round);
+      const fresh = await reinvertTriggers(keeper.kept.value, memoryDataset(`${clean.name} (train part)`, shape, trainSet.x, trainSet.y), labels, opts.inputScale!, settings.seed + round);
       used = [...used, ...placeAnywhere(fresh, anywhere, shape)];
-      current = best.model;
-      if (heldDs) best = { ...best, score: score(await heldOutScore(current, heldDs, used, opts.evalBatchSize)) };
+      current = keeper.kept.value;
+      if (heldDs) keeper.rescore(score(await heldOutScore(current, heldDs, used, opts.evalBatchSize)));
     } else if (heldDs) {
       const r0 = await heldOutScore(model, heldDs, used, opts.evalBatchSize);
       history.push({ epoch: 0, round: 0, loss: NaN, accuracy: NaN, seconds: 0, heldOutAccuracy: r0.accuracy, heldOutTriggerSuccess: r0.triggerSuccess, score: score(r0) });
-      best = { model, score: score(r0), epoch: 0 };
+      keeper.rescore(score(r0));
     }
     const roundStart = epoch;
     // One epoch per train() call so that the held-out check can stop the run; Adam's moments restart each epoch.
@@ -650,18 +662,18 @@ export async function ncUnlearn(model: Model, data: NcData, triggers: PlacedTrig
       const stats = { ...r.history[0], epoch };
       if (!heldDs) {
         history.push({ ...stats, round, heldOutAccuracy: NaN, heldOutTriggerSuccess: NaN, score: NaN });
-        best = { model: current, score: NaN, epoch };
+        keeper.kept = { value: current, score: NaN, epoch };
         opts.onEpoch?.(stats);
         continue;
       }
       const h = await heldOutScore(current, heldDs, used, opts.evalBatchSize);
       history.push({ ...stats, round, heldOutAccuracy: h.accuracy, heldOutTriggerSuccess: h.triggerSuccess, score: score(h) });
       opts.onEpoch?.(stats);
-      if (score(h) > best.score || best.epoch === 0) best = { model: current, score: score(h), epoch };
-      else if (epoch - Math.max(best.epoch, roundStart) >= settings.patience) break;
+      if (keeper.after(epoch, current, score(h), roundStart)) break;
     }
   }
-  const repaired = { ...best.model, name: `${model.name}_unlearned` };
+  const best = keeper.kept;
+  const repaired = { ...best.value, name: `${model.name}_unlearned` };
   const ev = await evaluateModels(model, repaired, ncEvalSets(data, triggers), opts.evalBatchSize);
   return { ...ev, model: repaired, gGraph: gFromPair(model, repaired, `${model.name}_unlearn_G`), history, chosenEpoch: best.epoch, triggersUsed: used.length, anywhere, ...(placement.evidence ? { shiftEvidence: placement.evidence } : {}), settings };
 }

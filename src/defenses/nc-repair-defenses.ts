@@ -106,6 +106,7 @@ export const unlearnDefinition = defineDefense({
       rounds: o.rounds,
       epochs: o.epochs,
       patience: o.patience,
+      keepTolerance: o.keepTolerance,
       holdout: o.holdout,
       ratio: o.ratio,
       placement: o.placement,

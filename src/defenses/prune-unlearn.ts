@@ -40,7 +40,7 @@ import type { Graph } from "../graph/ir.js";
 import type { Model } from "../model/model.js";
 import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
-import { heldOutScore, ncEvalSets, ncPrune, ncUnlearn, prunedNeuronsModel, pruneSite, reinvertTriggers, type NcData, type NcEvaluation, type PruneSite, type ReversedTrigger, type UnlearnEpoch, type UnlearnOptions } from "./nc-mitigation.js";
+import { DEFAULT_KEEP_TOLERANCE, heldOutScore, KEEP_TOLERANCE_TEXT, ncEvalSets, ncPrune, ncUnlearn, prunedNeuronsModel, pruneSite, reinvertTriggers, type NcData, type NcEvaluation, type PruneSite, type ReversedTrigger, type UnlearnEpoch, type UnlearnOptions } from "./nc-mitigation.js";
 import { channelMask } from "./pruning.js";
 import { splitClean } from "../train/split.js";
 import { featureUnlearn } from "./feature-unlearn.js";
@@ -76,6 +76,7 @@ export const PRUNE_UNLEARN_OPTIONS = {
   maxDrop: { kind: "number", description: "never prune past this loss of clean accuracy (fraction, all labels together, measured from B)", default: 0.05, min: 0, max: 1 },
   epochs: { kind: "integer", description: "most unlearning epochs after pruning (the epoch kept is chosen on a held-out clean split)", default: 10, min: 1, max: MAX_LOOPS },
   patience: { kind: "integer", description: "unlearning epochs without a better held-out score before stopping", default: 2, min: 1 },
+  keepTolerance: { kind: "number", description: `unlearning: ${KEEP_TOLERANCE_TEXT}`, default: DEFAULT_KEEP_TOLERANCE, min: 0, max: 1 },
   holdout: { kind: "number", description: "share of the clean data held out to choose the unlearning epoch", default: 0.2, min: 0, max: 1, exclusiveMax: true },
   ratio: { kind: "number", description: "share of each unlearning batch stamped with a reversed trigger (true labels kept)", default: 0.2, min: 0, exclusiveMin: true, max: 1 },
   lr: { kind: "number", description: "Adam learning rate of the unlearning", default: 1e-3, min: 0, exclusiveMin: true },
@@ -278,7 +279,7 @@ async function unlearnPass(model: Model, start: Model, data: NcData, triggers: P
   const site = pruneSite(model, opts.layer ?? lastConvLayer(model));
   // The pruned channels stay at zero while unlearning (masked in the step graph, so their weights get no gradient).
   const masks = new Map([[site.value, channelMask(site.units, pruned)]]);
-  const common = { channelMasks: masks, epochs: s.epochs, patience: s.patience, holdout: s.holdout, ratio: s.ratio, lr: s.lr, batchSize: s.batchSize, seed: s.seed, evalBatchSize: opts.evalBatchSize };
+  const common = { channelMasks: masks, epochs: s.epochs, patience: s.patience, keepTolerance: s.keepTolerance, holdout: s.holdout, ratio: s.ratio, lr: s.lr, batchSize: s.batchSize, seed: s.seed, evalBatchSize: opts.evalBatchSize };
   const feature = s.unlearning === "auto" ? pruned.length > 0 : s.unlearning === "feature";
   const u = feature
     ? await featureUnlearn(start, data, triggers, { ...common, weight: s.featureWeight, reference: model }).then((r) => ({ model: r.model, history: r.history.map((h) => ({ ...h, round: h.epoch ? 1 : 0, accuracy: NaN, score: h.heldOutAccuracy - h.heldOutTriggerSuccess })), chosenEpoch: r.chosenEpoch }))

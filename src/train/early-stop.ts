@@ -34,3 +34,41 @@ export class RecoveryStop {
     return this.stale >= this.patience ? { stop: true, reason: "no-improvement" } : { stop: false };
   }
 }
+
+/**
+ * Which epoch of an unlearning run to keep, and when to stop (nc-mitigation.ts, feature-unlearn.ts). The held-out
+ * score is clean accuracy minus reversed-trigger success. After the first epoch or two the reversed trigger has
+ * stopped working and the score moves only with held-out accuracy noise, while further epochs keep removing the
+ * real trigger, which the reversed one only approximates. So the latest epoch whose score is within `tolerance`
+ * of the best so far is kept (tolerance 0: the best epoch, the earlier one on ties), and a run stops `patience`
+ * epochs after the last epoch kept.
+ */
+export class EpochKeeper<T> {
+  private top: number;
+  kept: { value: T; score: number; epoch: number };
+
+  /** `start` is epoch 0 (B itself, or where a round starts): it is never preferred to a trained epoch. */
+  constructor(start: T, startScore: number, readonly tolerance: number, readonly patience: number) {
+    if (!(tolerance >= 0)) throw new RangeError(`tolerance must be at least 0, got ${tolerance}`);
+    if (!Number.isInteger(patience) || patience < 1) throw new RangeError(`patience must be a positive integer, got ${patience}`);
+    this.top = startScore;
+    this.kept = { value: start, score: startScore, epoch: 0 };
+  }
+
+  /** Records epoch `epoch`'s network and held-out score; true when the run should stop (counted from `since` at least). */
+  after(epoch: number, value: T, score: number, since = 0): boolean {
+    // The first trained epoch is always kept (B is no repair), and its score starts the comparison.
+    if (this.kept.epoch === 0 || score > this.top - this.tolerance) {
+      this.top = this.kept.epoch === 0 ? score : Math.max(this.top, score);
+      this.kept = { value, score, epoch };
+      return false;
+    }
+    return epoch - Math.max(this.kept.epoch, since) >= this.patience;
+  }
+
+  /** A later round starts from the kept network with a fresh score on its wider trigger set. */
+  rescore(score: number): void {
+    this.kept = { ...this.kept, score };
+    this.top = score;
+  }
+}
