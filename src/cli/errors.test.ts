@@ -236,6 +236,16 @@ const cases: Case[] = [
     names: () => ["--placement", '"everywhere"'],
   },
   {
+    name: "unlearn --keep-tolerance below 0",
+    args: () => ["unlearn", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--keep-tolerance=-0.5", "--out", join(dir, "never_written_keep")],
+    names: () => ["--keep-tolerance", /at least 0/, "-0.5"],
+  },
+  {
+    name: "prune-unlearn --keep-tolerance that is not a number",
+    args: () => ["prune-unlearn", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--keep-tolerance", "half", "--out", join(dir, "never_written_keep")],
+    names: () => ["--keep-tolerance", '"half"'],
+  },
+  {
     name: "unlearn --labels with a reversed range (ranges parsed as detect parses them)",
     args: () => ["unlearn", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--labels", "5-2", "--out", join(dir, "never_written_labels")],
     names: () => ["--labels", "range 5-2 is empty"],

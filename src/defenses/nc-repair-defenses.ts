@@ -133,7 +133,7 @@ export const unlearnDefinition = defineDefense({
         `model       ${model.name}`,
         `triggers    label ${src.flagged.join(", ")} (${src.source})`,
         `unlearning  ${epochsRun(r)} of at most ${s.epochs * s.rounds} epoch(s) on ${clean.name}` +
-          (s.holdout > 0 ? ` (${pct(1 - s.holdout)}; kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success)` : "") +
+          (s.holdout > 0 ? ` (${pct(1 - s.holdout)}; kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success${keptRule(s.keepTolerance)})` : "") +
           (s.rounds > 1 ? `, ${s.rounds} rounds (${r.triggersUsed} triggers, later ones re-reversed on the unlearned network)` : "") +
           `, ${pct(s.ratio)} of each batch stamped (true labels kept${r.anywhere.length ? `; label ${r.anywhere.join(", ")} at random positions` : ""})${s.jitter ? `, moved ±${s.jitter} px` : ""}${s.minStrength < 1 ? `, strength ${s.minStrength}–1` : ""}, Adam lr ${s.lr}, batch ${s.batchSize}`,
         `before      ${triggerEvalLine(r.before)} on ${(data.test ?? clean).name}`,
@@ -191,7 +191,7 @@ export const pruneUnlearnDefinition = defineDefense({
         `model       ${model.name}`,
         `triggers    label ${src.flagged.join(", ")} (${src.source})`,
         `pruned      ${r.pruned.length} of ${r.site.units} channels of ${r.site.layer} (${labelsText}); clean accuracy ${pct(r.pruneAccuracy.before)} → ${pct(r.pruneAccuracy.after)} on ${clean.name}`,
-        `unlearning  ${epochsRun(r)} of at most ${settings.epochs} epoch(s) (${r.unlearningUsed === "feature" ? `feature matching, weight ${settings.featureWeight}` : "cross-entropy"}${r.anywhere.length ? `; label ${r.anywhere.join(", ")} stamped at random positions` : ""}), kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success; pruned channels held at zero`,
+        `unlearning  ${epochsRun(r)} of at most ${settings.epochs} epoch(s) (${r.unlearningUsed === "feature" ? `feature matching, weight ${settings.featureWeight}` : "cross-entropy"}${r.anywhere.length ? `; label ${r.anywhere.join(", ")} stamped at random positions` : ""}), kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success${keptRule(settings.keepTolerance)}; pruned channels held at zero`,
         ...roundLines,
         `before      ${triggerEvalLine(r.before)} on ${(data.test ?? clean).name}`,
         `after       ${triggerEvalLine(r.after)}`,
@@ -229,7 +229,7 @@ export const featureUnlearnDefinition = defineDefense({
       lines: [
         `model       ${model.name}`,
         `triggers    label ${src.flagged.join(", ")} (${src.source})`,
-        `unlearning  ${run} of at most ${settings.epochs} epoch(s) on ${clean.name} (${pct(1 - settings.holdout)}; kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success), ` +
+        `unlearning  ${run} of at most ${settings.epochs} epoch(s) on ${clean.name} (${pct(1 - settings.holdout)}; kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success${keptRule(settings.keepTolerance)}), ` +
           `${pct(settings.ratio)} of each batch stamped, features of ${r.feature} matched to B's clean ones (weight ${settings.weight}), Adam lr ${settings.lr}, batch ${settings.batchSize}`,
         `before      ${triggerEvalLine(r.before)} on ${(data.test ?? clean).name}`,
         `after       ${triggerEvalLine(r.after)}`,
@@ -240,3 +240,8 @@ export const featureUnlearnDefinition = defineDefense({
     };
   },
 });
+
+/** How the kept epoch was picked, for the output line: the latest within the tolerance of the best, or the best. */
+function keptRule(tolerance: number): string {
+  return tolerance > 0 ? ` (the latest within ${+(100 * tolerance).toFixed(2)} point(s) of the best)` : " (the best)";
+}
