@@ -11,7 +11,7 @@
 // once), so clean rows are held at B's features too (a feature-level distillation that keeps clean accuracy)
 // and stamped rows are pulled to where the image would be without the trigger. The normalisation by B's
 // feature energy makes `weight` independent of the layer's scale. The epoch kept is chosen on a held-out split
-// (clean accuracy − reversed-trigger success), as in ncUnlearn.
+// (clean accuracy − reversed-trigger success) by ncUnlearn's rule (EpochKeeper).
 import { fail } from "../errors.js";
 import { attr, tensor, type Graph } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";

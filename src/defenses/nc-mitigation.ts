@@ -446,7 +446,8 @@ export async function ncPrune(model: Model, data: NcData, triggers: ReversedTrig
 // batch gives 7.6% at 85.2%. Moving the stamped trigger at random (±1–4 pixels) or weakening it made things
 // worse (29–71%): the unlearning signal spreads over positions the backdoor does not use. So the default is
 // up to 10 epochs with the epoch kept by a held-out split of the clean data (accuracy minus reversed-trigger
-// success, never the poisoned test set), stopping after `patience` epochs without improvement; jitter and
+// success, never the poisoned test set): the latest epoch within `keepTolerance` of the best, stopping
+// `patience` epochs after the last one kept (train/early-stop.ts EpochKeeper says why the latest); jitter and
 // strength stay available as options. A trigger whose backdoor fires anywhere (random_pos) is another matter:
 // `placement` (default auto, shift-evidence.ts) rolls it to a random position per image when B still answers
 // it rolled off itself; measured on random_pos that took auto from 26.9–58.3% to 2.7–9.6% (docs/repairs.md).
@@ -505,7 +506,7 @@ export interface UnlearnResult extends NcEvaluation {
   model: Model;
   gGraph: Graph;
   history: UnlearnEpoch[];
-  /** The epoch whose network was kept (the best held-out score; at least epoch 1, B itself is no repair). */
+  /** The epoch whose network was kept (the latest within keepTolerance of the best held-out score; at least epoch 1, B itself is no repair). */
   chosenEpoch: number;
   /** Triggers unlearned: the ones given plus those re-reversed in later rounds. */
   triggersUsed: number;
