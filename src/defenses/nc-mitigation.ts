@@ -663,7 +663,7 @@ export async function ncUnlearn(model: Model, data: NcData, triggers: PlacedTrig
       const stats = { ...r.history[0], epoch };
       if (!heldDs) {
         history.push({ ...stats, round, heldOutAccuracy: NaN, heldOutTriggerSuccess: NaN, score: NaN });
-        keeper.kept = { value: current, score: NaN, epoch };
+        keeper.keepUnscored(epoch, current);
         opts.onEpoch?.(stats);
         continue;
       }

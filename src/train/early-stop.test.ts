@@ -51,6 +51,8 @@ test("EpochKeeper: a later round's rescore restarts the comparison; stops count 
   assert.equal(k.after(2, "e2", 0.6, 1), false);
   assert.equal(k.kept.value, "e2");
   assert.equal(k.after(3, "e3", 0.55, 1), true);
+  k.keepUnscored(4, "e4"); // no held-out split: every epoch is kept
+  assert.deepEqual(k.kept, { value: "e4", score: NaN, epoch: 4 });
   assert.throws(() => new EpochKeeper("B", 0, -0.1, 2), /tolerance/);
   assert.throws(() => new EpochKeeper("B", 0, 0, 0), /patience/);
 });

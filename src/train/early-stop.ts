@@ -45,30 +45,40 @@ export class RecoveryStop {
  */
 export class EpochKeeper<T> {
   private top: number;
-  kept: { value: T; score: number; epoch: number };
+  private chosen: { value: T; score: number; epoch: number };
 
   /** `start` is epoch 0 (B itself, or where a round starts): it is never preferred to a trained epoch. */
   constructor(start: T, startScore: number, readonly tolerance: number, readonly patience: number) {
     if (!(tolerance >= 0)) throw new RangeError(`tolerance must be at least 0, got ${tolerance}`);
     if (!Number.isInteger(patience) || patience < 1) throw new RangeError(`patience must be a positive integer, got ${patience}`);
     this.top = startScore;
-    this.kept = { value: start, score: startScore, epoch: 0 };
+    this.chosen = { value: start, score: startScore, epoch: 0 };
+  }
+
+  /** The epoch kept so far (epoch 0: none trained yet). */
+  get kept(): { value: T; score: number; epoch: number } {
+    return this.chosen;
   }
 
   /** Records epoch `epoch`'s network and held-out score; true when the run should stop (counted from `since` at least). */
   after(epoch: number, value: T, score: number, since = 0): boolean {
     // The first trained epoch is always kept (B is no repair), and its score starts the comparison.
-    if (this.kept.epoch === 0 || score > this.top - this.tolerance) {
-      this.top = this.kept.epoch === 0 ? score : Math.max(this.top, score);
-      this.kept = { value, score, epoch };
+    if (this.chosen.epoch === 0 || score > this.top - this.tolerance) {
+      this.top = this.chosen.epoch === 0 ? score : Math.max(this.top, score);
+      this.chosen = { value, score, epoch };
       return false;
     }
-    return epoch - Math.max(this.kept.epoch, since) >= this.patience;
+    return epoch - Math.max(this.chosen.epoch, since) >= this.patience;
+  }
+
+  /** Without a held-out split there is no score: every epoch is kept, and the run goes to its epoch budget. */
+  keepUnscored(epoch: number, value: T): void {
+    this.chosen = { value, score: NaN, epoch };
   }
 
   /** A later round starts from the kept network with a fresh score on its wider trigger set. */
   rescore(score: number): void {
-    this.kept = { ...this.kept, score };
+    this.chosen = { ...this.chosen, score };
     this.top = score;
   }
 }
