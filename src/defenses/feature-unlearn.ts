@@ -134,7 +134,7 @@ export async function featureUnlearn(model: Model, data: NcData, triggers: Rever
   const score = (r: { accuracy: number; triggerSuccess: number }) => r.accuracy - r.triggerSuccess;
   const r0 = await heldOutScore(model, heldDs, triggers, opts.evalBatchSize);
   const history: FeatureUnlearnEpoch[] = [{ epoch: 0, loss: NaN, heldOutAccuracy: r0.accuracy, heldOutTriggerSuccess: r0.triggerSuccess, seconds: 0 }];
-  const keeper = new EpochKeeper<Model>(model, score(r0), s.keepTolerance, s.patience);
+  const keeper = new EpochKeeper<Model>(model, s.keepTolerance, s.patience);
   try {
     const rand = mulberry32(s.seed + 4099);
     let step = 0;

@@ -629,7 +629,7 @@ export async function ncUnlearn(model: Model, data: NcData, triggers: PlacedTrig
   const history: UnlearnEpoch[] = [];
   let used: PlacedTrigger[] = placeAnywhere(triggers, anywhere, shape);
   let current = model;
-  const keeper = new EpochKeeper<Model>(model, -Infinity, settings.keepTolerance, settings.patience);
+  const keeper = new EpochKeeper<Model>(model, settings.keepTolerance, settings.patience);
   let epoch = 0;
   for (let round = 1; round <= settings.rounds; round++) {
     if (round > 1) {
@@ -642,7 +642,6 @@ export async function ncUnlearn(model: Model, data: NcData, triggers: PlacedTrig
     } else if (heldDs) {
       const r0 = await heldOutScore(model, heldDs, used, opts.evalBatchSize);
       history.push({ epoch: 0, round: 0, loss: NaN, accuracy: NaN, seconds: 0, heldOutAccuracy: r0.accuracy, heldOutTriggerSuccess: r0.triggerSuccess, score: score(r0) });
-      keeper.rescore(score(r0));
     }
     const roundStart = epoch;
     // One epoch per train() call so that the held-out check can stop the run; Adam's moments restart each epoch.

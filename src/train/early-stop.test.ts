@@ -22,8 +22,8 @@ test("RecoveryStop rejects a patience below 1", () => {
 });
 
 test("EpochKeeper with tolerance 0 keeps the best epoch (the earlier on ties) and stops patience epochs after it", () => {
-  const k = new EpochKeeper("B", 0.1, 0, 2);
-  assert.equal(k.after(1, "e1", 0.05), false); // the first trained epoch is kept even below B's score
+  const k = new EpochKeeper("B", 0, 2);
+  assert.equal(k.after(1, "e1", 0.05), false); // the first trained epoch is always kept, however low its score
   assert.equal(k.kept.value, "e1");
   assert.equal(k.after(2, "e2", 0.8), false);
   assert.equal(k.after(3, "e3", 0.8), false); // a tie is not better: e2 stays, one epoch stale
@@ -32,7 +32,7 @@ test("EpochKeeper with tolerance 0 keeps the best epoch (the earlier on ties) an
 });
 
 test("EpochKeeper with a tolerance keeps the latest epoch within it of the best and runs on while epochs stay within it", () => {
-  const k = new EpochKeeper("B", -0.1, 0.01, 2);
+  const k = new EpochKeeper("B", 0.01, 2);
   k.after(1, "e1", 0.88);
   assert.equal(k.after(2, "e2", 0.875), false); // within 0.01 of 0.88: kept, though lower
   assert.equal(k.kept.value, "e2");
@@ -45,7 +45,7 @@ test("EpochKeeper with a tolerance keeps the latest epoch within it of the best 
 });
 
 test("EpochKeeper: a later round's rescore restarts the comparison; stops count from the round's start", () => {
-  const k = new EpochKeeper("B", 0, 0, 1);
+  const k = new EpochKeeper("B", 0, 1);
   k.after(1, "e1", 0.9);
   k.rescore(0.5); // the kept network scored on a wider trigger set
   assert.equal(k.after(2, "e2", 0.6, 1), false);
@@ -53,6 +53,6 @@ test("EpochKeeper: a later round's rescore restarts the comparison; stops count 
   assert.equal(k.after(3, "e3", 0.55, 1), true);
   k.keepUnscored(4, "e4"); // no held-out split: every epoch is kept
   assert.deepEqual(k.kept, { value: "e4", score: NaN, epoch: 4 });
-  assert.throws(() => new EpochKeeper("B", 0, -0.1, 2), /tolerance/);
-  assert.throws(() => new EpochKeeper("B", 0, 0, 0), /patience/);
+  assert.throws(() => new EpochKeeper("B", -0.1, 2), /tolerance/);
+  assert.throws(() => new EpochKeeper("B", 0, 0), /patience/);
 });

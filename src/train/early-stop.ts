@@ -47,12 +47,12 @@ export class EpochKeeper<T> {
   private top: number;
   private chosen: { value: T; score: number; epoch: number };
 
-  /** `start` is epoch 0 (B itself, or where a round starts): it is never preferred to a trained epoch. */
-  constructor(start: T, startScore: number, readonly tolerance: number, readonly patience: number) {
+  /** `start` is epoch 0 (B itself): never preferred to a trained epoch, so its score plays no part. */
+  constructor(start: T, readonly tolerance: number, readonly patience: number) {
     if (!(tolerance >= 0)) throw new RangeError(`tolerance must be at least 0, got ${tolerance}`);
     if (!Number.isInteger(patience) || patience < 1) throw new RangeError(`patience must be a positive integer, got ${patience}`);
-    this.top = startScore;
-    this.chosen = { value: start, score: startScore, epoch: 0 };
+    this.top = -Infinity;
+    this.chosen = { value: start, score: NaN, epoch: 0 };
   }
 
   /** The epoch kept so far (epoch 0: none trained yet). */
