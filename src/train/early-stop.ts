@@ -64,7 +64,7 @@ export class EpochKeeper<T> {
   after(epoch: number, value: T, score: number, since = 0): boolean {
     // The first trained epoch is always kept (B is no repair), and its score starts the comparison.
     if (this.chosen.epoch === 0 || score > this.top - this.tolerance) {
-      this.top = this.chosen.epoch === 0 ? score : Math.max(this.top, score);
+      this.top = Math.max(this.top, score); // -Infinity until the first trained epoch
       this.chosen = { value, score, epoch };
       return false;
     }
