@@ -1,11 +1,12 @@
 // The repairs that need no reversed trigger, behind the Defense interface: ANP (adversarial neuron pruning),
-// i-BAU (adversarial unlearning of a universal perturbation), SAU (unlearning shared adversarial examples) and
-// FT-SAM (sharpness-aware fine-tuning). Each hands back B′ and G = B vs B′.
+// i-BAU (adversarial unlearning of a universal perturbation), SAU (unlearning shared adversarial examples),
+// FT-SAM (sharpness-aware fine-tuning) and FST (feature shift tuning). Each hands back B′ and G = B vs B′.
 import type { Model } from "../model/model.js";
 import { gLine, pct, triggerEvalLine } from "../report/text.js";
 import { anp, ANP_OPTIONS } from "./anp.js";
 import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, repairOutcomeCore, stageReporter, type DefenseData, type DefenseOutcome, type RepairRun } from "./defense.js";
 import { ftSam, FT_SAM_OPTIONS } from "./ft-sam.js";
+import { fst, FST_OPTIONS } from "./fst.js";
 import { ibau, IBAU_OPTIONS } from "./ibau.js";
 import { sau, SAU_OPTIONS } from "./sau.js";
 
@@ -123,5 +124,27 @@ export const ftSamDefinition = defineDefense({
       keptText("epoch", r.chosenEpoch, r.history);
     const details = { settings: s, chosenEpoch: r.chosenEpoch, history: r.history };
     return outcome(model, data, r, "FT-SAM", describe, details, (performance.now() - t0) / 1000, "ftSam");
+  },
+});
+
+export const fstDefinition = defineDefense({
+  name: "fst",
+  summary: "FST, Feature Shift Tuning: retrain B's output layer from scratch on clean data, pushed away from B's own; writes repaired.{h5,onnx}, G.onnx",
+  kind: "repair",
+  options: {
+    ...FST_OPTIONS,
+    evalBatchSize: BATCH_SIZE_OPTION,
+  },
+  async run(model, data, o, ctx) {
+    const t0 = performance.now();
+    const bar = stageReporter(ctx.progress, "FST", "epoch");
+    const r = await fst(model, data, { ...o, onEpoch: (x) => bar(x.epoch, o.epochs, `held-out acc ${pct(x.heldOutAccuracy)}, cos ${x.cosine.toFixed(2)}`) });
+    const s = r.settings;
+    const chosen = r.history[r.chosenEpoch];
+    const describe =
+      `${s.epochs} epochs, ${s.tune === "head" ? "output layer only" : "every parameter"}, shift λ ${s.shift}, SGD ${s.lr}: ` +
+      `${keptText("epoch", r.chosenEpoch, r.history)}, cos(W, W₀) ${chosen.cosine.toFixed(2)}`;
+    const details = { settings: s, head: r.head, chosenEpoch: r.chosenEpoch, history: r.history };
+    return outcome(model, data, r, "FST", describe, details, (performance.now() - t0) / 1000, "fst");
   },
 });

@@ -6,7 +6,7 @@
 // the work (the prefix's forward and backward passes are gone).
 //
 // The model input itself always qualifies (the tail is then the whole network), so a cut always exists.
-import { GraphError, type Graph } from "../graph/ir.js";
+import { GraphError, type Dim, type Graph } from "../graph/ir.js";
 import { downstreamNodes } from "../graph/transforms.js";
 import { DEFAULT_BATCH, forEachBatch, forwardGraph } from "../model/forward.js";
 import type { Model } from "../model/model.js";
@@ -76,19 +76,8 @@ export function tailCut(model: Model, keep: string): TailCut {
  */
 export function tailModel(model: Model, cut: TailCut): Model {
   if (cut.value === model.input) return model;
-  const g = model.graph.clone(`${model.name}_tail`);
-  // Rename the old input out of the way, then let the cut value's readers read a new input of the old name.
-  const old = g.fresh("prefix_input");
-  const inputInfo = g.info(model.input);
-  g.inputs = g.inputs.map((v) => (v.name === model.input ? { ...v, name: old } : v));
-  g.values.delete(model.input);
-  g.values.set(old, { ...inputInfo, name: old });
-  g.replaceUses(model.input, old);
-  const shape = featureShape(g, cut.value);
-  g.addInput(model.input, "float32", ["N", ...shape]);
-  g.replaceUses(cut.value, model.input);
-  g.prune();
-  if (g.inputs.some((v) => v.name === old)) throw new GraphError(`tail cut at "${cut.value}": the tail still reads the model input`);
+  const shape = featureShape(model.graph, cut.value);
+  const g = graphFrom(model, cut.value, ["N", ...shape], `${model.name}_tail`);
   const keep = new Set(cut.params);
   return {
     ...model,
@@ -100,6 +89,26 @@ export function tailModel(model: Model, cut: TailCut): Model {
     normalization: undefined,
     spec: undefined,
   };
+}
+
+/**
+ * The part of the model's graph after `value`, as a graph whose input (named like the model's, of `shape`) is
+ * that value. `value` must dominate the logits: a tail that still reads the model input is an error.
+ */
+export function graphFrom(model: Model, value: string, shape: Dim[], name: string): Graph {
+  const g = model.graph.clone(name);
+  // Rename the old input out of the way, then let the cut value's readers read a new input of the old name.
+  const old = g.fresh("prefix_input");
+  const inputInfo = g.info(model.input);
+  g.inputs = g.inputs.map((v) => (v.name === model.input ? { ...v, name: old } : v));
+  g.values.delete(model.input);
+  g.values.set(old, { ...inputInfo, name: old });
+  g.replaceUses(model.input, old);
+  g.addInput(model.input, "float32", shape);
+  g.replaceUses(value, model.input);
+  g.prune();
+  if (g.inputs.some((v) => v.name === old)) throw new GraphError(`tail cut at "${value}": the tail still reads the model input`);
+  return g;
 }
 
 /** The frozen prefix's output (the tail's input) on every image of `data`, computed once. */

@@ -103,8 +103,11 @@ export interface StepGraph {
   params: Map<string, TensorData>;
 }
 
+/** What a step graph needs of a model: a head trained on stored features (defenses/fst.ts) is one too. */
+export type StepModel = Pick<Model, "name" | "graph" | "logits" | "numClasses" | "params">;
+
 export function buildStepGraph(
-  model: Model,
+  model: StepModel,
   opts: Pick<TrainOptions, "optimizer" | "trainable" | "channelMasks"> & {
     pooledRelus?: boolean;
     convForms?: ConvGradForms;

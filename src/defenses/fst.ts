@@ -1,0 +1,277 @@
+// Feature Shift Tuning (Min, Qin, Shen & Cheng, NeurIPS 2023). B's final linear layer (its head, weight W₀)
+// is re-initialised and trained on the clean data with a penalty on its agreement with the original one:
+//   L = CE + λ·⟨W, W₀⟩ / ‖W₀‖²,   with ‖W‖ held at ‖W₀‖ after every step,
+// so λ·cos(W, W₀) is the penalty. A head pushed away from W₀ cannot use the feature directions W₀ maps to the
+// target for triggered inputs, while the clean features, which many directions carry, still classify. The
+// paper writes α⟨W, W₀⟩ with α tuned per dataset; dividing by ‖W₀‖² makes λ independent of the head's scale.
+// SGD with momentum 0.9 and a cosine learning-rate schedule, as in the paper.
+//
+// What is trained (--tune): the paper tunes every parameter ("all"). On the Fashion-MNIST zoo the head alone
+// ("head", the default) removed the same triggers at less clean accuracy (docs/repairs.md, "Feature Shift
+// Tuning"), and it is cheap: the features B's trunk computes are stored once and only the head trains on them.
+// The epoch kept is the latest within --max-drop of B's held-out clean accuracy (else the most accurate one).
+import { fail } from "../errors.js";
+import { attr, tensor, type Graph, type TensorData } from "../graph/ir.js";
+import { softmaxCrossEntropy } from "../graph/losses.js";
+import { argmaxRows, DEFAULT_BATCH, forEachBatch, forwardGraph } from "../model/forward.js";
+import type { Model } from "../model/model.js";
+import { withParams } from "../model/params.js";
+import { Session, withSession } from "../runtime/session.js";
+import { gradientWork } from "../runtime/threads.js";
+import { graphFrom } from "../train/tail.js";
+import { buildStepGraph, oneHot, StepRunner } from "../train/trainer.js";
+import { gather, shuffledBatches, splitClean } from "../train/split.js";
+import { mulberry32 } from "../util/random.js";
+import { checkRepairData } from "./anp.js";
+import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
+import { finishRepair, RoundPicker } from "./held-out-repair.js";
+import { outputDense, type NcData, type NcEvaluation } from "./nc-mitigation.js";
+
+export const FST_TUNE = ["head", "all"] as const;
+
+export const FST_OPTIONS = {
+  shift: { kind: "number", description: "λ, weight of the penalty λ·cos(W, W₀) that pushes the new head away from B's", default: 0.25, min: 0 },
+  tune: { kind: "choice", choices: FST_TUNE, description: "what trains: the head on stored features (head) or every parameter, as in the paper (all)", default: "head" },
+  epochs: { kind: "integer", description: "training epochs over the clean data", default: 15, min: 1, max: MAX_LOOPS },
+  lr: { kind: "number", description: "SGD learning rate (momentum 0.9, cosine schedule)", default: 0.01, min: 0, exclusiveMin: true },
+  batchSize: { kind: "integer", description: "training batch size", default: 64, min: 1, max: 65536 },
+  maxDrop: { kind: "number", description: "keep the last epoch within this much held-out clean accuracy of B (fraction)", default: 0.02, min: 0, max: 1 },
+  holdout: { kind: "number", description: "share of the clean data held out to choose the epoch", default: 0.2, min: 0, max: 1, exclusiveMin: true, exclusiveMax: true },
+  seed: SEED_OPTION,
+} as const satisfies OptionSpecs;
+
+export type FstSettings = OptionValues<typeof FST_OPTIONS>;
+
+export interface FstOptions extends Partial<FstSettings> {
+  evalBatchSize?: number;
+  onEpoch?: (e: FstEpoch) => void;
+}
+
+export interface FstEpoch {
+  epoch: number;
+  /** Held-out clean accuracy after the epoch (epoch 0: B). */
+  heldOutAccuracy: number;
+  /** cos(W, W₀) of the head after the epoch (epoch 0: 1). */
+  cosine: number;
+  loss: number;
+  seconds: number;
+}
+
+export interface FstResult extends NcEvaluation {
+  model: Model;
+  gGraph: Graph;
+  head: LinearHead;
+  history: FstEpoch[];
+  chosenEpoch: number;
+  settings: FstSettings;
+}
+
+export function checkFstOptions(o: FstOptions): FstSettings {
+  return resolveOptions(FST_OPTIONS, pickOptions(FST_OPTIONS, o));
+}
+
+export interface LinearHead {
+  /** The weight parameter (any layout: [F, K] for MatMul, [K, F] for Gemm with transB). */
+  weight: string;
+  /** The bias parameter, when the head has one. */
+  bias?: string;
+  /** The value the head reads, [N, F]. */
+  features: string;
+  /** F: every output unit's fan-in. */
+  width: number;
+}
+
+/** The output Dense layer (nc-mitigation's outputDense) with its bias and the width of the features it reads. */
+export function linearHead(model: Model): LinearHead {
+  const g = model.graph;
+  const { node, x } = outputDense(model);
+  const shape = g.shape(x);
+  const width = shape[1];
+  if (shape.length !== 2 || typeof width !== "number") fail(`${model.name}: the output layer reads [${shape}], not [N, F] features`);
+  const params = new Set(model.params.map((p) => p.value));
+  let bias: string | undefined = node.op === "Gemm" && node.inputs[2] && params.has(node.inputs[2]) ? node.inputs[2] : undefined;
+  if (!bias) {
+    const reader = g.nodes.find((n) => n.op === "Add" && n.inputs.includes(node.outputs[0]));
+    bias = reader?.inputs.find((i) => params.has(i));
+  }
+  return { weight: node.inputs[1], bias, features: x, width };
+}
+
+/** The FST loss: mean CE plus λ·⟨W, W₀⟩/‖W₀‖² on the head weight `weight` (a graph value) against B's W₀. */
+export function fstLoss(weight: string, w0: TensorData, lambda: number): (g: Graph, logits: string, target: string) => string {
+  const scale = lambda / sumSquares(w0.data as Float32Array);
+  return (g, logits, target) => {
+    const ce = softmaxCrossEntropy(g, logits, target);
+    const agree = g.op("ReduceSum", [g.op("Mul", [weight, g.constant(w0, "fst_w0")])], { keepdims: attr.int(0) });
+    return g.op("Add", [ce, g.op("Mul", [agree, g.scalar(scale)])], {}, "fst/loss");
+  };
+}
+
+function sumSquares(a: Float32Array): number {
+  let s = 0;
+  for (const v of a) s += v * v;
+  return s;
+}
+
+/** Rescales `w` in place to Euclidean norm `norm` (the paper's constraint ‖W‖ = ‖W₀‖). */
+export function projectNorm(w: Float32Array, norm: number): void {
+  const n = Math.sqrt(sumSquares(w));
+  if (n === 0) return;
+  const f = norm / n;
+  for (let i = 0; i < w.length; i++) w[i] *= f;
+}
+
+/** cos(a, b) of two same-length vectors (0 when either is zero). */
+export function cosine(a: Float32Array, b: Float32Array): number {
+  let ab = 0;
+  for (let i = 0; i < a.length; i++) ab += a[i] * b[i];
+  const d = Math.sqrt(sumSquares(a) * sumSquares(b));
+  return d === 0 ? 0 : ab / d;
+}
+
+/** The paper's cosine schedule: lr·½(1 + cos(π·e/E)) in epoch e (0-based) of E. */
+export function cosineLr(lr: number, epoch: number, epochs: number): number {
+  return lr * 0.5 * (1 + Math.cos((Math.PI * epoch) / epochs));
+}
+
+/** PyTorch's Linear initialisation: U(−1/√F, 1/√F) for weight and bias. */
+function freshHead(model: Model, head: LinearHead, rand: () => number): Map<string, TensorData> {
+  const bound = 1 / Math.sqrt(head.width);
+  const out = new Map<string, TensorData>();
+  for (const p of [head.weight, head.bias]) {
+    if (!p) continue;
+    const t = model.graph.initializers.get(p)!;
+    out.set(p, tensor("float32", [...t.shape], Float32Array.from({ length: t.data.length }, () => (2 * rand() - 1) * bound)));
+  }
+  return out;
+}
+
+/** The features the head reads, for images x (NCHW), computed once by B's trunk. */
+async function headFeatures(model: Model, head: LinearHead, x: Float32Array, evalBatchSize?: number): Promise<Float32Array> {
+  const [c, h, w] = model.inputShape;
+  const per = c * h * w;
+  const n = x.length / per;
+  const out = new Float32Array(n * head.width);
+  const source = { size: n, shape: model.inputShape, read: (s: number, k: number) => x.subarray(s * per, (s + k) * per) };
+  await withSession(forwardGraph(model, [head.features]), (s) =>
+    forEachBatch(s, source, (o, start) => out.set(o[head.features].data as Float32Array, start * head.width), { batchSize: evalBatchSize ?? DEFAULT_BATCH, input: model.input }),
+  );
+  return out;
+}
+
+/** What one epoch needs: the step data, how a batch becomes the step's input, and the held-out accuracy now. */
+interface Trainee {
+  x: Float32Array;
+  /** Floats per example of x. */
+  per: number;
+  inputShape: number[];
+  runner: StepRunner;
+  accuracy: () => Promise<number>;
+  current: () => Model;
+  release: () => Promise<void>;
+}
+
+export async function fst(model: Model, data: NcData, opts: FstOptions = {}): Promise<FstResult> {
+  const s = checkFstOptions(opts);
+  checkRepairData(model, data, "FST");
+  const head = linearHead(model);
+  const w0 = model.graph.initializers.get(head.weight)!;
+  const w0Data = w0.data as Float32Array;
+  const norm0 = Math.sqrt(sumSquares(w0Data));
+  if (norm0 === 0) fail(`${model.name}: the output layer's weight is all zero; FST has no head to shift away from`);
+  const k = model.numClasses;
+  const { train: tr, held } = splitClean(data.clean, s.holdout, s.seed, "FST");
+  const rand = mulberry32(s.seed);
+  const start = withParams(model, freshHead(model, head, rand));
+  const optimizer = { kind: "sgd" as const, lr: s.lr, momentum: 0.9 };
+  const loss = fstLoss(head.weight, w0, s.shift);
+  const t = s.tune === "head" ? await headTrainee(start, head, tr.x, held, loss, optimizer, s.batchSize, opts.evalBatchSize) : await fullTrainee(start, tr.x, held, loss, optimizer, s.batchSize, opts.evalBatchSize);
+  const base = await accuracyOf(model, held.x, held.y, opts.evalBatchSize);
+  const history: FstEpoch[] = [{ epoch: 0, heldOutAccuracy: base, cosine: 1, loss: NaN, seconds: 0 }];
+  const picker = new RoundPicker(model, base, s.maxDrop);
+  try {
+    const n = tr.y.length;
+    for (let epoch = 1; epoch <= s.epochs; epoch++) {
+      const t0 = performance.now();
+      const lr = cosineLr(s.lr, epoch - 1, s.epochs);
+      let lossSum = 0, batches = 0;
+      for (const idx of shuffledBatches(n, s.batchSize, rand)) {
+        const b = gather(t.x, tr.y, t.per, idx);
+        const r = await t.runner.run(tensor("float32", [idx.length, ...t.inputShape], b.x), tensor("float32", [idx.length, k], oneHot(b.y, k)), lr);
+        if (!Number.isFinite(r.loss)) fail(`FST diverged in epoch ${epoch} (loss ${r.loss}); lower --lr`);
+        projectNorm(t.runner.live().get(head.weight)!.data as Float32Array, norm0);
+        lossSum += r.loss;
+        batches++;
+      }
+      const acc = await t.accuracy();
+      const entry: FstEpoch = { epoch, heldOutAccuracy: acc, cosine: cosine(t.runner.live().get(head.weight)!.data as Float32Array, w0Data), loss: lossSum / batches, seconds: (performance.now() - t0) / 1000 };
+      history.push(entry);
+      opts.onEpoch?.(entry);
+      picker.offer(t.current(), epoch, acc);
+    }
+  } finally {
+    await t.release();
+  }
+  const chosen = picker.pick();
+  return { ...(await finishRepair(model, chosen.model, data, "fst", opts.evalBatchSize)), head, history, chosenEpoch: chosen.round, settings: s };
+}
+
+async function accuracyOf(model: Model, x: Float32Array, y: Int32Array, evalBatchSize?: number): Promise<number> {
+  const [c, h, w] = model.inputShape;
+  const per = c * h * w;
+  let correct = 0;
+  const source = { size: y.length, shape: model.inputShape, read: (s: number, n: number) => x.subarray(s * per, (s + n) * per) };
+  await withSession(forwardGraph(model), (sess) =>
+    forEachBatch(sess, source, (o, at, n) => argmaxRows(o[model.logits].data as Float32Array, model.numClasses).forEach((p, i) => (correct += p === y[at + i] ? 1 : 0)), { batchSize: evalBatchSize ?? DEFAULT_BATCH, input: model.input }),
+  );
+  return correct / y.length;
+}
+
+type Loss = (g: Graph, logits: string, target: string) => string;
+type Sgd = { kind: "sgd"; lr: number; momentum: number };
+
+/** The head alone on stored features: the step graph is the head's graph, the trunk runs once per image. */
+async function headTrainee(start: Model, head: LinearHead, trainX: Float32Array, held: { x: Float32Array; y: Int32Array }, loss: Loss, optimizer: Sgd, batchSize: number, evalBatchSize?: number): Promise<Trainee> {
+  const f = head.width;
+  const x = await headFeatures(start, head, trainX, evalBatchSize);
+  const heldF = await headFeatures(start, head, held.x, evalBatchSize);
+  const g = graphFrom(start, head.features, ["N", f], `${start.name}_head`);
+  const headParams = start.params.filter((p) => p.value === head.weight || p.value === head.bias);
+  const headModel = { name: g.name, graph: g, logits: start.logits, numClasses: start.numClasses, params: headParams };
+  const runner = await StepRunner.create(buildStepGraph(headModel, { optimizer, loss }), { work: { macsPerRun: f * start.numClasses * batchSize } });
+  // Held-out accuracy of the head as it is now: the head graph with its parameters fed.
+  const ev = g.clone(`${g.name}_eval`);
+  for (const p of headParams) ev.liftInitializer(p.value);
+  const evSession = await Session.create(ev);
+  const current = () => withParams(start, runner.params());
+  const accuracy = async () => {
+    const live = runner.live();
+    const feeds: Record<string, TensorData> = Object.fromEntries(headParams.map((p) => [p.value, live.get(p.value)!]));
+    const n = held.y.length;
+    const out = await evSession.run({ ...feeds, [start.input]: tensor("float32", [n, f], heldF) }, [start.logits]);
+    const pred = argmaxRows(out[start.logits].data as Float32Array, start.numClasses);
+    let correct = 0;
+    pred.forEach((p, i) => (correct += p === held.y[i] ? 1 : 0));
+    return correct / n;
+  };
+  return {
+    x,
+    per: f,
+    inputShape: [f],
+    runner,
+    accuracy,
+    current,
+    release: async () => {
+      await runner.release();
+      await evSession.release();
+    },
+  };
+}
+
+/** Every parameter, as in the paper: the usual training step with the FST loss. */
+async function fullTrainee(start: Model, trainX: Float32Array, held: { x: Float32Array; y: Int32Array }, loss: Loss, optimizer: Sgd, batchSize: number, evalBatchSize?: number): Promise<Trainee> {
+  const [c, h, w] = start.inputShape;
+  const runner = await StepRunner.create(buildStepGraph(start, { optimizer, loss }), gradientWork(start, batchSize));
+  const current = () => withParams(start, runner.params());
+  return { x: trainX, per: c * h * w, inputShape: [c, h, w], runner, accuracy: () => accuracyOf(current(), held.x, held.y, evalBatchSize), current, release: () => runner.release() };
+}
