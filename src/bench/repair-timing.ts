@@ -1,13 +1,14 @@
-// npm run bench:repair-timing — wall time of the training-loop repairs (SAU, FT-SAM, i-BAU) at their defaults,
+// npm run bench:repair-timing — wall time of the training-loop repairs (SAU, FT-SAM, i-BAU, FST) at their defaults,
 // each next to one forward pass over the same images in the same run (the baseline: a repair is a few dozen
 // forward-equivalents per image; the ratio says how many).
 //   1. a zoo model (--model-dir, default zoo/badnet_patch, else the bundled example) on its valid.h5;
 //   2. the DeepID net (CSAW sunglasses model) on --deepid-images (default 10,000) clean fixture faces, replicated
 //      with ±2 grey levels of noise (timing only: the faces' content does not matter for the cost).
 // Targets: ≤ 60 s on the zoo model, ≤ 5 min on DeepID.
-//   node dist/bench/repair-timing.js [--model-dir DIR] [--deepid-images N] [--repairs sau,ft-sam,ibau] [--sau-rounds R]
+//   node dist/bench/repair-timing.js [--model-dir DIR] [--deepid-images N] [--repairs sau,ft-sam,ibau,fst] [--sau-rounds R]
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { fst } from "../defenses/fst.js";
 import { ftSam } from "../defenses/ft-sam.js";
 import { ibau } from "../defenses/ibau.js";
 import { sau } from "../defenses/sau.js";
@@ -24,7 +25,7 @@ import type { ZooManifest } from "../zoo/build.js";
 import { fixturesDir, loadDeepId, row } from "./common.js";
 import { benchArgs } from "./args.js";
 
-const REPAIRS = ["sau", "ft-sam", "ibau"] as const;
+const REPAIRS = ["sau", "ft-sam", "ibau", "fst"] as const;
 type RepairName = (typeof REPAIRS)[number];
 
 const { values } = benchArgs(import.meta.url, {
@@ -63,6 +64,9 @@ async function timeRepairs(label: string, model: Model, data: Dataset, inputScal
     } else if (name === "ft-sam") {
       const r = await ftSam(model, { clean: data });
       note = `${r.settings.epochs} epochs`;
+    } else if (name === "fst") {
+      const r = await fst(model, { clean: data });
+      note = `${r.settings.epochs} epochs, --tune ${r.settings.tune}`;
     } else {
       const r = await ibau(model, { clean: data }, { inputScale });
       note = `${r.settings.rounds} rounds`;

@@ -153,7 +153,7 @@ test("re-inversion: only candidates tied for the lowest score are re-inverted; a
   assert.deepEqual(pendingReinversion([score("none", 0.9, undefined, 0.5)], 0.01, 765).indices, []);
 });
 
-test("autoPlan: the first candidate also runs on the most anomalous flagged label alone when several are flagged", () => {
+test("autoPlan: prune-unlearn also runs on the most anomalous flagged label alone when several are flagged", () => {
   const nc = {
     labels: [
       { label: 2, l1Norm: 50, anomalyIndex: 0.1, attackSuccess: 0.9, flagged: true, flaggedBy: ["blend"], blendAnomalyIndex: 4.8 },
@@ -166,7 +166,7 @@ test("autoPlan: the first candidate also runs on the most anomalous flagged labe
   assert.equal(strongestLabel(nc, [2, 8]), 2);
   assert.equal(strongestLabel(undefined, [2, 8]), undefined);
   const plan = autoPlan([2, 7, 8], nc);
-  assert.deepEqual(plan.slice(0, 2), [{ name: "prune-unlearn", defense: "prune-unlearn" }, { name: "prune-unlearn[7]", defense: "prune-unlearn", labels: [7] }]);
+  assert.deepEqual(plan.slice(0, 3), [{ name: "fst", defense: "fst" }, { name: "prune-unlearn", defense: "prune-unlearn" }, { name: "prune-unlearn[7]", defense: "prune-unlearn", labels: [7] }]);
   assert.equal(plan.at(-1)?.name, "none");
   assert.equal(autoPlan([7], nc).length, autoPlan([2, 7, 8]).length);
   assert.deepEqual(autoPlan([]), [{ name: "none", defense: "none" }]);

@@ -21,7 +21,7 @@
 // that Neural Cleanse flagged (on blend, seed 0, labels 2, 6 and 8 beside the real target 7: unlearning them
 // costs ~3 points) or out of every repair's reach within the accuracy window: it cannot separate the candidates,
 // and with the worst over all labels it hid every difference on the labels that can be repaired. If no label
-// counts, all do (the rule without this step). With two or more labels flagged, the first candidate is also run
+// counts, all do (the rule without this step). With two or more labels flagged, prune-unlearn is also run
 // on the most anomalous label alone (`autoPlan`), so that a repair that leaves the false flags alone can stay
 // inside the accuracy window. All of this reads only the selection split and Neural Cleanse's own evidence.
 //
@@ -77,9 +77,15 @@ export const NO_CHANGE = "none";
 // stand in for it: it herds 61–97% of the images into one class on clean and backdoored zoo models alike
 // (docs/repairs.md), so a repair "winning" on it only costs clean accuracy. B stays unchanged (G is still
 // calibrated on its input-level signals).
-// Order matters for ties (chooseCandidate): prune-unlearn first (the only one reaching ~2% on patch triggers),
-// SAU before unlearning (it took blend to 1.6% where unlearning left 4.3% at the same reversed-trigger score).
-export const autoCandidates = (flagged: readonly number[]): string[] => (flagged.length ? ["prune-unlearn", "sau", "unlearn", "ft-sam", "ibau", "fine-prune", NO_CHANGE] : [NO_CHANGE]);
+// Order matters for ties (chooseCandidate): FST first (on the zoo it took patch, blend, WaNet and low-frequency
+// triggers under 1% where the reversed trigger showed no difference between it and the trigger-based repairs,
+// docs/repairs.md "Feature Shift Tuning"), then prune-unlearn (the trigger-based repair reaching ~2% on patch
+// triggers), SAU before unlearning (it took blend to 1.6% where unlearning left 4.3% at the same
+// reversed-trigger score).
+export const autoCandidates = (flagged: readonly number[]): string[] => (flagged.length ? ["fst", LABEL_RUN, "sau", "unlearn", "ft-sam", "ibau", "fine-prune", NO_CHANGE] : [NO_CHANGE]);
+
+/** The candidate that also runs on the most anomalous flagged label alone (autoPlan): the first one using the triggers. */
+export const LABEL_RUN = "prune-unlearn";
 
 /** One auto candidate: a registered defense (or "none"), run on all flagged labels or on `labels` only. */
 export interface AutoCandidate {
@@ -107,13 +113,14 @@ export function strongestLabel(nc: Pick<ReportNeuralCleanse, "labels"> | undefin
 }
 
 /**
- * autoCandidates as a plan; with two or more flagged labels the first candidate also runs on the most anomalous
- * label alone, right after its run on all of them (see the file's head: false flags).
+ * autoCandidates as a plan; with two or more flagged labels LABEL_RUN also runs on the most anomalous label
+ * alone, right after its run on all of them (see the file's head: false flags).
  */
 export function autoPlan(flagged: readonly number[], nc?: Pick<ReportNeuralCleanse, "labels">): AutoCandidate[] {
   const plan: AutoCandidate[] = autoCandidates(flagged).map((d) => ({ name: d, defense: d }));
   const top = flagged.length > 1 ? strongestLabel(nc, flagged) : undefined;
-  if (top !== undefined) plan.splice(1, 0, { name: `${plan[0].defense}[${top}]`, defense: plan[0].defense, labels: [top] });
+  const at = plan.findIndex((c) => c.defense === LABEL_RUN);
+  if (top !== undefined && at >= 0) plan.splice(at + 1, 0, { name: `${LABEL_RUN}[${top}]`, defense: LABEL_RUN, labels: [top] });
   return plan;
 }
 

@@ -70,8 +70,8 @@ for (const tune of ["head", "all"] as const) {
   test(`FST (--tune ${tune}) on the tiny patch backdoor: the head moves away from B's, norm kept, backdoor weaker`, async () => {
     const model = await backdooredModel();
     const poisoned = poisonedSet(120, 73);
-    const r = await fst(model, { clean: cleanSet(320, 72), test: cleanSet(200, 74), poisoned }, { epochs: 4, shift: 1, tune, seed: 1 });
-    assert.equal(r.history.length, 5);
+    const r = await fst(model, { clean: cleanSet(320, 72), test: cleanSet(200, 74), poisoned }, { shift: 1, tune, seed: 1 });
+    assert.equal(r.history.length, r.settings.epochs + 1);
     const head = linearHead(model);
     const w0 = model.graph.initializers.get(head.weight)!.data as Float32Array;
     const w = r.model.graph.initializers.get(head.weight)!.data as Float32Array;
@@ -90,7 +90,10 @@ for (const tune of ["head", "all"] as const) {
   });
 }
 
-test("FST: bad options and data are one-line UserErrors", async () => {
+test("FST: the learning rate by what trains; bad options and data are one-line UserErrors", async () => {
+  assert.equal(checkFstOptions({}).lr, 0.1);
+  assert.equal(checkFstOptions({ tune: "all" }).lr, 0.01);
+  assert.equal(checkFstOptions({ tune: "all", lr: 0.2 }).lr, 0.2);
   assert.throws(() => checkFstOptions({ epochs: 0 }), UserError);
   assert.throws(() => checkFstOptions({ shift: -1 }), UserError);
   assert.throws(() => checkFstOptions({ lr: 0 }), UserError);

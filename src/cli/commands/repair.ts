@@ -22,7 +22,7 @@ export const repairCommand: Command = {
     ...MODEL_OPTIONS,
     "batch-size": { type: "string", description: "the defense's batch size (its own default when absent; Neural Cleanse keeps its own)" },
     ...DATA_OPTIONS,
-    defense: { type: "string", description: `the repair: auto (when a label is flagged: prune-unlearn, sau, unlearn, ft-sam, ibau, fine-prune and B unchanged, scored on a held-out part of --clean, the best kept; see result.json selection) or ${DEFENSES.map((d) => d.name).join(", ")}`, defaultText: "auto" },
+    defense: { type: "string", description: `the repair: auto (when a label is flagged: fst, prune-unlearn, sau, unlearn, ft-sam, ibau, fine-prune and B unchanged, scored on a held-out part of --clean, the best kept; see result.json selection) or ${DEFENSES.map((d) => d.name).join(", ")}`, defaultText: "auto" },
     "auto-budget": { type: "string", description: "with --defense auto: seconds after which no further candidate repair starts (the first always runs)", defaultText: "no limit" },
     "accuracy-window": {
       type: "string",
