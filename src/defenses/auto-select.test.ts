@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { cleanSet, backdooredModel, poisonedSet } from "../test/tiny-patch-mlp.js";
-import { autoPlan, chooseCandidate, countedLabels, effectiveTolerance, pendingReinversion, splitForSelection, strongestLabel, targetedShare, type CandidateScore } from "./auto-select.js";
+import { autoPlan, chooseCandidate, countedHeldOut, countedLabels, effectiveTolerance, pendingReinversion, splitForSelection, strongestLabel, targetedShare, type CandidateScore } from "./auto-select.js";
 import { checkRepairRequest, repair, type RepairRequest } from "./pipeline.js";
 import { OptionError } from "./defense.js";
 import { UserError } from "../errors.js";
@@ -84,6 +84,23 @@ test("chooseCandidate: a flagged label no eligible repair can halve does not dom
   // No label halved by any eligible repair: every label counts (the rule without the per-label step).
   const none = [perLabel("a", 0.9, { 1: 0.8, 2: 0.7 }), perLabel("none", 0.9, { 1: 0.9, 2: 0.9 })];
   assert.deepEqual(countedLabels(none, [0, 1]), { counted: [1, 2], ignored: [] });
+});
+
+test("chooseCandidate: the other family's trigger counts only where an eligible repair halves it", () => {
+  const held = (defense: string, acc: number, own: number, other: number): CandidateScore => ({ ...perLabel(defense, acc, { 2: own }), heldOut: [{ label: 2, success: other }] });
+  // WaNet-like: the repair trained on the flagging family's trigger looks best on it (2%) but the other family's
+  // trigger still works on it (10%); the repair that used no trigger is low on both and wins.
+  const s = [held("fst", 0.878, 0.05, 0.05), held("pu", 0.885, 0.02, 0.1), held("none", 0.888, 0.95, 0.96)];
+  assert.deepEqual(countedHeldOut(s, [0, 1, 2]), [2]);
+  assert.equal(s[chooseCandidate(s, 0.01, 690).index].defense, "fst");
+  // Without the other family's figures the in-sample trigger decides.
+  const plain = s.map(({ heldOut: _h, ...x }) => x);
+  assert.equal(plain[chooseCandidate(plain, 0.01, 690).index].defense, "pu");
+  // random_pos-like: no eligible repair halves the other family's trigger (a natural feature of the class): it
+  // does not count, and the choice is the in-sample one.
+  const natural = [held("sau", 0.878, 0.25, 0.5), held("unlearn", 0.894, 0.026, 0.65), held("none", 0.884, 0.95, 0.96)];
+  assert.deepEqual(countedHeldOut(natural, [0, 1, 2]), []);
+  assert.equal(natural[chooseCandidate(natural, 0.01, 690).index].defense, "unlearn");
 });
 
 test("chooseCandidate: a chosen candidate that leaves the reversed trigger working names the repair outside the window that removes it", () => {

@@ -164,6 +164,11 @@ export interface CandidateScore {
   perLabel?: { label: number; success: number }[];
   /** Per position-free label: its reversed trigger's success at a random position per image. */
   moved?: { label: number; success: number }[];
+  /**
+   * Per flagged label: the success of its reversed trigger of the other family, which no repair trained on
+   * (ScoreOptions.heldOut); in the attack score only where some eligible repair halves it (countedHeldOut).
+   */
+  heldOut?: { label: number; success: number }[];
   /** The flagged labels the candidate was run on (undefined: all of them, or it uses no trigger). */
   labels?: number[];
   /** Largest share of the selection images the network gets right (other classes) that one universal perturbation sends to one class. */
@@ -196,6 +201,8 @@ export function splitForSelection(data: Dataset, fraction: number, seed = 0): { 
 
 export interface ScoreOptions {
   triggers: readonly ReversedTrigger[];
+  /** The flagged labels' triggers of the other family (TriggerInput.heldOut): scored apart, see CandidateScore.heldOut. */
+  heldOut?: readonly ReversedTrigger[];
   /** Position-free labels (shift-evidence.ts): their triggers are scored at their found position and moved. */
   anywhere?: readonly number[];
   /** Pixels are in [0, 255 / inputScale]. */
@@ -215,21 +222,26 @@ export async function scoreCandidate(defense: string, m: Model, selection: Datas
   let triggerSuccess: number | undefined;
   const byLabel = new Map<number, number>();
   const moved = new Map<number, number>();
-  for (const [k, t] of o.triggers.entries()) {
+  // One trigger's success; a position-free label (shift-evidence.ts) is also scored with its trigger at a random
+  // position per image, and the worse counts.
+  const success = async (t: ReversedTrigger, k: number, movedInto?: Map<number, number>): Promise<number> => {
     const rate = async (src: BatchSource) => {
       const r = triggerHits(await predictLabels(m, src, { batchSize: o.batchSize }), labels, t.label);
       return r.n ? r.hits / r.n : 0;
     };
-    let v = await rate(stampedSource(selection, t));
-    // A position-free label (shift-evidence.ts) is also scored with its trigger at a random position per image.
-    if (o.anywhere?.includes(t.label)) {
-      const w = await rate(translatedSource(selection, t, (o.seed ?? 0) + 31 * k));
-      moved.set(t.label, Math.max(moved.get(t.label) ?? 0, w));
-      v = Math.max(v, w);
-    }
+    const v = await rate(stampedSource(selection, t));
+    if (!o.anywhere?.includes(t.label)) return v;
+    const w = await rate(translatedSource(selection, t, (o.seed ?? 0) + 31 * k));
+    movedInto?.set(t.label, Math.max(movedInto.get(t.label) ?? 0, w));
+    return Math.max(v, w);
+  };
+  for (const [k, t] of o.triggers.entries()) {
+    const v = await success(t, k, moved);
     triggerSuccess = Math.max(triggerSuccess ?? 0, v);
     byLabel.set(t.label, Math.max(byLabel.get(t.label) ?? 0, v));
   }
+  const held = new Map<number, number>();
+  for (const [k, t] of (o.heldOut ?? []).entries()) held.set(t.label, Math.max(held.get(t.label) ?? 0, await success(t, o.triggers.length + k)));
   const perLabel = byLabel.size ? [...byLabel].map(([label, success]) => ({ label, success })) : undefined;
   const per = selection.shape[0] * selection.shape[1] * selection.shape[2];
   const radius = (o.rms ?? 0.1) * (255 / o.inputScale) * Math.sqrt(per);
@@ -237,7 +249,7 @@ export async function scoreCandidate(defense: string, m: Model, selection: Datas
   const y = Int32Array.from(labels);
   const delta = await universalPerturbation(m, x, y, radius, o.steps ?? 20, o.batchSize ?? 64, mulberry32((o.seed ?? 0) + 1913));
   const adv = await predictLabels(m, perturbedDataset(memoryDataset(selection.name, selection.shape, x, y), delta), { batchSize: o.batchSize });
-  return { defense, cleanAccuracy, triggerSuccess, ...(perLabel ? { perLabel } : {}), ...(moved.size ? { moved: [...moved].map(([label, success]) => ({ label, success })) } : {}), adversarialSuccess: targetedShare(y, pred, adv, m.numClasses), seconds };
+  return { defense, cleanAccuracy, triggerSuccess, ...(perLabel ? { perLabel } : {}), ...(moved.size ? { moved: [...moved].map(([label, success]) => ({ label, success })) } : {}), ...(held.size ? { heldOut: [...held].map(([label, success]) => ({ label, success })) } : {}), adversarialSuccess: targetedShare(y, pred, adv, m.numClasses), seconds };
 }
 
 /**
@@ -281,6 +293,22 @@ export function countedLabels(scores: readonly CandidateScore[], eligible: reado
   return { counted, ignored: labels.filter((l) => !counted.includes(l)) };
 }
 
+/**
+ * The flagged labels whose other-family trigger counts in the attack score: as for countedLabels, those some
+ * eligible repair run on them brings to at most half of B's success on it. Unlike the flagging family's trigger,
+ * none counts when none qualifies: a trigger no repair can halve is a natural feature of its class (random_pos:
+ * the blend family's trigger of label 4 kept 50–95% on every repair) and would only hide the differences.
+ */
+export function countedHeldOut(scores: readonly CandidateScore[], eligible: readonly number[]): number[] {
+  const of = (s: CandidateScore, l: number): number | undefined => s.heldOut?.find((p) => p.label === l)?.success;
+  const labels = [...new Set(scores.flatMap((s) => (s.heldOut ?? []).map((p) => p.label)))].sort((a, b) => a - b);
+  const b = scores.find((s) => s.defense === NO_CHANGE);
+  return labels.filter((l) => {
+    const base = (b && of(b, l)) ?? 1;
+    return eligible.some((i) => scores[i].defense !== NO_CHANGE && (scores[i].labels?.includes(l) ?? true) && (of(scores[i], l) ?? Infinity) <= base / 2 + 1e-12);
+  });
+}
+
 /** A label's attack figure: its stamped reversed trigger's success, or the re-inverted trigger's when it counts and is higher. */
 function labelAttack(s: CandidateScore, label: number): number | undefined {
   const stamped = s.perLabel?.find((p) => p.label === label)?.success;
@@ -290,11 +318,15 @@ function labelAttack(s: CandidateScore, label: number): number | undefined {
   return fresh === undefined ? stamped : Math.max(stamped, fresh);
 }
 
-/** Attack score over the counted labels (the worst of them); attackOf when the score has no per-label figures. */
-function attackOver(s: CandidateScore, counted: readonly number[]): number {
-  if (!s.perLabel || counted.length === 0) return attackOf(s);
+/**
+ * Attack score over the counted labels (the worst of them), and over the counted other-family triggers;
+ * attackOf when the score has no per-label figures.
+ */
+function attackOver(s: CandidateScore, counted: readonly number[], countedHeld: readonly number[] = []): number {
+  const held = countedHeld.map((l) => s.heldOut?.find((p) => p.label === l)?.success).filter((x): x is number => x !== undefined);
+  if (!s.perLabel || counted.length === 0) return Math.max(attackOf(s), ...held);
   const v = counted.map((l) => labelAttack(s, l)).filter((x): x is number => x !== undefined);
-  return v.length ? Math.max(...v) : attackOf(s);
+  return Math.max(v.length ? Math.max(...v) : attackOf(s), ...held);
 }
 
 /** The rule's intermediate figures: who is eligible, which labels count, and the candidates tied on attack. */
@@ -304,7 +336,8 @@ function ruleState(scores: readonly CandidateScore[], minTolerance: number, sele
   const eligible = scores.map((s, i) => i).filter((i) => scores[i].cleanAccuracy >= best - tolerance - 1e-12);
   // Which labels count is decided on the stamped triggers alone (see the file's head: false flags).
   const { counted, ignored } = countedLabels(scores, eligible);
-  const attack = (s: CandidateScore): number => attackOver(s, counted);
+  const countedHeld = countedHeldOut(scores, eligible);
+  const attack = (s: CandidateScore): number => attackOver(s, counted, countedHeld);
   const lowest = Math.min(...eligible.map((i) => attack(scores[i])));
   // Attack scores within the noise of the lowest are ties (only when the split's size is known).
   const band = selectionSize ? 1.96 * Math.sqrt(Math.max(lowest * (1 - lowest), 1 / selectionSize) / selectionSize) : 0;
@@ -398,9 +431,9 @@ export function selectionSection(
 ): ReportSelection {
   const { tolerance, window, skipped, tradeoff } = o;
   return {
-    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of ${window} and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within ${TIE_GAP} of it: the earlier candidate); a position-free label (shiftEvidence: its reversed trigger rolled to random positions keeps at least a quarter of its success on B) is scored by the worse of the trigger where found and rolled`,
+    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of ${window} and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within ${TIE_GAP} of it: the earlier candidate); a position-free label (shiftEvidence: its reversed trigger rolled to random positions keeps at least a quarter of its success on B) is scored by the worse of the trigger where found and rolled; a flagged label's trigger of the other family (heldOut, which no repair trained on) counts too where some eligible repair halves B's success on it`,
     selectionSize,
-    candidates: scores.map((s) => ({ defense: s.defense, cleanAccuracy: s.cleanAccuracy, ...(s.triggerSuccess === undefined ? {} : { triggerSuccess: s.triggerSuccess }), adversarialSuccess: s.adversarialSuccess, seconds: s.seconds, ...(s.reinverted ? { reinverted: s.reinverted, reinvertSeconds: s.reinvertSeconds } : {}), ...(s.moved ? { moved: s.moved } : {}) })),
+    candidates: scores.map((s) => ({ defense: s.defense, cleanAccuracy: s.cleanAccuracy, ...(s.triggerSuccess === undefined ? {} : { triggerSuccess: s.triggerSuccess }), adversarialSuccess: s.adversarialSuccess, seconds: s.seconds, ...(s.reinverted ? { reinverted: s.reinverted, reinvertSeconds: s.reinvertSeconds } : {}), ...(s.moved ? { moved: s.moved } : {}), ...(s.heldOut ? { heldOut: s.heldOut } : {}) })),
     chosen: scores[chosen].defense,
     reason,
     ...(skipped.length ? { skipped } : {}),

@@ -189,6 +189,11 @@ export interface TriggerInput {
   source: string;
   /** Neural Cleanse's report section when detection ran in this process. */
   neuralCleanse?: ReportNeuralCleanse;
+  /**
+   * The flagged labels' reversed triggers of the other family, which no repair trains on: `repair --defense auto`
+   * scores its candidates on them too (auto-select.ts, countedHeldOut).
+   */
+  heldOut?: ReversedTrigger[];
 }
 
 export interface DefenseContext {

@@ -44,7 +44,9 @@ export function triggersFromDetection(r: NeuralCleanseResult, suspects: readonly
     triggers.push(t);
   }
   const source = added.length ? `neural-cleanse detection; not flagged, suspected by the user: ${added.join(", ")}` : "neural-cleanse detection";
-  return { flagged, triggers, source, neuralCleanse: neuralCleanseReport(r) };
+  // The flagged labels' triggers of the families not used above (present when the scan kept every trigger).
+  const heldOut = (r.allTriggers ?? []).filter((t) => flagged.includes(t.label) && !triggers.some((u) => u.label === t.label && (u.family ?? "mask") === (t.family ?? "mask")));
+  return { flagged, triggers, source, neuralCleanse: neuralCleanseReport(r), ...(heldOut.length ? { heldOut } : {}) };
 }
 
 export interface RepairRequest {
@@ -136,7 +138,8 @@ export async function repair(model: Model, all: DefenseData, req: RepairRequest)
   if (sel) data = { ...data, clean: sel.fit };
   let detection = req.detected;
   if (!detection && req.detect !== false) {
-    const keepTriggers = req.detect?.keepTriggers || !!req.suspects?.length;
+    // auto also scores its candidates on the flagged labels' triggers of the other family (TriggerInput.heldOut).
+    const keepTriggers = req.detect?.keepTriggers || !!req.suspects?.length || !defense;
     detection = await detectBackdoor(model, data.clean, { ...(req.detect ?? {}), keepTriggers, inputScale: req.inputScale, onProgress: req.progress && ((p) => req.progress!(ncProgressEvent(p))) });
     lap("neural-cleanse");
   }
@@ -217,7 +220,7 @@ async function autoRepair(
     }
     req.progress?.({ stage: "auto: scoring", done: outcomes.length, total: defenses.length, unit: "candidate", note: name });
     const q0 = performance.now();
-    const sc = await scoreCandidate(name, outcome.repaired, selection, { triggers: triggers?.triggers ?? [], anywhere, inputScale: req.inputScale, seed: numberOr(req.common?.seed, 0) }, seconds);
+    const sc = await scoreCandidate(name, outcome.repaired, selection, { triggers: triggers?.triggers ?? [], heldOut: triggers?.heldOut, anywhere, inputScale: req.inputScale, seed: numberOr(req.common?.seed, 0) }, seconds);
     scores.push(plan[k].labels ? { ...sc, labels: plan[k].labels } : sc);
     timings[`auto: ${name}`] = seconds;
     timings[`auto: score ${name}`] = (performance.now() - q0) / 1000;
@@ -242,7 +245,7 @@ async function autoRepair(
   const p = (v: number | undefined) => (v === undefined ? "—" : `${(100 * v).toFixed(1)}%`);
   outcome.lines = [
     `auto        ${scores.length} candidate(s) scored on ${selection.size} held-out clean images (clean acc / reversed-trigger / adversarial success):`,
-    ...scores.map((s, i) => `  ${i === index ? "*" : " "} ${s.defense.padEnd(11)} ${p(s.cleanAccuracy).padStart(6)} / ${p(s.triggerSuccess).padStart(6)} / ${p(s.adversarialSuccess).padStart(6)}  (${s.seconds.toFixed(1)} s)${s.perLabel && s.perLabel.length > 1 ? `  per label ${s.perLabel.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}${s.reinverted ? `  re-inverted ${s.reinverted.map((q) => `${q.label}: L1 ${q.l1Norm.toFixed(1)} ${q.counts ? `<= ${q.bound.toFixed(1)}, ${p(q.success)}` : `> ${q.bound.toFixed(1)}, not counted`}`).join("; ")}` : ""}`),
+    ...scores.map((s, i) => `  ${i === index ? "*" : " "} ${s.defense.padEnd(11)} ${p(s.cleanAccuracy).padStart(6)} / ${p(s.triggerSuccess).padStart(6)} / ${p(s.adversarialSuccess).padStart(6)}  (${s.seconds.toFixed(1)} s)${s.perLabel && s.perLabel.length > 1 ? `  per label ${s.perLabel.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}${s.heldOut ? `  other family ${s.heldOut.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}${s.reinverted ? `  re-inverted ${s.reinverted.map((q) => `${q.label}: L1 ${q.l1Norm.toFixed(1)} ${q.counts ? `<= ${q.bound.toFixed(1)}, ${p(q.success)}` : `> ${q.bound.toFixed(1)}, not counted`}`).join("; ")}` : ""}`),
     ...(skipped.length ? [`  not run: ${skipped.join(", ")}`] : []),
     ...shift.map((e) => `  label ${e.label} on B: reversed trigger ${p(e.atFound)} where found, ${p(e.translated)} moved at random (ratio ${e.ratio.toFixed(2)}; ${p(e.offShare)} of the rolls move it off itself): ${e.positionFree ? "position-free, scored moved too" : "fixed position"}`),
     `chose       ${reason}`,

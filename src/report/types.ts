@@ -270,6 +270,8 @@ export interface ReportSelection {
     reinvertSeconds?: number;
     /** Per position-free label: the reversed trigger's success at a random position per image (counted in triggerSuccess). */
     moved?: { label: number; success: number }[];
+    /** Per flagged label: its reversed trigger of the other family, which no repair trained on (counted where some eligible repair halves B's success on it). */
+    heldOut?: { label: number; success: number }[];
   }[];
   chosen: string;
   reason: string;
