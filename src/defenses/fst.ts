@@ -192,8 +192,8 @@ export async function fst(model: Model, data: NcData, opts: FstOptions = {}): Pr
   const start = withParams(model, freshHead(model, head, rand));
   const optimizer = { kind: "sgd" as const, lr: s.lr, momentum: 0.9 };
   const loss = fstLoss(head.weight, w0, s.shift);
-  const t = s.tune === "head" ? await headTrainee(start, head, tr.x, held, loss, optimizer, s.batchSize, opts.evalBatchSize) : await fullTrainee(start, tr.x, held, loss, optimizer, s.batchSize, opts.evalBatchSize);
   const base = await accuracyOf(model, held.x, held.y, opts.evalBatchSize);
+  const t = s.tune === "head" ? await headTrainee(start, head, tr.x, held, loss, optimizer, s.batchSize, opts.evalBatchSize) : await fullTrainee(start, tr.x, held, loss, optimizer, s.batchSize, opts.evalBatchSize);
   const history: FstEpoch[] = [{ epoch: 0, heldOutAccuracy: base, cosine: 1, loss: NaN, seconds: 0 }];
   const picker = new RoundPicker(model, base, s.maxDrop);
   try {
