@@ -282,13 +282,7 @@ const attackOf = (s: CandidateScore): number => s.triggerSuccess ?? s.adversaria
  * qualifies, or when the scores have no per-label figures.
  */
 export function countedLabels(scores: readonly CandidateScore[], eligible: readonly number[]): { counted: number[]; ignored: number[] } {
-  const labels = [...new Set(scores.flatMap((s) => (s.perLabel ?? []).map((p) => p.label)))].sort((a, b) => a - b);
-  const b = scores.find((s) => s.defense === NO_CHANGE);
-  const of = (s: CandidateScore, l: number): number | undefined => s.perLabel?.find((p) => p.label === l)?.success;
-  const counted = labels.filter((l) => {
-    const base = (b && of(b, l)) ?? 1;
-    return eligible.some((i) => scores[i].defense !== NO_CHANGE && (scores[i].labels?.includes(l) ?? true) && (of(scores[i], l) ?? Infinity) <= base / 2 + 1e-12);
-  });
+  const { labels, counted } = halvedLabels(scores, eligible, (s) => s.perLabel);
   if (counted.length === 0) return { counted: labels, ignored: [] };
   return { counted, ignored: labels.filter((l) => !counted.includes(l)) };
 }
@@ -300,13 +294,22 @@ export function countedLabels(scores: readonly CandidateScore[], eligible: reado
  * the blend family's trigger of label 4 kept 50–95% on every repair) and would only hide the differences.
  */
 export function countedHeldOut(scores: readonly CandidateScore[], eligible: readonly number[]): number[] {
-  const of = (s: CandidateScore, l: number): number | undefined => s.heldOut?.find((p) => p.label === l)?.success;
-  const labels = [...new Set(scores.flatMap((s) => (s.heldOut ?? []).map((p) => p.label)))].sort((a, b) => a - b);
+  return halvedLabels(scores, eligible, (s) => s.heldOut).counted;
+}
+
+/**
+ * The labels in `figures` (per candidate), and those some eligible repair (not "none") run on them brings to at
+ * most half of B's figure ("none"'s; 1 when B was not scored).
+ */
+function halvedLabels(scores: readonly CandidateScore[], eligible: readonly number[], figures: (s: CandidateScore) => readonly { label: number; success: number }[] | undefined): { labels: number[]; counted: number[] } {
+  const of = (s: CandidateScore, l: number): number | undefined => figures(s)?.find((p) => p.label === l)?.success;
+  const labels = [...new Set(scores.flatMap((s) => (figures(s) ?? []).map((p) => p.label)))].sort((a, b) => a - b);
   const b = scores.find((s) => s.defense === NO_CHANGE);
-  return labels.filter((l) => {
+  const counted = labels.filter((l) => {
     const base = (b && of(b, l)) ?? 1;
     return eligible.some((i) => scores[i].defense !== NO_CHANGE && (scores[i].labels?.includes(l) ?? true) && (of(scores[i], l) ?? Infinity) <= base / 2 + 1e-12);
   });
+  return { labels, counted };
 }
 
 /** A label's attack figure: its stamped reversed trigger's success, or the re-inverted trigger's when it counts and is higher. */
