@@ -20,11 +20,12 @@ import { Session, withSession } from "../runtime/session.js";
 import { gradientWork } from "../runtime/threads.js";
 import { graphFrom } from "../train/tail.js";
 import { buildStepGraph, oneHot, StepRunner } from "../train/trainer.js";
-import { gather, shuffledBatches, splitClean } from "../train/split.js";
+import { gather, shuffledBatches } from "../train/split.js";
 import { mulberry32 } from "../util/random.js";
 import { checkRepairData } from "./anp.js";
 import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
-import { finishRepair, RoundPicker } from "./held-out-repair.js";
+import { countCorrect } from "../eval/evaluate.js";
+import { finishRepair, heldOutSplit, RoundPicker } from "./held-out-repair.js";
 import { outputDense, type NcData, type NcEvaluation } from "./nc-mitigation.js";
 
 export const FST_TUNE = ["head", "all"] as const;
@@ -187,13 +188,13 @@ export async function fst(model: Model, data: NcData, opts: FstOptions = {}): Pr
   const norm0 = Math.sqrt(sumSquares(w0Data));
   if (norm0 === 0) fail(`${model.name}: the output layer's weight is all zero; FST has no head to shift away from`);
   const k = model.numClasses;
-  const { train: tr, held } = splitClean(data.clean, s.holdout, s.seed, "FST");
+  const { train: tr, heldOut: held, accuracy: accOf } = heldOutSplit(data.clean, s.holdout, s.seed, "FST", opts.evalBatchSize);
   const rand = mulberry32(s.seed);
   const start = withParams(model, freshHead(model, head, rand));
   const optimizer = { kind: "sgd" as const, lr: s.lr, momentum: 0.9 };
   const loss = fstLoss(head.weight, w0, s.shift);
-  const base = await accuracyOf(model, held.x, held.y, opts.evalBatchSize);
-  const t = s.tune === "head" ? await headTrainee(start, head, tr.x, held, loss, optimizer, s.batchSize, opts.evalBatchSize) : await fullTrainee(start, tr.x, held, loss, optimizer, s.batchSize, opts.evalBatchSize);
+  const base = await accOf(model);
+  const t = s.tune === "head" ? await headTrainee(start, head, tr.x, held, loss, optimizer, s.batchSize, opts.evalBatchSize) : await fullTrainee(start, tr.x, accOf, loss, optimizer, s.batchSize);
   const history: FstEpoch[] = [{ epoch: 0, heldOutAccuracy: base, cosine: 1, loss: NaN, seconds: 0 }];
   const picker = new RoundPicker(model, base, s.maxDrop);
   try {
@@ -223,17 +224,6 @@ export async function fst(model: Model, data: NcData, opts: FstOptions = {}): Pr
   return { ...(await finishRepair(model, chosen.model, data, "fst", opts.evalBatchSize)), head, history, chosenEpoch: chosen.round, settings: s };
 }
 
-async function accuracyOf(model: Model, x: Float32Array, y: Int32Array, evalBatchSize?: number): Promise<number> {
-  const [c, h, w] = model.inputShape;
-  const per = c * h * w;
-  let correct = 0;
-  const source = { size: y.length, shape: model.inputShape, read: (s: number, n: number) => x.subarray(s * per, (s + n) * per) };
-  await withSession(forwardGraph(model), (sess) =>
-    forEachBatch(sess, source, (o, at, n) => argmaxRows(o[model.logits].data as Float32Array, model.numClasses).forEach((p, i) => (correct += p === y[at + i] ? 1 : 0)), { batchSize: evalBatchSize ?? DEFAULT_BATCH, input: model.input }),
-  );
-  return correct / y.length;
-}
-
 type Loss = (g: Graph, logits: string, target: string) => string;
 type Sgd = { kind: "sgd"; lr: number; momentum: number };
 
@@ -256,10 +246,7 @@ async function headTrainee(start: Model, head: LinearHead, trainX: Float32Array,
     const feeds: Record<string, TensorData> = Object.fromEntries(headParams.map((p) => [p.value, live.get(p.value)!]));
     const n = held.y.length;
     const out = await evSession.run({ ...feeds, [start.input]: tensor("float32", [n, f], heldF) }, [start.logits]);
-    const pred = argmaxRows(out[start.logits].data as Float32Array, start.numClasses);
-    let correct = 0;
-    pred.forEach((p, i) => (correct += p === held.y[i] ? 1 : 0));
-    return correct / n;
+    return countCorrect(argmaxRows(out[start.logits].data as Float32Array, start.numClasses), held.y) / n;
   };
   return {
     x,
@@ -276,9 +263,9 @@ async function headTrainee(start: Model, head: LinearHead, trainX: Float32Array,
 }
 
 /** Every parameter, as in the paper: the usual training step with the FST loss. */
-async function fullTrainee(start: Model, trainX: Float32Array, held: { x: Float32Array; y: Int32Array }, loss: Loss, optimizer: Sgd, batchSize: number, evalBatchSize?: number): Promise<Trainee> {
+async function fullTrainee(start: Model, trainX: Float32Array, accuracyOf: (m: Model) => Promise<number>, loss: Loss, optimizer: Sgd, batchSize: number): Promise<Trainee> {
   const [c, h, w] = start.inputShape;
   const runner = await StepRunner.create(buildStepGraph(start, { optimizer, loss }), gradientWork(start, batchSize));
   const current = () => withParams(start, runner.params());
-  return { x: trainX, per: c * h * w, inputShape: [c, h, w], runner, accuracy: () => accuracyOf(current(), held.x, held.y, evalBatchSize), current, release: () => runner.release() };
+  return { x: trainX, per: c * h * w, inputShape: [c, h, w], runner, accuracy: () => accuracyOf(current()), current, release: () => runner.release() };
 }
