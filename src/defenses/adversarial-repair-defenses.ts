@@ -138,11 +138,14 @@ export const fstDefinition = defineDefense({
   async run(model, data, o, ctx) {
     const t0 = performance.now();
     const bar = stageReporter(ctx.progress, "FST", "epoch");
-    const r = await fst(model, data, { ...o, onEpoch: (x) => bar(x.epoch, o.epochs, `held-out acc ${pct(x.heldOutAccuracy)}, cos ${x.cosine.toFixed(2)}`) });
+    // Detection's flagged labels, where it ran: B's predictions on them are not taught (fst.ts, mixedTargets).
+    const r = await fst(model, data, { ...o, untrusted: ctx.triggers?.flagged, onEpoch: (x) => bar(x.epoch, o.epochs, `held-out acc ${pct(x.heldOutAccuracy)}, cos ${x.cosine.toFixed(2)}`) });
     const s = r.settings;
     const chosen = r.history[r.chosenEpoch];
     const describe =
-      `${s.epochs} epochs, ${s.tune === "head" ? "output layer only" : "every parameter"}, shift λ ${s.shift}, SGD ${s.lr}: ` +
+      `${s.epochs} epochs, ${s.tune === "head" ? "output layer only" : "every parameter"}, shift λ ${s.shift}, SGD ${s.lr}` +
+      (s.distill > 0 ? `, targets ${s.distill} × B's predictions${s.untrusted.length ? ` without label${s.untrusted.length > 1 ? "s" : ""} ${s.untrusted.join(", ")}` : ""}` : "") +
+      ": " +
       `${keptText("epoch", r.chosenEpoch, r.history)}, cos(W, W₀) ${chosen.cosine.toFixed(2)}`;
     const details = { settings: s, head: r.head, chosenEpoch: r.chosenEpoch, history: r.history };
     return outcome(model, data, r, "FST", describe, details, (performance.now() - t0) / 1000, "fst");

@@ -9,10 +9,10 @@ import { lowerModel } from "../model/lower.js";
 import { paramValues } from "../model/params.js";
 import { Session } from "../runtime/session.js";
 import { numericGradient, relError } from "../test/gradcheck.js";
-import { backdooredModel, cleanImages, cleanSet, H, poisonedSet } from "../test/tiny-patch-mlp.js";
+import { backdooredModel, cleanImages, cleanSet, H, poisonedSet, TARGET } from "../test/tiny-patch-mlp.js";
 import { oneHot } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
-import { checkFstOptions, cosine, cosineLr, fst, fstLoss, linearHead, projectNorm } from "./fst.js";
+import { checkFstOptions, cosine, cosineLr, fst, FST_DISTILL, fstLoss, linearHead, mixedTargets, projectNorm } from "./fst.js";
 
 test("linearHead: the zoo CNN's output Dense layer, its bias and the width of the features it reads", () => {
   const m = lowerModel(zooCnn({ inputShape: [16, 16, 1], numClasses: 3, filters: [2, 2, 2], hidden: 4, seed: 8 }));
@@ -89,6 +89,38 @@ for (const tune of ["head", "all"] as const) {
     assert.equal(r.model.name, `${model.name}_fst`);
   });
 }
+
+test("mixedTargets: (1−β)·label + β·softmax(B), the untrusted labels' share left out except on their own images", () => {
+  const y = Int32Array.of(0, 2);
+  const logits = Float32Array.of(0, Math.log(3), 0, /* row 2 */ 0, 0, Math.log(2));
+  assert.deepEqual(Array.from(mixedTargets(y, logits, 3, 0)), [1, 0, 0, 0, 0, 1]);
+  const close = (a: Float32Array, b: number[]) => a.every((v, i) => Math.abs(v - b[i]) < 1e-6);
+  // β 0.5: row 1 softmax [0.2, 0.6, 0.2], row 2 [0.25, 0.25, 0.5].
+  assert.ok(close(mixedTargets(y, logits, 3, 0.5), [0.6, 0.3, 0.1, 0.125, 0.125, 0.75]));
+  // Label 1 untrusted: row 1 (label 0) renormalises [0.2, 0, 0.2]; row 2 (label 2) too: [1/3, 0, 2/3].
+  assert.ok(close(mixedTargets(y, logits, 3, 1, [1]), [0.5, 0, 0.5, 1 / 3, 0, 2 / 3]));
+  // On its own images an untrusted label keeps B's share.
+  assert.ok(close(mixedTargets(Int32Array.of(1), Float32Array.of(0, Math.log(3), 0), 3, 1, [1]), [0.2, 0.6, 0.2]));
+  // Each row still sums to 1.
+  const t = mixedTargets(y, logits, 3, 0.3, [2]);
+  for (let i = 0; i < 2; i++) assert.ok(Math.abs(t[3 * i] + t[3 * i + 1] + t[3 * i + 2] - 1) < 1e-6);
+  assert.throws(() => mixedTargets(y, logits, 3, 0.5, [3]));
+  assert.throws(() => mixedTargets(y, undefined, 3, 0.5));
+});
+
+test("FST: B's predictions in the targets by default only where labels are flagged", async () => {
+  assert.equal(checkFstOptions({}).distill, 0);
+  assert.equal(checkFstOptions({ untrusted: [2, 0, 2] }).distill, FST_DISTILL);
+  assert.deepEqual(checkFstOptions({ untrusted: [2, 0, 2] }).untrusted, [0, 2]);
+  assert.equal(checkFstOptions({ untrusted: [1], distill: 0 }).distill, 0);
+  assert.throws(() => checkFstOptions({ distill: 1.5 }), UserError);
+  const model = await backdooredModel();
+  await assert.rejects(fst(model, { clean: cleanSet(40, 2) }, { untrusted: [7] }), UserError);
+  // With the flagged label left out, the backdoor still weakens.
+  const r = await fst(model, { clean: cleanSet(320, 72), test: cleanSet(200, 74), poisoned: poisonedSet(120, 73) }, { shift: 1, seed: 1, untrusted: [TARGET] });
+  assert.equal(r.settings.distill, FST_DISTILL);
+  assert.ok(r.after.asr! < r.before.asr!, `ASR ${r.before.asr} → ${r.after.asr}`);
+});
 
 test("FST: the learning rate by what trains; bad options and data are one-line UserErrors", async () => {
   assert.equal(checkFstOptions({}).lr, 0.1);

@@ -36,18 +36,31 @@ export const FST_TUNE = ["head", "all"] as const;
  */
 export const FST_LR = { head: 0.1, all: 0.01 } as const;
 
+/**
+ * Default weight of B's predictions in the targets where detection flagged labels (docs/repairs.md, "FST with
+ * B's predictions"). Without flagged labels nothing says which of B's outputs carry the backdoor, and B's full
+ * predictions taught WaNet's trigger back (ASR 0.4% → 10%), so plain labels are the default there.
+ */
+export const FST_DISTILL = 0.5;
+
 export const FST_OPTIONS = {
   shift: { kind: "number", description: "λ, weight of the penalty λ·cos(W, W₀) that pushes the new head away from B's", default: 0.25, min: 0 },
   tune: { kind: "choice", choices: FST_TUNE, description: "what trains: the head on stored features (head) or every parameter, as in the paper (all)", default: "head" },
   epochs: { kind: "integer", description: "training epochs over the clean data", default: 15, min: 1, max: MAX_LOOPS },
   lr: { kind: "number", description: "SGD learning rate (momentum 0.9, cosine schedule)", defaultText: `${FST_LR.head} with --tune head, ${FST_LR.all} (the paper's) with --tune all`, min: 0, exclusiveMin: true },
   batchSize: { kind: "integer", description: "training batch size", default: 64, min: 1, max: 65536 },
+  distill: { kind: "number", description: "weight β of B's own predictions in the training targets, (1−β)·label + β·softmax(B), B's probability of labels detection flagged left out", defaultText: `${FST_DISTILL} where detection flagged labels (repair), else 0`, min: 0, max: 1 },
   maxDrop: { kind: "number", description: "keep the last epoch within this much held-out clean accuracy of B (fraction)", default: 0.02, min: 0, max: 1 },
   holdout: { kind: "number", description: "share of the clean data held out to choose the epoch", default: 0.2, min: 0, max: 1, exclusiveMin: true, exclusiveMax: true },
   seed: SEED_OPTION,
 } as const satisfies OptionSpecs;
 
-export type FstSettings = Omit<OptionValues<typeof FST_OPTIONS>, "lr"> & { lr: number };
+export type FstSettings = Omit<OptionValues<typeof FST_OPTIONS>, "lr" | "distill"> & {
+  lr: number;
+  distill: number;
+  /** Labels whose probability under B is left out of the targets (detection's flagged labels). */
+  untrusted: number[];
+};
 
 export interface FstOptions extends Partial<FstSettings> {
   evalBatchSize?: number;
@@ -75,7 +88,8 @@ export interface FstResult extends NcEvaluation {
 
 export function checkFstOptions(o: FstOptions): FstSettings {
   const s = resolveOptions(FST_OPTIONS, pickOptions(FST_OPTIONS, o));
-  return { ...s, lr: s.lr ?? FST_LR[s.tune] };
+  const untrusted = [...new Set(o.untrusted ?? [])].sort((a, b) => a - b);
+  return { ...s, lr: s.lr ?? FST_LR[s.tune], distill: s.distill ?? (untrusted.length ? FST_DISTILL : 0), untrusted };
 }
 
 export interface LinearHead {
@@ -154,22 +168,60 @@ function freshHead(model: Model, head: LinearHead, rand: () => number): Map<stri
   return out;
 }
 
-/** The features the head reads, for images x (NCHW), computed once by B's trunk. */
-async function headFeatures(model: Model, head: LinearHead, x: Float32Array, evalBatchSize?: number): Promise<Float32Array> {
+/** Values `names` ([N, width] each) of B for images x (NCHW), computed in one pass. */
+async function storedValues(model: Model, names: string[], x: Float32Array, evalBatchSize?: number): Promise<Float32Array[]> {
   const [c, h, w] = model.inputShape;
   const per = c * h * w;
   const n = x.length / per;
-  const out = new Float32Array(n * head.width);
+  const widths = names.map((v) => model.graph.shape(v)[1] as number);
+  const out = widths.map((wd) => new Float32Array(n * wd));
   const source = { size: n, shape: model.inputShape, read: (s: number, k: number) => x.subarray(s * per, (s + k) * per) };
-  await withSession(forwardGraph(model, [head.features]), (s) =>
-    forEachBatch(s, source, (o, start) => out.set(o[head.features].data as Float32Array, start * head.width), { batchSize: evalBatchSize ?? DEFAULT_BATCH, input: model.input }),
+  await withSession(forwardGraph(model, names), (s) =>
+    forEachBatch(s, source, (o, start) => names.forEach((v, i) => out[i].set(o[v].data as Float32Array, start * widths[i])), { batchSize: evalBatchSize ?? DEFAULT_BATCH, input: model.input }),
   );
+  return out;
+}
+
+/**
+ * Training targets, [N, K]: the one-hot labels mixed with B's softmax, (1−β)·y + β·p_B. B's predictions on clean
+ * images carry its clean decision boundary, more per image than a label, while the penalty still pushes the head
+ * away from W₀. The untrusted labels' probability is left out of p_B (renormalised) on images of other labels:
+ * a flagged target's share on clean images is where B's backdoor shows, and teaching it would teach the trigger.
+ * β = 0 is the paper's plain labels.
+ */
+export function mixedTargets(y: Int32Array, logits: Float32Array | undefined, k: number, beta: number, untrusted: readonly number[] = []): Float32Array {
+  const out = oneHot(y, k);
+  if (beta === 0) return out;
+  if (!logits || logits.length !== y.length * k) throw new Error(`mixedTargets: ${y.length} labels need ${y.length * k} logits`);
+  if (untrusted.some((u) => !(Number.isInteger(u) && u >= 0 && u < k))) throw new Error(`mixedTargets: untrusted labels [${untrusted}] outside 0..${k - 1}`);
+  const e = new Float64Array(k);
+  for (let i = 0; i < y.length; i++) {
+    const row = logits.subarray(i * k, (i + 1) * k);
+    let max = -Infinity;
+    for (const v of row) max = Math.max(max, v);
+    for (let j = 0; j < k; j++) e[j] = Math.exp(row[j] - max);
+    for (const u of untrusted) if (u !== y[i]) e[u] = 0;
+    let sum = 0;
+    for (const v of e) sum += v;
+    // Every trusted probability underflowed: the label alone.
+    if (!(sum > 0)) continue;
+    for (let j = 0; j < k; j++) out[i * k + j] = (1 - beta) * out[i * k + j] + (beta * e[j]) / sum;
+  }
+  return out;
+}
+
+/** Rows idx of an [N, k] matrix. */
+function rows(m: Float32Array, k: number, idx: Int32Array): Float32Array {
+  const out = new Float32Array(idx.length * k);
+  idx.forEach((j, i) => out.set(m.subarray(j * k, (j + 1) * k), i * k));
   return out;
 }
 
 /** What one epoch needs: the step data, how a batch becomes the step's input, and the held-out accuracy now. */
 interface Trainee {
   x: Float32Array;
+  /** B's logits on the training images, when --distill needs them. */
+  teacher?: Float32Array;
   /** Floats per example of x. */
   per: number;
   inputShape: number[];
@@ -188,24 +240,27 @@ export async function fst(model: Model, data: NcData, opts: FstOptions = {}): Pr
   const norm0 = Math.sqrt(sumSquares(w0Data));
   if (norm0 === 0) fail(`${model.name}: the output layer's weight is all zero; FST has no head to shift away from`);
   const k = model.numClasses;
+  const out = s.untrusted.find((u) => !(Number.isInteger(u) && u >= 0 && u < k));
+  if (out !== undefined) fail(`FST: label ${out} to leave out of B's predictions is not one of ${model.name}'s ${k} labels (0-${k - 1})`);
   const { train: tr, heldOut: held, accuracy: accOf } = heldOutSplit(data.clean, s.holdout, s.seed, "FST", opts.evalBatchSize);
   const rand = mulberry32(s.seed);
   const start = withParams(model, freshHead(model, head, rand));
   const optimizer = { kind: "sgd" as const, lr: s.lr, momentum: 0.9 };
   const loss = fstLoss(head.weight, w0, s.shift);
   const base = await accOf(model);
-  const t = s.tune === "head" ? await headTrainee(start, head, tr.x, held, loss, optimizer, s.batchSize, opts.evalBatchSize) : await fullTrainee(start, tr.x, accOf, loss, optimizer, s.batchSize);
+  const t = s.tune === "head" ? await headTrainee(model, start, head, tr.x, held, loss, optimizer, s.batchSize, s.distill > 0, opts.evalBatchSize) : await fullTrainee(model, start, tr.x, accOf, loss, optimizer, s.batchSize, s.distill > 0, opts.evalBatchSize);
   const history: FstEpoch[] = [{ epoch: 0, heldOutAccuracy: base, cosine: 1, loss: NaN, seconds: 0 }];
   const picker = new RoundPicker(model, base, s.maxDrop);
   try {
     const n = tr.y.length;
+    const targets = mixedTargets(tr.y, t.teacher, k, s.distill, s.untrusted);
     for (let epoch = 1; epoch <= s.epochs; epoch++) {
       const t0 = performance.now();
       const lr = cosineLr(s.lr, epoch - 1, s.epochs);
       let lossSum = 0, batches = 0;
       for (const idx of shuffledBatches(n, s.batchSize, rand)) {
         const b = gather(t.x, tr.y, t.per, idx);
-        const r = await t.runner.run(tensor("float32", [idx.length, ...t.inputShape], b.x), tensor("float32", [idx.length, k], oneHot(b.y, k)), lr);
+        const r = await t.runner.run(tensor("float32", [idx.length, ...t.inputShape], b.x), tensor("float32", [idx.length, k], rows(targets, k, idx)), lr);
         if (!Number.isFinite(r.loss)) fail(`FST diverged in epoch ${epoch} (loss ${r.loss}); lower --lr`);
         projectNorm(t.runner.live().get(head.weight)!.data as Float32Array, norm0);
         lossSum += r.loss;
@@ -228,10 +283,11 @@ type Loss = (g: Graph, logits: string, target: string) => string;
 type Sgd = { kind: "sgd"; lr: number; momentum: number };
 
 /** The head alone on stored features: the step graph is the head's graph, the trunk runs once per image. */
-async function headTrainee(start: Model, head: LinearHead, trainX: Float32Array, held: { x: Float32Array; y: Int32Array }, loss: Loss, optimizer: Sgd, batchSize: number, evalBatchSize?: number): Promise<Trainee> {
+async function headTrainee(b: Model, start: Model, head: LinearHead, trainX: Float32Array, held: { x: Float32Array; y: Int32Array }, loss: Loss, optimizer: Sgd, batchSize: number, withTeacher: boolean, evalBatchSize?: number): Promise<Trainee> {
   const f = head.width;
-  const x = await headFeatures(start, head, trainX, evalBatchSize);
-  const heldF = await headFeatures(start, head, held.x, evalBatchSize);
+  // From B: the trunk is start's, and B's logits are the teacher's.
+  const [x, teacher] = await storedValues(b, withTeacher ? [head.features, b.logits] : [head.features], trainX, evalBatchSize);
+  const [heldF] = await storedValues(b, [head.features], held.x, evalBatchSize);
   const g = graphFrom(start, head.features, ["N", f], `${start.name}_head`);
   const headParams = start.params.filter((p) => p.value === head.weight || p.value === head.bias);
   const headModel = { name: g.name, graph: g, logits: start.logits, numClasses: start.numClasses, params: headParams };
@@ -250,6 +306,7 @@ async function headTrainee(start: Model, head: LinearHead, trainX: Float32Array,
   };
   return {
     x,
+    teacher,
     per: f,
     inputShape: [f],
     runner,
@@ -263,9 +320,10 @@ async function headTrainee(start: Model, head: LinearHead, trainX: Float32Array,
 }
 
 /** Every parameter, as in the paper: the usual training step with the FST loss. */
-async function fullTrainee(start: Model, trainX: Float32Array, accuracyOf: (m: Model) => Promise<number>, loss: Loss, optimizer: Sgd, batchSize: number): Promise<Trainee> {
+async function fullTrainee(b: Model, start: Model, trainX: Float32Array, accuracyOf: (m: Model) => Promise<number>, loss: Loss, optimizer: Sgd, batchSize: number, withTeacher: boolean, evalBatchSize?: number): Promise<Trainee> {
   const [c, h, w] = start.inputShape;
+  const teacher = withTeacher ? (await storedValues(b, [b.logits], trainX, evalBatchSize))[0] : undefined;
   const runner = await StepRunner.create(buildStepGraph(start, { optimizer, loss }), gradientWork(start, batchSize));
   const current = () => withParams(start, runner.params());
-  return { x: trainX, per: c * h * w, inputShape: [c, h, w], runner, accuracy: () => accuracyOf(current()), current, release: () => runner.release() };
+  return { x: trainX, teacher, per: c * h * w, inputShape: [c, h, w], runner, accuracy: () => accuracyOf(current()), current, release: () => runner.release() };
 }
