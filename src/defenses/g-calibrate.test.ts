@@ -83,6 +83,38 @@ test("thresholds reproduce the split rule max_j rank_j(s_j) > τ and catch an in
   }
 });
 
+test("an outside reference: every held-out row sets τ (at most m of all n above), ranks against the outside rows", () => {
+  const signals: ("disagreement" | "strip" | "trigger")[] = ["disagreement", "strip", "trigger"];
+  const held = cleanScores(1175, 11), outside = cleanScores(765, 12);
+  const cal = calibrate(held, 0.01, signals, { delta: 0.1 }, outside);
+  assert.equal(cal.n, 1175);
+  assert.equal(cal.reference, 765);
+  assert.equal(cal.externalReference, true);
+  const m = allowedAbove(1175, 0.01, { delta: 0.1 });
+  assert.equal(m, 7);
+  // Exactly m of the held-out rows lie above the thresholds (continuous scores: no ties at τ).
+  assert.equal(cal.heldOutFlagged, m);
+  assert.equal(decide(held, cal.thresholds).reduce((x, v) => x + v, 0), m);
+  // τ is a rank against the outside rows.
+  const ranks = outside.map((s) => new ReferenceRank(Float64Array.from(s).sort()));
+  const c = Float64Array.from({ length: 1175 }, (_, i) => Math.max(...held.map((s, j) => ranks[j]!.rank(s[i]!)))).sort();
+  assert.equal(cal.tau, c[1175 - m - 1]);
+  // Without the outside rows half the held-out data ranks and half sets τ: m = 2 of 587.
+  const halves = calibrate(held, 0.01, signals, { delta: 0.1 });
+  assert.equal(halves.externalReference, undefined);
+  assert.ok(halves.heldOutFlagged < cal.heldOutFlagged);
+  // Over many draws the rate stays under fpr about 1 − delta of the time. The rate of each draw's thresholds is
+  // measured on one large fresh sample (shared by the draws, so its own error must be small: 0.03 points).
+  const fresh = cleanScores(100000, 13);
+  let over = 0;
+  for (let s = 0; s < 30; s++) {
+    const r = calibrate(cleanScores(1175, 200 + s), 0.01, signals, { delta: 0.1 }, cleanScores(765, 300 + s));
+    if (decide(fresh, r.thresholds).reduce((x, v) => x + v, 0) / 100000 > 0.01) over++;
+  }
+  assert.ok(over <= 8, `above fpr in ${over}/30 draws`);
+  assert.throws(() => calibrate(held, 0.01, signals, { delta: 0.1 }, outside.slice(0, 2)));
+});
+
 test("ReferenceRank: interpolated, increasing, extended above the maximum, and inverse() undoes rank()", () => {
   const r = new ReferenceRank(Float64Array.of(0, 1, 1, 3, 4));
   assert.equal(r.rank(-5), 0);

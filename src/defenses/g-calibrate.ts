@@ -22,6 +22,12 @@
 // integers, and with J signals about J inputs share each top rank, so τ moved in steps of J inputs and, with the
 // +1 margin leave-one-out needs, G flagged only inputs above the held-out maximum of some signal: 0.10–0.32% false
 // alarms on the zoo at a 1% target, detection lost for it (README, G section).
+// ExternalReference: the reference R need not come from the held-out data at all. The guarantee rests on the
+// calibration inputs being exchangeable with fresh clean inputs given c, and c is fixed by any R drawn apart
+// from them. `repair --defense auto` has such images: its selection split, which no candidate trains on (they
+// only choose among the candidates). Ranked against those, all held-out inputs set τ: twice the calibration
+// inputs, so τ sits at a finer order statistic (m = 7 instead of 2 of the 1,175 held-out images at 1% and 90%
+// confidence) and G flags closer to the rate asked for.
 // c(x) > τ ⟺ some s_j(x) > t_j with t_j = f_j⁻¹(τ) (each f_j is increasing), so the ONNX G only compares J
 // scores with J thresholds: the scores come from one graph, and the thresholds are float32, so the JS rule and G
 // decide on the same numbers.
@@ -259,6 +265,11 @@ export interface GCalibration {
   tau: number;
   /** Held-out inputs of both halves the calibrated rule flags (at most m of the calibration half). */
   heldOutFlagged: number;
+  /**
+   * The reference came from outside the held-out data (ExternalReference): all n held-out inputs set τ and
+   * `reference` counts the outside images.
+   */
+  externalReference?: boolean;
 }
 
 /**
@@ -376,26 +387,30 @@ function float32AtOrAbove(x: number): number {
 export const referenceRows = (n: number): number => Math.ceil(n / 2);
 
 /** Calibrates the combined rule from the held-out clean scores (one Float32Array per signal). See the file comment. */
-export function calibrate(scores: Float32Array[], fpr: number, signals: SignalName[], guarantee: Guarantee = DEFAULT_GUARANTEE): GCalibration {
+export function calibrate(scores: Float32Array[], fpr: number, signals: SignalName[], guarantee: Guarantee = DEFAULT_GUARANTEE, reference?: Float32Array[]): GCalibration {
   checkFpr(fpr);
   checkGuarantee(guarantee);
   const J = signals.length;
   if (scores.length !== J) throw new Error(`calibrate: ${J} signals but ${scores.length} score arrays`);
+  if (reference && reference.length !== J) throw new Error(`calibrate: ${J} signals but ${reference.length} reference score arrays`);
   const n = scores[0]?.length ?? 0;
-  const nRef = referenceRows(n), nCal = n - nRef;
+  // With an outside reference every held-out input is in the calibration half (see ExternalReference).
+  const nRef = reference ? (reference[0]?.length ?? 0) : referenceRows(n), nCal = reference ? n : n - nRef;
   const m = allowedAbove(nCal, fpr, guarantee);
   if (m < 0 || nRef < 2) fail(`a G false-alarm rate of ${fpr} needs at least ${minCalibrationSize(fpr, guarantee)} held-out clean images to calibrate on; got ${n}`);
-  for (const s of scores) for (const v of s) if (!Number.isFinite(v)) fail("G calibration: a signal score is not finite (NaN or infinite model output on clean data)");
-  const ranks = scores.map((s) => new ReferenceRank(Float64Array.from({ length: nRef }, (_, i) => s[2 * i]!).sort()));
+  for (const s of [...scores, ...(reference ?? [])]) for (const v of s) if (!Number.isFinite(v)) fail("G calibration: a signal score is not finite (NaN or infinite model output on clean data)");
+  const refRow = (s: Float32Array, i: number) => (reference ? s[i]! : s[2 * i]!);
+  const calRow = (j: number, i: number) => (reference ? scores[j]![i]! : scores[j]![2 * i + 1]!);
+  const ranks = (reference ?? scores).map((s) => new ReferenceRank(Float64Array.from({ length: nRef }, (_, i) => refRow(s, i)).sort()));
   const c = new Float64Array(nCal);
   for (let i = 0; i < nCal; i++) {
     let r = -Infinity;
-    for (let j = 0; j < J; j++) r = Math.max(r, ranks[j]!.rank(scores[j]![2 * i + 1]!));
+    for (let j = 0; j < J; j++) r = Math.max(r, ranks[j]!.rank(calRow(j, i)));
     c[i] = r;
   }
   const tau = Float64Array.from(c).sort()[nCal - m - 1]!;
   const thresholds = ranks.map((r) => float32AtOrAbove(r.inverse(tau)));
-  const cal: GCalibration = { fpr, guarantee, signals, thresholds, n, reference: nRef, tau, heldOutFlagged: 0 };
+  const cal: GCalibration = { fpr, guarantee, signals, thresholds, n, reference: nRef, tau, heldOutFlagged: 0, ...(reference ? { externalReference: true } : {}) };
   cal.heldOutFlagged = countFlags(decide(scores, thresholds));
   return cal;
 }
@@ -536,13 +551,14 @@ export interface CalibratedG {
 /**
  * Scores the held-out clean `calibration` data and calibrates on it. The returned scorer stays open for measuring G on test data: release it.
  */
-export async function calibrateG(p: GParts, calibration: BatchSource, opts: { fpr?: number; guarantee?: Guarantee } = {}): Promise<CalibratedG> {
+export async function calibrateG(p: GParts, calibration: BatchSource, opts: { fpr?: number; guarantee?: Guarantee; reference?: BatchSource } = {}): Promise<CalibratedG> {
   const fpr = opts.fpr ?? 0.01;
   checkFpr(fpr);
   const scorer = await GScorer.create(p);
   try {
     const s = await scorer.score(calibration);
-    const cal = calibrate(s.scores, fpr, scorer.sg.signals, opts.guarantee);
+    const ref = opts.reference ? (await scorer.score(opts.reference)).scores : undefined;
+    const cal = calibrate(s.scores, fpr, scorer.sg.signals, opts.guarantee, ref);
     return { calibration: cal, graph: calibratedG(p, cal), scorer };
   } catch (e) {
     await scorer.release();
@@ -573,7 +589,7 @@ export async function reportCalibratedG(
     guarantee: cal.guarantee === "marginal" ? "marginal" : { confidence: 1 - cal.guarantee.delta },
     signals: cal.signals,
     thresholds: cal.thresholds.map((t) => (Number.isFinite(t) ? t : null)),
-    heldOut: { n: cal.n, flagged: cal.heldOutFlagged, reference: cal.reference },
+    heldOut: { n: cal.n, flagged: cal.heldOutFlagged, reference: cal.reference, ...(cal.externalReference ? { referenceOutside: true } : {}) },
   };
   let g: ReportG | undefined;
   if (data.test && data.test.size > 0) {
@@ -597,6 +613,8 @@ export interface RepairGInput {
   fit: Dataset;
   /** Held-out clean data, never seen by the repair. */
   calibration: Dataset;
+  /** Clean data outside `calibration` to rank the signals against (ExternalReference); absent: half of `calibration`. */
+  reference?: Dataset;
   test?: Dataset;
   poisoned?: Dataset;
   /** Reversed triggers of the flagged labels (with the label when known), when detection ran. */
@@ -703,7 +721,7 @@ export async function calibratedGForRepair(inp: RepairGInput): Promise<{ graph: 
   };
   const choice = await selectSignalSet(parts, inp);
   if (choice) parts.signals = choice.signals;
-  const { calibration, graph, scorer } = await calibrateG(parts, inp.calibration, { fpr: inp.fpr, guarantee: inp.guarantee });
+  const { calibration, graph, scorer } = await calibrateG(parts, inp.calibration, { fpr: inp.fpr, guarantee: inp.guarantee, reference: inp.reference });
   try {
     // Without test data, G's outcome is counted on the held-out part (the rule flags at most m of it), and
     // the report section claims no test false-alarm rate.
@@ -726,7 +744,8 @@ const pct = (x: number): string => `${(100 * x).toFixed(2)}%`;
 /** One line per fact about a calibrated G, for the CLI output. */
 export function describeCalibratedG(c: ReportGCalibration): string[] {
   const how = c.guarantee === "marginal" ? "in expectation" : `with ${pct(c.guarantee.confidence)} confidence`;
-  const lines = [`G calibrated to <= ${pct(c.fprTarget)} false alarms (${how}) on ${c.heldOut.n} held-out clean images${c.heldOut.reference === undefined ? "" : ` (${c.heldOut.reference} to rank against, ${c.heldOut.n - c.heldOut.reference} to set the threshold)`}; signals ${c.signals.join(", ")}`];
+  const split = c.heldOut.reference === undefined ? "" : c.heldOut.referenceOutside ? ` (all of them set the threshold; ranked against ${c.heldOut.reference} other clean images no repair trained on)` : ` (${c.heldOut.reference} to rank against, ${c.heldOut.n - c.heldOut.reference} to set the threshold)`;
+  const lines = [`G calibrated to <= ${pct(c.fprTarget)} false alarms (${how}) on ${c.heldOut.n} held-out clean images${split}; signals ${c.signals.join(", ")}`];
   const r = (x: ReportRate) => `${pct(x.rate)} (${x.count}/${x.n}, 95% CI ${pct(x.ci95[0])}-${pct(x.ci95[1])})`;
   if (c.cleanTest) lines.push(`G false alarms on clean test data ${r(c.cleanTest)}`);
   if (c.poisoned) lines.push(`G detection on poisoned data ${r(c.poisoned)}`);
@@ -746,10 +765,10 @@ export async function calibrateOutcomeG(
   model: Model,
   data: DefenseData,
   calibration: Dataset,
-  opts: { fpr: number; triggers?: ProxyTrigger[]; guarantee?: Guarantee; repairUsedTriggers?: boolean },
+  opts: { fpr: number; triggers?: ProxyTrigger[]; guarantee?: Guarantee; repairUsedTriggers?: boolean; reference?: Dataset },
 ): Promise<void> {
   if (outcome.notApplied) return;
-  const r = await calibratedGForRepair({ b: model, repaired: outcome.repaired, fit: data.clean, calibration, test: data.test, poisoned: data.poisoned, triggers: opts.triggers, fpr: opts.fpr, guarantee: opts.guarantee, repairUsedTriggers: opts.repairUsedTriggers });
+  const r = await calibratedGForRepair({ b: model, repaired: outcome.repaired, fit: data.clean, calibration, reference: opts.reference, test: data.test, poisoned: data.poisoned, triggers: opts.triggers, fpr: opts.fpr, guarantee: opts.guarantee, repairUsedTriggers: opts.repairUsedTriggers });
   const doc = `calibrated G of ${model.name}: class ${model.numClasses} = input judged backdoored (signals ${r.section.signals.join(", ")}; false-alarm target ${opts.fpr})`;
   const i = outcome.artifacts.findIndex((a) => a.kind === "graph" && a.file === "G.onnx");
   const art = { kind: "graph" as const, file: "G.onnx", graph: r.graph, doc };

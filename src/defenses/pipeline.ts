@@ -163,7 +163,8 @@ export async function repair(model: Model, all: DefenseData, req: RepairRequest)
   // Detection's section belongs in every repair's report, whichever defense ran.
   if (triggers?.neuralCleanse && !outcome.sections.neuralCleanse) outcome.sections.neuralCleanse = triggers.neuralCleanse;
   if (split) {
-    await calibrateOutcomeG(outcome, model, data, split.calibration, { fpr: req.fpr!, triggers: triggers?.triggers, guarantee });
+    // auto's selection split ranks the signals (no candidate trained on it), so every held-out image sets τ.
+    await calibrateOutcomeG(outcome, model, data, split.calibration, { fpr: req.fpr!, triggers: triggers?.triggers, guarantee, reference: sel?.selection });
     lap("g-calibration");
   }
   return { defense, detection, outcome, timings: { ...timings, ...outcome.timings } };

@@ -482,7 +482,7 @@ function gCalibrationSection(c: ReportGCalibration): string {
   const items: [string, string][] = [
     ["False-alarm target", fmtPct(c.fprTarget)],
     ["Guarantee", e(guarantee)],
-    ["Held-out clean images", c.heldOut.reference === undefined ? fmtInt(c.heldOut.n) : `${fmtInt(c.heldOut.n)} (${fmtInt(c.heldOut.reference)} reference, ${fmtInt(c.heldOut.n - c.heldOut.reference)} calibration)`],
+    ["Held-out clean images", c.heldOut.reference === undefined ? fmtInt(c.heldOut.n) : c.heldOut.referenceOutside ? `${fmtInt(c.heldOut.n)} calibration (ranked against ${fmtInt(c.heldOut.reference)} other clean images)` : `${fmtInt(c.heldOut.n)} (${fmtInt(c.heldOut.reference)} reference, ${fmtInt(c.heldOut.n - c.heldOut.reference)} calibration)`],
     ["Flagged there", countShare(c.heldOut.flagged, c.heldOut.n)],
   ];
   if (c.cleanTest) items.push(["False alarms, clean test", rateText(c.cleanTest)]);

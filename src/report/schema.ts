@@ -96,7 +96,7 @@ const gCalibration = z
     guarantee: z.union([z.literal("marginal"), z.object({ confidence: frac }).passthrough()]),
     signals: z.array(z.string()),
     thresholds: z.array(num.nullable()),
-    heldOut: z.object({ n: int, flagged: int, reference: int.optional() }).passthrough(),
+    heldOut: z.object({ n: int, flagged: int, reference: int.optional(), referenceOutside: z.boolean().optional() }).passthrough(),
     cleanTest: rate.optional(),
     poisoned: rate.optional(),
     mahalanobis: mahalanobis.optional(),

@@ -223,8 +223,9 @@ export interface ReportGCalibration {
   /** Per signal; null = that signal never flags. */
   thresholds: (number | null)[];
   /** Held-out clean images calibrated on (never seen by the repair), how many the rule flags, and how many of them
-   * form the reference half the signals are ranked against (absent in results written before the split rule). */
-  heldOut: { n: number; flagged: number; reference?: number };
+   * form the reference half the signals are ranked against (absent in results written before the split rule);
+   * referenceOutside: the reference images were other clean images (auto's selection split), not of the n. */
+  heldOut: { n: number; flagged: number; reference?: number; referenceOutside?: boolean };
   /** False alarms on clean test data. */
   cleanTest?: ReportRate;
   /** Detection on the poisoned data. */
