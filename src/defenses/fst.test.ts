@@ -116,10 +116,12 @@ test("FST: B's predictions in the targets by default only where labels are flagg
   assert.throws(() => checkFstOptions({ distill: 1.5 }), UserError);
   const model = await backdooredModel();
   await assert.rejects(fst(model, { clean: cleanSet(40, 2) }, { untrusted: [7] }), UserError);
-  // With the flagged label left out, the backdoor still weakens.
-  const r = await fst(model, { clean: cleanSet(320, 72), test: cleanSet(200, 74), poisoned: poisonedSet(120, 73) }, { shift: 1, seed: 1, untrusted: [TARGET] });
-  assert.equal(r.settings.distill, FST_DISTILL);
-  assert.ok(r.after.asr! < r.before.asr!, `ASR ${r.before.asr} → ${r.after.asr}`);
+  // With the flagged label left out, the backdoor still weakens, whatever trains.
+  for (const tune of ["head", "all"] as const) {
+    const r = await fst(model, { clean: cleanSet(320, 72), test: cleanSet(200, 74), poisoned: poisonedSet(120, 73) }, { shift: 1, seed: 1, tune, untrusted: [TARGET] });
+    assert.equal(r.settings.distill, FST_DISTILL);
+    assert.ok(r.after.asr! < r.before.asr!, `--tune ${tune}: ASR ${r.before.asr} → ${r.after.asr}`);
+  }
 });
 
 test("FST: the learning rate by what trains; bad options and data are one-line UserErrors", async () => {
