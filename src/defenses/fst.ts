@@ -193,7 +193,7 @@ export function mixedTargets(y: Int32Array, logits: Float32Array | undefined, k:
   const out = oneHot(y, k);
   if (beta === 0) return out;
   if (!logits || logits.length !== y.length * k) throw new Error(`mixedTargets: ${y.length} labels need ${y.length * k} logits`);
-  if (untrusted.some((u) => !(Number.isInteger(u) && u >= 0 && u < k))) throw new Error(`mixedTargets: untrusted labels [${untrusted}] outside 0..${k - 1}`);
+  if (notALabel(untrusted, k) !== undefined) throw new Error(`mixedTargets: untrusted labels [${untrusted}] outside 0..${k - 1}`);
   const e = new Float64Array(k);
   for (let i = 0; i < y.length; i++) {
     const row = logits.subarray(i * k, (i + 1) * k);
@@ -209,6 +209,9 @@ export function mixedTargets(y: Int32Array, logits: Float32Array | undefined, k:
   }
   return out;
 }
+
+/** The first of `labels` that is not a class of a k-class model. */
+const notALabel = (labels: readonly number[], k: number): number | undefined => labels.find((u) => !(Number.isInteger(u) && u >= 0 && u < k));
 
 /** Rows idx of an [N, k] matrix. */
 function rows(m: Float32Array, k: number, idx: Int32Array): Float32Array {
@@ -240,7 +243,7 @@ export async function fst(model: Model, data: NcData, opts: FstOptions = {}): Pr
   const norm0 = Math.sqrt(sumSquares(w0Data));
   if (norm0 === 0) fail(`${model.name}: the output layer's weight is all zero; FST has no head to shift away from`);
   const k = model.numClasses;
-  const out = s.untrusted.find((u) => !(Number.isInteger(u) && u >= 0 && u < k));
+  const out = notALabel(s.untrusted, k);
   if (out !== undefined) fail(`FST: label ${out} to leave out of B's predictions is not one of ${model.name}'s ${k} labels (0-${k - 1})`);
   const { train: tr, heldOut: held, accuracy: accOf } = heldOutSplit(data.clean, s.holdout, s.seed, "FST", opts.evalBatchSize);
   const rand = mulberry32(s.seed);

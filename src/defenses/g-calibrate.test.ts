@@ -89,7 +89,7 @@ test("an outside reference: every held-out row sets τ (at most m of all n above
   const cal = calibrate(held, 0.01, signals, { delta: 0.1 }, outside);
   assert.equal(cal.n, 1175);
   assert.equal(cal.reference, 765);
-  assert.equal(cal.externalReference, true);
+  assert.equal(cal.referenceOutside, true);
   const m = allowedAbove(1175, 0.01, { delta: 0.1 });
   assert.equal(m, 7);
   // Exactly m of the held-out rows lie above the thresholds (continuous scores: no ties at τ).
@@ -101,7 +101,7 @@ test("an outside reference: every held-out row sets τ (at most m of all n above
   assert.equal(cal.tau, c[1175 - m - 1]);
   // Without the outside rows half the held-out data ranks and half sets τ: m = 2 of 587.
   const halves = calibrate(held, 0.01, signals, { delta: 0.1 });
-  assert.equal(halves.externalReference, undefined);
+  assert.equal(halves.referenceOutside, undefined);
   assert.ok(halves.heldOutFlagged < cal.heldOutFlagged);
   // Over many draws the rate stays under fpr about 1 − delta of the time. The rate of each draw's thresholds is
   // measured on one large fresh sample (shared by the draws, so its own error must be small: 0.03 points).

@@ -269,7 +269,7 @@ export interface GCalibration {
    * The reference came from outside the held-out data (ExternalReference): all n held-out inputs set τ and
    * `reference` counts the outside images.
    */
-  externalReference?: boolean;
+  referenceOutside?: boolean;
 }
 
 /**
@@ -394,23 +394,24 @@ export function calibrate(scores: Float32Array[], fpr: number, signals: SignalNa
   if (scores.length !== J) throw new Error(`calibrate: ${J} signals but ${scores.length} score arrays`);
   if (reference && reference.length !== J) throw new Error(`calibrate: ${J} signals but ${reference.length} reference score arrays`);
   const n = scores[0]?.length ?? 0;
-  // With an outside reference every held-out input is in the calibration half (see ExternalReference).
-  const nRef = reference ? (reference[0]?.length ?? 0) : referenceRows(n), nCal = reference ? n : n - nRef;
+  // The reference half is the even rows, the calibration half the odd ones; with an outside reference every
+  // held-out input is in the calibration half (see ExternalReference).
+  const every = (s: Float32Array, from: number) => Float32Array.from({ length: Math.ceil((s.length - from) / 2) }, (_, i) => s[2 * i + from]!);
+  const [refs, cals] = reference ? [reference, scores] : [scores.map((s) => every(s, 0)), scores.map((s) => every(s, 1))];
+  const nRef = refs[0]?.length ?? 0, nCal = cals[0]?.length ?? 0;
   const m = allowedAbove(nCal, fpr, guarantee);
   if (m < 0 || nRef < 2) fail(`a G false-alarm rate of ${fpr} needs at least ${minCalibrationSize(fpr, guarantee)} held-out clean images to calibrate on; got ${n}`);
-  for (const s of [...scores, ...(reference ?? [])]) for (const v of s) if (!Number.isFinite(v)) fail("G calibration: a signal score is not finite (NaN or infinite model output on clean data)");
-  const refRow = (s: Float32Array, i: number) => (reference ? s[i]! : s[2 * i]!);
-  const calRow = (j: number, i: number) => (reference ? scores[j]![i]! : scores[j]![2 * i + 1]!);
-  const ranks = (reference ?? scores).map((s) => new ReferenceRank(Float64Array.from({ length: nRef }, (_, i) => refRow(s, i)).sort()));
+  for (const s of [...scores, ...refs]) for (const v of s) if (!Number.isFinite(v)) fail("G calibration: a signal score is not finite (NaN or infinite model output on clean data)");
+  const ranks = refs.map((s) => new ReferenceRank(Float64Array.from(s).sort()));
   const c = new Float64Array(nCal);
   for (let i = 0; i < nCal; i++) {
     let r = -Infinity;
-    for (let j = 0; j < J; j++) r = Math.max(r, ranks[j]!.rank(calRow(j, i)));
+    for (let j = 0; j < J; j++) r = Math.max(r, ranks[j]!.rank(cals[j]![i]!));
     c[i] = r;
   }
   const tau = Float64Array.from(c).sort()[nCal - m - 1]!;
   const thresholds = ranks.map((r) => float32AtOrAbove(r.inverse(tau)));
-  const cal: GCalibration = { fpr, guarantee, signals, thresholds, n, reference: nRef, tau, heldOutFlagged: 0, ...(reference ? { externalReference: true } : {}) };
+  const cal: GCalibration = { fpr, guarantee, signals, thresholds, n, reference: nRef, tau, heldOutFlagged: 0, ...(reference ? { referenceOutside: true } : {}) };
   cal.heldOutFlagged = countFlags(decide(scores, thresholds));
   return cal;
 }
@@ -589,7 +590,7 @@ export async function reportCalibratedG(
     guarantee: cal.guarantee === "marginal" ? "marginal" : { confidence: 1 - cal.guarantee.delta },
     signals: cal.signals,
     thresholds: cal.thresholds.map((t) => (Number.isFinite(t) ? t : null)),
-    heldOut: { n: cal.n, flagged: cal.heldOutFlagged, reference: cal.reference, ...(cal.externalReference ? { referenceOutside: true } : {}) },
+    heldOut: { n: cal.n, flagged: cal.heldOutFlagged, reference: cal.reference, ...(cal.referenceOutside ? { referenceOutside: true } : {}) },
   };
   let g: ReportG | undefined;
   if (data.test && data.test.size > 0) {
