@@ -131,7 +131,8 @@ export async function repair(model: Model, all: DefenseData, req: RepairRequest)
   const { timings, lap } = lapTimer();
   // The calibration part is split off first: neither detection nor the defense ever sees it.
   const guarantee: Guarantee | undefined = req.fprConfidence === undefined ? undefined : { delta: 1 - req.fprConfidence };
-  const split = req.fpr === undefined ? undefined : splitForCalibration(all.clean, req.fpr, { guarantee });
+  // Drawn from the seed like every other choice: runs at different seeds calibrate on different draws.
+  const split = req.fpr === undefined ? undefined : splitForCalibration(all.clean, req.fpr, { guarantee, seed: numberOr(req.common?.seed, 0) });
   let data: DefenseData = split ? { ...all, clean: split.fit } : all;
   // "auto" holds out its selection part next: no candidate and no detection sees it either.
   const sel = defense ? undefined : splitForSelection(data.clean, req.selectionFraction ?? 0.2, numberOr(req.common?.seed, 0));

@@ -37,7 +37,7 @@ export const repairCommand: Command = {
     },
     "more-starts": { type: "string", description: "Neural Cleanse's further starts for mask-family labels below the reference median (see detect; 0: off)", defaultText: "as many as its starts per label when 2 or more" },
     "skip-detect": { type: "boolean", description: "no Neural Cleanse detection (defenses that need its triggers refuse)" },
-    seed: { type: "string", description: "seed of Neural Cleanse and of the defense", defaultText: "0" },
+    seed: { type: "string", description: "seed of Neural Cleanse, of the defense and of the clean data's splits (G's held-out part, auto's selection part)", defaultText: "0" },
     fpr: {
       type: "string",
       description: "G's false-alarm rate on clean inputs: G is calibrated to it on a held-out part of --clean that detection and the repair never see; off = the defense's own G, all of --clean used",
