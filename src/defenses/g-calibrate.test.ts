@@ -185,6 +185,10 @@ test("splitForCalibration: disjoint, covers the data, reserves what the fpr need
   const key = (x: Float32Array) => Array.from(x.subarray(0, 8)).join(",");
   const seen = new Set(Array.from({ length: fit.size }, (_, i) => key(fit.read(i, 1))));
   for (let i = 0; i < calibration.size; i++) assert.ok(!seen.has(key(calibration.read(i, 1))));
+  // The draw follows the seed (repair passes --seed): seed 0 is the default's, another seed another draw.
+  const rowsOf = (d: { size: number; read: (s: number, k: number) => Float32Array }) => Array.from({ length: d.size }, (_, i) => key(d.read(i, 1))).join("|");
+  assert.equal(rowsOf(splitForCalibration(data, 0.01, { fraction: 0.2, seed: 0 }).calibration), rowsOf(calibration));
+  assert.notEqual(rowsOf(splitForCalibration(data, 0.01, { fraction: 0.2, seed: 1 }).calibration), rowsOf(calibration));
   // Too little data for the reserved size: the least the rule can calibrate on, while that is at most half.
   const min = minCalibrationSize(0.01);
   const small = splitForCalibration(cleanSet(2 * need - 2, 1), 0.01);
