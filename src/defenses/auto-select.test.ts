@@ -103,6 +103,25 @@ test("chooseCandidate: the other family's trigger counts only where an eligible 
   assert.equal(natural[chooseCandidate(natural, 0.01, 690).index].defense, "unlearn");
 });
 
+test("chooseCandidate: where the other family's trigger counts, a label is scored on it alone (the flagging family's is in-sample for unlearning)", () => {
+  const held = (defense: string, acc: number, own: number, other: number): CandidateScore => ({ ...perLabel(defense, acc, { 2: own }), heldOut: [{ label: 2, success: other }] });
+  // wanet, seed 1 (selection split of 765 images): FST 6.9% on the flagging family's trigger, 2.4% on the other;
+  // prune-then-unlearn, trained on the first, 2.9% and 4.9%. Scored on the worse of both, prune-then-unlearn won.
+  const s = [held("fst", 0.8719, 0.0686, 0.0243), held("pu", 0.8797, 0.0286, 0.0486), held("fine-prune", 0.881, 0.514, 0.853), held("none", 0.8771, 0.877, 0.949)];
+  assert.deepEqual(countedHeldOut(s, [0, 1, 2, 3]), [2]);
+  const c = chooseCandidate(s, 0.01, 765);
+  assert.equal(s[c.index].defense, "fst");
+  assert.match(c.reason, /reversed-trigger 2\.4%/);
+  // A re-inverted trigger that counts (still within B's flag bound) still raises the label's figure.
+  const fresh = s.map((x) => (x.defense === "fst" ? { ...x, reinverted: [{ label: 2, l1Norm: 20, bound: 28, success: 0.3, counts: true }] } : x));
+  assert.equal(fresh[chooseCandidate(fresh, 0.01, 765).index].defense, "pu");
+  // Two flagged labels, only one with a counted other-family trigger: the other keeps its stamped figure.
+  const two = (defense: string, acc: number, a: number, aOther: number, b: number, bOther: number): CandidateScore => ({ ...perLabel(defense, acc, { 2: a, 5: b }), heldOut: [{ label: 2, success: aOther }, { label: 5, success: bOther }] });
+  const s2 = [two("fst", 0.88, 0.07, 0.02, 0.6, 0.7), two("pu", 0.88, 0.03, 0.05, 0.03, 0.75), two("none", 0.88, 0.9, 0.95, 0.9, 0.9)];
+  assert.deepEqual(countedHeldOut(s2, [0, 1, 2]), [2]);
+  assert.equal(s2[chooseCandidate(s2, 0.01, 765).index].defense, "pu");
+});
+
 test("chooseCandidate: a chosen candidate that leaves the reversed trigger working names the repair outside the window that removes it", () => {
   // The selection figures of blend, seed 1: the repairs that remove label 7's trigger fall 3.1 points below B.
   const s = [

@@ -35,6 +35,12 @@
 // does not count. The re-inverted figures only raise scores, so re-inverting the tied candidates until no
 // tied one is left without it (`pendingReinversion`) gives the choice re-inverting every eligible one would.
 //
+// The other family (CandidateScore.heldOut). Neural Cleanse reverses a trigger of both families for every label,
+// and unlearning stamps the flagging family's: on that trigger the trigger-based repairs are scored in-sample.
+// Where some eligible repair halves B's success on the other family's trigger, a label is scored on that one
+// alone (with the re-inverted trigger), which no candidate trained on; elsewhere (a natural feature of the class,
+// random_pos) on the flagging family's.
+//
 // Position-free labels (shift-evidence.ts). Before the candidates are scored, B's response to each flagged
 // label's reversed trigger rolled off itself to a random position per image is measured on the selection split;
 // a label whose rolled trigger keeps at least a quarter of its success where found fires anywhere (random_pos),
@@ -321,14 +327,27 @@ function labelAttack(s: CandidateScore, label: number): number | undefined {
   return fresh === undefined ? stamped : Math.max(stamped, fresh);
 }
 
+/** A label's figure when its other-family trigger counts: that trigger's success, or the re-inverted trigger's when it counts and is higher. */
+function heldOutAttack(s: CandidateScore, label: number): number | undefined {
+  const held = s.heldOut?.find((p) => p.label === label)?.success;
+  const r = s.reinverted?.find((p) => p.label === label);
+  const fresh = r?.counts ? r.success : undefined;
+  if (held === undefined) return fresh;
+  return fresh === undefined ? held : Math.max(held, fresh);
+}
+
 /**
- * Attack score over the counted labels (the worst of them), and over the counted other-family triggers;
- * attackOf when the score has no per-label figures.
+ * Attack score over the counted labels (the worst of them); attackOf when the score has no per-label figures.
+ * A label whose other-family trigger counts is scored on that trigger alone: the flagging family's trigger is
+ * the one unlearning trained on, so the trigger-based repairs' figures on it are in-sample and the candidates
+ * cannot be compared on it (wanet: prune-then-unlearn 2.9% on it against FST's 6.9%, real ASR 7.47% against
+ * about 0.5%), while no candidate trained on the other family's.
  */
 function attackOver(s: CandidateScore, counted: readonly number[], countedHeld: readonly number[] = []): number {
-  const held = countedHeld.map((l) => s.heldOut?.find((p) => p.label === l)?.success).filter((x): x is number => x !== undefined);
+  const held = countedHeld.map((l) => heldOutAttack(s, l)).filter((x): x is number => x !== undefined);
   if (!s.perLabel || counted.length === 0) return Math.max(attackOf(s), ...held);
-  const v = counted.map((l) => labelAttack(s, l)).filter((x): x is number => x !== undefined);
+  const v = counted.filter((l) => !countedHeld.includes(l)).map((l) => labelAttack(s, l)).filter((x): x is number => x !== undefined);
+  if (v.length === 0 && held.length) return Math.max(...held);
   return Math.max(v.length ? Math.max(...v) : attackOf(s), ...held);
 }
 
@@ -434,7 +453,7 @@ export function selectionSection(
 ): ReportSelection {
   const { tolerance, window, skipped, tradeoff } = o;
   return {
-    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of ${window} and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within ${TIE_GAP} of it: the earlier candidate); a position-free label (shiftEvidence: its reversed trigger rolled to random positions keeps at least a quarter of its success on B) is scored by the worse of the trigger where found and rolled; a flagged label's trigger of the other family (heldOut, which no repair trained on) counts too where some eligible repair halves B's success on it`,
+    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of ${window} and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within ${TIE_GAP} of it: the earlier candidate); a position-free label (shiftEvidence: its reversed trigger rolled to random positions keeps at least a quarter of its success on B) is scored by the worse of the trigger where found and rolled; where some eligible repair halves B's success on a flagged label's trigger of the other family (heldOut, which no repair trained on), the label is scored on that trigger (or the re-inverted one) alone, as the repairs that unlearned the flagging family's trigger are scored in-sample on it`,
     selectionSize,
     candidates: scores.map((s) => ({ defense: s.defense, cleanAccuracy: s.cleanAccuracy, ...(s.triggerSuccess === undefined ? {} : { triggerSuccess: s.triggerSuccess }), adversarialSuccess: s.adversarialSuccess, seconds: s.seconds, ...(s.reinverted ? { reinverted: s.reinverted, reinvertSeconds: s.reinvertSeconds } : {}), ...(s.moved ? { moved: s.moved } : {}), ...(s.heldOut ? { heldOut: s.heldOut } : {}) })),
     chosen: scores[chosen].defense,
