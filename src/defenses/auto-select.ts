@@ -318,23 +318,19 @@ function halvedLabels(scores: readonly CandidateScore[], eligible: readonly numb
   return { labels, counted };
 }
 
-/** A label's attack figure: its stamped reversed trigger's success, or the re-inverted trigger's when it counts and is higher. */
-function labelAttack(s: CandidateScore, label: number): number | undefined {
-  const stamped = s.perLabel?.find((p) => p.label === label)?.success;
+/** `figure` for a label, or the re-inverted trigger's success when it counts and is higher. */
+function withReinverted(s: CandidateScore, label: number, figure: number | undefined): number | undefined {
   const r = s.reinverted?.find((p) => p.label === label);
   const fresh = r?.counts ? r.success : undefined;
-  if (stamped === undefined) return fresh;
-  return fresh === undefined ? stamped : Math.max(stamped, fresh);
+  if (figure === undefined) return fresh;
+  return fresh === undefined ? figure : Math.max(figure, fresh);
 }
 
-/** A label's figure when its other-family trigger counts: that trigger's success, or the re-inverted trigger's when it counts and is higher. */
-function heldOutAttack(s: CandidateScore, label: number): number | undefined {
-  const held = s.heldOut?.find((p) => p.label === label)?.success;
-  const r = s.reinverted?.find((p) => p.label === label);
-  const fresh = r?.counts ? r.success : undefined;
-  if (held === undefined) return fresh;
-  return fresh === undefined ? held : Math.max(held, fresh);
-}
+/** A label's attack figure: its stamped reversed trigger's success (or the re-inverted trigger's, see withReinverted). */
+const labelAttack = (s: CandidateScore, label: number): number | undefined => withReinverted(s, label, s.perLabel?.find((p) => p.label === label)?.success);
+
+/** A label's figure when its other-family trigger counts: that trigger's success (or the re-inverted trigger's). */
+const heldOutAttack = (s: CandidateScore, label: number): number | undefined => withReinverted(s, label, s.heldOut?.find((p) => p.label === label)?.success);
 
 /**
  * Attack score over the counted labels (the worst of them); attackOf when the score has no per-label figures.
