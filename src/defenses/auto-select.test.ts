@@ -120,6 +120,11 @@ test("chooseCandidate: where the other family's trigger counts, a label is score
   const s2 = [two("fst", 0.88, 0.07, 0.02, 0.6, 0.7), two("pu", 0.88, 0.03, 0.05, 0.03, 0.75), two("none", 0.88, 0.9, 0.95, 0.9, 0.9)];
   assert.deepEqual(countedHeldOut(s2, [0, 1, 2]), [2]);
   assert.equal(s2[chooseCandidate(s2, 0.01, 765).index].defense, "pu");
+  // low_rate_patch, seed 0: i-BAU halves the other family's trigger (so it counts) but leaves the flagging
+  // family's at 65% of images (B: 96%); it keeps the worse of both and prune-then-unlearn stays chosen.
+  const low = [held("fst", 0.875, 0.592, 0.8), held("pu", 0.88, 0.029, 0.609), held("ibau", 0.861, 0.652, 0.2), held("none", 0.882, 0.962, 0.962)];
+  assert.deepEqual(countedHeldOut(low, [0, 1, 2, 3]), [2]);
+  assert.equal(low[chooseCandidate(low, 0.01, 765).index].defense, "pu");
 });
 
 test("chooseCandidate: a chosen candidate that leaves the reversed trigger working names the repair outside the window that removes it", () => {

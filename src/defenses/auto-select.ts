@@ -37,9 +37,11 @@
 //
 // The other family (CandidateScore.heldOut). Neural Cleanse reverses a trigger of both families for every label,
 // and unlearning stamps the flagging family's: on that trigger the trigger-based repairs are scored in-sample.
-// Where some eligible repair halves B's success on the other family's trigger, a label is scored on that one
-// alone (with the re-inverted trigger), which no candidate trained on; elsewhere (a natural feature of the class,
-// random_pos) on the flagging family's.
+// Where some eligible repair halves B's success on the other family's trigger, a candidate that halves B's
+// success on the flagging family's trigger is scored on the other family's alone for that label (with the
+// re-inverted trigger), which no candidate trained on; one that does not halve it keeps the worse of both (its
+// figure on the flagging family's trigger is out-of-sample: it trained on no trigger). Elsewhere (a natural
+// feature of the class, random_pos) labels are scored on the flagging family's trigger.
 //
 // Position-free labels (shift-evidence.ts). Before the candidates are scored, B's response to each flagged
 // label's reversed trigger rolled off itself to a random position per image is measured on the selection split;
@@ -334,18 +336,24 @@ const heldOutAttack = (s: CandidateScore, label: number): number | undefined => 
 
 /**
  * Attack score over the counted labels (the worst of them); attackOf when the score has no per-label figures.
- * A label whose other-family trigger counts is scored on that trigger alone: the flagging family's trigger is
- * the one unlearning trained on, so the trigger-based repairs' figures on it are in-sample and the candidates
- * cannot be compared on it (wanet: prune-then-unlearn 2.9% on it against FST's 6.9%, real ASR 7.47% against
- * about 0.5%), while no candidate trained on the other family's.
+ * A label whose other-family trigger counts is scored on that trigger alone for a candidate that halves B's
+ * success on the flagging family's trigger: that trigger is the one unlearning trained on, so the trigger-based
+ * repairs' figures on it are in-sample and cannot be set against the others' (wanet, seed 1: prune-then-unlearn
+ * 2.9% on it against FST's 6.9%; on the other family's 4.9% against 2.4%), while no candidate trained on the
+ * other family's. A candidate that leaves the flagging family's trigger above half of B's success keeps the
+ * worse of both (low_rate_patch, seed 0: i-BAU 65% on it, and lower on the other family's).
  */
-function attackOver(s: CandidateScore, counted: readonly number[], countedHeld: readonly number[] = []): number {
-  const held = countedHeld.map((l) => heldOutAttack(s, l)).filter((x): x is number => x !== undefined);
+function attackOver(s: CandidateScore, counted: readonly number[], countedHeld: readonly number[] = [], stampedBase: (label: number) => number = () => 1): number {
+  const halves = (l: number): boolean => (s.perLabel?.find((p) => p.label === l)?.success ?? Infinity) <= stampedBase(l) / 2 + 1e-12;
+  const held = countedHeld.map((l) => (halves(l) ? heldOutAttack(s, l) : maxOf(heldOutAttack(s, l), labelAttack(s, l)))).filter((x): x is number => x !== undefined);
   if (!s.perLabel || counted.length === 0) return Math.max(attackOf(s), ...held);
   const v = counted.filter((l) => !countedHeld.includes(l)).map((l) => labelAttack(s, l)).filter((x): x is number => x !== undefined);
   if (v.length === 0 && held.length) return Math.max(...held);
   return Math.max(v.length ? Math.max(...v) : attackOf(s), ...held);
 }
+
+/** The larger of two optional figures (undefined when both are). */
+const maxOf = (a: number | undefined, b: number | undefined): number | undefined => (a === undefined ? b : b === undefined ? a : Math.max(a, b));
 
 /** The rule's intermediate figures: who is eligible, which labels count, and the candidates tied on attack. */
 function ruleState(scores: readonly CandidateScore[], minTolerance: number, selectionSize?: number) {
@@ -355,7 +363,9 @@ function ruleState(scores: readonly CandidateScore[], minTolerance: number, sele
   // Which labels count is decided on the stamped triggers alone (see the file's head: false flags).
   const { counted, ignored } = countedLabels(scores, eligible);
   const countedHeld = countedHeldOut(scores, eligible);
-  const attack = (s: CandidateScore): number => attackOver(s, counted, countedHeld);
+  const b = scores.find((s) => s.defense === NO_CHANGE);
+  const stampedBase = (l: number): number => b?.perLabel?.find((p) => p.label === l)?.success ?? 1;
+  const attack = (s: CandidateScore): number => attackOver(s, counted, countedHeld, stampedBase);
   const lowest = Math.min(...eligible.map((i) => attack(scores[i])));
   // Attack scores within the noise of the lowest are ties (only when the split's size is known).
   const band = selectionSize ? 1.96 * Math.sqrt(Math.max(lowest * (1 - lowest), 1 / selectionSize) / selectionSize) : 0;
@@ -449,7 +459,7 @@ export function selectionSection(
 ): ReportSelection {
   const { tolerance, window, skipped, tradeoff } = o;
   return {
-    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of ${window} and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within ${TIE_GAP} of it: the earlier candidate); a position-free label (shiftEvidence: its reversed trigger rolled to random positions keeps at least a quarter of its success on B) is scored by the worse of the trigger where found and rolled; where some eligible repair halves B's success on a flagged label's trigger of the other family (heldOut, which no repair trained on), the label is scored on that trigger (or the re-inverted one) alone, as the repairs that unlearned the flagging family's trigger are scored in-sample on it`,
+    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of ${window} and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within ${TIE_GAP} of it: the earlier candidate); a position-free label (shiftEvidence: its reversed trigger rolled to random positions keeps at least a quarter of its success on B) is scored by the worse of the trigger where found and rolled; where some eligible repair halves B's success on a flagged label's trigger of the other family (heldOut, which no repair trained on), a candidate that halves B's success on the flagging family's trigger is scored on the other family's (or the re-inverted one) alone for that label, as the repairs that unlearned the flagging family's trigger are scored in-sample on it; a candidate that does not halve it keeps the worse of both`,
     selectionSize,
     candidates: scores.map((s) => ({ defense: s.defense, cleanAccuracy: s.cleanAccuracy, ...(s.triggerSuccess === undefined ? {} : { triggerSuccess: s.triggerSuccess }), adversarialSuccess: s.adversarialSuccess, seconds: s.seconds, ...(s.reinverted ? { reinverted: s.reinverted, reinvertSeconds: s.reinvertSeconds } : {}), ...(s.moved ? { moved: s.moved } : {}), ...(s.heldOut ? { heldOut: s.heldOut } : {}) })),
     chosen: scores[chosen].defense,
