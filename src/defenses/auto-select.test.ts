@@ -112,6 +112,7 @@ test("chooseCandidate: where the other family's trigger counts, a label is score
   const c = chooseCandidate(s, 0.01, 765);
   assert.equal(s[c.index].defense, "fst");
   assert.match(c.reason, /reversed-trigger 2\.4%/);
+  assert.match(c.reason, /label 2 scored on the other family's reversed trigger/);
   // A re-inverted trigger that counts (still within B's flag bound) still raises the label's figure.
   const fresh = s.map((x) => (x.defense === "fst" ? { ...x, reinverted: [{ label: 2, l1Norm: 20, bound: 28, success: 0.3, counts: true }] } : x));
   assert.equal(fresh[chooseCandidate(fresh, 0.01, 765).index].defense, "pu");

@@ -370,7 +370,7 @@ function ruleState(scores: readonly CandidateScore[], minTolerance: number, sele
   // Attack scores within the noise of the lowest are ties (only when the split's size is known).
   const band = selectionSize ? 1.96 * Math.sqrt(Math.max(lowest * (1 - lowest), 1 / selectionSize) / selectionSize) : 0;
   const tied = eligible.filter((i) => attack(scores[i]) <= lowest + band + 1e-12);
-  return { best, tolerance, eligible, counted, ignored, attack, lowest, band, tied };
+  return { best, tolerance, eligible, counted, countedHeld, ignored, attack, lowest, band, tied };
 }
 
 /**
@@ -389,7 +389,7 @@ export function pendingReinversion(scores: readonly CandidateScore[], minToleran
 /** The documented rule (see the file's head): index of the chosen candidate, why, and the tolerance used. */
 export function chooseCandidate(scores: readonly CandidateScore[], minTolerance = 0.01, selectionSize?: number): { index: number; reason: string; tolerance: number; ignored: number[]; tradeoff?: SelectionTradeoff } {
   if (scores.length === 0) throw new Error("no candidate to choose from");
-  const { best, tolerance, eligible, ignored, attack, lowest, band, tied } = ruleState(scores, minTolerance, selectionSize);
+  const { best, tolerance, eligible, countedHeld, ignored, attack, lowest, band, tied } = ruleState(scores, minTolerance, selectionSize);
   let index = -1;
   for (const i of tied) if (index < 0 || scores[i].cleanAccuracy > scores[index].cleanAccuracy) index = i;
   // Between tied repairs, accuracy gaps under TIE_GAP are below what the split can resolve (1 point is
@@ -412,6 +412,7 @@ export function chooseCandidate(scores: readonly CandidateScore[], minTolerance 
   const reason =
     `${s.defense}: lowest attack success (${s.triggerSuccess === undefined ? `adversarial ${p(s.adversarialSuccess)}, no reversed trigger` : `${s.reinverted ? "reversed or re-inverted trigger" : "reversed-trigger"} ${p(attack(s))}`}) ` +
     (ignored.length ? `(label${ignored.length > 1 ? "s" : ""} ${ignored.join(", ")} not counted: no eligible repair halves ${ignored.length > 1 ? "their" : "its"} reversed trigger) ` : "") +
+    (countedHeld.length ? `(label${countedHeld.length > 1 ? "s" : ""} ${countedHeld.join(", ")} scored on the other family's reversed trigger, which no candidate trained on, where a candidate halves the flagging family's) ` : "") +
     (raised ? `(${raised} candidate${raised > 1 ? "s" : ""} tied on the reversed triggers lost on the re-inverted one) ` : "") +
     `${band > 0 ? `(ties within ${(100 * band).toFixed(1)} points go to clean accuracy${prior ? `, gaps under ${(100 * TIE_GAP).toFixed(1)} points between repairs to the earlier candidate` : ""}) ` : ""}` +
     `among the candidates within ${(100 * tolerance).toFixed(1)} points of the best selection clean accuracy (${p(best)}; its own ${p(s.cleanAccuracy)})` +
