@@ -312,12 +312,18 @@ export function countedHeldOut(scores: readonly CandidateScore[], eligible: read
 function halvedLabels(scores: readonly CandidateScore[], eligible: readonly number[], figures: (s: CandidateScore) => readonly { label: number; success: number }[] | undefined): { labels: number[]; counted: number[] } {
   const of = (s: CandidateScore, l: number): number | undefined => figures(s)?.find((p) => p.label === l)?.success;
   const labels = [...new Set(scores.flatMap((s) => (figures(s) ?? []).map((p) => p.label)))].sort((a, b) => a - b);
-  const b = scores.find((s) => s.defense === NO_CHANGE);
+  const baseOf = bFigure(scores, figures);
   const counted = labels.filter((l) => {
-    const base = (b && of(b, l)) ?? 1;
+    const base = baseOf(l);
     return eligible.some((i) => scores[i].defense !== NO_CHANGE && (scores[i].labels?.includes(l) ?? true) && (of(scores[i], l) ?? Infinity) <= base / 2 + 1e-12);
   });
   return { labels, counted };
+}
+
+/** B's ("none"'s) figure per label, 1 where B was not scored. */
+function bFigure(scores: readonly CandidateScore[], figures: (s: CandidateScore) => readonly { label: number; success: number }[] | undefined): (label: number) => number {
+  const b = scores.find((s) => s.defense === NO_CHANGE);
+  return (l) => (b && figures(b)?.find((p) => p.label === l)?.success) ?? 1;
 }
 
 /** `figure` for a label, or the re-inverted trigger's success when it counts and is higher. */
@@ -363,8 +369,7 @@ function ruleState(scores: readonly CandidateScore[], minTolerance: number, sele
   // Which labels count is decided on the stamped triggers alone (see the file's head: false flags).
   const { counted, ignored } = countedLabels(scores, eligible);
   const countedHeld = countedHeldOut(scores, eligible);
-  const b = scores.find((s) => s.defense === NO_CHANGE);
-  const stampedBase = (l: number): number => b?.perLabel?.find((p) => p.label === l)?.success ?? 1;
+  const stampedBase = bFigure(scores, (s) => s.perLabel);
   const attack = (s: CandidateScore): number => attackOver(s, counted, countedHeld, stampedBase);
   const lowest = Math.min(...eligible.map((i) => attack(scores[i])));
   // Attack scores within the noise of the lowest are ties (only when the split's size is known).
