@@ -13,6 +13,7 @@ import { Session } from "../runtime/session.js";
 import { mulberry32 } from "../util/random.js";
 import { decodeImageBuffer, encodePng } from "../io/images.js";
 import { triggerPngRole, triggerPngs } from "./nc-report.js";
+import { translatedSource } from "./shift-evidence.js";
 import {
   checkNcPruneOptions, checkTrigger, checkUnlearnOptions, ncPrune, ncUnlearn, prunedNeuronsModel, pruneSite, stampedSource,
   shiftedTrigger, stampShare, triggerFromPngs, triggersFromReport, type ReversedTrigger,
@@ -218,6 +219,19 @@ test("nc-prune drives the trigger's success below the threshold; pruned rows are
   assert.equal(r.g.clean.n, testSet.size);
   assert.equal(r.g.poisoned!.n, poisoned.size);
   assert.ok(r.g.poisoned!.flagged + r.g.poisoned!.attackSuccess <= poisoned.size);
+});
+
+test("nc-prune: a position-free trigger is stamped at a random position per image, ranked and stopped on that", async () => {
+  const model = await backdooredModel();
+  const clean = cleanSet(200, 81);
+  const rolls: [number, number][] = [[-3, -3], [-3, 0], [0, -3]];
+  const moved = { ...TRUE_TRIGGER, rolls };
+  const hits = triggerHits(await predictLabels(model, translatedSource(clean, moved, 9173, rolls)), clean.labels!, TARGET);
+  const r = await ncPrune(model, { clean }, [moved], { threshold: 1e-9, maxDrop: 0.02, step: 0.05 });
+  // The curve's first point is B on the moved stamps (the tiny model's backdoor answers at the corner only).
+  assert.equal(r.curve[0].triggerSuccess, hits.hits / hits.n);
+  const found = await ncPrune(model, { clean }, [TRUE_TRIGGER], { threshold: 1e-9, maxDrop: 0.02, step: 0.05 });
+  assert.ok(found.curve[0].triggerSuccess! > 0.9 && r.curve[0].triggerSuccess! < found.curve[0].triggerSuccess!);
 });
 
 test("nc-prune stops at --max-drop and keeps the last network within it", async () => {

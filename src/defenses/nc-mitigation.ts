@@ -350,7 +350,7 @@ export function checkNcPruneOptions(o: NcPruneOptions): Required<Pick<NcPruneOpt
   return resolveOptions(NC_PRUNE_OPTIONS, pickOptions(NC_PRUNE_OPTIONS, o));
 }
 
-export async function ncPrune(model: Model, data: NcData, triggers: ReversedTrigger[], opts: NcPruneOptions = {}): Promise<NcPruneResult> {
+export async function ncPrune(model: Model, data: NcData, triggers: PlacedTrigger[], opts: NcPruneOptions = {}): Promise<NcPruneResult> {
   const { threshold, maxDrop, step } = checkNcPruneOptions(opts);
   checkInputs(model, data, triggers);
   const site = pruneSite(model, opts.layer);
@@ -368,7 +368,9 @@ export async function ncPrune(model: Model, data: NcData, triggers: ReversedTrig
     };
     const clean = await cache(data.clean, labels);
     const stamped: CachedData[] = [];
-    for (const t of triggers) stamped.push(await cache(stampedSource(data.clean, t), labels));
+    // A position-free trigger (shift-evidence.ts) is stamped at a random position per image, so the channels are
+    // ranked and the pruning stopped by its response anywhere, not where Neural Cleanse found it.
+    for (const [k, t] of triggers.entries()) stamped.push(await cache(t.rolls ? translatedSource(data.clean, t, 9173 + k, t.rolls) : stampedSource(data.clean, t), labels));
     const poisoned = data.poisoned ? await cache(data.poisoned, data.poisoned.labels!) : undefined;
 
     const base = engine.channelMeans(clean);

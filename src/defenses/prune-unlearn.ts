@@ -156,7 +156,7 @@ async function prunePass(
   start: Model,
   data: NcData,
   site: PruneSite,
-  triggers: readonly ReversedTrigger[],
+  triggers: readonly PlacedTrigger[],
   pruned: number[],
   budget: { acc0: number; acc: number },
   s: PruneUnlearnSettings,
@@ -198,16 +198,17 @@ export async function pruneUnlearn(model: Model, data: NcData, triggers: Reverse
   if (s.rounds > 1 && s.holdout === 0) fail("option rounds > 1 needs a held-out part (holdout > 0) to check each round on");
   const layer = opts.layer ?? lastConvLayer(model);
   const site = pruneSite(model, layer);
-  const pruned: number[] = [];
-  const first = await prunePass(model, data, site, triggers, pruned, { acc0: NaN, acc: NaN }, s, opts);
-  const perLabel = [...first.perLabel];
-  const pruneAccuracy = { before: first.acc0, after: first.acc };
   const clean = data.clean;
   const shape = clean.shape;
   const split = s.holdout > 0 ? splitClean(clean, s.holdout, s.seed, "prune-unlearn") : undefined;
-  // Placement is decided once, on B (unpruned) and the held-out part (shift-evidence.ts).
+  // Placement is decided once, on B (unpruned) and the held-out part (shift-evidence.ts); a position-free
+  // label's trigger goes anywhere in the pruning (its channels ranked by the moved trigger) and the unlearning.
   const placement = await resolvePlacement(model, split?.heldSet ?? clean, triggers, s.placement, { seed: s.seed, batchSize: opts.evalBatchSize });
   let used: PlacedTrigger[] = placeAnywhere(triggers, placement.labels, shape);
+  const pruned: number[] = [];
+  const first = await prunePass(model, data, site, used, pruned, { acc0: NaN, acc: NaN }, s, opts);
+  const perLabel = [...first.perLabel];
+  const pruneAccuracy = { before: first.acc0, after: first.acc };
   let u = await unlearnPass(model, first.current, data, used, pruned, s, opts);
   const rounds: PruneUnlearnRound[] = [];
   if (s.rounds > 1 && split) {
@@ -236,8 +237,9 @@ export async function pruneUnlearn(model: Model, data: NcData, triggers: Reverse
       if (still.length === 0) break;
       const before = pruned.length;
       const tried = [...pruned];
-      const p = await prunePass(prunedNeuronsModel(u.model, site, tried), data, site, still, tried, { acc0: first.acc0, acc }, s, opts);
-      const next = await unlearnPass(model, p.current, data, [...used, ...placeAnywhere(still, placement.labels, shape)], tried, s, opts);
+      const placedStill = placeAnywhere(still, placement.labels, shape);
+      const p = await prunePass(prunedNeuronsModel(u.model, site, tried), data, site, placedStill, tried, { acc0: first.acc0, acc }, s, opts);
+      const next = await unlearnPass(model, p.current, data, [...used, ...placedStill], tried, s, opts);
       const heldAcc = (await heldOutScore(next.model, heldDs, [], opts.evalBatchSize)).accuracy;
       entry.added = tried.length - before;
       entry.heldOutAccuracy = heldAcc;
@@ -248,7 +250,7 @@ export async function pruneUnlearn(model: Model, data: NcData, triggers: Reverse
       entry.outcome = "kept";
       pruned.splice(0, pruned.length, ...tried);
       perLabel.push(...p.perLabel);
-      used = [...used, ...placeAnywhere(still, placement.labels, shape)];
+      used = [...used, ...placedStill];
       acc = p.acc;
       u = next;
     }
