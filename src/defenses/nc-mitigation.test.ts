@@ -15,7 +15,7 @@ import { decodeImageBuffer, encodePng } from "../io/images.js";
 import { triggerPngRole, triggerPngs } from "./nc-report.js";
 import { translatedSource } from "./shift-evidence.js";
 import {
-  checkNcPruneOptions, checkTrigger, checkUnlearnOptions, ncPrune, ncUnlearn, prunedNeuronsModel, pruneSite, stampedSource,
+  checkNcPruneOptions, checkTrigger, checkUnlearnOptions, MOVED_STAMP_SEED, ncPrune, ncUnlearn, prunedNeuronsModel, pruneSite, stampedSource,
   shiftedTrigger, stampShare, triggerFromPngs, triggersFromReport, type ReversedTrigger,
 } from "./nc-mitigation.js";
 import { backdooredModel, cleanImages, cleanSet, H, K, mlpArch, PER, poisonedSet, TARGET, W } from "../test/tiny-patch-mlp.js";
@@ -226,7 +226,7 @@ test("nc-prune: a position-free trigger is stamped at a random position per imag
   const clean = cleanSet(200, 81);
   const rolls: [number, number][] = [[-3, -3], [-3, 0], [0, -3]];
   const moved = { ...TRUE_TRIGGER, rolls };
-  const hits = triggerHits(await predictLabels(model, translatedSource(clean, moved, 9173, rolls)), clean.labels!, TARGET);
+  const hits = triggerHits(await predictLabels(model, translatedSource(clean, moved, MOVED_STAMP_SEED, rolls)), clean.labels!, TARGET);
   const r = await ncPrune(model, { clean }, [moved], { threshold: 1e-9, maxDrop: 0.02, step: 0.05 });
   // The curve's first point is B on the moved stamps (the tiny model's backdoor answers at the corner only).
   assert.equal(r.curve[0].triggerSuccess, hits.hits / hits.n);

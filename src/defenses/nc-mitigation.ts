@@ -350,6 +350,9 @@ export function checkNcPruneOptions(o: NcPruneOptions): Required<Pick<NcPruneOpt
   return resolveOptions(NC_PRUNE_OPTIONS, pickOptions(NC_PRUNE_OPTIONS, o));
 }
 
+/** Seed of the positions a position-free trigger is moved to when scored or pruned for (trigger k adds k). */
+export const MOVED_STAMP_SEED = 9173;
+
 export async function ncPrune(model: Model, data: NcData, triggers: PlacedTrigger[], opts: NcPruneOptions = {}): Promise<NcPruneResult> {
   const { threshold, maxDrop, step } = checkNcPruneOptions(opts);
   checkInputs(model, data, triggers);
@@ -370,7 +373,7 @@ export async function ncPrune(model: Model, data: NcData, triggers: PlacedTrigge
     const stamped: CachedData[] = [];
     // A position-free trigger (shift-evidence.ts) is stamped at a random position per image, so the channels are
     // ranked and the pruning stopped by its response anywhere, not where Neural Cleanse found it.
-    for (const [k, t] of triggers.entries()) stamped.push(await cache(t.rolls ? translatedSource(data.clean, t, 9173 + k, t.rolls) : stampedSource(data.clean, t), labels));
+    for (const [k, t] of triggers.entries()) stamped.push(await cache(t.rolls ? translatedSource(data.clean, t, MOVED_STAMP_SEED + k, t.rolls) : stampedSource(data.clean, t), labels));
     const poisoned = data.poisoned ? await cache(data.poisoned, data.poisoned.labels!) : undefined;
 
     const base = engine.channelMeans(clean);
@@ -594,7 +597,7 @@ export async function heldOutScore(model: Model, held: Dataset, triggers: readon
     targets.push(t.label);
     // A trigger stamped anywhere in training is also scored anywhere (fixed seeded positions per image).
     if (t.rolls) {
-      preds.push(await predictLabels(model, translatedSource(held, t, 9173 + k, t.rolls), { batchSize }));
+      preds.push(await predictLabels(model, translatedSource(held, t, MOVED_STAMP_SEED + k, t.rolls), { batchSize }));
       targets.push(t.label);
     }
   }
