@@ -31,6 +31,13 @@ export interface SessionOptions {
    * runtime/threads.ts's rule for it instead of every core.
    */
   work?: GraphWork;
+  /**
+   * onnxruntime's memory pattern: after the first run with a set of input shapes, it plans all of the run's
+   * intermediate buffers as one block. Default: off for gradient graphs (those given `work`), on for the others.
+   * A training step's block is large and its buffers live briefly; without the pattern the arena reuses freed
+   * chunks instead (fine-prune on PreAct-ResNet18: README, "PyTorch exports").
+   */
+  memoryPattern?: boolean;
   /** Write onnxruntime's per-node profile (Chrome trace JSON) to files starting with this prefix; see endProfiling. */
   profilePrefix?: string;
 }
@@ -44,11 +51,12 @@ function envThreads(): number | undefined {
 }
 
 /** The settings a session gets: explicit options, else the environment, else the defaults. */
-export function sessionSettings(opts: SessionOptions = {}, nodes = 0): { threads: number; spinning: boolean } {
+export function sessionSettings(opts: SessionOptions = {}, nodes = 0): { threads: number; spinning: boolean; memoryPattern: boolean } {
   const cores = os.availableParallelism();
   return {
     threads: opts.threads ?? envThreads() ?? (opts.work ? threadsForWork(opts.work, nodes, cores) : cores),
     spinning: opts.spinning ?? process.env.BADNET_SPIN === "1",
+    memoryPattern: opts.memoryPattern ?? opts.work === undefined,
   };
 }
 
@@ -97,7 +105,7 @@ export class Session {
   }
 
   static async fromBytes(bytes: Uint8Array, opts: SessionOptions = {}, what = "model", nodes = 0): Promise<Session> {
-    const { threads, spinning } = sessionSettings(opts, nodes);
+    const { threads, spinning, memoryPattern } = sessionSettings(opts, nodes);
     const t0 = performance.now();
     try {
       const s = await ort.InferenceSession.create(bytes, {
@@ -105,6 +113,7 @@ export class Session {
         interOpNumThreads: 1,
         graphOptimizationLevel: "all",
         executionMode: "sequential",
+        enableMemPattern: memoryPattern,
         ...(opts.profilePrefix ? { enableProfiling: true, profileFilePrefix: opts.profilePrefix } : {}),
         extra: { session: { intra_op: { allow_spinning: spinning ? "1" : "0" }, inter_op: { allow_spinning: spinning ? "1" : "0" } } },
       });

@@ -39,3 +39,10 @@ test("sessionSettings: explicit threads, then $BADNET_THREADS, then the work rul
     else process.env.BADNET_THREADS = saved;
   }
 });
+
+test("sessionSettings: memory pattern off for gradient graphs (given work), on otherwise, unless set", () => {
+  assert.equal(sessionSettings({}).memoryPattern, true);
+  assert.equal(sessionSettings({ work: { macsPerRun: 1 } }).memoryPattern, false);
+  assert.equal(sessionSettings({ work: { macsPerRun: 1 }, memoryPattern: true }).memoryPattern, true);
+  assert.equal(sessionSettings({ memoryPattern: false }).memoryPattern, false);
+});
