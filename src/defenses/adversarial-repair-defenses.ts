@@ -10,9 +10,16 @@ import { fst, FST_OPTIONS } from "./fst.js";
 import { ibau, IBAU_OPTIONS } from "./ibau.js";
 import { sau, SAU_OPTIONS } from "./sau.js";
 
-/** "kept round 2, held-out accuracy 90.1% → 89.5%": the round a training repair handed back, against B. */
-function keptText(unit: string, chosen: number, history: readonly { heldOutAccuracy: number }[]): string {
-  return `kept ${unit} ${chosen}, held-out accuracy ${pct(history[0].heldOutAccuracy)} → ${pct(history[chosen].heldOutAccuracy)}`;
+/**
+ * "kept round 2, held-out accuracy 90.1% → 89.5%": the round a training repair handed back, against B. When no
+ * round stayed within `maxDrop` the picker (held-out-repair.ts) offers the most accurate one; the text says so,
+ * as a repair that costs far more than the budget the user set must not read like one within it.
+ */
+export function keptText(unit: string, chosen: number, history: readonly { heldOutAccuracy: number }[], maxDrop: number): string {
+  const drop = history[0].heldOutAccuracy - history[chosen].heldOutAccuracy;
+  // The comparison RoundPicker.offer makes, so that the text and the pick agree.
+  const over = drop > maxDrop ? ` (no ${unit} within --max-drop ${(100 * maxDrop).toFixed(1)} points: the most accurate one kept, ${(100 * drop).toFixed(1)} points below B)` : "";
+  return `kept ${unit} ${chosen}, held-out accuracy ${pct(history[0].heldOutAccuracy)} → ${pct(history[chosen].heldOutAccuracy)}${over}`;
 }
 
 /** The outcome shared by every defense here: B′ and G as artifacts, the evaluation, the summary lines. */
@@ -79,7 +86,7 @@ export const ibauDefinition = defineDefense({
     const s = r.settings;
     const describe =
       `${s.rounds} rounds (Danskin gradient), universal perturbation RMS ${s.rms} of the input range on ${pct(s.ratio)} of each batch: ` +
-      keptText("round", r.chosenRound, r.history);
+      keptText("round", r.chosenRound, r.history, s.maxDrop);
     const details = { settings: s, chosenRound: r.chosenRound, history: r.history.map(({ train: _t, ...h }) => h) };
     return outcome(model, data, r, "i-BAU", describe, details, (performance.now() - t0) / 1000, "ibau");
   },
@@ -100,7 +107,7 @@ export const sauDefinition = defineDefense({
     const s = r.settings;
     const describe =
       `${s.rounds} rounds, L∞ ε ${s.eps} of the input range, ${s.pgdSteps} PGD steps, λ clean ${s.lambdaClean} / shared ${s.lambdaShared}: ` +
-      keptText("round", r.chosenRound, r.history);
+      keptText("round", r.chosenRound, r.history, s.maxDrop);
     const details = { settings: s, chosenRound: r.chosenRound, history: r.history };
     return outcome(model, data, r, "SAU", describe, details, (performance.now() - t0) / 1000, "sau");
   },
@@ -121,7 +128,7 @@ export const ftSamDefinition = defineDefense({
     const s = r.settings;
     const describe =
       `${s.epochs} epochs of ${s.adaptive ? "ASAM" : "SAM"} (ρ ${s.rho}), Adam ${s.lr}: ` +
-      keptText("epoch", r.chosenEpoch, r.history);
+      keptText("epoch", r.chosenEpoch, r.history, s.maxDrop);
     const details = { settings: s, chosenEpoch: r.chosenEpoch, history: r.history };
     return outcome(model, data, r, "FT-SAM", describe, details, (performance.now() - t0) / 1000, "ftSam");
   },
@@ -146,7 +153,7 @@ export const fstDefinition = defineDefense({
       `${s.epochs} epochs, ${s.tune === "head" ? "output layer only" : "every parameter"}, shift λ ${s.shift}, SGD ${s.lr}` +
       (s.distill > 0 ? `, targets ${s.distill} × B's predictions${s.untrusted.length ? ` without label${s.untrusted.length > 1 ? "s" : ""} ${s.untrusted.join(", ")}` : ""}` : "") +
       ": " +
-      `${keptText("epoch", r.chosenEpoch, r.history)}, cos(W, W₀) ${chosen.cosine.toFixed(2)}`;
+      `${keptText("epoch", r.chosenEpoch, r.history, s.maxDrop)}, cos(W, W₀) ${chosen.cosine.toFixed(2)}`;
     const details = { settings: s, head: r.head, chosenEpoch: r.chosenEpoch, history: r.history };
     return outcome(model, data, r, "FST", describe, details, (performance.now() - t0) / 1000, "fst");
   },
