@@ -32,7 +32,9 @@ import { benchArgs } from "./args.js";
 // "fine-prune-tail" is fine-prune --tune tail (only the tail after the cut of train/tail.ts is fine-tuned);
 // "fine-prune-recovered" is fine-prune --tune all --stop recovered (fine-tuning ends once held-out clean
 // accuracy is back at B's, train/early-stop.ts).
-const COMMANDS = ["eval", "detect", "prune", "fine-prune", "fine-prune-tail", "fine-prune-recovered", "nc-prune", "unlearn", "strip", "anp", "ibau", "repair"] as const;
+const COMMANDS = ["eval", "detect", "prune", "fine-prune", "fine-prune-tail", "fine-prune-recovered", "nc-prune", "unlearn", "prune-unlearn", "feature-unlearn", "strip", "anp", "ibau", "sau", "ft-sam", "fst", "repair"] as const;
+// The commands that take the flagged labels' reversed triggers: they reuse detect's when detect ran in this bench.
+const TRIGGER_COMMANDS: readonly CommandName[] = ["nc-prune", "unlearn", "prune-unlearn", "feature-unlearn"];
 type CommandName = (typeof COMMANDS)[number];
 // The issue's timing target for prune, fine-prune and a 10-label detect on full-width PreAct-ResNet18.
 const TARGET_SECONDS = 60;
@@ -158,8 +160,7 @@ async function main(): Promise<void> {
         else {
           const cli = command === "fine-prune-tail" || command === "fine-prune-recovered" ? "fine-prune" : command;
           args = [cli, ...base, ...data, "--out", out, ...(extraArgs[command] ?? [])];
-          // nc-prune and unlearn reuse detect's reversed triggers when detect ran in this bench.
-          if ((command === "nc-prune" || command === "unlearn") && commands.includes("detect")) args.push("--trigger", nc);
+          if (TRIGGER_COMMANDS.includes(command) && commands.includes("detect")) args.push("--trigger", nc);
           if (command === "prune") args.push("--drop", "4");
           if (command === "fine-prune-tail") args.push("--tune", "tail");
           if (command === "fine-prune") args.push("--tune", "all");

@@ -4,7 +4,7 @@
 import type { Model } from "../model/model.js";
 import { gLine, pct, triggerEvalLine } from "../report/text.js";
 import { anp, ANP_OPTIONS } from "./anp.js";
-import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, repairOutcomeCore, stageReporter, type DefenseData, type DefenseOutcome, type RepairRun } from "./defense.js";
+import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, repairOutcomeCore, stageReporter, type DefenseData, type DefenseOutcome, type OverBudget, type RepairRun } from "./defense.js";
 import { ftSam, FT_SAM_OPTIONS } from "./ft-sam.js";
 import { fst, FST_OPTIONS } from "./fst.js";
 import { ibau, IBAU_OPTIONS } from "./ibau.js";
@@ -16,17 +16,24 @@ import { sau, SAU_OPTIONS } from "./sau.js";
  * as a repair that costs far more than the budget the user set must not read like one within it.
  */
 export function keptText(unit: string, chosen: number, history: readonly { heldOutAccuracy: number }[], maxDrop: number): string {
+  const over = overBudget(chosen, history, maxDrop);
+  const note = over ? ` (no ${unit} within --max-drop ${(100 * maxDrop).toFixed(1)} points: the most accurate one kept, ${(100 * over.drop).toFixed(1)} points below B)` : "";
+  return `kept ${unit} ${chosen}, held-out accuracy ${pct(history[0].heldOutAccuracy)} → ${pct(history[chosen].heldOutAccuracy)}${note}`;
+}
+
+/** The kept round's held-out drop when it breaks the budget (no round met it), else undefined. */
+export function overBudget(chosen: number, history: readonly { heldOutAccuracy: number }[], maxDrop: number): OverBudget | undefined {
   const drop = history[0].heldOutAccuracy - history[chosen].heldOutAccuracy;
-  // The comparison RoundPicker.offer makes, so that the text and the pick agree.
-  const over = drop > maxDrop ? ` (no ${unit} within --max-drop ${(100 * maxDrop).toFixed(1)} points: the most accurate one kept, ${(100 * drop).toFixed(1)} points below B)` : "";
-  return `kept ${unit} ${chosen}, held-out accuracy ${pct(history[0].heldOutAccuracy)} → ${pct(history[chosen].heldOutAccuracy)}${over}`;
+  // The comparison RoundPicker.offer makes, so that the text, the pick and auto's eligibility agree.
+  return drop > maxDrop ? { maxDrop, drop } : undefined;
 }
 
 /** The outcome shared by every defense here: B′ and G as artifacts, the evaluation, the summary lines. */
-function outcome(model: Model, data: DefenseData, r: RepairRun, what: string, describe: string, details: Record<string, unknown>, seconds: number, timingKey: string): DefenseOutcome {
+function outcome(model: Model, data: DefenseData, r: RepairRun, what: string, describe: string, details: Record<string, unknown>, seconds: number, timingKey: string, over?: OverBudget): DefenseOutcome {
   const files: string[] = [];
   return {
     ...repairOutcomeCore(`${what} — ${model.name}`, r),
+    ...(over ? { overBudget: over } : {}),
     sections: {},
     extra: { [timingKey]: details, files },
     artifacts: repairArtifacts(r.model, r.gGraph, `${what} G of ${model.name}: class ${model.numClasses} = B and the repaired B' disagree`, files),
@@ -88,7 +95,7 @@ export const ibauDefinition = defineDefense({
       `${s.rounds} rounds (Danskin gradient), universal perturbation RMS ${s.rms} of the input range on ${pct(s.ratio)} of each batch: ` +
       keptText("round", r.chosenRound, r.history, s.maxDrop);
     const details = { settings: s, chosenRound: r.chosenRound, history: r.history.map(({ train: _t, ...h }) => h) };
-    return outcome(model, data, r, "i-BAU", describe, details, (performance.now() - t0) / 1000, "ibau");
+    return outcome(model, data, r, "i-BAU", describe, details, (performance.now() - t0) / 1000, "ibau", overBudget(r.chosenRound, r.history, s.maxDrop));
   },
 });
 
@@ -109,7 +116,7 @@ export const sauDefinition = defineDefense({
       `${s.rounds} rounds, L∞ ε ${s.eps} of the input range, ${s.pgdSteps} PGD steps, λ clean ${s.lambdaClean} / shared ${s.lambdaShared}: ` +
       keptText("round", r.chosenRound, r.history, s.maxDrop);
     const details = { settings: s, chosenRound: r.chosenRound, history: r.history };
-    return outcome(model, data, r, "SAU", describe, details, (performance.now() - t0) / 1000, "sau");
+    return outcome(model, data, r, "SAU", describe, details, (performance.now() - t0) / 1000, "sau", overBudget(r.chosenRound, r.history, s.maxDrop));
   },
 });
 
@@ -130,7 +137,7 @@ export const ftSamDefinition = defineDefense({
       `${s.epochs} epochs of ${s.adaptive ? "ASAM" : "SAM"} (ρ ${s.rho}), Adam ${s.lr}: ` +
       keptText("epoch", r.chosenEpoch, r.history, s.maxDrop);
     const details = { settings: s, chosenEpoch: r.chosenEpoch, history: r.history };
-    return outcome(model, data, r, "FT-SAM", describe, details, (performance.now() - t0) / 1000, "ftSam");
+    return outcome(model, data, r, "FT-SAM", describe, details, (performance.now() - t0) / 1000, "ftSam", overBudget(r.chosenEpoch, r.history, s.maxDrop));
   },
 });
 
@@ -155,6 +162,6 @@ export const fstDefinition = defineDefense({
       ": " +
       `${keptText("epoch", r.chosenEpoch, r.history, s.maxDrop)}, cos(W, W₀) ${chosen.cosine.toFixed(2)}`;
     const details = { settings: s, head: r.head, chosenEpoch: r.chosenEpoch, history: r.history };
-    return outcome(model, data, r, "FST", describe, details, (performance.now() - t0) / 1000, "fst");
+    return outcome(model, data, r, "FST", describe, details, (performance.now() - t0) / 1000, "fst", overBudget(r.chosenEpoch, r.history, s.maxDrop));
   },
 });

@@ -274,3 +274,31 @@ test("repair auto: a spent time budget runs only the first candidate and names t
   assert.deepEqual(sel.skipped, ["unlearn"]);
   assert.equal(r.defense.name, "ibau");
 });
+
+test("chooseCandidate: a repair past its own --max-drop is not eligible while another candidate is", () => {
+  // The selection figures of the VGG-BN PyTorch fixture (53 selection images: a window of ±10.9 points):
+  // i-BAU's reversed trigger is the lowest, but every one of its rounds was 11.6 points below B on its own
+  // held-out part.
+  const over = { maxDrop: 0.02, drop: 0.116 };
+  const s = [
+    perLabel("fst", 0.774, { 0: 0.792 }),
+    perLabel("prune-unlearn", 0.698, { 0: 0.063 }),
+    { ...perLabel("sau", 0.774, { 0: 0.896 }), overBudget: { maxDrop: 0.02, drop: 0.03 } },
+    perLabel("unlearn", 0.698, { 0: 0.063 }),
+    { ...perLabel("ibau", 0.698, { 0: 0.021 }), overBudget: over },
+    perLabel("fine-prune", 0.792, { 0: 0.938 }),
+    perLabel("none", 0.792, { 0: 1 }),
+  ];
+  const c = chooseCandidate(s, 0.01, 53);
+  assert.equal(s[c.index].defense, "prune-unlearn");
+  assert.match(c.reason, /\(sau, ibau not eligible: no round within their --max-drop on their own held-out part\)/);
+  // Without the budget flags the rule takes i-BAU's lower trigger score.
+  assert.equal(s[chooseCandidate(s.map(({ overBudget: _o, ...x }) => x), 0.01, 53).index].defense, "ibau");
+  // When every candidate in the window broke its budget, the rule runs as before among them.
+  const all = [{ ...perLabel("ibau", 0.7, { 0: 0.02 }), overBudget: over }, { ...perLabel("sau", 0.71, { 0: 0.5 }), overBudget: over }];
+  assert.equal(all[chooseCandidate(all, 0.01, 53).index].defense, "ibau");
+  assert.doesNotMatch(chooseCandidate(all, 0.01, 53).reason, /not eligible/);
+  // An over-budget repair outside the window is not offered as the trade a wider window would weigh.
+  const t = chooseCandidate([perLabel("fine-prune", 0.9, { 0: 0.9 }), { ...perLabel("ibau", 0.6, { 0: 0.01 }), overBudget: over }, perLabel("none", 0.9, { 0: 1 })], 0.01, 765);
+  assert.equal(t.tradeoff, undefined);
+});

@@ -13,6 +13,10 @@
 // the earlier candidate; between repairs, clean-accuracy gaps under 1 point (TIE_GAP, whatever the window) are ties too, and the
 // earlier candidate of the list wins (the list is ordered by what the zoo measurements favour). "none" (B
 // unchanged) is scored like the others; with no flagged label it is the only candidate (see autoCandidates).
+// A repair that kept a round past its own --max-drop (no round within it on its own held-out part:
+// DefenseOutcome.overBudget; i-BAU, SAU, FT-SAM, FST) is not eligible while another candidate in the window is:
+// its cost has been measured on a second clean sample, and on a small selection split (53 images with the
+// 500-image PyTorch fixtures: a window of ±11 points) the window alone let i-BAU in at 23 points below B.
 //
 // False flags. The reversed-trigger score is taken per flagged label, and the attack score is the worst over the
 // labels that count: a label counts when some eligible repair (not "none") that was run on it brings its
@@ -62,7 +66,7 @@ import { translatedSource } from "./shift-evidence.js";
 import type { BatchSource } from "../model/forward.js";
 import { evaluateModels } from "../eval/evaluate.js";
 import { triggerEvalLine } from "../report/text.js";
-import { defineDefense, repairArtifacts, repairOutcomeCore, type AnyDefense } from "./defense.js";
+import { defineDefense, repairArtifacts, repairOutcomeCore, type AnyDefense, type OverBudget } from "./defense.js";
 import { gFromPair } from "./g-model.js";
 import { MIN_HELD_OUT_SUCCESS } from "./nc-evidence.js";
 import type { ReinvertedLabel } from "./reinvert-evidence.js";
@@ -188,6 +192,8 @@ export interface CandidateScore {
   reinverted?: ReinvertedLabel[];
   /** Seconds the re-inversion took. */
   reinvertSeconds?: number;
+  /** Set when the repair found no round within its own --max-drop (DefenseOutcome.overBudget): not eligible while another candidate is. */
+  overBudget?: OverBudget;
   seconds: number;
 }
 
@@ -365,7 +371,13 @@ const maxOf = (a: number | undefined, b: number | undefined): number | undefined
 function ruleState(scores: readonly CandidateScore[], minTolerance: number, selectionSize?: number) {
   const best = Math.max(...scores.map((s) => s.cleanAccuracy));
   const tolerance = effectiveTolerance(minTolerance, best, selectionSize);
-  const eligible = scores.map((s, i) => i).filter((i) => scores[i].cleanAccuracy >= best - tolerance - 1e-12);
+  const inWindow = scores.map((s, i) => i).filter((i) => scores[i].cleanAccuracy >= best - tolerance - 1e-12);
+  // A repair whose own held-out part (a second clean sample, beside the selection split) put every round past
+  // its --max-drop has measured its cost twice; on a small selection split the window alone is wide enough
+  // to let it in (e.g. 53 images: ±11 points). It stays out unless every candidate in the window is out.
+  const withinBudget = inWindow.filter((i) => !scores[i].overBudget);
+  const eligible = withinBudget.length ? withinBudget : inWindow;
+  const overBudget = inWindow.filter((i) => !eligible.includes(i));
   // Which labels count is decided on the stamped triggers alone (see the file's head: false flags).
   const { counted, ignored } = countedLabels(scores, eligible);
   const countedHeld = countedHeldOut(scores, eligible);
@@ -375,7 +387,7 @@ function ruleState(scores: readonly CandidateScore[], minTolerance: number, sele
   // Attack scores within the noise of the lowest are ties (only when the split's size is known).
   const band = selectionSize ? 1.96 * Math.sqrt(Math.max(lowest * (1 - lowest), 1 / selectionSize) / selectionSize) : 0;
   const tied = eligible.filter((i) => attack(scores[i]) <= lowest + band + 1e-12);
-  return { best, tolerance, eligible, counted, countedHeld, ignored, attack, lowest, band, tied };
+  return { best, tolerance, eligible, overBudget, counted, countedHeld, ignored, attack, lowest, band, tied };
 }
 
 /**
@@ -394,7 +406,7 @@ export function pendingReinversion(scores: readonly CandidateScore[], minToleran
 /** The documented rule (see the file's head): index of the chosen candidate, why, and the tolerance used. */
 export function chooseCandidate(scores: readonly CandidateScore[], minTolerance = 0.01, selectionSize?: number): { index: number; reason: string; tolerance: number; ignored: number[]; tradeoff?: SelectionTradeoff } {
   if (scores.length === 0) throw new Error("no candidate to choose from");
-  const { best, tolerance, eligible, countedHeld, ignored, attack, lowest, band, tied } = ruleState(scores, minTolerance, selectionSize);
+  const { best, tolerance, eligible, overBudget, countedHeld, ignored, attack, lowest, band, tied } = ruleState(scores, minTolerance, selectionSize);
   let index = -1;
   for (const i of tied) if (index < 0 || scores[i].cleanAccuracy > scores[index].cleanAccuracy) index = i;
   // Between tied repairs, accuracy gaps under TIE_GAP are below what the split can resolve (1 point is
@@ -421,6 +433,7 @@ export function chooseCandidate(scores: readonly CandidateScore[], minTolerance 
     (raised ? `(${raised} candidate${raised > 1 ? "s" : ""} tied on the reversed triggers lost on the re-inverted one) ` : "") +
     `${band > 0 ? `(ties within ${(100 * band).toFixed(1)} points go to clean accuracy${prior ? `, gaps under ${(100 * TIE_GAP).toFixed(1)} points between repairs to the earlier candidate` : ""}) ` : ""}` +
     `among the candidates within ${(100 * tolerance).toFixed(1)} points of the best selection clean accuracy (${p(best)}; its own ${p(s.cleanAccuracy)})` +
+    (overBudget.length ? ` (${overBudget.map((i) => scores[i].defense).join(", ")} not eligible: no round within ${overBudget.length > 1 ? "their" : "its"} --max-drop on ${overBudget.length > 1 ? "their" : "its"} own held-out part)` : "") +
     (others ? `, over ${others} other candidate${others > 1 ? "s" : ""}` : "");
   const tradeoff = tradeoffBeyondWindow(scores, index, eligible, attack, best);
   const trade = tradeoff
@@ -448,8 +461,10 @@ export interface SelectionTradeoff {
 function tradeoffBeyondWindow(scores: readonly CandidateScore[], chosen: number, eligible: readonly number[], attack: (s: CandidateScore) => number, best: number): SelectionTradeoff | undefined {
   if (scores[chosen].triggerSuccess === undefined || attack(scores[chosen]) < MIN_HELD_OUT_SUCCESS) return undefined;
   let pick: number | undefined;
+  // A wider window does not let in a repair past its own --max-drop while others are within theirs (ruleState).
+  const budgetBinds = eligible.some((j) => !scores[j].overBudget);
   for (const [i, sc] of scores.entries()) {
-    if (eligible.includes(i) || sc.defense === NO_CHANGE || sc.triggerSuccess === undefined || attack(sc) >= MIN_HELD_OUT_SUCCESS || sc.cleanAccuracy >= best) continue;
+    if (eligible.includes(i) || (budgetBinds && sc.overBudget) || sc.defense === NO_CHANGE || sc.triggerSuccess === undefined || attack(sc) >= MIN_HELD_OUT_SUCCESS || sc.cleanAccuracy >= best) continue;
     if (pick === undefined || attack(sc) < attack(scores[pick]) || (attack(sc) === attack(scores[pick]) && sc.cleanAccuracy > scores[pick].cleanAccuracy)) pick = i;
   }
   return pick === undefined ? undefined : { defense: scores[pick].defense, cleanAccuracy: scores[pick].cleanAccuracy, triggerSuccess: attack(scores[pick]) };
@@ -465,9 +480,9 @@ export function selectionSection(
 ): ReportSelection {
   const { tolerance, window, skipped, tradeoff } = o;
   return {
-    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of ${window} and 1.96 standard errors) of the best; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within ${TIE_GAP} of it: the earlier candidate); a position-free label (shiftEvidence: its reversed trigger rolled to random positions keeps at least a quarter of its success on B) is scored by the worse of the trigger where found and rolled; where some eligible repair halves B's success on a flagged label's trigger of the other family (heldOut, which no repair trained on), a candidate that halves B's success on the flagging family's trigger is scored on the other family's (or the re-inverted one) alone for that label, as the repairs that unlearned the flagging family's trigger are scored in-sample on it; a candidate that does not halve it keeps the worse of both`,
+    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of ${window} and 1.96 standard errors) of the best, and no round past the repair's own --max-drop (overBudget) unless every candidate in that window has one; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied, then highest clean accuracy (repairs within ${TIE_GAP} of it: the earlier candidate); a position-free label (shiftEvidence: its reversed trigger rolled to random positions keeps at least a quarter of its success on B) is scored by the worse of the trigger where found and rolled; where some eligible repair halves B's success on a flagged label's trigger of the other family (heldOut, which no repair trained on), a candidate that halves B's success on the flagging family's trigger is scored on the other family's (or the re-inverted one) alone for that label, as the repairs that unlearned the flagging family's trigger are scored in-sample on it; a candidate that does not halve it keeps the worse of both`,
     selectionSize,
-    candidates: scores.map((s) => ({ defense: s.defense, cleanAccuracy: s.cleanAccuracy, ...(s.triggerSuccess === undefined ? {} : { triggerSuccess: s.triggerSuccess }), adversarialSuccess: s.adversarialSuccess, seconds: s.seconds, ...(s.reinverted ? { reinverted: s.reinverted, reinvertSeconds: s.reinvertSeconds } : {}), ...(s.moved ? { moved: s.moved } : {}), ...(s.heldOut ? { heldOut: s.heldOut } : {}) })),
+    candidates: scores.map((s) => ({ defense: s.defense, cleanAccuracy: s.cleanAccuracy, ...(s.triggerSuccess === undefined ? {} : { triggerSuccess: s.triggerSuccess }), adversarialSuccess: s.adversarialSuccess, seconds: s.seconds, ...(s.reinverted ? { reinverted: s.reinverted, reinvertSeconds: s.reinvertSeconds } : {}), ...(s.moved ? { moved: s.moved } : {}), ...(s.heldOut ? { heldOut: s.heldOut } : {}), ...(s.overBudget ? { overBudget: s.overBudget } : {}) })),
     chosen: scores[chosen].defense,
     reason,
     ...(skipped.length ? { skipped } : {}),

@@ -253,6 +253,17 @@ export interface DefenseOutcome {
   timings: Record<string, number>;
   /** Set when the defense had nothing to act on (e.g. no flagged label): nothing repaired, no artifacts. */
   notApplied?: string;
+  /**
+   * Set when the repair's own held-out check found no round within its accuracy budget (--max-drop) and it
+   * kept the most accurate one: `repair --defense auto` does not choose it while another candidate is eligible.
+   */
+  overBudget?: OverBudget;
+}
+
+/** A repair that broke its own accuracy budget: the budget and the kept round's held-out drop (fractions). */
+export interface OverBudget {
+  maxDrop: number;
+  drop: number;
 }
 
 /** The usual artifacts of a repair: B′ as repaired.{h5,onnx} and G.onnx; `files` collects the paths written. */

@@ -223,7 +223,7 @@ async function autoRepair(
     req.progress?.({ stage: "auto: scoring", done: outcomes.length, total: defenses.length, unit: "candidate", note: name });
     const q0 = performance.now();
     const sc = await scoreCandidate(name, outcome.repaired, selection, { triggers: triggers?.triggers ?? [], heldOut: triggers?.heldOut, anywhere, inputScale: req.inputScale, seed: numberOr(req.common?.seed, 0) }, seconds);
-    scores.push(plan[k].labels ? { ...sc, labels: plan[k].labels } : sc);
+    scores.push({ ...sc, ...(plan[k].labels ? { labels: plan[k].labels } : {}), ...(outcome.overBudget ? { overBudget: outcome.overBudget } : {}) });
     timings[`auto: ${name}`] = seconds;
     timings[`auto: score ${name}`] = (performance.now() - q0) / 1000;
     outcomes.push({ defense: d, outcome });
@@ -247,7 +247,7 @@ async function autoRepair(
   const p = (v: number | undefined) => (v === undefined ? "—" : `${(100 * v).toFixed(1)}%`);
   outcome.lines = [
     `auto        ${scores.length} candidate(s) scored on ${selection.size} held-out clean images (clean acc / reversed-trigger / adversarial success):`,
-    ...scores.map((s, i) => `  ${i === index ? "*" : " "} ${s.defense.padEnd(11)} ${p(s.cleanAccuracy).padStart(6)} / ${p(s.triggerSuccess).padStart(6)} / ${p(s.adversarialSuccess).padStart(6)}  (${s.seconds.toFixed(1)} s)${s.perLabel && s.perLabel.length > 1 ? `  per label ${s.perLabel.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}${s.heldOut ? `  other family ${s.heldOut.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}${s.reinverted ? `  re-inverted ${s.reinverted.map((q) => `${q.label}: L1 ${q.l1Norm.toFixed(1)} ${q.counts ? `<= ${q.bound.toFixed(1)}, ${p(q.success)}` : `> ${q.bound.toFixed(1)}, not counted`}`).join("; ")}` : ""}`),
+    ...scores.map((s, i) => `  ${i === index ? "*" : " "} ${s.defense.padEnd(11)} ${p(s.cleanAccuracy).padStart(6)} / ${p(s.triggerSuccess).padStart(6)} / ${p(s.adversarialSuccess).padStart(6)}  (${s.seconds.toFixed(1)} s)${s.overBudget ? `  over its --max-drop (${(100 * s.overBudget.drop).toFixed(1)} points on its own held-out part)` : ""}${s.perLabel && s.perLabel.length > 1 ? `  per label ${s.perLabel.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}${s.heldOut ? `  other family ${s.heldOut.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}${s.reinverted ? `  re-inverted ${s.reinverted.map((q) => `${q.label}: L1 ${q.l1Norm.toFixed(1)} ${q.counts ? `<= ${q.bound.toFixed(1)}, ${p(q.success)}` : `> ${q.bound.toFixed(1)}, not counted`}`).join("; ")}` : ""}`),
     ...(skipped.length ? [`  not run: ${skipped.join(", ")}`] : []),
     ...shift.map((e) => `  label ${e.label} on B: reversed trigger ${p(e.atFound)} where found, ${p(e.translated)} moved at random (ratio ${e.ratio.toFixed(2)}; ${p(e.offShare)} of the rolls move it off itself): ${e.positionFree ? "position-free, scored moved too" : "fixed position"}`),
     `chose       ${reason}`,

@@ -273,6 +273,8 @@ export interface ReportSelection {
     moved?: { label: number; success: number }[];
     /** Per flagged label: its reversed trigger of the other family, which no repair trained on (counted where some eligible repair halves B's success on it). */
     heldOut?: { label: number; success: number }[];
+    /** The repair kept a round past its own --max-drop (fractions: the budget and the kept round's held-out drop): not eligible while another candidate is. */
+    overBudget?: { maxDrop: number; drop: number };
   }[];
   chosen: string;
   reason: string;
