@@ -520,7 +520,8 @@ function gCalibrationSection(c: ReportGCalibration): string {
 
 function selectionSection(sel: ReportSelection): string {
   const rows = sel.candidates.map((c) => [
-    c.defense === sel.chosen ? `<strong>${e(c.defense)}</strong> <span class="badge good">chosen</span>` : e(c.defense),
+    (c.defense === sel.chosen ? `<strong>${e(c.defense)}</strong> <span class="badge good">chosen</span>` : e(c.defense)) +
+      (c.overBudget ? ` <span class="badge bad">over its --max-drop: ${(100 * c.overBudget.drop).toFixed(1)} points</span>` : ""),
     fmtPct(c.cleanAccuracy, 1),
     fmtPct(c.triggerSuccess, 1),
     fmtPct(c.adversarialSuccess, 1),

@@ -323,3 +323,21 @@ test("pruning chart marks each saved network on the curve", () => {
   ];
   assert.equal(fractionForChannels(curve, 5), 0.25);
 });
+
+test("auto's selection table marks a candidate that broke its own --max-drop", () => {
+  const candidate = { cleanAccuracy: 0.698, triggerSuccess: 0.021, adversarialSuccess: 0.97, seconds: 2.9 };
+  const out = renderReport({
+    selection: {
+      rule: "r",
+      selectionSize: 53,
+      candidates: [
+        { defense: "prune-unlearn", ...candidate },
+        { defense: "ibau", ...candidate, overBudget: { maxDrop: 0.02, drop: 0.116 } },
+      ],
+      chosen: "prune-unlearn",
+      reason: "prune-unlearn: lowest attack success",
+    },
+  });
+  assert.deepEqual(sectionIds(out), ["selection"]);
+  assert.equal(out.match(/over its --max-drop: 11\.6 points/g)?.length, 1);
+});
