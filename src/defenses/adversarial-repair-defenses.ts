@@ -11,25 +11,21 @@ import { ibau, IBAU_OPTIONS } from "./ibau.js";
 import { sau, SAU_OPTIONS } from "./sau.js";
 
 /**
- * "kept round 2, held-out accuracy 90.1% → 89.5%": the round a training repair handed back, against B. When no
- * round stayed within `maxDrop` the picker (held-out-repair.ts) offers the most accurate one; the text says so,
- * as a repair that costs far more than the budget the user set must not read like one within it.
+ * "kept round 2, held-out accuracy 90.1% → 89.5%": the round a training repair handed back, against B, and
+ * `over` when it breaks the budget. When no round stayed within `maxDrop` the picker (held-out-repair.ts) offers
+ * the most accurate one; the text says so, as a repair that costs far more than the budget the user set must
+ * not read like one within it, and auto does not choose it (auto-select.ts).
  */
-export function keptText(unit: string, chosen: number, history: readonly { heldOutAccuracy: number }[], maxDrop: number): string {
-  const over = overBudget(chosen, history, maxDrop);
-  const note = over ? ` (no ${unit} within --max-drop ${(100 * maxDrop).toFixed(1)} points: the most accurate one kept, ${(100 * over.drop).toFixed(1)} points below B)` : "";
-  return `kept ${unit} ${chosen}, held-out accuracy ${pct(history[0].heldOutAccuracy)} → ${pct(history[chosen].heldOutAccuracy)}${note}`;
-}
-
-/** The kept round's held-out drop when it breaks the budget (no round met it), else undefined. */
-export function overBudget(chosen: number, history: readonly { heldOutAccuracy: number }[], maxDrop: number): OverBudget | undefined {
+export function kept(unit: string, chosen: number, history: readonly { heldOutAccuracy: number }[], maxDrop: number): { text: string; over?: OverBudget } {
   const drop = history[0].heldOutAccuracy - history[chosen].heldOutAccuracy;
+  const text = `kept ${unit} ${chosen}, held-out accuracy ${pct(history[0].heldOutAccuracy)} → ${pct(history[chosen].heldOutAccuracy)}`;
   // The comparison RoundPicker.offer makes, so that the text, the pick and auto's eligibility agree.
-  return drop > maxDrop ? { maxDrop, drop } : undefined;
+  if (!(drop > maxDrop)) return { text };
+  return { text: `${text} (no ${unit} within --max-drop ${(100 * maxDrop).toFixed(1)} points: the most accurate one kept, ${(100 * drop).toFixed(1)} points below B)`, over: { maxDrop, drop } };
 }
 
 /** The outcome shared by every defense here: B′ and G as artifacts, the evaluation, the summary lines. */
-function outcome(model: Model, data: DefenseData, r: RepairRun, what: string, describe: string, details: Record<string, unknown>, seconds: number, timingKey: string, over?: OverBudget): DefenseOutcome {
+function outcome(model: Model, data: DefenseData, r: RepairRun, what: string, describe: string, details: Record<string, unknown>, seconds: number, timingKey: string, over: OverBudget | undefined): DefenseOutcome {
   const files: string[] = [];
   return {
     ...repairOutcomeCore(`${what} — ${model.name}`, r),
@@ -74,7 +70,7 @@ export const anpDefinition = defineDefense({
       heldOut: r.heldOut,
       lossCurve: r.lossCurve,
     };
-    return outcome(model, data, r, "ANP", describe, details, (performance.now() - t0) / 1000, "anp");
+    return outcome(model, data, r, "ANP", describe, details, (performance.now() - t0) / 1000, "anp", undefined);
   },
 });
 
@@ -91,11 +87,12 @@ export const ibauDefinition = defineDefense({
     const bar = stageReporter(ctx.progress, "i-BAU", "round");
     const r = await ibau(model, data, { ...o, inputScale: ctx.inputScale, onRound: (x) => bar(x.round, o.rounds, `held-out acc ${pct(x.heldOutAccuracy)}`) });
     const s = r.settings;
+    const k = kept("round", r.chosenRound, r.history, s.maxDrop);
     const describe =
       `${s.rounds} rounds (Danskin gradient), universal perturbation RMS ${s.rms} of the input range on ${pct(s.ratio)} of each batch: ` +
-      keptText("round", r.chosenRound, r.history, s.maxDrop);
+      k.text;
     const details = { settings: s, chosenRound: r.chosenRound, history: r.history.map(({ train: _t, ...h }) => h) };
-    return outcome(model, data, r, "i-BAU", describe, details, (performance.now() - t0) / 1000, "ibau", overBudget(r.chosenRound, r.history, s.maxDrop));
+    return outcome(model, data, r, "i-BAU", describe, details, (performance.now() - t0) / 1000, "ibau", k.over);
   },
 });
 
@@ -112,11 +109,12 @@ export const sauDefinition = defineDefense({
     const bar = stageReporter(ctx.progress, "SAU", "round");
     const r = await sau(model, data, { ...o, inputScale: ctx.inputScale, onRound: (x) => bar(x.round, o.rounds, `held-out acc ${pct(x.heldOutAccuracy)}, shared ${pct(x.shared)}`) });
     const s = r.settings;
+    const k = kept("round", r.chosenRound, r.history, s.maxDrop);
     const describe =
       `${s.rounds} rounds, L∞ ε ${s.eps} of the input range, ${s.pgdSteps} PGD steps, λ clean ${s.lambdaClean} / shared ${s.lambdaShared}: ` +
-      keptText("round", r.chosenRound, r.history, s.maxDrop);
+      k.text;
     const details = { settings: s, chosenRound: r.chosenRound, history: r.history };
-    return outcome(model, data, r, "SAU", describe, details, (performance.now() - t0) / 1000, "sau", overBudget(r.chosenRound, r.history, s.maxDrop));
+    return outcome(model, data, r, "SAU", describe, details, (performance.now() - t0) / 1000, "sau", k.over);
   },
 });
 
@@ -133,11 +131,12 @@ export const ftSamDefinition = defineDefense({
     const bar = stageReporter(ctx.progress, "FT-SAM", "epoch");
     const r = await ftSam(model, data, { ...o, onEpoch: (x) => bar(x.epoch, o.epochs, `held-out acc ${pct(x.heldOutAccuracy)}`) });
     const s = r.settings;
+    const k = kept("epoch", r.chosenEpoch, r.history, s.maxDrop);
     const describe =
       `${s.epochs} epochs of ${s.adaptive ? "ASAM" : "SAM"} (ρ ${s.rho}), Adam ${s.lr}: ` +
-      keptText("epoch", r.chosenEpoch, r.history, s.maxDrop);
+      k.text;
     const details = { settings: s, chosenEpoch: r.chosenEpoch, history: r.history };
-    return outcome(model, data, r, "FT-SAM", describe, details, (performance.now() - t0) / 1000, "ftSam", overBudget(r.chosenEpoch, r.history, s.maxDrop));
+    return outcome(model, data, r, "FT-SAM", describe, details, (performance.now() - t0) / 1000, "ftSam", k.over);
   },
 });
 
@@ -155,13 +154,14 @@ export const fstDefinition = defineDefense({
     // Detection's flagged labels, where it ran: B's predictions on them are not taught (fst.ts, mixedTargets).
     const r = await fst(model, data, { ...o, untrusted: ctx.triggers?.flagged, onEpoch: (x) => bar(x.epoch, o.epochs, `held-out acc ${pct(x.heldOutAccuracy)}, cos ${x.cosine.toFixed(2)}`) });
     const s = r.settings;
+    const k = kept("epoch", r.chosenEpoch, r.history, s.maxDrop);
     const chosen = r.history[r.chosenEpoch];
     const describe =
       `${s.epochs} epochs, ${s.tune === "head" ? "output layer only" : "every parameter"}, shift λ ${s.shift}, SGD ${s.lr}` +
       (s.distill > 0 ? `, targets ${s.distill} × B's predictions${s.untrusted.length ? ` without label${s.untrusted.length > 1 ? "s" : ""} ${s.untrusted.join(", ")}` : ""}` : "") +
       ": " +
-      `${keptText("epoch", r.chosenEpoch, r.history, s.maxDrop)}, cos(W, W₀) ${chosen.cosine.toFixed(2)}`;
+      `${k.text}, cos(W, W₀) ${chosen.cosine.toFixed(2)}`;
     const details = { settings: s, head: r.head, chosenEpoch: r.chosenEpoch, history: r.history };
-    return outcome(model, data, r, "FST", describe, details, (performance.now() - t0) / 1000, "fst", overBudget(r.chosenEpoch, r.history, s.maxDrop));
+    return outcome(model, data, r, "FST", describe, details, (performance.now() - t0) / 1000, "fst", k.over);
   },
 });

@@ -13,7 +13,7 @@ import { UserError } from "../errors.js";
 import type { Graph } from "../graph/ir.js";
 import type { Dataset } from "../io/dataset.js";
 import type { Model } from "../model/model.js";
-import type { ReportData, ReportEvalResult, ReportEvaluation, ReportG, ReportNeuralCleanse } from "../report/types.js";
+import type { ReportData, ReportEvalResult, ReportEvaluation, ReportG, ReportNeuralCleanse, ReportOverBudget } from "../report/types.js";
 import type { ReversedTrigger } from "./nc-mitigation.js";
 import { refuseG } from "./g-model.js";
 import { decimal } from "../util/decimal.js";
@@ -260,11 +260,8 @@ export interface DefenseOutcome {
   overBudget?: OverBudget;
 }
 
-/** A repair that broke its own accuracy budget: the budget and the kept round's held-out drop (fractions). */
-export interface OverBudget {
-  maxDrop: number;
-  drop: number;
-}
+/** A repair that broke its own accuracy budget (the report's type: the selection section records it as is). */
+export type OverBudget = ReportOverBudget;
 
 /** The usual artifacts of a repair: B′ as repaired.{h5,onnx} and G.onnx; `files` collects the paths written. */
 export function repairArtifacts(repaired: Model, g: Graph, doc: string, files: string[]): Artifact[] {

@@ -254,6 +254,12 @@ export interface ReportMahalanobis {
   sparseClasses: number;
 }
 
+/** A repair that broke its own accuracy budget (--max-drop): the budget and the kept round's held-out drop (fractions). */
+export interface ReportOverBudget {
+  maxDrop: number;
+  drop: number;
+}
+
 /** How `repair --defense auto` chose: every candidate's scores on a held-out selection split (src/defenses/auto-select.ts). */
 export interface ReportSelection {
   /** The rule, in words. */
@@ -273,8 +279,8 @@ export interface ReportSelection {
     moved?: { label: number; success: number }[];
     /** Per flagged label: its reversed trigger of the other family, which no repair trained on (counted where some eligible repair halves B's success on it). */
     heldOut?: { label: number; success: number }[];
-    /** The repair kept a round past its own --max-drop (fractions: the budget and the kept round's held-out drop): not eligible while another candidate is. */
-    overBudget?: { maxDrop: number; drop: number };
+    /** The repair kept a round past its own --max-drop: not eligible while another candidate is. */
+    overBudget?: ReportOverBudget;
   }[];
   chosen: string;
   reason: string;
