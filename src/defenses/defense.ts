@@ -9,6 +9,7 @@
 // Data is {clean, test?, poisoned?} everywhere: `clean` is the labelled clean data the defense works on
 // (activations, thresholds, fine-tuning), `test` the clean data its final numbers are measured on (default:
 // `clean`), `poisoned` inputs labelled with the attacker's target (attack success rate).
+import { BATCH_NORM_MODES, DEFAULT_BATCH_NORM, type BatchNormMode } from "../train/batch-norm-stats.js";
 import { UserError } from "../errors.js";
 import type { Graph } from "../graph/ir.js";
 import type { Dataset } from "../io/dataset.js";
@@ -340,4 +341,11 @@ export const BATCH_SIZE_OPTION: NumberOption = { kind: "integer", description: "
  */
 export const MAX_LOOPS = 10_000;
 /** The seed option of defenses with a random choice in them. */
+/** BatchNorm while a repair trains (train/batch-norm-training.ts). */
+export const BATCH_NORM_OPTION: ChoiceOption<BatchNormMode> & { default: BatchNormMode } = {
+  kind: "choice",
+  choices: BATCH_NORM_MODES,
+  description: "BatchNorm while training: batch statistics, with a BatchNorm put back after every conv an ONNX export folded one into (batch), or B's running statistics kept and nothing put back (frozen)",
+  default: DEFAULT_BATCH_NORM,
+};
 export const SEED_OPTION: NumberOption & { default: number } = { kind: "integer", description: "seed of every random choice (same seed, same result)", default: 0, min: 0, max: MAX_SEED };

@@ -19,12 +19,12 @@ import { stepLr } from "../graph/optimizers.js";
 import { evaluateModels } from "../eval/evaluate.js";
 import { forEachBatch, forwardGraph } from "../model/forward.js";
 import type { Model } from "../model/model.js";
-import { withParams } from "../model/params.js";
 import { withSession } from "../runtime/session.js";
-import { buildStepGraph, oneHot, StepRunner } from "../train/trainer.js";
+import { buildStepGraph, oneHot, StepRunner, trainImages } from "../train/trainer.js";
+import { prepareBatchNorm } from "../train/batch-norm-training.js";
 import { gather, shuffledBatches, splitClean } from "../train/split.js";
 import { mulberry32 } from "../util/random.js";
-import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
+import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, BATCH_NORM_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
 import { DEFAULT_KEEP_TOLERANCE, heldOutScore, KEEP_TOLERANCE_TEXT, ncEvalSets, outputDense, stampShare, type NcData, type NcEvaluation, type ReversedTrigger } from "./nc-mitigation.js";
 import { EpochKeeper } from "../train/early-stop.js";
@@ -39,6 +39,7 @@ export const FEATURE_UNLEARN_OPTIONS = {
   ratio: { kind: "number", description: "share of each batch stamped with a reversed trigger (true labels kept)", default: 0.2, min: 0, exclusiveMin: true, max: 1 },
   lr: { kind: "number", description: "Adam learning rate", default: 1e-3, min: 0, exclusiveMin: true },
   batchSize: { kind: "integer", description: "batch size", default: 32, min: 1, max: 65536 },
+  batchNorm: BATCH_NORM_OPTION,
   seed: SEED_OPTION,
 } as const satisfies OptionSpecs;
 
@@ -130,7 +131,8 @@ export async function featureUnlearn(model: Model, data: NcData, triggers: Rever
   const scale = energy > 0 ? n / energy : 1;
 
   const optimizer = { kind: "adam" as const, lr: s.lr };
-  const runner = await StepRunner.create(buildStepGraph(model, { optimizer, channelMasks: opts.channelMasks, loss: featureUnlearnLoss(feature, width, s.weight, scale) }), gradientWork(model, s.batchSize));
+  const plan = await prepareBatchNorm(model, trainImages({ ...tr, shape }), { batchSize: s.batchSize, channelMasks: opts.channelMasks, mode: s.batchNorm });
+  const runner = await StepRunner.create(buildStepGraph(plan.trainee, { optimizer, channelMasks: opts.channelMasks, loss: featureUnlearnLoss(feature, width, s.weight, scale), batchNorm: plan.batchStatistics ? "batch" : "frozen" }), gradientWork(model, s.batchSize));
   const score = (r: { accuracy: number; triggerSuccess: number }) => r.accuracy - r.triggerSuccess;
   const r0 = await heldOutScore(model, heldDs, triggers, opts.evalBatchSize);
   const history: FeatureUnlearnEpoch[] = [{ epoch: 0, loss: NaN, heldOutAccuracy: r0.accuracy, heldOutTriggerSuccess: r0.triggerSuccess, seconds: 0 }];
@@ -155,7 +157,7 @@ export async function featureUnlearn(model: Model, data: NcData, triggers: Rever
         lossSum += out.loss;
         batches++;
       }
-      const current = withParams(model, runner.params(), `${model.name}_feature_unlearned`);
+      const current = await plan.finish(runner.params(), `${model.name}_feature_unlearned`);
       const r = await heldOutScore(current, heldDs, triggers, opts.evalBatchSize);
       const e = { epoch, loss: lossSum / batches, heldOutAccuracy: r.accuracy, heldOutTriggerSuccess: r.triggerSuccess, seconds: (performance.now() - t0) / 1000 };
       history.push(e);

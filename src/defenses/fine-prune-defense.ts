@@ -1,6 +1,6 @@
 // Fine-Pruning behind the Defense interface.
 import { DEFAULT_FINE_PRUNE_DROP, DEFAULT_FINE_PRUNE_HOLDOUT, DEFAULT_FINE_TUNE, DEFAULT_STOP, DEFAULT_TUNE, finePrune, STOP_CHOICES, STOP_PATIENCE, TUNE_CHOICES } from "./fine-pruning.js";
-import { BATCH_SIZE_OPTION, defineDefense, MAX_LOOPS, repairArtifacts, SEED_OPTION, stageReporter } from "./defense.js";
+import { BATCH_NORM_OPTION, BATCH_SIZE_OPTION, defineDefense, MAX_LOOPS, repairArtifacts, SEED_OPTION, stageReporter } from "./defense.js";
 import { PRUNE_OPTIONS } from "./prune-defense.js";
 import { evalLine, gLine, pct } from "../report/text.js";
 
@@ -29,6 +29,7 @@ export const finePruneDefinition = defineDefense({
       default: DEFAULT_TUNE,
     },
     trainBatchSize: { kind: "integer", description: "fine-tuning batch size", default: DEFAULT_FINE_TUNE.batchSize, min: 1, max: 65536 },
+    batchNorm: BATCH_NORM_OPTION,
     seed: SEED_OPTION,
     batchSize: BATCH_SIZE_OPTION,
   },
@@ -48,6 +49,7 @@ export const finePruneDefinition = defineDefense({
       optimizer: o.optimizer,
       seed: o.seed,
       trainBatchSize: o.trainBatchSize,
+      batchNorm: o.batchNorm,
       tune: o.tune,
       stop: o.stop,
       holdout: o.holdout,

@@ -21,6 +21,7 @@ import type { ReportEvalResult, ReportG, ReportPruning } from "../report/types.j
 import { train, type EpochStats } from "../train/trainer.js";
 import { prefixActivations, tailCut, tailModel } from "../train/tail.js";
 import { withParams } from "../model/params.js";
+import { runningStatistics, withStatistics, type BatchNormMode } from "../train/batch-norm-stats.js";
 import { evalResult, evaluatePair, type SplitPredictions } from "../eval/evaluate.js";
 import { gFromPair } from "./g-model.js";
 import {
@@ -88,6 +89,8 @@ export interface FinePruneOptions extends Omit<PruneDefenseOptions, "drops"> {
   optimizer?: "adam" | "sgd";
   seed?: number;
   trainBatchSize?: number;
+  /** BatchNorm while fine-tuning (train/batch-norm-training.ts); default batch statistics. */
+  batchNorm?: BatchNormMode;
   tune?: Tune;
   stop?: StopRule;
   /** Share of the clean data held out of fine-tuning for the stopping rule (stop "recovered"; default 0.2). */
@@ -206,12 +209,15 @@ export async function finePrune(model: Model, opts: FinePruneOptions): Promise<F
     optimizer,
     seed: opts.seed ?? 0,
     channelMasks: new Map([[target.conv, channelMask(target.channels, channels)]]),
+    batchNorm: opts.batchNorm,
     onEpoch: opts.onEpoch,
     onBatch: opts.onBatch,
     stopAfterEpoch,
   });
   stop.epochsRun = trainedPart.history.length;
-  const trained = { history: trainedPart.history, model: tail ? withParams(start, new Map(cut.params.map((p) => [p, trainedPart.model.graph.initializers.get(p)!]))) : trainedPart.model };
+  // A tail trained with batch statistics carries re-estimated running statistics too.
+  const fromTail = (t: Model) => withStatistics(withParams(start, new Map(cut.params.map((p) => [p, t.graph.initializers.get(p)!]))), runningStatistics(t.graph));
+  const trained = { history: trainedPart.history, model: tail ? fromTail(trainedPart.model) : trainedPart.model };
   const repaired = prunedModel(trained.model, target, channels, `${model.name}_fine_pruned`);
   lap("fine-tune");
 

@@ -20,10 +20,13 @@ import { Session, withSession } from "../runtime/session.js";
 import { gradientWork } from "../runtime/threads.js";
 import { graphFrom } from "../train/tail.js";
 import { buildStepGraph, oneHot, StepRunner } from "../train/trainer.js";
+import { prepareBatchNorm } from "../train/batch-norm-training.js";
+import type { BatchNormMode } from "../train/batch-norm-stats.js";
 import { gather, shuffledBatches } from "../train/split.js";
+import { memoryDataset } from "../io/dataset.js";
 import { mulberry32 } from "../util/random.js";
 import { checkRepairData } from "./anp.js";
-import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
+import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, BATCH_NORM_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { countCorrect } from "../eval/evaluate.js";
 import { finishRepair, heldOutSplit, RoundPicker } from "./held-out-repair.js";
 import { outputDense, type NcData, type NcEvaluation } from "./nc-mitigation.js";
@@ -52,6 +55,7 @@ export const FST_OPTIONS = {
   distill: { kind: "number", description: "weight β of B's own predictions in the training targets, (1−β)·label + β·softmax(B), B's probability of labels detection flagged left out", defaultText: `${FST_DISTILL} where detection flagged labels (repair), else 0`, min: 0, max: 1 },
   maxDrop: { kind: "number", description: "keep the last epoch within this much held-out clean accuracy of B (fraction)", default: 0.02, min: 0, max: 1 },
   holdout: { kind: "number", description: "share of the clean data held out to choose the epoch", default: 0.2, min: 0, max: 1, exclusiveMin: true, exclusiveMax: true },
+  batchNorm: { ...BATCH_NORM_OPTION, description: `${BATCH_NORM_OPTION.description}; only with --tune all` },
   seed: SEED_OPTION,
 } as const satisfies OptionSpecs;
 
@@ -229,8 +233,8 @@ interface Trainee {
   per: number;
   inputShape: number[];
   runner: StepRunner;
-  accuracy: () => Promise<number>;
-  current: () => Model;
+  /** The network reached and its held-out accuracy. */
+  reached: () => Promise<{ model: Model; accuracy: number }>;
   release: () => Promise<void>;
 }
 
@@ -251,7 +255,7 @@ export async function fst(model: Model, data: NcData, opts: FstOptions = {}): Pr
   const optimizer = { kind: "sgd" as const, lr: s.lr, momentum: 0.9 };
   const loss = fstLoss(head.weight, w0, s.shift);
   const base = await accOf(model);
-  const t = s.tune === "head" ? await headTrainee(model, start, head, tr.x, held, loss, optimizer, s.batchSize, s.distill > 0, opts.evalBatchSize) : await fullTrainee(model, start, tr.x, accOf, loss, optimizer, s.batchSize, s.distill > 0, opts.evalBatchSize);
+  const t = s.tune === "head" ? await headTrainee(model, start, head, tr.x, held, loss, optimizer, s.batchSize, s.distill > 0, opts.evalBatchSize) : await fullTrainee(model, start, tr.x, accOf, loss, optimizer, s.batchSize, s.batchNorm, s.distill > 0, opts.evalBatchSize);
   const history: FstEpoch[] = [{ epoch: 0, heldOutAccuracy: base, cosine: 1, loss: NaN, seconds: 0 }];
   const picker = new RoundPicker(model, base, s.maxDrop);
   try {
@@ -269,11 +273,11 @@ export async function fst(model: Model, data: NcData, opts: FstOptions = {}): Pr
         lossSum += r.loss;
         batches++;
       }
-      const acc = await t.accuracy();
+      const { model: current, accuracy: acc } = await t.reached();
       const entry: FstEpoch = { epoch, heldOutAccuracy: acc, cosine: cosine(t.runner.live().get(head.weight)!.data as Float32Array, w0Data), loss: lossSum / batches, seconds: (performance.now() - t0) / 1000 };
       history.push(entry);
       opts.onEpoch?.(entry);
-      picker.offer(t.current(), epoch, acc);
+      picker.offer(current, epoch, acc);
     }
   } finally {
     await t.release();
@@ -313,8 +317,7 @@ async function headTrainee(b: Model, start: Model, head: LinearHead, trainX: Flo
     per: f,
     inputShape: [f],
     runner,
-    accuracy,
-    current,
+    reached: async () => ({ model: current(), accuracy: await accuracy() }),
     release: async () => {
       await runner.release();
       await evSession.release();
@@ -323,10 +326,14 @@ async function headTrainee(b: Model, start: Model, head: LinearHead, trainX: Flo
 }
 
 /** Every parameter, as in the paper: the usual training step with the FST loss. */
-async function fullTrainee(b: Model, start: Model, trainX: Float32Array, accuracyOf: (m: Model) => Promise<number>, loss: Loss, optimizer: Sgd, batchSize: number, withTeacher: boolean, evalBatchSize?: number): Promise<Trainee> {
+async function fullTrainee(b: Model, start: Model, trainX: Float32Array, accuracyOf: (m: Model) => Promise<number>, loss: Loss, optimizer: Sgd, batchSize: number, batchNorm: BatchNormMode, withTeacher: boolean, evalBatchSize?: number): Promise<Trainee> {
   const [c, h, w] = start.inputShape;
   const teacher = withTeacher ? (await storedValues(b, [b.logits], trainX, evalBatchSize))[0] : undefined;
-  const runner = await StepRunner.create(buildStepGraph(start, { optimizer, loss }), gradientWork(start, batchSize));
-  const current = () => withParams(start, runner.params());
-  return { x: trainX, teacher, per: c * h * w, inputShape: [c, h, w], runner, accuracy: () => accuracyOf(current()), current, release: () => runner.release() };
+  const plan = await prepareBatchNorm(start, memoryDataset("FST training images", [c, h, w], trainX, null), { batchSize, mode: batchNorm });
+  const runner = await StepRunner.create(buildStepGraph(plan.trainee, { optimizer, loss, batchNorm: plan.batchStatistics ? "batch" : "frozen" }), gradientWork(start, batchSize));
+  const reached = async () => {
+    const model = await plan.finish(runner.params());
+    return { model, accuracy: await accuracyOf(model) };
+  };
+  return { x: trainX, teacher, per: c * h * w, inputShape: [c, h, w], runner, reached, release: () => runner.release() };
 }

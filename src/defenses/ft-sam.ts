@@ -12,13 +12,15 @@ import { softmaxCrossEntropy } from "../graph/losses.js";
 import { stepLr } from "../graph/optimizers.js";
 import { poolBeforeRelu } from "../graph/transforms.js";
 import type { Model } from "../model/model.js";
-import { withParams } from "../model/params.js";
 import { Session } from "../runtime/session.js";
-import { buildStepGraph, oneHot, StepRunner } from "../train/trainer.js";
+import { buildStepGraph, oneHot, StepRunner, trainImages } from "../train/trainer.js";
+import { prepareBatchNorm } from "../train/batch-norm-training.js";
+import { DEFAULT_BATCH_NORM, type BatchNormMode } from "../train/batch-norm-stats.js";
+import { useBatchStatistics } from "../graph/batch-norm.js";
 import { mulberry32 } from "../util/random.js";
 import { checkRepairData } from "./anp.js";
 import { finishRepair, heldOutSplit, RoundPicker } from "./held-out-repair.js";
-import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
+import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, BATCH_NORM_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import type { NcData, NcEvaluation } from "./nc-mitigation.js";
 import { gather, shuffledBatches } from "../train/split.js";
 import { gradientWork } from "../runtime/threads.js";
@@ -32,6 +34,7 @@ export const FT_SAM_OPTIONS = {
   batchSize: { kind: "integer", description: "training batch size", default: 64, min: 1, max: 65536 },
   maxDrop: { kind: "number", description: "keep the last epoch within this much held-out clean accuracy of B (fraction)", default: 0.02, min: 0, max: 1 },
   holdout: { kind: "number", description: "share of the clean data held out to choose the epoch", default: 0.2, min: 0, max: 1, exclusiveMin: true, exclusiveMax: true },
+  batchNorm: BATCH_NORM_OPTION,
   seed: SEED_OPTION,
 } as const satisfies OptionSpecs;
 
@@ -71,13 +74,15 @@ export interface GradGraph {
 }
 
 /** Mean CE and its gradient w.r.t. every parameter, the parameters as inputs (fed at θ each batch). */
-export function lossGradGraph(model: Model): GradGraph {
+export function lossGradGraph(model: Model, batchNorm: BatchNormMode = DEFAULT_BATCH_NORM): GradGraph {
   const g = model.graph.clone(`${model.name}_grad`);
   poolBeforeRelu(g);
   const target = g.addInput("target", "float32", ["N", model.numClasses]);
   const loss = softmaxCrossEntropy(g, model.logits, target);
   const ps = model.params.map((p) => p.value);
   for (const p of ps) g.liftInitializer(p);
+  // The same BatchNorm as the step graph (buildStepGraph's default): ε must come from the loss being minimised.
+  if (batchNorm === "batch") useBatchStatistics(g);
   const grads = backward(g, loss, ps);
   g.setOutputs([loss, ...ps.map((p) => grads.get(p)!)]);
   return { graph: g, loss, grads };
@@ -116,14 +121,17 @@ export async function ftSam(model: Model, data: NcData, opts: FtSamOptions = {})
   const per = c * h * w;
   const k = model.numClasses;
   const { train: tr, accuracy: accOf } = heldOutSplit(clean, s.holdout, s.seed, "FT-SAM", opts.evalBatchSize);
+  const plan = await prepareBatchNorm(model, trainImages({ ...tr, shape }), { batchSize: s.batchSize, mode: s.batchNorm });
+  const trainee = plan.trainee;
 
   const base = await accOf(model);
   const history: FtSamEpoch[] = [{ epoch: 0, heldOutAccuracy: base, loss: NaN, seconds: 0 }];
   const optimizer = { kind: "adam" as const, lr: s.lr };
-  const runner = await StepRunner.create(buildStepGraph(model, { optimizer }), gradientWork(model, s.batchSize));
-  const gg = lossGradGraph(model);
+  const bn = plan.batchStatistics ? "batch" : "frozen";
+  const runner = await StepRunner.create(buildStepGraph(trainee, { optimizer, batchNorm: bn }), gradientWork(model, s.batchSize));
+  const gg = lossGradGraph(trainee, bn);
   const gradSession = await Session.create(gg.graph, gradientWork(model, s.batchSize));
-  const names = model.params.map((p) => p.value);
+  const names = trainee.params.map((p) => p.value);
   const picker = new RoundPicker(model, base, s.maxDrop);
   try {
     const rand = mulberry32(s.seed);
@@ -138,7 +146,7 @@ export async function ftSam(model: Model, data: NcData, opts: FtSamOptions = {})
         const x = tensor("float32", [bs, c, h, w], b.x);
         const target = tensor("float32", [bs, k], oneHot(b.y, k));
         const live = runner.live();
-        const feeds: Record<string, TensorData> = { [model.input]: x, target };
+        const feeds: Record<string, TensorData> = { [trainee.input]: x, target };
         for (const p of names) feeds[p] = live.get(p)!;
         const out = await gradSession.run(feeds, names.map((p) => gg.grads.get(p)!));
         const theta = names.map((p) => live.get(p)!.data as Float32Array);
@@ -156,7 +164,7 @@ export async function ftSam(model: Model, data: NcData, opts: FtSamOptions = {})
         lossSum += r.loss;
         batches++;
       }
-      const current = withParams(model, runner.params(), `${model.name}_ft_sam`);
+      const current = await plan.finish(runner.params(), `${model.name}_ft_sam`);
       const acc = await accOf(current);
       const entry: FtSamEpoch = { epoch, heldOutAccuracy: acc, loss: lossSum / batches, seconds: (performance.now() - t0) / 1000 };
       history.push(entry);

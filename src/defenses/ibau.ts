@@ -24,7 +24,7 @@ import { oneHot, shuffled, train, type EpochStats } from "../train/trainer.js";
 import { mulberry32 } from "../util/random.js";
 import { checkRepairData } from "./anp.js";
 import { finishRepair, heldOutSplit, RoundPicker } from "./held-out-repair.js";
-import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type NumberOption, type OptionSpecs, type OptionValues } from "./defense.js";
+import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, BATCH_NORM_OPTION, type NumberOption, type OptionSpecs, type OptionValues } from "./defense.js";
 import { type NcData, type NcEvaluation } from "./nc-mitigation.js";
 import { gradientWork } from "../runtime/threads.js";
 
@@ -83,6 +83,7 @@ export const IBAU_OPTIONS = {
   batchSize: { kind: "integer", description: "training batch size", default: 64, min: 1, max: 65536 },
   maxDrop: { kind: "number", description: "keep the last round within this much held-out clean accuracy of B (fraction)", default: 0.02, min: 0, max: 1 },
   holdout: { kind: "number", description: "share of the clean data held out to choose the round", default: 0.2, min: 0, max: 1, exclusiveMin: true, exclusiveMax: true },
+  batchNorm: BATCH_NORM_OPTION,
   seed: SEED_OPTION,
 } as const satisfies OptionSpecs;
 
@@ -203,6 +204,7 @@ export async function ibau(model: Model, data: NcData, opts: IbauOptions = {}): 
       epochs: 1,
       batchSize: s.batchSize,
       optimizer: { kind: "adam", lr: s.lr },
+      batchNorm: s.batchNorm,
       seed: s.seed * 1000 + round,
       // True labels: the network learns that the universal perturbation does not change the class.
       transformBatch: (x, y, rnd) => {

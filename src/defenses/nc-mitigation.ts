@@ -29,7 +29,7 @@ import { paramValues, withParams } from "../model/params.js";
 import type { ReportNeuralCleanse, ReportPruning, ReportPruningPoint } from "../report/types.js";
 import { splitClean } from "../train/split.js";
 import { train, type EpochStats } from "../train/trainer.js";
-import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
+import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, BATCH_NORM_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
 import { checkTriggerPngPair, checkTriggerPngRole } from "./nc-report.js";
 import { detectBackdoor, stampTrigger, type ReversedTrigger as NcTrigger } from "./neural-cleanse.js";
@@ -543,6 +543,7 @@ export const UNLEARN_OPTIONS = {
   minStrength: { kind: "number", description: "stamped mask scaled by a random factor in [min-strength, 1]", default: 1, min: 0, exclusiveMin: true, max: 1 },
   lr: { kind: "number", description: "Adam learning rate", default: 1e-3, min: 0, exclusiveMin: true },
   batchSize: { kind: "integer", description: "training batch size", default: 32, min: 1, max: 65536 },
+  batchNorm: BATCH_NORM_OPTION,
   seed: SEED_OPTION,
 } as const satisfies OptionSpecs;
 
@@ -658,6 +659,7 @@ export async function ncUnlearn(model: Model, data: NcData, triggers: PlacedTrig
         epochs: 1,
         batchSize: settings.batchSize,
         optimizer: { kind: "adam", lr: settings.lr },
+        batchNorm: settings.batchNorm,
         seed: settings.seed * 1000 + epoch,
         channelMasks: opts.channelMasks,
         transformBatch: (x, y, rand) => void stampShare(x, y.length, shape, ts, settings.ratio, rand, augment),

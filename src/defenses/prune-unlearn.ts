@@ -38,7 +38,7 @@ import { fail } from "../errors.js";
 import { evaluateModels } from "../eval/evaluate.js";
 import type { Graph } from "../graph/ir.js";
 import type { Model } from "../model/model.js";
-import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
+import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, BATCH_NORM_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { gFromPair } from "./g-model.js";
 import { DEFAULT_KEEP_TOLERANCE, heldOutScore, KEEP_TOLERANCE_TEXT, ncEvalSets, ncPrune, ncUnlearn, prunedNeuronsModel, pruneSite, reinvertTriggers, type NcData, type NcEvaluation, type PruneSite, type ReversedTrigger, type UnlearnEpoch, type UnlearnOptions } from "./nc-mitigation.js";
 import { channelMask } from "./pruning.js";
@@ -87,6 +87,7 @@ export const PRUNE_UNLEARN_OPTIONS = {
   rounds: { kind: "integer", description: "rounds; after each, the flagged labels' triggers are reversed afresh on the repaired network and a label whose fresh trigger (at most --bound times its first trigger's norm) still succeeds on more than --accept of the held-out part is pruned for and unlearned again with it added", default: 3, min: 1, max: 10 },
   bound: { kind: "number", description: "with --rounds > 1 and triggers from a file: a fresh trigger counts as the backdoor left over only when its L1 norm is at most this multiple of its label's first trigger's (with a detection at hand, its flag threshold is the bound)", default: 3, min: 0, exclusiveMin: true },
   roundDrop: { kind: "number", description: "with --rounds > 1: a later round is undone (and the rounds stop) when held-out clean accuracy falls more than this below the first round's", default: 0.01, min: 0, max: 1 },
+  batchNorm: BATCH_NORM_OPTION,
   seed: SEED_OPTION,
 } as const satisfies OptionSpecs;
 
@@ -281,7 +282,7 @@ async function unlearnPass(model: Model, start: Model, data: NcData, triggers: P
   const site = pruneSite(model, opts.layer ?? lastConvLayer(model));
   // The pruned channels stay at zero while unlearning (masked in the step graph, so their weights get no gradient).
   const masks = new Map([[site.value, channelMask(site.units, pruned)]]);
-  const common = { channelMasks: masks, epochs: s.epochs, patience: s.patience, keepTolerance: s.keepTolerance, holdout: s.holdout, ratio: s.ratio, lr: s.lr, batchSize: s.batchSize, seed: s.seed, evalBatchSize: opts.evalBatchSize };
+  const common = { channelMasks: masks, epochs: s.epochs, patience: s.patience, keepTolerance: s.keepTolerance, holdout: s.holdout, ratio: s.ratio, lr: s.lr, batchSize: s.batchSize, seed: s.seed, batchNorm: s.batchNorm, evalBatchSize: opts.evalBatchSize };
   const feature = s.unlearning === "auto" ? pruned.length > 0 : s.unlearning === "feature";
   const u = feature
     ? await featureUnlearn(start, data, triggers, { ...common, weight: s.featureWeight, reference: model }).then((r) => ({ model: r.model, history: r.history.map((h) => ({ ...h, round: h.epoch ? 1 : 0, accuracy: NaN, score: h.heldOutAccuracy - h.heldOutTriggerSuccess })), chosenEpoch: r.chosenEpoch }))

@@ -20,14 +20,14 @@ import { poolBeforeRelu } from "../graph/transforms.js";
 import { memoryDataset } from "../io/dataset.js";
 import { argmaxRows, predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
-import { withParams } from "../model/params.js";
 import { Session } from "../runtime/session.js";
-import { buildStepGraph, oneHot, StepRunner } from "../train/trainer.js";
+import { buildStepGraph, oneHot, StepRunner, trainImages } from "../train/trainer.js";
+import { prepareBatchNorm } from "../train/batch-norm-training.js";
 import { stepLr } from "../graph/optimizers.js";
 import { mulberry32 } from "../util/random.js";
 import { checkRepairData } from "./anp.js";
 import { finishRepair, heldOutSplit, RoundPicker } from "./held-out-repair.js";
-import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
+import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, BATCH_NORM_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
 import { argmax, embed } from "./g-model.js";
 import type { NcData, NcEvaluation } from "./nc-mitigation.js";
 import { gather, shuffledBatches } from "../train/split.js";
@@ -50,6 +50,7 @@ export const SAU_OPTIONS = {
   batchSize: { kind: "integer", description: "training batch size", default: 128, min: 1, max: 65536 },
   maxDrop: { kind: "number", description: "keep the last round within this much held-out clean accuracy of B (fraction)", default: 0.02, min: 0, max: 1 },
   holdout: { kind: "number", description: "share of the clean data held out to choose the round", default: 0.2, min: 0, max: 1, exclusiveMin: true, exclusiveMax: true },
+  batchNorm: BATCH_NORM_OPTION,
   seed: SEED_OPTION,
 } as const satisfies OptionSpecs;
 
@@ -286,7 +287,8 @@ export async function sau(model: Model, data: NcData, opts: SauOptions = {}): Pr
   const history: SauRound[] = [{ round: 0, heldOutAccuracy: base, potentialPoison: 0, shared: 0, loss: NaN, seconds: 0 }];
   const optimizer = { kind: "adam" as const, lr: s.lr };
   // The step trains on [x; x+δ], twice the batch.
-  const runner = await StepRunner.create(buildStepGraph(model, { optimizer, loss: sauLoss(s.lambdaClean, s.lambdaShared) }), gradientWork(model, 2 * s.batchSize));
+  const plan = await prepareBatchNorm(model, trainImages({ ...tr, shape }), { batchSize: s.batchSize, mode: s.batchNorm });
+  const runner = await StepRunner.create(buildStepGraph(plan.trainee, { optimizer, loss: sauLoss(s.lambdaClean, s.lambdaShared), batchNorm: plan.batchStatistics ? "batch" : "frozen" }), gradientWork(model, 2 * s.batchSize));
   const pgd = sharedPgdGraph(model, model, s.beta1, s.beta2);
   const pgdSession = await Session.create(pgd.graph, gradientWork(model, s.batchSize));
   const refSession = await Session.create(model.graph);
@@ -330,7 +332,7 @@ export async function sau(model: Model, data: NcData, opts: SauOptions = {}): Pr
         lossSum += out.loss;
         batches++;
       }
-      const current = withParams(model, runner.params(), `${model.name}_sau`);
+      const current = await plan.finish(runner.params(), `${model.name}_sau`);
       const acc = await accOf(current);
       const entry: SauRound = { round, heldOutAccuracy: acc, potentialPoison: poison / n, shared: sharedSum / n, loss: lossSum / batches, seconds: (performance.now() - t0) / 1000 };
       history.push(entry);

@@ -508,11 +508,13 @@ function reduceGrad(e: Emitter, n: Node, dy: string, mean: boolean): string {
   let g = dy;
   if (intAttr(n, "keepdims", 1) === 0) g = e.op("Unsqueeze", [dy, e.g.ints(axes)]);
   if (mean) {
-    const count = axes.map((a) => xs[a]).reduce((p: number, q) => {
-      if (typeof q !== "number") throw new GraphError("ReduceMean gradient over a symbolic axis");
-      return p * q;
-    }, 1);
-    g = e.op("Div", [g, e.g.scalar(count)]);
+    const sizes = axes.map((a) => xs[a]);
+    // Over a symbolic axis (the batch: BatchNormalization with batch statistics) the count is known only at
+    // run time: Size(x) / Size(y).
+    const count = sizes.every((q) => typeof q === "number")
+      ? e.g.scalar((sizes as number[]).reduce((p, q) => p * q, 1))
+      : e.op("Div", [e.op("Cast", [e.op("Size", [x])], { to: attr.int(1) }), e.op("Cast", [e.op("Size", [n.outputs[0]])], { to: attr.int(1) })]);
+    g = e.op("Div", [g, count]);
   }
   // Broadcast back to x's shape: Expand to Shape(x), the shape stated explicitly.
   return e.g.add("Expand", [g, e.op("Shape", [x])], {}, { infer: [{ dtype: e.g.info(x).dtype, shape: [...xs] }] })[0];

@@ -248,6 +248,8 @@ export function inferShapes(g: Graph, node: Node): OutInfo[] {
     }
     case "Shape":
       return [{ dtype: "int64", shape: [inp(0).shape.length] }];
+    case "Size":
+      return [{ dtype: "int64", shape: [] }];
     case "ConstantOfShape": {
       const v = a.value?.kind === "tensor" ? a.value.value.dtype : "float32";
       const t = g.initializers.get(node.inputs[0]);

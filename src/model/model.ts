@@ -33,4 +33,9 @@ export interface Model {
   normalization?: Normalization;
   /** Present when the model came from Keras: needed to write a Keras HDF5 file back. */
   spec?: ModelSpec;
+  /**
+   * "onnx": read from an ONNX file, a framework's export, whose BatchNorms may have been folded into the convs
+   * (train/batch-norm-training.ts puts them back for training).
+   */
+  origin?: "onnx";
 }

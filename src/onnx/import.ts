@@ -390,6 +390,7 @@ class Importer {
       numClasses: shape[1] as number,
       layerOutputs: this.layerOutputs,
       params: this.params,
+      origin: "onnx",
     };
   }
 

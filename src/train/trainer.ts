@@ -5,13 +5,15 @@ import { tensor, type Graph, type TensorData } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";
 import { addOptimizer, stepLr, type OptimizerConfig, type OptimizerGraph } from "../graph/optimizers.js";
 import { maskChannels, poolBeforeRelu } from "../graph/transforms.js";
-import { argmaxRows } from "../model/forward.js";
+import { argmaxRows, type BatchSource } from "../model/forward.js";
 import type { Model, ParamRef } from "../model/model.js";
-import { withParams } from "../model/params.js";
 import { Session, type SessionOptions } from "../runtime/session.js";
 import { mulberry32 } from "../util/random.js";
 import { gather, shuffledBatches } from "./split.js";
 import { HostOptimizer } from "./host-optimizer.js";
+import { DEFAULT_BATCH_NORM, type BatchNormMode } from "./batch-norm-stats.js";
+import { prepareBatchNorm } from "./batch-norm-training.js";
+import { useBatchStatistics } from "../graph/batch-norm.js";
 import { gradientWork } from "../runtime/threads.js";
 
 /** Labelled images in memory: x is NCHW float32 already scaled. */
@@ -51,6 +53,8 @@ export interface TrainOptions {
   /** Conv gradient forms and where the update runs (defaults: graph/autodiff.ts, DEFAULT_UPDATE); benchmarks compare them. */
   convForms?: ConvGradForms;
   update?: UpdatePlace;
+  /** BatchNormalization during training (train/batch-norm-stats.ts): batch statistics (default) or frozen. */
+  batchNorm?: BatchNormMode;
 }
 
 // Moved to util/random.ts; re-exported for existing importers.
@@ -108,7 +112,7 @@ export type StepModel = Pick<Model, "name" | "graph" | "logits" | "numClasses" |
 
 export function buildStepGraph(
   model: StepModel,
-  opts: Pick<TrainOptions, "optimizer" | "trainable" | "channelMasks"> & {
+  opts: Pick<TrainOptions, "optimizer" | "trainable" | "channelMasks" | "batchNorm"> & {
     pooledRelus?: boolean;
     convForms?: ConvGradForms;
     update?: UpdatePlace;
@@ -118,6 +122,7 @@ export function buildStepGraph(
 ): StepGraph {
   const g = model.graph.clone(`${model.name}_train`);
   for (const [value, mask] of opts.channelMasks ?? []) maskChannels(g, value, g.constant(tensor("float32", [mask.length], mask), "channel_mask"));
+  if ((opts.batchNorm ?? DEFAULT_BATCH_NORM) === "batch") useBatchStatistics(g);
   // Same values, a cheaper backward pass (default on; off only to compare).
   if (opts.pooledRelus ?? true) poolBeforeRelu(g);
   const target = g.addInput("target", "float32", ["N", model.numClasses]);
@@ -228,16 +233,24 @@ export class StepRunner {
   }
 }
 
+/** The images of in-memory training data as a batch source (the labels are not needed). */
+export function trainImages(data: TrainData): BatchSource {
+  const per = data.shape[0] * data.shape[1] * data.shape[2];
+  return { size: data.y.length, shape: data.shape, read: (start, count) => data.x.subarray(start * per, (start + count) * per) };
+}
+
 export async function train(model: Model, data: TrainData, opts: TrainOptions): Promise<{ model: Model; history: EpochStats[] }> {
   checkFinite(data);
   const bs = opts.batchSize ?? 64;
-  const runner = await StepRunner.create(buildStepGraph(model, opts), { ...gradientWork(model, Math.min(bs, data.y.length)), ...opts.session });
+  const plan = await prepareBatchNorm(model, trainImages(data), { batchSize: bs, mode: opts.batchNorm, channelMasks: opts.channelMasks });
+  const runner = await StepRunner.create(buildStepGraph(plan.trainee, { ...opts, batchNorm: plan.batchStatistics ? "batch" : "frozen" }), { ...gradientWork(model, Math.min(bs, data.y.length)), ...opts.session });
   try {
     const rand = mulberry32(opts.seed ?? 0);
     const [c, h, w] = data.shape;
     const per = c * h * w;
     const n = data.y.length;
     const history: EpochStats[] = [];
+    let last = model;
     let step = 0;
     for (let epoch = 0; epoch < opts.epochs; epoch++) {
       const t0 = performance.now();
@@ -261,13 +274,16 @@ export async function train(model: Model, data: TrainData, opts: TrainOptions): 
         seen += count;
         opts.onBatch?.(seen, n, l);
       }
+      // The network as it will be handed back (BatchNorm statistics re-estimated, re-inserted ones folded).
+      last = await plan.finish(runner.params());
       const s = { epoch: epoch + 1, loss: lossSum / n, accuracy: correct / n, seconds: (performance.now() - t0) / 1000 };
       history.push(s);
-      const current = () => withParams(model, runner.params());
+      const reached = last;
+      const current = () => reached;
       await opts.onEpoch?.(s, current);
       if (await opts.stopAfterEpoch?.(s, current)) break;
     }
-    return { model: withParams(model, runner.params()), history };
+    return { model: last, history };
   } finally {
     await runner.release();
   }
