@@ -187,7 +187,7 @@ export async function finePrune(model: Model, opts: FinePruneOptions): Promise<F
   }
   const tuned = tail ? tailModel(start, cut) : start;
   const stop: FineTuneStop = { rule, epochsRun: 0, reason: "epochs" };
-  let stopAfterEpoch: ((s: EpochStats, current: () => Model) => Promise<boolean>) | undefined;
+  let stopAfterEpoch: ((s: EpochStats, current: () => Promise<Model>) => Promise<boolean>) | undefined;
   if (split && heldData && bValid) {
     const held = memoryDataset(`${opts.valid.name} (held out)`, heldData.shape, heldData.x, heldData.y);
     const bHeld = Int32Array.from(split.held, (j) => bValid![j]);
@@ -196,7 +196,7 @@ export async function finePrune(model: Model, opts: FinePruneOptions): Promise<F
     const accs: number[] = [];
     Object.assign(stop, { holdout, heldOutImages: heldData.y.length, baseAccuracy: base, heldOutAccuracy: accs });
     stopAfterEpoch = async (_s, current) => {
-      const acc = countCorrect(await predictLabels(current(), held, { batchSize: opts.batchSize }), heldData.y) / heldData.y.length;
+      const acc = countCorrect(await predictLabels(await current(), held, { batchSize: opts.batchSize }), heldData.y) / heldData.y.length;
       accs.push(acc);
       const d = recovery.after(acc);
       if (d.reason) stop.reason = d.reason;

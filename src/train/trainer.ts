@@ -43,10 +43,13 @@ export interface TrainOptions {
   transformBatch?: (x: Float32Array, y: Int32Array, rand: () => number) => void;
   /** Learning-rate multiplier per epoch (0-based), default 1. */
   lrSchedule?: (epoch: number) => number;
-  /** After each epoch; `current()` builds the model with the parameters reached so far (for validation). */
-  onEpoch?: (s: EpochStats, current: () => Model) => void | Promise<void>;
+  /**
+   * After each epoch; `current()` builds the model with the parameters reached so far (for validation), as it
+   * would be handed back (BatchNorm statistics re-estimated: a forward pass, run only when asked for).
+   */
+  onEpoch?: (s: EpochStats, current: () => Promise<Model>) => void | Promise<void>;
   /** After onEpoch: true ends training before the epoch budget (early stopping, train/early-stop.ts). */
-  stopAfterEpoch?: (s: EpochStats, current: () => Model) => boolean | Promise<boolean>;
+  stopAfterEpoch?: (s: EpochStats, current: () => Promise<Model>) => boolean | Promise<boolean>;
   onBatch?: (done: number, total: number, loss: number) => void;
   /** onnxruntime settings of the step session (threads, spinning). */
   session?: SessionOptions;
@@ -250,7 +253,6 @@ export async function train(model: Model, data: TrainData, opts: TrainOptions): 
     const per = c * h * w;
     const n = data.y.length;
     const history: EpochStats[] = [];
-    let last = model;
     let step = 0;
     for (let epoch = 0; epoch < opts.epochs; epoch++) {
       const t0 = performance.now();
@@ -274,16 +276,16 @@ export async function train(model: Model, data: TrainData, opts: TrainOptions): 
         seen += count;
         opts.onBatch?.(seen, n, l);
       }
-      // The network as it will be handed back (BatchNorm statistics re-estimated, re-inserted ones folded).
-      last = await plan.finish(runner.params());
       const s = { epoch: epoch + 1, loss: lossSum / n, accuracy: correct / n, seconds: (performance.now() - t0) / 1000 };
       history.push(s);
-      const reached = last;
-      const current = () => reached;
+      // The network as it will be handed back (BatchNorm statistics re-estimated, re-inserted ones folded),
+      // built once per epoch and only when asked for.
+      let reached: Promise<Model> | undefined;
+      const current = () => (reached ??= plan.finish(runner.params()));
       await opts.onEpoch?.(s, current);
       if (await opts.stopAfterEpoch?.(s, current)) break;
     }
-    return { model: last, history };
+    return { model: await plan.finish(runner.params()), history };
   } finally {
     await runner.release();
   }

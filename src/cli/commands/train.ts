@@ -149,7 +149,7 @@ export const trainCommand: Command = {
         bar?.done();
         bar = undefined;
         shown = 0;
-        const validAccuracy = valid ? (await evaluate(current(), valid)).clean.accuracy : null;
+        const validAccuracy = valid ? (await evaluate(await current(), valid)).clean.accuracy : null;
         epochs_.push({ ...s, validAccuracy });
         log(
           `epoch ${s.epoch}/${epochs}  loss ${s.loss.toFixed(4)}  train accuracy ${pct(s.accuracy)}` +
