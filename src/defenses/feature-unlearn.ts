@@ -132,7 +132,7 @@ export async function featureUnlearn(model: Model, data: NcData, triggers: Rever
 
   const optimizer = { kind: "adam" as const, lr: s.lr };
   const plan = await prepareBatchNorm(model, trainImages({ ...tr, shape }), { batchSize: s.batchSize, channelMasks: opts.channelMasks, mode: s.batchNorm });
-  const runner = await StepRunner.create(buildStepGraph(plan.trainee, { optimizer, channelMasks: opts.channelMasks, loss: featureUnlearnLoss(feature, width, s.weight, scale), batchNorm: plan.batchStatistics ? "batch" : "frozen" }), gradientWork(model, s.batchSize));
+  const runner = await StepRunner.create(buildStepGraph(plan.trainee, { optimizer, channelMasks: opts.channelMasks, loss: featureUnlearnLoss(feature, width, s.weight, scale), batchNorm: plan.stepMode }), gradientWork(model, s.batchSize));
   const score = (r: { accuracy: number; triggerSuccess: number }) => r.accuracy - r.triggerSuccess;
   const r0 = await heldOutScore(model, heldDs, triggers, opts.evalBatchSize);
   const history: FeatureUnlearnEpoch[] = [{ epoch: 0, loss: NaN, heldOutAccuracy: r0.accuracy, heldOutTriggerSuccess: r0.triggerSuccess, seconds: 0 }];

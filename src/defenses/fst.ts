@@ -330,7 +330,7 @@ async function fullTrainee(b: Model, start: Model, trainX: Float32Array, accurac
   const [c, h, w] = start.inputShape;
   const teacher = withTeacher ? (await storedValues(b, [b.logits], trainX, evalBatchSize))[0] : undefined;
   const plan = await prepareBatchNorm(start, memoryDataset("FST training images", [c, h, w], trainX, null), { batchSize, mode: batchNorm });
-  const runner = await StepRunner.create(buildStepGraph(plan.trainee, { optimizer, loss, batchNorm: plan.batchStatistics ? "batch" : "frozen" }), gradientWork(start, batchSize));
+  const runner = await StepRunner.create(buildStepGraph(plan.trainee, { optimizer, loss, batchNorm: plan.stepMode }), gradientWork(start, batchSize));
   const reached = async () => {
     const model = await plan.finish(runner.params());
     return { model, accuracy: await accuracyOf(model) };

@@ -127,9 +127,8 @@ export async function ftSam(model: Model, data: NcData, opts: FtSamOptions = {})
   const base = await accOf(model);
   const history: FtSamEpoch[] = [{ epoch: 0, heldOutAccuracy: base, loss: NaN, seconds: 0 }];
   const optimizer = { kind: "adam" as const, lr: s.lr };
-  const bn = plan.batchStatistics ? "batch" : "frozen";
-  const runner = await StepRunner.create(buildStepGraph(trainee, { optimizer, batchNorm: bn }), gradientWork(model, s.batchSize));
-  const gg = lossGradGraph(trainee, bn);
+  const runner = await StepRunner.create(buildStepGraph(trainee, { optimizer, batchNorm: plan.stepMode }), gradientWork(model, s.batchSize));
+  const gg = lossGradGraph(trainee, plan.stepMode);
   const gradSession = await Session.create(gg.graph, gradientWork(model, s.batchSize));
   const names = trainee.params.map((p) => p.value);
   const picker = new RoundPicker(model, base, s.maxDrop);

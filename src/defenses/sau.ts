@@ -288,7 +288,7 @@ export async function sau(model: Model, data: NcData, opts: SauOptions = {}): Pr
   const optimizer = { kind: "adam" as const, lr: s.lr };
   // The step trains on [x; x+δ], twice the batch.
   const plan = await prepareBatchNorm(model, trainImages({ ...tr, shape }), { batchSize: s.batchSize, mode: s.batchNorm });
-  const runner = await StepRunner.create(buildStepGraph(plan.trainee, { optimizer, loss: sauLoss(s.lambdaClean, s.lambdaShared), batchNorm: plan.batchStatistics ? "batch" : "frozen" }), gradientWork(model, 2 * s.batchSize));
+  const runner = await StepRunner.create(buildStepGraph(plan.trainee, { optimizer, loss: sauLoss(s.lambdaClean, s.lambdaShared), batchNorm: plan.stepMode }), gradientWork(model, 2 * s.batchSize));
   const pgd = sharedPgdGraph(model, model, s.beta1, s.beta2);
   const pgdSession = await Session.create(pgd.graph, gradientWork(model, s.batchSize));
   const refSession = await Session.create(model.graph);

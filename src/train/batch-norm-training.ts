@@ -38,8 +38,8 @@ export interface BatchNormTraining {
   trainee: Model;
   /** Convs that were given a BatchNorm for training. */
   inserted: number;
-  /** Whether training uses batch statistics at all (graph/batch-norm.ts). */
-  batchStatistics: boolean;
+  /** How the step graph treats the trainee's BatchNorms: "batch" where there are any to train (graph/batch-norm.ts). */
+  stepMode: BatchNormMode;
   /**
    * The network handed back from the trainee's parameters `params`: running statistics re-estimated on the
    * clean `images` (batch statistics only), inserted BatchNorms folded back into their convs.
@@ -147,7 +147,7 @@ export async function prepareBatchNorm(
   const convs = mode === "batch" ? foldedConvs(model) : [];
   const plain = (name?: string, params?: Map<string, TensorData>) => withParams(model, params ?? new Map(), name ?? model.name);
   if (mode === "frozen" || (convs.length === 0 && !hasBatchNorm(model.graph))) {
-    return { trainee: model, inserted: 0, batchStatistics: false, finish: async (params, name) => plain(name, params) };
+    return { trainee: model, inserted: 0, stepMode: "frozen", finish: async (params, name) => plain(name, params) };
   }
   const stats = convs.length ? await valueStatistics(model, convs.map((c) => c.output), images, opts.batchSize) : [];
   const { trainee, inserted } = convs.length ? insertBatchNorms(model, convs, stats) : { trainee: model, inserted: [] as Inserted[] };
@@ -155,7 +155,7 @@ export async function prepareBatchNorm(
   return {
     trainee,
     inserted: inserted.length,
-    batchStatistics: true,
+    stepMode: "batch",
     finish: async (params, name) => {
       const trained = withParams(trainee, params);
       const running = await batchNormStatistics(trained, images, { batchSize: opts.batchSize, channelMasks: opts.channelMasks });

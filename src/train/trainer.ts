@@ -246,7 +246,7 @@ export async function train(model: Model, data: TrainData, opts: TrainOptions): 
   checkFinite(data);
   const bs = opts.batchSize ?? 64;
   const plan = await prepareBatchNorm(model, trainImages(data), { batchSize: bs, mode: opts.batchNorm, channelMasks: opts.channelMasks });
-  const runner = await StepRunner.create(buildStepGraph(plan.trainee, { ...opts, batchNorm: plan.batchStatistics ? "batch" : "frozen" }), { ...gradientWork(model, Math.min(bs, data.y.length)), ...opts.session });
+  const runner = await StepRunner.create(buildStepGraph(plan.trainee, { ...opts, batchNorm: plan.stepMode }), { ...gradientWork(model, Math.min(bs, data.y.length)), ...opts.session });
   try {
     const rand = mulberry32(opts.seed ?? 0);
     const [c, h, w] = data.shape;
