@@ -311,6 +311,11 @@ const cases: Case[] = [
     names: () => ["--epochs", /must be a number/, '"Infinity"'],
   },
   {
+    name: "a training repair's --batch-norm that is not a mode",
+    args: () => ["ft-sam", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--batch-norm", "train", "--out", join(dir, "never_written_bn")],
+    names: () => ["--batch-norm", /batch or frozen/, '"train"'],
+  },
+  {
     name: "unlearn --labels with --mask/--pattern (the label is --target)",
     args: () => ["unlearn", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--mask", FACE, "--pattern", FACE, "--target", "0", "--labels", "0-3", "--out", join(dir, "never_written_labels2")],
     names: () => ["--labels", /--target/],

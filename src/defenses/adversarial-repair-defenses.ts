@@ -4,7 +4,7 @@
 import type { Model } from "../model/model.js";
 import { gLine, pct, triggerEvalLine } from "../report/text.js";
 import { anp, ANP_OPTIONS } from "./anp.js";
-import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, repairOutcomeCore, stageReporter, type DefenseData, type DefenseOutcome, type OverBudget, type RepairRun } from "./defense.js";
+import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, repairOutcomeCore, batchNormLines, stageReporter, type DefenseData, type DefenseOutcome, type OverBudget, type RepairRun } from "./defense.js";
 import { ftSam, FT_SAM_OPTIONS } from "./ft-sam.js";
 import { fst, FST_OPTIONS } from "./fst.js";
 import { ibau, IBAU_OPTIONS } from "./ibau.js";
@@ -36,6 +36,7 @@ function outcome(model: Model, data: DefenseData, r: RepairRun, what: string, de
     lines: [
       `model       ${model.name}`,
       `${what.padEnd(11)} ${describe} (on ${data.clean.name})`,
+      ...batchNormLines(r),
       `before      ${triggerEvalLine(r.before)} on ${(data.test ?? data.clean).name}`,
       `after       ${triggerEvalLine(r.after)}`,
       `G           ${gLine(r.g)}`,

@@ -280,6 +280,13 @@ export interface RepairRun {
   before: ReportEvalResult;
   after: ReportEvalResult;
   g: ReportG;
+  /** How BatchNorm was trained, where the network has any (train/batch-norm-training.ts). */
+  batchNorm?: string;
+}
+
+/** The output line saying how a repair trained BatchNorm (none for a network without BatchNorm); `label` columns wide. */
+export function batchNormLines(r: { batchNorm?: string }, label = 11): string[] {
+  return r.batchNorm ? [`${"batchnorm".padEnd(label)} ${r.batchNorm}`] : [];
 }
 
 /** The outcome fields every repair fills the same way from its run. */

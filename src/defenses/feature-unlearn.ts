@@ -170,5 +170,5 @@ export async function featureUnlearn(model: Model, data: NcData, triggers: Rever
   const best = keeper.kept;
   const repaired = { ...best.value, name: `${model.name}_feature_unlearned` };
   const ev = await evaluateModels(model, repaired, ncEvalSets(data, triggers), opts.evalBatchSize);
-  return { ...ev, model: repaired, gGraph: gFromPair(model, repaired, `${model.name}_feature_unlearn_G`), feature, history, chosenEpoch: best.epoch, settings: s };
+  return { ...ev, model: repaired, gGraph: gFromPair(model, repaired, `${model.name}_feature_unlearn_G`), feature, history, chosenEpoch: best.epoch, settings: s, batchNorm: plan.summary };
 }

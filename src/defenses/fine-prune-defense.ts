@@ -1,6 +1,6 @@
 // Fine-Pruning behind the Defense interface.
 import { DEFAULT_FINE_PRUNE_DROP, DEFAULT_FINE_PRUNE_HOLDOUT, DEFAULT_FINE_TUNE, DEFAULT_STOP, DEFAULT_TUNE, finePrune, STOP_CHOICES, STOP_PATIENCE, TUNE_CHOICES } from "./fine-pruning.js";
-import { BATCH_NORM_OPTION, BATCH_SIZE_OPTION, defineDefense, MAX_LOOPS, repairArtifacts, SEED_OPTION, stageReporter } from "./defense.js";
+import { BATCH_NORM_OPTION, BATCH_SIZE_OPTION, batchNormLines, defineDefense, MAX_LOOPS, repairArtifacts, SEED_OPTION, stageReporter } from "./defense.js";
 import { PRUNE_OPTIONS } from "./prune-defense.js";
 import { evalLine, gLine, pct } from "../report/text.js";
 
@@ -71,7 +71,7 @@ export const finePruneDefinition = defineDefense({
       sections: { pruning: r.pruning },
       extra: {
         finePruning: { drop: r.drop, reached: r.reached, channels: r.channels, pruned: r.pruned, epochs: o.epochs, lr: o.lr, optimizer: o.optimizer, seed: o.seed, history: r.history,
-          tune: r.tune, tunedFrom: r.tunedFrom, tunedParams: r.tunedParams, totalParams: r.totalParams, stop: r.stop },
+          tune: r.tune, tunedFrom: r.tunedFrom, tunedParams: r.tunedParams, totalParams: r.totalParams, stop: r.stop, ...(r.batchNorm ? { batchNorm: r.batchNorm } : {}) },
         evaluatedOn: r.evaluatedOn,
         files,
       },
@@ -84,6 +84,7 @@ export const finePruneDefinition = defineDefense({
           ? [`stopped      ${r.stop.reason}: held-out accuracy ${(r.stop.heldOutAccuracy ?? []).map(pct).join(", ")} vs B ${pct(r.stop.baseAccuracy)} on ${r.stop.heldOutImages} held-out images`]
           : []),
         `tuned        ${r.tune === "tail" ? `tail from ${r.tunedFrom}: ` : "all: "}${r.tunedParams}/${r.totalParams} parameters`,
+        ...batchNormLines(r, 12),
         `before       ${evalLine(r.before)}   on ${on}`,
         `pruned       ${evalLine(r.pruned)}`,
         `fine-pruned  ${evalLine(r.after)}`,

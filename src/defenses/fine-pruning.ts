@@ -123,6 +123,8 @@ export interface FinePruneResult {
   g: Graph;
   gRates: ReportG;
   timings: Record<string, number>;
+  /** How BatchNorm was trained in fine-tuning, where the network has any (train/batch-norm-training.ts). */
+  batchNorm?: string;
 }
 
 export function checkFineTune(epochs: number, lr: number): void {
@@ -242,6 +244,7 @@ export async function finePrune(model: Model, opts: FinePruneOptions): Promise<F
     after,
     evaluatedOn: opts.test ? "test" : "valid",
     history: trained.history,
+    batchNorm: trainedPart.batchNorm,
     tune,
     tunedFrom: tail ? cut.value : start.input,
     tunedParams: tail ? cut.tunedParams : totalParams,

@@ -235,6 +235,8 @@ interface Trainee {
   runner: StepRunner;
   /** The network reached and its held-out accuracy. */
   reached: () => Promise<{ model: Model; accuracy: number }>;
+  /** How BatchNorm trains (every parameter only; the head has none). */
+  batchNorm?: string;
   release: () => Promise<void>;
 }
 
@@ -283,7 +285,7 @@ export async function fst(model: Model, data: NcData, opts: FstOptions = {}): Pr
     await t.release();
   }
   const chosen = picker.pick();
-  return { ...(await finishRepair(model, chosen.model, data, "fst", opts.evalBatchSize)), head, history, chosenEpoch: chosen.round, settings: s };
+  return { ...(await finishRepair(model, chosen.model, data, "fst", opts.evalBatchSize)), head, history, chosenEpoch: chosen.round, settings: s, batchNorm: t.batchNorm };
 }
 
 type Loss = (g: Graph, logits: string, target: string) => string;
@@ -335,5 +337,5 @@ async function fullTrainee(b: Model, start: Model, trainX: Float32Array, accurac
     const model = await plan.finish(runner.params());
     return { model, accuracy: await accuracyOf(model) };
   };
-  return { x: trainX, teacher, per: c * h * w, inputShape: [c, h, w], runner, reached, release: () => runner.release() };
+  return { x: trainX, teacher, per: c * h * w, inputShape: [c, h, w], runner, reached, batchNorm: plan.summary, release: () => runner.release() };
 }

@@ -175,5 +175,5 @@ export async function ftSam(model: Model, data: NcData, opts: FtSamOptions = {})
     await gradSession.release();
   }
   const chosen = picker.pick();
-  return { ...(await finishRepair(model, chosen.model, data, "ft_sam", opts.evalBatchSize)), history, chosenEpoch: chosen.round, settings: s };
+  return { ...(await finishRepair(model, chosen.model, data, "ft_sam", opts.evalBatchSize)), history, chosenEpoch: chosen.round, settings: s, batchNorm: plan.summary };
 }

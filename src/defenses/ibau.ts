@@ -196,6 +196,7 @@ export async function ibau(model: Model, data: NcData, opts: IbauOptions = {}): 
   let current = model;
   const picker = new RoundPicker(model, base, s.maxDrop);
   let delta: Float32Array = new Float32Array(per);
+  let batchNorm: string | undefined;
   for (let round = 1; round <= s.rounds; round++) {
     delta = await universalPerturbation(current, tr.x, tr.y, radius, s.perturbSteps, s.batchSize, rand);
     const adversarialAccuracy = await accOf(current, perturbedDataset(held, delta));
@@ -212,6 +213,7 @@ export async function ibau(model: Model, data: NcData, opts: IbauOptions = {}): 
       },
     });
     current = r.model;
+    batchNorm = r.batchNorm;
     const acc = await accOf(current);
     const entry: IbauRound = { round, heldOutAccuracy: acc, adversarialAccuracy, deltaNorm: Math.sqrt(delta.reduce((a, v) => a + v * v, 0)), train: r.history[0] };
     history.push(entry);
@@ -219,5 +221,5 @@ export async function ibau(model: Model, data: NcData, opts: IbauOptions = {}): 
     picker.offer(current, round, acc);
   }
   const chosen = picker.pick();
-  return { ...(await finishRepair(model, chosen.model, data, "ibau", opts.evalBatchSize)), history, chosenRound: chosen.round, delta, settings: { ...s, variant: "danskin" } };
+  return { ...(await finishRepair(model, chosen.model, data, "ibau", opts.evalBatchSize)), history, chosenRound: chosen.round, delta, settings: { ...s, variant: "danskin" }, batchNorm };
 }

@@ -283,7 +283,10 @@ export interface NcData {
   poisoned?: Dataset;
 }
 
-export type NcEvaluation = PairEvaluation;
+export type NcEvaluation = PairEvaluation & {
+  /** How BatchNorm was trained, where the network has any (train/batch-norm-training.ts). */
+  batchNorm?: string;
+};
 
 function checkInputs(model: Model, data: NcData, triggers: ReversedTrigger[]): void {
   if (triggers.length === 0) fail("no reversed trigger given: nothing to mitigate");
@@ -635,6 +638,7 @@ export async function ncUnlearn(model: Model, data: NcData, triggers: PlacedTrig
   const history: UnlearnEpoch[] = [];
   let used: PlacedTrigger[] = placeAnywhere(triggers, anywhere, shape);
   let current = model;
+  let batchNorm: string | undefined;
   const keeper = new EpochKeeper<Model>(model, settings.keepTolerance, settings.patience);
   let epoch = 0;
   for (let round = 1; round <= settings.rounds; round++) {
@@ -666,6 +670,7 @@ export async function ncUnlearn(model: Model, data: NcData, triggers: PlacedTrig
         onBatch: opts.onBatch,
       });
       current = r.model;
+      batchNorm = r.batchNorm;
       const stats = { ...r.history[0], epoch };
       if (!heldDs) {
         history.push({ ...stats, round, heldOutAccuracy: NaN, heldOutTriggerSuccess: NaN, score: NaN });
@@ -682,5 +687,5 @@ export async function ncUnlearn(model: Model, data: NcData, triggers: PlacedTrig
   const best = keeper.kept;
   const repaired = { ...best.value, name: `${model.name}_unlearned` };
   const ev = await evaluateModels(model, repaired, ncEvalSets(data, triggers), opts.evalBatchSize);
-  return { ...ev, model: repaired, gGraph: gFromPair(model, repaired, `${model.name}_unlearn_G`), history, chosenEpoch: best.epoch, triggersUsed: used.length, anywhere, ...(placement.evidence ? { shiftEvidence: placement.evidence } : {}), settings };
+  return { ...ev, model: repaired, gGraph: gFromPair(model, repaired, `${model.name}_unlearn_G`), history, chosenEpoch: best.epoch, triggersUsed: used.length, anywhere, ...(placement.evidence ? { shiftEvidence: placement.evidence } : {}), settings, batchNorm };
 }

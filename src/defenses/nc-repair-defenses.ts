@@ -4,7 +4,7 @@ import { flagThresholdNorm } from "./nc-schedule.js";
 import { checkNcPruneOptions, NC_PRUNE_OPTIONS, ncPrune, ncUnlearn, UNLEARN_OPTIONS } from "./nc-mitigation.js";
 import { checkPruneUnlearnOptions, pruneUnlearn, PRUNE_UNLEARN_OPTIONS } from "./prune-unlearn.js";
 import { checkFeatureUnlearnOptions, featureUnlearn, FEATURE_UNLEARN_OPTIONS } from "./feature-unlearn.js";
-import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, repairOutcomeCore, notApplied, stageReporter, type DefenseContext, type DefenseOutcome, type TriggerInput } from "./defense.js";
+import { BATCH_SIZE_OPTION, defineDefense, repairArtifacts, repairOutcomeCore, batchNormLines, notApplied, stageReporter, type DefenseContext, type DefenseOutcome, type TriggerInput } from "./defense.js";
 import type { Model } from "../model/model.js";
 import { gLine, pct, pctOrDash, triggerEvalLine } from "../report/text.js";
 import type { ReportEvalResult, ReportMitigation } from "../report/types.js";
@@ -74,6 +74,7 @@ export const ncPruneDefinition = defineDefense({
         `triggers    label ${src.flagged.join(", ")} (${src.source})`,
         `layer       ${r.site.layer} (${r.site.units} neurons; ${r.site.how})`,
         `pruned      ${r.pruned.length} neurons: ${stopText}`,
+        ...batchNormLines(r),
         `before      ${triggerEvalLine(r.before)} on ${(data.test ?? data.clean).name}`,
         `after       ${triggerEvalLine(r.after)}`,
         `G           ${gLine(r.g)}`,
@@ -136,6 +137,7 @@ export const unlearnDefinition = defineDefense({
           (s.holdout > 0 ? ` (${pct(1 - s.holdout)}; kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success${keptRule(s.keepTolerance)})` : "") +
           (s.rounds > 1 ? `, ${s.rounds} rounds (${r.triggersUsed} triggers, later ones re-reversed on the unlearned network)` : "") +
           `, ${pct(s.ratio)} of each batch stamped (true labels kept${r.anywhere.length ? `; label ${r.anywhere.join(", ")} at random positions` : ""})${s.jitter ? `, moved ±${s.jitter} px` : ""}${s.minStrength < 1 ? `, strength ${s.minStrength}–1` : ""}, Adam lr ${s.lr}, batch ${s.batchSize}`,
+        ...batchNormLines(r),
         `before      ${triggerEvalLine(r.before)} on ${(data.test ?? clean).name}`,
         `after       ${triggerEvalLine(r.after)}`,
         `G           ${gLine(r.g)}`,
@@ -193,6 +195,7 @@ export const pruneUnlearnDefinition = defineDefense({
         `pruned      ${r.pruned.length} of ${r.site.units} channels of ${r.site.layer} (${labelsText}); clean accuracy ${pct(r.pruneAccuracy.before)} → ${pct(r.pruneAccuracy.after)} on ${clean.name}`,
         `unlearning  ${epochsRun(r)} of at most ${settings.epochs} epoch(s) (${r.unlearningUsed === "feature" ? `feature matching, weight ${settings.featureWeight}` : "cross-entropy"}${r.anywhere.length ? `; label ${r.anywhere.join(", ")} stamped at random positions` : ""}), kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success${keptRule(settings.keepTolerance)}; pruned channels held at zero`,
         ...roundLines,
+        ...batchNormLines(r),
         `before      ${triggerEvalLine(r.before)} on ${(data.test ?? clean).name}`,
         `after       ${triggerEvalLine(r.after)}`,
         `G           ${gLine(r.g)}`,
@@ -231,6 +234,7 @@ export const featureUnlearnDefinition = defineDefense({
         `triggers    label ${src.flagged.join(", ")} (${src.source})`,
         `unlearning  ${run} of at most ${settings.epochs} epoch(s) on ${clean.name} (${pct(1 - settings.holdout)}; kept epoch ${r.chosenEpoch} by held-out accuracy − reversed-trigger success${keptRule(settings.keepTolerance)}), ` +
           `${pct(settings.ratio)} of each batch stamped, features of ${r.feature} matched to B's clean ones (weight ${settings.weight}), Adam lr ${settings.lr}, batch ${settings.batchSize}`,
+        ...batchNormLines(r),
         `before      ${triggerEvalLine(r.before)} on ${(data.test ?? clean).name}`,
         `after       ${triggerEvalLine(r.after)}`,
         `G           ${gLine(r.g)}`,

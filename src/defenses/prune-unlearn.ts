@@ -274,6 +274,7 @@ export async function pruneUnlearn(model: Model, data: NcData, triggers: Reverse
     anywhere: placement.labels,
     ...(placement.evidence ? { shiftEvidence: placement.evidence } : {}),
     settings: s,
+    batchNorm: u.batchNorm,
   };
 }
 
@@ -285,7 +286,7 @@ async function unlearnPass(model: Model, start: Model, data: NcData, triggers: P
   const common = { channelMasks: masks, epochs: s.epochs, patience: s.patience, keepTolerance: s.keepTolerance, holdout: s.holdout, ratio: s.ratio, lr: s.lr, batchSize: s.batchSize, seed: s.seed, batchNorm: s.batchNorm, evalBatchSize: opts.evalBatchSize };
   const feature = s.unlearning === "auto" ? pruned.length > 0 : s.unlearning === "feature";
   const u = feature
-    ? await featureUnlearn(start, data, triggers, { ...common, weight: s.featureWeight, reference: model }).then((r) => ({ model: r.model, history: r.history.map((h) => ({ ...h, round: h.epoch ? 1 : 0, accuracy: NaN, score: h.heldOutAccuracy - h.heldOutTriggerSuccess })), chosenEpoch: r.chosenEpoch }))
+    ? await featureUnlearn(start, data, triggers, { ...common, weight: s.featureWeight, reference: model }).then((r) => ({ model: r.model, history: r.history.map((h) => ({ ...h, round: h.epoch ? 1 : 0, accuracy: NaN, score: h.heldOutAccuracy - h.heldOutTriggerSuccess })), chosenEpoch: r.chosenEpoch, batchNorm: r.batchNorm }))
     : await ncUnlearn(start, data, triggers, { ...common, placement: "found", onBatch: opts.onBatch, onEpoch: opts.onEpoch });
-  return { model: u.model, history: u.history as UnlearnEpoch[], chosenEpoch: u.chosenEpoch, feature };
+  return { model: u.model, history: u.history as UnlearnEpoch[], chosenEpoch: u.chosenEpoch, feature, batchNorm: u.batchNorm };
 }

@@ -345,5 +345,5 @@ export async function sau(model: Model, data: NcData, opts: SauOptions = {}): Pr
     await refSession.release();
   }
   const chosen = picker.pick();
-  return { ...(await finishRepair(model, chosen.model, data, "sau", opts.evalBatchSize)), history, chosenRound: chosen.round, settings: s };
+  return { ...(await finishRepair(model, chosen.model, data, "sau", opts.evalBatchSize)), history, chosenRound: chosen.round, settings: s, batchNorm: plan.summary };
 }

@@ -85,6 +85,8 @@ const finePruning = z
       })
       .passthrough()
       .optional(),
+    // Added with BatchNorm training: how fine-tuning treated BatchNorm, where the network has any.
+    batchNorm: z.string().optional(),
   })
   .passthrough();
 

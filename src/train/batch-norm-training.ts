@@ -12,7 +12,6 @@
 //     The trainee trains those scales and biases with the conv, and afterwards each is folded back into its
 //     conv, W ← W·a, b ← (b − μ)·a + t with a = s/√(σ² + ε) (μ, σ² re-estimated for the trained weights),
 //     so the network handed back has B's graph: same nodes, same parameter names.
-import { hasBatchNorm } from "../graph/batch-norm.js";
 import { attr, tensor, type Graph, type TensorData } from "../graph/ir.js";
 import { forEachBatch, forwardGraph, type BatchSource } from "../model/forward.js";
 import type { Model, ParamRef } from "../model/model.js";
@@ -40,6 +39,8 @@ export interface BatchNormTraining {
   inserted: number;
   /** How the step graph treats the trainee's BatchNorms: "batch" where there are any to train (graph/batch-norm.ts). */
   stepMode: BatchNormMode;
+  /** One line for the output, where BatchNorm is involved at all ("batch statistics (8 nodes), 19 put back ..."). */
+  summary?: string;
   /**
    * The network handed back from the trainee's parameters `params`: running statistics re-estimated on the
    * clean `images` (batch statistics only), inserted BatchNorms folded back into their convs.
@@ -144,10 +145,12 @@ export async function prepareBatchNorm(
   opts: { batchSize: number; mode?: BatchNormMode; channelMasks?: Map<string, Float32Array> },
 ): Promise<BatchNormTraining> {
   const mode = opts.mode ?? DEFAULT_BATCH_NORM;
-  const convs = mode === "batch" ? foldedConvs(model) : [];
+  const convs = foldedConvs(model);
+  const nodes = model.graph.nodes.filter((n) => n.op === "BatchNormalization").length;
   const plain = (name?: string, params?: Map<string, TensorData>) => withParams(model, params ?? new Map(), name ?? model.name);
-  if (mode === "frozen" || (convs.length === 0 && !hasBatchNorm(model.graph))) {
-    return { trainee: model, inserted: 0, stepMode: "frozen", finish: async (params, name) => plain(name, params) };
+  if (mode === "frozen" || (convs.length === 0 && nodes === 0)) {
+    const summary = mode === "frozen" && nodes + convs.length > 0 ? `running statistics frozen (${nodes} BatchNorm node(s)), none put back after the ${convs.length} conv(s) without one (--batch-norm frozen)` : undefined;
+    return { trainee: model, inserted: 0, stepMode: "frozen", summary, finish: async (params, name) => plain(name, params) };
   }
   const stats = convs.length ? await valueStatistics(model, convs.map((c) => c.output), images, opts.batchSize) : [];
   const { trainee, inserted } = convs.length ? insertBatchNorms(model, convs, stats) : { trainee: model, inserted: [] as Inserted[] };
@@ -156,6 +159,7 @@ export async function prepareBatchNorm(
     trainee,
     inserted: inserted.length,
     stepMode: "batch",
+    summary: `batch statistics in training, running statistics re-estimated on the clean training images (${nodes} BatchNorm node(s); ${inserted.length} put back after convs the export folded one into, then folded back)`,
     finish: async (params, name) => {
       const trained = withParams(trainee, params);
       const running = await batchNormStatistics(trained, images, { batchSize: opts.batchSize, channelMasks: opts.channelMasks });

@@ -242,7 +242,7 @@ export function trainImages(data: TrainData): BatchSource {
   return { size: data.y.length, shape: data.shape, read: (start, count) => data.x.subarray(start * per, (start + count) * per) };
 }
 
-export async function train(model: Model, data: TrainData, opts: TrainOptions): Promise<{ model: Model; history: EpochStats[] }> {
+export async function train(model: Model, data: TrainData, opts: TrainOptions): Promise<{ model: Model; history: EpochStats[]; batchNorm?: string }> {
   checkFinite(data);
   const bs = opts.batchSize ?? 64;
   const plan = await prepareBatchNorm(model, trainImages(data), { batchSize: bs, mode: opts.batchNorm, channelMasks: opts.channelMasks });
@@ -285,7 +285,7 @@ export async function train(model: Model, data: TrainData, opts: TrainOptions): 
       await opts.onEpoch?.(s, current);
       if (await opts.stopAfterEpoch?.(s, current)) break;
     }
-    return { model: await plan.finish(runner.params()), history };
+    return { model: await plan.finish(runner.params()), history, batchNorm: plan.summary };
   } finally {
     await runner.release();
   }
