@@ -18,11 +18,6 @@ export interface BatchStatistic {
   batchVariance: string;
 }
 
-/** Does the graph normalise anything with running statistics? */
-export function hasBatchNorm(g: Graph): boolean {
-  return g.nodes.some((n) => n.op === "BatchNormalization");
-}
-
 /** Rewrites every BatchNormalization of `g` (in place) to normalise with the batch's statistics. */
 export function useBatchStatistics(g: Graph): BatchStatistic[] {
   const out: BatchStatistic[] = [];

@@ -3,7 +3,8 @@ import { test } from "node:test";
 import { attr, Graph, tensor } from "../graph/ir.js";
 import type { Model } from "../model/model.js";
 import { mulberry32 } from "../util/random.js";
-import { batchNormStatistics, poolStatistics, usesBatchStatistics } from "./batch-norm-stats.js";
+import { batchNormStatistics, poolStatistics } from "./batch-norm-stats.js";
+import { prepareBatchNorm } from "./batch-norm-training.js";
 import { train } from "./trainer.js";
 
 test("poolStatistics: batch means and variances pool to the whole set's", () => {
@@ -65,11 +66,12 @@ test("batchNormStatistics: the statistics of a BatchNorm on the input are the im
 
 test("train: with BatchNorm it trains on batch statistics and hands back re-estimated running statistics; frozen keeps B's", async () => {
   const model = bnModel();
-  assert.ok(usesBatchStatistics(model));
-  assert.ok(!usesBatchStatistics(model, "frozen"));
   const x = images(40, 5);
   const y = Int32Array.from({ length: 40 }, (_, i) => i % 2);
   const data = { x, y, shape: [2, 3, 3] as [number, number, number] };
+  const src = { size: 40, shape: data.shape, read: (s: number, c: number) => x.subarray(s * 18, (s + c) * 18) };
+  assert.equal((await prepareBatchNorm(model, src, { batchSize: 8 })).stepMode, "batch");
+  assert.equal((await prepareBatchNorm(model, src, { batchSize: 8, mode: "frozen" })).stepMode, "frozen");
   const opts = { epochs: 2, batchSize: 8, optimizer: { kind: "adam" as const, lr: 1e-2 }, seed: 1 };
   const batch = (await train(model, data, opts)).model;
   const m = batch.graph.initializers.get("m")!.data as Float32Array;

@@ -5,7 +5,7 @@
 // statistics are re-estimated once with the final weights, in one forward pass over the clean training images
 // at the training batch size ("precise BatchNorm", Wu & Johnson 2021): per channel, the mean of the batch means
 // and the mean of (batch variance + batch mean²) minus the squared mean, each batch weighted by its size.
-import { useBatchStatistics, hasBatchNorm } from "../graph/batch-norm.js";
+import { useBatchStatistics } from "../graph/batch-norm.js";
 import { tensor, type Graph, type TensorData } from "../graph/ir.js";
 import { maskChannels } from "../graph/transforms.js";
 import { forEachBatch, type BatchSource } from "../model/forward.js";
@@ -17,11 +17,6 @@ import { gradientWork } from "../runtime/threads.js";
 export type BatchNormMode = "batch" | "frozen";
 export const BATCH_NORM_MODES: readonly BatchNormMode[] = ["batch", "frozen"];
 export const DEFAULT_BATCH_NORM: BatchNormMode = "batch";
-
-/** Does training `model` in `mode` change its running statistics (batch mode on a network with BatchNorm)? */
-export function usesBatchStatistics(model: Pick<Model, "graph">, mode: BatchNormMode = DEFAULT_BATCH_NORM): boolean {
-  return mode === "batch" && hasBatchNorm(model.graph);
-}
 
 /** Combines per-batch means and biased variances (weights: batch sizes) into the population's. */
 export function poolStatistics(batches: readonly { count: number; mean: ArrayLike<number>; variance: ArrayLike<number> }[]): { mean: Float32Array; variance: Float32Array } {
@@ -107,9 +102,4 @@ export function runningStatistics(g: Graph): Map<string, TensorData> {
     }
   }
   return out;
-}
-
-/** `model` with its running statistics re-estimated on `images` (unchanged when it has no BatchNormalization). */
-export async function recalibrateBatchNorm(model: Model, images: BatchSource, opts: { batchSize: number; channelMasks?: Map<string, Float32Array> }): Promise<Model> {
-  return withStatistics(model, await batchNormStatistics(model, images, opts));
 }

@@ -7,8 +7,10 @@
 //     PyTorch on the trained fixtures (README): FT-SAM's defaults took the folded ResNet18 from 77.4% to 40.8%
 //     clean accuracy; with a BatchNorm put back after every conv in training mode it kept 77.8%.
 //     So for a network read from an ONNX file (Keras keeps its BatchNorm layers, never folds them; a network
-//     built and trained here from scratch never had any) a BatchNorm is inserted after every conv that no BatchNormalization reads, initialised to the identity on
-//     the clean data: running mean μ and variance σ² of the conv's output there, scale √(σ² + ε), bias μ.
+//     built and trained here from scratch never had any) a BatchNorm is inserted after every conv with a bias
+//     that no BatchNormalization reads (a PyTorch conv before a BatchNorm has no bias of its own: folding
+//     gives it one), initialised to the identity on the clean data: running mean μ and variance σ² of the
+//     conv's output there, scale √(σ² + ε), bias μ.
 //     The trainee trains those scales and biases with the conv, and afterwards each is folded back into its
 //     conv, W ← W·a, b ← (b − μ)·a + t with a = s/√(σ² + ε) (μ, σ² re-estimated for the trained weights),
 //     so the network handed back has B's graph: same nodes, same parameter names.
