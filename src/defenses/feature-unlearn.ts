@@ -20,8 +20,9 @@ import { evaluateModels } from "../eval/evaluate.js";
 import { forEachBatch, forwardGraph } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import { withSession } from "../runtime/session.js";
-import { buildStepGraph, oneHot, StepRunner, trainImages } from "../train/trainer.js";
+import { buildStepGraph, oneHot, StepRunner } from "../train/trainer.js";
 import { prepareBatchNorm } from "../train/batch-norm-training.js";
+import { memoryDataset } from "../io/dataset.js";
 import { gather, shuffledBatches, splitClean } from "../train/split.js";
 import { mulberry32 } from "../util/random.js";
 import { pickOptions, resolveOptions, MAX_LOOPS, SEED_OPTION, BATCH_NORM_OPTION, type OptionSpecs, type OptionValues } from "./defense.js";
@@ -131,7 +132,7 @@ export async function featureUnlearn(model: Model, data: NcData, triggers: Rever
   const scale = energy > 0 ? n / energy : 1;
 
   const optimizer = { kind: "adam" as const, lr: s.lr };
-  const plan = await prepareBatchNorm(model, trainImages({ ...tr, shape }), { batchSize: s.batchSize, channelMasks: opts.channelMasks, mode: s.batchNorm });
+  const plan = await prepareBatchNorm(model, memoryDataset("feature unlearning training images", shape, tr.x, null), { batchSize: s.batchSize, channelMasks: opts.channelMasks, mode: s.batchNorm });
   const runner = await StepRunner.create(buildStepGraph(plan.trainee, { optimizer, channelMasks: opts.channelMasks, loss: featureUnlearnLoss(feature, width, s.weight, scale), batchNorm: plan.stepMode }), gradientWork(model, s.batchSize));
   const score = (r: { accuracy: number; triggerSuccess: number }) => r.accuracy - r.triggerSuccess;
   const r0 = await heldOutScore(model, heldDs, triggers, opts.evalBatchSize);

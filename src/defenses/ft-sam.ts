@@ -13,8 +13,9 @@ import { stepLr } from "../graph/optimizers.js";
 import { poolBeforeRelu } from "../graph/transforms.js";
 import type { Model } from "../model/model.js";
 import { Session } from "../runtime/session.js";
-import { buildStepGraph, oneHot, StepRunner, trainImages } from "../train/trainer.js";
+import { buildStepGraph, oneHot, StepRunner } from "../train/trainer.js";
 import { prepareBatchNorm } from "../train/batch-norm-training.js";
+import { memoryDataset } from "../io/dataset.js";
 import { DEFAULT_BATCH_NORM, type BatchNormMode } from "../train/batch-norm-stats.js";
 import { useBatchStatistics } from "../graph/batch-norm.js";
 import { mulberry32 } from "../util/random.js";
@@ -121,7 +122,7 @@ export async function ftSam(model: Model, data: NcData, opts: FtSamOptions = {})
   const per = c * h * w;
   const k = model.numClasses;
   const { train: tr, accuracy: accOf } = heldOutSplit(clean, s.holdout, s.seed, "FT-SAM", opts.evalBatchSize);
-  const plan = await prepareBatchNorm(model, trainImages({ ...tr, shape }), { batchSize: s.batchSize, mode: s.batchNorm });
+  const plan = await prepareBatchNorm(model, memoryDataset("FT-SAM training images", shape, tr.x, null), { batchSize: s.batchSize, mode: s.batchNorm });
   const trainee = plan.trainee;
 
   const base = await accOf(model);

@@ -21,7 +21,7 @@ import { memoryDataset } from "../io/dataset.js";
 import { argmaxRows, predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import { Session } from "../runtime/session.js";
-import { buildStepGraph, oneHot, StepRunner, trainImages } from "../train/trainer.js";
+import { buildStepGraph, oneHot, StepRunner } from "../train/trainer.js";
 import { prepareBatchNorm } from "../train/batch-norm-training.js";
 import { stepLr } from "../graph/optimizers.js";
 import { mulberry32 } from "../util/random.js";
@@ -287,7 +287,7 @@ export async function sau(model: Model, data: NcData, opts: SauOptions = {}): Pr
   const history: SauRound[] = [{ round: 0, heldOutAccuracy: base, potentialPoison: 0, shared: 0, loss: NaN, seconds: 0 }];
   const optimizer = { kind: "adam" as const, lr: s.lr };
   // The step trains on [x; x+δ], twice the batch.
-  const plan = await prepareBatchNorm(model, trainImages({ ...tr, shape }), { batchSize: s.batchSize, mode: s.batchNorm });
+  const plan = await prepareBatchNorm(model, memoryDataset("SAU training images", shape, tr.x, null), { batchSize: s.batchSize, mode: s.batchNorm });
   const runner = await StepRunner.create(buildStepGraph(plan.trainee, { optimizer, loss: sauLoss(s.lambdaClean, s.lambdaShared), batchNorm: plan.stepMode }), gradientWork(model, 2 * s.batchSize));
   const pgd = sharedPgdGraph(model, model, s.beta1, s.beta2);
   const pgdSession = await Session.create(pgd.graph, gradientWork(model, s.batchSize));

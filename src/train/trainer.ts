@@ -5,7 +5,8 @@ import { tensor, type Graph, type TensorData } from "../graph/ir.js";
 import { softmaxCrossEntropy } from "../graph/losses.js";
 import { addOptimizer, stepLr, type OptimizerConfig, type OptimizerGraph } from "../graph/optimizers.js";
 import { maskChannels, poolBeforeRelu } from "../graph/transforms.js";
-import { argmaxRows, type BatchSource } from "../model/forward.js";
+import { argmaxRows } from "../model/forward.js";
+import { memoryDataset } from "../io/dataset.js";
 import type { Model, ParamRef } from "../model/model.js";
 import { Session, type SessionOptions } from "../runtime/session.js";
 import { mulberry32 } from "../util/random.js";
@@ -236,16 +237,10 @@ export class StepRunner {
   }
 }
 
-/** The images of in-memory training data as a batch source (the labels are not needed). */
-export function trainImages(data: TrainData): BatchSource {
-  const per = data.shape[0] * data.shape[1] * data.shape[2];
-  return { size: data.y.length, shape: data.shape, read: (start, count) => data.x.subarray(start * per, (start + count) * per) };
-}
-
 export async function train(model: Model, data: TrainData, opts: TrainOptions): Promise<{ model: Model; history: EpochStats[]; batchNorm?: string }> {
   checkFinite(data);
   const bs = opts.batchSize ?? 64;
-  const plan = await prepareBatchNorm(model, trainImages(data), { batchSize: bs, mode: opts.batchNorm, channelMasks: opts.channelMasks });
+  const plan = await prepareBatchNorm(model, memoryDataset("training images", data.shape, data.x, null), { batchSize: bs, mode: opts.batchNorm, channelMasks: opts.channelMasks });
   const runner = await StepRunner.create(buildStepGraph(plan.trainee, { ...opts, batchNorm: plan.stepMode }), { ...gradientWork(model, Math.min(bs, data.y.length)), ...opts.session });
   try {
     const rand = mulberry32(opts.seed ?? 0);
