@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { cleanSet, backdooredModel, poisonedSet } from "../test/tiny-patch-mlp.js";
-import { autoPlan, chooseCandidate, countedHeldOut, countedLabels, effectiveTolerance, pendingReinversion, splitForSelection, strongestLabel, targetedShare, type CandidateScore } from "./auto-select.js";
+import { autoPlan, chooseCandidate, countedHeldOut, countedLabels, effectiveTolerance, pendingReinversion, smallerFreshTriggers, splitForSelection, strongestLabel, targetedShare, type CandidateScore } from "./auto-select.js";
 import { checkRepairRequest, repair, type RepairRequest } from "./pipeline.js";
 import { OptionError } from "./defense.js";
 import { UserError } from "../errors.js";
@@ -193,6 +193,37 @@ test("re-inversion: only candidates tied for the lowest score are re-inverted; a
   assert.deepEqual(pendingReinversion(s4, 0.01, 765).indices, [2]);
   // A candidate without per-label triggers (no flagged label) is never asked for.
   assert.deepEqual(pendingReinversion([score("none", 0.9, undefined, 0.5)], 0.01, 765).indices, []);
+});
+
+test("re-inversion: among tied candidates, one whose counted fresh trigger is under half another's L1 norm leaves the tie", () => {
+  // The PyTorch VGG-BN fixture's selection (53 images, label 0 flagged, B's flag bound 42.9): every candidate's
+  // fresh trigger counts and works (94–100%), so all tie and accuracy chose fine-tuning; but fine-tuning and B
+  // re-invert the backdoor at L1 5.7 and 3.4, FST at 7.1, the unlearning repairs only at 41.8.
+  const fresh = (success: number, l1Norm: number) => [{ label: 0, l1Norm, bound: 42.9, success, counts: l1Norm <= 42.9 }];
+  const s = [
+    { ...perLabel("fst", 0.774, { 0: 0.792 }), reinverted: fresh(0.958, 7.1) },
+    { ...perLabel("prune-unlearn", 0.755, { 0: 0.083 }), reinverted: fresh(0.938, 41.8) },
+    { ...perLabel("unlearn", 0.755, { 0: 0.083 }), reinverted: fresh(0.938, 41.8) },
+    { ...perLabel("fine-prune", 0.792, { 0: 0.958 }), reinverted: fresh(0.979, 5.7) },
+    { ...perLabel("none", 0.792, { 0: 1 }), reinverted: fresh(0.958, 3.4) },
+  ];
+  assert.deepEqual(smallerFreshTriggers(s, [0, 1, 2, 3, 4], [0]), [0, 3, 4]);
+  assert.deepEqual(pendingReinversion(s, 0.01, 53).indices, []);
+  const c = chooseCandidate(s, 0.01, 53);
+  assert.equal(s[c.index].defense, "prune-unlearn");
+  assert.match(c.reason, /fst, fine-prune, none left the tie: their re-inverted trigger is under 0\.5 of the largest tied one's L1 norm/);
+  // Without the norms' gap (every fresh trigger about as small) the tie stands and accuracy decides, as before.
+  const close = s.map((x) => ({ ...x, reinverted: fresh(x.reinverted[0].success, 30 + x.cleanAccuracy) }));
+  assert.deepEqual(smallerFreshTriggers(close, [0, 1, 2, 3, 4], [0]), []);
+  assert.equal(close[chooseCandidate(close, 0.01, 53).index].defense, "fine-prune");
+  // A fresh trigger over B's bound does not count, and does not push others out of the tie by its size alone.
+  const natural = [{ ...s[1], reinverted: fresh(0.97, 120) }, { ...s[3], reinverted: fresh(0.979, 50) }];
+  assert.deepEqual(smallerFreshTriggers(natural, [0, 1], [0]), []);
+  // A counted fresh trigger under half of an uncounted (natural) one's does leave: the backdoor is there.
+  assert.deepEqual(smallerFreshTriggers([natural[0], s[3]], [0, 1], [0]), [1]);
+  // A candidate not re-inverted yet is never dropped; a label that does not count is not compared.
+  assert.deepEqual(smallerFreshTriggers([perLabel("sau", 0.8, { 0: 0.1 }), s[3]], [0, 1], [0]), []);
+  assert.deepEqual(smallerFreshTriggers(s, [0, 1, 2, 3, 4], [5]), []);
 });
 
 test("autoPlan: prune-unlearn also runs on the most anomalous flagged label alone when several are flagged", () => {
