@@ -101,6 +101,16 @@ function windowed(node: Node, x: Dim[], kernel: number[], channels: Dim): Dim[] 
   return [x[0], channels, ...sp];
 }
 
+/** A per-channel parameter (a conv's bias, BatchNorm's scale, bias, mean, variance) must be a vector of `channels` values. */
+function checkChannelParams(g: Graph, node: Node, slots: number[], channels: Dim): void {
+  for (const k of slots) {
+    const name = node.inputs[k];
+    if (!name) continue;
+    const s = g.info(name).shape;
+    if (s.length !== 1 || (typeof s[0] === "number" && typeof channels === "number" && s[0] !== channels)) throw new GraphError(`${node.op}: input ${k} ("${name}") has shape [${s}]; a vector of ${channels} values (one per channel) is required`);
+  }
+}
+
 export function inferShapes(g: Graph, node: Node): OutInfo[] {
   const inp = (k: number) => g.info(node.inputs[k]);
   const a = node.attrs;
@@ -139,8 +149,18 @@ export function inferShapes(g: Graph, node: Node): OutInfo[] {
     }
     case "Gemm": {
       const x = inp(0).shape, w = inp(1).shape;
+      if (x.length !== 2 || w.length !== 2) throw new GraphError(`Gemm: inputs must be matrices, got [${x}] and [${w}]`);
       const tA = geti(a, "transA", 0), tB = geti(a, "transB", 0);
-      return [{ dtype: inp(0).dtype, shape: [tA ? x[1] : x[0], tB ? w[0] : w[1]] }];
+      const inner = [tA ? x[0] : x[1], tB ? w[1] : w[0]];
+      if (typeof inner[0] === "number" && typeof inner[1] === "number" && inner[0] !== inner[1]) throw new GraphError(`Gemm: inner sizes differ ([${x}]${tA ? "ᵀ" : ""} x [${w}]${tB ? "ᵀ" : ""})`);
+      const out = [tA ? x[1] : x[0], tB ? w[0] : w[1]];
+      // C broadcasts one way onto [M, N] (onnxruntime refuses anything else at run time, with a stack trace).
+      if (node.inputs[2]) {
+        const c = inp(2).shape;
+        const fits = c.length <= 2 && c.every((d, i) => d === 1 || d === out[2 - c.length + i] || typeof d === "string" || typeof out[2 - c.length + i] === "string");
+        if (!fits) throw new GraphError(`Gemm: bias of shape [${c}] does not broadcast to the output [${out}]`);
+      }
+      return [{ dtype: inp(0).dtype, shape: out }];
     }
     case "Conv": {
       const x = inp(0).shape, w = g.staticShape(node.inputs[1]);
@@ -150,6 +170,7 @@ export function inferShapes(g: Graph, node: Node): OutInfo[] {
       if (typeof x[1] === "number" && x[1] !== w[1] * group) {
         throw new GraphError(`Conv: input has ${x[1]} channels, kernel expects ${w[1] * group}${group > 1 ? ` (${w[1]} per group × ${group} groups)` : ""}`);
       }
+      checkChannelParams(g, node, [2], w[0]);
       return [{ dtype: inp(0).dtype, shape: windowed(node, x, w.slice(2), w[0]) }];
     }
     case "ConvTranspose": {
@@ -160,6 +181,7 @@ export function inferShapes(g: Graph, node: Node): OutInfo[] {
       if (!Number.isInteger(group) || group < 1 || w[0] % group !== 0) throw new GraphError(`ConvTranspose: group=${group} does not divide the ${w[0]} input channels`);
       if (typeof x[1] === "number" && x[1] !== w[0]) throw new GraphError(`ConvTranspose: input has ${x[1]} channels, kernel expects ${w[0]}`);
       const m = w[1] * group;
+      checkChannelParams(g, node, [2], m);
       const out = getints(a, "output_shape");
       if (out) return [{ dtype: inp(0).dtype, shape: [x[0], m, ...out] }];
       const s = getints(a, "strides") ?? k.map(() => 1);
@@ -185,8 +207,11 @@ export function inferShapes(g: Graph, node: Node): OutInfo[] {
       const x = inp(0).shape;
       return [{ dtype: inp(0).dtype, shape: [x[0], x[1], ...x.slice(2).map(() => 1)] }];
     }
-    case "BatchNormalization":
+    case "BatchNormalization": {
+      const c = inp(0).shape[1];
+      if (typeof c === "number") checkChannelParams(g, node, [1, 2, 3, 4], c);
       return same();
+    }
     case "Flatten": {
       const x = inp(0).shape;
       const axis = normAxis(geti(a, "axis", 1), x.length);

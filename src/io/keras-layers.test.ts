@@ -9,6 +9,7 @@ import { batchTensor, forwardGraph } from "../model/forward.js";
 import { Session } from "../runtime/session.js";
 import { ROOT } from "../test/fixtures.js";
 import { readKerasModel } from "./keras-h5.js";
+import { UserError } from "../errors.js";
 
 const DIR = join(ROOT, "fixtures/keras");
 interface Expected {
@@ -64,4 +65,16 @@ test("nested Functional and Sequential models are flattened into the graph (a G 
   assert.notDeepEqual(k("B.conv"), k("B2.conv"));
   const { got, want } = await logitsOf("nested_g.h5");
   assertClose(got, want);
+});
+
+test("weights that do not fit their layer (a bias one too long) are the user's error naming the layer, not an internal one", async () => {
+  const spec = await readKerasModel(join(DIR, "same_upsample_crop.h5"));
+  for (const className of ["Conv2D", "Dense"]) {
+    const layer = spec.layers.find((l) => l.className === className && l.weights.some((w) => w.name.startsWith("bias")));
+    assert.ok(layer, `the fixture has a ${className} layer with a bias`);
+    const layers = spec.layers.map((l) =>
+      l !== layer ? l : { ...l, weights: l.weights.map((w) => (w.name.startsWith("bias") ? { ...w, shape: [w.shape[0]! + 1], data: new Float32Array(w.shape[0]! + 1) } : w)) },
+    );
+    assert.throws(() => lowerModel({ ...spec, layers }), (e: unknown) => e instanceof UserError && e.message.includes(`layer "${layer.name}" (${className})`) && !e.message.includes("\n"));
+  }
 });

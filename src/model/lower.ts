@@ -1,6 +1,6 @@
 // ModelSpec (Keras layers, NHWC) → Model (graph IR, NCHW ONNX ops). Keras' row-major NHWC flatten is
 // preserved by transposing to NHWC right before Flatten, so Dense weights are used unchanged.
-import { attr, Graph, tensor, type TensorData } from "../graph/ir.js";
+import { attr, Graph, GraphError, tensor, type TensorData } from "../graph/ir.js";
 import { fail } from "../errors.js";
 import type { Model, ParamRef } from "./model.js";
 import type { LayerSpec, LayerWeight, ModelSpec } from "./spec.js";
@@ -137,7 +137,7 @@ class Lowerer {
         return v;
       });
       const out = layer.name === spec.inputLayer ? "input" : this.valueName(layer);
-      this.outputs.set(layer.name, this.layer(layer, ins, out, [c, h, w]));
+      this.outputs.set(layer.name, this.layerOrFail(layer, ins, out, [c, h, w]));
     }
     const outValue = this.outputs.get(spec.outputLayer);
     if (!outValue) fail(`output layer "${spec.outputLayer}" not found`);
@@ -157,6 +157,16 @@ class Lowerer {
       params: this.params,
       spec,
     };
+  }
+
+  /** layer(), with a shape rule's refusal (weights that do not fit the layer, e.g. a bias of the wrong length) said as the user's error. */
+  private layerOrFail(layer: LayerSpec, ins: string[], out: string, chw: [number, number, number]): string {
+    try {
+      return this.layer(layer, ins, out, chw);
+    } catch (e) {
+      if (e instanceof GraphError) fail(`layer "${layer.name}" (${layer.className}): ${e.message}`);
+      throw e;
+    }
   }
 
   private layer(layer: LayerSpec, ins: string[], out: string, chw: [number, number, number]): string {

@@ -512,6 +512,26 @@ test("the input/output contract is checked", () => {
     outputs: [valueInfo("y", ["N", 784])],
   });
   assertUserError(() => importOnnx(flat, "mlp"), '"x"', "[N, C, H, W]");
+  const empty = handModel(17, {
+    nodes: [node("Relu", ["x"], ["y"], "relu")],
+    inputs: [valueInfo("x", ["N", 1, 0, 6])],
+    outputs: [valueInfo("y", ["N", 6])],
+  });
+  assertUserError(() => importOnnx(empty, "empty"), '"x"', "[N,1,0,6]", "positive sizes");
+  const symbolic = handModel(17, {
+    nodes: [node("Relu", ["x"], ["y"], "relu")],
+    inputs: [valueInfo("x", ["N", 1, "H", 6])],
+    outputs: [valueInfo("y", ["N", 6])],
+  });
+  assertUserError(() => importOnnx(symbolic, "symbolic"), '"x"', "only the batch dim may be symbolic");
+  // A Gemm whose bias does not fit its output: refused at import, not by onnxruntime at run time.
+  const gemm = handModel(17, {
+    nodes: [node("Flatten", ["x"], ["f"], "flat"), node("Gemm", ["f", "w", "b"], ["y"], "fc", [aInt("transB", 1)])],
+    inputs: [valueInfo("x", ["N", 1, 2, 2])],
+    outputs: [valueInfo("y", ["N", 3])],
+    initializers: [floatTensor("w", [3, 4], randn(12, 1)), floatTensor("b", [4], randn(4, 2))],
+  });
+  assertUserError(() => importOnnx(gemm, "gemm"), '"fc"', "bias of shape [4] does not broadcast to the output [N,3]");
 });
 
 test("loadOnnxModel reads a file and reports a missing one", async () => {

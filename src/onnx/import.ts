@@ -424,7 +424,7 @@ class Importer {
     if (!s || s.length !== 4) this.fail(`${what} has shape ${s ? `[${s.map((d) => d ?? "?")}]` : "unknown"}; an image batch [N, C, H, W] or [N, H, W, C] is required`);
     const dims = s.slice(1);
     if (!dims.every((d): d is number => typeof d === "number" && d > 0)) {
-      this.fail(`${what} has shape [${s.map((d) => d ?? "?")}]; only the batch dim may be symbolic`);
+      this.fail(`${what} has shape [${s.map((d) => d ?? "?")}]; ${dims.some((d) => typeof d === "number" && d <= 0) ? "image dims must be positive sizes" : "only the batch dim may be symbolic"}`);
     }
     const [a, b, c] = dims;
     const small = (d: number) => d === 1 || d === 3;
