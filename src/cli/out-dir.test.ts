@@ -1,12 +1,12 @@
 // The staging life cycle of out-dir.ts in-process (the CLI cases are in out-safety.test.ts).
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { UserError } from "../errors.js";
 import { tempDir } from "../test/make-bad-files.js";
 import type { Context } from "./command.js";
-import { finalPaths, prepareOutDir, prepareOutFiles, withOutputs } from "./out-dir.js";
+import { checkNotInput, finalPaths, prepareOutDir, prepareOutFiles, withOutputs } from "./out-dir.js";
 
 const dir = tempDir("out-dir");
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -75,6 +75,19 @@ test("an input at or under --out is refused, whatever path spelling (real paths 
   const spelled = join(dir, "holds", "..", "holds", "model.h5");
   assert.throws(() => prepareOutDir(ctx({ model: spelled, force: true }), out), /would overwrite the input/);
   assert.equal(readFileSync(join(out, "model.h5"), "utf8"), "weights");
+});
+
+test("an input that is a symlink inside --out (to a file elsewhere) is refused too: --force would remove the link", () => {
+  const out = join(dir, "linked");
+  mkdirSync(out);
+  writeFileSync(join(out, "result.json"), "{}");
+  const data = join(dir, "data-elsewhere.h5");
+  writeFileSync(data, "images");
+  symlinkSync(data, join(out, "valid.h5"));
+  assert.throws(() => prepareOutDir(ctx({ clean: join(out, "valid.h5"), force: true }), out), /would overwrite the input/);
+  assert.equal(readlinkSync(join(out, "valid.h5")), data);
+  // The link's target named directly is outside --out: allowed.
+  assert.doesNotThrow(() => checkNotInput(ctx({ clean: data }), out, "--out"));
 });
 
 test("output files: existing ones need --force, inputs never; written files move into place together", async () => {

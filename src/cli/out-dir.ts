@@ -72,8 +72,9 @@ export function inputPaths(ctx: Context, outputKeys: readonly string[] = ["out",
 export function checkNotInput(ctx: Context, out: string, flag: string, extraInputs: readonly string[] = []): void {
   const target = realish(out);
   for (const input of [...inputPaths(ctx), ...extraInputs]) {
-    const real = realish(input);
-    if (within(real, target)) fail(`${flag} ${out} would overwrite the input ${input}; write the results somewhere else`);
+    // Both where it leads and the name itself: a symlink inside --out is the user's too, and --force would remove it.
+    const named = join(realish(dirname(resolve(input))), basename(resolve(input)));
+    if ([realish(input), named].some((p) => within(p, target))) fail(`${flag} ${out} would overwrite the input ${input}; write the results somewhere else`);
   }
 }
 
