@@ -221,6 +221,8 @@ test("re-inversion: among tied candidates, one whose counted fresh trigger is un
   assert.deepEqual(smallerFreshTriggers(natural, [0, 1], [0]), []);
   // A counted fresh trigger under half of an uncounted (natural) one's does leave: the backdoor is there.
   assert.deepEqual(smallerFreshTriggers([natural[0], s[3]], [0, 1], [0]), [1]);
+  // A small fresh mask that does not work (under half the selection images) is no backdoor found again.
+  assert.deepEqual(smallerFreshTriggers([s[1], { ...s[3], reinverted: fresh(0.3, 5.7) }], [0, 1], [0]), []);
   // A candidate not re-inverted yet is never dropped; a label that does not count is not compared.
   assert.deepEqual(smallerFreshTriggers([perLabel("sau", 0.8, { 0: 0.1 }), s[3]], [0, 1], [0]), []);
   assert.deepEqual(smallerFreshTriggers(s, [0, 1, 2, 3, 4], [5]), []);

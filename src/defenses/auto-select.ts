@@ -399,7 +399,7 @@ export const FRESH_NORM_RATIO = 0.5;
 
 /**
  * Among candidates tied on attack, those whose re-inverted trigger for a counted label counts (within B's flag
- * bound) and is under FRESH_NORM_RATIO of the largest fresh trigger of that label on a tied candidate: the
+ * bound), works (MIN_HELD_OUT_SUCCESS on the selection split) and is under FRESH_NORM_RATIO of the largest fresh trigger of that label on a tied candidate: the
  * backdoor is found again several times smaller on them than on another tied repair. Success alone cannot
  * separate them (every fresh trigger reaches ~95% at some size); Neural Cleanse's own measure, the norm, can.
  * PyTorch VGG-BN fixture: fine-tuning and B re-invert at L1 5.7 and 3.4 (the backdoor, real ASR 99.6%),
@@ -411,7 +411,8 @@ export function smallerFreshTriggers(scores: readonly CandidateScore[], tied: re
   return tied.filter((i) =>
     counted.some((l) => {
       const r = fresh(i, l);
-      if (!r?.counts) return false;
+      // A small fresh mask that does not work on the selection split is no backdoor found again.
+      if (!r?.counts || r.success < MIN_HELD_OUT_SUCCESS) return false;
       const largest = Math.max(...tied.map((j) => fresh(j, l)?.l1Norm ?? -Infinity));
       return r.l1Norm < FRESH_NORM_RATIO * largest;
     }),
