@@ -76,25 +76,3 @@ test("train on a folded net: batch statistics through re-inserted BatchNorms, B'
   assert.deepEqual([...model.graph.initializers.keys()].sort(), [...b.graph.initializers.keys()].sort());
   assert.notDeepEqual(model.graph.initializers.get("w1")!.data, b.graph.initializers.get("w1")!.data, "trained");
 });
-
-test("a network finish handed back, trained again on the same images, starts from the statistics folding makes known (no forward pass)", async () => {
-  const b = foldedNet();
-  const d = images(30);
-  const data = { x: d.read(0, 30), y: d.labels!, shape: [2, 6, 6] as [number, number, number] };
-  const { model } = await train(b, data, { epochs: 1, batchSize: 10, optimizer: { kind: "adam", lr: 1e-2 }, seed: 0 });
-  const init = async (imagesId?: object, x = data.x) => {
-    const plan = await prepareBatchNorm(model, memoryDataset("images", [2, 6, 6], x, null), { batchSize: 7, imagesId });
-    return plan.trainee.graph.nodes.filter((n) => n.op === "BatchNormalization").map((n) => [3, 4].map((k) => plan.trainee.graph.initializers.get(n.inputs[k])!.data as Float32Array));
-  };
-  const measured = await init();
-  const known = await init(data.x);
-  // The first conv's figures agree to rounding; the second's were measured by finish with the first
-  // normalised by its batch statistics (batchNormStatistics, batches of 7 here), the fresh pass sees it folded
-  // (its population statistics): up to 4e-3 apart here, what training with batch statistics itself sees.
-  known.flat().forEach((v, i) => v.forEach((q, c) => assert.ok(Math.abs(q - measured.flat()[i][c]) < (i < 2 ? 1e-5 : 1e-2) * Math.max(1, Math.abs(q)), `statistic ${i}, channel ${c}: ${q} vs measured ${measured.flat()[i][c]}`)));
-  // The reuse is keyed by the images: other pixels under the same key keep the known figures (a misuse, here to
-  // show where they come from), another key measures them.
-  const other = randn(30 * 72, 2, 3);
-  assert.deepEqual(await init(data.x, other), known);
-  assert.notDeepEqual(await init(other, other), known);
-});

@@ -138,29 +138,13 @@ export function foldBack(weight: Float32Array, bias: Float32Array, scale: Float3
 }
 
 /**
- * Per-channel statistics of the folded convs' outputs of a network `finish` handed back, on the images it
- * re-estimated them on (`imagesId`): a loop that trains one epoch per call (unlearning, i-BAU) gives that network
- * straight back with the same images, and the identity initialisation would measure them again in a forward
- * pass. Folding makes them known: the folded output is a·(y − μ) + t with μ, σ² the statistics of y just
- * measured, so its mean is t and its variance a²σ².
- */
-const foldedOutputStatistics = new WeakMap<Model, { imagesId: object; stats: Map<string, { mean: Float32Array; variance: Float32Array }> }>();
-
-/** Mean t and variance a²σ² of a folded conv's output (a = s/√(σ² + ε)), σ² the variance measured before folding. */
-export function foldedStatistics(scale: Float32Array, shift: Float32Array, variance: Float32Array, eps = EPS): { mean: Float32Array; variance: Float32Array } {
-  const v = Float32Array.from(variance, (s2, m) => (scale[m] * scale[m] * s2) / (s2 + eps));
-  return { mean: Float32Array.from(shift), variance: v };
-}
-
-/**
  * How `model` is trained on `images` (the clean training images; see the file comment). `mode` "frozen":
- * B as it is, its running statistics untouched. `imagesId` names the images (e.g. their pixel array), so that
- * a network this function's `finish` returned on the same images reuses the statistics it knows.
+ * B as it is, its running statistics untouched.
  */
 export async function prepareBatchNorm(
   model: Model,
   images: BatchSource,
-  opts: { batchSize: number; mode?: BatchNormMode; channelMasks?: Map<string, Float32Array>; imagesId?: object },
+  opts: { batchSize: number; mode?: BatchNormMode; channelMasks?: Map<string, Float32Array> },
 ): Promise<BatchNormTraining> {
   const mode = opts.mode ?? DEFAULT_BATCH_NORM;
   const convs = foldedConvs(model);
@@ -170,10 +154,7 @@ export async function prepareBatchNorm(
     const summary = mode === "frozen" && nodes + convs.length > 0 ? `running statistics frozen (${nodes} BatchNorm node(s)), none put back after the ${convs.length} conv(s) without one (--batch-norm frozen)` : undefined;
     return { trainee: model, inserted: 0, stepMode: "frozen", summary, finish: async (params, name) => plain(name, params) };
   }
-  // Masks change what the statistics pass sees on pruned channels, so only an unmasked run reuses them.
-  const known = opts.imagesId && !opts.channelMasks?.size ? foldedOutputStatistics.get(model) : undefined;
-  const reuse = known && known.imagesId === opts.imagesId && convs.every((c) => known.stats.has(c.output)) ? known.stats : undefined;
-  const stats = reuse ? convs.map((c) => reuse.get(c.output)!) : convs.length ? await valueStatistics(model, convs.map((c) => c.output), images, opts.batchSize) : [];
+  const stats = convs.length ? await valueStatistics(model, convs.map((c) => c.output), images, opts.batchSize) : [];
   const { trainee, inserted } = convs.length ? insertBatchNorms(model, convs, stats) : { trainee: model, inserted: [] as Inserted[] };
   const own = new Set(model.params.map((p) => p.value));
   return {
@@ -186,20 +167,15 @@ export async function prepareBatchNorm(
       const running = await batchNormStatistics(trained, images, { batchSize: opts.batchSize, channelMasks: opts.channelMasks });
       const values = new Map([...params].filter(([k]) => own.has(k)));
       const value = (k: string) => (params.get(k) ?? trained.graph.initializers.get(k)!).data as Float32Array;
-      const outputs = new Map<string, { mean: Float32Array; variance: Float32Array }>();
-      inserted.forEach((ins, i) => {
-        const mean = running.get(ins.mean)!.data as Float32Array, variance = running.get(ins.variance)!.data as Float32Array;
-        const f = foldBack(value(ins.weight), value(ins.bias), value(ins.scale), value(ins.shift), mean, variance);
+      for (const ins of inserted) {
+        const f = foldBack(value(ins.weight), value(ins.bias), value(ins.scale), value(ins.shift), running.get(ins.mean)!.data as Float32Array, running.get(ins.variance)!.data as Float32Array);
         const w = model.graph.initializers.get(ins.weight)!, b = model.graph.initializers.get(ins.bias)!;
         values.set(ins.weight, tensor("float32", [...w.shape], f.weight));
         values.set(ins.bias, tensor("float32", [...b.shape], f.bias));
-        outputs.set(convs[i].output, foldedStatistics(value(ins.scale), value(ins.shift), variance));
-      });
+      }
       // B's own BatchNorms keep their re-estimated statistics.
       const ownStats = new Map([...running].filter(([k]) => model.graph.initializers.has(k)));
-      const handed = withStatistics(withParams(model, values, name ?? model.name), ownStats);
-      if (opts.imagesId && !opts.channelMasks?.size) foldedOutputStatistics.set(handed, { imagesId: opts.imagesId, stats: outputs });
-      return handed;
+      return withStatistics(withParams(model, values, name ?? model.name), ownStats);
     },
   };
 }

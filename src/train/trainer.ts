@@ -240,7 +240,7 @@ export class StepRunner {
 export async function train(model: Model, data: TrainData, opts: TrainOptions): Promise<{ model: Model; history: EpochStats[]; batchNorm?: string }> {
   checkFinite(data);
   const bs = opts.batchSize ?? 64;
-  const plan = await prepareBatchNorm(model, memoryDataset("training images", data.shape, data.x, null), { batchSize: bs, mode: opts.batchNorm, channelMasks: opts.channelMasks, imagesId: data.x });
+  const plan = await prepareBatchNorm(model, memoryDataset("training images", data.shape, data.x, null), { batchSize: bs, mode: opts.batchNorm, channelMasks: opts.channelMasks });
   const runner = await StepRunner.create(buildStepGraph(plan.trainee, { ...opts, batchNorm: plan.stepMode }), { ...gradientWork(model, Math.min(bs, data.y.length)), ...opts.session });
   try {
     const rand = mulberry32(opts.seed ?? 0);
