@@ -57,6 +57,8 @@ export interface DefenseRow {
   triggersFrom?: number[];
   /** "auto": the repair it chose, and the labels its own detection flagged. */
   chosen?: string;
+  /** auto: why it chose (the report's selection.reason). */
+  selection?: string;
   autoFlagged?: number[];
   notes: string;
   seconds?: number;
@@ -192,6 +194,7 @@ export async function defenseRow(model: Model, data: DefenseData, d: AnyDefense 
     row.triggersFrom = o.sections.mitigation?.flagged;
     if (auto) {
       row.chosen = r.defense.name;
+      row.selection = o.sections.selection?.reason;
       row.autoFlagged = r.detection ? [...r.detection.flagged] : undefined;
     }
     if (o.notApplied) {

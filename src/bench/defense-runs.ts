@@ -37,6 +37,8 @@ export interface RunRecord {
   flagged?: number[];
   /** auto: the repair it chose. */
   chosen?: string;
+  /** auto: why (its selection reason; absent in records before 2026-12-07). */
+  selection?: string;
   notes: string;
   warnings: string[];
 }

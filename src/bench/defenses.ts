@@ -211,6 +211,7 @@ function recordOf(row: DefenseRow, base: Omit<RunRecord, "status" | "notes" | "w
   if (row.triggersFrom) r.flagged = row.triggersFrom;
   if (row.autoFlagged) r.flagged = row.autoFlagged;
   if (row.chosen) r.chosen = row.chosen;
+  if (row.selection) r.selection = row.selection;
   return r;
 }
 
