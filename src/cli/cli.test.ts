@@ -2,7 +2,7 @@
 // Keras file itself says (shapes derived from its model_config, parameters counted from its weight arrays),
 // and help exits 0.
 import assert from "node:assert/strict";
-import { rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { basename } from "node:path";
 import { after, before, test } from "node:test";
 import h5wasm from "h5wasm/node";
@@ -223,6 +223,10 @@ test("--help: badnet --help, badnet eval --help and every listed command's --hel
   assert.match(evalHelp, /^usage: badnet eval /m);
   for (const opt of ["--model", "--arch", "--input-scale", "--clean", "--poisoned", "--batch-size", "--json"]) assert.ok(evalHelp.includes(opt), `eval --help lists ${opt}`);
   assert.match(h, /^usage: badnet predict /m);
+  // "help eval" is "eval --help"; --version prints package.json's version.
+  assert.equal(await ok(["help", "eval"]), evalHelp);
+  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+  assert.equal((await ok(["--version"])).trim(), `badnet ${pkg.version}`);
   // Every listed command (colleagues keep adding them) has working help.
   await inPool(listedCommands(main), 2, async (name) => {
     assert.match(await ok([name, "--help"]), new RegExp(`^usage: badnet ${name} `, "m"));

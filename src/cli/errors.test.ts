@@ -195,6 +195,11 @@ const cases: Case[] = [
     names: () => ['"frobnicate"', /--help/],
   },
   {
+    name: "help for an unknown command",
+    args: () => ["help", "frobnicate"],
+    names: () => ['"frobnicate"', /--help/],
+  },
+  {
     name: "no command at all (help goes to stdout)",
     args: () => [],
     names: () => [/no command/],

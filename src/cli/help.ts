@@ -7,7 +7,7 @@ export function help(): string {
   return [
     "badnet — detect and repair backdoored image classifiers",
     "",
-    "usage: badnet <command> [options]   (badnet <command> --help for its options)",
+    "usage: badnet <command> [options]   (badnet <command> --help for its options; badnet --version)",
     "",
     ...COMMANDS.map((c) => `  ${c.name.padEnd(w)}  ${c.summary}`),
   ].join("\n");

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // badnet: the command-line entry point. User errors print one line and exit 2; bugs exit 1 with a trace.
+import { readFileSync } from "node:fs";
 import { OptionError } from "../defenses/defense.js";
 import { fileSystemError, UserError } from "../errors.js";
 import { parse } from "./command.js";
@@ -7,8 +8,19 @@ import { COMMANDS } from "./commands/index.js";
 import { withOutputs } from "./out-dir.js";
 import { commandHelp, help } from "./help.js";
 
+/** The installed package's version (package.json two levels above this file, in src/ and in dist/ alike). */
+function version(): string {
+  return (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
+  if (name === "--version" || name === "-V" || name === "version") {
+    process.stdout.write(`badnet ${version()}\n`);
+    return 0;
+  }
+  // "badnet help eval" is "badnet eval --help".
+  if (name === "help" && rest.length) return main([rest[0], "--help"]);
   if (!name || name === "--help" || name === "-h" || name === "help") {
     process.stdout.write(help() + "\n");
     if (!name) throw new UserError("no command given (run badnet --help)");
