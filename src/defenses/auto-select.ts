@@ -399,22 +399,22 @@ export const FRESH_NORM_RATIO = 0.5;
 
 /**
  * Among candidates tied on attack, those whose re-inverted trigger for a counted label counts (within B's flag
- * bound), works (MIN_HELD_OUT_SUCCESS on the selection split) and is under FRESH_NORM_RATIO of the largest fresh trigger of that label on a tied candidate: the
- * backdoor is found again several times smaller on them than on another tied repair. Success alone cannot
- * separate them (every fresh trigger reaches ~95% at some size); Neural Cleanse's own measure, the norm, can.
+ * bound), works (MIN_HELD_OUT_SUCCESS on the selection split) and is under FRESH_NORM_RATIO of the largest fresh
+ * trigger of that label on a tied candidate: the backdoor is found again several times smaller on them than on
+ * another tied repair. Success alone cannot separate them (every fresh trigger reaches ~95% at some size);
+ * Neural Cleanse's own measure, the norm, can.
  * PyTorch VGG-BN fixture: fine-tuning and B re-invert at L1 5.7 and 3.4 (the backdoor, real ASR 99.6%),
  * unlearning at 41.8 against a bound of 42.9 (real ASR 3.2%); all three tied at 94–100% and accuracy chose
  * fine-tuning. Candidates not yet re-inverted are never dropped (pendingReinversion asks for them first).
  */
 export function smallerFreshTriggers(scores: readonly CandidateScore[], tied: readonly number[], counted: readonly number[]): number[] {
   const fresh = (i: number, l: number) => scores[i].reinverted?.find((r) => r.label === l);
+  const largest = new Map(counted.map((l) => [l, Math.max(...tied.map((j) => fresh(j, l)?.l1Norm ?? -Infinity))]));
   return tied.filter((i) =>
     counted.some((l) => {
       const r = fresh(i, l);
       // A small fresh mask that does not work on the selection split is no backdoor found again.
-      if (!r?.counts || r.success < MIN_HELD_OUT_SUCCESS) return false;
-      const largest = Math.max(...tied.map((j) => fresh(j, l)?.l1Norm ?? -Infinity));
-      return r.l1Norm < FRESH_NORM_RATIO * largest;
+      return r !== undefined && r.counts && r.success >= MIN_HELD_OUT_SUCCESS && r.l1Norm < FRESH_NORM_RATIO * largest.get(l)!;
     }),
   );
 }
