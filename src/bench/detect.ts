@@ -6,7 +6,8 @@
 // change of the statistics can be measured on the same scans with --rescore FILE.jsonl (no optimization runs);
 // --natural rescores with the natural-feature check and its second stage (off by default, see nc-evidence.ts);
 // --null normal|t|mad and --family-fdr split|each choose the index's null and whether the FDR level is split over
-// the trigger families, --compact on|off whether the mask family's spread is combined with its norm (defaults:
+// the trigger families, --compact on|off whether the mask family's spread is combined with its norm, --head-shift on|off whether the
+// head-shift evidence flags (where the scans measured it; head-shift-evidence.ts) (defaults:
 // DEFAULT_SCORE_RULE), --loop all|candidates|off the confirm-and-exclude loop; --restarts N overrides the starts per label of new scans,
 // --more-starts M the further starts below the reference median (default: as many as --restarts).
 // --raw scans record every start of each label (norm, reached, held-out success), so --first-starts K rescores
@@ -45,6 +46,7 @@ const { values } = benchArgs(import.meta.url, {
     restarts: { type: "string" },
     "more-starts": { type: "string" },
     compact: { type: "string" },
+    "head-shift": { type: "string" },
     loop: { type: "string" },
     "first-starts": { type: "string" },
     "starts-at-stake": { type: "string" },
@@ -163,9 +165,11 @@ if (values.rescore) {
   if (ff !== "split" && ff !== "each") throw new Error(`--family-fdr must be split or each, got ${ff}`);
   const cp = values.compact ?? (DEFAULT_SCORE_RULE.compactness ? "on" : "off");
   if (cp !== "on" && cp !== "off") throw new Error(`--compact must be on or off, got ${cp}`);
+  const hs = values["head-shift"] ?? (DEFAULT_SCORE_RULE.headShift ? "on" : "off");
+  if (hs !== "on" && hs !== "off") throw new Error(`--head-shift must be on or off, got ${hs}`);
   const lp = values.loop ?? DEFAULT_SCORE_RULE.loop;
   if (!LOOP_RULES.includes(lp as LoopRule)) throw new Error(`--loop must be one of ${LOOP_RULES.join(", ")}, got ${lp}`);
-  const rule: ScoreRule = { nullDistribution: nd as NullDistribution, splitFamilies: ff === "split", compactness: cp === "on", loop: lp as LoopRule };
+  const rule: ScoreRule = { nullDistribution: nd as NullDistribution, splitFamilies: ff === "split", compactness: cp === "on", loop: lp as LoopRule, headShift: hs === "on" };
   const firstStarts = values["first-starts"] === undefined ? undefined : Number(values["first-starts"]);
   if (firstStarts !== undefined && (!Number.isInteger(firstStarts) || firstStarts < 1)) throw new Error(`--first-starts must be a positive integer, got ${values["first-starts"]}`);
   const stake = values["starts-at-stake"]?.match(/^(\d+)\+(\d+)$/);
@@ -186,7 +190,7 @@ if (values.rescore) {
   const all = [...byKey.values()];
   const scans = all.filter((x) => !csawNames.has(x.model));
   const models = [...new Set(scans.map((x) => x.model))].sort();
-  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans${firstStarts ? `, as ${firstStarts}-start scans` : ""}${stake ? `, as scans of ${stake[1]} starts and ${stake[2]} more below the reference median` : ""}${naturalCheck ? ", with the natural-feature check" : ""}; index null ${rule.nullDistribution}${rule.splitFamilies ? ", FDR split over the families" : ", FDR level per family"}${rule.compactness ? ", mask spread combined with the norm" : ", norms only"}, loop ${rule.loop})`);
+  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans${firstStarts ? `, as ${firstStarts}-start scans` : ""}${stake ? `, as scans of ${stake[1]} starts and ${stake[2]} more below the reference median` : ""}${naturalCheck ? ", with the natural-feature check" : ""}; index null ${rule.nullDistribution}${rule.splitFamilies ? ", FDR split over the families" : ", FDR level per family"}${rule.compactness ? ", mask spread combined with the norm" : ", norms only"}, loop ${rule.loop}, head shift ${hs})`);
   say();
   say("| model | targets | flagged per seed | every target flagged | wrong flags |");
   say("|---|---|---|---|---|");

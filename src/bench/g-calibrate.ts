@@ -14,13 +14,13 @@
 // penultimate layer. Nothing here chooses anything from the poisoned files: they are only measured.
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { calibrate, decide, GScorer, selectSignalSet, pickRows, rateWithInterval, splitForCalibration, type GScores, type SignalName } from "../defenses/g-calibrate.js";
+import { calibrate, decide, GScorer, selectSignalSet, rateWithInterval, splitForCalibration, type GScores, type SignalName } from "../defenses/g-calibrate.js";
 import { extractFeatures, fitClassGaussians, fitMahalanobis, type ClassGaussians } from "../defenses/g-mahalanobis.js";
 import { finePrune } from "../defenses/fine-pruning.js";
 import { ncUnlearn } from "../defenses/nc-mitigation.js";
 import { detectBackdoor, flaggedTriggers, type ReversedTrigger } from "../defenses/neural-cleanse.js";
 import { pickOverlays } from "../defenses/strip.js";
-import { type Dataset } from "../io/dataset.js";
+import { pickRows, type Dataset } from "../io/dataset.js";
 import { openDataset } from "../io/open-dataset.js";
 import { loadModel } from "../io/load-model.js";
 import { predictLabels } from "../model/forward.js";

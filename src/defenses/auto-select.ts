@@ -60,7 +60,7 @@ import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import type { ReportNeuralCleanse, ReportSelection } from "../report/types.js";
 import { mulberry32, shuffled } from "../util/random.js";
-import { pickRows } from "./g-calibrate.js";
+import { pickRows } from "../io/dataset.js";
 import { perturbedDataset, universalPerturbation } from "./ibau.js";
 import { countCorrect, triggerHits } from "../eval/evaluate.js";
 import { ncEvalSets, stampedSource, type ReversedTrigger } from "./nc-mitigation.js";

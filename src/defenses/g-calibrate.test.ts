@@ -1,14 +1,13 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { UserError } from "../errors.js";
-import { memoryDataset } from "../io/dataset.js";
 import { argmaxRows, batchTensor, forEachBatch, forwardGraph } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import type { Dataset } from "../io/dataset.js";
 import { Session, withSession } from "../runtime/session.js";
 import { backdooredModel, cleanSet, H, K, PER, poisonedSet, W } from "../test/tiny-patch-mlp.js";
 import { mulberry32 } from "../util/random.js";
-import { binomialCdf, allowedAbove, calibrate, minCalibrationSize, ReferenceRank, reservedCalibrationSize, calibrateG, checkFpr, clopperPearson, decide, gOutcome, calibratedGForRepair, describeGAnswers, disagreementScore, GScorer, pickRows, rateWithInterval, reportCalibratedG, splitForCalibration, type GParts } from "./g-calibrate.js";
+import { binomialCdf, allowedAbove, calibrate, minCalibrationSize, ReferenceRank, reservedCalibrationSize, calibrateG, checkFpr, clopperPearson, decide, gOutcome, calibratedGForRepair, describeGAnswers, disagreementScore, GScorer, rateWithInterval, reportCalibratedG, splitForCalibration, type GParts } from "./g-calibrate.js";
 import { pickOverlays } from "./strip.js";
 import { prunedNeuronsModel, pruneSite } from "./nc-mitigation.js";
 
@@ -237,30 +236,6 @@ test("the ONNX G makes exactly the JS decision; the calibrated rate holds on hel
     await session.release();
     await scorer.release();
   }
-});
-
-test("pickRows keeps images and labels of the chosen rows", () => {
-  const d = memoryDataset("d", [1, 2, 2], Float32Array.from({ length: 12 }, (_, i) => i), Int32Array.of(5, 6, 7));
-  const p = pickRows(d, [2, 0]);
-  assert.deepEqual(Array.from(p.read(0, 2)), [8, 9, 10, 11, 0, 1, 2, 3]);
-  assert.deepEqual(Array.from(p.labels!), [7, 5]);
-});
-
-test("pickRows reads spans of ascending rows in few calls and picks the same rows as one read per row", () => {
-  const n = 50, per = 4;
-  const base = memoryDataset("d", [1, 2, 2], Float32Array.from({ length: n * per }, (_, i) => i), Int32Array.from({ length: n }, (_, i) => i % 7));
-  let calls = 0;
-  const d = { ...base, read: (start: number, count: number) => (calls++, base.read(start, count)) };
-  const idx = [0, 1, 2, 5, 9, 10, 30, 31, 49];
-  const p = pickRows(d, idx);
-  const want = idx.flatMap((j) => Array.from(base.read(j, 1)));
-  assert.deepEqual(Array.from(p.read(0, idx.length)), want);
-  assert.deepEqual(Array.from(p.labels!), idx.map((j) => j % 7));
-  assert.equal(calls, 1, "ascending rows within the byte cap are one read");
-  calls = 0;
-  const q = pickRows(d, [3, 1, 4]);
-  assert.deepEqual(Array.from(q.read(0, 3)), [3, 1, 4].flatMap((j) => Array.from(base.read(j, 1))));
-  assert.equal(calls, 2, "a step back starts a new span");
 });
 
 test("calibratedGForRepair: a detector-only G (STRIP + trigger, no B′) and its report; G.onnx agrees with the report", async () => {

@@ -613,7 +613,8 @@ export async function heldOutScore(model: Model, held: Dataset, triggers: readon
  * unlearned so far did not cover. Mask family, one start, a short budget; train-split images only.
  */
 export async function reinvertTriggers(model: Model, data: Dataset, labels: number[], inputScale: number, seed: number): Promise<NcTrigger[]> {
-  const r = await detectBackdoor(model, data, { inputScale, labels, families: ["mask"], restarts: 1, steps: 150, seed });
+  // Only the triggers are wanted, not flags: no head-shift measurement.
+  const r = await detectBackdoor(model, data, { inputScale, labels, families: ["mask"], restarts: 1, steps: 150, seed, headShift: false });
   return labels.map((l) => r.triggers.find((t) => t.label === l)).filter((t): t is NcTrigger => t !== undefined);
 }
 

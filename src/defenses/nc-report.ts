@@ -117,7 +117,8 @@ export function triggerPngs(t: ReversedTrigger, example: Float32Array, shape: re
 
 /**
  * The report's neuralCleanse section as `detect` saves it: the ReportNeuralCleanse fields plus per-label
- * measurements, time per phase, family statistics, images, image passes and settings (what `detect --merge` reads back).
+ * measurements, time per phase, family statistics, images, image passes, settings (what `detect --merge` reads back)
+ * and the head-shift evidence's outcome.
  */
 export function ncSection(r: NeuralCleanseResult): ReportNeuralCleanse {
   return {
@@ -128,6 +129,7 @@ export function ncSection(r: NeuralCleanseResult): ReportNeuralCleanse {
     images: r.images,
     imagePasses: r.imagePasses,
     settings: r.settings,
+    ...(r.headShift ? { headShift: r.headShift } : {}),
   } as ReportNeuralCleanse;
 }
 

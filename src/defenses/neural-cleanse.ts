@@ -37,7 +37,7 @@ import { backward } from "../graph/autodiff.js";
 import { attr, Graph, tensor,type TensorData } from "../graph/ir.js";
 import { poolBeforeRelu } from "../graph/transforms.js";
 import type { Dataset } from "../io/dataset.js";
-import { checkLabels, checkShape } from "../io/dataset.js";
+import { checkLabels, checkShape, pickRows } from "../io/dataset.js";
 import type { Model } from "../model/model.js";
 import type { ReportNcLabel } from "../report/types.js";
 import { Session, withSession } from "../runtime/session.js";
@@ -50,6 +50,7 @@ import { largestActivation } from "../runtime/cache-batch.js";
 import { familyEvidence, FDR_LEVEL, MIN_HELD_OUT_SUCCESS, type LoopRule, type NullDistribution } from "./nc-evidence.js";
 import { boundRungs, flagThresholdNorm, furtherDecrease, pickBounded } from "./nc-schedule.js";
 import { maskSpread } from "./nc-compact.js";
+import { HEAD_SHIFT_FAMILIES, HEAD_SHIFT_MAX_IMAGES, HEAD_SHIFT_MIN_IMAGES, headShiftCandidates, headShiftedModel, headShiftVerdict } from "./head-shift-evidence.js";
 import { SOURCE_SCALES, sourceCurves, transferCounts, type SourceCurve, type TriggerTransfer } from "./nc-sources.js";
 import { gradientWork } from "../runtime/threads.js";
 
@@ -96,6 +97,13 @@ export interface NeuralCleanseOptions {
   recordStarts?: boolean;
   /** Held-out attack success a flagged label's trigger needs (default 0.5; only with >= 5 held-out images). */
   minHeldOutSuccess?: number;
+  /**
+   * Measure the head-shift evidence (head-shift-evidence.ts: the small-norm labels' triggers on B with its
+   * output layer learned again by FST on the optimization images) and flag by it (default true; it needs a
+   * linear output layer and at least HEAD_SHIFT_MIN_IMAGES held-out images, else it is skipped and the result
+   * says why).
+   */
+  headShift?: boolean;
   /**
    * Reference labels: this many of the model's classes (a seeded choice, so every shard of a scan picks
    * the same) get the full budget whatever their screening norms, and set the median and MAD (default 16).
@@ -217,6 +225,12 @@ export interface NcFamilyScore {
   naturalReach?: number;
   /** Mask family: the mask's spread in pixels (radius of gyration, nc-compact.ts); absent for the blend family. */
   spread?: number;
+  /**
+   * The head-shift evidence (head-shift-evidence.ts), measured for the labels with the smallest norms below the
+   * median: the trigger's attack success on every held-out image on B (`success`) and on B with its output
+   * layer learned again from clean data by FST (`shifted`).
+   */
+  headShift?: { success: number; shifted: number };
   /** With spreads: the spread's signed index (positive = more compact) and the combined index the flag tests (nc-evidence.ts). */
   spreadIndex?: number;
   combinedIndex?: number;
@@ -306,6 +320,8 @@ export interface NeuralCleanseResult {
   /** Image passes (one forward + one backward of one image) of every optimization step, all families and phases. */
   imagePasses: number;
   settings: NcSettings & { shortlist: number; families: TriggerFamily[]; rungs: NcRung[] };
+  /** The head-shift evidence: how many triggers were measured, or why it was skipped (absent: turned off). */
+  headShift?: { measured: number; seconds: number } | { skipped: string };
 }
 
 const DEFAULTS = {
@@ -858,7 +874,7 @@ export function checkLabelList(labels: readonly number[], numClasses: number): n
 }
 
 /** Reads a seeded random subset of at most `max` images (all of them when the dataset is small enough). */
-function readSubset(clean: Dataset, max: number, rand: () => number): { x: Float32Array; y: Int32Array | null; n: number } {
+function readSubset(clean: Dataset, max: number, rand: () => number): { x: Float32Array; y: Int32Array | null; n: number; order: Int32Array } {
   const per = clean.shape[0] * clean.shape[1] * clean.shape[2];
   const order = shuffled(clean.size, rand);
   const n = Math.min(max, clean.size);
@@ -876,7 +892,7 @@ function readSubset(clean: Dataset, max: number, rand: () => number): { x: Float
       if (y) y[i] = clean.labels![order[i]];
     }
   }
-  return { x, y, n };
+  return { x, y, n, order: Int32Array.from(order) };
 }
 
 /** The shortlist: the `count` smallest screening norms (reached ones first), plus small-side outliers. */
@@ -1210,6 +1226,9 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     }));
   }
   phaseSeconds.heldOut = lap();
+  // FST learns on every clean image but the held-out ones (the optimization images and those past maxImages).
+  const fstRows = [...data.order.subarray(0, nOpt), ...data.order.subarray(data.n)].slice(0, HEAD_SHIFT_MAX_IMAGES).sort((p, q) => p - q);
+  const headShift = (opts.headShift ?? true) ? await measureHeadShift(model, scans, raw, clean, fstRows, heldX, heldY, slots, o.seed) : undefined;
   const scored = scoreScan(labels, raw, { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, hw, heldOutImages: Math.min(nHeld, o.evalImages), naturalCheck: opts.naturalCheck });
   const results = scored.labels;
   const flagged = scored.flagged;
@@ -1246,7 +1265,44 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     images: { optimize: nOpt, heldOut: Math.min(nHeld, o.evalImages), sha256: createHash("sha256").update(new Uint8Array(data.x.buffer, data.x.byteOffset, data.x.byteLength)).digest("hex") },
     imagePasses,
     settings: { ...o, shortlist: shortCount, families, rungs },
+    ...(headShift ? { headShift } : {}),
   };
+}
+
+/**
+ * The head-shift evidence (head-shift-evidence.ts): B's output layer learned again by FST on the clean rows
+ * `fstRows` (never the held-out images), then each family's smallest-norm triggers below the median measured on
+ * B and on it with every held-out image; the measurements go into the raw scores, where scoreScan reads them.
+ */
+async function measureHeadShift(
+  model: Model,
+  scans: readonly { family: TriggerFamily; triggers: ReversedTrigger[] }[],
+  raw: Partial<Record<TriggerFamily, NcRawScore[]>>,
+  clean: Dataset,
+  fstRows: readonly number[],
+  heldX: Float32Array,
+  heldY: Int32Array | null,
+  slots: number,
+  seed: number,
+): Promise<NonNullable<NeuralCleanseResult["headShift"]>> {
+  const t0 = performance.now();
+  const per = model.inputShape[0] * model.inputShape[1] * model.inputShape[2];
+  const nHeld = heldX.length / per;
+  if (nHeld < HEAD_SHIFT_MIN_IMAGES) return { skipped: `${nHeld} held-out image(s), fewer than the ${HEAD_SHIFT_MIN_IMAGES} the head-shift shares need` };
+  if (!clean.labels) return { skipped: "the clean data has no labels to learn an output layer from" };
+  const shifted = await headShiftedModel(model, pickRows(clean, fstRows, `${clean.name} (all but Neural Cleanse's held-out images)`), seed);
+  if ("skipped" in shifted) return { skipped: `FST could not learn B's output layer again: ${shifted.skipped}` };
+  let measured = 0;
+  for (const scan of scans.filter((x) => HEAD_SHIFT_FAMILIES.includes(x.family))) {
+    const rs = raw[scan.family]!;
+    const idx = headShiftCandidates(rs.map((r) => r.statNorm));
+    const picked = idx.map((i) => scan.triggers[i]);
+    const before = await heldOutSuccess(model, picked, heldX, heldY, slots);
+    const after = await heldOutSuccess(shifted.model, picked, heldX, heldY, slots);
+    idx.forEach((i, k) => (rs[i].headShift = { success: before[k], shifted: after[k] }));
+    measured += idx.length;
+  }
+  return { measured, seconds: (performance.now() - t0) / 1000 };
 }
 
 /** Choices of the flag rule that only the statistics read (bench:detect --rescore compares them on saved scans). */
@@ -1263,10 +1319,12 @@ export interface ScoreRule {
   compactness?: boolean;
   /** The confirm-and-exclude loop for further targets (default "off", one round; see LoopRule in nc-evidence.ts). */
   loop?: LoopRule;
+  /** Flag by the head-shift evidence where it was measured (default true; head-shift-evidence.ts). */
+  headShift?: boolean;
 }
 
 /** The flag rule's defaults (README "Neural Cleanse measurements" compares the others on the same scans). */
-export const DEFAULT_SCORE_RULE: Required<ScoreRule> = { nullDistribution: "normal", splitFamilies: true, compactness: false, loop: "off" };
+export const DEFAULT_SCORE_RULE: Required<ScoreRule> = { nullDistribution: "normal", splitFamilies: true, compactness: false, loop: "off", headShift: true };
 
 /**
  * The statistics of a scan from its per-label measurements (the whole scan, or every shard of one merged):
@@ -1302,7 +1360,16 @@ export function scoreScan(
       reasons: ev.perLabel[i].reasons,
     }));
     const med = o.scale === "log" ? Math.exp(ev.median) : ev.median;
-    families[f] = { median: med, mad: ev.mad, flagged: labels.filter((_, i) => ev.perLabel[i].flagged), rounds: ev.rounds };
+    if ((o.headShift ?? DEFAULT_SCORE_RULE.headShift) && HEAD_SHIFT_FAMILIES.includes(f))
+      rs.forEach((r, i) => {
+        const v = headShiftVerdict({ statNorm: r.statNorm, attackSuccess: r.attackSuccess, reached: r.reached, headShift: r.headShift }, { median: med, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages });
+        if (v.reason === null) return;
+        const sc = scores[f]![i];
+        // A label the norm statistics did not flag is flagged by this evidence alone; its reasons say so.
+        if (v.flagged && !sc.flagged) scores[f]![i] = { ...sc, flagged: true, reasons: [v.reason] };
+        else sc.reasons.push(v.reason);
+      });
+    families[f] = { median: med, mad: ev.mad, flagged: labels.filter((_, i) => scores[f]![i].flagged), rounds: ev.rounds };
   }
   const results = labels.map((label, i): NcLabelResult => {
     const primary = scores[order[0]]![i];

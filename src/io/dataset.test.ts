@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { UserError } from "../errors.js";
-import { checkLabels, checkShape, memoryDataset, requireLabels, uint8Dataset } from "./dataset.js";
+import { checkLabels, checkShape, memoryDataset, pickRows, requireLabels, uint8Dataset } from "./dataset.js";
 import { openDataset } from "./open-dataset.js";
 
 const dir = mkdtempSync(join(tmpdir(), "dataset-test-"));
@@ -59,4 +59,28 @@ test("openDataset rejects unknown specs", async () => {
   await assert.rejects(openDataset("fashion-mnist:validation", { inputScale: 1 }), isUser(/no such file or directory/));
   await assert.rejects(openDataset(join(dir, "x.h5"), { inputScale: 1 }), isUser(/x\.h5: no such file/));
   await assert.rejects(openDataset(dir, { inputScale: -1 }), isUser(/input scale/));
+});
+
+test("pickRows keeps images and labels of the chosen rows", () => {
+  const d = memoryDataset("d", [1, 2, 2], Float32Array.from({ length: 12 }, (_, i) => i), Int32Array.of(5, 6, 7));
+  const p = pickRows(d, [2, 0]);
+  assert.deepEqual(Array.from(p.read(0, 2)), [8, 9, 10, 11, 0, 1, 2, 3]);
+  assert.deepEqual(Array.from(p.labels!), [7, 5]);
+});
+
+test("pickRows reads spans of ascending rows in few calls and picks the same rows as one read per row", () => {
+  const n = 50, per = 4;
+  const base = memoryDataset("d", [1, 2, 2], Float32Array.from({ length: n * per }, (_, i) => i), Int32Array.from({ length: n }, (_, i) => i % 7));
+  let calls = 0;
+  const d = { ...base, read: (start: number, count: number) => (calls++, base.read(start, count)) };
+  const idx = [0, 1, 2, 5, 9, 10, 30, 31, 49];
+  const p = pickRows(d, idx);
+  const want = idx.flatMap((j) => Array.from(base.read(j, 1)));
+  assert.deepEqual(Array.from(p.read(0, idx.length)), want);
+  assert.deepEqual(Array.from(p.labels!), idx.map((j) => j % 7));
+  assert.equal(calls, 1, "ascending rows within the byte cap are one read");
+  calls = 0;
+  const q = pickRows(d, [3, 1, 4]);
+  assert.deepEqual(Array.from(q.read(0, 3)), [3, 1, 4].flatMap((j) => Array.from(base.read(j, 1))));
+  assert.equal(calls, 2, "a step back starts a new span");
 });

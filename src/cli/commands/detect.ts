@@ -109,7 +109,10 @@ export const detectCommand: Command = {
     "  all labels, split over the trigger families (0.025 each with both: a label is flagged when either flags it)\n" +
     "  and, with >= 5 held-out images, a trigger that works on half of them. --natural-check adds the\n" +
     "  natural-feature check: no flag for a label whose trigger moves more images at a third of its strength than\n" +
-    "  every reference label's, and a flag (second stage) for a candidate that moves fewer than all of them.",
+    "  every reference label's, and a flag (second stage) for a candidate that moves fewer than all of them.\n" +
+    "  Head shift (with >= 20 held-out images and a linear output layer): B's output layer is learned again from\n" +
+    "  the clean images but the held-out ones (FST); a label whose trigger norm is below the median and whose\n" +
+    "  trigger keeps less than a quarter of its held-out success on that network is flagged too.",
   positionals: true,
   options: {
     ...MODEL_OPTIONS,
@@ -194,8 +197,9 @@ export const detectCommand: Command = {
       "",
       ...reasons(result.labels),
       result.flagged.length
-        ? `flagged    ${result.flagged.join(", ")}  (small-side anomaly index > 2, false-discovery rate <= ${result.settings.fdr} split over ${result.settings.families.length} trigger famil${result.settings.families.length === 1 ? "y" : "ies"}${ctx.values["natural-check"] === true ? " or a switch-like trigger, no natural feature" : ""}; see the reasons above)`
-        : "flagged    none (no label's trigger is an outlier on the small side)",
+        ? `flagged    ${result.flagged.join(", ")}  (small-side anomaly index > 2, false-discovery rate <= ${result.settings.fdr} split over ${result.settings.families.length} trigger famil${result.settings.families.length === 1 ? "y" : "ies"}${ctx.values["natural-check"] === true ? " or a switch-like trigger, no natural feature" : ""}, or a small trigger lost under a head shift; see the reasons above)`
+        : "flagged    none (no label's trigger is an outlier on the small side or lost under a head shift)",
+      ...(result.headShift && "skipped" in result.headShift ? [`head shift skipped: ${result.headShift.skipped}`] : []),
       `time       ${result.seconds.toFixed(1)} s (${(result.labels.length / result.seconds).toFixed(2)} labels/s, ${result.imagePasses} image passes)`,
     ];
     if (dir) lines.push(`wrote      ${files.length} files to ${dir}`);

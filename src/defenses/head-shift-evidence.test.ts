@@ -1,0 +1,76 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { HEAD_SHIFT_MAX_SURVIVAL, HEAD_SHIFT_MIN_IMAGES, headShiftCandidates, headShiftVerdict, survivalShare } from "./head-shift-evidence.js";
+import { scoreScan, type NcRawScore } from "./neural-cleanse.js";
+
+test("headShiftCandidates: every label of a small scan, smallest norm first", () => {
+  assert.deepEqual(headShiftCandidates([50, 10, 40, 30, 20]), [1, 4, 3, 2, 0]);
+  assert.deepEqual(headShiftCandidates([]), []);
+});
+
+test("headShiftCandidates: in a larger scan the norms below the median, smallest first, capped", () => {
+  assert.deepEqual(headShiftCandidates([9, 1, 8, 2, 7, 3, 6], 2), [1, 3]);
+  assert.deepEqual(headShiftCandidates([9, 1, 8, 2, 7, 3, 6, 5, 4], 3), [1, 3, 5]);
+  assert.deepEqual(headShiftCandidates([5, 5, 5, 5, 5], 1), []);
+});
+
+test("survivalShare: shifted over B's success, 0 where B had none", () => {
+  assert.equal(survivalShare(0.8, 0.2), 0.25);
+  assert.equal(survivalShare(0, 0.3), 0);
+});
+
+const at = { median: 50, minHeldOutSuccess: 0.5, heldOutImages: 100 };
+const label = (shifted: number, o: Partial<{ statNorm: number; attackSuccess: number; reached: boolean }> = {}) => ({
+  statNorm: 20,
+  attackSuccess: 0.95,
+  reached: true,
+  headShift: { success: 0.96, shifted },
+  ...o,
+});
+
+test("headShiftVerdict: a small trigger that loses most of its success is flagged, with its reason", () => {
+  const v = headShiftVerdict(label(0.12), at);
+  assert.equal(v.flagged, true);
+  assert.match(v.reason!, /keeps 13% of its held-out success \(96% → 12%\)/);
+});
+
+test("headShiftVerdict: every condition is needed", () => {
+  const edge = 0.96 * HEAD_SHIFT_MAX_SURVIVAL;
+  assert.equal(headShiftVerdict(label(edge), at).flagged, false, "a quarter kept is not less than a quarter");
+  assert.equal(headShiftVerdict(label(0.1, { statNorm: 50 }), at).flagged, false, "norm at the median");
+  assert.equal(headShiftVerdict(label(0.1, { statNorm: 80 }), at).reason!.includes("not below the median"), true);
+  assert.equal(headShiftVerdict(label(0.1, { attackSuccess: 0.4 }), at).flagged, false, "trigger does not work on B");
+  assert.equal(headShiftVerdict(label(0.1, { reached: false }), at).flagged, false, "inversion never reached the threshold");
+});
+
+test("headShiftVerdict: no evidence without a measurement or with too few held-out images", () => {
+  assert.deepEqual(headShiftVerdict({ statNorm: 1, attackSuccess: 1, reached: true }, at), { flagged: false, reason: null });
+  assert.deepEqual(headShiftVerdict(label(0), { ...at, heldOutImages: HEAD_SHIFT_MIN_IMAGES - 1 }), { flagged: false, reason: null });
+});
+
+// Ten labels whose norms are alike (no outlier), label 3 a little small and its trigger lost under the head shift.
+function rawScores(shifted3: number): NcRawScore[] {
+  const norms = [46, 49, 54, 31, 51, 59, 45, 85, 36, 62];
+  return norms.map((n, i) => ({
+    l1Norm: n,
+    statNorm: n,
+    reference: true,
+    attackSuccess: 0.95,
+    phase: "full",
+    steps: 300,
+    reached: true,
+    lambda: 0.01,
+    ...(n < 50 ? { headShift: { success: 0.95, shifted: i === 3 ? shifted3 : 0.85 } } : {}),
+  }));
+}
+const scoring = { scale: "log" as const, fdr: 0.05, minHeldOutSuccess: 0.5, hw: 784, heldOutImages: 100 };
+
+test("scoreScan flags by the head shift where the norm statistics do not, and the rule can be turned off", () => {
+  const labels = Array.from({ length: 10 }, (_, i) => i);
+  const on = scoreScan(labels, { mask: rawScores(0.1) }, scoring);
+  assert.deepEqual(on.flagged, [3]);
+  assert.deepEqual(on.families.mask!.flagged, [3]);
+  assert.match(on.labels[3].reasons.join(" "), /mask: head shift: the trigger keeps 11%/);
+  assert.deepEqual(scoreScan(labels, { mask: rawScores(0.1) }, { ...scoring, headShift: false }).flagged, []);
+  assert.deepEqual(scoreScan(labels, { mask: rawScores(0.8) }, scoring).flagged, [], "a trigger that keeps its success is no evidence");
+});

@@ -1,0 +1,97 @@
+// Head-shift evidence: does a reversed trigger still work once B's output layer is learned again from clean
+// data? FST (fst.ts: the head re-initialised and trained on the clean images, pushed away from B's own) keeps
+// what the clean data teaches and drops what only B's head knew. A natural label's smallest trigger draws
+// that label's real features, which the new head learns again from the clean images, so it keeps most of its
+// success; a backdoor target's trigger rides a feature direction that only B's head maps to the target, so it
+// loses most of it. Measured on the Fashion-MNIST zoo (README, "Head-shift evidence"): the targets' mask
+// triggers kept 0–29% of their held-out success (large_checker_tr's 18% and multi_trigger's second target's
+// 2–9%, both missed by the norm statistics), natural labels with a norm below the median kept 35% or more, most
+// of them 60–100%.
+// The rule: a label is flagged in a family when its trigger's norm is below the family's median (the small
+// side Neural Cleanse looks at), the trigger works on B (held-out success >= minHeldOutSuccess) and it keeps
+// less than HEAD_SHIFT_MAX_SURVIVAL of that success on the head-shifted network. A fixed share, not an outlier
+// index: natural labels' shares sit so close together on some models that their MAD is tiny and any share a
+// little low gets a large index (measured: a clean model's label at 61% would be flagged).
+// Cost: FST on stored features (one forward pass of the optimization images, then the head alone) and one
+// held-out pass per measured trigger on B and on the shifted network; a scan of up to 2·HEAD_SHIFT_MAX_LABELS labels
+// measures every label, a larger one at most HEAD_SHIFT_MAX_LABELS (the smallest norms below the median), so a
+// 1,283-label scan pays for 32. Shards of a larger scan pick their own smallest norms, so
+// a merge can carry measurements one whole scan would not have made (the rule reads only what was measured).
+import { UserError } from "../errors.js";
+import type { Dataset } from "../io/dataset.js";
+import type { Model } from "../model/model.js";
+import type { TriggerFamily } from "./neural-cleanse.js";
+import { fst } from "./fst.js";
+
+/** A trigger that keeps less than this share of its held-out success on the head-shifted network is evidence. */
+export const HEAD_SHIFT_MAX_SURVIVAL = 0.25;
+/**
+ * The trigger families the evidence is measured and read in. Not the blend family: its whole-image triggers
+ * gave natural labels low shares too (a clean zoo model's label kept 21% of its blend trigger's success in one
+ * of five seeds, README "Head-shift evidence").
+ */
+export const HEAD_SHIFT_FAMILIES: readonly TriggerFamily[] = ["mask"];
+/** Fewest held-out images for the shares to count (a handful of faces says little either way). */
+export const HEAD_SHIFT_MIN_IMAGES = 20;
+/** Most labels measured in a scan of more than twice as many: those with the smallest norms below the median. */
+export const HEAD_SHIFT_MAX_LABELS = 32;
+/** Most clean images FST learns the head on (a DeepID-sized set of 11,000 faces would hold 340 MB in memory). */
+export const HEAD_SHIFT_MAX_IMAGES = 5000;
+
+/**
+ * Indices of the labels to measure, smallest norm first: every label of a scan of at most 2·max labels (so that
+ * the shards of a small scan measure what the whole scan does, whatever each shard's own median), else the
+ * norms below their median, at most `max`.
+ */
+export function headShiftCandidates(norms: readonly number[], max = HEAD_SHIFT_MAX_LABELS): number[] {
+  const byNorm = norms.map((n, i) => [n, i] as const).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  if (norms.length <= 2 * max) return byNorm.map(([, i]) => i);
+  const mid = byNorm.length >> 1;
+  const med = byNorm.length % 2 ? byNorm[mid][0] : (byNorm[mid - 1][0] + byNorm[mid][0]) / 2;
+  return byNorm.filter(([n]) => n < med).slice(0, max).map(([, i]) => i);
+}
+
+/** Share of B's held-out success a trigger keeps on the head-shifted network (0 when it had none on B). */
+export function survivalShare(success: number, shifted: number): number {
+  return success > 0 ? shifted / success : 0;
+}
+
+export interface HeadShiftVerdict {
+  flagged: boolean;
+  /** Why, or why not, in one line (null where the evidence does not apply: not measured, or too few images). */
+  reason: string | null;
+}
+
+/**
+ * The head-shift test of one label in one family. `headShift`: the trigger's success on B and on the
+ * head-shifted network over the same held-out images (undefined: not measured); `attackSuccess` is the success
+ * the norm statistics' own held-out test read; `median` is the family's median norm the statistics use.
+ */
+export function headShiftVerdict(
+  m: { statNorm: number; attackSuccess: number; reached: boolean; headShift?: { success: number; shifted: number } },
+  o: { median: number; minHeldOutSuccess: number; heldOutImages: number },
+): HeadShiftVerdict {
+  const hs = m.headShift;
+  if (hs === undefined || o.heldOutImages < HEAD_SHIFT_MIN_IMAGES) return { flagged: false, reason: null };
+  const share = survivalShare(hs.success, hs.shifted);
+  const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+  const what = `head shift: the trigger keeps ${pct(share)} of its held-out success (${pct(hs.success)} → ${pct(hs.shifted)}) on B with its output layer learned again from clean data`;
+  if (!m.reached || m.attackSuccess < o.minHeldOutSuccess) return { flagged: false, reason: `${what}; it does not work on B itself` };
+  if (!(m.statNorm < o.median)) return { flagged: false, reason: `${what}; its norm is not below the median` };
+  if (share >= HEAD_SHIFT_MAX_SURVIVAL) return { flagged: false, reason: `${what} (needs < ${pct(HEAD_SHIFT_MAX_SURVIVAL)})` };
+  return { flagged: true, reason: `${what}, < ${pct(HEAD_SHIFT_MAX_SURVIVAL)}, with a norm below the median` };
+}
+
+/**
+ * B with its output layer learned again by FST on the given clean images (its defaults: head only, its own
+ * held-out share for the epoch), or why not (no linear output layer, too little data).
+ */
+export async function headShiftedModel(model: Model, clean: Dataset, seed: number): Promise<{ model: Model } | { skipped: string }> {
+  try {
+    const r = await fst(model, { clean }, { seed });
+    return { model: r.model };
+  } catch (e) {
+    if (e instanceof UserError) return { skipped: e.message };
+    throw e;
+  }
+}
