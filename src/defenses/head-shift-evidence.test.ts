@@ -74,3 +74,19 @@ test("scoreScan flags by the head shift where the norm statistics do not, and th
   assert.deepEqual(scoreScan(labels, { mask: rawScores(0.1) }, { ...scoring, headShift: false }).flagged, []);
   assert.deepEqual(scoreScan(labels, { mask: rawScores(0.8) }, scoring).flagged, [], "a trigger that keeps its success is no evidence");
 });
+
+test("scoreScan: a label the norm statistics flag keeps its flagging family; the head shift only adds a reason", () => {
+  const labels = Array.from({ length: 10 }, (_, i) => i);
+  // The blend family flags label 3 on its own (a norm far below the others).
+  const blend = rawScores(0.85).map((r, i) => {
+    const { headShift: _h, ...rest } = r;
+    const n = i === 3 ? 20 : 180 + 5 * i;
+    return { ...rest, l1Norm: n, statNorm: n };
+  });
+  const r = scoreScan(labels, { mask: rawScores(0.1), blend }, scoring);
+  assert.deepEqual(r.flagged, [3]);
+  assert.deepEqual(r.labels[3].flaggedBy, ["blend"]);
+  assert.equal(r.labels[3].mask!.flagged, false);
+  assert.deepEqual(r.families.mask!.flagged, []);
+  assert.match(r.labels[3].mask!.reasons.join(" "), /head shift: the trigger keeps 11%/);
+});

@@ -1360,17 +1360,24 @@ export function scoreScan(
       reasons: ev.perLabel[i].reasons,
     }));
     const med = o.scale === "log" ? Math.exp(ev.median) : ev.median;
-    if ((o.headShift ?? DEFAULT_SCORE_RULE.headShift) && HEAD_SHIFT_FAMILIES.includes(f))
-      rs.forEach((r, i) => {
-        const v = headShiftVerdict({ statNorm: r.statNorm, attackSuccess: r.attackSuccess, reached: r.reached, headShift: r.headShift }, { median: med, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages });
+    families[f] = { median: med, mad: ev.mad, flagged: labels.filter((_, i) => ev.perLabel[i].flagged), rounds: ev.rounds };
+  }
+  // The head-shift evidence (head-shift-evidence.ts) adds labels the norm statistics flagged in no family; for
+  // a label they flagged it is a further reason only, so the trigger that represents it (flaggedTriggers: the
+  // flagging family's) stays the one they chose.
+  if (o.headShift ?? DEFAULT_SCORE_RULE.headShift)
+    for (const f of order.filter((x) => HEAD_SHIFT_FAMILIES.includes(x))) {
+      const st = families[f]!;
+      raw[f]!.forEach((r, i) => {
+        const v = headShiftVerdict({ statNorm: r.statNorm, attackSuccess: r.attackSuccess, reached: r.reached, headShift: r.headShift }, { median: st.median, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages });
         if (v.reason === null) return;
         const sc = scores[f]![i];
-        // A label the norm statistics did not flag is flagged by this evidence alone; its reasons say so.
-        if (v.flagged && !sc.flagged) scores[f]![i] = { ...sc, flagged: true, reasons: [v.reason] };
-        else sc.reasons.push(v.reason);
+        if (v.flagged && !order.some((g) => scores[g]![i].flagged)) {
+          scores[f]![i] = { ...sc, flagged: true, reasons: [v.reason] };
+          st.flagged = [...st.flagged, labels[i]].sort((p, q) => p - q);
+        } else sc.reasons.push(v.reason);
       });
-    families[f] = { median: med, mad: ev.mad, flagged: labels.filter((_, i) => scores[f]![i].flagged), rounds: ev.rounds };
-  }
+    }
   const results = labels.map((label, i): NcLabelResult => {
     const primary = scores[order[0]]![i];
     const r: NcLabelResult = { label, ...primary, flagged: false, flaggedBy: [], confidence: 0, reasons: [] };
