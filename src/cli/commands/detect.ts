@@ -120,6 +120,7 @@ export const detectCommand: Command = {
     schedule: { type: "string", description: "screening schedule (bound, halving or two-phase)", defaultText: "bound" },
     fdr: { type: "string", description: "false-discovery rate a flag must stay under, over all labels", defaultText: "0.05" },
     "natural-check": { type: "boolean", description: "apply the natural-feature check and its second stage to the flags (see the README)" },
+    "no-head-shift": { type: "boolean", description: "skip the head-shift evidence (FST on the clean data, then the small triggers measured again; see the README)" },
     "batch-size": { type: "string", description: "images per optimization step in the full phase", defaultText: "from the model's cost (32 on small models)" },
     clean: { type: "string", description: "labelled clean data the triggers are reversed on" },
     labels: { type: "string", description: "labels to scan (e.g. 0,5,7 or 0-9)", defaultText: "all" },
@@ -174,6 +175,7 @@ export const detectCommand: Command = {
       fdr: optNum(ctx, "fdr", { min: 1e-9, max: 1 }),
       seed: optNum(ctx, "seed", { min: 0, max: MAX_SEED, integer: true }),
       naturalCheck: ctx.values["natural-check"] === true,
+      headShift: ctx.values["no-head-shift"] !== true,
       onProgress: bars.onProgress,
     });
     bars.done();
