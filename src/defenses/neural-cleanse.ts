@@ -98,9 +98,9 @@ export interface NeuralCleanseOptions {
   /** Held-out attack success a flagged label's trigger needs (default 0.5; only with >= 5 held-out images). */
   minHeldOutSuccess?: number;
   /**
-   * Measure the head-shift evidence (head-shift-evidence.ts: the small-norm labels' triggers on B with its
-   * output layer learned again by FST on the optimization images) and flag by it (default true; it needs a
-   * linear output layer and at least HEAD_SHIFT_MIN_IMAGES held-out images, else it is skipped and the result
+   * Measure the head-shift evidence (head-shift-evidence.ts: the mask-family triggers on B with its output
+   * layer learned again by FST on the clean images but the held-out ones) and flag by it (default true; it needs
+   * a linear output layer and at least HEAD_SHIFT_MIN_IMAGES held-out images, else it is skipped and the result
    * says why).
    */
   headShift?: boolean;
@@ -226,8 +226,8 @@ export interface NcFamilyScore {
   /** Mask family: the mask's spread in pixels (radius of gyration, nc-compact.ts); absent for the blend family. */
   spread?: number;
   /**
-   * The head-shift evidence (head-shift-evidence.ts), measured for the labels with the smallest norms below the
-   * median: the trigger's attack success on every held-out image on B (`success`) and on B with its output
+   * The head-shift evidence (head-shift-evidence.ts), mask family, measured for the labels headShiftCandidates
+   * picks: the trigger's attack success on every held-out image on B (`success`) and on B with its output
    * layer learned again from clean data by FST (`shifted`).
    */
   headShift?: { success: number; shifted: number };
@@ -1271,8 +1271,9 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
 
 /**
  * The head-shift evidence (head-shift-evidence.ts): B's output layer learned again by FST on the clean rows
- * `fstRows` (never the held-out images), then each family's smallest-norm triggers below the median measured on
- * B and on it with every held-out image; the measurements go into the raw scores, where scoreScan reads them.
+ * `fstRows` (never the held-out images), then the triggers headShiftCandidates picks in HEAD_SHIFT_FAMILIES
+ * measured on B and on it with every held-out image; the measurements go into the raw scores, where scoreScan
+ * reads them.
  */
 async function measureHeadShift(
   model: Model,
