@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { HEAD_SHIFT_MAX_SURVIVAL, HEAD_SHIFT_MIN_IMAGES, headShiftCandidates, headShiftVerdict, survivalShare } from "./head-shift-evidence.js";
+import { HEAD_SHIFT_MAX_SURVIVAL, HEAD_SHIFT_MIN_IMAGES, headNotRelearned, headShiftCandidates, headShiftVerdict, survivalShare } from "./head-shift-evidence.js";
 import { scoreScan, type NcRawScore } from "./neural-cleanse.js";
 
 test("headShiftCandidates: every label of a small scan, smallest norm first", () => {
@@ -89,4 +89,11 @@ test("scoreScan: a label the norm statistics flag keeps its flagging family; the
   assert.equal(r.labels[3].mask!.flagged, false);
   assert.deepEqual(r.families.mask!.flagged, []);
   assert.match(r.labels[3].mask!.reasons.join(" "), /head shift: the trigger keeps 11%/);
+});
+
+test("headNotRelearned: a new head within FST's max drop or two standard errors of B's accuracy counts, one further below does not", () => {
+  assert.equal(headNotRelearned(0.92, 0.91, 0.02, 1000), null);
+  assert.equal(headNotRelearned(0.92, 0.9, 0.02, 1000), null, "exactly the max drop");
+  assert.equal(headNotRelearned(0.838, 0.813, 0.02, 80), null, "2.5 points on 80 images is within two standard errors (8.2 points)");
+  assert.match(headNotRelearned(0.92, 0.6, 0.02, 1000)!, /reached 60\.0% held-out accuracy against B's 92\.0% on 1000 images/);
 });

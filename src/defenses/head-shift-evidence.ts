@@ -24,6 +24,7 @@ import { UserError } from "../errors.js";
 import type { Dataset } from "../io/dataset.js";
 import type { Model } from "../model/model.js";
 import type { TriggerFamily } from "./neural-cleanse.js";
+import { holdoutSplit } from "../train/split.js";
 import { fst } from "./fst.js";
 
 /** A trigger that keeps less than this share of its held-out success on the head-shifted network is evidence. */
@@ -86,13 +87,31 @@ export function headShiftVerdict(
 }
 
 /**
+ * Why a head-shifted network says nothing, or null: the evidence assumes the new head classifies clean images
+ * about as well as B's (a natural label's features learned again). FST keeps the last epoch within its maxDrop
+ * of B's held-out accuracy, else its most accurate one; when even that one is further below B than maxDrop and
+ * than two standard errors of an accuracy on `heldOut` images (80 images: about 8 points), the clean data did not
+ * teach the classes again (a few images per class of a 1,283-class network), and natural labels' triggers would
+ * lose their success as well.
+ */
+export function headNotRelearned(bAccuracy: number, keptAccuracy: number, maxDrop: number, heldOut: number): string | null {
+  const tolerance = Math.max(maxDrop, 2 * Math.sqrt((bAccuracy * (1 - bAccuracy)) / Math.max(1, heldOut)));
+  if (bAccuracy - keptAccuracy <= tolerance + 1e-12) return null;
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  return `FST's output layer reached ${pct(keptAccuracy)} held-out accuracy against B's ${pct(bAccuracy)} on ${heldOut} images (more than ${pct(tolerance)} below): the clean data does not teach the classes again`;
+}
+
+/**
  * B with its output layer learned again by FST on the given clean images (its defaults: head only, its own
- * held-out share for the epoch), or why not (no linear output layer, too little data).
+ * held-out share for the epoch), or why not (no linear output layer, too little data, a head that does not
+ * classify as well as B's: headNotRelearned).
  */
 export async function headShiftedModel(model: Model, clean: Dataset, seed: number): Promise<{ model: Model } | { skipped: string }> {
   try {
     const r = await fst(model, { clean }, { seed });
-    return { model: r.model };
+    const heldOut = holdoutSplit(clean.size, r.settings.holdout, r.settings.seed).held.length;
+    const why = headNotRelearned(r.history[0].heldOutAccuracy, r.history[r.chosenEpoch].heldOutAccuracy, r.settings.maxDrop, heldOut);
+    return why === null ? { model: r.model } : { skipped: why };
   } catch (e) {
     if (e instanceof UserError) return { skipped: e.message };
     throw e;
