@@ -320,8 +320,11 @@ export interface NeuralCleanseResult {
   /** Image passes (one forward + one backward of one image) of every optimization step, all families and phases. */
   imagePasses: number;
   settings: NcSettings & { shortlist: number; families: TriggerFamily[]; rungs: NcRung[] };
-  /** The head-shift evidence: how many triggers were measured, or why it was skipped (absent: turned off). */
-  headShift?: { measured: number; seconds: number } | { skipped: string };
+  /**
+   * The head-shift evidence: how many triggers were measured on how many held-out images (all of them, not only
+   * the evalImages the norm statistics' held-out test reads), or why it was skipped (absent: turned off).
+   */
+  headShift?: { measured: number; heldOut: number; seconds: number } | { skipped: string };
 }
 
 const DEFAULTS = {
@@ -1292,7 +1295,7 @@ async function measureHeadShift(
   if (nHeld < HEAD_SHIFT_MIN_IMAGES) return { skipped: `${nHeld} held-out image(s), fewer than the ${HEAD_SHIFT_MIN_IMAGES} the head-shift shares need` };
   if (!clean.labels) return { skipped: "the clean data has no labels to learn an output layer from" };
   const shifted = await headShiftedModel(model, pickRows(clean, fstRows, `${clean.name} (all but Neural Cleanse's held-out images)`), seed);
-  if ("skipped" in shifted) return { skipped: `FST could not learn B's output layer again: ${shifted.skipped}` };
+  if ("skipped" in shifted) return { skipped: `FST: ${shifted.skipped}` };
   let measured = 0;
   for (const scan of scans.filter((x) => HEAD_SHIFT_FAMILIES.includes(x.family))) {
     const rs = raw[scan.family]!;
@@ -1303,7 +1306,7 @@ async function measureHeadShift(
     idx.forEach((i, k) => (rs[i].headShift = { success: before[k], shifted: after[k] }));
     measured += idx.length;
   }
-  return { measured, seconds: (performance.now() - t0) / 1000 };
+  return { measured, heldOut: nHeld, seconds: (performance.now() - t0) / 1000 };
 }
 
 /** Choices of the flag rule that only the statistics read (bench:detect --rescore compares them on saved scans). */
