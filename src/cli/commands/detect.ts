@@ -111,8 +111,9 @@ export const detectCommand: Command = {
     "  natural-feature check: no flag for a label whose trigger moves more images at a third of its strength than\n" +
     "  every reference label's, and a flag (second stage) for a candidate that moves fewer than all of them.\n" +
     "  Head shift (with >= 20 held-out images and a linear output layer): B's output layer is learned again from\n" +
-    "  the clean images but the held-out ones (FST); a label whose trigger norm is below the median and whose\n" +
-    "  trigger keeps less than a quarter of its held-out success on that network is flagged too.",
+    "  the clean images but the held-out ones (FST); where the new layer classifies about as well as B's, a label\n" +
+    "  whose mask trigger norm is below the median and keeps less than a quarter of its held-out success on that\n" +
+    "  network is flagged too (--no-head-shift: off).",
   positionals: true,
   options: {
     ...MODEL_OPTIONS,
