@@ -26,6 +26,7 @@ import type { Model } from "../model/model.js";
 import type { TriggerFamily } from "./neural-cleanse.js";
 import { holdoutSplit } from "../train/split.js";
 import { fst } from "./fst.js";
+import { median } from "./mad.js";
 
 /** A trigger that keeps less than this share of its held-out success on the head-shifted network is evidence. */
 export const HEAD_SHIFT_MAX_SURVIVAL = 0.25;
@@ -50,8 +51,7 @@ export const HEAD_SHIFT_MAX_IMAGES = 5000;
 export function headShiftCandidates(norms: readonly number[], max = HEAD_SHIFT_MAX_LABELS): number[] {
   const byNorm = norms.map((n, i) => [n, i] as const).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
   if (norms.length <= 2 * max) return byNorm.map(([, i]) => i);
-  const mid = byNorm.length >> 1;
-  const med = byNorm.length % 2 ? byNorm[mid][0] : (byNorm[mid - 1][0] + byNorm[mid][0]) / 2;
+  const med = median(norms);
   return byNorm.filter(([n]) => n < med).slice(0, max).map(([, i]) => i);
 }
 

@@ -1229,9 +1229,12 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     }));
   }
   phaseSeconds.heldOut = lap();
-  // FST learns on every clean image but the held-out ones (the optimization images and those past maxImages).
-  const fstRows = [...data.order.subarray(0, nOpt), ...data.order.subarray(data.n)].slice(0, HEAD_SHIFT_MAX_IMAGES).sort((p, q) => p - q);
-  const headShift = (opts.headShift ?? true) ? await measureHeadShift(model, scans, raw, clean, fstRows, heldX, heldY, slots, o.seed) : undefined;
+  let headShift: NeuralCleanseResult["headShift"];
+  if (opts.headShift ?? true) {
+    // FST learns on every clean image but the held-out ones (the optimization images and those past maxImages).
+    const fstRows = [...data.order.subarray(0, nOpt), ...data.order.subarray(data.n)].slice(0, HEAD_SHIFT_MAX_IMAGES).sort((p, q) => p - q);
+    headShift = await measureHeadShift(model, scans, raw, clean, fstRows, heldX, heldY, slots, o.seed);
+  }
   const scored = scoreScan(labels, raw, { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, hw, heldOutImages: Math.min(nHeld, o.evalImages), naturalCheck: opts.naturalCheck });
   const results = scored.labels;
   const flagged = scored.flagged;
