@@ -25,7 +25,7 @@ import type { Dataset } from "../io/dataset.js";
 import type { Model } from "../model/model.js";
 import type { TriggerFamily } from "./neural-cleanse.js";
 import { holdoutSplit } from "../train/split.js";
-import { fst } from "./fst.js";
+import { fst, FST_OPTIONS } from "./fst.js";
 import { median } from "./mad.js";
 
 /** A trigger that keeps less than this share of its held-out success on the head-shifted network is evidence. */
@@ -40,6 +40,16 @@ export const HEAD_SHIFT_FAMILIES: readonly TriggerFamily[] = ["mask"];
 export const HEAD_SHIFT_MIN_IMAGES = 20;
 /** Most labels measured in a scan of more than twice as many: those with the smallest norms below the median. */
 export const HEAD_SHIFT_MAX_LABELS = 32;
+/**
+ * Fewest SGD steps FST takes on the head (more epochs over a smaller clean set). How far a backdoor target's
+ * trigger falls on the shifted network depends on how far the head has moved from B's, that is on the steps
+ * taken, not on the epochs: large_checker_tr's trigger (seed 0) kept 30% after FST's 15 epochs on 2,660
+ * images (500 steps), 22% after 860 steps, 19% after 1,500 and 16% after 3,000, against 13% and 12% after 860
+ * and 2,300 steps on 4,600 images, while the natural labels' shares stayed within a few points of where they
+ * were (README, "Head-shift evidence"). With a fixed number of epochs, `repair`, which holds out part of the
+ * clean data before detection, reached a different verdict from `detect` on the same model.
+ */
+export const HEAD_SHIFT_MIN_STEPS = 3000;
 /** Most clean images FST learns the head on (a DeepID-sized set of 11,000 faces would hold 340 MB in memory). */
 export const HEAD_SHIFT_MAX_IMAGES = 5000;
 
@@ -102,14 +112,23 @@ export function headNotRelearned(bAccuracy: number, keptAccuracy: number, maxDro
 }
 
 /**
- * B with its output layer learned again by FST on the given clean images (its defaults: head only, its own
- * held-out share for the epoch), or why not (no linear output layer, too little data, a head that does not
+ * FST's epochs for the head shift: its default, or more where a smaller clean set would take fewer than
+ * `minSteps` steps of `batchSize` over the `trainImages` images FST trains on (those outside its own held-out share).
+ */
+export function headShiftEpochs(trainImages: number, batchSize: number = FST_OPTIONS.batchSize.default, minSteps = HEAD_SHIFT_MIN_STEPS): number {
+  const perEpoch = Math.max(1, Math.ceil(trainImages / batchSize));
+  return Math.max(FST_OPTIONS.epochs.default, Math.ceil(minSteps / perEpoch));
+}
+
+/**
+ * B with its output layer learned again by FST on the given clean images (its defaults, head only, its own
+ * held-out share for the epoch, but at least HEAD_SHIFT_MIN_STEPS steps), or why not (no linear output layer, too little data, a head that does not
  * classify as well as B's: headNotRelearned).
  */
 export async function headShiftedModel(model: Model, clean: Dataset, seed: number): Promise<{ model: Model } | { skipped: string }> {
   try {
-    const r = await fst(model, { clean }, { seed });
-    const heldOut = holdoutSplit(clean.size, r.settings.holdout, r.settings.seed).held.length;
+    const heldOut = holdoutSplit(clean.size, FST_OPTIONS.holdout.default, seed).held.length;
+    const r = await fst(model, { clean }, { seed, epochs: headShiftEpochs(clean.size - heldOut) });
     const why = headNotRelearned(r.history[0].heldOutAccuracy, r.history[r.chosenEpoch].heldOutAccuracy, r.settings.maxDrop, heldOut);
     return why === null ? { model: r.model } : { skipped: why };
   } catch (e) {
