@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { HEAD_SHIFT_MAX_SURVIVAL, HEAD_SHIFT_MIN_IMAGES, HEAD_SHIFT_MIN_STEPS, headNotRelearned, headShiftEpochs, headShiftCandidates, headShiftVerdict, survivalShare } from "./head-shift-evidence.js";
+import { HEAD_SHIFT_MAX_SURVIVAL, HEAD_SHIFT_MIN_IMAGES, HEAD_SHIFT_MAX_EPOCHS, HEAD_SHIFT_MIN_STEPS, headNotRelearned, headShiftEpochs, headShiftCandidates, headShiftVerdict, survivalShare } from "./head-shift-evidence.js";
 import { scoreScan, type NcRawScore } from "./neural-cleanse.js";
 
 test("headShiftCandidates: every label of a small scan, smallest norm first", () => {
@@ -14,17 +14,23 @@ test("headShiftCandidates: in a larger scan the norms below the median, smallest
   assert.deepEqual(headShiftCandidates([5, 5, 5, 5, 5], 1), []);
 });
 
-test("headShiftEpochs: FST's 15 epochs on a large set, more on a small one so that it takes the minimum of steps", () => {
+test("headShiftEpochs: FST's 15 epochs on a large set, more on a smaller one for the minimum of steps, within the cap", () => {
   // 4,000 images at batch 64: 63 steps an epoch, 15 epochs = 945 steps; 1,000 steps need 16 epochs.
-  assert.equal(headShiftEpochs(4000, 64, 500), 15);
-  assert.equal(headShiftEpochs(4000, 64, 1000), 16);
+  assert.equal(headShiftEpochs(4000, 64, 500, 60), 15);
+  assert.equal(headShiftEpochs(4000, 64, 1000, 60), 16);
   // A partial last batch is a step.
-  assert.equal(headShiftEpochs(65, 64, 100), 50);
-  assert.equal(headShiftEpochs(1, 64, 30), 30);
+  assert.equal(headShiftEpochs(65, 64, 100, 60), 50);
+  // The cap: a tiny set does not take thousands of passes.
+  assert.equal(headShiftEpochs(1, 64, 30, 20), 20);
+  assert.equal(headShiftEpochs(154, 64, 3000, 60), 60);
+  // The cap never goes below FST's own default.
+  assert.equal(headShiftEpochs(154, 64, 3000, 5), 15);
   for (const n of [100, 2660, 3425, 4600, 20000]) {
     const e = headShiftEpochs(n);
-    assert.ok(e * Math.ceil(n / 64) >= HEAD_SHIFT_MIN_STEPS && e >= 15, `${n} images: ${e} epochs`);
-    assert.ok(e === 15 || (e - 1) * Math.ceil(n / 64) < HEAD_SHIFT_MIN_STEPS, `${n} images: ${e} epochs is one too many`);
+    const steps = e * Math.ceil(n / 64);
+    assert.ok(e >= 15 && e <= HEAD_SHIFT_MAX_EPOCHS, `${n} images: ${e} epochs`);
+    assert.ok(steps >= HEAD_SHIFT_MIN_STEPS || e === HEAD_SHIFT_MAX_EPOCHS, `${n} images: ${e} epochs, ${steps} steps`);
+    assert.ok(e === 15 || e === HEAD_SHIFT_MAX_EPOCHS || (e - 1) * Math.ceil(n / 64) < HEAD_SHIFT_MIN_STEPS, `${n} images: ${e} epochs is one too many`);
   }
 });
 

@@ -50,6 +50,13 @@ export const HEAD_SHIFT_MAX_LABELS = 32;
  * clean data before detection, reached a different verdict from `detect` on the same model.
  */
 export const HEAD_SHIFT_MIN_STEPS = 3000;
+/**
+ * Most epochs FST takes for those steps: on a small set, many passes teach the new head the few images
+ * themselves, and natural labels' triggers lose their success too. The unit test's synthetic models (154
+ * images to train on, 3 steps an epoch) flagged nothing wrong up to 60 epochs; at 120 the clean model's label 0
+ * was flagged, at 250 and 1,000 also a natural label of the backdoored one.
+ */
+export const HEAD_SHIFT_MAX_EPOCHS = 60;
 /** Most clean images FST learns the head on (a DeepID-sized set of 11,000 faces would hold 340 MB in memory). */
 export const HEAD_SHIFT_MAX_IMAGES = 5000;
 
@@ -113,16 +120,17 @@ export function headNotRelearned(bAccuracy: number, keptAccuracy: number, maxDro
 
 /**
  * FST's epochs for the head shift: its default, or more where a smaller clean set would take fewer than
- * `minSteps` steps of `batchSize` over the `trainImages` images FST trains on (those outside its own held-out share).
+ * `minSteps` steps of `batchSize` over the `trainImages` images FST trains on (those outside its own held-out
+ * share), but at most `maxEpochs`.
  */
-export function headShiftEpochs(trainImages: number, batchSize: number = FST_OPTIONS.batchSize.default, minSteps = HEAD_SHIFT_MIN_STEPS): number {
+export function headShiftEpochs(trainImages: number, batchSize: number = FST_OPTIONS.batchSize.default, minSteps = HEAD_SHIFT_MIN_STEPS, maxEpochs = HEAD_SHIFT_MAX_EPOCHS): number {
   const perEpoch = Math.max(1, Math.ceil(trainImages / batchSize));
-  return Math.max(FST_OPTIONS.epochs.default, Math.ceil(minSteps / perEpoch));
+  return Math.max(FST_OPTIONS.epochs.default, Math.min(maxEpochs, Math.ceil(minSteps / perEpoch)));
 }
 
 /**
  * B with its output layer learned again by FST on the given clean images (its defaults, head only, its own
- * held-out share for the epoch, but at least HEAD_SHIFT_MIN_STEPS steps), or why not (no linear output layer, too little data, a head that does not
+ * held-out share for the epoch, but at least HEAD_SHIFT_MIN_STEPS steps in at most HEAD_SHIFT_MAX_EPOCHS epochs), or why not (no linear output layer, too little data, a head that does not
  * classify as well as B's: headNotRelearned).
  */
 export async function headShiftedModel(model: Model, clean: Dataset, seed: number): Promise<{ model: Model } | { skipped: string }> {

@@ -4,7 +4,7 @@ import { basename } from "node:path";
 import { fail } from "../../errors.js";
 import { type NormScale } from "../../defenses/mad.js";
 import { asShard, mergeShards } from "../../defenses/nc-merge.js";
-import { HEAD_SHIFT_MIN_STEPS } from "../../defenses/head-shift-evidence.js";
+import { HEAD_SHIFT_MAX_EPOCHS, HEAD_SHIFT_MIN_STEPS } from "../../defenses/head-shift-evidence.js";
 import { checkFamilies, detectBackdoor, NC_SCHEDULES, type NcLabelResult, type NcSchedule, type NeuralCleanseResult } from "../../defenses/neural-cleanse.js";
 import type { ReportData } from "../../report/types.js";
 import { dataFrom, inputScale, MODEL_OPTIONS, modelFrom, ncProgress, optNum, pct, str, type Command, type Context } from "../command.js";
@@ -112,9 +112,9 @@ export const detectCommand: Command = {
     "  natural-feature check: no flag for a label whose trigger moves more images at a third of its strength than\n" +
     "  every reference label's, and a flag (second stage) for a candidate that moves fewer than all of them.\n" +
     "  Head shift (with >= 20 held-out images and a linear output layer): B's output layer is learned again from\n" +
-    `  the clean images but the held-out ones (FST, at least ${HEAD_SHIFT_MIN_STEPS} steps); where the new layer classifies\n` +
-    "  about as well as B's, a label whose mask trigger norm is below the median and keeps less than a quarter of\n" +
-    "  its held-out success on that network is flagged too (--no-head-shift: off).",
+    `  the clean images but the held-out ones (FST, at least ${HEAD_SHIFT_MIN_STEPS} steps in at most ${HEAD_SHIFT_MAX_EPOCHS} epochs); where\n` +
+    "  the new layer classifies about as well as B's, a label whose mask trigger norm is below the median and\n" +
+    "  keeps less than a quarter of its held-out success on that network is flagged too (--no-head-shift: off).",
   positionals: true,
   options: {
     ...MODEL_OPTIONS,
