@@ -54,7 +54,7 @@ export const HEAD_SHIFT_MIN_STEPS = 3000;
  * Most epochs FST takes for those steps: on a small set, many passes teach the new head the few images
  * themselves, and natural labels' triggers lose their success too. The unit test's synthetic models (154
  * images to train on, 3 steps an epoch) flagged nothing wrong up to 60 epochs; at 120 the clean model's label 0
- * was flagged, at 250 and 1,000 also a natural label of the backdoored one.
+ * was flagged, at 250 and 1,000 a natural label of the backdoored one.
  */
 export const HEAD_SHIFT_MAX_EPOCHS = 60;
 /** Most clean images FST learns the head on (a DeepID-sized set of 11,000 faces would hold 340 MB in memory). */
