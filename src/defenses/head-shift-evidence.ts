@@ -130,8 +130,8 @@ export function headShiftEpochs(trainImages: number, batchSize: number = FST_OPT
 
 /**
  * B with its output layer learned again by FST on the given clean images (its defaults, head only, its own
- * held-out share for the epoch, but at least HEAD_SHIFT_MIN_STEPS steps in at most HEAD_SHIFT_MAX_EPOCHS epochs), or why not (no linear output layer, too little data, a head that does not
- * classify as well as B's: headNotRelearned).
+ * held-out share for the epoch, but the epochs of headShiftEpochs), or why not (no linear output layer, too
+ * little data, a head that does not classify as well as B's: headNotRelearned).
  */
 export async function headShiftedModel(model: Model, clean: Dataset, seed: number): Promise<{ model: Model } | { skipped: string }> {
   try {
