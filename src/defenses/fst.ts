@@ -81,13 +81,19 @@ export interface FstEpoch {
   seconds: number;
 }
 
-export interface FstResult extends NcEvaluation {
+/** What FST trained, before any evaluation: the epoch kept and how the training got there. */
+export interface FstTrained {
   model: Model;
-  gGraph: Graph;
   head: LinearHead;
   history: FstEpoch[];
   chosenEpoch: number;
   settings: FstSettings;
+  /** How BatchNorm trained (with --tune all). */
+  batchNorm?: string;
+}
+
+export interface FstResult extends NcEvaluation, FstTrained {
+  gGraph: Graph;
 }
 
 export function checkFstOptions(o: FstOptions): FstSettings {
@@ -240,7 +246,14 @@ interface Trainee {
   release: () => Promise<void>;
 }
 
+/** FST as a repair: the network trained, evaluated against B on the data's test sets, with its G. */
 export async function fst(model: Model, data: NcData, opts: FstOptions = {}): Promise<FstResult> {
+  const { model: chosen, ...trained } = await fstTrain(model, data, opts);
+  return { ...(await finishRepair(model, chosen, data, "fst", opts.evalBatchSize)), ...trained };
+}
+
+/** FST's training alone (the head-shift evidence needs the network, not its evaluation on every image). */
+export async function fstTrain(model: Model, data: NcData, opts: FstOptions = {}): Promise<FstTrained> {
   const s = checkFstOptions(opts);
   checkRepairData(model, data, "FST");
   const head = linearHead(model);
@@ -285,7 +298,7 @@ export async function fst(model: Model, data: NcData, opts: FstOptions = {}): Pr
     await t.release();
   }
   const chosen = picker.pick();
-  return { ...(await finishRepair(model, chosen.model, data, "fst", opts.evalBatchSize)), head, history, chosenEpoch: chosen.round, settings: s, batchNorm: t.batchNorm };
+  return { model: chosen.model, head, history, chosenEpoch: chosen.round, settings: s, batchNorm: t.batchNorm };
 }
 
 type Loss = (g: Graph, logits: string, target: string) => string;

@@ -25,7 +25,7 @@ import type { Dataset } from "../io/dataset.js";
 import type { Model } from "../model/model.js";
 import type { TriggerFamily } from "./neural-cleanse.js";
 import { holdoutSplit } from "../train/split.js";
-import { fst, FST_OPTIONS } from "./fst.js";
+import { fstTrain, FST_OPTIONS } from "./fst.js";
 import { median } from "./mad.js";
 
 /** A trigger that keeps less than this share of its held-out success on the head-shifted network is evidence. */
@@ -136,7 +136,7 @@ export function headShiftEpochs(trainImages: number, batchSize: number = FST_OPT
 export async function headShiftedModel(model: Model, clean: Dataset, seed: number): Promise<{ model: Model } | { skipped: string }> {
   try {
     const heldOut = holdoutSplit(clean.size, FST_OPTIONS.holdout.default, seed).held.length;
-    const r = await fst(model, { clean }, { seed, epochs: headShiftEpochs(clean.size - heldOut) });
+    const r = await fstTrain(model, { clean }, { seed, epochs: headShiftEpochs(clean.size - heldOut) });
     const why = headNotRelearned(r.history[0].heldOutAccuracy, r.history[r.chosenEpoch].heldOutAccuracy, r.settings.maxDrop, heldOut);
     return why === null ? { model: r.model } : { skipped: why };
   } catch (e) {
