@@ -876,7 +876,7 @@ export function checkLabelList(labels: readonly number[], numClasses: number): n
   return [...labels];
 }
 
-/** Reads a seeded random subset of at most `max` images (all of them when the dataset is small enough). */
+/** Reads a seeded random subset of at most `max` images (all of them when the dataset is small enough), and the shuffled order it took them in. */
 function readSubset(clean: Dataset, max: number, rand: () => number): { x: Float32Array; y: Int32Array | null; n: number; order: Int32Array } {
   const per = clean.shape[0] * clean.shape[1] * clean.shape[2];
   const order = shuffled(clean.size, rand);
@@ -895,7 +895,7 @@ function readSubset(clean: Dataset, max: number, rand: () => number): { x: Float
       if (y) y[i] = clean.labels![order[i]];
     }
   }
-  return { x, y, n, order: Int32Array.from(order) };
+  return { x, y, n, order };
 }
 
 /** The shortlist: the `count` smallest screening norms (reached ones first), plus small-side outliers. */
