@@ -78,10 +78,10 @@ export function gFromPair(b: Model, repaired: Model, name = `${b.name}_G`): Grap
   return g;
 }
 
-/** Writes a graph as an ONNX file (atomically). */
-export function writeOnnx(path: string, g: Graph, docString?: string): void {
+/** Writes a graph as an ONNX file (atomically), with `metadata` as its metadata_props. */
+export function writeOnnx(path: string, g: Graph, docString?: string, metadata?: Record<string, string>): void {
   const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, toOnnx(g, { docString }));
+  writeFileSync(tmp, toOnnx(g, { docString, metadata }));
   renameSync(tmp, path);
 }
 

@@ -9,6 +9,7 @@ import { forwardGraph } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import { paramValues } from "../model/params.js";
 import { writeKerasModel } from "./keras-save.js";
+import { provenanceMetadata } from "../onnx/provenance.js";
 
 /** Writes `<dir>/<baseName>.h5` (only when model.spec exists) and `<dir>/<baseName>.onnx`; returns the paths written. */
 export async function saveRepaired(dir: string, baseName: string, model: Model): Promise<string[]> {
@@ -22,7 +23,7 @@ export async function saveRepaired(dir: string, baseName: string, model: Model):
   const onnx = join(dir, `${baseName}.onnx`);
   const g = forwardGraph(model);
   g.name = model.name;
-  writeOnnx(onnx, g, `${model.name}: input "input" [N,${model.inputShape.join(",")}] float32 (scaled pixels), output "logits" [N,${model.numClasses}]`);
+  writeOnnx(onnx, g, `${model.name}: input "input" [N,${model.inputShape.join(",")}] float32 (scaled pixels), output "logits" [N,${model.numClasses}]`, provenanceMetadata(model.origin));
   paths.push(onnx);
   return paths;
 }

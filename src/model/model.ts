@@ -34,8 +34,9 @@ export interface Model {
   /** Present when the model came from Keras: needed to write a Keras HDF5 file back. */
   spec?: ModelSpec;
   /**
-   * "onnx": read from an ONNX file, a framework's export, whose BatchNorms may have been folded into the convs
-   * (train/batch-norm-training.ts puts them back for training).
+   * "onnx": read from a framework's ONNX export (or a file this project wrote from one), whose BatchNorms may
+   * have been folded into the convs (train/batch-norm-training.ts puts them back for training). Absent for Keras
+   * networks, networks trained here, and the ONNX files written from those (onnx/provenance.ts).
    */
   origin?: "onnx";
 }

@@ -1,6 +1,7 @@
 // Graph IR → ONNX ModelProto bytes.
 import type { Attr, DType, Graph, Node, TensorData, ValueInfo } from "../graph/ir.js";
 import { ProtoWriter } from "./protobuf.js";
+import { ONNX_PRODUCER } from "./provenance.js";
 
 export const OPSET = 17;
 const IR_VERSION = 8;
@@ -53,10 +54,10 @@ function writeValueInfo(w: ProtoWriter, v: ValueInfo): void {
   );
 }
 
-export function toOnnx(g: Graph, opts: { producer?: string; docString?: string } = {}): Uint8Array {
+export function toOnnx(g: Graph, opts: { producer?: string; docString?: string; metadata?: Record<string, string> } = {}): Uint8Array {
   const w = new ProtoWriter();
   w.varint(1, IR_VERSION);
-  w.string(2, opts.producer ?? "badnet-defense");
+  w.string(2, opts.producer ?? ONNX_PRODUCER);
   w.string(3, "0.1.0");
   if (opts.docString) w.string(6, opts.docString);
   w.message(7, (gw) => {
@@ -67,5 +68,6 @@ export function toOnnx(g: Graph, opts: { producer?: string; docString?: string }
     for (const v of g.outputs) gw.message(12, (vw) => writeValueInfo(vw, v));
   });
   w.message(8, (o) => o.string(1, "").varint(2, OPSET));
+  for (const [key, value] of Object.entries(opts.metadata ?? {})) w.message(14, (e) => e.string(1, key).string(2, value));
   return w.finish();
 }

@@ -9,6 +9,7 @@ import {
   type Attr, type Attrs, type Dim, type DType, type TensorArray, type TensorData,
 } from "../graph/ir.js";
 import type { Model, ParamRef } from "../model/model.js";
+import { mayHaveFoldedBatchNorm } from "./provenance.js";
 import { decodeString, ProtoError, readFields, readFloats, readVarints, type ProtoField } from "./protobuf.js";
 
 /** Oldest opset accepted: opset 7 moved to numpy broadcasting and the current pooling shape formulas. */
@@ -52,6 +53,10 @@ interface OnnxValueInfo {
 
 interface OnnxModel {
   opset: number | undefined;
+  /** ModelProto.producer_name ("pytorch", "tf2onnx", ours: ONNX_PRODUCER). */
+  producer: string;
+  /** ModelProto.metadata_props. */
+  metadata: Map<string, string>;
   nodes: OnnxNode[];
   initializers: { name: string; data: TensorData }[];
   inputs: OnnxValueInfo[];
@@ -210,9 +215,16 @@ function decodeModel(bytes: Uint8Array, label: string): OnnxModel {
       const domain = str(of, 1);
       if (domain === "" || domain === "ai.onnx") opset = int(of, 2);
     }
+    const metadata = new Map<string, string>();
+    for (const e of msgs(top, 14)) {
+      const ef = readFields(e);
+      metadata.set(str(ef, 1), str(ef, 2));
+    }
     const g = readFields(graph);
     return {
       opset,
+      producer: str(top, 2),
+      metadata,
       nodes: msgs(g, 1).map((n, i) => decodeNode(n, i)),
       initializers: msgs(g, 5).map((t) => decodeTensor(t, "initializer ")),
       inputs: msgs(g, 11).map(decodeValueInfo),
@@ -390,7 +402,7 @@ class Importer {
       numClasses: shape[1] as number,
       layerOutputs: this.layerOutputs,
       params: this.params,
-      origin: "onnx",
+      ...(mayHaveFoldedBatchNorm(this.m.producer, this.m.metadata) ? { origin: "onnx" as const } : {}),
     };
   }
 

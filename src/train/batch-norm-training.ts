@@ -6,8 +6,9 @@
 //     that graph trains an unnormalised network at learning rates chosen for a normalised one. Measured with
 //     PyTorch on the trained fixtures (README): FT-SAM's defaults took the folded ResNet18 from 77.4% to 40.8%
 //     clean accuracy; with a BatchNorm put back after every conv in training mode it kept 77.8%.
-//     So for a network read from an ONNX file (Keras keeps its BatchNorm layers, never folds them; a network
-//     built and trained here from scratch never had any) a BatchNorm is inserted after every conv with a bias
+//     So for a network read from a framework's ONNX export (Model.origin; Keras keeps its BatchNorm layers,
+//     never folds them; a network built and trained here from scratch never had any, nor the ONNX files we
+//     write from those: onnx/provenance.ts) a BatchNorm is inserted after every conv with a bias
 //     that no BatchNormalization reads (a PyTorch conv before a BatchNorm has no bias of its own: folding
 //     gives it one), initialised to the identity on the clean data: running mean μ and variance σ² of the
 //     conv's output there, scale √(σ² + ε), bias μ.
@@ -51,8 +52,8 @@ export interface BatchNormTraining {
 }
 
 /**
- * The convs of `model` that get a BatchNorm for training (see the file comment): only in a network read from an
- * ONNX export. Keras keeps its BatchNorm layers, and a network built here (the zoo, `train`) never had any.
+ * The convs of `model` that get a BatchNorm for training (see the file comment): only in a network read from a
+ * framework's ONNX export. Keras keeps its BatchNorm layers, and a network built here (the zoo, `train`) never had any.
  */
 export function foldedConvs(model: Model): { node: string; output: string; weight: string; bias: string }[] {
   if (model.origin !== "onnx") return [];
