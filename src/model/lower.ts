@@ -123,6 +123,24 @@ class Lowerer {
     }
   }
 
+  /**
+   * Names the nodes lowered for one layer after it (the graph would give them "n_Relu_4"...), so that an ONNX
+   * file written from the network names its layers as Keras did: the node producing the layer's output takes the
+   * layer's name unless a node of the layer already has it (Conv, MatMul), the others "layer/op".
+   */
+  private nameNodes(layer: string, first: number, out: string): void {
+    const nodes = this.g.nodes.slice(first);
+    const auto = (name: string) => /^n_[A-Za-z]+_\d+$/.test(name);
+    const taken = new Set(nodes.filter((n) => !auto(n.name)).map((n) => n.name));
+    const byOutput = [...nodes.filter((n) => n.outputs.includes(out)), ...nodes.filter((n) => !n.outputs.includes(out))];
+    for (const n of byOutput.filter((x) => auto(x.name))) {
+      let name = taken.has(layer) ? `${layer}/${n.op.toLowerCase()}` : layer;
+      for (let k = 2; taken.has(name); k++) name = `${layer}/${n.op.toLowerCase()}_${k}`;
+      taken.add(name);
+      n.name = name;
+    }
+  }
+
   private checkChannelsLast(layer: LayerSpec): void {
     requireDefault(layer, "data_format", (v) => v === "channels_last");
   }
@@ -137,7 +155,9 @@ class Lowerer {
         return v;
       });
       const out = layer.name === spec.inputLayer ? "input" : this.valueName(layer);
+      const first = this.g.nodes.length;
       this.outputs.set(layer.name, this.layerOrFail(layer, ins, out, [c, h, w]));
+      this.nameNodes(layer.name, first, out);
     }
     const outValue = this.outputs.get(spec.outputLayer);
     if (!outValue) fail(`output layer "${spec.outputLayer}" not found`);
@@ -199,7 +219,8 @@ class Lowerer {
         }
         const wShape = g.staticShape(kernel);
         if (g.shape(x)[1] !== wShape[1]) fail(`layer "${layer.name}": input has ${g.shape(x)[1]} channels, kernel expects ${wShape[1]}`);
-        const conv = g.op("Conv", inputs, { kernel_shape: attr.ints(k), strides: attr.ints(s), pads: attr.ints(pads) }, `${out}/conv`);
+        // The conv is the layer's node (nameNodes names the rest).
+        const [conv] = g.add("Conv", inputs, { kernel_shape: attr.ints(k), strides: attr.ints(s), pads: attr.ints(pads) }, { outputs: [`${out}/conv`], name: layer.name });
         return this.activation(layer, conv, cfg.activation, out);
       }
       case "MaxPooling2D": case "AveragePooling2D": {
@@ -258,7 +279,7 @@ class Lowerer {
         const kw = weight(layer, "kernel:0")!;
         if (g.shape(x)[1] !== kw.shape[0]) fail(`layer "${layer.name}" (Dense): input has ${g.shape(x)[1]} features, kernel expects ${kw.shape[0]}`);
         const kernel = this.param(layer, kw, tensor("float32", kw.shape, kw.data));
-        let y = g.op("MatMul", [x, kernel], {}, `${out}/matmul`);
+        let y = g.add("MatMul", [x, kernel], {}, { outputs: [`${out}/matmul`], name: layer.name })[0];
         if (cfg.use_bias !== false) {
           const b = weight(layer, "bias:0")!;
           y = g.op("Add", [y, this.param(layer, b, tensor("float32", b.shape, b.data))], {}, `${out}/preact`);
