@@ -356,6 +356,16 @@ const cases: Case[] = [
     names: () => ["--accuracy-window", /at most 100/, "150"],
   },
   {
+    name: "repair --batch-size abc (auto's candidates each rejected it and B came back unchanged, exit 0)",
+    args: () => ["repair", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--batch-size", "abc", "--out", join(dir, "never_written_batch")],
+    names: () => ["--batch-size", /must be a number/, "abc"],
+  },
+  {
+    name: "repair --batch-size 0",
+    args: () => ["repair", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--batch-size", "0", "--out", join(dir, "never_written_batch")],
+    names: () => ["--batch-size", /at least 1/],
+  },
+  {
     name: "repair --more-starts with --skip-detect",
     args: () => ["repair", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--defense", "strip", "--skip-detect", "--more-starts", "1", "--out", "/tmp/badnet-never-written"],
     names: () => ["--more-starts", "--skip-detect"],

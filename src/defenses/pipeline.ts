@@ -210,7 +210,10 @@ async function autoRepair(
     try {
       outcome = await run(d, plan[k].labels);
     } catch (e) {
-      // A candidate that does not fit this model (e.g. fine-prune without a conv layer) is skipped, with why.
+      // A candidate that does not fit this model (e.g. fine-prune without a conv layer) is skipped, with why; a
+      // setting the caller gave that it rejects (req.common) is the caller's error, not the candidate's, and
+      // skipping every candidate for it would hand B back unchanged.
+      if (e instanceof OptionError && e.option in (req.common ?? {})) throw new UserError(`auto: candidate ${name}: --${e.flag} ${e.complaint}`);
       if (!(e instanceof UserError)) throw e;
       skipped.push(`${name} (${e.message})`);
       continue;

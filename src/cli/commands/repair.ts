@@ -58,7 +58,8 @@ export const repairCommand: Command = {
     if (str(ctx, "suspect") !== undefined && detect === false) fail("--suspect takes the suspected labels' reversed triggers from Neural Cleanse's scan: it cannot go with --skip-detect");
     const scale = await inputScale(ctx, "clean");
     const seed = optNum(ctx, "seed", { integer: true, min: 0, max: MAX_SEED });
-    const batchSize = str(ctx, "batch-size");
+    // Checked here, before any work: auto's candidates would each reject a bad value and be skipped.
+    const batchSize = optNum(ctx, "batch-size", { min: 1, max: 65536, integer: true });
     const moreStarts = optNum(ctx, "more-starts", { min: 0, max: 1000, integer: true });
     if (moreStarts !== undefined && detect === false) fail("--more-starts is a Neural Cleanse setting: it cannot go with --skip-detect");
     const budgetSeconds = optNum(ctx, "auto-budget", { min: 0 });
