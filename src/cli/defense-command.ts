@@ -5,7 +5,7 @@ import { flagOf, resolveOptions, runDefense, type AnyDefense, type OptionSpec } 
 import type { Dataset } from "../io/dataset.js";
 import { DATA_OPTIONS, defenseInputs, inputScale, MODEL_OPTIONS, progressBars, str, type CliOption, type Command, type Context, type Options } from "./command.js";
 import { OUTPUT_OPTIONS, outDir, saveOutcome } from "./output.js";
-import { resolveTriggers, TRIGGER_OPTIONS } from "./triggers.js";
+import { checkTriggerSeed, resolveTriggers, TRIGGER_OPTIONS } from "./triggers.js";
 
 function defaultText(o: OptionSpec): string | undefined {
   if (o.defaultText !== undefined) return o.defaultText;
@@ -60,6 +60,7 @@ export function defenseCommand(d: AnyDefense): Command {
       const scale = await inputScale(ctx, "clean");
       const given = optionsFromFlags(d, ctx);
       resolveOptions(d.options, given); // bad options fail before anything is loaded
+      if (needsTriggers) checkTriggerSeed(ctx, d.name, "seed" in d.options);
       const dir = outDir(ctx)!;
       const { model, valid: clean, test, poisoned } = await defenseInputs(ctx, scale);
       const timings: Record<string, number> = { load: (performance.now() - t0) / 1000 };

@@ -281,6 +281,21 @@ const cases: Case[] = [
     names: () => ["--epochs", /at most 10000\b/, "1e9"],
   },
   {
+    name: "fine-prune --lr 1e9 (training diverges: was an internal error with a stack trace)",
+    args: () => ["fine-prune", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--lr", "1e9", "--out", join(dir, "never_written_lr")],
+    names: () => [/training diverged at epoch \d+ \(loss (NaN|-?Infinity)\)/, "lower the learning rate (--lr)"],
+  },
+  {
+    name: "nc-prune --seed with --mask/--pattern (Neural Cleanse does not run, and nc-prune has no seed: it was ignored)",
+    args: () => ["nc-prune", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--mask", join(dir, "detect", "label_3_mask.png"), "--pattern", join(dir, "detect", "label_3_pattern.png"), "--target", "3", "--seed", "3", "--out", join(dir, "never_written_seed")],
+    names: () => ["--seed", "--mask/--pattern", /nc-prune has no seed of its own: leave --seed out$/],
+  },
+  {
+    name: "nc-prune --seed abc with --mask/--pattern",
+    args: () => ["nc-prune", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--mask", join(dir, "detect", "label_3_mask.png"), "--pattern", join(dir, "detect", "label_3_pattern.png"), "--target", "3", "--seed", "abc", "--out", join(dir, "never_written_seed")],
+    names: () => ["--seed", /must be a number/, "abc"],
+  },
+  {
     name: "sau --rounds 1e9",
     args: () => ["sau", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--rounds", "1e9", "--out", join(dir, "never_written_epochs")],
     names: () => ["--rounds", /at most 10000\b/],

@@ -29,6 +29,18 @@ function readFile(path: string, what: string): Buffer {
   return readFileSync(path);
 }
 
+/**
+ * Checks --seed before anything is loaded: its value always, and that it has an effect. With --trigger or
+ * --mask/--pattern Neural Cleanse does not run here, so a defense without a seed of its own (nc-prune) would
+ * leave it unused, unsaid.
+ */
+export function checkTriggerSeed(ctx: Context, defense: string, ownSeed: boolean): void {
+  if (str(ctx, "seed") === undefined) return;
+  num(ctx, "seed", 0, { integer: true, min: 0, max: MAX_SEED });
+  const given = str(ctx, "trigger") !== undefined ? "--trigger" : str(ctx, "mask") !== undefined || str(ctx, "pattern") !== undefined ? "--mask/--pattern" : undefined;
+  if (given && !ownSeed) fail(`--seed is the seed of Neural Cleanse when it runs here; with ${given} it does not run, and ${defense} has no seed of its own: leave --seed out`);
+}
+
 /** The triggers to start from, and the seconds it took to get them (Neural Cleanse's run, when it ran). */
 export async function resolveTriggers(ctx: Context, model: Model, clean: Dataset, scale: number): Promise<TriggerInput & { seconds: number }> {
   const t0 = performance.now();

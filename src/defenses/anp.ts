@@ -298,7 +298,7 @@ export async function learnAnpMasks(model: Model, x: Float32Array, y: Int32Array
       }
       const nat = await session.run(feedsFor(xt, yt, null), [step.loss, ...step.inputs.map((i) => step.grads.get(i.mask)!)]);
       const natLoss = (nat[step.loss].data as Float32Array)[0];
-      if (!Number.isFinite(natLoss) || !Number.isFinite(robLoss)) throw new Error(`ANP diverged at iteration ${it + 1} (loss ${natLoss}, perturbed ${robLoss}); lower --lr or --eps`);
+      if (!Number.isFinite(natLoss) || !Number.isFinite(robLoss)) fail(`ANP diverged at iteration ${it + 1} (loss ${natLoss}, perturbed ${robLoss}); lower --lr or --eps`);
       // Mask step: SGD with momentum 0.9 on α·clean + (1 − α)·perturbed, then back into [0, 1].
       const a = robust ? s.alpha : 1;
       step.inputs.forEach((inp, k) => {

@@ -264,7 +264,8 @@ export async function train(model: Model, data: TrainData, opts: TrainOptions): 
           lr,
         );
         const l = out.loss;
-        if (!Number.isFinite(l)) throw new Error(`training diverged at epoch ${epoch + 1} (loss ${l}); lower the learning rate`);
+        // A learning rate the caller chose (--lr): their input, so a one-line error rather than an internal one.
+        if (!Number.isFinite(l)) fail(`training diverged at epoch ${epoch + 1} (loss ${l}); lower the learning rate (--lr)`);
         lossSum += l * count;
         const pred = argmaxRows(out.logits, model.numClasses);
         pred.forEach((p, i) => (correct += p === y[i] ? 1 : 0));
