@@ -47,6 +47,7 @@ const { values } = benchArgs(import.meta.url, {
     "more-starts": { type: "string" },
     compact: { type: "string" },
     "head-shift": { type: "string" },
+    "head-shift-exclude": { type: "string" },
     loop: { type: "string" },
     "first-starts": { type: "string" },
     "starts-at-stake": { type: "string" },
@@ -167,9 +168,11 @@ if (values.rescore) {
   if (cp !== "on" && cp !== "off") throw new Error(`--compact must be on or off, got ${cp}`);
   const hs = values["head-shift"] ?? (DEFAULT_SCORE_RULE.headShift ? "on" : "off");
   if (hs !== "on" && hs !== "off") throw new Error(`--head-shift must be on or off, got ${hs}`);
+  const hx = values["head-shift-exclude"] ?? (DEFAULT_SCORE_RULE.headShiftExclude ? "on" : "off");
+  if (hx !== "on" && hx !== "off") throw new Error(`--head-shift-exclude must be on or off, got ${hx}`);
   const lp = values.loop ?? DEFAULT_SCORE_RULE.loop;
   if (!LOOP_RULES.includes(lp as LoopRule)) throw new Error(`--loop must be one of ${LOOP_RULES.join(", ")}, got ${lp}`);
-  const rule: ScoreRule = { nullDistribution: nd as NullDistribution, splitFamilies: ff === "split", compactness: cp === "on", loop: lp as LoopRule, headShift: hs === "on" };
+  const rule: ScoreRule = { nullDistribution: nd as NullDistribution, splitFamilies: ff === "split", compactness: cp === "on", loop: lp as LoopRule, headShift: hs === "on", headShiftExclude: hx === "on" };
   const firstStarts = values["first-starts"] === undefined ? undefined : Number(values["first-starts"]);
   if (firstStarts !== undefined && (!Number.isInteger(firstStarts) || firstStarts < 1)) throw new Error(`--first-starts must be a positive integer, got ${values["first-starts"]}`);
   const stake = values["starts-at-stake"]?.match(/^(\d+)\+(\d+)$/);
@@ -190,7 +193,7 @@ if (values.rescore) {
   const all = [...byKey.values()];
   const scans = all.filter((x) => !csawNames.has(x.model));
   const models = [...new Set(scans.map((x) => x.model))].sort();
-  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans${firstStarts ? `, as ${firstStarts}-start scans` : ""}${stake ? `, as scans of ${stake[1]} starts and ${stake[2]} more below the reference median` : ""}${naturalCheck ? ", with the natural-feature check" : ""}; index null ${rule.nullDistribution}${rule.splitFamilies ? ", FDR split over the families" : ", FDR level per family"}${rule.compactness ? ", mask spread combined with the norm" : ", norms only"}, loop ${rule.loop}, head shift ${hs})`);
+  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans${firstStarts ? `, as ${firstStarts}-start scans` : ""}${stake ? `, as scans of ${stake[1]} starts and ${stake[2]} more below the reference median` : ""}${naturalCheck ? ", with the natural-feature check" : ""}; index null ${rule.nullDistribution}${rule.splitFamilies ? ", FDR split over the families" : ", FDR level per family"}${rule.compactness ? ", mask spread combined with the norm" : ", norms only"}, loop ${rule.loop}, head shift ${hs}${hs === "on" ? `, its targets out of the reference ${hx}` : ""})`);
   say();
   say("| model | targets | flagged per seed | every target flagged | wrong flags |");
   say("|---|---|---|---|---|");

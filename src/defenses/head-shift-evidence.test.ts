@@ -1,7 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { HEAD_SHIFT_MAX_SURVIVAL, HEAD_SHIFT_MIN_IMAGES, HEAD_SHIFT_MAX_EPOCHS, HEAD_SHIFT_MIN_STEPS, headNotRelearned, headShiftEpochs, headShiftCandidates, headShiftVerdict, survivalShare } from "./head-shift-evidence.js";
-import { scoreScan, type NcRawScore } from "./neural-cleanse.js";
+import { DEFAULT_SCORE_RULE, scoreScan, type NcRawScore } from "./neural-cleanse.js";
+import { familyEvidence } from "./nc-evidence.js";
 
 test("headShiftCandidates: every label of a small scan, smallest norm first", () => {
   assert.deepEqual(headShiftCandidates([50, 10, 40, 30, 20]), [1, 4, 3, 2, 0]);
@@ -109,6 +110,39 @@ test("scoreScan: a label the norm statistics flag keeps its flagging family; the
   assert.equal(r.labels[3].mask!.flagged, false);
   assert.deepEqual(r.families.mask!.flagged, []);
   assert.match(r.labels[3].mask!.reasons.join(" "), /head shift: the trigger keeps 11%/);
+});
+
+// Mask norms and head-shift shares given per label: `lost` lose their trigger on the shifted head, the rest keep it.
+function shiftScan(norms: readonly number[], lost: readonly number[]): NcRawScore[] {
+  return norms.map((n, i) => ({ l1Norm: n, statNorm: n, reference: true, attackSuccess: 0.95, phase: "full", steps: 300, reached: true, lambda: 0.01, headShift: { success: 0.95, shifted: lost.includes(i) ? 0.05 : 0.85 } }));
+}
+
+test("scoreScan: a target the head shift confirms leaves the statistics, and a second target it hid is flagged", () => {
+  // multi_trigger seed 0 inside repair: label 1 (a 3x3 patch, norm 3.6) has index 2.4 but q 0.08 > 0.025 with
+  // label 5 (norm 16.7, confirmed by the head shift) among the references; without it q is about 0.01.
+  const labels = Array.from({ length: 10 }, (_, i) => i);
+  const mask = shiftScan([36.3, 3.64, 44.5, 76.6, 36.1, 16.7, 47.2, 120.6, 15.95, 81.3], [5]);
+  assert.equal(DEFAULT_SCORE_RULE.headShiftExclude, true);
+  const on = scoreScan(labels, { mask }, scoring);
+  assert.deepEqual(on.flagged, [1, 5]);
+  assert.deepEqual(on.families.mask!.flagged, [1, 5]);
+  assert.ok(on.labels[1].mask!.anomalyIndex > 2 && on.labels[1].mask!.qValue > 0.025, "label 1 fails only the FDR bar in the first round");
+  assert.match(on.labels[1].reasons.join(" "), /without the head shift's target\(s\) 5 among the reference labels/);
+  assert.deepEqual(scoreScan(labels, { mask }, { ...scoring, headShiftExclude: false }).flagged, [5]);
+  assert.deepEqual(scoreScan(labels, { mask }, { ...scoring, headShift: false }).flagged, [], "no head shift, nothing to exclude");
+});
+
+test("scoreScan: after the head shift's targets leave, only labels already anomalous (index > 2) can be flagged", () => {
+  // Three small targets confirmed by the head shift; label 8 (norm 40) has index 1.3 with them in the
+  // statistics. Without them the rest's MAD is that of a truncated sample, and label 8 looks like an outlier.
+  const labels = Array.from({ length: 10 }, (_, i) => i);
+  const norms = [100, 120, 80, 90, 110, 8, 8.8, 9.6, 40, 130];
+  const lost = [5, 6, 7];
+  const r = scoreScan(labels, { mask: shiftScan(norms, lost) }, scoring);
+  assert.deepEqual(r.flagged, lost);
+  assert.ok(r.labels[8].mask!.anomalyIndex < 2, `first-round index ${r.labels[8].mask!.anomalyIndex}`);
+  const second = familyEvidence(norms.map((n, i) => ({ label: i, norm: n, reached: true, heldOutSuccess: 0.95, reference: !lost.includes(i) })), { scale: "log", fdr: 0.05, minHeldOutSuccess: 0.5, heldOutImages: 100, families: 1 });
+  assert.equal(second.perLabel[8].flagged, true, "the truncated statistics alone would flag the natural label");
 });
 
 test("headNotRelearned: a new head within FST's max drop or two standard errors of B's accuracy counts, one further below does not", () => {

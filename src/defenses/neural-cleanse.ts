@@ -47,7 +47,7 @@ import { embed } from "./g-model.js";
 import { ANOMALY_THRESHOLD, median, normStats, type NormScale } from "./mad.js";
 import { defaultBudget, forwardMacs, labelSlots } from "./nc-budget.js";
 import { largestActivation } from "../runtime/cache-batch.js";
-import { familyEvidence, FDR_LEVEL, MIN_HELD_OUT_SUCCESS, type LoopRule, type NullDistribution } from "./nc-evidence.js";
+import { familyEvidence, FDR_LEVEL, MIN_HELD_OUT_SUCCESS, type EvidenceOptions, type LabelMeasure, type LoopRule, type NullDistribution } from "./nc-evidence.js";
 import { boundRungs, flagThresholdNorm, furtherDecrease, pickBounded } from "./nc-schedule.js";
 import { maskSpread } from "./nc-compact.js";
 import { HEAD_SHIFT_FAMILIES, HEAD_SHIFT_MAX_IMAGES, HEAD_SHIFT_MIN_IMAGES, headShiftCandidates, headShiftedModel, headShiftVerdict } from "./head-shift-evidence.js";
@@ -1328,10 +1328,39 @@ export interface ScoreRule {
   loop?: LoopRule;
   /** Flag by the head-shift evidence where it was measured (default true; head-shift-evidence.ts). */
   headShift?: boolean;
+  /** Score the norms once more without the labels the head shift flagged (default true; headShiftExcludedFlags). */
+  headShiftExclude?: boolean;
 }
 
 /** The flag rule's defaults (README "Neural Cleanse measurements" compares the others on the same scans). */
-export const DEFAULT_SCORE_RULE: Required<ScoreRule> = { nullDistribution: "normal", splitFamilies: true, compactness: false, loop: "off", headShift: true };
+export const DEFAULT_SCORE_RULE: Required<ScoreRule> = { nullDistribution: "normal", splitFamilies: true, compactness: false, loop: "off", headShift: true, headShiftExclude: true };
+
+/** One family's raw scores as the measurements nc-evidence.ts reads. */
+function labelMeasures(labels: readonly number[], rs: readonly NcRawScore[], notReference: ReadonlySet<number> = new Set()): LabelMeasure[] {
+  return rs.map((r, i) => ({ label: labels[i], norm: r.statNorm, reached: r.reached, heldOutSuccess: r.attackSuccess, restartNorms: r.restartNorms, reference: (r.reference ?? true) && !notReference.has(i), nullNorm: r.nullNorm, sources: r.sources, spread: r.spread }));
+}
+
+/**
+ * Labels the norm statistics flag once the labels the head shift confirmed (`byShift`) leave the reference
+ * labels, restricted to those already anomalous with every label in the statistics (small-side index > 2, the
+ * paper's rule) that only the FDR bar held back. A confirmed target with a small norm widens the MAD of the
+ * labels it stays among, and so hides a second target (multi_trigger: its first target, index 2.4 and q 0.08
+ * with its second target among the references, q 0.009 without). The candidate restriction is what keeps
+ * natural labels out: without it a truncated sample's MAD made Fashion-MNIST's bag an outlier (README,
+ * "Head-shift evidence"). Returns [index, reason] pairs.
+ */
+export function headShiftExcludedFlags(labels: readonly number[], rs: readonly NcRawScore[], first: readonly NcFamilyScore[], firstMedian: number, byShift: readonly number[], opts: EvidenceOptions): [number, string][] {
+  const out = new Set(byShift);
+  const ev = familyEvidence(labelMeasures(labels, rs, out), opts);
+  const names = byShift.map((i) => labels[i]).join(", ");
+  const added: [number, string][] = [];
+  ev.perLabel.forEach((e, i) => {
+    if (out.has(i) || first[i].flagged || !e.flagged) return;
+    if (!(first[i].anomalyIndex > ANOMALY_THRESHOLD && rs[i].statNorm < firstMedian && e.small)) return;
+    added.push([i, `anomaly index ${first[i].anomalyIndex.toFixed(2)} > ${ANOMALY_THRESHOLD} with every label in the statistics; without the head shift's target(s) ${names} among the reference labels: ${e.reasons.join("; ")}`]);
+  });
+  return added;
+}
 
 /**
  * The statistics of a scan from its per-label measurements (the whole scan, or every shard of one merged):
@@ -1349,13 +1378,11 @@ export function scoreScan(
   const families: Partial<Record<TriggerFamily, Omit<NcFamilyStats, "budgetShrink">>> = {};
   // The first family in raw's order leads (detectBackdoor passes them in scan order).
   const order = (Object.keys(raw) as TriggerFamily[]).filter((f) => fams.includes(f));
+  const evidenceOptions: EvidenceOptions = { compactness: o.compactness ?? DEFAULT_SCORE_RULE.compactness, loop: o.loop ?? DEFAULT_SCORE_RULE.loop, scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages, naturalCheck: o.naturalCheck, naturalScale: o.naturalScale, nullDistribution: o.nullDistribution ?? DEFAULT_SCORE_RULE.nullDistribution, families: (o.splitFamilies ?? DEFAULT_SCORE_RULE.splitFamilies) ? fams.length : 1 };
   for (const f of order) {
     const rs = raw[f]!;
     if (rs.length !== labels.length) throw new Error(`scoreScan: ${rs.length} ${f} scores for ${labels.length} labels`);
-    const ev = familyEvidence(
-      rs.map((r, i) => ({ label: labels[i], norm: r.statNorm, reached: r.reached, heldOutSuccess: r.attackSuccess, restartNorms: r.restartNorms, reference: r.reference, nullNorm: r.nullNorm, sources: r.sources, spread: r.spread })),
-      { compactness: o.compactness ?? DEFAULT_SCORE_RULE.compactness, loop: o.loop ?? DEFAULT_SCORE_RULE.loop, scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages, naturalCheck: o.naturalCheck, naturalScale: o.naturalScale, nullDistribution: o.nullDistribution ?? DEFAULT_SCORE_RULE.nullDistribution, families: (o.splitFamilies ?? DEFAULT_SCORE_RULE.splitFamilies) ? fams.length : 1 },
-    );
+    const ev = familyEvidence(labelMeasures(labels, rs), evidenceOptions);
     scores[f] = rs.map((r, i) => ({
       ...r,
       anomalyIndex: ev.perLabel[i].index,
@@ -1375,6 +1402,7 @@ export function scoreScan(
   if (o.headShift ?? DEFAULT_SCORE_RULE.headShift)
     for (const f of order.filter((x) => HEAD_SHIFT_FAMILIES.includes(x))) {
       const st = families[f]!;
+      const byShift: number[] = [];
       raw[f]!.forEach((r, i) => {
         const v = headShiftVerdict({ statNorm: r.statNorm, attackSuccess: r.attackSuccess, reached: r.reached, headShift: r.headShift }, { median: st.median, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages });
         if (v.reason === null) return;
@@ -1382,8 +1410,17 @@ export function scoreScan(
         if (v.flagged && !order.some((g) => scores[g]![i].flagged)) {
           scores[f]![i] = { ...sc, flagged: true, reasons: [v.reason] };
           st.flagged = [...st.flagged, labels[i]].sort((p, q) => p - q);
+          byShift.push(i);
         } else sc.reasons.push(v.reason);
       });
+      if (byShift.length > 0 && (o.headShiftExclude ?? DEFAULT_SCORE_RULE.headShiftExclude)) {
+        const added = headShiftExcludedFlags(labels, raw[f]!, scores[f]!, st.median, byShift, { ...evidenceOptions, loop: "off" });
+        for (const [i, reason] of added) {
+          if (order.some((g) => scores[g]![i].flagged)) continue;
+          scores[f]![i] = { ...scores[f]![i], flagged: true, reasons: [reason] };
+          st.flagged = [...st.flagged, labels[i]].sort((p, q) => p - q);
+        }
+      }
     }
   const results = labels.map((label, i): NcLabelResult => {
     const primary = scores[order[0]]![i];
