@@ -114,7 +114,9 @@ export const detectCommand: Command = {
     "  Head shift (with >= 20 held-out images and a linear output layer): B's output layer is learned again from\n" +
     `  the clean images but the held-out ones (FST, at least ${HEAD_SHIFT_MIN_STEPS} steps in at most ${HEAD_SHIFT_MAX_EPOCHS} epochs); where\n` +
     "  the new layer classifies about as well as B's, a label whose mask trigger norm is below the median and\n" +
-    "  keeps less than a quarter of its held-out success on that network is flagged too (--no-head-shift: off).",
+    "  keeps less than a quarter of its held-out success on that network is flagged too; the labels it flags then\n" +
+    "  leave the median and MAD, and a label with an index > 2 that only the false-discovery rate held back is\n" +
+    "  tested again without them (--no-head-shift: off).",
   positionals: true,
   options: {
     ...MODEL_OPTIONS,
