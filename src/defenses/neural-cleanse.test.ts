@@ -362,7 +362,12 @@ test("detects the backdoor target of a patch-poisoned model and flags nothing on
   for (const l of rBad.labels) assert.ok(l.mask!.headShift && !l.blend!.headShift, `label ${l.label} measured in the mask family only`);
   const few = memoryDataset("few", [1, SIDE, SIDE], clean.x.slice(0, 40 * per), clean.y.slice(0, 40));
   const fewScan = await detectBackdoor(bad, few, { inputScale: 255, labels: [0, 1], steps: 5, restarts: 1, moreStarts: 0, families: ["mask"] });
-  assert.match(fewScan.headShift && "skipped" in fewScan.headShift ? fewScan.headShift.skipped : "", /8 held-out image\(s\), fewer than the 20/);
+  assert.match(fewScan.headShift && "skipped" in fewScan.headShift ? fewScan.headShift.skipped : "", /8 held-out image\(s\) in the held-out test, fewer than the 20/);
+  // Enough images held out, but fewer read by the held-out test (evalImages): the verdict would ignore the
+  // shares, so they are not measured.
+  const capped = await detectBackdoor(bad, ds(), { inputScale: 255, labels: [0, 1], steps: 5, restarts: 1, moreStarts: 0, families: ["mask"], evalImages: 10 });
+  assert.match(capped.headShift && "skipped" in capped.headShift ? capped.headShift.skipped : "", /10 held-out image\(s\) in the held-out test, fewer than the 20/);
+  for (const l of capped.labels) assert.equal(l.mask!.headShift, undefined, `label ${l.label} not measured`);
 
   // A shortlist smaller than the label count: the labels that are not reference labels are screened, the
   // shortlist and the reference labels get the full budget, and the statistics come from the reference labels.

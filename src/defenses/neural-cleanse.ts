@@ -1233,7 +1233,12 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
   if (opts.headShift ?? true) {
     // FST learns on every clean image but the held-out ones (the optimization images and those past maxImages).
     const fstRows = [...data.order.subarray(0, nOpt), ...data.order.subarray(data.n)].slice(0, HEAD_SHIFT_MAX_IMAGES).sort((p, q) => p - q);
-    headShift = await measureHeadShift(model, scans, raw, clean, fstRows, heldX, heldY, slots, o.seed);
+    // The verdict reads the shares only with as many images in the held-out test (scoreScan's heldOutImages):
+    // below that, FST and the passes would be spent on evidence nothing reads.
+    const tested = Math.min(nHeld, o.evalImages);
+    headShift = tested < HEAD_SHIFT_MIN_IMAGES
+      ? { skipped: `${tested} held-out image(s) in the held-out test, fewer than the ${HEAD_SHIFT_MIN_IMAGES} the head-shift shares need` }
+      : await measureHeadShift(model, scans, raw, clean, fstRows, heldX, heldY, slots, o.seed);
   }
   const scored = scoreScan(labels, raw, { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, hw, heldOutImages: Math.min(nHeld, o.evalImages), naturalCheck: opts.naturalCheck });
   const results = scored.labels;
@@ -1295,7 +1300,6 @@ async function measureHeadShift(
   const t0 = performance.now();
   const per = model.inputShape[0] * model.inputShape[1] * model.inputShape[2];
   const nHeld = heldX.length / per;
-  if (nHeld < HEAD_SHIFT_MIN_IMAGES) return { skipped: `${nHeld} held-out image(s), fewer than the ${HEAD_SHIFT_MIN_IMAGES} the head-shift shares need` };
   if (!clean.labels) return { skipped: "the clean data has no labels to learn an output layer from" };
   const shifted = await headShiftedModel(model, pickRows(clean, fstRows, `${clean.name} (all but Neural Cleanse's held-out images)`), seed);
   if ("skipped" in shifted) return { skipped: `FST: ${shifted.skipped}` };
