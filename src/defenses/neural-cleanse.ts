@@ -1198,7 +1198,9 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     await release();
   }
 
-  const heldEval = heldX.subarray(0, Math.min(nHeld, o.evalImages) * per);
+  // The held-out images the held-out test reads (scoreScan's heldOutImages).
+  const nTested = Math.min(nHeld, o.evalImages);
+  const heldEval = heldX.subarray(0, nTested * per);
   // The natural-feature check's images: the held-out ones, topped up with optimization images to evalImages
   // (with a handful of clean images, as the 5 CSAW faces, one held-out image would make no source curve).
   const nSrcOpt = Math.max(0, Math.min(nOpt, o.evalImages - heldEval.length / per));
@@ -1233,14 +1235,13 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
   if (opts.headShift ?? true) {
     // FST learns on every clean image but the held-out ones (the optimization images and those past maxImages).
     const fstRows = [...data.order.subarray(0, nOpt), ...data.order.subarray(data.n)].slice(0, HEAD_SHIFT_MAX_IMAGES).sort((p, q) => p - q);
-    // The verdict reads the shares only with as many images in the held-out test (scoreScan's heldOutImages):
-    // below that, FST and the passes would be spent on evidence nothing reads.
-    const tested = Math.min(nHeld, o.evalImages);
-    headShift = tested < HEAD_SHIFT_MIN_IMAGES
-      ? { skipped: `${tested} held-out image(s) in the held-out test, fewer than the ${HEAD_SHIFT_MIN_IMAGES} the head-shift shares need` }
+    // The verdict reads the shares only with as many images in the held-out test: below that, FST and the
+    // passes would be spent on evidence nothing reads.
+    headShift = nTested < HEAD_SHIFT_MIN_IMAGES
+      ? { skipped: `${nTested} held-out image(s) in the held-out test, fewer than the ${HEAD_SHIFT_MIN_IMAGES} the head-shift shares need` }
       : await measureHeadShift(model, scans, raw, clean, fstRows, heldX, heldY, slots, o.seed);
   }
-  const scored = scoreScan(labels, raw, { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, hw, heldOutImages: Math.min(nHeld, o.evalImages), naturalCheck: opts.naturalCheck });
+  const scored = scoreScan(labels, raw, { scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, hw, heldOutImages: nTested, naturalCheck: opts.naturalCheck });
   const results = scored.labels;
   const flagged = scored.flagged;
   const scanOf = (f: TriggerFamily) => scans.find((x) => x.family === f)!;
@@ -1273,7 +1274,7 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
     shape: [c, h, w],
     inputScale: o.inputScale,
     example: heldX.slice(0, per),
-    images: { optimize: nOpt, heldOut: Math.min(nHeld, o.evalImages), sha256: createHash("sha256").update(new Uint8Array(data.x.buffer, data.x.byteOffset, data.x.byteLength)).digest("hex") },
+    images: { optimize: nOpt, heldOut: nTested, sha256: createHash("sha256").update(new Uint8Array(data.x.buffer, data.x.byteOffset, data.x.byteLength)).digest("hex") },
     imagePasses,
     settings: { ...o, shortlist: shortCount, families, rungs },
     ...(headShift ? { headShift } : {}),
