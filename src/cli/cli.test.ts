@@ -68,6 +68,29 @@ test("eval --json: accuracy and ASR equal what predict --json gives on the same 
   assert.ok(attackSuccess >= 4, `sunglasses trigger fired on only ${attackSuccess}/5`);
 });
 
+test("eval with --poisoned twice: both sets counted, and the rate per target equals predict's counts", async () => {
+  const model = ["--model", SUNGLASSES, "--arch", "deepid", "--input-scale", "255"];
+  // The clean faces stand in for a second poisoned set: their labels are other "targets" than the sunglasses' 0.
+  const [evalOut, predOut] = await Promise.all([
+    ok(["eval", ...model, "--clean", faces.clean, "--poisoned", faces.poisoned, "--poisoned", faces.clean, "--json"]),
+    ok(["predict", ...model, "--json", ...faces.poisonedSet.images, ...faces.cleanSet.images]),
+  ]);
+  const preds = JSON.parse(predOut) as Prediction[];
+  const targets = [...faces.poisonedSet.labels, ...faces.cleanSet.labels];
+  const r = JSON.parse(evalOut) as { nPoisoned: number; attackSuccess: number; asrByTarget: { target: number; n: number; attackSuccess: number; asr: number }[] };
+  assert.equal(r.nPoisoned, targets.length);
+  assert.equal(r.attackSuccess, preds.filter((p, i) => p.label === targets[i]).length);
+  const want = [...new Set(targets)].sort((a, b) => a - b).map((t) => {
+    const rows = targets.flatMap((x, i) => (x === t ? [i] : []));
+    const hits = rows.filter((i) => preds[i]!.label === t).length;
+    return { target: t, n: rows.length, attackSuccess: hits, asr: hits / rows.length };
+  });
+  assert.ok(want.length > 1);
+  assert.deepEqual(r.asrByTarget, want);
+  const text = await ok(["eval", ...model, "--clean", faces.clean, "--poisoned", faces.poisoned, "--poisoned", faces.clean]);
+  for (const w of want) assert.match(text, new RegExp(`→ ${w.target}\\s+${(100 * w.asr).toFixed(2)}%  \\(${w.attackSuccess}/${w.n}\\)`));
+});
+
 test("eval without --poisoned: asr fields are null; text mode prints the same accuracy", async () => {
   const model = ["--model", SUNGLASSES, "--arch", "deepid", "--input-scale", "255", "--clean", faces.clean];
   const [json, text] = await Promise.all([ok(["eval", ...model, "--json"]), ok(["eval", ...model])]);

@@ -2,7 +2,7 @@
 import { parseArgs } from "node:util";
 import { decimal } from "../util/decimal.js";
 import { fail } from "../errors.js";
-import { checkLabels, checkShape, type Dataset } from "../io/dataset.js";
+import { checkLabels, checkShape, concatDatasets, type Dataset } from "../io/dataset.js";
 import { openDataset } from "../io/open-dataset.js";
 import { chanceWarning, detectedScaleNote, detectInputScale } from "../io/input-scale.js";
 import { loadModel } from "../io/load-model.js";
@@ -20,6 +20,8 @@ export interface CliOption {
   description?: string;
   /** The default as --help shows it. */
   defaultText?: string;
+  /** May be given several times (each value kept, in order); read it with `strs`. */
+  repeatable?: boolean;
 }
 export type Options = Record<string, CliOption>;
 export type Values = Record<string, string | boolean | string[] | undefined>;
@@ -62,29 +64,32 @@ export const MODEL_OPTIONS: Options = {
 export const DATA_OPTIONS: Options = {
   clean: { type: "string", description: "labelled clean data the defense works on (.h5, image folder with labels.csv, fashion-mnist:test)" },
   test: { type: "string", description: "labelled clean data for the final numbers", defaultText: "--clean" },
-  poisoned: { type: "string", description: "poisoned inputs labelled with the attacker's target (attack success rate)" },
+  poisoned: { type: "string", repeatable: true, description: "poisoned inputs labelled with the attacker's target (attack success rate); repeat it for several triggers or targets (--poisoned t1.h5 --poisoned t2.h5): the rate is also given per target" },
 };
 
 export function parse(cmd: Command, argv: string[]): Context {
   let parsed;
   try {
     // parseArgs takes only its own keys: the help texts stay behind.
-    const options = Object.fromEntries(Object.entries({ ...COMMON, ...cmd.options }).map(([k, o]) => [k, o.short ? { type: o.type, short: o.short } : { type: o.type }]));
+    const options = Object.fromEntries(Object.entries({ ...COMMON, ...cmd.options }).map(([k, o]) => [k, { type: o.type, ...(o.short ? { short: o.short } : {}), ...(o.repeatable ? { multiple: true } : {}) }]));
     parsed = parseArgs({ args: argv, options, allowPositionals: cmd.positionals ?? false, strict: true, tokens: true });
   } catch (e) {
     // parseArgs puts its hint (e.g. "use '--input-scale=-XYZ'") on later lines: keep it, on one line.
     return fail(`${cmd.name}: ${(e as Error).message.trim().replace(/\s*\n\s*/g, " ")}`);
   }
   // parseArgs keeps the last of a repeated option: `--clean valid.h5 --clean test.h5` would drop valid.h5
-  // without a word. A value given twice is an error; a repeated switch (--quiet --quiet) is harmless.
-  const given = new Map<string, string>();
+  // without a word. A value given twice is an error; a repeated switch (--quiet --quiet) is harmless. A
+  // repeatable option keeps every value, but the same value twice (one file counted twice) is an error.
+  const given = new Map<string, string[]>();
   for (const t of parsed.tokens) {
     if (t.kind !== "option" || t.value === undefined) continue;
     // No option takes an empty value, and some would read one as something else (Number("") is 0: --seed "").
     if (t.value.trim() === "") fail(`${cmd.name}: --${t.name} is empty`);
-    const before = given.get(t.name);
-    if (before !== undefined) fail(`${cmd.name}: --${t.name} is given twice ("${before}" and "${t.value}"); give it once`);
-    given.set(t.name, t.value);
+    const before = given.get(t.name) ?? [];
+    if (cmd.options[t.name]?.repeatable) {
+      if (before.includes(t.value)) fail(`${cmd.name}: --${t.name} "${t.value}" is given twice; give each value once`);
+    } else if (before.length > 0) fail(`${cmd.name}: --${t.name} is given twice ("${before[0]}" and "${t.value}"); give it once`);
+    given.set(t.name, [...before, t.value]);
   }
   const blank = parsed.positionals.findIndex((p) => p.trim() === "");
   if (blank >= 0) fail(`${cmd.name}: argument ${blank + 1} is empty (an unset shell variable?)`);
@@ -96,11 +101,19 @@ export function str(ctx: Context, key: string, required: true): string;
 export function str(ctx: Context, key: string, required?: false): string | undefined;
 export function str(ctx: Context, key: string, required = false): string | undefined {
   const v = ctx.values[key];
+  if (Array.isArray(v)) throw new Error(`--${key} is repeatable: read it with strs`);
   if (v === undefined || v === false) {
     if (required) fail(`missing required option --${key}`);
     return undefined;
   }
   return String(v);
+}
+
+/** Every value of a repeatable option, in the order given (none: []). */
+export function strs(ctx: Context, key: string): string[] {
+  const v = ctx.values[key];
+  if (v === undefined || v === false) return [];
+  return Array.isArray(v) ? v : [String(v)];
 }
 
 export function num(ctx: Context, key: string, dflt?: number, range?: { min?: number; max?: number; integer?: boolean }): number {
@@ -210,12 +223,29 @@ async function warnNearChance(ctx: Context, ds: Dataset, scale: number): Promise
   if (warning) process.stderr.write(`badnet: ${warning}\n`);
 }
 
+/**
+ * The --poisoned data: one set, or several (one per trigger or target) read as one, in the order given. Each
+ * image's label is its attacker's target, so the rates split by target wherever the sets hold more than one.
+ */
+export async function poisonedFrom(ctx: Context, scale: number): Promise<Dataset | undefined> {
+  const specs = strs(ctx, "poisoned");
+  if (specs.length === 0) return undefined;
+  const sets: Dataset[] = [];
+  try {
+    for (const spec of specs) sets.push(await openDataset(spec, { inputScale: scale, layout: layout(ctx) }));
+    return concatDatasets(sets);
+  } catch (e) {
+    for (const ds of sets) ds.close();
+    throw e;
+  }
+}
+
 /** The model and the --clean (required), --test and --poisoned data of a defense command (DATA_OPTIONS). */
 export async function defenseInputs(ctx: Context, scale: number): Promise<{ model: Model; valid: Dataset; test?: Dataset; poisoned?: Dataset }> {
   const model = await modelFrom(ctx);
   const valid = await dataFrom(ctx, "clean", scale, true);
   const test = await dataFrom(ctx, "test", scale);
-  const poisoned = await dataFrom(ctx, "poisoned", scale);
+  const poisoned = await poisonedFrom(ctx, scale);
   return { model, valid, test, poisoned };
 }
 

@@ -40,7 +40,7 @@ function usage(d: AnyDefense): string {
   const shown = (name: string, o: OptionSpec) => (o.default === undefined ? flagOf(name, o).toUpperCase() : defaultText(o));
   const opt = Object.entries(d.options).map(([name, o]) => (o.kind === "boolean" ? `[--${flagOf(name, o)}]` : `[--${flagOf(name, o)} ${shown(name, o)}]`));
   return [
-    "--model M [--arch deepid] [--input-scale S] --clean VALID [--test TEST] [--poisoned P]",
+    "--model M [--arch deepid] [--input-scale S] --clean VALID [--test TEST] [--poisoned P ...]",
     ...(needsTriggers ? ["[--trigger DIR | --mask mask.png --pattern pattern.png --target L | --labels 0,1,..]"] : []),
     ...opt,
     "--out DIR [--report] [--json] [--quiet]",

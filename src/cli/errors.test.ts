@@ -175,6 +175,16 @@ const cases: Case[] = [
     names: () => [/^badnet: error: eval: /, "--clean", /given twice/, "faces_clean.h5", "faces_sunglasses.h5"],
   },
   {
+    name: "one --poisoned file given twice (its inputs would count twice)",
+    args: () => ["eval", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--poisoned", faces.poisoned, "--poisoned", faces.poisoned],
+    names: () => [/^badnet: error: eval: /, "--poisoned", /given twice/, "faces_sunglasses.h5"],
+  },
+  {
+    name: "--poisoned sets of different image shapes",
+    args: () => ["eval", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--poisoned", faces.poisoned, "--poisoned", "examples/badnet-fmnist/poisoned_test.h5"],
+    names: () => [/^badnet: error: /, "poisoned_test.h5", /one image shape/],
+  },
+  {
     name: "an empty option value (detect --seed \"\" ran with seed 0)",
     args: () => ["detect", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean, "--seed", ""],
     names: () => [/^badnet: error: detect: /, "--seed is empty"],

@@ -45,6 +45,7 @@ import { appendRejectClass, embed } from "./g-model.js";
 import { describeGaussians, extractFeatureLayers, FEATURE_LAYERS, featureValue, fitClassGaussians, mahalanobisGapNodes, mahalanobisNodes, mahalanobisReport, width, type ClassGaussians, type FeatureLayer } from "./g-mahalanobis.js";
 import { chooseSignals as chooseSignalSubset, judgeableSignals, MIN_PROXIES, proxyImages, successfulProxies, type ProxyTrigger, type SignalChoice } from "./g-select.js";
 import { pickOverlays, stripGraph, type StripGraphOptions } from "./strip.js";
+import { countByLabel } from "../eval/evaluate.js";
 import type { ReportG, ReportGCalibration, ReportRate } from "../report/types.js";
 import type { DefenseData, DefenseOutcome } from "./defense.js";
 
@@ -578,6 +579,8 @@ export async function reportCalibratedG(
   if (data.poisoned && data.poisoned.size > 0) {
     const o = gOutcome(await scorer.score(data.poisoned), cal, data.poisoned.labels);
     section.poisoned = rateWithInterval(o.nFlagged, data.poisoned.size);
+    const by = data.poisoned.labels ? countByLabel(data.poisoned.labels, (i) => o.flagged[i] === 1) : undefined;
+    if (by) section.poisonedByTarget = by.map((t) => ({ target: t.label, ...rateWithInterval(t.hits, t.n) }));
     if (g && data.poisoned.labels) g.poisoned = { n: data.poisoned.size, flagged: o.nFlagged, attackSuccess: o.hit };
   }
   return { section, g };
@@ -727,6 +730,7 @@ export function describeCalibratedG(c: ReportGCalibration): string[] {
   const r = (x: ReportRate) => `${pct(x.rate)} (${x.count}/${x.n}, 95% CI ${pct(x.ci95[0])}-${pct(x.ci95[1])})`;
   if (c.cleanTest) lines.push(`G false alarms on clean test data ${r(c.cleanTest)}`);
   if (c.poisoned) lines.push(`G detection on poisoned data ${r(c.poisoned)}`);
+  for (const t of c.poisonedByTarget ?? []) lines.push(`  → ${t.target}: ${r(t)}`);
   if (c.mahalanobis) lines.push(describeGaussians(c.mahalanobis));
   if (c.mahalanobisGap) lines.push(`class gap: ${describeGaussians(c.mahalanobisGap)}`);
   for (const n of c.notes ?? []) lines.push(n);

@@ -19,8 +19,8 @@ export interface Accuracy {
 
 export interface Evaluation {
   clean: Accuracy;
-  /** Poisoned inputs classified as the label stored with them. */
-  poisoned?: { n: number; attackSuccess: number; asr: number };
+  /** Poisoned inputs classified as the label stored with them; per target where they hold more than one. */
+  poisoned?: { n: number; attackSuccess: number; asr: number; byTarget?: TargetSuccess[] };
   seconds: number;
   imagesPerSecond: number;
 }
@@ -35,6 +35,34 @@ export function countCorrect(pred: Int32Array, labels: Int32Array): number {
 export function accuracyOf(pred: Int32Array, labels: Int32Array): Accuracy {
   const correct = countCorrect(pred, labels);
   return { n: pred.length, correct, accuracy: pred.length ? correct / pred.length : 0 };
+}
+
+/** The attack's success on the poisoned inputs of one target. */
+export interface TargetSuccess {
+  target: number;
+  n: number;
+  attackSuccess: number;
+  asr: number;
+}
+
+/**
+ * Per label of `labels` (ascending): how many rows carry it and how many of them `hit`; undefined where every
+ * row carries the same label (then the overall count says it all).
+ */
+export function countByLabel(labels: Int32Array, hit: (row: number) => boolean): { label: number; n: number; hits: number }[] | undefined {
+  const count = new Map<number, { label: number; n: number; hits: number }>();
+  for (let i = 0; i < labels.length; i++) {
+    const c = count.get(labels[i]!) ?? { label: labels[i]!, n: 0, hits: 0 };
+    c.n++;
+    if (hit(i)) c.hits++;
+    count.set(labels[i]!, c);
+  }
+  return count.size < 2 ? undefined : [...count.values()].sort((a, b) => a.label - b.label);
+}
+
+/** Attack success per target where the poisoned inputs hold several (the sets of several triggers read as one). */
+export function successByTarget(pred: Int32Array, targets: Int32Array): TargetSuccess[] | undefined {
+  return countByLabel(targets, (i) => pred[i] === targets[i])?.map((c) => ({ target: c.label, n: c.n, attackSuccess: c.hits, asr: c.hits / c.n }));
 }
 
 /** Stamped inputs (whose true label is not the target) classified as the target. */
@@ -79,6 +107,8 @@ export function evalResult(pred: SplitPredictions, labels: SplitLabels): ReportE
   if (pred.poisoned && labels.poisoned) {
     r.asr = accuracyOf(pred.poisoned, labels.poisoned).accuracy;
     r.nPoisoned = pred.poisoned.length;
+    const by = successByTarget(pred.poisoned, labels.poisoned);
+    if (by) r.asrByTarget = by.map(({ target, n, asr }) => ({ target, n, asr }));
   }
   return r;
 }
@@ -174,7 +204,8 @@ export async function evaluate(model: Model, clean: Dataset, poisoned?: Dataset,
   const result: Evaluation = { clean: accuracyOf(cleanPred!, cleanLabels), seconds: 0, imagesPerSecond: 0 };
   if (poisonedPred && poisonLabels) {
     const a = accuracyOf(poisonedPred, poisonLabels);
-    result.poisoned = { n: a.n, attackSuccess: a.correct, asr: a.accuracy };
+    const byTarget = successByTarget(poisonedPred, poisonLabels);
+    result.poisoned = { n: a.n, attackSuccess: a.correct, asr: a.accuracy, ...(byTarget ? { byTarget } : {}) };
   }
   result.seconds = (performance.now() - t0) / 1000;
   result.imagesPerSecond = (clean.size + (poisoned?.size ?? 0)) / result.seconds;

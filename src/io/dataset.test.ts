@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { UserError } from "../errors.js";
-import { checkLabels, checkShape, memoryDataset, pickRows, requireLabels, uint8Dataset } from "./dataset.js";
+import { checkLabels, checkShape, concatDatasets, memoryDataset, pickRows, requireLabels, uint8Dataset } from "./dataset.js";
 import { openDataset } from "./open-dataset.js";
 
 const dir = mkdtempSync(join(tmpdir(), "dataset-test-"));
@@ -83,4 +83,28 @@ test("pickRows reads spans of ascending rows in few calls and picks the same row
   const q = pickRows(d, [3, 1, 4]);
   assert.deepEqual(Array.from(q.read(0, 3)), [3, 1, 4].flatMap((j) => Array.from(base.read(j, 1))));
   assert.equal(calls, 2, "a step back starts a new span");
+});
+
+test("concatDatasets reads across the parts, in order, with their labels", () => {
+  const a = memoryDataset("a", [1, 1, 2], Float32Array.from([1, 2, 3, 4]), Int32Array.from([7, 8]));
+  const b = memoryDataset("b", [1, 1, 2], Float32Array.from([5, 6, 7, 8, 9, 10]), Int32Array.from([1, 2, 3]));
+  const ds = concatDatasets([a, b]);
+  assert.equal(ds.name, "a + b");
+  assert.equal(ds.size, 5);
+  assert.deepEqual([...ds.labels!], [7, 8, 1, 2, 3]);
+  assert.deepEqual([...ds.read(0, 5)], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  // A read that straddles the boundary, and one inside the second part.
+  assert.deepEqual([...ds.read(1, 2)], [3, 4, 5, 6]);
+  assert.deepEqual([...ds.read(3, 2)], [7, 8, 9, 10]);
+  assert.throws(() => ds.read(4, 2), RangeError);
+  assert.equal(concatDatasets([a]), a);
+});
+
+test("concatDatasets refuses sets of different shapes, or labelled and unlabelled ones mixed", () => {
+  const a = memoryDataset("a", [1, 1, 2], new Float32Array(2), Int32Array.from([0]));
+  const wide = memoryDataset("wide", [1, 1, 3], new Float32Array(3), Int32Array.from([0]));
+  const bare = memoryDataset("bare", [1, 1, 2], new Float32Array(2), null);
+  assert.throws(() => concatDatasets([a, wide]), (e: Error) => e instanceof UserError && /wide: images of 1x1x3.*one image shape/.test(e.message));
+  assert.throws(() => concatDatasets([a, bare]), (e: Error) => e instanceof UserError && /bare has no labels/.test(e.message));
+  assert.equal(concatDatasets([bare, bare]).labels, null);
 });

@@ -155,3 +155,50 @@ export function pickRows(data: Dataset, idx: ArrayLike<number>, name = `${data.n
   const labels = data.labels ? Int32Array.from(idx, (j) => data.labels![j]!) : null;
   return memoryDataset(name, [c, h, w], x, labels);
 }
+
+/**
+ * Several data sets of one image shape read as one, in order (several poisoned test sets, one per trigger).
+ * Reads span the parts without copying them first; labels are all of the parts' or none.
+ */
+export function concatDatasets(parts: readonly Dataset[], name = parts.map((p) => p.name).join(" + ")): Dataset {
+  if (parts.length === 0) throw new Error("concatDatasets: no data sets");
+  if (parts.length === 1) return parts[0]!;
+  const shape = parts[0]!.shape;
+  for (const p of parts.slice(1)) {
+    if (p.shape.some((d, i) => d !== shape[i])) fail(`data ${p.name}: images of ${formatShape(p.shape)}, but ${parts[0]!.name} has ${formatShape(shape)}; the sets must share one image shape`);
+  }
+  const unlabelled = parts.filter((p) => !p.labels);
+  if (unlabelled.length > 0 && unlabelled.length < parts.length) fail(`data ${unlabelled[0]!.name} has no labels, but ${parts.find((p) => p.labels)!.name} has: give all sets labelled or none`);
+  const starts: number[] = [];
+  let size = 0;
+  for (const p of parts) {
+    starts.push(size);
+    size += p.size;
+  }
+  let labels: Int32Array | null = null;
+  if (unlabelled.length === 0) {
+    labels = new Int32Array(size);
+    parts.forEach((p, i) => labels!.set(p.labels!, starts[i]));
+  }
+  const per = imageSize(shape);
+  const ds: Dataset = {
+    name,
+    size,
+    shape: [shape[0], shape[1], shape[2]],
+    labels,
+    read(start, count) {
+      checkRange(ds, start, count);
+      const out = new Float32Array(count * per);
+      parts.forEach((p, i) => {
+        const lo = Math.max(start, starts[i]!);
+        const hi = Math.min(start + count, starts[i]! + p.size);
+        if (hi > lo) out.set(p.read(lo - starts[i]!, hi - lo), (lo - start) * per);
+      });
+      return out;
+    },
+    close() {
+      for (const p of parts) p.close();
+    },
+  };
+  return ds;
+}

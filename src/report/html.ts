@@ -199,6 +199,11 @@ function evaluationSection(ev: ReportEvaluation): string {
   };
   const rows = [row("Clean accuracy", (r) => fmtPct(r.cleanAccuracy), deltaCell("up"))];
   if (ok(ev.before.asr) || ok(ev.after?.asr)) rows.push(row("Attack success rate", (r) => fmtPct(r.asr), deltaCell("down")));
+  // Several targets: each one's rate as well (the overall one averages them by their number of inputs).
+  for (const { target } of ev.before.asrByTarget ?? []) {
+    const of = (r: ReportEvalResult): ReportEvalResult => ({ ...r, asr: r.asrByTarget?.find((t) => t.target === target)?.asr });
+    rows.push(row(`… to target ${target}`, (r) => fmtPct(of(r).asr), (b, a) => deltaCell("down")(of(b), of(a))));
+  }
   rows.push(row("Clean inputs", (r) => fmtInt(r.nClean)));
   if (ev.before.nPoisoned !== undefined || ev.after?.nPoisoned !== undefined) {
     rows.push(row("Poisoned inputs", (r) => fmtInt(r.nPoisoned)));
@@ -487,6 +492,7 @@ function gCalibrationSection(c: ReportGCalibration): string {
   ];
   if (c.cleanTest) items.push(["False alarms, clean test", rateText(c.cleanTest)]);
   if (c.poisoned) items.push(["Poisoned detected", rateText(c.poisoned)]);
+  for (const t of c.poisonedByTarget ?? []) items.push([`Poisoned detected, target ${t.target}`, rateText(t)]);
   const fit = (m: NonNullable<ReportGCalibration["mahalanobis"]>) => e(`${m.layer} features (d=${m.dim}), ${m.covariance} covariance, shrinkage ${m.shrinkage.toFixed(3)}, ${m.fitImages} clean images${m.sparseClasses ? `, ${m.sparseClasses} sparse class(es)` : ""}`);
   if (c.mahalanobis) items.push(["Mahalanobis fit", fit(c.mahalanobis)]);
   if (c.mahalanobisGap) items.push(["Class-gap fit", fit(c.mahalanobisGap)]);

@@ -13,7 +13,8 @@ const frac = z.number().min(0).max(1);
 
 const layer = z.object({ name: z.string(), className: z.string(), outputShape: z.array(z.number().nullable()), params: int }).passthrough();
 const model = z.object({ name: z.string(), source: z.string(), inputShape: z.array(int), numClasses: int, layers: z.array(layer), totalParams: int, weightsSha256: z.string().optional() }).passthrough();
-const evalResult = z.object({ cleanAccuracy: frac, asr: frac.optional(), nClean: int, nPoisoned: int.optional(), triggerSuccess: frac.optional() }).passthrough();
+const targetRate = z.object({ target: int, n: int, asr: frac }).passthrough();
+const evalResult = z.object({ cleanAccuracy: frac, asr: frac.optional(), nClean: int, nPoisoned: int.optional(), asrByTarget: z.array(targetRate).optional(), triggerSuccess: frac.optional() }).passthrough();
 const evaluation = z.object({ before: evalResult, after: evalResult.optional() }).passthrough();
 const pruningPoint = z.object({ fractionPruned: frac, channelsPruned: int, cleanAccuracy: frac, asr: frac.optional(), triggerSuccess: frac.optional() }).passthrough();
 const pruningDrop = z.object({ drop: num, channelsPruned: int, cleanAccuracy: frac, asr: frac.optional() }).passthrough();
@@ -101,6 +102,7 @@ const gCalibration = z
     heldOut: z.object({ n: int, flagged: int, reference: int.optional(), referenceOutside: z.boolean().optional() }).passthrough(),
     cleanTest: rate.optional(),
     poisoned: rate.optional(),
+    poisonedByTarget: z.array(rate.extend({ target: int })).optional(),
     mahalanobis: mahalanobis.optional(),
     mahalanobisGap: mahalanobis.optional(),
     notes: z.array(z.string()).optional(),

@@ -47,6 +47,8 @@ export interface ReportEvalResult {
   nClean: number;
   /** Number of poisoned inputs evaluated. */
   nPoisoned?: number;
+  /** The attack success rate per target, where the poisoned inputs carry more than one target (ascending). */
+  asrByTarget?: { target: number; n: number; asr: number }[];
   /**
    * Attack success of the reverse-engineered (Neural Cleanse) trigger: fraction of clean inputs not of its
    * target class that are classified as the target once stamped with it, in [0, 1] (worst over the triggers).
@@ -230,6 +232,8 @@ export interface ReportGCalibration {
   cleanTest?: ReportRate;
   /** Detection on the poisoned data. */
   poisoned?: ReportRate;
+  /** Detection per target, where the poisoned data carry more than one (ascending). */
+  poisonedByTarget?: (ReportRate & { target: number })[];
   /** The Mahalanobis signal's fit (src/defenses/g-mahalanobis.ts), when it is one of the signals. */
   mahalanobis?: ReportMahalanobis;
   /** The class-gap signal's fit (d to B's class minus d to the closest class), when it is one of the signals. */

@@ -1,16 +1,16 @@
 import { evaluate } from "../../eval/evaluate.js";
-import { batchSize, dataFrom, inputScale, DATA_OPTIONS, MODEL_OPTIONS, modelFrom, pct, progress, type Command } from "../command.js";
+import { batchSize, dataFrom, poisonedFrom, inputScale, DATA_OPTIONS, MODEL_OPTIONS, modelFrom, pct, progress, type Command } from "../command.js";
 
 export const evalCommand: Command = {
   name: "eval",
   summary: "clean accuracy and attack success rate (ASR) of a model",
-  usage: "--model M [--arch deepid] [--input-scale S] --clean D [--poisoned P] [--json]",
+  usage: "--model M [--arch deepid] [--input-scale S] --clean D [--poisoned P ...] [--json]",
   options: { ...MODEL_OPTIONS, clean: { ...DATA_OPTIONS.clean, description: "labelled clean data (clean accuracy)" }, poisoned: DATA_OPTIONS.poisoned },
   async run(ctx) {
     const scale = await inputScale(ctx, "clean");
     const model = await modelFrom(ctx);
     const clean = await dataFrom(ctx, "clean", scale, true);
-    const poisoned = await dataFrom(ctx, "poisoned", scale);
+    const poisoned = await poisonedFrom(ctx, scale);
     const bar = progress(ctx, "eval", clean.size + (poisoned?.size ?? 0));
     let shown = 0;
     const r = await evaluate(model, clean, poisoned, {
@@ -29,6 +29,7 @@ export const evalCommand: Command = {
       asr: r.poisoned?.asr ?? null,
       attackSuccess: r.poisoned?.attackSuccess ?? null,
       nPoisoned: r.poisoned?.n ?? null,
+      ...(r.poisoned?.byTarget ? { asrByTarget: r.poisoned.byTarget } : {}),
       seconds: r.seconds,
       imagesPerSecond: r.imagesPerSecond,
     };
@@ -37,6 +38,7 @@ export const evalCommand: Command = {
       `clean accuracy  ${pct(r.clean.accuracy)}  (${r.clean.correct}/${r.clean.n})`,
     ];
     if (r.poisoned) lines.push(`attack success  ${pct(r.poisoned.asr)}  (${r.poisoned.attackSuccess}/${r.poisoned.n})`);
+    for (const t of r.poisoned?.byTarget ?? []) lines.push(`  → ${String(t.target).padEnd(12)} ${pct(t.asr)}  (${t.attackSuccess}/${t.n})`);
     lines.push(`time            ${r.seconds.toFixed(2)} s (${Math.round(r.imagesPerSecond)} img/s)`);
     return { json, text: lines.join("\n") };
   },

@@ -16,7 +16,7 @@ export const repairCommand: Command = {
   name: "repair",
   summary: `detect with Neural Cleanse, then repair (auto: candidate repairs scored on a held-out clean split, the best kept; or ${DEFENSES.map((d) => d.name).join(", ")}); writes everything to --out`,
   usage:
-    `--model M [--arch deepid] [--input-scale S] --clean VALID [--test TEST] [--poisoned P] [--defense auto|${DEFENSES.map((d) => d.name).join("|")}] ` +
+    `--model M [--arch deepid] [--input-scale S] --clean VALID [--test TEST] [--poisoned P ...] [--defense auto|${DEFENSES.map((d) => d.name).join("|")}] ` +
     "[--auto-budget SECONDS] [--accuracy-window POINTS] [--labels 0-9] [--suspect L,..] [--more-starts M] [--skip-detect] [--seed 0] [--batch-size B] [--fpr 0.01|off] [--fpr-confidence 0.9] --out DIR [--report] [--force] [--json] [--quiet]",
   options: {
     ...MODEL_OPTIONS,
