@@ -27,7 +27,7 @@ import { detectBackdoor, type NeuralCleanseResult } from "../defenses/neural-cle
 import { DEFENSES, findDefense } from "../defenses/registry.js";
 import { UserError } from "../errors.js";
 import { accuracyOf, evaluate } from "../eval/evaluate.js";
-import { memoryDataset, type Dataset } from "../io/dataset.js";
+import { concatDatasets } from "../io/dataset.js";
 import { openDataset } from "../io/open-dataset.js";
 import { loadModel } from "../io/load-model.js";
 import { predictLabels } from "../model/forward.js";
@@ -125,24 +125,6 @@ function scanModels(dir: string): string[] {
     .sort();
 }
 
-/** All poisoned sets as one dataset (the sets in the manifest's order), or the single set itself. */
-function mergePoisoned(sets: PoisonSet[], name: string): Dataset | undefined {
-  if (sets.length === 0) return undefined;
-  if (sets.length === 1) return sets[0]!.ds;
-  const shape = sets[0]!.ds.shape;
-  const per = shape[0] * shape[1] * shape[2];
-  const total = sets.reduce((s, p) => s + p.ds.size, 0);
-  const data = new Float32Array(total * per);
-  const labels = new Int32Array(total);
-  let off = 0;
-  for (const p of sets) {
-    data.set(p.ds.read(0, p.ds.size), off * per);
-    labels.set(p.ds.labels!, off);
-    off += p.ds.size;
-  }
-  return memoryDataset(name, shape, data, labels);
-}
-
 /** Flags against the truth in words. */
 function verdict(targets: number[], flagged: number[]): string {
   const missed = targets.filter((x) => !flagged.includes(x));
@@ -229,7 +211,8 @@ async function runModelSeed(info: ModelInfo, seed: number, due: string[], code: 
     const ds = await openDataset(join(dir, t.poisonedTest), { inputScale: scale });
     sets.push({ target: t.target, file: t.poisonedTest, ds, bPred: await predictLabels(model, ds) });
   }
-  const poisoned = mergePoisoned(sets, `${manifest.name} poisoned (${sets.map((s) => s.file).join(" + ")})`);
+  // All poisoned sets read as one (the manifest's order), or the single set itself; the parts are closed below.
+  const poisoned = sets.length ? concatDatasets(sets.map((s) => s.ds), `${manifest.name} poisoned (${sets.map((s) => s.file).join(" + ")})`) : undefined;
   const base = await evaluate(model, test);
   const asrBefore = Object.fromEntries(sets.map((p) => [String(p.target), frac(accuracyOf(p.bPred, p.ds.labels!).correct, p.ds.size)]));
   const common = { model: manifest.name, seed, code, modelHash: info.modelHash, attack: manifest.attack, targets: manifest.targets };

@@ -195,6 +195,11 @@ export interface TriggerInput {
    * scores its candidates on them too (auto-select.ts, countedHeldOut).
    */
   heldOut?: ReversedTrigger[];
+  /**
+   * Flagged labels whose trigger of the other family was left out of `heldOut`: it keeps its success when B's
+   * output layer is learned again (head-shift-evidence.ts, otherFamilyStandsIn), so it is not the backdoor's.
+   */
+  otherFamilyLeftOut?: number[];
 }
 
 export interface DefenseContext {

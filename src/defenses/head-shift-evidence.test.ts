@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { HEAD_SHIFT_MAX_SURVIVAL, HEAD_SHIFT_MIN_IMAGES, HEAD_SHIFT_MAX_EPOCHS, HEAD_SHIFT_MIN_STEPS, headNotRelearned, headShiftEpochs, headShiftCandidates, headShiftVerdict, survivalShare } from "./head-shift-evidence.js";
+import { HEAD_SHIFT_MAX_SURVIVAL, HEAD_SHIFT_MIN_IMAGES, HEAD_SHIFT_MAX_EPOCHS, HEAD_SHIFT_MIN_STEPS, headNotRelearned, headShiftEpochs, headShiftCandidates, headShiftVerdict, otherFamilyStandsIn, survivalShare } from "./head-shift-evidence.js";
 import { DEFAULT_SCORE_RULE, scoreScan, type NcRawScore } from "./neural-cleanse.js";
 import { familyEvidence } from "./nc-evidence.js";
 
@@ -38,6 +38,16 @@ test("headShiftEpochs: FST's 15 epochs on a large set, more on a smaller one for
 test("survivalShare: shifted over B's success, 0 where B had none", () => {
   assert.equal(survivalShare(0.8, 0.2), 0.25);
   assert.equal(survivalShare(0, 0.3), 0);
+});
+
+test("otherFamilyStandsIn: only a measured trigger that loses most of its success under the head shift", () => {
+  assert.equal(otherFamilyStandsIn({ success: 0.96, shifted: 0.01 }), true);
+  assert.equal(otherFamilyStandsIn({ success: 0.92, shifted: 0.57 }), false);
+  // At the bar itself it is not less than the bar.
+  assert.equal(otherFamilyStandsIn({ success: 0.8, shifted: 0.8 * HEAD_SHIFT_MAX_SURVIVAL }), false);
+  // A trigger that never worked on B, or one not measured, says nothing.
+  assert.equal(otherFamilyStandsIn({ success: 0, shifted: 0 }), false);
+  assert.equal(otherFamilyStandsIn(undefined), false);
 });
 
 const at = { median: 50, minHeldOutSuccess: 0.5, heldOutImages: 100 };

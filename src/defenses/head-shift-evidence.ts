@@ -17,8 +17,9 @@
 // was set while looking at 22 scans of seeds 0 and 1; seeds 2–4 were scanned after it was fixed.
 // Cost: FST on stored features (one forward pass of the optimization images, then the head alone) and one
 // held-out pass per measured trigger on B and on the shifted network; a scan of up to 2·HEAD_SHIFT_MAX_LABELS labels
-// measures every label, a larger one at most HEAD_SHIFT_MAX_LABELS (the smallest norms below the median), so a
-// 1,283-label scan pays for 32. Shards of a larger scan pick their own smallest norms, so
+// measures every label, a larger one at most HEAD_SHIFT_MAX_LABELS (the smallest norms below the median) per
+// family, so a 1,283-label scan pays for 32 in each. The blend family's shares are measured too, but only
+// `repair`'s choice of which triggers stand in for a backdoor reads them (otherFamilyStandsIn). Shards of a larger scan pick their own smallest norms, so
 // a merge can carry measurements one whole scan would not have made (the rule reads only what was measured).
 import { UserError } from "../errors.js";
 import type { Dataset } from "../io/dataset.js";
@@ -36,6 +37,12 @@ export const HEAD_SHIFT_MAX_SURVIVAL = 0.25;
  * of five seeds, README "Head-shift evidence").
  */
 export const HEAD_SHIFT_FAMILIES: readonly TriggerFamily[] = ["mask"];
+/**
+ * The families the shares are measured in: the blend family's too, not to flag (above) but so that `repair`
+ * can tell whether a flagged label's trigger of the other family stands in for the backdoor
+ * (otherFamilyStandsIn).
+ */
+export const HEAD_SHIFT_MEASURED_FAMILIES: readonly TriggerFamily[] = ["mask", "blend"];
 /** Fewest held-out images for the shares to count (a handful of faces says little either way). */
 export const HEAD_SHIFT_MIN_IMAGES = 20;
 /** Most labels measured in a scan of more than twice as many: those with the smallest norms below the median. */
@@ -75,6 +82,19 @@ export function headShiftCandidates(norms: readonly number[], max = HEAD_SHIFT_M
 /** Share of B's held-out success a trigger keeps on the head-shifted network (0 when it had none on B). */
 export function survivalShare(success: number, shifted: number): number {
   return success > 0 ? shifted / success : 0;
+}
+
+/**
+ * Whether a flagged label's trigger of the other family (the one that did not flag it) behaves like the
+ * backdoor: it loses its success on the head-shifted network as the flagging family's does (less than
+ * HEAD_SHIFT_MAX_SURVIVAL). Only then can `repair --defense auto` score its candidates on it in place of the
+ * trigger they unlearned. A natural trigger of the label (multi_trigger's blend triggers kept 50–62% of
+ * their success where its patch triggers lost 96%) says nothing about what a repair left of the backdoor, and
+ * scoring on it let the repair that removed more of it lose (README, "The other family's trigger").
+ * Unmeasured (too few held-out images, no linear head, or not among the labels measured): false.
+ */
+export function otherFamilyStandsIn(headShift: { success: number; shifted: number } | undefined): boolean {
+  return headShift !== undefined && headShift.success > 0 && survivalShare(headShift.success, headShift.shifted) < HEAD_SHIFT_MAX_SURVIVAL;
 }
 
 export interface HeadShiftVerdict {

@@ -55,7 +55,8 @@ test("shards measure the head-shift evidence as the single scan does", async () 
   // 150 images: 30 held out, enough for the head-shift shares (60 are too few and skip it).
   const model = await backdooredModel();
   const whole = await detectBackdoor(model, cleanSet(150, 21), OPTS);
-  assert.ok(whole.headShift && "measured" in whole.headShift && whole.headShift.measured === 4, JSON.stringify(whole.headShift));
+  // 4 labels in each of the two families.
+  assert.ok(whole.headShift && "measured" in whole.headShift && whole.headShift.measured === 8, JSON.stringify(whole.headShift));
   const a = saved(model, await detectBackdoor(model, cleanSet(150, 21), { ...OPTS, labels: [0, 2] }));
   const b = saved(model, await detectBackdoor(model, cleanSet(150, 21), { ...OPTS, labels: [3, 1] }));
   const m = mergeShards([asShard(a, "A"), asShard(b, "B")]);
@@ -63,6 +64,7 @@ test("shards measure the head-shift evidence as the single scan does", async () 
   for (const l of m.labels) {
     const w = whole.labels.find((x) => x.label === l.label)!;
     assert.deepEqual(l.mask!.headShift, w.mask!.headShift, `label ${l.label}`);
+    assert.deepEqual(l.blend!.headShift, w.blend!.headShift, `label ${l.label}, blend`);
     assert.equal(l.mask!.flagged, w.mask!.flagged);
   }
 });

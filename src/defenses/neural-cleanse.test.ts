@@ -356,10 +356,14 @@ test("detects the backdoor target of a patch-poisoned model and flags nothing on
   const wide = await detectBackdoor(bad, ds(), { inputScale: 255, labels: [0, 1], steps: 5, restarts: 1, moreStarts: 0, families: ["mask"], labelsPerRun: 1e12 });
   assert.equal(wide.labels.length, 2);
 
-  // The head-shift evidence: measured for every label of this small scan in the mask family (not the blend
-  // family); skipped, with the reason, when too few images are held out.
-  assert.deepEqual(rBad.headShift && "measured" in rBad.headShift ? rBad.headShift.measured : rBad.headShift, CLASSES);
-  for (const l of rBad.labels) assert.ok(l.mask!.headShift && !l.blend!.headShift, `label ${l.label} measured in the mask family only`);
+  // The head-shift evidence: measured for every label of this small scan in both families (the blend family's
+  // shares are read by repair's other-family rule only: no reason, no flag); skipped, with the reason, when too
+  // few images are held out.
+  assert.deepEqual(rBad.headShift && "measured" in rBad.headShift ? rBad.headShift.measured : rBad.headShift, 2 * CLASSES);
+  for (const l of rBad.labels) {
+    assert.ok(l.mask!.headShift && l.blend!.headShift, `label ${l.label} measured in both families`);
+    assert.ok(!l.blend!.reasons.some((x) => /head shift/.test(x)), `label ${l.label}: the blend family's share is not read by the verdict`);
+  }
   const few = memoryDataset("few", [1, SIDE, SIDE], clean.x.slice(0, 40 * per), clean.y.slice(0, 40));
   const fewScan = await detectBackdoor(bad, few, { inputScale: 255, labels: [0, 1], steps: 5, restarts: 1, moreStarts: 0, families: ["mask"] });
   assert.match(fewScan.headShift && "skipped" in fewScan.headShift ? fewScan.headShift.skipped : "", /8 held-out image\(s\) in the held-out test, fewer than the 20/);

@@ -50,7 +50,7 @@ import { largestActivation } from "../runtime/cache-batch.js";
 import { familyEvidence, FDR_LEVEL, MIN_HELD_OUT_SUCCESS, type EvidenceOptions, type LabelMeasure, type LoopRule, type NullDistribution } from "./nc-evidence.js";
 import { boundRungs, flagThresholdNorm, furtherDecrease, pickBounded } from "./nc-schedule.js";
 import { maskSpread } from "./nc-compact.js";
-import { HEAD_SHIFT_FAMILIES, HEAD_SHIFT_MAX_IMAGES, HEAD_SHIFT_MIN_IMAGES, headShiftCandidates, headShiftedModel, headShiftVerdict } from "./head-shift-evidence.js";
+import { HEAD_SHIFT_FAMILIES, HEAD_SHIFT_MEASURED_FAMILIES, HEAD_SHIFT_MAX_IMAGES, HEAD_SHIFT_MIN_IMAGES, headShiftCandidates, headShiftedModel, headShiftVerdict } from "./head-shift-evidence.js";
 import { SOURCE_SCALES, sourceCurves, transferCounts, type SourceCurve, type TriggerTransfer } from "./nc-sources.js";
 import { gradientWork } from "../runtime/threads.js";
 
@@ -1283,7 +1283,7 @@ export async function detectBackdoor(model: Model, clean: Dataset, opts: NeuralC
 
 /**
  * The head-shift evidence (head-shift-evidence.ts): B's output layer learned again by FST on the clean rows
- * `fstRows` (never the held-out images), then the triggers headShiftCandidates picks in HEAD_SHIFT_FAMILIES
+ * `fstRows` (never the held-out images), then the triggers headShiftCandidates picks in HEAD_SHIFT_MEASURED_FAMILIES
  * measured on B and on it with every held-out image; the measurements go into the raw scores, where scoreScan
  * reads them.
  */
@@ -1305,7 +1305,7 @@ async function measureHeadShift(
   const shifted = await headShiftedModel(model, pickRows(clean, fstRows, `${clean.name} (all but Neural Cleanse's held-out images)`), seed);
   if ("skipped" in shifted) return { skipped: `FST: ${shifted.skipped}` };
   let measured = 0;
-  for (const scan of scans.filter((x) => HEAD_SHIFT_FAMILIES.includes(x.family))) {
+  for (const scan of scans.filter((x) => HEAD_SHIFT_MEASURED_FAMILIES.includes(x.family))) {
     const rs = raw[scan.family]!;
     const idx = headShiftCandidates(rs.map((r) => r.statNorm));
     const picked = idx.map((i) => scan.triggers[i]);

@@ -32,6 +32,24 @@ test("suspected labels join the flagged ones with the scan's trigger of their fi
   if (r.flagged.length) assert.deepEqual(triggersFromDetection(r, [r.flagged[0]]).flagged, r.flagged);
 });
 
+test("a flagged label's trigger of the other family is held out for auto only where it loses its success under the head shift", async () => {
+  const r = await scanned();
+  assert.ok(r.flagged.length > 0 && r.settings.families.length === 2, `flagged ${r.flagged}, families ${r.settings.families}`);
+  const label = r.flagged[0]!;
+  const used = triggersFromDetection(r).triggers.find((t) => t.label === label)!;
+  const otherFamily = r.settings.families.find((f) => f !== ((used as { family?: string }).family ?? "mask"))!;
+  const withShift = (shifted: number): NeuralCleanseResult => ({
+    ...r,
+    labels: r.labels.map((m) => (m.label === label ? { ...m, [otherFamily]: { ...m[otherFamily]!, headShift: { success: 0.9, shifted } } } : m)),
+  });
+  const backdoorLike = triggersFromDetection(withShift(0.05));
+  assert.deepEqual(backdoorLike.heldOut?.map((t) => [t.label, (t as { family?: string }).family]), [[label, otherFamily]]);
+  assert.equal(backdoorLike.otherFamilyLeftOut, undefined);
+  const natural = triggersFromDetection(withShift(0.6));
+  assert.equal(natural.heldOut, undefined);
+  assert.deepEqual(natural.otherFamilyLeftOut, [label]);
+});
+
 test("a suspect outside the scanned labels is a user error", async () => {
   const r = await detectBackdoor(await backdooredModel(), cleanSet(60, 21), { inputScale: 255, steps: 40, seed: 3, labels: [0, 1, 2], keepTriggers: true });
   assert.throws(() => triggersFromDetection(r, [3]), /--suspect: label 3 was not scanned/);

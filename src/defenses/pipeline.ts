@@ -12,7 +12,8 @@ import { positionFreeLabels, shiftEvidence } from "./shift-evidence.js";
 import { refuseG } from "./g-model.js";
 import { calibrateOutcomeG, splitForCalibration, type Guarantee } from "./g-calibrate.js";
 import { neuralCleanseReport } from "./nc-report.js";
-import { detectBackdoor, flaggedTriggers, type NcProgress, type NeuralCleanseOptions, type NeuralCleanseResult } from "./neural-cleanse.js";
+import { detectBackdoor, flaggedTriggers, type NcProgress, type NeuralCleanseOptions, type NeuralCleanseResult, type ReversedTrigger } from "./neural-cleanse.js";
+import { HEAD_SHIFT_MAX_SURVIVAL, otherFamilyStandsIn } from "./head-shift-evidence.js";
 import { DEFENSES, findDefense } from "./registry.js";
 
 /** Neural Cleanse's progress as a generic progress event: one stage per trigger family and phase. */
@@ -44,9 +45,14 @@ export function triggersFromDetection(r: NeuralCleanseResult, suspects: readonly
     triggers.push(t);
   }
   const source = added.length ? `neural-cleanse detection; not flagged, suspected by the user: ${added.join(", ")}` : "neural-cleanse detection";
-  // The flagged labels' triggers of the families not used above (present when the scan kept every trigger).
-  const heldOut = (r.allTriggers ?? []).filter((t) => flagged.includes(t.label) && !triggers.some((u) => u.label === t.label && (u.family ?? "mask") === (t.family ?? "mask")));
-  return { flagged, triggers, source, neuralCleanse: neuralCleanseReport(r), ...(heldOut.length ? { heldOut } : {}) };
+  // The flagged labels' triggers of the families not used above (present when the scan kept every trigger),
+  // where they behave like the backdoor under the head shift (otherFamilyStandsIn).
+  const other = (r.allTriggers ?? []).filter((t) => flagged.includes(t.label) && !triggers.some((u) => u.label === t.label && (u.family ?? "mask") === (t.family ?? "mask")));
+  const shiftOf = (t: ReversedTrigger) => r.labels.find((m) => m.label === t.label)?.[t.family ?? "mask"]?.headShift;
+  const heldOut = other.filter((t) => otherFamilyStandsIn(shiftOf(t)));
+  const left = [...new Set(other.filter((t) => !heldOut.includes(t)).map((t) => t.label))];
+  const natural = left.length ? { otherFamilyLeftOut: left } : {};
+  return { flagged, triggers, source, neuralCleanse: neuralCleanseReport(r), ...(heldOut.length ? { heldOut } : {}), ...natural };
 }
 
 export interface RepairRequest {
@@ -245,13 +251,14 @@ async function autoRepair(
   }
   const { index, reason, tolerance, tradeoff } = chooseCandidate(scores, minTolerance, selection.size);
   const { defense, outcome } = outcomes[index];
-  const section = { ...selectionSection(scores, index, reason, selection.size, { tolerance, window: minTolerance, skipped, tradeoff }), ...(shift.length ? { shiftEvidence: shift } : {}) };
+  const section = { ...selectionSection(scores, index, reason, selection.size, { tolerance, window: minTolerance, skipped, tradeoff }), ...(shift.length ? { shiftEvidence: shift } : {}), ...(triggers?.otherFamilyLeftOut?.length ? { otherFamilyLeftOut: triggers.otherFamilyLeftOut } : {}) };
   outcome.sections.selection = section;
   const p = (v: number | undefined) => (v === undefined ? "—" : `${(100 * v).toFixed(1)}%`);
   outcome.lines = [
     `auto        ${scores.length} candidate(s) scored on ${selection.size} held-out clean images (clean acc / reversed-trigger / adversarial success):`,
     ...scores.map((s, i) => `  ${i === index ? "*" : " "} ${s.defense.padEnd(11)} ${p(s.cleanAccuracy).padStart(6)} / ${p(s.triggerSuccess).padStart(6)} / ${p(s.adversarialSuccess).padStart(6)}  (${s.seconds.toFixed(1)} s)${s.overBudget ? `  over its --max-drop (${(100 * s.overBudget.drop).toFixed(1)} points on its own held-out part)` : ""}${s.perLabel && s.perLabel.length > 1 ? `  per label ${s.perLabel.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}${s.heldOut ? `  other family ${s.heldOut.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}${s.reinverted ? `  re-inverted ${s.reinverted.map((q) => `${q.label}: L1 ${q.l1Norm.toFixed(1)} ${q.counts ? `<= ${q.bound.toFixed(1)}, ${p(q.success)}` : `> ${q.bound.toFixed(1)}, not counted`}`).join("; ")}` : ""}`),
     ...(skipped.length ? [`  not run: ${skipped.join(", ")}`] : []),
+    ...(triggers?.otherFamilyLeftOut?.length ? [`  other family's trigger of label${triggers.otherFamilyLeftOut.length > 1 ? "s" : ""} ${triggers.otherFamilyLeftOut.join(", ")} not scored: it keeps at least ${(100 * HEAD_SHIFT_MAX_SURVIVAL).toFixed(0)}% of its success on B with the output layer learned again (a natural trigger, not the backdoor's)`] : []),
     ...shift.map((e) => `  label ${e.label} on B: reversed trigger ${p(e.atFound)} where found, ${p(e.translated)} moved at random (ratio ${e.ratio.toFixed(2)}; ${p(e.offShare)} of the rolls move it off itself): ${e.positionFree ? "position-free, scored moved too" : "fixed position"}`),
     `chose       ${reason}`,
     ...outcome.lines,

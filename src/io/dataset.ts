@@ -93,6 +93,18 @@ function arrayDataset(
   if (length % per !== 0) throw new Error(`${what} ${name}: ${length} values is not a multiple of ${formatShape(shape)}`);
   const size = length / per;
   checkLabelCount(name, size, labels);
+  return rowDataset(name, shape, size, labels, (start, count) => slice(start * per, count * per));
+}
+
+/** A Dataset whose reads are range-checked before `readRows` runs. */
+function rowDataset(
+  name: string,
+  shape: readonly [number, number, number],
+  size: number,
+  labels: Int32Array | null,
+  readRows: (start: number, count: number) => Float32Array,
+  close: () => void = () => {},
+): Dataset {
   const ds: Dataset = {
     name,
     size,
@@ -100,9 +112,9 @@ function arrayDataset(
     labels,
     read(start, count) {
       checkRange(ds, start, count);
-      return slice(start * per, count * per);
+      return readRows(start, count);
     },
-    close() {},
+    close,
   };
   return ds;
 }
@@ -181,24 +193,16 @@ export function concatDatasets(parts: readonly Dataset[], name = parts.map((p) =
     parts.forEach((p, i) => labels!.set(p.labels!, starts[i]));
   }
   const per = imageSize(shape);
-  const ds: Dataset = {
-    name,
-    size,
-    shape: [shape[0], shape[1], shape[2]],
-    labels,
-    read(start, count) {
-      checkRange(ds, start, count);
-      const out = new Float32Array(count * per);
-      parts.forEach((p, i) => {
-        const lo = Math.max(start, starts[i]!);
-        const hi = Math.min(start + count, starts[i]! + p.size);
-        if (hi > lo) out.set(p.read(lo - starts[i]!, hi - lo), (lo - start) * per);
-      });
-      return out;
-    },
-    close() {
-      for (const p of parts) p.close();
-    },
+  const readRows = (start: number, count: number): Float32Array => {
+    const out = new Float32Array(count * per);
+    parts.forEach((p, i) => {
+      const lo = Math.max(start, starts[i]!);
+      const hi = Math.min(start + count, starts[i]! + p.size);
+      if (hi > lo) out.set(p.read(lo - starts[i]!, hi - lo), (lo - start) * per);
+    });
+    return out;
   };
-  return ds;
+  return rowDataset(name, shape, size, labels, readRows, () => {
+    for (const p of parts) p.close();
+  });
 }
