@@ -196,10 +196,11 @@ export interface TriggerInput {
    */
   heldOut?: ReversedTrigger[];
   /**
-   * Flagged labels whose trigger of the other family was left out of `heldOut`: it keeps its success when B's
-   * output layer is learned again (head-shift-evidence.ts, otherFamilyStandsIn), so it is not the backdoor's.
+   * Flagged labels whose trigger of the other family was left out of `heldOut`, with the share of its success it
+   * keeps when B's output layer is learned again (head-shift-evidence.ts, otherFamilyStandsIn; absent where not
+   * measured): a trigger that keeps it is a natural one, not the backdoor's.
    */
-  otherFamilyLeftOut?: number[];
+  otherFamilyLeftOut?: { label: number; kept?: number }[];
 }
 
 export interface DefenseContext {

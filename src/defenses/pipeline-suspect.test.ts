@@ -5,7 +5,7 @@ import { test } from "node:test";
 import { suspectLines } from "../cli/commands/repair.js";
 import { backdooredModel, cleanSet, TARGET } from "../test/tiny-patch-mlp.js";
 import { detectBackdoor, type NeuralCleanseResult } from "./neural-cleanse.js";
-import { checkRepairRequest, triggersFromDetection } from "./pipeline.js";
+import { checkRepairRequest, otherFamilyLine, triggersFromDetection } from "./pipeline.js";
 
 let scan: NeuralCleanseResult | undefined;
 async function scanned(): Promise<NeuralCleanseResult> {
@@ -47,7 +47,14 @@ test("a flagged label's trigger of the other family is held out for auto only wh
   assert.equal(backdoorLike.otherFamilyLeftOut, undefined);
   const natural = triggersFromDetection(withShift(0.6));
   assert.equal(natural.heldOut, undefined);
-  assert.deepEqual(natural.otherFamilyLeftOut, [label]);
+  assert.equal(natural.otherFamilyLeftOut?.length, 1);
+  assert.equal(natural.otherFamilyLeftOut![0]!.label, label);
+  assert.ok(Math.abs(natural.otherFamilyLeftOut![0]!.kept! - 0.6 / 0.9) < 1e-12);
+  assert.match(otherFamilyLine(natural.otherFamilyLeftOut!), new RegExp(`label ${label} \\(keeps 67%\\); it counts only where it keeps under 25%`));
+  // Not measured (e.g. too few held-out images): left out too, and the line says why.
+  const unmeasured = triggersFromDetection({ ...r, labels: r.labels.map((m) => (m.label === label ? { ...m, [otherFamily]: { ...m[otherFamily]!, headShift: undefined } } : m)) });
+  assert.equal(unmeasured.heldOut, undefined);
+  assert.match(otherFamilyLine(unmeasured.otherFamilyLeftOut!), new RegExp(`label ${label} \\(head shift not measured\\)`));
 });
 
 test("a suspect outside the scanned labels is a user error", async () => {

@@ -13,7 +13,7 @@ import { refuseG } from "./g-model.js";
 import { calibrateOutcomeG, splitForCalibration, type Guarantee } from "./g-calibrate.js";
 import { neuralCleanseReport } from "./nc-report.js";
 import { detectBackdoor, flaggedTriggers, type NcProgress, type NeuralCleanseOptions, type NeuralCleanseResult, type ReversedTrigger } from "./neural-cleanse.js";
-import { HEAD_SHIFT_MAX_SURVIVAL, otherFamilyStandsIn } from "./head-shift-evidence.js";
+import { HEAD_SHIFT_MAX_SURVIVAL, otherFamilyStandsIn, survivalShare } from "./head-shift-evidence.js";
 import { DEFENSES, findDefense } from "./registry.js";
 
 /** Neural Cleanse's progress as a generic progress event: one stage per trigger family and phase. */
@@ -50,9 +50,11 @@ export function triggersFromDetection(r: NeuralCleanseResult, suspects: readonly
   const other = (r.allTriggers ?? []).filter((t) => flagged.includes(t.label) && !triggers.some((u) => u.label === t.label && (u.family ?? "mask") === (t.family ?? "mask")));
   const shiftOf = (t: ReversedTrigger) => r.labels.find((m) => m.label === t.label)?.[t.family ?? "mask"]?.headShift;
   const heldOut = other.filter((t) => otherFamilyStandsIn(shiftOf(t)));
-  const left = [...new Set(other.filter((t) => !heldOut.includes(t)).map((t) => t.label))];
-  const natural = left.length ? { otherFamilyLeftOut: left } : {};
-  return { flagged, triggers, source, neuralCleanse: neuralCleanseReport(r), ...(heldOut.length ? { heldOut } : {}), ...natural };
+  const left = other.filter((t) => !heldOut.includes(t)).map((t) => {
+    const hs = shiftOf(t);
+    return { label: t.label, ...(hs ? { kept: survivalShare(hs.success, hs.shifted) } : {}) };
+  });
+  return { flagged, triggers, source, neuralCleanse: neuralCleanseReport(r), ...(heldOut.length ? { heldOut } : {}), ...(left.length ? { otherFamilyLeftOut: left } : {}) };
 }
 
 export interface RepairRequest {
@@ -177,6 +179,13 @@ export async function repair(model: Model, all: DefenseData, req: RepairRequest)
   return { defense, detection, outcome, timings: { ...timings, ...outcome.timings } };
 }
 
+/** Why the other family's triggers of some flagged labels do not score the candidates, in one line. */
+export function otherFamilyLine(left: readonly { label: number; kept?: number }[]): string {
+  const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+  const each = left.map((l) => `label ${l.label} ${l.kept === undefined ? "(head shift not measured)" : `(keeps ${pct(l.kept)})`}`);
+  return `  other family's trigger not scored: ${each.join(", ")}; it counts only where it keeps under ${pct(HEAD_SHIFT_MAX_SURVIVAL)} of its success on B with the output layer learned again, as a backdoor's trigger does`;
+}
+
 const numberOr = (v: unknown, d: number): number => (typeof v === "number" ? v : typeof v === "string" && v.trim() !== "" && Number.isFinite(Number(v)) ? Number(v) : d);
 
 /** Runs the candidates within the budget, scores each on the selection split, keeps the chosen one's outcome. */
@@ -258,7 +267,7 @@ async function autoRepair(
     `auto        ${scores.length} candidate(s) scored on ${selection.size} held-out clean images (clean acc / reversed-trigger / adversarial success):`,
     ...scores.map((s, i) => `  ${i === index ? "*" : " "} ${s.defense.padEnd(11)} ${p(s.cleanAccuracy).padStart(6)} / ${p(s.triggerSuccess).padStart(6)} / ${p(s.adversarialSuccess).padStart(6)}  (${s.seconds.toFixed(1)} s)${s.overBudget ? `  over its --max-drop (${(100 * s.overBudget.drop).toFixed(1)} points on its own held-out part)` : ""}${s.perLabel && s.perLabel.length > 1 ? `  per label ${s.perLabel.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}${s.heldOut ? `  other family ${s.heldOut.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}${s.reinverted ? `  re-inverted ${s.reinverted.map((q) => `${q.label}: L1 ${q.l1Norm.toFixed(1)} ${q.counts ? `<= ${q.bound.toFixed(1)}, ${p(q.success)}` : `> ${q.bound.toFixed(1)}, not counted`}`).join("; ")}` : ""}`),
     ...(skipped.length ? [`  not run: ${skipped.join(", ")}`] : []),
-    ...(triggers?.otherFamilyLeftOut?.length ? [`  other family's trigger of label${triggers.otherFamilyLeftOut.length > 1 ? "s" : ""} ${triggers.otherFamilyLeftOut.join(", ")} not scored: it keeps at least ${(100 * HEAD_SHIFT_MAX_SURVIVAL).toFixed(0)}% of its success on B with the output layer learned again (a natural trigger, not the backdoor's)`] : []),
+    ...(triggers?.otherFamilyLeftOut?.length ? [otherFamilyLine(triggers.otherFamilyLeftOut)] : []),
     ...shift.map((e) => `  label ${e.label} on B: reversed trigger ${p(e.atFound)} where found, ${p(e.translated)} moved at random (ratio ${e.ratio.toFixed(2)}; ${p(e.offShare)} of the rolls move it off itself): ${e.positionFree ? "position-free, scored moved too" : "fixed position"}`),
     `chose       ${reason}`,
     ...outcome.lines,
