@@ -7,8 +7,9 @@
 // --natural rescores with the natural-feature check and its second stage (off by default, see nc-evidence.ts);
 // --null normal|t|mad and --family-fdr split|each choose the index's null and whether the FDR level is split over
 // the trigger families, --compact on|off whether the mask family's spread is combined with its norm, --head-shift on|off whether the
-// head-shift evidence flags (where the scans measured it; head-shift-evidence.ts) (defaults:
-// DEFAULT_SCORE_RULE), --loop all|candidates|off the confirm-and-exclude loop; --restarts N overrides the starts per label of new scans,
+// head-shift evidence flags (where the scans measured it; head-shift-evidence.ts), --head-shift-exclude on|off
+// whether its targets leave the statistics for one more round, --head-shift-veto on|off whether a blend-family
+// flag whose trigger keeps its success under the head shift is withdrawn (defaults: DEFAULT_SCORE_RULE), --loop all|candidates|off the confirm-and-exclude loop; --restarts N overrides the starts per label of new scans,
 // --more-starts M the further starts below the reference median (default: as many as --restarts).
 // --raw scans record every start of each label (norm, reached, held-out success), so --first-starts K rescores
 // them as the K-start scan (the first K starts are those a K-start scan runs, up to float rounding: nc-starts.ts), and
@@ -48,6 +49,7 @@ const { values } = benchArgs(import.meta.url, {
     compact: { type: "string" },
     "head-shift": { type: "string" },
     "head-shift-exclude": { type: "string" },
+    "head-shift-veto": { type: "string" },
     loop: { type: "string" },
     "first-starts": { type: "string" },
     "starts-at-stake": { type: "string" },
@@ -172,7 +174,9 @@ if (values.rescore) {
   if (hx !== "on" && hx !== "off") throw new Error(`--head-shift-exclude must be on or off, got ${hx}`);
   const lp = values.loop ?? DEFAULT_SCORE_RULE.loop;
   if (!LOOP_RULES.includes(lp as LoopRule)) throw new Error(`--loop must be one of ${LOOP_RULES.join(", ")}, got ${lp}`);
-  const rule: ScoreRule = { nullDistribution: nd as NullDistribution, splitFamilies: ff === "split", compactness: cp === "on", loop: lp as LoopRule, headShift: hs === "on", headShiftExclude: hx === "on" };
+  const hv = values["head-shift-veto"] ?? (DEFAULT_SCORE_RULE.headShiftVeto ? "on" : "off");
+  if (hv !== "on" && hv !== "off") throw new Error(`--head-shift-veto must be on or off, got ${hv}`);
+  const rule: ScoreRule = { nullDistribution: nd as NullDistribution, splitFamilies: ff === "split", compactness: cp === "on", loop: lp as LoopRule, headShift: hs === "on", headShiftExclude: hx === "on", headShiftVeto: hv === "on" };
   const firstStarts = values["first-starts"] === undefined ? undefined : Number(values["first-starts"]);
   if (firstStarts !== undefined && (!Number.isInteger(firstStarts) || firstStarts < 1)) throw new Error(`--first-starts must be a positive integer, got ${values["first-starts"]}`);
   const stake = values["starts-at-stake"]?.match(/^(\d+)\+(\d+)$/);

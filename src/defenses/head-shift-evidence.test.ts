@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { HEAD_SHIFT_MAX_SURVIVAL, HEAD_SHIFT_MIN_IMAGES, HEAD_SHIFT_MAX_EPOCHS, HEAD_SHIFT_MIN_STEPS, headNotRelearned, headShiftEpochs, headShiftCandidates, headShiftVerdict, otherFamilyStandsIn, survivalShare } from "./head-shift-evidence.js";
+import { HEAD_SHIFT_MAX_SURVIVAL, HEAD_SHIFT_MIN_IMAGES, HEAD_SHIFT_MAX_EPOCHS, HEAD_SHIFT_MIN_STEPS, headNotRelearned, headShiftEpochs, headShiftCandidates, headShiftVerdict, headShiftVeto, otherFamilyStandsIn, survivalShare } from "./head-shift-evidence.js";
 import { DEFAULT_SCORE_RULE, scoreScan, type NcRawScore } from "./neural-cleanse.js";
 import { familyEvidence } from "./nc-evidence.js";
 
@@ -120,6 +120,33 @@ test("scoreScan: a label the norm statistics flag keeps its flagging family; the
   assert.equal(r.labels[3].mask!.flagged, false);
   assert.deepEqual(r.families.mask!.flagged, []);
   assert.match(r.labels[3].mask!.reasons.join(" "), /head shift: the trigger keeps 11%/);
+});
+
+test("headShiftVeto: a measured trigger that keeps a quarter or more of its success; unmeasured or too few images: none", () => {
+  assert.match(headShiftVeto({ success: 0.9, shifted: 0.8 }, 100) ?? "", /^flag withdrawn: head shift: the trigger keeps 89% of its held-out success \(90% → 80%\)/);
+  assert.equal(headShiftVeto({ success: 0.9, shifted: 0.02 }, 100), null);
+  assert.equal(headShiftVeto({ success: 0.8, shifted: 0.8 * HEAD_SHIFT_MAX_SURVIVAL }, 100) === null, false, "at the bar: withdrawn");
+  assert.equal(headShiftVeto(undefined, 100), null);
+  assert.equal(headShiftVeto({ success: 0.9, shifted: 0.8 }, HEAD_SHIFT_MIN_IMAGES - 1), null);
+  assert.equal(headShiftVeto({ success: 0, shifted: 0 }, 100), null);
+});
+
+test("scoreScan: a blend-family flag whose trigger keeps its success under the head shift is withdrawn; a mask flag is not", () => {
+  const labels = Array.from({ length: 10 }, (_, i) => i);
+  // Label 3's norm is far below the others in both families; its blend trigger keeps `kept` of its success.
+  const fam = (kept: number, base: number) =>
+    rawScores(0.85).map((r, i) => {
+      const n = i === 3 ? base / 9 : base + 5 * i;
+      return { ...r, l1Norm: n, statNorm: n, headShift: { success: 0.9, shifted: 0.9 * kept } };
+    });
+  const natural = scoreScan(labels, { blend: fam(0.95, 180) }, scoring);
+  assert.deepEqual(natural.flagged, []);
+  assert.deepEqual(natural.families.blend!.flagged, []);
+  assert.match(natural.labels[3].blend!.reasons.join(" "), /flag withdrawn: head shift: the trigger keeps 95%/);
+  assert.deepEqual(scoreScan(labels, { blend: fam(0.95, 180) }, { ...scoring, headShiftVeto: false }).flagged, [3]);
+  assert.deepEqual(scoreScan(labels, { blend: fam(0.02, 180) }, scoring).flagged, [3], "a backdoor's blend trigger loses its success: the flag stands");
+  // The mask family keeps its flag whatever the share (partly reversed patches keep theirs).
+  assert.deepEqual(scoreScan(labels, { mask: fam(0.95, 60) }, scoring).flagged, [3]);
 });
 
 // Mask norms and head-shift shares given per label: `lost` lose their trigger on the shifted head, the rest keep it.

@@ -43,6 +43,13 @@ export const HEAD_SHIFT_FAMILIES: readonly TriggerFamily[] = ["mask"];
  * (otherFamilyStandsIn).
  */
 export const HEAD_SHIFT_MEASURED_FAMILIES: readonly TriggerFamily[] = ["mask", "blend"];
+/**
+ * The families whose norm-statistics flags must also pass the head shift (headShiftVeto). The blend family: on
+ * the zoo (55 scans, README "Head-shift evidence") its backdoor targets' triggers kept 0–3% of their success
+ * (blend, LF, WaNet), while the two labels it flagged wrongly kept 88% and 105%. Not the mask family: there
+ * partly reversed patch triggers of real targets keep 39–90% (the low-rate patch, multi_trigger's first target).
+ */
+export const HEAD_SHIFT_VETO_FAMILIES: readonly TriggerFamily[] = ["blend"];
 /** Fewest held-out images for the shares to count (a handful of faces says little either way). */
 export const HEAD_SHIFT_MIN_IMAGES = 20;
 /** Most labels measured in a scan of more than twice as many: those with the smallest norms below the median. */
@@ -121,6 +128,19 @@ export function headShiftVerdict(
   if (!(m.statNorm < o.median)) return { flagged: false, reason: `${what}; its norm is not below the median` };
   if (share >= HEAD_SHIFT_MAX_SURVIVAL) return { flagged: false, reason: `${what} (needs < ${pct(HEAD_SHIFT_MAX_SURVIVAL)})` };
   return { flagged: true, reason: `${what}, < ${pct(HEAD_SHIFT_MAX_SURVIVAL)}, with a norm below the median` };
+}
+
+/**
+ * Why a flag of the norm statistics in a HEAD_SHIFT_VETO_FAMILIES family is withdrawn, or null where it stands:
+ * measured with enough held-out images, the trigger worked on B and keeps at least HEAD_SHIFT_MAX_SURVIVAL of
+ * its success on the head-shifted network, as a natural label's trigger does. Unmeasured: it stands.
+ */
+export function headShiftVeto(hs: { success: number; shifted: number } | undefined, heldOutImages: number): string | null {
+  if (hs === undefined || heldOutImages < HEAD_SHIFT_MIN_IMAGES || !(hs.success > 0)) return null;
+  const share = survivalShare(hs.success, hs.shifted);
+  if (share < HEAD_SHIFT_MAX_SURVIVAL) return null;
+  const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+  return `flag withdrawn: head shift: the trigger keeps ${pct(share)} of its held-out success (${pct(hs.success)} → ${pct(hs.shifted)}) on B with its output layer learned again from clean data, as a natural label's does (a backdoor target's loses it: needs < ${pct(HEAD_SHIFT_MAX_SURVIVAL)})`;
 }
 
 /**

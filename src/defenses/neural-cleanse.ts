@@ -50,7 +50,7 @@ import { largestActivation } from "../runtime/cache-batch.js";
 import { familyEvidence, FDR_LEVEL, MIN_HELD_OUT_SUCCESS, type EvidenceOptions, type LabelMeasure, type LoopRule, type NullDistribution } from "./nc-evidence.js";
 import { boundRungs, flagThresholdNorm, furtherDecrease, pickBounded } from "./nc-schedule.js";
 import { maskSpread } from "./nc-compact.js";
-import { HEAD_SHIFT_FAMILIES, HEAD_SHIFT_MEASURED_FAMILIES, HEAD_SHIFT_MAX_IMAGES, HEAD_SHIFT_MIN_IMAGES, headShiftCandidates, headShiftedModel, headShiftVerdict } from "./head-shift-evidence.js";
+import { HEAD_SHIFT_FAMILIES, HEAD_SHIFT_MEASURED_FAMILIES, HEAD_SHIFT_VETO_FAMILIES, headShiftVeto, HEAD_SHIFT_MAX_IMAGES, HEAD_SHIFT_MIN_IMAGES, headShiftCandidates, headShiftedModel, headShiftVerdict } from "./head-shift-evidence.js";
 import { SOURCE_SCALES, sourceCurves, transferCounts, type SourceCurve, type TriggerTransfer } from "./nc-sources.js";
 import { gradientWork } from "../runtime/threads.js";
 
@@ -1335,10 +1335,12 @@ export interface ScoreRule {
   headShift?: boolean;
   /** Score the norms once more without the labels the head shift flagged (default true; headShiftExcludedFlags). */
   headShiftExclude?: boolean;
+  /** Withdraw a blend-family flag whose trigger keeps its success under the head shift (default true; headShiftVeto). */
+  headShiftVeto?: boolean;
 }
 
 /** The flag rule's defaults (README "Neural Cleanse measurements" compares the others on the same scans). */
-export const DEFAULT_SCORE_RULE: Required<ScoreRule> = { nullDistribution: "normal", splitFamilies: true, compactness: false, loop: "off", headShift: true, headShiftExclude: true };
+export const DEFAULT_SCORE_RULE: Required<ScoreRule> = { nullDistribution: "normal", splitFamilies: true, compactness: false, loop: "off", headShift: true, headShiftExclude: true, headShiftVeto: true };
 
 /** One family's raw scores as the measurements nc-evidence.ts reads. */
 function labelMeasures(labels: readonly number[], rs: readonly NcRawScore[], notReference: ReadonlySet<number> = new Set()): LabelMeasure[] {
@@ -1401,6 +1403,19 @@ export function scoreScan(
     const med = o.scale === "log" ? Math.exp(ev.median) : ev.median;
     families[f] = { median: med, mad: ev.mad, flagged: labels.filter((_, i) => ev.perLabel[i].flagged), rounds: ev.rounds };
   }
+  // In the blend family a flag of the norm statistics must also pass the head shift (headShiftVeto): a trigger
+  // that keeps its success once B's output layer is learned again draws the label's natural features.
+  if (o.headShiftVeto ?? DEFAULT_SCORE_RULE.headShiftVeto)
+    for (const f of order.filter((x) => HEAD_SHIFT_VETO_FAMILIES.includes(x))) {
+      const st = families[f]!;
+      raw[f]!.forEach((r, i) => {
+        const sc = scores[f]![i];
+        const why = sc.flagged ? headShiftVeto(r.headShift, o.heldOutImages) : null;
+        if (why === null) return;
+        scores[f]![i] = { ...sc, flagged: false, reasons: [...sc.reasons, why] };
+        st.flagged = st.flagged.filter((l) => l !== labels[i]);
+      });
+    }
   // The head-shift evidence (head-shift-evidence.ts) adds labels the norm statistics flagged in no family; for
   // a label they flagged it is a further reason only, so the trigger that represents it (flaggedTriggers: the
   // flagging family's) stays the one they chose.

@@ -116,7 +116,8 @@ export const detectCommand: Command = {
     "  the new layer classifies about as well as B's, a label whose mask trigger norm is below the median and\n" +
     "  keeps less than a quarter of its held-out success on that network is flagged too; the labels it flags then\n" +
     "  leave the median and MAD, and a label with an index > 2 that only the false-discovery rate held back is\n" +
-    "  tested again without them (--no-head-shift: off).",
+    "  tested again without them; a label the blend family flags whose blend trigger keeps a quarter or more of\n" +
+    "  its success there is not flagged (a natural label's trigger; --no-head-shift: all of this off).",
   positionals: true,
   options: {
     ...MODEL_OPTIONS,
@@ -203,7 +204,7 @@ export const detectCommand: Command = {
       "",
       ...reasons(result.labels),
       result.flagged.length
-        ? `flagged    ${result.flagged.join(", ")}  (small-side anomaly index > 2, false-discovery rate <= ${result.settings.fdr} split over ${result.settings.families.length} trigger famil${result.settings.families.length === 1 ? "y" : "ies"}${ctx.values["natural-check"] === true ? " or a switch-like trigger, no natural feature" : ""}, or a small trigger lost under a head shift; see the reasons above)`
+        ? `flagged    ${result.flagged.join(", ")}  (small-side anomaly index > 2, false-discovery rate <= ${result.settings.fdr} split over ${result.settings.families.length} trigger famil${result.settings.families.length === 1 ? "y" : "ies"}${ctx.values["natural-check"] === true ? " or a switch-like trigger, no natural feature" : ""}, or a small trigger lost under a head shift; a blend flag whose trigger keeps its success there withdrawn; see the reasons above)`
         : "flagged    none (no label's trigger is an outlier on the small side or lost under a head shift)",
       ...(result.headShift && "skipped" in result.headShift ? [`head shift skipped: ${result.headShift.skipped}`] : []),
       `time       ${result.seconds.toFixed(1)} s (${(result.labels.length / result.seconds).toFixed(2)} labels/s, ${result.imagePasses} image passes)`,
