@@ -198,7 +198,7 @@ export interface TriggerInput {
   /**
    * Flagged labels whose trigger of the other family was left out of `heldOut`, with the share of its success it
    * keeps when B's output layer is learned again (head-shift-evidence.ts, otherFamilyStandsIn; absent where not
-   * measured): a trigger that keeps it is a natural one, not the backdoor's.
+   * measured or not readable): a trigger that keeps it is a natural one, not the backdoor's.
    */
   otherFamilyLeftOut?: { label: number; kept?: number }[];
 }

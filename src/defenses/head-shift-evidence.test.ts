@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { HEAD_SHIFT_MAX_SURVIVAL, HEAD_SHIFT_MIN_IMAGES, HEAD_SHIFT_MAX_EPOCHS, HEAD_SHIFT_MIN_STEPS, headNotRelearned, headShiftEpochs, headShiftCandidates, headShiftVerdict, headShiftVeto, otherFamilyStandsIn, survivalShare } from "./head-shift-evidence.js";
+import { HEAD_SHIFT_MAX_SURVIVAL, HEAD_SHIFT_MIN_IMAGES, HEAD_SHIFT_MAX_EPOCHS, HEAD_SHIFT_MIN_STEPS, headNotRelearned, headShiftEpochs, headShiftCandidates, headShiftVerdict, headShiftVeto, otherFamilyStandsIn, shiftReadable, survivalShare } from "./head-shift-evidence.js";
+import { ownRecognised } from "./neural-cleanse.js";
 import { DEFAULT_SCORE_RULE, scoreScan, type NcRawScore } from "./neural-cleanse.js";
 import { familyEvidence } from "./nc-evidence.js";
 
@@ -187,4 +188,26 @@ test("headNotRelearned: a new head within FST's max drop or two standard errors 
   assert.equal(headNotRelearned(0.92, 0.9, 0.02, 1000), null, "exactly the max drop");
   assert.equal(headNotRelearned(0.838, 0.813, 0.02, 80), null, "2.5 points on 80 images is within two standard errors (8.2 points)");
   assert.match(headNotRelearned(0.92, 0.6, 0.02, 1000)!, /reached 60\.0% held-out accuracy against B's 92\.0% on 1000 images/);
+});
+
+test("shiftReadable: a share is read unless the shifted network answers the label on none of its own held-out images", () => {
+  assert.equal(shiftReadable({ success: 0.9, shifted: 0 }), true, "not counted: read as before");
+  assert.equal(shiftReadable({ success: 0.9, shifted: 0, own: { images: 4, recognised: 1 } }), true);
+  assert.equal(shiftReadable({ success: 0.9, shifted: 0, own: { images: 0, recognised: 0 } }), true, "no image of the label: cannot be checked");
+  const lost = { success: 0.86, shifted: 0, own: { images: 4, recognised: 0 } };
+  assert.equal(shiftReadable(lost), false);
+  // Then it neither flags, nor withdraws a blend flag, nor lets an other-family trigger stand in.
+  const v = headShiftVerdict({ statNorm: 10, attackSuccess: 0.9, reached: true, headShift: lost }, at);
+  assert.equal(v.flagged, false);
+  assert.match(v.reason ?? "", /head shift not read: .* answers this label on none of its 4 held-out image\(s\)/);
+  assert.equal(headShiftVeto({ success: 0.9, shifted: 0.9, own: { images: 4, recognised: 0 } }, 100), null);
+  assert.equal(otherFamilyStandsIn(lost), false);
+  assert.equal(otherFamilyStandsIn({ ...lost, own: { images: 4, recognised: 3 } }), true);
+});
+
+test("ownRecognised: each label's held-out images and how many the network answers with it", () => {
+  const f = ownRecognised(Int32Array.from([0, 1, 1, 2, 4]), Int32Array.from([0, 1, 4, 4, 4]));
+  assert.deepEqual(f(4), { images: 3, recognised: 1 });
+  assert.deepEqual(f(1), { images: 1, recognised: 1 });
+  assert.deepEqual(f(7), { images: 0, recognised: 0 });
 });

@@ -86,6 +86,27 @@ export function headShiftCandidates(norms: readonly number[], max = HEAD_SHIFT_M
   return byNorm.filter(([n]) => n < med).slice(0, max).map(([, i]) => i);
 }
 
+/**
+ * One trigger's head-shift measurement: its success on the held-out images on B and on the head-shifted
+ * network, and how many of its label's own held-out images there are and how many the shifted network answers
+ * with that label (absent: not counted, e.g. unlabelled data or a scan saved before it was).
+ */
+export interface HeadShiftMeasure {
+  success: number;
+  shifted: number;
+  own?: { images: number; recognised: number };
+}
+
+/**
+ * Whether a share can be read: the shifted network still answers the label on some of its own held-out images.
+ * Where it answers it on none, the new head lost the class, and every trigger of it keeps 0% whatever drew it
+ * (the PyTorch fixtures inside `repair`: FST on ~170 images, label 4 at 0% in both families while the other
+ * labels kept 55–118%). A label without held-out images of its own cannot be checked and is read as before.
+ */
+export function shiftReadable(hs: HeadShiftMeasure): boolean {
+  return hs.own === undefined || hs.own.images === 0 || hs.own.recognised > 0;
+}
+
 /** Share of B's held-out success a trigger keeps on the head-shifted network (0 when it had none on B). */
 export function survivalShare(success: number, shifted: number): number {
   return success > 0 ? shifted / success : 0;
@@ -100,8 +121,8 @@ export function survivalShare(success: number, shifted: number): number {
  * scoring on it let the repair that removed more of it lose (README, "The other family's trigger").
  * Unmeasured (too few held-out images, no linear head, or not among the labels measured): false.
  */
-export function otherFamilyStandsIn(headShift: { success: number; shifted: number } | undefined): boolean {
-  return headShift !== undefined && headShift.success > 0 && survivalShare(headShift.success, headShift.shifted) < HEAD_SHIFT_MAX_SURVIVAL;
+export function otherFamilyStandsIn(headShift: HeadShiftMeasure | undefined): boolean {
+  return headShift !== undefined && shiftReadable(headShift) && headShift.success > 0 && survivalShare(headShift.success, headShift.shifted) < HEAD_SHIFT_MAX_SURVIVAL;
 }
 
 export interface HeadShiftVerdict {
@@ -116,11 +137,12 @@ export interface HeadShiftVerdict {
  * the norm statistics' own held-out test read; `median` is the family's median norm the statistics use.
  */
 export function headShiftVerdict(
-  m: { statNorm: number; attackSuccess: number; reached: boolean; headShift?: { success: number; shifted: number } },
+  m: { statNorm: number; attackSuccess: number; reached: boolean; headShift?: HeadShiftMeasure },
   o: { median: number; minHeldOutSuccess: number; heldOutImages: number },
 ): HeadShiftVerdict {
   const hs = m.headShift;
   if (hs === undefined || o.heldOutImages < HEAD_SHIFT_MIN_IMAGES) return { flagged: false, reason: null };
+  if (!shiftReadable(hs)) return { flagged: false, reason: `head shift not read: B with its output layer learned again answers this label on none of its ${hs.own!.images} held-out image(s)` };
   const share = survivalShare(hs.success, hs.shifted);
   const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
   const what = `head shift: the trigger keeps ${pct(share)} of its held-out success (${pct(hs.success)} → ${pct(hs.shifted)}) on B with its output layer learned again from clean data`;
@@ -135,8 +157,8 @@ export function headShiftVerdict(
  * measured with enough held-out images, the trigger worked on B and keeps at least HEAD_SHIFT_MAX_SURVIVAL of
  * its success on the head-shifted network, as a natural label's trigger does. Unmeasured: it stands.
  */
-export function headShiftVeto(hs: { success: number; shifted: number } | undefined, heldOutImages: number): string | null {
-  if (hs === undefined || heldOutImages < HEAD_SHIFT_MIN_IMAGES || !(hs.success > 0)) return null;
+export function headShiftVeto(hs: HeadShiftMeasure | undefined, heldOutImages: number): string | null {
+  if (hs === undefined || heldOutImages < HEAD_SHIFT_MIN_IMAGES || !(hs.success > 0) || !shiftReadable(hs)) return null;
   const share = survivalShare(hs.success, hs.shifted);
   if (share < HEAD_SHIFT_MAX_SURVIVAL) return null;
   const pct = (x: number) => `${(100 * x).toFixed(0)}%`;

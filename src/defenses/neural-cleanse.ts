@@ -37,7 +37,8 @@ import { backward } from "../graph/autodiff.js";
 import { attr, Graph, tensor,type TensorData } from "../graph/ir.js";
 import { poolBeforeRelu } from "../graph/transforms.js";
 import type { Dataset } from "../io/dataset.js";
-import { checkLabels, checkShape, pickRows } from "../io/dataset.js";
+import { checkLabels, checkShape, memoryDataset, pickRows } from "../io/dataset.js";
+import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import type { ReportNcLabel } from "../report/types.js";
 import { Session, withSession } from "../runtime/session.js";
@@ -50,7 +51,7 @@ import { largestActivation } from "../runtime/cache-batch.js";
 import { familyEvidence, FDR_LEVEL, MIN_HELD_OUT_SUCCESS, type EvidenceOptions, type LabelMeasure, type LoopRule, type NullDistribution } from "./nc-evidence.js";
 import { boundRungs, flagThresholdNorm, furtherDecrease, pickBounded } from "./nc-schedule.js";
 import { maskSpread } from "./nc-compact.js";
-import { HEAD_SHIFT_FAMILIES, HEAD_SHIFT_MEASURED_FAMILIES, HEAD_SHIFT_VETO_FAMILIES, headShiftVeto, HEAD_SHIFT_MAX_IMAGES, HEAD_SHIFT_MIN_IMAGES, headShiftCandidates, headShiftedModel, headShiftVerdict } from "./head-shift-evidence.js";
+import { HEAD_SHIFT_FAMILIES, HEAD_SHIFT_MEASURED_FAMILIES, HEAD_SHIFT_VETO_FAMILIES, headShiftVeto, HEAD_SHIFT_MAX_IMAGES, HEAD_SHIFT_MIN_IMAGES, headShiftCandidates, headShiftedModel, headShiftVerdict, type HeadShiftMeasure } from "./head-shift-evidence.js";
 import { SOURCE_SCALES, sourceCurves, transferCounts, type SourceCurve, type TriggerTransfer } from "./nc-sources.js";
 import { gradientWork } from "../runtime/threads.js";
 
@@ -228,9 +229,10 @@ export interface NcFamilyScore {
   /**
    * The head-shift evidence (head-shift-evidence.ts), mask family, measured for the labels headShiftCandidates
    * picks: the trigger's attack success on every held-out image on B (`success`) and on B with its output
-   * layer learned again from clean data by FST (`shifted`).
+   * layer learned again from clean data by FST (`shifted`), and whether that network still answers the label on
+   * its own held-out images (`own`, shiftReadable).
    */
-  headShift?: { success: number; shifted: number };
+  headShift?: HeadShiftMeasure;
   /** With spreads: the spread's signed index (positive = more compact) and the combined index the flag tests (nc-evidence.ts). */
   spreadIndex?: number;
   combinedIndex?: number;
@@ -1305,16 +1307,31 @@ async function measureHeadShift(
   const shifted = await headShiftedModel(model, pickRows(clean, fstRows, `${clean.name} (all but Neural Cleanse's held-out images)`), seed);
   if ("skipped" in shifted) return { skipped: `FST: ${shifted.skipped}` };
   let measured = 0;
+  // The shifted network's answers on the held-out images, so a label it no longer answers is not read (shiftReadable).
+  const own = heldY ? ownRecognised(await predictLabels(shifted.model, memoryDataset("held-out images", model.inputShape, heldX, heldY)), heldY) : undefined;
   for (const scan of scans.filter((x) => HEAD_SHIFT_MEASURED_FAMILIES.includes(x.family))) {
     const rs = raw[scan.family]!;
     const idx = headShiftCandidates(rs.map((r) => r.statNorm));
     const picked = idx.map((i) => scan.triggers[i]);
     const before = await heldOutSuccess(model, picked, heldX, heldY, slots);
     const after = await heldOutSuccess(shifted.model, picked, heldX, heldY, slots);
-    idx.forEach((i, k) => (rs[i].headShift = { success: before[k], shifted: after[k] }));
+    idx.forEach((i, k) => (rs[i].headShift = { success: before[k], shifted: after[k], ...(own ? { own: own(picked[k].label) } : {}) }));
     measured += idx.length;
   }
   return { measured, heldOut: nHeld, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** Per label: its held-out images and how many of them `pred` answers with it. */
+export function ownRecognised(pred: Int32Array, y: Int32Array): (label: number) => { images: number; recognised: number } {
+  return (label) => {
+    let images = 0, recognised = 0;
+    for (let i = 0; i < y.length; i++) {
+      if (y[i] !== label) continue;
+      images++;
+      if (pred[i] === label) recognised++;
+    }
+    return { images, recognised };
+  };
 }
 
 /** Choices of the flag rule that only the statistics read (bench:detect --rescore compares them on saved scans). */

@@ -54,7 +54,7 @@ test("a flagged label's trigger of the other family is held out for auto only wh
   // Not measured (e.g. too few held-out images): left out too, and the line says why.
   const unmeasured = triggersFromDetection({ ...r, labels: r.labels.map((m) => (m.label === label ? { ...m, [otherFamily]: { ...m[otherFamily]!, headShift: undefined } } : m)) });
   assert.equal(unmeasured.heldOut, undefined);
-  assert.match(otherFamilyLine(unmeasured.otherFamilyLeftOut!), new RegExp(`label ${label} \\(head shift not measured\\)`));
+  assert.match(otherFamilyLine(unmeasured.otherFamilyLeftOut!), new RegExp(`label ${label} \\(no head-shift share to read\\)`));
 });
 
 test("a suspect outside the scanned labels is a user error", async () => {

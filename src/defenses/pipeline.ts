@@ -13,7 +13,7 @@ import { refuseG } from "./g-model.js";
 import { calibrateOutcomeG, splitForCalibration, type Guarantee } from "./g-calibrate.js";
 import { neuralCleanseReport } from "./nc-report.js";
 import { detectBackdoor, flaggedTriggers, type NcProgress, type NeuralCleanseOptions, type NeuralCleanseResult, type ReversedTrigger } from "./neural-cleanse.js";
-import { HEAD_SHIFT_MAX_SURVIVAL, otherFamilyStandsIn, survivalShare } from "./head-shift-evidence.js";
+import { HEAD_SHIFT_MAX_SURVIVAL, otherFamilyStandsIn, shiftReadable, survivalShare } from "./head-shift-evidence.js";
 import { DEFENSES, findDefense } from "./registry.js";
 
 /** Neural Cleanse's progress as a generic progress event: one stage per trigger family and phase. */
@@ -52,7 +52,7 @@ export function triggersFromDetection(r: NeuralCleanseResult, suspects: readonly
   const heldOut = other.filter((t) => otherFamilyStandsIn(shiftOf(t)));
   const left = other.filter((t) => !heldOut.includes(t)).map((t) => {
     const hs = shiftOf(t);
-    return { label: t.label, ...(hs ? { kept: survivalShare(hs.success, hs.shifted) } : {}) };
+    return { label: t.label, ...(hs && shiftReadable(hs) ? { kept: survivalShare(hs.success, hs.shifted) } : {}) };
   });
   return { flagged, triggers, source, neuralCleanse: neuralCleanseReport(r), ...(heldOut.length ? { heldOut } : {}), ...(left.length ? { otherFamilyLeftOut: left } : {}) };
 }
@@ -182,7 +182,7 @@ export async function repair(model: Model, all: DefenseData, req: RepairRequest)
 /** Why the other family's triggers of some flagged labels do not score the candidates, in one line. */
 export function otherFamilyLine(left: readonly { label: number; kept?: number }[]): string {
   const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
-  const each = left.map((l) => `label ${l.label} ${l.kept === undefined ? "(head shift not measured)" : `(keeps ${pct(l.kept)})`}`);
+  const each = left.map((l) => `label ${l.label} ${l.kept === undefined ? "(no head-shift share to read)" : `(keeps ${pct(l.kept)})`}`);
   return `  other family's trigger not scored: ${each.join(", ")}; it counts only where it keeps under ${pct(HEAD_SHIFT_MAX_SURVIVAL)} of its success on B with the output layer learned again, as a backdoor's trigger does`;
 }
 
