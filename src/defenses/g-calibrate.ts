@@ -579,8 +579,8 @@ export async function reportCalibratedG(
   if (data.poisoned && data.poisoned.size > 0) {
     const o = gOutcome(await scorer.score(data.poisoned), cal, data.poisoned.labels);
     section.poisoned = rateWithInterval(o.nFlagged, data.poisoned.size);
-    const by = data.poisoned.labels ? countByLabel(data.poisoned.labels, (i) => o.flagged[i] === 1) : undefined;
-    if (by) section.poisonedByTarget = by.map((t) => ({ target: t.label, ...rateWithInterval(t.hits, t.n) }));
+    const by = data.poisoned.labels ? countByLabel(data.poisoned.labels, (i) => o.flagged[i] === 1) : [];
+    if (by.length > 1) section.poisonedByTarget = by.map((t) => ({ target: t.label, ...rateWithInterval(t.hits, t.n) }));
     if (g && data.poisoned.labels) g.poisoned = { n: data.poisoned.size, flagged: o.nFlagged, attackSuccess: o.hit };
   }
   return { section, g };

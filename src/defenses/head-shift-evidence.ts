@@ -112,6 +112,11 @@ export function survivalShare(success: number, shifted: number): number {
   return success > 0 ? shifted / success : 0;
 }
 
+/** The share a measurement says something with: measured, readable (shiftReadable), and the trigger worked on B; else undefined. */
+export function readableShare(hs: HeadShiftMeasure | undefined): number | undefined {
+  return hs !== undefined && shiftReadable(hs) && hs.success > 0 ? survivalShare(hs.success, hs.shifted) : undefined;
+}
+
 /**
  * Whether a flagged label's trigger of the other family (the one that did not flag it) behaves like the
  * backdoor: it loses its success on the head-shifted network as the flagging family's does (less than
@@ -122,7 +127,8 @@ export function survivalShare(success: number, shifted: number): number {
  * Unmeasured (too few held-out images, no linear head, or not among the labels measured): false.
  */
 export function otherFamilyStandsIn(headShift: HeadShiftMeasure | undefined): boolean {
-  return headShift !== undefined && shiftReadable(headShift) && headShift.success > 0 && survivalShare(headShift.success, headShift.shifted) < HEAD_SHIFT_MAX_SURVIVAL;
+  const share = readableShare(headShift);
+  return share !== undefined && share < HEAD_SHIFT_MAX_SURVIVAL;
 }
 
 export interface HeadShiftVerdict {
@@ -158,9 +164,8 @@ export function headShiftVerdict(
  * its success on the head-shifted network, as a natural label's trigger does. Unmeasured: it stands.
  */
 export function headShiftVeto(hs: HeadShiftMeasure | undefined, heldOutImages: number): string | null {
-  if (hs === undefined || heldOutImages < HEAD_SHIFT_MIN_IMAGES || !(hs.success > 0) || !shiftReadable(hs)) return null;
-  const share = survivalShare(hs.success, hs.shifted);
-  if (share < HEAD_SHIFT_MAX_SURVIVAL) return null;
+  const share = readableShare(hs);
+  if (hs === undefined || share === undefined || heldOutImages < HEAD_SHIFT_MIN_IMAGES || share < HEAD_SHIFT_MAX_SURVIVAL) return null;
   const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
   return `flag withdrawn: head shift: the trigger keeps ${pct(share)} of its held-out success (${pct(hs.success)} → ${pct(hs.shifted)}) on B with its output layer learned again from clean data, as a natural label's does (a backdoor target's loses it: needs < ${pct(HEAD_SHIFT_MAX_SURVIVAL)})`;
 }

@@ -39,6 +39,7 @@ import { poolBeforeRelu } from "../graph/transforms.js";
 import type { Dataset } from "../io/dataset.js";
 import { checkLabels, checkShape, memoryDataset, pickRows } from "../io/dataset.js";
 import { predictLabels } from "../model/forward.js";
+import { countByLabel } from "../eval/evaluate.js";
 import type { Model } from "../model/model.js";
 import type { ReportNcLabel } from "../report/types.js";
 import { Session, withSession } from "../runtime/session.js";
@@ -1323,15 +1324,8 @@ async function measureHeadShift(
 
 /** Per label: its held-out images and how many of them `pred` answers with it. */
 export function ownRecognised(pred: Int32Array, y: Int32Array): (label: number) => { images: number; recognised: number } {
-  return (label) => {
-    let images = 0, recognised = 0;
-    for (let i = 0; i < y.length; i++) {
-      if (y[i] !== label) continue;
-      images++;
-      if (pred[i] === label) recognised++;
-    }
-    return { images, recognised };
-  };
+  const by = new Map(countByLabel(y, (i) => pred[i] === y[i]).map((c) => [c.label, c]));
+  return (label) => ({ images: by.get(label)?.n ?? 0, recognised: by.get(label)?.hits ?? 0 });
 }
 
 /** Choices of the flag rule that only the statistics read (bench:detect --rescore compares them on saved scans). */

@@ -13,7 +13,7 @@ import { refuseG } from "./g-model.js";
 import { calibrateOutcomeG, splitForCalibration, type Guarantee } from "./g-calibrate.js";
 import { neuralCleanseReport } from "./nc-report.js";
 import { detectBackdoor, flaggedTriggers, type NcProgress, type NeuralCleanseOptions, type NeuralCleanseResult, type ReversedTrigger } from "./neural-cleanse.js";
-import { HEAD_SHIFT_MAX_SURVIVAL, otherFamilyStandsIn, shiftReadable, survivalShare } from "./head-shift-evidence.js";
+import { HEAD_SHIFT_MAX_SURVIVAL, otherFamilyStandsIn, readableShare } from "./head-shift-evidence.js";
 import { DEFENSES, findDefense } from "./registry.js";
 
 /** Neural Cleanse's progress as a generic progress event: one stage per trigger family and phase. */
@@ -51,8 +51,8 @@ export function triggersFromDetection(r: NeuralCleanseResult, suspects: readonly
   const shiftOf = (t: ReversedTrigger) => r.labels.find((m) => m.label === t.label)?.[t.family ?? "mask"]?.headShift;
   const heldOut = other.filter((t) => otherFamilyStandsIn(shiftOf(t)));
   const left = other.filter((t) => !heldOut.includes(t)).map((t) => {
-    const hs = shiftOf(t);
-    return { label: t.label, ...(hs && shiftReadable(hs) ? { kept: survivalShare(hs.success, hs.shifted) } : {}) };
+    const kept = readableShare(shiftOf(t));
+    return { label: t.label, ...(kept === undefined ? {} : { kept }) };
   });
   return { flagged, triggers, source, neuralCleanse: neuralCleanseReport(r), ...(heldOut.length ? { heldOut } : {}), ...(left.length ? { otherFamilyLeftOut: left } : {}) };
 }

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { countByLabel, evalResult, successByTarget } from "./evaluate.js";
 
-test("successByTarget: one rate per target, ascending; nothing for a single target", () => {
+test("successByTarget: one rate per target, ascending; nothing for a single target; countByLabel counts every label", () => {
   const targets = Int32Array.from([5, 1, 5, 1, 5]);
   const pred = Int32Array.from([5, 0, 2, 1, 5]);
   assert.deepEqual(successByTarget(pred, targets), [
@@ -14,6 +14,7 @@ test("successByTarget: one rate per target, ascending; nothing for a single targ
     { label: 2, n: 1, hits: 0 },
     { label: 3, n: 2, hits: 1 },
   ]);
+  assert.deepEqual(countByLabel(Int32Array.from([4, 4]), () => true), [{ label: 4, n: 2, hits: 2 }]);
 });
 
 test("evalResult gives the overall ASR and, with several targets, each one's", () => {

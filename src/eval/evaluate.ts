@@ -45,11 +45,8 @@ export interface TargetSuccess {
   asr: number;
 }
 
-/**
- * Per label of `labels` (ascending): how many rows carry it and how many of them `hit`; undefined where every
- * row carries the same label (then the overall count says it all).
- */
-export function countByLabel(labels: Int32Array, hit: (row: number) => boolean): { label: number; n: number; hits: number }[] | undefined {
+/** Per label of `labels` (ascending): how many rows carry it and how many of them `hit`. */
+export function countByLabel(labels: Int32Array, hit: (row: number) => boolean): { label: number; n: number; hits: number }[] {
   const count = new Map<number, { label: number; n: number; hits: number }>();
   for (let i = 0; i < labels.length; i++) {
     const c = count.get(labels[i]!) ?? { label: labels[i]!, n: 0, hits: 0 };
@@ -57,12 +54,16 @@ export function countByLabel(labels: Int32Array, hit: (row: number) => boolean):
     if (hit(i)) c.hits++;
     count.set(labels[i]!, c);
   }
-  return count.size < 2 ? undefined : [...count.values()].sort((a, b) => a.label - b.label);
+  return [...count.values()].sort((a, b) => a.label - b.label);
 }
 
-/** Attack success per target where the poisoned inputs hold several (the sets of several triggers read as one). */
+/**
+ * Attack success per target where the poisoned inputs hold several (the sets of several triggers read as one);
+ * undefined for a single target, whose rate is the overall one.
+ */
 export function successByTarget(pred: Int32Array, targets: Int32Array): TargetSuccess[] | undefined {
-  return countByLabel(targets, (i) => pred[i] === targets[i])?.map((c) => ({ target: c.label, n: c.n, attackSuccess: c.hits, asr: c.hits / c.n }));
+  const by = countByLabel(targets, (i) => pred[i] === targets[i]);
+  return by.length < 2 ? undefined : by.map((c) => ({ target: c.label, n: c.n, attackSuccess: c.hits, asr: c.hits / c.n }));
 }
 
 /** Stamped inputs (whose true label is not the target) classified as the target. */
