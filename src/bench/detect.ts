@@ -10,7 +10,9 @@
 // head-shift evidence flags (where the scans measured it; head-shift-evidence.ts), --head-shift-exclude on|off
 // whether its targets leave the statistics for one more round, --head-shift-veto on|off whether a blend-family
 // flag whose trigger keeps its success under the head shift is withdrawn (defaults: DEFAULT_SCORE_RULE), --loop all|candidates|off the confirm-and-exclude loop; --restarts N overrides the starts per label of new scans,
-// --more-starts M the further starts below the reference median (default: as many as --restarts).
+// --more-starts M the further starts below the reference median (default: as many as --restarts), --mask-threshold
+// T the attack success a mask-family trigger must reach in new scans (default 0.99, as the blend family's; an
+// experiment: the raw lines record it).
 // --raw scans record every start of each label (norm, reached, held-out success), so --first-starts K rescores
 // them as the K-start scan (the first K starts are those a K-start scan runs, up to float rounding: nc-starts.ts), and
 // --starts-at-stake B+M as a scan of B starts with M more for the labels below the reference median, in the
@@ -46,6 +48,7 @@ const { values } = benchArgs(import.meta.url, {
     "family-fdr": { type: "string" },
     restarts: { type: "string" },
     "more-starts": { type: "string" },
+    "mask-threshold": { type: "string" },
     compact: { type: "string" },
     "head-shift": { type: "string" },
     "head-shift-exclude": { type: "string" },
@@ -65,6 +68,8 @@ interface RawScan {
   labels: number[];
   raw: Partial<Record<TriggerFamily, NcRawScore[]>>;
   scoring: { scale: "log" | "linear"; fdr: number; minHeldOutSuccess: number; hw: number; heldOutImages: number };
+  /** The success bar of the mask family's triggers (absent in scans saved before it could be set: 0.99). */
+  maskThreshold?: number;
   seconds: number;
   /**
    * Every label's reversed trigger per family, in the order of `labels`: mask and pattern as 8-bit base64
@@ -111,7 +116,7 @@ function rawOf(model: string, seed: number, targets: number[], r: NeuralCleanseR
     const f = t.family ?? "mask";
     (triggers[f] ??= []).push(phaseOf.get(`${f}:${t.label}`) === "full" ? { mask: to8(t.mask, 1), pattern: to8(t.pattern, range) } : null);
   }
-  return { model, seed, targets, labels: r.labels.map((l) => l.label), raw, scoring: { scale: s.scale, fdr: s.fdr, minHeldOutSuccess: s.minHeldOutSuccess, hw: r.shape[1] * r.shape[2], heldOutImages: r.images.heldOut }, seconds: r.seconds, ...(r.allTriggers ? { triggers } : {}) };
+  return { model, seed, targets, labels: r.labels.map((l) => l.label), raw, scoring: { scale: s.scale, fdr: s.fdr, minHeldOutSuccess: s.minHeldOutSuccess, hw: r.shape[1] * r.shape[2], heldOutImages: r.images.heldOut }, maskThreshold: s.maskThreshold, seconds: r.seconds, ...(r.allTriggers ? { triggers } : {}) };
 }
 const seeds = Number(values.seeds ?? 5);
 if (!Number.isInteger(seeds) || seeds < 1) throw new Error(`--seeds must be a positive integer, got ${values.seeds}`);
@@ -124,6 +129,8 @@ const restarts = values.restarts === undefined ? undefined : Number(values.resta
 if (restarts !== undefined && (!Number.isInteger(restarts) || restarts < 1)) throw new Error(`--restarts must be a positive integer, got ${values.restarts}`);
 const moreStarts = values["more-starts"] === undefined ? undefined : Number(values["more-starts"]);
 if (moreStarts !== undefined && (!Number.isInteger(moreStarts) || moreStarts < 0)) throw new Error(`--more-starts must be an integer >= 0, got ${values["more-starts"]}`);
+const maskThreshold = values["mask-threshold"] === undefined ? undefined : Number(values["mask-threshold"]);
+if (maskThreshold !== undefined && !(maskThreshold > 0 && maskThreshold <= 1)) throw new Error(`--mask-threshold must be in (0, 1], got ${values["mask-threshold"]}`);
 const lines: string[] = [];
 const say = (s = "") => {
   process.stdout.write(s + "\n");
@@ -255,7 +262,7 @@ if (!values["skip-zoo"]) {
       let allTargets = 0, wrong = 0, seconds = 0;
       for (let seed = firstSeed; seed < seeds; seed++) {
         const valid = await openDataset(join(zoo, d, m.files.valid), { inputScale: m.inputScale });
-        const r = await detectBackdoor(model, valid, { inputScale: m.inputScale, seed, sourceCurves: true, keepTriggers: values.raw !== undefined, recordStarts: values.raw !== undefined, restarts, moreStarts });
+        const r = await detectBackdoor(model, valid, { inputScale: m.inputScale, seed, sourceCurves: true, keepTriggers: values.raw !== undefined, recordStarts: values.raw !== undefined, restarts, moreStarts, maskThreshold });
         valid.close();
         if (values.raw) appendFileSync(values.raw, JSON.stringify(rawOf(d, seed, m.targets, r)) + "\n");
         flagsPerSeed.push(r.flagged);
@@ -288,7 +295,7 @@ if (!values["skip-csaw"]) {
     const model = await loadDeepId(`csaw2020/models/${file}`);
     const data = await openImageFiles(faces, { inputScale: scale });
     log(`${file}: scanning`);
-    const r = await detectBackdoor(model, data, { inputScale: scale, sourceCurves: true, recordStarts: values.raw !== undefined, restarts, moreStarts });
+    const r = await detectBackdoor(model, data, { inputScale: scale, sourceCurves: true, recordStarts: values.raw !== undefined, restarts, moreStarts, maskThreshold });
     // The CSAW scans too, for --rescore (their targets: see CSAW_TARGETS), without their triggers (3-channel
     // patterns of some 40 full-phase labels per family: megabytes per network).
     if (values.raw) appendFileSync(values.raw, JSON.stringify(rawOf(file.replace("_bd_weights.h5", ""), 0, CSAW_TARGETS[file] ?? [], r)) + "\n");

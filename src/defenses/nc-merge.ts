@@ -25,9 +25,14 @@ export interface NcShard {
 /** Settings that change what a label's run measures or how it is judged: they must agree across shards. */
 const SAME_SETTINGS = [
   "inputScale", "families", "restarts", "moreStarts", "scale", "steps", "screenSteps", "batchSize", "screenBatchSize", "lr", "initLambda",
-  "threshold", "patience", "earlyStopPatience", "holdout", "maxImages", "evalImages", "seed", "schedule", "eta", "fdr",
+  "threshold", "maskThreshold", "patience", "earlyStopPatience", "holdout", "maxImages", "evalImages", "seed", "schedule", "eta", "fdr",
   "minHeldOutSuccess", "reference",
 ] as const;
+
+/** A shard's setting; scans written before maskThreshold existed used `threshold` for the mask family too. */
+function settingOf(settings: NcShard["neuralCleanse"]["settings"], k: (typeof SAME_SETTINGS)[number]): unknown {
+  return k === "maskThreshold" ? (settings.maskThreshold ?? settings.threshold) : settings[k];
+}
 
 /** Checks a parsed result.json is a shard of a Neural Cleanse scan with per-label measurements; one-line errors. */
 export function asShard(v: unknown, source: string): NcShard {
@@ -79,8 +84,8 @@ export function mergeShards(shards: readonly NcShard[]): MergedScan {
     if (m.weightsSha256 !== undefined && first.model.weightsSha256 !== undefined && m.weightsSha256 !== first.model.weightsSha256)
       fail(`--merge: ${sh.source} scanned other weights (${m.source ?? m.name}) than ${first.source} (${first.model.source ?? first.model.name}); the shards must scan one model`);
     for (const k of SAME_SETTINGS) {
-      const a = JSON.stringify(sh.neuralCleanse.settings[k]);
-      const b = JSON.stringify(set0[k]);
+      const a = JSON.stringify(settingOf(sh.neuralCleanse.settings, k));
+      const b = JSON.stringify(settingOf(set0, k));
       if (a !== b) fail(`--merge: ${sh.source} was scanned with ${k} ${a}, ${first.source} with ${b}`);
     }
     const [im, im0] = [sh.neuralCleanse.images, first.neuralCleanse.images];

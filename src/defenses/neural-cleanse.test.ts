@@ -352,6 +352,15 @@ test("detects the backdoor target of a patch-poisoned model and flags nothing on
   const png = triggerPngs(trig, rBad.example, rBad.shape, rBad.inputScale);
   assert.equal(png.mask.subarray(1, 4).toString(), "PNG");
 
+  // The mask family's success bar (maskThreshold, by default the blend family's `threshold`): a lower bar is met
+  // by a smaller trigger, the settings record it, and a bar outside (0, 1] is refused.
+  const bar = (maskThreshold: number) => detectBackdoor(bad, ds(), { inputScale: 255, labels: [TARGET], restarts: 1, moreStarts: 0, families: ["mask"], headShift: false, maskThreshold });
+  const [low, high] = [await bar(0.5), await bar(0.99)];
+  assert.deepEqual([rBad.settings.maskThreshold, rBad.settings.threshold, low.settings.maskThreshold], [0.99, 0.99, 0.5]);
+  assert.ok(low.labels[0].l1Norm < high.labels[0].l1Norm, `norm at 50% ${low.labels[0].l1Norm}, at 99% ${high.labels[0].l1Norm}`);
+  await assert.rejects(bar(0), /mask threshold must be in \(0, 1\], got 0/);
+  await assert.rejects(bar(1.5), /mask threshold must be in \(0, 1\], got 1.5/);
+
   // More labels per run than there are labels (a typo like --labels-per-run 1e12): slots for the labels queued only.
   const wide = await detectBackdoor(bad, ds(), { inputScale: 255, labels: [0, 1], steps: 5, restarts: 1, moreStarts: 0, families: ["mask"], labelsPerRun: 1e12 });
   assert.equal(wide.labels.length, 2);
