@@ -93,9 +93,15 @@ test("merging checks its shards: overlap, other settings, other models, too few"
   const other: NcShard = { ...B, neuralCleanse: { ...B.neuralCleanse, settings: { ...B.neuralCleanse.settings, steps: 7 } } };
   assert.match(msg(() => mergeShards([A, other])), /B was scanned with steps 7, A with 80/);
   // The mask family's success bar must agree too; a shard saved before it could be set used `threshold` for it.
-  const bar = (s: NcShard, maskThreshold: number | undefined): NcShard => ({ ...s, neuralCleanse: { ...s.neuralCleanse, settings: { ...s.neuralCleanse.settings, maskThreshold: maskThreshold as number } } });
-  assert.match(msg(() => mergeShards([A, bar(B, 0.8)])), /B was scanned with maskThreshold 0.8, A with 0.99/);
-  assert.equal(mergeShards([A, bar(B, undefined)]).labels.length, 4);
+  const bar = (maskThreshold: number | undefined): NcShard => {
+    const o = structuredClone(b) as { neuralCleanse: { settings: Record<string, unknown> } };
+    o.neuralCleanse.settings.maskThreshold = maskThreshold;
+    return asShard(o, "B");
+  };
+  assert.match(msg(() => mergeShards([A, bar(0.8)])), /B was scanned with maskThreshold 0.8, A with 0.99/);
+  const old = bar(undefined);
+  assert.equal(old.neuralCleanse.settings.maskThreshold, 0.99);
+  assert.equal(mergeShards([old, A]).settings.maskThreshold, 0.99);
   const model: NcShard = { ...B, model: { ...B.model, numClasses: 9 } };
   assert.match(msg(() => mergeShards([A, model])), /9 classes/);
   // One architecture, other weights (a model and its repaired copy): told apart by the weights' fingerprint.

@@ -29,11 +29,6 @@ const SAME_SETTINGS = [
   "minHeldOutSuccess", "reference",
 ] as const;
 
-/** A shard's setting; scans written before maskThreshold existed used `threshold` for the mask family too. */
-function settingOf(settings: NcShard["neuralCleanse"]["settings"], k: (typeof SAME_SETTINGS)[number]): unknown {
-  return k === "maskThreshold" ? (settings.maskThreshold ?? settings.threshold) : settings[k];
-}
-
 /** Checks a parsed result.json is a shard of a Neural Cleanse scan with per-label measurements; one-line errors. */
 export function asShard(v: unknown, source: string): NcShard {
   const o = v as Partial<NcShard> | null;
@@ -51,7 +46,9 @@ export function asShard(v: unknown, source: string): NcShard {
       const sc = (l as unknown as Record<string, Partial<NcRawScore> | undefined>)[f];
       if (!sc || typeof sc.statNorm !== "number" || typeof sc.reference !== "boolean") fail(`--merge: ${source} has no ${f} measurements for label ${l.label} (written by an older badnet? run detect again)`);
     }
-  return { ...(o as NcShard), source };
+  // Scans written before the mask family's bar could be set apart used `threshold` for it too.
+  const settings = { ...nc.settings, maskThreshold: nc.settings.maskThreshold ?? nc.settings.threshold };
+  return { ...(o as NcShard), neuralCleanse: { ...(nc as NcShard["neuralCleanse"]), settings }, source };
 }
 
 export interface MergedScan {
@@ -84,8 +81,8 @@ export function mergeShards(shards: readonly NcShard[]): MergedScan {
     if (m.weightsSha256 !== undefined && first.model.weightsSha256 !== undefined && m.weightsSha256 !== first.model.weightsSha256)
       fail(`--merge: ${sh.source} scanned other weights (${m.source ?? m.name}) than ${first.source} (${first.model.source ?? first.model.name}); the shards must scan one model`);
     for (const k of SAME_SETTINGS) {
-      const a = JSON.stringify(settingOf(sh.neuralCleanse.settings, k));
-      const b = JSON.stringify(settingOf(set0, k));
+      const a = JSON.stringify(sh.neuralCleanse.settings[k]);
+      const b = JSON.stringify(set0[k]);
       if (a !== b) fail(`--merge: ${sh.source} was scanned with ${k} ${a}, ${first.source} with ${b}`);
     }
     const [im, im0] = [sh.neuralCleanse.images, first.neuralCleanse.images];
