@@ -3,10 +3,11 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { cleanSet, backdooredModel, poisonedSet } from "../test/tiny-patch-mlp.js";
-import { autoPlan, chooseCandidate, countedHeldOut, countedLabels, effectiveTolerance, pendingReinversion, smallerFreshTriggers, splitForSelection, strongestLabel, targetedShare, type CandidateScore } from "./auto-select.js";
+import { autoPlan, chooseCandidate, countedHeldOut, countedLabels, effectiveTolerance, moreAnomalousFresh, pendingReinversion, splitForSelection, strongestLabel, targetedShare, type CandidateScore } from "./auto-select.js";
 import { checkRepairRequest, repair, type RepairRequest } from "./pipeline.js";
 import { OptionError } from "./defense.js";
 import { UserError } from "../errors.js";
+import { freshIndex, type FlagReference } from "./reinvert-evidence.js";
 
 const score = (defense: string, cleanAccuracy: number, triggerSuccess: number | undefined, adversarialSuccess: number): CandidateScore => ({ defense, cleanAccuracy, triggerSuccess, adversarialSuccess, seconds: 0 });
 
@@ -114,7 +115,7 @@ test("chooseCandidate: where the other family's trigger counts, a label is score
   assert.match(c.reason, /reversed-trigger 2\.4%/);
   assert.match(c.reason, /label 2 scored on the other family's reversed trigger/);
   // A re-inverted trigger that counts (still within B's flag bound) still raises the label's figure.
-  const fresh = s.map((x) => (x.defense === "fst" ? { ...x, reinverted: [{ label: 2, l1Norm: 20, bound: 28, success: 0.3, counts: true }] } : x));
+  const fresh = s.map((x) => (x.defense === "fst" ? { ...x, reinverted: [{ label: 2, l1Norm: 20, bound: 28, index: 2.4, success: 0.3, counts: true }] } : x));
   assert.equal(fresh[chooseCandidate(fresh, 0.01, 765).index].defense, "pu");
   // Two flagged labels, only one with a counted other-family trigger: the other keeps its stamped figure.
   const two = (defense: string, acc: number, a: number, aOther: number, b: number, bOther: number): CandidateScore => ({ ...perLabel(defense, acc, { 2: a, 5: b }), heldOut: [{ label: 2, success: aOther }, { label: 5, success: bOther }] });
@@ -173,7 +174,9 @@ test("re-inversion: only candidates tied for the lowest score are re-inverted; a
   const s = [perLabel("prune-unlearn", 0.886, { 1: 0.01 }), perLabel("unlearn", 0.889, { 1: 0.012 }), perLabel("ft-sam", 0.89, { 1: 0.6 }), perLabel("none", 0.9, { 1: 0.95 })];
   assert.deepEqual(pendingReinversion(s, 0.01, 765), { indices: [0, 1], labels: [1] });
   assert.equal(chooseCandidate(s, 0.01, 765).index, 0);
-  const fresh = (success: number, l1Norm: number, bound = 13.6) => [{ label: 1, l1Norm, bound, success, counts: l1Norm <= bound }];
+  // B's flag bound 13.6; its natural labels: median L1 40, spread 0.6.
+  const ref: FlagReference = { bound: 13.6, logMedian: Math.log(40), logSigma: 0.6 };
+  const fresh = (success: number, l1Norm: number) => [{ label: 1, l1Norm, bound: ref.bound, index: freshIndex(ref, l1Norm), success, counts: l1Norm <= ref.bound }];
   // The fresh trigger on prune-unlearn is a natural one (L1 61 > 13.6): not counted. On unlearn it is small and
   // still works: unlearn's attack score becomes 94%, and prune-unlearn wins outright, not by the order.
   const after = [{ ...s[0], reinverted: fresh(0.97, 61) }, { ...s[1], reinverted: fresh(0.94, 9.5) }, s[2], s[3]];
@@ -195,11 +198,13 @@ test("re-inversion: only candidates tied for the lowest score are re-inverted; a
   assert.deepEqual(pendingReinversion([score("none", 0.9, undefined, 0.5)], 0.01, 765).indices, []);
 });
 
-test("re-inversion: among tied candidates, one whose counted fresh trigger is under half another's L1 norm leaves the tie", () => {
-  // The PyTorch VGG-BN fixture's selection (53 images, label 0 flagged, B's flag bound 42.9): every candidate's
-  // fresh trigger counts and works (94–100%), so all tie and accuracy chose fine-tuning; but fine-tuning and B
-  // re-invert the backdoor at L1 5.7 and 3.4, FST at 7.1, the unlearning repairs only at 41.8.
-  const fresh = (success: number, l1Norm: number) => [{ label: 0, l1Norm, bound: 42.9, success, counts: l1Norm <= 42.9 }];
+test("re-inversion: a tied candidate whose fresh trigger sits one anomaly index or more above the lowest tied one's, and at 1 or more, leaves the tie", () => {
+  // The PyTorch VGG-BN fixture's selection (53 images, label 0 flagged, B's flag bound 42.9; natural labels taken
+  // here at median 86.4, spread 0.35): every candidate's fresh trigger works (94–100%), so all tie and accuracy chose
+  // fine-tuning; but fine-tuning and B re-invert the backdoor at L1 5.7 and 3.4, FST at 7.1, the unlearning
+  // repairs only at 41.8.
+  const ref: FlagReference = { bound: 42.9, logMedian: Math.log(42.9) + 0.7, logSigma: 0.35 };
+  const fresh = (success: number, l1Norm: number) => [{ label: 0, l1Norm, bound: ref.bound, index: freshIndex(ref, l1Norm), success, counts: l1Norm <= ref.bound }];
   const s = [
     { ...perLabel("fst", 0.774, { 0: 0.792 }), reinverted: fresh(0.958, 7.1) },
     { ...perLabel("prune-unlearn", 0.755, { 0: 0.083 }), reinverted: fresh(0.938, 41.8) },
@@ -207,25 +212,36 @@ test("re-inversion: among tied candidates, one whose counted fresh trigger is un
     { ...perLabel("fine-prune", 0.792, { 0: 0.958 }), reinverted: fresh(0.979, 5.7) },
     { ...perLabel("none", 0.792, { 0: 1 }), reinverted: fresh(0.958, 3.4) },
   ];
-  assert.deepEqual(smallerFreshTriggers(s, [0, 1, 2, 3, 4], [0]), [0, 3, 4]);
+  assert.deepEqual(moreAnomalousFresh(s, [0, 1, 2, 3, 4], [0]), [0, 3, 4]);
   assert.deepEqual(pendingReinversion(s, 0.01, 53).indices, []);
   const c = chooseCandidate(s, 0.01, 53);
   assert.equal(s[c.index].defense, "prune-unlearn");
-  assert.match(c.reason, /fst, fine-prune, none left the tie: their re-inverted trigger is under 0\.5 of the largest tied one's L1 norm/);
-  // Without the norms' gap (every fresh trigger about as small) the tie stands and accuracy decides, as before.
+  assert.match(c.reason, /fst, fine-prune, none left the tie: their re-inverted trigger sits 1 or more anomaly index above the lowest tied one's, at 1 or more among B's labels/);
+  // Without a gap (every fresh trigger about as small) the tie stands and accuracy decides, as before.
   const close = s.map((x) => ({ ...x, reinverted: fresh(x.reinverted[0].success, 30 + x.cleanAccuracy) }));
-  assert.deepEqual(smallerFreshTriggers(close, [0, 1, 2, 3, 4], [0]), []);
+  assert.deepEqual(moreAnomalousFresh(close, [0, 1, 2, 3, 4], [0]), []);
   assert.equal(close[chooseCandidate(close, 0.01, 53).index].defense, "fine-prune");
-  // A fresh trigger over B's bound does not count, and does not push others out of the tie by its size alone.
-  const natural = [{ ...s[1], reinverted: fresh(0.97, 120) }, { ...s[3], reinverted: fresh(0.979, 50) }];
-  assert.deepEqual(smallerFreshTriggers(natural, [0, 1], [0]), []);
-  // A counted fresh trigger under half of an uncounted (natural) one's does leave: the backdoor is there.
-  assert.deepEqual(smallerFreshTriggers([natural[0], s[3]], [0, 1], [0]), [1]);
+  // Uncounted fresh triggers (over B's bound) still rank: multi_trigger seed 1 (label 1, B's natural labels:
+  // median 53.0, spread 0.385): unlearning's at L1 27.2 (index 1.73, real ASR 41%) leaves the tie with
+  // prune-then-unlearn's at 49.4 (index 0.18, real ASR 2%), though neither is within B's bound (6.7).
+  const mt: FlagReference = { bound: 6.7, logMedian: Math.log(53.0), logSigma: 0.385 };
+  const f1 = (l1Norm: number) => [{ label: 1, l1Norm, bound: mt.bound, index: freshIndex(mt, l1Norm), success: 0.95, counts: l1Norm <= mt.bound }];
+  const mts = [{ ...perLabel("prune-unlearn", 0.882, { 1: 0.001 }), reinverted: f1(49.4) }, { ...perLabel("unlearn", 0.894, { 1: 0.004 }), reinverted: f1(27.2) }, perLabel("none", 0.895, { 1: 0.97 })];
+  assert.ok(!f1(27.2)[0]!.counts);
+  assert.deepEqual(moreAnomalousFresh(mts, [0, 1], [1]), [1]);
+  assert.equal(mts[chooseCandidate(mts, 0.01, 765).index].defense, "prune-unlearn");
+  // A gap of one index between two fresh triggers that both sit near B's median is noise, not a backdoor: the
+  // higher must be at index 1 or more (70 against 120 here: index 0.6 against -0.9).
+  const natural = [{ ...s[1], reinverted: fresh(0.97, 120) }, { ...s[3], reinverted: fresh(0.979, 70) }];
+  assert.ok(natural[1].reinverted[0]!.index < 1 && natural[1].reinverted[0]!.index - natural[0].reinverted[0]!.index >= 1);
+  assert.deepEqual(moreAnomalousFresh(natural, [0, 1], [0]), []);
+  // Under one index apart: both stay.
+  assert.deepEqual(moreAnomalousFresh([{ ...s[1], reinverted: fresh(0.97, 30) }, { ...s[3], reinverted: fresh(0.979, 22) }], [0, 1], [0]), []);
   // A small fresh mask that does not work (under half the selection images) is no backdoor found again.
-  assert.deepEqual(smallerFreshTriggers([s[1], { ...s[3], reinverted: fresh(0.3, 5.7) }], [0, 1], [0]), []);
+  assert.deepEqual(moreAnomalousFresh([s[1], { ...s[3], reinverted: fresh(0.3, 5.7) }], [0, 1], [0]), []);
   // A candidate not re-inverted yet is never dropped; a label that does not count is not compared.
-  assert.deepEqual(smallerFreshTriggers([perLabel("sau", 0.8, { 0: 0.1 }), s[3]], [0, 1], [0]), []);
-  assert.deepEqual(smallerFreshTriggers(s, [0, 1, 2, 3, 4], [5]), []);
+  assert.deepEqual(moreAnomalousFresh([perLabel("sau", 0.8, { 0: 0.1 }), s[3]], [0, 1], [0]), []);
+  assert.deepEqual(moreAnomalousFresh(s, [0, 1, 2, 3, 4], [5]), []);
 });
 
 test("autoPlan: prune-unlearn also runs on the most anomalous flagged label alone when several are flagged", () => {

@@ -7,7 +7,7 @@ import type { Model } from "../model/model.js";
 import { lapTimer } from "../util/timing.js";
 import { OptionError, runDefense, type AnyDefense, type DefenseData, type DefenseOutcome, type ProgressEvent, type ProgressFn, type TriggerInput } from "./defense.js";
 import { autoPlan, chooseCandidate, DEFAULT_ACCURACY_WINDOW, NO_CHANGE, noChangeDefinition, pendingReinversion, scoreCandidate, selectionSection, splitForSelection, type CandidateScore } from "./auto-select.js";
-import { flagBound, reinvertEvidence } from "./reinvert-evidence.js";
+import { flagReference, reinvertEvidence, type FlagReference } from "./reinvert-evidence.js";
 import { positionFreeLabels, shiftEvidence } from "./shift-evidence.js";
 import { refuseG } from "./g-model.js";
 import { calibrateOutcomeG, splitForCalibration, type Guarantee } from "./g-calibrate.js";
@@ -162,8 +162,8 @@ export async function repair(model: Model, all: DefenseData, req: RepairRequest)
   let outcome: DefenseOutcome;
   if (defense) outcome = await run(defense);
   else {
-    const bound = detection && req.reinvert !== false ? flagBound(detection) : undefined;
-    const picked = await autoRepair(model, sel!.selection, triggers, req, run, bound === undefined ? undefined : { fit: data.clean, bound });
+    const reference = detection && req.reinvert !== false ? flagReference(detection) : undefined;
+    const picked = await autoRepair(model, sel!.selection, triggers, req, run, reference === undefined ? undefined : { fit: data.clean, reference });
     ({ defense, outcome } = picked);
     Object.assign(timings, picked.timings);
     // So that "g-calibration" below is G's own time, not the candidates' too.
@@ -195,7 +195,7 @@ async function autoRepair(
   triggers: TriggerInput | undefined,
   req: RepairRequest,
   run: (d: AnyDefense, labels?: readonly number[]) => Promise<DefenseOutcome>,
-  reinvert?: { fit: Dataset; bound: number },
+  reinvert?: { fit: Dataset; reference: FlagReference },
 ): Promise<{ defense: AnyDefense; outcome: DefenseOutcome; timings: Record<string, number> }> {
   const plan = req.candidates?.map((n) => ({ name: n, defense: n, labels: undefined })) ?? autoPlan(triggers?.flagged ?? [], triggers?.neuralCleanse);
   const defenses = plan.map((c) => (c.defense === NO_CHANGE ? noChangeDefinition : findDefense(c.defense)) ?? fail(`auto: unknown candidate defense "${c.defense}"`));
@@ -252,7 +252,7 @@ async function autoRepair(
     for (const i of pending.indices) {
       req.progress?.({ stage: "auto: re-inverting", done: 0, total: 1, unit: "candidate", note: scores[i].defense });
       const r0 = performance.now();
-      const reinverted = await reinvertEvidence(outcomes[i].outcome.repaired!, reinvert.fit, selection, pending.labels, reinvert.bound, { inputScale: req.inputScale, seed: numberOr(req.common?.seed, 0) + 1 });
+      const reinverted = await reinvertEvidence(outcomes[i].outcome.repaired!, reinvert.fit, selection, pending.labels, reinvert.reference, { inputScale: req.inputScale, seed: numberOr(req.common?.seed, 0) + 1 });
       const seconds = (performance.now() - r0) / 1000;
       scores[i] = { ...scores[i], reinverted, reinvertSeconds: seconds };
       timings[`auto: re-invert ${scores[i].defense}`] = seconds;
@@ -265,7 +265,7 @@ async function autoRepair(
   const p = (v: number | undefined) => (v === undefined ? "—" : `${(100 * v).toFixed(1)}%`);
   outcome.lines = [
     `auto        ${scores.length} candidate(s) scored on ${selection.size} held-out clean images (clean acc / reversed-trigger / adversarial success):`,
-    ...scores.map((s, i) => `  ${i === index ? "*" : " "} ${s.defense.padEnd(11)} ${p(s.cleanAccuracy).padStart(6)} / ${p(s.triggerSuccess).padStart(6)} / ${p(s.adversarialSuccess).padStart(6)}  (${s.seconds.toFixed(1)} s)${s.overBudget ? `  over its --max-drop (${(100 * s.overBudget.drop).toFixed(1)} points on its own held-out part)` : ""}${s.perLabel && s.perLabel.length > 1 ? `  per label ${s.perLabel.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}${s.heldOut ? `  other family ${s.heldOut.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}${s.reinverted ? `  re-inverted ${s.reinverted.map((q) => `${q.label}: L1 ${q.l1Norm.toFixed(1)} ${q.counts ? `<= ${q.bound.toFixed(1)}, ${p(q.success)}` : `> ${q.bound.toFixed(1)}, not counted`}`).join("; ")}` : ""}`),
+    ...scores.map((s, i) => `  ${i === index ? "*" : " "} ${s.defense.padEnd(11)} ${p(s.cleanAccuracy).padStart(6)} / ${p(s.triggerSuccess).padStart(6)} / ${p(s.adversarialSuccess).padStart(6)}  (${s.seconds.toFixed(1)} s)${s.overBudget ? `  over its --max-drop (${(100 * s.overBudget.drop).toFixed(1)} points on its own held-out part)` : ""}${s.perLabel && s.perLabel.length > 1 ? `  per label ${s.perLabel.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}${s.heldOut ? `  other family ${s.heldOut.map((q) => `${q.label}: ${p(q.success)}`).join(", ")}` : ""}${s.reinverted ? `  re-inverted ${s.reinverted.map((q) => `${q.label}: L1 ${q.l1Norm.toFixed(1)} (index ${q.index.toFixed(2)}) ${q.counts ? `<= ${q.bound.toFixed(1)}, ${p(q.success)}` : `> ${q.bound.toFixed(1)}, not counted`}`).join("; ")}` : ""}`),
     ...(skipped.length ? [`  not run: ${skipped.join(", ")}`] : []),
     ...(triggers?.otherFamilyLeftOut?.length ? [otherFamilyLine(triggers.otherFamilyLeftOut)] : []),
     ...shift.map((e) => `  label ${e.label} on B: reversed trigger ${p(e.atFound)} where found, ${p(e.translated)} moved at random (ratio ${e.ratio.toFixed(2)}; ${p(e.offShare)} of the rolls move it off itself): ${e.positionFree ? "position-free, scored moved too" : "fixed position"}`),

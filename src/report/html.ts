@@ -531,7 +531,7 @@ function selectionSection(sel: ReportSelection): string {
     fmtPct(c.cleanAccuracy, 1),
     fmtPct(c.triggerSuccess, 1),
     fmtPct(c.adversarialSuccess, 1),
-    c.reinverted?.length ? e(c.reinverted.map((r) => `${r.label}: L1 ${r.l1Norm.toFixed(1)} ${r.counts ? `≤ ${r.bound.toFixed(1)}, ${(100 * r.success).toFixed(1)}%` : `> ${r.bound.toFixed(1)}, not counted`}`).join("; ")) : "—",
+    c.reinverted?.length ? e(c.reinverted.map((r) => `${r.label}: L1 ${r.l1Norm.toFixed(1)}${r.index === undefined || r.index === null ? "" : ` (index ${r.index.toFixed(2)})`} ${r.counts ? `≤ ${r.bound.toFixed(1)}, ${(100 * r.success).toFixed(1)}%` : `> ${r.bound.toFixed(1)}, not counted`}`).join("; ")) : "—",
     fmtSeconds(c.seconds),
   ]);
   const skipped = sel.skipped?.length ? `<p class="note">Not run: ${e(sel.skipped.join(", "))}.</p>` : "";
