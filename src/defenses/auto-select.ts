@@ -32,14 +32,15 @@
 // Re-inversion (reinvert-evidence.ts). The reversed triggers found on B fail after every trigger-based repair,
 // whether or not the real trigger still works, so they tie those repairs. The candidates tied for the lowest
 // attack score are therefore re-inverted: Neural Cleanse's reversal run afresh on the repaired network for the
-// counted labels (mask family, detection's own schedule, on the candidates' own data, never the selection split).
+// counted labels (mask family, two starts, on the candidates' own data, never the selection split).
 // A fresh trigger whose L1 norm is within B's flag threshold (the backdoor is still there, as small as one
 // Neural Cleanse flags) counts: the label's attack figure becomes the higher of the stamped trigger's success
 // and the fresh trigger's on the selection split. A larger fresh trigger is a natural label-to-label one and
 // does not count. The re-inverted figures only raise scores, so re-inverting the tied candidates until no
 // tied one is left without it (`pendingReinversion`) gives the choice re-inverting every eligible one would.
 // Among the tied, a candidate whose fresh trigger works and sits one anomaly index or more above the lowest tied
-// one's (and at 1 or more among B's labels) leaves the tie (moreAnomalousFresh): the backdoor is found again on it.
+// one's (and at 1 or more among B's unflagged labels) leaves the tie (moreAnomalousFresh): the backdoor is found
+// again on it.
 //
 // The other family (CandidateScore.heldOut). Neural Cleanse reverses a trigger of both families for every label,
 // and unlearning stamps the flagging family's: on that trigger the trigger-based repairs are scored in-sample.
@@ -389,14 +390,14 @@ function ruleState(scores: readonly CandidateScore[], minTolerance: number, sele
   // Attack scores within the noise of the lowest are ties (only when the split's size is known).
   const band = selectionSize ? 1.96 * Math.sqrt(Math.max(lowest * (1 - lowest), 1 / selectionSize) / selectionSize) : 0;
   const onScore = eligible.filter((i) => attack(scores[i]) <= lowest + band + 1e-12);
-  const smaller = moreAnomalousFresh(scores, onScore, counted);
-  const tied = onScore.filter((i) => !smaller.includes(i));
-  return { best, tolerance, eligible, overBudget, counted, countedHeld, ignored, attack, lowest, band, tied, smaller };
+  const freshOut = moreAnomalousFresh(scores, onScore, counted);
+  const tied = onScore.filter((i) => !freshOut.includes(i));
+  return { best, tolerance, eligible, overBudget, counted, countedHeld, ignored, attack, lowest, band, tied, freshOut };
 }
 
 /**
- * A tied candidate whose fresh trigger of a counted label sits at least this much higher (anomaly index against
- * B's reference labels) than the lowest tied candidate's leaves the tie: one typical label-to-label spread.
+ * A tied candidate whose fresh trigger of a counted label sits at least this much higher (anomaly index among
+ * B's unflagged reference labels) than the lowest tied candidate's leaves the tie: one typical label-to-label spread.
  */
 export const FRESH_INDEX_GAP = 1;
 
@@ -406,7 +407,7 @@ export const FRESH_INDEX_FLOOR = 1;
 /**
  * Among candidates tied on attack, those whose re-inverted trigger for a counted label works
  * (MIN_HELD_OUT_SUCCESS on the selection split), sits at anomaly index FRESH_INDEX_FLOOR or more among B's
- * reference labels and FRESH_INDEX_GAP or more above the lowest tied candidate's fresh trigger of that label:
+ * unflagged reference labels and FRESH_INDEX_GAP or more above the lowest tied candidate's fresh trigger of that label:
  * the backdoor is found again smaller on them than on another tied repair. Success alone cannot separate them
  * (every fresh trigger reaches ~95% at some size); Neural Cleanse's own measure, the norm, can.
  * Measured (detection's schedule, all of valid.h5, docs/repairs.md "Re-inversion on detection's schedule"):
@@ -443,7 +444,7 @@ export function pendingReinversion(scores: readonly CandidateScore[], minToleran
 /** The documented rule (see the file's head): index of the chosen candidate, why, and the tolerance used. */
 export function chooseCandidate(scores: readonly CandidateScore[], minTolerance = 0.01, selectionSize?: number): { index: number; reason: string; tolerance: number; ignored: number[]; tradeoff?: SelectionTradeoff } {
   if (scores.length === 0) throw new Error("no candidate to choose from");
-  const { best, tolerance, eligible, overBudget, countedHeld, ignored, attack, band, tied, smaller } = ruleState(scores, minTolerance, selectionSize);
+  const { best, tolerance, eligible, overBudget, countedHeld, ignored, attack, band, tied, freshOut } = ruleState(scores, minTolerance, selectionSize);
   let index = -1;
   for (const i of tied) if (index < 0 || scores[i].cleanAccuracy > scores[index].cleanAccuracy) index = i;
   // Between tied repairs, accuracy gaps under TIE_GAP are below what the split can resolve (1 point is
@@ -462,13 +463,13 @@ export function chooseCandidate(scores: readonly CandidateScore[], minTolerance 
   const others = scores.length - 1;
   // How many eligible candidates the re-inverted triggers moved out of the tie (their fresh trigger still works).
   const stampedOnly = scores.some((x) => x.reinverted) ? ruleState(scores.map((x) => ({ ...x, reinverted: undefined })), minTolerance, selectionSize).tied : tied;
-  const raised = stampedOnly.filter((i) => !tied.includes(i) && !smaller.includes(i)).length;
+  const raised = stampedOnly.filter((i) => !tied.includes(i) && !freshOut.includes(i)).length;
   const reason =
     `${s.defense}: lowest attack success (${s.triggerSuccess === undefined ? `adversarial ${p(s.adversarialSuccess)}, no reversed trigger` : `${s.reinverted ? "reversed or re-inverted trigger" : "reversed-trigger"} ${p(attack(s))}`}) ` +
     (ignored.length ? `(label${ignored.length > 1 ? "s" : ""} ${ignored.join(", ")} not counted: no eligible repair halves ${ignored.length > 1 ? "their" : "its"} reversed trigger) ` : "") +
     (countedHeld.length ? `(label${countedHeld.length > 1 ? "s" : ""} ${countedHeld.join(", ")} scored on the other family's reversed trigger, which no candidate trained on, where a candidate halves the flagging family's) ` : "") +
     (raised ? `(${raised} candidate${raised > 1 ? "s" : ""} tied on the reversed triggers lost on the re-inverted one) ` : "") +
-    (smaller.length ? `(${smaller.map((i) => scores[i].defense).join(", ")} left the tie: ${smaller.length > 1 ? "their" : "its"} re-inverted trigger sits ${FRESH_INDEX_GAP} or more anomaly index above the lowest tied one's, at ${FRESH_INDEX_FLOOR} or more among B's labels) ` : "") +
+    (freshOut.length ? `(${freshOut.map((i) => scores[i].defense).join(", ")} left the tie: ${freshOut.length > 1 ? "their" : "its"} re-inverted trigger sits ${FRESH_INDEX_GAP} or more anomaly index above the lowest tied one's, at ${FRESH_INDEX_FLOOR} or more among B's labels) ` : "") +
     `${band > 0 ? `(ties within ${(100 * band).toFixed(1)} points go to clean accuracy${prior ? `, gaps under ${(100 * TIE_GAP).toFixed(1)} points between repairs to the earlier candidate` : ""}) ` : ""}` +
     `among the candidates within ${(100 * tolerance).toFixed(1)} points of the best selection clean accuracy (${p(best)}; its own ${p(s.cleanAccuracy)})` +
     (overBudget.length ? ` (${overBudget.map((i) => scores[i].defense).join(", ")} not eligible: no round within ${overBudget.length > 1 ? "their" : "its"} --max-drop on ${overBudget.length > 1 ? "their" : "its"} own held-out part)` : "") +
@@ -518,7 +519,7 @@ export function selectionSection(
 ): ReportSelection {
   const { tolerance, window, skipped, tradeoff } = o;
   return {
-    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of ${window} and 1.96 standard errors) of the best, and no round past the repair's own --max-drop (overBudget) unless every candidate in that window has one; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied (less any tied candidate whose re-inverted trigger works on at least ${MIN_HELD_OUT_SUCCESS} of the images and sits at anomaly index ${FRESH_INDEX_FLOOR} or more among B's reference labels and ${FRESH_INDEX_GAP} or more above the lowest tied candidate's), then highest clean accuracy (repairs within ${TIE_GAP} of it: the earlier candidate); a position-free label (shiftEvidence: its reversed trigger rolled to random positions keeps at least a quarter of its success on B) is scored by the worse of the trigger where found and rolled; where some eligible repair halves B's success on a flagged label's trigger of the other family (heldOut, which no repair trained on), a candidate that halves B's success on the flagging family's trigger is scored on the other family's (or the re-inverted one) alone for that label, as the repairs that unlearned the flagging family's trigger are scored in-sample on it; a candidate that does not halve it keeps the worse of both`,
+    rule: `eligible: selection clean accuracy within ${tolerance.toFixed(4)} (max of ${window} and 1.96 standard errors) of the best, and no round past the repair's own --max-drop (overBudget) unless every candidate in that window has one; chosen: lowest triggerSuccess (adversarialSuccess without triggers; per flagged label, over the labels some eligible repair halves; per label the higher of the stamped reversed trigger and the trigger re-inverted on the candidate when its L1 norm is within B's flag threshold, for the candidates tied on the lowest score), scores within 1.96 standard errors of it tied (less any tied candidate whose re-inverted trigger works on at least ${MIN_HELD_OUT_SUCCESS} of the images and sits at anomaly index ${FRESH_INDEX_FLOOR} or more among B's unflagged reference labels and ${FRESH_INDEX_GAP} or more above the lowest tied candidate's), then highest clean accuracy (repairs within ${TIE_GAP} of it: the earlier candidate); a position-free label (shiftEvidence: its reversed trigger rolled to random positions keeps at least a quarter of its success on B) is scored by the worse of the trigger where found and rolled; where some eligible repair halves B's success on a flagged label's trigger of the other family (heldOut, which no repair trained on), a candidate that halves B's success on the flagging family's trigger is scored on the other family's (or the re-inverted one) alone for that label, as the repairs that unlearned the flagging family's trigger are scored in-sample on it; a candidate that does not halve it keeps the worse of both`,
     selectionSize,
     candidates: scores.map((s) => ({ defense: s.defense, cleanAccuracy: s.cleanAccuracy, ...(s.triggerSuccess === undefined ? {} : { triggerSuccess: s.triggerSuccess }), adversarialSuccess: s.adversarialSuccess, seconds: s.seconds, ...(s.reinverted ? { reinverted: s.reinverted, reinvertSeconds: s.reinvertSeconds } : {}), ...(s.moved ? { moved: s.moved } : {}), ...(s.heldOut ? { heldOut: s.heldOut } : {}), ...(s.overBudget ? { overBudget: s.overBudget } : {}) })),
     chosen: scores[chosen].defense,

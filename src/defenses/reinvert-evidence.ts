@@ -1,5 +1,5 @@
 // Re-inversion evidence: does a backdoor survive a repair? Neural Cleanse's reversal is run again, from scratch,
-// on the repaired network for the flagged labels only (mask family, its own default schedule: reinvertEvidence),
+// on the repaired network for the flagged labels only (mask family, two starts: reinvertEvidence),
 // on the data the repair itself was given; the fresh trigger is then stamped on the held-out selection split.
 //
 // Why: the triggers reversed on B before the repair are what every trigger-based repair unlearns, so after any
@@ -7,20 +7,21 @@
 // unlearning, 1–2% after prune-then-unlearn). A backdoor that survives is found again as a mask smaller than
 // the label's natural ones; a removed one is not, and the reversal falls back to a natural label-to-label trigger.
 //
-// Each fresh mask is placed among B's reference labels (FlagReference): its anomaly index on the log norm, the
-// scale detection flags on (positive: smaller than the typical label). It counts in the attack score when it is
-// as small as one Neural Cleanse flags on B (index 2: the L1 `bound`); then its success on the selection split
+// Each fresh mask is placed among B's natural labels (FlagReference: the unflagged reference labels): its anomaly
+// index on the log norm, the scale detection flags on (positive: smaller than the typical label). It counts in
+// the attack score when it is as small as one Neural Cleanse flags on B (the scan's own L1 `bound`, index 2 over
+// its reference labels, flagged ones included); then its success on the selection split
 // is the label's attack figure if higher than the stamped trigger's. Every fresh trigger reaches ~95% success
 // at some size, so success alone says nothing, and scaling a large fresh mask down to a backdoor's size was
 // measured to rank repairs the wrong way round (badnet_patch, seed 0: prune-then-unlearn's scaled fresh
 // trigger 8.5% against unlearning's 4.7%, real ASR 2.8% against 50.7%; docs/repairs.md). The index also ranks
 // the tied candidates (auto-select.ts, moreAnomalousFresh): a backdoor half removed (40% real ASR) comes back at
-// index 1.7–2.4, under the flag bar but well above the 0–0.6 of the repairs that removed it.
+// index 1.7–2.4, under the flag bar but above the 0.92 or less of the zoo repairs that left under 3%.
 //
-// The schedule is detection's own (several starts, the cost-based budget), not a short one: with one start and
-// 150 steps the fresh norms of those two repairs came out the wrong way round (multi_trigger seed 1, unlearning
-// 57.3 against prune-then-unlearn's 49.4; full schedule 27.2 against 49.4). On the zoo models that costs about
-// 1 s per label and candidate.
+// The schedule is detection's two starts without its further starts: with one start (150, 300 or 600 steps
+// alike) the signal is lost (multi_trigger seed 0: unlearning's label 1 at index 0.41 against 2.09 with two
+// starts); the further starts gave the same indices in 12 of 18 cases at 5–6× the time (the bundled example: 9 s
+// against 0.6 s). docs/repairs.md "Re-inversion on detection's schedule".
 import { predictLabels } from "../model/forward.js";
 import type { Model } from "../model/model.js";
 import type { Dataset } from "../io/dataset.js";
