@@ -38,11 +38,11 @@ export interface ReinvertedLabel {
   l1Norm: number;
   /** B's flag threshold norm: the fresh trigger counts when l1Norm is at most this. */
   bound: number;
-  /** Anomaly index of l1Norm against B's reference labels (log scale; positive: smaller than their median). */
+  /** Anomaly index of l1Norm among B's unflagged reference labels (log scale; positive: smaller than their median). */
   index: number;
   /** Success of the fresh trigger on the selection split (images not of the label). */
   success: number;
-  /** Whether the fresh trigger counts in the attack score (l1Norm <= bound, i.e. index >= 2). */
+  /** Whether the fresh trigger counts in the attack score (l1Norm <= bound). */
   counts: boolean;
 }
 
@@ -74,14 +74,14 @@ export function freshIndex(ref: Pick<FlagReference, "logMedian" | "logSigma">, l
 }
 
 /**
- * Re-inverts `labels` on `model` (a repaired network) from `fit` (the repair's own data) with detection's
- * schedule (mask family, two starts, no head shift) and scores each fresh trigger on `selection`; it is placed
+ * Re-inverts `labels` on `model` (a repaired network) from `fit` (the repair's own data) with Neural Cleanse
+ * (mask family, two starts, no head shift) and scores each fresh trigger on `selection`; it is placed
  * among B's natural labels (index) and counts when its norm is within B's flag bound.
  */
 export async function reinvertEvidence(model: Model, fit: Dataset, selection: Dataset, labels: readonly number[], ref: FlagReference, o: ReinvertOptions): Promise<ReinvertedLabel[]> {
   if (labels.length === 0) return [];
-  // Two starts as detection makes, without its further starts (6–8 s more per candidate on multi_trigger for
-  // the same indices but one, both high: docs/repairs.md).
+  // Two starts as detection makes, without its further starts (those cost 5–6× the time on multi_trigger and
+  // moved 6 of 18 indices, none across the tie rule's floor: docs/repairs.md).
   const r = await detectBackdoor(model, fit, { inputScale: o.inputScale, labels: [...labels], families: ["mask"], seed: o.seed, headShift: false, restarts: 2, moreStarts: 0, keepTriggers: true });
   const bound = ref.bound;
   const y = selection.labels!;

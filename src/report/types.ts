@@ -276,7 +276,7 @@ export interface ReportSelection {
     triggerSuccess?: number;
     adversarialSuccess: number;
     seconds: number;
-    /** Per counted label: the trigger reversed afresh on the candidate (L1 norm, B's flag threshold, its anomaly index among B's reference labels (absent in results written before 2026-12-07 evening), its success on the selection split, whether it counts: norm within the threshold); only candidates tied for the lowest score. */
+    /** Per counted label: the trigger reversed afresh on the candidate (L1 norm, B's flag threshold, its anomaly index among B's unflagged reference labels (absent in results written before 2026-12-07 evening; null where those labels have no spread), its success on the selection split, whether it counts: norm within the threshold); only candidates tied for the lowest score. */
     reinverted?: { label: number; l1Norm: number; bound: number; index: number; success: number; counts: boolean }[];
     reinvertSeconds?: number;
     /** Per position-free label: the reversed trigger's success at a random position per image (counted in triggerSuccess). */
