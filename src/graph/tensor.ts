@@ -43,6 +43,8 @@ export interface Node {
   inputs: string[]; // "" marks an omitted optional input
   outputs: string[];
   attrs: Attrs;
+  /** Operator set domain; absent: the default ONNX domain (graph/nchwc.ts adds onnxruntime's NCHWc ops). */
+  domain?: string;
 }
 
 export class GraphError extends Error {}

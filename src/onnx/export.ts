@@ -34,6 +34,7 @@ function writeNode(w: ProtoWriter, n: Node): void {
   w.string(3, n.name);
   w.string(4, n.op);
   for (const [k, a] of Object.entries(n.attrs)) w.message(5, (aw) => writeAttr(aw, k, a));
+  if (n.domain) w.string(7, n.domain);
 }
 
 function writeValueInfo(w: ProtoWriter, v: ValueInfo): void {
@@ -68,6 +69,8 @@ export function toOnnx(g: Graph, opts: { producer?: string; docString?: string; 
     for (const v of g.outputs) gw.message(12, (vw) => writeValueInfo(vw, v));
   });
   w.message(8, (o) => o.string(1, "").varint(2, OPSET));
+  // Operator sets of other domains (graph/nchwc.ts: onnxruntime's com.microsoft.nchwc, version 1).
+  for (const d of new Set(g.nodes.flatMap((n) => (n.domain ? [n.domain] : [])))) w.message(8, (o) => o.string(1, d).varint(2, 1));
   for (const [key, value] of Object.entries(opts.metadata ?? {})) w.message(14, (e) => e.string(1, key).string(2, value));
   return w.finish();
 }

@@ -3,6 +3,8 @@ import os from "node:os";
 import * as ort from "onnxruntime-node";
 import type { DType, Graph, TensorArray, TensorData } from "../graph/ir.js";
 import { toOnnx } from "../onnx/export.js";
+import { blockConvs } from "../graph/nchwc.js";
+import { mayBlock, nchwcBlock } from "./nchwc-probe.js";
 import { threadsForWork, type GraphWork } from "./threads.js";
 
 type OrtType = "float32" | "float64" | "int64" | "int32" | "bool" | "uint8";
@@ -38,6 +40,12 @@ export interface SessionOptions {
    * chunks instead (fine-prune on PreAct-ResNet18: README, "PyTorch exports").
    */
   memoryPattern?: boolean;
+  /**
+   * Convs whose weights are computed at run time (training steps) in onnxruntime's blocked NCHWc form
+   * (graph/nchwc.ts), at the block size runtime/nchwc-probe.ts found on this host. Default: on, unless
+   * $BADNET_NCHWC=0. Convs with constant weights get that form from onnxruntime itself.
+   */
+  blockedConvs?: boolean;
   /** Write onnxruntime's per-node profile (Chrome trace JSON) to files starting with this prefix; see endProfiling. */
   profilePrefix?: string;
 }
@@ -97,7 +105,13 @@ export class Session {
 
   static async create(g: Graph, opts: SessionOptions = {}): Promise<Session> {
     const t0 = performance.now();
-    const bytes = toOnnx(g);
+    const block = opts.blockedConvs !== false && mayBlock(g) ? await nchwcBlock() : null;
+    let compiled = g;
+    if (block !== null) {
+      compiled = g.clone();
+      blockConvs(compiled, block);
+    }
+    const bytes = toOnnx(compiled);
     const exportSeconds = (performance.now() - t0) / 1000;
     const s = await Session.fromBytes(bytes, opts, g.name, g.nodes.length);
     if (s.stat) s.stat.createSeconds += exportSeconds;
