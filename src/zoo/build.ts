@@ -315,8 +315,9 @@ async function buildOne(
     lrSchedule: zooLrSchedule(ctx.epochs),
     // Every core (or $BADNET_THREADS), not the one-thread rule for small gradient graphs (runtime/threads.ts):
     // the thread count changes the last bits of training, and the zoo is the ground truth the recorded tables
-    // were measured on, so a rebuild must give the same models as before.
-    session: { threads: sessionSettings().threads },
+    // were measured on, so a rebuild must give the same models as before. Plain convs for the same reason:
+    // the blocked NCHWc form (graph/nchwc.ts) rounds differently.
+    session: { threads: sessionSettings().threads, blockedConvs: false },
     onBatch: (done, total, loss) => ctx.opts.onBatch?.(plan.name, done, total, loss),
     onEpoch: (s) => ctx.opts.log?.(`${plan.name} epoch ${s.epoch}/${ctx.epochs}: loss ${s.loss.toFixed(4)}, train accuracy ${(100 * s.accuracy).toFixed(2)}% (${s.seconds.toFixed(1)} s)`),
   });
