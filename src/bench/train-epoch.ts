@@ -97,9 +97,14 @@ function torchMissing(): string | null {
  */
 function torchEpoch(images: number, bs: number, passive: boolean): number {
   const env = { ...process.env, ...(passive ? { OMP_WAIT_POLICY: "PASSIVE" } : {}) };
-  const r = spawnSync(PYTHON, [TORCH_SCRIPT, String(images), String(bs), String(threads)], { encoding: "utf8", env });
+  return torchJson<{ imagesPerSecond: number }>(TORCH_SCRIPT, [images, bs, threads], env).imagesPerSecond;
+}
+
+/** Runs one of the PyTorch yardstick scripts and returns the JSON line it prints last. */
+function torchJson<T>(script: string, args: number[], env: NodeJS.ProcessEnv = process.env): T {
+  const r = spawnSync(PYTHON, [script, ...args.map(String)], { encoding: "utf8", env });
   if (r.status !== 0) throw new Error(`PyTorch bench failed: ${r.stderr.trim().split("\n").at(-1)}`);
-  return (JSON.parse(r.stdout.trim().split("\n").at(-1)!) as { imagesPerSecond: number }).imagesPerSecond;
+  return JSON.parse(r.stdout.trim().split("\n").at(-1)!) as T;
 }
 
 /** DeepID epochs, ours (spinning off and on) and PyTorch's, interleaved `rounds` times; best of each. */
@@ -183,11 +188,7 @@ async function preactStepComparison(dir: string): Promise<void> {
   for (let r = 0; r < rounds; r++) {
     best.blocked = Math.min(best.blocked, await bestStep(true));
     best.plain = Math.min(best.plain, await bestStep(false));
-    if (!missing) {
-      const p = spawnSync(PYTHON, [TORCH_PREACT, String(bs), String(preactSteps), String(threads)], { encoding: "utf8" });
-      if (p.status !== 0) throw new Error(`PyTorch bench failed: ${p.stderr.trim().split("\n").at(-1)}`);
-      best.torch = Math.min(best.torch, (JSON.parse(p.stdout.trim().split("\n").at(-1)!) as { secondsPerStep: number }).secondsPerStep);
-    }
+    if (!missing) best.torch = Math.min(best.torch, torchJson<{ secondsPerStep: number }>(TORCH_PREACT, [bs, preactSteps, threads]).secondsPerStep);
   }
   const note = `best of ${rounds} × ${preactSteps} steps, interleaved, batch ${bs}`;
   process.stdout.write(`\nPreAct-ResNet18 (full width, ${dir}), fine-prune's training step (BatchNorms put back, batch statistics)\n`);

@@ -3,7 +3,7 @@
 // error. So each candidate is tried on a 32-channel conv (a multiple of both) against the plain Conv, and the
 // first that agrees is used; none agreeing, or any error, leaves every conv as it is. Once per process.
 import * as ort from "onnxruntime-node";
-import { attr, Graph, type Graph as GraphT } from "../graph/ir.js";
+import { attr, Graph } from "../graph/ir.js";
 import { blockable, blockConvs, runTimeValues } from "../graph/nchwc.js";
 import { toOnnx } from "../onnx/export.js";
 import { mulberry32 } from "../util/random.js";
@@ -18,14 +18,14 @@ export function nchwcDisabled(): boolean {
 }
 
 /** Whether `g` has a conv the rewrite could take at the smallest candidate block (no probe needed to say no). */
-export function mayBlock(g: GraphT): boolean {
+export function mayBlock(g: Graph): boolean {
   if (!g.nodes.some((n) => n.op === "Conv")) return false;
   const live = runTimeValues(g);
   const smallest = Math.min(...BLOCK_CANDIDATES);
   return g.nodes.some((n) => blockable(g, n, smallest, live));
 }
 
-function probeGraph(block: number | null): GraphT {
+function probeGraph(block: number | null): Graph {
   const g = new Graph("nchwc_probe");
   g.addInput("x", "float32", [2, 32, 7, 7]);
   g.addInput("w", "float32", [32, 32, 3, 3]);
