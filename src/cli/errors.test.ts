@@ -461,6 +461,15 @@ describe("bad input: one-line error on stderr, exit code 2", { concurrency: 2 },
   }
 });
 
+test("a bad BADNET_THREADS or BADNET_NCHWC is a one-line error naming the variable, not a stack trace", async () => {
+  const args = ["eval", "--model", KERAS24, "--input-scale", "255", "--clean", faces.clean];
+  for (const [name, value] of [["BADNET_THREADS", "two"], ["BADNET_NCHWC", "yes"]] as const) {
+    const r = await runCli(args, 60_000, { [name]: value });
+    assertOneLineError(args, r, [name, `"${value}"`]);
+    assert.equal(r.stdout, "");
+  }
+});
+
 test("every command listed by --help rejects an unknown option with a one-line error", async () => {
   const help = await runCli(["--help"]);
   const names = listedCommands(help.stdout);

@@ -7,7 +7,8 @@ import { backward } from "../graph/autodiff.js";
 import { attr, Graph, tensor, type TensorData } from "../graph/ir.js";
 import { blockConvs } from "../graph/nchwc.js";
 import { mulberry32 } from "../util/random.js";
-import { mayBlock, nchwcBlock } from "./nchwc-probe.js";
+import { mayBlock, nchwcBlock, nchwcDisabled } from "./nchwc-probe.js";
+import { UserError } from "../errors.js";
 import { Session } from "./session.js";
 
 function net(): { g: Graph; outs: string[] } {
@@ -54,6 +55,19 @@ test("a conv net's loss and gradients are the same with blocked convs as with pl
     const scale = a.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
     assert.ok(scale > 0, `${o} is all zeros: the check would be empty`);
     a.forEach((v, i) => assert.ok(Math.abs(v - b[i]!) <= 1e-4 * scale, `${o}[${i}]: plain ${v}, blocked ${b[i]}`));
+  }
+});
+
+test("BADNET_NCHWC other than 0, 1 or unset is refused", () => {
+  const was = process.env.BADNET_NCHWC;
+  try {
+    process.env.BADNET_NCHWC = "1";
+    assert.equal(nchwcDisabled(), false);
+    process.env.BADNET_NCHWC = "off";
+    assert.throws(() => nchwcDisabled(), (e: unknown) => e instanceof UserError && /BADNET_NCHWC must be 0 .* got "off"/.test(e.message));
+  } finally {
+    if (was === undefined) delete process.env.BADNET_NCHWC;
+    else process.env.BADNET_NCHWC = was;
   }
 });
 

@@ -3,6 +3,7 @@
 // error. So each candidate is tried on a 32-channel conv (a multiple of both) against the plain Conv, and the
 // first that agrees is used; none agreeing, or any error, leaves every conv as it is. Once per process.
 import * as ort from "onnxruntime-node";
+import { fail } from "../errors.js";
 import { attr, Graph } from "../graph/ir.js";
 import { blockable, blockConvs, runTimeValues } from "../graph/nchwc.js";
 import { toOnnx } from "../onnx/export.js";
@@ -12,9 +13,12 @@ export const BLOCK_CANDIDATES = [16, 8] as const;
 
 let probed: Promise<number | null> | undefined;
 
-/** $BADNET_NCHWC=0 switches the rewrite off (comparisons, or a host where the probe misleads). */
+/** $BADNET_NCHWC=0 switches the rewrite off (comparisons, or a host where the probe misleads); 1 or unset: on. */
 export function nchwcDisabled(): boolean {
-  return process.env.BADNET_NCHWC === "0";
+  const v = process.env.BADNET_NCHWC;
+  if (v === undefined || v === "" || v === "1") return false;
+  if (v === "0") return true;
+  fail(`BADNET_NCHWC must be 0 (plain convs) or 1 (blocked convs, the default), got "${v}"`);
 }
 
 /** Whether `g` has a conv the rewrite could take at the smallest candidate block (no probe needed to say no). */

@@ -4,7 +4,8 @@ import * as ort from "onnxruntime-node";
 import type { DType, Graph, TensorArray, TensorData } from "../graph/ir.js";
 import { toOnnx } from "../onnx/export.js";
 import { blockConvs } from "../graph/nchwc.js";
-import { mayBlock, nchwcBlock } from "./nchwc-probe.js";
+import { mayBlock, nchwcBlock, nchwcDisabled } from "./nchwc-probe.js";
+import { fail } from "../errors.js";
 import { threadsForWork, type GraphWork } from "./threads.js";
 
 type OrtType = "float32" | "float64" | "int64" | "int32" | "bool" | "uint8";
@@ -54,7 +55,7 @@ function envThreads(): number | undefined {
   const v = process.env.BADNET_THREADS;
   if (v === undefined || v === "") return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`BADNET_THREADS must be a positive integer, got "${v}"`);
+  if (!Number.isInteger(n) || n < 1) fail(`BADNET_THREADS must be a positive integer, got "${v}"`);
   return n;
 }
 
@@ -105,7 +106,8 @@ export class Session {
 
   static async create(g: Graph, opts: SessionOptions = {}): Promise<Session> {
     const t0 = performance.now();
-    const block = opts.blockedConvs !== false && mayBlock(g) ? await nchwcBlock() : null;
+    // $BADNET_NCHWC is read for every graph, so a bad value stops the first command that runs one.
+    const block = opts.blockedConvs !== false && !nchwcDisabled() && mayBlock(g) ? await nchwcBlock() : null;
     if (block !== null) {
       const blocked = g.clone();
       blockConvs(blocked, block);

@@ -270,9 +270,9 @@ export interface CliResult {
 }
 
 /** Runs the built CLI (`node dist/cli/main.js ...args`) and collects its exit code and output. */
-export function runCli(args: string[], timeoutMs = 60_000): Promise<CliResult> {
+export function runCli(args: string[], timeoutMs = 60_000, env: Record<string, string> = {}): Promise<CliResult> {
   return new Promise((resolvePromise, reject) => {
-    execFile(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: timeoutMs }, (err, stdout, stderr) => {
+    execFile(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: timeoutMs, env: { ...process.env, ...env } }, (err, stdout, stderr) => {
       if (err && typeof err.code !== "number") return reject(new Error(`badnet ${args.join(" ")}: ${err.message}`));
       resolvePromise({ code: err ? (err.code as number) : 0, stdout, stderr });
     });
