@@ -469,10 +469,10 @@ const RULES: Record<string, Rule> = {
     return e.op("Pad", [dy, e.g.ints(pads)], { mode: attr.string("constant") });
   }),
   BatchNormalization: (e, n, [dy], needs) => {
+    if (intAttr(n, "training_mode", 0) === 1) return batchStatisticsGrad(e, n, dy, needs);
     // Inference mode: y = scale·(x − mean)·invStd + bias with the running statistics as fixed inputs, so
     // every input has a plain elementwise gradient (the statistics' ones matter to nobody who trains with
     // frozen statistics, but a caller asking for them gets the true value, not an error).
-    if (intAttr(n, "training_mode", 0) === 1) throw new GraphError("BatchNormalization: training_mode=1 gradients are not supported");
     const [x, scale, , mean, variance] = n.inputs;
     const eps = floatAttr(n, "epsilon", 1e-5);
     const rank = e.shape(x).length;
@@ -496,6 +496,40 @@ const RULES: Record<string, Rule> = {
   ReduceSum: (e, n, [dy], needs) => onlyFirst(n, needs, () => reduceGrad(e, n, dy, false)),
   ReduceMean: (e, n, [dy], needs) => onlyFirst(n, needs, () => reduceGrad(e, n, dy, true)),
 };
+
+/**
+ * Training-mode BatchNormalization (graph/batch-norm.ts): y = γ·x̂ + β, x̂ = (x − μ)·invStd with μ and σ² the
+ * batch's per-channel mean and biased variance, read from the node's 2nd and 3rd outputs (momentum 0 makes them
+ * exactly that). With M values per channel, s1 = Σ dy and s2 = Σ dy·x̂:
+ *   dx = γ·invStd·(dy − s1/M − x̂·s2/M),  dγ = s2,  dβ = s1
+ * (the statistics' own dependence on x included). Centred values, not Σ dy·x − μ·Σ dy, for float32 accuracy.
+ */
+function batchStatisticsGrad(e: Emitter, n: Node, dy: string, needs: boolean[]): Grads {
+  if (n.outputs.length < 3 || !n.outputs[1] || !n.outputs[2]) throw new GraphError(`BatchNormalization (node ${n.name}): training mode needs its batch mean and variance outputs for the gradient`);
+  if (Math.abs(floatAttr(n, "momentum", 0.9)) !== 0) throw new GraphError(`BatchNormalization (node ${n.name}): training-mode gradients need momentum 0 (its outputs are then the batch's statistics)`);
+  const [x, scale] = n.inputs;
+  const [, mean, variance] = n.outputs;
+  const eps = floatAttr(n, "epsilon", 1e-5);
+  const rank = e.shape(x).length;
+  const view = (v: string) => e.op("Reshape", [v, e.g.ints([1, -1, ...new Array(rank - 2).fill(1)])]);
+  const sum = (v: string) => e.op("ReduceSum", [v, e.g.ints([0, ...Array.from({ length: rank - 2 }, (_, i) => i + 2)])], { keepdims: attr.int(0) });
+  const invStd = e.op("Reciprocal", [e.op("Sqrt", [e.op("Add", [variance, e.g.scalar(eps)])])]);
+  const centred = e.op("Sub", [x, view(mean)]);
+  const s1 = sum(dy);
+  const s2 = e.op("Mul", [sum(e.op("Mul", [dy, centred])), invStd]);
+  let dx: string | null = null;
+  if (needs[0]) {
+    // M = Size(x) / C, known only at run time when the batch is symbolic.
+    const count = e.op("Div", [e.op("Cast", [e.op("Size", [x])], { to: attr.int(1) }), e.op("Cast", [e.op("Size", [mean])], { to: attr.int(1) })]);
+    const gain = e.op("Mul", [scale, invStd]);
+    const k1 = e.op("Div", [e.op("Mul", [gain, s1]), count]); // gain·s1/M
+    const k2 = e.op("Div", [e.op("Mul", [e.op("Mul", [gain, invStd]), s2]), count]); // gain·invStd·s2/M
+    dx = e.op("Sub", [e.op("Sub", [e.op("Mul", [dy, view(gain)]), e.op("Mul", [centred, view(k2)])]), view(k1)]);
+  }
+  // y does not depend on the running statistics it is given in training mode: their gradient is exactly zero.
+  const zeroLike = (v: string) => e.op("Mul", [v, e.zero()]);
+  return [dx, needs[1] ? s2 : null, needs[2] ? s1 : null, needs[3] ? zeroLike(n.inputs[3]) : null, needs[4] ? zeroLike(n.inputs[4]) : null];
+}
 
 function reduceGrad(e: Emitter, n: Node, dy: string, mean: boolean): string {
   const x = n.inputs[0];
@@ -603,6 +637,10 @@ export function backward(g: Graph, loss: string, wrt: string[], opts: BackwardOp
     const needs = n.inputs.map((x) => x !== "" && active(x));
     if (!needs.some(Boolean)) continue;
     const dys = n.outputs.map((o) => (o ? total(o) : undefined));
+    // Every rule differentiates its first output only: a gradient reaching another output (BatchNormalization's
+    // batch statistics, a pool's indices) would otherwise be dropped without a word.
+    const other = dys.findIndex((d, k) => k > 0 && d !== undefined);
+    if (other > 0) throw new GraphError(`no gradient rule for output ${other} ("${n.outputs[other]}") of ${n.op} (node ${n.name}): only its first output is differentiable`);
     if (dys[0] === undefined) continue;
     const rule = RULES[n.op];
     if (!rule) throw new GraphError(`no gradient rule for op ${n.op} (node ${n.name})`);

@@ -4,6 +4,7 @@ import { backward } from "./autodiff.js";
 import { useBatchStatistics } from "./batch-norm.js";
 import { attr, Graph, tensor, type TensorData } from "./ir.js";
 import { numericGradient, relError } from "../test/gradcheck.js";
+import { evaluateValues } from "../test/reference.js";
 import { Session } from "../runtime/session.js";
 import { mulberry32 } from "../util/random.js";
 
@@ -84,4 +85,37 @@ test("batch statistics: a graph without BatchNormalization is left alone; one al
   const { g: t } = convBn();
   t.nodes.find((n) => n.op === "BatchNormalization")!.attrs.training_mode = attr.int(1);
   assert.throws(() => useBatchStatistics(t), /already in training mode/);
+});
+
+test("batch statistics: onnxruntime's training-mode node and the float64 reference agree on y and the running statistics (biased variance, momentum)", async () => {
+  const { g, y, feeds } = convBn();
+  const bn = g.nodes.find((n) => n.op === "BatchNormalization")!;
+  const [stat] = useBatchStatistics(g);
+  // The rewrite's momentum 0 makes the outputs the batch's statistics; 0.9 checks the update rule itself.
+  for (const momentum of [0, 0.9]) {
+    bn.attrs.momentum = attr.float(momentum);
+    g.setOutputs([y, stat.batchMean, stat.batchVariance]);
+    const ref = evaluateValues(g, feeds, [y, stat.batchMean, stat.batchVariance]);
+    const s = await Session.create(g);
+    try {
+      const out = await s.run(feeds);
+      for (const v of [y, stat.batchMean, stat.batchVariance]) {
+        const err = relError(out[v].data as Float32Array, ref.get(v)!.data);
+        assert.ok(err < 1e-5, `momentum ${momentum}, ${v}: relative error ${err.toExponential(2)}`);
+      }
+    } finally {
+      await s.release();
+    }
+  }
+});
+
+test("batch statistics: a loss that reads the batch statistics outputs is refused (no rule for them), as is a training-mode node with momentum", () => {
+  const { g, y } = convBn();
+  const bn = g.nodes.find((n) => n.op === "BatchNormalization")!;
+  const [stat] = useBatchStatistics(g);
+  const viaStats = g.op("Add", [g.op("ReduceSum", [y], { keepdims: attr.int(0) }), g.op("ReduceSum", [stat.batchMean], { keepdims: attr.int(0) })]);
+  assert.throws(() => backward(g.clone(), viaStats, ["x"]), /output 1 .* of BatchNormalization .*only its first output is differentiable/);
+  const loss = g.op("ReduceSum", [y], { keepdims: attr.int(0) });
+  bn.attrs.momentum = attr.float(0.9);
+  assert.throws(() => backward(g, loss, ["x"]), /need momentum 0/);
 });

@@ -2,10 +2,12 @@
 // their running statistics (inference mode). Fine-tuning through those frozen statistics trains a network
 // with no normalisation at all: on a trained PreAct/ResNet18 export, FT-SAM's five epochs of Adam then took
 // clean accuracy from 77% to 17%, while the same run with batch statistics kept 77% (PyTorch, README).
-// The rewrite keeps the BatchNormalization node and feeds it the batch's per-channel mean and (biased)
-// variance, computed in the graph from its own input. Reverse mode then needs no rule of its own: the node's
-// rule gives the gradients for its mean and variance inputs, and ReduceMean/Sub/Mul carry them back to x,
-// which is exactly the training-mode gradient.
+// The rewrite switches the node to ONNX's training mode (training_mode=1): onnxruntime computes the batch's
+// per-channel mean and biased variance inside the one kernel, and with momentum 0 the node's second and third
+// outputs ("running" statistics after the update) are exactly those batch statistics, which
+// train/batch-norm-stats.ts reads. Reverse mode then has one closed-form rule for the node (autodiff.ts):
+// until 2026-12-08 the statistics were computed with ReduceMean/Sub/Mul in front of an inference-mode node
+// and differentiated op by op, a dozen full passes over the activations per BatchNorm (README, PyTorch exports).
 import { attr, Graph, GraphError } from "./ir.js";
 
 /** One rewritten BatchNormalization: where its running statistics live and the batch's, as graph values. */
@@ -25,20 +27,15 @@ export function useBatchStatistics(g: Graph): BatchStatistic[] {
     if (n.attrs.training_mode?.kind === "int" && n.attrs.training_mode.value === 1) throw new GraphError(`BatchNormalization "${n.outputs[0]}" is already in training mode`);
     const [x, , , mean, variance] = n.inputs;
     if (!g.initializers.has(mean) || !g.initializers.has(variance)) throw new GraphError(`BatchNormalization "${n.outputs[0]}": its running statistics are not stored values`);
-    const rank = g.shape(x).length;
-    if (rank < 2) throw new GraphError(`BatchNormalization "${n.outputs[0]}": input of rank ${rank}`);
-    const axes = [0, ...Array.from({ length: rank - 2 }, (_, i) => i + 2)];
-    const reduce = (v: string, name: string) => g.op("ReduceMean", [v], { axes: attr.ints(axes), keepdims: attr.int(0) }, g.fresh(name));
-    const batchMean = reduce(x, `${mean}/batch`);
-    const centred = g.op("Sub", [x, g.op("Reshape", [batchMean, g.ints([1, -1, ...new Array(rank - 2).fill(1)])])]);
-    const batchVariance = reduce(g.op("Mul", [centred, centred]), `${variance}/batch`);
-    n.inputs = [n.inputs[0], n.inputs[1], n.inputs[2], batchMean, batchVariance];
+    const shape = g.shape(x);
+    if (shape.length < 2) throw new GraphError(`BatchNormalization "${n.outputs[0]}": input of rank ${shape.length}`);
+    if (n.outputs.length > 1) throw new GraphError(`BatchNormalization "${n.outputs[0]}": has ${n.outputs.length} outputs in inference mode`);
+    const batchMean = g.fresh(`${mean}/batch`);
+    const batchVariance = g.fresh(`${variance}/batch`);
+    n.attrs = { ...n.attrs, training_mode: attr.int(1), momentum: attr.float(0) };
+    n.outputs = [n.outputs[0], batchMean, batchVariance];
+    for (const v of [batchMean, batchVariance]) g.values.set(v, { name: v, dtype: g.info(x).dtype, shape: [shape[1]] });
     out.push({ mean, variance, batchMean, batchVariance });
   }
-  if (out.length === 0) return out;
-  g.toposort();
-  // The running statistics are read by nobody now (onnxruntime would warn about every one of them).
-  const read = new Set(g.nodes.flatMap((n) => n.inputs));
-  for (const s of out) for (const k of [s.mean, s.variance]) if (!read.has(k) && !g.outputs.some((o) => o.name === k)) g.initializers.delete(k);
   return out;
 }

@@ -210,7 +210,9 @@ export function inferShapes(g: Graph, node: Node): OutInfo[] {
     case "BatchNormalization": {
       const c = inp(0).shape[1];
       if (typeof c === "number") checkChannelParams(g, node, [1, 2, 3, 4], c);
-      return same();
+      // Training mode's optional outputs: the running mean and variance after this batch, per channel.
+      const stats = node.outputs.slice(1).map(() => ({ dtype: inp(0).dtype, shape: [c] }));
+      return [...same(), ...stats];
     }
     case "Flatten": {
       const x = inp(0).shape;

@@ -534,23 +534,47 @@ function globalPool(n: Node, x: RefValue, isMax: boolean): RefValue {
   return { dtype: x.dtype, shape: [N, C, ...x.shape.slice(2).map(() => 1)], data: out };
 }
 
-function batchNorm(n: Node, ins: Ins): RefValue {
-  if (aInt(n, "training_mode", 0) !== 0 || n.outputs.slice(1).some((o) => o !== "")) bad(n, "only inference mode is supported");
+/**
+ * BatchNormalization. Inference mode normalises with the given statistics. Training mode (ONNX opset 14+)
+ * normalises with the batch's per-channel mean and biased variance and also returns the updated running
+ * statistics, input·momentum + batch·(1 − momentum).
+ */
+function batchNorm(n: Node, ins: Ins): RefValue[] {
+  const training = aInt(n, "training_mode", 0) !== 0;
+  if (!training && n.outputs.slice(1).some((o) => o !== "")) bad(n, "inference mode has one output");
   const x = need(n, ins, 0);
   const [scale, bias, mean, variance] = [1, 2, 3, 4].map((k) => need(n, ins, k));
   if (x.shape.length < 2) bad(n, `input must have rank >= 2, got [${x.shape}]`);
   const eps = aFloat(n, "epsilon", 1e-5);
   const [outer, C, inner] = around(x.shape, 1);
   for (const p of [scale, bias, mean, variance]) if (p.data.length !== C) bad(n, `parameters must have ${C} values, got [${p.shape}]`);
+  let mu = mean.data, vr = variance.data;
+  if (training) {
+    const m = new Float64Array(C), v = new Float64Array(C);
+    for (let c = 0; c < C; c++) {
+      let s = 0;
+      for (let o = 0; o < outer; o++) for (let i = 0; i < inner; i++) s += x.data[(o * C + c) * inner + i];
+      m[c] = s / (outer * inner);
+      let q = 0;
+      for (let o = 0; o < outer; o++) for (let i = 0; i < inner; i++) q += (x.data[(o * C + c) * inner + i] - m[c]) ** 2;
+      v[c] = q / (outer * inner);
+    }
+    mu = m;
+    vr = v;
+  }
   const out = new Float64Array(x.data.length);
   for (let o = 0; o < outer; o++) {
     for (let c = 0; c < C; c++) {
-      const a = scale.data[c] / Math.sqrt(variance.data[c] + eps);
+      const a = scale.data[c] / Math.sqrt(vr[c] + eps);
       const base = (o * C + c) * inner;
-      for (let i = 0; i < inner; i++) out[base + i] = a * (x.data[base + i] - mean.data[c]) + bias.data[c];
+      for (let i = 0; i < inner; i++) out[base + i] = a * (x.data[base + i] - mu[c]) + bias.data[c];
     }
   }
-  return { dtype: x.dtype, shape: [...x.shape], data: out };
+  const y: RefValue = { dtype: x.dtype, shape: [...x.shape], data: out };
+  if (!training) return [y];
+  const momentum = aFloat(n, "momentum", 0.9);
+  const run = (given: ArrayLike<number>, batch: ArrayLike<number>): RefValue => ({ dtype: x.dtype, shape: [C], data: Float64Array.from({ length: C }, (_, c) => given[c] * momentum + batch[c] * (1 - momentum)) });
+  return [y, run(mean.data, mu), run(variance.data, vr)];
 }
 
 // ---------- softmax, reductions ----------
@@ -904,7 +928,7 @@ function evalNode(n: Node, ins: Ins): RefValue[] {
     case "GlobalAveragePool": case "GlobalMaxPool":
       return [globalPool(n, x(), n.op === "GlobalMaxPool")];
     case "BatchNormalization":
-      return [batchNorm(n, ins)];
+      return batchNorm(n, ins);
     case "Flatten": {
       const v = x();
       const r = v.shape.length;
