@@ -54,6 +54,7 @@ const { values } = benchArgs(import.meta.url, {
     "head-shift-exclude": { type: "string" },
     "head-shift-veto": { type: "string" },
     loop: { type: "string" },
+    "leave-out": { type: "string" },
     "first-starts": { type: "string" },
     "starts-at-stake": { type: "string" },
     "stake-null": { type: "string" },
@@ -183,7 +184,9 @@ if (values.rescore) {
   if (!LOOP_RULES.includes(lp as LoopRule)) throw new Error(`--loop must be one of ${LOOP_RULES.join(", ")}, got ${lp}`);
   const hv = values["head-shift-veto"] ?? (DEFAULT_SCORE_RULE.headShiftVeto ? "on" : "off");
   if (hv !== "on" && hv !== "off") throw new Error(`--head-shift-veto must be on or off, got ${hv}`);
-  const rule: ScoreRule = { nullDistribution: nd as NullDistribution, splitFamilies: ff === "split", compactness: cp === "on", loop: lp as LoopRule, headShift: hs === "on", headShiftExclude: hx === "on", headShiftVeto: hv === "on" };
+  const lo = values["leave-out"] ?? (DEFAULT_SCORE_RULE.leaveOut ? "on" : "off");
+  if (lo !== "on" && lo !== "off") throw new Error(`--leave-out must be on or off, got ${lo}`);
+  const rule: ScoreRule = { nullDistribution: nd as NullDistribution, splitFamilies: ff === "split", compactness: cp === "on", loop: lp as LoopRule, headShift: hs === "on", headShiftExclude: hx === "on", headShiftVeto: hv === "on", leaveOut: lo === "on" };
   const firstStarts = values["first-starts"] === undefined ? undefined : Number(values["first-starts"]);
   if (firstStarts !== undefined && (!Number.isInteger(firstStarts) || firstStarts < 1)) throw new Error(`--first-starts must be a positive integer, got ${values["first-starts"]}`);
   const stake = values["starts-at-stake"]?.match(/^(\d+)\+(\d+)$/);

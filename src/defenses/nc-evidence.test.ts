@@ -262,3 +262,26 @@ test("loop rules: a label no anomaly in the first round is confirmed by 'all' af
   const masked = familyEvidence(measures([50, 52, 54, 56, 58, 60, 62, 64, 1, 42]), { scale: "log", loop: "candidates" });
   assert.deepEqual(masked.perLabel.flatMap((e, i) => (e.flagged ? [i] : [])), [8]);
 });
+
+test("leaveOut: each label's index is taken against the other labels only; the median and MAD reported are all labels'", () => {
+  // The multi_trigger scan inside `repair --seed 2` (mask norms): two targets (1: 9.2, 5: 15.1) and the bag (8: 18.8).
+  const norms = [53.4, 9.17, 52.7, 63.6, 41.4, 15.1, 39.4, 112.1, 18.8, 108.4];
+  const logs = norms.map(Math.log);
+  const robust = (x: number, rest: number[]): number => {
+    const s = [...rest].sort((a, b) => a - b);
+    const mid = (a: number[]): number => (a.length % 2 ? a[(a.length - 1) / 2] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2);
+    const med = mid(s);
+    const mad = mid(rest.map((v) => Math.abs(v - med)).sort((a, b) => a - b));
+    return (med - x) / (1.4826 * mad);
+  };
+  const inSample = familyEvidence(measures(norms), { scale: "log" });
+  const loo = familyEvidence(measures(norms), { scale: "log", leaveOut: true });
+  logs.forEach((x, i) => {
+    assert.ok(Math.abs(inSample.perLabel[i].index - Math.abs(robust(x, logs))) < 1e-3, `in-sample index of ${i}`);
+    assert.ok(Math.abs(loo.perLabel[i].index - Math.abs(robust(x, logs.filter((_, j) => j !== i)))) < 1e-3, `leave-out index of ${i}`);
+  });
+  // Its own small norm no longer widens its MAD: label 1 goes from about 1.9 to about 4.
+  assert.ok(inSample.perLabel[1].index < 2 && loo.perLabel[1].index > 3.9);
+  assert.equal(loo.median, inSample.median);
+  assert.equal(loo.mad, inSample.mad);
+});

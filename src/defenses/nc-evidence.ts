@@ -119,6 +119,8 @@ export interface EvidenceOptions {
   compactness?: boolean;
   /** The confirm-and-exclude loop (default "off": one round; see LoopRule). */
   loop?: LoopRule;
+  /** Each label's index against the other labels only (default false; see signedIndex). */
+  leaveOut?: boolean;
 }
 
 /**
@@ -248,16 +250,33 @@ export function bhQValues(p: readonly number[]): number[] {
 
 const onScale = (norm: number, scale: NormScale): number => (scale === "log" ? Math.log(Math.max(norm, Number.MIN_VALUE)) : norm);
 
-/** Signed robust z of every value against the reference values not in `excluded` (positive = smaller than their median). */
-function signedIndex(v: readonly number[], ref: readonly boolean[], excluded: ReadonlySet<number>, vNull: readonly number[] = v): { z: number[]; median: number; mad: number; n: number } {
+/** Median, raw MAD and count of the reference values not in `excluded` (all values not excluded when fewer than 3 are references). */
+function nullStats(vNull: readonly number[], ref: readonly boolean[], excluded: ReadonlySet<number>): { median: number; mad: number; n: number } {
   let rest = vNull.filter((_, i) => ref[i] && !excluded.has(i));
   // Too few reference labels left for a spread: every label not excluded stands in.
   if (rest.length < 3) rest = vNull.filter((_, i) => !excluded.has(i));
   const med = median(rest);
-  const m = median(rest.map((x) => Math.abs(x - med)));
-  const s = MAD_CONSISTENCY * m;
-  const z = v.map((x) => (s > 0 ? (med - x) / s : x === med ? 0 : x < med ? Infinity : -Infinity));
-  return { z, median: med, mad: m, n: rest.length };
+  return { median: med, mad: median(rest.map((x) => Math.abs(x - med))), n: rest.length };
+}
+
+const robustZ = (x: number, med: number, mad: number): number => {
+  const s = MAD_CONSISTENCY * mad;
+  return s > 0 ? (med - x) / s : x === med ? 0 : x < med ? Infinity : -Infinity;
+};
+
+/**
+ * Signed robust z of every value against the reference values not in `excluded` (positive = smaller than their
+ * median). With `leaveOut`, each value is measured against the others only (its own value leaves the median and
+ * MAD): the null a new value is compared with, which is also what madNullDf was simulated for.
+ */
+function signedIndex(v: readonly number[], ref: readonly boolean[], excluded: ReadonlySet<number>, vNull: readonly number[] = v, leaveOut = false): { z: number[]; median: number; mad: number; n: number } {
+  const all = nullStats(vNull, ref, excluded);
+  const z = v.map((x, i) => {
+    if (!leaveOut || excluded.has(i)) return robustZ(x, all.median, all.mad);
+    const own = nullStats(vNull, ref, new Set([...excluded, i]));
+    return robustZ(x, own.median, own.mad);
+  });
+  return { z, ...all };
 }
 
 /** Stouffer's combination of two signed indices; an infinite one (a zero MAD) decides, opposite infinities cancel. */
@@ -292,8 +311,8 @@ export function familyEvidence(measures: readonly LabelMeasure[], opts: Evidence
   let rounds = 0;
   for (;;) {
     rounds++;
-    const st = signedIndex(v, ref, confirmed, vNull);
-    const sp = vs ? signedIndex(vs, ref, confirmed).z : null;
+    const st = signedIndex(v, ref, confirmed, vNull, opts.leaveOut ?? false);
+    const sp = vs ? signedIndex(vs, ref, confirmed, vs, opts.leaveOut ?? false).z : null;
     const zt = sp ? st.z.map((z, i) => stouffer(z, sp[i])) : st.z;
     firstZ ??= zt;
     const nd = opts.nullDistribution ?? "normal";

@@ -1359,10 +1359,12 @@ export interface ScoreRule {
   headShiftExclude?: boolean;
   /** Withdraw a blend-family flag whose trigger keeps its success under the head shift (default true; headShiftVeto). */
   headShiftVeto?: boolean;
+  /** Each label's anomaly index against the other labels only (default false; EvidenceOptions.leaveOut). */
+  leaveOut?: boolean;
 }
 
 /** The flag rule's defaults (README "Neural Cleanse measurements" compares the others on the same scans). */
-export const DEFAULT_SCORE_RULE: Required<ScoreRule> = { nullDistribution: "normal", splitFamilies: true, compactness: false, loop: "off", headShift: true, headShiftExclude: true, headShiftVeto: true };
+export const DEFAULT_SCORE_RULE: Required<ScoreRule> = { nullDistribution: "normal", splitFamilies: true, compactness: false, loop: "off", headShift: true, headShiftExclude: true, headShiftVeto: true, leaveOut: false };
 
 /** One family's raw scores as the measurements nc-evidence.ts reads. */
 function labelMeasures(labels: readonly number[], rs: readonly NcRawScore[], notReference: ReadonlySet<number> = new Set()): LabelMeasure[] {
@@ -1407,7 +1409,7 @@ export function scoreScan(
   const families: Partial<Record<TriggerFamily, Omit<NcFamilyStats, "budgetShrink">>> = {};
   // The first family in raw's order leads (detectBackdoor passes them in scan order).
   const order = (Object.keys(raw) as TriggerFamily[]).filter((f) => fams.includes(f));
-  const evidenceOptions: EvidenceOptions = { compactness: o.compactness ?? DEFAULT_SCORE_RULE.compactness, loop: o.loop ?? DEFAULT_SCORE_RULE.loop, scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages, naturalCheck: o.naturalCheck, naturalScale: o.naturalScale, nullDistribution: o.nullDistribution ?? DEFAULT_SCORE_RULE.nullDistribution, families: (o.splitFamilies ?? DEFAULT_SCORE_RULE.splitFamilies) ? fams.length : 1 };
+  const evidenceOptions: EvidenceOptions = { compactness: o.compactness ?? DEFAULT_SCORE_RULE.compactness, loop: o.loop ?? DEFAULT_SCORE_RULE.loop, leaveOut: o.leaveOut ?? DEFAULT_SCORE_RULE.leaveOut, scale: o.scale, fdr: o.fdr, minHeldOutSuccess: o.minHeldOutSuccess, heldOutImages: o.heldOutImages, naturalCheck: o.naturalCheck, naturalScale: o.naturalScale, nullDistribution: o.nullDistribution ?? DEFAULT_SCORE_RULE.nullDistribution, families: (o.splitFamilies ?? DEFAULT_SCORE_RULE.splitFamilies) ? fams.length : 1 };
   for (const f of order) {
     const rs = raw[f]!;
     if (rs.length !== labels.length) throw new Error(`scoreScan: ${rs.length} ${f} scores for ${labels.length} labels`);
