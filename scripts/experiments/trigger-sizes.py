@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Smallest universal trigger per label of a zoo model, in families Neural Cleanse does not scan.
 
-An experiment (README, "Neural Cleanse measurements": "Triggers for SIG"), not part of the tool: for every
+An experiment (docs/neural-cleanse-measurements.md, "Triggers for SIG"), not part of the tool: for every
 label t of each named zoo model, the smallest trigger that sends at least --bar of 300 clean valid.h5 images to
 t, searched over a geometric grid of sizes (150 Adam steps of batch 64 per size), in one family:
   l2    x' = clip(x + d), ||d||_2 <= eps (projected)        -- a universal additive perturbation

@@ -3,12 +3,13 @@
 // what the clean data teaches and drops what only B's head knew. A natural label's smallest trigger draws
 // that label's real features, which the new head learns again from the clean images, so it keeps most of its
 // success; a backdoor target's trigger rides a feature direction that only B's head maps to the target, so it
-// loses most of it. Measured on the Fashion-MNIST zoo (55 scans, README "Head-shift evidence"): the targets'
-// mask triggers kept 0–4% of their held-out success on five models, 9–18% on large_checker_tr and 1–9% for
-// multi_trigger's second target (both missed by the norm statistics in most seeds); of 225 natural labels with a
-// norm below the median, one kept less than a quarter (11%, a label of the random-position BadNet) and three less
-// than half. It does not see every backdoor: multi_trigger's first target kept 52–65%, the low-rate patch's
-// 43–91% and sig's 91–98% (FST does not remove those backdoors either), nor the PyTorch fixtures' (41–56%).
+// loses most of it. Measured on the Fashion-MNIST zoo (55 scans, docs/neural-cleanse-measurements.md, "Head-shift
+// evidence"): the targets' mask triggers kept 0–4% of their held-out success on five models, 9–18% on
+// large_checker_tr and 1–9% for multi_trigger's second target (both missed by the norm statistics in most seeds);
+// of 225 natural labels with a norm below the median, one kept less than a quarter (11%, a label of the
+// random-position BadNet) and three less than half. It does not see every backdoor: multi_trigger's first target
+// kept 52–65%, the low-rate patch's 43–91% and sig's 91–98% (FST does not remove those backdoors either), nor the
+// PyTorch fixtures' (41–56%).
 // The rule: a label is flagged when its mask trigger's norm is below the family's median (the small
 // side Neural Cleanse looks at), the trigger works on B (held-out success >= minHeldOutSuccess) and it keeps
 // less than HEAD_SHIFT_MAX_SURVIVAL of that success on the head-shifted network. A fixed share, not an outlier
@@ -34,7 +35,7 @@ export const HEAD_SHIFT_MAX_SURVIVAL = 0.25;
 /**
  * The trigger families the evidence is measured and read in. Not the blend family: its whole-image triggers
  * gave natural labels low shares too (a clean zoo model's label kept 21% of its blend trigger's success in one
- * of five seeds, README "Head-shift evidence").
+ * of five seeds, docs/neural-cleanse-measurements.md, "Head-shift evidence").
  */
 export const HEAD_SHIFT_FAMILIES: readonly TriggerFamily[] = ["mask"];
 /**
@@ -45,9 +46,10 @@ export const HEAD_SHIFT_FAMILIES: readonly TriggerFamily[] = ["mask"];
 export const HEAD_SHIFT_MEASURED_FAMILIES: readonly TriggerFamily[] = ["mask", "blend"];
 /**
  * The families whose norm-statistics flags must also pass the head shift (headShiftVeto). The blend family: on
- * the zoo (55 scans, README "Head-shift evidence") its backdoor targets' triggers kept 0–3% of their success
- * (blend, LF, WaNet), while the two labels it flagged wrongly kept 88% and 105%. Not the mask family: there
- * partly reversed patch triggers of real targets keep 39–90% (the low-rate patch, multi_trigger's first target).
+ * the zoo (55 scans, docs/neural-cleanse-measurements.md, "Head-shift evidence") its backdoor targets' triggers
+ * kept 0–3% of their success (blend, LF, WaNet), while the two labels it flagged wrongly kept 88% and 105%. Not
+ * the mask family: there partly reversed patch triggers of real targets keep 39–90% (the low-rate patch,
+ * multi_trigger's first target).
  */
 export const HEAD_SHIFT_VETO_FAMILIES: readonly TriggerFamily[] = ["blend"];
 /** Fewest held-out images for the shares to count (a handful of faces says little either way). */
@@ -60,8 +62,8 @@ export const HEAD_SHIFT_MAX_LABELS = 32;
  * taken, not on the epochs: large_checker_tr's trigger (seed 0) kept 30% after FST's 15 epochs on 2,660
  * images (500 steps), 22% after 860 steps, 19% after 1,500 and 16% after 3,000, against 13% and 12% after 860
  * and 2,300 steps on 4,600 images, while the natural labels' shares stayed within a few points of where they
- * were (README, "Head-shift evidence"). With a fixed number of epochs, `repair`, which holds out part of the
- * clean data before detection, reached a different verdict from `detect` on the same model.
+ * were (docs/neural-cleanse-measurements.md, "Head-shift evidence"). With a fixed number of epochs, `repair`,
+ * which holds out part of the clean data before detection, reached a different verdict from `detect` on the same model.
  */
 export const HEAD_SHIFT_MIN_STEPS = 3000;
 /**

@@ -23,7 +23,7 @@
 // confirmed norms would otherwise drag the median down and widen the MAD, and hide a second target. Off by
 // default: the confirmed labels leave the sample from its small end, so the rest's MAD is that of a truncated
 // sample and natural labels next in line become "outliers" (measured on 110 zoo scans: 8 and 12 false flags
-// more for 2 and 0 targets more, README "Neural Cleanse measurements"); the MAD itself tolerates a minority of
+// more for 2 and 0 targets more, docs/neural-cleanse-measurements.md); the MAD itself tolerates a minority of
 // targets among the labels.
 import { ANOMALY_THRESHOLD, median, MAD_CONSISTENCY, type NormScale } from "./mad.js";
 import { MIN_NATURAL_REFERENCES, naturalReach, naturalRank, switchRank, type SourceCurve } from "./nc-sources.js";

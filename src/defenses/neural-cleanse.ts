@@ -141,8 +141,8 @@ export interface NeuralCleanseOptions {
   /**
    * The same bar for mask-family triggers only (default: `threshold`). An experiment's knob (bench:detect
    * --mask-threshold): at 0.8 a patch target stands further apart, but so does a clean model's most natural
-   * label, and the head shift, measured for 0.99 triggers, reads natural 0.8 triggers as backdoors (README,
-   * "Neural Cleanse measurements").
+   * label, and the head shift, measured for 0.99 triggers, reads natural 0.8 triggers as backdoors
+   * (docs/neural-cleanse-measurements.md).
    */
   maskThreshold?: number;
   /** Steps above/below the threshold before λ is raised (×1.5) or lowered (÷1.5^1.5) (default 3). */
@@ -1363,7 +1363,7 @@ export interface ScoreRule {
   leaveOut?: boolean;
 }
 
-/** The flag rule's defaults (README "Neural Cleanse measurements" compares the others on the same scans). */
+/** The flag rule's defaults (docs/neural-cleanse-measurements.md compares the others on the same scans). */
 export const DEFAULT_SCORE_RULE: Required<ScoreRule> = { nullDistribution: "normal", splitFamilies: true, compactness: false, loop: "off", headShift: true, headShiftExclude: true, headShiftVeto: true, leaveOut: false };
 
 /** One family's raw scores as the measurements nc-evidence.ts reads. */
@@ -1377,8 +1377,8 @@ function labelMeasures(labels: readonly number[], rs: readonly NcRawScore[], not
  * paper's rule) that only the FDR bar held back. A confirmed target with a small norm widens the MAD of the
  * labels it stays among, and so hides a second target (multi_trigger: its first target, index 2.4 and q 0.08
  * with its second target among the references, q 0.009 without). The candidate restriction is what keeps
- * natural labels out: without it a truncated sample's MAD made Fashion-MNIST's bag an outlier (README,
- * "Head-shift evidence"). Returns [index, reason] pairs.
+ * natural labels out: without it a truncated sample's MAD made Fashion-MNIST's bag an outlier
+ * (docs/neural-cleanse-measurements.md, "Head-shift evidence"). Returns [index, reason] pairs.
  */
 export function headShiftExcludedFlags(labels: readonly number[], rs: readonly NcRawScore[], first: readonly NcFamilyScore[], firstMedian: number, byShift: readonly number[], opts: EvidenceOptions): [number, string][] {
   const out = new Set(byShift);
