@@ -125,7 +125,7 @@ export function readableShare(hs: HeadShiftMeasure | undefined): number | undefi
  * HEAD_SHIFT_MAX_SURVIVAL). Only then can `repair --defense auto` score its candidates on it in place of the
  * trigger they unlearned. A natural trigger of the label (multi_trigger's blend triggers kept 50–62% of
  * their success, where its second target's patch trigger kept 4%) says nothing about what a repair left of the backdoor, and
- * scoring on it let the repair that removed more of it lose (README, "The other family's trigger").
+ * scoring on it let the repair that removed more of it lose (docs/auto-measurements.md, "The other family's trigger").
  * Unmeasured (too few held-out images, no linear head, or not among the labels measured): false.
  */
 export function otherFamilyStandsIn(headShift: HeadShiftMeasure | undefined): boolean {

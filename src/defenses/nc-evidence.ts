@@ -15,9 +15,10 @@
 // (both robust z of the log against the same reference labels, positive on the small side): a patch trigger is
 // small and compact, a natural label's smallest trigger is small or compact by chance, rarely both. Under "not
 // a target" each z is roughly standard normal; if they were independent, so is their combination, and the
-// p-value, the FDR and the index > 2 test read it in place of the norm's alone. (Measured on clean zoo models
-// in the README: natural labels' spreads are so alike that their MAD is tiny and a spread a little below the
-// median already gets a large index, so the combination flags natural labels; hence off by default.)
+// p-value, the FDR and the index > 2 test read it in place of the norm's alone. (Measured on clean zoo models in
+// docs/neural-cleanse-measurements.md: natural labels' spreads are so alike that their MAD is tiny and a spread a
+// little below the median already gets a large index, so the combination flags natural labels; hence off by
+// default.)
 // Several targets (opt-in, loop "all" or "candidates"): once targets are confirmed they leave the median and
 // MAD, and the statistics are taken again over the other labels, until no further label is confirmed; small
 // confirmed norms would otherwise drag the median down and widen the MAD, and hide a second target. Off by

@@ -29,8 +29,8 @@
 // Fashion-MNIST zoo but flagged a clean model: shrinking every natural label's norm shrinks the MAD as well.
 // In the blend family further starts seldom found a smaller trigger for a target and mostly spread the natural
 // labels' lower half, which raised the MAD and cost WaNet's target on a second zoo. On two zoos (110 scans,
-// README, 2026-12-04): every target flagged in 57 of 90 backdoored scans (55 with 2 starts), 3 wrong flags (5),
-// no clean scan flagged (1), for 1.25x the full phase on 10-class models.
+// docs/neural-cleanse-measurements.md, 2026-12-04): every target flagged in 57 of 90 backdoored scans (55 with 2
+// starts), 3 wrong flags (5), no clean scan flagged (1), for 1.25x the full phase on 10-class models.
 import { createHash } from "node:crypto";
 import { fail } from "../errors.js";
 import { backward } from "../graph/autodiff.js";
@@ -1349,7 +1349,7 @@ export interface ScoreRule {
    * (Bonferroni over the families).
    */
   splitFamilies?: boolean;
-  /** Combine the mask family's norm index with its spread's (default false, measured in the README; see nc-evidence.ts and nc-compact.ts). */
+  /** Combine the mask family's norm index with its spread's (default false, measured in docs/neural-cleanse-measurements.md; see nc-evidence.ts and nc-compact.ts). */
   compactness?: boolean;
   /** The confirm-and-exclude loop for further targets (default "off", one round; see LoopRule in nc-evidence.ts). */
   loop?: LoopRule;
