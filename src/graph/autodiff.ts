@@ -560,7 +560,7 @@ function reduceGrad(e: Emitter, n: Node, dy: string, mean: boolean): string {
  * - "fast": ungrouped weight gradients as per-tap Gemms, input gradients as ConvTranspose;
  * - "flip": as "fast", and stride-1 input gradients as a Conv with the flipped kernel (onnxruntime's
  *   CPU ConvTranspose is the slower kernel: on a quiet machine the input-gradient graph of full-width
- *   PreAct-ResNet18 ran 1.37× faster this way; README, PyTorch section);
+ *   PreAct-ResNet18 ran 1.37× faster this way; docs/pytorch-speed.md);
  * - "direct" (default): input gradients as "flip" where they have ≥ FLIP_MIN_CHANNELS channels per group, else
  *   ConvTranspose; weight gradients as "fast" but with dy laid out channel-major ([M, N·oh·ow]) once, so each tap's Gemm reads
  *   it as it is (with [N·oh·ow, M] and transA every tap's Gemm transposed it again): the weight gradient of one

@@ -7,7 +7,7 @@
 // outputs ("running" statistics after the update) are exactly those batch statistics, which
 // train/batch-norm-stats.ts reads. Reverse mode then has one closed-form rule for the node (autodiff.ts):
 // until 2026-12-08 the statistics were computed with ReduceMean/Sub/Mul in front of an inference-mode node
-// and differentiated op by op, a dozen full passes over the activations per BatchNorm (README, PyTorch exports).
+// and differentiated op by op, a dozen full passes over the activations per BatchNorm (README, "PyTorch exports").
 import { attr, Graph, GraphError } from "./ir.js";
 
 /** One rewritten BatchNormalization: where its running statistics live and the batch's, as graph values. */

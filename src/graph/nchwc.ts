@@ -10,7 +10,7 @@
 //   x → ReorderInput → nchwc Conv → ReorderOutput → y.
 // Measured on full-width PreAct-ResNet18's stage shapes at batch 64 (one 3×3 conv, weights as inputs, reorders
 // included, AVX-512 host, 2026-12-07): 1.34×, 1.21×, 1.55× and 0.94× the plain Conv's speed at 64, 128, 256 and
-// 512 channels (README, "PyTorch exports").
+// 512 channels (docs/pytorch-speed.md).
 //
 // The block size is the host's (runtime/nchwc-probe.ts finds it by running both forms), and a wrong one
 // computes garbage, so this rewrite is only ever applied with a probed block size. It is applied when a graph

@@ -38,7 +38,7 @@ export interface SessionOptions {
    * onnxruntime's memory pattern: after the first run with a set of input shapes, it plans all of the run's
    * intermediate buffers as one block. Default: off for gradient graphs (those given `work`), on for the others.
    * A training step's block is large and its buffers live briefly; without the pattern the arena reuses freed
-   * chunks instead (fine-prune on PreAct-ResNet18: README, "PyTorch exports").
+   * chunks instead (fine-prune on PreAct-ResNet18: docs/pytorch-speed.md).
    */
   memoryPattern?: boolean;
   /**

@@ -2,7 +2,7 @@
 // gradients: the same rules as graph/optimizers.ts (SGD with momentum, Adam with the bias correction folded
 // into the learning rate), one pass over each parameter instead of ~12 elementwise graph nodes, each of which
 // reads and writes whole tensors (on full-width PreAct-ResNet18 the update moved ~11M floats a dozen times per
-// step; README, training speed).
+// step; docs/pytorch-speed.md).
 import type { OptimizerConfig } from "../graph/optimizers.js";
 
 export class HostOptimizer {

@@ -89,7 +89,7 @@ export function checkFinite(data: TrainData): void {
  * - "host": the graph ends at the gradients, which the runtime writes into fixed arrays, and
  *   train/host-optimizer.ts updates parameters and state in place. Same rules; one single-threaded JS pass per
  *   parameter instead of a dozen whole-tensor graph nodes on all cores. On full-width PreAct-ResNet18 it
- *   measured 0.82–0.89× the graph update's step rate in the same runs (README, PyTorch exports), so it is not
+ *   measured 0.82–0.89× the graph update's step rate in the same runs (docs/pytorch-speed.md), so it is not
  *   the default.
  */
 export type UpdatePlace = "graph" | "host";
