@@ -244,6 +244,25 @@ test("re-inversion: a tied candidate whose fresh trigger sits one anomaly index 
   assert.deepEqual(moreAnomalousFresh(s, [0, 1, 2, 3, 4], [5]), []);
 });
 
+test("re-inversion: when every tied candidate is beaten on some counted label, the evidence decides nothing and the tie stands", () => {
+  // The PyTorch ResNet18 fixture's selection (labels 0 and 8 counted): one repair re-inverts label 0 at index
+  // 0.6 and label 8 at 4.5, another label 0 at 11.8 and label 8 at -0.1. Each would leave the tie on one label;
+  // both leaving emptied it and `repair` stopped with an internal error.
+  const two = (i0: number, i8: number) => [0, 8].map((label, k) => ({ label, l1Norm: 20, bound: 35, index: k ? i8 : i0, success: 0.95, counts: true }));
+  const s = [
+    { ...perLabel("prune-unlearn", 0.79, { 0: 0.9, 8: 0.91 }), reinverted: two(0.6, 4.5) },
+    { ...perLabel("ibau", 0.82, { 0: 0.9, 8: 0.9 }), reinverted: two(11.8, -0.1) },
+  ];
+  assert.deepEqual(moreAnomalousFresh(s, [0, 1], [0, 8]), [0, 1]);
+  const c = chooseCandidate(s, 0.01, 48);
+  assert.equal(s[c.index].defense, "ibau"); // the tie on the stamped triggers, won on clean accuracy
+  assert.match(c.reason, /the re-inverted triggers decide nothing/);
+  assert.doesNotMatch(c.reason, /left the tie/);
+  // One candidate beaten on one label only: it leaves, as before.
+  const one = [s[0], { ...s[1], reinverted: two(11.8, 4.5) }];
+  assert.equal(one[chooseCandidate(one, 0.01, 48).index].defense, "prune-unlearn");
+});
+
 test("autoPlan: prune-unlearn also runs on the most anomalous flagged label alone when several are flagged", () => {
   const nc = {
     labels: [

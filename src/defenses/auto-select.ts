@@ -390,9 +390,14 @@ function ruleState(scores: readonly CandidateScore[], minTolerance: number, sele
   // Attack scores within the noise of the lowest are ties (only when the split's size is known).
   const band = selectionSize ? 1.96 * Math.sqrt(Math.max(lowest * (1 - lowest), 1 / selectionSize) / selectionSize) : 0;
   const onScore = eligible.filter((i) => attack(scores[i]) <= lowest + band + 1e-12);
-  const freshOut = moreAnomalousFresh(scores, onScore, counted);
+  // With several counted labels each tied candidate can be beaten on one of them (the PyTorch ResNet18 fixture,
+  // labels 0 and 8: one repair re-inverted 0 smallest, another 8): evidence that contradicts itself decides
+  // nothing, and the tie stands as the stamped triggers left it.
+  const out = moreAnomalousFresh(scores, onScore, counted);
+  const freshContradicts = out.length > 0 && out.length === onScore.length;
+  const freshOut = freshContradicts ? [] : out;
   const tied = onScore.filter((i) => !freshOut.includes(i));
-  return { best, tolerance, eligible, overBudget, counted, countedHeld, ignored, attack, lowest, band, tied, freshOut };
+  return { best, tolerance, eligible, overBudget, counted, countedHeld, ignored, attack, lowest, band, tied, freshOut, freshContradicts };
 }
 
 /**
@@ -444,7 +449,7 @@ export function pendingReinversion(scores: readonly CandidateScore[], minToleran
 /** The documented rule (see the file's head): index of the chosen candidate, why, and the tolerance used. */
 export function chooseCandidate(scores: readonly CandidateScore[], minTolerance = 0.01, selectionSize?: number): { index: number; reason: string; tolerance: number; ignored: number[]; tradeoff?: SelectionTradeoff } {
   if (scores.length === 0) throw new Error("no candidate to choose from");
-  const { best, tolerance, eligible, overBudget, countedHeld, ignored, attack, band, tied, freshOut } = ruleState(scores, minTolerance, selectionSize);
+  const { best, tolerance, eligible, overBudget, countedHeld, ignored, attack, band, tied, freshOut, freshContradicts } = ruleState(scores, minTolerance, selectionSize);
   let index = -1;
   for (const i of tied) if (index < 0 || scores[i].cleanAccuracy > scores[index].cleanAccuracy) index = i;
   // Between tied repairs, accuracy gaps under TIE_GAP are below what the split can resolve (1 point is
@@ -470,6 +475,7 @@ export function chooseCandidate(scores: readonly CandidateScore[], minTolerance 
     (countedHeld.length ? `(label${countedHeld.length > 1 ? "s" : ""} ${countedHeld.join(", ")} scored on the other family's reversed trigger, which no candidate trained on, where a candidate halves the flagging family's) ` : "") +
     (raised ? `(${raised} candidate${raised > 1 ? "s" : ""} tied on the reversed triggers lost on the re-inverted one) ` : "") +
     (freshOut.length ? `(${freshOut.map((i) => scores[i].defense).join(", ")} left the tie: ${freshOut.length > 1 ? "their" : "its"} re-inverted trigger sits ${FRESH_INDEX_GAP} or more anomaly index above the lowest tied one's, at ${FRESH_INDEX_FLOOR} or more among B's labels) ` : "") +
+    (freshContradicts ? "(the re-inverted triggers decide nothing: each tied candidate's is found again smaller on another for some label) " : "") +
     `${band > 0 ? `(ties within ${(100 * band).toFixed(1)} points go to clean accuracy${prior ? `, gaps under ${(100 * TIE_GAP).toFixed(1)} points between repairs to the earlier candidate` : ""}) ` : ""}` +
     `among the candidates within ${(100 * tolerance).toFixed(1)} points of the best selection clean accuracy (${p(best)}; its own ${p(s.cleanAccuracy)})` +
     (overBudget.length ? ` (${overBudget.map((i) => scores[i].defense).join(", ")} not eligible: no round within ${overBudget.length > 1 ? "their" : "its"} --max-drop on ${overBudget.length > 1 ? "their" : "its"} own held-out part)` : "") +
