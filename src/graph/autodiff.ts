@@ -506,7 +506,7 @@ const RULES: Record<string, Rule> = {
  */
 function batchStatisticsGrad(e: Emitter, n: Node, dy: string, needs: boolean[]): Grads {
   if (n.outputs.length < 3 || !n.outputs[1] || !n.outputs[2]) throw new GraphError(`BatchNormalization (node ${n.name}): training mode needs its batch mean and variance outputs for the gradient`);
-  if (Math.abs(floatAttr(n, "momentum", 0.9)) !== 0) throw new GraphError(`BatchNormalization (node ${n.name}): training-mode gradients need momentum 0 (its outputs are then the batch's statistics)`);
+  if (floatAttr(n, "momentum", 0.9) !== 0) throw new GraphError(`BatchNormalization (node ${n.name}): training-mode gradients need momentum 0 (its outputs are then the batch's statistics)`);
   const [x, scale] = n.inputs;
   const [, mean, variance] = n.outputs;
   const eps = floatAttr(n, "epsilon", 1e-5);
@@ -637,8 +637,8 @@ export function backward(g: Graph, loss: string, wrt: string[], opts: BackwardOp
     const needs = n.inputs.map((x) => x !== "" && active(x));
     if (!needs.some(Boolean)) continue;
     const dys = n.outputs.map((o) => (o ? total(o) : undefined));
-    // Every rule differentiates its first output only: a gradient reaching another output (BatchNormalization's
-    // batch statistics, a pool's indices) would otherwise be dropped without a word.
+    // Every rule differentiates its first output only: a gradient reaching another output (training-mode
+    // BatchNormalization's batch statistics, say) would otherwise be dropped without a word.
     const other = dys.findIndex((d, k) => k > 0 && d !== undefined);
     if (other > 0) throw new GraphError(`no gradient rule for output ${other} ("${n.outputs[other]}") of ${n.op} (node ${n.name}): only its first output is differentiable`);
     if (dys[0] === undefined) continue;
