@@ -174,19 +174,23 @@ if (values.rescore) {
   // The rule's choices beside the natural-feature check: the index's null and the FDR split over the families.
   const ff = values["family-fdr"] ?? (DEFAULT_SCORE_RULE.splitFamilies ? "split" : "each");
   if (ff !== "split" && ff !== "each") throw new Error(`--family-fdr must be split or each, got ${ff}`);
-  const cp = values.compact ?? (DEFAULT_SCORE_RULE.compactness ? "on" : "off");
-  if (cp !== "on" && cp !== "off") throw new Error(`--compact must be on or off, got ${cp}`);
-  const hs = values["head-shift"] ?? (DEFAULT_SCORE_RULE.headShift ? "on" : "off");
-  if (hs !== "on" && hs !== "off") throw new Error(`--head-shift must be on or off, got ${hs}`);
-  const hx = values["head-shift-exclude"] ?? (DEFAULT_SCORE_RULE.headShiftExclude ? "on" : "off");
-  if (hx !== "on" && hx !== "off") throw new Error(`--head-shift-exclude must be on or off, got ${hx}`);
   const lp = values.loop ?? DEFAULT_SCORE_RULE.loop;
   if (!LOOP_RULES.includes(lp as LoopRule)) throw new Error(`--loop must be one of ${LOOP_RULES.join(", ")}, got ${lp}`);
-  const hv = values["head-shift-veto"] ?? (DEFAULT_SCORE_RULE.headShiftVeto ? "on" : "off");
-  if (hv !== "on" && hv !== "off") throw new Error(`--head-shift-veto must be on or off, got ${hv}`);
-  const lo = values["leave-out"] ?? (DEFAULT_SCORE_RULE.leaveOut ? "on" : "off");
-  if (lo !== "on" && lo !== "off") throw new Error(`--leave-out must be on or off, got ${lo}`);
-  const rule: ScoreRule = { nullDistribution: nd as NullDistribution, splitFamilies: ff === "split", compactness: cp === "on", loop: lp as LoopRule, headShift: hs === "on", headShiftExclude: hx === "on", headShiftVeto: hv === "on", leaveOut: lo === "on" };
+  const onOff = (flag: keyof typeof values, dflt: boolean): boolean => {
+    const v = values[flag] ?? (dflt ? "on" : "off");
+    if (v !== "on" && v !== "off") throw new Error(`--${flag} must be on or off, got ${String(v)}`);
+    return v === "on";
+  };
+  const rule: Required<ScoreRule> = {
+    nullDistribution: nd as NullDistribution,
+    splitFamilies: ff === "split",
+    compactness: onOff("compact", DEFAULT_SCORE_RULE.compactness),
+    loop: lp as LoopRule,
+    headShift: onOff("head-shift", DEFAULT_SCORE_RULE.headShift),
+    headShiftExclude: onOff("head-shift-exclude", DEFAULT_SCORE_RULE.headShiftExclude),
+    headShiftVeto: onOff("head-shift-veto", DEFAULT_SCORE_RULE.headShiftVeto),
+    leaveOut: onOff("leave-out", DEFAULT_SCORE_RULE.leaveOut),
+  };
   const firstStarts = values["first-starts"] === undefined ? undefined : Number(values["first-starts"]);
   if (firstStarts !== undefined && (!Number.isInteger(firstStarts) || firstStarts < 1)) throw new Error(`--first-starts must be a positive integer, got ${values["first-starts"]}`);
   const stake = values["starts-at-stake"]?.match(/^(\d+)\+(\d+)$/);
@@ -207,7 +211,7 @@ if (values.rescore) {
   const all = [...byKey.values()];
   const scans = all.filter((x) => !csawNames.has(x.model));
   const models = [...new Set(scans.map((x) => x.model))].sort();
-  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans${firstStarts ? `, as ${firstStarts}-start scans` : ""}${stake ? `, as scans of ${stake[1]} starts and ${stake[2]} more below the reference median` : ""}${naturalCheck ? ", with the natural-feature check" : ""}; index null ${rule.nullDistribution}${rule.splitFamilies ? ", FDR split over the families" : ", FDR level per family"}${rule.compactness ? ", mask spread combined with the norm" : ", norms only"}, loop ${rule.loop}, head shift ${hs}${hs === "on" ? `, its targets out of the reference ${hx}` : ""})`);
+  say(`## Zoo, rescored from ${values.rescore} (${scans.length} scans${firstStarts ? `, as ${firstStarts}-start scans` : ""}${stake ? `, as scans of ${stake[1]} starts and ${stake[2]} more below the reference median` : ""}${naturalCheck ? ", with the natural-feature check" : ""}; index null ${rule.nullDistribution}${rule.splitFamilies ? ", FDR split over the families" : ", FDR level per family"}${rule.compactness ? ", mask spread combined with the norm" : ", norms only"}, loop ${rule.loop}, head shift ${rule.headShift ? "on" : "off"}${rule.headShift ? `, its targets out of the reference ${rule.headShiftExclude ? "on" : "off"}` : ""}${rule.leaveOut ? ", leave-one-out indices" : ""})`);
   say();
   say("| model | targets | flagged per seed | every target flagged | wrong flags |");
   say("|---|---|---|---|---|");
